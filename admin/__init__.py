@@ -1,0 +1,20 @@
+"""The staff console at /admin: Flask-Admin behind a login."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask
+from flask_admin import Admin
+
+from admin.auth import SaccoIndexView, init_login
+from admin.views import register_views
+
+
+def init_admin(app: Flask) -> Admin:
+    """Build a fresh Admin per app (never a module global: tests create many apps)."""
+    app.register_blueprint(
+        Blueprint("sacco_admin_templates", __name__, template_folder="templates")
+    )
+    init_login(app)
+    console = Admin(app, name="SACCO console", index_view=SaccoIndexView(url="/admin"))
+    register_views(console)
+    return console

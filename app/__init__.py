@@ -1,0 +1,50 @@
+"""The SACCO channel server: `create_app` builds the Flask app from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import Flask
+
+from app.config import load_settings
+from app.extensions import db, init_redis, login_manager, migrate
+from app.logs import configure_logging, init_request_ids
+
+
+def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    settings = load_settings(overrides=overrides, instance_path=app.instance_path)
+    app.config.from_mapping(settings.as_flask_config())
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=settings.DATABASE_URL,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        SETTINGS=settings,
+    )
+    configure_logging(settings.LOG_LEVEL)
+
+    from app import models  # noqa: F401  (register every table with the metadata)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=_migrations_dir())
+    init_redis(app)
+    login_manager.init_app(app)
+    init_request_ids(app)
+
+    from app.web import register_blueprints
+
+    register_blueprints(app)
+
+    from admin import init_admin
+
+    init_admin(app)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _migrations_dir() -> str:
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parent.parent / "migrations")

@@ -1,0 +1,38 @@
+"""`sacco jobs run NAME [--as-of-date YYYY-MM-DD]` and `sacco jobs list`."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import click
+from flask.cli import AppGroup
+
+from workers.runner import job_run, registered_jobs
+
+jobs_cli = AppGroup("jobs", help="Run the scheduled jobs by hand.")
+
+
+@jobs_cli.command("list")
+def jobs_list() -> None:
+    """Names of the jobs `jobs run` accepts."""
+    for name, fn in sorted(registered_jobs().items()):
+        click.echo(f"{name:24} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
+
+
+@jobs_cli.command("run")
+@click.argument("name")
+@click.option("--as-of-date", default=None, help="Run as if today were this date (YYYY-MM-DD).")
+def jobs_run(name: str, as_of_date: str | None) -> None:
+    """Run one job now; exit 0 success or skipped, 2 partial, 1 fatal."""
+    as_of: date | None = None
+    if as_of_date:
+        try:
+            as_of = datetime.strptime(as_of_date, "%Y-%m-%d").date()
+        except ValueError:
+            click.echo(f"error: --as-of-date must be YYYY-MM-DD, got {as_of_date!r}", err=True)
+            raise SystemExit(1) from None
+    if name not in registered_jobs():
+        known = ", ".join(sorted(registered_jobs()))
+        click.echo(f"error: no job {name!r} (jobs: {known})", err=True)
+        raise SystemExit(1)
+    raise SystemExit(job_run(name, as_of))

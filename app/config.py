@@ -1,0 +1,148 @@
+"""Every setting, read from the environment in one place, typed and checked at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+ENVIRONMENTS = ("development", "test", "production")
+DEV_SECRET = "dev-only-secret-change-me"  # noqa: S105 - refused in production
+DEV_CALLBACK_TOKEN = "dev-callback-token"  # noqa: S105 - refused in production
+# Safaricom refuses callback URLs containing any of these (any case).
+FORBIDDEN_CALLBACK_WORDS = ("mpesa", "m-pesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the process must not start."""
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    APP_ENV: str = "development"
+    DATABASE_URL: str = ""
+    REDIS_URL: str | None = None
+    SECRET_KEY: str = DEV_SECRET
+    TIMEZONE: str = "Africa/Nairobi"
+    PORT: int = 5000
+    LOG_LEVEL: str = "INFO"
+    USSD_SERVICE_CODE: str = "*384*96#"
+    AT_USERNAME: str = "sandbox"
+    AT_API_KEY: str | None = None
+    AT_SENDER_ID: str | None = None
+    AT_API_BASE_URL: str | None = None
+    MPESA_BASE_URL: str = "https://sandbox.safaricom.co.ke"
+    MPESA_CONSUMER_KEY: str | None = None
+    MPESA_CONSUMER_SECRET: str | None = None
+    MPESA_SHORTCODE: str = "174379"
+    MPESA_PASSKEY: str | None = None
+    MPESA_B2C_SHORTCODE: str = "600996"
+    MPESA_INITIATOR_NAME: str | None = None
+    MPESA_SECURITY_CREDENTIAL: str | None = None
+    CALLBACK_BASE_URL: str | None = None
+    CALLBACK_TOKEN: str = DEV_CALLBACK_TOKEN
+    MPESA_ALLOWED_IPS: tuple[str, ...] = field(default_factory=tuple)
+    DEMO_DATA: bool = True
+
+    @property
+    def is_production(self) -> bool:
+        return self.APP_ENV == "production"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.TIMEZONE)
+
+    @property
+    def uses_simulators(self) -> bool:
+        """No provider credentials: talk to our own stand-ins (never in production)."""
+        return not self.is_production and not (self.AT_API_KEY or self.MPESA_CONSUMER_KEY)
+
+    def as_flask_config(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _parse(name: str, raw: str, annotation: str) -> object:
+    if annotation == "int":
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+    if annotation == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{name} must be 0/1 or true/false, got {raw!r}")
+    if annotation.startswith("tuple"):
+        return _csv(raw)
+    return raw.strip() or None if "None" in annotation else raw.strip()
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    instance_path: str | os.PathLike[str] = "instance",
+) -> Settings:
+    """Build Settings from the environment, then `overrides` (tests), then check them."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        if f.name in environ and environ[f.name] != "":
+            values[f.name] = _parse(f.name, environ[f.name], str(f.type))
+    values.update(overrides or {})
+    if not values.get("DATABASE_URL"):
+        values["DATABASE_URL"] = f"sqlite:///{Path(instance_path).resolve() / 'sacco.db'}"
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.APP_ENV not in ENVIRONMENTS:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}, got {s.APP_ENV!r}")
+    try:
+        ZoneInfo(s.TIMEZONE)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"TIMEZONE {s.TIMEZONE!r} is not a known time zone") from exc
+    if not (1 <= s.PORT <= 65535):
+        raise ConfigError(f"PORT must be 1-65535, got {s.PORT}")
+    if not s.MPESA_SHORTCODE.isdigit():
+        raise ConfigError("MPESA_SHORTCODE must be digits")
+    if (
+        len(s.CALLBACK_TOKEN) < 8
+        or not s.CALLBACK_TOKEN.replace("-", "").replace("_", "").isalnum()
+    ):
+        raise ConfigError("CALLBACK_TOKEN must be at least 8 letters, digits, - or _")
+    lowered = s.CALLBACK_TOKEN.lower() + (s.CALLBACK_BASE_URL or "").lower()
+    bad = [w for w in FORBIDDEN_CALLBACK_WORDS if w in lowered]
+    if bad:
+        raise ConfigError(
+            f"CALLBACK_BASE_URL/CALLBACK_TOKEN contain {bad[0]!r}, Safaricom refuses it"
+        )
+    if s.is_production:
+        required = {
+            "SECRET_KEY": s.SECRET_KEY != DEV_SECRET and s.SECRET_KEY,
+            "CALLBACK_TOKEN": s.CALLBACK_TOKEN != DEV_CALLBACK_TOKEN,
+            "CALLBACK_BASE_URL": s.CALLBACK_BASE_URL,
+            "REDIS_URL": s.REDIS_URL,
+            "AT_API_KEY": s.AT_API_KEY,
+            "MPESA_CONSUMER_KEY": s.MPESA_CONSUMER_KEY,
+            "MPESA_CONSUMER_SECRET": s.MPESA_CONSUMER_SECRET,
+            "MPESA_PASSKEY": s.MPESA_PASSKEY,
+            "MPESA_INITIATOR_NAME": s.MPESA_INITIATOR_NAME,
+            "MPESA_SECURITY_CREDENTIAL": s.MPESA_SECURITY_CREDENTIAL,
+        }
+        missing = [name for name, ok in required.items() if not ok]
+        if missing:
+            raise ConfigError("production needs these settings: " + ", ".join(missing))
+        if s.DATABASE_URL.startswith("sqlite"):
+            raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL")
+        if not (s.CALLBACK_BASE_URL or "").startswith("https://"):
+            raise ConfigError("CALLBACK_BASE_URL must be https in production")

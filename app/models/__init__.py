@@ -1,0 +1,26 @@
+"""All models, imported here so Alembic and `db.create_all` see every table."""
+
+from app.models.audit import AuditLog
+from app.models.ledger import ACCOUNT_KINDS, Account, JournalEntry, JournalLine
+from app.models.loan import Installment, Loan, LoanProduct
+from app.models.member import Member, StaffUser
+from app.models.mpesa import MpesaCallback, MpesaRequest, Payment
+from app.models.sms import SmsMessage, SmsSuppression
+
+__all__ = [
+    "ACCOUNT_KINDS",
+    "Account",
+    "AuditLog",
+    "Installment",
+    "JournalEntry",
+    "JournalLine",
+    "Loan",
+    "LoanProduct",
+    "Member",
+    "MpesaCallback",
+    "MpesaRequest",
+    "Payment",
+    "SmsMessage",
+    "SmsSuppression",
+    "StaffUser",
+]

@@ -1,0 +1,95 @@
+"""Double-entry journal. Amounts on lines are signed: debit positive, credit negative."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.types import Money, UTCDateTime, utcnow
+from app.money import ZERO
+
+# kind -> normal side. Credit-normal accounts (what the SACCO owes or earns) show their
+# balance with the sign flipped, so a member's savings read as a positive number.
+ACCOUNT_KINDS: dict[str, str] = {
+    "savings": "credit",
+    "share_capital": "credit",
+    "loan_principal": "debit",
+    "loan_interest": "debit",
+    "loan_fees": "debit",
+    "loan_penalty": "debit",
+    "mpesa_clearing": "debit",
+    "b2c_utility": "debit",
+    "suspense": "credit",
+    "income_interest": "credit",
+    "income_fees": "credit",
+    "income_penalty": "credit",
+    "write_off_expense": "debit",
+}
+
+
+class Account(db.Model):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    loan_id: Mapped[int | None] = mapped_column(ForeignKey("loans.id"), index=True)
+    status: Mapped[str] = mapped_column(String(8), default="open")
+    # A cache of sum(lines.amount), debit-positive; `sacco ledger check` rebuilds it.
+    balance: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    member = relationship("Member", lazy="joined")
+
+    @property
+    def normal_side(self) -> str:
+        return ACCOUNT_KINDS[self.kind]
+
+    @property
+    def display_balance(self) -> Decimal:
+        return -self.balance if self.normal_side == "credit" else self.balance
+
+    def __repr__(self) -> str:
+        return f"<Account {self.code} {self.balance}>"
+
+
+class JournalEntry(db.Model):
+    __tablename__ = "journal_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30), index=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    # Whatever makes this posting unique in the world (an M-PESA receipt, an import row):
+    # the database refuses a second entry with the same key.
+    idempotency_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    value_date: Mapped[date] = mapped_column(Date)
+    posted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(60), default="system")
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
+    loan_id: Mapped[int | None] = mapped_column(ForeignKey("loans.id"), index=True)
+
+    lines: Mapped[list[JournalLine]] = relationship(
+        back_populates="entry", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class JournalLine(db.Model):
+    __tablename__ = "journal_lines"
+    __table_args__ = (
+        CheckConstraint("amount <> 0", name="nonzero"),
+        Index("ix_journal_lines_account_entry", "account_id", "entry_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[Decimal] = mapped_column(Money())
+
+    entry: Mapped[JournalEntry] = relationship(back_populates="lines")
+    account: Mapped[Account] = relationship(lazy="joined")

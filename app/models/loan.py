@@ -1,0 +1,159 @@
+"""Loan products, loans and their installments."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.types import Money, UTCDateTime, utcnow
+from app.money import ZERO
+
+LOAN_STATUSES = (
+    "submitted",
+    "recommended",
+    "approved",
+    "disbursing",
+    "active",
+    "closed",
+    "rejected",
+    "withdrawn",
+    "overpaid",
+    "written_off",
+    "restructured",
+)
+
+
+class LoanProduct(db.Model):
+    __tablename__ = "loan_products"
+    __table_args__ = (
+        CheckConstraint("interest_method IN ('declining','flat')", name="interest_method"),
+        CheckConstraint(
+            "amortization IN ('equal_installments','equal_principal')", name="amortization"
+        ),
+        CheckConstraint("frequency IN ('monthly','weekly')", name="frequency"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(20), unique=True)
+    name: Mapped[str] = mapped_column(String(80))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    interest_method: Mapped[str] = mapped_column(String(12), default="declining")
+    amortization: Mapped[str] = mapped_column(String(20), default="equal_installments")
+    annual_rate: Mapped[Decimal] = mapped_column(Numeric(7, 4))  # percent a year
+    min_rate: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
+    max_rate: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
+    frequency: Mapped[str] = mapped_column(String(8), default="monthly")
+    default_term: Mapped[int] = mapped_column(Integer)
+    min_term: Mapped[int] = mapped_column(Integer, default=1)
+    max_term: Mapped[int] = mapped_column(Integer)
+    installment_multiple: Mapped[Decimal | None] = mapped_column(Money())
+    min_amount: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    max_amount: Mapped[Decimal | None] = mapped_column(Money())
+    fee_type: Mapped[str] = mapped_column(String(8), default="none")  # none|fixed|percent
+    fee_value: Mapped[Decimal] = mapped_column(Numeric(10, 4), default=ZERO)
+    fee_min: Mapped[Decimal | None] = mapped_column(Money())
+    fee_max: Mapped[Decimal | None] = mapped_column(Money())
+    penalty_type: Mapped[str] = mapped_column(String(8), default="none")  # none|fixed|percent
+    penalty_value: Mapped[Decimal] = mapped_column(Numeric(10, 4), default=ZERO)
+    grace_days: Mapped[int] = mapped_column(Integer, default=3)
+    default_threshold_days: Mapped[int] = mapped_column(Integer, default=30)
+    limit_multiple: Mapped[Decimal] = mapped_column(Numeric(6, 2), default=Decimal("3"))
+    min_share_capital: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    min_membership_days: Mapped[int] = mapped_column(Integer, default=0)
+    auto_approve_limit: Mapped[Decimal | None] = mapped_column(Money())
+    maker_checker_threshold: Mapped[Decimal | None] = mapped_column(Money())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<LoanProduct {self.code}>"
+
+
+class Loan(db.Model):
+    __tablename__ = "loans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    loan_no: Mapped[str | None] = mapped_column(String(12), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("loan_products.id"))
+    status: Mapped[str] = mapped_column(String(14), default="submitted", index=True)
+    channel: Mapped[str] = mapped_column(String(10), default="ussd")
+    # Terms are copied from the product at application so a later product edit
+    # never changes a running loan.
+    principal: Mapped[Decimal] = mapped_column(Money())
+    annual_rate: Mapped[Decimal] = mapped_column(Numeric(7, 4))
+    term: Mapped[int] = mapped_column(Integer)
+    frequency: Mapped[str] = mapped_column(String(8))
+    interest_method: Mapped[str] = mapped_column(String(12))
+    amortization: Mapped[str] = mapped_column(String(20))
+    installment_multiple: Mapped[Decimal | None] = mapped_column(Money())
+    fee_amount: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    disbursed_on: Mapped[date | None] = mapped_column(Date)
+    closed_on: Mapped[date | None] = mapped_column(Date)
+    recommended_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    decision_reason: Mapped[str | None] = mapped_column(String(255))
+    days_past_due: Mapped[int] = mapped_column(Integer, default=0)
+    aging_bucket: Mapped[str] = mapped_column(String(8), default="current")
+    in_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    external_ref: Mapped[str | None] = mapped_column(String(60), unique=True)
+
+    member = relationship("Member", lazy="joined")
+    product: Mapped[LoanProduct] = relationship(lazy="joined")
+    installments: Mapped[list[Installment]] = relationship(
+        back_populates="loan", order_by="Installment.number", lazy="selectin"
+    )
+
+    def __repr__(self) -> str:
+        return f"<Loan {self.loan_no} {self.status} {self.principal}>"
+
+
+class Installment(db.Model):
+    __tablename__ = "installments"
+    __table_args__ = (UniqueConstraint("loan_id", "version", "number", name="loan_version_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    loan_id: Mapped[int] = mapped_column(ForeignKey("loans.id"), index=True)
+    # A restructure writes a new version; superseded rows stay for the record.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+    number: Mapped[int] = mapped_column(Integer)
+    due_date: Mapped[date] = mapped_column(Date, index=True)
+    principal_due: Mapped[Decimal] = mapped_column(Money())
+    interest_due: Mapped[Decimal] = mapped_column(Money())
+    fees_due: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    penalty_due: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    principal_paid: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    interest_paid: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    fees_paid: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    penalty_paid: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    paid_on: Mapped[date | None] = mapped_column(Date)
+    last_penalty_on: Mapped[date | None] = mapped_column(Date)
+
+    loan: Mapped[Loan] = relationship(back_populates="installments")
+
+    @property
+    def total_due(self) -> Decimal:
+        return self.principal_due + self.interest_due + self.fees_due + self.penalty_due
+
+    @property
+    def total_paid(self) -> Decimal:
+        return self.principal_paid + self.interest_paid + self.fees_paid + self.penalty_paid
+
+    @property
+    def outstanding(self) -> Decimal:
+        return self.total_due - self.total_paid

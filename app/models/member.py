@@ -1,0 +1,67 @@
+"""Members (the people who dial in) and staff (the people who log in to /admin)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import Boolean, CheckConstraint, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.types import UTCDateTime, utcnow
+
+MEMBER_STATUSES = ("active", "dormant", "suspended", "exited")
+LANGUAGES = ("en", "sw")
+STAFF_ROLES = ("admin", "loan_officer", "branch_manager", "compliance", "auditor")
+
+
+class Member(db.Model):
+    __tablename__ = "members"
+    __table_args__ = (
+        CheckConstraint("status IN ('active','dormant','suspended','exited')", name="status"),
+        CheckConstraint("language IN ('en','sw')", name="language"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Assigned from the id right after insert ("M" + 6 digits); unique so it can be an account ref.
+    member_no: Mapped[str | None] = mapped_column(String(12), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    phone: Mapped[str] = mapped_column(String(12), unique=True)  # 2547XXXXXXXX / 2541XXXXXXXX
+    national_id: Mapped[str | None] = mapped_column(String(20), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default="active")
+    language: Mapped[str] = mapped_column(String(2), default="en")
+    pin_hash: Mapped[str | None] = mapped_column(String(255))
+    failed_pin_count: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    external_ref: Mapped[str | None] = mapped_column(
+        String(40), unique=True
+    )  # id in an imported book
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Member {self.member_no} {self.phone}>"
+
+
+class StaffUser(UserMixin, db.Model):
+    __tablename__ = "staff_users"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('admin','loan_officer','branch_manager','compliance','auditor')", name="role"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120), default="")
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login asks this
+        return self.active
+
+    def __repr__(self) -> str:
+        return f"<StaffUser {self.email} {self.role}>"

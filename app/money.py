@@ -1,0 +1,51 @@
+"""The one place money is rounded.
+
+Everything that turns an amount into something stored, shown or sent goes through
+`round_money`, so a cent can only be rounded one way in this codebase.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+
+
+class MoneyError(ValueError):
+    """An amount that cannot be money (not a number, NaN, infinite)."""
+
+
+def to_decimal(value: object) -> Decimal:
+    """Parse an amount exactly: floats go through str so 0.1 stays 0.1."""
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, bool):
+        raise MoneyError(f"not an amount: {value!r}")
+    elif isinstance(value, (int, str)):
+        try:
+            result = Decimal(str(value).strip().replace(",", ""))
+        except InvalidOperation as exc:
+            raise MoneyError(f"not an amount: {value!r}") from exc
+    elif isinstance(value, float):
+        result = Decimal(repr(value))
+    else:
+        raise MoneyError(f"not an amount: {value!r}")
+    if not result.is_finite():
+        raise MoneyError(f"not an amount: {value!r}")
+    return result
+
+
+def round_money(value: object, multiple: Decimal | None = None) -> Decimal:
+    """Round half-even to the cent, or to `multiple` (e.g. 1 for whole shillings)."""
+    amount = to_decimal(value)
+    if multiple is None or multiple == 0:
+        return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+    multiple = to_decimal(multiple)
+    units = (amount / multiple).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    return (units * multiple).quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def is_whole_shillings(value: Decimal) -> bool:
+    """M-PESA moves whole shillings only."""
+    return value == value.to_integral_value()

@@ -1,0 +1,1 @@
+"""Writes and state transitions. Each public service owns its transaction."""

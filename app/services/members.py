@@ -1,0 +1,169 @@
+"""Members: joining, deposits and share purchases."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.models import Member
+from app.money import MoneyError, round_money, to_decimal
+from app.phone import PhoneError, normalise_phone
+from app.services.audit import audit_record
+from app.services.ledger import (
+    LedgerError,
+    credit,
+    debit,
+    gl_account,
+    journal_post,
+    member_account,
+)
+
+
+class MemberError(ValueError):
+    """Input that cannot become a member or a member posting; nothing was written."""
+
+
+def member_number(member_id: int) -> str:
+    return f"M{member_id:06d}"
+
+
+def member_add(
+    *,
+    name: str,
+    phone: str,
+    national_id: str | None = None,
+    language: str = "en",
+    actor: str = "system",
+    external_ref: str | None = None,
+    commit: bool = True,
+) -> Member:
+    """Register a member with a savings and a share-capital account."""
+    name = " ".join((name or "").split())
+    if not name or len(name) > 120:
+        raise MemberError("name is required (at most 120 characters)")
+    try:
+        phone = normalise_phone(phone)
+    except PhoneError as exc:
+        raise MemberError(str(exc)) from exc
+    national_id = (national_id or "").strip() or None
+    if national_id is not None and not (national_id.isalnum() and len(national_id) <= 20):
+        raise MemberError(f"national id must be letters and digits only: {national_id!r}")
+    if language not in ("en", "sw"):
+        raise MemberError("language must be en or sw")
+
+    clash = db.session.scalar(
+        select(Member).where(
+            or_(Member.phone == phone, Member.national_id == national_id)
+            if national_id
+            else Member.phone == phone
+        )
+    )
+    if clash is not None:
+        field = "phone" if clash.phone == phone else "national id"
+        raise MemberError(f"a member with this {field} exists already ({clash.member_no})")
+
+    member = Member(
+        name=name,
+        phone=phone,
+        national_id=national_id,
+        language=language,
+        external_ref=external_ref,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(member)
+            db.session.flush()
+    except IntegrityError as exc:  # lost a race with another insert of the same person
+        raise MemberError("a member with this phone or national id exists already") from exc
+    member.member_no = member_number(member.id)
+    member_account(member, "savings")
+    member_account(member, "share_capital")
+    audit_record(
+        actor=actor,
+        action="member.add",
+        object_type="member",
+        object_id=member.member_no,
+        after={"name": name, "phone": phone, "national_id": national_id},
+    )
+    if commit:
+        db.session.commit()
+    return member
+
+
+def _positive(amount: object) -> Decimal:
+    try:
+        value = round_money(to_decimal(amount))
+    except MoneyError as exc:
+        raise MemberError(str(exc)) from exc
+    if value <= 0:
+        raise MemberError("amount must be more than zero")
+    return value
+
+
+def member_deposit(
+    *,
+    member_id: int,
+    amount: object,
+    reference: str,
+    value_date: date,
+    actor: str = "system",
+    commit: bool = True,
+) -> int:
+    """Money in through M-PESA to savings. Returns the journal entry id."""
+    value = _positive(amount)
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise MemberError(f"no member {member_id}")
+    entry = journal_post(
+        kind="deposit",
+        lines=[
+            debit(gl_account("GL-MPESA-CLEARING"), value),
+            credit(member_account(member, "savings"), value),
+        ],
+        value_date=value_date,
+        description=f"Deposit {member.member_no} {reference}",
+        idempotency_key=f"deposit:{reference}",
+        actor=actor,
+        member_id=member.id,
+    )
+    if commit:
+        db.session.commit()
+    return entry.id
+
+
+def member_buy_shares(
+    *,
+    member_id: int,
+    amount: object,
+    reference: str,
+    value_date: date,
+    from_savings: bool = True,
+    actor: str = "system",
+    commit: bool = True,
+) -> int:
+    """Buy share capital from savings (refused if savings are short) or fresh M-PESA money."""
+    value = _positive(amount)
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise MemberError(f"no member {member_id}")
+    source = member_account(member, "savings") if from_savings else gl_account("GL-MPESA-CLEARING")
+    try:
+        entry = journal_post(
+            kind="share_purchase",
+            lines=[debit(source, value), credit(member_account(member, "share_capital"), value)],
+            value_date=value_date,
+            description=f"Shares {member.member_no} {reference}",
+            idempotency_key=f"shares:{reference}",
+            actor=actor,
+            member_id=member.id,
+        )
+    except LedgerError:
+        db.session.rollback()
+        raise
+    if commit:
+        db.session.commit()
+    return entry.id

