@@ -36,13 +36,19 @@ def to_decimal(value: object) -> Decimal:
     return result
 
 
-def round_money(value: object, multiple: Decimal | None = None) -> Decimal:
-    """Round half-even to the cent, or to `multiple` (e.g. 1 for whole shillings)."""
+def round_money(
+    value: object, multiple: Decimal | None = None, rounding: str = ROUND_HALF_EVEN
+) -> Decimal:
+    """Round half-even to the cent, or to `multiple` (e.g. 1 for whole shillings).
+
+    `rounding` is for the few places that must never round up (a limit offered to a
+    member is floored to whole shillings).
+    """
     amount = to_decimal(value)
     if multiple is None or multiple == 0:
-        return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
+        return amount.quantize(CENT, rounding=rounding)
     multiple = to_decimal(multiple)
-    units = (amount / multiple).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    units = (amount / multiple).quantize(Decimal(1), rounding=rounding)
     return (units * multiple).quantize(CENT, rounding=ROUND_HALF_EVEN)
 
 

@@ -9,7 +9,9 @@ from workers.runner import run_from_queue
 
 # (job name, cron in UTC, queue). 01:30 EAT = 22:30 UTC the evening before.
 SCHEDULE: list[tuple[str, str, str]] = [
-    ("ledger-check", "30 22 * * *", "default"),
+    ("loan-arrears", "5 21 * * *", "default"),  # 00:05 EAT: the day's penalties and aging
+    ("portfolio-snapshot", "35 21 * * *", "default"),  # 00:35 EAT, after arrears
+    ("ledger-check", "30 22 * * *", "default"),  # 01:30 EAT
 ]
 
 

@@ -2,7 +2,7 @@
 
 from app.models.audit import AuditLog
 from app.models.ledger import ACCOUNT_KINDS, Account, JournalEntry, JournalLine
-from app.models.loan import Installment, Loan, LoanProduct
+from app.models.loan import Installment, Loan, LoanProduct, PortfolioSnapshot
 from app.models.member import Member, StaffUser
 from app.models.mpesa import MpesaCallback, MpesaRequest, Payment
 from app.models.sms import SmsMessage, SmsSuppression
@@ -20,6 +20,7 @@ __all__ = [
     "MpesaCallback",
     "MpesaRequest",
     "Payment",
+    "PortfolioSnapshot",
     "SmsMessage",
     "SmsSuppression",
     "StaffUser",

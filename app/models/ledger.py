@@ -28,6 +28,7 @@ ACCOUNT_KINDS: dict[str, str] = {
     "income_fees": "credit",
     "income_penalty": "credit",
     "write_off_expense": "debit",
+    "opening_balances": "credit",  # the other side of balances brought forward on import
 }
 
 

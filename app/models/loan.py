@@ -157,3 +157,22 @@ class Installment(db.Model):
     @property
     def outstanding(self) -> Decimal:
         return self.total_due - self.total_paid
+
+
+class PortfolioSnapshot(db.Model):
+    """The daily aging / PAR30 picture, one row per day (a rerun replaces its own day)."""
+
+    __tablename__ = "portfolio_snapshots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    as_of: Mapped[date] = mapped_column(Date, unique=True)
+    loans: Mapped[int] = mapped_column(Integer)
+    gross_principal: Mapped[Decimal] = mapped_column(Money())
+    par30_principal: Mapped[Decimal] = mapped_column(Money())
+    par30: Mapped[Decimal] = mapped_column(Numeric(6, 4))
+    current: Mapped[Decimal] = mapped_column(Money())
+    dpd_1_30: Mapped[Decimal] = mapped_column(Money())
+    dpd_31_60: Mapped[Decimal] = mapped_column(Money())
+    dpd_61_90: Mapped[Decimal] = mapped_column(Money())
+    dpd_90_plus: Mapped[Decimal] = mapped_column(Money())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -30,6 +30,7 @@ GL_ACCOUNTS: dict[str, tuple[str, str]] = {
     "GL-INCOME-FEES": ("income_fees", "Fee income"),
     "GL-INCOME-PENALTY": ("income_penalty", "Penalty income"),
     "GL-WRITE-OFF": ("write_off_expense", "Loans written off"),
+    "GL-OPENING": ("opening_balances", "Balances brought forward"),
 }
 
 

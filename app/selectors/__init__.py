@@ -1,0 +1,1 @@
+"""Reads: what screens, jobs and the console show. No writes here."""

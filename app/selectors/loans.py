@@ -1,0 +1,167 @@
+"""Loan reads: eligibility and limits, what a loan owes, arrears and the portfolio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_FLOOR, Decimal
+
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import Installment, Loan, LoanProduct, Member
+from app.money import ZERO, round_money
+from app.selectors.members import member_balances
+
+LIVE_STATUSES = ("active", "restructured")  # disbursed and still owing
+PENDING_STATUSES = ("submitted", "recommended", "approved", "disbursing")
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    eligible: bool
+    limit: Decimal
+    reason: str | None = None  # in words a member understands; None when eligible
+    code: str | None = None  # machine-readable reason
+
+
+def _refuse(code: str, reason: str, limit: Decimal = ZERO) -> Eligibility:
+    return Eligibility(False, limit, reason, code)
+
+
+def loan_eligibility(*, member: Member, product: LoanProduct, as_of: date) -> Eligibility:
+    """The member's limit for this product, or why they cannot borrow from it now.
+
+    One function for USSD and the console, so a member and a loan officer see the same
+    answer. Limit = savings × the product's multiple − what the member still owes in
+    principal, capped by the product's maximum.
+    """
+    if member.status != "active":
+        return _refuse("member_inactive", "Your membership is not active. Visit a branch.")
+    if not product.active:
+        return _refuse("product_inactive", "This loan is not available now.")
+    if member.created_at.date() > as_of - timedelta(days=product.min_membership_days):
+        return _refuse(
+            "membership_age",
+            f"You can apply after {product.min_membership_days} days of membership.",
+        )
+    in_arrears = db.session.scalar(
+        select(func.count())
+        .select_from(Loan)
+        .where(
+            Loan.member_id == member.id,
+            Loan.status.in_(LIVE_STATUSES),
+            Loan.days_past_due > 0,
+        )
+    )
+    if in_arrears:
+        return _refuse("arrears", "You have a loan in arrears. Pay it first to borrow again.")
+    pending = db.session.scalar(
+        select(func.count())
+        .select_from(Loan)
+        .where(
+            Loan.member_id == member.id,
+            Loan.product_id == product.id,
+            Loan.status.in_(PENDING_STATUSES),
+        )
+    )
+    if pending:
+        return _refuse("pending", "You already have an application being processed.")
+    balances = member_balances(member_id=member.id)
+    if balances.share_capital < product.min_share_capital:
+        return _refuse(
+            "share_capital",
+            f"You need share capital of KES {product.min_share_capital:,.0f} to apply.",
+        )
+    limit = round_money(balances.savings * product.limit_multiple) - balances.loan_principal
+    if product.max_amount is not None:
+        limit = min(limit, product.max_amount)
+    # Mobile money is whole shillings: never offer a limit with cents.
+    limit = max(ZERO, round_money(limit, Decimal(1), rounding=ROUND_FLOOR))
+    if limit <= 0 or limit < product.min_amount:
+        return _refuse(
+            "limit",
+            f"Your limit is below the minimum of KES {product.min_amount:,.0f}. "
+            "Save more to qualify.",
+            limit,
+        )
+    return Eligibility(True, limit)
+
+
+@dataclass(frozen=True)
+class LoanDebt:
+    principal: Decimal
+    interest: Decimal
+    fees: Decimal
+    penalty: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.principal + self.interest + self.fees + self.penalty
+
+
+def current_installments(loan_id: int) -> list[Installment]:
+    return list(
+        db.session.scalars(
+            select(Installment)
+            .where(Installment.loan_id == loan_id, Installment.superseded.is_(False))
+            .order_by(Installment.number)
+        )
+    )
+
+
+def loan_debt(*, loan_id: int) -> LoanDebt:
+    """What is still owed on a loan, from its current schedule."""
+    rows = current_installments(loan_id)
+    return LoanDebt(
+        principal=sum((r.principal_due - r.principal_paid for r in rows), ZERO),
+        interest=sum((r.interest_due - r.interest_paid for r in rows), ZERO),
+        fees=sum((r.fees_due - r.fees_paid for r in rows), ZERO),
+        penalty=sum((r.penalty_due - r.penalty_paid for r in rows), ZERO),
+    )
+
+
+def aging_bucket(days_past_due: int) -> str:
+    if days_past_due <= 0:
+        return "current"
+    if days_past_due <= 30:
+        return "1-30"
+    if days_past_due <= 60:
+        return "31-60"
+    if days_past_due <= 90:
+        return "61-90"
+    return "90+"
+
+
+@dataclass(frozen=True)
+class Portfolio:
+    as_of: date
+    gross_principal: Decimal
+    par30_principal: Decimal
+    par30: Decimal  # ratio, 4 decimals
+    buckets: dict[str, Decimal]
+    loans: int
+
+
+def portfolio_at_risk(*, as_of: date) -> Portfolio:
+    """PAR30: outstanding principal of loans more than 30 days late over the gross portfolio.
+
+    Reads days_past_due as the daily arrears job left it for `as_of`.
+    """
+    outstanding = func.sum(Installment.principal_due - Installment.principal_paid)
+    rows = db.session.execute(
+        select(Loan.days_past_due, outstanding)
+        .join(Installment, Installment.loan_id == Loan.id)
+        .where(Loan.status.in_(LIVE_STATUSES), Installment.superseded.is_(False))
+        .group_by(Loan.id, Loan.days_past_due)
+    ).all()
+    buckets = {name: ZERO for name in ("current", "1-30", "31-60", "61-90", "90+")}
+    gross = par = ZERO
+    for dpd, principal in rows:
+        principal = principal or ZERO
+        gross += principal
+        buckets[aging_bucket(dpd)] += principal
+        if dpd > 30:
+            par += principal
+    ratio = (par / gross).quantize(Decimal("0.0001")) if gross else Decimal("0.0000")
+    return Portfolio(as_of, gross, par, ratio, buckets, len(rows))

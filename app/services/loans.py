@@ -1,0 +1,600 @@
+"""The loan lifecycle: every state change of a loan happens here, guarded and audited.
+
+submitted -> [recommended] -> approved -> [disbursing] -> active -> closed
+and the side exits: rejected, withdrawn, written_off, restructured (still repayable).
+
+Ledger, at disbursement: the principal and the whole scheduled interest become
+receivables (interest is charged per the schedule, as Fineract does by default, so an
+early payoff still owes it); fees deducted at disbursement go straight to income and the
+member receives the principal less fees. Penalties become receivables when the daily job
+charges them. Repayments credit the receivables in the SPEC's order; anything beyond the
+whole debt goes to savings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Account, Installment, Loan, LoanProduct, Member, StaffUser
+from app.models.types import utcnow
+from app.money import ZERO, MoneyError, round_money, to_decimal
+from app.selectors.loans import (
+    LIVE_STATUSES,
+    current_installments,
+    loan_debt,
+    loan_eligibility,
+)
+from app.services.audit import audit_record
+from app.services.ledger import (
+    DuplicatePosting,
+    Line,
+    account_get_or_create,
+    credit,
+    debit,
+    gl_account,
+    journal_post,
+    member_account,
+)
+from app.services.loan_schedule import ScheduleError, schedule_build
+
+APPROVER_ROLES = ("admin", "branch_manager", "loan_officer")
+COMPONENTS = ("penalty", "fees", "interest", "principal")  # repayment order within a row
+RECEIVABLE = {
+    "principal": ("LNP", "loan_principal", "Principal"),
+    "interest": ("LNI", "loan_interest", "Interest"),
+    "fees": ("LNF", "loan_fees", "Fees"),
+    "penalty": ("LNX", "loan_penalty", "Penalty"),
+}
+
+# Allowed transitions: action -> (from states, to state)
+TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "recommend": (("submitted",), "recommended"),
+    "approve": (("submitted", "recommended"), "approved"),
+    "reject": (("submitted", "recommended", "approved"), "rejected"),
+    "withdraw": (("submitted", "recommended", "approved"), "withdrawn"),
+    "start_payout": (("approved",), "disbursing"),
+    "payout_failed": (("disbursing",), "approved"),
+    "disburse": (("approved", "disbursing"), "active"),
+    "close": (LIVE_STATUSES, "closed"),
+    "write_off": (LIVE_STATUSES, "written_off"),
+    "restructure": (LIVE_STATUSES, "restructured"),
+}
+
+
+class LoanError(ValueError):
+    """A loan action that must not happen; the message says why. Nothing was written."""
+
+
+def _actor_name(actor: StaffUser | str | None) -> str:
+    if actor is None:
+        return "system"
+    if isinstance(actor, StaffUser):
+        return f"staff:{actor.email}"
+    return actor
+
+
+def _transition(
+    loan: Loan, action: str, actor: StaffUser | str | None, note: str | None = None
+) -> None:
+    allowed, target = TRANSITIONS[action]
+    if loan.status not in allowed:
+        raise LoanError(f"loan {loan.loan_no} is {loan.status}; cannot {action.replace('_', ' ')}")
+    before = loan.status
+    loan.status = target
+    audit_record(
+        actor=_actor_name(actor),
+        action=f"loan.{action}",
+        object_type="loan",
+        object_id=loan.loan_no,
+        before={"status": before},
+        after={"status": target},
+        note=note,
+    )
+
+
+def _get_loan(loan_id: int, *, lock: bool = True) -> Loan:
+    stmt = select(Loan).where(Loan.id == loan_id)
+    if lock:
+        # Serialises concurrent changes to one loan on PostgreSQL (SQLite locks at BEGIN).
+        stmt = stmt.with_for_update()
+    loan = db.session.scalar(stmt)
+    if loan is None:
+        raise LoanError(f"no loan {loan_id}")
+    return loan
+
+
+def _amount(value: object, what: str = "amount") -> Decimal:
+    try:
+        amount = to_decimal(value)
+    except MoneyError as exc:
+        raise LoanError(f"{what} is not a number") from exc
+    if amount <= 0:
+        raise LoanError(f"{what} must be more than zero")
+    if amount != round_money(amount):
+        raise LoanError(f"{what} has fractions of a cent")
+    return amount
+
+
+def loan_fee(product: LoanProduct, principal: Decimal) -> Decimal:
+    """The fee deducted at disbursement, within the product's minimum and maximum."""
+    if product.fee_type == "none" or not product.fee_value:
+        return ZERO
+    if product.fee_type == "fixed":
+        fee = round_money(product.fee_value)
+    else:
+        fee = round_money(principal * product.fee_value / 100)
+    if product.fee_min is not None:
+        fee = max(fee, product.fee_min)
+    if product.fee_max is not None:
+        fee = min(fee, product.fee_max)
+    return min(fee, principal)
+
+
+def loan_apply(
+    *,
+    member_id: int,
+    product_id: int,
+    amount: object,
+    term: int | None = None,
+    channel: str = "ussd",
+    as_of: date,
+    actor: StaffUser | str | None = None,
+) -> Loan:
+    """Submit an application; auto-approve it when the product allows (instant loans)."""
+    principal = _amount(amount)
+    member = db.session.get(Member, member_id)
+    product = db.session.get(LoanProduct, product_id)
+    if member is None:
+        raise LoanError(f"no member {member_id}")
+    if product is None or not product.active:
+        raise LoanError("unknown loan product")
+    term = product.default_term if term is None else term
+    if not (product.min_term <= term <= product.max_term):
+        raise LoanError(
+            f"term must be {product.min_term} to {product.max_term} {_periods(product)}"
+        )
+    if principal < product.min_amount:
+        raise LoanError(f"the minimum for {product.name} is KES {product.min_amount:,.0f}")
+    if product.max_amount is not None and principal > product.max_amount:
+        raise LoanError(f"the maximum for {product.name} is KES {product.max_amount:,.0f}")
+    if product.installment_multiple and principal != principal.to_integral_value():
+        raise LoanError("mobile loans are in whole shillings")
+    eligibility = loan_eligibility(member=member, product=product, as_of=as_of)
+    if not eligibility.eligible:
+        raise LoanError(eligibility.reason or "not eligible")
+    if principal > eligibility.limit:
+        raise LoanError(f"the most you can borrow now is KES {eligibility.limit:,.0f}")
+
+    loan = Loan(
+        member_id=member.id,
+        product_id=product.id,
+        status="submitted",
+        channel=channel,
+        principal=principal,
+        annual_rate=product.annual_rate,
+        term=term,
+        frequency=product.frequency,
+        interest_method=product.interest_method,
+        amortization=product.amortization,
+        installment_multiple=product.installment_multiple,
+        fee_amount=loan_fee(product, principal),
+    )
+    db.session.add(loan)
+    db.session.flush()
+    loan.loan_no = f"L{loan.id:06d}"
+    audit_record(
+        actor=_actor_name(actor) if actor else f"member:{member.member_no}",
+        action="loan.submit",
+        object_type="loan",
+        object_id=loan.loan_no,
+        after={
+            "status": "submitted",
+            "principal": principal,
+            "term": term,
+            "product": product.code,
+        },
+    )
+    if product.auto_approve_limit is not None and principal <= product.auto_approve_limit:
+        loan.decided_at = utcnow()
+        _transition(loan, "approve", "system", note="auto-approved within the product limit")
+    db.session.commit()
+    return loan
+
+
+def _periods(product: LoanProduct) -> str:
+    return "months" if product.frequency == "monthly" else "weeks"
+
+
+def _needs_second_staff(loan: Loan) -> bool:
+    threshold = loan.product.maker_checker_threshold
+    return threshold is not None and loan.principal > threshold
+
+
+def loan_recommend(*, loan_id: int, staff: StaffUser, note: str | None = None) -> Loan:
+    """The maker's step: a loan above the maker-checker threshold needs it before approval."""
+    loan = _get_loan(loan_id)
+    if staff.role not in APPROVER_ROLES:
+        raise LoanError(f"a {staff.role} cannot recommend loans")
+    _transition(loan, "recommend", staff, note)
+    loan.recommended_by_id = staff.id
+    db.session.commit()
+    return loan
+
+
+def loan_approve(*, loan_id: int, staff: StaffUser, note: str | None = None) -> Loan:
+    loan = _get_loan(loan_id)
+    if staff.role not in APPROVER_ROLES:
+        raise LoanError(f"a {staff.role} cannot approve loans")
+    if _needs_second_staff(loan):
+        if loan.status != "recommended":
+            raise LoanError(
+                f"loans above KES {loan.product.maker_checker_threshold:,.0f} need a "
+                "recommendation by another staff member first"
+            )
+        if loan.recommended_by_id == staff.id:
+            raise LoanError("the staff member who recommended a loan cannot also approve it")
+    _transition(loan, "approve", staff, note)
+    loan.approved_by_id = staff.id
+    loan.decided_at = utcnow()
+    db.session.commit()
+    return loan
+
+
+def loan_reject(*, loan_id: int, staff: StaffUser | str, reason: str) -> Loan:
+    reason = (reason or "").strip()
+    if not reason:
+        raise LoanError("a rejection needs a reason the member can read")
+    loan = _get_loan(loan_id)
+    _transition(loan, "reject", staff, reason)
+    loan.decision_reason = reason[:255]
+    loan.decided_at = utcnow()
+    db.session.commit()
+    return loan
+
+
+def loan_withdraw(*, loan_id: int, actor: StaffUser | str) -> Loan:
+    loan = _get_loan(loan_id)
+    _transition(loan, "withdraw", actor)
+    db.session.commit()
+    return loan
+
+
+def loan_start_payout(*, loan_id: int) -> Loan:
+    """Mark an approved loan as being paid out (the B2C request is about to go)."""
+    loan = _get_loan(loan_id)
+    _transition(loan, "start_payout", "system")
+    db.session.commit()
+    return loan
+
+
+def loan_payout_failed(*, loan_id: int, reason: str) -> Loan:
+    """The payout did not happen: back to approved so it can be sent again or rejected."""
+    loan = _get_loan(loan_id)
+    _transition(loan, "payout_failed", "system", reason)
+    db.session.commit()
+    return loan
+
+
+def _loan_account(loan: Loan, component: str) -> Account:
+    prefix, kind, label = RECEIVABLE[component]
+    return account_get_or_create(
+        code=f"{prefix}-{loan.loan_no}",
+        kind=kind,
+        name=f"{label} {loan.loan_no}",
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+
+
+def _write_schedule(loan: Loan, principal: Decimal, start: date, version: int) -> Decimal:
+    """Add installment rows for a schedule; returns its total interest."""
+    try:
+        schedule = schedule_build(
+            principal=principal,
+            annual_rate=loan.annual_rate,
+            installments=loan.term,
+            interest_method=loan.interest_method,
+            amortization=loan.amortization,
+            frequency=loan.frequency,
+            multiple_of=loan.installment_multiple,
+            start_date=start,
+        )
+    except ScheduleError as exc:
+        raise LoanError(str(exc)) from exc
+    for row in schedule.rows:
+        db.session.add(
+            Installment(
+                loan_id=loan.id,
+                version=version,
+                number=row.number,
+                due_date=row.due_date,
+                principal_due=row.principal,
+                interest_due=row.interest,
+            )
+        )
+    return schedule.total_interest
+
+
+def loan_disburse(
+    *,
+    loan_id: int,
+    reference: str,
+    value_date: date,
+    channel: str = "b2c",
+    actor: StaffUser | str | None = None,
+    commit: bool = True,
+) -> Loan:
+    """The money reached the member (B2C result, or staff recording a bank/cash payout).
+
+    Writes the schedule from the disbursement date and posts principal, interest, fees
+    and the payout as one entry. `reference` (the M-PESA receipt) keys the posting, so a
+    repeated result cannot disburse twice.
+    """
+    loan = _get_loan(loan_id)
+    _transition(loan, "disburse", actor, f"{channel} {reference}")
+    loan.disbursed_on = value_date
+    total_interest = _write_schedule(loan, loan.principal, value_date, version=1)
+    payout_account = gl_account("GL-B2C-UTILITY")
+    lines: list[Line] = [
+        debit(_loan_account(loan, "principal"), loan.principal),
+        credit(payout_account, loan.principal - loan.fee_amount),
+    ]
+    if loan.fee_amount > 0:
+        lines.append(credit(gl_account("GL-INCOME-FEES"), loan.fee_amount))
+    if total_interest > 0:
+        lines.append(debit(_loan_account(loan, "interest"), total_interest))
+        lines.append(credit(gl_account("GL-INCOME-INTEREST"), total_interest))
+    journal_post(
+        kind="disbursement",
+        lines=lines,
+        value_date=value_date,
+        description=f"Disbursement {loan.loan_no} {reference}",
+        idempotency_key=f"disburse:{loan.loan_no}",
+        actor=_actor_name(actor),
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+    if commit:
+        db.session.commit()
+    return loan
+
+
+@dataclass
+class RepaymentResult:
+    loan_no: str
+    amount: Decimal
+    allocated: dict[str, Decimal] = field(default_factory=dict)
+    to_savings: Decimal = ZERO
+    balance_left: Decimal = ZERO
+    closed: bool = False
+    entry_id: int | None = None
+
+
+def loan_repay(
+    *,
+    loan_id: int,
+    amount: object,
+    reference: str,
+    value_date: date,
+    source: str = "mpesa",
+    actor: StaffUser | str | None = None,
+    commit: bool = True,
+) -> RepaymentResult:
+    """Apply a payment: penalty -> fees -> interest -> principal, oldest installment first.
+
+    Future installments are paid in order when money remains (prepayment); anything beyond
+    the whole debt goes to savings, and a loan that is no longer live takes nothing, so
+    the whole amount goes to savings: money is never lost. `reference` (the M-PESA
+    receipt) makes the posting idempotent.
+    """
+    value = _amount(amount)
+    loan = _get_loan(loan_id)
+    member = db.session.get(Member, loan.member_id)
+    source_account = (
+        gl_account("GL-MPESA-CLEARING") if source == "mpesa" else member_account(member, "savings")
+    )
+    result = RepaymentResult(loan_no=loan.loan_no or "", amount=value)
+    remaining = value
+    lines: list[Line] = [debit(source_account, value)]
+    if loan.status in LIVE_STATUSES:
+        paid = {c: ZERO for c in COMPONENTS}
+        for row in current_installments(loan.id):
+            for component in COMPONENTS:
+                owed = getattr(row, f"{component}_due") - getattr(row, f"{component}_paid")
+                take = min(owed, remaining)
+                if take > 0:
+                    setattr(row, f"{component}_paid", getattr(row, f"{component}_paid") + take)
+                    paid[component] += take
+                    remaining -= take
+            if row.outstanding == 0 and row.paid_on is None:
+                row.paid_on = value_date
+            if remaining == 0:
+                break
+        for component in COMPONENTS:
+            if paid[component] > 0:
+                lines.append(credit(_loan_account(loan, component), paid[component]))
+        result.allocated = {c: v for c, v in paid.items() if v > 0}
+    if remaining > 0:
+        if source != "mpesa":
+            # Savings paying a closed loan would just move money back where it came from.
+            raise LoanError(f"loan {loan.loan_no} owes nothing")
+        lines.append(credit(member_account(member, "savings"), remaining))
+        result.to_savings = remaining
+    entry = journal_post(
+        kind="repayment",
+        lines=lines,
+        value_date=value_date,
+        description=f"Repayment {loan.loan_no} {reference}",
+        idempotency_key=f"repay:{reference}",
+        actor=_actor_name(actor),
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+    result.entry_id = entry.id
+    debt = loan_debt(loan_id=loan.id)
+    result.balance_left = debt.total
+    if loan.status in LIVE_STATUSES and debt.total == 0:
+        _transition(loan, "close", actor, f"paid in full by {reference}")
+        loan.closed_on = value_date
+        loan.days_past_due = 0
+        loan.aging_bucket = "current"
+        result.closed = True
+    if commit:
+        db.session.commit()
+    return result
+
+
+def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: date) -> bool:
+    """Charge one overdue installment's penalty once; False when it was charged already."""
+    loan = installment.loan
+    try:
+        journal_post(
+            kind="penalty",
+            lines=[
+                debit(_loan_account(loan, "penalty"), amount),
+                credit(gl_account("GL-INCOME-PENALTY"), amount),
+            ],
+            value_date=as_of,
+            description=f"Late penalty {loan.loan_no} #{installment.number}",
+            idempotency_key=f"penalty:{installment.id}",
+            member_id=loan.member_id,
+            loan_id=loan.id,
+        )
+    except DuplicatePosting:
+        return False
+    installment.penalty_due += amount
+    installment.last_penalty_on = as_of
+    return True
+
+
+def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: date) -> Loan:
+    """Take a defaulted loan off the books: every receivable moves to the write-off expense."""
+    if staff.role not in ("admin", "branch_manager"):
+        raise LoanError(f"a {staff.role} cannot write off loans")
+    loan = _get_loan(loan_id)
+    if not loan.in_default:
+        raise LoanError(
+            f"loan {loan.loan_no} is not in default; only defaulted loans are written off"
+        )
+    debt = loan_debt(loan_id=loan.id)
+    _transition(loan, "write_off", staff, reason)
+    lines: list[Line] = [debit(gl_account("GL-WRITE-OFF"), debt.total)]
+    for component in COMPONENTS:
+        owed = getattr(debt, component)
+        if owed > 0:
+            lines.append(credit(_loan_account(loan, component), owed))
+    journal_post(
+        kind="write_off",
+        lines=lines,
+        value_date=value_date,
+        description=f"Write-off {loan.loan_no}: {reason}"[:255],
+        idempotency_key=f"write_off:{loan.loan_no}",
+        actor=_actor_name(staff),
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+    loan.closed_on = value_date
+    db.session.commit()
+    return loan
+
+
+def loan_restructure(
+    *,
+    loan_id: int,
+    staff: StaffUser,
+    term: int,
+    start_date: date,
+    reason: str,
+    annual_rate: object | None = None,
+) -> Loan:
+    """Replace the rest of a loan in arrears with a new schedule for what is owed.
+
+    Arrears (penalties, fees and interest already due) are added to the new principal;
+    interest scheduled for dates not yet reached is reversed, since the new schedule
+    charges its own. The old rows stay, marked superseded.
+    """
+    if staff.role not in ("admin", "branch_manager"):
+        raise LoanError(f"a {staff.role} cannot restructure loans")
+    reason = (reason or "").strip()
+    if not reason:
+        raise LoanError("a restructure needs a reason")
+    loan = _get_loan(loan_id)
+    if loan.status not in LIVE_STATUSES or loan.days_past_due <= 0:
+        raise LoanError(
+            f"loan {loan.loan_no} is not in arrears; only loans in arrears are restructured"
+        )
+    if not (1 <= term <= 120):
+        raise LoanError("the new term must be 1 to 120 periods")
+    rows = current_installments(loan.id)
+    future_interest = sum(
+        (r.interest_due - r.interest_paid for r in rows if r.due_date > start_date), ZERO
+    )
+    capitalised = {
+        c: sum((getattr(r, f"{c}_due") - getattr(r, f"{c}_paid") for r in rows), ZERO)
+        for c in ("interest", "fees", "penalty")
+    }
+    capitalised["interest"] -= future_interest
+    debt = loan_debt(loan_id=loan.id)
+    new_principal = debt.principal + sum(capitalised.values(), ZERO)
+    before = {"principal": loan.principal, "term": loan.term, "rate": loan.annual_rate}
+    _transition(loan, "restructure", staff, reason)
+    version = max(r.version for r in rows) + 1
+    for row in rows:
+        row.superseded = True
+    loan.term = term
+    if annual_rate is not None:
+        loan.annual_rate = to_decimal(annual_rate)
+    new_interest = _write_schedule(loan, new_principal, start_date, version=version)
+
+    lines: list[Line] = []
+    if future_interest > 0:
+        lines += [
+            debit(gl_account("GL-INCOME-INTEREST"), future_interest),
+            credit(_loan_account(loan, "interest"), future_interest),
+        ]
+    for component, owed in capitalised.items():
+        if owed > 0:
+            lines += [
+                debit(_loan_account(loan, "principal"), owed),
+                credit(_loan_account(loan, component), owed),
+            ]
+    if new_interest > 0:
+        lines += [
+            debit(_loan_account(loan, "interest"), new_interest),
+            credit(gl_account("GL-INCOME-INTEREST"), new_interest),
+        ]
+    if lines:
+        journal_post(
+            kind="restructure",
+            lines=lines,
+            value_date=start_date,
+            description=f"Restructure {loan.loan_no} v{version}",
+            idempotency_key=f"restructure:{loan.loan_no}:v{version}",
+            actor=_actor_name(staff),
+            member_id=loan.member_id,
+            loan_id=loan.id,
+        )
+    audit_record(
+        actor=_actor_name(staff),
+        action="loan.reschedule",
+        object_type="loan",
+        object_id=loan.loan_no,
+        before=before,
+        after={
+            "principal": new_principal,
+            "term": term,
+            "rate": loan.annual_rate,
+            "version": version,
+        },
+        note=reason,
+    )
+    loan.days_past_due = 0
+    loan.aging_bucket = "current"
+    loan.in_default = False
+    db.session.commit()
+    return loan
