@@ -71,7 +71,12 @@ class SaccoIndexView(AdminIndexView):
                 login_user(user)
                 target = request.args.get("next") or ""
                 # Only local paths: an open redirect would hand a phished login away.
-                if not target.startswith("/") or target.startswith("//"):
+                # Browsers drop tabs/newlines and read "\\" as "/", so "/\t/evil" is "//evil".
+                if (
+                    not target.startswith("/")
+                    or target.startswith("//")
+                    or any(ch == "\\" or not ch.isprintable() or ch.isspace() for ch in target)
+                ):
                     target = url_for(".index")
                 return redirect(target)
             error = "Wrong email or password."

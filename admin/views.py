@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_admin import Admin
 
 from admin.auth import SecureModelView
+from admin.loans import LoanView
 from app.extensions import db
 from app.models import (
     Account,
@@ -49,23 +50,6 @@ class JournalView(SecureModelView):
     column_searchable_list = ("description", "idempotency_key")
     column_filters = ("kind", "value_date")
     column_default_sort = ("id", True)
-
-
-class LoanView(SecureModelView):
-    column_list = (
-        "loan_no",
-        "member",
-        "product",
-        "status",
-        "principal",
-        "term",
-        "disbursed_on",
-        "days_past_due",
-        "aging_bucket",
-        "in_default",
-    )
-    column_searchable_list = ("loan_no",)
-    column_filters = ("status", "aging_bucket", "in_default")
 
 
 class ProductView(SecureModelView):
