@@ -59,9 +59,27 @@ class Settings:
         return ZoneInfo(self.TIMEZONE)
 
     @property
-    def uses_simulators(self) -> bool:
-        """No provider credentials: talk to our own stand-ins (never in production)."""
-        return not self.is_production and not (self.AT_API_KEY or self.MPESA_CONSUMER_KEY)
+    def local_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.PORT}"
+
+    @property
+    def at_simulated(self) -> bool:
+        """No Africa's Talking key: SMS go to our own stand-in (never in production)."""
+        return not self.is_production and not self.AT_API_KEY
+
+    @property
+    def mpesa_simulated(self) -> bool:
+        """No Daraja credentials: M-PESA goes to our own stand-in (never in production)."""
+        return not self.is_production and not self.MPESA_CONSUMER_KEY
+
+    @property
+    def at_base_url(self) -> str | None:
+        """Where SMS go: the setting, else the local stand-in, else the SDK's own choice."""
+        if self.AT_API_BASE_URL:
+            return self.AT_API_BASE_URL.rstrip("/")
+        if self.at_simulated:
+            return f"{self.local_base_url}/simulator/at"
+        return None
 
     def as_flask_config(self) -> dict[str, object]:
         return asdict(self)

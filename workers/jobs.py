@@ -16,9 +16,17 @@ from app.money import round_money
 from app.selectors.loans import LIVE_STATUSES, aging_bucket, portfolio_at_risk
 from app.services.ledger import ledger_check
 from app.services.loans import loan_charge_penalty
+from app.services.sms import sms_sweep
 from workers.runner import JobStats, scheduled_job
 
 BATCH = 500
+
+
+@scheduled_job("sms-sweep")
+def sms_sweep_job(*, as_of: date, stats: JobStats) -> None:
+    """Queue again outbox messages whose send job was lost (Redis down at commit)."""
+    stats.records_updated = sms_sweep()
+    stats.records_scanned = stats.records_updated
 
 
 @scheduled_job("ledger-check")

@@ -12,6 +12,7 @@ SCHEDULE: list[tuple[str, str, str]] = [
     ("loan-arrears", "5 21 * * *", "default"),  # 00:05 EAT: the day's penalties and aging
     ("portfolio-snapshot", "35 21 * * *", "default"),  # 00:35 EAT, after arrears
     ("ledger-check", "30 22 * * *", "default"),  # 01:30 EAT
+    ("sms-sweep", "*/5 * * * *", "sms"),
 ]
 
 

@@ -5,7 +5,7 @@ from app.models.ledger import ACCOUNT_KINDS, Account, JournalEntry, JournalLine
 from app.models.loan import Installment, Loan, LoanProduct, PortfolioSnapshot
 from app.models.member import Member, StaffUser
 from app.models.mpesa import MpesaCallback, MpesaRequest, Payment
-from app.models.sms import SmsMessage, SmsSuppression
+from app.models.sms import PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
 
 __all__ = [
     "ACCOUNT_KINDS",
@@ -21,6 +21,8 @@ __all__ = [
     "MpesaRequest",
     "Payment",
     "PortfolioSnapshot",
+    "PromiseToPay",
+    "SmsInbound",
     "SmsMessage",
     "SmsSuppression",
     "StaffUser",

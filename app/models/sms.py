@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Integer, Numeric, String, Text
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
-from app.models.types import UTCDateTime, utcnow
+from app.models.types import Money, UTCDateTime, utcnow
 
 
 class SmsMessage(db.Model):
@@ -33,6 +34,9 @@ class SmsMessage(db.Model):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(255))
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What a reminder is about (e.g. {"installment_id": 5}), checked again at send time
+    # so a member who paid since the scan is not reminded.
+    context: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -48,3 +52,35 @@ class SmsSuppression(db.Model):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     source: Mapped[str] = mapped_column(String(12))  # opt-out|keyword
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class SmsInbound(db.Model):
+    """An SMS a member sent us, kept once per provider id (the provider retries)."""
+
+    __tablename__ = "sms_inbound"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_id: Mapped[str] = mapped_column(String(64), unique=True)
+    phone: Mapped[str] = mapped_column(String(16), index=True)
+    to: Mapped[str | None] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text, default="")
+    link_id: Mapped[str | None] = mapped_column(String(64))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    keyword: Mapped[str | None] = mapped_column(String(12))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PromiseToPay(db.Model):
+    """A member's promise to pay an overdue loan by a date (made on USSD or to staff)."""
+
+    __tablename__ = "promises_to_pay"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    loan_id: Mapped[int] = mapped_column(ForeignKey("loans.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Money())
+    promised_date: Mapped[date] = mapped_column(Date, index=True)
+    # open -> kept | broken
+    status: Mapped[str] = mapped_column(String(8), default="open", index=True)
+    channel: Mapped[str] = mapped_column(String(8), default="ussd")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

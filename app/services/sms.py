@@ -1,0 +1,231 @@
+"""The SMS outbox. Every message is a row first; a worker sends it after the commit.
+
+`sms_queue` adds the row to the caller's transaction, so a receipt commits with the
+payment it reports (and vanishes with it on rollback). The send job is queued only after
+the commit. The idempotency key is a unique column: asking twice for the same message
+gives back the first row, and `sms_deliver` claims a row with one conditional UPDATE, so
+two runs of the same job cannot both send it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import event, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.extensions import db, queue
+from app.metrics import SMS_FAILED, SMS_SENT
+from app.models import Installment, Member, PromiseToPay, SmsMessage, SmsSuppression
+from app.models.types import utcnow
+from app.phone import e164
+
+log = logging.getLogger(__name__)
+
+MAX_TRIES = 3
+BACKOFF_SECONDS = (60, 300)  # before the 2nd and 3rd try
+QUIET_START, QUIET_END = time(20, 0), time(7, 0)
+SENDABLE = ("queued", "retrying")
+_PENDING = "sms_pending_ids"
+
+
+class SmsError(ValueError):
+    pass
+
+
+def is_suppressed(phone: str) -> bool:
+    return bool(
+        db.session.scalar(select(SmsSuppression.active).where(SmsSuppression.phone == phone))
+    )
+
+
+def quiet_hours_release(now: datetime) -> datetime | None:
+    """The next 07:00 Kenyan time when `now` falls in quiet hours (20:00-07:00), else None."""
+    tz = current_app.config["SETTINGS"].tz
+    local = now.astimezone(tz)
+    if QUIET_END <= local.time() < QUIET_START:
+        return None
+    day = local.date() if local.time() < QUIET_END else local.date() + timedelta(days=1)
+    return datetime.combine(day, QUIET_END, tzinfo=tz)
+
+
+def sms_queue(
+    *,
+    template: str,
+    body: str,
+    phone: str,
+    idempotency_key: str,
+    kind: str = "transactional",
+    member: Member | None = None,
+    language: str = "en",
+    context: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> SmsMessage:
+    """Put a message in the outbox (in the caller's transaction); sent after commit.
+
+    Reminders respect the opt-out list and quiet hours; transactional messages (OTP,
+    receipts, disbursements) ignore both.
+    """
+    if kind not in ("transactional", "reminder"):
+        raise SmsError(f"unknown SMS kind {kind!r}")
+    if not body:
+        raise SmsError("empty SMS body")
+    existing = db.session.scalar(
+        select(SmsMessage).where(SmsMessage.idempotency_key == idempotency_key)
+    )
+    if existing is not None:
+        return existing
+    now = now or utcnow()
+    message = SmsMessage(
+        member_id=member.id if member else None,
+        phone=phone,
+        template=template,
+        language=language,
+        body=body,
+        kind=kind,
+        idempotency_key=idempotency_key,
+        context=context,
+        status="queued",
+    )
+    if kind == "reminder":
+        if is_suppressed(phone):
+            message.status = "suppressed"
+        else:
+            message.not_before = quiet_hours_release(now)
+    try:
+        with db.session.begin_nested():
+            db.session.add(message)
+    except IntegrityError:
+        # Another transaction queued the same message first: theirs is the one.
+        found = db.session.scalar(
+            select(SmsMessage).where(SmsMessage.idempotency_key == idempotency_key)
+        )
+        if found is None:
+            raise
+        return found
+    if message.status == "queued":
+        db.session.info.setdefault(_PENDING, []).append(message.id)
+    return message
+
+
+@event.listens_for(Session, "after_commit")
+def _enqueue_after_commit(session: Session) -> None:
+    for message_id in session.info.pop(_PENDING, []):
+        sms_enqueue(message_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    # A savepoint rollback leaves the outer transaction (and its messages) alive.
+    if not session.in_transaction():
+        session.info.pop(_PENDING, None)
+
+
+def sms_enqueue(message_id: int, at: datetime | None = None) -> None:
+    """Queue the send job; if Redis is down the row stays queued for the sweeper."""
+    from workers.sms import send_sms
+
+    try:
+        sms_queue_ = queue("sms")
+        job_id = f"sms-{message_id}"
+        if at is not None and at > utcnow():
+            sms_queue_.enqueue_at(at, send_sms, message_id, job_id=job_id)
+        else:
+            sms_queue_.enqueue(send_sms, message_id, job_id=job_id)
+    except Exception as exc:  # noqa: BLE001 - the outbox row is the record; sweeper retries
+        log.warning("could not queue sms %s: %s", message_id, type(exc).__name__)
+
+
+def _still_relevant(message: SmsMessage) -> bool:
+    """A reminder about something already settled is not sent."""
+    context = message.context or {}
+    if "installment_id" in context:
+        row = db.session.get(Installment, context["installment_id"])
+        if row is None or row.paid_on is not None or row.superseded:
+            return False
+    if "promise_id" in context:
+        promise = db.session.get(PromiseToPay, context["promise_id"])
+        expected = context.get("promise_status", "open")
+        if promise is None or promise.status != expected:
+            return False
+    return True
+
+
+def sms_deliver(*, message_id: int, now: datetime | None = None) -> str:
+    """Send one outbox message if it is still due; returns what became of it.
+
+    Claiming the row (queued/retrying -> sending) is one conditional UPDATE committed
+    before the provider is called: a second run of the job finds nothing to claim.
+    """
+    from app.integrations.sms import sms_gateway
+
+    now = now or utcnow()
+    message = db.session.get(SmsMessage, message_id)
+    if message is None or message.status not in SENDABLE:
+        return "nothing to do"
+    if message.not_before and message.not_before > now:
+        sms_enqueue(message.id, at=message.not_before)
+        return "not yet"
+    if message.kind == "reminder":
+        if is_suppressed(message.phone):
+            message.status = "suppressed"
+            db.session.commit()
+            return "suppressed"
+        if not _still_relevant(message):
+            message.status = "cancelled"
+            db.session.commit()
+            return "cancelled"
+    claimed = db.session.execute(
+        update(SmsMessage)
+        .where(SmsMessage.id == message.id, SmsMessage.status.in_(SENDABLE))
+        .values(status="sending", attempts=SmsMessage.attempts + 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    if claimed != 1:
+        return "nothing to do"
+    db.session.refresh(message)
+
+    result = sms_gateway().send(phone=e164(message.phone), message=message.body)
+    message.status_code = result.status_code
+    message.provider_status = result.status
+    if result.outcome == "accepted":
+        message.status = "sent"
+        message.sent_at = utcnow()
+        message.provider_message_id = result.message_id
+        message.cost = result.cost
+        message.cost_amount = result.cost_amount
+        message.last_error = None
+        SMS_SENT.labels(message.template).inc()
+    elif result.outcome == "retry" and message.attempts < MAX_TRIES:
+        message.status = "retrying"
+        message.last_error = result.error or f"status {result.status_code}"
+        delay = BACKOFF_SECONDS[min(message.attempts, len(BACKOFF_SECONDS)) - 1]
+        message.not_before = now + timedelta(seconds=delay)
+    else:
+        message.status = "failed"
+        message.last_error = result.error or f"status {result.status_code} {result.status or ''}"
+        SMS_FAILED.labels(message.template).inc()
+    db.session.commit()
+    if message.status == "retrying":
+        sms_enqueue(message.id, at=message.not_before)
+    return message.status
+
+
+def sms_sweep(*, older_than: timedelta = timedelta(minutes=2)) -> int:
+    """Queue again the messages whose send job was lost (Redis down at commit, a crash)."""
+    cutoff = utcnow() - older_than
+    ids = db.session.scalars(
+        select(SmsMessage.id).where(
+            SmsMessage.status.in_(SENDABLE),
+            SmsMessage.created_at < cutoff,
+            (SmsMessage.not_before.is_(None)) | (SmsMessage.not_before < utcnow()),
+        )
+    ).all()
+    for message_id in ids:
+        sms_enqueue(message_id)
+    return len(ids)
