@@ -71,7 +71,8 @@ class SaccoIndexView(AdminIndexView):
                 login_user(user)
                 target = request.args.get("next") or ""
                 # Only local paths: an open redirect would hand a phished login away.
-                # Browsers drop tabs/newlines and read "\\" as "/", so "/\t/evil" is "//evil".
+                # Browsers drop tabs and newlines and read a backslash as "/", so a tab
+                # between two slashes makes "//evil.example".
                 if (
                     not target.startswith("/")
                     or target.startswith("//")

@@ -77,7 +77,7 @@ class StaffView(SecureModelView):
 
 
 def register_views(console: Admin) -> None:
-    s = db.session
+    s = db  # Flask-Admin 2.2 deprecates passing db.session (a warning is an error in tests)
     console.add_view(MemberView(Member, s, name="Members", category="Members"))
     console.add_view(AccountView(Account, s, name="Accounts", category="Ledger"))
     console.add_view(JournalView(JournalEntry, s, name="Journal", category="Ledger"))

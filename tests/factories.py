@@ -12,7 +12,9 @@ from app.services.members import member_add, member_deposit
 _seq = itertools.count(1)
 
 
-def make_member(*, savings: Decimal | int | str = 0, language: str = "en", **kwargs: object) -> Member:
+def make_member(
+    *, savings: Decimal | int | str = 0, language: str = "en", **kwargs: object
+) -> Member:
     n = next(_seq)
     member = member_add(
         name=str(kwargs.pop("name", f"Member {n}")),
@@ -22,6 +24,9 @@ def make_member(*, savings: Decimal | int | str = 0, language: str = "en", **kwa
     )
     if Decimal(str(savings)) > 0:
         member_deposit(
-            member_id=member.id, amount=savings, reference=f"FACTORY-{n}", value_date=date(2026, 1, 1)
+            member_id=member.id,
+            amount=savings,
+            reference=f"FACTORY-{n}",
+            value_date=date(2026, 1, 1),
         )
     return member

@@ -42,6 +42,9 @@ class Member(db.Model):
     def __repr__(self) -> str:
         return f"<Member {self.member_no} {self.phone}>"
 
+    def __str__(self) -> str:
+        return f"{self.member_no} {self.name}"
+
 
 class StaffUser(UserMixin, db.Model):
     __tablename__ = "staff_users"

@@ -92,9 +92,15 @@ def gl_account(code: str) -> Account:
     return account_get_or_create(code=code, kind=kind, name=name)
 
 
+# The accounts every member has: kind -> (code prefix, label). Codes are "<prefix>-<member_no>".
+MEMBER_ACCOUNTS: dict[str, tuple[str, str]] = {
+    "savings": ("SAV", "Savings"),
+    "share_capital": ("SHR", "Share capital"),
+}
+
+
 def member_account(member: Member, kind: str) -> Account:
-    prefix = {"savings": "SAV", "share_capital": "SHR"}[kind]
-    label = {"savings": "Savings", "share_capital": "Share capital"}[kind]
+    prefix, label = MEMBER_ACCOUNTS[kind]
     return account_get_or_create(
         code=f"{prefix}-{member.member_no}",
         kind=kind,
@@ -190,7 +196,8 @@ def _move_balance(account_id: int, delta: Decimal, kind: str) -> None:
         stmt = stmt.where(Account.balance + delta <= 0)
     result = db.session.execute(stmt.execution_options(synchronize_session=False))
     if result.rowcount != 1:
-        account = db.session.get(Account, account_id)
+        # Fresh from the database: the caller's copy may predate the close that refused us.
+        account = db.session.get(Account, account_id, populate_existing=True)
         if account is None or account.status != "open":
             raise LedgerError(f"account {account_id} is closed")
         raise LedgerError(

@@ -1,0 +1,535 @@
+from __future__ import annotations
+
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Date, bindparam, func, select, text
+
+from app.extensions import db
+from app.models import Account, AuditLog, JournalEntry, JournalLine, Member
+from app.models.types import Money, UTCDateTime
+from app.services.ledger import (
+    DuplicatePosting,
+    LedgerError,
+    Line,
+    account_close,
+    credit,
+    debit,
+    gl_account,
+    journal_post,
+    ledger_check,
+    member_account,
+)
+from app.services.members import member_buy_shares, member_deposit
+from tests.factories import make_member
+
+D = Decimal
+DAY = date(2026, 3, 2)
+_refs = itertools.count(1)
+
+
+def ref() -> str:
+    return f"T{next(_refs)}"
+
+
+def journal_counts() -> tuple[int, int]:
+    entries = db.session.scalar(select(func.count()).select_from(JournalEntry))
+    lines = db.session.scalar(select(func.count()).select_from(JournalLine))
+    return entries, lines
+
+
+def balances() -> dict[str, Decimal]:
+    """Cached balances as stored, read past the session's identity map."""
+    return dict(db.session.execute(select(Account.code, Account.balance)).all())
+
+
+def journal_sums() -> dict[str, Decimal]:
+    rows = db.session.execute(
+        select(Account.code, func.coalesce(func.sum(JournalLine.amount), 0))
+        .outerjoin(JournalLine, JournalLine.account_id == Account.id)
+        .group_by(Account.code)
+    ).all()
+    return {code: D(total) for code, total in rows}
+
+
+def savings_of(member: Member) -> Decimal:
+    db.session.expire_all()
+    return member_account(member, "savings").display_balance
+
+
+def shares_of(member: Member) -> Decimal:
+    db.session.expire_all()
+    return member_account(member, "share_capital").display_balance
+
+
+# --- what journal_post refuses ---------------------------------------------------------
+
+
+def test_a_balanced_entry_is_written_with_its_lines_and_moves_both_balances(app: Flask) -> None:
+    member = make_member()
+    before = journal_counts()
+
+    entry_id = member_deposit(
+        member_id=member.id, amount="1500.50", reference=ref(), value_date=DAY
+    )
+
+    entry = db.session.get(JournalEntry, entry_id)
+    assert entry is not None and entry.kind == "deposit" and entry.member_id == member.id
+    assert sorted(line.amount for line in entry.lines) == [D("-1500.50"), D("1500.50")]
+    assert journal_counts() == (before[0] + 1, before[1] + 2)
+    assert savings_of(member) == D("1500.50")
+    assert gl_account("GL-MPESA-CLEARING").display_balance == D("1500.50")
+
+
+@pytest.mark.parametrize(
+    ("amounts", "message"),
+    [
+        (("100.00", "-99.99"), "does not balance"),
+        (("100.00", "-100.00", "0.01"), "does not balance"),
+        (("100.00",), "at least two lines"),
+        ((), "at least two lines"),
+        (("100.005", "-100.005"), "fractions of a cent"),
+        (("0.001", "-0.001"), "fractions of a cent"),
+        (("100.00", "0", "-100.00"), "zero line"),
+        (("abc", "-1"), "not an amount"),
+    ],
+)
+def test_entries_that_break_the_rules_are_refused_and_write_nothing(
+    app: Flask, amounts: tuple[str, ...], message: str
+) -> None:
+    member = make_member(savings=500)
+    db.session.expire_all()
+    accounts = [
+        gl_account("GL-MPESA-CLEARING"),
+        member_account(member, "savings"),
+        gl_account("GL-SUSPENSE"),
+    ]
+    db.session.commit()
+    counts, stored = journal_counts(), balances()
+    lines = [Line(accounts[i % 3], D(a) if a != "abc" else a) for i, a in enumerate(amounts)]  # type: ignore[arg-type]
+
+    with pytest.raises(LedgerError, match=message):
+        journal_post(kind="test", lines=lines, value_date=DAY, idempotency_key=ref())
+    db.session.commit()  # whatever the failed call left in the transaction would land now
+
+    assert journal_counts() == counts
+    assert balances() == stored
+    assert ledger_check() == []
+
+
+def test_posting_to_a_closed_account_is_refused(app: Flask) -> None:
+    member = make_member()
+    shares = member_account(member, "share_capital")
+    db.session.commit()
+    closed = account_close(account_id=shares.id, actor="staff:ops@sacco.test")
+    assert closed.status == "closed"
+    counts, stored = journal_counts(), balances()
+
+    with pytest.raises(LedgerError, match=f"account {shares.code} is closed"):
+        member_buy_shares(
+            member_id=member.id, amount=100, reference=ref(), value_date=DAY, from_savings=False
+        )
+
+    assert journal_counts() == counts
+    assert balances() == stored
+    audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "account.close")).one()
+    assert audit.object_id == shares.code and audit.after == {"status": "closed"}
+
+
+def test_a_closed_account_is_refused_even_when_the_caller_holds_a_stale_copy(app: Flask) -> None:
+    """The database, not the Python object, decides: the UPDATE's WHERE checks "open"."""
+    member = make_member()
+    savings = member_account(member, "savings")
+    clearing = gl_account("GL-MPESA-CLEARING")
+    db.session.commit()
+    assert savings.status == "open"  # loaded now; the close below goes around the session
+    db.session.execute(
+        text("UPDATE accounts SET status = 'closed' WHERE id = :id"), {"id": savings.id}
+    )
+    counts = journal_counts()
+
+    with pytest.raises(LedgerError, match="is closed"):
+        journal_post(
+            kind="deposit",
+            lines=[debit(clearing, D(50)), credit(savings, D(50))],
+            value_date=DAY,
+            idempotency_key=ref(),
+        )
+    db.session.commit()
+
+    assert journal_counts() == counts
+    assert ledger_check() == []
+
+
+def test_an_account_with_money_in_it_cannot_be_closed(app: Flask) -> None:
+    member = make_member(savings=10)
+    savings = member_account(member, "savings")
+    db.session.commit()
+
+    with pytest.raises(LedgerError, match="still holds 10.00"):
+        account_close(account_id=savings.id, actor="staff:ops@sacco.test")
+
+    db.session.expire_all()
+    assert db.session.get(Account, savings.id).status == "open"
+
+
+def test_buying_shares_with_savings_the_member_does_not_have_is_refused(app: Flask) -> None:
+    member = make_member(savings=100)
+    counts, stored = journal_counts(), balances()
+
+    with pytest.raises(LedgerError, match="insufficient balance"):
+        member_buy_shares(member_id=member.id, amount="100.01", reference=ref(), value_date=DAY)
+
+    assert journal_counts() == counts
+    assert balances() == stored
+    assert savings_of(member) == D(100)
+    assert shares_of(member) == D(0)
+
+
+def test_savings_can_be_spent_down_to_exactly_zero(app: Flask) -> None:
+    member = make_member(savings=100)
+
+    member_buy_shares(member_id=member.id, amount=100, reference=ref(), value_date=DAY)
+
+    assert savings_of(member) == D(0)
+    assert shares_of(member) == D(100)
+    with pytest.raises(LedgerError, match="insufficient balance"):
+        member_buy_shares(member_id=member.id, amount="0.01", reference=ref(), value_date=DAY)
+
+
+def test_a_repeated_idempotency_key_raises_and_writes_nothing_twice(app: Flask) -> None:
+    member = make_member()
+    first = member_deposit(member_id=member.id, amount=250, reference="QGH7X1Y2Z3", value_date=DAY)
+    counts, stored = journal_counts(), balances()
+
+    with pytest.raises(DuplicatePosting) as caught:
+        member_deposit(member_id=member.id, amount=999, reference="QGH7X1Y2Z3", value_date=DAY)
+    db.session.commit()
+
+    assert caught.value.entry_id == first
+    assert caught.value.key == "deposit:QGH7X1Y2Z3"
+    assert journal_counts() == counts
+    assert balances() == stored
+    assert savings_of(member) == D(250)
+
+
+def test_a_duplicate_rolls_back_only_itself_not_the_callers_earlier_work(app: Flask) -> None:
+    member = make_member()
+    member_deposit(member_id=member.id, amount=10, reference="DUP", value_date=DAY)
+
+    member_deposit(member_id=member.id, amount=20, reference="KEPT", value_date=DAY, commit=False)
+    with pytest.raises(DuplicatePosting):
+        member_deposit(
+            member_id=member.id, amount=30, reference="DUP", value_date=DAY, commit=False
+        )
+    db.session.commit()
+
+    assert savings_of(member) == D(30)
+    assert ledger_check() == []
+
+
+def test_cached_balances_equal_the_sum_of_their_lines_after_many_postings(app: Flask) -> None:
+    members = [make_member() for _ in range(3)]
+    for i, member in enumerate(members):
+        for amount in ("1000", "250.75", "0.25"):
+            member_deposit(member_id=member.id, amount=amount, reference=ref(), value_date=DAY)
+        member_buy_shares(
+            member_id=member.id, amount=100 * (i + 1), reference=ref(), value_date=DAY
+        )
+    member_buy_shares(
+        member_id=members[0].id, amount=500, reference=ref(), value_date=DAY, from_savings=False
+    )
+
+    assert balances() == journal_sums()
+    assert ledger_check() == []
+    assert [savings_of(m) for m in members] == [D("1151.00"), D("1051.00"), D("951.00")]
+    assert [shares_of(m) for m in members] == [D("600"), D("200"), D("300")]
+    assert gl_account("GL-MPESA-CLEARING").display_balance == D("4253.00")  # 3 x 1251 + 500
+    # Each entry sums to zero, so the whole journal does.
+    assert D(db.session.scalar(select(func.sum(JournalLine.amount)))) == 0
+
+
+# --- ledger_check finds what was done behind the journal's back -------------------------
+
+
+def test_ledger_check_finds_a_tampered_balance_and_fix_rebuilds_it(app: Flask) -> None:
+    member = make_member(savings=700)
+    code = f"SAV-{member.member_no}"
+    db.session.execute(
+        text("UPDATE accounts SET balance = balance - 5 WHERE code = :c"), {"c": code}
+    )
+    db.session.commit()
+
+    problems = ledger_check()
+
+    assert [(p.what, p.detail.split(":")[0]) for p in problems] == [("balance", code)]
+    assert "journal -700.00" in problems[0].detail
+    assert ledger_check(fix=True) == problems  # reports what it rewrote
+    assert ledger_check() == []
+    assert balances()[code] == D("-700.00")
+    assert savings_of(member) == D(700)
+
+
+def _insert_raw_entry(amounts: list[tuple[int, Decimal]]) -> int:
+    """An entry written with SQL, around journal_post: what a bad script or migration might do."""
+    db.session.execute(
+        text(
+            "INSERT INTO journal_entries (kind, description, value_date, posted_at, actor)"
+            " VALUES ('tampered', 'raw sql', :value_date, :posted_at, 'psql')"
+        ).bindparams(
+            bindparam("value_date", type_=Date()), bindparam("posted_at", type_=UTCDateTime())
+        ),
+        {"value_date": DAY, "posted_at": datetime(2026, 3, 2, 9, 0, tzinfo=UTC)},
+    )
+    entry_id = db.session.scalar(
+        text("SELECT max(id) FROM journal_entries WHERE kind = 'tampered'")
+    )
+    for account_id, amount in amounts:
+        db.session.execute(
+            text(
+                "INSERT INTO journal_lines (entry_id, account_id, amount) VALUES (:e, :a, :amount)"
+            ).bindparams(bindparam("amount", type_=Money())),
+            {"e": entry_id, "a": account_id, "amount": amount},
+        )
+    db.session.commit()
+    return entry_id
+
+
+def test_ledger_check_finds_an_unbalanced_entry_inserted_with_raw_sql(app: Flask) -> None:
+    member = make_member(savings=100)
+    savings = member_account(member, "savings")
+    clearing = gl_account("GL-MPESA-CLEARING")
+    db.session.commit()
+    assert ledger_check() == []
+
+    entry_id = _insert_raw_entry([(clearing.id, D("50.00")), (savings.id, D("-49.00"))])
+    problems = ledger_check()
+
+    assert ("entry", f"journal entry {entry_id} sums to 1.00") in [
+        (p.what, p.detail) for p in problems
+    ]
+    assert {p.detail.split(":")[0] for p in problems if p.what == "balance"} == {
+        clearing.code,
+        savings.code,
+    }
+    # fix rewrites the caches, but an unbalanced entry stays a problem until a person acts.
+    ledger_check(fix=True)
+    assert [(p.what, p.detail) for p in ledger_check()] == [
+        ("entry", f"journal entry {entry_id} sums to 1.00")
+    ]
+
+
+def test_ledger_check_finds_a_one_line_entry(app: Flask) -> None:
+    member = make_member(savings=100)
+    savings = member_account(member, "savings")
+    db.session.commit()
+
+    entry_id = _insert_raw_entry([(savings.id, D("-5.00"))])
+
+    details = [p.detail for p in ledger_check() if p.what == "entry"]
+    assert f"journal entry {entry_id} has one line" in details
+    assert f"journal entry {entry_id} sums to -5.00" in details
+
+
+# --- property: any sequence of deposits and share purchases keeps the books right -------
+
+amounts = st.decimals(min_value=D("0.01"), max_value=D("50000"), places=2)
+operations = st.lists(
+    st.tuples(st.sampled_from(["deposit", "shares", "shares_mpesa"]), st.integers(0, 2), amounts),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=operations)
+def test_any_sequence_of_deposits_and_share_purchases_keeps_the_ledger_exact(
+    app: Flask, ops: list[tuple[str, int, Decimal]]
+) -> None:
+    # Fixtures do not reset between examples: fresh members and references keep each
+    # example's numbers its own, and ledger_check covers everything ever posted.
+    members = [make_member() for _ in range(3)]
+    deposits = {m.id: D(0) for m in members}
+    shares = {m.id: D(0) for m in members}
+    from_savings = {m.id: D(0) for m in members}
+
+    for op, who, amount in ops:
+        member = members[who]
+        if op == "deposit":
+            member_deposit(member_id=member.id, amount=amount, reference=ref(), value_date=DAY)
+            deposits[member.id] += amount
+        elif op == "shares_mpesa":
+            member_buy_shares(
+                member_id=member.id,
+                amount=amount,
+                reference=ref(),
+                value_date=DAY,
+                from_savings=False,
+            )
+            shares[member.id] += amount
+        elif amount <= deposits[member.id] - from_savings[member.id]:
+            member_buy_shares(member_id=member.id, amount=amount, reference=ref(), value_date=DAY)
+            shares[member.id] += amount
+            from_savings[member.id] += amount
+        else:
+            with pytest.raises(LedgerError, match="insufficient balance"):
+                member_buy_shares(
+                    member_id=member.id, amount=amount, reference=ref(), value_date=DAY
+                )
+
+    assert ledger_check() == []
+    for member in members:
+        assert savings_of(member) == deposits[member.id] - from_savings[member.id]
+        assert shares_of(member) == shares[member.id]
+        assert savings_of(member) >= 0
+
+
+# --- concurrency: the database serialises postings, not a read-then-write ---------------
+
+THREADS = 8
+PER_THREAD = 10
+
+
+def _in_threads(app: Flask, n: int, work) -> list[object]:  # noqa: ANN001
+    """Run work(i) in n threads that start together, each in its own app context (session)."""
+    barrier = threading.Barrier(n)
+    # End the test's own transaction first: on SQLite even a read holds the write lock
+    # (BEGIN IMMEDIATE) until it ends.
+    db.session.commit()
+
+    def run(i: int) -> object:
+        with app.app_context():
+            barrier.wait(timeout=30)
+            try:
+                return work(i)
+            except Exception as exc:  # noqa: BLE001 - returned for the test to judge
+                return exc
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def test_concurrent_deposits_to_one_member_all_land_exactly(app: Flask) -> None:
+    member = make_member()  # GL clearing does not exist yet: the threads race to create it
+    member_id = member.id
+
+    def deposit_many(i: int) -> list[int]:
+        return [
+            member_deposit(
+                member_id=member_id, amount=D("100.01") + j, reference=f"C-{i}-{j}", value_date=DAY
+            )
+            for j in range(PER_THREAD)
+        ]
+
+    results = _in_threads(app, THREADS, deposit_many)
+
+    assert [r for r in results if isinstance(r, Exception)] == []
+    expected = sum((D("100.01") + j for j in range(PER_THREAD)), D(0)) * THREADS
+    assert savings_of(member) == expected
+    assert gl_account("GL-MPESA-CLEARING").display_balance == expected
+    assert journal_counts() == (THREADS * PER_THREAD, 2 * THREADS * PER_THREAD)
+    assert (
+        db.session.scalar(
+            select(func.count()).select_from(Account).where(Account.code == "GL-MPESA-CLEARING")
+        )
+        == 1
+    )
+    assert ledger_check() == []
+
+
+def test_concurrent_share_purchases_never_overdraw_savings(app: Flask) -> None:
+    member = make_member(savings=500)
+    member_id = member.id
+
+    def buy(i: int) -> int:
+        return member_buy_shares(
+            member_id=member_id, amount=100, reference=f"S-{i}", value_date=DAY
+        )
+
+    results = _in_threads(app, THREADS, buy)
+
+    succeeded = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, LedgerError)]
+    assert len(succeeded) == 5 and len(refused) == THREADS - 5
+    assert all("insufficient balance" in str(r) for r in refused)
+    assert savings_of(member) == D(0)
+    assert shares_of(member) == D(500)
+    assert ledger_check() == []
+
+
+def test_the_same_key_posted_from_several_threads_lands_once(app: Flask) -> None:
+    member = make_member(savings=1)  # accounts exist, so the race is only on the key
+    member_id = member.id
+
+    def deposit(i: int) -> int:
+        return member_deposit(member_id=member_id, amount=750, reference="RACE1", value_date=DAY)
+
+    results = _in_threads(app, THREADS, deposit)
+
+    posted = [r for r in results if isinstance(r, int)]
+    duplicates = [r for r in results if isinstance(r, DuplicatePosting)]
+    assert len(posted) == 1
+    assert len(duplicates) == THREADS - 1, results
+    assert {d.entry_id for d in duplicates} == set(posted)
+    assert (
+        db.session.scalar(
+            select(func.count())
+            .select_from(JournalEntry)
+            .where(JournalEntry.idempotency_key == "deposit:RACE1")
+        )
+        == 1
+    )
+    assert savings_of(member) == D(751)
+    assert ledger_check() == []
+
+
+# --- `sacco ledger check` ---------------------------------------------------------------
+
+
+def tamper_a_balance() -> None:
+    member = make_member(savings=100)
+    db.session.execute(
+        text("UPDATE accounts SET balance = balance + 1 WHERE code = :c"),
+        {"c": f"SAV-{member.member_no}"},
+    )
+    db.session.commit()
+
+
+def test_ledger_check_command_exits_0_when_clean_and_1_when_tampered(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    make_member(savings=100)
+    clean = runner.invoke(args=["ledger", "check"])
+    assert clean.exit_code == 0, clean.output
+    assert clean.stdout.strip() == "ledger check: ok"
+
+    tamper_a_balance()
+    dirty = runner.invoke(args=["ledger", "check"])
+
+    assert dirty.exit_code == 1
+    assert dirty.stdout == ""
+    assert dirty.stderr.splitlines()[-1] == "ledger check: 1 problem(s)"
+    assert dirty.stderr.startswith("balance: SAV-")
+
+
+def test_ledger_check_fix_rewrites_the_balances(app: Flask, runner: FlaskCliRunner) -> None:
+    tamper_a_balance()
+
+    fixed = runner.invoke(args=["ledger", "check", "--fix"])
+
+    assert fixed.exit_code == 1  # it found a problem, even though it is fixed now
+    assert "(balances rewritten)" in fixed.stderr
+    assert runner.invoke(args=["ledger", "check"]).exit_code == 0
