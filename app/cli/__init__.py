@@ -8,6 +8,7 @@ from flask.cli import FlaskGroup
 
 def register_cli(app: Flask) -> None:
     from app.cli.demo import demo_data
+    from app.cli.imports import import_cli
     from app.cli.jobs import jobs_cli
     from app.cli.ledger import ledger_cli
     from app.cli.people import member_cli, staff_cli
@@ -18,6 +19,7 @@ def register_cli(app: Flask) -> None:
         staff_cli,
         ledger_cli,
         jobs_cli,
+        import_cli,
         demo_data,
         up_cmd,
         worker_cmd,
