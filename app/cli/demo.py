@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import click
@@ -11,9 +11,10 @@ from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import LoanProduct, Member, StaffUser
+from app.models import Loan, LoanProduct, Member, StaffUser
 from app.models.member import STAFF_ROLES
 from app.services.ledger import DuplicatePosting
+from app.services.loans import loan_apply, loan_disburse
 from app.services.members import member_add, member_buy_shares, member_deposit
 from app.services.staff import staff_add
 
@@ -72,6 +73,14 @@ PRODUCTS = [
     ),
 ]
 
+# (member national id, product, amount, term, days since disbursement or None = awaiting decision)
+LOANS = [
+    ("23456789", "INSTANT", Decimal("3000"), None, 10),
+    ("25678901", "INSTANT", Decimal("2500"), None, 45),  # late: shows arrears and penalties
+    ("24567890", "DEV", Decimal("60000"), 12, None),  # waits for a loan officer
+    ("26789012", "DEV", Decimal("150000"), 24, None),  # above the maker-checker threshold
+]
+
 MEMBERS = [
     ("Wanjiku Kamau", "0711223344", "23456789", "sw", Decimal("12000"), Decimal("2000")),
     ("Otieno Ochieng", "0722334455", "24567890", "en", Decimal("45000"), Decimal("5000")),
@@ -124,7 +133,44 @@ def demo_load() -> dict[str, int]:
                 )
             except DuplicatePosting:
                 db.session.rollback()
+    created["loans"] = _demo_loans(today)
     return created
+
+
+def _demo_loans(today: date) -> int:
+    made = 0
+    for national_id, code, amount, term, days_ago in LOANS:
+        ref = f"demo:{national_id}:{code}"
+        if db.session.scalar(select(Loan.id).where(Loan.external_ref == ref)) is not None:
+            continue
+        member = db.session.scalar(select(Member).where(Member.national_id == national_id))
+        product = db.session.scalar(select(LoanProduct).where(LoanProduct.code == code))
+        if member is None or product is None:
+            continue
+        # Demo members "joined" a year ago so products with a membership age admit them.
+        member.created_at = member.created_at - timedelta(days=365)
+        db.session.commit()
+        applied_on = today - timedelta(days=days_ago or 0)
+        loan = loan_apply(
+            member_id=member.id,
+            product_id=product.id,
+            amount=amount,
+            term=term,
+            as_of=applied_on,
+            actor="demo",
+        )
+        loan.external_ref = ref
+        db.session.commit()
+        if days_ago is not None and loan.status == "approved":
+            loan_disburse(
+                loan_id=loan.id,
+                reference=f"DEMO{loan.id:06d}",
+                value_date=applied_on,
+                channel="manual",
+                actor="demo",
+            )
+        made += 1
+    return made
 
 
 @click.command("demo-data")

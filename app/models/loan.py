@@ -80,6 +80,9 @@ class LoanProduct(db.Model):
     def __repr__(self) -> str:
         return f"<LoanProduct {self.code}>"
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class Loan(db.Model):
     __tablename__ = "loans"
@@ -120,6 +123,9 @@ class Loan(db.Model):
 
     def __repr__(self) -> str:
         return f"<Loan {self.loan_no} {self.status} {self.principal}>"
+
+    def __str__(self) -> str:
+        return self.loan_no or f"loan {self.id}"
 
 
 class Installment(db.Model):

@@ -73,7 +73,19 @@ def loan_eligibility(*, member: Member, product: LoanProduct, as_of: date) -> El
             "share_capital",
             f"You need share capital of KES {product.min_share_capital:,.0f} to apply.",
         )
-    limit = round_money(balances.savings * product.limit_multiple) - balances.loan_principal
+    # Applications on their way to a payout count as owed: two products must not each
+    # lend the full limit.
+    in_flight = (
+        db.session.scalar(
+            select(func.coalesce(func.sum(Loan.principal), 0)).where(
+                Loan.member_id == member.id, Loan.status.in_(("approved", "disbursing"))
+            )
+        )
+        or ZERO
+    )
+    limit = (
+        round_money(balances.savings * product.limit_multiple) - balances.loan_principal - in_flight
+    )
     if product.max_amount is not None:
         limit = min(limit, product.max_amount)
     # Mobile money is whole shillings: never offer a limit with cents.

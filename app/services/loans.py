@@ -29,6 +29,7 @@ from app.selectors.loans import (
     loan_debt,
     loan_eligibility,
 )
+from app.selectors.members import member_balances
 from app.services.audit import audit_record
 from app.services.ledger import (
     DuplicatePosting,
@@ -41,6 +42,13 @@ from app.services.ledger import (
     member_account,
 )
 from app.services.loan_schedule import ScheduleError, schedule_build
+from app.services.notifications import (
+    notify_deposit_received,
+    notify_loan_approved,
+    notify_loan_disbursed,
+    notify_loan_rejected,
+    notify_repayment_received,
+)
 
 APPROVER_ROLES = ("admin", "branch_manager", "loan_officer")
 COMPONENTS = ("penalty", "fees", "interest", "principal")  # repayment order within a row
@@ -68,6 +76,12 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 
 class LoanError(ValueError):
     """A loan action that must not happen; the message says why. Nothing was written."""
+
+
+def _require_role(staff: StaffUser | str, roles: tuple[str, ...], what: str) -> None:
+    """Staff act within their role; "system" (auto-decisions, jobs) may do what a rule says."""
+    if isinstance(staff, StaffUser) and staff.role not in roles:
+        raise LoanError(f"{staff.role.replace('_', ' ')} staff cannot {what}")
 
 
 def _actor_name(actor: StaffUser | str | None) -> str:
@@ -101,7 +115,8 @@ def _get_loan(loan_id: int, *, lock: bool = True) -> Loan:
     stmt = select(Loan).where(Loan.id == loan_id)
     if lock:
         # Serialises concurrent changes to one loan on PostgreSQL (SQLite locks at BEGIN).
-        stmt = stmt.with_for_update()
+        # OF loans: PostgreSQL refuses FOR UPDATE on the outer joins of the eager loads.
+        stmt = stmt.with_for_update(of=Loan)
     loan = db.session.scalar(stmt)
     if loan is None:
         raise LoanError(f"no loan {loan_id}")
@@ -164,6 +179,9 @@ def loan_apply(
         raise LoanError(f"the maximum for {product.name} is KES {product.max_amount:,.0f}")
     if product.installment_multiple and principal != principal.to_integral_value():
         raise LoanError("mobile loans are in whole shillings")
+    fee = loan_fee(product, principal)
+    if fee >= principal:
+        raise LoanError(f"the fee of KES {fee:,.2f} would take the whole loan; borrow more")
     eligibility = loan_eligibility(member=member, product=product, as_of=as_of)
     if not eligibility.eligible:
         raise LoanError(eligibility.reason or "not eligible")
@@ -182,7 +200,7 @@ def loan_apply(
         interest_method=product.interest_method,
         amortization=product.amortization,
         installment_multiple=product.installment_multiple,
-        fee_amount=loan_fee(product, principal),
+        fee_amount=fee,
     )
     db.session.add(loan)
     db.session.flush()
@@ -199,9 +217,11 @@ def loan_apply(
             "product": product.code,
         },
     )
-    if product.auto_approve_limit is not None and principal <= product.auto_approve_limit:
+    # "Under" the limit, as SPEC says: an application of exactly the limit goes to staff.
+    if product.auto_approve_limit is not None and principal < product.auto_approve_limit:
         loan.decided_at = utcnow()
         _transition(loan, "approve", "system", note="auto-approved within the product limit")
+        notify_loan_approved(member=member, loan_no=loan.loan_no, amount=principal)
     db.session.commit()
     return loan
 
@@ -218,8 +238,7 @@ def _needs_second_staff(loan: Loan) -> bool:
 def loan_recommend(*, loan_id: int, staff: StaffUser, note: str | None = None) -> Loan:
     """The maker's step: a loan above the maker-checker threshold needs it before approval."""
     loan = _get_loan(loan_id)
-    if staff.role not in APPROVER_ROLES:
-        raise LoanError(f"a {staff.role} cannot recommend loans")
+    _require_role(staff, APPROVER_ROLES, "recommend loans")
     _transition(loan, "recommend", staff, note)
     loan.recommended_by_id = staff.id
     db.session.commit()
@@ -228,8 +247,7 @@ def loan_recommend(*, loan_id: int, staff: StaffUser, note: str | None = None) -
 
 def loan_approve(*, loan_id: int, staff: StaffUser, note: str | None = None) -> Loan:
     loan = _get_loan(loan_id)
-    if staff.role not in APPROVER_ROLES:
-        raise LoanError(f"a {staff.role} cannot approve loans")
+    _require_role(staff, APPROVER_ROLES, "approve loans")
     if _needs_second_staff(loan):
         if loan.status != "recommended":
             raise LoanError(
@@ -241,6 +259,7 @@ def loan_approve(*, loan_id: int, staff: StaffUser, note: str | None = None) -> 
     _transition(loan, "approve", staff, note)
     loan.approved_by_id = staff.id
     loan.decided_at = utcnow()
+    notify_loan_approved(member=loan.member, loan_no=loan.loan_no or "", amount=loan.principal)
     db.session.commit()
     return loan
 
@@ -249,15 +268,19 @@ def loan_reject(*, loan_id: int, staff: StaffUser | str, reason: str) -> Loan:
     reason = (reason or "").strip()
     if not reason:
         raise LoanError("a rejection needs a reason the member can read")
+    _require_role(staff, APPROVER_ROLES, "reject loans")
     loan = _get_loan(loan_id)
     _transition(loan, "reject", staff, reason)
     loan.decision_reason = reason[:255]
     loan.decided_at = utcnow()
+    notify_loan_rejected(member=loan.member, loan_no=loan.loan_no or "", reason=reason[:120])
     db.session.commit()
     return loan
 
 
 def loan_withdraw(*, loan_id: int, actor: StaffUser | str) -> Loan:
+    """The member changed their mind (asked on USSD, or told staff)."""
+    _require_role(actor, APPROVER_ROLES, "withdraw loans")
     loan = _get_loan(loan_id)
     _transition(loan, "withdraw", actor)
     db.session.commit()
@@ -280,7 +303,7 @@ def loan_payout_failed(*, loan_id: int, reason: str) -> Loan:
     return loan
 
 
-def _loan_account(loan: Loan, component: str) -> Account:
+def loan_account(loan: Loan, component: str) -> Account:
     prefix, kind, label = RECEIVABLE[component]
     return account_get_or_create(
         code=f"{prefix}-{loan.loan_no}",
@@ -341,13 +364,13 @@ def loan_disburse(
     total_interest = _write_schedule(loan, loan.principal, value_date, version=1)
     payout_account = gl_account("GL-B2C-UTILITY")
     lines: list[Line] = [
-        debit(_loan_account(loan, "principal"), loan.principal),
+        debit(loan_account(loan, "principal"), loan.principal),
         credit(payout_account, loan.principal - loan.fee_amount),
     ]
     if loan.fee_amount > 0:
         lines.append(credit(gl_account("GL-INCOME-FEES"), loan.fee_amount))
     if total_interest > 0:
-        lines.append(debit(_loan_account(loan, "interest"), total_interest))
+        lines.append(debit(loan_account(loan, "interest"), total_interest))
         lines.append(credit(gl_account("GL-INCOME-INTEREST"), total_interest))
     journal_post(
         kind="disbursement",
@@ -359,6 +382,23 @@ def loan_disburse(
         member_id=loan.member_id,
         loan_id=loan.id,
     )
+    db.session.flush()
+    first = db.session.scalar(
+        select(Installment)
+        .where(Installment.loan_id == loan.id, Installment.version == 1)
+        .order_by(Installment.number)
+        .limit(1)
+    )
+    if first is not None:
+        notify_loan_disbursed(
+            member=loan.member,
+            loan_no=loan.loan_no or "",
+            amount=loan.principal - loan.fee_amount,
+            fee=loan.fee_amount,
+            receipt=reference,
+            first_due_date=first.due_date,
+            first_installment=first.total_due,
+        )
     if commit:
         db.session.commit()
     return loan
@@ -399,42 +439,46 @@ def loan_repay(
         gl_account("GL-MPESA-CLEARING") if source == "mpesa" else member_account(member, "savings")
     )
     result = RepaymentResult(loan_no=loan.loan_no or "", amount=value)
-    remaining = value
-    lines: list[Line] = [debit(source_account, value)]
-    if loan.status in LIVE_STATUSES:
-        paid = {c: ZERO for c in COMPONENTS}
-        for row in current_installments(loan.id):
+    # A savepoint: a refused or duplicate posting leaves the schedule as it was, so a
+    # caller that carries on (or commits) after DuplicatePosting pays nothing twice.
+    with db.session.begin_nested():
+        remaining = value
+        lines: list[Line] = [debit(source_account, value)]
+        if loan.status in LIVE_STATUSES:
+            paid = {c: ZERO for c in COMPONENTS}
+            for row in current_installments(loan.id):
+                for component in COMPONENTS:
+                    owed = getattr(row, f"{component}_due") - getattr(row, f"{component}_paid")
+                    take = min(owed, remaining)
+                    if take > 0:
+                        setattr(row, f"{component}_paid", getattr(row, f"{component}_paid") + take)
+                        paid[component] += take
+                        remaining -= take
+                if row.outstanding == 0 and row.paid_on is None:
+                    row.paid_on = value_date
+                if remaining == 0:
+                    break
             for component in COMPONENTS:
-                owed = getattr(row, f"{component}_due") - getattr(row, f"{component}_paid")
-                take = min(owed, remaining)
-                if take > 0:
-                    setattr(row, f"{component}_paid", getattr(row, f"{component}_paid") + take)
-                    paid[component] += take
-                    remaining -= take
-            if row.outstanding == 0 and row.paid_on is None:
-                row.paid_on = value_date
-            if remaining == 0:
-                break
-        for component in COMPONENTS:
-            if paid[component] > 0:
-                lines.append(credit(_loan_account(loan, component), paid[component]))
-        result.allocated = {c: v for c, v in paid.items() if v > 0}
-    if remaining > 0:
-        if source != "mpesa":
-            # Savings paying a closed loan would just move money back where it came from.
-            raise LoanError(f"loan {loan.loan_no} owes nothing")
-        lines.append(credit(member_account(member, "savings"), remaining))
-        result.to_savings = remaining
-    entry = journal_post(
-        kind="repayment",
-        lines=lines,
-        value_date=value_date,
-        description=f"Repayment {loan.loan_no} {reference}",
-        idempotency_key=f"repay:{reference}",
-        actor=_actor_name(actor),
-        member_id=loan.member_id,
-        loan_id=loan.id,
-    )
+                if paid[component] > 0:
+                    lines.append(credit(loan_account(loan, component), paid[component]))
+            result.allocated = {c: v for c, v in paid.items() if v > 0}
+        if remaining > 0:
+            if source != "mpesa":
+                # Paying from savings more than is owed would just move money back.
+                owed = value - remaining
+                raise LoanError(f"loan {loan.loan_no} owes only KES {owed:,.2f}")
+            lines.append(credit(member_account(member, "savings"), remaining))
+            result.to_savings = remaining
+        entry = journal_post(
+            kind="repayment",
+            lines=lines,
+            value_date=value_date,
+            description=f"Repayment {loan.loan_no} {reference}",
+            idempotency_key=f"repay:{reference}",
+            actor=_actor_name(actor),
+            member_id=loan.member_id,
+            loan_id=loan.id,
+        )
     result.entry_id = entry.id
     debt = loan_debt(loan_id=loan.id)
     result.balance_left = debt.total
@@ -444,6 +488,21 @@ def loan_repay(
         loan.days_past_due = 0
         loan.aging_bucket = "current"
         result.closed = True
+    if result.allocated:
+        notify_repayment_received(
+            member=member,
+            amount=value,
+            loan_no=loan.loan_no or "",
+            balance_left=result.balance_left,
+            receipt=reference,
+        )
+    elif result.to_savings:
+        notify_deposit_received(
+            member=member,
+            amount=value,
+            savings_balance=member_balances(member_id=member.id).savings,
+            receipt=reference,
+        )
     if commit:
         db.session.commit()
     return result
@@ -456,7 +515,7 @@ def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: dat
         journal_post(
             kind="penalty",
             lines=[
-                debit(_loan_account(loan, "penalty"), amount),
+                debit(loan_account(loan, "penalty"), amount),
                 credit(gl_account("GL-INCOME-PENALTY"), amount),
             ],
             value_date=as_of,
@@ -474,8 +533,7 @@ def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: dat
 
 def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: date) -> Loan:
     """Take a defaulted loan off the books: every receivable moves to the write-off expense."""
-    if staff.role not in ("admin", "branch_manager"):
-        raise LoanError(f"a {staff.role} cannot write off loans")
+    _require_role(staff, ("admin", "branch_manager"), "write off loans")
     loan = _get_loan(loan_id)
     if not loan.in_default:
         raise LoanError(
@@ -487,7 +545,7 @@ def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: d
     for component in COMPONENTS:
         owed = getattr(debt, component)
         if owed > 0:
-            lines.append(credit(_loan_account(loan, component), owed))
+            lines.append(credit(loan_account(loan, component), owed))
     journal_post(
         kind="write_off",
         lines=lines,
@@ -518,8 +576,7 @@ def loan_restructure(
     interest scheduled for dates not yet reached is reversed, since the new schedule
     charges its own. The old rows stay, marked superseded.
     """
-    if staff.role not in ("admin", "branch_manager"):
-        raise LoanError(f"a {staff.role} cannot restructure loans")
+    _require_role(staff, ("admin", "branch_manager"), "restructure loans")
     reason = (reason or "").strip()
     if not reason:
         raise LoanError("a restructure needs a reason")
@@ -528,8 +585,9 @@ def loan_restructure(
         raise LoanError(
             f"loan {loan.loan_no} is not in arrears; only loans in arrears are restructured"
         )
-    if not (1 <= term <= 120):
-        raise LoanError("the new term must be 1 to 120 periods")
+    product = loan.product
+    if not (1 <= term <= max(product.max_term, 1)):
+        raise LoanError(f"the new term must be 1 to {product.max_term} {_periods(product)}")
     rows = current_installments(loan.id)
     future_interest = sum(
         (r.interest_due - r.interest_paid for r in rows if r.due_date > start_date), ZERO
@@ -555,17 +613,17 @@ def loan_restructure(
     if future_interest > 0:
         lines += [
             debit(gl_account("GL-INCOME-INTEREST"), future_interest),
-            credit(_loan_account(loan, "interest"), future_interest),
+            credit(loan_account(loan, "interest"), future_interest),
         ]
     for component, owed in capitalised.items():
         if owed > 0:
             lines += [
-                debit(_loan_account(loan, "principal"), owed),
-                credit(_loan_account(loan, component), owed),
+                debit(loan_account(loan, "principal"), owed),
+                credit(loan_account(loan, component), owed),
             ]
     if new_interest > 0:
         lines += [
-            debit(_loan_account(loan, "interest"), new_interest),
+            debit(loan_account(loan, "interest"), new_interest),
             credit(gl_account("GL-INCOME-INTEREST"), new_interest),
         ]
     if lines:

@@ -1,0 +1,615 @@
+"""The loan lifecycle: every allowed transition is audited, every other one is refused
+with nothing written; approval rules (auto, staff, maker-checker); restructure and
+write-off of loans in arrears."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from app.extensions import db
+from app.models import Installment, Loan, LoanProduct, Member, StaffUser
+from app.selectors.loans import current_installments, loan_debt, portfolio_at_risk
+from app.services.ledger import ledger_check
+from app.services.loans import (
+    LoanError,
+    loan_apply,
+    loan_approve,
+    loan_disburse,
+    loan_payout_failed,
+    loan_recommend,
+    loan_reject,
+    loan_repay,
+    loan_restructure,
+    loan_start_payout,
+    loan_withdraw,
+    loan_write_off,
+)
+from tests.loan_factories import (
+    audit_rows,
+    balance,
+    count,
+    counts,
+    make_borrower,
+    make_loan,
+    make_product,
+    make_staff,
+    receivables,
+    reload,
+    run_job,
+    schedule_owed,
+)
+
+APPLY_ON = date(2026, 3, 2)
+DISBURSED = date(2026, 1, 31)  # V1's first installment falls due on 2026-02-28
+
+
+def trail(loan: Loan) -> list[tuple[str, str, str | None, str | None]]:
+    """(action, actor, status before, status after) for each audit row of the loan."""
+    return [
+        (
+            row.action,
+            row.actor,
+            (row.before or {}).get("status"),
+            (row.after or {}).get("status"),
+        )
+        for row in audit_rows(loan)
+    ]
+
+
+def apply(product: LoanProduct, amount: int | str = 10000, member: Member | None = None) -> Loan:
+    member = member or make_borrower(savings=10000)
+    return loan_apply(member_id=member.id, product_id=product.id, amount=amount, as_of=APPLY_ON)
+
+
+# -- approval ------------------------------------------------------------------------
+
+
+def test_instant_loan_within_auto_approve_limit_is_approved_by_the_system(app):
+    product = make_product("INSTANT")
+    member = make_borrower(savings=5000)
+
+    loan = apply(product, amount=3000, member=member)
+
+    assert loan.status == "approved"
+    assert loan.decided_at is not None
+    assert loan.approved_by_id is None
+    assert trail(loan) == [
+        ("loan.submit", f"member:{member.member_no}", None, "submitted"),
+        ("loan.approve", "system", "submitted", "approved"),
+    ]
+    assert audit_rows(loan)[-1].note == "auto-approved within the product limit"
+
+    loan_disburse(loan_id=loan.id, reference="RCB1AUTO01", value_date=APPLY_ON)
+    assert loan.status == "active"
+    assert trail(loan)[-1] == ("loan.disburse", "system", "approved", "active")
+    assert ledger_check() == []
+
+
+def test_above_the_auto_approve_limit_a_staff_member_approves(app):
+    product = make_product("INSTANT", auto_approve_limit=Decimal("2000"))
+    officer = make_staff("loan_officer")
+
+    loan = apply(product, amount=2500, member=make_borrower(savings=5000))
+    assert loan.status == "submitted"
+
+    loan_approve(loan_id=loan.id, staff=officer, note="known customer")
+
+    assert loan.status == "approved"
+    assert loan.approved_by_id == officer.id
+    assert trail(loan)[-1] == ("loan.approve", f"staff:{officer.email}", "submitted", "approved")
+    assert audit_rows(loan)[-1].note == "known customer"
+    assert ledger_check() == []
+
+
+def test_staff_path_from_submitted_to_closed_audits_every_step(app):
+    product = make_product(maker_checker_threshold=Decimal("5000"))
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    member = make_borrower(savings=10000)
+    loan = apply(product, amount=10000, member=member)
+
+    loan_recommend(loan_id=loan.id, staff=officer, note="payslip seen")
+    loan_approve(loan_id=loan.id, staff=manager)
+    loan_start_payout(loan_id=loan.id)
+    loan_payout_failed(loan_id=loan.id, reason="B2C timed out")
+    loan_start_payout(loan_id=loan.id)
+    loan_disburse(loan_id=loan.id, reference="RCD1PAY001", value_date=DISBURSED)
+    result = loan_repay(
+        loan_id=loan.id, amount="10661.86", reference="RCE1PAY001", value_date=date(2026, 2, 20)
+    )
+
+    assert result.closed and loan.status == "closed"
+    assert (loan.recommended_by_id, loan.approved_by_id) == (officer.id, manager.id)
+    assert loan.disbursed_on == DISBURSED and loan.closed_on == date(2026, 2, 20)
+    assert trail(loan) == [
+        ("loan.submit", f"member:{member.member_no}", None, "submitted"),
+        ("loan.recommend", f"staff:{officer.email}", "submitted", "recommended"),
+        ("loan.approve", f"staff:{manager.email}", "recommended", "approved"),
+        ("loan.start_payout", "system", "approved", "disbursing"),
+        ("loan.payout_failed", "system", "disbursing", "approved"),
+        ("loan.start_payout", "system", "approved", "disbursing"),
+        ("loan.disburse", "system", "disbursing", "active"),
+        ("loan.close", "system", "active", "closed"),
+    ]
+    notes = [row.note for row in audit_rows(loan)]
+    assert notes[1] == "payslip seen"
+    assert notes[4] == "B2C timed out"
+    assert notes[6] == "b2c RCD1PAY001"
+    assert notes[7] == "paid in full by RCE1PAY001"
+    assert ledger_check() == []
+
+
+def test_staff_disbursement_is_audited_with_the_staff_member(app):
+    product = make_product()
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    loan = apply(product)
+    loan_approve(loan_id=loan.id, staff=officer)
+
+    loan_disburse(
+        loan_id=loan.id, reference="EFT-0042", value_date=DISBURSED, channel="manual", actor=manager
+    )
+
+    assert trail(loan)[-1] == ("loan.disburse", f"staff:{manager.email}", "approved", "active")
+    assert audit_rows(loan)[-1].note == "manual EFT-0042"
+    assert ledger_check() == []
+
+
+def test_maker_checker_above_the_threshold(app):
+    product = make_product("DEV")  # maker_checker_threshold 100,000
+    officer = make_staff("loan_officer")
+    auditor = make_staff("auditor")
+    manager = make_staff("branch_manager")
+    member = make_borrower(savings=60000, shares=1000)
+    loan = apply(product, amount=150000, member=member)
+    assert loan.status == "submitted"
+
+    with pytest.raises(LoanError, match="need a recommendation by another staff member first"):
+        loan_approve(loan_id=loan.id, staff=officer)
+    with pytest.raises(LoanError, match="auditor staff cannot recommend loans"):
+        loan_recommend(loan_id=loan.id, staff=auditor)
+
+    loan_recommend(loan_id=loan.id, staff=officer)
+    with pytest.raises(LoanError, match="who recommended a loan cannot also approve it"):
+        loan_approve(loan_id=loan.id, staff=officer)
+    with pytest.raises(LoanError, match="auditor staff cannot approve loans"):
+        loan_approve(loan_id=loan.id, staff=auditor)
+    assert loan.status == "recommended"
+
+    loan_approve(loan_id=loan.id, staff=manager)
+
+    assert loan.status == "approved"
+    assert (loan.recommended_by_id, loan.approved_by_id) == (officer.id, manager.id)
+    # The refusals wrote nothing: only the three real steps are in the trail.
+    assert trail(loan) == [
+        ("loan.submit", f"member:{member.member_no}", None, "submitted"),
+        ("loan.recommend", f"staff:{officer.email}", "submitted", "recommended"),
+        ("loan.approve", f"staff:{manager.email}", "recommended", "approved"),
+    ]
+    assert ledger_check() == []
+
+
+def test_at_or_below_the_maker_checker_threshold_one_staff_member_approves(app):
+    product = make_product("DEV")
+    officer = make_staff("loan_officer")
+    loan = apply(product, amount=100000, member=make_borrower(savings=60000, shares=1000))
+
+    loan_approve(loan_id=loan.id, staff=officer)
+
+    assert loan.status == "approved"
+    assert trail(loan)[-1] == ("loan.approve", f"staff:{officer.email}", "submitted", "approved")
+    assert ledger_check() == []
+
+
+@pytest.mark.parametrize("role", ["auditor", "compliance"])
+def test_a_role_that_may_not_approve_is_refused(app, role):
+    staff = make_staff(role)
+    loan = apply(make_product())
+    before = counts()
+
+    with pytest.raises(LoanError, match=f"{role} staff cannot approve loans"):
+        loan_approve(loan_id=loan.id, staff=staff)
+
+    assert counts() == before
+    assert reload(loan.id).status == "submitted"
+    assert ledger_check() == []
+
+
+# -- reject and withdraw ---------------------------------------------------------------
+
+
+def _in_state(state: str, officer: StaffUser) -> Loan:
+    """A loan still waiting for a decision: submitted, recommended or approved."""
+    loan = apply(make_product())
+    if state == "recommended":
+        loan_recommend(loan_id=loan.id, staff=officer)
+    if state == "approved":
+        loan_approve(loan_id=loan.id, staff=officer)
+    return loan
+
+
+@pytest.mark.parametrize("state", ["submitted", "recommended", "approved"])
+def test_reject_from_each_undecided_state(app, state):
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    loan = _in_state(state, officer)
+
+    loan_reject(loan_id=loan.id, staff=manager, reason="  Income too low for the installment ")
+
+    assert loan.status == "rejected"
+    assert loan.decision_reason == "Income too low for the installment"
+    assert trail(loan)[-1] == ("loan.reject", f"staff:{manager.email}", state, "rejected")
+    assert audit_rows(loan)[-1].note == "Income too low for the installment"
+    assert ledger_check() == []
+
+
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_reject_needs_a_reason(app, reason):
+    product = make_product()
+    manager = make_staff("branch_manager")
+    loan = apply(product)
+    before = counts()
+
+    with pytest.raises(LoanError, match="a rejection needs a reason the member can read"):
+        loan_reject(loan_id=loan.id, staff=manager, reason=reason)
+
+    assert counts() == before
+    assert reload(loan.id).status == "submitted"
+    assert ledger_check() == []
+
+
+@pytest.mark.parametrize("state", ["submitted", "recommended", "approved"])
+def test_member_withdraws_from_each_undecided_state(app, state):
+    loan = _in_state(state, make_staff("loan_officer"))
+    actor = f"member:{loan.member.member_no}"
+
+    loan_withdraw(loan_id=loan.id, actor=actor)
+
+    assert loan.status == "withdrawn"
+    assert trail(loan)[-1] == ("loan.withdraw", actor, state, "withdrawn")
+    assert ledger_check() == []
+
+
+def test_staff_withdraws_on_the_members_behalf(app):
+    product = make_product()
+    officer = make_staff("loan_officer")
+    loan = apply(product)
+
+    loan_withdraw(loan_id=loan.id, actor=officer)
+
+    assert trail(loan)[-1] == ("loan.withdraw", f"staff:{officer.email}", "submitted", "withdrawn")
+    assert ledger_check() == []
+
+
+# -- refused transitions -----------------------------------------------------------------
+
+
+def _setup(state: str) -> tuple[Loan, StaffUser]:
+    product = make_product()
+    officer = make_staff("loan_officer")
+    admin = make_staff("admin")
+    if state == "active":
+        return make_loan(product=product, on=DISBURSED), admin
+    if state == "closed":
+        loan = make_loan(product=product, on=DISBURSED)
+        loan_repay(loan_id=loan.id, amount="10661.86", reference="RCL0SED001", value_date=APPLY_ON)
+        assert loan.status == "closed"
+        return loan, admin
+    loan = apply(product)
+    if state in ("approved", "disbursing"):
+        loan_approve(loan_id=loan.id, staff=officer)
+    if state == "disbursing":
+        loan_start_payout(loan_id=loan.id)
+    if state == "rejected":
+        loan_reject(loan_id=loan.id, staff=officer, reason="Too many loans elsewhere")
+    if state == "withdrawn":
+        loan_withdraw(loan_id=loan.id, actor="member:test")
+    return loan, admin
+
+
+ACTIONS: dict[str, Callable[[Loan, StaffUser], object]] = {
+    "approve": lambda loan, staff: loan_approve(loan_id=loan.id, staff=staff),
+    "recommend": lambda loan, staff: loan_recommend(loan_id=loan.id, staff=staff),
+    "reject": lambda loan, staff: loan_reject(loan_id=loan.id, staff=staff, reason="No"),
+    "withdraw": lambda loan, staff: loan_withdraw(loan_id=loan.id, actor=staff),
+    "start_payout": lambda loan, staff: loan_start_payout(loan_id=loan.id),
+    "payout_failed": lambda loan, staff: loan_payout_failed(loan_id=loan.id, reason="No"),
+    "disburse": lambda loan, staff: loan_disburse(
+        loan_id=loan.id, reference="RCX0000001", value_date=APPLY_ON
+    ),
+    "restructure": lambda loan, staff: loan_restructure(
+        loan_id=loan.id, staff=staff, term=6, start_date=APPLY_ON, reason="No"
+    ),
+    "write_off": lambda loan, staff: loan_write_off(
+        loan_id=loan.id, staff=staff, reason="No", value_date=APPLY_ON
+    ),
+}
+
+# (state the loan is in, action tried, why it is refused)
+REFUSED = [
+    ("rejected", "approve", "is rejected; cannot approve"),
+    ("withdrawn", "approve", "is withdrawn; cannot approve"),
+    ("rejected", "reject", "is rejected; cannot reject"),
+    ("submitted", "disburse", "is submitted; cannot disburse"),
+    ("rejected", "disburse", "is rejected; cannot disburse"),
+    ("withdrawn", "disburse", "is withdrawn; cannot disburse"),
+    ("approved", "recommend", "is approved; cannot recommend"),
+    ("submitted", "start_payout", "is submitted; cannot start payout"),
+    ("approved", "payout_failed", "is approved; cannot payout failed"),
+    ("disbursing", "withdraw", "is disbursing; cannot withdraw"),
+    ("active", "withdraw", "is active; cannot withdraw"),
+    ("active", "reject", "is active; cannot reject"),
+    ("active", "approve", "is active; cannot approve"),
+    ("active", "disburse", "is active; cannot disburse"),
+    ("closed", "disburse", "is closed; cannot disburse"),
+    ("closed", "withdraw", "is closed; cannot withdraw"),
+    ("closed", "restructure", "is not in arrears"),
+    ("closed", "write_off", "is not in default"),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "message"), REFUSED, ids=[f"{s}-{a}" for s, a, _ in REFUSED]
+)
+def test_refused_transition_changes_and_writes_nothing(app, state, action, message):
+    loan, staff = _setup(state)
+    loan_id = loan.id
+    status = loan.status
+    before = counts()
+    rows_before = count(Installment)
+
+    with pytest.raises(LoanError, match=message):
+        ACTIONS[action](loan, staff)
+
+    # Nothing was written, even before the caller rolls back.
+    assert counts() == before
+    assert count(Installment) == rows_before
+    db.session.rollback()
+    assert reload(loan_id).status == status
+    assert ledger_check() == []
+
+
+# -- restructure ---------------------------------------------------------------------------
+
+
+def _loan_in_arrears(as_of: date = date(2026, 4, 5)) -> int:
+    """V1 disbursed 31 Jan with a 5% penalty; on 5 April rows 1 (due 28 Feb) and 2 (due
+    31 Mar) are overdue, 36 days past due, each charged 5% of 888.49 = 44.42."""
+    product = make_product(penalty_type="percent", penalty_value=Decimal("5"))
+    loan = make_loan(product=product, on=DISBURSED)
+    loan_id = loan.id
+    run_job("loan-arrears", as_of)
+    return loan_id
+
+
+def test_restructure_of_a_loan_in_arrears(app):
+    loan_id = _loan_in_arrears()
+    manager = make_staff("branch_manager")
+    loan = reload(loan_id)
+    assert (loan.days_past_due, loan.in_default) == (36, True)
+    assert receivables(loan)["penalty"] == Decimal("88.84")
+    income_before = balance("GL-INCOME-INTEREST")
+    assert income_before == Decimal("661.86")
+
+    loan_restructure(
+        loan_id=loan_id,
+        staff=manager,
+        term=12,
+        start_date=date(2026, 4, 5),
+        reason="Lost job; new employer from May",
+    )
+
+    loan = reload(loan_id)
+    assert loan.status == "restructured"
+    assert (loan.days_past_due, loan.aging_bucket, loan.in_default) == (0, "current", False)
+    rows = sorted(loan.installments, key=lambda r: (r.version, r.number))
+    old = [r for r in rows if r.version == 1]
+    new = [r for r in rows if r.version == 2]
+    # The old schedule stays for the record, marked superseded, unchanged.
+    assert len(old) == 12 and all(r.superseded for r in old)
+    assert [r.penalty_due for r in old[:3]] == [Decimal("44.42"), Decimal("44.42"), Decimal("0")]
+    assert len(new) == 12 and not any(r.superseded for r in new)
+    # New principal: 10,000.00 principal + 192.12 interest due (100.00 + 92.12)
+    # + 88.84 penalties = 10,280.96. Interest of rows 3-12 (469.74) is reversed.
+    assert sum((r.principal_due for r in new), Decimal(0)) == Decimal("10280.96")
+    assert new[0].due_date == date(2026, 5, 5)
+    assert new[0].interest_due == Decimal("102.81")  # 1% of 10,280.96
+    new_interest = sum((r.interest_due for r in new), Decimal(0))
+    assert receivables(loan) == {
+        "principal": Decimal("10280.96"),
+        "interest": new_interest,
+        "fees": Decimal("0.00"),
+        "penalty": Decimal("0.00"),
+    }
+    assert schedule_owed(loan) == receivables(loan)
+    assert balance("GL-INCOME-INTEREST") == income_before - Decimal("469.74") + new_interest
+    assert trail(loan)[-2:] == [
+        ("loan.restructure", f"staff:{manager.email}", "active", "restructured"),
+        ("loan.reschedule", f"staff:{manager.email}", None, None),
+    ]
+    assert audit_rows(loan)[-1].after["principal"] == "10280.96"
+
+    # The next day nothing of the new schedule is due: the loan stays current.
+    run_job("loan-arrears", date(2026, 4, 6))
+    assert reload(loan_id).days_past_due == 0
+    assert ledger_check() == []
+
+
+def test_restructured_loan_can_be_paid_off_and_closes(app):
+    loan_id = _loan_in_arrears()
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=6,
+        start_date=date(2026, 4, 5),
+        reason="Harvest failed",
+    )
+    owed = loan_debt(loan_id=loan_id).total
+
+    result = loan_repay(
+        loan_id=loan_id, amount=owed, reference="RCR0000001", value_date=date(2026, 4, 20)
+    )
+
+    loan = reload(loan_id)
+    assert result.closed and result.balance_left == 0
+    assert loan.status == "closed"
+    assert trail(loan)[-1] == ("loan.close", "system", "restructured", "closed")
+    assert set(receivables(loan).values()) == {Decimal("0.00")}
+    assert ledger_check() == []
+
+
+def test_restructured_loan_late_again_is_restructured_again(app):
+    loan_id = _loan_in_arrears()
+    admin_id = make_staff("admin").id
+    loan_restructure(
+        loan_id=loan_id,
+        staff=db.session.get(StaffUser, admin_id),
+        term=12,
+        start_date=date(2026, 4, 5),
+        reason="Lost job",
+    )
+    run_job("loan-arrears", date(2026, 5, 20))  # new row 1, due 5 May, unpaid
+    assert reload(loan_id).days_past_due == 15
+
+    loan_restructure(
+        loan_id=loan_id,
+        staff=db.session.get(StaffUser, admin_id),
+        term=18,
+        start_date=date(2026, 5, 20),
+        reason="Still looking for work",
+    )
+
+    loan = reload(loan_id)
+    versions = {(r.version, r.superseded) for r in loan.installments}
+    assert versions == {(1, True), (2, True), (3, False)}
+    assert len(current_installments(loan_id)) == 18
+    assert trail(loan)[-2][2:] == ("restructured", "restructured")
+    assert receivables(loan) == schedule_owed(loan)
+    assert ledger_check() == []
+
+
+def test_restructure_refused_for_a_loan_not_in_arrears(app):
+    manager = make_staff("branch_manager")
+    loan = make_loan(product=make_product(), on=DISBURSED)
+    before, rows_before = counts(), count(Installment)
+
+    with pytest.raises(LoanError, match="is not in arrears"):
+        loan_restructure(
+            loan_id=loan.id, staff=manager, term=12, start_date=APPLY_ON, reason="asked nicely"
+        )
+
+    assert (counts(), count(Installment)) == (before, rows_before)
+    assert ledger_check() == []
+
+
+@pytest.mark.parametrize(
+    ("role", "reason", "message"),
+    [
+        ("loan_officer", "Lost job", "loan officer staff cannot restructure loans"),
+        ("auditor", "Lost job", "auditor staff cannot restructure loans"),
+        ("admin", "  ", "a restructure needs a reason"),
+    ],
+)
+def test_restructure_refused_for_the_wrong_role_or_without_reason(app, role, reason, message):
+    loan_id = _loan_in_arrears()
+    staff = make_staff(role)
+    before, rows_before = counts(), count(Installment)
+
+    with pytest.raises(LoanError, match=message):
+        loan_restructure(
+            loan_id=loan_id,
+            staff=staff,
+            term=12,
+            start_date=date(2026, 4, 5),
+            reason=reason,
+        )
+
+    assert (counts(), count(Installment)) == (before, rows_before)
+    assert reload(loan_id).status == "active"
+    assert ledger_check() == []
+
+
+# -- write-off ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["admin", "branch_manager"])
+def test_write_off_of_a_defaulted_loan_zeroes_its_receivables(app, role):
+    loan_id = _loan_in_arrears()
+    staff = make_staff(role)
+    email = staff.email
+
+    loan_write_off(
+        loan_id=loan_id,
+        staff=staff,
+        reason="Member emigrated",
+        value_date=date(2026, 4, 6),
+    )
+
+    loan = reload(loan_id)
+    assert loan.status == "written_off"
+    assert loan.closed_on == date(2026, 4, 6)
+    assert set(receivables(loan).values()) == {Decimal("0.00")}
+    # 10,000.00 principal + 661.86 interest + 2 × 44.42 penalties.
+    assert balance("GL-WRITE-OFF") == Decimal("10750.70")
+    assert trail(loan)[-1] == ("loan.write_off", f"staff:{email}", "active", "written_off")
+    assert audit_rows(loan)[-1].note == "Member emigrated"
+    # Off the books: no longer in the portfolio, and the daily job leaves it alone.
+    assert portfolio_at_risk(as_of=date(2026, 4, 6)).gross_principal == 0
+    run_job("loan-arrears", date(2026, 5, 6))
+    assert reload(loan_id).status == "written_off"
+    assert ledger_check() == []
+
+
+def test_write_off_of_a_restructured_loan_back_in_default(app):
+    loan_id = _loan_in_arrears()
+    admin_id = make_staff("admin").id
+    loan_restructure(
+        loan_id=loan_id,
+        staff=db.session.get(StaffUser, admin_id),
+        term=6,
+        start_date=date(2026, 4, 5),
+        reason="One more chance",
+    )
+    run_job("loan-arrears", date(2026, 6, 10))  # first new row due 5 May: 36 days late
+    assert reload(loan_id).in_default
+
+    loan_write_off(
+        loan_id=loan_id,
+        staff=db.session.get(StaffUser, admin_id),
+        reason="Stopped paying again",
+        value_date=date(2026, 6, 10),
+    )
+
+    loan = reload(loan_id)
+    assert trail(loan)[-1][2:] == ("restructured", "written_off")
+    assert set(receivables(loan).values()) == {Decimal("0.00")}
+    assert ledger_check() == []
+
+
+@pytest.mark.parametrize(
+    ("role", "late_until", "message"),
+    [
+        ("loan_officer", date(2026, 4, 5), "loan officer staff cannot write off loans"),
+        ("compliance", date(2026, 4, 5), "compliance staff cannot write off loans"),
+        ("admin", date(2026, 3, 20), "is not in default"),  # 20 days late only
+    ],
+)
+def test_write_off_refused(app, role, late_until, message):
+    loan_id = _loan_in_arrears(as_of=late_until)
+    staff = make_staff(role)
+    before = counts()
+
+    with pytest.raises(LoanError, match=message):
+        loan_write_off(
+            loan_id=loan_id,
+            staff=staff,
+            reason="Cannot trace member",
+            value_date=late_until,
+        )
+
+    assert counts() == before
+    loan = reload(loan_id)
+    assert loan.status == "active"
+    assert receivables(loan)["principal"] == Decimal("10000.00")
+    assert ledger_check() == []
