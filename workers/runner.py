@@ -57,6 +57,7 @@ def scheduled_job(name: str) -> Callable[[JobFn], JobFn]:
 
 def registered_jobs() -> dict[str, JobFn]:
     import workers.jobs  # noqa: F401  (importing registers the jobs)
+    import workers.reminders  # noqa: F401
 
     return dict(_REGISTRY)
 

@@ -13,6 +13,11 @@ SCHEDULE: list[tuple[str, str, str]] = [
     ("portfolio-snapshot", "35 21 * * *", "default"),  # 00:35 EAT, after arrears
     ("ledger-check", "30 22 * * *", "default"),  # 01:30 EAT
     ("sms-sweep", "*/5 * * * *", "sms"),
+    # 09:00-09:10 EAT: well inside 07:00-20:00, so reminders are never held for quiet hours,
+    # and after loan-arrears has brought days past due up to date.
+    ("due-reminders", "0 6 * * *", "default"),
+    ("overdue-reminders", "5 6 * * *", "default"),
+    ("promise-reminders", "10 6 * * *", "default"),
 ]
 
 

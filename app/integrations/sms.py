@@ -60,7 +60,10 @@ class SmsGateway:
         """Send to one number (E.164 with +). Never raises for provider or network trouble."""
         try:
             reply = self._service.send(message, [phone], sender_id=self._sender_id, timeout=TIMEOUT)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except requests.exceptions.JSONDecodeError:
+            # Said application/json but was not: as unreadable as a non-JSON reply.
+            return SendOutcome("retry", error="unreadable reply: invalid JSON")
+        except requests.RequestException as exc:  # refused, timed out, cut off mid-reply
             return SendOutcome("retry", error=f"network: {type(exc).__name__}")
         except AfricasTalkingException as exc:
             # Non-2xx from the gateway: the body says why; worth trying again later.

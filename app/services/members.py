@@ -12,6 +12,7 @@ from app.extensions import db
 from app.models import Member
 from app.money import MoneyError, round_money, to_decimal
 from app.phone import PhoneError, normalise_phone
+from app.selectors.members import member_balances
 from app.services.audit import audit_record
 from app.services.ledger import (
     LedgerError,
@@ -21,6 +22,7 @@ from app.services.ledger import (
     journal_post,
     member_account,
 )
+from app.services.notifications import notify_deposit_received
 
 
 class MemberError(ValueError):
@@ -129,6 +131,12 @@ def member_deposit(
         idempotency_key=f"deposit:{reference}",
         actor=actor,
         member_id=member.id,
+    )
+    notify_deposit_received(
+        member=member,
+        amount=value,
+        savings_balance=member_balances(member_id=member.id).savings,
+        receipt=reference,
     )
     if commit:
         db.session.commit()

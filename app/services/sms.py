@@ -16,13 +16,13 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from app.extensions import db, queue
 from app.metrics import SMS_FAILED, SMS_SENT
 from app.models import Installment, Member, PromiseToPay, SmsMessage, SmsSuppression
 from app.models.types import utcnow
-from app.phone import e164
+from app.phone import PhoneError, e164
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +114,20 @@ def sms_queue(
 
 @event.listens_for(Session, "after_commit")
 def _enqueue_after_commit(session: Session) -> None:
+    # Releasing a savepoint fires after_commit too, while the rows are still uncommitted:
+    # only the outermost commit makes them visible to the worker.
+    if session.in_nested_transaction():
+        return
     for message_id in session.info.pop(_PENDING, []):
         sms_enqueue(message_id)
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    # A savepoint rollback leaves the outer transaction (and its messages) alive.
-    if not session.in_transaction():
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_after_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    # A savepoint rollback leaves the outer transaction (and its messages) alive. (During
+    # "after_rollback" the session still reports the dying transaction as current, so a
+    # check of in_transaction() there never fired and the next commit sent ghosts.)
+    if previous_transaction.parent is None:
         session.info.pop(_PENDING, None)
 
 
@@ -161,7 +167,7 @@ def sms_deliver(*, message_id: int, now: datetime | None = None) -> str:
     Claiming the row (queued/retrying -> sending) is one conditional UPDATE committed
     before the provider is called: a second run of the job finds nothing to claim.
     """
-    from app.integrations.sms import sms_gateway
+    from app.integrations.sms import SendOutcome, sms_gateway
 
     now = now or utcnow()
     message = db.session.get(SmsMessage, message_id)
@@ -190,12 +196,18 @@ def sms_deliver(*, message_id: int, now: datetime | None = None) -> str:
         return "nothing to do"
     db.session.refresh(message)
 
-    result = sms_gateway().send(phone=e164(message.phone), message=message.body)
+    try:
+        phone = e164(message.phone)
+    except PhoneError as exc:
+        # Not a number we can send to: fail it now rather than leave it "sending".
+        result = SendOutcome("failed", error=str(exc)[:200])
+    else:
+        result = sms_gateway().send(phone=phone, message=message.body)
     message.status_code = result.status_code
     message.provider_status = result.status
     if result.outcome == "accepted":
         message.status = "sent"
-        message.sent_at = utcnow()
+        message.sent_at = now
         message.provider_message_id = result.message_id
         message.cost = result.cost
         message.cost_amount = result.cost_amount

@@ -1,0 +1,1 @@
+"""marshmallow schemas, one per provider payload (webhooks use unknown=EXCLUDE)."""

@@ -1,0 +1,345 @@
+"""What comes back from Africa's Talking: members' texts, delivery reports and opt-outs.
+
+Inbound texts are stored before anything else (one row per provider id, so the
+provider's retries are no-ops); the keyword is then handled inside a savepoint, so a
+failure there is logged and the stored text survives. Replies go through the outbox
+(`sms_queue`) as transactional messages keyed `reply:<provider id>`: one reply per text,
+however often the provider retries.
+
+Language: a reply is in the member's language, except that a keyword typed in its
+Kiswahili form (SALIO, TAARIFA, MSAADA, SIMAMA, ANZA) is answered in Kiswahili for that
+reply. The member's saved language is not changed by a text: that is a USSD setting.
+
+STOP / START (and the provider's opt-out callback) maintain the suppression list, keyed
+by the normalised phone (2547XXXXXXXX) that the outbox checks for reminders.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.metrics import SMS_FAILED
+from app.models import Member, SmsInbound, SmsMessage, SmsSuppression
+from app.models.types import utcnow
+from app.phone import PhoneError, normalise_phone
+from app.selectors.members import member_balances
+from app.selectors.statements import member_statement
+from app.services.sms import sms_queue
+from app.sms_templates import kes, render_sms, sms_date
+
+log = logging.getLogger(__name__)
+
+# word -> (keyword, language the word belongs to)
+KEYWORDS: dict[str, tuple[str, str]] = {
+    "BAL": ("BAL", "en"),
+    "BALANCE": ("BAL", "en"),
+    "SALIO": ("BAL", "sw"),
+    "STMT": ("STMT", "en"),
+    "STATEMENT": ("STMT", "en"),
+    "TAARIFA": ("STMT", "sw"),
+    "HELP": ("HELP", "en"),
+    "MSAADA": ("HELP", "sw"),
+    "STOP": ("STOP", "en"),
+    "SIMAMA": ("STOP", "sw"),
+    "START": ("START", "en"),
+    "ANZA": ("START", "sw"),
+}
+UNKNOWN = "UNKNOWN"  # stored as the row's keyword when the first word means nothing to us
+_WORD = re.compile(r"[^\W_]+")  # letters and digits; punctuation and spaces separate words
+
+# Delivery report statuses (contracts/africastalking.md). Intermediate ones only move
+# forward; the final ones end the story.
+DLR_PROGRESS = {"Sent": 1, "Submitted": 2, "Buffered": 3}
+DLR_DELIVERED = "Success"
+DLR_FAILED = frozenset({"Rejected", "Failed", "AbsentSubscriber", "Expired"})
+
+STATEMENT_LABELS = {
+    "en": {"savings": "Savings", "loan": "Loan", "none": "No transactions yet."},
+    "sw": {"savings": "Akiba", "loan": "Mkopo", "none": "Hakuna miamala bado."},
+}
+
+
+@dataclass(frozen=True)
+class Keyword:
+    keyword: str  # BAL | STMT | HELP | STOP | START | UNKNOWN
+    language: str | None  # the language of the word typed; None when unknown
+
+
+def parse_keyword(text: str | None) -> Keyword:
+    """The first word, case-insensitive, punctuation stripped: "bal.", "Salio!" -> BAL."""
+    match = _WORD.search((text or "").upper())
+    if match is None:
+        return Keyword(UNKNOWN, None)
+    keyword, language = KEYWORDS.get(match.group(), (UNKNOWN, None))
+    return Keyword(keyword, language)
+
+
+def mask_phone(phone: str | None) -> str:
+    """Enough of a number to follow a trail in the logs, not enough to dial it."""
+    value = (phone or "").strip()
+    return value[:6] + "***" + value[-2:] if len(value) > 8 else "***"
+
+
+def _clip(value: str | None, width: int) -> str | None:
+    # Providers send what they send; a column that refuses it would lose the whole text.
+    return value.replace("\x00", "")[:width] if value is not None else None
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    outcome: str  # duplicate | replied | not_member | bad_number | failed
+    inbound_id: int | None = None
+    reply_id: int | None = None
+
+
+def sms_receive(
+    *,
+    provider_id: str,
+    phone: str,
+    text: str | None,
+    to: str | None = None,
+    link_id: str | None = None,
+    now: datetime | None = None,
+) -> InboundResult:
+    """Store a member's text once, then act on its keyword and queue one reply.
+
+    Commits. Never raises for odd input: a garbage number is stored and logged with no
+    reply; a failure while answering is logged and the stored text kept.
+    """
+    now = now or utcnow()
+    provider_id = _clip(provider_id, 64) or ""
+    text = _clip(text, 100_000) or ""
+    existing = db.session.scalar(select(SmsInbound.id).where(SmsInbound.provider_id == provider_id))
+    if existing is not None:
+        log.info("inbound sms %s seen already", provider_id)
+        return InboundResult("duplicate", existing)
+    try:
+        normalised: str | None = normalise_phone(phone)
+    except PhoneError:
+        normalised = None
+    inbound = SmsInbound(
+        provider_id=provider_id,
+        phone=normalised or _clip(phone.strip(), 16) or "",
+        to=_clip(to, 20),
+        text=text,
+        link_id=_clip(link_id, 64),
+        received_at=now,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(inbound)
+    except IntegrityError:
+        # The provider's retry raced the first delivery: that one answers.
+        found = db.session.scalar(
+            select(SmsInbound.id).where(SmsInbound.provider_id == provider_id)
+        )
+        if found is None:
+            raise
+        return InboundResult("duplicate", found)
+
+    if normalised is None:
+        log.warning(
+            "inbound sms %s from a number that is not Kenyan mobile (%s): stored, no reply",
+            provider_id,
+            mask_phone(phone),
+        )
+        db.session.commit()
+        return InboundResult("bad_number", inbound.id)
+
+    parsed = parse_keyword(text)
+    inbound.keyword = parsed.keyword
+    member = db.session.scalar(select(Member).where(Member.phone == normalised))
+    inbound.member_id = member.id if member else None
+    try:
+        with db.session.begin_nested():
+            reply = _answer(inbound, parsed, member, now=now)
+    except Exception:  # noqa: BLE001 - the stored text must survive whatever went wrong
+        log.exception("could not answer inbound sms %s", provider_id)
+        db.session.commit()
+        return InboundResult("failed", inbound.id)
+    db.session.commit()
+    outcome = "not_member" if reply.template == "not_member" else "replied"
+    log.info(
+        "inbound sms %s keyword %s from %s (%d chars): %s",
+        provider_id,
+        parsed.keyword,
+        mask_phone(normalised),
+        len(text),
+        outcome,
+    )
+    return InboundResult(outcome, inbound.id, reply.id)
+
+
+def _answer(
+    inbound: SmsInbound, parsed: Keyword, member: Member | None, *, now: datetime
+) -> SmsMessage:
+    # English keywords are the ones printed everywhere, so they say nothing about the
+    # member's language; a Kiswahili word does.
+    language = "sw" if parsed.language == "sw" else (member.language if member else "en")
+    template: str
+    params: dict[str, object] = {}
+    if parsed.keyword in ("STOP", "START"):
+        # Anyone may stop reminders and promotions, member or not.
+        _suppression_set(
+            phone=inbound.phone, active=parsed.keyword == "STOP", source="keyword", now=now
+        )
+        template = "opted_out" if parsed.keyword == "STOP" else "opted_in"
+    elif member is None:
+        template = "not_member"
+    elif parsed.keyword == "BAL":
+        balances = member_balances(member_id=member.id)
+        template = "balance"
+        params = {
+            "savings": balances.savings,
+            "shares": balances.share_capital,
+            "loan_balance": balances.loan_total,
+        }
+    elif parsed.keyword == "STMT":
+        balances = member_balances(member_id=member.id)
+        template = "statement"
+        params = {
+            "lines": _statement_lines(member.id, language),
+            "savings": balances.savings,
+            "shares": balances.share_capital,
+            "loan_balance": balances.loan_total,
+        }
+    else:  # HELP, an unknown word, an empty text
+        template = "help"
+    return sms_queue(
+        template=template,
+        body=render_sms(template, language, **params),
+        phone=inbound.phone,
+        idempotency_key=f"reply:{inbound.provider_id}",
+        kind="transactional",
+        member=member,
+        language=language,
+        context={"inbound_id": inbound.id},
+        now=now,
+    )
+
+
+def _statement_lines(member_id: int, language: str) -> str:
+    labels = STATEMENT_LABELS.get(language, STATEMENT_LABELS["en"])
+    lines = member_statement(member_id=member_id)
+    if not lines:
+        return labels["none"]
+    return "\n".join(
+        f"{sms_date(line.value_date)} {labels[line.account]} "
+        f"{'+' if line.amount > 0 else '-'}{kes(abs(line.amount))}"
+        for line in lines
+    )
+
+
+def _suppression_set(*, phone: str, active: bool, source: str, now: datetime) -> SmsSuppression:
+    """Switch reminders off (active) or on again for a normalised phone; safe under races."""
+    row = db.session.scalar(select(SmsSuppression).where(SmsSuppression.phone == phone))
+    if row is None:
+        row = SmsSuppression(phone=phone, active=active, source=source, updated_at=now)
+        try:
+            with db.session.begin_nested():
+                db.session.add(row)
+            return row
+        except IntegrityError:
+            row = db.session.scalar(select(SmsSuppression).where(SmsSuppression.phone == phone))
+            if row is None:
+                raise
+    row.active = active
+    row.source = source
+    row.updated_at = now
+    return row
+
+
+def sms_opt_out(*, phone: str, sender_id: str | None = None, now: datetime | None = None) -> str:
+    """The provider says this number opted out of bulk SMS: no reminders until START.
+
+    Returns "opted_out" or "bad_number" (logged; nothing to suppress). Commits.
+    """
+    now = now or utcnow()
+    try:
+        normalised = normalise_phone(phone)
+    except PhoneError:
+        log.warning(
+            "opt-out for a number that is not Kenyan mobile (%s): ignored", mask_phone(phone)
+        )
+        return "bad_number"
+    _suppression_set(phone=normalised, active=True, source="opt-out", now=now)
+    db.session.commit()
+    log.info("opt-out from %s (sender id %s)", mask_phone(normalised), sender_id)
+    return "opted_out"
+
+
+def sms_delivery_report(
+    *,
+    provider_message_id: str,
+    status: str,
+    failure_reason: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Move a sent message forward: Sent < Submitted < Buffered < Success or a failure.
+
+    A status never moves back and Success and the failures are final, so reports that
+    arrive late, out of order or twice change nothing. Returns what happened: delivered,
+    failed, progressed, stale, unknown_id or unknown_status. Commits.
+    """
+    now = now or utcnow()
+    message = db.session.scalar(
+        select(SmsMessage).where(SmsMessage.provider_message_id == provider_message_id)
+    )
+    if message is None:
+        log.warning("delivery report for unknown message id %s (%s)", provider_message_id, status)
+        return "unknown_id"
+    if status != DLR_DELIVERED and status not in DLR_FAILED and status not in DLR_PROGRESS:
+        log.warning("delivery report with unknown status %r for sms %s", status, message.id)
+        return "unknown_status"
+
+    # A "sent" row's provider_status is either the send reply's word (e.g. "Success",
+    # meaning the API took the message: rank 0) or an intermediate report. Only a report
+    # of a higher rank may replace it; one conditional UPDATE keeps that true when two
+    # reports race.
+    values: dict[str, object] = {"provider_status": status}
+    rank = DLR_PROGRESS.get(status)
+    if rank is None:
+        not_past = list(DLR_PROGRESS)  # a final status beats every intermediate one
+        if status == DLR_DELIVERED:
+            values.update(status="delivered", delivered_at=now)
+        else:
+            error = f"{status}: {failure_reason}" if failure_reason else status
+            values.update(status="failed", last_error=error[:255])
+    else:
+        not_past = [name for name, r in DLR_PROGRESS.items() if r < rank]
+    ahead = [name for name in DLR_PROGRESS if name not in not_past]
+    conditions = [SmsMessage.id == message.id, SmsMessage.status == "sent"]
+    if ahead:
+        conditions.append(
+            or_(SmsMessage.provider_status.is_(None), SmsMessage.provider_status.not_in(ahead))
+        )
+    moved = db.session.execute(
+        update(SmsMessage)
+        .where(*conditions)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    if moved != 1:
+        log.info(
+            "delivery report %s for sms %s ignored: already %s/%s",
+            status,
+            message.id,
+            message.status,
+            message.provider_status,
+        )
+        return "stale"
+    if status == DLR_DELIVERED:
+        return "delivered"
+    if status in DLR_FAILED:
+        SMS_FAILED.labels(message.template).inc()
+        log.info("sms %s failed at the network: %s %s", message.id, status, failure_reason)
+        return "failed"
+    return "progressed"

@@ -1,0 +1,404 @@
+"""Reminder jobs: installments coming due, installments overdue, promises to pay.
+
+Each job reads only the rows that fall on its target dates (installments by the
+`installments.due_date` index, promises by `promised_date`), so its cost follows what is
+due that day, not the size of the loan book. Messages go into the SMS outbox
+(`sms_queue`, kind "reminder"), which owns the rest of the rules:
+
+- one reminder per member per kind per day: the idempotency key is
+  ``reminder:{kind}:{member_id}:{as_of}``, so a rerun (or a second scheduler) finds the
+  row already there and sends nothing twice;
+- opted-out numbers: the outbox marks the row "suppressed" (counted here as not sent);
+- quiet hours (20:00-07:00 Kenyan time): the outbox holds the row until 07:00;
+- a member who paid since the scan: the row carries ``{"installment_id": ...}`` (or the
+  promise), and `sms_deliver` checks it again at send time and cancels the message.
+
+A member with several loans in the same kind on the same day gets one message: the
+amounts add up (the member pays one Paybill account, their member number) and the loan
+number reads "L000123 +1" for the others. Its context names the first installment, so
+paying that one cancels the message at send time; the others are caught by the next
+stage's reminder if still unpaid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy.orm import aliased
+
+from app.extensions import db
+from app.models import (
+    Account,
+    Installment,
+    JournalEntry,
+    JournalLine,
+    Loan,
+    LoanProduct,
+    Member,
+    PromiseToPay,
+    SmsMessage,
+)
+from app.money import ZERO
+from app.selectors.loans import LIVE_STATUSES
+from app.services.sms import SmsError, sms_queue
+from app.sms_templates import SmsTemplateError, render_sms
+from workers.runner import JobStats, scheduled_job
+
+BATCH = 500
+
+# kind -> (days before the due date, template)
+DUE_KINDS: dict[str, tuple[int, str]] = {
+    "due_3d": (3, "reminder_due_3d"),
+    "due_today": (0, "reminder_due_today"),
+}
+# kind -> (days late beyond the product's grace_days, template)
+OVERDUE_KINDS: dict[str, tuple[int, str]] = {
+    "overdue_1d": (1, "reminder_overdue_1d"),
+    "overdue_7d": (7, "reminder_overdue_7d"),
+    "overdue_30d": (30, "reminder_overdue_30d"),
+}
+
+_AMOUNT_COLUMNS = (
+    Installment.principal_due,
+    Installment.interest_due,
+    Installment.fees_due,
+    Installment.penalty_due,
+    Installment.principal_paid,
+    Installment.interest_paid,
+    Installment.fees_paid,
+    Installment.penalty_paid,
+)
+
+
+def _outstanding(values: Sequence[Decimal]) -> Decimal:
+    due, paid = values[:4], values[4:]
+    return sum(due, ZERO) - sum(paid, ZERO)
+
+
+@dataclass
+class Reminder:
+    """One thing to remind one member about, before grouping by member and kind.
+
+    It holds the member's id, not the ORM object: each batch commit expires every loaded
+    object, and touching 10,000 expired members would cost 10,000 SELECTs.
+    """
+
+    member_id: int
+    kind: str
+    template: str
+    loan_no: str
+    amount: Decimal
+    params: dict[str, object]
+    context: dict[str, Any]
+    loan_nos: list[str] = field(default_factory=list)
+
+    def key(self, as_of: date) -> str:
+        return f"reminder:{self.kind}:{self.member_id}:{as_of.isoformat()}"
+
+
+def _grouped(reminders: Iterable[Reminder]) -> list[Reminder]:
+    """One reminder per member and kind: amounts added, other loans counted in the label."""
+    groups: dict[tuple[int, str], Reminder] = {}
+    for item in reminders:
+        group = groups.get((item.member_id, item.kind))
+        if group is None:
+            item.loan_nos = [item.loan_no]
+            groups[(item.member_id, item.kind)] = item
+            continue
+        group.amount += item.amount
+        if item.loan_no not in group.loan_nos:
+            group.loan_nos.append(item.loan_no)
+    return list(groups.values())
+
+
+def _queue_all(
+    reminders: Sequence[Reminder], *, as_of: date, stats: JobStats, now: datetime | None
+) -> None:
+    """Put the reminders in the outbox, committing every BATCH so a long run holds no
+    long transaction and a crash keeps what was already queued (a rerun skips it)."""
+    settings = current_app.config["SETTINGS"]
+    for start in range(0, len(reminders), BATCH):
+        chunk = reminders[start : start + BATCH]
+        keys = [item.key(as_of) for item in chunk]
+        # One query finds what an earlier run of the day queued already, so a rerun costs
+        # one SELECT per batch instead of one per member.
+        done = set(
+            db.session.scalars(
+                select(SmsMessage.idempotency_key).where(SmsMessage.idempotency_key.in_(keys))
+            )
+        )
+        todo = [(item, key) for item, key in zip(chunk, keys, strict=True) if key not in done]
+        members = {
+            member.id: member
+            for member in db.session.scalars(
+                select(Member).where(Member.id.in_({item.member_id for item, _ in todo}))
+            )
+        }
+        for item, key in todo:
+            member = members[item.member_id]
+            label = item.loan_nos[0]
+            if len(item.loan_nos) > 1:
+                label = f"{label} +{len(item.loan_nos) - 1}"
+            try:
+                body = render_sms(
+                    item.template,
+                    member.language,
+                    loan_no=label,
+                    amount=item.amount,
+                    paybill=settings.MPESA_SHORTCODE,
+                    account=member.member_no or "",
+                    **item.params,
+                )
+                message = sms_queue(
+                    template=item.template,
+                    body=body,
+                    phone=member.phone,
+                    idempotency_key=key,
+                    kind="reminder",
+                    member=member,
+                    language=member.language,
+                    context=item.context,
+                    now=now,
+                )
+            except (SmsError, SmsTemplateError) as exc:
+                stats.notifications_failed += 1
+                stats.error(f"member {item.member_id} {item.kind}: {exc}")
+                continue
+            # Suppressed (opted out) rows are kept as the record but were not sent.
+            if message.status == "queued":
+                stats.notifications_sent += 1
+        db.session.commit()
+
+
+def installments_query(*conditions: Any) -> Select[Any]:
+    """Unpaid current installments of live loans matching `conditions` (by member)."""
+    return (
+        select(
+            Installment.id,
+            Installment.loan_id,
+            Installment.due_date,
+            *_AMOUNT_COLUMNS,
+            Loan.loan_no,
+            Loan.member_id,
+            LoanProduct.grace_days,
+        )
+        .join(Loan, Installment.loan_id == Loan.id)
+        .join(LoanProduct, Loan.product_id == LoanProduct.id)
+        .where(
+            Installment.paid_on.is_(None),
+            Installment.superseded.is_(False),
+            Loan.status.in_(LIVE_STATUSES),
+            *conditions,
+        )
+        .order_by(Loan.member_id, Installment.due_date, Installment.loan_id, Installment.number)
+    )
+
+
+def due_dates(as_of: date) -> dict[date, str]:
+    """The due dates the due-reminder scan reads for `as_of`, with their kind."""
+    return {as_of + timedelta(days=days): kind for kind, (days, _) in DUE_KINDS.items()}
+
+
+def due_reminders_scan(*, as_of: date) -> list[Reminder]:
+    """Installments due today and in 3 days, one Reminder each (before grouping)."""
+    targets = due_dates(as_of)
+    found: list[Reminder] = []
+    query = installments_query(Installment.due_date.in_(list(targets)))
+    for row in db.session.execute(query):
+        amount = _outstanding(row[3:11])
+        if amount <= 0:
+            continue
+        kind = targets[row.due_date]
+        found.append(
+            Reminder(
+                member_id=row.member_id,
+                kind=kind,
+                template=DUE_KINDS[kind][1],
+                loan_no=row.loan_no or "",
+                amount=amount,
+                params={"due_date": row.due_date},
+                context={"installment_id": row.id},
+            )
+        )
+    return found
+
+
+@scheduled_job("due-reminders")
+def due_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None = None) -> None:
+    """SMS for installments due in 3 days and due today (09:00 EAT)."""
+    found = due_reminders_scan(as_of=as_of)
+    stats.records_scanned = len(found)
+    _queue_all(_grouped(found), as_of=as_of, stats=stats, now=now)
+
+
+def overdue_reminders_scan(*, as_of: date) -> list[Reminder]:
+    """Loans whose oldest unpaid installment is exactly grace_days + 1, + 7 or + 30 days
+    late today.
+
+    Counting from the oldest unpaid installment (as the arrears job counts days past due)
+    means a loan gets each stage once, not once per late installment of a weekly loan.
+    The amount is everything due and unpaid on the loan, which is what clears the arrears.
+    """
+    graces = db.session.scalars(select(LoanProduct.grace_days).distinct()).all()
+    stages = {
+        (grace, as_of - timedelta(days=grace + late)): kind
+        for grace in graces
+        for kind, (late, _) in OVERDUE_KINDS.items()
+    }
+    if not stages:
+        return []
+    older = aliased(Installment)
+    query = installments_query(
+        # The IN list lets the database use the due_date index; the OR keeps each
+        # product's own grace period.
+        Installment.due_date.in_(sorted({day for _, day in stages})),
+        or_(
+            *(
+                and_(LoanProduct.grace_days == grace, Installment.due_date == day)
+                for grace, day in stages
+            )
+        ),
+        ~exists().where(
+            older.loan_id == Installment.loan_id,
+            older.superseded.is_(False),
+            older.paid_on.is_(None),
+            older.due_date < Installment.due_date,
+        ),
+    )
+    rows = db.session.execute(query).all()
+    arrears = _arrears({row.loan_id for row in rows}, as_of=as_of)
+    found: list[Reminder] = []
+    seen_loans: set[int] = set()
+    for row in rows:
+        if row.loan_id in seen_loans:  # two installments due the same day: one stage
+            continue
+        seen_loans.add(row.loan_id)
+        amount = arrears.get(row.loan_id, ZERO)
+        if amount <= 0:
+            continue
+        kind = stages[(row.grace_days, row.due_date)]
+        found.append(
+            Reminder(
+                member_id=row.member_id,
+                kind=kind,
+                template=OVERDUE_KINDS[kind][1],
+                loan_no=row.loan_no or "",
+                amount=amount,
+                params={"days": (as_of - row.due_date).days},
+                context={"installment_id": row.id},
+            )
+        )
+    return found
+
+
+def _arrears(loan_ids: set[int], *, as_of: date) -> dict[int, Decimal]:
+    """What each loan has due before `as_of` and unpaid, read for these loans only."""
+    totals: dict[int, Decimal] = {}
+    ids = sorted(loan_ids)
+    for start in range(0, len(ids), BATCH):
+        rows = db.session.execute(
+            select(Installment.loan_id, *_AMOUNT_COLUMNS).where(
+                Installment.loan_id.in_(ids[start : start + BATCH]),
+                Installment.superseded.is_(False),
+                Installment.paid_on.is_(None),
+                Installment.due_date < as_of,
+            )
+        )
+        for row in rows:
+            totals[row.loan_id] = totals.get(row.loan_id, ZERO) + _outstanding(row[1:9])
+    return totals
+
+
+@scheduled_job("overdue-reminders")
+def overdue_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None = None) -> None:
+    """SMS for loans 1, 7 and 30 days late after grace_days (30: default, guarantors)."""
+    found = overdue_reminders_scan(as_of=as_of)
+    stats.records_scanned = len(found)
+    _queue_all(_grouped(found), as_of=as_of, stats=stats, now=now)
+
+
+def paid_since(*, loan_id: int, since: date) -> Decimal:
+    """Repayments credited to the loan's own accounts with a value date from `since` on.
+
+    Money a repayment sends on to savings (an overpayment) is not counted: it did not pay
+    the loan.
+    """
+    credited = db.session.scalar(
+        select(func.sum(JournalLine.amount))
+        .join(JournalEntry, JournalLine.entry_id == JournalEntry.id)
+        .join(Account, JournalLine.account_id == Account.id)
+        .where(
+            JournalEntry.kind == "repayment",
+            JournalEntry.loan_id == loan_id,
+            JournalEntry.value_date >= since,
+            Account.loan_id == loan_id,
+            JournalLine.amount < 0,
+        )
+    )
+    return -(credited or ZERO)
+
+
+def _promise_kept(promise: PromiseToPay, loan: Loan) -> bool:
+    if loan.status not in LIVE_STATUSES:
+        return True  # paid off (or otherwise settled): nothing left to promise
+    tz = current_app.config["SETTINGS"].tz
+    since = promise.created_at.astimezone(tz).date()
+    return paid_since(loan_id=loan.id, since=since) >= promise.amount
+
+
+def _promise_reminder(promise: PromiseToPay, loan: Loan, kind: str) -> Reminder:
+    template = "promise_due_tomorrow" if kind == "promise_due" else "promise_broken"
+    return Reminder(
+        member_id=promise.member_id,
+        kind=kind,
+        template=template,
+        loan_no=loan.loan_no or "",
+        amount=promise.amount,
+        params={"date": promise.promised_date},
+        # sms_deliver sends only while the promise is still in this state.
+        context={"promise_id": promise.id, "promise_status": promise.status},
+    )
+
+
+@scheduled_job("promise-reminders")
+def promise_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None = None) -> None:
+    """Promises due tomorrow get a reminder; promises whose date has passed are settled:
+    kept when the loan got the promised amount since the promise was made, else broken
+    (and the member is told)."""
+    open_promises = db.session.execute(
+        select(PromiseToPay, Loan)
+        .join(Loan, PromiseToPay.loan_id == Loan.id)
+        .where(
+            PromiseToPay.status == "open",
+            # Every past date, not just yesterday: a day the job did not run is caught up.
+            or_(
+                PromiseToPay.promised_date < as_of,
+                PromiseToPay.promised_date == as_of + timedelta(days=1),
+            ),
+        )
+        .order_by(PromiseToPay.member_id, PromiseToPay.promised_date, PromiseToPay.id)
+    ).all()
+    stats.records_scanned = len(open_promises)
+    found: list[Reminder] = []
+    for promise, loan in open_promises:
+        kept = _promise_kept(promise, loan)
+        if promise.promised_date < as_of:
+            promise.status = "kept" if kept else "broken"
+            stats.records_updated += 1
+            if not kept:
+                found.append(_promise_reminder(promise, loan, "promise_broken"))
+        elif kept:
+            # Paid ahead of the date: settle it now rather than remind.
+            promise.status = "kept"
+            stats.records_updated += 1
+        else:
+            found.append(_promise_reminder(promise, loan, "promise_due"))
+    # The status changes commit with the first batch of messages (or alone when none).
+    _queue_all(_grouped(found), as_of=as_of, stats=stats, now=now)
+    db.session.commit()
