@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask, flash, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
+from flask_admin.form import SecureForm
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
@@ -45,6 +46,8 @@ class SecureMixin:
 
 class SecureModelView(SecureMixin, ModelView):
     """Read-only unless a view says otherwise: money changes go through services."""
+
+    form_base_class = SecureForm  # CSRF on every create/edit form
 
     can_create = False
     can_edit = False

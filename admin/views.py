@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from flask_admin import Admin
+from sqlalchemy import inspect
 
-from admin.auth import SecureModelView
+from admin.auth import SecureModelView, actor
 from admin.loans import LoanView
 from app.extensions import db
 from app.models import (
@@ -21,6 +22,7 @@ from app.models import (
     SmsMessage,
     StaffUser,
 )
+from app.services.audit import audit_record
 
 
 class MemberView(SecureModelView):
@@ -53,9 +55,29 @@ class JournalView(SecureModelView):
 
 
 class ProductView(SecureModelView):
+    """Admins set product terms; running loans keep the terms they were made with."""
+
     roles = ("admin",)
     can_create = True
     can_edit = True
+    form_excluded_columns = ("created_at",)
+
+    def on_model_change(self, form: object, model: LoanProduct, is_created: bool) -> None:
+        # Product terms decide what members are offered: every change is audited.
+        before, after = {}, {}
+        for attr in inspect(model).attrs:
+            history = attr.history
+            if history.has_changes():
+                before[attr.key] = history.deleted[0] if history.deleted else None
+                after[attr.key] = history.added[0] if history.added else None
+        audit_record(
+            actor=actor(),
+            action="product.create" if is_created else "product.update",
+            object_type="loan_product",
+            object_id=model.code,
+            before=None if is_created else before,
+            after=after,
+        )
 
 
 class InstallmentView(SecureModelView):

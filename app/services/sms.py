@@ -118,8 +118,9 @@ def _enqueue_after_commit(session: Session) -> None:
     # only the outermost commit makes them visible to the worker.
     if session.in_nested_transaction():
         return
-    for message_id in session.info.pop(_PENDING, []):
-        sms_enqueue(message_id)
+    pending = session.info.pop(_PENDING, [])
+    if pending:
+        sms_enqueue_many(pending)
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -129,6 +130,23 @@ def _forget_after_rollback(session: Session, previous_transaction: SessionTransa
     # check of in_transaction() there never fired and the next commit sent ghosts.)
     if previous_transaction.parent is None:
         session.info.pop(_PENDING, None)
+
+
+def sms_enqueue_many(message_ids: list[int]) -> None:
+    """Queue send jobs for many messages in one Redis round trip (a reminder run queues
+    thousands); quiet-hours messages are held back by `sms_deliver` itself."""
+    from workers.sms import send_sms
+
+    try:
+        sms_queue_ = queue("sms")
+        sms_queue_.enqueue_many(
+            [
+                sms_queue_.prepare_data(send_sms, (message_id,), job_id=f"sms-{message_id}")
+                for message_id in message_ids
+            ]
+        )
+    except Exception as exc:  # noqa: BLE001 - the outbox rows are the record; sweeper retries
+        log.warning("could not queue %d sms: %s", len(message_ids), type(exc).__name__)
 
 
 def sms_enqueue(message_id: int, at: datetime | None = None) -> None:

@@ -1,0 +1,134 @@
+"""Loan decisions and product edits through the console, as a browser would send them."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import AuditLog, Loan, LoanProduct
+from app.services.loans import loan_apply
+from tests.loan_factories import make_borrower, make_product
+from tests.test_admin_auth import browse as _browse
+from tests.test_admin_auth import login, staff
+
+
+def browse(client: FlaskClient, path: str, method: str = "GET", **kwargs: object):  # noqa: ANN201
+    # End the test's own read transaction first: on SQLite every transaction takes the
+    # write lock at BEGIN, and the request runs in a session of its own.
+    db.session.commit()
+    return _browse(client, path, method, **kwargs)
+
+
+CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def csrf_from(client: FlaskClient, path: str) -> str:
+    page = browse(client, path)
+    assert page.status_code == 200, page.status_code
+    match = CSRF.search(page.get_data(as_text=True))
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def submitted_loan(amount: int = 150000) -> int:
+    product = make_product("DEV", min_membership_days=0, min_share_capital=Decimal("0"))
+    member = make_borrower(savings=100000)
+    return loan_apply(
+        member_id=member.id, product_id=product.id, amount=amount, term=12, as_of=date(2026, 3, 2)
+    ).id
+
+
+def decide(client: FlaskClient, loan_id: int, action: str, **fields: str):  # noqa: ANN201
+    token = csrf_from(client, f"/admin/loan/details/?id={loan_id}")
+    return browse(
+        client,
+        f"/admin/loan/decide/{loan_id}",
+        "POST",
+        data={"csrf_token": token, "action": action, **fields},
+        follow_redirects=True,
+    )
+
+
+def status(loan_id: int) -> str:
+    db.session.expire_all()
+    return db.session.get(Loan, loan_id).status
+
+
+def test_maker_checker_through_the_console(app: Flask) -> None:
+    loan_id = submitted_loan()
+    officer, manager = staff("loan_officer"), staff("branch_manager")
+    maker, checker = app.test_client(), app.test_client()
+    db.session.commit()
+    login(maker, officer)
+    login(checker, manager)
+
+    page = decide(maker, loan_id, "approve")
+    assert "need a recommendation by another staff member" in page.get_data(as_text=True)
+    assert status(loan_id) == "submitted"
+
+    assert "Done: recommend." in decide(maker, loan_id, "recommend").get_data(as_text=True)
+    page = decide(maker, loan_id, "approve")
+    assert "cannot also approve it" in page.get_data(as_text=True)
+    assert "Done: approve." in decide(checker, loan_id, "approve").get_data(as_text=True)
+    assert status(loan_id) == "approved"
+    actors = db.session.scalars(
+        select(AuditLog.actor)
+        .where(AuditLog.action.in_(("loan.recommend", "loan.approve")))
+        .order_by(AuditLog.id)
+    ).all()
+    assert actors == [f"staff:{officer}", f"staff:{manager}"]
+
+
+def test_a_decision_without_the_csrf_token_changes_nothing(app: Flask) -> None:
+    loan_id = submitted_loan(amount=50000)
+    client = app.test_client()
+    db.session.commit()
+    login(client, staff("branch_manager"))
+    page = browse(
+        client,
+        f"/admin/loan/decide/{loan_id}",
+        "POST",
+        data={"action": "approve"},
+        follow_redirects=True,
+    )
+    assert "The form expired" in page.get_data(as_text=True)
+    assert status(loan_id) == "submitted"
+
+
+def test_reject_needs_a_reason_and_tells_the_member(app: Flask) -> None:
+    loan_id = submitted_loan(amount=50000)
+    client = app.test_client()
+    db.session.commit()
+    login(client, staff("loan_officer"))
+    assert "Not done" in decide(client, loan_id, "reject", reason=" ").get_data(as_text=True)
+    assert status(loan_id) == "submitted"
+    decide(client, loan_id, "reject", reason="Guarantor form missing")
+    assert status(loan_id) == "rejected"
+
+
+def test_a_product_edit_is_audited_with_before_and_after(app: Flask) -> None:
+    product = make_product()
+    client = app.test_client()
+    db.session.commit()
+    login(client, staff("admin"))
+    path = f"/admin/loanproduct/edit/?id={product.id}"
+    token = csrf_from(client, path)
+    page = browse(client, path)
+    form = dict(
+        re.findall(r'<input[^>]*name="(\w+)"[^>]*value="([^"]*)"', page.get_data(as_text=True))
+    )
+    form.update(csrf_token=token, annual_rate="14", grace_days="5")
+    response = browse(client, path, "POST", data=form)
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    db.session.expire_all()
+    assert db.session.get(LoanProduct, product.id).annual_rate == Decimal("14")
+    row = db.session.scalar(select(AuditLog).where(AuditLog.action == "product.update"))
+    assert row is not None and row.object_id == "V1"
+    assert row.before["grace_days"] == "3" or row.before["grace_days"] == 3
+    assert str(row.after["annual_rate"]).startswith("14")
