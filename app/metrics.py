@@ -1,11 +1,20 @@
-"""Prometheus metrics. Defined once per process; later parts add their own counters here."""
+"""Prometheus metrics. Defined once per process; later parts add their own counters here.
+
+With several processes (gunicorn workers, the RQ worker under `sacco up`) each keeps its
+own counts; when PROMETHEUS_MULTIPROC_DIR is set they write them there and a scrape adds
+them up, so /metrics shows the whole service rather than whichever worker answered.
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Iterator
 
 from flask import Flask, g, request
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 REQUEST_LATENCY = Histogram(
     "sacco_http_request_duration_seconds",
@@ -16,7 +25,6 @@ REQUEST_LATENCY = Histogram(
 REQUESTS = Counter(
     "sacco_http_requests_total", "HTTP requests by route", ["method", "route", "status"]
 )
-QUEUE_DEPTH = Gauge("sacco_queue_depth", "Jobs waiting in each RQ queue", ["queue"])
 CALLBACKS = Counter("sacco_callbacks_total", "Provider callbacks received", ["kind", "outcome"])
 SMS_SENT = Counter("sacco_sms_sent_total", "SMS accepted by the provider", ["template"])
 SMS_FAILED = Counter("sacco_sms_failed_total", "SMS that failed for good", ["template"])
@@ -37,3 +45,29 @@ def init_metrics(app: Flask) -> None:
             REQUEST_LATENCY.labels(*labels).observe(time.perf_counter() - started)
             REQUESTS.labels(*labels).inc()
         return response
+
+
+class _QueueDepth:
+    """Read at scrape time from Redis: a depth is a fact about Redis, not about a process."""
+
+    def __init__(self, depths: Callable[[], dict[str, int]]) -> None:
+        self._depths = depths
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "sacco_queue_depth", "Jobs waiting in each RQ queue", labels=["queue"]
+        )
+        for name, depth in self._depths().items():
+            family.add_metric([name], depth)
+        yield family
+
+
+def metrics_text(queue_depths: Callable[[], dict[str, int]]) -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    depth_registry = CollectorRegistry()
+    depth_registry.register(_QueueDepth(queue_depths))
+    return generate_latest(registry) + generate_latest(depth_registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,7 +71,17 @@ def up_cmd(port: int | None, host: str) -> None:
     db.engine.dispose()
 
     root = Path(app.root_path).parent
-    env = dict(os.environ, REDIS_URL=app.config["REDIS_URL"], DATABASE_URL=settings.DATABASE_URL)
+    # One metrics folder for web workers and the RQ worker, emptied at each start (stale
+    # files from a previous run would be added to today's counts).
+    metrics_dir = Path(app.instance_path) / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env = dict(
+        os.environ,
+        REDIS_URL=app.config["REDIS_URL"],
+        DATABASE_URL=settings.DATABASE_URL,
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+    )
     me = [sys.executable, "-m", "app"]
     commands = {
         "web": [

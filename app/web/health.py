@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from app.extensions import QUEUE_NAMES, db, queue, redis_client
-from app.metrics import QUEUE_DEPTH
+from app.metrics import metrics_text
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -37,9 +37,12 @@ def healthz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    return Response(metrics_text(_queue_depths), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _queue_depths() -> dict[str, int]:
     try:
-        for name in QUEUE_NAMES:
-            QUEUE_DEPTH.labels(name).set(queue(name).count)
+        return {name: queue(name).count for name in QUEUE_NAMES}
     except Exception as exc:  # noqa: BLE001 - a scrape must still answer when Redis is down
         log.warning("queue depth unavailable: %s", type(exc).__name__)
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+        return {}
