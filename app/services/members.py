@@ -170,7 +170,10 @@ def member_buy_shares(
             member_id=member.id,
         )
     except LedgerError:
-        db.session.rollback()
+        # Owning the transaction means undoing all of it (accounts opened on the way too);
+        # a caller composing services (commit=False) owns the rollback instead.
+        if commit:
+            db.session.rollback()
         raise
     if commit:
         db.session.commit()
