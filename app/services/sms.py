@@ -155,11 +155,13 @@ def sms_enqueue(message_id: int, at: datetime | None = None) -> None:
 
     try:
         sms_queue_ = queue("sms")
-        job_id = f"sms-{message_id}"
         if at is not None and at > utcnow():
+            # Its own id: this is often called from inside the running job `sms-<id>`,
+            # whose record RQ rewrites when it finishes.
+            job_id = f"sms-{message_id}-at-{int(at.timestamp())}"
             sms_queue_.enqueue_at(at, send_sms, message_id, job_id=job_id)
         else:
-            sms_queue_.enqueue(send_sms, message_id, job_id=job_id)
+            sms_queue_.enqueue(send_sms, message_id, job_id=f"sms-{message_id}")
     except Exception as exc:  # noqa: BLE001 - the outbox row is the record; sweeper retries
         log.warning("could not queue sms %s: %s", message_id, type(exc).__name__)
 
