@@ -41,7 +41,7 @@ from app.services.ledger import (
     journal_post,
     member_account,
 )
-from app.services.loan_schedule import ScheduleError, schedule_build
+from app.services.loan_schedule import Schedule, ScheduleError, schedule_build
 from app.services.notifications import (
     notify_deposit_received,
     notify_loan_approved,
@@ -314,8 +314,8 @@ def loan_account(loan: Loan, component: str) -> Account:
     )
 
 
-def _write_schedule(loan: Loan, principal: Decimal, start: date, version: int) -> Decimal:
-    """Add installment rows for a schedule; returns its total interest."""
+def _write_schedule(loan: Loan, principal: Decimal, start: date, version: int) -> Schedule:
+    """Add installment rows for a schedule and return it."""
     try:
         schedule = schedule_build(
             principal=principal,
@@ -340,7 +340,7 @@ def _write_schedule(loan: Loan, principal: Decimal, start: date, version: int) -
                 interest_due=row.interest,
             )
         )
-    return schedule.total_interest
+    return schedule
 
 
 def loan_disburse(
@@ -361,7 +361,8 @@ def loan_disburse(
     loan = _get_loan(loan_id)
     _transition(loan, "disburse", actor, f"{channel} {reference}")
     loan.disbursed_on = value_date
-    total_interest = _write_schedule(loan, loan.principal, value_date, version=1)
+    schedule = _write_schedule(loan, loan.principal, value_date, version=1)
+    total_interest = schedule.total_interest
     payout_account = gl_account("GL-B2C-UTILITY")
     lines: list[Line] = [
         debit(loan_account(loan, "principal"), loan.principal),
@@ -382,23 +383,16 @@ def loan_disburse(
         member_id=loan.member_id,
         loan_id=loan.id,
     )
-    db.session.flush()
-    first = db.session.scalar(
-        select(Installment)
-        .where(Installment.loan_id == loan.id, Installment.version == 1)
-        .order_by(Installment.number)
-        .limit(1)
+    first = schedule.rows[0]  # the schedule just written: no need to read it back
+    notify_loan_disbursed(
+        member=loan.member,
+        loan_no=loan.loan_no or "",
+        amount=loan.principal - loan.fee_amount,
+        fee=loan.fee_amount,
+        receipt=reference,
+        first_due_date=first.due_date,
+        first_installment=first.total,
     )
-    if first is not None:
-        notify_loan_disbursed(
-            member=loan.member,
-            loan_no=loan.loan_no or "",
-            amount=loan.principal - loan.fee_amount,
-            fee=loan.fee_amount,
-            receipt=reference,
-            first_due_date=first.due_date,
-            first_installment=first.total_due,
-        )
     if commit:
         db.session.commit()
     return loan
@@ -607,7 +601,7 @@ def loan_restructure(
     loan.term = term
     if annual_rate is not None:
         loan.annual_rate = to_decimal(annual_rate)
-    new_interest = _write_schedule(loan, new_principal, start_date, version=version)
+    new_interest = _write_schedule(loan, new_principal, start_date, version=version).total_interest
 
     lines: list[Line] = []
     if future_interest > 0:
