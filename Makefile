@@ -1,17 +1,23 @@
 # `make run`: everything from a bare machine to a running SACCO. `make test`: the suite.
+# Installs come from the lock files (exact versions and hashes); `make lock` refreshes them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Runtime (what the Docker image installs) and runtime + dev (what make installs). The dev
+# lock is resolved under the runtime one, so both name the same versions.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+UV_COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(STAMP): $(BIN)/python $(DEV_LOCK) pyproject.toml
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -27,6 +33,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Today's releases within pyproject.toml's ranges, for Python 3.11+ on any platform.
+lock: $(STAMP)
+	$(UV_COMPILE) --upgrade --extra build pyproject.toml -o $(LOCK)
+	$(UV_COMPILE) --upgrade --extra build --extra dev --constraint $(LOCK) pyproject.toml -o $(DEV_LOCK)
+	rm -f $(STAMP)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
