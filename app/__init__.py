@@ -6,13 +6,13 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from app.config import load_settings
+from app.config import instance_folder, load_settings
 from app.extensions import db, init_redis, login_manager, migrate
 from app.logs import configure_logging, init_request_ids
 
 
 def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_path=instance_folder(), instance_relative_config=True)
     settings = load_settings(overrides=overrides, instance_path=app.instance_path)
     app.config.from_mapping(settings.as_flask_config())
     app.config.update(

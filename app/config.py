@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 ENVIRONMENTS = ("development", "test", "production")
 DEV_SECRET = "dev-only-secret-change-me"  # noqa: S105 - refused in production
 DEV_CALLBACK_TOKEN = "dev-callback-token"  # noqa: S105 - refused in production
@@ -115,11 +118,33 @@ def load_settings(
         if f.name in environ and environ[f.name] != "":
             values[f.name] = _parse(f.name, environ[f.name], str(f.type))
     values.update(overrides or {})
-    if not values.get("DATABASE_URL"):
+    if values.get("DATABASE_URL"):
+        values["DATABASE_URL"] = database_url(str(values["DATABASE_URL"]))
+    else:
         values["DATABASE_URL"] = f"sqlite:///{Path(instance_path).resolve() / 'sacco.db'}"
     settings = Settings(**values)  # type: ignore[arg-type]
     _validate(settings)
     return settings
+
+
+def database_url(raw: str) -> str:
+    """Hosts hand out `postgres://` and `postgresql://`; SQLAlchemy reads both as psycopg2,
+    which we do not install. Either becomes `postgresql+psycopg://` (psycopg 3)."""
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError as exc:
+        raise ConfigError(f"DATABASE_URL is not a database URL: {exc}") from exc
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def instance_folder(environ: Mapping[str, str] | None = None) -> str | None:
+    """INSTANCE_PATH: the folder for the SQLite file, the embedded Redis and the metrics
+    files (Flask's default, `instance/` beside the code, when unset). Tests and a second
+    local copy point it elsewhere so they never share a dev server's files."""
+    raw = (os.environ if environ is None else environ).get("INSTANCE_PATH", "").strip()
+    return str(Path(raw).resolve()) if raw else None
 
 
 def _validate(s: Settings) -> None:

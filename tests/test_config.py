@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine
 
-from app.config import DEV_CALLBACK_TOKEN, DEV_SECRET, ConfigError, load_settings
+from app.config import DEV_CALLBACK_TOKEN, DEV_SECRET, ConfigError, instance_folder, load_settings
 
 PRODUCTION = {
     "APP_ENV": "production",
@@ -176,3 +177,32 @@ def test_production_with_everything_set_starts_and_never_uses_simulators() -> No
     assert s.is_production
     assert s.at_simulated is False and s.mpesa_simulated is False
     assert s.SECRET_KEY == PRODUCTION["SECRET_KEY"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "postgresql://sacco:pw@db.internal:5432/sacco",
+        "postgres://sacco:pw@db.internal:5432/sacco",
+        "postgresql+psycopg://sacco:pw@db.internal:5432/sacco",
+    ],
+)
+def test_every_usual_postgres_url_runs_on_the_installed_psycopg_driver(
+    tmp_path: Path, given: str
+) -> None:
+    s = load_settings(environ={"DATABASE_URL": given}, instance_path=tmp_path)
+    assert s.DATABASE_URL == "postgresql+psycopg://sacco:pw@db.internal:5432/sacco"
+    # And SQLAlchemy finds that driver: no "No module named psycopg2".
+    engine = create_engine(s.DATABASE_URL)
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()
+
+
+def test_a_database_url_that_is_not_one_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL is not a database URL"):
+        load_settings(environ={"DATABASE_URL": "db.internal:5432"}, instance_path=tmp_path)
+
+
+def test_instance_folder_comes_from_instance_path(tmp_path: Path) -> None:
+    assert instance_folder({}) is None
+    assert instance_folder({"INSTANCE_PATH": str(tmp_path / "x")}) == str(tmp_path / "x")
