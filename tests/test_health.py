@@ -118,3 +118,14 @@ def test_every_response_carries_a_request_id(client: FlaskClient) -> None:
     )
     generated = client.get("/healthz").headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
+
+
+def test_the_home_page_links_the_console_simulator_health_and_metrics(
+    client: FlaskClient,
+) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    links = re.findall(r'href="([^"]+)"', response.get_data(as_text=True))
+    assert links == ["/admin/", "/simulator/at/", "/healthz", "/metrics"]
+    for link in links:
+        assert client.get(link).status_code in (200, 302), link  # the console asks to log in

@@ -8,9 +8,11 @@ from flask import Flask
 def register_blueprints(app: Flask) -> None:
     from app.metrics import init_metrics
     from app.web.health import bp as health_bp
+    from app.web.home import bp as home_bp
     from app.web.sms import bp as sms_bp
 
     init_metrics(app)
+    app.register_blueprint(home_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(sms_bp)
     if not app.config["SETTINGS"].is_production:
