@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from app.clock import business_today
 from app.extensions import db
 from app.models import Loan, LoanProduct, Member, StaffUser
 from app.models.member import STAFF_ROLES
@@ -104,7 +105,7 @@ def demo_load() -> dict[str, int]:
             db.session.add(LoanProduct(**spec))
             created["products"] += 1
     db.session.commit()
-    today = date.today()
+    today = business_today()
     for name, phone, national_id, language, savings, shares in MEMBERS:
         member = db.session.scalar(select(Member).where(Member.national_id == national_id))
         if member is None:

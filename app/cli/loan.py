@@ -8,6 +8,7 @@ from datetime import date, datetime
 import click
 from flask.cli import AppGroup
 
+from app.clock import business_today
 from app.services.loan_schedule import Schedule, ScheduleError, schedule_build
 
 loan_cli = AppGroup("loan", help="Loan tools: repayment schedules.")
@@ -69,7 +70,7 @@ def schedule_command(
             amortization=_choice("--amortization", amortization, AMORTIZATIONS),
             frequency=_choice("--frequency", frequency, FREQUENCIES),
             multiple_of=multiple_of,
-            start_date=_parse_date(start_date) if start_date is not None else date.today(),
+            start_date=_parse_date(start_date) if start_date is not None else business_today(),
         )
     except ScheduleError as exc:
         click.echo(f"error: {exc}", err=True)
