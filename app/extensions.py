@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import redis
 from flask import Flask, current_app
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from rq import Queue
+from rq import Callback, Queue
+from rq.job import Job
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
@@ -78,6 +82,48 @@ def queue(name: str = "default") -> Queue:
     if name not in QUEUE_NAMES:
         raise ValueError(f"unknown queue {name!r}")
     return Queue(name, connection=redis_client())
+
+
+def release_db_session(job: Job, connection: redis.Redis, *outcome: Any) -> None:
+    """RQ job callback: hand the database session back after a job, whatever its outcome.
+
+    A worker runs many jobs inside one app context, so without this the next job would
+    inherit the identity map (stale rows) or a failed transaction of the one before.
+    """
+    db.session.remove()
+
+
+# RQ's public job callbacks, on every job we enqueue: one runs after success, failure or stop.
+# (Jobs that the cron scheduler enqueues cannot carry callbacks; they go through `job_run`,
+# which releases the session itself.)
+_AFTER_JOB = {
+    hook: Callback("app.extensions.release_db_session")
+    for hook in ("on_success", "on_failure", "on_stopped")
+}
+
+
+def enqueue(
+    queue_name: str,
+    func: str,
+    *args: Any,
+    job_id: str | None = None,
+    at: datetime | None = None,
+    **options: Any,
+) -> Job:
+    """Queue `func` (a dotted path, so callers never import the worker module) on a named
+    queue; at `at` when given. Every job gets the session-releasing callbacks."""
+    q = queue(queue_name)
+    if at is not None:
+        return q.enqueue_at(at, func, *args, job_id=job_id, **_AFTER_JOB, **options)
+    return q.enqueue(func, *args, job_id=job_id, **_AFTER_JOB, **options)
+
+
+def enqueue_many(queue_name: str, func: str, calls: Iterable[tuple[tuple[Any, ...], str]]) -> None:
+    """Queue many calls of `func` in one Redis round trip; each call is (args, job_id)."""
+    q = queue(queue_name)
+    q.enqueue_many(
+        [q.prepare_data(func, args, job_id=job_id, **_AFTER_JOB) for args, job_id in calls]
+    )
 
 
 def _is_sqlite(dbapi_connection: object) -> bool:

@@ -417,12 +417,12 @@ def test_quiet_hours_are_kenyan_time(app: Flask, utc: datetime, release: datetim
 def test_the_scheduled_times_are_outside_quiet_hours(app: Flask) -> None:
     from workers.schedule import SCHEDULE
 
-    for name, cron, _ in SCHEDULE:
-        if name.endswith("-reminders"):
-            minute, hour = (int(part) for part in cron.split()[:2])
+    for entry in SCHEDULE:
+        if entry.name.endswith("-reminders"):
+            minute, hour = (int(part) for part in entry.cron.split()[:2])
             local = datetime(2026, 2, 5, hour, minute, tzinfo=UTC)
-            assert quiet_hours_release(local) is None, name
-            assert 8 <= (local + EAT).hour < 12, name
+            assert quiet_hours_release(local) is None, entry.name
+            assert 8 <= (local + EAT).hour < 12, entry.name
 
 
 def test_a_provider_error_is_retried_later_and_then_sent(

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
 from croniter import croniter
 from flask import Flask
+from sqlalchemy import select
 
-from app.extensions import queue, redis_client
-from workers.runner import registered_jobs, run_from_queue
-from workers.schedule import SCHEDULE, build_scheduler
+from app.cli.runtime import make_worker
+from app.extensions import db, queue, redis_client
+from app.models import JobRun
+from tests.loan_factories import make_loan, make_product, reload
+from workers.runner import job_run, registered_jobs, run_from_queue
+from workers.schedule import SCHEDULE, build_scheduler, catch_up, missed_daily_runs
 
 
 def test_every_scheduled_job_exists_and_every_daily_job_is_scheduled() -> None:
-    names = [name for name, _, _ in SCHEDULE]
+    names = [entry.name for entry in SCHEDULE]
     assert len(names) == len(set(names))
     assert set(names) == set(registered_jobs())
-    for _, cron, queue_name in SCHEDULE:
-        assert croniter.is_valid(cron), cron
-        assert queue_name in ("payments", "sms", "default")
+    for entry in SCHEDULE:
+        assert croniter.is_valid(entry.cron), entry.cron
+        assert entry.queue in ("payments", "sms", "default")
+        # A job marked daily fires once a day: a fixed minute and hour.
+        minute, hour, *_ = entry.cron.split()
+        assert entry.daily == (minute.isdigit() and hour.isdigit()), entry
 
 
 def test_the_scheduler_enqueues_the_runner_with_the_job_name(app: Flask) -> None:
     scheduler = build_scheduler(redis_client())
     jobs = {job.name: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {name for name, _, _ in SCHEDULE}
+    assert set(jobs) == {entry.name for entry in SCHEDULE}
     cron_job = jobs["ledger-check"]
     cron_job.enqueue(redis_client())
     (queued,) = queue("default").get_jobs()
@@ -30,3 +40,60 @@ def test_the_scheduler_enqueues_the_runner_with_the_job_name(app: Flask) -> None
     assert queued.args == ("ledger-check",)
     # Run it as the worker would: it takes the lock, checks the ledger, exits 0.
     assert queued.perform() == 0
+
+
+# 08:00 in Nairobi on 21 Nov 2026: the 00:05 arrears run of that day has passed, today's
+# 09:00 reminders have not, so yesterday's are the last ones due.
+NOW = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
+NAIROBI = ZoneInfo("Africa/Nairobi")
+
+
+def test_on_a_fresh_database_every_daily_job_is_missed_once_in_the_order_it_was_due(
+    app: Flask,
+) -> None:
+    missed = missed_daily_runs(now=NOW, tz=NAIROBI)
+    assert [(run.name, run.as_of) for run in missed] == [
+        ("due-reminders", date(2026, 11, 20)),
+        ("overdue-reminders", date(2026, 11, 20)),
+        ("promise-reminders", date(2026, 11, 20)),
+        ("loan-arrears", date(2026, 11, 21)),
+        ("portfolio-snapshot", date(2026, 11, 21)),
+        ("ledger-check", date(2026, 11, 21)),
+    ]
+    assert missed[3].due_at == datetime(2026, 11, 20, 21, 5, tzinfo=UTC)
+
+
+def test_a_day_already_run_is_not_missed_but_a_skipped_or_failed_one_is(app: Flask) -> None:
+    assert job_run("ledger-check", date(2026, 11, 21)) == 0
+    assert job_run("loan-arrears", date(2026, 11, 20)) == 0  # the day before: still missed
+    # Another run holds the lock: this one is skipped, and skipping is not doing the day.
+    redis_client().set("sacco:lock:job:portfolio-snapshot", "someone-else")
+    assert job_run("portfolio-snapshot", date(2026, 11, 21)) == 0
+    missed = {run.name for run in missed_daily_runs(now=NOW, tz=NAIROBI)}
+    assert "ledger-check" not in missed
+    assert {"loan-arrears", "portfolio-snapshot"} <= missed
+    statuses = dict(db.session.execute(select(JobRun.job, JobRun.status)).all())
+    assert statuses["portfolio-snapshot"] == "skipped"
+
+
+def test_catching_up_runs_each_missed_day_once_and_brings_a_late_loan_up_to_date(
+    app: Flask,
+) -> None:
+    product = make_product("V1")
+    loan = make_loan(product=product, on=date(2026, 9, 1))  # first installment due 1 Oct
+    loan_id = loan.id
+    db.session.commit()
+
+    missed = catch_up(now=NOW, tz=NAIROBI)
+    assert len(missed) == 6
+    make_worker(("default",)).work(burst=True)
+
+    runs = db.session.execute(
+        select(JobRun.job, JobRun.as_of, JobRun.status).order_by(JobRun.id)
+    ).all()
+    assert [(r.job, r.as_of) for r in runs] == [(run.name, run.as_of) for run in missed]
+    assert {r.status for r in runs} == {"success"}
+    late = reload(loan_id)
+    assert (late.days_past_due, late.aging_bucket) == (51, "31-60")
+    # Started again the same morning, the scheduler finds nothing left to catch up.
+    assert catch_up(now=NOW, tz=NAIROBI) == []

@@ -10,8 +10,8 @@ import responses
 from flask import Flask
 from rq.registry import ScheduledJobRegistry
 
-from app.cli.runtime import AppWorker
-from app.extensions import db, queue, redis_client
+from app.cli.runtime import make_worker
+from app.extensions import db, queue
 from app.models import SmsMessage
 from app.services.sms import sms_queue
 from tests.factories import make_member
@@ -40,7 +40,7 @@ def queued_message() -> int:
 
 
 def work() -> None:
-    AppWorker([queue("sms")], connection=redis_client()).work(burst=True)
+    make_worker(("sms",)).work(burst=True)
 
 
 @pytest.mark.usefixtures("settings")

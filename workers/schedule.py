@@ -1,35 +1,99 @@
-"""When each job runs. The RQ cron scheduler reads cron strings in UTC; Kenya is UTC+3."""
+"""When each job runs, and catching up the daily runs missed while nothing was running.
+
+The RQ cron scheduler reads cron strings in UTC; Kenya is UTC+3 all year.
+"""
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
 from redis import Redis
 from rq.cron import CronScheduler
 
+from app.extensions import enqueue
+from app.selectors.jobs import jobs_last_completed_day
 from workers.runner import run_from_queue
 
-# (job name, cron in UTC, queue). 01:30 EAT = 22:30 UTC the evening before.
-SCHEDULE: list[tuple[str, str, str]] = [
-    ("loan-arrears", "5 21 * * *", "default"),  # 00:05 EAT: the day's penalties and aging
-    ("portfolio-snapshot", "35 21 * * *", "default"),  # 00:35 EAT, after arrears
-    ("ledger-check", "30 22 * * *", "default"),  # 01:30 EAT
-    ("sms-sweep", "*/5 * * * *", "sms"),
+RUN_JOB = "workers.runner.run_from_queue"
+
+
+class Scheduled(NamedTuple):
+    name: str
+    cron: str  # UTC
+    queue: str
+    daily: bool  # caught up at scheduler start when its last run was missed
+
+
+# 01:30 EAT = 22:30 UTC the evening before.
+SCHEDULE: list[Scheduled] = [
+    Scheduled("loan-arrears", "5 21 * * *", "default", True),  # 00:05 EAT: penalties, aging
+    Scheduled("portfolio-snapshot", "35 21 * * *", "default", True),  # 00:35, after arrears
+    Scheduled("ledger-check", "30 22 * * *", "default", True),  # 01:30 EAT
+    Scheduled("sms-sweep", "*/5 * * * *", "sms", False),
     # 09:00-09:10 EAT: well inside 07:00-20:00, so reminders are never held for quiet hours,
     # and after loan-arrears has brought days past due up to date.
-    ("due-reminders", "0 6 * * *", "default"),
-    ("overdue-reminders", "5 6 * * *", "default"),
-    ("promise-reminders", "10 6 * * *", "default"),
+    Scheduled("due-reminders", "0 6 * * *", "default", True),
+    Scheduled("overdue-reminders", "5 6 * * *", "default", True),
+    Scheduled("promise-reminders", "10 6 * * *", "default", True),
 ]
 
 
 def build_scheduler(connection: Redis) -> CronScheduler:
     scheduler = CronScheduler(connection=connection, name="")
-    for name, cron, queue_name in SCHEDULE:
+    for entry in SCHEDULE:
         scheduler.register(
             run_from_queue,
-            queue_name,
-            args=(name,),
-            cron=cron,
+            entry.queue,
+            args=(entry.name,),
+            cron=entry.cron,
             job_timeout=3600,
-            name=name,
+            name=entry.name,
         )
     return scheduler
+
+
+class MissedRun(NamedTuple):
+    name: str
+    due_at: datetime  # the scheduled instant that passed with no run (UTC)
+    as_of: date  # its business date in Kenya
+
+
+def missed_daily_runs(*, now: datetime, tz: ZoneInfo) -> list[MissedRun]:
+    """Daily jobs whose last scheduled run has no completed run for its business date,
+    in the order they were due. Only the latest missed day counts: each job catches up
+    on its own backlog (penalties, reminders) when it runs for that day."""
+    done = jobs_last_completed_day()
+    missed = []
+    for entry in SCHEDULE:
+        if not entry.daily:
+            continue
+        due_at = croniter(entry.cron, now).get_prev(datetime)
+        as_of = due_at.astimezone(tz).date()
+        last = done.get(entry.name)
+        if last is None or last < as_of:
+            missed.append(MissedRun(entry.name, due_at, as_of))
+    return sorted(missed, key=lambda run: run.due_at)
+
+
+def catch_up(*, now: datetime, tz: ZoneInfo) -> list[MissedRun]:
+    """Queue each missed daily run once, chained so they run in their scheduled order
+    (arrears before the snapshot and the reminders that read its days past due)."""
+    missed = missed_daily_runs(now=now, tz=tz)
+    previous = None
+    queues = {entry.name: entry.queue for entry in SCHEDULE}
+    for run in missed:
+        previous = enqueue(
+            queues[run.name],
+            RUN_JOB,
+            run.name,
+            run.as_of.isoformat(),
+            # Two schedulers starting together queue the same id; the job lock and the
+            # jobs' own idempotency make a second run a no-op anyway.
+            job_id=f"catch-up-{run.name}-{run.as_of.isoformat()}",
+            job_timeout=3600,
+            depends_on=previous,
+        )
+    return missed

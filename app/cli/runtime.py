@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
-import subprocess
+import socket
 import sys
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -15,21 +16,44 @@ from flask import current_app
 from flask.cli import with_appcontext
 from rq import SimpleWorker
 
+from app.cli.supervise import Supervisor
 from app.extensions import QUEUE_NAMES, db, queue, redis_client
+from workers.schedule import build_scheduler, catch_up
 
 
-class AppWorker(SimpleWorker):
-    """Runs jobs in the worker process, inside the app context `sacco worker` holds.
+def make_worker(queue_names: tuple[str, ...] = QUEUE_NAMES) -> SimpleWorker:
+    """A worker that runs jobs in its own process, inside the app context it is made in.
 
     No fork per job: a forked child would inherit the parent's database connections, and
-    forking costs more than our short jobs do. Scale out with more worker processes.
+    forking costs more than our short jobs do. Scale out with more worker processes. The
+    session is handed back after each job by the callbacks every enqueued job carries.
+    """
+    return SimpleWorker([queue(name) for name in queue_names], connection=redis_client())
+
+
+class _StopSignals:
+    """Notes SIGINT/SIGTERM delivered while RQ's own handlers are installed.
+
+    `signal.set_wakeup_fd` sees every signal that has a Python handler, whoever installed
+    it, so we learn whether RQ left its loop because it was asked to.
     """
 
-    def perform_job(self, job, queue):  # noqa: ANN001, ANN201
-        try:
-            return super().perform_job(job, queue)
-        finally:
-            db.session.remove()
+    def __enter__(self) -> _StopSignals:
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        self._previous = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.set_wakeup_fd(self._previous)
+        received = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := self._read.recv(512):
+                received += chunk
+        self._read.close()
+        self._write.close()
+        self.requested = bool({signal.SIGINT, signal.SIGTERM} & set(received))
 
 
 @click.command("worker")
@@ -38,16 +62,25 @@ class AppWorker(SimpleWorker):
 @with_appcontext
 def worker_cmd(queues: tuple[str, ...], burst: bool) -> None:
     """Run an RQ worker on the payments, sms and default queues."""
-    worker = AppWorker([queue(name) for name in queues or QUEUE_NAMES], connection=redis_client())
-    worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    worker = make_worker(queues or QUEUE_NAMES)
+    with _StopSignals() as stop:
+        worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    if not burst and not stop.requested:
+        # Unasked, RQ leaves its loop only after an error it has just logged (Redis gone,
+        # an exception outside any job): that is a crash, and the exit status says so.
+        raise click.ClickException("the worker stopped on an error (logged above)")
 
 
 @click.command("scheduler")
 @with_appcontext
 def scheduler_cmd() -> None:
-    """Run the RQ cron scheduler that enqueues the daily jobs."""
-    from workers.schedule import build_scheduler
-
+    """Run the RQ cron scheduler; first queue any daily run missed while it was down."""
+    settings = current_app.config["SETTINGS"]
+    for run in catch_up(now=datetime.now(UTC), tz=settings.tz):
+        click.echo(
+            f"catching up {run.name} for {run.as_of} (was due {run.due_at:%Y-%m-%d %H:%M} UTC)"
+        )
+    db.session.remove()
     build_scheduler(redis_client()).start()
 
 
@@ -80,6 +113,8 @@ def up_cmd(port: int | None, host: str) -> None:
         os.environ,
         REDIS_URL=app.config["REDIS_URL"],
         DATABASE_URL=settings.DATABASE_URL,
+        PORT=str(port),  # the worker texts the local simulator on this port
+        INSTANCE_PATH=app.instance_path,
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
     )
     me = [sys.executable, "-m", "app"]
@@ -101,36 +136,9 @@ def up_cmd(port: int | None, host: str) -> None:
         "worker": [*me, "worker"],
         "scheduler": [*me, "scheduler"],
     }
-    children = {name: subprocess.Popen(cmd, cwd=root, env=env) for name, cmd in commands.items()}
     click.echo(f"SACCO is up: http://{host}:{port}/  (console: http://{host}:{port}/admin/)")
     if settings.DEMO_DATA and not settings.is_production:
         click.echo(f"Demo console login: admin@sacco.test / {DEMO_PASSWORD}")
     click.echo("Ctrl-C stops web, worker and scheduler together.")
-
-    stopping = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    exit_code = 0
-    while not stopping:
-        for name, child in children.items():
-            if child.poll() is not None:
-                click.echo(f"{name} exited with {child.returncode}; stopping the rest", err=True)
-                exit_code = child.returncode or 1
-                stopping = True
-                break
-        time.sleep(0.3)
-    for child in children.values():
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + 10
-    for child in children.values():
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-    raise SystemExit(exit_code)
+    supervisor = Supervisor(commands, cwd=root, env=env, say=lambda m: click.echo(m, err=True))
+    raise SystemExit(supervisor.run())

@@ -1,6 +1,7 @@
 """All models, imported here so Alembic and `db.create_all` see every table."""
 
 from app.models.audit import AuditLog
+from app.models.jobs import JobRun
 from app.models.ledger import ACCOUNT_KINDS, Account, JournalEntry, JournalLine
 from app.models.loan import Installment, Loan, LoanProduct, PortfolioSnapshot
 from app.models.member import Member, StaffUser
@@ -12,6 +13,7 @@ __all__ = [
     "Account",
     "AuditLog",
     "Installment",
+    "JobRun",
     "JournalEntry",
     "JournalLine",
     "Loan",

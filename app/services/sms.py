@@ -18,7 +18,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from app.extensions import db, queue
+from app.extensions import db, enqueue, enqueue_many
 from app.metrics import SMS_FAILED, SMS_SENT
 from app.models import Installment, Member, PromiseToPay, SmsMessage, SmsSuppression
 from app.models.types import utcnow
@@ -132,36 +132,28 @@ def _forget_after_rollback(session: Session, previous_transaction: SessionTransa
         session.info.pop(_PENDING, None)
 
 
+SEND_JOB = "workers.sms.send_sms"
+
+
 def sms_enqueue_many(message_ids: list[int]) -> None:
     """Queue send jobs for many messages in one Redis round trip (a reminder run queues
     thousands); quiet-hours messages are held back by `sms_deliver` itself."""
-    from workers.sms import send_sms
-
     try:
-        sms_queue_ = queue("sms")
-        sms_queue_.enqueue_many(
-            [
-                sms_queue_.prepare_data(send_sms, (message_id,), job_id=f"sms-{message_id}")
-                for message_id in message_ids
-            ]
-        )
+        enqueue_many("sms", SEND_JOB, [((mid,), f"sms-{mid}") for mid in message_ids])
     except Exception as exc:  # noqa: BLE001 - the outbox rows are the record; sweeper retries
         log.warning("could not queue %d sms: %s", len(message_ids), type(exc).__name__)
 
 
 def sms_enqueue(message_id: int, at: datetime | None = None) -> None:
     """Queue the send job; if Redis is down the row stays queued for the sweeper."""
-    from workers.sms import send_sms
-
     try:
-        sms_queue_ = queue("sms")
         if at is not None and at > utcnow():
             # Its own id: this is often called from inside the running job `sms-<id>`,
             # whose record RQ rewrites when it finishes.
             job_id = f"sms-{message_id}-at-{int(at.timestamp())}"
-            sms_queue_.enqueue_at(at, send_sms, message_id, job_id=job_id)
+            enqueue("sms", SEND_JOB, message_id, job_id=job_id, at=at)
         else:
-            sms_queue_.enqueue(send_sms, message_id, job_id=f"sms-{message_id}")
+            enqueue("sms", SEND_JOB, message_id, job_id=f"sms-{message_id}")
     except Exception as exc:  # noqa: BLE001 - the outbox row is the record; sweeper retries
         log.warning("could not queue sms %s: %s", message_id, type(exc).__name__)
 
