@@ -1,14 +1,20 @@
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /srv
-COPY pyproject.toml README.md ./
+# Dependencies first, from the lock (exact versions and hashes), so a code change reuses
+# this layer; then the project itself with nothing more resolved.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY pyproject.toml README.md wsgi.py ./
 COPY app ./app
 COPY admin ./admin
 COPY workers ./workers
 COPY ussd_menus ./ussd_menus
 COPY migrations ./migrations
-COPY wsgi.py ./
-RUN pip install --no-cache-dir . && useradd --system sacco
+# The loan book template that `sacco import loan-book` points staff to.
+COPY templates ./templates
+# Editable, so `sacco` (a console script) runs this code, beside migrations/ and templates/.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . && useradd --system sacco
 USER sacco
 EXPOSE 8000
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "wsgi:app"]
