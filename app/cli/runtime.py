@@ -131,6 +131,9 @@ def up_cmd(port: int | None, host: str) -> None:
             "4",
             "--timeout",
             "30",
+            # gunicorn 27's control socket defaults to one path per user: a second local
+            # copy (or the suite) would take it over. We supervise, we do not need it.
+            "--no-control-socket",
             "wsgi:app",
         ],
         "worker": [*me, "worker"],
