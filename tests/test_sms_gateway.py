@@ -4,7 +4,6 @@ HTTP boundary with `responses`. Clocks are fixed: every call takes `now=`."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import parse_qs
@@ -18,48 +17,11 @@ from app.extensions import db, queue
 from app.models import SmsMessage
 from app.services.sms import sms_deliver, sms_queue
 from tests.factories import make_member
+from tests.helpers import at_reply
 from workers.sms import send_sms
 
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)  # 12:30 in Nairobi, outside quiet hours
 DEFAULT_URL = "https://api.africastalking.com/version1/messaging"
-
-
-def at_reply(code: int = 101, status: str = "Success", message_id: str = "ATXid_abc123") -> dict:
-    sent = code in (100, 101, 102)
-    return {
-        "SMSMessageData": {
-            "Message": f"Sent to {int(sent)}/1 Total Cost: KES 0.8000",
-            "Recipients": [
-                {
-                    "statusCode": code,
-                    "number": "+254700000001",
-                    "status": status,
-                    "cost": "KES 0.8000" if sent else "0",
-                    "messageId": message_id if sent else "None",
-                }
-            ],
-        }
-    }
-
-
-@pytest.fixture
-def settings(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Real-looking credentials, so the SDK talks to its own default host."""
-    changed = dataclasses.replace(
-        app.config["SETTINGS"],
-        AT_USERNAME="sacco",
-        AT_API_KEY="test-api-key",
-        AT_SENDER_ID="SACCO",
-        AT_API_BASE_URL=None,
-    )
-    monkeypatch.setitem(app.config, "SETTINGS", changed)
-    yield
-
-
-@pytest.fixture
-def mocked() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
 
 
 def queue_message(*, key: str = "receipt:1", body: str = "Deposit of KES 500.00 received.") -> int:
@@ -83,7 +45,7 @@ def row(message_id: int) -> SmsMessage:
     return message
 
 
-def test_a_queued_message_is_a_row_first_then_an_rq_job(app: Flask, settings: None) -> None:
+def test_a_queued_message_is_a_row_first_then_an_rq_job(app: Flask, at_credentials: None) -> None:
     message_id = queue_message()
 
     assert row(message_id).status == "queued"
@@ -93,7 +55,7 @@ def test_a_queued_message_is_a_row_first_then_an_rq_job(app: Flask, settings: No
 
 
 def test_the_sdk_sends_the_exact_form_and_headers(
-    app: Flask, settings: None, mocked: responses.RequestsMock
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock
 ) -> None:
     mocked.post(DEFAULT_URL, json=at_reply(), status=201)
     message_id = queue_message(body="Savings KES 1,000.00. Asante & karibu")
@@ -115,7 +77,10 @@ def test_the_sdk_sends_the_exact_form_and_headers(
 
 
 def test_no_sender_id_means_no_from_field(
-    app: Flask, settings: None, mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+    app: Flask,
+    at_credentials: None,
+    mocked: responses.RequestsMock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(
         app.config, "SETTINGS", dataclasses.replace(app.config["SETTINGS"], AT_SENDER_ID=None)
@@ -128,7 +93,10 @@ def test_no_sender_id_means_no_from_field(
 
 
 def test_at_api_base_url_replaces_the_provider_host(
-    app: Flask, settings: None, mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+    app: Flask,
+    at_credentials: None,
+    mocked: responses.RequestsMock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(
         app.config,
@@ -142,7 +110,7 @@ def test_at_api_base_url_replaces_the_provider_host(
 
 
 def test_accepted_stores_message_id_cost_and_time(
-    app: Flask, settings: None, mocked: responses.RequestsMock
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock
 ) -> None:
     mocked.post(DEFAULT_URL, json=at_reply(101, message_id="ATXid_feed01"), status=201)
     message_id = queue_message()
@@ -165,7 +133,7 @@ def test_accepted_stores_message_id_cost_and_time(
     [(402, "InvalidSenderId"), (405, "InsufficientBalance"), (500, "InternalServerError")],
 )
 def test_retryable_codes_back_off_then_fail_on_the_third_try(
-    app: Flask, settings: None, mocked: responses.RequestsMock, code: int, status: str
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock, code: int, status: str
 ) -> None:
     mocked.post(DEFAULT_URL, json=at_reply(code, status), status=201)
     message_id = queue_message()
@@ -199,7 +167,7 @@ def test_retryable_codes_back_off_then_fail_on_the_third_try(
 
 
 def test_a_retry_that_then_succeeds_is_sent(
-    app: Flask, settings: None, mocked: responses.RequestsMock
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock
 ) -> None:
     mocked.post(DEFAULT_URL, json=at_reply(500, "InternalServerError"), status=201)
     mocked.post(DEFAULT_URL, json=at_reply(101, message_id="ATXid_second"), status=201)
@@ -217,7 +185,7 @@ def test_a_retry_that_then_succeeds_is_sent(
     [(403, "InvalidPhoneNumber"), (404, "UnsupportedNumberType"), (406, "UserInBlacklist")],
 )
 def test_final_codes_fail_at_once(
-    app: Flask, settings: None, mocked: responses.RequestsMock, code: int, status: str
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock, code: int, status: str
 ) -> None:
     mocked.post(DEFAULT_URL, json=at_reply(code, status), status=201)
     message_id = queue_message()
@@ -236,7 +204,7 @@ def test_final_codes_fail_at_once(
     [requests.ConnectionError("connection refused"), requests.ReadTimeout("read timed out")],
 )
 def test_network_errors_are_retried(
-    app: Flask, settings: None, mocked: responses.RequestsMock, error: Exception
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock, error: Exception
 ) -> None:
     mocked.post(DEFAULT_URL, body=error)
     message_id = queue_message()
@@ -249,7 +217,7 @@ def test_network_errors_are_retried(
 
 
 def test_an_http_error_from_the_gateway_is_retried(
-    app: Flask, settings: None, mocked: responses.RequestsMock
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock
 ) -> None:
     mocked.post(DEFAULT_URL, body="The supplied authentication is invalid", status=401)
     message_id = queue_message()
@@ -259,7 +227,7 @@ def test_an_http_error_from_the_gateway_is_retried(
 
 
 def test_running_the_send_job_twice_sends_once(
-    app: Flask, settings: None, mocked: responses.RequestsMock
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock
 ) -> None:
     mocked.post(DEFAULT_URL, json=at_reply(), status=201)
     message_id = queue_message()
@@ -272,7 +240,7 @@ def test_running_the_send_job_twice_sends_once(
 
 
 def test_queueing_twice_with_one_key_is_one_message(
-    app: Flask, settings: None, mocked: responses.RequestsMock
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock
 ) -> None:
     mocked.post(DEFAULT_URL, json=at_reply(), status=201)
     first = queue_message(key="receipt:XYZ")
@@ -298,7 +266,7 @@ def test_queueing_twice_with_one_key_is_one_message(
     "content_type", ["text/plain", "application/json; charset=utf-8", "text/html"]
 )
 def test_a_json_body_with_another_content_type_is_still_read(
-    app: Flask, settings: None, mocked: responses.RequestsMock, content_type: str
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock, content_type: str
 ) -> None:
     # The SDK parses JSON only for exactly application/json; otherwise it hands back text.
     import json
@@ -320,7 +288,7 @@ def test_a_json_body_with_another_content_type_is_still_read(
     [("<html>Bad gateway</html>", "text/html"), ("{not json", "application/json")],
 )
 def test_an_unreadable_reply_is_retried_not_lost(
-    app: Flask, settings: None, mocked: responses.RequestsMock, body: str, content_type: str
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock, body: str, content_type: str
 ) -> None:
     mocked.post(DEFAULT_URL, body=body, status=200, content_type=content_type)
     message_id = queue_message()
@@ -330,7 +298,7 @@ def test_an_unreadable_reply_is_retried_not_lost(
 
 
 def test_a_reply_with_no_recipients_is_retried(
-    app: Flask, settings: None, mocked: responses.RequestsMock
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock
 ) -> None:
     mocked.post(
         DEFAULT_URL,
@@ -344,7 +312,7 @@ def test_a_reply_with_no_recipients_is_retried(
 
 
 def test_a_number_we_cannot_send_to_fails_without_a_request(
-    app: Flask, settings: None, mocked: responses.RequestsMock
+    app: Flask, at_credentials: None, mocked: responses.RequestsMock
 ) -> None:
     message = sms_queue(
         template="help", body="SMS keywords", phone="12345", idempotency_key="reply:x", now=NOW

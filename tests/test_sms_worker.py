@@ -3,10 +3,7 @@ Talking faked at the HTTP boundary: what RQ does with the job ids matters here."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import responses
 from flask import Flask
 from rq.registry import ScheduledJobRegistry
 
@@ -15,15 +12,9 @@ from app.extensions import db, queue
 from app.models import SmsMessage
 from app.services.sms import sms_queue
 from tests.factories import make_member
-from tests.test_sms_gateway import at_reply, settings  # noqa: F401  (fixture)
+from tests.helpers import at_reply
 
 URL = "https://api.africastalking.com/version1/messaging"
-
-
-@pytest.fixture
-def mocked() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
 
 
 def queued_message() -> int:
@@ -43,7 +34,7 @@ def work() -> None:
     make_worker(("sms",)).work(burst=True)
 
 
-@pytest.mark.usefixtures("settings")
+@pytest.mark.usefixtures("at_credentials")
 def test_the_worker_sends_a_committed_message_once(app: Flask, mocked) -> None:  # noqa: ANN001
     mocked.post(URL, json=at_reply(101))
     message_id = queued_message()
@@ -58,7 +49,7 @@ def test_the_worker_sends_a_committed_message_once(app: Flask, mocked) -> None: 
     assert len(mocked.calls) == 1
 
 
-@pytest.mark.usefixtures("settings")
+@pytest.mark.usefixtures("at_credentials")
 def test_a_retry_is_scheduled_and_survives_the_job_that_scheduled_it(app: Flask, mocked) -> None:  # noqa: ANN001
     mocked.post(URL, json=at_reply(500, status="InternalServerError"))
     message_id = queued_message()
