@@ -17,7 +17,8 @@ from app.services.loans import loan_apply, loan_approve, loan_disburse
 from app.services.members import member_buy_shares
 from app.services.staff import staff_add
 from tests.factories import make_member
-from workers.runner import EXIT_OK, job_run
+from workers import schedule
+from workers.runner import EXIT_OK
 
 _seq = itertools.count(1)
 
@@ -151,7 +152,7 @@ def audit_rows(loan: Loan) -> list[AuditLog]:
 def run_job(name: str, as_of: date) -> None:
     """Run a daily job for a fixed day. The runner ends the session, so callers reload
     what they hold by id afterwards."""
-    assert job_run(name, as_of) == EXIT_OK
+    assert schedule.run_job(name, as_of) == EXIT_OK
 
 
 def reload(loan_id: int) -> Loan:

@@ -33,7 +33,8 @@ from app.services.sms import quiet_hours_release, sms_deliver
 from app.sms_templates import kes
 from tests.loan_factories import make_borrower, make_loan, make_product
 from workers.reminders import due_reminders_job
-from workers.runner import EXIT_OK, JobStats, job_run, registered_jobs
+from workers.runner import EXIT_OK, JobStats
+from workers.schedule import JOBS, run_job
 
 DISBURSED = date(2026, 1, 5)
 FIRST_DUE = date(2026, 2, 5)  # monthly from the disbursement date
@@ -117,7 +118,7 @@ def receipts() -> list[SmsMessage]:
 def run(name: str, as_of: date, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     """Run a job through the runner (lock, log line) and return its JSON log line."""
     capsys.readouterr()
-    assert job_run(name, as_of) == EXIT_OK
+    assert run_job(name, as_of) == EXIT_OK
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(lines) == 1
     return json.loads(lines[-1])
@@ -132,7 +133,7 @@ def at_nine(name: str, as_of: date) -> JobStats:
     """Run a job's function at a fixed 09:00, so what it queues never depends on the
     wall clock (a test run at night would otherwise hold reminders for quiet hours)."""
     stats = JobStats()
-    registered_jobs()[name](as_of=as_of, stats=stats, now=nine(as_of))
+    JOBS[name](as_of=as_of, stats=stats, now=nine(as_of))
     return stats
 
 

@@ -7,20 +7,29 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 from flask import Flask
+from rq.utils import import_attribute
 from sqlalchemy import select
 
 from app.cli.runtime import make_worker
-from app.extensions import db, queue, redis_client
+from app.extensions import db, queue, redis_client, release_db_session
 from app.models import JobRun
 from tests.loan_factories import make_loan, make_product, reload
-from workers.runner import job_run, registered_jobs, run_from_queue
-from workers.schedule import SCHEDULE, build_scheduler, catch_up, missed_daily_runs
+from workers.schedule import (
+    JOBS,
+    RUN_JOB,
+    SCHEDULE,
+    build_scheduler,
+    catch_up,
+    missed_daily_runs,
+    run_from_queue,
+    run_job,
+)
 
 
 def test_every_scheduled_job_exists_and_every_daily_job_is_scheduled() -> None:
     names = [entry.name for entry in SCHEDULE]
     assert len(names) == len(set(names))
-    assert set(names) == set(registered_jobs())
+    assert set(names) == set(JOBS)
     for entry in SCHEDULE:
         assert croniter.is_valid(entry.cron), entry.cron
         assert entry.queue in ("payments", "sms", "default")
@@ -64,11 +73,11 @@ def test_on_a_fresh_database_every_daily_job_is_missed_once_in_the_order_it_was_
 
 
 def test_a_day_already_run_is_not_missed_but_a_skipped_or_failed_one_is(app: Flask) -> None:
-    assert job_run("ledger-check", date(2026, 11, 21)) == 0
-    assert job_run("loan-arrears", date(2026, 11, 20)) == 0  # the day before: still missed
+    assert run_job("ledger-check", date(2026, 11, 21)) == 0
+    assert run_job("loan-arrears", date(2026, 11, 20)) == 0  # the day before: still missed
     # Another run holds the lock: this one is skipped, and skipping is not doing the day.
     redis_client().set("sacco:lock:job:portfolio-snapshot", "someone-else")
-    assert job_run("portfolio-snapshot", date(2026, 11, 21)) == 0
+    assert run_job("portfolio-snapshot", date(2026, 11, 21)) == 0
     missed = {run.name for run in missed_daily_runs(now=NOW, tz=NAIROBI)}
     assert "ledger-check" not in missed
     assert {"loan-arrears", "portfolio-snapshot"} <= missed
@@ -97,3 +106,12 @@ def test_catching_up_runs_each_missed_day_once_and_brings_a_late_loan_up_to_date
     assert (late.days_past_due, late.aging_bucket) == (51, "31-60")
     # Started again the same morning, the scheduler finds nothing left to catch up.
     assert catch_up(now=NOW, tz=NAIROBI) == []
+
+
+def test_the_dotted_paths_we_enqueue_resolve_to_the_jobs() -> None:
+    from app.services.sms import SEND_JOB
+    from workers.sms import send_sms
+
+    assert import_attribute(RUN_JOB) is run_from_queue
+    assert import_attribute(SEND_JOB) is send_sms
+    assert import_attribute("app.extensions.release_db_session") is release_db_session

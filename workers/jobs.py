@@ -1,4 +1,4 @@
-"""The daily jobs, each registered by name. Later parts add theirs here.
+"""The daily jobs; `workers.schedule.JOBS` names them. Later parts add theirs here too.
 
 Each is idempotent per day: running a day twice changes nothing the second time.
 """
@@ -17,19 +17,17 @@ from app.selectors.loans import LIVE_STATUSES, aging_bucket, portfolio_at_risk
 from app.services.ledger import ledger_check
 from app.services.loans import loan_charge_penalty
 from app.services.sms import sms_sweep
-from workers.runner import JobStats, scheduled_job
+from workers.runner import JobStats
 
 BATCH = 500
 
 
-@scheduled_job("sms-sweep")
 def sms_sweep_job(*, as_of: date, stats: JobStats) -> None:
     """Queue again outbox messages whose send job was lost (Redis down at commit)."""
     stats.records_updated = sms_sweep()
     stats.records_scanned = stats.records_updated
 
 
-@scheduled_job("ledger-check")
 def ledger_check_job(*, as_of: date, stats: JobStats) -> None:
     """Nightly proof that every cached balance equals its journal."""
     problems = ledger_check()
@@ -54,7 +52,6 @@ def _penalty_for(product: LoanProduct, row: Installment) -> object:
     return None
 
 
-@scheduled_job("loan-arrears")
 def loan_arrears_job(*, as_of: date, stats: JobStats) -> None:
     """Days past due, aging bucket and default flag per loan; penalties after grace_days.
 
@@ -121,7 +118,6 @@ def loan_arrears_job(*, as_of: date, stats: JobStats) -> None:
     db.session.commit()
 
 
-@scheduled_job("portfolio-snapshot")
 def portfolio_snapshot_job(*, as_of: date, stats: JobStats) -> None:
     """Aging buckets and PAR30 for the day (run after loan-arrears)."""
     p = portfolio_at_risk(as_of=as_of)

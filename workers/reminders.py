@@ -48,7 +48,7 @@ from app.money import ZERO
 from app.selectors.loans import LIVE_STATUSES
 from app.services.sms import SmsError, sms_queue
 from app.sms_templates import SmsTemplateError, render_sms
-from workers.runner import JobStats, scheduled_job
+from workers.runner import JobStats
 
 BATCH = 500
 
@@ -229,7 +229,6 @@ def due_reminders_scan(*, as_of: date) -> list[Reminder]:
     return found
 
 
-@scheduled_job("due-reminders")
 def due_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None = None) -> None:
     """SMS for installments due in 3 days and due today (09:00 EAT)."""
     found = due_reminders_scan(as_of=as_of)
@@ -315,7 +314,6 @@ def _arrears(loan_ids: set[int], *, as_of: date) -> dict[int, Decimal]:
     return totals
 
 
-@scheduled_job("overdue-reminders")
 def overdue_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None = None) -> None:
     """SMS for loans 1, 7 and 30 days late after grace_days (30: default, guarantors)."""
     found = overdue_reminders_scan(as_of=as_of)
@@ -366,7 +364,6 @@ def _promise_reminder(promise: PromiseToPay, loan: Loan, kind: str) -> Reminder:
     )
 
 
-@scheduled_job("promise-reminders")
 def promise_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None = None) -> None:
     """Promises due tomorrow get a reminder; promises whose date has passed are settled:
     kept when the loan got the promised amount since the promise was made, else broken

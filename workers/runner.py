@@ -1,5 +1,7 @@
 """The run contract every scheduled job shares (SPEC "Scheduled jobs").
 
+A leaf: it imports no job. `workers.schedule` lists the jobs and runs them through here.
+
 A job is a plain function `fn(*, as_of: date, stats: JobStats) -> None`. `job_run` gives it
 a lock (a second scheduler skips, which is not an error), counts what it did, turns the
 outcome into an exit code (0 success or skipped, 2 partial, 1 fatal) and writes one JSON
@@ -42,31 +44,10 @@ class JobStats:
 
 
 JobFn = Callable[..., None]
-_REGISTRY: dict[str, JobFn] = {}
 
 
-def scheduled_job(name: str) -> Callable[[JobFn], JobFn]:
-    """Register a function as a job runnable by name (`sacco jobs run NAME`)."""
-
-    def wrap(fn: JobFn) -> JobFn:
-        _REGISTRY[name] = fn
-        return fn
-
-    return wrap
-
-
-def registered_jobs() -> dict[str, JobFn]:
-    import workers.jobs  # noqa: F401  (importing registers the jobs)
-    import workers.reminders  # noqa: F401
-
-    return dict(_REGISTRY)
-
-
-def job_run(name: str, as_of: date | None = None) -> int:
-    """Run job `name` for `as_of` (default: today in Kenya) and return its exit code."""
-    jobs = registered_jobs()
-    if name not in jobs:
-        raise KeyError(name)
+def job_run(name: str, fn: JobFn, as_of: date | None = None) -> int:
+    """Run job `fn` as `name` for `as_of` (default: today in Kenya); return its exit code."""
     as_of = as_of or business_today()
     run_id = uuid.uuid4().hex[:12]
     stats = JobStats()
@@ -83,7 +64,7 @@ def job_run(name: str, as_of: date | None = None) -> int:
         stats.error(f"lock: {type(exc).__name__}: {exc}")
     if got_lock:
         try:
-            jobs[name](as_of=as_of, stats=stats)
+            fn(as_of=as_of, stats=stats)
             status = "partial" if stats.errors else "success"
         except Exception as exc:  # noqa: BLE001 - reported in the run line and exit code
             db.session.rollback()
@@ -141,8 +122,3 @@ def _record(line: dict[str, object], started_at: datetime) -> None:
         log.warning("job %s: run not recorded: %s", line["job"], type(exc).__name__)
     finally:
         db.session.remove()
-
-
-def run_from_queue(name: str, as_of: str | None = None) -> int:
-    """What the scheduler enqueues (`as_of` only when it catches up a missed day)."""
-    return job_run(name, date.fromisoformat(as_of) if as_of else None)

@@ -15,9 +15,37 @@ from rq.cron import CronScheduler
 
 from app.extensions import enqueue
 from app.selectors.jobs import jobs_last_completed_day
-from workers.runner import run_from_queue
+from workers.jobs import (
+    ledger_check_job,
+    loan_arrears_job,
+    portfolio_snapshot_job,
+    sms_sweep_job,
+)
+from workers.reminders import due_reminders_job, overdue_reminders_job, promise_reminders_job
+from workers.runner import JobFn, job_run
 
-RUN_JOB = "workers.runner.run_from_queue"
+RUN_JOB = "workers.schedule.run_from_queue"
+
+# Every job `sacco jobs run NAME` and the scheduler know, by name.
+JOBS: dict[str, JobFn] = {
+    "loan-arrears": loan_arrears_job,
+    "portfolio-snapshot": portfolio_snapshot_job,
+    "ledger-check": ledger_check_job,
+    "sms-sweep": sms_sweep_job,
+    "due-reminders": due_reminders_job,
+    "overdue-reminders": overdue_reminders_job,
+    "promise-reminders": promise_reminders_job,
+}
+
+
+def run_job(name: str, as_of: date | None = None) -> int:
+    """Run the job called `name` under the job contract; KeyError for an unknown name."""
+    return job_run(name, JOBS[name], as_of)
+
+
+def run_from_queue(name: str, as_of: str | None = None) -> int:
+    """What the scheduler enqueues (`as_of` only when it catches up a missed day)."""
+    return run_job(name, date.fromisoformat(as_of) if as_of else None)
 
 
 class Scheduled(NamedTuple):

@@ -7,7 +7,7 @@ from datetime import date, datetime
 import click
 from flask.cli import AppGroup
 
-from workers.runner import job_run, registered_jobs
+from workers.schedule import JOBS, run_job
 
 jobs_cli = AppGroup("jobs", help="Run the scheduled jobs by hand.")
 
@@ -15,7 +15,7 @@ jobs_cli = AppGroup("jobs", help="Run the scheduled jobs by hand.")
 @jobs_cli.command("list")
 def jobs_list() -> None:
     """Names of the jobs `jobs run` accepts."""
-    for name, fn in sorted(registered_jobs().items()):
+    for name, fn in sorted(JOBS.items()):
         click.echo(f"{name:24} {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
 
 
@@ -31,8 +31,8 @@ def jobs_run(name: str, as_of_date: str | None) -> None:
         except ValueError:
             click.echo(f"error: --as-of-date must be YYYY-MM-DD, got {as_of_date!r}", err=True)
             raise SystemExit(1) from None
-    if name not in registered_jobs():
-        known = ", ".join(sorted(registered_jobs()))
+    if name not in JOBS:
+        known = ", ".join(sorted(JOBS))
         click.echo(f"error: no job {name!r} (jobs: {known})", err=True)
         raise SystemExit(1)
-    raise SystemExit(job_run(name, as_of))
+    raise SystemExit(run_job(name, as_of))
