@@ -10,6 +10,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
+# What a Numeric(14, 2) column holds: the ceiling of every amount we accept.
+MAX_MONEY = Decimal("999999999999.99")
 
 
 class MoneyError(ValueError):
@@ -34,6 +36,26 @@ def to_decimal(value: object) -> Decimal:
     if not result.is_finite():
         raise MoneyError(f"not an amount: {value!r}")
     return result
+
+
+def money_input(value: object, what: str = "amount") -> Decimal:
+    """The one rule for an amount someone gives us (member, staff, provider, file).
+
+    A finite number, at most two decimals (a fraction of a cent is refused, never rounded
+    away), more than zero and at most what the books can hold. The message says which.
+    """
+    try:
+        amount = to_decimal(value)
+    except MoneyError:
+        raise MoneyError(f"{what} is not a number") from None
+    if amount <= 0:
+        raise MoneyError(f"{what} must be more than zero")
+    # Compare before rounding: quantizing 1e26 to the cent exceeds Decimal's precision.
+    if amount > MAX_MONEY:
+        raise MoneyError(f"{what} is more than the books can hold (KES {MAX_MONEY:,})")
+    if amount != amount.quantize(CENT):
+        raise MoneyError(f"{what} has fractions of a cent")
+    return amount.quantize(CENT)
 
 
 def round_money(

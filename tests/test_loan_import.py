@@ -479,10 +479,10 @@ def _with(row: list[str], **changes: str) -> list[str]:
 
 
 BAD_ROWS = [
-    (_with(ARREARS, principal="-5000"), "Principal must be more than zero, not -5000"),
-    (_with(ARREARS, principal="0"), "Principal must be more than zero, not 0"),
-    (_with(ARREARS, principal="100.005"), "Principal 100.005 has fractions of a cent"),
-    (_with(ARREARS, principal="lots"), "Principal 'lots' is not a number"),
+    (_with(ARREARS, principal="-5000"), "Principal must be more than zero (-5000)"),
+    (_with(ARREARS, principal="0"), "Principal must be more than zero (0)"),
+    (_with(ARREARS, principal="100.005"), "Principal has fractions of a cent (100.005)"),
+    (_with(ARREARS, principal="lots"), "Principal is not a number (lots)"),
     (_with(ARREARS, principal=""), "Principal is required"),
     (_with(ACTIVE, rate="30"), "Rate 30% is outside 10-24% for DEV"),
     (_with(ACTIVE, rate="9.5"), "Rate 9.5% is outside 10-24% for DEV"),
@@ -556,7 +556,7 @@ def test_every_bad_row_is_reported_with_all_its_reasons(
 
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        "line 2: Principal must be more than zero, not 0; Rate 99% is outside 10-24% for DEV",
+        "line 2: Principal must be more than zero (0); Rate 99% is outside 10-24% for DEV",
         "line 4: unknown product 'GOLD'",
         "line 5: Status '?' is not one of active, arrears, closed",
         f"error: 3 bad row(s), nothing imported {REFUSED}",

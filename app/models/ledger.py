@@ -27,6 +27,7 @@ ACCOUNT_KINDS: dict[str, str] = {
     "income_interest": "credit",
     "income_fees": "credit",
     "income_penalty": "credit",
+    "income_recovery": "credit",
     "write_off_expense": "debit",
     "opening_balances": "credit",  # the other side of balances brought forward on import
 }

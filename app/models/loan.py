@@ -113,6 +113,9 @@ class Loan(db.Model):
     days_past_due: Mapped[int] = mapped_column(Integer, default=0)
     aging_bucket: Mapped[str] = mapped_column(String(8), default="current")
     in_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What a write-off took off the books, and what has come back since (recovery income).
+    written_off_amount: Mapped[Decimal] = mapped_column(Money(), default=ZERO, server_default="0")
+    recovered_amount: Mapped[Decimal] = mapped_column(Money(), default=ZERO, server_default="0")
     external_ref: Mapped[str | None] = mapped_column(String(60), unique=True)
 
     member = relationship("Member", lazy="joined")

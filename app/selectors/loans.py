@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from app.extensions import db
 from app.models import Installment, Loan, LoanProduct, Member
@@ -29,13 +29,17 @@ def _refuse(code: str, reason: str, limit: Decimal = ZERO) -> Eligibility:
     return Eligibility(False, limit, reason, code)
 
 
-def loan_eligibility(*, member: Member, product: LoanProduct, as_of: date) -> Eligibility:
+def loan_eligibility(
+    *, member: Member, product: LoanProduct, as_of: date, deciding: Loan | None = None
+) -> Eligibility:
     """The member's limit for this product, or why they cannot borrow from it now.
 
     One function for USSD and the console, so a member and a loan officer see the same
     answer. Limit = savings × the product's multiple − what the member still owes in
-    principal, capped by the product's maximum.
+    principal, capped by the product's maximum. `deciding` is the application being
+    approved or paid out: it does not count against its own limit.
     """
+    others = Loan.id != deciding.id if deciding is not None else true()
     if member.status != "active":
         return _refuse("member_inactive", "Your membership is not active. Visit a branch.")
     if not product.active:
@@ -63,6 +67,7 @@ def loan_eligibility(*, member: Member, product: LoanProduct, as_of: date) -> El
             Loan.member_id == member.id,
             Loan.product_id == product.id,
             Loan.status.in_(PENDING_STATUSES),
+            others,
         )
     )
     if pending:
@@ -78,7 +83,9 @@ def loan_eligibility(*, member: Member, product: LoanProduct, as_of: date) -> El
     in_flight = (
         db.session.scalar(
             select(func.coalesce(func.sum(Loan.principal), 0)).where(
-                Loan.member_id == member.id, Loan.status.in_(("approved", "disbursing"))
+                Loan.member_id == member.id,
+                Loan.status.in_(("approved", "disbursing")),
+                others,
             )
         )
         or ZERO
@@ -112,14 +119,17 @@ class LoanDebt:
         return self.principal + self.interest + self.fees + self.penalty
 
 
-def current_installments(loan_id: int) -> list[Installment]:
-    return list(
-        db.session.scalars(
-            select(Installment)
-            .where(Installment.loan_id == loan_id, Installment.superseded.is_(False))
-            .order_by(Installment.number)
-        )
+def current_installments(loan_id: int, *, fresh: bool = False) -> list[Installment]:
+    """The live schedule's rows. `fresh` re-reads rows the session already holds: a
+    service that has just taken the loan's lock must not work from a copy read before."""
+    stmt = (
+        select(Installment)
+        .where(Installment.loan_id == loan_id, Installment.superseded.is_(False))
+        .order_by(Installment.number)
     )
+    if fresh:
+        stmt = stmt.execution_options(populate_existing=True)
+    return list(db.session.scalars(stmt))
 
 
 def loan_debt(*, loan_id: int) -> LoanDebt:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.models import ACCOUNT_KINDS, Account, JournalEntry, JournalLine, Member
+from app.models import ACCOUNT_KINDS, Account, Installment, JournalEntry, JournalLine, Loan, Member
 from app.money import ZERO, MoneyError, round_money, to_decimal
 from app.services.audit import audit_record
 
@@ -30,6 +30,7 @@ GL_ACCOUNTS: dict[str, tuple[str, str]] = {
     "GL-INCOME-FEES": ("income_fees", "Fee income"),
     "GL-INCOME-PENALTY": ("income_penalty", "Penalty income"),
     "GL-WRITE-OFF": ("write_off_expense", "Loans written off"),
+    "GL-INCOME-RECOVERY": ("income_recovery", "Recoveries on loans written off"),
     "GL-OPENING": ("opening_balances", "Balances brought forward"),
 }
 
@@ -206,12 +207,23 @@ def _move_balance(account_id: int, delta: Decimal, kind: str) -> None:
 
 
 def account_close(*, account_id: int, actor: str) -> Account:
-    account = db.session.get(Account, account_id)
+    """Close an empty account. "Empty" and "closed" are one conditional UPDATE, so a
+    deposit committing meanwhile either lands first (and the close is refused) or finds
+    the account closed (and is refused): never a closed account with money in it."""
+    closed = db.session.execute(
+        update(Account)
+        .where(Account.id == account_id, Account.status == "open", Account.balance == 0)
+        .values(status="closed")
+        .execution_options(synchronize_session=False)
+    )
+    account = db.session.get(Account, account_id, populate_existing=True)
     if account is None:
         raise LedgerError(f"no account {account_id}")
-    if account.balance != 0:
+    if closed.rowcount != 1:
+        db.session.rollback()
+        if account.status != "open":
+            raise LedgerError(f"account {account.code} is closed already")
         raise LedgerError(f"account {account.code} still holds {account.display_balance}")
-    account.status = "closed"
     audit_record(
         actor=actor,
         action="account.close",
@@ -231,7 +243,8 @@ class Mismatch:
 
 
 def ledger_check(*, fix: bool = False) -> list[Mismatch]:
-    """Rebuild every balance from the journal and compare; also every entry sums to zero."""
+    """Rebuild every balance from the journal and compare; every entry sums to zero; every
+    loan's receivables match its schedule; no savings or share account is overdrawn."""
     problems: list[Mismatch] = []
     unbalanced = db.session.execute(
         select(JournalLine.entry_id, func.sum(JournalLine.amount))
@@ -261,6 +274,69 @@ def ledger_check(*, fix: bool = False) -> list[Mismatch]:
             )
             if fix:
                 account.balance = rebuilt
+    problems += _reconcile_loans(sums)
+    for account in db.session.scalars(
+        select(Account).where(Account.kind.in_(NO_OVERDRAFT)).order_by(Account.id)
+    ):
+        held = -round_money(sums.get(account.id) or ZERO)
+        if held < 0:
+            problems.append(Mismatch("account", f"{account.code} is overdrawn: {held}"))
     if fix:
         db.session.commit()
+    return problems
+
+
+# Receivable account kind -> the schedule column it mirrors.
+RECEIVABLE_KINDS = {
+    "loan_principal": "principal",
+    "loan_interest": "interest",
+    "loan_fees": "fees",
+    "loan_penalty": "penalty",
+}
+SETTLED_STATUSES = ("closed", "written_off")
+
+
+def _reconcile_loans(sums: dict[int, Decimal]) -> list[Mismatch]:
+    """The sub-ledger: every loan's receivables (from the journal) equal what its live
+    schedule says is outstanding, component by component; a settled loan owes nothing
+    on either side. One grouped query a side, so it runs nightly over the whole book."""
+    owed: dict[tuple[int, str], Decimal] = {}
+    columns = {
+        c: func.sum(getattr(Installment, f"{c}_due") - getattr(Installment, f"{c}_paid"))
+        for c in RECEIVABLE_KINDS.values()
+    }
+    for loan_id, *totals in db.session.execute(
+        select(Installment.loan_id, *columns.values())
+        .where(Installment.superseded.is_(False))
+        .group_by(Installment.loan_id)
+    ):
+        for component, total in zip(columns, totals, strict=True):
+            owed[(loan_id, component)] = round_money(total or ZERO)
+    held: dict[tuple[int, str], Decimal] = {}
+    for account_id, loan_id, kind in db.session.execute(
+        select(Account.id, Account.loan_id, Account.kind).where(
+            Account.kind.in_(RECEIVABLE_KINDS), Account.loan_id.is_not(None)
+        )
+    ):
+        key = (loan_id, RECEIVABLE_KINDS[kind])
+        held[key] = held.get(key, ZERO) + round_money(sums.get(account_id) or ZERO)
+    loans = dict(db.session.execute(select(Loan.id, Loan.status)).all())
+    numbers = dict(db.session.execute(select(Loan.id, Loan.loan_no)).all())
+    problems = []
+    for loan_id, component in sorted(set(owed) | set(held)):
+        schedule, books = owed.get((loan_id, component), ZERO), held.get((loan_id, component), ZERO)
+        name = numbers.get(loan_id) or f"loan {loan_id}"
+        if schedule != books:
+            problems.append(
+                Mismatch(
+                    "loan",
+                    f"{name} {component}: receivable {books}, schedule outstanding {schedule}",
+                )
+            )
+        elif loans.get(loan_id) in SETTLED_STATUSES and schedule != 0:
+            problems.append(
+                Mismatch(
+                    "loan", f"{name} is {loans[loan_id]} but still owes {component} {schedule}"
+                )
+            )
     return problems

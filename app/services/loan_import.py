@@ -45,7 +45,7 @@ from sqlalchemy.orm import lazyload
 
 from app.extensions import db
 from app.models import Account, Installment, Loan, LoanProduct, Member
-from app.money import ZERO, MoneyError, round_money, to_decimal
+from app.money import ZERO, MoneyError, money_input, to_decimal
 from app.phone import PhoneError, normalise_phone
 from app.services.audit import audit_record
 from app.services.ledger import MEMBER_ACCOUNTS as LEDGER_MEMBER_ACCOUNTS
@@ -571,17 +571,10 @@ def _principal(value: object, problems: list[str]) -> Decimal | None:
         problems.append("Principal is required")
         return None
     try:
-        amount = to_decimal(text)
-    except MoneyError:
-        problems.append(f"Principal {text!r} is not a number")
+        return money_input(text, "Principal")
+    except MoneyError as exc:
+        problems.append(f"{exc} ({text})")
         return None
-    if amount <= 0:
-        problems.append(f"Principal must be more than zero, not {_number(amount)}")
-        return None
-    if amount != round_money(amount):
-        problems.append(f"Principal {_number(amount)} has fractions of a cent")
-        return None
-    return round_money(amount)
 
 
 def _phone(value: object, problems: list[str]) -> str:

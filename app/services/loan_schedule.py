@@ -33,7 +33,7 @@ from datetime import date, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
-from app.money import CENT, ZERO, MoneyError, round_money, to_decimal
+from app.money import CENT, MAX_MONEY, ZERO, MoneyError, money_input, round_money, to_decimal
 
 INTEREST_METHODS = ("declining", "flat")
 AMORTIZATIONS = ("equal_installments", "equal_principal")
@@ -41,7 +41,7 @@ FREQUENCIES = ("monthly", "weekly")
 PERIODS_PER_YEAR = {"monthly": 12, "weekly": 52}
 MAX_INSTALLMENTS = 600
 MAX_ANNUAL_RATE = Decimal(100)
-MAX_PRINCIPAL = Decimal(10) ** 12
+RATE_STEP = Decimal("0.0001")
 PRECISION = 34
 
 Amounts = list[tuple[Decimal, Decimal]]  # (principal, interest) per row
@@ -136,6 +136,8 @@ def schedule_build(
         else:
             amounts = _declining_equal_installments(amount, periodic_rate, count, multiple)
 
+    if amount + sum((interest for _, interest in amounts), ZERO) > MAX_MONEY:
+        raise ScheduleError("principal and interest together are more than the books can hold")
     rows = []
     balance = amount
     for number, (due, (paid, interest)) in enumerate(zip(dates, amounts, strict=True), 1):
@@ -247,21 +249,20 @@ def _even_share(total: Decimal, count: int) -> Decimal:
 
 
 def _parse_principal(value: object) -> Decimal:
-    amount = _parse_decimal("principal", value)
-    if amount <= 0:
-        raise ScheduleError(f"principal must be more than 0, not {value}")
-    if amount > MAX_PRINCIPAL:
-        raise ScheduleError(f"principal must be at most {MAX_PRINCIPAL:f}, not {value}")
-    if amount != round_money(amount):
-        raise ScheduleError(f"principal must be in whole cents, not {value}")
-    return round_money(amount)
+    try:
+        return money_input(value, "principal")
+    except MoneyError as exc:
+        raise ScheduleError(str(exc)) from None
 
 
 def _parse_rate(value: object) -> Decimal:
     rate = _parse_decimal("annual rate", value)
     if rate < 0 or rate > MAX_ANNUAL_RATE:
         raise ScheduleError(f"annual rate must be between 0 and {MAX_ANNUAL_RATE}, not {value}")
-    return rate
+    # What the rate columns hold (Numeric(7, 4)); a finer rate, like 1e-400, is a typo.
+    if rate != rate.quantize(RATE_STEP):
+        raise ScheduleError(f"annual rate has more than 4 decimal places: {value}")
+    return rate.quantize(RATE_STEP)
 
 
 def _parse_installments(value: object) -> int:

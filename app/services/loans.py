@@ -19,12 +19,14 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+from app.clock import business_today
 from app.extensions import db
 from app.models import Account, Installment, Loan, LoanProduct, Member, StaffUser
 from app.models.types import utcnow
-from app.money import ZERO, MoneyError, round_money, to_decimal
+from app.money import ZERO, MoneyError, money_input, round_money, to_decimal
 from app.selectors.loans import (
     LIVE_STATUSES,
+    aging_bucket,
     current_installments,
     loan_debt,
     loan_eligibility,
@@ -111,28 +113,65 @@ def _transition(
     )
 
 
-def _get_loan(loan_id: int, *, lock: bool = True) -> Loan:
-    stmt = select(Loan).where(Loan.id == loan_id)
-    if lock:
-        # Serialises concurrent changes to one loan on PostgreSQL (SQLite locks at BEGIN).
-        # OF loans: PostgreSQL refuses FOR UPDATE on the outer joins of the eager loads.
-        stmt = stmt.with_for_update(of=Loan)
-    loan = db.session.scalar(stmt)
+def _get_loan(loan_id: int) -> Loan:
+    """The loan, locked for this transaction and re-read under the lock.
+
+    The lock serialises every change to one loan on PostgreSQL (SQLite locks at BEGIN);
+    populate_existing makes the row we work from the one the lock protects, not a copy the
+    session read before (a callback that looked the loan up by number first, say).
+    OF loans: PostgreSQL refuses FOR UPDATE on the outer joins of the eager loads.
+    """
+    loan = db.session.scalar(
+        select(Loan)
+        .where(Loan.id == loan_id)
+        .with_for_update(of=Loan)
+        .execution_options(populate_existing=True)
+    )
     if loan is None:
         raise LoanError(f"no loan {loan_id}")
     return loan
 
 
+def _lock_member(member_id: int) -> Member:
+    """Take the member's lock: lending is decided one application at a time per member,
+    so two applications (or approvals) cannot each use the same limit."""
+    member = db.session.scalar(
+        select(Member)
+        .where(Member.id == member_id)
+        .with_for_update(of=Member)
+        .execution_options(populate_existing=True)
+    )
+    if member is None:
+        raise LoanError(f"no member {member_id}")
+    return member
+
+
+def _check_limit(loan: Loan, member: Member, as_of: date) -> None:
+    """Under the member's lock: this loan still fits the member's limit, as at apply."""
+    eligibility = loan_eligibility(member=member, product=loan.product, as_of=as_of, deciding=loan)
+    if not eligibility.eligible:
+        raise LoanError(eligibility.reason or "not eligible")
+    if loan.principal > eligibility.limit:
+        raise LoanError(
+            f"loan {loan.loan_no} of KES {loan.principal:,.0f} is above the member's limit "
+            f"now (KES {eligibility.limit:,.0f})"
+        )
+
+
+def _lock_for_lending(loan_id: int) -> tuple[Loan, Member]:
+    """Member first, then loan: every path that takes both takes them in this order."""
+    member_id = db.session.scalar(select(Loan.member_id).where(Loan.id == loan_id))
+    if member_id is None:
+        raise LoanError(f"no loan {loan_id}")
+    member = _lock_member(member_id)
+    return _get_loan(loan_id), member
+
+
 def _amount(value: object, what: str = "amount") -> Decimal:
     try:
-        amount = to_decimal(value)
+        return money_input(value, what)
     except MoneyError as exc:
-        raise LoanError(f"{what} is not a number") from exc
-    if amount <= 0:
-        raise LoanError(f"{what} must be more than zero")
-    if amount != round_money(amount):
-        raise LoanError(f"{what} has fractions of a cent")
-    return amount
+        raise LoanError(str(exc)) from None
 
 
 def loan_fee(product: LoanProduct, principal: Decimal) -> Decimal:
@@ -162,10 +201,8 @@ def loan_apply(
 ) -> Loan:
     """Submit an application; auto-approve it when the product allows (instant loans)."""
     principal = _amount(amount)
-    member = db.session.get(Member, member_id)
     product = db.session.get(LoanProduct, product_id)
-    if member is None:
-        raise LoanError(f"no member {member_id}")
+    member = _lock_member(member_id)
     if product is None or not product.active:
         raise LoanError("unknown loan product")
     term = product.default_term if term is None else term
@@ -245,9 +282,11 @@ def loan_recommend(*, loan_id: int, staff: StaffUser, note: str | None = None) -
     return loan
 
 
-def loan_approve(*, loan_id: int, staff: StaffUser, note: str | None = None) -> Loan:
-    loan = _get_loan(loan_id)
+def loan_approve(
+    *, loan_id: int, staff: StaffUser, note: str | None = None, as_of: date | None = None
+) -> Loan:
     _require_role(staff, APPROVER_ROLES, "approve loans")
+    loan, member = _lock_for_lending(loan_id)
     if _needs_second_staff(loan):
         if loan.status != "recommended":
             raise LoanError(
@@ -256,6 +295,8 @@ def loan_approve(*, loan_id: int, staff: StaffUser, note: str | None = None) -> 
             )
         if loan.recommended_by_id == staff.id:
             raise LoanError("the staff member who recommended a loan cannot also approve it")
+    if loan.status in TRANSITIONS["approve"][0]:
+        _check_limit(loan, member, as_of or business_today())
     _transition(loan, "approve", staff, note)
     loan.approved_by_id = staff.id
     loan.decided_at = utcnow()
@@ -287,9 +328,12 @@ def loan_withdraw(*, loan_id: int, actor: StaffUser | str) -> Loan:
     return loan
 
 
-def loan_start_payout(*, loan_id: int) -> Loan:
-    """Mark an approved loan as being paid out (the B2C request is about to go)."""
-    loan = _get_loan(loan_id)
+def loan_start_payout(*, loan_id: int, as_of: date | None = None) -> Loan:
+    """Mark an approved loan as being paid out (the B2C request is about to go): the last
+    moment the limit can still stop the money, so it is checked again here."""
+    loan, member = _lock_for_lending(loan_id)
+    if loan.status == "approved":
+        _check_limit(loan, member, as_of or business_today())
     _transition(loan, "start_payout", "system")
     db.session.commit()
     return loan
@@ -358,7 +402,11 @@ def loan_disburse(
     and the payout as one entry. `reference` (the M-PESA receipt) keys the posting, so a
     repeated result cannot disburse twice.
     """
-    loan = _get_loan(loan_id)
+    loan, member = _lock_for_lending(loan_id)
+    if loan.status == "approved":
+        # Paid out by staff without a B2C request: nothing has left yet, so the limit can
+        # still refuse. From "disbursing" the money has gone: it is recorded whatever.
+        _check_limit(loan, member, value_date)
     _transition(loan, "disburse", actor, f"{channel} {reference}")
     loan.disbursed_on = value_date
     schedule = _write_schedule(loan, loan.principal, value_date, version=1)
@@ -404,6 +452,7 @@ class RepaymentResult:
     amount: Decimal
     allocated: dict[str, Decimal] = field(default_factory=dict)
     to_savings: Decimal = ZERO
+    recovered: Decimal = ZERO  # on a written-off loan
     balance_left: Decimal = ZERO
     closed: bool = False
     entry_id: int | None = None
@@ -422,9 +471,9 @@ def loan_repay(
     """Apply a payment: penalty -> fees -> interest -> principal, oldest installment first.
 
     Future installments are paid in order when money remains (prepayment); anything beyond
-    the whole debt goes to savings, and a loan that is no longer live takes nothing, so
-    the whole amount goes to savings: money is never lost. `reference` (the M-PESA
-    receipt) makes the posting idempotent.
+    the whole debt goes to savings. On a written-off loan the money is a recovery (income,
+    up to what was written off); a closed loan takes nothing, so it goes to savings: money
+    is never lost. `reference` (the M-PESA receipt) makes the posting idempotent.
     """
     value = _amount(amount)
     loan = _get_loan(loan_id)
@@ -440,7 +489,7 @@ def loan_repay(
         lines: list[Line] = [debit(source_account, value)]
         if loan.status in LIVE_STATUSES:
             paid = {c: ZERO for c in COMPONENTS}
-            for row in current_installments(loan.id):
+            for row in current_installments(loan.id, fresh=True):
                 for component in COMPONENTS:
                     owed = getattr(row, f"{component}_due") - getattr(row, f"{component}_paid")
                     take = min(owed, remaining)
@@ -456,6 +505,15 @@ def loan_repay(
                 if paid[component] > 0:
                     lines.append(credit(loan_account(loan, component), paid[component]))
             result.allocated = {c: v for c, v in paid.items() if v > 0}
+        elif loan.status == "written_off":
+            # A recovery: it reduces the written-off debt as income, never the member's
+            # savings, which they could withdraw again.
+            recovered = min(remaining, loan.written_off_amount - loan.recovered_amount)
+            if recovered > 0:
+                lines.append(credit(gl_account("GL-INCOME-RECOVERY"), recovered))
+                loan.recovered_amount += recovered
+                result.recovered = recovered
+                remaining -= recovered
         if remaining > 0:
             if source != "mpesa":
                 # Paying from savings more than is owed would just move money back.
@@ -476,13 +534,15 @@ def loan_repay(
     result.entry_id = entry.id
     debt = loan_debt(loan_id=loan.id)
     result.balance_left = debt.total
+    if loan.status == "written_off":
+        result.balance_left = loan.written_off_amount - loan.recovered_amount
     if loan.status in LIVE_STATUSES and debt.total == 0:
         _transition(loan, "close", actor, f"paid in full by {reference}")
         loan.closed_on = value_date
         loan.days_past_due = 0
         loan.aging_bucket = "current"
         result.closed = True
-    if result.allocated:
+    if result.allocated or result.recovered:
         notify_repayment_received(
             member=member,
             amount=value,
@@ -525,6 +585,51 @@ def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: dat
     return True
 
 
+def penalty_for(product: LoanProduct, row: Installment) -> Decimal:
+    """The penalty one overdue installment earns under its product's rule (zero: none)."""
+    if product.penalty_type == "fixed":
+        return round_money(product.penalty_value)
+    if product.penalty_type == "percent":
+        overdue = sum(
+            (getattr(row, f"{c}_due") - getattr(row, f"{c}_paid") for c in COMPONENTS[1:]),
+            ZERO,
+        )
+        return round_money(overdue * product.penalty_value / 100)
+    return ZERO
+
+
+def loan_update_arrears(*, loan_id: int, as_of: date) -> bool:
+    """Days past due, aging bucket, default flag and penalties of one loan for `as_of`.
+
+    Under the loan's lock, from rows re-read under it: a repayment or a restructure that
+    committed while the daily job was scanning is seen here, so a paid-off loan gets no
+    penalty and a replaced installment is never charged. Commits; True if it changed.
+    """
+    loan = _get_loan(loan_id)
+    if loan.status not in LIVE_STATUSES:
+        db.session.commit()
+        return False
+    product = loan.product
+    overdue = [
+        row
+        for row in current_installments(loan.id, fresh=True)
+        if row.paid_on is None and row.due_date < as_of
+    ]
+    changed = False
+    for row in overdue:
+        if (as_of - row.due_date).days > product.grace_days and row.last_penalty_on is None:
+            amount = penalty_for(product, row)
+            if amount > 0:
+                changed |= loan_charge_penalty(installment=row, amount=amount, as_of=as_of)
+    dpd = (as_of - overdue[0].due_date).days if overdue else 0
+    new = (dpd, aging_bucket(dpd), dpd > product.default_threshold_days)
+    if (loan.days_past_due, loan.aging_bucket, loan.in_default) != new:
+        loan.days_past_due, loan.aging_bucket, loan.in_default = new
+        changed = True
+    db.session.commit()
+    return changed
+
+
 def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: date) -> Loan:
     """Take a defaulted loan off the books: every receivable moves to the write-off expense."""
     _require_role(staff, ("admin", "branch_manager"), "write off loans")
@@ -533,8 +638,14 @@ def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: d
         raise LoanError(
             f"loan {loan.loan_no} is not in default; only defaulted loans are written off"
         )
+    rows = current_installments(loan.id, fresh=True)
     debt = loan_debt(loan_id=loan.id)
     _transition(loan, "write_off", staff, reason)
+    # The schedule stops being owed: its rows stay, retired like a restructure's, and what
+    # it still said is kept on the loan, for recoveries to count against.
+    for row in rows:
+        row.superseded = True
+    loan.written_off_amount = debt.total
     lines: list[Line] = [debit(gl_account("GL-WRITE-OFF"), debt.total)]
     for component in COMPONENTS:
         owed = getattr(debt, component)
@@ -582,7 +693,7 @@ def loan_restructure(
     product = loan.product
     if not (1 <= term <= max(product.max_term, 1)):
         raise LoanError(f"the new term must be 1 to {product.max_term} {_periods(product)}")
-    rows = current_installments(loan.id)
+    rows = current_installments(loan.id, fresh=True)
     future_interest = sum(
         (r.interest_due - r.interest_paid for r in rows if r.due_date > start_date), ZERO
     )

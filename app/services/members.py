@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.models import Member
-from app.money import MoneyError, round_money, to_decimal
+from app.money import MoneyError, money_input
 from app.phone import PhoneError, normalise_phone
 from app.selectors.members import member_balances
 from app.services.audit import audit_record
@@ -98,12 +98,9 @@ def member_add(
 
 def _positive(amount: object) -> Decimal:
     try:
-        value = round_money(to_decimal(amount))
+        return money_input(amount)
     except MoneyError as exc:
-        raise MemberError(str(exc)) from exc
-    if value <= 0:
-        raise MemberError("amount must be more than zero")
-    return value
+        raise MemberError(str(exc)) from None
 
 
 def member_deposit(
