@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from app import create_app
 from app.extensions import db, redis_client
+from app.services.ledger import ledger_check
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +55,15 @@ def app(_urls: dict[str, str]) -> Iterator[Flask]:
         db.engine.dispose()
 
 
+def assert_books_reconcile() -> None:
+    db.session.remove()
+    problems = ledger_check()
+    db.session.rollback()
+    assert problems == [], "the books do not reconcile:\n" + "\n".join(
+        f"{p.what}: {p.detail}" for p in problems
+    )
+
+
 def _truncate_all() -> None:
     tables = [t.name for t in reversed(db.metadata.sorted_tables)]
     with db.engine.begin() as conn:
@@ -66,7 +76,9 @@ def _truncate_all() -> None:
 
 @pytest.fixture(autouse=True)
 def _isolated(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Each test that touches the app starts with empty tables and an empty Redis db."""
+    """Each test that touches the app starts with empty tables and an empty Redis db, and
+    ends with the books reconciled: every balance equals its journal, every loan's
+    receivables equal its schedule (a test that breaks them on purpose is marked)."""
     if "app" not in request.fixturenames:
         yield
         return
@@ -75,6 +87,8 @@ def _isolated(request: pytest.FixtureRequest) -> Iterator[None]:
         redis_client().flushdb()
         try:
             yield
+            if request.node.get_closest_marker("books_may_disagree") is None:
+                assert_books_reconcile()
         finally:
             db.session.remove()
             _truncate_all()

@@ -48,7 +48,8 @@ JobFn = Callable[..., None]
 
 def job_run(name: str, fn: JobFn, as_of: date | None = None) -> int:
     """Run job `fn` as `name` for `as_of` (default: today in Kenya); return its exit code."""
-    as_of = as_of or business_today()
+    today = business_today()
+    as_of = as_of or today
     run_id = uuid.uuid4().hex[:12]
     stats = JobStats()
     started_at = datetime.now(UTC)
@@ -56,12 +57,17 @@ def job_run(name: str, fn: JobFn, as_of: date | None = None) -> int:
     lock_key = f"sacco:lock:job:{name}"
     redis = redis_client()
     status = "success"
-    try:
-        got_lock = redis.set(lock_key, run_id, nx=True, ex=LOCK_TTL_SECONDS)
-    except Exception as exc:  # noqa: BLE001 - no lock, no run
-        got_lock = False
+    got_lock = False
+    if as_of > today:
+        # A day that has not come: penalties charged for it would be owed for real.
         status = "fatal"
-        stats.error(f"lock: {type(exc).__name__}: {exc}")
+        stats.error(f"as_of {as_of} is after today's business date {today}")
+    else:
+        try:
+            got_lock = bool(redis.set(lock_key, run_id, nx=True, ex=LOCK_TTL_SECONDS))
+        except Exception as exc:  # noqa: BLE001 - no lock, no run
+            status = "fatal"
+            stats.error(f"lock: {type(exc).__name__}: {exc}")
     if got_lock:
         try:
             fn(as_of=as_of, stats=stats)

@@ -7,6 +7,7 @@ from datetime import date, datetime
 import click
 from flask.cli import AppGroup
 
+from app.clock import business_today
 from workers.schedule import JOBS, run_job
 
 jobs_cli = AppGroup("jobs", help="Run the scheduled jobs by hand.")
@@ -31,6 +32,12 @@ def jobs_run(name: str, as_of_date: str | None) -> None:
         except ValueError:
             click.echo(f"error: --as-of-date must be YYYY-MM-DD, got {as_of_date!r}", err=True)
             raise SystemExit(1) from None
+    if as_of is not None and as_of > business_today():
+        click.echo(
+            f"error: --as-of-date {as_of} is after today's business date {business_today()}",
+            err=True,
+        )
+        raise SystemExit(1)
     if name not in JOBS:
         known = ", ".join(sorted(JOBS))
         click.echo(f"error: no job {name!r} (jobs: {known})", err=True)

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.clock import business_today
 from app.extensions import db
-from app.models import Account, Installment, Loan, LoanProduct, Member, StaffUser
+from app.models import Account, Installment, JournalEntry, Loan, LoanProduct, Member, StaffUser
 from app.models.types import utcnow
 from app.money import ZERO, MoneyError, money_input, round_money, to_decimal
 from app.selectors.loans import (
@@ -562,9 +562,25 @@ def loan_repay(
     return result
 
 
+def _penalty_reversals(installment: Installment) -> int:
+    return (
+        db.session.scalar(
+            select(func.count())
+            .select_from(JournalEntry)
+            .where(JournalEntry.idempotency_key.like(f"penalty-reversal:{installment.id}:%"))
+        )
+        or 0
+    )
+
+
 def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: date) -> bool:
-    """Charge one overdue installment's penalty once; False when it was charged already."""
+    """Charge one overdue installment's penalty once; False when it was charged already.
+
+    Keyed by the installment (and by how many times staff reversed its penalty, so one
+    wrongly charged and reversed can still be charged when it is really late)."""
     loan = installment.loan
+    reversals = _penalty_reversals(installment)
+    key = f"penalty:{installment.id}" + (f":{reversals}" if reversals else "")
     try:
         journal_post(
             kind="penalty",
@@ -574,7 +590,7 @@ def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: dat
             ],
             value_date=as_of,
             description=f"Late penalty {loan.loan_no} #{installment.number}",
-            idempotency_key=f"penalty:{installment.id}",
+            idempotency_key=key,
             member_id=loan.member_id,
             loan_id=loan.id,
         )
@@ -596,6 +612,61 @@ def penalty_for(product: LoanProduct, row: Installment) -> Decimal:
         )
         return round_money(overdue * product.penalty_value / 100)
     return ZERO
+
+
+def loan_reverse_penalty(
+    *, loan_id: int, installment_number: int, staff: StaffUser, reason: str, value_date: date
+) -> Decimal:
+    """Take back a penalty charged in error (a job run for the wrong date, say).
+
+    One reversing entry: penalty income gives back the whole charge; what was still owed
+    leaves the penalty receivable, and what the member had already paid of it goes to their
+    savings. The installment owes no penalty after, and may be charged again if it is
+    really late. Audited; returns the amount reversed.
+    """
+    _require_role(staff, ("branch_manager",), "reverse penalties")
+    reason = (reason or "").strip()
+    if not reason:
+        raise LoanError("a penalty reversal needs a reason")
+    loan = _get_loan(loan_id)
+    row = next(
+        (r for r in current_installments(loan.id, fresh=True) if r.number == installment_number),
+        None,
+    )
+    if row is None:
+        raise LoanError(f"loan {loan.loan_no} has no installment {installment_number}")
+    charged, paid = row.penalty_due, row.penalty_paid
+    if charged <= 0:
+        raise LoanError(f"installment {installment_number} of {loan.loan_no} has no penalty")
+    lines: list[Line] = [debit(gl_account("GL-INCOME-PENALTY"), charged)]
+    if charged - paid > 0:
+        lines.append(credit(loan_account(loan, "penalty"), charged - paid))
+    if paid > 0:
+        lines.append(credit(member_account(loan.member, "savings"), paid))
+    journal_post(
+        kind="penalty_reversal",
+        lines=lines,
+        value_date=value_date,
+        description=f"Penalty reversed {loan.loan_no} #{row.number}: {reason}"[:255],
+        idempotency_key=f"penalty-reversal:{row.id}:{_penalty_reversals(row) + 1}",
+        actor=_actor_name(staff),
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+    before = {"penalty_due": charged, "penalty_paid": paid, "charged_on": row.last_penalty_on}
+    row.penalty_due = row.penalty_paid = ZERO
+    row.last_penalty_on = None
+    audit_record(
+        actor=_actor_name(staff),
+        action="loan.penalty_reverse",
+        object_type="loan",
+        object_id=loan.loan_no,
+        before={"installment": row.number, **before},
+        after={"installment": row.number, "penalty_due": ZERO, "refunded": paid},
+        note=reason,
+    )
+    db.session.commit()
+    return charged
 
 
 def loan_update_arrears(*, loan_id: int, as_of: date) -> bool:
