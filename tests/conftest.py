@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from app import create_app
 from app.extensions import db, redis_client
-from app.services.ledger import ledger_check
+from tests.helpers import assert_books_reconcile, truncate_all
 
 
 @pytest.fixture(scope="session")
@@ -55,25 +55,6 @@ def app(_urls: dict[str, str]) -> Iterator[Flask]:
         db.engine.dispose()
 
 
-def assert_books_reconcile() -> None:
-    db.session.remove()
-    problems = ledger_check()
-    db.session.rollback()
-    assert problems == [], "the books do not reconcile:\n" + "\n".join(
-        f"{p.what}: {p.detail}" for p in problems
-    )
-
-
-def _truncate_all() -> None:
-    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
-    with db.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - names from our metadata
-
-
 @pytest.fixture(autouse=True)
 def _isolated(request: pytest.FixtureRequest) -> Iterator[None]:
     """Each test that touches the app starts with empty tables and an empty Redis db, and
@@ -91,7 +72,7 @@ def _isolated(request: pytest.FixtureRequest) -> Iterator[None]:
                 assert_books_reconcile()
         finally:
             db.session.remove()
-            _truncate_all()
+            truncate_all()
             redis_client().flushdb()
 
 

@@ -3,8 +3,11 @@ by their dotted path (`tests.helpers.NAME`)."""
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from app.extensions import db
 from app.models import Member
+from app.services.ledger import ledger_check
 
 
 def job_rename_member_then_fail(member_id: int) -> None:
@@ -37,3 +40,22 @@ def at_reply(code: int = 101, status: str = "Success", message_id: str = "ATXid_
             ],
         }
     }
+
+
+def assert_books_reconcile() -> None:
+    db.session.remove()
+    problems = ledger_check()
+    db.session.rollback()
+    assert problems == [], "the books do not reconcile:\n" + "\n".join(
+        f"{p.what}: {p.detail}" for p in problems
+    )
+
+
+def truncate_all() -> None:
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - names from our metadata

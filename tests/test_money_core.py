@@ -29,8 +29,8 @@ from app.services.loans import (
     loan_write_off,
 )
 from app.services.members import MemberError, member_deposit
-from tests.conftest import assert_books_reconcile
 from tests.factories import make_member
+from tests.helpers import assert_books_reconcile
 from tests.loan_factories import (
     balance,
     make_borrower,
