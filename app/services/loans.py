@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import TypeVar
 
 from sqlalchemy import func, select
 
@@ -51,6 +52,8 @@ from app.services.notifications import (
     notify_loan_rejected,
     notify_repayment_received,
 )
+
+_Row = TypeVar("_Row", Loan, Member)
 
 APPROVER_ROLES = ("admin", "branch_manager", "loan_officer")
 COMPONENTS = ("penalty", "fees", "interest", "principal")  # repayment order within a row
@@ -113,20 +116,25 @@ def _transition(
     )
 
 
-def _get_loan(loan_id: int) -> Loan:
-    """The loan, locked for this transaction and re-read under the lock.
+def _locked(model: type[_Row], row_id: int) -> _Row | None:
+    """The row, locked for this transaction and re-read under the lock.
 
-    The lock serialises every change to one loan on PostgreSQL (SQLite locks at BEGIN);
+    The lock serialises every change to it on PostgreSQL (SQLite locks at BEGIN);
     populate_existing makes the row we work from the one the lock protects, not a copy the
     session read before (a callback that looked the loan up by number first, say).
-    OF loans: PostgreSQL refuses FOR UPDATE on the outer joins of the eager loads.
+    OF: PostgreSQL refuses FOR UPDATE on the outer joins of the eager loads.
     """
-    loan = db.session.scalar(
-        select(Loan)
-        .where(Loan.id == loan_id)
-        .with_for_update(of=Loan)
+    return db.session.scalar(
+        select(model)
+        .where(model.id == row_id)
+        .with_for_update(of=model)
         .execution_options(populate_existing=True)
     )
+
+
+def _get_loan(loan_id: int) -> Loan:
+    """The loan under its lock: every change to a loan starts here."""
+    loan = _locked(Loan, loan_id)
     if loan is None:
         raise LoanError(f"no loan {loan_id}")
     return loan
@@ -135,12 +143,7 @@ def _get_loan(loan_id: int) -> Loan:
 def _lock_member(member_id: int) -> Member:
     """Take the member's lock: lending is decided one application at a time per member,
     so two applications (or approvals) cannot each use the same limit."""
-    member = db.session.scalar(
-        select(Member)
-        .where(Member.id == member_id)
-        .with_for_update(of=Member)
-        .execution_options(populate_existing=True)
-    )
+    member = _locked(Member, member_id)
     if member is None:
         raise LoanError(f"no member {member_id}")
     return member
