@@ -17,7 +17,7 @@ from flask import Flask
 from sqlalchemy import select, text
 
 from app.extensions import db
-from app.models import Account, Installment, Loan, Member
+from app.models import Account, Installment, Loan, Member, StaffUser
 from app.money import MoneyError, money_input
 from app.services.ledger import LedgerError, account_close, member_account
 from app.services.loans import (
@@ -25,6 +25,7 @@ from app.services.loans import (
     loan_apply,
     loan_approve,
     loan_repay,
+    loan_restructure,
     loan_reverse_penalty,
     loan_write_off,
 )
@@ -152,6 +153,57 @@ def test_1_a_loan_paid_off_while_the_arrears_job_runs_gets_no_penalty(app: Flask
     assert (loan.days_past_due, loan.aging_bucket) == (0, "current")
     assert receivables(loan)["penalty"] == 0
     assert balance("GL-INCOME-PENALTY") == 0
+
+
+def test_1_a_restructure_committed_during_the_arrears_job_is_not_charged_on_old_rows(
+    app: Flask, pg: None
+) -> None:
+    loan_id = _v1_loan(
+        on=date(2026, 1, 1), penalty_type="fixed", penalty_value=Decimal("50"), grace_days=3
+    )
+    run_job("loan-arrears", date(2026, 2, 3))  # late, within grace: no penalty yet
+    assert reload(loan_id).days_past_due == 2
+    manager_id = make_staff("branch_manager").id
+    db.session.commit()
+    db.session.remove()
+    interest_locked = threading.Event()
+    release = threading.Event()
+
+    def hold_interest_income() -> None:
+        # The restructure will post to interest income: holding that row keeps the
+        # restructure (and its lock on the loan) open until we let go.
+        db.session.execute(
+            text("SELECT id FROM accounts WHERE code = 'GL-INCOME-INTEREST' FOR UPDATE")
+        )
+        interest_locked.set()
+        release.wait(20)
+        db.session.commit()
+
+    holder = Worker(app, hold_interest_income)
+    holder.start()
+    assert interest_locked.wait(20)
+    restructure = Worker(
+        app,
+        lambda: loan_restructure(
+            loan_id=loan_id,
+            staff=db.session.get(StaffUser, manager_id),
+            term=12,
+            start_date=date(2026, 2, 10),
+            reason="new terms agreed",
+        ),
+    )
+    restructure.start()
+    wait_until_blocked(1)
+    job = Worker(app, lambda: run_job("loan-arrears", date(2026, 2, 10)))
+    job.start()
+    wait_until_blocked(2)  # the job scanned the old rows and waits for the loan
+    release.set()
+    holder.outcome()
+    restructure.outcome()
+    job.outcome()
+
+    assert balance("GL-INCOME-PENALTY") == 0
+    assert receivables(reload(loan_id))["penalty"] == 0
 
 
 # 2 -----------------------------------------------------------------------------------------
