@@ -5,19 +5,21 @@ full reconciliation (the autouse fixture in conftest)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
 from sqlalchemy import select, text
 
 from app.extensions import db
-from app.models import Account, Installment, Loan, Member, StaffUser
+from app.models import Account, Installment, JobRun, Loan, Member, StaffUser
 from app.money import MoneyError, money_input
 from app.services.ledger import LedgerError, account_close, member_account
 from app.services.loans import (
@@ -474,3 +476,18 @@ def test_8_a_deposit_committing_during_a_close_keeps_the_account_open(app: Flask
     account = db.session.get(Account, savings_id)
     assert (account.status, account.display_balance) == ("open", Decimal("100.00"))
     assert_books_reconcile()
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])
+def test_4_a_job_s_default_day_is_the_business_date_in_timezone_never_the_host_s(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    from workers.schedule import run_job as run_scheduled
+
+    # UTC+14 and UTC-11 never share a date, so a default taken from UTC (or the host)
+    # fails for at least one of them, at any hour the suite runs.
+    settings = dataclasses.replace(app.config["SETTINGS"], TIMEZONE=zone)
+    monkeypatch.setitem(app.config, "SETTINGS", settings)
+    assert run_scheduled("ledger-check") == 0
+    recorded = db.session.scalar(select(JobRun.as_of))
+    assert recorded == datetime.now(ZoneInfo(zone)).date()
