@@ -152,6 +152,9 @@ class Installment(db.Model):
     penalty_paid: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
     paid_on: Mapped[date | None] = mapped_column(Date)
     last_penalty_on: Mapped[date | None] = mapped_column(Date)
+    # Staff reversals of this installment's penalty: part of the next charge's key, so a
+    # penalty reversed in error can be charged again, still once per charge.
+    penalty_reversals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     loan: Mapped[Loan] = relationship(back_populates="installments")
 

@@ -18,11 +18,11 @@ from datetime import date
 from decimal import Decimal
 from typing import TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.clock import business_today
 from app.extensions import db
-from app.models import Account, Installment, JournalEntry, Loan, LoanProduct, Member, StaffUser
+from app.models import Account, Installment, Loan, LoanProduct, Member, StaffUser
 from app.models.types import utcnow
 from app.money import ZERO, MoneyError, money_input, round_money, to_decimal
 from app.selectors.loans import (
@@ -565,24 +565,13 @@ def loan_repay(
     return result
 
 
-def _penalty_reversals(installment: Installment) -> int:
-    return (
-        db.session.scalar(
-            select(func.count())
-            .select_from(JournalEntry)
-            .where(JournalEntry.idempotency_key.like(f"penalty-reversal:{installment.id}:%"))
-        )
-        or 0
-    )
-
-
 def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: date) -> bool:
     """Charge one overdue installment's penalty once; False when it was charged already.
 
     Keyed by the installment (and by how many times staff reversed its penalty, so one
     wrongly charged and reversed can still be charged when it is really late)."""
     loan = installment.loan
-    reversals = _penalty_reversals(installment)
+    reversals = installment.penalty_reversals
     key = f"penalty:{installment.id}" + (f":{reversals}" if reversals else "")
     try:
         journal_post(
@@ -651,7 +640,7 @@ def loan_reverse_penalty(
         lines=lines,
         value_date=value_date,
         description=f"Penalty reversed {loan.loan_no} #{row.number}: {reason}"[:255],
-        idempotency_key=f"penalty-reversal:{row.id}:{_penalty_reversals(row) + 1}",
+        idempotency_key=f"penalty-reversal:{row.id}:{row.penalty_reversals + 1}",
         actor=_actor_name(staff),
         member_id=loan.member_id,
         loan_id=loan.id,
@@ -659,6 +648,7 @@ def loan_reverse_penalty(
     before = {"penalty_due": charged, "penalty_paid": paid, "charged_on": row.last_penalty_on}
     row.penalty_due = row.penalty_paid = ZERO
     row.last_penalty_on = None
+    row.penalty_reversals += 1
     audit_record(
         actor=_actor_name(staff),
         action="loan.penalty_reverse",
