@@ -1,0 +1,246 @@
+"""The Daraja client against Daraja's documented answers, faked at the HTTP boundary with
+`responses`, and a real Redis for the token cache."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+import responses
+from flask import Flask
+
+from app.extensions import redis_client
+from app.integrations.daraja import (
+    TOKEN_KEY,
+    DarajaAuthError,
+    DarajaBusy,
+    DarajaClient,
+    DarajaConfig,
+    DarajaInvalidRequest,
+    DarajaNoAnswer,
+    DarajaStillProcessing,
+    daraja_timestamp,
+    stk_password,
+)
+
+BASE = "https://daraja.example.test"
+TOKEN_URL = f"{BASE}/oauth/v1/generate"
+STK_URL = f"{BASE}/mpesa/stkpush/v1/processrequest"
+QUERY_URL = f"{BASE}/mpesa/stkpushquery/v1/query"
+PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+# 13:56:27 UTC is 16:56:27 in Nairobi: the timestamp must be the latter.
+NOW = datetime(2016, 2, 16, 13, 56, 27, tzinfo=UTC)
+ACCEPTED = {
+    "MerchantRequestID": "29115-34620561-1",
+    "CheckoutRequestID": "ws_CO_191220191020363925",
+    "ResponseCode": "0",
+    "ResponseDescription": "Success. Request accepted for processing",
+    "CustomerMessage": "Success. Request accepted for processing",
+}
+
+
+@pytest.fixture
+def http() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def client(app: Flask) -> DarajaClient:
+    config = DarajaConfig(
+        base_url=BASE,
+        consumer_key="ck",
+        consumer_secret="cs",
+        shortcode="174379",
+        passkey=PASSKEY,
+        tz=ZoneInfo("Africa/Nairobi"),
+    )
+    return DarajaClient(config, redis_client())
+
+
+def token_reply(token: str = "c9SQxWWhmdVRlyh0zh8gZDTkubVF") -> dict[str, str]:
+    return {"access_token": token, "expires_in": "3599"}
+
+
+def push(client: DarajaClient, **overrides: object) -> dict:
+    args = dict(
+        phone="0708920430",
+        amount="500",
+        account_reference="L000045",
+        description="Loan repay",
+        callback_url="https://sacco.example/payments/tok/stk/callback",
+        now=NOW,
+    )
+    args.update(overrides)
+    return client.stk_push(**args)  # type: ignore[arg-type]
+
+
+def test_password_and_timestamp_are_in_kenyan_time() -> None:
+    timestamp = daraja_timestamp(NOW, ZoneInfo("Africa/Nairobi"))
+    assert timestamp == "20160216165627"
+    decoded = base64.b64decode(stk_password("174379", PASSKEY, timestamp)).decode()
+    assert decoded == f"174379{PASSKEY}20160216165627"
+
+
+def test_an_stk_push_sends_the_documented_body_with_a_cached_token(
+    client: DarajaClient, http: responses.RequestsMock
+) -> None:
+    http.get(TOKEN_URL, json=token_reply())
+    http.post(STK_URL, json=ACCEPTED)
+
+    assert push(client)["CheckoutRequestID"] == "ws_CO_191220191020363925"
+    assert push(client, amount=700)["MerchantRequestID"] == "29115-34620561-1"
+
+    token_calls = [c for c in http.calls if c.request.url.startswith(TOKEN_URL)]
+    assert len(token_calls) == 1  # the second push used the cached token
+    auth = token_calls[0].request.headers["Authorization"]
+    assert auth == "Basic " + base64.b64encode(b"ck:cs").decode()
+    body = json.loads(http.calls[1].request.body)
+    assert body == {
+        "BusinessShortCode": "174379",
+        "Password": stk_password("174379", PASSKEY, "20160216165627"),
+        "Timestamp": "20160216165627",
+        "TransactionType": "CustomerPayBillOnline",
+        "Amount": "500",
+        "PartyA": "254708920430",
+        "PartyB": "174379",
+        "PhoneNumber": "254708920430",
+        "CallBackURL": "https://sacco.example/payments/tok/stk/callback",
+        "AccountReference": "L000045",
+        "TransactionDesc": "Loan repay",
+    }
+    assert http.calls[1].request.headers["Authorization"] == "Bearer c9SQxWWhmdVRlyh0zh8gZDTkubVF"
+    ttl = redis_client().ttl(TOKEN_KEY)
+    assert 3500 < ttl < 3540  # less than the token's life
+
+
+def test_an_invalid_token_is_refreshed_once_and_the_request_retried(
+    client: DarajaClient, http: responses.RequestsMock
+) -> None:
+    redis_client().set(TOKEN_KEY, "stale")
+    http.get(TOKEN_URL, json=token_reply("fresh"))
+    http.post(
+        STK_URL,
+        status=404,
+        json={"requestId": "1", "errorCode": "404.001.03", "errorMessage": "Invalid Access Token"},
+    )
+    http.post(STK_URL, json=ACCEPTED)
+
+    assert push(client)["ResponseCode"] == "0"
+    sent = [
+        c.request.headers.get("Authorization") for c in http.calls if c.request.method == "POST"
+    ]
+    assert sent == ["Bearer stale", "Bearer fresh"]
+
+
+def test_a_token_refused_twice_is_an_auth_error(
+    client: DarajaClient, http: responses.RequestsMock
+) -> None:
+    http.get(TOKEN_URL, json=token_reply())
+    invalid = {"requestId": "1", "errorCode": "404.001.03", "errorMessage": "Invalid Access Token"}
+    http.post(STK_URL, status=404, json=invalid)
+    http.post(STK_URL, status=404, json=invalid)
+    with pytest.raises(DarajaAuthError):
+        push(client)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (
+            400,
+            {"errorCode": "400.002.02", "errorMessage": "Bad Request - Invalid Amount"},
+            DarajaInvalidRequest,
+        ),
+        (500, {"errorCode": "500.003.02", "errorMessage": "Spike arrest violation"}, DarajaBusy),
+        (500, {"errorCode": "500.001.1001", "errorMessage": "Wrong credentials"}, DarajaAuthError),
+        (
+            500,
+            {"errorCode": "500.001.1001", "errorMessage": "Unable to lock subscriber"},
+            DarajaBusy,
+        ),
+        (503, "<html>gateway</html>", DarajaBusy),
+    ],
+)
+def test_daraja_errors_are_typed_by_their_code(
+    client: DarajaClient, http: responses.RequestsMock, status: int, body: object, error: type
+) -> None:
+    http.get(TOKEN_URL, json=token_reply())
+    if isinstance(body, dict):
+        http.post(STK_URL, status=status, json={"requestId": "1", **body})
+    else:
+        http.post(STK_URL, status=status, body=str(body))
+    with pytest.raises(error):
+        push(client)
+
+
+def test_a_query_while_the_member_is_on_the_prompt_is_still_processing(
+    client: DarajaClient, http: responses.RequestsMock
+) -> None:
+    http.get(TOKEN_URL, json=token_reply())
+    http.post(
+        QUERY_URL,
+        status=500,
+        json={
+            "requestId": "1",
+            "errorCode": "500.001.1001",
+            "errorMessage": "The transaction is being processed",
+        },
+    )
+    with pytest.raises(DarajaStillProcessing):
+        client.stk_query(checkout_request_id="ws_CO_1", now=NOW)
+
+
+def test_no_answer_is_its_own_error_so_nobody_resends_blindly(
+    client: DarajaClient, http: responses.RequestsMock
+) -> None:
+    http.get(TOKEN_URL, json=token_reply())
+    http.post(STK_URL, body=requests.ReadTimeout("read timed out"))
+    with pytest.raises(DarajaNoAnswer):
+        push(client)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"amount": "500.50"}, "whole shillings"),
+        ({"amount": "1e26"}, "more than the books can hold"),
+        ({"phone": "0800123456"}, "not a Kenyan mobile number"),
+        ({"account_reference": "M0001234567890"}, "AccountReference"),
+        ({"description": "Loan repayment for May"}, "TransactionDesc"),
+        ({"callback_url": "https://sacco.example/cb "}, "CallBackURL"),
+    ],
+)
+def test_what_daraja_would_refuse_is_refused_before_any_request(
+    client: DarajaClient, http: responses.RequestsMock, overrides: dict, message: str
+) -> None:
+    with pytest.raises(DarajaInvalidRequest, match=message):
+        push(client, **overrides)
+    assert len(http.calls) == 0
+
+
+def test_one_token_refresher_at_a_time(
+    app: Flask, client: DarajaClient, http: responses.RequestsMock
+) -> None:
+    http.get(TOKEN_URL, json=token_reply("shared"))
+    tokens: list[str] = []
+    start = threading.Barrier(4, timeout=10)
+
+    def fetch() -> None:
+        with app.app_context():
+            start.wait()
+            tokens.append(client.token())
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert tokens == ["shared"] * 4
+    assert len(http.calls) == 1
