@@ -214,7 +214,8 @@ def test_no_answer_is_its_own_error_so_nobody_resends_blindly(
         ({"phone": "0800123456"}, "not a Kenyan mobile number"),
         ({"account_reference": "M0001234567890"}, "AccountReference"),
         ({"description": "Loan repayment for May"}, "TransactionDesc"),
-        ({"callback_url": "https://sacco.example/cb "}, "CallBackURL"),
+        ({"callback_url": "https://sacco.example/cb "}, "spaces"),
+        ({"callback_url": "https://sacco.example/mpesa/cb"}, "refuses callback URLs"),
     ],
 )
 def test_what_daraja_would_refuse_is_refused_before_any_request(
@@ -244,3 +245,86 @@ def test_one_token_refresher_at_a_time(
         t.join(10)
     assert tokens == ["shared"] * 4
     assert len(http.calls) == 1
+
+
+def test_a_b2c_payout_carries_our_conversation_id_and_daraja_s_spelling(
+    app: Flask, http: responses.RequestsMock
+) -> None:
+    client = DarajaClient(
+        DarajaConfig(
+            base_url=BASE,
+            consumer_key="ck",
+            consumer_secret="cs",
+            shortcode="174379",
+            passkey=PASSKEY,
+            tz=ZoneInfo("Africa/Nairobi"),
+            b2c_shortcode="600996",
+            initiator_name="testapi",
+            security_credential="cred==",
+        ),
+        redis_client(),
+    )
+    http.get(TOKEN_URL, json=token_reply())
+    http.post(
+        f"{BASE}/mpesa/b2c/v3/paymentrequest",
+        json={
+            "ConversationID": "AG_20191219_00005797af5d7d75f652",
+            "OriginatorConversationID": "feb5e3f2-fbbc-4745-844c-ee37b546f627",
+            "ResponseCode": "0",
+            "ResponseDescription": "Accept the service request successfully.",
+        },
+    )
+    reply = client.b2c_payment(
+        originator_conversation_id="feb5e3f2-fbbc-4745-844c-ee37b546f627",
+        phone="+254728762287",
+        amount="2437",
+        remarks="Loan L000045",
+        result_url="https://sacco.example/payments/tok/b2c/result",
+        timeout_url="https://sacco.example/payments/tok/b2c/timeout",
+    )
+    assert reply["ConversationID"] == "AG_20191219_00005797af5d7d75f652"
+    body = json.loads(http.calls[1].request.body)
+    assert body["OriginatorConversationID"] == "feb5e3f2-fbbc-4745-844c-ee37b546f627"
+    assert (body["PartyA"], body["PartyB"], body["Amount"]) == ("600996", "254728762287", "2437")
+    assert body["Occassion"] == "Loan" and body["CommandID"] == "BusinessPayment"
+    with pytest.raises(DarajaInvalidRequest, match="whole shillings"):
+        client.b2c_payment(
+            originator_conversation_id="x",
+            phone="0728762287",
+            amount="2437.50",
+            remarks="Loan",
+            result_url="https://sacco.example/r",
+            timeout_url="https://sacco.example/t",
+        )
+
+
+def test_register_urls_and_status_query_send_the_documented_bodies(
+    client: DarajaClient, http: responses.RequestsMock
+) -> None:
+    http.get(TOKEN_URL, json=token_reply())
+    http.post(
+        f"{BASE}/mpesa/c2b/v1/registerurl",
+        json={"OriginatorCoversationID": "1", "ResponseCode": "0", "ResponseDescription": "ok"},
+    )
+    http.post(
+        f"{BASE}/mpesa/transactionstatus/v1/query",
+        json={"ConversationID": "AG_1", "ResponseCode": "0", "ResponseDescription": "ok"},
+    )
+    client.register_urls(
+        confirmation_url="https://sacco.example/payments/tok/c2b/confirmation",
+        validation_url="https://sacco.example/payments/tok/c2b/validation",
+    )
+    client.transaction_status(
+        originator_conversation_id="feb5e3f2",
+        result_url="https://sacco.example/payments/tok/status/result",
+        timeout_url="https://sacco.example/payments/tok/status/timeout",
+    )
+    register = json.loads(http.calls[1].request.body)
+    assert register["ResponseType"] == "Completed" and register["ShortCode"] == "174379"
+    status = json.loads(http.calls[2].request.body)
+    assert status["OriginalConversationID"] == "feb5e3f2"
+    assert status["CommandID"] == "TransactionStatusQuery" and status["IdentifierType"] == "4"
+    with pytest.raises(DarajaInvalidRequest, match="TransactionID"):
+        client.transaction_status(
+            result_url="https://a.example/r", timeout_url="https://a.example/t"
+        )

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import redis
 import requests
 
+from app.config import FORBIDDEN_CALLBACK_WORDS
 from app.money import MoneyError, is_whole_shillings, money_input
 from app.phone import PhoneError, normalise_phone
 
@@ -114,6 +115,9 @@ class DarajaConfig:
     shortcode: str
     passkey: str
     tz: ZoneInfo
+    b2c_shortcode: str = ""
+    initiator_name: str = ""
+    security_credential: str = ""
 
 
 class DarajaClient:
@@ -208,8 +212,7 @@ class DarajaClient:
             raise DarajaInvalidRequest("AccountReference must be 1 to 12 characters")
         if not 1 <= len(description) <= 13:
             raise DarajaInvalidRequest("TransactionDesc must be 1 to 13 characters")
-        if callback_url != callback_url.strip():
-            raise DarajaInvalidRequest("CallBackURL has spaces around it")
+        _check_callback_url(callback_url)
         msisdn = daraja_phone(phone)
         timestamp = daraja_timestamp(now, self.config.tz)
         reply = self.post(
@@ -244,6 +247,90 @@ class DarajaClient:
                 "CheckoutRequestID": checkout_request_id,
             },
         )
+
+    def register_urls(self, *, confirmation_url: str, validation_url: str) -> dict[str, Any]:
+        """Tell Safaricom where Paybill payments are validated and confirmed."""
+        for url in (confirmation_url, validation_url):
+            _check_callback_url(url)
+        return self.post(
+            "/mpesa/c2b/v1/registerurl",
+            {
+                "ShortCode": self.config.shortcode,
+                "ResponseType": "Completed",
+                "ConfirmationURL": confirmation_url,
+                "ValidationURL": validation_url,
+            },
+        )
+
+    def b2c_payment(
+        self,
+        *,
+        originator_conversation_id: str,
+        phone: str,
+        amount: object,
+        remarks: str,
+        result_url: str,
+        timeout_url: str,
+    ) -> dict[str, Any]:
+        """Send money to a member. `originator_conversation_id` is ours, stored before this
+        call and reused on any retry, so Safaricom refuses a duplicate (result code 15)."""
+        for url in (result_url, timeout_url):
+            _check_callback_url(url)
+        return self.post(
+            "/mpesa/b2c/v3/paymentrequest",
+            {
+                "OriginatorConversationID": originator_conversation_id,
+                "InitiatorName": self.config.initiator_name,
+                "SecurityCredential": self.config.security_credential,
+                "CommandID": "BusinessPayment",
+                "Amount": daraja_amount(amount),
+                "PartyA": self.config.b2c_shortcode,
+                "PartyB": daraja_phone(phone),
+                "Remarks": remarks[:100] or "Loan",
+                "QueueTimeOutURL": timeout_url,
+                "ResultURL": result_url,
+                "Occassion": "Loan",  # sic: Daraja's spelling
+            },
+        )
+
+    def transaction_status(
+        self,
+        *,
+        transaction_id: str | None = None,
+        originator_conversation_id: str | None = None,
+        result_url: str,
+        timeout_url: str,
+    ) -> dict[str, Any]:
+        """Ask what became of a payment (the answer comes to `result_url` later)."""
+        if not (transaction_id or originator_conversation_id):
+            raise DarajaInvalidRequest("a TransactionID or OriginalConversationID is needed")
+        for url in (result_url, timeout_url):
+            _check_callback_url(url)
+        payload: dict[str, Any] = {
+            "Initiator": self.config.initiator_name,
+            "SecurityCredential": self.config.security_credential,
+            "CommandID": "TransactionStatusQuery",
+            "PartyA": self.config.b2c_shortcode or self.config.shortcode,
+            "IdentifierType": "4",
+            "ResultURL": result_url,
+            "QueueTimeOutURL": timeout_url,
+            "Remarks": "Reconciliation",
+            "Occasion": "Reconciliation",
+        }
+        if transaction_id:
+            payload["TransactionID"] = transaction_id
+        else:
+            payload["OriginalConversationID"] = originator_conversation_id
+        return self.post("/mpesa/transactionstatus/v1/query", payload)
+
+
+def _check_callback_url(url: str) -> None:
+    if url != url.strip() or " " in url:
+        raise DarajaInvalidRequest(f"callback URL has spaces: {url!r}")
+    lowered = url.lower()
+    banned = [w for w in FORBIDDEN_CALLBACK_WORDS if w in lowered]
+    if banned:
+        raise DarajaInvalidRequest(f"Safaricom refuses callback URLs containing {banned[0]!r}")
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
