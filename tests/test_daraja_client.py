@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -46,12 +45,6 @@ ACCEPTED = {
 
 
 @pytest.fixture
-def http() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-@pytest.fixture
 def client(app: Flask) -> DarajaClient:
     config = DarajaConfig(
         base_url=BASE,
@@ -60,6 +53,9 @@ def client(app: Flask) -> DarajaClient:
         shortcode="174379",
         passkey=PASSKEY,
         tz=ZoneInfo("Africa/Nairobi"),
+        b2c_shortcode="600996",
+        initiator_name="testapi",
+        security_credential="cred==",
     )
     return DarajaClient(config, redis_client())
 
@@ -89,19 +85,19 @@ def test_password_and_timestamp_are_in_kenyan_time() -> None:
 
 
 def test_an_stk_push_sends_the_documented_body_with_a_cached_token(
-    client: DarajaClient, http: responses.RequestsMock
+    client: DarajaClient, mocked: responses.RequestsMock
 ) -> None:
-    http.get(TOKEN_URL, json=token_reply())
-    http.post(STK_URL, json=ACCEPTED)
+    mocked.get(TOKEN_URL, json=token_reply())
+    mocked.post(STK_URL, json=ACCEPTED)
 
     assert push(client)["CheckoutRequestID"] == "ws_CO_191220191020363925"
     assert push(client, amount=700)["MerchantRequestID"] == "29115-34620561-1"
 
-    token_calls = [c for c in http.calls if c.request.url.startswith(TOKEN_URL)]
+    token_calls = [c for c in mocked.calls if c.request.url.startswith(TOKEN_URL)]
     assert len(token_calls) == 1  # the second push used the cached token
     auth = token_calls[0].request.headers["Authorization"]
     assert auth == "Basic " + base64.b64encode(b"ck:cs").decode()
-    body = json.loads(http.calls[1].request.body)
+    body = json.loads(mocked.calls[1].request.body)
     assert body == {
         "BusinessShortCode": "174379",
         "Password": stk_password("174379", PASSKEY, "20160216165627"),
@@ -115,37 +111,37 @@ def test_an_stk_push_sends_the_documented_body_with_a_cached_token(
         "AccountReference": "L000045",
         "TransactionDesc": "Loan repay",
     }
-    assert http.calls[1].request.headers["Authorization"] == "Bearer c9SQxWWhmdVRlyh0zh8gZDTkubVF"
+    assert mocked.calls[1].request.headers["Authorization"] == "Bearer c9SQxWWhmdVRlyh0zh8gZDTkubVF"
     ttl = redis_client().ttl(TOKEN_KEY)
     assert 3500 < ttl < 3540  # less than the token's life
 
 
 def test_an_invalid_token_is_refreshed_once_and_the_request_retried(
-    client: DarajaClient, http: responses.RequestsMock
+    client: DarajaClient, mocked: responses.RequestsMock
 ) -> None:
     redis_client().set(TOKEN_KEY, "stale")
-    http.get(TOKEN_URL, json=token_reply("fresh"))
-    http.post(
+    mocked.get(TOKEN_URL, json=token_reply("fresh"))
+    mocked.post(
         STK_URL,
         status=404,
         json={"requestId": "1", "errorCode": "404.001.03", "errorMessage": "Invalid Access Token"},
     )
-    http.post(STK_URL, json=ACCEPTED)
+    mocked.post(STK_URL, json=ACCEPTED)
 
     assert push(client)["ResponseCode"] == "0"
     sent = [
-        c.request.headers.get("Authorization") for c in http.calls if c.request.method == "POST"
+        c.request.headers.get("Authorization") for c in mocked.calls if c.request.method == "POST"
     ]
     assert sent == ["Bearer stale", "Bearer fresh"]
 
 
 def test_a_token_refused_twice_is_an_auth_error(
-    client: DarajaClient, http: responses.RequestsMock
+    client: DarajaClient, mocked: responses.RequestsMock
 ) -> None:
-    http.get(TOKEN_URL, json=token_reply())
+    mocked.get(TOKEN_URL, json=token_reply())
     invalid = {"requestId": "1", "errorCode": "404.001.03", "errorMessage": "Invalid Access Token"}
-    http.post(STK_URL, status=404, json=invalid)
-    http.post(STK_URL, status=404, json=invalid)
+    mocked.post(STK_URL, status=404, json=invalid)
+    mocked.post(STK_URL, status=404, json=invalid)
     with pytest.raises(DarajaAuthError):
         push(client)
 
@@ -169,22 +165,22 @@ def test_a_token_refused_twice_is_an_auth_error(
     ],
 )
 def test_daraja_errors_are_typed_by_their_code(
-    client: DarajaClient, http: responses.RequestsMock, status: int, body: object, error: type
+    client: DarajaClient, mocked: responses.RequestsMock, status: int, body: object, error: type
 ) -> None:
-    http.get(TOKEN_URL, json=token_reply())
+    mocked.get(TOKEN_URL, json=token_reply())
     if isinstance(body, dict):
-        http.post(STK_URL, status=status, json={"requestId": "1", **body})
+        mocked.post(STK_URL, status=status, json={"requestId": "1", **body})
     else:
-        http.post(STK_URL, status=status, body=str(body))
+        mocked.post(STK_URL, status=status, body=str(body))
     with pytest.raises(error):
         push(client)
 
 
 def test_a_query_while_the_member_is_on_the_prompt_is_still_processing(
-    client: DarajaClient, http: responses.RequestsMock
+    client: DarajaClient, mocked: responses.RequestsMock
 ) -> None:
-    http.get(TOKEN_URL, json=token_reply())
-    http.post(
+    mocked.get(TOKEN_URL, json=token_reply())
+    mocked.post(
         QUERY_URL,
         status=500,
         json={
@@ -198,10 +194,10 @@ def test_a_query_while_the_member_is_on_the_prompt_is_still_processing(
 
 
 def test_no_answer_is_its_own_error_so_nobody_resends_blindly(
-    client: DarajaClient, http: responses.RequestsMock
+    client: DarajaClient, mocked: responses.RequestsMock
 ) -> None:
-    http.get(TOKEN_URL, json=token_reply())
-    http.post(STK_URL, body=requests.ReadTimeout("read timed out"))
+    mocked.get(TOKEN_URL, json=token_reply())
+    mocked.post(STK_URL, body=requests.ReadTimeout("read timed out"))
     with pytest.raises(DarajaNoAnswer):
         push(client)
 
@@ -219,17 +215,17 @@ def test_no_answer_is_its_own_error_so_nobody_resends_blindly(
     ],
 )
 def test_what_daraja_would_refuse_is_refused_before_any_request(
-    client: DarajaClient, http: responses.RequestsMock, overrides: dict, message: str
+    client: DarajaClient, mocked: responses.RequestsMock, overrides: dict, message: str
 ) -> None:
     with pytest.raises(DarajaInvalidRequest, match=message):
         push(client, **overrides)
-    assert len(http.calls) == 0
+    assert len(mocked.calls) == 0
 
 
 def test_one_token_refresher_at_a_time(
-    app: Flask, client: DarajaClient, http: responses.RequestsMock
+    app: Flask, client: DarajaClient, mocked: responses.RequestsMock
 ) -> None:
-    http.get(TOKEN_URL, json=token_reply("shared"))
+    mocked.get(TOKEN_URL, json=token_reply("shared"))
     tokens: list[str] = []
     start = threading.Barrier(4, timeout=10)
 
@@ -244,28 +240,14 @@ def test_one_token_refresher_at_a_time(
     for t in threads:
         t.join(10)
     assert tokens == ["shared"] * 4
-    assert len(http.calls) == 1
+    assert len(mocked.calls) == 1
 
 
 def test_a_b2c_payout_carries_our_conversation_id_and_daraja_s_spelling(
-    app: Flask, http: responses.RequestsMock
+    client: DarajaClient, mocked: responses.RequestsMock
 ) -> None:
-    client = DarajaClient(
-        DarajaConfig(
-            base_url=BASE,
-            consumer_key="ck",
-            consumer_secret="cs",
-            shortcode="174379",
-            passkey=PASSKEY,
-            tz=ZoneInfo("Africa/Nairobi"),
-            b2c_shortcode="600996",
-            initiator_name="testapi",
-            security_credential="cred==",
-        ),
-        redis_client(),
-    )
-    http.get(TOKEN_URL, json=token_reply())
-    http.post(
+    mocked.get(TOKEN_URL, json=token_reply())
+    mocked.post(
         f"{BASE}/mpesa/b2c/v3/paymentrequest",
         json={
             "ConversationID": "AG_20191219_00005797af5d7d75f652",
@@ -283,7 +265,7 @@ def test_a_b2c_payout_carries_our_conversation_id_and_daraja_s_spelling(
         timeout_url="https://sacco.example/payments/tok/b2c/timeout",
     )
     assert reply["ConversationID"] == "AG_20191219_00005797af5d7d75f652"
-    body = json.loads(http.calls[1].request.body)
+    body = json.loads(mocked.calls[1].request.body)
     assert body["OriginatorConversationID"] == "feb5e3f2-fbbc-4745-844c-ee37b546f627"
     assert (body["PartyA"], body["PartyB"], body["Amount"]) == ("600996", "254728762287", "2437")
     assert body["Occassion"] == "Loan" and body["CommandID"] == "BusinessPayment"
@@ -299,14 +281,14 @@ def test_a_b2c_payout_carries_our_conversation_id_and_daraja_s_spelling(
 
 
 def test_register_urls_and_status_query_send_the_documented_bodies(
-    client: DarajaClient, http: responses.RequestsMock
+    client: DarajaClient, mocked: responses.RequestsMock
 ) -> None:
-    http.get(TOKEN_URL, json=token_reply())
-    http.post(
+    mocked.get(TOKEN_URL, json=token_reply())
+    mocked.post(
         f"{BASE}/mpesa/c2b/v1/registerurl",
         json={"OriginatorCoversationID": "1", "ResponseCode": "0", "ResponseDescription": "ok"},
     )
-    http.post(
+    mocked.post(
         f"{BASE}/mpesa/transactionstatus/v1/query",
         json={"ConversationID": "AG_1", "ResponseCode": "0", "ResponseDescription": "ok"},
     )
@@ -319,9 +301,9 @@ def test_register_urls_and_status_query_send_the_documented_bodies(
         result_url="https://sacco.example/payments/tok/status/result",
         timeout_url="https://sacco.example/payments/tok/status/timeout",
     )
-    register = json.loads(http.calls[1].request.body)
+    register = json.loads(mocked.calls[1].request.body)
     assert register["ResponseType"] == "Completed" and register["ShortCode"] == "174379"
-    status = json.loads(http.calls[2].request.body)
+    status = json.loads(mocked.calls[2].request.body)
     assert status["OriginalConversationID"] == "feb5e3f2"
     assert status["CommandID"] == "TransactionStatusQuery" and status["IdentifierType"] == "4"
     with pytest.raises(DarajaInvalidRequest, match="TransactionID"):

@@ -72,7 +72,6 @@ class Child:
     started_at: float = 0.0
     backoff: float = FIRST_BACKOFF_SECONDS
     restart_at: float | None = None
-    restarts: int = 0
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
 
 
@@ -141,7 +140,6 @@ class Supervisor:
                 child.restart_at = now + child.backoff
                 child.backoff = min(child.backoff * 2, MAX_BACKOFF_SECONDS)
             if child.process is None and child.restart_at is not None and now >= child.restart_at:
-                child.restarts += 1
                 self.start(child)
 
     def run(self, poll_seconds: float = 0.3) -> int:

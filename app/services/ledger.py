@@ -320,12 +320,17 @@ def _reconcile_loans(sums: dict[int, Decimal]) -> list[Mismatch]:
     ):
         key = (loan_id, RECEIVABLE_KINDS[kind])
         held[key] = held.get(key, ZERO) + round_money(sums.get(account_id) or ZERO)
-    loans = dict(db.session.execute(select(Loan.id, Loan.status)).all())
-    numbers = dict(db.session.execute(select(Loan.id, Loan.loan_no)).all())
+    loans = {
+        loan_id: (status, loan_no)
+        for loan_id, status, loan_no in db.session.execute(
+            select(Loan.id, Loan.status, Loan.loan_no)
+        )
+    }
     problems = []
     for loan_id, component in sorted(set(owed) | set(held)):
         schedule, books = owed.get((loan_id, component), ZERO), held.get((loan_id, component), ZERO)
-        name = numbers.get(loan_id) or f"loan {loan_id}"
+        status, number = loans.get(loan_id, (None, None))
+        name = number or f"loan {loan_id}"
         if schedule != books:
             problems.append(
                 Mismatch(
@@ -333,10 +338,8 @@ def _reconcile_loans(sums: dict[int, Decimal]) -> list[Mismatch]:
                     f"{name} {component}: receivable {books}, schedule outstanding {schedule}",
                 )
             )
-        elif loans.get(loan_id) in SETTLED_STATUSES and schedule != 0:
+        elif status in SETTLED_STATUSES and schedule != 0:
             problems.append(
-                Mismatch(
-                    "loan", f"{name} is {loans[loan_id]} but still owes {component} {schedule}"
-                )
+                Mismatch("loan", f"{name} is {status} but still owes {component} {schedule}")
             )
     return problems
