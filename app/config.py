@@ -14,6 +14,16 @@ from sqlalchemy.exc import ArgumentError
 ENVIRONMENTS = ("development", "test", "production")
 DEV_SECRET = "dev-only-secret-change-me"  # noqa: S105 - refused in production
 DEV_CALLBACK_TOKEN = "dev-callback-token"  # noqa: S105 - refused in production
+MPESA_SANDBOX_URL = "https://sandbox.safaricom.co.ke"
+# What the local Daraja stand-in expects when no credentials are set (never production).
+# The passkey is Safaricom's published sandbox passkey for shortcode 174379.
+SIMULATED_MPESA = {
+    "consumer_key": "simulator-consumer-key",
+    "consumer_secret": "simulator-consumer-secret",  # noqa: S105 - the stand-in's only
+    "passkey": "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919",
+    "initiator_name": "testapi",
+    "security_credential": "simulator-security-credential",
+}
 # Safaricom refuses callback URLs containing any of these (any case).
 FORBIDDEN_CALLBACK_WORDS = ("mpesa", "m-pesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
 
@@ -40,7 +50,7 @@ class Settings:
     AT_API_KEY: str | None = None
     AT_SENDER_ID: str | None = None
     AT_API_BASE_URL: str | None = None
-    MPESA_BASE_URL: str = "https://sandbox.safaricom.co.ke"
+    MPESA_BASE_URL: str | None = None
     MPESA_CONSUMER_KEY: str | None = None
     MPESA_CONSUMER_SECRET: str | None = None
     MPESA_SHORTCODE: str = "174379"
@@ -74,6 +84,33 @@ class Settings:
     def mpesa_simulated(self) -> bool:
         """No Daraja credentials: M-PESA goes to our own stand-in (never in production)."""
         return not self.is_production and not self.MPESA_CONSUMER_KEY
+
+    @property
+    def mpesa_base_url(self) -> str:
+        """Where Daraja calls go: the setting, else the local stand-in when there are no
+        credentials, else Safaricom's sandbox."""
+        if self.MPESA_BASE_URL:
+            return self.MPESA_BASE_URL.rstrip("/")
+        if self.mpesa_simulated:
+            return f"{self.local_base_url}/simulator/daraja"
+        return MPESA_SANDBOX_URL
+
+    def mpesa_credential(self, name: str) -> str:
+        """consumer_key, consumer_secret, passkey, initiator_name or security_credential:
+        the setting, or the stand-in's value when M-PESA is simulated."""
+        value = getattr(self, f"MPESA_{name.upper()}")
+        if value:
+            return str(value)
+        return SIMULATED_MPESA[name] if self.mpesa_simulated else ""
+
+    @property
+    def callback_base_url(self) -> str:
+        """The base Safaricom calls back: the setting, else this server (local runs)."""
+        return (self.CALLBACK_BASE_URL or self.local_base_url).rstrip("/")
+
+    def callback_url(self, path: str) -> str:
+        """`path` like "stk/callback" under /payments/<token>/."""
+        return f"{self.callback_base_url}/payments/{self.CALLBACK_TOKEN}/{path}"
 
     @property
     def at_base_url(self) -> str | None:

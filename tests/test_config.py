@@ -46,7 +46,7 @@ def test_defaults_need_nothing_and_point_at_the_embedded_database(tmp_path: Path
     assert s.TIMEZONE == "Africa/Nairobi"
     assert str(s.tz) == "Africa/Nairobi"
     assert s.USSD_SERVICE_CODE == "*384*96#"
-    assert s.MPESA_BASE_URL == "https://sandbox.safaricom.co.ke"
+    assert s.mpesa_base_url == "http://127.0.0.1:5000/simulator/daraja"
     assert s.SECRET_KEY == DEV_SECRET
     assert s.CALLBACK_TOKEN == DEV_CALLBACK_TOKEN
     assert s.MPESA_ALLOWED_IPS == ()

@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 
 import redis
 import requests
+from flask import current_app
 
-from app.config import FORBIDDEN_CALLBACK_WORDS
+from app.config import FORBIDDEN_CALLBACK_WORDS, Settings
 from app.money import MoneyError, is_whole_shillings, money_input
 from app.phone import PhoneError, normalise_phone
 
@@ -118,6 +119,21 @@ class DarajaConfig:
     b2c_shortcode: str = ""
     initiator_name: str = ""
     security_credential: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DarajaConfig:
+        cred = settings.mpesa_credential
+        return cls(
+            base_url=settings.mpesa_base_url,
+            consumer_key=cred("consumer_key"),
+            consumer_secret=cred("consumer_secret"),
+            shortcode=settings.MPESA_SHORTCODE,
+            passkey=cred("passkey"),
+            tz=settings.tz,
+            b2c_shortcode=settings.MPESA_B2C_SHORTCODE,
+            initiator_name=cred("initiator_name"),
+            security_credential=cred("security_credential"),
+        )
 
 
 class DarajaClient:
@@ -339,3 +355,10 @@ def _json(response: requests.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def daraja_client() -> DarajaClient:
+    """The client for this app's settings (the local stand-in when M-PESA is simulated)."""
+    from app.extensions import redis_client
+
+    return DarajaClient(DarajaConfig.from_settings(current_app.config["SETTINGS"]), redis_client())
