@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ import responses
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from werkzeug.serving import make_server
 
 from app import create_app
 from app.extensions import db, redis_client
@@ -104,3 +106,17 @@ def at_credentials(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
 def mocked() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield rsps
+
+
+@pytest.fixture
+def live_url(app: Flask) -> Iterator[str]:
+    """The test app served over real HTTP on a free port (simulators call it back)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

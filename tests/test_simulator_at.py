@@ -6,14 +6,12 @@ AT_API_BASE_URL pointing at it, sends through `SmsGateway` exactly as `make run`
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from app import create_app
 from app.extensions import db
@@ -27,19 +25,6 @@ NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 PHONE = "+254700000001"
 SEND = "/simulator/at/version1/messaging"
 HEADERS = {"apiKey": "any-key", "Accept": "application/json"}
-
-
-@pytest.fixture
-def live_url(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture
