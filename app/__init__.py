@@ -21,6 +21,12 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
         SETTINGS=settings,
     )
     configure_logging(settings.LOG_LEVEL)
+    if settings.TRUSTED_PROXIES:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # Only the hops we run are believed: a client cannot forge its way into the
+        # M-PESA allowlist with its own X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.TRUSTED_PROXIES)  # type: ignore[method-assign]
 
     from app import models  # noqa: F401  (register every table with the metadata)
 

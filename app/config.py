@@ -61,6 +61,12 @@ class Settings:
     CALLBACK_BASE_URL: str | None = None
     CALLBACK_TOKEN: str = DEV_CALLBACK_TOKEN
     MPESA_ALLOWED_IPS: tuple[str, ...] = field(default_factory=tuple)
+    # Paybill validation refuses an account that matches no member or loan (C2B00012),
+    # so a typo returns the money to the payer instead of parking it in suspense.
+    MPESA_C2B_VALIDATION: bool = True
+    # How many reverse proxies we run in front of the app: their X-Forwarded-For hop is
+    # trusted for the caller's address (the allowlist), no more.
+    TRUSTED_PROXIES: int = 0
     DEMO_DATA: bool = True
 
     @property

@@ -26,6 +26,15 @@ REQUESTS = Counter(
     "sacco_http_requests_total", "HTTP requests by route", ["method", "route", "status"]
 )
 CALLBACKS = Counter("sacco_callbacks_total", "Provider callbacks received", ["kind", "outcome"])
+MPESA_OUTCOMES = Counter(
+    "sacco_mpesa_requests_total", "STK and B2C requests by final state", ["kind", "outcome"]
+)
+MPESA_SECONDS = Histogram(
+    "sacco_mpesa_request_seconds",
+    "Time from writing an M-PESA request to its final state",
+    ["kind"],
+    buckets=(1, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 86400),
+)
 SMS_SENT = Counter("sacco_sms_sent_total", "SMS accepted by the provider", ["template"])
 SMS_FAILED = Counter("sacco_sms_failed_total", "SMS that failed for good", ["template"])
 

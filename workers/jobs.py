@@ -14,6 +14,7 @@ from app.models import Installment, Loan, PortfolioSnapshot
 from app.selectors.loans import LIVE_STATUSES, portfolio_at_risk
 from app.services.ledger import ledger_check
 from app.services.loans import loan_update_arrears
+from app.services.payments import payments_reconcile
 from app.services.sms import sms_sweep
 from workers.runner import JobStats
 
@@ -22,6 +23,15 @@ def sms_sweep_job(*, as_of: date, stats: JobStats) -> None:
     """Queue again outbox messages whose send job was lost (Redis down at commit)."""
     stats.records_updated = sms_sweep()
     stats.records_scanned = stats.records_updated
+
+
+def reconcile_payments_job(*, as_of: date, stats: JobStats) -> None:
+    """Settle M-PESA requests and callbacks that no callback settled (every 2 minutes)."""
+    sweep = payments_reconcile()
+    stats.records_scanned = sweep.scanned
+    stats.records_updated = sweep.updated
+    for problem in sweep.errors:
+        stats.error(problem)
 
 
 def ledger_check_job(*, as_of: date, stats: JobStats) -> None:

@@ -19,6 +19,7 @@ from workers.jobs import (
     ledger_check_job,
     loan_arrears_job,
     portfolio_snapshot_job,
+    reconcile_payments_job,
     sms_sweep_job,
 )
 from workers.reminders import due_reminders_job, overdue_reminders_job, promise_reminders_job
@@ -32,6 +33,7 @@ JOBS: dict[str, JobFn] = {
     "portfolio-snapshot": portfolio_snapshot_job,
     "ledger-check": ledger_check_job,
     "sms-sweep": sms_sweep_job,
+    "reconcile-payments": reconcile_payments_job,
     "due-reminders": due_reminders_job,
     "overdue-reminders": overdue_reminders_job,
     "promise-reminders": promise_reminders_job,
@@ -61,6 +63,7 @@ SCHEDULE: list[Scheduled] = [
     Scheduled("portfolio-snapshot", "35 21 * * *", "default", True),  # 00:35, after arrears
     Scheduled("ledger-check", "30 22 * * *", "default", True),  # 01:30 EAT
     Scheduled("sms-sweep", "*/5 * * * *", "sms", False),
+    Scheduled("reconcile-payments", "*/2 * * * *", "payments", False),
     # 09:00-09:10 EAT: well inside 07:00-20:00, so reminders are never held for quiet hours,
     # and after loan-arrears has brought days past due up to date.
     Scheduled("due-reminders", "0 6 * * *", "default", True),

@@ -11,6 +11,7 @@ def register_cli(app: Flask) -> None:
     from app.cli.imports import import_cli
     from app.cli.jobs import jobs_cli
     from app.cli.ledger import ledger_cli
+    from app.cli.mpesa import mpesa_cli
     from app.cli.people import member_cli, staff_cli
     from app.cli.runtime import scheduler_cmd, up_cmd, worker_cmd
 
@@ -18,6 +19,7 @@ def register_cli(app: Flask) -> None:
         member_cli,
         staff_cli,
         ledger_cli,
+        mpesa_cli,
         jobs_cli,
         import_cli,
         demo_data,

@@ -117,6 +117,8 @@ class Loan(db.Model):
     written_off_amount: Mapped[Decimal] = mapped_column(Money(), default=ZERO, server_default="0")
     recovered_amount: Mapped[Decimal] = mapped_column(Money(), default=ZERO, server_default="0")
     external_ref: Mapped[str | None] = mapped_column(String(60), unique=True)
+    # Why the last M-PESA payout failed, shown to staff until a retry succeeds.
+    payout_error: Mapped[str | None] = mapped_column(String(255))
 
     member = relationship("Member", lazy="joined")
     product: Mapped[LoanProduct] = relationship(lazy="joined")

@@ -13,6 +13,8 @@ whole debt goes to savings.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -21,10 +23,11 @@ from typing import TypeVar
 from sqlalchemy import select
 
 from app.clock import business_today
-from app.extensions import db
-from app.models import Account, Installment, Loan, LoanProduct, Member, StaffUser
+from app.extensions import db, enqueue
+from app.models import Account, Installment, Loan, LoanProduct, Member, MpesaRequest, StaffUser
+from app.models.mpesa import OPEN_STATUSES
 from app.models.types import utcnow
-from app.money import ZERO, MoneyError, money_input, round_money, to_decimal
+from app.money import ZERO, MoneyError, is_whole_shillings, money_input, round_money, to_decimal
 from app.selectors.loans import (
     LIVE_STATUSES,
     aging_bucket,
@@ -54,6 +57,10 @@ from app.services.notifications import (
 )
 
 _Row = TypeVar("_Row", Loan, Member)
+log = logging.getLogger(__name__)
+
+# The job that sends a payout (by dotted path: this module must not import the workers).
+SEND_PAYOUT_JOB = "workers.payments.send_payout"
 
 APPROVER_ROLES = ("admin", "branch_manager", "loan_officer")
 COMPONENTS = ("penalty", "fees", "interest", "principal")  # repayment order within a row
@@ -262,7 +269,11 @@ def loan_apply(
         loan.decided_at = utcnow()
         _transition(loan, "approve", "system", note="auto-approved within the product limit")
         notify_loan_approved(member=member, loan_no=loan.loan_no, amount=principal)
+        payout = _payout_request(loan, member, "system")
+    else:
+        payout = None
     db.session.commit()
+    _queue_payout(payout)
     return loan
 
 
@@ -304,8 +315,85 @@ def loan_approve(
     loan.approved_by_id = staff.id
     loan.decided_at = utcnow()
     notify_loan_approved(member=loan.member, loan_no=loan.loan_no or "", amount=loan.principal)
+    payout = _payout_request(loan, member, _actor_name(staff))
     db.session.commit()
+    _queue_payout(payout)
     return loan
+
+
+def _payout_request(loan: Loan, member: Member, actor: str) -> MpesaRequest | None:
+    """The approval's promise ("we will send the money to your M-PESA"), written in the
+    same transaction as the approval: a B2C request with our OriginatorConversationID,
+    stored before anything is sent, so a retry reuses it and Safaricom refuses a twin.
+    None when M-PESA cannot carry the amount (not whole shillings): staff pay it out."""
+    amount = loan.principal - loan.fee_amount
+    if not is_whole_shillings(amount):
+        loan.payout_error = (
+            f"KES {amount:,.2f} is not whole shillings: M-PESA cannot send it; pay by bank"
+        )
+        return None
+    request = MpesaRequest(
+        kind="b2c",
+        status="pending",
+        purpose="disbursement",
+        originator_conversation_id=str(uuid.uuid4()),
+        member_id=member.id,
+        loan_id=loan.id,
+        phone=member.phone,
+        amount=amount,
+        account_reference=loan.loan_no,
+        channel="system",
+        requested_by=actor,
+    )
+    db.session.add(request)
+    loan.payout_error = None
+    return request
+
+
+def _queue_payout(request: MpesaRequest | None) -> None:
+    """After commit: hand the payout to a worker. If Redis is down the row stays pending
+    and the reconciliation job queues it."""
+    if request is None:
+        return
+    try:
+        enqueue("payments", SEND_PAYOUT_JOB, request.id, job_id=f"payout-{request.id}")
+    except Exception as exc:  # noqa: BLE001 - the pending row is the record
+        log.warning("could not queue payout %s: %s", request.id, type(exc).__name__)
+
+
+def loan_retry_payout(*, loan_id: int, staff: StaffUser | str) -> MpesaRequest:
+    """Staff send an approved loan's money again after a payout failed for good (a new
+    request: the old one's result said no money left)."""
+    _require_role(staff, APPROVER_ROLES, "send loan payouts")
+    loan, member = _lock_for_lending(loan_id)
+    if loan.status != "approved":
+        raise LoanError(f"loan {loan.loan_no} is {loan.status}; only approved loans are paid out")
+    if _open_payout(loan.id) is not None:
+        raise LoanError(f"loan {loan.loan_no} has a payout on its way already")
+    _check_limit(loan, member, business_today())
+    request = _payout_request(loan, member, _actor_name(staff))
+    if request is None:
+        raise LoanError(loan.payout_error or "M-PESA cannot send this amount")
+    audit_record(
+        actor=_actor_name(staff),
+        action="loan.retry_payout",
+        object_type="loan",
+        object_id=loan.loan_no,
+        after={"amount": request.amount, "phone": request.phone},
+    )
+    db.session.commit()
+    _queue_payout(request)
+    return request
+
+
+def _open_payout(loan_id: int) -> MpesaRequest | None:
+    return db.session.scalar(
+        select(MpesaRequest).where(
+            MpesaRequest.loan_id == loan_id,
+            MpesaRequest.kind == "b2c",
+            MpesaRequest.status.in_(OPEN_STATUSES),
+        )
+    )
 
 
 def loan_reject(*, loan_id: int, staff: StaffUser | str, reason: str) -> Loan:
@@ -331,22 +419,33 @@ def loan_withdraw(*, loan_id: int, actor: StaffUser | str) -> Loan:
     return loan
 
 
-def loan_start_payout(*, loan_id: int, as_of: date | None = None) -> Loan:
+def loan_start_payout(
+    *,
+    loan_id: int,
+    as_of: date | None = None,
+    commit: bool = True,
+    check_limit: bool = True,
+) -> Loan:
     """Mark an approved loan as being paid out (the B2C request is about to go): the last
-    moment the limit can still stop the money, so it is checked again here."""
+    moment the limit can still stop the money, so it is checked again here. Without
+    `check_limit` only when M-PESA says the money has left already."""
     loan, member = _lock_for_lending(loan_id)
-    if loan.status == "approved":
+    if loan.status == "approved" and check_limit:
         _check_limit(loan, member, as_of or business_today())
     _transition(loan, "start_payout", "system")
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return loan
 
 
-def loan_payout_failed(*, loan_id: int, reason: str) -> Loan:
-    """The payout did not happen: back to approved so it can be sent again or rejected."""
+def loan_payout_failed(*, loan_id: int, reason: str, commit: bool = True) -> Loan:
+    """The payout did not happen: back to approved, with the reason for staff, so it can
+    be sent again or rejected."""
     loan = _get_loan(loan_id)
     _transition(loan, "payout_failed", "system", reason)
-    db.session.commit()
+    loan.payout_error = reason[:255]
+    if commit:
+        db.session.commit()
     return loan
 
 
@@ -410,6 +509,16 @@ def loan_disburse(
         # Paid out by staff without a B2C request: nothing has left yet, so the limit can
         # still refuse. From "disbursing" the money has gone: it is recorded whatever.
         _check_limit(loan, member, value_date)
+        payout = _open_payout(loan.id)
+        if payout is not None and payout.status != "pending":
+            raise LoanError(
+                f"an M-PESA payout of loan {loan.loan_no} is on its way; wait for its result"
+            )
+        if payout is not None:
+            # Not sent yet: staff paid another way, so the queued payout must never go.
+            payout.status = "failed"
+            payout.result_desc = f"cancelled: paid out by {channel} {reference}"[:255]
+    loan.payout_error = None
     _transition(loan, "disburse", actor, f"{channel} {reference}")
     loan.disbursed_on = value_date
     schedule = _write_schedule(loan, loan.principal, value_date, version=1)
@@ -481,9 +590,12 @@ def loan_repay(
     value = _amount(amount)
     loan = _get_loan(loan_id)
     member = db.session.get(Member, loan.member_id)
-    source_account = (
-        gl_account("GL-MPESA-CLEARING") if source == "mpesa" else member_account(member, "savings")
-    )
+    # mpesa: fresh money through M-PESA; suspense: M-PESA money staff assign; savings:
+    # the member's own savings.
+    source_account = {
+        "mpesa": lambda: gl_account("GL-MPESA-CLEARING"),
+        "suspense": lambda: gl_account("GL-SUSPENSE"),
+    }.get(source, lambda: member_account(member, "savings"))()
     result = RepaymentResult(loan_no=loan.loan_no or "", amount=value)
     # A savepoint: a refused or duplicate posting leaves the schedule as it was, so a
     # caller that carries on (or commits) after DuplicatePosting pays nothing twice.
@@ -518,7 +630,7 @@ def loan_repay(
                 result.recovered = recovered
                 remaining -= recovered
         if remaining > 0:
-            if source != "mpesa":
+            if source == "savings":
                 # Paying from savings more than is owed would just move money back.
                 owed = value - remaining
                 raise LoanError(f"loan {loan.loan_no} owes only KES {owed:,.2f}")

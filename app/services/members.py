@@ -110,9 +110,11 @@ def member_deposit(
     reference: str,
     value_date: date,
     actor: str = "system",
+    source: str = "mpesa",
     commit: bool = True,
 ) -> int:
-    """Money in through M-PESA to savings. Returns the journal entry id."""
+    """Money in through M-PESA to savings (`source` "suspense" when staff assign money
+    that matched no one). Returns the journal entry id."""
     value = _positive(amount)
     member = db.session.get(Member, member_id)
     if member is None:
@@ -120,7 +122,9 @@ def member_deposit(
     entry = journal_post(
         kind="deposit",
         lines=[
-            debit(gl_account("GL-MPESA-CLEARING"), value),
+            debit(
+                gl_account("GL-SUSPENSE" if source == "suspense" else "GL-MPESA-CLEARING"), value
+            ),
             credit(member_account(member, "savings"), value),
         ],
         value_date=value_date,

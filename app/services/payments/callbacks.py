@@ -1,0 +1,257 @@
+"""Callbacks: the raw body is stored before anything else, then processed in a job.
+
+`callback_store` writes and commits the raw record (size-capped) and parses it;
+`callback_process` (a job) settles what it says under row locks: the callback's, then the
+request's, then (inside the loan service) the member's and the loan's. Duplicates and
+concurrent twins find the request settled under its lock and post nothing; the unique
+receipt is the last word if two paths meet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import Schema, ValidationError
+from sqlalchemy import update
+
+from app.extensions import db
+from app.metrics import CALLBACKS
+from app.models import MpesaCallback, MpesaRequest
+from app.models.types import utcnow
+from app.schemas.mpesa import C2BSchema, ResultSchema, StkCallbackSchema
+from app.services.payments.b2c import (
+    b2c_apply,
+    find_payout,
+    find_status_query,
+    payout_status_due,
+    payout_timed_out,
+    status_apply,
+)
+from app.services.payments.c2b import c2b_confirm, c2b_validate
+from app.services.payments.common import PROCESS_CALLBACK_JOB, locked, log, queue_job
+from app.services.payments.stk import find_stk, stk_apply, stk_mismatch, stk_paid_at
+
+RAW_CAP = 64 * 1024  # bytes of a body kept; the rest is counted, not stored
+
+SCHEMAS: dict[str, type[Schema]] = {
+    "stk": StkCallbackSchema,
+    "c2b_validation": C2BSchema,
+    "c2b_confirmation": C2BSchema,
+    "b2c_result": ResultSchema,
+    "b2c_timeout": ResultSchema,
+    "status_result": ResultSchema,
+    "status_timeout": ResultSchema,
+}
+
+
+@dataclass
+class Received:
+    """What the web layer needs to answer: the stored row and the parsed body, if any."""
+
+    callback_id: int
+    readable: bool
+    data: dict[str, Any] | None
+    error: str | None
+
+
+def callback_store(*, kind: str, raw: bytes, size: int, remote_addr: str | None) -> Received:
+    """Keep the body first (committed on its own), then parse and validate it.
+
+    An unreadable body (not JSON) or one its schema refuses is kept with its status and
+    reason for staff; nothing else happens to it.
+    """
+    text = raw[:RAW_CAP].decode("utf-8", errors="replace")
+    row = MpesaCallback(
+        kind=kind, raw_body=text, body_size=size, remote_addr=(remote_addr or "")[:64] or None
+    )
+    db.session.add(row)
+    db.session.commit()
+    if size > RAW_CAP:
+        return _refuse(row, "invalid", f"body of {size} bytes is over the {RAW_CAP} cap")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return _refuse(row, "invalid", "not JSON", readable=False)
+    try:
+        data = SCHEMAS[kind]().load(body if isinstance(body, dict) else {"_": body})
+    except ValidationError as exc:
+        return _refuse(row, "invalid", f"refused by schema: {exc.messages}")
+    row.reference = _reference(kind, data)
+    db.session.commit()
+    return Received(row.id, True, data, None)
+
+
+def _refuse(row: MpesaCallback, status: str, why: str, *, readable: bool = True) -> Received:
+    row.status = status
+    row.error = why[:2000]
+    row.processed_at = utcnow()
+    db.session.commit()
+    CALLBACKS.labels(row.kind, status).inc()
+    log.warning("callback %s %s kept as %s: %s", row.id, row.kind, status, why[:200])
+    return Received(row.id, readable, None, why)
+
+
+def _reference(kind: str, data: dict[str, Any]) -> str | None:
+    value = (
+        {
+            "stk": data.get("checkout_request_id"),
+            "c2b_validation": data.get("trans_id"),
+            "c2b_confirmation": data.get("trans_id"),
+        }.get(kind)
+        or data.get("originator_conversation_id")
+        or data.get("conversation_id")
+    )
+    return str(value)[:64] if value else None
+
+
+def callback_refused(*, kind: str, raw: bytes, size: int, remote_addr: str | None) -> int:
+    """A callback from an address outside the allowlist: kept for staff, never processed."""
+    row = MpesaCallback(
+        kind=kind,
+        raw_body=raw[:RAW_CAP].decode("utf-8", errors="replace"),
+        body_size=size,
+        remote_addr=(remote_addr or "")[:64] or None,
+        status="refused",
+        error=f"source address {remote_addr} is not in MPESA_ALLOWED_IPS",
+        processed_at=utcnow(),
+    )
+    db.session.add(row)
+    db.session.commit()
+    CALLBACKS.labels(kind, "refused").inc()
+    return row.id
+
+
+def callback_validate(received: Received) -> tuple[str, str]:
+    """C2B validation, answered in the request (Safaricom waits about 8 s)."""
+    code, why = c2b_validate(received.data or {})
+    row = db.session.get(MpesaCallback, received.callback_id)
+    row.status = "processed"
+    row.error = f"answered {code}: {why}"[:2000]
+    row.processed_at = utcnow()
+    db.session.commit()
+    CALLBACKS.labels("c2b_validation", "accepted" if code == "0" else "rejected").inc()
+    return code, why
+
+
+def callback_enqueue(callback_id: int) -> None:
+    queue_job(PROCESS_CALLBACK_JOB, callback_id, job_id=f"callback-{callback_id}")
+
+
+def callback_process(*, callback_id: int) -> str:
+    """Settle one stored callback. Safe to run any number of times, at once or later."""
+    row = locked(MpesaCallback, callback_id)
+    if row is None:
+        return "missing"
+    if row.status not in ("received", "unmatched", "failed"):
+        db.session.rollback()
+        return row.status
+    try:
+        data = SCHEMAS[row.kind]().load(json.loads(row.raw_body))
+        outcome, request_id, follow_up = HANDLERS[row.kind](data, row.id)
+    except Exception as exc:
+        db.session.rollback()
+        row = locked(MpesaCallback, callback_id)
+        row.status = "failed"
+        row.error = f"{type(exc).__name__}: {exc}"[:2000]
+        db.session.commit()
+        CALLBACKS.labels(row.kind, "failed").inc()
+        raise  # RQ retries the job; exactly once is the database's job
+    # The callback was dealt with whatever the request's fate (failed, unknown, suspense);
+    # duplicate, unmatched and flagged stay visible as such.
+    status = outcome if outcome in ("duplicate", "unmatched", "flagged") else "processed"
+    db.session.execute(
+        update(MpesaCallback)
+        .where(MpesaCallback.id == callback_id)
+        .values(
+            status=status,
+            request_id=request_id,
+            processed_at=utcnow(),
+            error=None if status == "processed" else f"{outcome}",
+        )
+    )
+    db.session.commit()
+    CALLBACKS.labels(row.kind, outcome).inc()
+    if follow_up is not None:
+        follow_up()
+    return outcome
+
+
+Handled = tuple[str, int | None, Callable[[], None] | None]
+
+
+def _stk(data: dict[str, Any], callback_id: int) -> Handled:
+    found = find_stk(data)
+    if found is None:
+        # Maybe before our write of its CheckoutRequestID committed: kept, matched later.
+        return "unmatched", None, None
+    request = locked(MpesaRequest, found.id)
+    if data["result_code"] == "0" and request.status not in ("succeeded", "failed"):
+        mismatch = stk_mismatch(request, data)
+        if mismatch:
+            request.flag = mismatch[:255]
+            return "flagged", request.id, None
+    outcome = stk_apply(
+        request,
+        code=data["result_code"],
+        desc=data["result_desc"],
+        receipt=data.get("receipt"),
+        paid_at=stk_paid_at(data.get("transaction_date")),
+        callback_id=callback_id,
+    )
+    return outcome, request.id, None
+
+
+def _c2b(data: dict[str, Any], callback_id: int) -> Handled:
+    return c2b_confirm(data, callback_id), None, None
+
+
+def _b2c(data: dict[str, Any], callback_id: int) -> Handled:
+    found = find_payout(data)
+    if found is None:
+        return "unmatched", None, None
+    request = locked(MpesaRequest, found.id)
+    outcome = b2c_apply(request, data, callback_id)
+    follow = (lambda: payout_status_due(request.id)) if outcome == "unknown" else None
+    return outcome, request.id, follow
+
+
+def _b2c_timeout(data: dict[str, Any], callback_id: int) -> Handled:
+    found = find_payout(data)
+    if found is None:
+        return "unmatched", None, None
+    request = locked(MpesaRequest, found.id)
+    outcome = payout_timed_out(request)
+    follow = (lambda: payout_status_due(request.id)) if outcome == "unknown" else None
+    return outcome, request.id, follow
+
+
+def _status(data: dict[str, Any], callback_id: int) -> Handled:
+    found = find_status_query(data)
+    if found is None:
+        return "unmatched", None, None
+    query = locked(MpesaRequest, found.id)
+    return status_apply(query, data, callback_id), query.id, None
+
+
+def _status_timeout(data: dict[str, Any], callback_id: int) -> Handled:
+    found = find_status_query(data)
+    if found is None:
+        return "unmatched", None, None
+    query = locked(MpesaRequest, found.id)
+    if query.status == "sent":
+        query.status = "failed"
+        query.result_desc = "status query timed out; the reconciliation job asks again"
+    return "processed", query.id, None
+
+
+HANDLERS: dict[str, Callable[[dict[str, Any], int], Handled]] = {
+    "stk": _stk,
+    "c2b_confirmation": _c2b,
+    "b2c_result": _b2c,
+    "b2c_timeout": _b2c_timeout,
+    "status_result": _status,
+    "status_timeout": _status_timeout,
+}

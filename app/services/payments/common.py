@@ -1,0 +1,109 @@
+"""What every M-PESA path shares: the error, row locks, outcomes and their metrics."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from typing import TypeVar
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.clock import business_today
+from app.config import Settings
+from app.extensions import db, enqueue
+from app.metrics import MPESA_OUTCOMES, MPESA_SECONDS
+from app.models import MpesaCallback, MpesaRequest, Payment
+from app.models.types import utcnow
+from app.services.loans import SEND_PAYOUT_JOB  # noqa: F401 - one constant, re-exported
+
+log = logging.getLogger("app.payments")
+
+# Jobs by dotted path: services never import the workers that import them.
+SEND_STK_JOB = "workers.payments.send_stk"
+QUERY_PAYOUT_JOB = "workers.payments.query_payout"
+PROCESS_CALLBACK_JOB = "workers.payments.process_callback"
+
+_Row = TypeVar("_Row", MpesaRequest, MpesaCallback, Payment)
+
+# STK result codes whose meaning is final and what the member reads (contracts/daraja.md).
+STK_FAILURES: dict[str, str] = {
+    "1": "your M-PESA balance was not enough",
+    "17": "M-PESA refused a repeat of the same payment; wait 2 minutes",
+    "26": "M-PESA was busy",
+    "1001": "another M-PESA payment was in progress on your phone",
+    "1019": "the M-PESA prompt expired before you answered",
+    "1025": "M-PESA could not send the prompt to your phone",
+    "9999": "M-PESA could not send the prompt to your phone",
+    "1032": "you cancelled the M-PESA prompt",
+    "1036": "your phone could not be reached",
+    "1037": "your phone could not be reached",
+    "2001": "the M-PESA PIN was wrong",
+}
+# B2C result codes that say for certain that no money left (a retry by staff is safe).
+# 15 (duplicate OriginatorConversationID) is not here: the first one may have paid.
+B2C_FAILURES: dict[str, str] = {
+    "1": "the SACCO's M-PESA utility account is short of funds",
+    "2": "the amount is below the M-PESA minimum",
+    "3": "the amount is above the M-PESA maximum",
+    "4": "the member's daily M-PESA limit is reached",
+    "8": "the member's M-PESA account would pass its maximum balance",
+    "11": "the SACCO's M-PESA account is in an invalid state",
+    "21": "the initiator may not make this payment",
+    "2001": "the initiator information is invalid",
+    "2006": "the member's M-PESA account status does not allow it",
+    "2028": "M-PESA does not permit this payment",
+    "2040": "the number is not registered for M-PESA",
+    "8006": "the security credential is locked",
+    "SFC_IC0003": "the number does not exist on M-PESA",
+}
+
+
+class PaymentError(ValueError):
+    """A payment action that must not happen; the message says why. Nothing was written."""
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def locked(model: type[_Row], row_id: int) -> _Row | None:
+    """The row under its lock for this transaction, re-read under the lock."""
+    return db.session.scalar(
+        select(model)
+        .where(model.id == row_id)
+        .with_for_update(of=model)
+        .execution_options(populate_existing=True)
+    )
+
+
+def finish(request: MpesaRequest, status: str, code: str | None, desc: str | None) -> None:
+    """Record a request's final (or unknown) state and count it."""
+    request.status = status
+    if code is not None:
+        request.result_code = code[:16]
+    if desc is not None:
+        request.result_desc = desc[:255]
+    if status in ("succeeded", "failed"):
+        now = utcnow()
+        request.completed_at = now
+        created = request.created_at
+        if created is not None:
+            MPESA_SECONDS.labels(request.kind).observe((now - created).total_seconds())
+    MPESA_OUTCOMES.labels(request.kind, status).inc()
+
+
+def kenyan_date(moment: datetime | None) -> date:
+    """The business date of an M-PESA time (Kenyan), or today's."""
+    if moment is None:
+        return business_today()
+    return moment.astimezone(settings().tz).date()
+
+
+def queue_job(func: str, *args: object, job_id: str | None = None) -> None:
+    """Queue after commit; if Redis is down the row is the record and the reconciliation
+    job picks it up, so a lost enqueue never loses a payment."""
+    try:
+        enqueue("payments", func, *args, job_id=job_id)
+    except Exception as exc:  # noqa: BLE001 - the row in the database is the record
+        log.warning("could not queue %s%s: %s", func, args, type(exc).__name__)

@@ -1,0 +1,327 @@
+"""STK push repayments: one service for USSD menu 3 and the console's "request payment".
+
+A row is written first (our id, member, loan, amount); a job sends it and stores the
+CheckoutRequestID. The callback, or the reconciliation job's STK query, settles it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.integrations.daraja import (
+    DarajaAuthError,
+    DarajaError,
+    DarajaInvalidRequest,
+    daraja_client,
+)
+from app.models import Loan, Member, MpesaCallback, MpesaRequest, Payment
+from app.models.mpesa import OPEN_STATUSES
+from app.models.types import utcnow
+from app.money import MoneyError, is_whole_shillings, money_input
+from app.phone import PhoneError, normalise_phone
+from app.schemas.mpesa import kenyan_time
+from app.selectors.loans import LIVE_STATUSES
+from app.services.loans import loan_repay
+from app.services.notifications import notify_payment_failed
+from app.services.payments.common import (
+    PROCESS_CALLBACK_JOB,
+    SEND_STK_JOB,
+    STK_FAILURES,
+    PaymentError,
+    finish,
+    kenyan_date,
+    locked,
+    queue_job,
+    settings,
+)
+
+MAX_STK_AMOUNT = Decimal("250000")  # M-PESA's ceiling for one transaction
+REPEAT_GAP = timedelta(minutes=2)  # a second push of the same amount: result code 17
+DESCRIPTION = "Loan repay"  # TransactionDesc: at most 13 characters
+
+
+def payments_request_stk(
+    *,
+    loan_id: int,
+    amount: object,
+    phone: str | None = None,
+    channel: str = "ussd",
+    actor: str | None = None,
+) -> MpesaRequest:
+    """Ask the member's phone for their M-PESA PIN to repay a loan.
+
+    Refused with a clear message (PaymentError, nothing written) for an amount M-PESA
+    cannot carry, a loan that takes no payment, or a prompt already on its way for this
+    loan. The send happens in a job after commit.
+    """
+    try:
+        value = money_input(amount)
+    except MoneyError as exc:
+        raise PaymentError(str(exc)) from None
+    if not is_whole_shillings(value):
+        raise PaymentError("M-PESA takes whole shillings only")
+    if value > MAX_STK_AMOUNT:
+        raise PaymentError(f"M-PESA takes at most KES {MAX_STK_AMOUNT:,.0f} at a time")
+    loan = locked(Loan, loan_id)  # serialises two requests for one loan
+    if loan is None:
+        raise PaymentError(f"no loan {loan_id}")
+    if loan.status not in (*LIVE_STATUSES, "written_off"):
+        db.session.rollback()
+        raise PaymentError(f"loan {loan.loan_no} is {loan.status}; it takes no payment")
+    member = db.session.get(Member, loan.member_id)
+    try:
+        msisdn = normalise_phone(phone or member.phone)
+    except PhoneError as exc:
+        db.session.rollback()
+        raise PaymentError(str(exc)) from None
+    if _open_stk(loan.id):
+        db.session.rollback()
+        raise PaymentError(_already_waiting(loan.loan_no))
+    recent = db.session.scalar(
+        select(MpesaRequest.id).where(
+            MpesaRequest.kind == "stk",
+            MpesaRequest.phone == msisdn,
+            MpesaRequest.amount == value,
+            MpesaRequest.created_at > utcnow() - REPEAT_GAP,
+        )
+    )
+    if recent is not None:
+        db.session.rollback()
+        raise PaymentError("M-PESA refuses the same amount twice within 2 minutes; wait a little")
+    request = MpesaRequest(
+        kind="stk",
+        status="pending",
+        purpose="repayment",
+        member_id=member.id,
+        loan_id=loan.id,
+        phone=msisdn,
+        amount=value,
+        account_reference=loan.loan_no,
+        channel=channel,
+        requested_by=actor or f"member:{member.member_no}",
+    )
+    db.session.add(request)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The partial unique index: another request for this loan won the race.
+        db.session.rollback()
+        raise PaymentError(_already_waiting(loan.loan_no)) from None
+    queue_job(SEND_STK_JOB, request.id, job_id=f"stk-{request.id}")
+    return request
+
+
+def _already_waiting(loan_no: str | None) -> str:
+    return (
+        f"a payment prompt for loan {loan_no} is already on its way; "
+        "answer it or try again in 3 minutes"
+    )
+
+
+def _open_stk(loan_id: int) -> bool:
+    found = db.session.scalar(
+        select(MpesaRequest.id).where(
+            MpesaRequest.loan_id == loan_id,
+            MpesaRequest.kind == "stk",
+            MpesaRequest.status.in_(OPEN_STATUSES),
+        )
+    )
+    return found is not None
+
+
+def claim(request_id: int) -> bool:
+    """pending -> sending in one conditional UPDATE: one job sends a request, once."""
+    claimed = db.session.execute(
+        update(MpesaRequest)
+        .where(MpesaRequest.id == request_id, MpesaRequest.status == "pending")
+        .values(status="sending", attempts=MpesaRequest.attempts + 1, updated_at=utcnow())
+    ).rowcount
+    return bool(claimed)
+
+
+def payments_send_stk(*, request_id: int) -> str:
+    """Send a pending STK request. A refusal before processing fails it; no answer (or an
+    error after submitting) leaves it unknown for the reconciliation job: never resent."""
+    if not claim(request_id):
+        db.session.rollback()
+        row = db.session.get(MpesaRequest, request_id)
+        return row.status if row else "missing"
+    db.session.commit()
+    request = db.session.get(MpesaRequest, request_id)
+    s = settings()
+    try:
+        reply = daraja_client().stk_push(
+            phone=request.phone,
+            amount=request.amount,
+            account_reference=request.account_reference or "SACCO",
+            description=DESCRIPTION,
+            callback_url=s.callback_url("stk/callback"),
+            now=utcnow(),
+        )
+    except (DarajaInvalidRequest, DarajaAuthError) as exc:
+        request = locked(MpesaRequest, request_id)
+        finish(request, "failed", exc.code, f"refused before processing: {exc}")
+        notify_payment_failed(
+            member=db.session.get(Member, request.member_id),
+            amount=request.amount,
+            reason="M-PESA could not send the prompt",
+            reference=f"stk-{request.id}",
+        )
+        db.session.commit()
+        return "failed"
+    except DarajaError as exc:
+        request = locked(MpesaRequest, request_id)
+        finish(request, "unknown", exc.code, f"no clear answer: {exc}")
+        db.session.commit()
+        return "unknown"
+    request = locked(MpesaRequest, request_id)
+    checkout_id = str(reply["CheckoutRequestID"])
+    request.checkout_request_id = checkout_id
+    request.merchant_request_id = str(reply.get("MerchantRequestID") or "")[:64] or None
+    request.sent_at = utcnow()
+    if request.status == "sending":
+        request.status = "sent"
+    db.session.commit()
+    _requeue_early_callbacks(checkout_id)
+    return request.status
+
+
+def _requeue_early_callbacks(reference: str) -> None:
+    """A callback that beat our write of its CheckoutRequestID was kept as unmatched:
+    now that the id is stored, process it."""
+    early = db.session.scalars(
+        select(MpesaCallback.id).where(
+            MpesaCallback.reference == reference, MpesaCallback.status == "unmatched"
+        )
+    ).all()
+    db.session.commit()
+    for callback_id in early:
+        queue_job(PROCESS_CALLBACK_JOB, callback_id)
+
+
+def find_stk(data: dict[str, Any]) -> MpesaRequest | None:
+    """The request a callback answers: by CheckoutRequestID; else a push whose submit got
+    no answer (so no id was stored) to the same phone for the same amount, within a day."""
+    found = db.session.scalar(
+        select(MpesaRequest).where(MpesaRequest.checkout_request_id == data["checkout_request_id"])
+    )
+    if found is not None or data.get("amount") is None or not data.get("phone"):
+        return found
+    candidates = db.session.scalars(
+        select(MpesaRequest).where(
+            MpesaRequest.kind == "stk",
+            MpesaRequest.status == "unknown",
+            MpesaRequest.checkout_request_id.is_(None),
+            MpesaRequest.phone == data["phone"],
+            MpesaRequest.amount == data["amount"],
+            MpesaRequest.created_at > utcnow() - timedelta(days=1),
+        )
+    ).all()
+    if len(candidates) != 1:
+        return None
+    candidates[0].checkout_request_id = data["checkout_request_id"]
+    return candidates[0]
+
+
+def stk_mismatch(request: MpesaRequest, data: dict[str, Any]) -> str | None:
+    """What in a callback disagrees with the request we made (amount, phone)."""
+    amount = data.get("amount")
+    if amount is not None and Decimal(amount) != request.amount:
+        return f"amount {amount} differs from the KES {request.amount} requested"
+    phone = data.get("phone")
+    if phone and phone.isdigit() and phone != request.phone:
+        return f"phone {phone} differs from {request.phone} prompted"
+    return None
+
+
+def stk_apply(
+    request: MpesaRequest,
+    *,
+    code: str,
+    desc: str,
+    receipt: str | None,
+    paid_at: datetime | None,
+    callback_id: int | None,
+) -> str:
+    """Settle a locked STK request from its result code (callback or query): post the
+    repayment once on success, tell the member in plain words on a failure, leave it
+    unknown on a code we do not know. Returns the outcome; the caller commits."""
+    if request.status in ("succeeded", "failed"):
+        if receipt and request.status == "succeeded" and not request.receipt:
+            # Settled by a query (no receipt); the late callback brings the receipt.
+            request.receipt = receipt
+            db.session.execute(
+                update(Payment)
+                .where(Payment.request_id == request.id, Payment.receipt.is_(None))
+                .values(receipt=receipt)
+            )
+        return "duplicate"
+    if request.flag:
+        return "flagged"
+    if code == "0":
+        return _post_repayment(request, desc, receipt, paid_at, callback_id)
+    if code in STK_FAILURES:
+        finish(request, "failed", code, desc)
+        notify_payment_failed(
+            member=db.session.get(Member, request.member_id),
+            amount=request.amount,
+            reason=STK_FAILURES[code],
+            reference=request.checkout_request_id or f"stk-{request.id}",
+        )
+        return "failed"
+    finish(request, "unknown", code, desc or "unknown result code: to be queried")
+    return "unknown"
+
+
+def _post_repayment(
+    request: MpesaRequest,
+    desc: str,
+    receipt: str | None,
+    paid_at: datetime | None,
+    callback_id: int | None,
+) -> str:
+    payment = Payment(
+        receipt=receipt,
+        channel="stk",
+        direction="in",
+        amount=request.amount,
+        phone=request.phone,
+        bill_ref=request.account_reference,
+        member_id=request.member_id,
+        loan_id=request.loan_id,
+        request_id=request.id,
+        callback_id=callback_id,
+        transacted_at=paid_at,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(payment)
+    except IntegrityError:
+        # This receipt was posted already through another channel (a C2B confirmation):
+        # the money is in, once.
+        finish(request, "succeeded", "0", f"{desc} (receipt {receipt} posted before)")
+        request.receipt = receipt
+        return "duplicate"
+    result = loan_repay(
+        loan_id=request.loan_id,
+        amount=request.amount,
+        # Without a receipt (settled by a query) the CheckoutRequestID keys the posting.
+        reference=receipt or request.checkout_request_id or f"stk-{request.id}",
+        value_date=kenyan_date(paid_at),
+        source="mpesa",
+        commit=False,
+    )
+    payment.journal_entry_id = result.entry_id
+    request.receipt = receipt
+    finish(request, "succeeded", "0", desc)
+    return "processed"
+
+
+def stk_paid_at(value: object) -> datetime | None:
+    return kenyan_time(value, settings().tz, ("%Y%m%d%H%M%S",))

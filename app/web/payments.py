@@ -1,0 +1,102 @@
+"""Safaricom's callbacks: /payments/<token>/... (SPEC "HTTP surface").
+
+Each route checks the path token (404 otherwise) and the optional source allowlist,
+stores the raw body, answers at once in the form Daraja expects, and leaves the work to a
+job. Safaricom never gets a 5xx from here: a truly unreadable body gets 400, anything else
+is acknowledged and kept, odd or not, for staff to see.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+
+from app.services.payments import (
+    RAW_CAP,
+    callback_enqueue,
+    callback_refused,
+    callback_store,
+    callback_validate,
+)
+
+bp = Blueprint("payments", __name__, url_prefix="/payments/<token>")
+
+ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+ROUTES = {
+    "stk/callback": "stk",
+    "c2b/validation": "c2b_validation",
+    "c2b/confirmation": "c2b_confirmation",
+    "b2c/result": "b2c_result",
+    "b2c/timeout": "b2c_timeout",
+    "status/result": "status_result",
+    "status/timeout": "status_timeout",
+}
+
+
+@bp.url_value_preprocessor
+def _check_token(endpoint: str | None, values: dict[str, object] | None) -> None:
+    token = str((values or {}).pop("token", ""))
+    expected = current_app.config["SETTINGS"].CALLBACK_TOKEN
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        abort(404)
+
+
+def _allowed(address: str | None) -> bool:
+    allowlist = current_app.config["SETTINGS"].MPESA_ALLOWED_IPS
+    if not allowlist:
+        return True
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    for entry in allowlist:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _body() -> tuple[bytes, int]:
+    """At most RAW_CAP + 1 bytes read, and the size the sender declared (or read)."""
+    raw = request.stream.read(RAW_CAP + 1)
+    return raw, max(request.content_length or 0, len(raw))
+
+
+def _receive(kind: str) -> Response | tuple[Response, int]:
+    raw, size = _body()
+    address = request.remote_addr
+    if not _allowed(address):
+        callback_refused(kind=kind, raw=raw, size=size, remote_addr=address)
+        return jsonify({"ResultCode": 1, "ResultDesc": "Rejected: source not allowed"}), 403
+    received = callback_store(kind=kind, raw=raw, size=size, remote_addr=address)
+    if not received.readable:
+        return jsonify({"ResultCode": 1, "ResultDesc": "Rejected: body is not JSON"}), 400
+    if kind == "c2b_validation":
+        if received.data is None:
+            # A body we cannot read cannot be matched: with validation on it is refused.
+            return jsonify({"ResultCode": "C2B00016", "ResultDesc": "Rejected"})
+        code, _why = callback_validate(received)
+        return jsonify(
+            {"ResultCode": code, "ResultDesc": "Accepted" if code == "0" else "Rejected"}
+        )
+    if received.data is not None:
+        callback_enqueue(received.callback_id)
+    if kind == "c2b_confirmation":
+        return jsonify({"ResultCode": 0, "ResultDesc": "Success"})
+    return jsonify(ACCEPTED)
+
+
+def _route(path: str, kind: str) -> None:
+    def view() -> Response | tuple[Response, int]:
+        return _receive(kind)
+
+    view.__name__ = kind
+    bp.add_url_rule(f"/{path}", endpoint=kind, view_func=view, methods=["POST"])
+
+
+for _path, _kind in ROUTES.items():
+    _route(_path, _kind)
