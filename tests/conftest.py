@@ -120,3 +120,15 @@ def live_url(app: Flask) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def _on_postgres(app: Flask) -> bool:
+    with app.app_context():
+        return db.engine.dialect.name == "postgresql"
+
+
+@pytest.fixture
+def pg(app: Flask) -> None:
+    """Races need row locks that wait; SQLite takes its one lock at BEGIN instead."""
+    if not _on_postgres(app):
+        pytest.skip("a race test: runs on PostgreSQL (CI), where row locks wait")

@@ -3,6 +3,12 @@ by their dotted path (`tests.helpers.NAME`)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
 from sqlalchemy import text
 
 from app.extensions import db
@@ -59,3 +65,139 @@ def truncate_all() -> None:
         else:
             for table in tables:
                 conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - names from our metadata
+
+
+# -- Daraja payloads, shaped as contracts/daraja.md documents them ------------------------
+
+
+def stk_body(
+    checkout_id: str,
+    code: int | str = 0,
+    *,
+    amount: object = 500,
+    receipt: str = "NLJ7RT61SV",
+    phone: object = 254708374149,
+    desc: str | None = None,
+) -> dict:
+    callback: dict = {
+        "MerchantRequestID": "29115-34620561-1",
+        "CheckoutRequestID": checkout_id,
+        "ResultCode": code,
+        "ResultDesc": desc
+        or (
+            "The service request is processed successfully."
+            if code in (0, "0")
+            else "Request cancelled by user"
+        ),
+    }
+    if code in (0, "0"):
+        callback["CallbackMetadata"] = {
+            "Item": [
+                {"Name": "Amount", "Value": amount},
+                {"Name": "MpesaReceiptNumber", "Value": receipt},
+                {"Name": "Balance"},
+                {"Name": "TransactionDate", "Value": 20261121102115},
+                {"Name": "PhoneNumber", "Value": phone},
+            ]
+        }
+    return {"Body": {"stkCallback": callback}}
+
+
+def c2b_body(
+    trans_id: str = "RKTQDM7W6S",
+    *,
+    amount: object = "1000",
+    account: str = "M000001",
+    msisdn: str = "25470****149",
+    shortcode: str = "174379",
+) -> dict:
+    return {
+        "TransactionType": "Pay Bill",
+        "TransID": trans_id,
+        "TransTime": "20261121063845",
+        "TransAmount": amount,
+        "BusinessShortCode": shortcode,
+        "BillRefNumber": account,
+        "InvoiceNumber": "",
+        "OrgAccountBalance": "",
+        "ThirdPartyTransID": "",
+        "MSISDN": msisdn,
+        "FirstName": "John",
+        "MiddleName": "",
+        "LastName": "Doe",
+    }
+
+
+def b2c_result_body(
+    originator_id: str,
+    code: int | str = 0,
+    *,
+    amount: object = 10,
+    receipt: str = "NLJ41HAY6Q",
+    desc: str | None = None,
+) -> dict:
+    result: dict = {
+        "ResultType": 0,
+        "ResultCode": code,
+        "ResultDesc": desc or "The service request is processed successfully.",
+        "OriginatorConversationID": originator_id,
+        "ConversationID": "AG_20191219_00004e48cf7e3533f581",
+        "TransactionID": receipt,
+        "ReferenceData": {"ReferenceItem": {"Key": "QueueTimeoutURL", "Value": "https://x"}},
+    }
+    if code in (0, "0"):
+        result["ResultParameters"] = {
+            "ResultParameter": [
+                {"Key": "TransactionAmount", "Value": amount},
+                {"Key": "TransactionReceipt", "Value": receipt},
+                {"Key": "B2CRecipientIsRegisteredCustomer", "Value": "Y"},
+                {"Key": "ReceiverPartyPublicName", "Value": "254708374149 - John Doe"},
+                {"Key": "TransactionCompletedDateTime", "Value": "21.11.2026 11:45:50"},
+                {"Key": "B2CUtilityAccountAvailableFunds", "Value": 10116.00},
+            ]
+        }
+    return {"Result": result}
+
+
+class Worker(threading.Thread):
+    """Runs `fn` in its own app context, so its own session and connection."""
+
+    def __init__(self, app: Flask, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.app, self.fn = app, fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        with self.app.app_context():
+            try:
+                self.result = self.fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                self.error = exc
+                db.session.rollback()
+            finally:
+                db.session.remove()
+
+    def outcome(self, timeout: float = 30) -> Any:
+        self.join(timeout)
+        assert not self.is_alive(), "thread did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def wait_until_blocked(count: int = 1, timeout: float = 10) -> None:
+    """Until `count` other sessions wait on a row lock (seen in pg_stat_activity)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.engine.connect() as conn:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            ).scalar_one()
+        if waiting >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no session ended up waiting on the lock")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -33,7 +32,7 @@ from app.services.loans import (
 )
 from app.services.members import MemberError, member_deposit
 from tests.factories import make_member
-from tests.helpers import assert_books_reconcile
+from tests.helpers import Worker, assert_books_reconcile, wait_until_blocked
 from tests.loan_factories import (
     balance,
     make_borrower,
@@ -44,63 +43,6 @@ from tests.loan_factories import (
     reload,
     run_job,
 )
-
-
-def _on_postgres(app: Flask) -> bool:
-    with app.app_context():
-        return db.engine.dialect.name == "postgresql"
-
-
-@pytest.fixture
-def pg(app: Flask) -> None:
-    """Races need row locks that wait; SQLite takes its one lock at BEGIN instead."""
-    if not _on_postgres(app):
-        pytest.skip("a race test: runs on PostgreSQL (CI), where row locks wait")
-
-
-class Worker(threading.Thread):
-    """Runs `fn` in its own app context, so its own session and connection."""
-
-    def __init__(self, app: Flask, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.app, self.fn = app, fn
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        with self.app.app_context():
-            try:
-                self.result = self.fn()
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                self.error = exc
-                db.session.rollback()
-            finally:
-                db.session.remove()
-
-    def outcome(self, timeout: float = 30) -> Any:
-        self.join(timeout)
-        assert not self.is_alive(), "thread did not finish"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def wait_until_blocked(count: int = 1, timeout: float = 10) -> None:
-    """Until `count` other sessions wait on a row lock (seen in pg_stat_activity)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with db.engine.connect() as conn:
-            waiting = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-            ).scalar_one()
-        if waiting >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no session ended up waiting on the lock")
-
 
 DAY = date(2026, 3, 1)
 V1_INSTALLMENT = Decimal("888.49")  # contracts/loan-schedules.md, vector V1
