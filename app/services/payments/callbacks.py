@@ -63,9 +63,8 @@ def callback_store(*, kind: str, raw: bytes, size: int, remote_addr: str | None)
     An unreadable body (not JSON) or one its schema refuses is kept with its status and
     reason for staff; nothing else happens to it.
     """
-    text = raw[:RAW_CAP].decode("utf-8", errors="replace")
     row = MpesaCallback(
-        kind=kind, raw_body=text, body_size=size, remote_addr=(remote_addr or "")[:64] or None
+        kind=kind, raw_body=_text(raw), body_size=size, remote_addr=(remote_addr or "")[:64] or None
     )
     db.session.add(row)
     db.session.commit()
@@ -82,6 +81,13 @@ def callback_store(*, kind: str, raw: bytes, size: int, remote_addr: str | None)
     row.reference = _reference(kind, data)
     db.session.commit()
     return Received(row.id, True, data, None)
+
+
+def _text(raw: bytes) -> str:
+    """The body as text that any database can hold: bytes that are not UTF-8 and NULs
+    (PostgreSQL refuses them in text) are written as escapes, so the record stays
+    faithful and the insert cannot fail."""
+    return raw[:RAW_CAP].decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
 
 
 def _refuse(row: MpesaCallback, status: str, why: str, *, readable: bool = True) -> Received:
@@ -111,7 +117,7 @@ def callback_refused(*, kind: str, raw: bytes, size: int, remote_addr: str | Non
     """A callback from an address outside the allowlist: kept for staff, never processed."""
     row = MpesaCallback(
         kind=kind,
-        raw_body=raw[:RAW_CAP].decode("utf-8", errors="replace"),
+        raw_body=_text(raw),
         body_size=size,
         remote_addr=(remote_addr or "")[:64] or None,
         status="refused",

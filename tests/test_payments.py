@@ -1,0 +1,828 @@
+"""M-PESA through the payments service: STK repayments, Paybill, B2C payouts, callbacks
+and the reconciliation sweep. Daraja is faked at the HTTP boundary (`responses`); jobs run
+in a real RQ worker (burst mode) against Redis; races run as real threads on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+import responses
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select, update
+
+from app.cli.runtime import make_worker
+from app.extensions import db, queue
+from app.models import (
+    AuditLog,
+    JournalEntry,
+    Loan,
+    MpesaCallback,
+    MpesaRequest,
+    Payment,
+    SmsMessage,
+)
+from app.models.types import utcnow
+from app.selectors.loans import loan_debt
+from app.services.loans import loan_apply, loan_approve, loan_retry_payout
+from app.services.payments import (
+    PaymentError,
+    callback_process,
+    payments_assign_suspense,
+    payments_reconcile,
+    payments_request_stk,
+    payments_send_payout,
+    payments_send_stk,
+)
+from tests.factories import make_member
+from tests.helpers import Worker, b2c_result_body, c2b_body, stk_body
+from tests.loan_factories import balance, make_borrower, make_loan, make_product, make_staff
+
+TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
+CHECKOUT = "ws_CO_191220191020363925"
+
+
+@pytest.fixture
+def base(app: Flask) -> str:
+    return app.config["SETTINGS"].mpesa_base_url
+
+
+@pytest.fixture
+def daraja(mocked: responses.RequestsMock, base: str) -> responses.RequestsMock:
+    """Daraja at the HTTP boundary: a token, and an STK push that is accepted."""
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/stkpush/v1/processrequest",
+        json={
+            "MerchantRequestID": "29115-34620561-1",
+            "CheckoutRequestID": CHECKOUT,
+            "ResponseCode": "0",
+            "ResponseDescription": "Success. Request accepted for processing",
+            "CustomerMessage": "Success. Request accepted for processing",
+        },
+    )
+    return mocked
+
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """Ids outlive the session: the worker hands its session back after each job."""
+
+    id: int
+    loan_no: str
+
+
+@pytest.fixture
+def loan(app: Flask) -> Ref:
+    member = make_borrower(savings=10000)
+    member.phone = "254708374149"
+    db.session.commit()
+    made = make_loan(product=make_product("V1"), on=date(2026, 1, 1), member=member)
+    return Ref(made.id, made.loan_no)
+
+
+def work() -> None:
+    make_worker(("payments",)).work(burst=True)
+
+
+def post(client: FlaskClient, path: str, body: object, **kwargs: object):  # noqa: ANN201
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return client.post(
+        f"/payments/{TOKEN}/{path}", data=data, content_type="application/json", **kwargs
+    )
+
+
+def debt(loan_id: int) -> Decimal:
+    db.session.expire_all()
+    return loan_debt(loan_id=loan_id).total
+
+
+def sent_stk(loan: Ref, amount: int = 500) -> Ref:
+    """An STK request for `loan` sent through the service and the send job."""
+    request = payments_request_stk(loan_id=loan.id, amount=amount, channel="console")
+    work()
+    db.session.expire_all()
+    request = db.session.get(MpesaRequest, request.id)
+    assert request.status == "sent" and request.checkout_request_id == CHECKOUT
+    return Ref(request.id, loan.loan_no)
+
+
+def texts(template: str) -> list[SmsMessage]:
+    return list(db.session.scalars(select(SmsMessage).where(SmsMessage.template == template)))
+
+
+def n(model: type, *where: object) -> int:
+    return db.session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+# -- STK push: the request ---------------------------------------------------------------
+
+
+def test_a_request_is_written_first_then_sent_by_a_job(loan: Ref, daraja) -> None:  # noqa: ANN001
+    request = payments_request_stk(loan_id=loan.id, amount=500, channel="ussd")
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.kind, row.loan_id, row.amount) == ("pending", "stk", loan.id, 500)
+    assert row.account_reference == loan.loan_no and row.phone == "254708374149"
+    assert queue("payments").count >= 1
+    work()
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.checkout_request_id) == ("sent", CHECKOUT)
+    push = json.loads(next(c for c in daraja.calls if "stkpush" in c.request.url).request.body)
+    assert push["Amount"] == "500" and push["AccountReference"] == loan.loan_no
+    assert push["CallBackURL"].endswith(f"/payments/{TOKEN}/stk/callback")
+
+
+def test_a_second_request_for_the_loan_is_refused_while_one_is_open(loan: Ref, daraja) -> None:  # noqa: ANN001
+    payments_request_stk(loan_id=loan.id, amount=500)
+    with pytest.raises(PaymentError, match="already on its way"):
+        payments_request_stk(loan_id=loan.id, amount=700)
+    assert n(MpesaRequest, MpesaRequest.kind == "stk") == 1
+
+
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [
+        ("500.50", "whole shillings"),
+        ("0", "more than zero|greater than|positive|at least"),
+        ("abc", "number|amount"),
+        ("250001", "at most"),
+    ],
+)
+def test_amounts_mpesa_cannot_carry_are_refused(loan: Ref, amount: str, why: str) -> None:
+    with pytest.raises(PaymentError, match=why):
+        payments_request_stk(loan_id=loan.id, amount=amount)
+    assert n(MpesaRequest, MpesaRequest.kind == "stk") == 0
+
+
+def test_a_refusal_before_processing_fails_the_request_and_tells_the_member(
+    loan: Ref,
+    mocked,
+    base: str,  # noqa: ANN001
+) -> None:
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/stkpush/v1/processrequest",
+        status=400,
+        json={
+            "requestId": "1",
+            "errorCode": "400.002.02",
+            "errorMessage": "Bad Request - Invalid PhoneNumber",
+        },
+    )
+    request = payments_request_stk(loan_id=loan.id, amount=500)
+    work()
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert row.status == "failed" and "Invalid PhoneNumber" in row.result_desc
+    assert len(texts("payment_failed")) == 1
+
+
+def test_no_answer_leaves_the_request_unknown_and_it_is_never_resent(
+    loan: Ref,
+    mocked,
+    base: str,  # noqa: ANN001
+) -> None:
+    import requests
+
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(f"{base}/mpesa/stkpush/v1/processrequest", body=requests.ConnectionError())
+    request = payments_request_stk(loan_id=loan.id, amount=500)
+    work()
+    assert payments_send_stk(request_id=request.id) == "unknown"  # a second job: no send
+    pushes = [c for c in mocked.calls if "stkpush" in c.request.url]
+    assert len(pushes) == 1
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).status == "unknown"
+
+
+# -- STK push: the callback --------------------------------------------------------------
+
+
+def test_a_success_callback_repays_exactly_the_amount_once(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    request = sent_stk(loan)
+    before = debt(loan.id)
+    reply = post(client, "stk/callback", stk_body(CHECKOUT, amount=500))
+    assert reply.status_code == 200 and reply.json == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    raw = db.session.scalar(select(MpesaCallback).where(MpesaCallback.kind == "stk"))
+    assert raw.status == "received" and "NLJ7RT61SV" in raw.raw_body  # stored before work
+    work()
+    assert before - debt(loan.id) == Decimal("500")
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.receipt) == ("succeeded", "NLJ7RT61SV")
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "NLJ7RT61SV"))
+    assert (payment.channel, payment.amount, payment.loan_id) == ("stk", 500, loan.id)
+    receipt_sms = texts("repayment_received")
+    assert len(receipt_sms) == 1 and "NLJ7RT61SV" in receipt_sms[0].body
+    # The same callback again, and as a string code: nothing more is posted.
+    post(client, "stk/callback", stk_body(CHECKOUT, "0", amount="500.00"))
+    work()
+    assert before - debt(loan.id) == Decimal("500")
+    assert n(JournalEntry, JournalEntry.kind == "repayment") == 1
+    statuses = sorted(db.session.scalars(select(MpesaCallback.status)))
+    assert statuses == ["duplicate", "processed"]
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (1032, "you cancelled the M-PESA prompt"),
+        (2001, "the M-PESA PIN was wrong"),
+        (1037, "your phone could not be reached"),
+        (1, "your M-PESA balance was not enough"),
+        ("1019", "expired"),
+    ],
+)
+def test_each_failure_code_fails_the_request_and_tells_the_member_in_plain_words(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,
+    code: object,
+    words: str,  # noqa: ANN001
+) -> None:
+    request = sent_stk(loan)
+    before = debt(loan.id)
+    post(client, "stk/callback", stk_body(CHECKOUT, code))
+    work()
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.result_code) == ("failed", str(code))
+    assert debt(loan.id) == before
+    sms = texts("payment_failed")
+    assert len(sms) == 1 and words in sms[0].body
+
+
+def test_an_unknown_result_code_needs_reconciliation_not_failure(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    request = sent_stk(loan)
+    post(client, "stk/callback", stk_body(CHECKOUT, 4242, desc="Something new"))
+    work()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).status == "unknown"
+    assert texts("payment_failed") == []
+
+
+def test_a_callback_that_disagrees_with_the_request_is_flagged_not_posted(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    request = sent_stk(loan)
+    before = debt(loan.id)
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=5))
+    work()
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert "amount" in row.flag and row.status == "sent"
+    assert debt(loan.id) == before and n(Payment) == 0
+    callback = db.session.scalar(select(MpesaCallback))
+    assert callback.status == "flagged"
+
+
+def test_a_callback_before_its_request_row_commits_is_kept_and_matched_later(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    request_id = payments_request_stk(loan_id=loan.id, amount=500).id
+    queue("payments").empty()  # the send job has not run yet
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=500))
+    work()
+    early = db.session.scalar(select(MpesaCallback))
+    assert early.status == "unmatched" and early.reference == CHECKOUT
+    before = debt(loan.id)
+    assert payments_send_stk(request_id=request_id) == "sent"  # stores the id, requeues
+    work()
+    assert before - debt(loan.id) == Decimal("500")
+    db.session.expire_all()
+    assert db.session.get(MpesaCallback, early.id).status == "processed"
+
+
+def test_an_unknown_checkout_id_is_acknowledged_and_kept_for_staff(client: FlaskClient) -> None:
+    reply = post(client, "stk/callback", stk_body("ws_CO_nobody", amount=500))
+    assert reply.status_code == 200
+    work()
+    assert db.session.scalar(select(MpesaCallback.status)) == "unmatched"
+    assert n(Payment) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", "invalid", 400),
+        (b"\xff\xfe\x00garbage", "invalid", 400),
+        ({"Body": {}}, "invalid", 200),
+        ({"Body": {"stkCallback": {"CheckoutRequestID": CHECKOUT}}}, "invalid", 200),
+        (
+            {"Body": {"stkCallback": {"CheckoutRequestID": CHECKOUT, "ResultCode": True}}},
+            "invalid",
+            200,
+        ),
+        ([1, 2, 3], "invalid", 200),
+    ],
+)
+def test_odd_bodies_are_kept_answered_and_change_nothing(
+    client: FlaskClient, body: object, status: str, code: int
+) -> None:
+    reply = post(client, "stk/callback", body)
+    assert reply.status_code == code
+    row = db.session.scalar(select(MpesaCallback))
+    assert row.status == status and row.error and row.raw_body
+    assert queue("payments").count == 0 and n(Payment) == 0
+
+
+def test_a_body_of_several_megabytes_is_capped_kept_and_acknowledged(client: FlaskClient) -> None:
+    body = json.dumps({"Body": {"stkCallback": {"pad": "x" * (3 * 1024 * 1024)}}})
+    reply = post(client, "stk/callback", body)
+    assert reply.status_code == 200
+    row = db.session.scalar(select(MpesaCallback))
+    assert row.status == "invalid" and row.body_size == len(body)
+    assert len(row.raw_body) == 64 * 1024
+
+
+# -- callback security -------------------------------------------------------------------
+
+
+def test_a_wrong_token_is_404_and_stores_nothing(client: FlaskClient) -> None:
+    reply = client.post("/payments/wrong-token-x/stk/callback", json=stk_body(CHECKOUT))
+    assert reply.status_code == 404
+    assert n(MpesaCallback) == 0
+
+
+@pytest.fixture
+def allowlist(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    changed = dataclasses.replace(
+        app.config["SETTINGS"], MPESA_ALLOWED_IPS=("196.201.214.0/24", "10.9.9.9")
+    )
+    monkeypatch.setitem(app.config, "SETTINGS", changed)
+
+
+@pytest.mark.usefixtures("allowlist")
+def test_a_source_outside_the_allowlist_is_refused_and_kept(client: FlaskClient) -> None:
+    reply = post(
+        client, "stk/callback", stk_body(CHECKOUT), environ_base={"REMOTE_ADDR": "8.8.8.8"}
+    )
+    assert reply.status_code == 403
+    row = db.session.scalar(select(MpesaCallback))
+    assert row.status == "refused" and row.remote_addr == "8.8.8.8"
+    ok = post(
+        client, "stk/callback", stk_body(CHECKOUT), environ_base={"REMOTE_ADDR": "196.201.214.200"}
+    )
+    assert ok.status_code == 200
+
+
+@pytest.mark.usefixtures("allowlist")
+def test_a_forged_forwarded_for_does_not_pass_the_allowlist(client: FlaskClient) -> None:
+    reply = post(
+        client,
+        "stk/callback",
+        stk_body(CHECKOUT),
+        environ_base={"REMOTE_ADDR": "8.8.8.8"},
+        headers={"X-Forwarded-For": "196.201.214.200"},
+    )
+    assert reply.status_code == 403  # no trusted proxy configured: the header is ignored
+
+
+def test_behind_one_trusted_proxy_its_forwarded_address_is_checked(
+    _urls: dict[str, str], app: Flask
+) -> None:
+    from tests.conftest import make_app
+
+    proxied = make_app(_urls, TRUSTED_PROXIES=1, MPESA_ALLOWED_IPS=("196.201.214.200",))
+    client = proxied.test_client()
+    headers = {"X-Forwarded-For": "6.6.6.6, 196.201.214.200"}  # the proxy appended the last
+    good = client.post(
+        f"/payments/{TOKEN}/stk/callback",
+        json=stk_body("ws_CO_x"),
+        headers=headers,
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    bad = client.post(
+        f"/payments/{TOKEN}/stk/callback",
+        json=stk_body("ws_CO_y"),
+        headers={"X-Forwarded-For": "196.201.214.200, 6.6.6.6"},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    assert (good.status_code, bad.status_code) == (200, 403)
+    with proxied.app_context():
+        db.session.remove()
+    proxied.extensions["redis"].close()
+
+
+# -- C2B Paybill -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("account", ["M000001", " m1 ", "M 000 001", "m-0001"])
+def test_validation_accepts_a_member_number_however_it_is_typed(
+    client: FlaskClient, account: str
+) -> None:
+    member = make_member()
+    assert member.member_no == "M000001"
+    reply = post(client, "c2b/validation", c2b_body(account=account))
+    assert reply.json == {"ResultCode": "0", "ResultDesc": "Accepted"}
+
+
+def test_validation_rejects_an_unknown_account_and_a_fractional_amount(client: FlaskClient) -> None:
+    make_member()
+    unknown = post(client, "c2b/validation", c2b_body(account="X99"))
+    assert unknown.json == {"ResultCode": "C2B00012", "ResultDesc": "Rejected"}
+    cents = post(client, "c2b/validation", c2b_body(amount="10.50"))
+    assert cents.json["ResultCode"] == "C2B00013"
+    assert n(MpesaCallback, MpesaCallback.kind == "c2b_validation") == 2
+
+
+def test_a_confirmation_to_a_member_number_goes_to_savings_once(client: FlaskClient) -> None:
+    member_no = make_member().member_no
+    reply = post(client, "c2b/confirmation", c2b_body(amount=1000, account="M000001"))
+    assert reply.json == {"ResultCode": 0, "ResultDesc": "Success"}
+    post(client, "c2b/confirmation", c2b_body(amount="1000", account="M000001"))  # again
+    work()
+    assert balance(f"SAV-{member_no}") == Decimal("1000.00")
+    assert n(Payment) == 1 and len(texts("deposit_received")) == 1
+    assert sorted(db.session.scalars(select(MpesaCallback.status))) == ["duplicate", "processed"]
+
+
+def test_a_confirmation_to_a_loan_number_repays_the_loan(client: FlaskClient, loan: Ref) -> None:
+    before = debt(loan.id)
+    post(client, "c2b/confirmation", c2b_body(amount="700", account=loan.loan_no.lower()))
+    work()
+    assert before - debt(loan.id) == Decimal("700")
+    assert len(texts("repayment_received")) == 1
+
+
+def test_unmatched_money_goes_to_suspense_with_a_suggestion_and_staff_assign_it(
+    client: FlaskClient,
+) -> None:
+    member = make_member(phone="0708374149")
+    member_id, member_no = member.id, member.member_no
+    hashed = hashlib.sha256(b"254708374149").hexdigest()
+    post(
+        client,
+        "c2b/confirmation",
+        c2b_body("RKT0000001", amount="300", account="WRONG", msisdn=hashed),
+    )
+    work()
+    payment = db.session.scalar(select(Payment))
+    assert payment.status == "suspense" and payment.suggested_member_id == member_id
+    assert balance("GL-SUSPENSE") == Decimal("300.00")
+    staff = make_staff("loan_officer")
+    payments_assign_suspense(payment_id=payment.id, staff=staff, account=member_no)
+    db.session.expire_all()
+    assert balance("GL-SUSPENSE") == Decimal("0.00")
+    assert balance(f"SAV-{member_no}") == Decimal("300.00")
+    assert db.session.get(Payment, payment.id).status == "assigned"
+    audit = db.session.scalar(select(AuditLog).where(AuditLog.action == "payment.assign"))
+    assert audit.after["member"] == member_no
+    with pytest.raises(PaymentError, match="not in suspense"):
+        payments_assign_suspense(payment_id=payment.id, staff=staff, account=member_no)
+
+
+def test_a_masked_msisdn_suggests_only_when_one_member_matches(client: FlaskClient) -> None:
+    make_member(phone="0708374149")
+    make_member(phone="0708111149")
+    post(client, "c2b/confirmation", c2b_body("RKT0000002", account="??", msisdn="25470****149"))
+    work()
+    assert db.session.scalar(select(Payment.suggested_member_id)) is None  # two could be it
+
+
+def test_one_receipt_is_posted_once_across_channels(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    sent_stk(loan)
+    before = debt(loan.id)
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="SAMERCPT01"))
+    post(client, "c2b/confirmation", c2b_body("SAMERCPT01", amount="500", account=loan.loan_no))
+    work()
+    assert before - debt(loan.id) == Decimal("500")
+    assert n(Payment) == 1
+
+
+# -- B2C payout --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def b2c(mocked: responses.RequestsMock, base: str) -> responses.RequestsMock:
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/b2c/v3/paymentrequest",
+        json={
+            "ConversationID": "AG_20191219_00005797af5d7d75f652",
+            "OriginatorConversationID": "echo",
+            "ResponseCode": "0",
+            "ResponseDescription": "Accept the service request successfully.",
+        },
+    )
+    mocked.post(
+        f"{base}/mpesa/transactionstatus/v1/query",
+        json={
+            "ConversationID": "AG_STATUS_0001",
+            "OriginatorConversationID": "status-0001",
+            "ResponseCode": "0",
+            "ResponseDescription": "Accept the service request successfully.",
+        },
+    )
+    return mocked
+
+
+def approved_loan() -> tuple[Ref, MpesaRequest]:
+    member = make_borrower(savings=10000)
+    loan = loan_apply(
+        member_id=member.id, product_id=make_product("V1").id, amount=5000, as_of=date(2026, 11, 20)
+    )
+    loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
+    payout = db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan.id))
+    db.session.expunge(payout)  # read its ids after jobs without a session
+    return Ref(loan.id, loan.loan_no), payout
+
+
+def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskClient, b2c) -> None:  # noqa: ANN001
+    loan, payout = approved_loan()
+    assert (payout.kind, payout.status, payout.amount) == ("b2c", "pending", 5000)
+    assert payout.originator_conversation_id  # ours, stored before anything is sent
+    work()
+    db.session.expire_all()
+    assert db.session.get(Loan, loan.id).status == "disbursing"
+    sent = json.loads(next(c for c in b2c.calls if "b2c" in c.request.url).request.body)
+    assert sent["OriginatorConversationID"] == payout.originator_conversation_id
+    assert sent["Amount"] == "5000" and sent["Occassion"] == "Loan"
+    body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJ41HAY6Q")
+    assert post(client, "b2c/result", body).json == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    post(client, "b2c/result", body)  # a duplicate result
+    work()
+    db.session.expire_all()
+    done = db.session.get(Loan, loan.id)
+    assert done.status == "active" and done.disbursed_on == date(2026, 11, 21)
+    assert n(JournalEntry, JournalEntry.kind == "disbursement") == 1
+    assert (
+        db.session.scalar(select(Payment.receipt).where(Payment.direction == "out")) == "NLJ41HAY6Q"
+    )
+    assert len(texts("loan_disbursed")) == 1
+
+
+def test_a_failed_payout_puts_the_loan_back_with_the_reason_and_staff_retry(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    post(
+        client,
+        "b2c/result",
+        b2c_result_body(payout.originator_conversation_id, 2040, desc="Recipient unregistered"),
+    )
+    work()
+    db.session.expire_all()
+    back = db.session.get(Loan, loan.id)
+    assert back.status == "approved" and "not registered" in back.payout_error
+    assert db.session.get(MpesaRequest, payout.id).status == "failed"
+    retry = loan_retry_payout(loan_id=loan.id, staff=make_staff("branch_manager"))
+    assert retry.originator_conversation_id != payout.originator_conversation_id
+    with pytest.raises(Exception, match="on its way"):
+        loan_retry_payout(loan_id=loan.id, staff=make_staff("branch_manager"))
+
+
+def test_a_timeout_asks_transaction_status_and_its_answer_disburses(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    post(
+        client,
+        "b2c/timeout",
+        {
+            "Result": {
+                "ResultCode": 1,
+                "ResultDesc": "timeout",
+                "OriginatorConversationID": payout.originator_conversation_id,
+            }
+        },
+    )
+    work()  # the timeout makes it unknown and queues a status query, never a resend
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, payout.id).status == "unknown"
+    assert len([c for c in b2c.calls if "b2c" in c.request.url]) == 1
+    assert len([c for c in b2c.calls if "transactionstatus" in c.request.url]) == 1
+    status = {
+        "Result": {
+            "ResultType": 0,
+            "ResultCode": "00000000",
+            "ResultDesc": "ok",
+            "OriginatorConversationID": "status-0001",
+            "ConversationID": "AG_STATUS_0001",
+            "ResultParameters": {
+                "ResultParameter": [
+                    {"Key": "ReceiptNo", "Value": "NLJ41HAY7Z"},
+                    {"Key": "ReceiptNo"},
+                    {"Key": "TransactionStatus", "Value": "Completed"},
+                    {"Key": "Amount", "Value": 5000},
+                    {"Key": "FinalisedTime", "Value": 20261121114550},
+                ]
+            },
+            "ReferenceData": {"ReferenceItem": [{"Key": "Occasion"}]},
+        }
+    }
+    post(client, "status/result", status)
+    work()
+    db.session.expire_all()
+    assert db.session.get(Loan, loan.id).status == "active"
+    assert db.session.get(MpesaRequest, payout.id).receipt == "NLJ41HAY7Z"
+
+
+def test_staff_paying_out_by_hand_cancels_the_unsent_payout(b2c) -> None:  # noqa: ANN001
+    loan, payout = approved_loan()
+    from app.services.loans import loan_disburse
+
+    loan_disburse(
+        loan_id=loan.id, reference="BANK-1", value_date=date(2026, 11, 21), channel="manual"
+    )
+    assert payments_send_payout(request_id=payout.id) == "failed"
+    assert [c for c in b2c.calls if "b2c" in c.request.url] == []
+
+
+# -- reconciliation ----------------------------------------------------------------------
+
+
+def age(request_id: int, minutes: int) -> None:
+    db.session.execute(
+        update(MpesaRequest)
+        .where(MpesaRequest.id == request_id)
+        .values(created_at=utcnow() - timedelta(minutes=minutes))
+    )
+    db.session.commit()
+
+
+def test_reconciliation_leaves_a_prompt_still_processing_and_applies_a_final_code(
+    loan: Ref,
+    daraja,
+    base: str,  # noqa: ANN001
+) -> None:
+    request = sent_stk(loan)
+    age(request.id, 4)
+    daraja.post(
+        f"{base}/mpesa/stkpushquery/v1/query",
+        status=500,
+        json={
+            "requestId": "1",
+            "errorCode": "500.001.1001",
+            "errorMessage": "The transaction is being processed",
+        },
+    )
+    payments_reconcile()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).status == "sent"
+    daraja.replace(
+        responses.POST,
+        f"{base}/mpesa/stkpushquery/v1/query",
+        json={
+            "ResponseCode": "0",
+            "ResultCode": "0",
+            "ResultDesc": "processed successfully",
+            "CheckoutRequestID": CHECKOUT,
+            "MerchantRequestID": "x",
+        },
+    )
+    db.session.execute(update(MpesaRequest).values(checked_at=None))
+    db.session.commit()
+    before = debt(loan.id)
+    payments_reconcile()
+    assert before - debt(loan.id) == Decimal("500")
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).status == "succeeded"
+
+
+def test_reconciliation_applies_a_failure_code_from_the_query(loan: Ref, daraja, base: str) -> None:  # noqa: ANN001
+    request = sent_stk(loan)
+    age(request.id, 4)
+    daraja.post(
+        f"{base}/mpesa/stkpushquery/v1/query",
+        json={"ResponseCode": "0", "ResultCode": "1032", "ResultDesc": "Request cancelled by user"},
+    )
+    payments_reconcile()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).status == "failed"
+    assert len(texts("payment_failed")) == 1
+
+
+def test_reconciliation_asks_status_for_a_silent_payout_and_flags_after_a_day(b2c) -> None:  # noqa: ANN001
+    loan, payout = approved_loan()
+    work()
+    payments_reconcile()
+    assert [c for c in b2c.calls if "transactionstatus" in c.request.url] == []  # too early
+    age(payout.id, 11)
+    payments_reconcile()
+    assert len([c for c in b2c.calls if "transactionstatus" in c.request.url]) == 1
+    age(payout.id, 60 * 25)
+    payments_reconcile()
+    db.session.expire_all()
+    assert "24 hours" in db.session.get(MpesaRequest, payout.id).flag
+
+
+def test_reconciliation_queues_a_request_whose_job_was_lost(loan: Ref, daraja) -> None:  # noqa: ANN001
+    request = payments_request_stk(loan_id=loan.id, amount=500)
+    queue("payments").empty()
+    age(request.id, 2)
+    payments_reconcile()
+    work()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).status == "sent"
+
+
+def test_reconcile_payments_is_a_scheduled_job(runner) -> None:  # noqa: ANN001
+    result = runner.invoke(args=["jobs", "run", "reconcile-payments"])
+    assert result.exit_code == 0, result.output
+    from workers.schedule import SCHEDULE
+
+    entry = next(e for e in SCHEDULE if e.name == "reconcile-payments")
+    assert entry.cron == "*/2 * * * *" and entry.daily is False
+
+
+# -- races on PostgreSQL -----------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("pg")
+def test_duplicate_callbacks_from_many_threads_post_exactly_once(
+    app: Flask,
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    sent_stk(loan)
+    before = debt(loan.id)
+    ids = []
+    for _ in range(8):
+        post(client, "stk/callback", stk_body(CHECKOUT, amount=500))
+    ids = list(db.session.scalars(select(MpesaCallback.id)))
+    queue("payments").empty()
+    db.session.commit()
+    workers = [Worker(app, lambda cid=cid: callback_process(callback_id=cid)) for cid in ids]
+    for w in workers:
+        w.start()
+    outcomes = sorted(w.outcome() for w in workers)
+    assert outcomes == ["duplicate"] * 7 + ["processed"]
+    assert before - debt(loan.id) == Decimal("500")
+    assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "repayment") == 1
+
+
+@pytest.mark.usefixtures("pg")
+def test_concurrent_confirmations_of_one_transid_post_once(app: Flask, client: FlaskClient) -> None:
+    member = make_member()
+    for _ in range(6):
+        post(
+            client,
+            "c2b/confirmation",
+            c2b_body("RKTRACE001", amount="400", account=member.member_no),
+        )
+    ids = list(db.session.scalars(select(MpesaCallback.id)))
+    queue("payments").empty()
+    db.session.commit()
+    workers = [Worker(app, lambda cid=cid: callback_process(callback_id=cid)) for cid in ids]
+    for w in workers:
+        w.start()
+    outcomes = sorted(w.outcome() for w in workers)
+    assert outcomes.count("processed") == 1 and outcomes.count("duplicate") == 5
+    assert balance(f"SAV-{member.member_no}") == Decimal("400.00")
+
+
+@pytest.mark.usefixtures("pg")
+def test_two_requests_for_one_loan_at_once_leave_one(app: Flask, loan: Ref) -> None:
+    loan_id = loan.id
+
+    def ask() -> str:
+        try:
+            payments_request_stk(loan_id=loan_id, amount=500)
+        except PaymentError as exc:
+            return str(exc)
+        return "ok"
+
+    workers = [Worker(app, ask) for _ in range(4)]
+    for w in workers:
+        w.start()
+    outcomes = [w.outcome() for w in workers]
+    assert outcomes.count("ok") == 1
+    assert n(MpesaRequest, MpesaRequest.kind == "stk") == 1
+
+
+@pytest.fixture
+def _drop_queue(app: Flask) -> Iterator[None]:
+    yield
+    with app.app_context():
+        queue("payments").empty()
