@@ -29,6 +29,7 @@ from app.services.loans import (
     loan_recommend,
     loan_reject,
     loan_restructure,
+    loan_retry_payout,
     loan_withdraw,
     loan_write_off,
 )
@@ -58,6 +59,7 @@ class LoanView(SecureModelView):
         "principal",
         "term",
         "disbursed_on",
+        "payout_error",
         "days_past_due",
         "aging_bucket",
         "in_default",
@@ -94,6 +96,8 @@ class LoanView(SecureModelView):
                 loan_reject(loan_id=loan_id, staff=staff, reason=reason)
             elif action == "withdraw":
                 loan_withdraw(loan_id=loan_id, actor=staff)
+            elif action == "retry_payout":
+                loan_retry_payout(loan_id=loan_id, staff=staff)
             elif action == "disburse":
                 reference = (form.reference.data or "").strip()
                 if not reference:

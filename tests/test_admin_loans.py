@@ -132,3 +132,34 @@ def test_a_product_edit_is_audited_with_before_and_after(app: Flask) -> None:
     assert row is not None and row.object_id == "V1"
     assert row.before["grace_days"] == "3" or row.before["grace_days"] == 3
     assert str(row.after["annual_rate"]).startswith("14")
+
+
+def test_a_failed_payout_shows_its_reason_and_staff_send_it_again(app: Flask) -> None:
+    from app.models import MpesaRequest
+    from app.services.payments.b2c import payout_failed
+    from app.services.payments.common import locked
+
+    loan_id = submitted_loan()
+    officer, manager = staff("loan_officer"), staff("branch_manager")
+    maker, client = app.test_client(), app.test_client()
+    db.session.commit()
+    login(maker, officer)
+    login(client, manager)
+    decide(maker, loan_id, "recommend")
+    decide(client, loan_id, "approve")
+    first = db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan_id))
+    assert first is not None and first.kind == "b2c"
+    # Safaricom says no (as a result callback would): sent, then failed for good.
+    db.session.get(Loan, loan_id).status = "disbursing"
+    first.status = "sent"
+    db.session.commit()
+    payout_failed(locked(MpesaRequest, first.id), code="2040", desc="unregistered")
+    db.session.commit()
+    page = browse(client, f"/admin/loan/details/?id={loan_id}").get_data(as_text=True)
+    assert "the number is not registered for M-PESA" in page
+    assert "Done: retry payout." in decide(client, loan_id, "retry_payout").get_data(as_text=True)
+    requests = db.session.scalars(
+        select(MpesaRequest.status).where(MpesaRequest.loan_id == loan_id).order_by(MpesaRequest.id)
+    ).all()
+    assert requests == ["failed", "pending"]
+    assert status(loan_id) == "approved"
