@@ -19,5 +19,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(payments_bp)
     if not app.config["SETTINGS"].is_production:
         from app.simulators.africastalking import bp as at_simulator_bp
+        from app.simulators.daraja import bp as daraja_simulator_bp
 
         app.register_blueprint(at_simulator_bp)
+        app.register_blueprint(daraja_simulator_bp)

@@ -38,6 +38,14 @@ def home() -> str:
                 "each phone's SMS inbox; text the SACCO as a member",
             )
         )
+    if "simulator_daraja" in current_app.blueprints:
+        simulators.append(
+            (
+                "M-PESA (Daraja) simulator",
+                url_for("simulator_daraja.index"),
+                "answer M-PESA prompts, pay the Paybill, choose outcomes per phone",
+            )
+        )
     return render_template_string(
         PAGE, service_code=settings.USSD_SERVICE_CODE, simulators=simulators
     )

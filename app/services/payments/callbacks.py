@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import Schema, ValidationError
+from rq import Retry
 from sqlalchemy import update
 
 from app.extensions import db
@@ -143,7 +144,14 @@ def callback_validate(received: Received) -> tuple[str, str]:
 
 
 def callback_enqueue(callback_id: int) -> None:
-    queue_job(PROCESS_CALLBACK_JOB, callback_id, job_id=f"callback-{callback_id}")
+    # A retry is safe here (unlike a send): processing is exactly-once by the database,
+    # so a deadlock or a dropped connection is simply tried again.
+    queue_job(
+        PROCESS_CALLBACK_JOB,
+        callback_id,
+        job_id=f"callback-{callback_id}",
+        retry=Retry(max=3, interval=[5, 30, 120]),
+    )
 
 
 def callback_process(*, callback_id: int) -> str:

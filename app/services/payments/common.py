@@ -100,10 +100,10 @@ def kenyan_date(moment: datetime | None) -> date:
     return moment.astimezone(settings().tz).date()
 
 
-def queue_job(func: str, *args: object, job_id: str | None = None) -> None:
+def queue_job(func: str, *args: object, job_id: str | None = None, **options: object) -> None:
     """Queue after commit; if Redis is down the row is the record and the reconciliation
     job picks it up, so a lost enqueue never loses a payment."""
     try:
-        enqueue("payments", func, *args, job_id=job_id)
+        enqueue("payments", func, *args, job_id=job_id, **options)
     except Exception as exc:  # noqa: BLE001 - the row in the database is the record
         log.warning("could not queue %s%s: %s", func, args, type(exc).__name__)
