@@ -126,6 +126,6 @@ def test_the_home_page_links_the_console_simulator_health_and_metrics(
     response = client.get("/")
     assert response.status_code == 200
     links = re.findall(r'href="([^"]+)"', response.get_data(as_text=True))
-    assert links == ["/admin/", "/simulator/at/", "/healthz", "/metrics"]
+    assert links == ["/admin/", "/simulator/at/", "/simulator/daraja/", "/healthz", "/metrics"]
     for link in links:
         assert client.get(link).status_code in (200, 302), link  # the console asks to log in

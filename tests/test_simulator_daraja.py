@@ -32,7 +32,6 @@ from app.integrations.daraja import (
     DarajaAuthError,
     DarajaClient,
     DarajaConfig,
-    DarajaError,
     DarajaInvalidRequest,
     DarajaStillProcessing,
     daraja_timestamp,
@@ -250,7 +249,7 @@ def test_wrong_credentials_or_grant_get_darajas_error_body(
     app: Flask, daraja: DarajaClient, live_url: str
 ) -> None:
     wrong = client_for(app, live_url, MPESA_CONSUMER_SECRET="not-the-secret")
-    with pytest.raises(DarajaError) as refused:
+    with pytest.raises(DarajaAuthError) as refused:  # not "our request is wrong"
         wrong.token()
     assert refused.value.code == "400.008.01"
     wrong.http.close()

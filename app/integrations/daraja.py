@@ -91,7 +91,8 @@ def daraja_amount(value: object) -> str:
 def _error_from(body: dict[str, Any], status: int) -> DarajaError:
     code = str(body.get("errorCode") or "")
     message = str(body.get("errorMessage") or f"HTTP {status}")
-    if code in INVALID_TOKEN_CODES or code == "404.001.04":
+    # 400.008.01/02: the OAuth call refused our key and secret (or grant type).
+    if code in INVALID_TOKEN_CODES or code in ("404.001.04", "400.008.01", "400.008.02"):
         return DarajaAuthError(message, code)
     if code == "500.001.1001":
         # One code, three meanings: decide on the message (contracts: "Seen in the field").
