@@ -33,6 +33,7 @@ from app.services.loans import (
     loan_withdraw,
     loan_write_off,
 )
+from app.services.payments import PaymentError, payments_request_stk
 
 
 class DecisionForm(SecureForm):
@@ -42,6 +43,7 @@ class DecisionForm(SecureForm):
     reason = StringField(validators=[Optional()])
     reference = StringField(validators=[Optional()])
     term = IntegerField(validators=[Optional()])
+    amount = StringField(validators=[Optional()])
 
 
 def _today() -> date:
@@ -96,6 +98,18 @@ class LoanView(SecureModelView):
                 loan_reject(loan_id=loan_id, staff=staff, reason=reason)
             elif action == "withdraw":
                 loan_withdraw(loan_id=loan_id, actor=staff)
+            elif action == "request_payment":
+                request_ = payments_request_stk(
+                    loan_id=loan_id,
+                    amount=(form.amount.data or "").strip(),
+                    channel="console",
+                    actor=f"staff:{staff.email}",
+                )
+                flash(
+                    f"An M-PESA prompt for KES {request_.amount:,.0f} is on its way to "
+                    f"{request_.phone}.",
+                    "info",
+                )
             elif action == "retry_payout":
                 loan_retry_payout(loan_id=loan_id, staff=staff)
             elif action == "disburse":
@@ -121,7 +135,7 @@ class LoanView(SecureModelView):
                 loan_write_off(loan_id=loan_id, staff=staff, reason=reason, value_date=_today())
             else:
                 raise LoanError(f"unknown action {action!r}")
-        except (LoanError, LedgerError) as exc:
+        except (LoanError, LedgerError, PaymentError) as exc:
             db.session.rollback()
             flash(f"Not done: {exc}", "error")
         else:

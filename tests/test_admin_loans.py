@@ -163,3 +163,20 @@ def test_a_failed_payout_shows_its_reason_and_staff_send_it_again(app: Flask) ->
     ).all()
     assert requests == ["failed", "pending"]
     assert status(loan_id) == "approved"
+
+
+def test_staff_send_a_payment_prompt_from_the_loan_page(app: Flask) -> None:
+    from app.models import MpesaRequest
+    from tests.loan_factories import make_loan
+
+    loan_id = make_loan(product=make_product("V1"), on=date(2026, 1, 1)).id
+    client = app.test_client()
+    login(client, staff("loan_officer"))
+    page = decide(client, loan_id, "request_payment", amount="500").get_data(as_text=True)
+    assert "An M-PESA prompt for KES 500 is on its way" in page
+    again = decide(client, loan_id, "request_payment", amount="700").get_data(as_text=True)
+    assert "already on its way" in again
+    bad = decide(client, loan_id, "request_payment", amount="12.5").get_data(as_text=True)
+    assert "Not done: M-PESA takes whole shillings only" in bad
+    rows = db.session.scalars(select(MpesaRequest).where(MpesaRequest.kind == "stk")).all()
+    assert [(r.amount, r.channel, r.status) for r in rows] == [(500, "console", "pending")]
