@@ -18,10 +18,10 @@ from wtforms import HiddenField, IntegerField, StringField
 from wtforms.validators import Optional
 
 from admin.auth import SecureModelView
+from app.errors import SaccoError
 from app.extensions import db
 from app.models import Loan
 from app.selectors.loans import current_installments, loan_debt
-from app.services.ledger import LedgerError
 from app.services.loans import (
     LoanError,
     loan_approve,
@@ -33,7 +33,7 @@ from app.services.loans import (
     loan_withdraw,
     loan_write_off,
 )
-from app.services.payments import PaymentError, payments_request_stk
+from app.services.payments import payments_request_stk
 
 
 class DecisionForm(SecureForm):
@@ -135,7 +135,7 @@ class LoanView(SecureModelView):
                 loan_write_off(loan_id=loan_id, staff=staff, reason=reason, value_date=_today())
             else:
                 raise LoanError(f"unknown action {action!r}")
-        except (LoanError, LedgerError, PaymentError) as exc:
+        except SaccoError as exc:
             db.session.rollback()
             flash(f"Not done: {exc}", "error")
         else:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
+from app.errors import SaccoError
+
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 # What a Numeric(14, 2) column holds: the ceiling of every amount we accept.
 MAX_MONEY = Decimal("999999999999.99")
 
 
-class MoneyError(ValueError):
+class MoneyError(SaccoError):
     """An amount that cannot be money (not a number, NaN, infinite)."""
 
 

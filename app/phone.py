@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
+from app.errors import SaccoError
+
 _DIGITS = re.compile(r"[\s\-()]")
 _VALID = re.compile(r"^254[17]\d{8}$")
 
 
-class PhoneError(ValueError):
+class PhoneError(SaccoError):
     pass
 
 

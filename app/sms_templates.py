@@ -17,10 +17,11 @@ import string
 from datetime import date, datetime
 from decimal import Decimal
 
+from app.errors import SaccoError
 from app.money import round_money
 
 
-class SmsTemplateError(ValueError):
+class SmsTemplateError(SaccoError):
     """An unknown template or a missing parameter: a programming error, not member input."""
 
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.errors import SaccoError
 from app.extensions import db
 from app.models import ACCOUNT_KINDS, Account, Installment, JournalEntry, JournalLine, Loan, Member
 from app.money import ZERO, MoneyError, round_money, to_decimal
@@ -35,7 +36,7 @@ GL_ACCOUNTS: dict[str, tuple[str, str]] = {
 }
 
 
-class LedgerError(ValueError):
+class LedgerError(SaccoError):
     """A posting that must not happen; nothing was written."""
 
 

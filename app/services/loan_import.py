@@ -43,6 +43,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import lazyload
 
+from app.errors import SaccoError
 from app.extensions import db
 from app.models import Account, Installment, Loan, LoanProduct, Member
 from app.money import ZERO, MoneyError, money_input, to_decimal
@@ -96,7 +97,7 @@ MEMBER_ACCOUNTS = tuple(
 )
 
 
-class LoanBookError(ValueError):
+class LoanBookError(SaccoError):
     """The file as a whole cannot be used (format, encoding, header); nothing was written."""
 
 

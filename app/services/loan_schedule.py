@@ -33,6 +33,7 @@ from datetime import date, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
+from app.errors import SaccoError
 from app.money import CENT, MAX_MONEY, ZERO, MoneyError, money_input, round_money, to_decimal
 
 INTEREST_METHODS = ("declining", "flat")
@@ -47,7 +48,7 @@ PRECISION = 34
 Amounts = list[tuple[Decimal, Decimal]]  # (principal, interest) per row
 
 
-class ScheduleError(ValueError):
+class ScheduleError(SaccoError):
     """Input that cannot make a loan schedule."""
 
 

@@ -23,6 +23,7 @@ from typing import TypeVar
 from sqlalchemy import select
 
 from app.clock import business_today
+from app.errors import SaccoError
 from app.extensions import db, enqueue
 from app.models import Account, Installment, Loan, LoanProduct, Member, MpesaRequest, StaffUser
 from app.models.mpesa import OPEN_STATUSES
@@ -86,7 +87,7 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-class LoanError(ValueError):
+class LoanError(SaccoError):
     """A loan action that must not happen; the message says why. Nothing was written."""
 
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
+from app.errors import SaccoError
 from app.extensions import db
 from app.models import Member
 from app.money import MoneyError, money_input
@@ -25,7 +26,7 @@ from app.services.ledger import (
 from app.services.notifications import notify_deposit_received
 
 
-class MemberError(ValueError):
+class MemberError(SaccoError):
     """Input that cannot become a member or a member posting; nothing was written."""
 
 

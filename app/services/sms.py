@@ -18,6 +18,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
+from app.errors import SaccoError
 from app.extensions import db, enqueue, enqueue_many
 from app.metrics import SMS_FAILED, SMS_SENT
 from app.models import Installment, Member, PromiseToPay, SmsMessage, SmsSuppression
@@ -33,7 +34,7 @@ SENDABLE = ("queued", "retrying")
 _PENDING = "sms_pending_ids"
 
 
-class SmsError(ValueError):
+class SmsError(SaccoError):
     pass
 
 

@@ -7,6 +7,7 @@ import re
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from app.errors import SaccoError
 from app.extensions import db
 from app.models import StaffUser
 from app.models.member import STAFF_ROLES
@@ -16,7 +17,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD = 10
 
 
-class StaffError(ValueError):
+class StaffError(SaccoError):
     pass
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from app.clock import business_today
 from app.config import Settings
+from app.errors import SaccoError
 from app.extensions import db, enqueue
 from app.metrics import MPESA_OUTCOMES, MPESA_SECONDS
 from app.models import MpesaCallback, MpesaRequest, Payment
@@ -59,7 +60,7 @@ B2C_FAILURES: dict[str, str] = {
 }
 
 
-class PaymentError(ValueError):
+class PaymentError(SaccoError):
     """A payment action that must not happen; the message says why. Nothing was written."""
 
 
