@@ -15,9 +15,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
-from app import create_app
 from app.extensions import db, redis_client
-from tests.helpers import assert_books_reconcile, truncate_all
+from tests.helpers import assert_books_reconcile, make_app, truncate_all
 
 
 @pytest.fixture(scope="session")
@@ -30,14 +29,6 @@ def _urls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
         redis_url = embedded_redis_url(str(tmp / "redis"))
     return {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
-
-
-def make_app(urls: dict[str, str], **overrides: object) -> Flask:
-    settings = {"APP_ENV": "test", "DEMO_DATA": False, "SECRET_KEY": "test-secret", **urls}
-    settings.update(overrides)
-    app = create_app(settings)
-    app.config["TESTING"] = True
-    return app
 
 
 @pytest.fixture(scope="session")

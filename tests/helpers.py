@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import text
 
+from app import create_app
 from app.extensions import db
 from app.models import Member
 from app.services.ledger import ledger_check
@@ -201,3 +202,11 @@ def wait_until_blocked(count: int = 1, timeout: float = 10) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("no session ended up waiting on the lock")
+
+
+def make_app(urls: dict[str, str], **overrides: object) -> Flask:
+    settings = {"APP_ENV": "test", "DEMO_DATA": False, "SECRET_KEY": "test-secret", **urls}
+    settings.update(overrides)
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return app

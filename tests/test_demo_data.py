@@ -22,7 +22,7 @@ from app.models import (
 from app.models.member import STAFF_ROLES
 from app.services.ledger import ledger_check
 from app.services.staff import staff_authenticate
-from tests.conftest import make_app
+from tests.helpers import make_app
 
 TABLES = (
     Member,

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.extensions import db, queue
-from tests.conftest import make_app
+from tests.helpers import make_app
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 

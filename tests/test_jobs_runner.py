@@ -11,8 +11,8 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import text
 
 from app.extensions import db, redis_client
-from tests.conftest import make_app
 from tests.factories import make_member
+from tests.helpers import make_app
 
 LOCK = "sacco:lock:job:ledger-check"
 RUN_LINE_FIELDS = {

@@ -402,7 +402,7 @@ def test_a_forged_forwarded_for_does_not_pass_the_allowlist(client: FlaskClient)
 def test_behind_one_trusted_proxy_its_forwarded_address_is_checked(
     _urls: dict[str, str], app: Flask
 ) -> None:
-    from tests.conftest import make_app
+    from tests.helpers import make_app
 
     proxied = make_app(_urls, TRUSTED_PROXIES=1, MPESA_ALLOWED_IPS=("196.201.214.200",))
     client = proxied.test_client()

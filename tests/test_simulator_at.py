@@ -17,8 +17,8 @@ from app import create_app
 from app.extensions import db
 from app.models import SmsInbound, SmsMessage
 from app.services.sms import sms_deliver, sms_queue
-from tests.conftest import make_app
 from tests.factories import make_member
+from tests.helpers import make_app
 from tests.test_config import PRODUCTION
 
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)

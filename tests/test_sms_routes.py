@@ -30,8 +30,8 @@ from app.services.sms_inbound import (
     sms_receive,
 )
 from app.sms_templates import render_sms
-from tests.conftest import make_app
 from tests.factories import make_member
+from tests.helpers import make_app
 from tests.loan_factories import make_borrower, make_loan, make_product, receivables
 
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)  # 12:30 in Nairobi, outside quiet hours
