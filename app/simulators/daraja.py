@@ -157,40 +157,9 @@ K_CALLBACKS = _PREFIX + "callbacks"
 K_BALANCE = _PREFIX + "b2c:balance"
 
 
-def _token_key(token: str) -> str:
-    return f"{_PREFIX}token:{token}"
-
-
-def _phone_key(msisdn: str) -> str:
-    return f"{_PREFIX}phone:{msisdn}"
-
-
-def _stk_key(checkout_id: str) -> str:
-    return f"{_PREFIX}stk:{checkout_id}"
-
-
-def _stk_done_key(checkout_id: str) -> str:
-    return f"{_PREFIX}stk:done:{checkout_id}"
-
-
-def _urls_key(shortcode: str) -> str:
-    return f"{_PREFIX}c2b:urls:{shortcode}"
-
-
-def _c2b_key(trans_id: str) -> str:
-    return f"{_PREFIX}c2b:{trans_id}"
-
-
-def _b2c_key(originator_id: str) -> str:
-    return f"{_PREFIX}b2c:{originator_id}"
-
-
-def _b2c_conv_key(conversation_id: str) -> str:
-    return f"{_PREFIX}b2c:conv:{conversation_id}"
-
-
-def _receipt_key(receipt: str) -> str:
-    return f"{_PREFIX}receipt:{receipt}"
+def _key(*parts: str) -> str:
+    """One Redis key under the simulator's prefix, e.g. _key("stk", checkout_id)."""
+    return _PREFIX + ":".join(parts)
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -289,7 +258,7 @@ def _sim_settings(r: redis.Redis) -> dict[str, Any]:
 
 
 def _prefs(r: redis.Redis, msisdn: str) -> dict[str, Any]:
-    return _load(r, _phone_key(msisdn)) or {}
+    return _load(r, _key("phone", msisdn)) or {}
 
 
 def _names(full: str) -> tuple[str, str, str]:
@@ -308,7 +277,7 @@ def _authorised(r: redis.Redis) -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme != "Bearer" or not token.strip():
         raise Refused("404.001.04", "Invalid Authentication passed")
-    if not r.exists(_token_key(token.strip())):
+    if not r.exists(_key("token", token.strip())):
         raise Refused("404.001.03", "Invalid Access Token")
 
 
@@ -483,7 +452,7 @@ def oauth() -> Response | tuple[Response, int]:
     if request.args.get("grant_type") != "client_credentials":
         return _error("400.008.02", "Invalid grant type passed")
     token = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(28))
-    redis_client().set(_token_key(token), "1", ex=TOKEN_LIFE)
+    redis_client().set(_key("token", token), "1", ex=TOKEN_LIFE)
     return jsonify(access_token=token, expires_in=str(TOKEN_LIFE))
 
 
@@ -504,7 +473,7 @@ def _settle_prompt(
         prompt["TransactionDate"] = _kenya_number(when, settings)
         _save(
             r,
-            _receipt_key(receipt),
+            _key("receipt", receipt),
             {
                 "receipt": receipt,
                 "kind": "stk",
@@ -597,7 +566,7 @@ def stk_push() -> Response:
         # Decided now, visible to STK query only once the member "answers" (after delay).
         _settle_prompt(r, prompt, outcome, now + timedelta(seconds=delay), settings)
         prompt["due"] = time.time() + delay
-    _save(r, _stk_key(prompt["CheckoutRequestID"]), prompt, DAY)
+    _save(r, _key("stk", prompt["CheckoutRequestID"]), prompt, DAY)
     _push(r, K_STK_RECENT, prompt["CheckoutRequestID"])
     if outcome != MANUAL:
         _send_stk_callback(r, prompt, delay)
@@ -622,7 +591,7 @@ def stk_query() -> Response | tuple[Response, int]:
     body = _body()
     _checked_password(body, settings)
     checkout_id = _text(body, "CheckoutRequestID")
-    prompt = _load(r, _stk_key(checkout_id))
+    prompt = _load(r, _key("stk", checkout_id))
     if prompt is None:
         raise _invalid("CheckoutRequestID")
     if _is_pending(prompt):
@@ -644,14 +613,16 @@ def complete_stk(checkout_id: str) -> Response | tuple[Response, int]:
     if outcome not in STK_OUTCOMES:
         return jsonify(error=f"outcome must be one of {', '.join(STK_OUTCOMES)}"), 400
     r = redis_client()
-    prompt = _load(r, _stk_key(checkout_id))
+    prompt = _load(r, _key("stk", checkout_id))
     if prompt is None:
         return jsonify(error="unknown CheckoutRequestID"), 404
     # Two clicks, or a click racing an API call: only the first completes the prompt.
-    if prompt["status"] != "pending" or not r.set(_stk_done_key(checkout_id), "1", nx=True, ex=DAY):
+    if prompt["status"] != "pending" or not r.set(
+        _key("stk", "done", checkout_id), "1", nx=True, ex=DAY
+    ):
         return jsonify(error="this prompt is already completed"), 409
     _settle_prompt(r, prompt, outcome, utcnow(), _settings())
-    _save(r, _stk_key(checkout_id), prompt, DAY)
+    _save(r, _key("stk", checkout_id), prompt, DAY)
     _send_stk_callback(r, prompt, 0)  # the member has just answered: no extra wait
     if _wants_json():
         return jsonify(
@@ -680,7 +651,7 @@ def register_urls() -> Response:
     validation = _url(body, "ValidationURL", forbid_words=True)
     _save(
         r,
-        _urls_key(shortcode),
+        _key("c2b", "urls", shortcode),
         {
             "ShortCode": shortcode,
             "ResponseType": response_type,
@@ -728,7 +699,7 @@ def c2b_pay() -> Response | tuple[Response, int]:
     if style not in MSISDN_STYLES:
         return jsonify(error=f"msisdn must be one of {', '.join(MSISDN_STYLES)}"), 400
     shortcode = str(params.get("shortcode") or settings.MPESA_SHORTCODE)
-    urls = _load(r, _urls_key(shortcode))
+    urls = _load(r, _key("c2b", "urls", shortcode))
     if urls is None:
         return jsonify(
             error=f"no URLs registered for {shortcode}: POST /mpesa/c2b/v1/registerurl first"
@@ -762,7 +733,7 @@ def c2b_pay() -> Response | tuple[Response, int]:
         "validation": None,
         "confirmation": None,
     }
-    _save(r, _c2b_key(trans_id), payment, WEEK)
+    _save(r, _key("c2b", trans_id), payment, WEEK)
     _push(r, K_C2B_RECENT, trans_id)
     delay = float(_sim_settings(r)["delay"])
     receipt = {
@@ -810,14 +781,14 @@ def _run_c2b(
             proceed = urls.get("ResponseType") == "Completed"
     if not proceed:
         payment["status"] = "rejected"
-        _save(r, _c2b_key(trans_id), payment, WEEK)
+        _save(r, _key("c2b", trans_id), payment, WEEK)
         return
     payment["status"] = "completed"
-    _save(r, _receipt_key(trans_id), receipt, WEEK)
-    _save(r, _c2b_key(trans_id), payment, WEEK)
+    _save(r, _key("receipt", trans_id), receipt, WEEK)
+    _save(r, _key("c2b", trans_id), payment, WEEK)
     sent = _deliver(r, "c2b_confirmation", trans_id, urls["ConfirmationURL"], body)
     payment["confirmation"] = {"status": sent["status"], "answer": sent["answer"]}
-    _save(r, _c2b_key(trans_id), payment, WEEK)
+    _save(r, _key("c2b", trans_id), payment, WEEK)
 
 
 # -- B2C -----------------------------------------------------------------------------------
@@ -932,7 +903,7 @@ def b2c_payment() -> Response:
         payment["receipt"] = payment["TransactionID"] = receipt
 
     # The OriginatorConversationID is claimed atomically: a repeat is never paid again.
-    if not r.set(_b2c_key(originator_id), json.dumps(payment), nx=True, ex=WEEK):
+    if not r.set(_key("b2c", originator_id), json.dumps(payment), nx=True, ex=WEEK):
         code, desc = B2C_DUPLICATE
         duplicate = _b2c_envelope(
             code, desc, originator_id, conversation_id, f"{receipt[:3]}0000000"
@@ -943,7 +914,7 @@ def b2c_payment() -> Response:
         _after(r, delay, "b2c_result", originator_id, result_url, {"Result": duplicate})
         return _b2c_ack(originator_id, conversation_id)
 
-    r.set(_b2c_conv_key(conversation_id), originator_id, ex=WEEK)
+    r.set(_key("b2c", "conv", conversation_id), originator_id, ex=WEEK)
     _push(r, K_B2C_RECENT, originator_id)
     balance = _balance(r)
     if paid:
@@ -951,7 +922,7 @@ def b2c_payment() -> Response:
         r.expire(K_BALANCE, MONTH)
         _save(
             r,
-            _receipt_key(receipt),
+            _key("receipt", receipt),
             {
                 "receipt": receipt,
                 "kind": "b2c",
@@ -1000,16 +971,16 @@ def _find_receipt(
     r: redis.Redis, transaction_id: str | None, original_id: str | None
 ) -> dict[str, Any] | None:
     if transaction_id:
-        return _load(r, _receipt_key(transaction_id))
+        return _load(r, _key("receipt", transaction_id))
     assert original_id
-    payment = _load(r, _b2c_key(original_id))
+    payment = _load(r, _key("b2c", original_id))
     if payment is None:
         # Integrators pass the AG_… ConversationID here too.
-        mapped = r.get(_b2c_conv_key(original_id))
-        payment = _load(r, _b2c_key(mapped.decode())) if mapped else None
+        mapped = r.get(_key("b2c", "conv", original_id))
+        payment = _load(r, _key("b2c", mapped.decode())) if mapped else None
     if payment is None or payment.get("status") != "paid":
         return None
-    return _load(r, _receipt_key(payment["receipt"]))
+    return _load(r, _key("receipt", payment["receipt"]))
 
 
 @bp.post("/mpesa/transactionstatus/v1/query")
@@ -1121,7 +1092,7 @@ def set_outcome(phone: str | None = None) -> Response | tuple[Response, int]:
         prefs.pop("name", None)
     elif name:  # an empty form field keeps the name, like the outcomes
         prefs["name"] = name
-    _save(r, _phone_key(msisdn), prefs, MONTH)
+    _save(r, _key("phone", msisdn), prefs, MONTH)
     r.sadd(K_PHONES, msisdn)
     r.expire(K_PHONES, MONTH)
     if _wants_json():
@@ -1155,7 +1126,7 @@ def change_settings() -> Response | tuple[Response, int]:
 
 def _state() -> dict[str, Any]:
     r = redis_client()
-    prompts = [p for p in (_load(r, _stk_key(i)) for i in _recent(r, K_STK_RECENT)) if p]
+    prompts = [p for p in (_load(r, _key("stk", i)) for i in _recent(r, K_STK_RECENT)) if p]
     phones = sorted(p.decode() for p in r.smembers(K_PHONES))
     settings = _settings()
     return {
@@ -1163,9 +1134,9 @@ def _state() -> dict[str, Any]:
         "pending": [p for p in prompts if p["status"] == "pending"],
         "prompts": prompts,
         "phones": {phone: _prefs(r, phone) for phone in phones},
-        "c2b_urls": _load(r, _urls_key(settings.MPESA_SHORTCODE)),
-        "c2b": [p for p in (_load(r, _c2b_key(i)) for i in _recent(r, K_C2B_RECENT)) if p],
-        "b2c": [p for p in (_load(r, _b2c_key(i)) for i in _recent(r, K_B2C_RECENT)) if p],
+        "c2b_urls": _load(r, _key("c2b", "urls", settings.MPESA_SHORTCODE)),
+        "c2b": [p for p in (_load(r, _key("c2b", i)) for i in _recent(r, K_C2B_RECENT)) if p],
+        "b2c": [p for p in (_load(r, _key("b2c", i)) for i in _recent(r, K_B2C_RECENT)) if p],
         "requests": _recent(r, K_REQUESTS),
         "callbacks": _recent(r, K_CALLBACKS),
     }

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.integrations.daraja import (
@@ -18,16 +17,18 @@ from app.integrations.daraja import (
     DarajaInvalidRequest,
     daraja_client,
 )
-from app.models import JournalEntry, Loan, MpesaRequest, Payment
+from app.models import JournalEntry, Loan, MpesaRequest
 from app.models.types import utcnow
 from app.schemas.mpesa import amount_of, kenyan_time
 from app.services.loans import LoanError, loan_disburse, loan_payout_failed, loan_start_payout
 from app.services.payments.common import (
     B2C_FAILURES,
     QUERY_PAYOUT_JOB,
+    find_request,
     finish,
     kenyan_date,
     locked,
+    payment_record,
     queue_job,
     settings,
 )
@@ -94,17 +95,11 @@ def payments_send_payout(*, request_id: int) -> str:
 
 def find_payout(data: dict[str, Any]) -> MpesaRequest | None:
     """The payout a B2C result or timeout answers (our OriginatorConversationID first)."""
-    for column, value in (
+    return find_request(
+        "b2c",
         (MpesaRequest.originator_conversation_id, data.get("originator_conversation_id")),
         (MpesaRequest.conversation_id, data.get("conversation_id")),
-    ):
-        if value:
-            found = db.session.scalar(
-                select(MpesaRequest).where(column == value, MpesaRequest.kind == "b2c")
-            )
-            if found is not None:
-                return found
-    return None
+    )
 
 
 def payout_paid(
@@ -124,23 +119,15 @@ def payout_paid(
     if amount is not None and amount != request.amount:
         request.flag = f"paid KES {amount} but KES {request.amount} was requested"[:255]
         return "flagged"
-    payment = Payment(
+    payment = payment_record(
+        request=request,
+        callback_id=callback_id,
         receipt=receipt,
         channel="b2c",
         direction="out",
-        amount=request.amount,
-        phone=request.phone,
-        bill_ref=request.account_reference,
-        member_id=request.member_id,
-        loan_id=request.loan_id,
-        request_id=request.id,
-        callback_id=callback_id,
         transacted_at=paid_at,
     )
-    try:
-        with db.session.begin_nested():
-            db.session.add(payment)
-    except IntegrityError:
+    if payment is None:
         request.flag = f"receipt {receipt} was recorded for another payment"
         return "flagged"
     loan = db.session.get(Loan, request.loan_id)
@@ -257,17 +244,11 @@ def _fresh_id(value: object, parent: MpesaRequest) -> str | None:
 
 
 def find_status_query(data: dict[str, Any]) -> MpesaRequest | None:
-    for column, value in (
+    return find_request(
+        "status",
         (MpesaRequest.conversation_id, data.get("conversation_id")),
         (MpesaRequest.originator_conversation_id, data.get("originator_conversation_id")),
-    ):
-        if value:
-            found = db.session.scalar(
-                select(MpesaRequest).where(column == value, MpesaRequest.kind == "status")
-            )
-            if found is not None:
-                return found
-    return None
+    )
 
 
 def status_apply(query: MpesaRequest, data: dict[str, Any], callback_id: int | None) -> str:

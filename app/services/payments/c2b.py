@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.models import Loan, Member, Payment, StaffUser
@@ -24,7 +23,13 @@ from app.services.audit import audit_record
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.loans import APPROVER_ROLES, loan_repay
 from app.services.members import member_deposit
-from app.services.payments.common import PaymentError, kenyan_date, locked, settings
+from app.services.payments.common import (
+    PaymentError,
+    kenyan_date,
+    locked,
+    payment_record,
+    settings,
+)
 
 _ACCOUNT = re.compile(r"^([ML])0*(\d{1,9})$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -96,7 +101,8 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
     paid_at = kenyan_time(data.get("trans_time"), settings().tz, ("%Y%m%d%H%M%S",))
     value_date = kenyan_date(paid_at)
     member, loan = match_account(data["bill_ref"])
-    payment = Payment(
+    payment = payment_record(
+        callback_id=callback_id,
         receipt=receipt,
         channel="c2b",
         direction="in",
@@ -106,13 +112,9 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
         payer_name=data["payer_name"] or None,
         member_id=member.id if member else None,
         loan_id=loan.id if loan else None,
-        callback_id=callback_id,
         transacted_at=paid_at,
     )
-    try:
-        with db.session.begin_nested():
-            db.session.add(payment)
-    except IntegrityError:
+    if payment is None:
         return "duplicate"  # this receipt is in already, through this or another channel
     amount: Decimal = data["amount"]
     if loan is not None and loan.status in (*LIVE_STATUSES, "written_off", "closed"):

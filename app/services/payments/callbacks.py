@@ -222,24 +222,22 @@ def _c2b(data: dict[str, Any], callback_id: int) -> Handled:
     return c2b_confirm(data, callback_id), None, None
 
 
-def _b2c(data: dict[str, Any], callback_id: int) -> Handled:
-    found = find_payout(data)
-    if found is None:
-        return "unmatched", None, None
-    request = locked(MpesaRequest, found.id)
-    outcome = b2c_apply(request, data, callback_id)
-    follow = (lambda: payout_status_due(request.id)) if outcome == "unknown" else None
-    return outcome, request.id, follow
+def _payout(
+    apply: Callable[[MpesaRequest, dict[str, Any], int], str],
+) -> Callable[[dict[str, Any], int], Handled]:
+    """A B2C result or timeout: settle the payout; an unknown outcome asks Transaction
+    Status after commit (never a resend)."""
 
+    def handle(data: dict[str, Any], callback_id: int) -> Handled:
+        found = find_payout(data)
+        if found is None:
+            return "unmatched", None, None
+        request = locked(MpesaRequest, found.id)
+        outcome = apply(request, data, callback_id)
+        follow = (lambda: payout_status_due(request.id)) if outcome == "unknown" else None
+        return outcome, request.id, follow
 
-def _b2c_timeout(data: dict[str, Any], callback_id: int) -> Handled:
-    found = find_payout(data)
-    if found is None:
-        return "unmatched", None, None
-    request = locked(MpesaRequest, found.id)
-    outcome = payout_timed_out(request)
-    follow = (lambda: payout_status_due(request.id)) if outcome == "unknown" else None
-    return outcome, request.id, follow
+    return handle
 
 
 def _status(data: dict[str, Any], callback_id: int) -> Handled:
@@ -264,8 +262,8 @@ def _status_timeout(data: dict[str, Any], callback_id: int) -> Handled:
 HANDLERS: dict[str, Callable[[dict[str, Any], int], Handled]] = {
     "stk": _stk,
     "c2b_confirmation": _c2b,
-    "b2c_result": _b2c,
-    "b2c_timeout": _b2c_timeout,
+    "b2c_result": _payout(b2c_apply),
+    "b2c_timeout": _payout(lambda request, _data, _callback: payout_timed_out(request)),
     "status_result": _status,
     "status_timeout": _status_timeout,
 }

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.clock import business_today
 from app.config import Settings
@@ -76,6 +77,44 @@ def locked(model: type[_Row], row_id: int) -> _Row | None:
         .with_for_update(of=model)
         .execution_options(populate_existing=True)
     )
+
+
+def payment_record(
+    *, request: MpesaRequest | None = None, callback_id: int | None = None, **fields: object
+) -> Payment | None:
+    """Write the one Payment row a receipt may have, in a savepoint; None when the receipt
+    is recorded already (through this channel or another): the unique constraint decides,
+    so two workers at the same instant cannot both post it. With `request`, the amount,
+    phone, member and loan come from the request we made."""
+    if request is not None:
+        fields = {
+            "amount": request.amount,
+            "phone": request.phone,
+            "bill_ref": request.account_reference,
+            "member_id": request.member_id,
+            "loan_id": request.loan_id,
+            "request_id": request.id,
+            **fields,
+        }
+    payment = Payment(callback_id=callback_id, **fields)
+    try:
+        with db.session.begin_nested():
+            db.session.add(payment)
+    except IntegrityError:
+        return None
+    return payment
+
+
+def find_request(kind: str, *candidates: tuple[Any, str | None]) -> MpesaRequest | None:
+    """The request of `kind` whose column equals the first candidate value that matches."""
+    for column, value in candidates:
+        if value:
+            found = db.session.scalar(
+                select(MpesaRequest).where(column == value, MpesaRequest.kind == kind)
+            )
+            if found is not None:
+                return found
+    return None
 
 
 def finish(request: MpesaRequest, status: str, code: str | None, desc: str | None) -> None:

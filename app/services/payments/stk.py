@@ -37,6 +37,7 @@ from app.services.payments.common import (
     finish,
     kenyan_date,
     locked,
+    payment_record,
     queue_job,
     settings,
 )
@@ -286,23 +287,15 @@ def _post_repayment(
     paid_at: datetime | None,
     callback_id: int | None,
 ) -> str:
-    payment = Payment(
+    payment = payment_record(
+        request=request,
+        callback_id=callback_id,
         receipt=receipt,
         channel="stk",
         direction="in",
-        amount=request.amount,
-        phone=request.phone,
-        bill_ref=request.account_reference,
-        member_id=request.member_id,
-        loan_id=request.loan_id,
-        request_id=request.id,
-        callback_id=callback_id,
         transacted_at=paid_at,
     )
-    try:
-        with db.session.begin_nested():
-            db.session.add(payment)
-    except IntegrityError:
+    if payment is None:
         # This receipt was posted already through another channel (a C2B confirmation):
         # the money is in, once.
         finish(request, "succeeded", "0", f"{desc} (receipt {receipt} posted before)")
