@@ -132,10 +132,11 @@ def _sacco_up(app: Flask, tmp_path: Path) -> Iterator[RunningSacco]:
         process.stdout.close()
 
 
-def _member() -> None:
-    make_member(name="Jane Wanjiru", phone="0712000001", savings=1500)
+def _member() -> str:
+    member_no = make_member(name="Jane Wanjiru", phone="0712000001", savings=1500).member_no
     db.session.commit()
     db.session.remove()
+    return member_no
 
 
 def _balance_replies(running: RunningSacco) -> list[str]:
@@ -146,7 +147,7 @@ def _balance_replies(running: RunningSacco) -> list[str]:
 def test_a_member_texts_bal_and_the_reply_reaches_the_phone_through_the_worker(
     app: Flask, tmp_path: Path
 ) -> None:
-    _member()
+    member_no = _member()
     with _sacco_up(app, tmp_path) as running:
         assert running.get("/").status_code == 200
         running.text_the_sacco("BAL")
@@ -157,6 +158,25 @@ def test_a_member_texts_bal_and_the_reply_reaches_the_phone_through_the_worker(
         assert running.get("/healthz").status_code == 200
         # The scheduler caught up the daily runs it found missed, and the worker ran them.
         assert running.said(r"catching up loan-arrears for \d{4}-\d{2}-\d{2}")
+
+        # M-PESA offline: `sacco up` registered our Paybill URLs with the Daraja simulator,
+        # so a payment made there reaches the member's savings and phone through the worker.
+        running.wait_for(
+            lambda: running.get("/simulator/daraja/state").json().get("c2b_urls"),
+            "the Paybill URLs registered with the simulator",
+        )
+        paid = requests.post(
+            running.base + "/simulator/daraja/c2b/pay",
+            json={"phone": PHONE, "amount": "250", "account": member_no},
+            timeout=10,
+        )
+        assert paid.status_code == 202, paid.text
+        trans_id = paid.json()["TransID"]
+        (receipt,) = running.wait_for(
+            lambda: [m["message"] for m in running.inbox() if trans_id in m["message"]],
+            "the Paybill deposit receipt on the phone",
+        )
+        assert "1,750.00" in receipt, receipt
 
 
 def test_a_killed_worker_is_reported_and_restarted_while_the_web_keeps_answering(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.services.payments import (
     callback_process,
     payments_query_payout,
+    payments_register_urls,
     payments_send_payout,
     payments_send_stk,
 )
@@ -24,3 +25,8 @@ def query_payout(request_id: int) -> str:
 
 def process_callback(callback_id: int) -> str:
     return callback_process(callback_id=callback_id)
+
+
+def register_urls() -> str:
+    """Queued by `sacco up` against the local simulator, retried until the web is up."""
+    return str(payments_register_urls().get("ResponseDescription", "registered"))

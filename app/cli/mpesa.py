@@ -8,9 +8,9 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from app.extensions import db
-from app.integrations.daraja import DarajaError, daraja_client
+from app.integrations.daraja import DarajaError
 from app.models import Loan
-from app.services.payments import PaymentError, payments_request_stk
+from app.services.payments import PaymentError, payments_register_urls, payments_request_stk
 
 mpesa_cli = AppGroup("mpesa", help="M-PESA: register Paybill URLs, request a payment.")
 
@@ -22,9 +22,7 @@ def register_urls_cmd() -> None:
     confirmation = settings.callback_url("c2b/confirmation")
     validation = settings.callback_url("c2b/validation")
     try:
-        reply = daraja_client().register_urls(
-            confirmation_url=confirmation, validation_url=validation
-        )
+        reply = payments_register_urls()
     except DarajaError as exc:
         raise click.ClickException(f"M-PESA refused the URLs: {exc}") from None
     click.echo(f"registered: {reply.get('ResponseDescription', 'ok')}")

@@ -14,10 +14,10 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import with_appcontext
-from rq import SimpleWorker
+from rq import Retry, SimpleWorker
 
 from app.cli.supervise import Supervisor
-from app.extensions import QUEUE_NAMES, db, queue, redis_client
+from app.extensions import QUEUE_NAMES, db, enqueue, queue, redis_client
 from workers.schedule import build_scheduler, catch_up
 
 
@@ -143,5 +143,14 @@ def up_cmd(port: int | None, host: str) -> None:
     if settings.DEMO_DATA and not settings.is_production:
         click.echo(f"Demo console login: admin@sacco.test / {DEMO_PASSWORD}")
     click.echo("Ctrl-C stops web, worker and scheduler together.")
+    if settings.mpesa_simulated:
+        # So a Paybill payment made on the simulator page reaches us, as after
+        # `sacco mpesa register-urls` in production. A job, retried while the web starts.
+        enqueue(
+            "payments",
+            "workers.payments.register_urls",
+            job_id="register-urls",
+            retry=Retry(max=6, interval=[1, 2, 4, 8, 15, 30]),
+        )
     supervisor = Supervisor(commands, cwd=root, env=env, say=lambda m: click.echo(m, err=True))
     raise SystemExit(supervisor.run())

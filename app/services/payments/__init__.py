@@ -4,7 +4,12 @@ reconciliation sweep. Callers import from here; the modules are its parts."""
 from __future__ import annotations
 
 from app.services.payments.b2c import payments_query_payout, payments_send_payout
-from app.services.payments.c2b import match_account, payments_assign_suspense, suggest_member
+from app.services.payments.c2b import (
+    match_account,
+    payments_assign_suspense,
+    payments_register_urls,
+    suggest_member,
+)
 from app.services.payments.callbacks import (
     RAW_CAP,
     Received,
@@ -33,6 +38,7 @@ __all__ = [
     "payments_assign_suspense",
     "payments_query_payout",
     "payments_reconcile",
+    "payments_register_urls",
     "payments_request_stk",
     "payments_send_payout",
     "payments_send_stk",

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from app.extensions import db
+from app.integrations.daraja import daraja_client
 from app.models import Loan, Member, Payment, StaffUser
 from app.models.types import utcnow
 from app.money import is_whole_shillings
@@ -34,6 +35,16 @@ from app.services.payments.common import (
 _ACCOUNT = re.compile(r"^([ML])0*(\d{1,9})$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _MASK = re.compile(r"^(\d+)\*+(\d+)$")
+
+
+def payments_register_urls() -> dict[str, Any]:
+    """Register our Paybill validation and confirmation URLs with Daraja (DarajaError if
+    refused). Safe to repeat: a registration only says where to call."""
+    s = settings()
+    return daraja_client().register_urls(
+        confirmation_url=s.callback_url("c2b/confirmation"),
+        validation_url=s.callback_url("c2b/validation"),
+    )
 
 
 def match_account(bill_ref: str) -> tuple[Member | None, Loan | None]:
