@@ -33,6 +33,7 @@ from app.models.types import utcnow
 from app.selectors.loans import loan_debt
 from app.services.loans import loan_apply, loan_approve, loan_retry_payout
 from app.services.payments import (
+    STK_FAILURES,
     PaymentError,
     callback_process,
     payments_assign_suspense,
@@ -236,16 +237,7 @@ def test_a_success_callback_repays_exactly_the_amount_once(
     assert statuses == ["duplicate", "processed"]
 
 
-@pytest.mark.parametrize(
-    ("code", "words"),
-    [
-        (1032, "you cancelled the M-PESA prompt"),
-        (2001, "the M-PESA PIN was wrong"),
-        (1037, "your phone could not be reached"),
-        (1, "your M-PESA balance was not enough"),
-        ("1019", "expired"),
-    ],
-)
+@pytest.mark.parametrize(("code", "words"), sorted(STK_FAILURES.items()))
 def test_each_failure_code_fails_the_request_and_tells_the_member_in_plain_words(
     client: FlaskClient,
     loan: Ref,
@@ -255,11 +247,11 @@ def test_each_failure_code_fails_the_request_and_tells_the_member_in_plain_words
 ) -> None:
     request = sent_stk(loan)
     before = debt(loan.id)
-    post(client, "stk/callback", stk_body(CHECKOUT, code))
+    post(client, "stk/callback", stk_body(CHECKOUT, int(code), desc="as Daraja words it"))
     work()
     db.session.expire_all()
     row = db.session.get(MpesaRequest, request.id)
-    assert (row.status, row.result_code) == ("failed", str(code))
+    assert (row.status, row.result_code) == ("failed", code)
     assert debt(loan.id) == before
     sms = texts("payment_failed")
     assert len(sms) == 1 and words in sms[0].body
@@ -827,3 +819,92 @@ def _drop_queue(app: Flask) -> Iterator[None]:
     yield
     with app.app_context():
         queue("payments").empty()
+
+
+@pytest.mark.parametrize("code", ["1", "2040", "2001", "SFC_IC0003", "8006"])
+def test_each_payout_failure_code_puts_the_loan_back_to_approved(
+    client: FlaskClient,
+    b2c,
+    code: str,  # noqa: ANN001
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, code, desc="no"))
+    work()
+    db.session.expire_all()
+    back = db.session.get(Loan, loan.id)
+    assert back.status == "approved" and back.payout_error.startswith("M-PESA payout failed: ")
+    assert n(JournalEntry, JournalEntry.kind == "disbursement") == 0
+
+
+def test_a_duplicate_id_result_is_not_a_failure_but_a_question(client: FlaskClient, b2c) -> None:  # noqa: ANN001
+    loan, payout = approved_loan()
+    work()
+    body = b2c_result_body(payout.originator_conversation_id, 15, desc="Duplicate")
+    post(client, "b2c/result", body)
+    work()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, payout.id).status == "unknown"
+    assert db.session.get(Loan, loan.id).status == "disbursing"  # never back to approved
+    assert len([c for c in b2c.calls if "transactionstatus" in c.request.url]) == 1
+
+
+def test_a_status_answer_that_the_payout_does_not_exist_fails_it(client: FlaskClient, b2c) -> None:  # noqa: ANN001
+    loan, payout = approved_loan()
+    work()
+    post(
+        client,
+        "b2c/timeout",
+        {
+            "Result": {
+                "ResultCode": 1,
+                "ResultDesc": "timeout",
+                "OriginatorConversationID": payout.originator_conversation_id,
+            }
+        },
+    )
+    work()
+    missing = {
+        "Result": {
+            "ResultType": 0,
+            "ResultCode": "R000001",
+            "ResultDesc": "The transaction does not exist.",
+            "OriginatorConversationID": "status-0001",
+            "ConversationID": "AG_STATUS_0001",
+        }
+    }
+    post(client, "status/result", missing)
+    post(
+        client,
+        "status/timeout",
+        {"Result": {"ResultCode": 1, "ResultDesc": "timeout", "ConversationID": "AG_STATUS_0001"}},
+    )
+    work()
+    db.session.expire_all()
+    assert db.session.get(Loan, loan.id).status == "approved"
+    assert db.session.get(MpesaRequest, payout.id).status == "failed"
+    kinds = dict(db.session.execute(select(MpesaCallback.kind, MpesaCallback.status)).all())
+    assert kinds["status_result"] == "processed" and kinds["status_timeout"] == "processed"
+
+
+@pytest.mark.usefixtures("pg")
+def test_duplicate_payout_results_from_many_threads_disburse_once(
+    app: Flask,
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJRACE001")
+    for _ in range(6):
+        post(client, "b2c/result", body)
+    ids = list(db.session.scalars(select(MpesaCallback.id)))
+    queue("payments").empty()
+    db.session.commit()
+    workers = [Worker(app, lambda cid=cid: callback_process(callback_id=cid)) for cid in ids]
+    for w in workers:
+        w.start()
+    outcomes = sorted(w.outcome() for w in workers)
+    assert outcomes == ["duplicate"] * 5 + ["processed"]
+    assert n(JournalEntry, JournalEntry.kind == "disbursement") == 1
+    assert len(texts("loan_disbursed")) == 1
