@@ -7,6 +7,7 @@ from app.models.loan import Installment, Loan, LoanProduct, PortfolioSnapshot
 from app.models.member import Member, StaffUser
 from app.models.mpesa import MpesaCallback, MpesaRequest, Payment
 from app.models.sms import PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
+from app.models.ussd import UssdEvent
 
 __all__ = [
     "ACCOUNT_KINDS",
@@ -28,4 +29,5 @@ __all__ = [
     "SmsMessage",
     "SmsSuppression",
     "StaffUser",
+    "UssdEvent",
 ]

@@ -205,7 +205,7 @@ def _answer(
         balances = member_balances(member_id=member.id)
         template = "statement"
         params = {
-            "lines": _statement_lines(member.id, language),
+            "lines": statement_lines(member.id, language),
             "savings": balances.savings,
             "shares": balances.share_capital,
             "loan_balance": balances.loan_total,
@@ -225,7 +225,7 @@ def _answer(
     )
 
 
-def _statement_lines(member_id: int, language: str) -> str:
+def statement_lines(member_id: int, language: str) -> str:
     labels = STATEMENT_LABELS.get(language, STATEMENT_LABELS["en"])
     lines = member_statement(member_id=member_id)
     if not lines:

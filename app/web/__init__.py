@@ -11,12 +11,14 @@ def register_blueprints(app: Flask) -> None:
     from app.web.home import bp as home_bp
     from app.web.payments import bp as payments_bp
     from app.web.sms import bp as sms_bp
+    from app.web.ussd import bp as ussd_bp
 
     init_metrics(app)
     app.register_blueprint(home_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(sms_bp)
     app.register_blueprint(payments_bp)
+    app.register_blueprint(ussd_bp)
     if not app.config["SETTINGS"].is_production:
         from app.simulators.africastalking import bp as at_simulator_bp
         from app.simulators.daraja import bp as daraja_simulator_bp

@@ -1,0 +1,289 @@
+"""*384*96# through `POST /ussd` with the gateway's real form fields, against real Redis
+and the database: every hop is an HTTP request, as Africa's Talking sends it."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from app.extensions import db, queue, redis_client
+from app.models import Member, MpesaRequest, SmsMessage
+from app.models.types import utcnow
+from app.services.members import member_set_pin
+from tests.factories import make_member
+from tests.loan_factories import JOINED, make_loan, make_product
+
+PHONE = "+254711223344"
+_sessions = itertools.count(1)
+GSM7 = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+
+
+class Phone:
+    """A member's phone in one USSD session: each `press` sends the whole text so far."""
+
+    def __init__(self, client: FlaskClient, phone: str = PHONE) -> None:
+        self.client, self.phone = client, phone
+        self.session_id = f"ATUid_test{next(_sessions)}"
+        self.inputs: list[str] = []
+
+    def send(self, text: str) -> str:
+        reply = self.client.post(
+            "/ussd",
+            data={
+                "sessionId": self.session_id,
+                "serviceCode": "*384*96#",
+                "phoneNumber": self.phone,
+                "networkCode": "63902",
+                "text": text,
+            },
+        )
+        assert reply.status_code == 200 and reply.mimetype == "text/plain"
+        body = reply.get_data(as_text=True)
+        assert body.startswith(("CON ", "END ")), body
+        assert len(body) - 4 <= 182 and set(body[4:]) <= GSM7, body
+        return body
+
+    def dial(self) -> str:
+        return self.send("")
+
+    def press(self, entry: str) -> str:
+        self.inputs.append(entry)
+        return self.send("*".join(self.inputs))
+
+
+@pytest.fixture
+def member(app: Flask) -> Member:
+    m = make_member(phone="0711223344", savings=2500, name="Wanjiku Achieng")
+    m.created_at = JOINED  # a member for long enough to borrow
+    db.session.commit()
+    return m
+
+
+def with_pin(member: Member, pin: str = "4826") -> Member:
+    member_set_pin(member_id=member.id, pin=pin)
+    return member
+
+
+def test_an_unknown_number_gets_a_polite_end_with_how_to_join(client: FlaskClient) -> None:
+    reply = Phone(client, "+254799000000").dial()
+    assert reply.startswith("END ") and "join" in reply
+
+
+def test_first_dial_creates_a_pin_entered_twice_and_refuses_weak_ones(
+    client: FlaskClient, member: Member
+) -> None:
+    phone = Phone(client)
+    assert "Create a 4-digit PIN" in phone.dial() and "Wanjiku" in phone.dial()
+    assert "too easy" in phone.press("1234")
+    assert "too easy" in phone.press("7777")
+    assert "4 digits" in phone.press("12a4")
+    assert "again" in phone.press("4826")
+    assert "did not match" in phone.press("4827")
+    assert "again" in phone.press("4826")
+    assert phone.press("4826").startswith("CON 1. Check Balance")
+    db.session.expire_all()
+    stored = db.session.get(Member, member.id).pin_hash
+    assert stored and "4826" not in stored
+    raw = b"".join(redis_client().get(k) or b"" for k in redis_client().keys("ussd:session:*"))
+    assert b"4826" not in raw  # never in session state
+
+
+def test_balance_is_two_hops_after_the_pin(client: FlaskClient, member: Member) -> None:
+    with_pin(member)
+    loan = make_loan(product=make_product("V1"), amount=5000, on=date(2026, 11, 1), member=member)
+    phone = Phone(client)
+    assert phone.dial() == "CON SACCO: enter your PIN:"
+    phone.press("4826")  # hop 1: the PIN
+    screen = phone.press("1")  # hop 2: the balance
+    assert "Savings KES 2,500.00" in screen
+    assert f"{loan.loan_no} owes" in screen and "next" in screen
+
+
+def test_three_wrong_pins_across_sessions_lock_for_30_minutes_and_text_the_member(
+    client: FlaskClient, member: Member
+) -> None:
+    with_pin(member)
+    first = Phone(client)
+    first.dial()
+    assert "2 tries left" in first.press("1111")
+    second = Phone(client)
+    second.dial()
+    assert "1 tries left" in second.press("2222")
+    locked = second.press("3333")
+    assert locked.startswith("END ") and "locked until" in locked
+    sms = db.session.scalars(select(SmsMessage).where(SmsMessage.template == "pin_locked")).all()
+    assert len(sms) == 1
+    third = Phone(client)
+    assert "locked until" in third.dial()  # even the right PIN waits
+    db.session.expire_all()
+    assert db.session.get(Member, member.id).locked_until > utcnow() + timedelta(minutes=29)
+
+
+def test_back_home_and_invalid_entries(client: FlaskClient, member: Member) -> None:
+    with_pin(member)
+    phone = Phone(client)
+    phone.dial()
+    main = phone.press("4826")
+    assert "Choose a number" in phone.press("9")
+    assert "Please enter a choice" in phone.press("")  # an empty part: same screen
+    balance = phone.press("1")
+    assert "Savings" in balance
+    assert phone.press("0") == main  # back
+    phone.press("4")
+    assert phone.press("00") == main  # home
+
+
+def test_a_replayed_hop_gets_the_same_reply_and_does_nothing_twice(
+    client: FlaskClient, member: Member
+) -> None:
+    with_pin(member)
+    loan = make_loan(product=make_product("V1"), amount=5000, on=date(2026, 11, 1), member=member)
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    phone.press("3")
+    phone.press("500")
+    sent = phone.press("1")
+    assert sent.startswith("END ") and "M-PESA prompt" in sent
+    assert phone.send("*".join(phone.inputs)) == sent  # the gateway resends it
+    requests = db.session.scalars(select(MpesaRequest).where(MpesaRequest.kind == "stk")).all()
+    assert [(r.loan_id, r.amount, r.channel) for r in requests] == [(loan.id, 500, "ussd")]
+    assert queue("payments").count >= 1
+
+
+def test_a_gateway_that_sends_only_the_newest_input_works(
+    client: FlaskClient, member: Member
+) -> None:
+    with_pin(member)
+    phone = Phone(client)
+    phone.dial()
+    phone.send("4826")
+    assert "Savings" in phone.send("1")  # Airtel style: just the latest entry
+
+
+def test_repay_suggests_the_amount_due_and_refuses_cents(
+    client: FlaskClient, member: Member
+) -> None:
+    with_pin(member)
+    make_loan(product=make_product("V1"), amount=5000, on=date(2026, 1, 1), member=member)
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    amount_screen = phone.press("3")
+    assert "Amount to pay" in amount_screen and "due now KES" in amount_screen
+    assert "whole shillings" in phone.press("10.50")
+    assert "Confirm" in phone.press("700")
+    assert "Cancelled" in phone.press("2")
+
+
+def test_statement_on_screen_and_by_sms(client: FlaskClient, member: Member) -> None:
+    with_pin(member)
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    screen = phone.press("4")
+    assert "Savings +KES 2,500.00" in screen
+    assert "by SMS" in phone.press("1")
+    assert db.session.scalars(select(SmsMessage).where(SmsMessage.template == "statement")).all()
+
+
+def test_kiswahili_for_every_screen_after_choosing_it(client: FlaskClient, member: Member) -> None:
+    with_pin(member)
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    phone.press("7")
+    main = phone.press("2")
+    assert main.startswith("CON 1. Salio")
+    assert "Akiba" in phone.press("1")
+    again = Phone(client)
+    assert "weka PIN yako" in again.dial()
+    db.session.expire_all()
+    assert db.session.get(Member, member.id).language == "sw"
+
+
+def test_a_failure_inside_ends_the_session_with_an_apology(
+    client: FlaskClient, member: Member, app: Flask
+) -> None:
+    with_pin(member)
+    phone = Phone(client)
+    phone.dial()
+    redis_client().connection_pool.disconnect()
+    broken = app.extensions["redis"]
+    app.extensions["redis"] = type(broken).from_url("redis://127.0.0.1:1/0")
+    try:
+        reply = phone.press("4826")
+    finally:
+        app.extensions["redis"] = broken
+    assert reply.startswith("END ") and "not available" in reply
+
+
+def test_a_malformed_hop_still_gets_an_end(client: FlaskClient) -> None:
+    reply = client.post("/ussd", data={"text": "1"})
+    assert reply.status_code == 200 and reply.get_data(as_text=True).startswith("END ")
+
+
+def test_session_starts_are_rate_limited_per_phone(client: FlaskClient, member: Member) -> None:
+    with_pin(member)
+    replies = [Phone(client).dial() for _ in range(11)]
+    assert all(r.startswith("CON ") for r in replies[:10])
+    assert "Too many attempts" in replies[10]
+
+
+@pytest.mark.parametrize("language", ["en", "sw"])
+def test_worst_case_screens_fit_182_gsm7_characters(client: FlaskClient, language: str) -> None:
+    member = make_member(
+        phone="0711223344",
+        savings=Decimal("9999999"),
+        name="Bartholomew-Nyambura Wanjiku",
+        language=language,
+    )
+    member.created_at = JOINED
+    db.session.commit()
+    with_pin(member)
+    product = make_product("V1", max_amount=None, limit_multiple=Decimal("10"))
+    for _ in range(3):
+        make_loan(product=product, amount=1_000_000, on=date(2026, 1, 1), member=member)
+    phone = Phone(client)
+    phone.dial()
+    screens = [phone.press("4826"), phone.press("1"), phone.press("0"), phone.press("3")]
+    screens += [phone.press("1"), phone.press("1234567"), phone.press("00"), phone.press("4")]
+    for screen in screens:
+        assert len(screen) - 4 <= 182, (len(screen), screen)
+    assert re.search(r"1,\d{3},\d{3}", screens[1])
+
+
+def test_events_are_stored(client: FlaskClient) -> None:
+    reply = client.post(
+        "/ussd/events",
+        data={
+            "sessionId": "ATUid_1",
+            "phoneNumber": PHONE,
+            "status": "Failed",
+            "hopsCount": "3",
+            "input": "1*4826",
+            "lastAppResponse": "CON SACCO",
+            "durationInMillis": "9000",
+        },
+    )
+    assert reply.status_code == 200
+    from app.models import UssdEvent
+
+    row = db.session.scalar(select(UssdEvent))
+    assert (row.session_id, row.status, row.hops, row.last_response) == (
+        "ATUid_1",
+        "Failed",
+        3,
+        "CON SACCO",
+    )
+    assert not hasattr(row, "input")  # what was typed (a PIN among it) is not kept

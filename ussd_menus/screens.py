@@ -1,0 +1,345 @@
+"""The map of *384*96#: each named screen, what it shows and where each entry leads.
+
+    (dial) -> new_pin -> confirm_pin -> main          first dial, no PIN yet
+    (dial) -> pin -> main                             every later dial
+    main 1 -> balance
+    main 3 -> repay_loan (several loans) -> repay_amount -> repay_confirm -> END (prompt)
+    main 4 -> statement 1 -> END (SMS on its way)
+    main 7 -> language -> main
+    main 2, 5, 6 -> END (not on USSD yet: see the issue note)
+    anywhere after the PIN: 0 back one screen, 00 main menu
+
+Screens ask selectors for what they show and services for what they change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import date
+from decimal import Decimal
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.clock import business_today
+from app.extensions import db
+from app.models import Loan, Member
+from app.models.types import utcnow
+from app.money import MoneyError, is_whole_shillings, money_input
+from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt
+from app.selectors.members import member_balances
+from app.services.members import (
+    PIN_TRIES,
+    MemberError,
+    PinLocked,
+    member_check_pin,
+    member_set_language,
+    member_set_pin,
+    pin_problem,
+)
+from app.services.notifications import notify_statement
+from app.services.payments import PaymentError, payments_request_stk
+from app.services.sms_inbound import statement_lines
+from app.sms_templates import kes
+from app.ussd.engine import End, Goto, Hop, Invalid, Screen, Step
+from ussd_menus.text import t
+
+MAIN_CHOICES = {"1": "balance", "4": "statement", "7": "language"}
+NOT_YET = ("2", "5", "6")
+
+
+def _lang(hop: Hop) -> str:
+    return hop.session.language
+
+
+def _member(hop: Hop) -> Member:
+    member = db.session.get(Member, hop.session.member_id)
+    assert member is not None  # the session was opened for this member
+    return member
+
+
+def _with_nav(hop: Hop, body: str) -> str:
+    return f"{body}\n{t('nav', _lang(hop))}"
+
+
+def _short_date(day: date) -> str:
+    return day.strftime("%d/%m")
+
+
+def start(hop: Hop) -> Step:
+    """The first hop of a session: who is calling, and which door they get."""
+    member = db.session.scalar(select(Member).where(Member.phone == hop.request.phone))
+    if member is None:
+        return End(t("unknown_number", "en"))
+    session = hop.session
+    session.member_id = member.id
+    session.language = member.language
+    if member.status != "active":
+        return End(t("inactive", member.language))
+    now = utcnow()
+    if member.locked_until is not None and member.locked_until > now:
+        return End(_locked_text(member.locked_until, member.language))
+    return Goto("new_pin" if not member.pin_hash else "pin", push=False)
+
+
+def _locked_text(until: object, language: str) -> str:
+    tz = current_app.config["SETTINGS"].tz
+    return t("locked", language, time=until.astimezone(tz).strftime("%H:%M"))  # type: ignore[attr-defined]
+
+
+# -- PIN ---------------------------------------------------------------------------------
+
+
+def _pin_digest(hop: Hop, pin: str) -> str:
+    """The first entry of a new PIN, kept between two hops without the digits: an HMAC
+    under the app's secret and this session (session state never holds a PIN)."""
+    key = current_app.config["SECRET_KEY"].encode()
+    message = f"{hop.request.session_id}:{pin}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _new_pin(hop: Hop) -> Step:
+    problem = pin_problem(hop.input, _member(hop))
+    if problem:
+        return Invalid(t(problem, _lang(hop)))
+    hop.session.data["pin_digest"] = _pin_digest(hop, hop.input)
+    return Goto("confirm_pin", push=False)
+
+
+def _confirm_pin(hop: Hop) -> Step:
+    first = hop.session.data.pop("pin_digest", "")
+    if not hmac.compare_digest(first, _pin_digest(hop, hop.input)):
+        hop.session.screen = "new_pin"
+        return Invalid(t("pin_mismatch", _lang(hop)))
+    try:
+        member_set_pin(member_id=hop.session.member_id, pin=hop.input)
+    except MemberError as exc:
+        db.session.rollback()
+        hop.session.screen = "new_pin"
+        return Invalid(t(str(exc), _lang(hop)) if str(exc).startswith("pin_") else str(exc))
+    hop.session.authed = True
+    return Goto("main", push=False)
+
+
+def _pin(hop: Hop) -> Step:
+    try:
+        ok = member_check_pin(member_id=hop.session.member_id, pin=hop.input, now=utcnow())
+    except PinLocked as exc:
+        return End(_locked_text(exc.until, _lang(hop)))
+    if not ok:
+        left = PIN_TRIES - _member(hop).failed_pin_count
+        return Invalid(t("pin_wrong", _lang(hop), left=left))
+    hop.session.authed = True
+    return Goto("main", push=False)
+
+
+# -- main menu ---------------------------------------------------------------------------
+
+
+def _main(hop: Hop) -> Step:
+    if hop.input == "3":
+        return repay_entry(hop)
+    if hop.input in MAIN_CHOICES:
+        return Goto(MAIN_CHOICES[hop.input])
+    if hop.input in NOT_YET:
+        return End(t("not_yet", _lang(hop)))
+    return Invalid(t("choose", _lang(hop)))
+
+
+def _live_loans(member_id: int) -> list[Loan]:
+    return list(
+        db.session.scalars(
+            select(Loan)
+            .where(Loan.member_id == member_id, Loan.status.in_(LIVE_STATUSES))
+            .order_by(Loan.id)
+        )
+    )
+
+
+def _next_due(loan: Loan) -> tuple[Decimal, date | None]:
+    """What is due at the next unpaid installment (arrears included) and when."""
+    rows = [r for r in current_installments(loan.id) if r.outstanding > 0]
+    if not rows:
+        return Decimal("0"), None
+    today = business_today()
+    late = [r for r in rows if r.due_date <= today]
+    if late:
+        return sum((r.outstanding for r in late), Decimal("0")), late[0].due_date
+    return rows[0].outstanding, rows[0].due_date
+
+
+def _balance_render(hop: Hop) -> str:
+    language = _lang(hop)
+    balances = member_balances(member_id=hop.session.member_id)
+    lines = [
+        t("balance", language, savings=kes(balances.savings), shares=kes(balances.share_capital))
+    ]
+    loans = _live_loans(hop.session.member_id)
+    for loan in loans[:2]:
+        owed = loan_debt(loan_id=loan.id).total
+        due, when = _next_due(loan)
+        if when is None:
+            lines.append(t("balance_loan_short", language, loan_no=loan.loan_no, owed=kes(owed)))
+        else:
+            lines.append(
+                t(
+                    "balance_loan",
+                    language,
+                    loan_no=loan.loan_no,
+                    owed=kes(owed),
+                    due=kes(due),
+                    date=_short_date(when),
+                )
+            )
+    if not loans:
+        lines.append(t("no_loans", language))
+    return _with_nav(hop, "\n".join(lines))
+
+
+def _only_navigation(hop: Hop) -> Step:
+    return Invalid(t("choose", _lang(hop)))
+
+
+# -- repay -------------------------------------------------------------------------------
+
+
+def _repay_loan_render(hop: Hop) -> str:
+    loans = _live_loans(hop.session.member_id)
+    options = "\n".join(f"{i}. {loan.loan_no}" for i, loan in enumerate(loans[:5], 1))
+    return _with_nav(hop, f"{t('repay_choose', _lang(hop))}\n{options}")
+
+
+def _repay_loan(hop: Hop) -> Step:
+    loans = _live_loans(hop.session.member_id)
+    if hop.input.isdigit() and 1 <= int(hop.input) <= min(len(loans), 5):
+        hop.session.data["loan_id"] = loans[int(hop.input) - 1].id
+        return Goto("repay_amount")
+    return Invalid(t("choose", _lang(hop)))
+
+
+def repay_entry(hop: Hop) -> Step:
+    """Main menu 3: straight to the amount when the member has one loan."""
+    loans = _live_loans(hop.session.member_id)
+    if not loans:
+        return End(t("repay_none", _lang(hop)))
+    if len(loans) == 1:
+        hop.session.data["loan_id"] = loans[0].id
+        return Goto("repay_amount")
+    return Goto("repay_loan")
+
+
+def _repay_amount_render(hop: Hop) -> str:
+    loan = db.session.get(Loan, hop.session.data["loan_id"])
+    due, _when = _next_due(loan)
+    owed = loan_debt(loan_id=loan.id).total
+    return _with_nav(
+        hop, t("repay_amount", _lang(hop), loan_no=loan.loan_no, owed=kes(owed), due=kes(due))
+    )
+
+
+def _repay_amount(hop: Hop) -> Step:
+    try:
+        amount = money_input(hop.input)
+    except MoneyError:
+        return Invalid(t("amount_bad", _lang(hop)))
+    if not is_whole_shillings(amount):
+        return Invalid(t("amount_bad", _lang(hop)))
+    hop.session.data["amount"] = str(int(amount))
+    return Goto("repay_confirm")
+
+
+def _repay_confirm_render(hop: Hop) -> str:
+    loan = db.session.get(Loan, hop.session.data["loan_id"])
+    return t(
+        "repay_confirm",
+        _lang(hop),
+        amount=kes(Decimal(hop.session.data["amount"])),
+        loan_no=loan.loan_no,
+        phone=hop.request.phone,
+    )
+
+
+def _repay_confirm(hop: Hop) -> Step:
+    language = _lang(hop)
+    if hop.input == "2":
+        return End(t("cancelled", language))
+    if hop.input != "1":
+        return Invalid(t("choose", language))
+    amount = hop.session.data["amount"]
+    try:
+        payments_request_stk(
+            loan_id=hop.session.data["loan_id"],
+            amount=amount,
+            phone=hop.request.phone,
+            channel="ussd",
+        )
+    except PaymentError as exc:
+        db.session.rollback()
+        return End(t("repay_refused", language, why=str(exc))[:182])
+    return End(t("repay_sent", language, amount=kes(Decimal(amount))))
+
+
+# -- statement, language -----------------------------------------------------------------
+
+
+def _statement_render(hop: Hop) -> str:
+    language = _lang(hop)
+    lines = statement_lines(hop.session.member_id, language)
+    return _with_nav(hop, f"{lines}\n{t('statement_more', language)}")
+
+
+def _statement(hop: Hop) -> Step:
+    if hop.input != "1":
+        return Invalid(t("choose", _lang(hop)))
+    member = _member(hop)
+    balances = member_balances(member_id=member.id)
+    notify_statement(
+        member=member,
+        lines=statement_lines(member.id, member.language),
+        savings=balances.savings,
+        shares=balances.share_capital,
+        loan_balance=balances.loan_total,
+        request_id=f"ussd:{hop.request.session_id}",
+    )
+    db.session.commit()
+    return End(t("statement_sent", _lang(hop)))
+
+
+def _language(hop: Hop) -> Step:
+    choice = {"1": "en", "2": "sw"}.get(hop.input)
+    if choice is None:
+        return Invalid(t("choose", _lang(hop)))
+    member_set_language(member_id=hop.session.member_id, language=choice)
+    hop.session.language = choice
+    hop.session.stack.clear()
+    return Goto("main", push=False)
+
+
+SCREENS: dict[str, Screen] = {
+    s.name: s
+    for s in (
+        Screen(
+            "new_pin",
+            lambda h: t("new_pin", _lang(h), name=_member(h).name.split()[0][:20]),
+            _new_pin,
+            authed=False,
+            navigable=False,
+        ),
+        Screen(
+            "confirm_pin",
+            lambda h: t("confirm_pin", _lang(h)),
+            _confirm_pin,
+            authed=False,
+            navigable=False,
+        ),
+        Screen("pin", lambda h: t("pin", _lang(h)), _pin, authed=False, navigable=False),
+        Screen("main", lambda h: t("main", _lang(h)), _main),
+        Screen("balance", _balance_render, _only_navigation),
+        Screen("repay_loan", _repay_loan_render, _repay_loan),
+        Screen("repay_amount", _repay_amount_render, _repay_amount),
+        Screen("repay_confirm", _repay_confirm_render, _repay_confirm),
+        Screen("statement", _statement_render, _statement),
+        Screen("language", lambda h: t("language", _lang(h)), _language),
+    )
+}

@@ -1,0 +1,104 @@
+"""Every word the member reads on USSD, in English and Kiswahili (GSM-7 only: no curly
+quotes or accents, which would halve the screen)."""
+
+from __future__ import annotations
+
+TEXT: dict[str, dict[str, str]] = {
+    "unknown_number": {
+        "en": "This number is not registered with the SACCO. Visit any branch with your ID "
+        "to join, or call the office.",
+        "sw": "Nambari hii haijasajiliwa na SACCO. Tembelea tawi lolote na kitambulisho "
+        "chako ujiunge, au piga simu ofisini.",
+    },
+    "inactive": {
+        "en": "Your SACCO account is not active. Please call the office.",
+        "sw": "Akaunti yako ya SACCO haitumiki. Tafadhali piga simu ofisini.",
+    },
+    "new_pin": {
+        "en": "Welcome {name}. Create a 4-digit PIN for SACCO services:",
+        "sw": "Karibu {name}. Weka PIN ya tarakimu 4 ya huduma za SACCO:",
+    },
+    "confirm_pin": {"en": "Enter the new PIN again:", "sw": "Weka PIN mpya tena:"},
+    "pin_mismatch": {"en": "The PINs did not match.", "sw": "PIN hazikulingana."},
+    "pin_format": {"en": "The PIN must be 4 digits.", "sw": "PIN iwe tarakimu 4."},
+    "pin_trivial": {
+        "en": "That PIN is too easy to guess.",
+        "sw": "PIN hiyo ni rahisi kukisia.",
+    },
+    "pin": {"en": "SACCO: enter your PIN:", "sw": "SACCO: weka PIN yako:"},
+    "pin_wrong": {
+        "en": "Wrong PIN. {left} tries left.",
+        "sw": "PIN si sahihi. Majaribio {left} yamebaki.",
+    },
+    "locked": {
+        "en": "Too many wrong PINs. SACCO USSD is locked until {time}. We sent you an SMS.",
+        "sw": "PIN zisizo sahihi nyingi. USSD ya SACCO imefungwa hadi {time}. Tumekutumia SMS.",
+    },
+    "main": {
+        "en": "1. Check Balance\n2. Apply for Loan\n3. Repay Loan\n4. Account Statement\n"
+        "5. Update Phone Number\n6. Promise to Pay\n7. Language",
+        "sw": "1. Salio\n2. Omba Mkopo\n3. Lipa Mkopo\n4. Taarifa ya Akaunti\n"
+        "5. Badilisha Nambari ya Simu\n6. Ahadi ya Kulipa\n7. Lugha",
+    },
+    "nav": {"en": "0 Back 00 Home", "sw": "0 Rudi 00 Mwanzo"},
+    "choose": {"en": "Choose a number from the list.", "sw": "Chagua nambari kwenye orodha."},
+    "error_empty": {"en": "Please enter a choice.", "sw": "Tafadhali weka chaguo."},
+    "not_yet": {
+        "en": "This service is not on USSD yet. Please call the SACCO office.",
+        "sw": "Huduma hii bado haipo kwenye USSD. Tafadhali piga simu ofisini.",
+    },
+    "balance": {
+        "en": "Savings {savings}\nShares {shares}",
+        "sw": "Akiba {savings}\nHisa {shares}",
+    },
+    "balance_loan": {
+        "en": "{loan_no} owes {owed}, next {due} on {date}",
+        "sw": "{loan_no} deni {owed}, ijayo {due} {date}",
+    },
+    "balance_loan_short": {"en": "{loan_no} owes {owed}", "sw": "{loan_no} deni {owed}"},
+    "no_loans": {"en": "No loans.", "sw": "Huna mkopo."},
+    "more": {"en": "98 More", "sw": "98 Zaidi"},
+    "repay_none": {
+        "en": "You have no loan to repay.",
+        "sw": "Huna mkopo wa kulipa.",
+    },
+    "repay_choose": {"en": "Repay which loan?", "sw": "Lipa mkopo upi?"},
+    "repay_amount": {
+        "en": "Loan {loan_no} owes {owed}. Amount to pay (due now {due}):",
+        "sw": "Mkopo {loan_no} deni {owed}. Kiasi cha kulipa (sasa {due}):",
+    },
+    "amount_bad": {
+        "en": "Enter whole shillings, e.g. 500.",
+        "sw": "Weka shilingi kamili, mfano 500.",
+    },
+    "repay_confirm": {
+        "en": "Pay {amount} to loan {loan_no} from M-PESA {phone}?\n1. Confirm\n2. Cancel",
+        "sw": "Lipa {amount} kwa mkopo {loan_no} kutoka M-PESA {phone}?\n1. Thibitisha\n2. Ghairi",
+    },
+    "repay_sent": {
+        "en": "You will get an M-PESA prompt for {amount}. Enter your M-PESA PIN there to pay.",
+        "sw": "Utapokea ombi la M-PESA la {amount}. Weka PIN yako ya M-PESA hapo kulipa.",
+    },
+    "repay_refused": {"en": "Not sent: {why}", "sw": "Haijatumwa: {why}"},
+    "cancelled": {"en": "Cancelled.", "sw": "Imeghairiwa."},
+    "statement_more": {"en": "1. Full statement by SMS", "sw": "1. Taarifa kamili kwa SMS"},
+    "statement_none": {"en": "No transactions yet.", "sw": "Hakuna miamala bado."},
+    "statement_sent": {
+        "en": "Your statement is on its way by SMS.",
+        "sw": "Taarifa yako inatumwa kwa SMS.",
+    },
+    "language": {"en": "1. English\n2. Kiswahili", "sw": "1. English\n2. Kiswahili"},
+    "failure": {
+        "en": "Sorry, the service is not available now. Please try again later.",
+        "sw": "Samahani, huduma haipatikani sasa. Jaribu tena baadaye.",
+    },
+    "too_many": {
+        "en": "Too many attempts. Please try again in a minute.",
+        "sw": "Majaribio mengi. Tafadhali jaribu tena baada ya dakika moja.",
+    },
+}
+
+
+def t(key: str, language: str, **params: object) -> str:
+    entry = TEXT[key]
+    return entry.get(language, entry["en"]).format(**params)
