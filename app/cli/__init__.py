@@ -8,6 +8,7 @@ from flask.cli import FlaskGroup
 
 def register_cli(app: Flask) -> None:
     from app.cli.demo import demo_data
+    from app.cli.dial import dial_cmd
     from app.cli.imports import import_cli
     from app.cli.jobs import jobs_cli
     from app.cli.ledger import ledger_cli
@@ -26,6 +27,7 @@ def register_cli(app: Flask) -> None:
         up_cmd,
         worker_cmd,
         scheduler_cmd,
+        dial_cmd,
     ):
         app.cli.add_command(command)
     try:
