@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import requests
 import responses
 from flask import Flask
 from flask.testing import FlaskClient
@@ -123,3 +124,17 @@ def pg(app: Flask) -> None:
     """Races need row locks that wait; SQLite takes its one lock at BEGIN instead."""
     if not _on_postgres(app):
         pytest.skip("a race test: runs on PostgreSQL (CI), where row locks wait")
+
+
+@pytest.fixture
+def over_http(app: Flask, live_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """M-PESA through the simulator on the live server, callbacks back to it; no delay."""
+    changed = dataclasses.replace(
+        app.config["SETTINGS"],
+        MPESA_BASE_URL=f"{live_url}/simulator/daraja",
+        CALLBACK_BASE_URL=live_url,
+    )
+    monkeypatch.setitem(app.config, "SETTINGS", changed)
+    reply = requests.post(f"{live_url}/simulator/daraja/settings", json={"delay": 0}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    yield live_url

@@ -12,6 +12,7 @@ from flask import Flask
 from sqlalchemy import text
 
 from app import create_app
+from app.cli.runtime import make_worker
 from app.extensions import db
 from app.models import Member
 from app.services.ledger import ledger_check
@@ -210,3 +211,20 @@ def make_app(urls: dict[str, str], **overrides: object) -> Flask:
     app = create_app(settings)
     app.config["TESTING"] = True
     return app
+
+
+def work_until(done: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """Run the worker (burst) until `done()` is truthy: the simulator calls back from its
+    own thread, so the callback's job may land a moment after the send job ran."""
+    deadline = time.monotonic() + timeout
+    while True:
+        make_worker(("payments", "sms", "default")).work(burst=True)
+        db.session.remove()
+        result = done()
+        # On SQLite any open transaction holds the write lock the server's callback needs.
+        db.session.commit()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)

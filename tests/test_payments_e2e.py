@@ -5,57 +5,20 @@ go to its /simulator/daraja and the simulator calls back its /payments/<token>/ 
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from collections.abc import Callable, Iterator
 from datetime import date
 from decimal import Decimal
-from typing import Any
 
-import pytest
 import requests
-from flask import Flask
 from sqlalchemy import select
 
-from app.cli.runtime import make_worker
 from app.extensions import db
 from app.models import Loan, MpesaRequest, Payment, SmsMessage
 from app.selectors.loans import loan_debt
 from app.selectors.members import member_balances
 from app.services.loans import loan_apply, loan_approve
 from app.services.payments import payments_request_stk
+from tests.helpers import work_until
 from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
-
-
-@pytest.fixture
-def over_http(app: Flask, live_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """M-PESA through the simulator on the live server, callbacks back to it; no delay."""
-    changed = dataclasses.replace(
-        app.config["SETTINGS"],
-        MPESA_BASE_URL=f"{live_url}/simulator/daraja",
-        CALLBACK_BASE_URL=live_url,
-    )
-    monkeypatch.setitem(app.config, "SETTINGS", changed)
-    reply = requests.post(f"{live_url}/simulator/daraja/settings", json={"delay": 0}, timeout=10)
-    assert reply.status_code == 200, reply.text
-    yield live_url
-
-
-def work_until(done: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    """Run the worker (burst) until `done()` is truthy: the simulator calls back from its
-    own thread, so the callback's job may land a moment after the send job ran."""
-    deadline = time.monotonic() + timeout
-    while True:
-        make_worker(("payments", "sms", "default")).work(burst=True)
-        db.session.remove()
-        result = done()
-        # On SQLite any open transaction holds the write lock the server's callback needs.
-        db.session.commit()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def outbox(template: str) -> list[str]:

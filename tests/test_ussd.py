@@ -16,8 +16,11 @@ from sqlalchemy import select
 from app.extensions import db, queue, redis_client
 from app.models import Member, MpesaRequest, SmsMessage
 from app.models.types import utcnow
+from app.selectors.loans import loan_debt
 from app.services.members import member_set_pin
+from app.sms_templates import kes
 from tests.factories import make_member
+from tests.helpers import work_until
 from tests.loan_factories import JOINED, make_loan, make_product
 
 PHONE = "+254711223344"
@@ -287,3 +290,42 @@ def test_events_are_stored(client: FlaskClient) -> None:
         "CON SACCO",
     )
     assert not hasattr(row, "input")  # what was typed (a PIN among it) is not kept
+
+
+def test_end_to_end_a_member_repays_by_menu_3_and_menu_1_shows_exactly_500_less(
+    client: FlaskClient, member: Member, over_http: str
+) -> None:
+    """Through the real worker, the Daraja simulator and our callback route."""
+    with_pin(member)
+    loan_id = make_loan(
+        product=make_product("V1"), amount=5000, on=date(2026, 11, 1), member=member
+    ).id
+    before = loan_debt(loan_id=loan_id).total
+    db.session.commit()
+
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    first_balance = phone.press("1")
+    assert f"owes {kes(before)}" in first_balance
+    phone.press("0")
+    phone.press("3")  # one loan: straight to the amount (hop 2 after the PIN)
+    phone.press("500")
+    assert "M-PESA prompt" in phone.press("1")  # hop 4 after the PIN: repayment asked
+
+    work_until(
+        lambda: (
+            db.session.scalar(select(MpesaRequest.status).where(MpesaRequest.kind == "stk"))
+            == "succeeded"
+        ),
+        "the STK callback to post the repayment",
+    )
+    assert before - loan_debt(loan_id=loan_id).total == Decimal("500")
+    again = Phone(client)
+    again.dial()
+    again.press("4826")
+    assert f"owes {kes(before - 500)}" in again.press("1")
+    receipts = db.session.scalars(
+        select(SmsMessage.body).where(SmsMessage.template == "repayment_received")
+    ).all()
+    assert len(receipts) == 1 and kes(Decimal("500")) in receipts[0]
