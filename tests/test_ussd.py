@@ -11,6 +11,8 @@ from decimal import Decimal
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from app.extensions import db, queue, redis_client
@@ -329,3 +331,34 @@ def test_end_to_end_a_member_repays_by_menu_3_and_menu_1_shows_exactly_500_less(
         select(SmsMessage.body).where(SmsMessage.template == "repayment_received")
     ).all()
     assert len(receipts) == 1 and kes(Decimal("500")) in receipts[0]
+
+
+ENTRIES = st.one_of(
+    st.sampled_from(["1", "3", "4", "7", "0", "00", "98", "2", "4826", "1111", "", "500"]),
+    st.text(alphabet="0123456789*#", max_size=12),
+    st.text(alphabet="0123456789", min_size=100, max_size=400),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(entries=st.lists(ENTRIES, min_size=1, max_size=8), whole=st.booleans())
+def test_random_texts_at_random_states_always_get_con_or_end_that_fits(
+    client: FlaskClient, member: Member, entries: list[str], whole: bool
+) -> None:
+    if member.pin_hash is None:
+        with_pin(member)
+    member.locked_until = None  # random wrong PINs lock; each example starts unlocked
+    member.failed_pin_count = 0
+    db.session.commit()
+    redis_client().delete(f"ussd:starts:{member.phone}")
+    phone = Phone(client)  # asserts 200, text/plain, CON/END, <= 182, GSM-7 on every hop
+    phone.dial()
+    for entry in entries:
+        if whole:
+            phone.press(entry)  # Africa's Talking: the whole path each hop
+        else:
+            phone.send(entry)  # a gateway that sends only the newest input
