@@ -43,10 +43,11 @@ from app.services.payments import PaymentError, payments_request_stk
 from app.services.sms_inbound import statement_lines
 from app.sms_templates import kes
 from app.ussd.engine import End, Goto, Hop, Invalid, Screen, Step
+from ussd_menus.phone import PHONE_SCREENS, phone_change_start, phone_entry
 from ussd_menus.text import t
 
 MAIN_CHOICES = {"1": "balance", "4": "statement", "7": "language"}
-NOT_YET = ("2", "5", "6")
+NOT_YET = ("2", "6")
 
 
 def _lang(hop: Hop) -> str:
@@ -71,7 +72,7 @@ def start(hop: Hop) -> Step:
     """The first hop of a session: who is calling, and which door they get."""
     member = db.session.scalar(select(Member).where(Member.phone == hop.request.phone))
     if member is None:
-        return End(t("unknown_number", "en"))
+        return phone_change_start(hop) or End(t("unknown_number", "en"))
     session = hop.session
     session.member_id = member.id
     session.language = member.language
@@ -140,6 +141,8 @@ def _pin(hop: Hop) -> Step:
 def _main(hop: Hop) -> Step:
     if hop.input == "3":
         return repay_entry(hop)
+    if hop.input == "5":
+        return phone_entry(hop)
     if hop.input in MAIN_CHOICES:
         return Goto(MAIN_CHOICES[hop.input])
     if hop.input in NOT_YET:
@@ -343,3 +346,4 @@ SCREENS: dict[str, Screen] = {
         Screen("language", lambda h: t("language", _lang(h)), _language),
     )
 }
+SCREENS.update(PHONE_SCREENS)
