@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from app.extensions import db, queue, redis_client
-from app.models import Member, MpesaRequest, SmsMessage
+from app.models import Loan, Member, MpesaRequest, SmsMessage
 from app.models.types import utcnow
 from app.selectors.loans import loan_debt
 from app.services.members import member_set_pin
@@ -362,3 +362,106 @@ def test_random_texts_at_random_states_always_get_con_or_end_that_fits(
             phone.press(entry)  # Africa's Talking: the whole path each hop
         else:
             phone.send(entry)  # a gateway that sends only the newest input
+
+
+def instant_product() -> int:
+    return make_product("INSTANT").id
+
+
+def test_apply_for_an_instant_loan_in_five_hops_is_approved_and_paid_out_by_b2c(
+    client: FlaskClient, member: Member
+) -> None:
+    with_pin(member)
+    instant_product()
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    offers = phone.press("2")  # hop 1 after the PIN
+    assert "1. Instant Loan up to KES 2,500.00" in offers or "up to KES 2,500.00" in offers
+    assert "KES 100.00 to KES 2,500.00" in phone.press("1")  # hop 2: the product
+    assert "Enter KES 100.00 to KES 2,500.00" in phone.press("3000")
+    summary = phone.press("1000")  # hop 3: the amount (one-term product: no term screen)
+    assert "fee KES 25.00" in summary and "You get KES 975.00" in summary
+    done = phone.press("1")  # hop 4: confirm
+    assert done.startswith("END ") and "approved" in done and "KES 975.00" in done
+    loan = db.session.scalar(select(Loan).where(Loan.member_id == member.id))
+    assert (loan.status, loan.channel, loan.principal) == ("approved", "ussd", 1000)
+    payout = db.session.scalar(select(MpesaRequest).where(MpesaRequest.kind == "b2c"))
+    assert payout.amount == 975 and payout.status == "pending"
+
+
+def test_a_loan_above_auto_approval_goes_to_review_with_a_term(
+    client: FlaskClient, member: Member
+) -> None:
+    with_pin(member)
+    make_product("V1")  # 1,000 to the limit, 1-36 months, no auto-approval
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    phone.press("2")
+    phone.press("1")
+    assert "how many months" in phone.press("2000")
+    assert "Choose a number" in phone.press("99")
+    summary = phone.press("6")
+    assert "6 installments of KES" in summary
+    done = phone.press("1")
+    assert "under review" in done
+    assert db.session.scalar(select(Loan.status).where(Loan.member_id == member.id)) == "submitted"
+
+
+def test_a_member_who_cannot_borrow_is_told_why(client: FlaskClient) -> None:
+    member = make_member(phone="0711223344", savings=0)
+    with_pin(member)
+    make_product("V1", min_membership_days=90)
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    reply = phone.press("2")
+    assert reply.startswith("END ") and "cannot borrow" in reply
+
+
+def test_end_to_end_apply_by_ussd_payout_by_b2c_then_repay_by_menu_3(
+    client: FlaskClient, member: Member, over_http: str
+) -> None:
+    with_pin(member)
+    member_id = member.id
+    instant_product()
+    db.session.commit()
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    for entry in ("2", "1", "1000"):
+        phone.press(entry)
+    assert "approved" in phone.press("1")
+    loan_id = work_until(
+        lambda: db.session.scalar(
+            select(Loan.id).where(Loan.member_id == member_id, Loan.status == "active")
+        ),
+        "the B2C payout to disburse the loan",
+    )
+    assert db.session.scalars(
+        select(SmsMessage.body).where(SmsMessage.template == "loan_disbursed")
+    ).all()
+    before = loan_debt(loan_id=loan_id).total
+    repay = Phone(client)
+    repay.dial()
+    repay.press("4826")
+    assert f"owes {kes(before)}" in repay.press("1")
+    repay.press("0")
+    repay.press("3")
+    repay.press("500")
+    repay.press("1")
+    work_until(
+        lambda: (
+            db.session.scalar(select(MpesaRequest.status).where(MpesaRequest.kind == "stk"))
+            == "succeeded"
+        ),
+        "the STK repayment to post",
+    )
+    again = Phone(client)
+    again.dial()
+    again.press("4826")
+    assert f"owes {kes(before - 500)}" in again.press("1")
+    assert db.session.scalars(
+        select(SmsMessage.body).where(SmsMessage.template == "repayment_received")
+    ).all()

@@ -4,9 +4,10 @@
     (dial) -> pin -> main                             every later dial
     main 1 -> balance
     main 3 -> repay_loan (several loans) -> repay_amount -> repay_confirm -> END (prompt)
+    main 2 -> apply_product -> apply_amount -> [apply_term] -> apply_confirm -> END
     main 4 -> statement 1 -> END (SMS on its way)
     main 7 -> language -> main
-    main 2, 5, 6 -> END (not on USSD yet: see the issue note)
+    main 5 -> ussd_menus/phone.py;  main 6 -> END (not on USSD yet: see the issue note)
     anywhere after the PIN: 0 back one screen, 00 main menu
 
 Screens ask selectors for what they show and services for what they change.
@@ -24,11 +25,13 @@ from sqlalchemy import select
 
 from app.clock import business_today
 from app.extensions import db
-from app.models import Loan, Member
+from app.models import Loan, LoanProduct, Member
 from app.models.types import utcnow
 from app.money import MoneyError, is_whole_shillings, money_input
-from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt
+from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt, loan_eligibility
 from app.selectors.members import member_balances
+from app.services.loan_schedule import schedule_build
+from app.services.loans import LoanError, loan_apply, loan_fee
 from app.services.members import (
     PIN_TRIES,
     MemberError,
@@ -47,7 +50,7 @@ from ussd_menus.phone import PHONE_SCREENS, phone_change_start, phone_entry
 from ussd_menus.text import t
 
 MAIN_CHOICES = {"1": "balance", "4": "statement", "7": "language"}
-NOT_YET = ("2", "6")
+NOT_YET = ("6",)
 
 
 def _lang(hop: Hop) -> str:
@@ -143,6 +146,8 @@ def _main(hop: Hop) -> Step:
         return repay_entry(hop)
     if hop.input == "5":
         return phone_entry(hop)
+    if hop.input == "2":
+        return apply_entry(hop)
     if hop.input in MAIN_CHOICES:
         return Goto(MAIN_CHOICES[hop.input])
     if hop.input in NOT_YET:
@@ -283,6 +288,162 @@ def _repay_confirm(hop: Hop) -> Step:
     return End(t("repay_sent", language, amount=kes(Decimal(amount))))
 
 
+# -- apply -------------------------------------------------------------------------------
+
+
+def _offers(hop: Hop) -> tuple[list[tuple[LoanProduct, Decimal]], str | None]:
+    """The products this member may take now, each with its limit (the console's own
+    eligibility function), and the first reason a product said no."""
+    member = _member(hop)
+    today = business_today()
+    offers: list[tuple[LoanProduct, Decimal]] = []
+    reason = None
+    products = db.session.scalars(
+        select(LoanProduct).where(LoanProduct.active.is_(True)).order_by(LoanProduct.id)
+    )
+    for product in products:
+        eligibility = loan_eligibility(member=member, product=product, as_of=today)
+        if eligibility.eligible and eligibility.limit >= max(product.min_amount, Decimal(1)):
+            offers.append((product, eligibility.limit))
+        elif reason is None:
+            reason = eligibility.reason
+    return offers, reason
+
+
+def apply_entry(hop: Hop) -> Step:
+    offers, reason = _offers(hop)
+    if not offers:
+        return End(t("apply_none", _lang(hop), why=(reason or "")[:100]))
+    return Goto("apply_product")
+
+
+def _apply_product_render(hop: Hop) -> str:
+    offers, _ = _offers(hop)
+    lines = [
+        t("apply_offer", _lang(hop), n=i, name=p.name[:18], limit=kes(limit))
+        for i, (p, limit) in enumerate(offers[:4], 1)
+    ]
+    return _with_nav(hop, "\n".join(lines))
+
+
+def _apply_product(hop: Hop) -> Step:
+    offers, _ = _offers(hop)
+    if not (hop.input.isdigit() and 1 <= int(hop.input) <= min(len(offers), 4)):
+        return Invalid(t("choose", _lang(hop)))
+    product, limit = offers[int(hop.input) - 1]
+    hop.session.data.update(product_id=product.id, limit=str(limit))
+    return Goto("apply_amount")
+
+
+def _product(hop: Hop) -> LoanProduct:
+    product = db.session.get(LoanProduct, hop.session.data["product_id"])
+    assert product is not None
+    return product
+
+
+def _apply_amount_render(hop: Hop) -> str:
+    product = _product(hop)
+    return _with_nav(
+        hop,
+        t(
+            "apply_amount",
+            _lang(hop),
+            low=kes(product.min_amount),
+            high=kes(Decimal(hop.session.data["limit"])),
+        ),
+    )
+
+
+def _apply_amount(hop: Hop) -> Step:
+    product = _product(hop)
+    try:
+        amount = money_input(hop.input)
+    except MoneyError:
+        return Invalid(t("amount_bad", _lang(hop)))
+    limit = Decimal(hop.session.data["limit"])
+    if not is_whole_shillings(amount):
+        return Invalid(t("amount_bad", _lang(hop)))
+    if amount < product.min_amount or amount > limit:
+        return Invalid(t("apply_range", _lang(hop), low=kes(product.min_amount), high=kes(limit)))
+    hop.session.data["amount"] = str(int(amount))
+    hop.session.data["term"] = product.default_term
+    if product.min_term != product.max_term:
+        return Goto("apply_term")
+    return Goto("apply_confirm")
+
+
+def _apply_term_render(hop: Hop) -> str:
+    product = _product(hop)
+    unit = t("months" if product.frequency == "monthly" else "weeks", _lang(hop))
+    return _with_nav(
+        hop, t("apply_term", _lang(hop), low=product.min_term, high=product.max_term, unit=unit)
+    )
+
+
+def _apply_term(hop: Hop) -> Step:
+    product = _product(hop)
+    if not (hop.input.isdigit() and product.min_term <= int(hop.input) <= product.max_term):
+        return Invalid(t("choose", _lang(hop)))
+    hop.session.data["term"] = int(hop.input)
+    return Goto("apply_confirm")
+
+
+def _apply_confirm_render(hop: Hop) -> str:
+    product = _product(hop)
+    amount = Decimal(hop.session.data["amount"])
+    term = int(hop.session.data["term"])
+    fee = loan_fee(product, amount)
+    schedule = schedule_build(
+        principal=amount,
+        annual_rate=product.annual_rate,
+        installments=term,
+        interest_method=product.interest_method,
+        amortization=product.amortization,
+        frequency=product.frequency,
+        multiple_of=product.installment_multiple,
+        start_date=business_today(),
+    )
+    return t(
+        "apply_confirm",
+        _lang(hop),
+        amount=kes(amount),
+        fee=kes(fee),
+        get=kes(amount - fee),
+        n=term,
+        each=kes(schedule.rows[0].total),
+    )
+
+
+def _apply_confirm(hop: Hop) -> Step:
+    language = _lang(hop)
+    if hop.input == "2":
+        return End(t("cancelled", language))
+    if hop.input != "1":
+        return Invalid(t("choose", language))
+    try:
+        loan = loan_apply(
+            member_id=hop.session.member_id,
+            product_id=hop.session.data["product_id"],
+            amount=hop.session.data["amount"],
+            term=int(hop.session.data["term"]),
+            channel="ussd",
+            as_of=business_today(),
+        )
+    except LoanError as exc:
+        db.session.rollback()
+        return End(t("apply_refused", language, why=str(exc)[:120]))
+    if loan.status == "approved":
+        return End(
+            t(
+                "apply_approved",
+                language,
+                loan_no=loan.loan_no,
+                amount=kes(loan.principal - loan.fee_amount),
+            )
+        )
+    return End(t("apply_review", language, loan_no=loan.loan_no))
+
+
 # -- statement, language -----------------------------------------------------------------
 
 
@@ -342,6 +503,10 @@ SCREENS: dict[str, Screen] = {
         Screen("repay_loan", _repay_loan_render, _repay_loan),
         Screen("repay_amount", _repay_amount_render, _repay_amount),
         Screen("repay_confirm", _repay_confirm_render, _repay_confirm),
+        Screen("apply_product", _apply_product_render, _apply_product),
+        Screen("apply_amount", _apply_amount_render, _apply_amount),
+        Screen("apply_term", _apply_term_render, _apply_term),
+        Screen("apply_confirm", _apply_confirm_render, _apply_confirm),
         Screen("statement", _statement_render, _statement),
         Screen("language", lambda h: t("language", _lang(h)), _language),
     )

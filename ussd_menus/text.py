@@ -81,6 +81,40 @@ TEXT: dict[str, dict[str, str]] = {
     },
     "repay_refused": {"en": "Not sent: {why}", "sw": "Haijatumwa: {why}"},
     "cancelled": {"en": "Cancelled.", "sw": "Imeghairiwa."},
+    "apply_none": {
+        "en": "You cannot borrow now. {why}",
+        "sw": "Huwezi kukopa sasa. {why}",
+    },
+    "apply_offer": {"en": "{n}. {name} up to {limit}", "sw": "{n}. {name} hadi {limit}"},
+    "apply_amount": {
+        "en": "Amount to borrow ({low} to {high}):",
+        "sw": "Kiasi cha kukopa ({low} hadi {high}):",
+    },
+    "apply_range": {
+        "en": "Enter {low} to {high}.",
+        "sw": "Weka {low} hadi {high}.",
+    },
+    "apply_term": {
+        "en": "Repay over how many {unit}? ({low} to {high})",
+        "sw": "Lipa kwa {unit} ngapi? ({low} hadi {high})",
+    },
+    "months": {"en": "months", "sw": "miezi"},
+    "weeks": {"en": "weeks", "sw": "wiki"},
+    "apply_confirm": {
+        "en": "Loan {amount}, fee {fee}. You get {get}. {n} installments of {each}.\n"
+        "1. Confirm\n2. Cancel",
+        "sw": "Mkopo {amount}, ada {fee}. Utapata {get}. Awamu {n} za {each}.\n"
+        "1. Thibitisha\n2. Ghairi",
+    },
+    "apply_approved": {
+        "en": "Loan {loan_no} approved. {amount} is on its way to your M-PESA. We will SMS you.",
+        "sw": "Mkopo {loan_no} umeidhinishwa. {amount} inatumwa kwa M-PESA yako. Tutakutumia SMS.",
+    },
+    "apply_review": {
+        "en": "Loan {loan_no} is under review. We will SMS you the decision.",
+        "sw": "Ombi la mkopo {loan_no} linakaguliwa. Tutakutumia SMS ya uamuzi.",
+    },
+    "apply_refused": {"en": "Not applied: {why}", "sw": "Ombi halikukubaliwa: {why}"},
     "statement_more": {"en": "1. Full statement by SMS", "sw": "1. Taarifa kamili kwa SMS"},
     "statement_none": {"en": "No transactions yet.", "sw": "Hakuna miamala bado."},
     "statement_sent": {
