@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from app.extensions import db, queue, redis_client
-from app.models import Loan, Member, MpesaRequest, SmsMessage
+from app.models import Loan, LoanProduct, Member, MpesaRequest, SmsMessage
 from app.models.types import utcnow
 from app.selectors.loans import loan_debt
 from app.services.members import member_set_pin
@@ -465,3 +465,52 @@ def test_end_to_end_apply_by_ussd_payout_by_b2c_then_repay_by_menu_3(
     assert db.session.scalars(
         select(SmsMessage.body).where(SmsMessage.template == "repayment_received")
     ).all()
+
+
+def late_loan(member: Member, product: LoanProduct) -> int:
+    from app.clock import business_today
+    from app.services.loans import loan_update_arrears
+
+    loan_id = make_loan(product=product, amount=5000, on=date(2026, 6, 1), member=member).id
+    loan_update_arrears(loan_id=loan_id, as_of=business_today())
+    return loan_id
+
+
+def test_promise_to_pay_only_for_a_late_member_with_a_date_within_14_days(
+    client: FlaskClient, member: Member
+) -> None:
+    from app.clock import business_today
+    from app.models import PromiseToPay
+
+    with_pin(member)
+    product = make_product("V1")
+    make_loan(product=product, amount=2000, on=date(2026, 11, 20), member=member)
+    phone = Phone(client)
+    phone.dial()
+    main = phone.press("4826")
+    assert "6. Promise" not in main and "Choose a number" in phone.press("6")
+
+    loan_id = late_loan(member, product)
+    late = Phone(client)
+    late.dial()
+    assert "6. Promise to Pay" in late.press("4826")
+    today = business_today()
+    assert "DDMM" in late.press("6")  # one late loan: straight to the date
+    assert "from tomorrow" in late.press(today.strftime("%d%m"))  # today is too soon
+    too_far = today + timedelta(days=15)
+    assert "from tomorrow" in late.press(too_far.strftime("%d%m"))
+    assert "amount you will pay" in late.press((today + timedelta(days=5)).strftime("%d%m"))
+    done = late.press("1500")
+    assert done.startswith("END ") and "recorded" in done
+    promise = db.session.scalar(select(PromiseToPay))
+    assert (promise.loan_id, promise.amount, promise.channel) == (loan_id, 1500, "ussd")
+    assert promise.promised_date == today + timedelta(days=5)
+    assert db.session.scalars(
+        select(SmsMessage).where(SmsMessage.template == "promise_recorded")
+    ).all()
+    again = Phone(client)
+    again.dial()
+    again.press("4826")
+    again.press("6")
+    again.press((today + timedelta(days=3)).strftime("%d%m"))
+    assert "open already" in again.press("100")

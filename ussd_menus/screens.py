@@ -7,7 +7,9 @@
     main 2 -> apply_product -> apply_amount -> [apply_term] -> apply_confirm -> END
     main 4 -> statement 1 -> END (SMS on its way)
     main 7 -> language -> main
-    main 5 -> ussd_menus/phone.py;  main 6 -> END (not on USSD yet: see the issue note)
+    main 5 -> ussd_menus/phone.py
+    main 6 (only when a loan is late) -> promise_loan (several) -> promise_date
+        -> promise_amount -> END (recorded, SMS)
     anywhere after the PIN: 0 back one screen, 00 main menu
 
 Screens ask selectors for what they show and services for what they change.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from flask import current_app
@@ -43,6 +45,7 @@ from app.services.members import (
 )
 from app.services.notifications import notify_statement
 from app.services.payments import PaymentError, payments_request_stk
+from app.services.promises import MAX_DAYS_AHEAD, PromiseError, promise_record
 from app.services.sms_inbound import statement_lines
 from app.sms_templates import kes
 from app.ussd.engine import End, Goto, Hop, Invalid, Screen, Step
@@ -50,7 +53,6 @@ from ussd_menus.phone import PHONE_SCREENS, phone_change_start, phone_entry
 from ussd_menus.text import t
 
 MAIN_CHOICES = {"1": "balance", "4": "statement", "7": "language"}
-NOT_YET = ("6",)
 
 
 def _lang(hop: Hop) -> str:
@@ -150,9 +152,20 @@ def _main(hop: Hop) -> Step:
         return apply_entry(hop)
     if hop.input in MAIN_CHOICES:
         return Goto(MAIN_CHOICES[hop.input])
-    if hop.input in NOT_YET:
-        return End(t("not_yet", _lang(hop)))
+    if hop.input == "6" and _late_loans(hop.session.member_id):
+        return promise_entry(hop)
     return Invalid(t("choose", _lang(hop)))
+
+
+def _main_render(hop: Hop) -> str:
+    lines = t("main", _lang(hop)).split("\n")
+    if not _late_loans(hop.session.member_id):
+        lines = [line for line in lines if not line.startswith("6.")]
+    return "\n".join(lines)
+
+
+def _late_loans(member_id: int) -> list[Loan]:
+    return [loan for loan in _live_loans(member_id) if loan.days_past_due > 0]
 
 
 def _live_loans(member_id: int) -> list[Loan]:
@@ -444,6 +457,80 @@ def _apply_confirm(hop: Hop) -> Step:
     return End(t("apply_review", language, loan_no=loan.loan_no))
 
 
+# -- promise to pay ----------------------------------------------------------------------
+
+
+def promise_entry(hop: Hop) -> Step:
+    late = _late_loans(hop.session.member_id)
+    if len(late) == 1:
+        hop.session.data["loan_id"] = late[0].id
+        return Goto("promise_date")
+    return Goto("promise_loan")
+
+
+def _promise_loan_render(hop: Hop) -> str:
+    late = _late_loans(hop.session.member_id)
+    options = "\n".join(f"{i}. {loan.loan_no}" for i, loan in enumerate(late[:5], 1))
+    return _with_nav(hop, f"{t('promise_choose', _lang(hop))}\n{options}")
+
+
+def _promise_loan(hop: Hop) -> Step:
+    late = _late_loans(hop.session.member_id)
+    if hop.input.isdigit() and 1 <= int(hop.input) <= min(len(late), 5):
+        hop.session.data["loan_id"] = late[int(hop.input) - 1].id
+        return Goto("promise_date")
+    return Invalid(t("choose", _lang(hop)))
+
+
+def _promise_date_render(hop: Hop) -> str:
+    last = business_today() + timedelta(days=MAX_DAYS_AHEAD)
+    return _with_nav(hop, t("promise_date", _lang(hop), last=last.strftime("%d%m")))
+
+
+def _promise_date(hop: Hop) -> Step:
+    """DDMM (no "/" on many keypads): the next such date from tomorrow, up to 14 days."""
+    today = business_today()
+    entry = hop.input
+    if len(entry) == 4 and entry.isdigit():
+        for year in (today.year, today.year + 1):
+            try:
+                day = date(year, int(entry[2:]), int(entry[:2]))
+            except ValueError:
+                break
+            if today < day <= today + timedelta(days=MAX_DAYS_AHEAD):
+                hop.session.data["promise_date"] = day.isoformat()
+                return Goto("promise_amount")
+    return Invalid(t("promise_date_bad", _lang(hop)))
+
+
+def _promise_amount_render(hop: Hop) -> str:
+    loan = db.session.get(Loan, hop.session.data["loan_id"])
+    due, _when = _next_due(loan)
+    return _with_nav(hop, t("promise_amount", _lang(hop), loan_no=loan.loan_no, due=kes(due)))
+
+
+def _promise_amount(hop: Hop) -> Step:
+    try:
+        amount = money_input(hop.input)
+    except MoneyError:
+        return Invalid(t("amount_bad", _lang(hop)))
+    if not is_whole_shillings(amount):
+        return Invalid(t("amount_bad", _lang(hop)))
+    try:
+        promise_record(
+            member_id=hop.session.member_id,
+            loan_id=hop.session.data["loan_id"],
+            amount=amount,
+            promised_date=date.fromisoformat(hop.session.data["promise_date"]),
+            as_of=business_today(),
+            channel="ussd",
+        )
+    except PromiseError as exc:
+        db.session.rollback()
+        return End(t("promise_refused", _lang(hop), why=str(exc)[:120]))
+    return End(t("promise_done", _lang(hop), amount=kes(amount)))
+
+
 # -- statement, language -----------------------------------------------------------------
 
 
@@ -498,7 +585,7 @@ SCREENS: dict[str, Screen] = {
             navigable=False,
         ),
         Screen("pin", lambda h: t("pin", _lang(h)), _pin, authed=False, navigable=False),
-        Screen("main", lambda h: t("main", _lang(h)), _main),
+        Screen("main", _main_render, _main),
         Screen("balance", _balance_render, _only_navigation),
         Screen("repay_loan", _repay_loan_render, _repay_loan),
         Screen("repay_amount", _repay_amount_render, _repay_amount),
@@ -507,6 +594,9 @@ SCREENS: dict[str, Screen] = {
         Screen("apply_amount", _apply_amount_render, _apply_amount),
         Screen("apply_term", _apply_term_render, _apply_term),
         Screen("apply_confirm", _apply_confirm_render, _apply_confirm),
+        Screen("promise_loan", _promise_loan_render, _promise_loan),
+        Screen("promise_date", _promise_date_render, _promise_date),
+        Screen("promise_amount", _promise_amount_render, _promise_amount),
         Screen("statement", _statement_render, _statement),
         Screen("language", lambda h: t("language", _lang(h)), _language),
     )

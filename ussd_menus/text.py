@@ -115,6 +115,24 @@ TEXT: dict[str, dict[str, str]] = {
         "sw": "Ombi la mkopo {loan_no} linakaguliwa. Tutakutumia SMS ya uamuzi.",
     },
     "apply_refused": {"en": "Not applied: {why}", "sw": "Ombi halikukubaliwa: {why}"},
+    "promise_choose": {"en": "Promise to pay which loan?", "sw": "Ahadi ya mkopo upi?"},
+    "promise_date": {
+        "en": "Pay by which date? Enter day and month as DDMM, up to {last}:",
+        "sw": "Utalipa kufikia tarehe gani? Weka siku na mwezi DDMM, hadi {last}:",
+    },
+    "promise_date_bad": {
+        "en": "Enter a date from tomorrow to 14 days ahead, as DDMM.",
+        "sw": "Weka tarehe kuanzia kesho hadi siku 14 mbele, kama DDMM.",
+    },
+    "promise_amount": {
+        "en": "Loan {loan_no}: amount you will pay (late now {due}):",
+        "sw": "Mkopo {loan_no}: kiasi utakacholipa (kilichochelewa {due}):",
+    },
+    "promise_done": {
+        "en": "Thank you. Your promise to pay {amount} is recorded. We sent you an SMS.",
+        "sw": "Asante. Ahadi yako ya kulipa {amount} imerekodiwa. Tumekutumia SMS.",
+    },
+    "promise_refused": {"en": "Not recorded: {why}", "sw": "Haijarekodiwa: {why}"},
     "statement_more": {"en": "1. Full statement by SMS", "sw": "1. Taarifa kamili kwa SMS"},
     "statement_none": {"en": "No transactions yet.", "sw": "Hakuna miamala bado."},
     "statement_sent": {

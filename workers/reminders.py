@@ -29,15 +29,12 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Select, and_, exists, or_, select
 from sqlalchemy.orm import aliased
 
 from app.extensions import db
 from app.models import (
-    Account,
     Installment,
-    JournalEntry,
-    JournalLine,
     Loan,
     LoanProduct,
     Member,
@@ -46,6 +43,7 @@ from app.models import (
 )
 from app.money import ZERO
 from app.selectors.loans import LIVE_STATUSES
+from app.services.promises import promise_settle
 from app.services.sms import SmsError, sms_queue
 from app.sms_templates import SmsTemplateError, render_sms
 from workers.runner import JobStats
@@ -321,35 +319,6 @@ def overdue_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None 
     _queue_all(_grouped(found), as_of=as_of, stats=stats, now=now)
 
 
-def paid_since(*, loan_id: int, since: date) -> Decimal:
-    """Repayments credited to the loan's own accounts with a value date from `since` on.
-
-    Money a repayment sends on to savings (an overpayment) is not counted: it did not pay
-    the loan.
-    """
-    credited = db.session.scalar(
-        select(func.sum(JournalLine.amount))
-        .join(JournalEntry, JournalLine.entry_id == JournalEntry.id)
-        .join(Account, JournalLine.account_id == Account.id)
-        .where(
-            JournalEntry.kind == "repayment",
-            JournalEntry.loan_id == loan_id,
-            JournalEntry.value_date >= since,
-            Account.loan_id == loan_id,
-            JournalLine.amount < 0,
-        )
-    )
-    return -(credited or ZERO)
-
-
-def _promise_kept(promise: PromiseToPay, loan: Loan) -> bool:
-    if loan.status not in LIVE_STATUSES:
-        return True  # paid off (or otherwise settled): nothing left to promise
-    tz = current_app.config["SETTINGS"].tz
-    since = promise.created_at.astimezone(tz).date()
-    return paid_since(loan_id=loan.id, since=since) >= promise.amount
-
-
 def _promise_reminder(promise: PromiseToPay, loan: Loan, kind: str) -> Reminder:
     template = "promise_due_tomorrow" if kind == "promise_due" else "promise_broken"
     return Reminder(
@@ -384,17 +353,13 @@ def promise_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None 
     stats.records_scanned = len(open_promises)
     found: list[Reminder] = []
     for promise, loan in open_promises:
-        kept = _promise_kept(promise, loan)
-        if promise.promised_date < as_of:
-            promise.status = "kept" if kept else "broken"
+        before = promise.status
+        status = promise_settle(promise, loan, as_of=as_of)
+        if status != before:
             stats.records_updated += 1
-            if not kept:
+            if status == "broken":
                 found.append(_promise_reminder(promise, loan, "promise_broken"))
-        elif kept:
-            # Paid ahead of the date: settle it now rather than remind.
-            promise.status = "kept"
-            stats.records_updated += 1
-        else:
+        elif promise.promised_date >= as_of:
             found.append(_promise_reminder(promise, loan, "promise_due"))
     # The status changes commit with the first batch of messages (or alone when none).
     _queue_all(_grouped(found), as_of=as_of, stats=stats, now=now)

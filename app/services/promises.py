@@ -1,0 +1,119 @@
+"""Promises to pay: a late member's word (USSD menu 6, SMS, or staff after a call) that
+an amount will reach a loan by a date, and how a promise is settled once its date passes.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from app.errors import SaccoError
+from app.extensions import db
+from app.models import Account, JournalEntry, JournalLine, Loan, Member, PromiseToPay
+from app.money import ZERO, MoneyError, money_input
+from app.selectors.loans import LIVE_STATUSES
+from app.services.notifications import notify_promise_recorded
+
+MAX_DAYS_AHEAD = 14
+
+
+class PromiseError(SaccoError):
+    """A promise that cannot be recorded; the message says why."""
+
+
+def promise_record(
+    *,
+    member_id: int,
+    loan_id: int,
+    amount: object,
+    promised_date: date,
+    as_of: date,
+    channel: str = "ussd",
+) -> PromiseToPay:
+    """Record a promise for a loan in arrears: a date from tomorrow to 14 days ahead, an
+    amount more than zero. One open promise per loan: a new one is refused until the
+    open one is settled. Texts the member a confirmation."""
+    try:
+        value = money_input(amount)
+    except MoneyError as exc:
+        raise PromiseError(str(exc)) from None
+    loan = db.session.scalar(select(Loan).where(Loan.id == loan_id).with_for_update(of=Loan))
+    if loan is None or loan.member_id != member_id:
+        raise PromiseError("no such loan")
+    if loan.status not in LIVE_STATUSES or loan.days_past_due <= 0:
+        db.session.rollback()
+        raise PromiseError(f"loan {loan.loan_no} is not in arrears")
+    if not as_of < promised_date <= as_of + timedelta(days=MAX_DAYS_AHEAD):
+        db.session.rollback()
+        raise PromiseError(f"the date must be within {MAX_DAYS_AHEAD} days")
+    open_one = db.session.scalar(
+        select(PromiseToPay).where(PromiseToPay.loan_id == loan.id, PromiseToPay.status == "open")
+    )
+    if open_one is not None:
+        db.session.rollback()
+        raise PromiseError(f"a promise for {open_one.promised_date:%d/%m} is open already")
+    promise = PromiseToPay(
+        member_id=member_id,
+        loan_id=loan.id,
+        amount=value,
+        promised_date=promised_date,
+        status="open",
+        channel=channel,
+    )
+    db.session.add(promise)
+    db.session.flush()
+    notify_promise_recorded(
+        member=db.session.get(Member, member_id), promise=promise, loan_no=loan.loan_no or ""
+    )
+    db.session.commit()
+    return promise
+
+
+def paid_since(*, loan_id: int, since: date) -> Decimal:
+    """Repayments credited to the loan's own accounts with a value date from `since` on.
+
+    Money a repayment sends on to savings (an overpayment) is not counted: it did not pay
+    the loan.
+    """
+    credited = db.session.scalar(
+        select(func.sum(JournalLine.amount))
+        .join(JournalEntry, JournalLine.entry_id == JournalEntry.id)
+        .join(Account, JournalLine.account_id == Account.id)
+        .where(
+            JournalEntry.kind == "repayment",
+            JournalEntry.loan_id == loan_id,
+            JournalEntry.value_date >= since,
+            Account.loan_id == loan_id,
+            JournalLine.amount < 0,
+        )
+    )
+    return -(credited or ZERO)
+
+
+def promise_kept(promise: PromiseToPay, loan: Loan) -> bool:
+    """Kept when the loan got the promised amount since the promise was made (or is no
+    longer owing at all)."""
+    if loan.status not in LIVE_STATUSES:
+        return True
+    tz = current_app.config["SETTINGS"].tz
+    since = _local_date(promise.created_at, tz)
+    return paid_since(loan_id=loan.id, since=since) >= promise.amount
+
+
+def promise_settle(promise: PromiseToPay, loan: Loan, *, as_of: date) -> str:
+    """Settle an open promise: past its date it becomes kept or broken; before it, kept
+    if already paid. Returns the status (unchanged "open" when nothing is decided yet).
+    The caller commits (the reminder job commits with its messages)."""
+    kept = promise_kept(promise, loan)
+    if promise.promised_date < as_of:
+        promise.status = "kept" if kept else "broken"
+    elif kept:
+        promise.status = "kept"
+    return promise.status
+
+
+def _local_date(moment: datetime, tz: object) -> date:
+    return moment.astimezone(tz).date()  # type: ignore[arg-type]
