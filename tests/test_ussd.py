@@ -514,3 +514,56 @@ def test_promise_to_pay_only_for_a_late_member_with_a_date_within_14_days(
     again.press("6")
     again.press((today + timedelta(days=3)).strftime("%d%m"))
     assert "open already" in again.press("100")
+
+
+def test_a_dropped_session_offers_continue_or_start_over_within_5_minutes(
+    client: FlaskClient, member: Member
+) -> None:
+    with_pin(member)
+    make_loan(product=make_product("V1"), amount=5000, on=date(2026, 11, 1), member=member)
+    dropped = Phone(client)
+    dropped.dial()
+    dropped.press("4826")
+    dropped.press("3")
+    assert "Confirm" in dropped.press("700")  # ...and the network drops the session here
+
+    back = Phone(client)
+    back.dial()
+    assert "1. Continue" in back.press("4826")
+    resumed = back.press("1")
+    assert "Pay KES 700.00" in resumed and "Confirm" in resumed
+    assert "M-PESA prompt" in back.press("1")
+
+    fresh = Phone(client)  # that session ended: nothing to continue now
+    fresh.dial()
+    assert fresh.press("4826").startswith("CON 1. Check Balance")
+
+
+def test_start_over_goes_to_the_main_menu(client: FlaskClient, member: Member) -> None:
+    with_pin(member)
+    first = Phone(client)
+    first.dial()
+    first.press("4826")
+    first.press("4")
+    second = Phone(client)
+    second.dial()
+    second.press("4826")
+    assert second.press("2").startswith("CON 1. Check Balance")
+
+
+def test_98_shows_more_loans_on_the_balance(client: FlaskClient, member: Member) -> None:
+    with_pin(member)
+    product = make_product("V1", limit_multiple=Decimal("20"))
+    numbers = [
+        make_loan(product=product, amount=1000, on=date(2026, 11, 1), member=member).loan_no
+        for _ in range(3)
+    ]
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    first = phone.press("1")
+    assert numbers[0] in first and numbers[1] in first and numbers[2] not in first
+    assert "98 More" in first
+    second = phone.press("98")
+    assert numbers[2] in second and "98 More" not in second and "Savings" not in second
+    assert phone.press("0").startswith("CON 1. Check Balance")

@@ -48,7 +48,7 @@ from app.services.payments import PaymentError, payments_request_stk
 from app.services.promises import MAX_DAYS_AHEAD, PromiseError, promise_record
 from app.services.sms_inbound import statement_lines
 from app.sms_templates import kes
-from app.ussd.engine import End, Goto, Hop, Invalid, Screen, Step
+from app.ussd.engine import MORE, End, Goto, Hop, Invalid, Screen, Step
 from ussd_menus.phone import PHONE_SCREENS, phone_change_start, phone_entry
 from ussd_menus.text import t
 
@@ -137,7 +137,21 @@ def _pin(hop: Hop) -> Step:
         left = PIN_TRIES - _member(hop).failed_pin_count
         return Invalid(t("pin_wrong", _lang(hop), left=left))
     hop.session.authed = True
+    if hop.store is not None and hop.store.peek_resume(hop.request.phone):
+        return Goto("resume", push=False)
     return Goto("main", push=False)
+
+
+def _resume(hop: Hop) -> Step:
+    """A session dropped within the last 5 minutes: continue where it stopped, or not."""
+    if hop.input not in ("1", "2"):
+        return Invalid(t("choose", _lang(hop)))
+    snapshot = hop.store.take_resume(hop.request.phone) if hop.store else None
+    if hop.input == "2" or not snapshot or snapshot["screen"] not in SCREENS:
+        return Goto("main", push=False)
+    hop.session.data = snapshot["data"]
+    hop.session.stack = snapshot["stack"]
+    return Goto(snapshot["screen"], push=False)
 
 
 # -- main menu ---------------------------------------------------------------------------
@@ -151,6 +165,7 @@ def _main(hop: Hop) -> Step:
     if hop.input == "2":
         return apply_entry(hop)
     if hop.input in MAIN_CHOICES:
+        hop.session.data.pop("page", None)
         return Goto(MAIN_CHOICES[hop.input])
     if hop.input == "6" and _late_loans(hop.session.member_id):
         return promise_entry(hop)
@@ -190,14 +205,25 @@ def _next_due(loan: Loan) -> tuple[Decimal, date | None]:
     return rows[0].outstanding, rows[0].due_date
 
 
+LOANS_PER_PAGE = 2
+
+
 def _balance_render(hop: Hop) -> str:
     language = _lang(hop)
-    balances = member_balances(member_id=hop.session.member_id)
-    lines = [
-        t("balance", language, savings=kes(balances.savings), shares=kes(balances.share_capital))
-    ]
+    page = int(hop.session.data.get("page", 0))
     loans = _live_loans(hop.session.member_id)
-    for loan in loans[:2]:
+    lines = []
+    if page == 0:
+        balances = member_balances(member_id=hop.session.member_id)
+        lines.append(
+            t(
+                "balance",
+                language,
+                savings=kes(balances.savings),
+                shares=kes(balances.share_capital),
+            )
+        )
+    for loan in loans[page * LOANS_PER_PAGE : (page + 1) * LOANS_PER_PAGE]:
         owed = loan_debt(loan_id=loan.id).total
         due, when = _next_due(loan)
         if when is None:
@@ -215,10 +241,18 @@ def _balance_render(hop: Hop) -> str:
             )
     if not loans:
         lines.append(t("no_loans", language))
+    if len(loans) > (page + 1) * LOANS_PER_PAGE:
+        lines.append(t("more", language))
     return _with_nav(hop, "\n".join(lines))
 
 
-def _only_navigation(hop: Hop) -> Step:
+def _balance(hop: Hop) -> Step:
+    """Only 98 (more loans) here; 0 and 00 are the engine's."""
+    loans = _live_loans(hop.session.member_id)
+    page = int(hop.session.data.get("page", 0))
+    if hop.input == MORE and len(loans) > (page + 1) * LOANS_PER_PAGE:
+        hop.session.data["page"] = page + 1
+        return Goto("balance", push=False)
     return Invalid(t("choose", _lang(hop)))
 
 
@@ -585,8 +619,9 @@ SCREENS: dict[str, Screen] = {
             navigable=False,
         ),
         Screen("pin", lambda h: t("pin", _lang(h)), _pin, authed=False, navigable=False),
+        Screen("resume", lambda h: t("resume", _lang(h)), _resume, navigable=False),
         Screen("main", _main_render, _main),
-        Screen("balance", _balance_render, _only_navigation),
+        Screen("balance", _balance_render, _balance),
         Screen("repay_loan", _repay_loan_render, _repay_loan),
         Screen("repay_amount", _repay_amount_render, _repay_amount),
         Screen("repay_confirm", _repay_confirm_render, _repay_confirm),

@@ -34,6 +34,10 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "Too many wrong PINs. SACCO USSD is locked until {time}. We sent you an SMS.",
         "sw": "PIN zisizo sahihi nyingi. USSD ya SACCO imefungwa hadi {time}. Tumekutumia SMS.",
     },
+    "resume": {
+        "en": "Your last session was cut off.\n1. Continue\n2. Start over",
+        "sw": "Kipindi chako cha mwisho kilikatika.\n1. Endelea\n2. Anza upya",
+    },
     "main": {
         "en": "1. Check Balance\n2. Apply for Loan\n3. Repay Loan\n4. Account Statement\n"
         "5. Update Phone Number\n6. Promise to Pay\n7. Language",

@@ -24,6 +24,7 @@ from app.phone import PhoneError, normalise_phone
 log = logging.getLogger("app.ussd")
 
 SESSION_TTL = 300  # seconds: a session lasts at most ~180 s; a little more to resume
+RESUME_TTL = 300  # a dropped session may be resumed by the next dial within 5 minutes
 MAX_SCREEN = 182  # characters, GSM-7
 BACK, HOME, MORE = "0", "00", "98"
 
@@ -112,6 +113,30 @@ class SessionStore:
     def save(self, request: UssdRequest, session: Session) -> None:
         self.redis.set(self.key(request), session.to_json(), ex=SESSION_TTL)
 
+    @staticmethod
+    def resume_key(phone: str) -> str:
+        return f"ussd:resume:{phone}"
+
+    def remember(self, request: UssdRequest, session: Session, ended: bool) -> None:
+        """Where a signed-in member is, in case the session drops: the next dial within
+        5 minutes may continue from here. An ended session, or the main menu, leaves
+        nothing to continue."""
+        key = self.resume_key(request.phone)
+        if not session.authed or session.screen == "resume":
+            return  # not signed in yet, or being offered the snapshot: leave it be
+        if ended or session.screen == "main":
+            self.redis.delete(key)
+            return
+        snapshot = {"screen": session.screen, "data": session.data, "stack": session.stack}
+        self.redis.set(key, json.dumps(snapshot), ex=RESUME_TTL)
+
+    def take_resume(self, phone: str) -> dict[str, Any] | None:
+        raw = self.redis.getdel(self.resume_key(phone))
+        return json.loads(raw) if raw else None
+
+    def peek_resume(self, phone: str) -> bool:
+        return bool(self.redis.exists(self.resume_key(phone)))
+
 
 def newest_input(received: str, session: Session, mac: Callable[[str], str]) -> str | None:
     """The member's newest entry, or None when this hop was handled already (a resend).
@@ -136,11 +161,12 @@ def newest_input(received: str, session: Session, mac: Callable[[str], str]) -> 
 
 @dataclass
 class Hop:
-    """What a screen sees: the request, the session, and the input of this hop."""
+    """What a screen sees: the request, the session, the input of this hop, the store."""
 
     request: UssdRequest
     session: Session
     input: str
+    store: SessionStore | None = None
 
 
 # A screen: render(hop) -> text; handle(hop) -> the next step.
@@ -183,18 +209,19 @@ def run_hop(
     session = store.load(request)
     if session is None:
         session = Session()
-        hop = Hop(request, session, "")
+        hop = Hop(request, session, "", store)
         response = _apply(hop, start(hop), screens, translate)
     else:
         entry = newest_input(request.text, session, store.mac)
         if entry is None:
             return UssdResponse(session.reply[4:], session.reply.startswith("END "))
-        hop = Hop(request, session, entry.strip())
+        hop = Hop(request, session, entry.strip(), store)
         response = _apply(hop, _step(hop, screens, translate), screens, translate)
     session.handled_len = len(request.text)
     session.handled_mac = store.mac(request.text)
     session.reply = response.render()
     store.save(request, session)
+    store.remember(request, session, response.end)
     return response
 
 
