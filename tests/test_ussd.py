@@ -7,6 +7,7 @@ import itertools
 import re
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -22,7 +23,7 @@ from app.selectors.loans import loan_debt
 from app.services.members import member_set_pin
 from app.sms_templates import kes
 from tests.factories import make_member
-from tests.helpers import work_until
+from tests.helpers import make_app, work_until
 from tests.loan_factories import JOINED, make_loan, make_product
 
 PHONE = "+254711223344"
@@ -567,3 +568,57 @@ def test_98_shows_more_loans_on_the_balance(client: FlaskClient, member: Member)
     second = phone.press("98")
     assert numbers[2] in second and "98 More" not in second and "Savings" not in second
     assert phone.press("0").startswith("CON 1. Check Balance")
+
+
+def test_with_the_database_down_the_member_gets_an_apology_not_a_5xx(
+    _urls: dict[str, str], tmp_path: Path
+) -> None:
+    down = make_app(
+        {"REDIS_URL": _urls["REDIS_URL"]},
+        DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/none"
+        if _urls["DATABASE_URL"].startswith("postgresql")
+        else f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'sacco.db'}",
+    )
+    try:
+        reply = down.test_client().post(
+            "/ussd",
+            data={
+                "sessionId": "ATUid_down",
+                "serviceCode": "*384*96#",
+                "phoneNumber": PHONE,
+                "networkCode": "63902",
+                "text": "",
+            },
+        )
+        assert reply.status_code == 200
+        assert reply.get_data(as_text=True).startswith("END Sorry, the service is not available")
+    finally:
+        with down.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        down.extensions["redis"].close()
+
+
+GOALS = {
+    # goal: (entries after the PIN, what the last screen shows, the most hops allowed)
+    "balance": (["1"], "Savings", 2),
+    "loan application": (["2", "1", "1000", "1"], "approved", 5),
+    "repayment": (["3", "500", "1"], "M-PESA prompt", 4),
+}
+
+
+@pytest.mark.parametrize("goal", sorted(GOALS))
+def test_hops_to_each_goal_after_the_pin(client: FlaskClient, member: Member, goal: str) -> None:
+    entries, shows, most = GOALS[goal]
+    with_pin(member)
+    make_product("INSTANT")
+    if goal == "repayment":
+        make_loan(product=make_product("V1"), amount=1000, on=date(2026, 11, 1), member=member)
+    phone = Phone(client)
+    phone.dial()
+    phone.press("4826")
+    screen = ""
+    for entry in entries:
+        screen = phone.press(entry)
+    assert shows in screen
+    assert len(entries) <= most  # README lists these counts
