@@ -51,7 +51,8 @@ class RunningSacco:
         return [int(m.group(1)) for m in self.said(rf"^started {child} \(pid (\d+)\)")]
 
     def get(self, path: str) -> requests.Response:
-        return requests.get(self.base + path, timeout=5)
+        # Generous: on a loaded 2-core CI box a healthy answer can take seconds.
+        return requests.get(self.base + path, timeout=20)
 
     def healthy(self) -> bool:
         try:
