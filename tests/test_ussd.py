@@ -112,7 +112,7 @@ def test_balance_is_two_hops_after_the_pin(client: FlaskClient, member: Member) 
     phone.press("4826")  # hop 1: the PIN
     screen = phone.press("1")  # hop 2: the balance
     assert "Savings KES 2,500.00" in screen
-    assert f"{loan.loan_no} owes" in screen and "next" in screen
+    assert f"{loan.loan_no}: KES" in screen and ", pay KES" in screen
 
 
 def test_three_wrong_pins_across_sessions_lock_for_30_minutes_and_text_the_member(
@@ -198,7 +198,7 @@ def test_statement_on_screen_and_by_sms(client: FlaskClient, member: Member) -> 
     phone.dial()
     phone.press("4826")
     screen = phone.press("4")
-    assert "Savings +KES 2,500.00" in screen
+    assert "Savings +2,500.00" in screen
     assert "by SMS" in phone.press("1")
     assert db.session.scalars(select(SmsMessage).where(SmsMessage.template == "statement")).all()
 
@@ -310,7 +310,7 @@ def test_end_to_end_a_member_repays_by_menu_3_and_menu_1_shows_exactly_500_less(
     phone.dial()
     phone.press("4826")
     first_balance = phone.press("1")
-    assert f"owes {kes(before)}" in first_balance
+    assert f": {kes(before)}, pay" in first_balance
     phone.press("0")
     phone.press("3")  # one loan: straight to the amount (hop 2 after the PIN)
     phone.press("500")
@@ -327,7 +327,7 @@ def test_end_to_end_a_member_repays_by_menu_3_and_menu_1_shows_exactly_500_less(
     again = Phone(client)
     again.dial()
     again.press("4826")
-    assert f"owes {kes(before - 500)}" in again.press("1")
+    assert f": {kes(before - 500)}, pay" in again.press("1")
     receipts = db.session.scalars(
         select(SmsMessage.body).where(SmsMessage.template == "repayment_received")
     ).all()
@@ -447,7 +447,7 @@ def test_end_to_end_apply_by_ussd_payout_by_b2c_then_repay_by_menu_3(
     repay = Phone(client)
     repay.dial()
     repay.press("4826")
-    assert f"owes {kes(before)}" in repay.press("1")
+    assert f": {kes(before)}, pay" in repay.press("1")
     repay.press("0")
     repay.press("3")
     repay.press("500")
@@ -462,7 +462,7 @@ def test_end_to_end_apply_by_ussd_payout_by_b2c_then_repay_by_menu_3(
     again = Phone(client)
     again.dial()
     again.press("4826")
-    assert f"owes {kes(before - 500)}" in again.press("1")
+    assert f": {kes(before - 500)}, pay" in again.press("1")
     assert db.session.scalars(
         select(SmsMessage.body).where(SmsMessage.template == "repayment_received")
     ).all()
@@ -622,3 +622,58 @@ def test_hops_to_each_goal_after_the_pin(client: FlaskClient, member: Member, go
         screen = phone.press(entry)
     assert shows in screen
     assert len(entries) <= most  # README lists these counts
+
+
+@pytest.mark.parametrize("language", ["en", "sw"])
+def test_every_screen_renders_within_182_gsm7_characters_with_worst_case_data(
+    app: Flask, language: str
+) -> None:
+    """Each screen of the map, rendered directly with the longest realistic data: a long
+    name, 7-digit balances, several loans (one late), the longest product names."""
+    from app.clock import business_today
+    from app.services.loans import loan_update_arrears
+    from app.ussd.engine import Hop, Session, SessionStore, UssdRequest
+    from ussd_menus.screens import SCREENS
+
+    member = make_member(
+        phone="0711223344",
+        savings=Decimal("9999999"),
+        name="Bartholomew-Nyambura Wanjiku-Achieng",
+        language=language,
+    )
+    member.created_at = JOINED
+    db.session.commit()
+    long_name = "Development Loan For Members Plus"
+    product = make_product(
+        "DEV",
+        name=long_name,
+        min_membership_days=0,
+        min_share_capital=Decimal("0"),
+        limit_multiple=Decimal("10"),
+        maker_checker_threshold=None,
+    )
+    make_product("INSTANT", name=long_name + " Instant")
+    loans = [
+        make_loan(product=product, amount=1_999_999, on=date(2026, 3, 1), member=member, term=36)
+        for _ in range(3)
+    ]
+    loan_update_arrears(loan_id=loans[0].id, as_of=business_today())
+    data = {
+        "loan_id": loans[0].id,
+        "product_id": product.id,
+        "limit": "9999999",
+        "amount": "1999999",
+        "term": 36,
+        "promise_date": (business_today() + timedelta(days=14)).isoformat(),
+        "page": 0,
+        "new_phone": "254711223399",
+    }
+    store = SessionStore(redis_client(), "secret")
+    request = UssdRequest("ATUid_render", "254711223344", "*384*96#", "", "63902")
+    for name, screen in SCREENS.items():
+        session = Session(
+            screen=name, data=dict(data), member_id=member.id, language=language, authed=True
+        )
+        body = screen.render(Hop(request, session, "", store))
+        assert len(body) <= 182, (name, len(body), body)
+        assert set(body) <= GSM7, (name, set(body) - GSM7)

@@ -32,6 +32,7 @@ from app.models.types import utcnow
 from app.money import MoneyError, is_whole_shillings, money_input
 from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt, loan_eligibility
 from app.selectors.members import member_balances
+from app.selectors.statements import member_statement
 from app.services.loan_schedule import schedule_build
 from app.services.loans import LoanError, loan_apply, loan_fee
 from app.services.members import (
@@ -46,7 +47,7 @@ from app.services.members import (
 from app.services.notifications import notify_statement
 from app.services.payments import PaymentError, payments_request_stk
 from app.services.promises import MAX_DAYS_AHEAD, PromiseError, promise_record
-from app.services.sms_inbound import statement_lines
+from app.services.sms_inbound import STATEMENT_LABELS, statement_lines
 from app.sms_templates import kes
 from app.ussd.engine import MORE, End, Goto, Hop, Invalid, Screen, Step
 from ussd_menus.phone import PHONE_SCREENS, phone_change_start, phone_entry
@@ -569,9 +570,16 @@ def _promise_amount(hop: Hop) -> Step:
 
 
 def _statement_render(hop: Hop) -> str:
+    """The last 5 movements, short enough for a screen: day/month, account, amount
+    (the SMS statement carries the full form)."""
     language = _lang(hop)
-    lines = statement_lines(hop.session.member_id, language)
-    return _with_nav(hop, f"{lines}\n{t('statement_more', language)}")
+    labels = STATEMENT_LABELS.get(language, STATEMENT_LABELS["en"])
+    lines = [
+        f"{line.value_date:%d/%m} {labels[line.account]} "
+        f"{'+' if line.amount > 0 else '-'}{abs(line.amount):,.2f}"
+        for line in member_statement(member_id=hop.session.member_id, limit=5)
+    ] or [labels["none"]]
+    return _with_nav(hop, "\n".join([*lines, t("statement_more", language)]))
 
 
 def _statement(hop: Hop) -> Step:

@@ -56,10 +56,10 @@ TEXT: dict[str, dict[str, str]] = {
         "sw": "Akiba {savings}\nHisa {shares}",
     },
     "balance_loan": {
-        "en": "{loan_no} owes {owed}, next {due} on {date}",
-        "sw": "{loan_no} deni {owed}, ijayo {due} {date}",
+        "en": "{loan_no}: {owed}, pay {due} by {date}",
+        "sw": "{loan_no}: {owed}, lipa {due} kabla {date}",
     },
-    "balance_loan_short": {"en": "{loan_no} owes {owed}", "sw": "{loan_no} deni {owed}"},
+    "balance_loan_short": {"en": "{loan_no}: {owed}", "sw": "{loan_no}: {owed}"},
     "no_loans": {"en": "No loans.", "sw": "Huna mkopo."},
     "more": {"en": "98 More", "sw": "98 Zaidi"},
     "repay_none": {
