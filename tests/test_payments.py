@@ -908,3 +908,28 @@ def test_duplicate_payout_results_from_many_threads_disburse_once(
     assert outcomes == ["duplicate"] * 5 + ["processed"]
     assert n(JournalEntry, JournalEntry.kind == "disbursement") == 1
     assert len(texts("loan_disbursed")) == 1
+
+
+def test_a_payout_paid_after_it_was_failed_and_resent_is_flagged_not_posted(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, 2040, desc="no"))
+    work()
+    loan_retry_payout(loan_id=loan.id, staff=make_staff("branch_manager"))
+    # ...and then Safaricom's late word: the first one was paid after all.
+    late = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJLATE001")
+    post(client, "b2c/result", late)
+    work()
+    db.session.expire_all()
+    first = db.session.get(MpesaRequest, payout.id)
+    assert "sent again" in first.flag
+    assert n(JournalEntry, JournalEntry.kind == "disbursement") == 0
+    assert (
+        db.session.scalar(
+            select(MpesaCallback.status).where(MpesaCallback.raw_body.contains("NLJLATE001"))
+        )
+        == "flagged"
+    )

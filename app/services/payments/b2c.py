@@ -119,6 +119,11 @@ def payout_paid(
     if amount is not None and amount != request.amount:
         request.flag = f"paid KES {amount} but KES {request.amount} was requested"[:255]
         return "flagged"
+    if request.status == "failed" and _retried(request):
+        # We had recorded it as failed (Safaricom said so) and staff sent the money again:
+        # two payouts may have left. Nothing is posted on a guess; staff settle it.
+        request.flag = f"paid ({receipt}) after it was recorded as failed and sent again"
+        return "flagged"
     payment = payment_record(
         request=request,
         callback_id=callback_id,
@@ -148,6 +153,17 @@ def payout_paid(
     request.receipt = receipt
     finish(request, "succeeded", "0", desc)
     return "processed"
+
+
+def _retried(request: MpesaRequest) -> bool:
+    later = db.session.scalar(
+        select(MpesaRequest.id).where(
+            MpesaRequest.kind == "b2c",
+            MpesaRequest.loan_id == request.loan_id,
+            MpesaRequest.id > request.id,
+        )
+    )
+    return later is not None
 
 
 def payout_failed(request: MpesaRequest, *, code: str, desc: str) -> str:
