@@ -1,0 +1,720 @@
+"""How many USSD hops a second `sacco up`'s web server answers with many phones dialling at
+once, how long each kind of hop takes, and whether a balance hop slows down as the members
+table grows from 1,000 to 1,000,000.
+
+    DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/bench \\
+    REDIS_URL=redis://127.0.0.1:6379/14 \\
+        .venv/bin/python benchmarks/ussd_load.py --wipe [--members 1000 --sessions 50 --duration 20]
+    ... benchmarks/ussd_load.py --wipe --scale        # then 100,000 and 1,000,000 members
+    .venv/bin/python benchmarks/ussd_load.py --members 500 --duration 10
+
+Without DATABASE_URL it uses a new SQLite file in a temporary folder, and without REDIS_URL
+an embedded Redis there, as the tests do. SQLite numbers are not the target: every hop
+takes SQLite's single write lock (BEGIN IMMEDIATE), so they show that lock, not the app.
+With DATABASE_URL the database is emptied first (its public schema dropped) and with
+REDIS_URL that Redis db is flushed (at the start, between runs and at the end), so either
+asks for --wipe: point them at a database and a db number of their own. The schema comes
+from the migrations.
+
+Setup, with SQLAlchemy Core bulk inserts (the point is the hops, not the writes):
+`--members` active members, phones 2547XXXXXXXX, language "en", all with the same PIN
+4826 (one werkzeug hash made with PIN_HASH_METHOD, reused: hashing a million PINs would
+take hours and every PIN check still costs what it costs in production), each with one
+savings account carrying a cached balance. No journal lines (the balance screen reads only
+the cached balances; the statement screen therefore shows "No transactions yet.", the
+cheapest statement there is) and no loans (so the repay flow is not driven: it needs a
+loan, and its last step would queue an M-PESA prompt; balance hops are those of members
+without a loan: the loans query finds none, so no debt or installment reads follow).
+
+The load: the app under gunicorn exactly as `sacco up` runs it (2 workers x 4 threads),
+and `--sessions` phones, each a thread with its own keep-alive HTTP session, dialling
+one session after another for `--duration` seconds as Africa's Talking would post them
+(text = every input so far joined by "*"). Each session is a member taken round-robin
+over the whole set (so no phone goes over the server's 10 starts a minute; if the rate
+would, the phones wait, and the wait is printed) doing either the balance flow (dial,
+PIN, 1) or the statement flow (dial, PIN, 4). Both stop on a CON screen, as a member who
+reads it and hangs up does; the server cannot tell that from a dropped session, so a
+member dialled again within 5 minutes is offered "your last session was cut off" after
+the PIN, and the phone answers 2 (start over): that extra hop is "menu/other". Every hop
+is timed and checked (200, CON or END, the screen expected).
+
+Without `--think` this is a closed loop at full speed: the server is saturated and a hop's
+latency is mostly its wait for a free server thread (about phones / hops per second).
+`--think MS` waits 0 to 2x MS before each hop (a member reading and typing: real sessions
+spend seconds there), which shows latency at a sustainable rate instead.
+
+With --scale it then measures the balance flow alone at low concurrency (`--scale-sessions`
+phones, `--scale-duration` s) at `--members`, grows the table to 100,000 and 1,000,000
+members (SQLite stops at 100,000 unless --big) and measures again, printing the plans of
+the member-by-phone lookup and of the balance query at each size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import requests  # noqa: E402
+from flask import Flask  # noqa: E402
+from sqlalchemy import func, insert, select, text  # noqa: E402
+from sqlalchemy.exc import DBAPIError  # noqa: E402
+from werkzeug.security import generate_password_hash  # noqa: E402
+
+from app import create_app  # noqa: E402
+from app.extensions import db, embedded_redis_url, redis_client  # noqa: E402
+from app.models import Account, Member  # noqa: E402
+from app.services.members import PIN_HASH_METHOD, member_number  # noqa: E402
+from app.web.ussd import STARTS_PER_MINUTE  # noqa: E402
+from ussd_menus.text import TEXT, t  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PIN = "4826"
+BATCH = 50_000
+SCALE_SIZES = (100_000, 1_000_000)
+SQLITE_CAP = 100_000
+KINDS = ("dial", "pin", "balance", "statement", "menu/other")
+# One start fewer than the server allows, over a window a second longer than its key's
+# TTL: the client's clock and the server's are not the same clock.
+ALLOWANCE = STARTS_PER_MINUTE - 1
+WINDOW_S = 61.0
+IDLE_CLOSE_S = 1.5  # under gunicorn's default keep-alive of 2 s
+TARGET = "target: p99 under 50 ms at 50 concurrent sessions"
+
+
+# -- setup -------------------------------------------------------------------------------
+
+
+def add_members(first: int, last: int, pin_hash: str) -> None:
+    """Members `first`..`last` (ids given, so phone and account follow from the id), each
+    with a savings account, in batches of BATCH rows."""
+    joined = datetime.now(UTC) - timedelta(days=365)
+    for start in range(first, last + 1, BATCH):
+        ids = range(start, min(start + BATCH, last + 1))
+        db.session.execute(
+            insert(Member.__table__),
+            [
+                dict(
+                    id=n,
+                    member_no=member_number(n),
+                    name=f"Member {n}",
+                    phone=phone_of(n),
+                    status="active",
+                    language="en",
+                    pin_hash=pin_hash,
+                    failed_pin_count=0,
+                    created_at=joined,
+                )
+                for n in ids
+            ],
+        )
+        db.session.execute(
+            insert(Account.__table__),
+            [
+                dict(
+                    id=n,
+                    code=f"SAV-{member_number(n)}",
+                    kind="savings",
+                    name=f"Savings {member_number(n)}",
+                    member_id=n,
+                    status="open",
+                    # Credit-normal: stored negative, read back positive by member_balances.
+                    balance=-Decimal(1_000 + n % 50_000),
+                    created_at=joined,
+                )
+                for n in ids
+            ],
+        )
+        db.session.commit()
+    if db.engine.dialect.name == "postgresql":
+        # Ids were given explicitly: move the sequences past them. Then the state a table
+        # reaches some time after a load: autovacuum has set the rows' hint bits and the
+        # planner's statistics, and the load's dirty pages are on disk. Without this, the
+        # first read of each new row and the checkpoint of the load are measured too.
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in ("members", "accounts"):
+                conn.execute(
+                    text(f"SELECT setval('{table}_id_seq', (SELECT max(id) FROM {table}))")  # noqa: S608 - fixed names
+                )
+            conn.execute(text("VACUUM (ANALYZE) members, accounts"))
+            try:
+                conn.execute(text("CHECKPOINT"))
+            except DBAPIError:  # not a superuser (nor pg_checkpoint): measure without it
+                print("  (CHECKPOINT refused: the load's writes may still be in flight)")
+    else:
+        db.session.execute(text("ANALYZE"))
+        db.session.commit()
+    db.session.remove()
+
+
+def phone_of(member: int) -> str:
+    return f"2547{member:08d}"
+
+
+def explain(member: int) -> dict[str, list[str]]:
+    """The plans of the two lookups whose cost could follow the table size: the first hop's
+    member-by-phone (ussd_menus.screens.start) and the balance screen's member_balances."""
+    queries = {
+        "member by phone": select(Member).where(Member.phone == phone_of(member)),
+        "balance": select(Account.kind, func.sum(Account.balance))
+        .where(Account.member_id == member)
+        .group_by(Account.kind),
+    }
+    prefix = "EXPLAIN " if db.engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
+    plans = {}
+    for name, query in queries.items():
+        sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
+        plans[name] = [str(row[-1]) for row in db.session.execute(text(prefix + sql))]
+    db.session.remove()
+    return plans
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gunicorn(app: Flask, tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """The web process as `sacco up` starts it; returns it, its base URL and its log."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        DATABASE_URL=app.config["SETTINGS"].DATABASE_URL,
+        REDIS_URL=app.config["REDIS_URL"],
+        # Its own folder: no dev server's SQLite file, embedded Redis or metrics files.
+        INSTANCE_PATH=str(tmp),
+        APP_ENV="development",
+        LOG_LEVEL="WARNING",
+    )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = tmp / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--timeout",
+                "30",
+                "--no-control-socket",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return proc, base, log_path
+        except requests.RequestException:
+            pass  # not listening yet
+        time.sleep(0.2)
+    stop(proc)
+    raise RuntimeError(f"gunicorn not healthy after 60 s:\n{_tail(log_path)}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)  # gunicorn's graceful stop
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def workers_cpu_s(master: int) -> float | None:
+    """CPU seconds used so far by gunicorn's workers (Linux /proc; None elsewhere): on a
+    small machine the load generator, the web workers and the database share the cores,
+    and this says how much went to the web."""
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        total = 0
+        for pid in [str(master), *children]:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / _TICK
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# -- the phones --------------------------------------------------------------------------
+
+
+class Members:
+    """Hands out members round-robin over the whole set, never letting one phone start more
+    sessions a minute than the server allows (else its reply is "too many", not a hop)."""
+
+    def __init__(self, count: int, seed: int) -> None:
+        self.count = count
+        # A fixed stride coprime with the count visits every member once per round, and
+        # consecutive sessions land far apart in the table (no cache-friendly run of ids).
+        stride = max(1, int(count * 0.618))
+        while math.gcd(stride, count) != 1:
+            stride += 1
+        self.stride = stride
+        self.position = random.Random(seed).randrange(count)
+        self.recent: dict[int, deque[float]] = {}
+        self.lock = threading.Lock()
+        self.waited_s = 0.0
+        self.stopped = 0  # phones that stopped early rather than wait past the deadline
+
+    def next(self, deadline: float) -> int | None:
+        """The next member to dial, or None if none may dial again before `deadline`."""
+        with self.lock:
+            self.position = (self.position + self.stride) % self.count
+            member = self.position + 1
+            starts = self.recent.setdefault(member, deque())
+            now = time.perf_counter()
+            while starts and now - starts[0] > WINDOW_S:
+                starts.popleft()
+            if len(starts) >= ALLOWANCE:
+                # Too few members for this rate: every phone waits (the lock is held),
+                # which is what the printed wait measures.
+                pause = WINDOW_S - (now - starts[0])
+                if now + pause >= deadline:
+                    self.stopped += 1
+                    return None
+                time.sleep(pause)
+                self.waited_s += pause
+                starts.popleft()
+                now = time.perf_counter()
+            starts.append(now)
+            return member
+
+
+@dataclass
+class PhoneResult:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    problems: Counter[str] = field(default_factory=Counter)
+    sessions: int = 0
+    completed: int = 0
+    resumes: int = 0  # sessions offered "your last session was cut off"
+
+
+# What each screen must look like, from the menus' own English texts: a "too many" END, an
+# apology or a wrong screen is an error even though it is a 200 starting CON or END.
+PIN_SCREEN = "CON " + t("pin", "en")
+MAIN_SCREEN = "CON " + t("main", "en").split("\n")[0]
+RESUME_SCREEN = "CON " + t("resume", "en")
+NAV = t("nav", "en")
+BALANCE_SCREEN = "CON " + TEXT["balance"]["en"].split("{")[0]  # "CON Savings "
+EXPECT: dict[str, Callable[[str], bool]] = {
+    "balance": lambda body: body.startswith(BALANCE_SCREEN) and NAV in body,
+    "statement": lambda body: body.startswith("CON ") and NAV in body,
+}
+CHOICE = {"balance": "1", "statement": "4"}
+
+
+class Phone:
+    """One handset: its own keep-alive HTTP session, dialling sessions one after another."""
+
+    def __init__(self, url: str, think_s: float, rng: random.Random, result: PhoneResult) -> None:
+        self.url = url
+        self.think_s = think_s
+        self.rng = rng
+        self.result = result
+        self.http = requests.Session()
+        self.last_reply = time.perf_counter()
+
+    def post(self, form: dict[str, str], kind: str) -> str | None:
+        """One hop, timed: the reply's body, or None after counting what went wrong."""
+        if self.think_s:
+            # The member reading and typing, spread over 0..2x so that phones started
+            # together do not stay in step and hit the server all at once.
+            time.sleep(self.rng.uniform(0, 2) * self.think_s)
+        if time.perf_counter() - self.last_reply > IDLE_CLOSE_S:
+            # gunicorn drops a connection idle for its keep-alive (2 s): reusing one races
+            # that close and fails the POST, so start a fresh one.
+            self.http.close()
+        began = time.perf_counter()
+        try:
+            reply = self.http.post(self.url, data=form, timeout=30)
+        except requests.RequestException as exc:
+            self.result.problems[f"{kind}: {type(exc).__name__}"] += 1
+            return None
+        self.last_reply = time.perf_counter()
+        self.result.latencies[kind].append((self.last_reply - began) * 1000)
+        if reply.status_code != 200 or not reply.text.startswith(("CON ", "END ")):
+            self.result.problems[f"{kind}: HTTP {reply.status_code} {reply.text[:60]!r}"] += 1
+            return None
+        return reply.text
+
+    def session(self, form: dict[str, str], kind: str) -> bool:
+        """Dial, PIN, then menu choice 1 (balance) or 4 (statement); True if every screen
+        was the one expected. Africa's Talking sends the whole path, joined by "*"."""
+        body = self.post({**form, "text": ""}, "dial")
+        if body != PIN_SCREEN:
+            return self._wrong(body, "dial")
+        path = PIN
+        body = self.post({**form, "text": path}, "pin")
+        if body == RESUME_SCREEN:
+            # This member's previous session stopped on a CON screen less than 5 minutes
+            # ago, which the server cannot tell from a dropped one: "2. Start over", as a
+            # member would.
+            self.result.resumes += 1
+            path += "*2"
+            body = self.post({**form, "text": path}, "menu/other")
+        if body is None or not body.startswith(MAIN_SCREEN):
+            return self._wrong(body, "pin")
+        body = self.post({**form, "text": f"{path}*{CHOICE[kind]}"}, kind)
+        if body is None or not EXPECT[kind](body):
+            return self._wrong(body, kind)
+        return True
+
+    def _wrong(self, body: str | None, kind: str) -> bool:
+        if body is not None:  # None: counted already
+            self.result.problems[f"{kind}: unexpected {body[:60]!r}"] += 1
+        return False
+
+
+def phone(
+    k: int,
+    url: str,
+    members: Members,
+    label: str,
+    balance_share: float,
+    deadline_box: list[float],
+    think_s: float,
+    start: threading.Barrier,
+    result: PhoneResult,
+) -> None:
+    rng = random.Random(f"{label}-{k}")
+    handset = Phone(url, think_s, rng, result)
+    try:
+        start.wait()
+        deadline = deadline_box[0]
+        while time.perf_counter() < deadline:
+            member = members.next(deadline)
+            if member is None:
+                break
+            kind = "balance" if rng.random() < balance_share else "statement"
+            form = {
+                "sessionId": f"ATUid_{label}_{k}_{result.sessions}",
+                "serviceCode": "*384*96#",
+                "phoneNumber": "+" + phone_of(member),
+                "networkCode": "63902",
+            }
+            result.sessions += 1
+            if handset.session(form, kind):
+                result.completed += 1
+    except Exception as exc:
+        result.problems[f"phone {k} stopped: {exc!r}"] += 1  # a bug here, not a hop error
+        raise
+    finally:
+        handset.http.close()
+
+
+@dataclass
+class Run:
+    label: str
+    phones: int
+    wall_s: float
+    latencies: dict[str, list[float]]
+    problems: Counter[str]
+    sessions: int
+    completed: int
+    resumes: int
+    waited_s: float
+    stopped: int
+    client_cpu_s: float
+    server_cpu_s: float | None
+
+    @property
+    def hops(self) -> int:
+        return sum(len(v) for v in self.latencies.values())
+
+
+def drive(
+    base: str,
+    master: int,
+    *,
+    members: int,
+    phones: int,
+    duration_s: float,
+    balance_share: float,
+    think_s: float,
+    label: str,
+    seed: int,
+) -> Run:
+    """`phones` threads dialling for `duration_s`; a session under way at the end finishes."""
+    redis_client().flushdb()  # no start counts or sessions left from an earlier run
+    picker = Members(members, seed)
+    results = [PhoneResult() for _ in range(phones)]
+    start = threading.Barrier(phones + 1)
+    deadline_box = [0.0]  # set once every phone is ready, before the barrier opens
+    threads = [
+        threading.Thread(
+            target=phone,
+            args=(
+                k,
+                f"{base}/ussd",
+                picker,
+                label,
+                balance_share,
+                deadline_box,
+                think_s,
+                start,
+                results[k],
+            ),
+        )
+        for k in range(phones)
+    ]
+    for thread in threads:
+        thread.start()
+    server_before = workers_cpu_s(master)
+    client_before = time.process_time()
+    began = time.perf_counter()
+    deadline_box[0] = began + duration_s
+    start.wait()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    server_after = workers_cpu_s(master)
+    latencies: dict[str, list[float]] = {k: [] for k in KINDS}
+    problems: Counter[str] = Counter()
+    for r in results:
+        for kind, values in r.latencies.items():
+            latencies[kind].extend(values)
+        problems.update(r.problems)
+    return Run(
+        label=label,
+        phones=phones,
+        wall_s=wall,
+        latencies=latencies,
+        problems=problems,
+        sessions=sum(r.sessions for r in results),
+        completed=sum(r.completed for r in results),
+        resumes=sum(r.resumes for r in results),
+        waited_s=picker.waited_s,
+        stopped=picker.stopped,
+        client_cpu_s=time.process_time() - client_before,
+        server_cpu_s=(
+            None if server_before is None or server_after is None else server_after - server_before
+        ),
+    )
+
+
+# -- figures -----------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (no interpolation: p99 of 1,000 is the 990th value)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def report(run: Run) -> None:
+    errors = sum(run.problems.values())
+    print(
+        f"  sessions: {run.sessions:,} started, {run.completed:,} completed, {errors} errors\n"
+        f"  hops: {run.hops:,} in {run.wall_s:.1f} s = {run.hops / run.wall_s:.0f} hops/s"
+    )
+    print(f"  {'kind':<11}{'count':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for kind in KINDS:
+        values = run.latencies[kind]
+        if values:
+            print(
+                f"  {kind:<11}{len(values):>8,}{percentile(values, 50):>9.1f}"
+                f"{percentile(values, 99):>9.1f}{max(values):>9.1f}"
+            )
+    server = (
+        "n/a"
+        if run.server_cpu_s is None
+        else f"{run.server_cpu_s:.1f} s = {run.server_cpu_s / run.wall_s:.2f} cores"
+    )
+    print(
+        f"  CPU: gunicorn {server}; this load generator {run.client_cpu_s:.1f} s = "
+        f"{run.client_cpu_s / run.wall_s:.2f} cores (of {os.cpu_count()})"
+    )
+    if run.resumes:
+        print(
+            f"  {run.resumes:,} sessions offered 'last session was cut off' after the PIN "
+            f"(answered 2: the menu/other hops)"
+        )
+    if run.waited_s or run.stopped:
+        print(
+            f"  per-phone limit ({STARTS_PER_MINUTE} starts a minute): phones waited "
+            f"{run.waited_s:.1f} s, {run.stopped} stopped early; more --members avoids it"
+        )
+    for problem, count in run.problems.most_common(8):
+        print(f"  error x{count}: {problem}")
+
+
+def print_plans(plans: dict[str, list[str]]) -> None:
+    for name, lines in plans.items():
+        print(f"  plan, {name}:")
+        for line in lines:
+            print(f"    {line}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=1_000)
+    parser.add_argument("--sessions", type=int, default=50, help="concurrent phones")
+    parser.add_argument("--duration", type=float, default=20, help="seconds of load")
+    parser.add_argument("--balance-share", type=float, default=0.5, help="rest: statement")
+    parser.add_argument("--think", type=float, default=0, help="mean ms before each hop")
+    parser.add_argument("--scale", action="store_true", help="then grow to 100k and 1M members")
+    parser.add_argument("--scale-sessions", type=int, default=4)
+    parser.add_argument("--scale-duration", type=float, default=10)
+    parser.add_argument("--big", action="store_true", help="on SQLite too, go to 1M members")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--wipe", action="store_true", help="allow emptying DATABASE_URL/REDIS_URL")
+    args = parser.parse_args()
+    if (os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL")) and not args.wipe:
+        print("DATABASE_URL or REDIS_URL is set: this empties them; add --wipe to go on")
+        return 1
+    tmp = Path(tempfile.mkdtemp(prefix="ussd-bench-"))
+    app = create_app(
+        {
+            "APP_ENV": "test",
+            "DEMO_DATA": False,
+            "SECRET_KEY": "bench",
+            "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'bench.db'}",
+            "REDIS_URL": os.environ.get("REDIS_URL") or embedded_redis_url(str(tmp / "redis")),
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        dialect = db.engine.dialect.name
+        if dialect == "postgresql":
+            with db.engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        upgrade()
+        redis_client().flushdb()
+        print(f"database: {dialect}; redis: {app.config['REDIS_URL']}")
+        if dialect != "postgresql":
+            print("  (SQLite: every hop queues for one write lock; these are not target numbers)")
+
+        # One hash for everyone: the PIN hop still runs the full check_password_hash.
+        pin_hash = generate_password_hash(PIN, method=PIN_HASH_METHOD)
+        began = time.perf_counter()
+        add_members(1, args.members, pin_hash)
+        count = db.session.scalar(select(func.count()).select_from(Member))
+        db.session.remove()
+        setup_s = time.perf_counter() - began
+        print(f"setup: {count:,} members with savings accounts ({setup_s:.1f} s)")
+
+        proc, base, log_path = start_gunicorn(app, tmp)
+        try:
+            print(f"gunicorn: pid {proc.pid}, {base}, 2 workers x 4 threads (log {log_path})")
+            run = drive(
+                base,
+                proc.pid,
+                members=args.members,
+                phones=args.sessions,
+                duration_s=args.duration,
+                balance_share=args.balance_share,
+                think_s=args.think / 1000,
+                label="load",
+                seed=args.seed,
+            )
+            print(
+                f"\nUSSD load on {dialect}: {args.members:,} members, {args.sessions} phones, "
+                f"{args.duration:g} s, think {args.think:g} ms"
+            )
+            report(run)
+            print(f"  {TARGET}")
+            failed = bool(run.problems)
+            if args.scale:
+                failed |= scale(base, proc.pid, args, pin_hash)
+        finally:
+            stop(proc)
+            redis_client().flushdb()
+    return 1 if failed else 0
+
+
+def scale(base: str, master: int, args: argparse.Namespace, pin_hash: str) -> bool:
+    """The balance flow alone at each table size; returns True if any hop failed."""
+    dialect = db.engine.dialect.name
+    cap = None if dialect == "postgresql" or args.big else SQLITE_CAP
+    sizes = [args.members] + [
+        s for s in SCALE_SIZES if s > args.members and (cap is None or s <= cap)
+    ]
+    rows: list[tuple[int, Run]] = []
+    current = args.members
+    print(
+        f"\nscaling: balance flow only, {args.scale_sessions} phones x "
+        f"{args.scale_duration:g} s at each size"
+    )
+    for size in sizes:
+        if size > current:
+            began = time.perf_counter()
+            add_members(current + 1, size, pin_hash)
+            print(
+                f"  grew members {current:,} -> {size:,} "
+                f"({time.perf_counter() - began:.1f} s, batches of {BATCH:,})"
+            )
+            current = size
+        print(f"members {size:,}:")
+        print_plans(explain(random.Random(size).randint(1, size)))
+        run = drive(
+            base,
+            master,
+            members=size,
+            phones=args.scale_sessions,
+            duration_s=args.scale_duration,
+            balance_share=1.0,
+            think_s=0,
+            label=f"scale{size}",
+            seed=args.seed,
+        )
+        report(run)
+        rows.append((size, run))
+    print(f"\nbalance flow vs members ({dialect}, {args.scale_sessions} phones), ms:")
+    print(f"  {'members':>10}  {'dial p50/p99':>14}  {'pin p50/p99':>14}  {'balance p50/p99':>16}")
+    for size, run in rows:
+        cells = [
+            f"{percentile(run.latencies[k], 50):.1f}/{percentile(run.latencies[k], 99):.1f}"
+            for k in ("dial", "pin", "balance")
+        ]
+        print(f"  {size:>10,}  {cells[0]:>14}  {cells[1]:>14}  {cells[2]:>16}")
+    return any(run.problems for _, run in rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
