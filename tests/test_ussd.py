@@ -542,13 +542,14 @@ def test_a_dropped_session_offers_continue_or_start_over_within_5_minutes(
 
 def test_start_over_goes_to_the_main_menu(client: FlaskClient, member: Member) -> None:
     with_pin(member)
+    make_loan(product=make_product("V1"), amount=5000, on=date(2026, 11, 1), member=member)
     first = Phone(client)
     first.dial()
     first.press("4826")
-    first.press("4")
+    first.press("3")  # cut off at the amount
     second = Phone(client)
     second.dial()
-    second.press("4826")
+    assert "1. Continue" in second.press("4826")
     assert second.press("2").startswith("CON 1. Check Balance")
 
 
@@ -677,3 +678,16 @@ def test_every_screen_renders_within_182_gsm7_characters_with_worst_case_data(
         body = screen.render(Hop(request, session, "", store))
         assert len(body) <= 182, (name, len(body), body)
         assert set(body) <= GSM7, (name, set(body) - GSM7)
+
+
+def test_hanging_up_after_reading_the_balance_offers_no_resume(
+    client: FlaskClient, member: Member
+) -> None:
+    with_pin(member)
+    first = Phone(client)
+    first.dial()
+    first.press("4826")
+    assert "Savings" in first.press("1")  # read, then hang up: a normal ending
+    second = Phone(client)
+    second.dial()
+    assert second.press("4826").startswith("CON 1. Check Balance")

@@ -253,9 +253,19 @@ def _phone_otp(hop: Hop) -> Step:
 PHONE_SCREENS: dict[str, Screen] = {
     s.name: s
     for s in (
-        Screen("phone_new", lambda h: _with_nav(h, _t("phone_new", _lang(h))), _phone_new),
-        Screen("phone_again", lambda h: _with_nav(h, _t("phone_again", _lang(h))), _phone_again),
-        Screen("phone_pin", _phone_pin_render, _phone_pin),
+        Screen(
+            "phone_new",
+            lambda h: _with_nav(h, _t("phone_new", _lang(h))),
+            _phone_new,
+            resumable=True,
+        ),
+        Screen(
+            "phone_again",
+            lambda h: _with_nav(h, _t("phone_again", _lang(h))),
+            _phone_again,
+            resumable=True,
+        ),
+        Screen("phone_pin", _phone_pin_render, _phone_pin, resumable=True),
         Screen(
             "phone_otp",
             lambda h: _t("phone_otp", _lang(h), digits=OTP_DIGITS),

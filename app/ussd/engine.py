@@ -117,14 +117,16 @@ class SessionStore:
     def resume_key(phone: str) -> str:
         return f"ussd:resume:{phone}"
 
-    def remember(self, request: UssdRequest, session: Session, ended: bool) -> None:
+    def remember(
+        self, request: UssdRequest, session: Session, ended: bool, resumable: bool
+    ) -> None:
         """Where a signed-in member is, in case the session drops: the next dial within
         5 minutes may continue from here. An ended session, or the main menu, leaves
         nothing to continue."""
         key = self.resume_key(request.phone)
         if not session.authed or session.screen == "resume":
             return  # not signed in yet, or being offered the snapshot: leave it be
-        if ended or session.screen == "main":
+        if ended or not resumable:
             self.redis.delete(key)
             return
         snapshot = {"screen": session.screen, "data": session.data, "stack": session.stack}
@@ -196,6 +198,10 @@ class Screen:
     handle: Callable[[Hop], Step]
     authed: bool = True  # needs a PIN-checked member
     navigable: bool = True  # 0 / 00 work here
+    # Mid-way through something (an application, a payment): a session cut off here is
+    # offered "Continue" on the next dial. A screen that only shows (a balance) is not:
+    # hanging up there is how a member ends.
+    resumable: bool = False
 
 
 def run_hop(
@@ -221,7 +227,8 @@ def run_hop(
     session.handled_mac = store.mac(request.text)
     session.reply = response.render()
     store.save(request, session)
-    store.remember(request, session, response.end)
+    current = screens.get(session.screen)
+    store.remember(request, session, response.end, bool(current and current.resumable))
     return response
 
 
