@@ -3,12 +3,14 @@ by their dotted path (`tests.helpers.NAME`)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from app import create_app
@@ -16,6 +18,8 @@ from app.cli.runtime import make_worker
 from app.extensions import db
 from app.models import Member
 from app.services.ledger import ledger_check
+from app.sms_templates import GSM7_BASIC
+from app.ussd.engine import MAX_SCREEN
 
 
 def job_rename_member_then_fail(member_id: int) -> None:
@@ -228,3 +232,41 @@ def work_until(done: Callable[[], Any], what: str, timeout: float = 30) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+_ussd_sessions = itertools.count(1)
+
+
+class Phone:
+    """A member's phone in one USSD session through `POST /ussd`, as Africa's Talking
+    sends it: each `press` sends the whole text so far, `send` any text as is. Every
+    reply is checked: 200, text/plain, CON/END, at most 182 GSM-7 characters."""
+
+    def __init__(self, client: FlaskClient, phone: str = "+254711223344") -> None:
+        self.client, self.phone = client, phone
+        self.session_id = f"ATUid_test{next(_ussd_sessions)}"
+        self.inputs: list[str] = []
+
+    def send(self, text: str) -> str:
+        reply = self.client.post(
+            "/ussd",
+            data={
+                "sessionId": self.session_id,
+                "serviceCode": "*384*96#",
+                "phoneNumber": self.phone,
+                "networkCode": "63902",
+                "text": text,
+            },
+        )
+        assert reply.status_code == 200 and reply.mimetype == "text/plain"
+        body = reply.get_data(as_text=True)
+        assert body.startswith(("CON ", "END ")), body
+        assert len(body) - 4 <= MAX_SCREEN and set(body[4:]) <= GSM7_BASIC, body
+        return body
+
+    def dial(self) -> str:
+        return self.send("")
+
+    def press(self, entry: str) -> str:
+        self.inputs.append(entry)
+        return self.send("*".join(self.inputs))

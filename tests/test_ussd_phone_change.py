@@ -4,7 +4,6 @@ code by SMS to the new one, the code typed from the new phone."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import time
@@ -24,6 +23,7 @@ from app.services.phone_change import OTP_MINUTES, PENDING_PREFIX
 from app.sms_templates import GSM7_BASIC
 from app.ussd.engine import MAX_SCREEN
 from tests.factories import make_member
+from tests.helpers import Phone
 from ussd_menus.phone import TEXT
 from ussd_menus.text import t
 
@@ -31,41 +31,6 @@ OLD, OLD_MSISDN = "+254711223344", "254711223344"
 NEW, NEW_MSISDN = "+254722334455", "254722334455"
 PIN = "4826"
 PENDING_KEY = f"{PENDING_PREFIX}{NEW_MSISDN}"
-_sessions = itertools.count(1)
-
-
-class Phone:
-    """A phone in one USSD session: each `press` sends the whole text so far, as Africa's
-    Talking does. Every reply is checked: 200, text/plain, CON/END, <= 182 GSM-7 chars."""
-
-    def __init__(self, client: FlaskClient, phone: str = OLD) -> None:
-        self.client, self.phone = client, phone
-        self.session_id = f"ATUid_phone{next(_sessions)}"
-        self.inputs: list[str] = []
-
-    def send(self, text: str) -> str:
-        reply = self.client.post(
-            "/ussd",
-            data={
-                "sessionId": self.session_id,
-                "serviceCode": "*384*96#",
-                "phoneNumber": self.phone,
-                "networkCode": "63902",
-                "text": text,
-            },
-        )
-        assert reply.status_code == 200 and reply.mimetype == "text/plain"
-        body = reply.get_data(as_text=True)
-        assert body.startswith(("CON ", "END ")), body
-        assert len(body) - 4 <= MAX_SCREEN and set(body[4:]) <= GSM7_BASIC, body
-        return body
-
-    def dial(self) -> str:
-        return self.send("")
-
-    def press(self, entry: str) -> str:
-        self.inputs.append(entry)
-        return self.send("*".join(self.inputs))
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -260,18 +261,23 @@ def _balance(hop: Hop) -> Step:
 # -- repay -------------------------------------------------------------------------------
 
 
-def _repay_loan_render(hop: Hop) -> str:
-    loans = _live_loans(hop.session.member_id)
-    options = "\n".join(f"{i}. {loan.loan_no}" for i, loan in enumerate(loans[:5], 1))
-    return _with_nav(hop, f"{t('repay_choose', _lang(hop))}\n{options}")
+def _loan_list(name: str, title: str, loans_of: Callable[[int], list[Loan]], then: str) -> Screen:
+    """A screen to pick one of the member's loans (at most 5 listed); the choice goes to
+    `data["loan_id"]` and the member on to `then`."""
 
+    def render(hop: Hop) -> str:
+        loans = loans_of(hop.session.member_id)[:5]
+        options = "\n".join(f"{i}. {loan.loan_no}" for i, loan in enumerate(loans, 1))
+        return _with_nav(hop, f"{t(title, _lang(hop))}\n{options}")
 
-def _repay_loan(hop: Hop) -> Step:
-    loans = _live_loans(hop.session.member_id)
-    if hop.input.isdigit() and 1 <= int(hop.input) <= min(len(loans), 5):
-        hop.session.data["loan_id"] = loans[int(hop.input) - 1].id
-        return Goto("repay_amount")
-    return Invalid(t("choose", _lang(hop)))
+    def handle(hop: Hop) -> Step:
+        loans = loans_of(hop.session.member_id)[:5]
+        if hop.input.isdigit() and 1 <= int(hop.input) <= len(loans):
+            hop.session.data["loan_id"] = loans[int(hop.input) - 1].id
+            return Goto(then)
+        return Invalid(t("choose", _lang(hop)))
+
+    return Screen(name, render, handle, resumable=True)
 
 
 def repay_entry(hop: Hop) -> Step:
@@ -503,20 +509,6 @@ def promise_entry(hop: Hop) -> Step:
     return Goto("promise_loan")
 
 
-def _promise_loan_render(hop: Hop) -> str:
-    late = _late_loans(hop.session.member_id)
-    options = "\n".join(f"{i}. {loan.loan_no}" for i, loan in enumerate(late[:5], 1))
-    return _with_nav(hop, f"{t('promise_choose', _lang(hop))}\n{options}")
-
-
-def _promise_loan(hop: Hop) -> Step:
-    late = _late_loans(hop.session.member_id)
-    if hop.input.isdigit() and 1 <= int(hop.input) <= min(len(late), 5):
-        hop.session.data["loan_id"] = late[int(hop.input) - 1].id
-        return Goto("promise_date")
-    return Invalid(t("choose", _lang(hop)))
-
-
 def _promise_date_render(hop: Hop) -> str:
     last = business_today() + timedelta(days=MAX_DAYS_AHEAD)
     return _with_nav(hop, t("promise_date", _lang(hop), last=last.strftime("%d%m")))
@@ -630,14 +622,14 @@ SCREENS: dict[str, Screen] = {
         Screen("resume", lambda h: t("resume", _lang(h)), _resume, navigable=False),
         Screen("main", _main_render, _main),
         Screen("balance", _balance_render, _balance),
-        Screen("repay_loan", _repay_loan_render, _repay_loan, resumable=True),
+        _loan_list("repay_loan", "repay_choose", _live_loans, then="repay_amount"),
         Screen("repay_amount", _repay_amount_render, _repay_amount, resumable=True),
         Screen("repay_confirm", _repay_confirm_render, _repay_confirm, resumable=True),
         Screen("apply_product", _apply_product_render, _apply_product, resumable=True),
         Screen("apply_amount", _apply_amount_render, _apply_amount, resumable=True),
         Screen("apply_term", _apply_term_render, _apply_term, resumable=True),
         Screen("apply_confirm", _apply_confirm_render, _apply_confirm, resumable=True),
-        Screen("promise_loan", _promise_loan_render, _promise_loan, resumable=True),
+        _loan_list("promise_loan", "promise_choose", _late_loans, then="promise_date"),
         Screen("promise_date", _promise_date_render, _promise_date, resumable=True),
         Screen("promise_amount", _promise_amount_render, _promise_amount, resumable=True),
         Screen("statement", _statement_render, _statement),
