@@ -31,12 +31,14 @@ and `--sessions` phones, each a thread with its own keep-alive HTTP session, dia
 one session after another for `--duration` seconds as Africa's Talking would post them
 (text = every input so far joined by "*"). Each session is a member taken round-robin
 over the whole set (so no phone goes over the server's 10 starts a minute; if the rate
-would, the phones wait, and the wait is printed) doing either the balance flow (dial,
-PIN, 1) or the statement flow (dial, PIN, 4). Both stop on a CON screen, as a member who
-reads it and hangs up does; the server cannot tell that from a dropped session, so a
-member dialled again within 5 minutes is offered "your last session was cut off" after
-the PIN, and the phone answers 2 (start over): that extra hop is "menu/other". Every hop
-is timed and checked (200, CON or END, the screen expected).
+would, the phones wait, and the wait is printed) doing the balance flow (dial, PIN, 1),
+the statement flow (dial, PIN, 4) or the loan-application flow (dial, PIN, 2 for the
+offers with their limits, 1 for the demo's instant loan, 500, then 2 to cancel on the
+summary with fee and installment: confirming would lend on every run). The balance and
+statement flows stop on a CON screen, as a member who reads it and hangs up does. Should
+a member be offered "your last session was cut off" after the PIN, the phone answers 2
+(start over): that extra hop is "menu/other". Every hop is timed and checked (200, CON or
+END, the screen expected).
 
 Without `--think` this is a closed loop at full speed: the server is saturated and a hop's
 latency is mostly its wait for a free server thread (about phones / hops per second).
@@ -79,7 +81,7 @@ from werkzeug.security import generate_password_hash  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import db, embedded_redis_url, redis_client  # noqa: E402
-from app.models import Account, Member  # noqa: E402
+from app.models import Account, LoanProduct, Member  # noqa: E402
 from app.services.members import PIN_HASH_METHOD, member_number  # noqa: E402
 from app.web.ussd import STARTS_PER_MINUTE  # noqa: E402
 from ussd_menus.text import TEXT, t  # noqa: E402
@@ -89,7 +91,7 @@ PIN = "4826"
 BATCH = 50_000
 SCALE_SIZES = (100_000, 1_000_000)
 SQLITE_CAP = 100_000
-KINDS = ("dial", "pin", "balance", "statement", "menu/other")
+KINDS = ("dial", "pin", "balance", "statement", "apply", "menu/other")
 # One start fewer than the server allows, over a window a second longer than its key's
 # TTL: the client's clock and the server's are not the same clock.
 ALLOWANCE = STARTS_PER_MINUTE - 1
@@ -161,6 +163,15 @@ def add_members(first: int, last: int, pin_hash: str) -> None:
         db.session.execute(text("ANALYZE"))
         db.session.commit()
     db.session.remove()
+
+
+def add_instant_product() -> None:
+    """The demo's instant loan, so the apply flow has a product to offer with a limit."""
+    from app.cli.demo import PRODUCTS
+
+    spec = next(p for p in PRODUCTS if p["code"] == "INSTANT")
+    db.session.add(LoanProduct(**spec))
+    db.session.commit()
 
 
 def phone_of(member: int) -> str:
@@ -341,8 +352,16 @@ BALANCE_SCREEN = "CON " + TEXT["balance"]["en"].split("{")[0]  # "CON Savings "
 EXPECT: dict[str, Callable[[str], bool]] = {
     "balance": lambda body: body.startswith(BALANCE_SCREEN) and NAV in body,
     "statement": lambda body: body.startswith("CON ") and NAV in body,
+    "apply": lambda body: body.startswith("CON 1. Instant Loan up to KES"),
 }
-CHOICE = {"balance": "1", "statement": "4"}
+CHOICE = {"balance": "1", "statement": "4", "apply": "2"}
+# The loan application, after "2": the product, an amount, then "2. Cancel" on the summary
+# (confirming would lend and queue a payout on every run). Each step's screen is checked.
+APPLY_STEPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("1", lambda body: body.startswith("CON Amount to borrow")),
+    ("500", lambda body: "You get KES" in body and "1. Confirm" in body),
+    ("2", lambda body: body.startswith("END " + t("cancelled", "en"))),
+)
 
 
 class Phone:
@@ -396,9 +415,16 @@ class Phone:
             body = self.post({**form, "text": path}, "menu/other")
         if body is None or not body.startswith(MAIN_SCREEN):
             return self._wrong(body, "pin")
-        body = self.post({**form, "text": f"{path}*{CHOICE[kind]}"}, kind)
+        path = f"{path}*{CHOICE[kind]}"
+        body = self.post({**form, "text": path}, kind)
         if body is None or not EXPECT[kind](body):
             return self._wrong(body, kind)
+        if kind == "apply":
+            for entry, expected in APPLY_STEPS:
+                path = f"{path}*{entry}"
+                body = self.post({**form, "text": path}, kind)
+                if body is None or not expected(body):
+                    return self._wrong(body, kind)
         return True
 
     def _wrong(self, body: str | None, kind: str) -> bool:
@@ -427,7 +453,13 @@ def phone(
             member = members.next(deadline)
             if member is None:
                 break
-            kind = "balance" if rng.random() < balance_share else "statement"
+            # balance_share of sessions read the balance; the rest split between the
+            # statement and a loan application.
+            draw = rng.random()
+            if draw < balance_share:
+                kind = "balance"
+            else:
+                kind = "statement" if draw < balance_share + (1 - balance_share) / 2 else "apply"
             form = {
                 "sessionId": f"ATUid_{label}_{k}_{result.sessions}",
                 "serviceCode": "*384*96#",
@@ -464,6 +496,39 @@ class Run:
         return sum(len(v) for v in self.latencies.values())
 
 
+WARM_UP_ROUNDS = 3  # x 8 phones x each flow: every gunicorn thread opens its connection
+
+
+def warm_up(url: str, picker: Members, label: str, seed: int) -> None:
+    """Untimed sessions first, so the timed run does not measure each server thread's first
+    database connection and first compile of each query (a production server is warm)."""
+
+    def one(k: int) -> None:
+        rng = random.Random(f"warm-{seed}-{k}")
+        handset = Phone(url, 0.0, rng, PhoneResult())
+        try:
+            for kind in CHOICE:
+                member = picker.next(time.perf_counter() + 60)
+                if member is None:
+                    return
+                form = {
+                    "sessionId": f"ATUid_warm_{label}_{k}_{kind}",
+                    "serviceCode": "*384*96#",
+                    "phoneNumber": "+" + phone_of(member),
+                    "networkCode": "63902",
+                }
+                handset.session(form, kind)
+        finally:
+            handset.http.close()
+
+    for round_ in range(WARM_UP_ROUNDS):
+        threads = [threading.Thread(target=one, args=(round_ * 8 + k,)) for k in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
 def drive(
     base: str,
     master: int,
@@ -479,6 +544,7 @@ def drive(
     """`phones` threads dialling for `duration_s`; a session under way at the end finishes."""
     redis_client().flushdb()  # no start counts or sessions left from an earlier run
     picker = Members(members, seed)
+    warm_up(f"{base}/ussd", picker, label, seed)
     results = [PhoneResult() for _ in range(phones)]
     start = threading.Barrier(phones + 1)
     deadline_box = [0.0]  # set once every phone is ready, before the barrier opens
@@ -594,7 +660,9 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=1_000)
     parser.add_argument("--sessions", type=int, default=50, help="concurrent phones")
     parser.add_argument("--duration", type=float, default=20, help="seconds of load")
-    parser.add_argument("--balance-share", type=float, default=0.5, help="rest: statement")
+    parser.add_argument(
+        "--balance-share", type=float, default=0.4, help="rest: statement and apply, halved"
+    )
     parser.add_argument("--think", type=float, default=0, help="mean ms before each hop")
     parser.add_argument("--scale", action="store_true", help="then grow to 100k and 1M members")
     parser.add_argument("--scale-sessions", type=int, default=4)
@@ -634,6 +702,7 @@ def main() -> int:
         pin_hash = generate_password_hash(PIN, method=PIN_HASH_METHOD)
         began = time.perf_counter()
         add_members(1, args.members, pin_hash)
+        add_instant_product()
         count = db.session.scalar(select(func.count()).select_from(Member))
         db.session.remove()
         setup_s = time.perf_counter() - began
