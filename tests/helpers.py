@@ -12,12 +12,14 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from werkzeug.test import TestResponse
 
 from app import create_app
 from app.cli.runtime import make_worker
 from app.extensions import db
 from app.models import Member
 from app.services.ledger import ledger_check
+from app.services.staff import staff_add
 from app.sms_templates import GSM7_BASIC
 from app.ussd.engine import MAX_SCREEN
 
@@ -270,3 +272,53 @@ class Phone:
     def press(self, entry: str) -> str:
         self.inputs.append(entry)
         return self.send("*".join(self.inputs))
+
+
+# -- the staff console --------------------------------------------------------------------
+
+PASSWORD = "staff-password-1"
+
+
+def browse(client: FlaskClient, path: str, method: str = "GET", **kwargs: object) -> TestResponse:
+    """One browser request in its own app context, as in production.
+
+    The test holds an app context of its own, and a request inside it would share `g`
+    (where Flask-Login caches the user) with every other request of the test: a login
+    could then "stick" without the session cookie doing its job.
+    """
+    with client.application.app_context():
+        return client.open(path, method=method, **kwargs)
+
+
+def login(client: FlaskClient, email: str, password: str = PASSWORD, next_: str | None = None):  # noqa: ANN201
+    query = {"next": next_} if next_ is not None else None
+    return browse(
+        client,
+        "/admin/login",
+        "POST",
+        data={"email": email, "password": password},
+        query_string=query,
+    )
+
+
+def staff(role: str) -> str:
+    email = f"{role.replace('_', '.')}@sacco.test"
+    staff_add(email=email, role=role, password=PASSWORD)
+    return email
+
+
+# Settings a production server starts with (tests of config and of what production hides).
+PRODUCTION = {
+    "APP_ENV": "production",
+    "DATABASE_URL": "postgresql+psycopg://sacco@db.internal/sacco",
+    "REDIS_URL": "redis://cache.internal:6379/0",
+    "SECRET_KEY": "a-long-random-production-secret",
+    "CALLBACK_TOKEN": "cb7f3e9a21d4",
+    "CALLBACK_BASE_URL": "https://channels.example-sacco.co.ke",
+    "AT_API_KEY": "at-key",
+    "MPESA_CONSUMER_KEY": "ck",
+    "MPESA_CONSUMER_SECRET": "cs",
+    "MPESA_PASSKEY": "pk",
+    "MPESA_INITIATOR_NAME": "apiop",
+    "MPESA_SECURITY_CREDENTIAL": "cred",
+}

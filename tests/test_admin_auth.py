@@ -10,42 +10,12 @@ from werkzeug.test import TestResponse
 
 from app.extensions import db
 from app.models import StaffUser
-from app.services.staff import staff_add
-
-PASSWORD = "staff-password-1"
-
-
-def browse(client: FlaskClient, path: str, method: str = "GET", **kwargs: object) -> TestResponse:
-    """One browser request in its own app context, as in production.
-
-    The test holds an app context of its own, and a request inside it would share `g`
-    (where Flask-Login caches the user) with every other request of the test: a login
-    could then "stick" without the session cookie doing its job.
-    """
-    with client.application.app_context():
-        return client.open(path, method=method, **kwargs)
-
-
-def login(client: FlaskClient, email: str, password: str = PASSWORD, next_: str | None = None):  # noqa: ANN201
-    query = {"next": next_} if next_ is not None else None
-    return browse(
-        client,
-        "/admin/login",
-        "POST",
-        data={"email": email, "password": password},
-        query_string=query,
-    )
+from tests.helpers import PASSWORD, browse, login, staff
 
 
 def location(response: TestResponse) -> tuple[str, str, str]:
     parts = urlsplit(response.headers["Location"])
     return parts.netloc, parts.path, parts.query
-
-
-def staff(role: str) -> str:
-    email = f"{role.replace('_', '.')}@sacco.test"
-    staff_add(email=email, role=role, password=PASSWORD)
-    return email
 
 
 def test_the_console_sends_anonymous_visitors_to_the_login_page(client: FlaskClient) -> None:

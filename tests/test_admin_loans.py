@@ -13,9 +13,9 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import AuditLog, Loan, LoanProduct
 from app.services.loans import loan_apply
+from tests.helpers import browse as _browse
+from tests.helpers import login, staff
 from tests.loan_factories import make_borrower, make_product
-from tests.test_admin_auth import browse as _browse
-from tests.test_admin_auth import login, staff
 
 
 def browse(client: FlaskClient, path: str, method: str = "GET", **kwargs: object):  # noqa: ANN201

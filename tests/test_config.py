@@ -6,21 +6,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from app.config import DEV_CALLBACK_TOKEN, DEV_SECRET, ConfigError, instance_folder, load_settings
-
-PRODUCTION = {
-    "APP_ENV": "production",
-    "DATABASE_URL": "postgresql+psycopg://sacco@db.internal/sacco",
-    "REDIS_URL": "redis://cache.internal:6379/0",
-    "SECRET_KEY": "a-long-random-production-secret",
-    "CALLBACK_TOKEN": "cb7f3e9a21d4",
-    "CALLBACK_BASE_URL": "https://channels.example-sacco.co.ke",
-    "AT_API_KEY": "at-key",
-    "MPESA_CONSUMER_KEY": "ck",
-    "MPESA_CONSUMER_SECRET": "cs",
-    "MPESA_PASSKEY": "pk",
-    "MPESA_INITIATOR_NAME": "apiop",
-    "MPESA_SECURITY_CREDENTIAL": "cred",
-}
+from tests.helpers import PRODUCTION
 
 PRODUCTION_SECRETS = (
     "SECRET_KEY",

@@ -18,8 +18,7 @@ from app.extensions import db
 from app.models import SmsInbound, SmsMessage
 from app.services.sms import sms_deliver, sms_queue
 from tests.factories import make_member
-from tests.helpers import make_app
-from tests.test_config import PRODUCTION
+from tests.helpers import PRODUCTION, make_app
 
 NOW = datetime(2026, 5, 4, 9, 30, tzinfo=UTC)
 PHONE = "+254700000001"

@@ -39,7 +39,7 @@ from app.integrations.daraja import (
 )
 from app.models.types import utcnow
 from app.simulators import daraja as sim
-from tests.test_config import PRODUCTION
+from tests.helpers import PRODUCTION
 
 PHONE = "254708374149"
 SIM = "/simulator/daraja"
