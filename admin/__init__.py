@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
 
 from admin.auth import SaccoIndexView, init_login
 from admin.views import register_views
@@ -15,6 +16,12 @@ def init_admin(app: Flask) -> Admin:
         Blueprint("sacco_admin_templates", __name__, template_folder="templates")
     )
     init_login(app)
-    console = Admin(app, name="SACCO console", index_view=SaccoIndexView(url="/admin"))
+    console = Admin(
+        app,
+        name="SACCO console",
+        index_view=SaccoIndexView(url="/admin"),
+        # Our base adds who is signed in and a sign-out link to every page.
+        theme=Bootstrap4Theme(base_template="admin_sacco/master.html"),
+    )
     register_views(console)
     return console

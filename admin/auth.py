@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Flask, flash, redirect, request, url_for
+from datetime import datetime
+from decimal import Decimal
+
+from flask import Flask, current_app, flash, redirect, request, url_for
 from flask_admin import AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.form import SecureForm
+from flask_admin.model import typefmt
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
@@ -44,10 +48,36 @@ class SecureMixin:
         return redirect(url_for("admin.login_view", next=request.full_path))
 
 
+def _kenyan_time(view: object, value: datetime, name: str) -> str:
+    """Staff read Kenyan time to the minute, not UTC with microseconds."""
+    if value.tzinfo is None:
+        return value.strftime("%Y-%m-%d %H:%M")
+    return value.astimezone(current_app.config["SETTINGS"].tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _money(view: object, value: Decimal, name: str) -> str:
+    """Thousands separators; cents kept, finer places (a rate's 4 decimals) too."""
+    return f"{value:,.2f}" if value == round(value, 2) else f"{value:,}"
+
+
+SACCO_FORMATTERS = {
+    **typefmt.BASE_FORMATTERS,
+    datetime: _kenyan_time,
+    Decimal: _money,
+}
+SACCO_DETAIL_FORMATTERS = {
+    **typefmt.DETAIL_FORMATTERS,
+    datetime: _kenyan_time,
+    Decimal: _money,
+}
+
+
 class SecureModelView(SecureMixin, ModelView):
     """Read-only unless a view says otherwise: money changes go through services."""
 
     form_base_class = SecureForm  # CSRF on every create/edit form
+    column_type_formatters = SACCO_FORMATTERS
+    column_type_formatters_detail = SACCO_DETAIL_FORMATTERS
 
     can_create = False
     can_edit = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_admin import Admin
 from sqlalchemy import inspect
 
@@ -22,19 +24,51 @@ from app.models import (
     SmsMessage,
     StaffUser,
 )
+from app.phone import PhoneError, normalise_phone
 from app.services.audit import audit_record
 
 
 class MemberView(SecureModelView):
     column_list = ("member_no", "name", "phone", "national_id", "status", "language", "created_at")
     column_searchable_list = ("member_no", "name", "phone", "national_id")
+
+    def search_placeholder(self) -> str:
+        return "Name, member no., ID or phone (07..., +254...)"
+
+    def get_list(
+        self,
+        page: int | None,
+        sort_field: str | None,
+        sort_desc: bool,
+        search: str | None,
+        filters: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """A phone typed as a person types it (07…, +254 7…, 7…) is searched in the form
+        we store (2547…)."""
+        if search:
+            try:
+                search = normalise_phone(search)
+            except PhoneError:
+                pass
+        return super().get_list(page, sort_field, sort_desc, search, filters, *args, **kwargs)
+
     column_filters = ("status", "language")
     column_exclude_list = ("pin_hash",)
     column_details_exclude_list = ("pin_hash",)
 
 
+def _display_balance(view: object, context: object, model: Account, name: str) -> str:
+    # Savings and income are credit-normal: the journal stores them negative, a person
+    # reads them positive.
+    return f"{model.display_balance:,.2f}"
+
+
 class AccountView(SecureModelView):
     column_list = ("code", "kind", "name", "status", "balance")
+    column_formatters = {"balance": _display_balance}
+    column_formatters_detail = {"balance": _display_balance}
     column_searchable_list = ("code", "name")
     column_filters = ("kind", "status")
 

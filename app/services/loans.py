@@ -315,6 +315,8 @@ def loan_approve(
     _transition(loan, "approve", staff, note)
     loan.approved_by_id = staff.id
     loan.decided_at = utcnow()
+    if note and note.strip():
+        loan.decision_reason = note.strip()[:255]  # staff read why it was approved
     notify_loan_approved(member=loan.member, loan_no=loan.loan_no or "", amount=loan.principal)
     payout = _payout_request(loan, member, _actor_name(staff))
     db.session.commit()
