@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask_admin import Admin
+from markupsafe import Markup
 from sqlalchemy import inspect
+from wtforms.validators import ValidationError
 
 from admin.auth import SecureModelView, actor
 from admin.loans import LoanView
@@ -26,6 +28,7 @@ from app.models import (
 )
 from app.phone import PhoneError, normalise_phone
 from app.services.audit import audit_record
+from app.services.loan_products import product_problem
 
 
 class MemberView(SecureModelView):
@@ -73,6 +76,30 @@ class AccountView(SecureModelView):
     column_filters = ("kind", "status")
 
 
+_LINE = Markup(
+    "<tr><td>{}</td><td>{}</td><td class='text-right'>{}</td><td class='text-right'>{}</td></tr>"
+)
+_LINES = Markup(
+    "<table class='table table-sm mb-0'><tr><th>account</th><th></th>"
+    "<th class='text-right'>debit</th><th class='text-right'>credit</th></tr>{}</table>"
+)
+
+
+def _entry_lines(view: object, context: object, model: JournalEntry, name: str) -> Markup:
+    """An entry's lines as a person checks them: account, debit, credit (Markup.format
+    escapes every value)."""
+    rows = Markup("").join(
+        _LINE.format(
+            line.account.code,
+            line.account.name,
+            f"{line.amount:,.2f}" if line.amount > 0 else "",
+            f"{-line.amount:,.2f}" if line.amount < 0 else "",
+        )
+        for line in model.lines
+    )
+    return _LINES.format(rows)
+
+
 class JournalView(SecureModelView):
     column_list = (
         "id",
@@ -86,6 +113,20 @@ class JournalView(SecureModelView):
     column_searchable_list = ("description", "idempotency_key")
     column_filters = ("kind", "value_date")
     column_default_sort = ("id", True)
+    column_details_list = (*column_list, "member_id", "loan_id", "lines")
+    column_formatters_detail = {"lines": _entry_lines}
+
+
+class SmsView(SecureModelView):
+    """The outbox in the columns a person reads; the rest on the details page."""
+
+    column_list = ("created_at", "phone", "template", "status", "attempts", "sent_at", "body")
+    column_filters = ("status", "template", "kind")
+    column_searchable_list = ("phone", "template", "body")
+    column_default_sort = ("id", True)
+    column_formatters = {
+        "body": lambda v, c, m, n: (m.body[:60] + "...") if len(m.body) > 60 else m.body
+    }
 
 
 class ProductView(SecureModelView):
@@ -97,6 +138,9 @@ class ProductView(SecureModelView):
     form_excluded_columns = ("created_at",)
 
     def on_model_change(self, form: object, model: LoanProduct, is_created: bool) -> None:
+        problem = product_problem(model)
+        if problem:
+            raise ValidationError(problem)
         # Product terms decide what members are offered: every change is audited.
         before, after = {}, {}
         for attr in inspect(model).attrs:
@@ -143,6 +187,6 @@ def register_views(console: Admin) -> None:
     console.add_view(SecureModelView(Payment, s, name="Payments", category="M-PESA"))
     console.add_view(SecureModelView(MpesaRequest, s, name="Requests", category="M-PESA"))
     console.add_view(SecureModelView(MpesaCallback, s, name="Callbacks", category="M-PESA"))
-    console.add_view(SecureModelView(SmsMessage, s, name="SMS outbox", category="SMS"))
+    console.add_view(SmsView(SmsMessage, s, name="SMS outbox", category="SMS"))
     console.add_view(AuditView(AuditLog, s, name="Audit log", category="Admin"))
     console.add_view(StaffView(StaffUser, s, name="Staff", category="Admin"))

@@ -82,3 +82,59 @@ def test_the_approval_note_is_stored_as_the_decision_reason(app: Flask) -> None:
     )
     db.session.expire_all()
     assert db.session.get(Loan, loan_id).decision_reason == "good repayment history"
+
+
+def test_a_journal_entry_shows_its_lines_as_debit_and_credit(app: Flask) -> None:
+    make_member(savings=Decimal("2500"))
+    entry_id = db.session.scalar(select(JournalEntry.id))
+    html = page(signed_in(app), f"/admin/journalentry/details/?id={entry_id}")
+    assert "GL-MPESA-CLEARING" in html and "debit" in html and "credit" in html
+    assert html.count("2,500.00") >= 2  # one debit, one credit
+
+
+def test_the_sms_outbox_lists_readable_columns(app: Flask) -> None:
+    make_member(savings=Decimal("100"))  # a deposit receipt SMS
+    html = page(signed_in(app), "/admin/smsmessage/")
+    assert "Deposit of KES 100.00" in html
+    assert "idempotency" not in html.lower() and "provider_message_id" not in html.lower()
+
+
+def test_a_product_with_a_default_term_above_the_maximum_is_refused_in_words(
+    app: Flask,
+) -> None:
+    import re
+
+    from app.models import LoanProduct
+
+    client = signed_in(app, "admin")
+    html = page(client, "/admin/loanproduct/new/")
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+    form = {
+        "csrf_token": token,
+        "code": "BAD",
+        "name": "Bad",
+        "interest_method": "declining",
+        "amortization": "equal_installments",
+        "annual_rate": "12",
+        "frequency": "monthly",
+        "default_term": "40",
+        "min_term": "1",
+        "max_term": "36",
+        "min_amount": "100",
+        "fee_type": "none",
+        "fee_value": "0",
+        "penalty_type": "none",
+        "penalty_value": "0",
+        "grace_days": "3",
+        "default_threshold_days": "30",
+        "limit_multiple": "3",
+        "min_share_capital": "0",
+        "min_membership_days": "0",
+        "active": "y",
+    }
+    db.session.commit()
+    reply = browse(client, "/admin/loanproduct/new/", "POST", data=form, follow_redirects=True)
+    text = reply.get_data(as_text=True)
+    assert reply.status_code == 200
+    assert "the default term (40) must be between the minimum (1) and the maximum (36)" in text
+    assert db.session.scalar(select(LoanProduct).where(LoanProduct.code == "BAD")) is None

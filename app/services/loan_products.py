@@ -1,0 +1,33 @@
+"""The rules a loan product's settings must keep, in words staff can act on."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from app.models import LoanProduct
+
+
+def product_problem(product: LoanProduct) -> str | None:
+    """Why these settings cannot be saved, or None. Checked before the database sees
+    them, so staff read a sentence instead of a constraint error."""
+    if not product.code or not product.name:
+        return "a product needs a code and a name"
+    if product.min_term is None or product.max_term is None or product.default_term is None:
+        return "minimum, maximum and default term are required"
+    if not 1 <= product.min_term <= product.max_term:
+        return "the minimum term must be at least 1 and not above the maximum"
+    if not product.min_term <= product.default_term <= product.max_term:
+        return (
+            f"the default term ({product.default_term}) must be between the minimum "
+            f"({product.min_term}) and the maximum ({product.max_term})"
+        )
+    rate = product.annual_rate
+    if rate is None or not Decimal(0) <= rate <= Decimal(100):
+        return "the annual rate must be a percentage from 0 to 100"
+    if product.max_amount is not None and product.max_amount < (product.min_amount or 0):
+        return "the maximum amount is below the minimum"
+    if product.fee_type == "percent" and not Decimal(0) <= (product.fee_value or 0) <= 100:
+        return "a percentage fee must be from 0 to 100"
+    if product.limit_multiple is not None and product.limit_multiple <= 0:
+        return "the limit multiple must be more than zero"
+    return None
