@@ -136,8 +136,8 @@ def test_a_product_edit_is_audited_with_before_and_after(app: Flask) -> None:
 
 def test_a_failed_payout_shows_its_reason_and_staff_send_it_again(app: Flask) -> None:
     from app.models import MpesaRequest
+    from app.services.locking import lock_row
     from app.services.payments.b2c import payout_failed
-    from app.services.payments.common import locked
 
     loan_id = submitted_loan()
     officer, manager = staff("loan_officer"), staff("branch_manager")
@@ -153,7 +153,7 @@ def test_a_failed_payout_shows_its_reason_and_staff_send_it_again(app: Flask) ->
     db.session.get(Loan, loan_id).status = "disbursing"
     first.status = "sent"
     db.session.commit()
-    payout_failed(locked(MpesaRequest, first.id), code="2040", desc="unregistered")
+    payout_failed(lock_row(MpesaRequest, first.id), code="2040", desc="unregistered")
     db.session.commit()
     page = browse(client, f"/admin/loan/details/?id={loan_id}").get_data(as_text=True)
     assert "the number is not registered for M-PESA" in page

@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import TypeVar
 
 from sqlalchemy import select
 
@@ -49,6 +48,7 @@ from app.services.ledger import (
     member_account,
 )
 from app.services.loan_schedule import Schedule, ScheduleError, schedule_build
+from app.services.locking import lock_row
 from app.services.notifications import (
     notify_deposit_received,
     notify_loan_approved,
@@ -57,7 +57,6 @@ from app.services.notifications import (
     notify_repayment_received,
 )
 
-_Row = TypeVar("_Row", Loan, Member)
 log = logging.getLogger(__name__)
 
 # The job that sends a payout (by dotted path: this module must not import the workers).
@@ -124,25 +123,9 @@ def _transition(
     )
 
 
-def _locked(model: type[_Row], row_id: int) -> _Row | None:
-    """The row, locked for this transaction and re-read under the lock.
-
-    The lock serialises every change to it on PostgreSQL (SQLite locks at BEGIN);
-    populate_existing makes the row we work from the one the lock protects, not a copy the
-    session read before (a callback that looked the loan up by number first, say).
-    OF: PostgreSQL refuses FOR UPDATE on the outer joins of the eager loads.
-    """
-    return db.session.scalar(
-        select(model)
-        .where(model.id == row_id)
-        .with_for_update(of=model)
-        .execution_options(populate_existing=True)
-    )
-
-
 def _get_loan(loan_id: int) -> Loan:
     """The loan under its lock: every change to a loan starts here."""
-    loan = _locked(Loan, loan_id)
+    loan = lock_row(Loan, loan_id)
     if loan is None:
         raise LoanError(f"no loan {loan_id}")
     return loan
@@ -151,7 +134,7 @@ def _get_loan(loan_id: int) -> Loan:
 def _lock_member(member_id: int) -> Member:
     """Take the member's lock: lending is decided one application at a time per member,
     so two applications (or approvals) cannot each use the same limit."""
-    member = _locked(Member, member_id)
+    member = lock_row(Member, member_id)
     if member is None:
         raise LoanError(f"no member {member_id}")
     return member

@@ -24,6 +24,7 @@ from app.services.ledger import (
     journal_post,
     member_account,
 )
+from app.services.locking import lock_row
 from app.services.notifications import notify_deposit_received, notify_pin_locked
 
 
@@ -234,7 +235,7 @@ def pin_problem(pin: str, member: Member) -> str | None:
 
 def member_set_pin(*, member_id: int, pin: str) -> Member:
     """Set a member's first PIN (USSD, first dial). Refused if one exists or it is weak."""
-    member = db.session.scalar(select(Member).where(Member.id == member_id).with_for_update())
+    member = lock_row(Member, member_id)
     if member is None:
         raise MemberError(f"no member {member_id}")
     if member.pin_hash:
@@ -257,7 +258,7 @@ def member_set_pin(*, member_id: int, pin: str) -> Member:
 def member_check_pin(*, member_id: int, pin: str, now: datetime) -> bool:
     """True for the right PIN. Three wrong in a row (across sessions) lock USSD for 30
     minutes and text the member; PinLocked while locked (the PIN is not even checked)."""
-    member = db.session.scalar(select(Member).where(Member.id == member_id).with_for_update())
+    member = lock_row(Member, member_id)
     if member is None or not member.pin_hash:
         raise MemberError("no PIN set")
     if member.locked_until is not None and member.locked_until > now:

@@ -39,6 +39,7 @@ from app.extensions import db, redis_client
 from app.models import Member
 from app.phone import PhoneError, normalise_phone
 from app.services.audit import audit_record
+from app.services.locking import lock_row
 from app.services.notifications import notify_phone_change_otp, notify_phone_changed
 
 OTP_MINUTES = 10
@@ -220,13 +221,7 @@ def member_change_phone(
     has it, update, audit (old and new number), text both numbers, commit, and clear any
     pending change to it. PhoneChangeError when refused (nothing written)."""
     phone = _normalise(new_phone)
-    member = db.session.scalar(
-        select(Member)
-        .where(Member.id == member_id)
-        .with_for_update(of=Member)
-        # The row we change is the one the lock protects, not a copy read earlier.
-        .execution_options(populate_existing=True)
-    )
+    member = lock_row(Member, member_id)  # re-read under the lock
     try:
         if member is None:
             raise PhoneChangeError("no_member")

@@ -15,6 +15,7 @@ from app.extensions import db
 from app.models import Account, JournalEntry, JournalLine, Loan, Member, PromiseToPay
 from app.money import ZERO, MoneyError, money_input
 from app.selectors.loans import LIVE_STATUSES
+from app.services.locking import lock_row
 from app.services.notifications import notify_promise_recorded
 
 MAX_DAYS_AHEAD = 14
@@ -40,7 +41,7 @@ def promise_record(
         value = money_input(amount)
     except MoneyError as exc:
         raise PromiseError(str(exc)) from None
-    loan = db.session.scalar(select(Loan).where(Loan.id == loan_id).with_for_update(of=Loan))
+    loan = lock_row(Loan, loan_id)
     if loan is None or loan.member_id != member_id:
         raise PromiseError("no such loan")
     if loan.status not in LIVE_STATUSES or loan.days_past_due <= 0:

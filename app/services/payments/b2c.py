@@ -21,13 +21,13 @@ from app.models import JournalEntry, Loan, MpesaRequest
 from app.models.types import utcnow
 from app.schemas.mpesa import amount_of, kenyan_time
 from app.services.loans import LoanError, loan_disburse, loan_payout_failed, loan_start_payout
+from app.services.locking import lock_row
 from app.services.payments.common import (
     B2C_FAILURES,
     QUERY_PAYOUT_JOB,
     find_request,
     finish,
     kenyan_date,
-    locked,
     payment_record,
     queue_job,
     settings,
@@ -44,7 +44,7 @@ def payments_send_payout(*, request_id: int) -> str:
         loan_start_payout(loan_id=request.loan_id, commit=False)
     except LoanError as exc:
         db.session.rollback()
-        request = locked(MpesaRequest, request_id)
+        request = lock_row(MpesaRequest, request_id)
         if request.status == "pending":
             finish(request, "failed", None, f"not sent: {exc}")
             loan = db.session.get(Loan, request.loan_id)
@@ -74,17 +74,17 @@ def payments_send_payout(*, request_id: int) -> str:
         )
     except (DarajaInvalidRequest, DarajaAuthError) as exc:
         # Refused before processing: no money left, the loan goes back to approved.
-        request = locked(MpesaRequest, request_id)
+        request = lock_row(MpesaRequest, request_id)
         finish(request, "failed", exc.code, f"refused before processing: {exc}")
         loan_payout_failed(loan_id=request.loan_id, reason=f"M-PESA refused: {exc}", commit=False)
         db.session.commit()
         return "failed"
     except DarajaError as exc:
-        request = locked(MpesaRequest, request_id)
+        request = lock_row(MpesaRequest, request_id)
         finish(request, "unknown", exc.code, f"no clear answer: {exc}")
         db.session.commit()
         return "unknown"
-    request = locked(MpesaRequest, request_id)
+    request = lock_row(MpesaRequest, request_id)
     request.conversation_id = str(reply.get("ConversationID") or "")[:64] or None
     request.sent_at = utcnow()
     if request.status == "sending":
@@ -269,7 +269,7 @@ def find_status_query(data: dict[str, Any]) -> MpesaRequest | None:
 
 def status_apply(query: MpesaRequest, data: dict[str, Any], callback_id: int | None) -> str:
     """A Transaction Status answer: settle the payout it asked about (both rows locked)."""
-    parent = locked(MpesaRequest, query.parent_id) if query.parent_id else None
+    parent = lock_row(MpesaRequest, query.parent_id) if query.parent_id else None
     if query.status in ("succeeded", "failed"):
         return "duplicate"
     finish(

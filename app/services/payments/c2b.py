@@ -23,11 +23,11 @@ from app.selectors.loans import LIVE_STATUSES
 from app.services.audit import audit_record
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.loans import APPROVER_ROLES, loan_repay
+from app.services.locking import lock_row
 from app.services.members import member_deposit
 from app.services.payments.common import (
     PaymentError,
     kenyan_date,
-    locked,
     payment_record,
     settings,
 )
@@ -168,7 +168,7 @@ def payments_assign_suspense(
     number (a repayment). Audited; a payment is assigned once."""
     if staff.role not in APPROVER_ROLES:
         raise PaymentError(f"{staff.role.replace('_', ' ')} staff cannot assign payments")
-    payment = locked(Payment, payment_id)
+    payment = lock_row(Payment, payment_id)
     if payment is None:
         raise PaymentError(f"no payment {payment_id}")
     if payment.status != "suspense":

@@ -23,6 +23,7 @@ from app.metrics import CALLBACKS
 from app.models import MpesaCallback, MpesaRequest
 from app.models.types import utcnow
 from app.schemas.mpesa import C2BSchema, ResultSchema, StkCallbackSchema
+from app.services.locking import lock_row
 from app.services.payments.b2c import (
     b2c_apply,
     find_payout,
@@ -32,7 +33,7 @@ from app.services.payments.b2c import (
     status_apply,
 )
 from app.services.payments.c2b import c2b_confirm, c2b_validate
-from app.services.payments.common import PROCESS_CALLBACK_JOB, locked, log, queue_job
+from app.services.payments.common import PROCESS_CALLBACK_JOB, log, queue_job
 from app.services.payments.stk import find_stk, stk_apply, stk_mismatch, stk_paid_at
 
 RAW_CAP = 64 * 1024  # bytes of a body kept; the rest is counted, not stored
@@ -156,7 +157,7 @@ def callback_enqueue(callback_id: int) -> None:
 
 def callback_process(*, callback_id: int) -> str:
     """Settle one stored callback. Safe to run any number of times, at once or later."""
-    row = locked(MpesaCallback, callback_id)
+    row = lock_row(MpesaCallback, callback_id)
     if row is None:
         return "missing"
     if row.status not in ("received", "unmatched", "failed"):
@@ -167,7 +168,7 @@ def callback_process(*, callback_id: int) -> str:
         outcome, request_id, follow_up = HANDLERS[row.kind](data, row.id)
     except Exception as exc:
         db.session.rollback()
-        row = locked(MpesaCallback, callback_id)
+        row = lock_row(MpesaCallback, callback_id)
         row.status = "failed"
         row.error = f"{type(exc).__name__}: {exc}"[:2000]
         db.session.commit()
@@ -201,7 +202,7 @@ def _stk(data: dict[str, Any], callback_id: int) -> Handled:
     if found is None:
         # Maybe before our write of its CheckoutRequestID committed: kept, matched later.
         return "unmatched", None, None
-    request = locked(MpesaRequest, found.id)
+    request = lock_row(MpesaRequest, found.id)
     if data["result_code"] == "0" and request.status not in ("succeeded", "failed"):
         mismatch = stk_mismatch(request, data)
         if mismatch:
@@ -232,7 +233,7 @@ def _payout(
         found = find_payout(data)
         if found is None:
             return "unmatched", None, None
-        request = locked(MpesaRequest, found.id)
+        request = lock_row(MpesaRequest, found.id)
         outcome = apply(request, data, callback_id)
         follow = (lambda: payout_status_due(request.id)) if outcome == "unknown" else None
         return outcome, request.id, follow
@@ -244,7 +245,7 @@ def _status(data: dict[str, Any], callback_id: int) -> Handled:
     found = find_status_query(data)
     if found is None:
         return "unmatched", None, None
-    query = locked(MpesaRequest, found.id)
+    query = lock_row(MpesaRequest, found.id)
     return status_apply(query, data, callback_id), query.id, None
 
 
@@ -252,7 +253,7 @@ def _status_timeout(data: dict[str, Any], callback_id: int) -> Handled:
     found = find_status_query(data)
     if found is None:
         return "unmatched", None, None
-    query = locked(MpesaRequest, found.id)
+    query = lock_row(MpesaRequest, found.id)
     if query.status == "sent":
         query.status = "failed"
         query.result_desc = "status query timed out; the reconciliation job asks again"

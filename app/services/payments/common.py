@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
@@ -15,7 +15,7 @@ from app.config import Settings
 from app.errors import SaccoError
 from app.extensions import db, enqueue
 from app.metrics import MPESA_OUTCOMES, MPESA_SECONDS
-from app.models import MpesaCallback, MpesaRequest, Payment
+from app.models import MpesaRequest, Payment
 from app.models.types import utcnow
 from app.services.loans import SEND_PAYOUT_JOB  # noqa: F401 - one constant, re-exported
 
@@ -26,7 +26,6 @@ SEND_STK_JOB = "workers.payments.send_stk"
 QUERY_PAYOUT_JOB = "workers.payments.query_payout"
 PROCESS_CALLBACK_JOB = "workers.payments.process_callback"
 
-_Row = TypeVar("_Row", MpesaRequest, MpesaCallback, Payment)
 
 # STK result codes whose meaning is final and what the member reads (contracts/daraja.md).
 STK_FAILURES: dict[str, str] = {
@@ -67,16 +66,6 @@ class PaymentError(SaccoError):
 
 def settings() -> Settings:
     return current_app.config["SETTINGS"]
-
-
-def locked(model: type[_Row], row_id: int) -> _Row | None:
-    """The row under its lock for this transaction, re-read under the lock."""
-    return db.session.scalar(
-        select(model)
-        .where(model.id == row_id)
-        .with_for_update(of=model)
-        .execution_options(populate_existing=True)
-    )
 
 
 def payment_record(

@@ -21,9 +21,10 @@ from app.models.mpesa import OPEN_STATUSES
 from app.models.types import utcnow
 from app.schemas.mpesa import result_code
 from app.services.loans import SEND_PAYOUT_JOB
+from app.services.locking import lock_row
 from app.services.payments.b2c import payments_query_payout
 from app.services.payments.callbacks import HANDLERS, callback_enqueue
-from app.services.payments.common import SEND_STK_JOB, locked, queue_job
+from app.services.payments.common import SEND_STK_JOB, queue_job
 from app.services.payments.stk import stk_apply
 
 STK_QUERY_AFTER = timedelta(minutes=3)
@@ -110,7 +111,7 @@ def _query_stk(sweep: Sweep, now) -> None:  # noqa: ANN001
         except Exception:  # noqa: BLE001 - an answer without a code settles nothing
             _checked(request_id)
             continue
-        request = locked(MpesaRequest, request_id)
+        request = lock_row(MpesaRequest, request_id)
         request.checked_at = utcnow()
         try:
             outcome = stk_apply(

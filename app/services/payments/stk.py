@@ -28,6 +28,7 @@ from app.phone import PhoneError, normalise_phone
 from app.schemas.mpesa import kenyan_time
 from app.selectors.loans import LIVE_STATUSES
 from app.services.loans import loan_repay
+from app.services.locking import lock_row
 from app.services.notifications import notify_payment_failed
 from app.services.payments.common import (
     PROCESS_CALLBACK_JOB,
@@ -36,7 +37,6 @@ from app.services.payments.common import (
     PaymentError,
     finish,
     kenyan_date,
-    locked,
     payment_record,
     queue_job,
     settings,
@@ -69,7 +69,7 @@ def payments_request_stk(
         raise PaymentError("M-PESA takes whole shillings only")
     if value > MAX_STK_AMOUNT:
         raise PaymentError(f"M-PESA takes at most KES {MAX_STK_AMOUNT:,.0f} at a time")
-    loan = locked(Loan, loan_id)  # serialises two requests for one loan
+    loan = lock_row(Loan, loan_id)  # serialises two requests for one loan
     if loan is None:
         raise PaymentError(f"no loan {loan_id}")
     if loan.status not in (*LIVE_STATUSES, "written_off"):
@@ -166,7 +166,7 @@ def payments_send_stk(*, request_id: int) -> str:
             now=utcnow(),
         )
     except (DarajaInvalidRequest, DarajaAuthError) as exc:
-        request = locked(MpesaRequest, request_id)
+        request = lock_row(MpesaRequest, request_id)
         finish(request, "failed", exc.code, f"refused before processing: {exc}")
         notify_payment_failed(
             member=db.session.get(Member, request.member_id),
@@ -177,11 +177,11 @@ def payments_send_stk(*, request_id: int) -> str:
         db.session.commit()
         return "failed"
     except DarajaError as exc:
-        request = locked(MpesaRequest, request_id)
+        request = lock_row(MpesaRequest, request_id)
         finish(request, "unknown", exc.code, f"no clear answer: {exc}")
         db.session.commit()
         return "unknown"
-    request = locked(MpesaRequest, request_id)
+    request = lock_row(MpesaRequest, request_id)
     checkout_id = str(reply["CheckoutRequestID"])
     request.checkout_request_id = checkout_id
     request.merchant_request_id = str(reply.get("MerchantRequestID") or "")[:64] or None
