@@ -623,6 +623,7 @@ def test_every_screen_renders_within_182_gsm7_characters_with_worst_case_data(
     data = {
         "loan_id": loans[0].id,
         "product_id": product.id,
+        "offers": [[product.id, long_name[:18], "9999999"]] * 3,  # OFFERS_SHOWN
         "limit": "9999999",
         "amount": "1999999",
         "term": 36,

@@ -31,7 +31,7 @@ from app.extensions import db
 from app.models import Loan, LoanProduct, Member
 from app.models.types import utcnow
 from app.money import MoneyError, is_whole_shillings, money_input
-from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt, loan_eligibility
+from app.selectors.loans import LIVE_STATUSES, current_installments, loan_eligibility
 from app.selectors.members import member_balances
 from app.selectors.statements import member_statement
 from app.services.loan_schedule import schedule_build
@@ -195,16 +195,17 @@ def _live_loans(member_id: int) -> list[Loan]:
     )
 
 
-def _next_due(loan: Loan) -> tuple[Decimal, date | None]:
-    """What is due at the next unpaid installment (arrears included) and when."""
+def _position(loan: Loan) -> tuple[Decimal, Decimal, date | None]:
+    """What the loan owes in all, what is due now (arrears, else the next installment) and
+    when: one read of the live schedule, however many of these a screen shows."""
     rows = [r for r in current_installments(loan.id) if r.outstanding > 0]
+    owed = sum((r.outstanding for r in rows), Decimal("0"))
     if not rows:
-        return Decimal("0"), None
-    today = business_today()
-    late = [r for r in rows if r.due_date <= today]
+        return owed, Decimal("0"), None
+    late = [r for r in rows if r.due_date <= business_today()]
     if late:
-        return sum((r.outstanding for r in late), Decimal("0")), late[0].due_date
-    return rows[0].outstanding, rows[0].due_date
+        return owed, sum((r.outstanding for r in late), Decimal("0")), late[0].due_date
+    return owed, rows[0].outstanding, rows[0].due_date
 
 
 LOANS_PER_PAGE = 2
@@ -226,8 +227,7 @@ def _balance_render(hop: Hop) -> str:
             )
         )
     for loan in loans[page * LOANS_PER_PAGE : (page + 1) * LOANS_PER_PAGE]:
-        owed = loan_debt(loan_id=loan.id).total
-        due, when = _next_due(loan)
+        owed, due, when = _position(loan)
         if when is None:
             lines.append(t("balance_loan_short", language, loan_no=loan.loan_no, owed=kes(owed)))
         else:
@@ -293,8 +293,7 @@ def repay_entry(hop: Hop) -> Step:
 
 def _repay_amount_render(hop: Hop) -> str:
     loan = db.session.get(Loan, hop.session.data["loan_id"])
-    due, _when = _next_due(loan)
-    owed = loan_debt(loan_id=loan.id).total
+    owed, due, _when = _position(loan)
     return _with_nav(
         hop, t("repay_amount", _lang(hop), loan_no=loan.loan_no, owed=kes(owed), due=kes(due))
     )
@@ -364,28 +363,36 @@ def _offers(hop: Hop) -> tuple[list[tuple[LoanProduct, Decimal]], str | None]:
     return offers, reason
 
 
+# Three long product names with 7-digit limits fill a screen; a fourth would not fit.
+OFFERS_SHOWN = 3
+
+
 def apply_entry(hop: Hop) -> Step:
+    """Main menu 2: the offers are worked out once here and kept in the session for the
+    next screens (loan_apply checks the limit again, under the member's lock)."""
     offers, reason = _offers(hop)
     if not offers:
         return End(t("apply_none", _lang(hop), why=(reason or "")[:100]))
+    hop.session.data["offers"] = [
+        [p.id, p.name[:18], str(limit)] for p, limit in offers[:OFFERS_SHOWN]
+    ]
     return Goto("apply_product")
 
 
 def _apply_product_render(hop: Hop) -> str:
-    offers, _ = _offers(hop)
     lines = [
-        t("apply_offer", _lang(hop), n=i, name=p.name[:18], limit=kes(limit))
-        for i, (p, limit) in enumerate(offers[:4], 1)
+        t("apply_offer", _lang(hop), n=i, name=name, limit=kes(Decimal(limit)))
+        for i, (_pid, name, limit) in enumerate(hop.session.data["offers"], 1)
     ]
     return _with_nav(hop, "\n".join(lines))
 
 
 def _apply_product(hop: Hop) -> Step:
-    offers, _ = _offers(hop)
-    if not (hop.input.isdigit() and 1 <= int(hop.input) <= min(len(offers), 4)):
+    offers = hop.session.data["offers"]
+    if not (hop.input.isdigit() and 1 <= int(hop.input) <= len(offers)):
         return Invalid(t("choose", _lang(hop)))
-    product, limit = offers[int(hop.input) - 1]
-    hop.session.data.update(product_id=product.id, limit=str(limit))
+    product_id, _name, limit = offers[int(hop.input) - 1]
+    hop.session.data.update(product_id=product_id, limit=limit)
     return Goto("apply_amount")
 
 
@@ -532,7 +539,7 @@ def _promise_date(hop: Hop) -> Step:
 
 def _promise_amount_render(hop: Hop) -> str:
     loan = db.session.get(Loan, hop.session.data["loan_id"])
-    due, _when = _next_due(loan)
+    _owed, due, _when = _position(loan)
     return _with_nav(hop, t("promise_amount", _lang(hop), loan_no=loan.loan_no, due=kes(due)))
 
 
