@@ -80,6 +80,7 @@ from sqlalchemy.exc import DBAPIError  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
 
 from app import create_app  # noqa: E402
+from app.cli.runtime import web_command  # noqa: E402
 from app.extensions import db, embedded_redis_url, redis_client  # noqa: E402
 from app.models import Account, LoanProduct, Member  # noqa: E402
 from app.services.members import PIN_HASH_METHOD, member_number  # noqa: E402
@@ -221,21 +222,7 @@ def start_gunicorn(app: Flask, tmp: Path) -> tuple[subprocess.Popen[bytes], str,
     log_path = tmp / "gunicorn.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--timeout",
-                "30",
-                "--no-control-socket",
-                "wsgi:app",
-            ],
+            web_command("127.0.0.1", port),
             cwd=ROOT,
             env=env,
             stdout=log,

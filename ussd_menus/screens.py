@@ -299,12 +299,18 @@ def _repay_amount_render(hop: Hop) -> str:
     )
 
 
-def _repay_amount(hop: Hop) -> Step:
+def _shillings(hop: Hop) -> Decimal | None:
+    """The entry as whole shillings (M-PESA moves no cents), or None."""
     try:
         amount = money_input(hop.input)
     except MoneyError:
-        return Invalid(t("amount_bad", _lang(hop)))
-    if not is_whole_shillings(amount):
+        return None
+    return amount if is_whole_shillings(amount) else None
+
+
+def _repay_amount(hop: Hop) -> Step:
+    amount = _shillings(hop)
+    if amount is None:
         return Invalid(t("amount_bad", _lang(hop)))
     hop.session.data["amount"] = str(int(amount))
     return Goto("repay_confirm")
@@ -417,13 +423,10 @@ def _apply_amount_render(hop: Hop) -> str:
 
 def _apply_amount(hop: Hop) -> Step:
     product = _product(hop)
-    try:
-        amount = money_input(hop.input)
-    except MoneyError:
+    amount = _shillings(hop)
+    if amount is None:
         return Invalid(t("amount_bad", _lang(hop)))
     limit = Decimal(hop.session.data["limit"])
-    if not is_whole_shillings(amount):
-        return Invalid(t("amount_bad", _lang(hop)))
     if amount < product.min_amount or amount > limit:
         return Invalid(t("apply_range", _lang(hop), low=kes(product.min_amount), high=kes(limit)))
     hop.session.data["amount"] = str(int(amount))
@@ -544,11 +547,8 @@ def _promise_amount_render(hop: Hop) -> str:
 
 
 def _promise_amount(hop: Hop) -> Step:
-    try:
-        amount = money_input(hop.input)
-    except MoneyError:
-        return Invalid(t("amount_bad", _lang(hop)))
-    if not is_whole_shillings(amount):
+    amount = _shillings(hop)
+    if amount is None:
         return Invalid(t("amount_bad", _lang(hop)))
     try:
         promise_record(

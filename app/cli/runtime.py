@@ -84,6 +84,27 @@ def scheduler_cmd() -> None:
     build_scheduler(redis_client()).start()
 
 
+def web_command(host: str, port: int) -> list[str]:
+    """The web server as `sacco up` runs it (the USSD load benchmark runs this very one)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--timeout",
+        "30",
+        # gunicorn 27's control socket defaults to one path per user: a second local
+        # copy (or the suite) would take it over. We supervise, we do not need it.
+        "--no-control-socket",
+        "wsgi:app",
+    ]
+
+
 @click.command("up")
 @click.option("--port", type=int, default=None, help="Default: PORT (5000).")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -119,23 +140,7 @@ def up_cmd(port: int | None, host: str) -> None:
     )
     me = [sys.executable, "-m", "app"]
     commands = {
-        "web": [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--timeout",
-            "30",
-            # gunicorn 27's control socket defaults to one path per user: a second local
-            # copy (or the suite) would take it over. We supervise, we do not need it.
-            "--no-control-socket",
-            "wsgi:app",
-        ],
+        "web": web_command(host, port),
         "worker": [*me, "worker"],
         "scheduler": [*me, "scheduler"],
     }
