@@ -10,3 +10,11 @@ from flask import current_app
 
 def business_today() -> date:
     return datetime.now(current_app.config["SETTINGS"].tz).date()
+
+
+def business_date(moment: datetime | None) -> date:
+    """The business date of a moment (an M-PESA time, when a promise was made); today's
+    when there is none."""
+    if moment is None:
+        return business_today()
+    return moment.astimezone(current_app.config["SETTINGS"].tz).date()

@@ -101,6 +101,18 @@ MEMBER_ACCOUNTS: dict[str, tuple[str, str]] = {
 }
 
 
+# Where money from outside comes in: fresh M-PESA money, or M-PESA money that matched no
+# one and that staff now assign.
+MONEY_IN = {"mpesa": "GL-MPESA-CLEARING", "suspense": "GL-SUSPENSE"}
+
+
+def money_in_account(source: str) -> Account:
+    try:
+        return gl_account(MONEY_IN[source])
+    except KeyError:
+        raise LedgerError(f"unknown source of money {source!r}") from None
+
+
 def member_account(member: Member, kind: str) -> Account:
     prefix, label = MEMBER_ACCOUNTS[kind]
     return account_get_or_create(

@@ -46,6 +46,7 @@ from app.services.ledger import (
     gl_account,
     journal_post,
     member_account,
+    money_in_account,
 )
 from app.services.loan_schedule import Schedule, ScheduleError, schedule_build
 from app.services.locking import lock_row
@@ -578,10 +579,9 @@ def loan_repay(
     member = db.session.get(Member, loan.member_id)
     # mpesa: fresh money through M-PESA; suspense: M-PESA money staff assign; savings:
     # the member's own savings.
-    source_account = {
-        "mpesa": lambda: gl_account("GL-MPESA-CLEARING"),
-        "suspense": lambda: gl_account("GL-SUSPENSE"),
-    }.get(source, lambda: member_account(member, "savings"))()
+    source_account = (
+        member_account(member, "savings") if source == "savings" else money_in_account(source)
+    )
     result = RepaymentResult(loan_no=loan.loan_no or "", amount=value)
     # A savepoint: a refused or duplicate posting leaves the schedule as it was, so a
     # caller that carries on (or commits) after DuplicatePosting pays nothing twice.

@@ -23,6 +23,7 @@ from app.services.ledger import (
     gl_account,
     journal_post,
     member_account,
+    money_in_account,
 )
 from app.services.locking import lock_row
 from app.services.notifications import notify_deposit_received, notify_pin_locked
@@ -125,9 +126,7 @@ def member_deposit(
     entry = journal_post(
         kind="deposit",
         lines=[
-            debit(
-                gl_account("GL-SUSPENSE" if source == "suspense" else "GL-MPESA-CLEARING"), value
-            ),
+            debit(money_in_account(source), value),
             credit(member_account(member, "savings"), value),
         ],
         value_date=value_date,

@@ -4,12 +4,12 @@ an amount will reach a loan by a date, and how a promise is settled once its dat
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
-from flask import current_app
 from sqlalchemy import func, select
 
+from app.clock import business_date
 from app.errors import SaccoError
 from app.extensions import db
 from app.models import Account, JournalEntry, JournalLine, Loan, Member, PromiseToPay
@@ -99,8 +99,7 @@ def promise_kept(promise: PromiseToPay, loan: Loan) -> bool:
     longer owing at all)."""
     if loan.status not in LIVE_STATUSES:
         return True
-    tz = current_app.config["SETTINGS"].tz
-    since = _local_date(promise.created_at, tz)
+    since = business_date(promise.created_at)
     return paid_since(loan_id=loan.id, since=since) >= promise.amount
 
 
@@ -114,7 +113,3 @@ def promise_settle(promise: PromiseToPay, loan: Loan, *, as_of: date) -> str:
     elif kept:
         promise.status = "kept"
     return promise.status
-
-
-def _local_date(moment: datetime, tz: object) -> date:
-    return moment.astimezone(tz).date()  # type: ignore[arg-type]

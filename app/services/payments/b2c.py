@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from app.clock import business_date
 from app.extensions import db
 from app.integrations.daraja import (
     DarajaAuthError,
@@ -27,7 +28,6 @@ from app.services.payments.common import (
     QUERY_PAYOUT_JOB,
     find_request,
     finish,
-    kenyan_date,
     payment_record,
     queue_job,
     settings,
@@ -143,7 +143,7 @@ def payout_paid(
     loan = loan_disburse(
         loan_id=request.loan_id,
         reference=receipt,
-        value_date=kenyan_date(paid_at),
+        value_date=business_date(paid_at),
         channel="b2c",
         commit=False,
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.clock import business_date
 from app.extensions import db
 from app.integrations.daraja import daraja_client
 from app.models import Loan, Member, Payment, StaffUser
@@ -27,7 +28,6 @@ from app.services.locking import lock_row
 from app.services.members import member_deposit
 from app.services.payments.common import (
     PaymentError,
-    kenyan_date,
     payment_record,
     settings,
 )
@@ -110,7 +110,7 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
     """Post a confirmed Paybill payment once (TransID is the receipt). The caller commits."""
     receipt = data["trans_id"]
     paid_at = kenyan_time(data.get("trans_time"), settings().tz, ("%Y%m%d%H%M%S",))
-    value_date = kenyan_date(paid_at)
+    value_date = business_date(paid_at)
     member, loan = match_account(data["bill_ref"])
     payment = payment_record(
         callback_id=callback_id,
@@ -178,7 +178,7 @@ def payments_assign_suspense(
     if member is None:
         db.session.rollback()
         raise PaymentError(f"no member or loan {account!r}")
-    value_date = kenyan_date(utcnow())
+    value_date = business_date(utcnow())
     reference = f"{payment.receipt}"
     if loan is not None:
         result = loan_repay(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.clock import business_today
 from app.config import Settings
 from app.errors import SaccoError
 from app.extensions import db, enqueue
@@ -120,13 +118,6 @@ def finish(request: MpesaRequest, status: str, code: str | None, desc: str | Non
         if created is not None:
             MPESA_SECONDS.labels(request.kind).observe((now - created).total_seconds())
     MPESA_OUTCOMES.labels(request.kind, status).inc()
-
-
-def kenyan_date(moment: datetime | None) -> date:
-    """The business date of an M-PESA time (Kenyan), or today's."""
-    if moment is None:
-        return business_today()
-    return moment.astimezone(settings().tz).date()
 
 
 def queue_job(func: str, *args: object, job_id: str | None = None, **options: object) -> None:

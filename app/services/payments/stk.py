@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.clock import business_date
 from app.extensions import db
 from app.integrations.daraja import (
     DarajaAuthError,
@@ -36,7 +37,6 @@ from app.services.payments.common import (
     STK_FAILURES,
     PaymentError,
     finish,
-    kenyan_date,
     payment_record,
     queue_job,
     settings,
@@ -306,7 +306,7 @@ def _post_repayment(
         amount=request.amount,
         # Without a receipt (settled by a query) the CheckoutRequestID keys the posting.
         reference=receipt or request.checkout_request_id or f"stk-{request.id}",
-        value_date=kenyan_date(paid_at),
+        value_date=business_date(paid_at),
         source="mpesa",
         commit=False,
     )
