@@ -933,3 +933,30 @@ def test_a_payout_paid_after_it_was_failed_and_resent_is_flagged_not_posted(
         )
         == "flagged"
     )
+
+
+def test_a_late_callback_after_a_query_settled_the_prompt_posts_nothing_more(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,
+    base: str,  # noqa: ANN001
+) -> None:
+    """The query carries no receipt: the posting is keyed by the CheckoutRequestID, and the
+    callback that arrives later only fills the receipt in: one posting, one SMS."""
+    request = sent_stk(loan)
+    age(request.id, 4)
+    daraja.post(
+        f"{base}/mpesa/stkpushquery/v1/query",
+        json={"ResponseCode": "0", "ResultCode": "0", "ResultDesc": "processed successfully"},
+    )
+    before = debt(loan.id)
+    payments_reconcile()
+    assert before - debt(loan.id) == Decimal("500")
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJLATECB1"))
+    work()
+    assert before - debt(loan.id) == Decimal("500")
+    assert n(JournalEntry, JournalEntry.kind == "repayment") == 1
+    assert len(texts("repayment_received")) == 1
+    assert db.session.scalar(select(Payment.receipt)) == "NLJLATECB1"
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).receipt == "NLJLATECB1"
