@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
 from app.cli.runtime import make_worker
-from app.extensions import db, queue
+from app.extensions import db, queue, redis_client
 from app.models import (
     AuditLog,
     JournalEntry,
@@ -960,3 +960,40 @@ def test_a_late_callback_after_a_query_settled_the_prompt_posts_nothing_more(
     assert db.session.scalar(select(Payment.receipt)) == "NLJLATECB1"
     db.session.expire_all()
     assert db.session.get(MpesaRequest, request.id).receipt == "NLJLATECB1"
+
+
+def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_later(
+    _urls: dict[str, str],
+    tmp_path,
+    client: FlaskClient,  # noqa: ANN001
+) -> None:
+    from app.services.payments.callbacks import SPOOL_KEY
+    from tests.helpers import make_app
+
+    member_no = make_member().member_no
+    down = make_app(
+        {"REDIS_URL": _urls["REDIS_URL"]},
+        DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/none"
+        if _urls["DATABASE_URL"].startswith("postgresql")
+        else f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'sacco.db'}",
+    )
+    try:
+        reply = down.test_client().post(
+            f"/payments/{TOKEN}/c2b/confirmation",
+            json=c2b_body("RKTDBDOWN1", amount="800", account=member_no),
+        )
+        assert reply.status_code == 200
+        assert reply.json == {"ResultCode": 0, "ResultDesc": "Success"}
+    finally:
+        with down.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        down.extensions["redis"].close()
+    assert redis_client().llen(SPOOL_KEY) == 1 and n(MpesaCallback) == 0
+
+    payments_reconcile()  # the database is back: the sweep writes the kept callback
+    payments_reconcile()  # a second sweep finds nothing more to write
+    work()
+    assert redis_client().llen(SPOOL_KEY) == 0
+    assert n(MpesaCallback) == 1 and n(Payment) == 1
+    assert balance(f"SAV-{member_no}") == Decimal("800.00")

@@ -2,8 +2,9 @@
 
 Each route checks the path token (404 otherwise) and the optional source allowlist,
 stores the raw body, answers at once in the form Daraja expects, and leaves the work to a
-job. Safaricom never gets a 5xx from here: a truly unreadable body gets 400, anything else
-is acknowledged and kept, odd or not, for staff to see.
+job. A truly unreadable body gets 400; anything else is acknowledged and kept, odd or
+not, for staff to see. With the database down the body is kept in Redis and written by
+the next sweep; only with Redis down as well is the answer a 503, so Safaricom may retry.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import hmac
 import ipaddress
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
+from app.extensions import db
 from app.services.payments import (
     RAW_CAP,
     callback_enqueue,
     callback_refused,
+    callback_spool,
     callback_store,
     callback_validate,
 )
@@ -72,7 +77,11 @@ def _receive(kind: str) -> Response | tuple[Response, int]:
     if not _allowed(address):
         callback_refused(kind=kind, raw=raw, size=size, remote_addr=address)
         return jsonify({"ResultCode": 1, "ResultDesc": "Rejected: source not allowed"}), 403
-    received = callback_store(kind=kind, raw=raw, size=size, remote_addr=address)
+    try:
+        received = callback_store(kind=kind, raw=raw, size=size, remote_addr=address)
+    except SQLAlchemyError:
+        db.session.rollback()
+        return _spooled(kind, raw, size, address)
     if not received.readable:
         return jsonify({"ResultCode": 1, "ResultDesc": "Rejected: body is not JSON"}), 400
     if kind == "c2b_validation":
@@ -85,6 +94,23 @@ def _receive(kind: str) -> Response | tuple[Response, int]:
         )
     if received.data is not None:
         callback_enqueue(received.callback_id)
+    if kind == "c2b_confirmation":
+        return jsonify({"ResultCode": 0, "ResultDesc": "Success"})
+    return jsonify(ACCEPTED)
+
+
+def _spooled(
+    kind: str, raw: bytes, size: int, address: str | None
+) -> Response | tuple[Response, int]:
+    """The database is down: keep the callback in Redis and answer as usual (validation
+    accepts: the money may still go to suspense, never be lost). Only with Redis down too
+    is it refused, so that Safaricom may try again."""
+    try:
+        callback_spool(kind=kind, raw=raw, size=size, remote_addr=address)
+    except RedisError:
+        return jsonify({"ResultCode": 1, "ResultDesc": "Temporarily unavailable"}), 503
+    if kind == "c2b_validation":
+        return jsonify({"ResultCode": "0", "ResultDesc": "Accepted"})
     if kind == "c2b_confirmation":
         return jsonify({"ResultCode": 0, "ResultDesc": "Success"})
     return jsonify(ACCEPTED)

@@ -16,7 +16,9 @@ from app.services.payments.callbacks import (
     callback_enqueue,
     callback_process,
     callback_refused,
+    callback_spool,
     callback_store,
+    callback_unspool,
     callback_validate,
 )
 from app.services.payments.common import STK_FAILURES, PaymentError
@@ -32,6 +34,8 @@ __all__ = [
     "callback_enqueue",
     "callback_process",
     "callback_refused",
+    "callback_spool",
+    "callback_unspool",
     "callback_store",
     "callback_validate",
     "match_account",

@@ -9,16 +9,18 @@ receipt is the last word if two paths meet.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError
 from rq import Retry
 from sqlalchemy import update
 
-from app.extensions import db
+from app.extensions import db, redis_client
 from app.metrics import CALLBACKS
 from app.models import MpesaCallback, MpesaRequest
 from app.models.types import utcnow
@@ -59,14 +61,25 @@ class Received:
     error: str | None
 
 
-def callback_store(*, kind: str, raw: bytes, size: int, remote_addr: str | None) -> Received:
+def callback_store(
+    *,
+    kind: str,
+    raw: bytes,
+    size: int,
+    remote_addr: str | None,
+    received_at: datetime | None = None,
+) -> Received:
     """Keep the body first (committed on its own), then parse and validate it.
 
     An unreadable body (not JSON) or one its schema refuses is kept with its status and
     reason for staff; nothing else happens to it.
     """
     row = MpesaCallback(
-        kind=kind, raw_body=_text(raw), body_size=size, remote_addr=(remote_addr or "")[:64] or None
+        kind=kind,
+        raw_body=_text(raw),
+        body_size=size,
+        remote_addr=(remote_addr or "")[:64] or None,
+        received_at=received_at or utcnow(),
     )
     db.session.add(row)
     db.session.commit()
@@ -83,6 +96,56 @@ def callback_store(*, kind: str, raw: bytes, size: int, remote_addr: str | None)
     row.reference = _reference(kind, data)
     db.session.commit()
     return Received(row.id, True, data, None)
+
+
+SPOOL_KEY = "sacco:payments:spool"
+
+
+def callback_spool(*, kind: str, raw: bytes, size: int, remote_addr: str | None) -> None:
+    """The database could not take the raw record: keep it in Redis instead, so a callback
+    that Safaricom will not send again is not lost. The sweep writes it to the database
+    (`callback_unspool`). Raises if Redis is down too: then nothing can keep it."""
+    entry = {
+        "kind": kind,
+        "raw": base64.b64encode(raw[: RAW_CAP + 1]).decode(),
+        "size": size,
+        "remote_addr": remote_addr,
+        "received_at": utcnow().isoformat(),
+    }
+    redis_client().rpush(SPOOL_KEY, json.dumps(entry))
+    log.error("callback %s kept in Redis: the database refused it", kind)
+
+
+def callback_unspool(*, limit: int = 1000) -> int:
+    """Write callbacks kept in Redis while the database was down, oldest first, and queue
+    their processing. An entry leaves Redis only after its row is committed (a crash in
+    between stores it twice: the second is processed as a duplicate, nothing more)."""
+    redis = redis_client()
+    done = 0
+    while done < limit:
+        item = redis.lindex(SPOOL_KEY, 0)
+        if item is None:
+            break
+        entry = json.loads(item)
+        received = callback_store(
+            kind=entry["kind"],
+            raw=base64.b64decode(entry["raw"]),
+            size=int(entry["size"]),
+            remote_addr=entry.get("remote_addr"),
+            received_at=datetime.fromisoformat(entry["received_at"]),
+        )
+        if entry["kind"] == "c2b_validation":
+            # Answered "accepted" while the database was down; only the record is left.
+            row = db.session.get(MpesaCallback, received.callback_id)
+            if row is not None and row.status == "received":
+                row.status = "processed"
+                row.error = "answered 0 while the database was down"
+                db.session.commit()
+        elif received.data is not None:
+            callback_enqueue(received.callback_id)
+        redis.lpop(SPOOL_KEY)
+        done += 1
+    return done
 
 
 def _text(raw: bytes) -> str:

@@ -23,7 +23,7 @@ from app.schemas.mpesa import result_code
 from app.services.loans import SEND_PAYOUT_JOB
 from app.services.locking import lock_row
 from app.services.payments.b2c import payments_query_payout
-from app.services.payments.callbacks import HANDLERS, callback_enqueue
+from app.services.payments.callbacks import HANDLERS, callback_enqueue, callback_unspool
 from app.services.payments.common import SEND_STK_JOB, queue_job
 from app.services.payments.stk import stk_apply
 
@@ -45,6 +45,7 @@ def payments_reconcile() -> Sweep:
     """One sweep; each item in a transaction of its own, one failure does not stop it."""
     sweep = Sweep()
     now = utcnow()
+    _unspool(sweep)
     _requeue_unsent(sweep, now)
     _dead_sends(sweep, now)
     _query_stk(sweep, now)
@@ -52,6 +53,18 @@ def payments_reconcile() -> Sweep:
     _requeue_callbacks(sweep, now)
     _flag_stale(sweep, now)
     return sweep
+
+
+def _unspool(sweep: Sweep) -> None:
+    # Callbacks kept in Redis while the database was down come first: they are money.
+    try:
+        written = callback_unspool()
+    except Exception as exc:  # noqa: BLE001 - left in Redis for the next sweep
+        db.session.rollback()
+        sweep.errors.append(f"spooled callbacks: {type(exc).__name__}: {exc}")
+        return
+    sweep.scanned += written
+    sweep.updated += written
 
 
 def _requeue_unsent(sweep: Sweep, now) -> None:  # noqa: ANN001
