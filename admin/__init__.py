@@ -13,7 +13,15 @@ from admin.views import register_views
 def init_admin(app: Flask) -> Admin:
     """Build a fresh Admin per app (never a module global: tests create many apps)."""
     app.register_blueprint(
-        Blueprint("sacco_admin_templates", __name__, template_folder="templates")
+        # Our templates, and static files served from the package (no CDN: the console
+        # must work offline): url_for("sacco_admin.static", filename=...).
+        Blueprint(
+            "sacco_admin",
+            __name__,
+            template_folder="templates",
+            static_folder="static",
+            static_url_path="/admin/sacco-static",
+        )
     )
     init_login(app)
     console = Admin(

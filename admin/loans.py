@@ -10,17 +10,17 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from flask import flash, redirect, request, url_for
-from flask_admin import expose
+from flask_admin import Admin, expose
 from flask_admin.form import SecureForm
 from flask_login import current_user
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, IntegerField, StringField
 from wtforms.validators import Optional
 
-from admin.auth import SecureModelView
+from admin.auth import SecureModelView, require
 from app.errors import SaccoError
 from app.extensions import db
-from app.models import Loan
+from app.models import Installment, Loan
 from app.selectors.loans import current_installments, loan_debt
 from app.services.loans import (
     LoanError,
@@ -44,6 +44,20 @@ class DecisionForm(SecureForm):
     reference = StringField(validators=[Optional()])
     term = IntegerField(validators=[Optional()])
     amount = StringField(validators=[Optional()])
+
+
+# The permission (app/services/permissions.py) each button of the loan page needs.
+DECISIONS = {
+    "recommend": "loan.recommend",
+    "withdraw": "loan.recommend",
+    "approve": "loan.approve",
+    "reject": "loan.approve",
+    "request_payment": "payment.request",
+    "retry_payout": "loan.disburse",
+    "disburse": "loan.disburse",
+    "restructure": "loan.restructure",
+    "write_off": "loan.write_off",
+}
 
 
 def _today() -> date:
@@ -81,13 +95,16 @@ class LoanView(SecureModelView):
         return super().render(template, **kwargs)
 
     @expose("/decide/<int:loan_id>", methods=("POST",))
-    def decide(self, loan_id: int) -> Response:
+    def decide(self, loan_id: int) -> Response | tuple[str, int]:
         back = url_for(".details_view", id=loan_id)
         form = DecisionForm(request.form)
         if not form.validate():
             flash("The form expired; please try again.", "error")
             return redirect(back)
         action, staff = form.action.data, current_user._get_current_object()
+        refused = require(DECISIONS.get(action, "loan.approve"), self)
+        if refused is not None:
+            return refused
         reason = (form.reason.data or "").strip()
         try:
             if action == "recommend":
@@ -141,3 +158,12 @@ class LoanView(SecureModelView):
         else:
             flash(f"Done: {action.replace('_', ' ')}.", "success")
         return redirect(back)
+
+
+class InstallmentView(SecureModelView):
+    column_filters = ("loan_id", "due_date", "superseded")
+
+
+def register(console: Admin) -> None:
+    console.add_view(LoanView(Loan, db, name="Loans", category="Loans"))
+    console.add_view(InstallmentView(Installment, db, name="Schedules", category="Loans"))

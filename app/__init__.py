@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from flask import Flask
 
@@ -19,6 +20,15 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI=settings.DATABASE_URL,
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         SETTINGS=settings,
+        # The console's cookies: never readable by page scripts, not sent on cross-site
+        # posts, and only over HTTPS in production. A staff session lasts a working day.
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.is_production,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings.is_production,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=10),
     )
     configure_logging(settings.LOG_LEVEL)
     if settings.TRUSTED_PROXIES:

@@ -4,6 +4,7 @@ by their dotted path (`tests.helpers.NAME`)."""
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -290,15 +291,32 @@ def browse(client: FlaskClient, path: str, method: str = "GET", **kwargs: object
         return client.open(path, method=method, **kwargs)
 
 
+_TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def csrf_token(client: FlaskClient) -> str:
+    """A CSRF token for this client's session, as a browser gets one: from a page's form.
+    (Tokens are bound to the session, not to one form, so any form of the console takes it.)"""
+    page = browse(client, "/admin/login").get_data(as_text=True)
+    found = _TOKEN.search(page)
+    assert found, "the login page carries no CSRF token"
+    return found.group(1)
+
+
 def login(client: FlaskClient, email: str, password: str = PASSWORD, next_: str | None = None):  # noqa: ANN201
     query = {"next": next_} if next_ is not None else None
     return browse(
         client,
         "/admin/login",
         "POST",
-        data={"email": email, "password": password},
+        data={"email": email, "password": password, "csrf_token": csrf_token(client)},
         query_string=query,
     )
+
+
+def post_form(client: FlaskClient, path: str, data: dict[str, object] | None = None):  # noqa: ANN201
+    """A console form posted as the browser posts it: with the session's CSRF token."""
+    return browse(client, path, "POST", data={**(data or {}), "csrf_token": csrf_token(client)})
 
 
 def staff(role: str) -> str:

@@ -60,7 +60,7 @@ def make_product(base: str = "V1", **overrides: object) -> LoanProduct:
     return product
 
 
-def make_staff(role: str = "loan_officer") -> StaffUser:
+def make_staff(role: str = "branch_manager") -> StaffUser:
     n = next(_seq)
     return staff_add(
         email=f"{role.replace('_', '.')}{n}@sacco.test", role=role, password="test-password-1"
@@ -96,14 +96,14 @@ def make_loan(
     member: Member | None = None,
     term: int | None = None,
 ) -> Loan:
-    """An active loan disbursed on `on` (applied, approved by a loan officer, paid out)."""
+    """An active loan disbursed on `on` (applied, approved by a branch manager, paid out)."""
     if member is None:
         member = make_borrower(savings=Decimal(str(amount)))
     loan = loan_apply(
         member_id=member.id, product_id=product.id, amount=amount, term=term, as_of=on
     )
     if loan.status == "submitted":
-        loan_approve(loan_id=loan.id, staff=make_staff("loan_officer"))
+        loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
     return loan_disburse(loan_id=loan.id, reference=f"B2C{loan.id:05d}", value_date=on)
 
 

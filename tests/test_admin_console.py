@@ -36,7 +36,7 @@ def test_every_page_says_who_is_signed_in_and_offers_sign_out(app: Flask) -> Non
     for path in ("/admin/", "/admin/member/", "/admin/loan/"):
         html = page(client, path)
         assert "Signed in as branch.manager@sacco.test (branch manager)" in html
-        assert 'href="/admin/logout"' in html
+        assert 'action="/admin/logout"' in html
 
 
 def test_a_member_is_found_by_the_phone_as_a_person_types_it(app: Flask) -> None:

@@ -13,8 +13,9 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import AuditLog, Loan, LoanProduct
 from app.services.loans import loan_apply
+from app.services.staff import staff_add
+from tests.helpers import PASSWORD, login, staff
 from tests.helpers import browse as _browse
-from tests.helpers import login, staff
 from tests.loan_factories import make_borrower, make_product
 
 
@@ -68,13 +69,12 @@ def test_maker_checker_through_the_console(app: Flask) -> None:
     login(maker, officer)
     login(checker, manager)
 
-    page = decide(maker, loan_id, "approve")
+    page = decide(checker, loan_id, "approve")
     assert "need a recommendation by another staff member" in page.get_data(as_text=True)
     assert status(loan_id) == "submitted"
+    assert decide(maker, loan_id, "approve").status_code == 403  # a maker never approves
 
     assert "Done: recommend." in decide(maker, loan_id, "recommend").get_data(as_text=True)
-    page = decide(maker, loan_id, "approve")
-    assert "cannot also approve it" in page.get_data(as_text=True)
     assert "Done: approve." in decide(checker, loan_id, "approve").get_data(as_text=True)
     assert status(loan_id) == "approved"
     actors = db.session.scalars(
@@ -83,6 +83,22 @@ def test_maker_checker_through_the_console(app: Flask) -> None:
         .order_by(AuditLog.id)
     ).all()
     assert actors == [f"staff:{officer}", f"staff:{manager}"]
+
+
+def test_a_manager_cannot_approve_a_loan_they_recommended(app: Flask) -> None:
+    loan_id = submitted_loan()
+    first, second = staff("branch_manager"), "second.manager@sacco.test"
+    staff_add(email=second, role="branch_manager", password=PASSWORD)
+    one, other = app.test_client(), app.test_client()
+    login(one, first)
+    login(other, second)
+
+    assert "Done: recommend." in decide(one, loan_id, "recommend").get_data(as_text=True)
+    page = decide(one, loan_id, "approve").get_data(as_text=True)
+    assert "cannot also approve it" in page
+    assert status(loan_id) == "recommended"
+    assert "Done: approve." in decide(other, loan_id, "approve").get_data(as_text=True)
+    assert status(loan_id) == "approved"
 
 
 def test_a_decision_without_the_csrf_token_changes_nothing(app: Flask) -> None:
@@ -105,7 +121,7 @@ def test_reject_needs_a_reason_and_tells_the_member(app: Flask) -> None:
     loan_id = submitted_loan(amount=50000)
     client = app.test_client()
     db.session.commit()
-    login(client, staff("loan_officer"))
+    login(client, staff("branch_manager"))
     assert "Not done" in decide(client, loan_id, "reject", reason=" ").get_data(as_text=True)
     assert status(loan_id) == "submitted"
     decide(client, loan_id, "reject", reason="Guarantor form missing")

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Account, AuditLog, Member, StaffUser
-from app.services.staff import staff_authenticate
+from app.services.staff import StaffError, staff_authenticate
 
 
 def counts() -> dict[str, int]:
@@ -124,7 +125,8 @@ def test_staff_add_with_password_creates_a_login(app: Flask, runner: FlaskCliRun
     assert user.role == "loan_officer" and user.email == "ops@sacco.test"
     assert password not in user.password_hash
     assert staff_authenticate(email="ops@sacco.test", password=password) == user
-    assert staff_authenticate(email="ops@sacco.test", password=password + "x") is None
+    with pytest.raises(StaffError, match="Wrong email or password"):
+        staff_authenticate(email="ops@sacco.test", password=password + "x")
 
 
 def test_staff_add_reads_the_password_from_the_prompt(app: Flask, runner: FlaskCliRunner) -> None:

@@ -57,13 +57,13 @@ from app.services.notifications import (
     notify_loan_rejected,
     notify_repayment_received,
 )
+from app.services.permissions import permission_require
 
 log = logging.getLogger(__name__)
 
 # The job that sends a payout (by dotted path: this module must not import the workers).
 SEND_PAYOUT_JOB = "workers.payments.send_payout"
 
-APPROVER_ROLES = ("admin", "branch_manager", "loan_officer")
 COMPONENTS = ("penalty", "fees", "interest", "principal")  # repayment order within a row
 RECEIVABLE = {
     "principal": ("LNP", "loan_principal", "Principal"),
@@ -89,12 +89,6 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 
 class LoanError(SaccoError):
     """A loan action that must not happen; the message says why. Nothing was written."""
-
-
-def _require_role(staff: StaffUser | str, roles: tuple[str, ...], what: str) -> None:
-    """Staff act within their role; "system" (auto-decisions, jobs) may do what a rule says."""
-    if isinstance(staff, StaffUser) and staff.role not in roles:
-        raise LoanError(f"{staff.role.replace('_', ' ')} staff cannot {what}")
 
 
 def _actor_name(actor: StaffUser | str | None) -> str:
@@ -274,7 +268,7 @@ def _needs_second_staff(loan: Loan) -> bool:
 def loan_recommend(*, loan_id: int, staff: StaffUser, note: str | None = None) -> Loan:
     """The maker's step: a loan above the maker-checker threshold needs it before approval."""
     loan = _get_loan(loan_id)
-    _require_role(staff, APPROVER_ROLES, "recommend loans")
+    permission_require(staff, "loan.recommend")
     _transition(loan, "recommend", staff, note)
     loan.recommended_by_id = staff.id
     db.session.commit()
@@ -284,7 +278,7 @@ def loan_recommend(*, loan_id: int, staff: StaffUser, note: str | None = None) -
 def loan_approve(
     *, loan_id: int, staff: StaffUser, note: str | None = None, as_of: date | None = None
 ) -> Loan:
-    _require_role(staff, APPROVER_ROLES, "approve loans")
+    permission_require(staff, "loan.approve")
     loan, member = _lock_for_lending(loan_id)
     if _needs_second_staff(loan):
         if loan.status != "recommended":
@@ -351,7 +345,7 @@ def _queue_payout(request: MpesaRequest | None) -> None:
 def loan_retry_payout(*, loan_id: int, staff: StaffUser | str) -> MpesaRequest:
     """Staff send an approved loan's money again after a payout failed for good (a new
     request: the old one's result said no money left)."""
-    _require_role(staff, APPROVER_ROLES, "send loan payouts")
+    permission_require(staff, "loan.disburse")
     loan, member = _lock_for_lending(loan_id)
     if loan.status != "approved":
         raise LoanError(f"loan {loan.loan_no} is {loan.status}; only approved loans are paid out")
@@ -387,7 +381,7 @@ def loan_reject(*, loan_id: int, staff: StaffUser | str, reason: str) -> Loan:
     reason = (reason or "").strip()
     if not reason:
         raise LoanError("a rejection needs a reason the member can read")
-    _require_role(staff, APPROVER_ROLES, "reject loans")
+    permission_require(staff, "loan.approve")
     loan = _get_loan(loan_id)
     _transition(loan, "reject", staff, reason)
     loan.decision_reason = reason[:255]
@@ -399,7 +393,7 @@ def loan_reject(*, loan_id: int, staff: StaffUser | str, reason: str) -> Loan:
 
 def loan_withdraw(*, loan_id: int, actor: StaffUser | str) -> Loan:
     """The member changed their mind (asked on USSD, or told staff)."""
-    _require_role(actor, APPROVER_ROLES, "withdraw loans")
+    permission_require(actor, "loan.recommend")
     loan = _get_loan(loan_id)
     _transition(loan, "withdraw", actor)
     db.session.commit()
@@ -491,6 +485,8 @@ def loan_disburse(
     and the payout as one entry. `reference` (the M-PESA receipt) keys the posting, so a
     repeated result cannot disburse twice.
     """
+    if actor is not None:
+        permission_require(actor, "loan.disburse")
     loan, member = _lock_for_lending(loan_id)
     if loan.status == "approved":
         # Paid out by staff without a B2C request: nothing has left yet, so the limit can
@@ -714,7 +710,7 @@ def loan_reverse_penalty(
     savings. The installment owes no penalty after, and may be charged again if it is
     really late. Audited; returns the amount reversed.
     """
-    _require_role(staff, ("branch_manager",), "reverse penalties")
+    permission_require(staff, "penalty.reverse")
     reason = (reason or "").strip()
     if not reason:
         raise LoanError("a penalty reversal needs a reason")
@@ -794,7 +790,7 @@ def loan_update_arrears(*, loan_id: int, as_of: date) -> bool:
 
 def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: date) -> Loan:
     """Take a defaulted loan off the books: every receivable moves to the write-off expense."""
-    _require_role(staff, ("admin", "branch_manager"), "write off loans")
+    permission_require(staff, "loan.write_off")
     loan = _get_loan(loan_id)
     if not loan.in_default:
         raise LoanError(
@@ -843,7 +839,7 @@ def loan_restructure(
     interest scheduled for dates not yet reached is reversed, since the new schedule
     charges its own. The old rows stay, marked superseded.
     """
-    _require_role(staff, ("admin", "branch_manager"), "restructure loans")
+    permission_require(staff, "loan.restructure")
     reason = (reason or "").strip()
     if not reason:
         raise LoanError("a restructure needs a reason")

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from datetime import timedelta
 
+import redis
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.errors import SaccoError
-from app.extensions import db
+from app.extensions import db, redis_client
 from app.models import StaffUser
 from app.models.member import STAFF_ROLES
 from app.services.audit import audit_record
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD = 10
+log = logging.getLogger(__name__)
 
 
 class StaffError(SaccoError):
@@ -47,14 +51,96 @@ def staff_add(
     return user
 
 
-def staff_authenticate(*, email: str, password: str) -> StaffUser | None:
-    user = db.session.scalar(
-        select(StaffUser).where(StaffUser.email == (email or "").strip().lower())
+MAX_FAILURES = 5  # wrong passwords for one email before it is locked
+LOCKOUT = timedelta(minutes=15)  # how long the lock lasts, counted from the last failure
+WRONG = "Wrong email or password."
+
+
+def _failures_key(email: str) -> str:
+    return f"sacco:staff:login-failures:{email}"
+
+
+def _failures(email: str) -> int:
+    try:
+        return int(redis_client().get(_failures_key(email)) or 0)
+    except redis.RedisError:
+        log.warning("login lockout unavailable: Redis did not answer")
+        return 0
+
+
+def _count_failure(email: str) -> int:
+    try:
+        pipe = redis_client().pipeline()
+        pipe.incr(_failures_key(email))
+        pipe.expire(_failures_key(email), LOCKOUT)
+        return int(pipe.execute()[0])
+    except redis.RedisError:
+        return 0
+
+
+def staff_authenticate(*, email: str, password: str, address: str | None = None) -> StaffUser:
+    """The staff member whose email and password these are, or StaffError with what to
+    show. Every attempt is audited (address, outcome; never the password). After
+    MAX_FAILURES wrong passwords the email is locked for LOCKOUT, even to the right one,
+    so a guesser gains nothing by going on."""
+    email = (email or "").strip().lower()[:254]
+    user = db.session.scalar(select(StaffUser).where(StaffUser.email == email))
+    outcome = "ok"
+    if _failures(email) >= MAX_FAILURES:
+        outcome = "locked"
+    elif user is None or not check_password_hash(user.password_hash, password or ""):
+        outcome = "wrong password" if user is not None else "unknown email"
+    elif not user.active:
+        outcome = "inactive"
+    audit_record(
+        actor=f"staff:{email}" if user is not None else "anonymous",
+        action="staff.login" if outcome == "ok" else "staff.login_failed",
+        object_type="staff",
+        object_id=email,
+        after={"address": address, "outcome": outcome},
     )
-    if (
-        user is None
-        or not user.active
-        or not check_password_hash(user.password_hash, password or "")
-    ):
-        return None
+    db.session.commit()
+    if outcome == "locked":
+        minutes = int(LOCKOUT.total_seconds() // 60)
+        raise StaffError(f"Too many failed sign-ins. Try again in {minutes} minutes.")
+    if outcome != "ok":
+        if outcome in ("wrong password", "unknown email"):
+            _count_failure(email)
+        raise StaffError(WRONG)
+    try:
+        redis_client().delete(_failures_key(email))
+    except redis.RedisError:
+        pass
+    assert user is not None  # noqa: S101 - outcome "ok" means a user was found
     return user
+
+
+def staff_logout(*, user: StaffUser, address: str | None = None) -> None:
+    audit_record(
+        actor=f"staff:{user.email}",
+        action="staff.logout",
+        object_type="staff",
+        object_id=user.email,
+        after={"address": address},
+    )
+    db.session.commit()
+
+
+def staff_change_password(*, user: StaffUser, current: str, new: str, repeat: str) -> None:
+    """A staff member changes their own password: the current one proves it is them."""
+    if not check_password_hash(user.password_hash, current or ""):
+        raise StaffError("The current password is wrong.")
+    if len(new or "") < MIN_PASSWORD:
+        raise StaffError(f"The new password must be at least {MIN_PASSWORD} characters.")
+    if new != repeat:
+        raise StaffError("The two new passwords differ.")
+    if new == current:
+        raise StaffError("The new password is the same as the current one.")
+    user.password_hash = generate_password_hash(new)
+    audit_record(
+        actor=f"staff:{user.email}",
+        action="staff.password_change",
+        object_type="staff",
+        object_id=user.email,
+    )
+    db.session.commit()

@@ -23,7 +23,7 @@ from app.schemas.mpesa import kenyan_time
 from app.selectors.loans import LIVE_STATUSES
 from app.services.audit import audit_record
 from app.services.ledger import credit, debit, gl_account, journal_post
-from app.services.loans import APPROVER_ROLES, loan_repay
+from app.services.loans import loan_repay
 from app.services.locking import lock_row
 from app.services.members import member_deposit
 from app.services.payments.common import (
@@ -31,6 +31,7 @@ from app.services.payments.common import (
     payment_record,
     settings,
 )
+from app.services.permissions import permission_require
 
 _ACCOUNT = re.compile(r"^([ML])0*(\d{1,9})$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -166,8 +167,7 @@ def payments_assign_suspense(
 ) -> Payment:
     """Staff place a suspense payment: `account` is a member number (to savings) or a loan
     number (a repayment). Audited; a payment is assigned once."""
-    if staff.role not in APPROVER_ROLES:
-        raise PaymentError(f"{staff.role.replace('_', ' ')} staff cannot assign payments")
+    permission_require(staff, "suspense.assign")
     payment = lock_row(Payment, payment_id)
     if payment is None:
         raise PaymentError(f"no payment {payment_id}")

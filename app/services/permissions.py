@@ -1,0 +1,80 @@
+"""Who on the staff may do what: one table, read by the services and by the console.
+
+The services check it (a console bug or a CLI call cannot do what a role may not), and the
+console reads it to answer 403 and to hide the buttons a role cannot use.
+"""
+
+from __future__ import annotations
+
+from app.errors import SaccoError
+from app.models import StaffUser
+from app.models.member import STAFF_ROLES
+
+EVERYONE = STAFF_ROLES
+MAKERS = ("loan_officer", "branch_manager")
+
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "view": EVERYONE,  # members, loans, payments, reports
+    "member.edit": ("loan_officer", "branch_manager", "admin"),  # register, edit, PIN unlock
+    "member.message": MAKERS,  # send a statement or resend an SMS
+    "loan.recommend": MAKERS,  # the maker; also withdraws an application for the member
+    "loan.approve": ("branch_manager",),  # the checker: approve or reject
+    "loan.disburse": ("branch_manager",),  # pay out by bank, or send the M-PESA payout again
+    "payment.request": MAKERS,  # an STK prompt to the member's phone
+    "suspense.assign": ("branch_manager",),
+    "loan.restructure": ("branch_manager",),
+    "loan.write_off": ("branch_manager", "compliance"),  # compliance endorses write-offs
+    "penalty.reverse": ("branch_manager",),
+    "loan.import": ("branch_manager", "admin"),  # the loan-book upload
+    "audit.view": ("compliance", "auditor", "admin"),  # and its CSV export
+    "staff.manage": ("admin",),
+    "product.manage": ("admin",),
+}
+
+
+class PermissionDenied(SaccoError):
+    """A staff member asked for something their role does not allow."""
+
+
+def permitted(staff: StaffUser | str | None, action: str) -> bool:
+    """True when this staff member's role may do `action`. An actor named by a string is
+    not a signed-in staff member: "system" (jobs, product rules), a member acting on their
+    own loan over USSD, or an operator's CLI on the server; what they may do is the
+    calling service's rule, not a role's."""
+    if action not in PERMISSIONS:
+        raise KeyError(f"unknown permission {action!r}")
+    if isinstance(staff, str):
+        return True
+    if staff is None or not getattr(staff, "is_authenticated", True):
+        return False
+    return staff.role in PERMISSIONS[action]
+
+
+def permission_require(staff: StaffUser | str | None, action: str) -> None:
+    if not permitted(staff, action):
+        role = getattr(staff, "role", "unknown").replace("_", " ")
+        raise PermissionDenied(f"{role} staff cannot {describe(action)}")
+
+
+def describe(action: str) -> str:
+    """What a permission allows, in words for a refusal ("... cannot approve loans")."""
+    return _WORDS.get(action, action)
+
+
+_WORDS = {
+    "view": "open the console",
+    "member.edit": "register or change members",
+    "member.message": "send messages to members",
+    "loan.recommend": "recommend or withdraw loans",
+    "loan.approve": "approve or reject loans",
+    "loan.disburse": "send loan payouts",
+    "payment.request": "request payments from members",
+    "suspense.assign": "assign payments",
+    "loan.restructure": "restructure loans",
+    "loan.write_off": "write off loans",
+    "penalty.reverse": "reverse penalties",
+    "loan.import": "import loan books",
+    "audit.view": "read the audit log",
+    "staff.manage": "manage staff users",
+    "product.manage": "change loan products",
+}
