@@ -24,6 +24,7 @@ from app.services.loans import (
     loan_restructure,
     loan_withdraw,
 )
+from app.services.permissions import PermissionDenied
 from tests.loan_factories import (
     counts,
     make_borrower,
@@ -96,9 +97,9 @@ def test_staff_without_an_approver_role_cannot_reject_or_withdraw(role: str) -> 
     loan = loan_apply(member_id=member.id, product_id=product.id, amount=5000, as_of=DAY)
     staff = make_staff(role)
     before = counts()
-    with pytest.raises(LoanError, match=f"{role} staff cannot reject loans"):
+    with pytest.raises(PermissionDenied, match=f"{role} staff cannot approve or reject loans"):
         loan_reject(loan_id=loan.id, staff=staff, reason="no")
-    with pytest.raises(LoanError, match=f"{role} staff cannot withdraw loans"):
+    with pytest.raises(PermissionDenied, match=f"{role} staff cannot recommend or withdraw loans"):
         loan_withdraw(loan_id=loan.id, actor=staff)
     assert counts() == before
     assert reload(loan.id).status == "submitted"
@@ -140,7 +141,7 @@ def test_a_refused_action_queues_no_sms() -> None:
     member = make_borrower(savings=20000)
     loan = loan_apply(member_id=member.id, product_id=product.id, amount=10000, as_of=DAY)
     before = templates()
-    with pytest.raises(LoanError):
+    with pytest.raises(PermissionDenied):
         loan_approve(loan_id=loan.id, staff=make_staff("auditor"))
     db.session.rollback()
     assert templates() == before

@@ -28,6 +28,7 @@ from app.services.loans import (
     loan_withdraw,
     loan_write_off,
 )
+from app.services.permissions import PermissionDenied
 from tests.loan_factories import (
     audit_rows,
     balance,
@@ -91,7 +92,7 @@ def test_instant_loan_within_auto_approve_limit_is_approved_by_the_system(app):
 
 def test_above_the_auto_approve_limit_a_staff_member_approves(app):
     product = make_product("INSTANT", auto_approve_limit=Decimal("2000"))
-    officer = make_staff("loan_officer")
+    officer = make_staff("branch_manager")
 
     loan = apply(product, amount=2500, member=make_borrower(savings=5000))
     assert loan.status == "submitted"
@@ -146,7 +147,8 @@ def test_staff_disbursement_is_audited_with_the_staff_member(app):
     product = make_product()
     officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
     loan = apply(product)
-    loan_approve(loan_id=loan.id, staff=officer)
+    loan_recommend(loan_id=loan.id, staff=officer)
+    loan_approve(loan_id=loan.id, staff=manager)
 
     loan_disburse(
         loan_id=loan.id, reference="EFT-0042", value_date=DISBURSED, channel="manual", actor=manager
@@ -167,14 +169,14 @@ def test_maker_checker_above_the_threshold(app):
     assert loan.status == "submitted"
 
     with pytest.raises(LoanError, match="need a recommendation by another staff member first"):
-        loan_approve(loan_id=loan.id, staff=officer)
-    with pytest.raises(LoanError, match="auditor staff cannot recommend loans"):
+        loan_approve(loan_id=loan.id, staff=manager)
+    with pytest.raises(PermissionDenied, match="auditor staff cannot recommend"):
         loan_recommend(loan_id=loan.id, staff=auditor)
 
     loan_recommend(loan_id=loan.id, staff=officer)
-    with pytest.raises(LoanError, match="who recommended a loan cannot also approve it"):
+    with pytest.raises(PermissionDenied, match="loan officer staff cannot approve"):
         loan_approve(loan_id=loan.id, staff=officer)
-    with pytest.raises(LoanError, match="auditor staff cannot approve loans"):
+    with pytest.raises(PermissionDenied, match="auditor staff cannot approve"):
         loan_approve(loan_id=loan.id, staff=auditor)
     assert loan.status == "recommended"
 
@@ -191,9 +193,23 @@ def test_maker_checker_above_the_threshold(app):
     assert ledger_check() == []
 
 
+def test_a_manager_who_recommended_a_loan_cannot_also_approve_it(app):
+    product = make_product("DEV")  # maker_checker_threshold 100,000
+    first, second = make_staff("branch_manager"), make_staff("branch_manager")
+    loan = apply(product, amount=150000, member=make_borrower(savings=60000, shares=1000))
+
+    loan_recommend(loan_id=loan.id, staff=first)
+    with pytest.raises(LoanError, match="who recommended a loan cannot also approve it"):
+        loan_approve(loan_id=loan.id, staff=first)
+    loan_approve(loan_id=loan.id, staff=second)
+
+    assert (loan.recommended_by_id, loan.approved_by_id) == (first.id, second.id)
+    assert ledger_check() == []
+
+
 def test_at_or_below_the_maker_checker_threshold_one_staff_member_approves(app):
     product = make_product("DEV")
-    officer = make_staff("loan_officer")
+    officer = make_staff("branch_manager")
     loan = apply(product, amount=100000, member=make_borrower(savings=60000, shares=1000))
 
     loan_approve(loan_id=loan.id, staff=officer)
@@ -203,13 +219,13 @@ def test_at_or_below_the_maker_checker_threshold_one_staff_member_approves(app):
     assert ledger_check() == []
 
 
-@pytest.mark.parametrize("role", ["auditor", "compliance"])
+@pytest.mark.parametrize("role", ["auditor", "compliance", "loan_officer", "admin"])
 def test_a_role_that_may_not_approve_is_refused(app, role):
     staff = make_staff(role)
     loan = apply(make_product())
     before = counts()
 
-    with pytest.raises(LoanError, match=f"{role} staff cannot approve loans"):
+    with pytest.raises(PermissionDenied, match=f"{role.replace('_', ' ')} staff cannot approve"):
         loan_approve(loan_id=loan.id, staff=staff)
 
     assert counts() == before
@@ -226,7 +242,7 @@ def _in_state(state: str, officer: StaffUser) -> Loan:
     if state == "recommended":
         loan_recommend(loan_id=loan.id, staff=officer)
     if state == "approved":
-        loan_approve(loan_id=loan.id, staff=officer)
+        loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
     return loan
 
 
@@ -287,8 +303,8 @@ def test_staff_withdraws_on_the_members_behalf(app):
 
 def _setup(state: str) -> tuple[Loan, StaffUser]:
     product = make_product()
-    officer = make_staff("loan_officer")
-    admin = make_staff("admin")
+    officer = make_staff("branch_manager")
+    admin = make_staff("branch_manager")  # a role that may take every step: only state refuses
     if state == "active":
         return make_loan(product=product, on=DISBURSED), admin
     if state == "closed":
@@ -461,7 +477,7 @@ def test_restructured_loan_can_be_paid_off_and_closes(app):
 
 def test_restructured_loan_late_again_is_restructured_again(app):
     loan_id = _loan_in_arrears()
-    admin_id = make_staff("admin").id
+    admin_id = make_staff("branch_manager").id
     loan_restructure(
         loan_id=loan_id,
         staff=db.session.get(StaffUser, admin_id),
@@ -508,7 +524,8 @@ def test_restructure_refused_for_a_loan_not_in_arrears(app):
     [
         ("loan_officer", "Lost job", "loan officer staff cannot restructure loans"),
         ("auditor", "Lost job", "auditor staff cannot restructure loans"),
-        ("admin", "  ", "a restructure needs a reason"),
+        ("admin", "Lost job", "admin staff cannot restructure loans"),
+        ("branch_manager", "  ", "a restructure needs a reason"),
     ],
 )
 def test_restructure_refused_for_the_wrong_role_or_without_reason(app, role, reason, message):
@@ -516,7 +533,7 @@ def test_restructure_refused_for_the_wrong_role_or_without_reason(app, role, rea
     staff = make_staff(role)
     before, rows_before = counts(), count(Installment)
 
-    with pytest.raises(LoanError, match=message):
+    with pytest.raises((LoanError, PermissionDenied), match=message):
         loan_restructure(
             loan_id=loan_id,
             staff=staff,
@@ -533,7 +550,7 @@ def test_restructure_refused_for_the_wrong_role_or_without_reason(app, role, rea
 # -- write-off ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("role", ["admin", "branch_manager"])
+@pytest.mark.parametrize("role", ["compliance", "branch_manager"])
 def test_write_off_of_a_defaulted_loan_zeroes_its_receivables(app, role):
     loan_id = _loan_in_arrears()
     staff = make_staff(role)
@@ -563,7 +580,7 @@ def test_write_off_of_a_defaulted_loan_zeroes_its_receivables(app, role):
 
 def test_write_off_of_a_restructured_loan_back_in_default(app):
     loan_id = _loan_in_arrears()
-    admin_id = make_staff("admin").id
+    admin_id = make_staff("branch_manager").id
     loan_restructure(
         loan_id=loan_id,
         staff=db.session.get(StaffUser, admin_id),
@@ -591,8 +608,8 @@ def test_write_off_of_a_restructured_loan_back_in_default(app):
     ("role", "late_until", "message"),
     [
         ("loan_officer", date(2026, 4, 5), "loan officer staff cannot write off loans"),
-        ("compliance", date(2026, 4, 5), "compliance staff cannot write off loans"),
-        ("admin", date(2026, 3, 20), "is not in default"),  # 20 days late only
+        ("admin", date(2026, 4, 5), "admin staff cannot write off loans"),
+        ("branch_manager", date(2026, 3, 20), "is not in default"),  # 20 days late only
     ],
 )
 def test_write_off_refused(app, role, late_until, message):
@@ -600,7 +617,7 @@ def test_write_off_refused(app, role, late_until, message):
     staff = make_staff(role)
     before = counts()
 
-    with pytest.raises(LoanError, match=message):
+    with pytest.raises((LoanError, PermissionDenied), match=message):
         loan_write_off(
             loan_id=loan_id,
             staff=staff,

@@ -104,7 +104,7 @@ class Books(RuleBasedStateMachine):
             member=member, product=loan.product, as_of=self.today, deciding=loan
         ).limit
         try:
-            loan_approve(loan_id=loan.id, staff=self._staff("loan_officer"), as_of=self.today)
+            loan_approve(loan_id=loan.id, staff=self._staff("branch_manager"), as_of=self.today)
         except LoanError:
             return self._refused()
         self.approved_under[loan.id] = limit

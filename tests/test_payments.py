@@ -42,6 +42,7 @@ from app.services.payments import (
     payments_send_payout,
     payments_send_stk,
 )
+from app.services.permissions import PermissionDenied
 from tests.factories import make_member
 from tests.helpers import Worker, b2c_result_body, c2b_body, stk_body
 from tests.loan_factories import balance, make_borrower, make_loan, make_product, make_staff
@@ -474,7 +475,11 @@ def test_unmatched_money_goes_to_suspense_with_a_suggestion_and_staff_assign_it(
     payment = db.session.scalar(select(Payment))
     assert payment.status == "suspense" and payment.suggested_member_id == member_id
     assert balance("GL-SUSPENSE") == Decimal("300.00")
-    staff = make_staff("loan_officer")
+    with pytest.raises(PermissionDenied, match="loan officer staff cannot assign payments"):
+        payments_assign_suspense(
+            payment_id=payment.id, staff=make_staff("loan_officer"), account=member_no
+        )
+    staff = make_staff("branch_manager")
     payments_assign_suspense(payment_id=payment.id, staff=staff, account=member_no)
     db.session.expire_all()
     assert balance("GL-SUSPENSE") == Decimal("0.00")
