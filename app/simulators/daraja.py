@@ -38,6 +38,7 @@ Controls (JSON or form; forms redirect to the page):
   POST /simulator/daraja/settings  {"delay": 0, "status_result_code": 0 | "00000000"}
   GET  /simulator/daraja/state  pending prompts, recent prompts, B2C and C2B payments,
        API requests, callbacks sent (with the HTTP status and body our server answered).
+       `phone_state(phone)` reads one phone's share of it (the console's phone page).
   GET  /simulator/daraja/  the simulated phone: prompts to accept or refuse, outcomes per
        phone, a Paybill form, callbacks and their answers.
 
@@ -1145,6 +1146,27 @@ def _state() -> dict[str, Any]:
 @bp.get("/state")
 def state() -> Response:
     return jsonify(_state())
+
+
+def phone_state(phone: str) -> dict[str, Any]:
+    """What one simulated phone sees (the console's phone page polls it): its outcomes,
+    its STK prompts and Paybill payments, newest first. Reads only the bounded recent
+    lists, with one MGET each, so a page polling every few seconds stays cheap."""
+    msisdn = normalise_phone(phone)
+    r = redis_client()
+
+    def mine(recent: str, kind: str) -> list[dict[str, Any]]:
+        keys = [_key(kind, ref) for ref in _recent(r, recent)]
+        rows = [json.loads(raw) for raw in (r.mget(keys) if keys else []) if raw is not None]
+        return [row for row in rows if row.get("phone") == msisdn]
+
+    return {
+        "phone": msisdn,
+        "prefs": _prefs(r, msisdn),
+        "delay": _sim_settings(r)["delay"],
+        "prompts": mine(K_STK_RECENT, "stk"),
+        "paybill": mine(K_C2B_RECENT, "c2b"),
+    }
 
 
 _API_ENDPOINTS = {
