@@ -15,6 +15,8 @@ from app.extensions import db, redis_client
 from app.models import StaffUser
 from app.models.member import STAFF_ROLES
 from app.services.audit import audit_record
+from app.services.locking import lock_row
+from app.services.permissions import permission_require
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD = 10
@@ -144,3 +146,105 @@ def staff_change_password(*, user: StaffUser, current: str, new: str, repeat: st
         object_id=user.email,
     )
     db.session.commit()
+
+
+def _managed(*, staff: StaffUser, user_id: int) -> StaffUser:
+    """The staff user to change, locked, once the acting staff member may manage staff."""
+    permission_require(staff, "staff.manage")
+    user = lock_row(StaffUser, user_id)
+    if user is None:
+        raise StaffError("No such staff user.")
+    return user
+
+
+def _other_active_admins(user: StaffUser) -> int:
+    """Active admins besides `user`, their rows locked: two admins taking each other's
+    admin rights at once would otherwise both see the other still there."""
+    return len(
+        db.session.scalars(
+            select(StaffUser.id)
+            .where(StaffUser.role == "admin", StaffUser.active.is_(True), StaffUser.id != user.id)
+            .with_for_update()
+        ).all()
+    )
+
+
+def _keeps_an_admin(user: StaffUser, *, what: str) -> None:
+    if user.role == "admin" and user.active and _other_active_admins(user) == 0:
+        db.session.rollback()
+        raise StaffError(
+            f"{user.email} is the last active admin: {what} would leave no one to manage "
+            "staff users. Add another admin first."
+        )
+
+
+def staff_set_active(*, user_id: int, active: bool, staff: StaffUser) -> StaffUser:
+    """Deactivate (no more sign-ins) or reactivate a staff user. An admin cannot
+    deactivate themself, nor the last active admin."""
+    user = _managed(staff=staff, user_id=user_id)
+    if user.active == active:
+        db.session.rollback()
+        raise StaffError(f"{user.email} is {'active' if active else 'deactivated'} already.")
+    if not active:
+        if user.id == staff.id:
+            db.session.rollback()
+            raise StaffError("You cannot deactivate yourself; another admin can.")
+        _keeps_an_admin(user, what="deactivating them")
+    user.active = active
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="staff.reactivate" if active else "staff.deactivate",
+        object_type="staff",
+        object_id=user.email,
+        before={"active": not active},
+        after={"active": active},
+    )
+    db.session.commit()
+    return user
+
+
+def staff_set_role(*, user_id: int, role: str, staff: StaffUser) -> StaffUser:
+    """Give a staff user another role; the last active admin keeps theirs."""
+    user = _managed(staff=staff, user_id=user_id)
+    if role not in STAFF_ROLES:
+        db.session.rollback()
+        raise StaffError(f"The role must be one of {', '.join(STAFF_ROLES)}.")
+    if user.role == role:
+        db.session.rollback()
+        raise StaffError(f"{user.email} is {role.replace('_', ' ')} already.")
+    if role != "admin":
+        _keeps_an_admin(user, what="taking their admin role")
+    before = user.role
+    user.role = role
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="staff.role_change",
+        object_type="staff",
+        object_id=user.email,
+        before={"role": before},
+        after={"role": role},
+    )
+    db.session.commit()
+    return user
+
+
+def staff_reset_password(*, user_id: int, password: str, staff: StaffUser) -> StaffUser:
+    """An admin sets a new password for a staff user who lost theirs (and clears their
+    sign-in lockout); the audit row says it happened, never what the password is."""
+    user = _managed(staff=staff, user_id=user_id)
+    if len(password or "") < MIN_PASSWORD:
+        db.session.rollback()
+        raise StaffError(f"The new password must be at least {MIN_PASSWORD} characters.")
+    user.password_hash = generate_password_hash(password)
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="staff.password_reset",
+        object_type="staff",
+        object_id=user.email,
+    )
+    db.session.commit()
+    try:
+        redis_client().delete(_failures_key(user.email))
+    except redis.RedisError:
+        log.warning("could not clear the sign-in lockout of a reset staff user")
+    return user
