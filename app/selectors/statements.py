@@ -1,15 +1,19 @@
-"""A member's mini statement: their latest movements on savings and loan accounts."""
+"""A member's statements: the mini statement (their latest movements on savings and loan
+accounts, for USSD and SMS) and the statement for a date range (the console's CSV and PDF)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import case, func, select
 
+from app.errors import SaccoError
 from app.extensions import db
-from app.models import Account, JournalEntry, JournalLine
+from app.models import Account, JournalEntry, JournalLine, Loan, Member
+from app.money import ZERO
 from app.selectors.members import LOAN_RECEIVABLE_KINDS
 
 STATEMENT_KINDS = ("savings", *LOAN_RECEIVABLE_KINDS)
@@ -68,3 +72,173 @@ def member_statement(*, member_id: int, limit: int = 5) -> list[StatementLine]:
         if total  # a move between two of the member's loan accounts nets to nothing
     ]
     return lines[:limit]
+
+
+# -- a statement for a date range (the console's CSV and PDF) ------------------------------
+
+MAX_STATEMENT_DAYS = 366
+MAX_STATEMENT_LINES = 5000  # a year of a busy member is a few hundred; this only bounds a read
+
+
+class StatementRangeError(SaccoError):
+    """A date range a statement cannot cover; the message says why."""
+
+
+@dataclass(frozen=True)
+class Movement:
+    value_date: date
+    entry_id: int
+    kind: str
+    description: str
+    debit: Decimal  # as the journal has it: money lent, a charge, a withdrawal
+    credit: Decimal  # a deposit, a repayment
+    balance: Decimal  # the running balance as the member reads it (savings, amount owed)
+
+
+@dataclass(frozen=True)
+class StatementSection:
+    title: str  # "Savings", "Share capital", "Loan L000012"
+    opening: Decimal
+    movements: list[Movement]
+    closing: Decimal
+
+
+@dataclass(frozen=True)
+class RangeStatement:
+    member_id: int
+    member_no: str
+    name: str
+    phone: str
+    start: date
+    end: date
+    sections: list[StatementSection]
+
+
+def statement_range_check(start: date, end: date) -> None:
+    """Refuse, in words, a range that is back to front or longer than a year."""
+    if end < start:
+        raise StatementRangeError(
+            f"the statement ends ({end:%d %b %Y}) before it starts ({start:%d %b %Y})"
+        )
+    days = (end - start).days + 1
+    if days > MAX_STATEMENT_DAYS:
+        raise StatementRangeError(
+            f"a statement covers at most {MAX_STATEMENT_DAYS} days and this range is "
+            f"{days:,} days; download it a year at a time"
+        )
+
+
+def member_statement_range(*, member_id: int, start: date, end: date) -> RangeStatement:
+    """Savings, share capital and each loan: the balance on the morning of `start`, every
+    movement up to and including `end` (by value date, one line per journal entry), and
+    the closing balance. Balances read as the member reads them: savings positive, a loan
+    as what is owed."""
+    statement_range_check(start, end)
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise StatementRangeError(f"no member {member_id}")
+
+    accounts = db.session.execute(
+        select(Account.id, Account.kind, Account.loan_id, Loan.loan_no)
+        .outerjoin(Loan, Loan.id == Account.loan_id)
+        .where(
+            Account.member_id == member_id,
+            Account.kind.in_(("savings", "share_capital", *LOAN_RECEIVABLE_KINDS)),
+        )
+    ).all()
+    # One section per savings, shares and loan; the loan's four receivables read as one.
+    group_of: dict[int, str] = {}
+    order: dict[str, tuple[int, int]] = {"Savings": (0, 0), "Share capital": (1, 0)}
+    for account_id, kind, loan_id, loan_no in accounts:
+        if kind == "savings":
+            group_of[account_id] = "Savings"
+        elif kind == "share_capital":
+            group_of[account_id] = "Share capital"
+        else:
+            title = f"Loan {loan_no or loan_id}"
+            group_of[account_id] = title
+            order[title] = (2, loan_id or 0)
+    # Savings and shares are credit-normal: the journal holds them negative.
+    flip = {"Savings": True, "Share capital": True}
+    ids = list(group_of)
+
+    opening: dict[str, Decimal] = {title: ZERO for title in order}
+    rows: list[Any] = []
+    if ids:
+        for account_id, total in db.session.execute(
+            select(JournalLine.account_id, func.sum(JournalLine.amount))
+            .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+            .where(JournalLine.account_id.in_(ids), JournalEntry.value_date < start)
+            .group_by(JournalLine.account_id)
+        ):
+            title = group_of[account_id]
+            opening[title] += total or ZERO
+        rows = list(
+            db.session.execute(
+                select(
+                    JournalEntry.id,
+                    JournalEntry.value_date,
+                    JournalEntry.kind,
+                    JournalEntry.description,
+                    JournalLine.account_id,
+                    JournalLine.amount,
+                )
+                .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+                .where(
+                    JournalLine.account_id.in_(ids),
+                    JournalEntry.value_date >= start,
+                    JournalEntry.value_date <= end,
+                )
+                .order_by(JournalEntry.value_date, JournalEntry.id, JournalLine.id)
+                .limit(MAX_STATEMENT_LINES + 1)
+            )
+        )
+    if len(rows) > MAX_STATEMENT_LINES:
+        raise StatementRangeError(
+            f"this member has more than {MAX_STATEMENT_LINES:,} movements in the range; "
+            "download a shorter range"
+        )
+
+    # Per section, one movement per entry: a repayment split over interest and principal
+    # is one line, and a move between two of the loan's accounts (nets to zero) none.
+    moved: dict[str, dict[int, list[Any]]] = {title: {} for title in order}
+    for entry_id, value_date, kind, description, account_id, amount in rows:
+        title = group_of[account_id]
+        line = moved[title].setdefault(entry_id, [value_date, kind, description, ZERO])
+        line[3] += amount
+
+    sections = []
+    for title in sorted(order, key=order.__getitem__):
+        sign = -1 if flip.get(title) else 1
+        balance = sign * opening[title]
+        first = balance
+        movements = []
+        for entry_id, (value_date, kind, description, amount) in moved[title].items():
+            if not amount:
+                continue
+            balance += sign * amount
+            movements.append(
+                Movement(
+                    value_date=value_date,
+                    entry_id=entry_id,
+                    kind=kind,
+                    description=description or kind.replace("_", " "),
+                    debit=amount if amount > 0 else ZERO,
+                    credit=-amount if amount < 0 else ZERO,
+                    balance=balance,
+                )
+            )
+        if title.startswith("Loan") and not movements and not first:
+            continue  # a loan settled before the range (or never paid out) says nothing
+        sections.append(
+            StatementSection(title=title, opening=first, movements=movements, closing=balance)
+        )
+    return RangeStatement(
+        member_id=member.id,
+        member_no=member.member_no or "",
+        name=member.name,
+        phone=member.phone,
+        start=start,
+        end=end,
+        sections=sections,
+    )

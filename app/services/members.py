@@ -11,7 +11,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.errors import SaccoError
 from app.extensions import db
-from app.models import Member
+from app.models import Loan, Member, MpesaRequest, SmsMessage, StaffUser
 from app.money import MoneyError, money_input
 from app.phone import PhoneError, normalise_phone
 from app.selectors.members import member_balances
@@ -26,7 +26,13 @@ from app.services.ledger import (
     money_in_account,
 )
 from app.services.locking import lock_row
-from app.services.notifications import notify_deposit_received, notify_pin_locked
+from app.services.notifications import (
+    notify_deposit_received,
+    notify_pin_locked,
+    notify_statement,
+)
+from app.services.permissions import permission_require
+from app.services.sms_inbound import statement_lines
 
 
 class MemberError(SaccoError):
@@ -290,3 +296,158 @@ def member_set_language(*, member_id: int, language: str) -> Member:
     member.language = language
     db.session.commit()
     return member
+
+
+# -- staff on a member's page (the console) -------------------------------------------------
+# Each checks the role (app/services/permissions.py) itself, so a console bug or a script
+# cannot do what the staff member's role may not, and writes its audit row in the same
+# transaction as the change.
+
+
+def _clean_details(name: str, national_id: str | None, language: str) -> tuple[str, str | None]:
+    """The rules member_add applies to these fields, for an edit."""
+    name = " ".join((name or "").split())
+    if not name or len(name) > 120:
+        raise MemberError("name is required (at most 120 characters)")
+    national_id = (national_id or "").strip() or None
+    if national_id is not None and not (national_id.isalnum() and len(national_id) <= 20):
+        raise MemberError(f"national id must be letters and digits only: {national_id!r}")
+    if language not in ("en", "sw"):
+        raise MemberError("language must be en or sw")
+    return name, national_id
+
+
+def member_update(
+    *,
+    member_id: int,
+    staff: StaffUser,
+    name: str,
+    national_id: str | None,
+    language: str,
+) -> Member:
+    """Staff correct a member's name, national id or language. The phone is not changed
+    here: a new number goes through the verified phone change (app/services/phone_change),
+    since the phone is where M-PESA prompts and loan money go."""
+    permission_require(staff, "member.edit")
+    name, national_id = _clean_details(name, national_id, language)
+    member = lock_row(Member, member_id)
+    if member is None:
+        raise MemberError(f"no member {member_id}")
+    if national_id is not None and national_id != member.national_id:
+        clash = db.session.scalar(
+            select(Member.member_no).where(
+                Member.national_id == national_id, Member.id != member.id
+            )
+        )
+        if clash is not None:
+            db.session.rollback()
+            raise MemberError(f"a member with this national id exists already ({clash})")
+    before = {"name": member.name, "national_id": member.national_id, "language": member.language}
+    after = {"name": name, "national_id": national_id, "language": language}
+    changed = {k: v for k, v in after.items() if before[k] != v}
+    if not changed:
+        db.session.rollback()
+        return member
+    for key, value in changed.items():
+        setattr(member, key, value)
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="member.update",
+        object_type="member",
+        object_id=member.member_no,
+        before={k: before[k] for k in changed},
+        after=changed,
+    )
+    try:
+        db.session.commit()
+    except IntegrityError as exc:  # another edit took the national id meanwhile
+        db.session.rollback()
+        raise MemberError("a member with this national id exists already") from exc
+    return member
+
+
+def member_reset_pin_lock(*, member_id: int, staff: StaffUser) -> Member:
+    """Lift the USSD lockout after wrong PINs (a member who called the office and proved
+    who they are). The PIN itself stays; the count of wrong tries starts again."""
+    permission_require(staff, "member.edit")
+    member = lock_row(Member, member_id)
+    if member is None:
+        raise MemberError(f"no member {member_id}")
+    if member.locked_until is None and not member.failed_pin_count:
+        db.session.rollback()
+        raise MemberError("the PIN is not locked and has no wrong tries; nothing to reset")
+    before = {
+        "locked_until": member.locked_until.isoformat() if member.locked_until else None,
+        "failed_pin_count": member.failed_pin_count,
+    }
+    member.locked_until = None
+    member.failed_pin_count = 0
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="member.pin_unlock",
+        object_type="member",
+        object_id=member.member_no,
+        before=before,
+        after={"locked_until": None, "failed_pin_count": 0},
+    )
+    db.session.commit()
+    return member
+
+
+def member_send_statement(*, member_id: int, staff: StaffUser, request_id: str) -> SmsMessage:
+    """Text the member the mini statement the SMS keyword STMT and USSD menu 4 send
+    (the same lines, from sms_inbound.statement_lines).
+    `request_id` comes from the page's form, so a double-click sends one SMS."""
+    permission_require(staff, "member.message")
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise MemberError(f"no member {member_id}")
+    balances = member_balances(member_id=member.id)
+    message = notify_statement(
+        member=member,
+        lines=statement_lines(member.id, member.language),
+        savings=balances.savings,
+        shares=balances.share_capital,
+        loan_balance=balances.loan_total,
+        request_id=f"console:{request_id[:60]}",
+    )
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="member.statement_sms",
+        object_type="member",
+        object_id=member.member_no,
+        after={"sms_id": message.id, "phone": message.phone},
+    )
+    db.session.commit()
+    return message
+
+
+def member_request_payment(
+    *, member_id: int, loan_id: int, amount: object, staff: StaffUser
+) -> MpesaRequest:
+    """Staff send an M-PESA prompt to the member's phone for one of their loans: the
+    same service USSD menu 3 uses, with the audit row committed with the request."""
+    # payments imports this module (c2b deposits), so the import waits for the call.
+    from app.services.payments import payments_request_stk
+
+    permission_require(staff, "payment.request")
+    member = db.session.get(Member, member_id)
+    loan = db.session.get(Loan, loan_id)
+    if member is None or loan is None or loan.member_id != member.id:
+        raise MemberError("that loan is not this member's")
+    # payments_request_stk commits its request row; the audit row added first goes in the
+    # same commit, and its refusals roll both back.
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="payment.request",
+        object_type="loan",
+        object_id=loan.loan_no,
+        after={"member": member.member_no, "amount": str(amount).strip()[:20]},
+    )
+    try:
+        return payments_request_stk(
+            loan_id=loan.id, amount=amount, channel="console", actor=f"staff:{staff.email}"
+        )
+    except SaccoError:
+        db.session.rollback()
+        raise
