@@ -63,6 +63,8 @@ class Account(db.Model):
 
 class JournalEntry(db.Model):
     __tablename__ = "journal_entries"
+    # Entries of one kind by value date: the dashboard's repayments per day.
+    __table_args__ = (Index("ix_journal_entries_kind_value_date", "kind", "value_date"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(30), index=True)

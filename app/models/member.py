@@ -29,7 +29,8 @@ class Member(db.Model):
     name: Mapped[str] = mapped_column(String(120))
     phone: Mapped[str] = mapped_column(String(12), unique=True)  # 2547XXXXXXXX / 2541XXXXXXXX
     national_id: Mapped[str | None] = mapped_column(String(20), unique=True)
-    status: Mapped[str] = mapped_column(String(12), default="active")
+    # Indexed for the dashboard's member counts (an index-only scan, not the table).
+    status: Mapped[str] = mapped_column(String(12), default="active", index=True)
     language: Mapped[str] = mapped_column(String(2), default="en")
     pin_hash: Mapped[str | None] = mapped_column(String(255))
     failed_pin_count: Mapped[int] = mapped_column(Integer, default=0)
