@@ -306,7 +306,6 @@ class MemberView(SecureModelView):
                 fmt=request.args.get("format", "csv"),
                 staff=current_user._get_current_object(),
                 printed=datetime.now(current_app.config["SETTINGS"].tz),
-                sacco=self.admin.name if self.admin else "SACCO",  # type: ignore[union-attr]
             )
         except SaccoError as exc:
             db.session.rollback()

@@ -91,6 +91,15 @@ def _money(amount: Decimal) -> str:
 _WIDTHS = (24, 86, 26, 26, 28)  # date, description, debit, credit, balance: 190 mm
 
 
+def _fit(pdf: FPDF, text: str, width: float) -> str:
+    """Cut a description to its column (an overlong one would run into the amounts)."""
+    if pdf.get_string_width(text) <= width:
+        return text
+    while text and pdf.get_string_width(text + "...") > width:
+        text = text[:-1]
+    return text + "..."
+
+
 def statement_pdf(statement: RangeStatement, *, printed: datetime, sacco: str) -> bytes:
     """An A4 statement: header, then a table per section. Uncompressed: the files are
     small and the text stays searchable by the tools that check it."""
@@ -130,7 +139,7 @@ def statement_pdf(statement: RangeStatement, *, printed: datetime, sacco: str) -
         for day, text, debit, credit, balance in rows:
             cells = (
                 f"{day:%d/%m/%Y}",
-                _latin1(text)[:55],
+                _fit(pdf, _latin1(text), _WIDTHS[1] - 2),
                 _money(debit) if debit else "",
                 _money(credit) if credit else "",
                 _money(balance),
