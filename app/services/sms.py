@@ -21,9 +21,12 @@ from sqlalchemy.orm import Session, SessionTransaction
 from app.errors import SaccoError
 from app.extensions import db, enqueue, enqueue_many
 from app.metrics import SMS_FAILED, SMS_SENT
-from app.models import Installment, Member, PromiseToPay, SmsMessage, SmsSuppression
+from app.models import Installment, Member, PromiseToPay, SmsMessage, SmsSuppression, StaffUser
 from app.models.types import utcnow
 from app.phone import PhoneError, e164
+from app.selectors.sms import resend_key, sms_resent_as
+from app.services.audit import audit_record
+from app.services.permissions import permission_require
 
 log = logging.getLogger(__name__)
 
@@ -254,3 +257,48 @@ def sms_sweep(*, older_than: timedelta = timedelta(minutes=2)) -> int:
     for message_id in ids:
         sms_enqueue(message_id)
     return len(ids)
+
+
+# Never sent again from the console: an old one-time code is useless or, worse, valid.
+NOT_RESENT = {
+    "phone_change_otp": "a one-time code is never sent again; the member asks for a new one"
+}
+
+
+def sms_resend(*, message_id: int, staff: StaffUser) -> SmsMessage:
+    """Send a failed message again as a new outbox row (same phone, body and kind); the
+    failed row keeps its history. One resend per failed message, so a double click sends
+    one SMS; if the resend fails too, that row is the one to resend. A reminder goes
+    through the opt-out list, quiet hours and the still-relevant check again. Audited;
+    commits, and the send job is queued after the commit as for every message."""
+    permission_require(staff, "member.message")
+    original = db.session.get(SmsMessage, message_id)
+    if original is None:
+        raise SmsError("no such message")
+    if original.status != "failed":
+        raise SmsError(f"only a failed message is sent again; this one is {original.status}")
+    if original.template in NOT_RESENT:
+        raise SmsError(NOT_RESENT[original.template])
+    earlier = sms_resent_as(message_id=original.id)
+    if earlier is not None:
+        raise SmsError(f"this message was sent again already, as message {earlier.id}")
+    message = sms_queue(
+        template=original.template,
+        body=original.body,
+        phone=original.phone,
+        idempotency_key=resend_key(original.id),
+        kind=original.kind,
+        member=db.session.get(Member, original.member_id) if original.member_id else None,
+        language=original.language,
+        context={**(original.context or {}), "resend_of": original.id},
+    )
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="sms.resend",
+        object_type="sms",
+        object_id=original.id,
+        before={"status": original.status, "last_error": original.last_error},
+        after={"new_message_id": message.id, "status": message.status},
+    )
+    db.session.commit()
+    return message
