@@ -45,7 +45,7 @@ from sqlalchemy.orm import lazyload
 
 from app.errors import SaccoError
 from app.extensions import db
-from app.models import Account, Installment, Loan, LoanProduct, Member
+from app.models import Account, Installment, Loan, LoanProduct, Member, StaffUser
 from app.money import ZERO, MoneyError, money_input, to_decimal
 from app.phone import PhoneError, normalise_phone
 from app.services.audit import audit_record
@@ -60,6 +60,7 @@ from app.services.loan_schedule import (
 )
 from app.services.loans import RECEIVABLE
 from app.services.members import member_number
+from app.services.permissions import permission_require
 
 COLUMNS = (
     "Customer ID",
@@ -309,6 +310,7 @@ class BookCheck:
     planned: list[_Planned] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
     already_imported: int = 0
+    already_lines: list[int] = field(default_factory=list)  # for a preview of every row
 
 
 class _Checker:
@@ -373,6 +375,7 @@ class _Checker:
             ref = f"import:{customer_id}:{disbursed_on.isoformat()}:{product.code}:{principal:f}"
             if ref in self.imported_refs:
                 self.result.already_imported += 1
+                self.result.already_lines.append(row.line)
                 return
             if len(ref) > LOAN_REF_MAX:
                 problems.append(
@@ -630,6 +633,65 @@ def loan_book_check(*, rows: Iterable[BookRow], as_of: date) -> BookCheck:
     return checker.result
 
 
+@dataclass(frozen=True)
+class RowResult:
+    """One row of a book as a preview shows it: what it says and what importing would do."""
+
+    line: int
+    values: dict[str, str]  # column -> the cell as text
+    outcome: str  # "ok" (would be imported) | "imported" (already, skipped) | "bad"
+    reason: str = ""
+
+
+def loan_book_validate(*, rows: Sequence[BookRow], as_of: date) -> list[RowResult]:
+    """Every row's result, by the very check the import makes first: writes nothing.
+
+    (The console's upload preview; `loan_book_import` on the same rows and date imports
+    exactly the rows marked "ok".)"""
+    checked = loan_book_check(rows=rows, as_of=as_of)
+    db.session.rollback()  # only reads: leave no transaction open
+    reasons = {error.line: error.reason for error in checked.errors}
+    already = set(checked.already_lines)
+    results = []
+    for row in rows:
+        values = {column: _text(row.values.get(column)) for column in COLUMNS}
+        if row.line in reasons:
+            results.append(RowResult(row.line, values, "bad", reasons[row.line]))
+        elif row.line in already:
+            results.append(RowResult(row.line, values, "imported", "imported before; skipped"))
+        else:
+            results.append(RowResult(row.line, values, "ok"))
+    return results
+
+
+# A filled-in example for the downloadable templates (templates/loan-book-template.csv
+# holds the same rows for the CLI).
+TEMPLATE_ROWS: tuple[tuple[str, ...], ...] = (
+    (
+        "CUST-0001",
+        "Wanjiku Kamau",
+        "0711223344",
+        "DEV",
+        "50000.00",
+        "12",
+        "36",
+        "2025-06-15",
+        "active",
+    ),
+    (
+        "CUST-0002",
+        "Otieno Ochieng",
+        "0722334455",
+        "Instant Loan",
+        "2000",
+        "90",
+        "1",
+        "28/02/2026",
+        "arrears",
+    ),
+)
+
+
 # --- writing ---------------------------------------------------------------------------
 
 
@@ -665,6 +727,36 @@ def loan_book_import(
         created.update(new_members)
         report.imported += len(batch)
         report.members_created += len(new_members)
+    return report
+
+
+def loan_book_import_file(
+    *, path: str | Path, as_of: date, skip_bad: bool, staff: StaffUser, name: str | None = None
+) -> ImportReport:
+    """The console's upload: the CLI's import (`loan_book_read` then `loan_book_import`),
+    for a staff member allowed to import, with an audit row saying who imported which file
+    and what came of it (the rows themselves are audited by the import, as from the CLI)."""
+    permission_require(staff, "loan.import")
+    rows = loan_book_read(path=path)
+    report = loan_book_import(rows=rows, skip_bad=skip_bad, as_of=as_of)
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="loan_book.import",
+        object_type="loan_book",
+        object_id=(name or Path(path).name)[:30],
+        after={
+            "as_of": as_of.isoformat(),
+            "skip_bad": skip_bad,
+            "written": report.written,
+            "imported": report.imported,
+            "members_created": report.members_created,
+            "already_imported": report.already_imported,
+            "bad_rows": len(report.bad_rows),
+            "error": report.error,
+        },
+        note=report.summary if report.written else "bad rows: nothing imported",
+    )
+    db.session.commit()
     return report
 
 
