@@ -1,0 +1,157 @@
+"""Suspense payments in the console: Paybill money that matched no account, listed for
+staff and placed by a branch manager through payments_assign_suspense."""
+
+from __future__ import annotations
+
+import html
+from datetime import date
+from decimal import Decimal
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import AuditLog, Payment
+from app.services.payments.c2b import c2b_confirm
+from tests.factories import make_member
+from tests.helpers import assert_books_reconcile, csrf_token, login, staff
+from tests.helpers import browse as _browse
+from tests.loan_factories import balance, make_loan, make_product
+
+SUSPENSE = "/admin/suspense/"
+
+
+def browse(client: FlaskClient, path: str, method: str = "GET", **kwargs: object):  # noqa: ANN201
+    db.session.commit()  # SQLite: the test's read transaction would hold the write lock
+    return _browse(client, path, method, **kwargs)
+
+
+def signed_in(app: Flask, role: str) -> FlaskClient:
+    client = app.test_client()
+    db.session.commit()
+    login(client, staff(role))
+    return client
+
+
+def assign(client: FlaskClient, payment_id: int, token: bool = True, **fields: str):  # noqa: ANN201
+    db.session.commit()
+    data = {**fields, **({"csrf_token": csrf_token(client)} if token else {})}
+    return browse(
+        client, f"/admin/suspense/assign/{payment_id}", "POST", data=data, follow_redirects=True
+    )
+
+
+def paid_to_nobody(
+    receipt: str = "RKTQDM7W6S",
+    account: str = "X999",
+    amount: str = "1000",
+    expect: str = "suspense",
+) -> Payment:
+    """A Paybill payment whose account matches no member or loan, from the masked number
+    25470****149 (Safaricom masks the payer's phone in C2B confirmations)."""
+    outcome = c2b_confirm(
+        {
+            "trans_id": receipt,
+            "trans_time": "20261121063845",
+            "amount": Decimal(amount),
+            "bill_ref": account,
+            "msisdn": "25470****149",
+            "payer_name": "John Doe",
+        },
+        None,
+    )
+    db.session.commit()
+    assert outcome == expect
+    return db.session.scalar(select(Payment).where(Payment.receipt == receipt))
+
+
+def payment_status(payment_id: int) -> str:
+    db.session.expire_all()
+    return db.session.get(Payment, payment_id).status
+
+
+def test_the_list_shows_what_was_paid_by_whom_and_the_suggested_member(app: Flask) -> None:
+    member = make_member(phone="0708374149", name="Akinyi Atieno")
+    payment = paid_to_nobody(amount="12500")
+    paid_to_nobody(
+        receipt="RKTQDM7W6T", account=member.member_no, expect="processed"
+    )  # matched: not suspense
+    page = browse(signed_in(app, "branch_manager"), SUSPENSE).get_data(as_text=True)
+    assert "RKTQDM7W6S" in page and "RKTQDM7W6T" not in page
+    assert "12,500.00" in page and "John Doe" in page and "X999" in page
+    assert f"{member.member_no} Akinyi Atieno" in page  # the masked phone matches only her
+    assert f'id="assign-{payment.id}"' in page
+
+
+def test_a_manager_assigns_a_payment_to_a_members_savings(app: Flask) -> None:
+    member = make_member(phone="0708374149", name="Akinyi Atieno")
+    payment = paid_to_nobody()
+    client = signed_in(app, "branch_manager")
+
+    page = assign(
+        client, payment.id, account=f" {member.member_no.lower()} ", note="She called the branch"
+    ).get_data(as_text=True)
+
+    assert f"KES 1,000.00 (RKTQDM7W6S) assigned to the savings of {member.member_no}" in page
+    assert payment_status(payment.id) == "assigned"
+    assert balance(f"SAV-{member.member_no}") == Decimal("1000.00")
+    assert balance("GL-SUSPENSE") == Decimal("0.00")
+    row = db.session.scalar(select(AuditLog).where(AuditLog.action == "payment.assign"))
+    assert row.actor == "staff:branch.manager@sacco.test" and row.object_id == "RKTQDM7W6S"
+    assert row.note == "She called the branch" and row.after["member"] == member.member_no
+    assert "RKTQDM7W6S" not in browse(client, SUSPENSE).get_data(as_text=True)
+    assert_books_reconcile()
+
+
+def test_a_payment_assigned_to_a_loan_repays_it(app: Flask) -> None:
+    loan = make_loan(product=make_product("V1"), amount=10000, on=date(2026, 10, 1))
+    payment = paid_to_nobody(amount="888.49")
+    client = signed_in(app, "branch_manager")
+    page = assign(client, payment.id, account=loan.loan_no).get_data(as_text=True)
+    assert f"assigned to loan {loan.loan_no}" in page
+    assert payment_status(payment.id) == "assigned"
+    assert balance(f"LNP-{loan.loan_no}") == Decimal("10000") - Decimal("788.49")
+    assert_books_reconcile()
+
+
+def test_an_unknown_account_is_refused_in_words_and_nothing_moves(app: Flask) -> None:
+    payment = paid_to_nobody()
+    client = signed_in(app, "branch_manager")
+    page = html.unescape(assign(client, payment.id, account="M999999").get_data(as_text=True))
+    assert "Not assigned: no member or loan 'M999999'" in page
+    empty = assign(client, payment.id, account=" ").get_data(as_text=True)
+    assert "Not assigned: type the member number" in empty
+    assert payment_status(payment.id) == "suspense"
+    assert balance("GL-SUSPENSE") == Decimal("1000.00")
+
+
+def test_a_loan_officer_sees_the_list_but_cannot_assign(app: Flask) -> None:
+    member = make_member(phone="0708374149")
+    payment = paid_to_nobody()
+    client = signed_in(app, "loan_officer")
+    page = browse(client, SUSPENSE).get_data(as_text=True)
+    assert "RKTQDM7W6S" in page and f'id="assign-{payment.id}"' not in page
+    reply = assign(client, payment.id, account=member.member_no)
+    assert reply.status_code == 403
+    assert payment_status(payment.id) == "suspense"
+    denied = db.session.scalar(select(AuditLog).where(AuditLog.action == "access.denied"))
+    assert denied is not None and denied.after["needs"] == "suspense.assign"
+
+
+def test_an_assignment_without_the_csrf_token_changes_nothing(app: Flask) -> None:
+    member = make_member(phone="0708374149")
+    payment = paid_to_nobody()
+    client = signed_in(app, "branch_manager")
+    page = assign(client, payment.id, token=False, account=member.member_no)
+    assert "The form expired" in page.get_data(as_text=True)
+    assert payment_status(payment.id) == "suspense"
+    assert db.session.scalar(select(AuditLog).where(AuditLog.action == "payment.assign")) is None
+
+
+def test_requests_and_callbacks_stay_read_only(app: Flask) -> None:
+    client = signed_in(app, "admin")
+    for path in ("/admin/mpesarequest/", "/admin/mpesacallback/", "/admin/payment/"):
+        page = browse(client, path).get_data(as_text=True)
+        assert "/new/" not in page and "/edit/" not in page, path
+    assert browse(client, "/admin/mpesacallback/new/").status_code in (302, 403)
