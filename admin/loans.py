@@ -30,6 +30,7 @@ from app.services.loans import (
     loan_reject,
     loan_restructure,
     loan_retry_payout,
+    loan_reverse_penalty,
     loan_withdraw,
     loan_write_off,
 )
@@ -44,6 +45,7 @@ class DecisionForm(SecureForm):
     reference = StringField(validators=[Optional()])
     term = IntegerField(validators=[Optional()])
     amount = StringField(validators=[Optional()])
+    installment = IntegerField(validators=[Optional()])
 
 
 # The permission (app/services/permissions.py) each button of the loan page needs.
@@ -57,6 +59,7 @@ DECISIONS = {
     "disburse": "loan.disburse",
     "restructure": "loan.restructure",
     "write_off": "loan.write_off",
+    "reverse_penalty": "penalty.reverse",
 }
 
 
@@ -150,6 +153,21 @@ class LoanView(SecureModelView):
                 )
             elif action == "write_off":
                 loan_write_off(loan_id=loan_id, staff=staff, reason=reason, value_date=_today())
+            elif action == "reverse_penalty":
+                number = form.installment.data
+                if not number:
+                    raise LoanError("choose the installment whose penalty was charged in error")
+                reversed_ = loan_reverse_penalty(
+                    loan_id=loan_id,
+                    installment_number=number,
+                    staff=staff,
+                    reason=reason,
+                    value_date=_today(),
+                )
+                flash(
+                    f"The penalty of KES {reversed_:,.2f} on installment {number} is reversed.",
+                    "info",
+                )
             else:
                 raise LoanError(f"unknown action {action!r}")
         except SaccoError as exc:
@@ -165,5 +183,9 @@ class InstallmentView(SecureModelView):
 
 
 def register(console: Admin) -> None:
+    from admin import applications, imports
+
+    applications.register(console)
     console.add_view(LoanView(Loan, db, name="Loans", category="Loans"))
     console.add_view(InstallmentView(Installment, db, name="Schedules", category="Loans"))
+    imports.register(console)

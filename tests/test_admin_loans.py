@@ -196,3 +196,88 @@ def test_staff_send_a_payment_prompt_from_the_loan_page(app: Flask) -> None:
     assert "Not done: M-PESA takes whole shillings only" in bad
     rows = db.session.scalars(select(MpesaRequest).where(MpesaRequest.kind == "stk")).all()
     assert [(r.amount, r.channel, r.status) for r in rows] == [(500, "console", "pending")]
+
+
+def penalised_loan() -> Loan:
+    """A V1 loan paid out 45 days ago with a fixed penalty of 200 charged on its first,
+    overdue installment (no grace days)."""
+    from datetime import timedelta
+
+    from app.clock import business_today
+    from app.services.loans import loan_update_arrears
+    from tests.loan_factories import make_loan
+
+    today = business_today()
+    product = make_product("V1", penalty_type="fixed", penalty_value=Decimal("200"), grace_days=0)
+    loan = make_loan(product=product, amount=10000, on=today - timedelta(days=45))
+    loan_update_arrears(loan_id=loan.id, as_of=today)
+    return loan
+
+
+def first_penalty(loan_id: int) -> Decimal:
+    from app.selectors.loans import current_installments
+
+    db.session.expire_all()
+    return current_installments(loan_id)[0].penalty_due
+
+
+def test_a_manager_reverses_a_wrongly_charged_penalty_from_the_loan_page(app: Flask) -> None:
+    loan = penalised_loan()
+    assert first_penalty(loan.id) == Decimal("200.00")
+    client = app.test_client()
+    db.session.commit()
+    login(client, staff("branch_manager"))
+    html = browse(client, f"/admin/loan/details/?id={loan.id}").get_data(as_text=True)
+    assert 'id="reverse-penalty"' in html and "#1 due" in html and "penalty 200.00" in html
+
+    page = decide(
+        client, loan.id, "reverse_penalty", installment="1", reason="Job ran for the wrong date"
+    ).get_data(as_text=True)
+
+    assert "The penalty of KES 200.00 on installment 1 is reversed." in page
+    assert first_penalty(loan.id) == Decimal("0.00")
+    row = db.session.scalar(select(AuditLog).where(AuditLog.action == "loan.penalty_reverse"))
+    assert row.actor == "staff:branch.manager@sacco.test"
+    assert row.note == "Job ran for the wrong date" and row.object_id == loan.loan_no
+    again = decide(client, loan.id, "reverse_penalty", installment="1", reason="Twice")
+    assert "Not done: installment 1 of" in again.get_data(as_text=True)
+
+
+def test_a_penalty_reversal_needs_a_reason(app: Flask) -> None:
+    loan = penalised_loan()
+    client = app.test_client()
+    db.session.commit()
+    login(client, staff("branch_manager"))
+    page = decide(client, loan.id, "reverse_penalty", installment="1", reason=" ")
+    assert "Not done: a penalty reversal needs a reason" in page.get_data(as_text=True)
+    assert first_penalty(loan.id) == Decimal("200.00")
+
+
+def test_a_loan_officer_cannot_reverse_a_penalty(app: Flask) -> None:
+    loan = penalised_loan()
+    client = app.test_client()
+    db.session.commit()
+    login(client, staff("loan_officer"))
+    html = browse(client, f"/admin/loan/details/?id={loan.id}").get_data(as_text=True)
+    assert 'id="reverse-penalty"' not in html
+    reply = decide(client, loan.id, "reverse_penalty", installment="1", reason="Please")
+    assert reply.status_code == 403
+    assert first_penalty(loan.id) == Decimal("200.00")
+    denied = db.session.scalar(select(AuditLog).where(AuditLog.action == "access.denied"))
+    assert denied is not None and denied.after["needs"] == "penalty.reverse"
+
+
+def test_a_penalty_reversal_without_the_csrf_token_changes_nothing(app: Flask) -> None:
+    loan = penalised_loan()
+    client = app.test_client()
+    db.session.commit()
+    login(client, staff("branch_manager"))
+    page = browse(
+        client,
+        f"/admin/loan/decide/{loan.id}",
+        "POST",
+        data={"action": "reverse_penalty", "installment": "1", "reason": "x"},
+        follow_redirects=True,
+    )
+    assert "The form expired" in page.get_data(as_text=True)
+    assert first_penalty(loan.id) == Decimal("200.00")

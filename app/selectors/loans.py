@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
-from sqlalchemy import func, select, true
+from sqlalchemy import func, select, true, type_coerce
 
 from app.extensions import db
 from app.models import Installment, Loan, LoanProduct, Member
+from app.models.types import Money
 from app.money import ZERO, round_money
 from app.selectors.members import member_balances
 
@@ -187,3 +188,96 @@ def portfolio_at_risk(*, as_of: date) -> Portfolio:
             par += principal
     ratio = (par / gross).quantize(Decimal("0.0001")) if gross else Decimal("0.0000")
     return Portfolio(as_of, gross, par, ratio, buckets, len(rows))
+
+
+# --- the console's applications queue ----------------------------------------------------
+
+APPLICATION_STATUSES = ("submitted", "recommended")  # waiting for a staff decision
+
+
+def loan_applications(
+    *, page: int, per_page: int, status: str | None = None
+) -> tuple[list[Loan], int]:
+    """One page of applications waiting for a decision, oldest first (the member who
+    asked first is answered first), and how many wait in all."""
+    statuses = (status,) if status in APPLICATION_STATUSES else APPLICATION_STATUSES
+    waiting = Loan.status.in_(statuses)
+    total = db.session.scalar(select(func.count()).select_from(Loan).where(waiting)) or 0
+    loans = db.session.scalars(
+        select(Loan)
+        .where(waiting)
+        .order_by(Loan.applied_at, Loan.id)
+        .offset(max(page - 1, 0) * per_page)
+        .limit(per_page)
+    ).all()
+    return list(loans), total
+
+
+@dataclass(frozen=True)
+class ApplicantPosition:
+    """What a checker weighs beside an application: the member's savings and limit (the
+    same `loan_eligibility` the member's USSD menu used), other loans and arrears."""
+
+    savings: Decimal
+    share_capital: Decimal
+    eligible: bool
+    limit: Decimal
+    reason: str | None  # why not eligible now, in the member's words
+    other_loans: int  # running or pending loans besides this application
+    owed: Decimal  # everything still owed on running loans
+    arrears: Decimal  # of that, what fell due before `as_of` and is unpaid
+    days_past_due: int  # the worst of the running loans
+
+
+def applicant_position(*, loan: Loan, as_of: date) -> ApplicantPosition:
+    eligibility = loan_eligibility(
+        member=loan.member, product=loan.product, as_of=as_of, deciding=loan
+    )
+    balances = member_balances(member_id=loan.member_id)
+    mine = (Loan.member_id == loan.member_id, Loan.id != loan.id)
+    others = (
+        db.session.scalar(
+            select(func.count())
+            .select_from(Loan)
+            .where(*mine, Loan.status.in_((*LIVE_STATUSES, *PENDING_STATUSES)))
+        )
+        or 0
+    )
+    worst = db.session.scalar(
+        select(func.coalesce(func.max(Loan.days_past_due), 0)).where(
+            *mine, Loan.status.in_(LIVE_STATUSES)
+        )
+    )
+    # Money keeps cents as integers on SQLite: the sum is read back through its type.
+    unpaid = type_coerce(
+        Installment.principal_due
+        - Installment.principal_paid
+        + Installment.interest_due
+        - Installment.interest_paid
+        + Installment.fees_due
+        - Installment.fees_paid
+        + Installment.penalty_due
+        - Installment.penalty_paid,
+        Money(),
+    )
+    arrears = db.session.scalar(
+        select(func.sum(unpaid))
+        .join(Loan, Loan.id == Installment.loan_id)
+        .where(
+            *mine,
+            Loan.status.in_(LIVE_STATUSES),
+            Installment.superseded.is_(False),
+            Installment.due_date < as_of,
+        )
+    )
+    return ApplicantPosition(
+        savings=balances.savings,
+        share_capital=balances.share_capital,
+        eligible=eligibility.eligible,
+        limit=eligibility.limit,
+        reason=eligibility.reason,
+        other_loans=others,
+        owed=balances.loan_total,
+        arrears=arrears or ZERO,
+        days_past_due=int(worst or 0),
+    )
