@@ -37,6 +37,15 @@ def list_url(view: AdminIndexView, endpoint: str, column: str, *values: str) -> 
     return None
 
 
+def page_url(view: AdminIndexView, endpoint: str) -> str | None:
+    """The index of the console page `endpoint`, or None when the console has none."""
+    for page in view.admin._views:
+        if page.endpoint == endpoint:
+            index = "index_view" if isinstance(page, BaseModelView) else "index"
+            return url_for(f"{endpoint}.{index}")
+    return None
+
+
 def render_dashboard(view: AdminIndexView) -> str | tuple[str, int]:
     refused = require("view", view)
     if refused is not None:
@@ -56,12 +65,16 @@ def render_dashboard(view: AdminIndexView) -> str | tuple[str, int]:
         },
     }
     links = {
-        "pending": list_url(view, "loan", "status", *AWAITING_DECISION),
+        # The applications queue (eligibility beside each loan) when there is one.
+        "pending": page_url(view, "applications")
+        or list_url(view, "loan", "status", *AWAITING_DECISION),
         "submitted": list_url(view, "loan", "status", "submitted"),
         "recommended": list_url(view, "loan", "status", "recommended"),
         "live": list_url(view, "loan", "status", "active", "restructured"),
         "par": list_url(view, "loan", "aging_bucket", *PAR_BUCKETS),
-        "suspense": list_url(view, "payment", "status", "suspense"),
+        # The suspense page (with its assign action) when there is one, else the payments.
+        "suspense": list_url(view, "suspense", "status", "suspense")
+        or list_url(view, "payment", "status", "suspense"),
         "sms_failed": list_url(view, "smsmessage", "status", "failed"),
         "members": list_url(view, "member", "status", "active"),
     }
