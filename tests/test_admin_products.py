@@ -145,6 +145,7 @@ def test_fortnightly_is_refused_in_words_not_cut_short(app: Flask) -> None:
         ),
         ({"fee_type": "fixed", "fee_value": "-5"}, "fees and penalties cannot be negative"),
         ({"min_amount": ""}, "This field is required."),
+        ({"code": "X" * 21}, "Field cannot be longer than 20 characters."),
         ({"fee_min": "3000"}, "the minimum fee is above the maximum fee"),
         ({"min_amount": "-1"}, "the min amount cannot be negative"),
     ],
