@@ -56,7 +56,7 @@ def forbidden(needs: str, view: BaseView | None = None) -> tuple[str, int]:
         actor=actor(),
         action="access.denied",
         object_type="console",
-        object_id=request.path[:64],
+        object_id=request.path[:255],
         after={"needs": needs, "method": request.method, "role": current_user.role},
     )
     db.session.commit()

@@ -17,10 +17,11 @@ class AuditLog(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(80))  # "staff:<email>" or "system"
+    # "staff:<email>" (an email is up to 254 characters) or "system"
+    actor: Mapped[str] = mapped_column(String(300))
     action: Mapped[str] = mapped_column(String(60), index=True)
     object_type: Mapped[str] = mapped_column(String(30))
-    object_id: Mapped[str] = mapped_column(String(30), index=True)
+    object_id: Mapped[str] = mapped_column(String(255), index=True)  # an email, a path
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     note: Mapped[str | None] = mapped_column(String(255))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -15,6 +15,8 @@ class UssdEvent(db.Model):
     """One `POST /ussd/events`. The member's typed input is not kept: it holds the PIN."""
 
     __tablename__ = "ussd_events"
+    # The member page lists a phone's newest sessions.
+    __table_args__ = (Index("ix_ussd_events_phone_id", "phone", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[str] = mapped_column(String(100), index=True)

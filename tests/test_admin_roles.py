@@ -1,0 +1,176 @@
+"""The role matrix of issue 11, checked on the server: each role signs in and tries each
+action over HTTP; a role the table does not allow gets 403 and an audit row, and its
+attempt changes nothing. The table is written out here from the issue, not read from
+app/services/permissions.py, so the code is checked against the rule and not against
+itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import AuditLog, Loan
+from app.models.member import STAFF_ROLES
+from app.services.loans import loan_apply
+from app.services.permissions import PERMISSIONS
+from app.services.staff import staff_add
+from tests.helpers import PASSWORD, browse, csrf_token, login, staff
+from tests.loan_factories import make_borrower, make_product
+
+ALL = set(STAFF_ROLES)
+MAKERS = {"loan_officer", "branch_manager"}
+
+# issue 11, "Roles": action -> the roles that may do it
+MATRIX: dict[str, set[str]] = {
+    "view": ALL,
+    "member.edit": {"loan_officer", "branch_manager", "admin"},
+    "loan.recommend": MAKERS,
+    "loan.approve": {"branch_manager"},
+    "payment.request": MAKERS,
+    "suspense.assign": {"branch_manager"},
+    "loan.restructure": {"branch_manager"},
+    "loan.write_off": {"branch_manager", "compliance"},
+    "penalty.reverse": {"branch_manager"},
+    "audit.view": {"compliance", "auditor", "admin"},
+    "staff.manage": {"admin"},
+    "product.manage": {"admin"},
+}
+
+
+def test_the_permission_table_is_the_issues_matrix() -> None:
+    for action, roles in MATRIX.items():
+        assert set(PERMISSIONS[action]) == roles, action
+
+
+@dataclass(frozen=True)
+class Attempt:
+    permission: str
+    method: str
+    path: Callable[[int], str]  # from the loan id the test made
+    data: dict[str, str] | None = None
+
+
+def _decide(action: str, permission: str, **fields: str) -> Attempt:
+    return Attempt(
+        permission,
+        "POST",
+        lambda loan_id: f"/admin/loan/decide/{loan_id}",
+        {"action": action, **fields},
+    )
+
+
+ATTEMPTS: dict[str, Attempt] = {
+    "dashboard": Attempt("view", "GET", lambda _: "/admin/"),
+    "members": Attempt("view", "GET", lambda _: "/admin/member/"),
+    "loans": Attempt("view", "GET", lambda _: "/admin/loan/"),
+    "loan page": Attempt("view", "GET", lambda loan_id: f"/admin/loan/details/?id={loan_id}"),
+    "payments": Attempt("view", "GET", lambda _: "/admin/payment/"),
+    "journal": Attempt("view", "GET", lambda _: "/admin/journalentry/"),
+    "products": Attempt("view", "GET", lambda _: "/admin/loanproduct/"),
+    "recommend": _decide("recommend", "loan.recommend", reason="payslip seen"),
+    "withdraw": _decide("withdraw", "loan.recommend"),
+    "approve": _decide("approve", "loan.approve", reason="good record"),
+    "reject": _decide("reject", "loan.approve", reason="no"),
+    "request payment": _decide("request_payment", "payment.request", amount="500"),
+    "restructure": _decide("restructure", "loan.restructure", term="6", reason="lost job"),
+    "write off": _decide("write_off", "loan.write_off", reason="emigrated"),
+    "audit log": Attempt("audit.view", "GET", lambda _: "/admin/auditlog/"),
+    "staff users": Attempt("staff.manage", "GET", lambda _: "/admin/staffuser/"),
+    "new product form": Attempt("product.manage", "GET", lambda _: "/admin/loanproduct/new/"),
+}
+
+
+def _denied_rows() -> int:
+    count = db.session.scalar(
+        select(func.count()).select_from(AuditLog).where(AuditLog.action == "access.denied")
+    )
+    db.session.rollback()  # end the read: SQLite would keep the request waiting on its lock
+    return count
+
+
+@pytest.mark.parametrize("role", STAFF_ROLES)
+@pytest.mark.parametrize("name", sorted(ATTEMPTS))
+def test_each_role_gets_what_the_matrix_allows_and_403_otherwise(
+    app: Flask, role: str, name: str
+) -> None:
+    attempt = ATTEMPTS[name]
+    product = make_product("V1")
+    loan = loan_apply(
+        member_id=make_borrower(savings=10000).id,
+        product_id=product.id,
+        amount=5000,
+        as_of=date(2026, 3, 2),
+    )
+    client: FlaskClient = app.test_client()
+    login(client, staff(role))
+    denied_before = _denied_rows()
+    data = attempt.data
+    if attempt.method == "POST":
+        data = {**(data or {}), "csrf_token": csrf_token(client)}
+    path, loan_id = attempt.path(loan.id), loan.id
+    db.session.rollback()  # the test's reads end before the request (SQLite's one lock)
+
+    response = browse(client, path, attempt.method, data=data)
+
+    db.session.expire_all()
+    if role in MATRIX[attempt.permission]:
+        assert response.status_code in (200, 302), (role, name, response.status_code)
+        assert _denied_rows() == denied_before
+    else:
+        assert response.status_code == 403, (role, name, response.status_code)
+        assert "Not open to your role" in response.get_data(as_text=True)
+        row = db.session.scalars(
+            select(AuditLog).where(AuditLog.action == "access.denied").order_by(AuditLog.id)
+        ).all()[-1]
+        assert row.actor == f"staff:{role.replace('_', '.')}@sacco.test"
+        assert row.after["needs"] == attempt.permission
+        # Refused before the service ran: the loan is as it was.
+        assert db.session.get(Loan, loan_id).status == "submitted"
+
+
+def test_buttons_show_only_to_roles_that_may_use_them(app: Flask) -> None:
+    product = make_product("V1")
+    loan = loan_apply(
+        member_id=make_borrower(savings=10000).id,
+        product_id=product.id,
+        amount=5000,
+        as_of=date(2026, 3, 2),
+    )
+    pages, path = {}, f"/admin/loan/details/?id={loan.id}"
+    for role in ("loan_officer", "branch_manager", "auditor"):
+        client = app.test_client()
+        login(client, staff(role))
+        db.session.rollback()
+        pages[role] = browse(client, path).get_data(as_text=True)
+
+    assert 'value="approve"' in pages["branch_manager"]
+    assert 'value="approve"' not in pages["loan_officer"]
+    assert 'value="recommend"' in pages["loan_officer"]
+    assert not any(f'value="{a}"' in pages["auditor"] for a in ("approve", "recommend", "reject"))
+
+
+def test_a_long_email_signs_in_and_a_long_refused_path_is_audited(app: Flask) -> None:
+    """The audit row of a login names the email and of a 403 the path: both fit however
+    long (PostgreSQL refuses an over-long value, so the row, and the request, would fail)."""
+    email = "mary.wanjiku.kamau.the.loan.officer@nairobi-branch.examplesacco.co.ke"
+    staff_add(email=email, role="loan_officer", password=PASSWORD)
+    client = app.test_client()
+
+    assert login(client, email).status_code == 302
+    path = "/admin/auditlog/?search=" + "x" * 120
+    assert browse(client, path).status_code == 403
+
+    db.session.expire_all()
+    rows = db.session.scalars(select(AuditLog).order_by(AuditLog.id)).all()
+    assert [(r.action, r.object_id) for r in rows[-2:]] == [
+        ("staff.login", email),
+        ("access.denied", "/admin/auditlog/"),
+    ]
+    assert rows[-1].actor == f"staff:{email}"
