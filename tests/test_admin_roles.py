@@ -42,10 +42,19 @@ MATRIX: dict[str, set[str]] = {
     "staff.manage": {"admin"},
     "product.manage": {"admin"},
 }
+# Ours where the issue's table is silent: who may upload a loan book (a migration of the
+# SACCO's books: the branch manager who answers for them, and admins); who texts a member
+# (a statement, an SMS sent again: those who deal with members); who sends a loan's money
+# by hand or again (the checker who approved it).
+MATRIX_OURS = {
+    "loan.import": {"branch_manager", "admin"},
+    "member.message": MAKERS,
+    "loan.disburse": {"branch_manager"},
+}
 
 
 def test_the_permission_table_is_the_issues_matrix() -> None:
-    for action, roles in MATRIX.items():
+    for action, roles in {**MATRIX, **MATRIX_OURS}.items():
         assert set(PERMISSIONS[action]) == roles, action
 
 
@@ -53,7 +62,7 @@ def test_the_permission_table_is_the_issues_matrix() -> None:
 class Attempt:
     permission: str
     method: str
-    path: Callable[[int], str]  # from the loan id the test made
+    path: Callable[[dict[str, int]], str]  # from the ids of the rows the test made
     data: dict[str, str] | None = None
 
 
@@ -61,7 +70,7 @@ def _decide(action: str, permission: str, **fields: str) -> Attempt:
     return Attempt(
         permission,
         "POST",
-        lambda loan_id: f"/admin/loan/decide/{loan_id}",
+        lambda ids: f"/admin/loan/decide/{ids['loan']}",
         {"action": action, **fields},
     )
 
@@ -70,7 +79,50 @@ ATTEMPTS: dict[str, Attempt] = {
     "dashboard": Attempt("view", "GET", lambda _: "/admin/"),
     "members": Attempt("view", "GET", lambda _: "/admin/member/"),
     "loans": Attempt("view", "GET", lambda _: "/admin/loan/"),
-    "loan page": Attempt("view", "GET", lambda loan_id: f"/admin/loan/details/?id={loan_id}"),
+    "loan page": Attempt("view", "GET", lambda ids: f"/admin/loan/details/?id={ids['loan']}"),
+    "member page": Attempt("view", "GET", lambda ids: f"/admin/member/details/?id={ids['member']}"),
+    "applications": Attempt("view", "GET", lambda _: "/admin/applications/"),
+    "promises": Attempt("view", "GET", lambda _: "/admin/promisetopay/"),
+    "sms outbox": Attempt("view", "GET", lambda _: "/admin/smsmessage/"),
+    "suspense": Attempt("view", "GET", lambda _: "/admin/suspense/"),
+    "register member form": Attempt("member.edit", "GET", lambda _: "/admin/member/new/"),
+    "edit member form": Attempt(
+        "member.edit", "GET", lambda ids: f"/admin/member/edit/?id={ids['member']}"
+    ),
+    "reset PIN lock": Attempt(
+        "member.edit",
+        "POST",
+        lambda ids: f"/admin/member/act/{ids['member']}",
+        {"action": "reset_pin"},
+    ),
+    "send statement": Attempt(
+        "member.message",
+        "POST",
+        lambda ids: f"/admin/member/act/{ids['member']}",
+        {"action": "send_statement"},
+    ),
+    "approve from the queue": Attempt(
+        "loan.approve",
+        "POST",
+        lambda ids: f"/admin/applications/decide/{ids['loan']}",
+        {"action": "approve", "reason": "good record"},
+    ),
+    "bulk reject": Attempt(
+        "loan.approve",
+        "POST",
+        lambda _: "/admin/applications/bulk",
+        {"action": "reject", "reason": "no"},
+    ),
+    "assign suspense": Attempt(
+        "suspense.assign",
+        "POST",
+        lambda _: "/admin/suspense/assign/999",
+        {"account": "M000001", "note": "checked"},
+    ),
+    "reverse penalty": _decide("reverse_penalty", "penalty.reverse", reason="wrong date"),
+    "audit export": Attempt("audit.view", "GET", lambda _: "/admin/auditlog/export/csv/"),
+    "add staff form": Attempt("staff.manage", "GET", lambda _: "/admin/staffuser/add"),
+    "loan book upload": Attempt("loan.import", "GET", lambda _: "/admin/loan-book/"),
     "payments": Attempt("view", "GET", lambda _: "/admin/payment/"),
     "journal": Attempt("view", "GET", lambda _: "/admin/journalentry/"),
     "products": Attempt("view", "GET", lambda _: "/admin/loanproduct/"),
@@ -114,13 +166,13 @@ def test_each_role_gets_what_the_matrix_allows_and_403_otherwise(
     data = attempt.data
     if attempt.method == "POST":
         data = {**(data or {}), "csrf_token": csrf_token(client)}
-    path, loan_id = attempt.path(loan.id), loan.id
+    path, loan_id = attempt.path({"loan": loan.id, "member": loan.member_id}), loan.id
     db.session.rollback()  # the test's reads end before the request (SQLite's one lock)
 
     response = browse(client, path, attempt.method, data=data)
 
     db.session.expire_all()
-    if role in MATRIX[attempt.permission]:
+    if role in {**MATRIX, **MATRIX_OURS}[attempt.permission]:
         assert response.status_code in (200, 302), (role, name, response.status_code)
         assert _denied_rows() == denied_before
     else:
