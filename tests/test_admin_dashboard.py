@@ -189,7 +189,7 @@ def test_the_dashboard_shows_the_figures_worked_out_by_hand(
     )
     assert text_of(page, "fig-collected-month") == "Collected this month KES 850.00 2 repayments"
     assert text_of(page, "fig-pending") == (
-        "Pending approvals 2 KES 7,000.00: 1 awaiting a recommendation, 1 awaiting a checker"
+        "Pending approvals 2 KES 7,000.00: 1 submitted, 1 recommended, waiting for a checker"
     )
     assert text_of(page, "fig-suspense") == "Suspense waiting 1 KES 300.00 matched no member"
     assert text_of(page, "fig-sms") == (
