@@ -6,7 +6,7 @@ from flask import Blueprint, Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
-from admin.auth import SaccoIndexView, init_login
+from admin.auth import SaccoIndexView, init_login, money_text
 from admin.views import register_views
 
 
@@ -24,6 +24,8 @@ def init_admin(app: Flask) -> Admin:
         )
     )
     init_login(app)
+    # One way to show an amount on every page: thousands separators, cents kept.
+    app.add_template_filter(money_text, "money")
     console = Admin(
         app,
         name="SACCO console",

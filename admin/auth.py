@@ -92,9 +92,15 @@ def _kenyan_time(view: object, value: datetime, name: str) -> str:
     return value.astimezone(current_app.config["SETTINGS"].tz).strftime("%Y-%m-%d %H:%M")
 
 
-def _money(view: object, value: Decimal, name: str) -> str:
+def money_text(value: Decimal | int | None) -> str:
     """Thousands separators; cents kept, finer places (a rate's 4 decimals) too."""
+    if value is None:
+        return ""
     return f"{value:,.2f}" if value == round(value, 2) else f"{value:,}"
+
+
+def _money(view: object, value: Decimal, name: str) -> str:
+    return money_text(value)
 
 
 SACCO_FORMATTERS = {
