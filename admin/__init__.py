@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+import logging
+
+from flask import Blueprint, Flask, render_template, request
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import InternalServerError
 
 from admin.auth import SaccoIndexView, init_login, money_text
 from admin.views import register_views
+from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+def _database_error(exc: SQLAlchemyError) -> tuple[str, int] | InternalServerError:
+    """A database failure in the console is told in words, not as a stack trace; nothing
+    half-done stays behind (the transaction is rolled back). Elsewhere it stays the 500
+    Flask gives (the provider routes handle their own failures)."""
+    db.session.rollback()
+    log.error("database error on %s: %s", request.path, type(exc).__name__, exc_info=exc)
+    if not request.path.startswith("/admin"):
+        return InternalServerError()
+    return render_template("admin_sacco/database_error.html", what=type(exc).__name__), 503
 
 
 def init_admin(app: Flask) -> Admin:
@@ -24,6 +42,7 @@ def init_admin(app: Flask) -> Admin:
         )
     )
     init_login(app)
+    app.register_error_handler(SQLAlchemyError, _database_error)
     # One way to show an amount on every page: thousands separators, cents kept.
     app.add_template_filter(money_text, "money")
     console = Admin(
