@@ -6,10 +6,32 @@ from app.models.ledger import ACCOUNT_KINDS, Account, JournalEntry, JournalLine
 from app.models.loan import Installment, Loan, LoanProduct, PortfolioSnapshot
 from app.models.member import Member, StaffUser
 from app.models.mpesa import MpesaCallback, MpesaRequest, Payment
+from app.models.recovery import (
+    Agreement,
+    AgreementInstallment,
+    CollectionTarget,
+    ContactLog,
+    DataQualityFinding,
+    Document,
+    Hearing,
+    LegalCase,
+    RecoveryMilestone,
+    WriteOffRequest,
+)
 from app.models.sms import PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
 from app.models.ussd import UssdEvent
 
 __all__ = [
+    "WriteOffRequest",
+    "RecoveryMilestone",
+    "LegalCase",
+    "Hearing",
+    "Document",
+    "DataQualityFinding",
+    "ContactLog",
+    "CollectionTarget",
+    "AgreementInstallment",
+    "Agreement",
     "ACCOUNT_KINDS",
     "Account",
     "AuditLog",

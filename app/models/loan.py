@@ -111,6 +111,9 @@ class Loan(db.Model):
     closed_on: Mapped[date | None] = mapped_column(Date)
     recommended_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
     approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    # The staff member who follows the loan up (set at approval, reassigned by a manager).
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    next_hearing_on: Mapped[date | None] = mapped_column(Date)  # rolled up from its cases
     decision_reason: Mapped[str | None] = mapped_column(String(255))
     days_past_due: Mapped[int] = mapped_column(Integer, default=0)
     aging_bucket: Mapped[str] = mapped_column(String(8), default="current")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from flask_login import UserMixin
 from sqlalchemy import Boolean, CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
-from app.models.types import UTCDateTime, utcnow
+from app.models.types import Money, UTCDateTime, utcnow
 
 MEMBER_STATUSES = ("active", "dormant", "suspended", "exited")
 LANGUAGES = ("en", "sw")
@@ -61,6 +62,9 @@ class StaffUser(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(20))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The largest promise or settlement this officer may accept alone; above it a
+    # supervisor approves. None: no limit of their own (the role's rules apply).
+    accept_limit: Mapped[Decimal | None] = mapped_column(Money())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     @property

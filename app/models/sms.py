@@ -82,7 +82,9 @@ class PromiseToPay(db.Model):
     loan_id: Mapped[int] = mapped_column(ForeignKey("loans.id"), index=True)
     amount: Mapped[Decimal] = mapped_column(Money())
     promised_date: Mapped[date] = mapped_column(Date, index=True)
-    # open -> kept | broken
+    # open -> kept | partly (some of it paid by the date) | broken
     status: Mapped[str] = mapped_column(String(8), default="open", index=True)
+    paid_amount: Mapped[Decimal | None] = mapped_column(Money())  # what arrived by the date
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
     channel: Mapped[str] = mapped_column(String(8), default="ussd")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -292,6 +292,10 @@ def loan_approve(
         _check_limit(loan, member, as_of or business_today())
     _transition(loan, "approve", staff, note)
     loan.approved_by_id = staff.id
+    # Who follows the loan up: the officer who recommended it, else the approver (a
+    # branch manager reassigns it from the officer desk).
+    if loan.officer_id is None:
+        loan.officer_id = loan.recommended_by_id or staff.id
     loan.decided_at = utcnow()
     if note and note.strip():
         loan.decision_reason = note.strip()[:255]  # staff read why it was approved

@@ -29,6 +29,16 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "audit.view": ("compliance", "auditor", "admin"),  # and its CSV export
     "staff.manage": ("admin",),
     "product.manage": ("admin",),
+    # Collections and recovery (issue 12's remedial matrix)
+    "collection.record": MAKERS,  # call/visit outcomes, promises recorded after a call
+    "document.upload": ("loan_officer", "branch_manager", "compliance"),
+    "portfolio.assign": ("branch_manager",),  # reassign a loan's officer; set targets
+    "agreement.draft": MAKERS,
+    "agreement.approve": ("branch_manager",),  # and promises above an officer's limit
+    "legal.file": ("branch_manager",),  # legal cases and hearings
+    "recovery.start": ("branch_manager",),  # demand letter, auctioneer, foreclosure, dacion
+    "write_off.recommend": ("branch_manager",),
+    "write_off.decide": ("branch_manager", "compliance"),  # record the board's decision
 }
 
 
@@ -77,4 +87,13 @@ _WORDS = {
     "audit.view": "read the audit log",
     "staff.manage": "manage staff users",
     "product.manage": "change loan products",
+    "collection.record": "record collection calls and promises",
+    "document.upload": "upload documents",
+    "portfolio.assign": "assign loans and set targets",
+    "agreement.draft": "draft compromise agreements",
+    "agreement.approve": "approve compromise agreements or promises above the limit",
+    "legal.file": "file legal cases",
+    "recovery.start": "start recovery actions",
+    "write_off.recommend": "recommend write-offs",
+    "write_off.decide": "record board decisions on write-offs",
 }
