@@ -643,6 +643,24 @@ def loan_repay(
         loan.days_past_due = 0
         loan.aging_bucket = "current"
         result.closed = True
+    # A compromise agreement in force counts what reached the loan against its schedule,
+    # and its completion settles the loan. In its own savepoint, and never raising: the
+    # member has paid, and a fault in the agreement's bookkeeping must not undo that
+    # (it is logged; staff see the agreement short of the payment).
+    reached_loan = sum(result.allocated.values(), ZERO) + result.recovered
+    if reached_loan > 0:
+        from app.services.agreements import agreement_allocate  # it imports this module
+
+        try:
+            with db.session.begin_nested():
+                allocation = agreement_allocate(
+                    loan_id=loan.id, amount=reached_loan, value_date=value_date, actor=actor
+                )
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("agreement allocation failed for %s %s", loan.loan_no, reference)
+        else:
+            if allocation is not None and allocation.completed and loan.status == "closed":
+                result.closed, result.balance_left = True, ZERO
     if result.allocated or result.recovered:
         notify_repayment_received(
             member=member,
@@ -825,6 +843,64 @@ def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: d
     )
     loan.closed_on = value_date
     db.session.commit()
+    return loan
+
+
+def loan_settle(
+    *,
+    loan_id: int,
+    actor: StaffUser | str,
+    reason: str,
+    value_date: date,
+    commit: bool = True,
+) -> Loan:
+    """Close a loan whose compromise settlement is paid: what it still owes (the discount
+    agreed, and any penalty charged since) is written off by the write-off's journal path,
+    and the loan is closed, not written off: the member settled, so money paid after it
+    is theirs (savings), not a recovery. Audited; `written_off_amount` says what went.
+
+    The agreement's approval by a branch manager is the authority; a staff actor needs
+    agreement.approve. `commit=False` when the caller (a repayment) commits.
+    """
+    permission_require(actor, "agreement.approve")
+    loan = _get_loan(loan_id)
+    if loan.status not in LIVE_STATUSES:
+        raise LoanError(f"loan {loan.loan_no} is {loan.status}; there is nothing to settle")
+    rows = current_installments(loan.id, fresh=True)
+    debt = loan_debt(loan_id=loan.id)
+    if debt.total > 0:
+        for row in rows:  # retired, as a write-off retires them; kept for the record
+            row.superseded = True
+        lines: list[Line] = [debit(gl_account("GL-WRITE-OFF"), debt.total)]
+        for component in COMPONENTS:
+            owed = getattr(debt, component)
+            if owed > 0:
+                lines.append(credit(loan_account(loan, component), owed))
+        journal_post(
+            kind="write_off",
+            lines=lines,
+            value_date=value_date,
+            description=f"Settlement discount {loan.loan_no}: {reason}"[:255],
+            idempotency_key=f"settle:{loan.loan_no}",
+            actor=_actor_name(actor),
+            member_id=loan.member_id,
+            loan_id=loan.id,
+        )
+    loan.written_off_amount = debt.total
+    _transition(loan, "close", actor, reason)
+    audit_record(
+        actor=_actor_name(actor),
+        action="loan.settle",
+        object_type="loan",
+        object_id=loan.loan_no,
+        before={c: getattr(debt, c) for c in COMPONENTS},
+        after={"status": "closed", "written_off": debt.total},
+        note=reason,
+    )
+    loan.closed_on = value_date
+    loan.days_past_due, loan.aging_bucket, loan.in_default = 0, "current", False
+    if commit:
+        db.session.commit()
     return loan
 
 

@@ -1,0 +1,563 @@
+"""Compromise agreements through their services: every transition and its guard, the
+schedule that must add up, the one agreement in force per loan (sequentially and as a
+PostgreSQL race), payments counted against the schedule, completion that settles the loan
+(the discount written off, the books reconciled by the autouse fixture), and the default
+scan with its as-of date."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.models import Agreement, AgreementInstallment, AuditLog, Loan, StaffUser
+from app.selectors.loans import loan_debt
+from app.services.agreements import (
+    AgreementError,
+    ScheduleLine,
+    agreement_add_note,
+    agreement_approve,
+    agreement_check_default,
+    agreement_delete,
+    agreement_draft,
+    agreement_needs_supervisor,
+    agreement_return,
+    agreement_schedule_parse,
+    agreement_submit,
+    agreement_update,
+)
+from app.services.loans import loan_repay
+from app.services.locking import lock_row
+from app.services.permissions import PermissionDenied
+from tests.helpers import Worker, wait_until_blocked
+from tests.loan_factories import (
+    balance,
+    make_loan,
+    make_product,
+    make_staff,
+    receivables,
+    reload,
+    run_job,
+)
+
+D = Decimal
+TODAY = date(2026, 4, 2)  # the day agreements are drafted and approved in these tests
+SCHEDULE = [(date(2026, 5, 1), "4000"), (date(2026, 6, 1), "4000")]
+SETTLEMENT = D("8000.00")
+
+
+def _loan_in_default() -> int:
+    """A V1 loan of 10,000 paid out on 1 January and never paid: in default by April."""
+    loan = make_loan(product=make_product("V1", default_threshold_days=30), on=date(2026, 1, 1))
+    loan_id = loan.id
+    run_job("loan-arrears", date(2026, 4, 1))
+    assert reload(loan_id).in_default
+    return loan_id
+
+
+def _owed(loan_id: int) -> Decimal:
+    return loan_debt(loan_id=loan_id).total
+
+
+def _draft(loan_id: int, staff: StaffUser, **changes: object) -> Agreement:
+    figures: dict[str, object] = {
+        "settlement_amount": SETTLEMENT,
+        "discount": _owed(loan_id) - SETTLEMENT,
+        "schedule": SCHEDULE,
+        "as_of": TODAY,
+    }
+    figures.update(changes)
+    return agreement_draft(loan_id=loan_id, staff=staff, **figures)  # type: ignore[arg-type]
+
+
+def _approved(loan_id: int) -> tuple[int, StaffUser, StaffUser]:
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    agreement = _draft(loan_id, officer)
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    agreement_approve(agreement_id=agreement.id, staff=manager, as_of=TODAY)
+    return agreement.id, officer, manager
+
+
+def _get(agreement_id: int) -> Agreement:
+    db.session.expire_all()
+    agreement = db.session.get(Agreement, agreement_id)
+    assert agreement is not None
+    return agreement
+
+
+def _actions(agreement_id: int) -> list[str]:
+    return list(
+        db.session.scalars(
+            select(AuditLog.action)
+            .where(AuditLog.object_type == "agreement", AuditLog.object_id == str(agreement_id))
+            .order_by(AuditLog.id)
+        )
+    )
+
+
+# -- draft -------------------------------------------------------------------------------
+
+
+def test_a_draft_of_a_loan_in_default_keeps_its_figures_and_schedule(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    owed = _owed(loan_id)
+    officer = make_staff("loan_officer")
+    agreement = _draft(loan_id, officer, note="member lost his job")
+    agreement = _get(agreement.id)
+    assert agreement.status == "draft"
+    assert agreement.settlement_amount == SETTLEMENT
+    assert agreement.discount == owed - SETTLEMENT
+    assert (agreement.grace_days, agreement.default_threshold_days) == (3, 30)
+    assert [(r.number, r.due_date, r.amount, r.paid) for r in agreement.installments] == [
+        (1, date(2026, 5, 1), D("4000.00"), D("0.00")),
+        (2, date(2026, 6, 1), D("4000.00"), D("0.00")),
+    ]
+    assert agreement.drafted_by_id == officer.id
+    assert _actions(agreement.id) == ["agreement.draft"]
+
+
+def test_grace_and_threshold_days_are_editable_per_agreement(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    agreement = _draft(
+        loan_id, make_staff("loan_officer"), grace_days="5", default_threshold_days=14
+    )
+    assert (_get(agreement.id).grace_days, _get(agreement.id).default_threshold_days) == (5, 14)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        (
+            {"schedule": [(date(2026, 5, 1), "4000"), (date(2026, 6, 1), "3000")]},
+            "add up to KES 7,000.00, KES 1,000.00 short of the settlement of KES 8,000.00",
+        ),
+        (
+            {"schedule": [(date(2026, 5, 1), "4000"), (date(2026, 6, 1), "4500")]},
+            "KES 500.00 more than the settlement",
+        ),
+        (
+            {"schedule": [(date(2026, 6, 1), "4000"), (date(2026, 5, 1), "4000")]},
+            "installment 2 (2026-05-01) must fall after installment 1 (2026-06-01)",
+        ),
+        (
+            {"schedule": [(date(2026, 4, 2), "4000"), (date(2026, 6, 1), "4000")]},
+            "installment 1 is due 2026-04-02: dates must be after today",
+        ),
+        ({"schedule": [(date(2026, 5, 1), "0"), (date(2026, 6, 1), "8000")]}, "more than zero"),
+        ({"schedule": []}, "at least one installment"),
+        ({"discount": "-1"}, "cannot be negative"),
+        ({"discount": "1"}, "must add up to it"),
+        ({"settlement_amount": "0"}, "the settlement must be more than zero"),
+        ({"grace_days": "-1"}, "grace days must be 0 to 3650 days"),
+        ({"default_threshold_days": "0"}, "the default threshold must be 1 to 3650 days"),
+    ],
+)
+def test_a_draft_that_does_not_add_up_is_refused_in_words(
+    app: Flask, changes: dict[str, object], words: str
+) -> None:
+    loan_id = _loan_in_default()
+    with pytest.raises(AgreementError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        _draft(loan_id, make_staff("loan_officer"), **changes)
+    db.session.rollback()
+    assert db.session.scalars(select(Agreement)).all() == []
+
+
+def test_only_a_loan_in_default_gets_an_agreement(app: Flask) -> None:
+    loan_id = make_loan(product=make_product("V1"), on=date(2026, 3, 1)).id
+    with pytest.raises(AgreementError, match="not in default"):
+        _draft(loan_id, make_staff("loan_officer"))
+
+
+def test_roles_without_agreement_draft_are_refused(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    for role in ("compliance", "auditor", "admin"):
+        with pytest.raises(PermissionDenied, match="cannot draft compromise agreements"):
+            _draft(loan_id, make_staff(role))
+
+
+def test_a_typed_schedule_is_read_line_by_line(app: Flask) -> None:
+    assert agreement_schedule_parse("2026-05-01 4,000\n\n2026-06-01, 4000.50\n") == [
+        ScheduleLine(date(2026, 5, 1), D("4000.00")),
+        ScheduleLine(date(2026, 6, 1), D("4000.50")),
+    ]
+    with pytest.raises(AgreementError, match="schedule line 2 should read like"):
+        agreement_schedule_parse("2026-05-01 4000\nnext month 4000")
+    with pytest.raises(AgreementError, match="2026-02-30 is no date"):
+        agreement_schedule_parse("2026-02-30 4000")
+
+
+# -- submit, approve, return -------------------------------------------------------------
+
+
+def test_draft_submitted_approved_by_a_manager_who_did_not_draft_it(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    agreement_id, officer, manager = _approved(loan_id)
+    agreement = _get(agreement_id)
+    assert agreement.status == "approved"  # its first date (1 May) has not come yet
+    assert agreement.approved_by_id == manager.id and agreement.approved_at is not None
+    assert agreement.submitted_at is not None and agreement.activated_on is None
+    assert _actions(agreement_id) == ["agreement.draft", "agreement.submit", "agreement.approve"]
+
+
+def test_only_the_drafter_submits(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    agreement = _draft(loan_id, make_staff("loan_officer"))
+    with pytest.raises(AgreementError, match="only the staff member who drafted"):
+        agreement_submit(agreement_id=agreement.id, staff=make_staff("loan_officer"))
+    assert _get(agreement.id).status == "draft"
+
+
+def test_the_drafter_cannot_approve_and_a_loan_officer_is_refused(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    drafter = make_staff("branch_manager")
+    agreement = _draft(loan_id, drafter)
+    agreement_submit(agreement_id=agreement.id, staff=drafter)
+    with pytest.raises(AgreementError, match="drafted an agreement cannot also approve it"):
+        agreement_approve(agreement_id=agreement.id, staff=drafter, as_of=TODAY)
+    with pytest.raises(PermissionDenied, match="loan officer staff cannot approve compromise"):
+        agreement_approve(agreement_id=agreement.id, staff=make_staff("loan_officer"))
+    assert _get(agreement.id).status == "submitted"
+
+
+def test_only_submitted_agreements_are_approved(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    agreement = _draft(loan_id, make_staff("loan_officer"))
+    with pytest.raises(AgreementError, match="is draft; only submitted agreements"):
+        agreement_approve(agreement_id=agreement.id, staff=make_staff(), as_of=TODAY)
+
+
+def test_a_manager_returns_a_submitted_agreement_with_a_reason(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    agreement = _draft(loan_id, officer)
+    with pytest.raises(AgreementError, match="only submitted agreements can be returned"):
+        agreement_return(agreement_id=agreement.id, staff=manager, reason="too long")
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    with pytest.raises(AgreementError, match="say why"):
+        agreement_return(agreement_id=agreement.id, staff=manager, reason=" ")
+    agreement_return(agreement_id=agreement.id, staff=manager, reason="ask for 9,000")
+    assert _get(agreement.id).status == "draft" and _get(agreement.id).submitted_at is None
+
+
+def test_approval_refuses_figures_the_loan_no_longer_owes(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    officer = make_staff("loan_officer")
+    agreement = _draft(loan_id, officer)
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    loan_repay(loan_id=loan_id, amount="100", reference="QKPART0001", value_date=TODAY)
+    with pytest.raises(AgreementError, match="send it back to draft for new figures"):
+        agreement_approve(agreement_id=agreement.id, staff=make_staff(), as_of=TODAY)
+    assert _get(agreement.id).status == "submitted"
+
+
+def test_approved_on_or_after_its_first_date_is_active_at_once(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    officer = make_staff("loan_officer")
+    agreement = _draft(loan_id, officer)
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    agreement_approve(agreement_id=agreement.id, staff=make_staff(), as_of=date(2026, 5, 1))
+    agreement = _get(agreement.id)
+    assert (agreement.status, agreement.activated_on) == ("active", date(2026, 5, 1))
+
+
+# -- the officer's limit -----------------------------------------------------------------
+
+
+def test_a_settlement_above_the_officer_s_limit_needs_a_supervisor(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    officer = make_staff("loan_officer")
+    officer.accept_limit = D("5000")
+    db.session.commit()
+    agreement = _draft(loan_id, officer)
+    assert agreement_needs_supervisor(agreement)
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    submitted = db.session.scalar(select(AuditLog).where(AuditLog.action == "agreement.submit"))
+    assert submitted is not None and submitted.after["needs_supervisor"] is True
+    # A manager whose own limit is below the settlement cannot be that supervisor.
+    low = make_staff("branch_manager")
+    low.accept_limit = D("6000")
+    db.session.commit()
+    with pytest.raises(AgreementError, match="above your limit of KES 6,000.00"):
+        agreement_approve(agreement_id=agreement.id, staff=low, as_of=TODAY)
+    agreement_approve(agreement_id=agreement.id, staff=make_staff(), as_of=TODAY)
+    assert _get(agreement.id).status == "approved"
+
+
+def test_within_the_officer_s_limit_no_supervisor_is_flagged(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    officer = make_staff("loan_officer")
+    officer.accept_limit = D("8000")
+    db.session.commit()
+    assert not agreement_needs_supervisor(_draft(loan_id, officer))
+
+
+# -- immutability and deletion -----------------------------------------------------------
+
+
+def test_a_draft_is_edited_and_a_submitted_one_goes_back_to_draft(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    officer = make_staff("loan_officer")
+    agreement = _draft(loan_id, officer)
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    owed = _owed(loan_id)
+    agreement_update(
+        agreement_id=agreement.id,
+        staff=officer,
+        settlement_amount="9000",
+        discount=owed - D("9000"),
+        schedule=[
+            (date(2026, 5, 1), "3000"),
+            (date(2026, 6, 1), "3000"),
+            (date(2026, 7, 1), "3000"),
+        ],
+        as_of=TODAY,
+    )
+    agreement = _get(agreement.id)
+    assert agreement.status == "draft" and agreement.settlement_amount == D("9000.00")
+    assert [r.amount for r in agreement.installments] == [D("3000.00")] * 3
+
+
+def test_an_approved_agreement_is_immutable_but_takes_notes(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    agreement_id, officer, manager = _approved(loan_id)
+    with pytest.raises(AgreementError, match="can no longer change"):
+        agreement_update(
+            agreement_id=agreement_id,
+            staff=officer,
+            settlement_amount=SETTLEMENT,
+            discount=_owed(loan_id) - SETTLEMENT,
+            schedule=[(date(2026, 5, 2), "8000")],
+            as_of=TODAY,
+        )
+    with pytest.raises(AgreementError, match="only draft agreements can be deleted"):
+        agreement_delete(agreement_id=agreement_id, staff=manager)
+    with pytest.raises(AgreementError, match="only draft agreements can be submitted"):
+        agreement_submit(agreement_id=agreement_id, staff=officer)
+    agreement_add_note(agreement_id=agreement_id, staff=officer, note="member called")
+    agreement = _get(agreement_id)
+    assert agreement.status == "approved"
+    assert [r.due_date for r in agreement.installments] == [d for d, _ in SCHEDULE]
+    assert agreement.note is not None and agreement.note.endswith("member called")
+
+
+def test_only_drafts_are_deleted_and_softly(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    officer = make_staff("loan_officer")
+    kept = _draft(loan_id, officer)
+    agreement_submit(agreement_id=kept.id, staff=officer)
+    with pytest.raises(AgreementError, match="is submitted; only draft agreements"):
+        agreement_delete(agreement_id=kept.id, staff=officer)
+    gone = _draft(loan_id, officer)
+    with pytest.raises(AgreementError, match="only the drafter or a branch manager"):
+        agreement_delete(agreement_id=gone.id, staff=make_staff("loan_officer"))
+    agreement_delete(agreement_id=gone.id, staff=officer)
+    gone = _get(gone.id)
+    assert gone.status == "deleted" and gone.deleted_at is not None
+    assert len(gone.installments) == 2  # the row and its schedule stay
+    with pytest.raises(AgreementError, match="is deleted"):
+        agreement_add_note(agreement_id=gone.id, staff=officer, note="too late")
+
+
+# -- one agreement in force per loan -----------------------------------------------------
+
+
+def _two_submitted(loan_id: int) -> tuple[int, int]:
+    officer = make_staff("loan_officer")
+    ids = []
+    for _ in range(2):
+        agreement = _draft(loan_id, officer)
+        agreement_submit(agreement_id=agreement.id, staff=officer)
+        ids.append(agreement.id)
+    return ids[0], ids[1]
+
+
+def test_a_second_approval_on_the_same_loan_is_refused_in_words(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    first, second = _two_submitted(loan_id)
+    agreement_approve(agreement_id=first, staff=make_staff(), as_of=TODAY)
+    with pytest.raises(AgreementError, match=f"agreement {first} is approved.*at most one"):
+        agreement_approve(agreement_id=second, staff=make_staff(), as_of=TODAY)
+    assert (_get(first).status, _get(second).status) == ("approved", "submitted")
+
+
+def test_the_database_itself_holds_one_binding_agreement_per_loan(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    first, second = _two_submitted(loan_id)
+    _get(first).status = "approved"
+    db.session.commit()
+    _get(second).status = "active"
+    with pytest.raises(IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+
+
+def test_two_managers_approving_two_drafts_at_once_one_wins(app: Flask, pg: None) -> None:
+    loan_id = _loan_in_default()
+    first, second = _two_submitted(loan_id)
+    managers = [make_staff("branch_manager").id, make_staff("branch_manager").id]
+    db.session.remove()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_loan() -> None:
+        # Both approvals queue behind this lock and are let go at the same instant.
+        lock_row(Loan, loan_id)
+        holding.set()
+        release.wait(20)
+        db.session.rollback()
+
+    def approve(agreement_id: int, manager_id: int) -> Callable[[], Agreement]:
+        def run() -> Agreement:
+            staff = db.session.get(StaffUser, manager_id)
+            assert staff is not None
+            return agreement_approve(agreement_id=agreement_id, staff=staff, as_of=TODAY)
+
+        return run
+
+    holder = Worker(app, hold_the_loan)
+    holder.start()
+    assert holding.wait(20)
+    approvers = [
+        Worker(app, approve(agreement_id, manager_id))
+        for agreement_id, manager_id in zip((first, second), managers, strict=True)
+    ]
+    for w in approvers:
+        w.start()
+    wait_until_blocked(2)
+    release.set()
+    holder.outcome()
+    errors = []
+    for w in approvers:
+        w.join(30)
+        assert not w.is_alive()
+        errors.append(w.error)
+    assert sum(e is None for e in errors) == 1, errors
+    (refused,) = [e for e in errors if e is not None]
+    assert isinstance(refused, AgreementError) and "at most one" in str(refused)
+    statuses = sorted(_get(i).status for i in (first, second))
+    assert statuses == ["approved", "submitted"]
+
+
+# -- payments and completion -------------------------------------------------------------
+
+
+def test_payments_fill_the_schedule_in_order_and_activate_it(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    loan_repay(loan_id=loan_id, amount="2500", reference="QKAGR00001", value_date=TODAY)
+    loan_repay(loan_id=loan_id, amount="2500", reference="QKAGR00002", value_date=date(2026, 4, 20))
+    agreement = _get(agreement_id)
+    assert agreement.status == "active" and agreement.activated_on == TODAY
+    assert agreement.paid_amount == D("5000.00")
+    assert [(r.paid, r.paid_on) for r in agreement.installments] == [
+        (D("4000.00"), date(2026, 4, 20)),
+        (D("1000.00"), None),
+    ]
+    assert reload(loan_id).status == "active"
+
+
+def test_a_payment_on_a_loan_with_only_a_draft_is_not_counted(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    agreement = _draft(loan_id, make_staff("loan_officer"))
+    loan_repay(loan_id=loan_id, amount="100", reference="QKAGR00009", value_date=TODAY)
+    assert _get(agreement.id).paid_amount == 0
+
+
+def test_paying_the_settlement_completes_it_and_writes_off_the_discount(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    discount = _owed(loan_id) - SETTLEMENT
+    agreement_id, *_ = _approved(loan_id)
+    loan_repay(loan_id=loan_id, amount="4000", reference="QKAGR00011", value_date=date(2026, 5, 1))
+    result = loan_repay(
+        loan_id=loan_id, amount="4000", reference="QKAGR00012", value_date=date(2026, 6, 1)
+    )
+    assert result.closed and result.balance_left == 0
+    agreement = _get(agreement_id)
+    assert (agreement.status, agreement.closed_on) == ("completed", date(2026, 6, 1))
+    assert agreement.paid_amount == SETTLEMENT
+    loan = reload(loan_id)
+    assert loan.status == "closed" and loan.closed_on == date(2026, 6, 1)
+    assert loan.written_off_amount == discount and not loan.in_default
+    assert set(receivables(loan).values()) == {D("0.00")}
+    assert _owed(loan_id) == 0
+    assert balance("GL-WRITE-OFF") == discount
+    settle = db.session.scalar(select(AuditLog).where(AuditLog.action == "loan.settle"))
+    assert settle is not None and D(settle.after["written_off"]) == discount
+    assert _actions(agreement_id)[-1] == "agreement.complete"
+    # Money after settlement is the member's: the loan takes nothing more.
+    after = loan_repay(
+        loan_id=loan_id, amount="50", reference="QKAGR00013", value_date=date(2026, 6, 2)
+    )
+    assert after.to_savings == D("50.00")
+
+
+def test_one_payment_of_the_whole_settlement_completes_at_once(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    loan_repay(loan_id=loan_id, amount="8000", reference="QKAGR00021", value_date=TODAY)
+    agreement = _get(agreement_id)
+    assert agreement.status == "completed"
+    assert [r.paid_on for r in agreement.installments] == [TODAY, TODAY]
+    assert reload(loan_id).status == "closed"
+
+
+def test_paying_the_whole_debt_completes_it_with_nothing_written_off(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    owed = _owed(loan_id)
+    agreement_id, *_ = _approved(loan_id)
+    loan_repay(loan_id=loan_id, amount=owed, reference="QKAGR00031", value_date=TODAY)
+    assert _get(agreement_id).status == "completed"
+    loan = reload(loan_id)
+    assert loan.status == "closed" and loan.written_off_amount == 0
+    assert balance("GL-WRITE-OFF") == 0
+
+
+# -- default -----------------------------------------------------------------------------
+
+
+def test_the_scan_activates_on_the_first_date_and_defaults_after_the_threshold(
+    app: Flask,
+) -> None:
+    loan_id = _loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    # 1 May is due; grace 3 + threshold 30: still in force on 3 June, defaulted on 4 June.
+    scan = agreement_check_default(as_of=date(2026, 5, 1))
+    assert scan.activated == [agreement_id] and scan.defaulted == []
+    assert _get(agreement_id).status == "active"
+    assert agreement_check_default(as_of=date(2026, 6, 3)).defaulted == []
+    scan = agreement_check_default(as_of=date(2026, 6, 10))
+    assert scan.defaulted == [agreement_id]
+    agreement = _get(agreement_id)
+    assert (agreement.status, agreement.closed_on) == ("defaulted", date(2026, 6, 4))
+    # Idempotent, and a replay of an earlier day changes nothing either.
+    assert agreement_check_default(as_of=date(2026, 6, 10)).defaulted == []
+    assert agreement_check_default(as_of=date(2026, 5, 1)).activated == []
+    assert _actions(agreement_id).count("agreement.default") == 1
+    # The loan keeps its whole debt: a defaulted agreement forgives nothing.
+    assert reload(loan_id).status == "active" and _owed(loan_id) > SETTLEMENT
+
+
+def test_a_paid_installment_never_defaults_and_a_late_scan_dates_the_default(
+    app: Flask,
+) -> None:
+    loan_id = _loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    loan_repay(loan_id=loan_id, amount="4000", reference="QKAGR00041", value_date=date(2026, 5, 2))
+    assert agreement_check_default(as_of=date(2026, 7, 1)).defaulted == []
+    # Installment 2 (1 June) unpaid: the scan of 1 August dates the default 5 July.
+    assert agreement_check_default(as_of=date(2026, 8, 1)).defaulted == [agreement_id]
+    assert _get(agreement_id).closed_on == date(2026, 7, 5)
+
+
+def test_an_approved_agreement_never_activated_defaults_in_one_scan(app: Flask) -> None:
+    loan_id = _loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    scan = agreement_check_default(as_of=date(2026, 9, 1))
+    assert scan.activated == [agreement_id] and scan.defaulted == [agreement_id]
+    assert db.session.scalars(select(AgreementInstallment)).all()  # schedule kept
