@@ -10,9 +10,10 @@ from flask_admin.theme import Bootstrap4Theme
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import InternalServerError
 
-from admin.auth import SaccoIndexView, init_login, money_text
+from admin.auth import SaccoIndexView, init_login
 from admin.views import register_views
 from app.extensions import db
+from app.money import money_text
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from wtforms import PasswordField, StringField
 
 from app.extensions import db, login_manager
 from app.models import StaffUser
+from app.money import money_text
 from app.services.audit import audit_record
 from app.services.permissions import describe, permitted
 from app.services.staff import (
@@ -90,13 +91,6 @@ def _kenyan_time(view: object, value: datetime, name: str) -> str:
     if value.tzinfo is None:
         return value.strftime("%Y-%m-%d %H:%M")
     return value.astimezone(current_app.config["SETTINGS"].tz).strftime("%Y-%m-%d %H:%M")
-
-
-def money_text(value: Decimal | int | None) -> str:
-    """Thousands separators; cents kept, finer places (a rate's 4 decimals) too."""
-    if value is None:
-        return ""
-    return f"{value:,.2f}" if value == round(value, 2) else f"{value:,}"
 
 
 def _money(view: object, value: Decimal, name: str) -> str:

@@ -79,3 +79,11 @@ def round_money(
 def is_whole_shillings(value: Decimal) -> bool:
     """M-PESA moves whole shillings only."""
     return value == value.to_integral_value()
+
+
+def money_text(value: Decimal | int | None) -> str:
+    """An amount as staff read it: thousands separators, cents kept, finer places (a rate's
+    4 decimals) too; nothing for no amount."""
+    if value is None:
+        return ""
+    return f"{value:,.2f}" if value == round(value, 2) else f"{value:,}"

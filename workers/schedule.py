@@ -22,6 +22,7 @@ from workers.jobs import (
     reconcile_payments_job,
     sms_sweep_job,
 )
+from workers.recovery import data_quality_job
 from workers.reminders import due_reminders_job, overdue_reminders_job, promise_reminders_job
 from workers.runner import JobFn, job_run
 
@@ -37,6 +38,7 @@ JOBS: dict[str, JobFn] = {
     "due-reminders": due_reminders_job,
     "overdue-reminders": overdue_reminders_job,
     "promise-reminders": promise_reminders_job,
+    "data-quality": data_quality_job,
 }
 
 
@@ -69,6 +71,7 @@ SCHEDULE: list[Scheduled] = [
     Scheduled("due-reminders", "0 6 * * *", "default", True),
     Scheduled("overdue-reminders", "5 6 * * *", "default", True),
     Scheduled("promise-reminders", "10 6 * * *", "default", True),
+    Scheduled("data-quality", "0 3 * * 1", "default", False),  # Mondays 06:00 EAT, weekly
 ]
 
 
