@@ -83,3 +83,6 @@ def register_views(console: Admin) -> None:
     promises.register(console)
     staff.register(console)
     phone.register(console)
+    from admin import agreements  # issue 12: compromise agreements
+
+    agreements.register(console)
