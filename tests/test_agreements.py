@@ -561,3 +561,28 @@ def test_an_approved_agreement_never_activated_defaults_in_one_scan(app: Flask) 
     scan = agreement_check_default(as_of=date(2026, 9, 1))
     assert scan.activated == [agreement_id] and scan.defaulted == [agreement_id]
     assert db.session.scalars(select(AgreementInstallment)).all()  # schedule kept
+
+
+def test_penalties_charged_after_approval_are_written_off_with_the_discount(
+    app: Flask,
+) -> None:
+    loan = make_loan(
+        product=make_product(
+            "V1", default_threshold_days=30, penalty_type="fixed", penalty_value=D("100")
+        ),
+        on=date(2026, 1, 1),
+    )
+    loan_id = loan.id
+    run_job("loan-arrears", date(2026, 4, 1))
+    discount = _owed(loan_id) - SETTLEMENT
+    agreement_id, *_ = _approved(loan_id)
+    run_job("loan-arrears", date(2026, 4, 10))  # April's installment of the loan is late
+    loan_repay(loan_id=loan_id, amount="4000", reference="QKAGR00051", value_date=date(2026, 5, 1))
+    owed_before = _owed(loan_id)
+    assert owed_before == discount + D("4000") + D("100")  # the penalty since approval
+    loan_repay(loan_id=loan_id, amount="4000", reference="QKAGR00052", value_date=date(2026, 6, 1))
+    assert _get(agreement_id).status == "completed"
+    loan = reload(loan_id)
+    assert loan.status == "closed" and loan.written_off_amount == owed_before - D("4000")
+    assert balance("GL-WRITE-OFF") == loan.written_off_amount
+    assert set(receivables(loan).values()) == {D("0.00")}
