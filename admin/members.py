@@ -39,6 +39,7 @@ from app.selectors.members import (
     member_sms,
     member_ussd_sessions,
 )
+from app.selectors.promises import member_promise_keeping
 from app.selectors.statements import MAX_STATEMENT_DAYS, StatementRangeError
 from app.services.members import (
     MemberError,
@@ -220,6 +221,7 @@ class MemberView(SecureModelView):
             "sms": member_sms(member_id=member.id),
             "ussd": member_ussd_sessions(phone=member.phone),
             "promises": member_promises(member_id=member.id),
+            "promise_keeping": member_promise_keeping(member_id=member.id),
             # The audit log is for compliance, auditors and admins (the role matrix).
             "audit": member_audit(member_no=no, loan_nos=[m.loan.loan_no for m in loans.rows])
             if may_audit

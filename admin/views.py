@@ -86,3 +86,6 @@ def register_views(console: Admin) -> None:
     from admin import agreements  # issue 12: compromise agreements
 
     agreements.register(console)
+    from admin import desk  # issue 12: the officer desk and the team leaderboard
+
+    desk.register(console)

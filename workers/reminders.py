@@ -335,8 +335,8 @@ def _promise_reminder(promise: PromiseToPay, loan: Loan, kind: str) -> Reminder:
 
 def promise_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None = None) -> None:
     """Promises due tomorrow get a reminder; promises whose date has passed are settled:
-    kept when the loan got the promised amount since the promise was made, else broken
-    (and the member is told)."""
+    kept when the loan got the promised amount since the promise was made, partly when
+    some of it arrived, else broken (partly or broken: the member is told)."""
     open_promises = db.session.execute(
         select(PromiseToPay, Loan)
         .join(Loan, PromiseToPay.loan_id == Loan.id)
@@ -357,7 +357,8 @@ def promise_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None 
         status = promise_settle(promise, loan, as_of=as_of)
         if status != before:
             stats.records_updated += 1
-            if status == "broken":
+            # Partly kept is not kept: the member is told, as for a broken one.
+            if status in ("broken", "partly"):
                 found.append(_promise_reminder(promise, loan, "promise_broken"))
         elif promise.promised_date >= as_of:
             found.append(_promise_reminder(promise, loan, "promise_due"))

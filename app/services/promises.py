@@ -33,10 +33,15 @@ def promise_record(
     promised_date: date,
     as_of: date,
     channel: str = "ussd",
+    recorded_by_id: int | None = None,
+    commit: bool = True,
 ) -> PromiseToPay:
     """Record a promise for a loan in arrears: a date from tomorrow to 14 days ahead, an
     amount more than zero. One open promise per loan: a new one is refused until the
-    open one is settled. Texts the member a confirmation."""
+    open one is settled. Texts the member a confirmation.
+
+    Staff record one after a call (`recorded_by_id`, channel "staff") with `commit=False`:
+    the call's log and audit row commit with the promise, as one unit."""
     try:
         value = money_input(amount)
     except MoneyError as exc:
@@ -63,13 +68,15 @@ def promise_record(
         promised_date=promised_date,
         status="open",
         channel=channel,
+        recorded_by_id=recorded_by_id,
     )
     db.session.add(promise)
     db.session.flush()
     notify_promise_recorded(
         member=db.session.get(Member, member_id), promise=promise, loan_no=loan.loan_no or ""
     )
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return promise
 
 
@@ -104,12 +111,17 @@ def promise_kept(promise: PromiseToPay, loan: Loan) -> bool:
 
 
 def promise_settle(promise: PromiseToPay, loan: Loan, *, as_of: date) -> str:
-    """Settle an open promise: past its date it becomes kept or broken; before it, kept
-    if already paid. Returns the status (unchanged "open" when nothing is decided yet).
-    The caller commits (the reminder job commits with its messages)."""
-    kept = promise_kept(promise, loan)
+    """Settle an open promise: past its date it becomes kept, partly (some of the amount
+    arrived, not all) or broken; before it, kept if already paid. `paid_amount` records
+    what arrived towards it (at most the amount promised). Returns the status (unchanged
+    "open" when nothing is decided yet). The caller commits (the reminder job commits
+    with its messages)."""
+    paid = paid_since(loan_id=loan.id, since=business_date(promise.created_at))
+    kept = loan.status not in LIVE_STATUSES or paid >= promise.amount
     if promise.promised_date < as_of:
-        promise.status = "kept" if kept else "broken"
+        promise.status = "kept" if kept else ("partly" if paid > 0 else "broken")
     elif kept:
         promise.status = "kept"
+    if promise.status != "open":
+        promise.paid_amount = min(paid, promise.amount)
     return promise.status
