@@ -187,6 +187,12 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sw": "Mkopo {loan_no} umeshindwa kulipwa: {amount} imechelewa siku {days}. "
         "Wadhamini wako wanaweza kuarifiwa. Lipa Paybill {paybill}, Akaunti {account}.",
     },
+    "reminder_agreement_due": {
+        "en": "Reminder: {amount} of your settlement on loan {loan_no} is due tomorrow {date}. "
+        "Paybill {paybill}, Account {account}.",
+        "sw": "Kumbusho: {amount} ya makubaliano ya mkopo {loan_no} inadaiwa kesho {date}. "
+        "Paybill {paybill}, Akaunti {account}.",
+    },
     "promise_due_tomorrow": {
         "en": "Reminder: you promised to pay {amount} on loan {loan_no} by tomorrow {date}. "
         "Paybill {paybill}, Account {account}.",

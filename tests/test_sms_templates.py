@@ -94,6 +94,7 @@ def test_reminders_are_the_ones_the_jobs_send() -> None:
         "reminder_overdue_30d",
         "promise_due_tomorrow",
         "promise_broken",
+        "reminder_agreement_due",
     }
 
 

@@ -365,3 +365,11 @@ def promise_reminders_job(*, as_of: date, stats: JobStats, now: datetime | None 
     # The status changes commit with the first batch of messages (or alone when none).
     _queue_all(_grouped(found), as_of=as_of, stats=stats, now=now)
     db.session.commit()
+
+
+def queue_reminders(
+    reminders: Iterable[Reminder], *, as_of: date, stats: JobStats, now: datetime | None = None
+) -> None:
+    """Other scans' reminders through the same road: one per member and kind, quiet
+    hours, opt-outs, batches and the day's idempotency key."""
+    _queue_all(_grouped(reminders), as_of=as_of, stats=stats, now=now)

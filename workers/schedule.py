@@ -22,7 +22,14 @@ from workers.jobs import (
     reconcile_payments_job,
     sms_sweep_job,
 )
-from workers.recovery import data_quality_job
+from workers.recovery import (
+    agreement_reminders_job,
+    agreement_scan_job,
+    data_quality_job,
+    hearing_notices_job,
+    hearing_rollup_job,
+    milestones_overdue_job,
+)
 from workers.reminders import due_reminders_job, overdue_reminders_job, promise_reminders_job
 from workers.runner import JobFn, job_run
 
@@ -39,6 +46,11 @@ JOBS: dict[str, JobFn] = {
     "overdue-reminders": overdue_reminders_job,
     "promise-reminders": promise_reminders_job,
     "data-quality": data_quality_job,
+    "agreement-scan": agreement_scan_job,
+    "agreement-reminders": agreement_reminders_job,
+    "hearing-rollup": hearing_rollup_job,
+    "hearing-notices": hearing_notices_job,
+    "milestones-overdue": milestones_overdue_job,
 }
 
 
@@ -72,6 +84,12 @@ SCHEDULE: list[Scheduled] = [
     Scheduled("overdue-reminders", "5 6 * * *", "default", True),
     Scheduled("promise-reminders", "10 6 * * *", "default", True),
     Scheduled("data-quality", "0 3 * * 1", "default", False),  # Mondays 06:00 EAT, weekly
+    # Collections and recovery, after loan-arrears (00:05) has brought arrears up to date.
+    Scheduled("agreement-scan", "50 21 * * *", "default", True),  # 00:50 EAT
+    Scheduled("hearing-rollup", "55 21 * * *", "default", True),  # 00:55 EAT
+    Scheduled("milestones-overdue", "0 22 * * *", "default", True),  # 01:00 EAT
+    Scheduled("hearing-notices", "30 4 * * *", "default", True),  # 07:30 EAT, staff in
+    Scheduled("agreement-reminders", "15 6 * * *", "default", True),  # 09:15 EAT
 ]
 
 
