@@ -86,9 +86,10 @@ def loan_recovery(*, loan_id: int) -> LoanRecovery | None:
         ids.add(r.recommended_by_id)
         if r.decided_by_id is not None:
             ids.add(r.decided_by_id)
-    staff = (
-        dict(db.session.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids))))
+    rows = (
+        db.session.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids)))
         if ids
-        else {}
+        else []
     )
-    return LoanRecovery(loan, cases, milestones, requests, staff)  # type: ignore[arg-type]
+    staff = {staff_id: email for staff_id, email in rows}
+    return LoanRecovery(loan, cases, milestones, requests, staff)
