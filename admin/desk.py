@@ -98,15 +98,18 @@ class DeskView(SecureMixin, BaseView):
         return redirect(url_for(".index", officer=officer, page=page))
 
     @expose("/")
-    def index(self) -> str | tuple[str, int]:
+    def index(self) -> str | tuple[str, int] | Response:
         officer_id, officer_arg = self._officer_arg()
         if officer_id != current_user.id and not permitted(current_user, "portfolio.assign"):
             # Another officer's desk is a branch manager's view.
             return forbidden("portfolio.assign", self)
+        officer = db.session.get(StaffUser, officer_id) if officer_id is not None else None
+        if officer_id is not None and officer is None:
+            flash(f"No staff member {officer_id}.", "error")
+            return redirect(url_for(".index"))
         today = business_today()
         page = max(request.args.get("page", 1, type=int) or 1, 1)
         rows, total = officer_desk(officer_id=officer_id, as_of=today, page=page, per_page=PER_PAGE)
-        officer = db.session.get(StaffUser, officer_id) if officer_id is not None else None
         return self.render(
             "admin_sacco/desk.html",
             rows=rows,

@@ -200,6 +200,7 @@ def test_a_branch_manager_picks_a_desk_reassigns_sets_a_target_and_bulk_promises
     page = text(browse(client, f"/admin/desk/?officer={officer_id}"))
     assert f"2 promises for {due:%d/%m/%Y}, KES 8,080.00 in all." in page
 
+    assert browse(client, "/admin/desk/?officer=99999").status_code == 302  # no such officer
     # Loans nobody follows up have a desk too.
     db.session.get(Loan, ids[0]).officer_id = None
     page = text(browse(client, "/admin/desk/?officer=none"))
