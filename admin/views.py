@@ -70,7 +70,21 @@ class JournalView(SecureModelView):
 
 def register_views(console: Admin) -> None:
     """Each area of the console registers its own pages, in the order of the menu."""
-    from admin import loans, members, payments, phone, products, promises, sms, staff
+    from admin import (
+        agreements,
+        desk,
+        loans,
+        members,
+        payments,
+        phone,
+        products,
+        promises,
+        quality,
+        recovery,
+        reports,
+        sms,
+        staff,
+    )
 
     s = db  # Flask-Admin 2.2 deprecates passing db.session (a warning is an error in tests)
     members.register(console)
@@ -81,11 +95,11 @@ def register_views(console: Admin) -> None:
     payments.register(console)
     sms.register(console)
     promises.register(console)
-    staff.register(console)
-    phone.register(console)
-    from admin import agreements  # issue 12: compromise agreements
-
-    agreements.register(console)
-    from admin import desk  # issue 12: the officer desk and the team leaderboard
-
+    # Collections and recovery: the officer desk, agreements, legal and write-offs.
     desk.register(console)
+    agreements.register(console)
+    recovery.register(console)
+    reports.register(console)
+    staff.register(console)
+    quality.register(console)
+    phone.register(console)
