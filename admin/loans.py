@@ -32,7 +32,6 @@ from app.services.loans import (
     loan_retry_payout,
     loan_reverse_penalty,
     loan_withdraw,
-    loan_write_off,
 )
 from app.services.payments import payments_request_stk
 
@@ -58,7 +57,6 @@ DECISIONS = {
     "retry_payout": "loan.disburse",
     "disburse": "loan.disburse",
     "restructure": "loan.restructure",
-    "write_off": "loan.write_off",
     "reverse_penalty": "penalty.reverse",
 }
 
@@ -151,8 +149,6 @@ class LoanView(SecureModelView):
                     start_date=_today(),
                     reason=reason,
                 )
-            elif action == "write_off":
-                loan_write_off(loan_id=loan_id, staff=staff, reason=reason, value_date=_today())
             elif action == "reverse_penalty":
                 number = form.installment.data
                 if not number:
