@@ -12,12 +12,11 @@ from app.models import Agreement, AgreementInstallment, Hearing, LegalCase, Loan
 from app.services.agreements import agreement_check_default
 from app.services.audit import audit_record
 from app.services.data_quality import data_quality_check
-from app.services.recovery import legal_rollup, milestones_overdue
+from app.services.recovery import OPEN_CASE, legal_rollup, milestones_overdue
 from workers.reminders import Reminder, queue_reminders
 from workers.runner import JobStats
 
 HEARING_NOTICE_DAYS = 7
-OPEN_CASES = ("filed", "hearing")
 
 
 def data_quality_job(*, as_of: date, stats: JobStats) -> None:
@@ -79,7 +78,7 @@ def hearing_notices_job(*, as_of: date, stats: JobStats) -> None:
         select(Hearing, LegalCase)
         .join(LegalCase, Hearing.case_id == LegalCase.id)
         .where(
-            LegalCase.status.in_(OPEN_CASES),
+            LegalCase.status.in_(OPEN_CASE),
             Hearing.held_on >= as_of,
             Hearing.held_on <= until,
             Hearing.notified_on.is_(None),

@@ -25,8 +25,7 @@ from app.models import (
 )
 from app.money import money_text
 from app.selectors.loans import LIVE_STATUSES
-
-OPEN_CASES = ("filed", "hearing")
+from app.services.recovery import OPEN_CASE
 
 
 def _schedule_not_adding_up() -> list[tuple[int, str]]:
@@ -63,7 +62,7 @@ def _open_cases_without_hearing() -> list[tuple[int, str]]:
     rows = db.session.execute(
         select(LegalCase.id, LegalCase.court, LegalCase.case_number)
         .outerjoin(Hearing, Hearing.case_id == LegalCase.id)
-        .where(LegalCase.status.in_(OPEN_CASES), Hearing.id.is_(None))
+        .where(LegalCase.status.in_(OPEN_CASE), Hearing.id.is_(None))
     )
     return [(id_, f"case {number} at {court} has no hearing date") for id_, court, number in rows]
 
