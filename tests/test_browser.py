@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Loan
+from app.models import Loan, StaffUser
 from app.services.loans import loan_apply
 from app.services.members import member_set_pin
 from tests.helpers import PASSWORD, staff
@@ -129,3 +130,92 @@ def test_a_branch_manager_runs_the_sacco_from_the_browser(
     shot(page, "06-phone-menu")
 
     assert outside == []
+
+
+def _sign_in(page: object, live_url: str, email: str) -> None:
+    page.goto(f"{live_url}/admin/login")  # type: ignore[attr-defined]
+    page.fill("#email", email)  # type: ignore[attr-defined]
+    page.fill("#password", PASSWORD)  # type: ignore[attr-defined]
+    page.click("button[type=submit]")  # type: ignore[attr-defined]
+
+
+def test_collections_desk_promise_and_agreement_approval_from_the_browser(
+    app: Flask, live_url: str, browser_page: object
+) -> None:
+    """Issue 12: a loan officer logs a call where the member promises to pay; a branch
+    manager approves the compromise agreement the officer drafted; the desk and the
+    leaderboard are photographed."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from playwright.sync_api import Page, expect
+
+    from app.clock import business_today
+    from app.models import Agreement, ContactLog, PromiseToPay
+    from app.selectors.loans import loan_debt
+    from app.services.agreements import agreement_draft, agreement_submit
+    from tests.loan_factories import make_loan
+    from workers.schedule import run_job
+
+    page: Page = browser_page  # type: ignore[assignment]
+    officer_email, manager_email = staff("loan_officer"), staff("branch_manager")
+    officer = db.session.scalars(select(StaffUser).where(StaffUser.email == officer_email)).one()
+    today = business_today()
+    # Paid out five months ago and never repaid: in arrears, in default, the officer's.
+    loan = make_loan(product=make_product("V1"), on=today - timedelta(days=150))
+    loan.officer_id = officer_id = officer.id
+    db.session.commit()
+    loan_id, loan_no = loan.id, loan.loan_no
+    assert run_job("loan-arrears", today) == 0  # the job ends the session: ids, not rows
+    officer = db.session.get(StaffUser, officer_id)
+    owed = loan_debt(loan_id=loan_id).total
+    settlement = (owed * Decimal("0.8")).quantize(Decimal("1"))
+    agreement = agreement_draft(
+        loan_id=loan_id,
+        staff=officer,
+        settlement_amount=settlement,
+        discount=owed - settlement,
+        schedule=[
+            (today + timedelta(days=30), settlement - settlement // 2),
+            (today + timedelta(days=60), settlement // 2),
+        ],
+    )
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    agreement_id = agreement.id
+    db.session.commit()
+
+    # The officer's desk: log a call where the member promises 1,000 in three days
+    _sign_in(page, live_url, officer_email)
+    page.goto(f"{live_url}/admin/desk/")
+    form = page.locator(f"#contact-{loan_id}")
+    expect(form).to_be_visible()
+    shot(page, "11-officer-desk")
+    form.locator("select[name=outcome]").select_option("promised")
+    form.locator("input[name=amount]").fill("1000")
+    form.locator("input[name=promise_date]").fill((today + timedelta(days=3)).isoformat())
+    form.locator("button[type=submit]").click()
+    expect(page.locator(".alert-success").first).to_be_visible()
+    shot(page, "12-call-logged")
+    db.session.expire_all()
+    call = db.session.scalars(select(ContactLog).where(ContactLog.loan_id == loan_id)).one()
+    promise = db.session.get(PromiseToPay, call.promise_id)
+    assert (call.outcome, call.staff_id) == ("promised", officer_id)
+    assert (promise.amount, promise.recorded_by_id) == (Decimal("1000.00"), officer_id)
+    db.session.rollback()
+
+    # The leaderboard, open to every role
+    page.goto(f"{live_url}/admin/desk/leaderboard/")
+    expect(page.locator("#leaderboard")).to_be_visible()
+    shot(page, "13-leaderboard")
+    page.get_by_role("button", name="Sign out").click()
+
+    # The branch manager approves the agreement the officer drafted
+    _sign_in(page, live_url, manager_email)
+    page.goto(f"{live_url}/admin/agreement/{agreement_id}")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.locator("#approve-form button").click()
+    expect(page.locator("h3")).to_contain_text("approved")
+    shot(page, "14-agreement-approved")
+    db.session.expire_all()
+    assert db.session.get(Agreement, agreement_id).status == "approved"
+    assert loan_no  # the loan the agreement settles

@@ -33,9 +33,10 @@ def test_every_scheduled_job_exists_and_every_daily_job_is_scheduled() -> None:
     for entry in SCHEDULE:
         assert croniter.is_valid(entry.cron), entry.cron
         assert entry.queue in ("payments", "sms", "default")
-        # A job marked daily fires once a day: a fixed minute and hour.
-        minute, hour, *_ = entry.cron.split()
-        assert entry.daily == (minute.isdigit() and hour.isdigit()), entry
+        # A job marked daily fires once a day: a fixed minute and hour, every day of the
+        # week (a weekly job is not caught up day by day).
+        minute, hour, _day, _month, weekday = entry.cron.split()
+        assert entry.daily == (minute.isdigit() and hour.isdigit() and weekday == "*"), entry
 
 
 def test_the_scheduler_enqueues_the_runner_with_the_job_name(app: Flask) -> None:
@@ -65,11 +66,16 @@ def test_on_a_fresh_database_every_daily_job_is_missed_once_in_the_order_it_was_
         ("due-reminders", date(2026, 11, 20)),
         ("overdue-reminders", date(2026, 11, 20)),
         ("promise-reminders", date(2026, 11, 20)),
+        ("agreement-reminders", date(2026, 11, 20)),
         ("loan-arrears", date(2026, 11, 21)),
         ("portfolio-snapshot", date(2026, 11, 21)),
+        ("agreement-scan", date(2026, 11, 21)),
+        ("hearing-rollup", date(2026, 11, 21)),
+        ("milestones-overdue", date(2026, 11, 21)),
         ("ledger-check", date(2026, 11, 21)),
+        ("hearing-notices", date(2026, 11, 21)),
     ]
-    assert missed[3].due_at == datetime(2026, 11, 20, 21, 5, tzinfo=UTC)
+    assert missed[4].due_at == datetime(2026, 11, 20, 21, 5, tzinfo=UTC)
 
 
 def test_a_day_already_run_is_not_missed_but_a_skipped_or_failed_one_is(app: Flask) -> None:
@@ -94,7 +100,7 @@ def test_catching_up_runs_each_missed_day_once_and_brings_a_late_loan_up_to_date
     db.session.commit()
 
     missed = catch_up(now=NOW, tz=NAIROBI)
-    assert len(missed) == 6
+    assert len(missed) == 11
     make_worker(("default",)).work(burst=True)
 
     runs = db.session.execute(
