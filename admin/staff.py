@@ -26,11 +26,13 @@ from app.errors import SaccoError
 from app.extensions import db
 from app.models import AuditLog, StaffUser
 from app.models.member import STAFF_ROLES
+from app.money import money_text
 from app.services.staff import (
     MIN_PASSWORD,
     StaffError,
     staff_add,
     staff_reset_password,
+    staff_set_accept_limit,
     staff_set_active,
     staff_set_role,
 )
@@ -106,6 +108,7 @@ class StaffManageForm(SecureForm):
     action = HiddenField()
     role = StringField(validators=[Optional()])
     password = PasswordField(validators=[Optional()])
+    limit = StringField(validators=[Optional()])
 
 
 class StaffView(SecureModelView):
@@ -176,6 +179,14 @@ class StaffView(SecureModelView):
             elif action == "role":
                 user = staff_set_role(user_id=user_id, role=form.role.data or "", staff=me)
                 done = f"{user.email} is now {user.role.replace('_', ' ')}."
+            elif action == "limit":
+                user = staff_set_accept_limit(user_id=user_id, limit=form.limit.data, staff=me)
+                done = (
+                    f"{user.email} may accept promises and settlements up to KES "
+                    f"{money_text(user.accept_limit)} alone."
+                    if user.accept_limit is not None
+                    else f"{user.email} has no limit of their own."
+                )
             elif action == "reset_password":
                 user = staff_reset_password(
                     user_id=user_id, password=form.password.data or "", staff=me

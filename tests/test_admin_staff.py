@@ -9,6 +9,7 @@ import io
 import json
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from flask import Flask
@@ -454,3 +455,23 @@ def test_the_audit_log_exports_as_csv(app: Flask, role: str) -> None:
     assert json.loads(approve[6]) == {"status": "submitted"}
     assert json.loads(approve[7]) == {"status": "approved", "note": 'good, "steady" payer'}
     assert rows[1][1] == "2026-11-20 12:05:07" and rows[1][6:] == ["", "", ""]
+
+
+def test_an_admin_sets_an_officers_accept_limit_and_clears_it(app: Flask) -> None:
+    client = signed_in(app, "admin")
+    officer = staff("loan_officer")
+
+    page = manage(client, officer, "limit", limit="25,000").get_data(as_text=True)
+    assert f"{officer} may accept promises and settlements up to KES 25,000.00 alone." in page
+    assert user(officer).accept_limit == Decimal("25000.00")
+    bad = manage(client, officer, "limit", limit="12.345").get_data(as_text=True)
+    assert "Not done:" in bad
+    assert user(officer).accept_limit == Decimal("25000.00")  # refused: unchanged
+    cleared = manage(client, officer, "limit", limit=" ").get_data(as_text=True)
+    assert f"{officer} has no limit of their own." in cleared
+    assert user(officer).accept_limit is None
+    rows = audits("staff.accept_limit")
+    assert [(r.before["accept_limit"], r.after["accept_limit"]) for r in rows] == [
+        (None, "25000.00"),
+        ("25000.00", None),
+    ]

@@ -14,6 +14,7 @@ from app.errors import SaccoError
 from app.extensions import db, redis_client
 from app.models import StaffUser
 from app.models.member import STAFF_ROLES
+from app.money import MoneyError, money_input
 from app.services.audit import audit_record
 from app.services.locking import lock_row
 from app.services.permissions import permission_require
@@ -223,6 +224,30 @@ def staff_set_role(*, user_id: int, role: str, staff: StaffUser) -> StaffUser:
         object_id=user.email,
         before={"role": before},
         after={"role": role},
+    )
+    db.session.commit()
+    return user
+
+
+def staff_set_accept_limit(*, user_id: int, limit: object, staff: StaffUser) -> StaffUser:
+    """The largest promise or settlement this staff member may accept alone; above it a
+    branch manager does. A blank limit removes it (the role's rules alone apply)."""
+    user = _managed(staff=staff, user_id=user_id)
+    text = str(limit or "").strip().replace(",", "")
+    try:
+        value = money_input(text, "the limit") if text else None
+    except MoneyError as exc:
+        db.session.rollback()
+        raise StaffError(f"{exc}.") from exc
+    before = user.accept_limit
+    user.accept_limit = value
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="staff.accept_limit",
+        object_type="staff",
+        object_id=user.email,
+        before={"accept_limit": before},
+        after={"accept_limit": value},
     )
     db.session.commit()
     return user
