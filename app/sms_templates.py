@@ -68,12 +68,12 @@ def sms_date(day: date) -> str:
 
 
 _HELP_EN = (
-    "SMS keywords: BAL - your balances, STMT - mini statement, HELP - this list, "
-    "STOP - no more reminders, START - reminders again. Dial our USSD code for more."
+    "SMS keywords: BAL - your balances, STMT - mini statement, PROMISE amount date - "
+    "promise to pay, HELP - this list, STOP - no more reminders, START - reminders again."
 )
 _HELP_SW = (
-    "Maneno ya SMS: SALIO - salio lako, TAARIFA - taarifa fupi, MSAADA - orodha hii, "
-    "SIMAMA - acha vikumbusho, ANZA - vikumbusho tena. Piga USSD yetu kwa zaidi."
+    "Maneno ya SMS: SALIO - salio lako, TAARIFA - taarifa fupi, AHADI kiasi tarehe - "
+    "ahadi ya kulipa, MSAADA - orodha hii, SIMAMA - acha vikumbusho, ANZA - vikumbusho tena."
 )
 
 # name -> {"en": ..., "sw": ...}. Reminder names start with "reminder_" or "promise_" and
@@ -143,6 +143,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sw": "Akiba {savings}. Hisa {shares}. Salio la mkopo {loan_balance}.",
     },
     "help": {"en": _HELP_EN, "sw": _HELP_SW},
+    "promise_refused": {
+        "en": "Promise not recorded: {reason}.",
+        "sw": "Ahadi haikurekodiwa: {reason}.",
+    },
     "not_member": {
         "en": "This phone number is not registered with the SACCO. Visit our office to join.",
         "sw": "Nambari hii ya simu haijasajiliwa na SACCO. Tembelea ofisi yetu kujiunga.",

@@ -25,6 +25,48 @@ class PromiseError(SaccoError):
     """A promise that cannot be recorded; the message says why."""
 
 
+# Why a promise cannot be recorded, by code: (English, Kiswahili). A member who texts in
+# Kiswahili reads the reason in Kiswahili; staff and USSD read the English.
+PROMISE_PROBLEMS = {
+    "no_loan": ("no such loan", "mkopo huo haupo"),
+    "not_in_arrears": ("loan {loan_no} is not in arrears", "mkopo {loan_no} haujachelewa"),
+    "date": (
+        "the date must be within {days} days",
+        "tarehe iwe ndani ya siku {days}",
+    ),
+    "open": (
+        "a promise for {date} is open already",
+        "ahadi ya {date} bado iko wazi",
+    ),
+}
+
+
+def promise_problem(
+    *, loan: Loan | None, member_id: int, promised_date: date, as_of: date
+) -> tuple[str, dict[str, object]] | None:
+    """Why this promise cannot be recorded (a PROMISE_PROBLEMS code and its values), or
+    None: the loan is the member's and in arrears, the date from tomorrow to
+    MAX_DAYS_AHEAD days ahead, and no other promise for the loan is open. promise_record
+    asks it again under the loan's lock."""
+    if loan is None or loan.member_id != member_id:
+        return "no_loan", {}
+    if loan.status not in LIVE_STATUSES or loan.days_past_due <= 0:
+        return "not_in_arrears", {"loan_no": loan.loan_no}
+    if not as_of < promised_date <= as_of + timedelta(days=MAX_DAYS_AHEAD):
+        return "date", {"days": MAX_DAYS_AHEAD}
+    open_one = db.session.scalar(
+        select(PromiseToPay).where(PromiseToPay.loan_id == loan.id, PromiseToPay.status == "open")
+    )
+    if open_one is not None:
+        return "open", {"date": f"{open_one.promised_date:%d/%m}"}
+    return None
+
+
+def promise_problem_words(problem: tuple[str, dict[str, object]], language: str = "en") -> str:
+    english, swahili = PROMISE_PROBLEMS[problem[0]]
+    return (swahili if language == "sw" else english).format(**problem[1])
+
+
 def promise_record(
     *,
     member_id: int,
@@ -47,20 +89,12 @@ def promise_record(
     except MoneyError as exc:
         raise PromiseError(str(exc)) from None
     loan = lock_row(Loan, loan_id)
-    if loan is None or loan.member_id != member_id:
-        raise PromiseError("no such loan")
-    if loan.status not in LIVE_STATUSES or loan.days_past_due <= 0:
-        db.session.rollback()
-        raise PromiseError(f"loan {loan.loan_no} is not in arrears")
-    if not as_of < promised_date <= as_of + timedelta(days=MAX_DAYS_AHEAD):
-        db.session.rollback()
-        raise PromiseError(f"the date must be within {MAX_DAYS_AHEAD} days")
-    open_one = db.session.scalar(
-        select(PromiseToPay).where(PromiseToPay.loan_id == loan.id, PromiseToPay.status == "open")
+    problem = promise_problem(
+        loan=loan, member_id=member_id, promised_date=promised_date, as_of=as_of
     )
-    if open_one is not None:
+    if problem is not None:
         db.session.rollback()
-        raise PromiseError(f"a promise for {open_one.promised_date:%d/%m} is open already")
+        raise PromiseError(promise_problem_words(problem))
     promise = PromiseToPay(
         member_id=member_id,
         loan_id=loan.id,

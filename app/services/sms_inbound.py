@@ -19,18 +19,22 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.clock import business_date
 from app.extensions import db
 from app.metrics import SMS_FAILED
-from app.models import Member, SmsInbound, SmsMessage, SmsSuppression
+from app.models import Loan, Member, SmsInbound, SmsMessage, SmsSuppression
 from app.models.types import utcnow
+from app.money import MoneyError, money_input
 from app.phone import PhoneError, normalise_phone
+from app.selectors.loans import LIVE_STATUSES
 from app.selectors.members import member_balances
 from app.selectors.statements import member_statement
+from app.services.promises import promise_problem, promise_problem_words, promise_record
 from app.services.sms import sms_queue
 from app.sms_templates import kes, render_sms, sms_date
 
@@ -50,6 +54,8 @@ KEYWORDS: dict[str, tuple[str, str]] = {
     "SIMAMA": ("STOP", "sw"),
     "START": ("START", "en"),
     "ANZA": ("START", "sw"),
+    "PROMISE": ("PROMISE", "en"),
+    "AHADI": ("PROMISE", "sw"),
 }
 UNKNOWN = "UNKNOWN"  # stored as the row's keyword when the first word means nothing to us
 _WORD = re.compile(r"[^\W_]+")  # letters and digits; punctuation and spaces separate words
@@ -68,7 +74,7 @@ STATEMENT_LABELS = {
 
 @dataclass(frozen=True)
 class Keyword:
-    keyword: str  # BAL | STMT | HELP | STOP | START | UNKNOWN
+    keyword: str  # BAL | STMT | HELP | STOP | START | PROMISE | UNKNOWN
     language: str | None  # the language of the word typed; None when unknown
 
 
@@ -210,6 +216,12 @@ def _answer(
             "shares": balances.share_capital,
             "loan_balance": balances.loan_total,
         }
+    elif parsed.keyword == "PROMISE":
+        reason = _promise_by_sms(inbound, member, language, now=now)
+        if reason is None:
+            # promise_record texted the confirmation: that is the reply.
+            return _promise_confirmation(member)
+        template, params = "promise_refused", {"reason": reason}
     else:  # HELP, an unknown word, an empty text
         template = "help"
     return sms_queue(
@@ -223,6 +235,97 @@ def _answer(
         context={"inbound_id": inbound.id},
         now=now,
     )
+
+
+# PROMISE 2000 28/11 [L45]: an amount, a day/month (a year may follow), and the loan when
+# the member has more than one in arrears.
+_PROMISE = re.compile(
+    r"^\W*\w+\s+(?P<amount>\d[\d,]*(?:\.\d+)?)\s+(?P<day>\d{1,2})[/.-](?P<month>\d{1,2})"
+    r"(?:[/.-](?P<year>\d{2}|\d{4}))?(?:\s+L\W*(?P<loan>\d{1,9}))?\W*$",
+    re.IGNORECASE,
+)
+PROMISE_WORDS = {
+    "format": (
+        "send PROMISE amount date, e.g. PROMISE 2000 28/11",
+        "tuma AHADI kiasi tarehe, mf. AHADI 2000 28/11",
+    ),
+    "none_late": ("you have no loan in arrears", "huna mkopo uliochelewa"),
+    "which": (
+        "you have several loans in arrears: add the loan number, e.g. PROMISE 2000 28/11 L45",
+        "una mikopo kadhaa iliyochelewa: ongeza nambari ya mkopo, mf. AHADI 2000 28/11 L45",
+    ),
+}
+
+
+def _words(key: str, language: str) -> str:
+    english, swahili = PROMISE_WORDS[key]
+    return swahili if language == "sw" else english
+
+
+def _promise_by_sms(
+    inbound: SmsInbound, member: Member, language: str, *, now: datetime
+) -> str | None:
+    """Record the promise a member texted, through promise_record as USSD does; or say
+    why not, in the member's language. The checks run before the write, so a refusal
+    never rolls back the stored text."""
+    match = _PROMISE.match(inbound.text or "")
+    as_of = business_date(now)
+    if match is None:
+        return _words("format", language)
+    try:
+        year = int(match["year"]) if match["year"] else as_of.year
+        year += 2000 if year < 100 else 0
+        promised = date(year, int(match["month"]), int(match["day"]))
+    except ValueError:
+        return _words("format", language)
+    if match["year"] is None and promised < as_of:
+        promised = promised.replace(year=promised.year + 1)  # 3/1 texted in late December
+    late = list(
+        db.session.scalars(
+            select(Loan)
+            .where(
+                Loan.member_id == member.id,
+                Loan.status.in_(LIVE_STATUSES),
+                Loan.days_past_due > 0,
+            )
+            .order_by(Loan.id)
+        )
+    )
+    if match["loan"]:
+        wanted = f"L{int(match['loan']):06d}"
+        late = [loan for loan in late if loan.loan_no == wanted] or [None]  # type: ignore[list-item]
+    if not late:
+        return _words("none_late", language)
+    if len(late) > 1:
+        return _words("which", language)
+    loan = late[0]
+    problem = promise_problem(loan=loan, member_id=member.id, promised_date=promised, as_of=as_of)
+    if problem is not None:
+        return promise_problem_words(problem, language)
+    try:
+        value = money_input(match["amount"].replace(",", ""))
+    except MoneyError as exc:
+        return str(exc)
+    assert loan is not None  # noqa: S101 - promise_problem refuses a missing loan
+    promise_record(
+        member_id=member.id,
+        loan_id=loan.id,
+        amount=value,
+        promised_date=promised,
+        as_of=as_of,
+        channel="sms",
+        commit=False,
+    )
+    return None
+
+
+def _promise_confirmation(member: Member) -> SmsMessage:
+    return db.session.scalars(
+        select(SmsMessage)
+        .where(SmsMessage.member_id == member.id, SmsMessage.template == "promise_recorded")
+        .order_by(SmsMessage.id.desc())
+        .limit(1)
+    ).one()
 
 
 def statement_lines(member_id: int, language: str) -> str:
