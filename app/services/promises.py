@@ -93,7 +93,9 @@ def promise_record(
         loan=loan, member_id=member_id, promised_date=promised_date, as_of=as_of
     )
     if problem is not None:
-        db.session.rollback()
+        if commit:
+            db.session.rollback()  # our transaction: let the loan's lock go
+        # Otherwise the caller's (a call log, a texted promise in its savepoint) decides.
         raise PromiseError(promise_problem_words(problem))
     promise = PromiseToPay(
         member_id=member_id,

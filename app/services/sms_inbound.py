@@ -34,7 +34,12 @@ from app.phone import PhoneError, normalise_phone
 from app.selectors.loans import LIVE_STATUSES
 from app.selectors.members import member_balances
 from app.selectors.statements import member_statement
-from app.services.promises import promise_problem, promise_problem_words, promise_record
+from app.services.promises import (
+    PromiseError,
+    promise_problem,
+    promise_problem_words,
+    promise_record,
+)
 from app.services.sms import sms_queue
 from app.sms_templates import kes, render_sms, sms_date
 
@@ -307,15 +312,18 @@ def _promise_by_sms(
     except MoneyError as exc:
         return str(exc)
     assert loan is not None  # noqa: S101 - promise_problem refuses a missing loan
-    promise_record(
-        member_id=member.id,
-        loan_id=loan.id,
-        amount=value,
-        promised_date=promised,
-        as_of=as_of,
-        channel="sms",
-        commit=False,
-    )
+    try:
+        promise_record(
+            member_id=member.id,
+            loan_id=loan.id,
+            amount=value,
+            promised_date=promised,
+            as_of=as_of,
+            channel="sms",
+            commit=False,
+        )
+    except PromiseError as exc:  # another promise landed in between: checked again, locked
+        return str(exc)
     return None
 
 
