@@ -30,6 +30,7 @@ from app.models.types import utcnow
 from app.money import ZERO, MoneyError, is_whole_shillings, money_input, round_money, to_decimal
 from app.selectors.loans import (
     LIVE_STATUSES,
+    LoanDebt,
     aging_bucket,
     current_installments,
     loan_debt,
@@ -818,14 +819,36 @@ def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: d
         raise LoanError(
             f"loan {loan.loan_no} is not in default; only defaulted loans are written off"
         )
-    rows = current_installments(loan.id, fresh=True)
-    debt = loan_debt(loan_id=loan.id)
     _transition(loan, "write_off", staff, reason)
-    # The schedule stops being owed: its rows stay, retired like a restructure's, and what
-    # it still said is kept on the loan, for recoveries to count against.
-    for row in rows:
+    # What it still said is kept on the loan, for recoveries to count against.
+    loan.written_off_amount = _write_off_receivables(
+        loan,
+        value_date=value_date,
+        description=f"Write-off {loan.loan_no}: {reason}",
+        idempotency_key=f"write_off:{loan.loan_no}",
+        actor=staff,
+    ).total
+    loan.closed_on = value_date
+    db.session.commit()
+    return loan
+
+
+def _write_off_receivables(
+    loan: Loan,
+    *,
+    value_date: date,
+    description: str,
+    idempotency_key: str,
+    actor: StaffUser | str | None,
+) -> LoanDebt:
+    """Move everything the loan still owes to the write-off expense in one entry and
+    retire its schedule (the rows stay, superseded, for the record); returns what went.
+    A write-off and a settlement's discount both end a loan's debt this way."""
+    debt = loan_debt(loan_id=loan.id)
+    if debt.total <= 0:
+        return debt
+    for row in current_installments(loan.id, fresh=True):
         row.superseded = True
-    loan.written_off_amount = debt.total
     lines: list[Line] = [debit(gl_account("GL-WRITE-OFF"), debt.total)]
     for component in COMPONENTS:
         owed = getattr(debt, component)
@@ -835,15 +858,13 @@ def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: d
         kind="write_off",
         lines=lines,
         value_date=value_date,
-        description=f"Write-off {loan.loan_no}: {reason}"[:255],
-        idempotency_key=f"write_off:{loan.loan_no}",
-        actor=_actor_name(staff),
+        description=description[:255],
+        idempotency_key=idempotency_key,
+        actor=_actor_name(actor),
         member_id=loan.member_id,
         loan_id=loan.id,
     )
-    loan.closed_on = value_date
-    db.session.commit()
-    return loan
+    return debt
 
 
 def loan_settle(
@@ -866,26 +887,13 @@ def loan_settle(
     loan = _get_loan(loan_id)
     if loan.status not in LIVE_STATUSES:
         raise LoanError(f"loan {loan.loan_no} is {loan.status}; there is nothing to settle")
-    rows = current_installments(loan.id, fresh=True)
-    debt = loan_debt(loan_id=loan.id)
-    if debt.total > 0:
-        for row in rows:  # retired, as a write-off retires them; kept for the record
-            row.superseded = True
-        lines: list[Line] = [debit(gl_account("GL-WRITE-OFF"), debt.total)]
-        for component in COMPONENTS:
-            owed = getattr(debt, component)
-            if owed > 0:
-                lines.append(credit(loan_account(loan, component), owed))
-        journal_post(
-            kind="write_off",
-            lines=lines,
-            value_date=value_date,
-            description=f"Settlement discount {loan.loan_no}: {reason}"[:255],
-            idempotency_key=f"settle:{loan.loan_no}",
-            actor=_actor_name(actor),
-            member_id=loan.member_id,
-            loan_id=loan.id,
-        )
+    debt = _write_off_receivables(
+        loan,
+        value_date=value_date,
+        description=f"Settlement discount {loan.loan_no}: {reason}",
+        idempotency_key=f"settle:{loan.loan_no}",
+        actor=actor,
+    )
     loan.written_off_amount = debt.total
     _transition(loan, "close", actor, reason)
     audit_record(
