@@ -33,6 +33,7 @@ from app.services.agreements import (
     agreement_submit,
     agreement_update,
 )
+from app.services.ledger import DuplicatePosting
 from app.services.loans import loan_repay
 from app.services.locking import lock_row
 from app.services.permissions import PermissionDenied
@@ -460,6 +461,20 @@ def test_payments_fill_the_schedule_in_order_and_activate_it(app: Flask) -> None
         (D("1000.00"), None),
     ]
     assert reload(loan_id).status == "active"
+
+
+def test_a_receipt_posted_twice_counts_once_against_the_agreement(app: Flask) -> None:
+    """Safaricom retries callbacks: the second posting of a receipt is refused by the
+    ledger before the agreement sees it, so the schedule is filled once."""
+    loan_id = _loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    loan_repay(loan_id=loan_id, amount="2500", reference="QKAGRDUP01", value_date=TODAY)
+    with pytest.raises(DuplicatePosting):
+        loan_repay(loan_id=loan_id, amount="2500", reference="QKAGRDUP01", value_date=TODAY)
+    db.session.rollback()
+    agreement = _get(agreement_id)
+    assert agreement.paid_amount == D("2500.00")
+    assert [r.paid for r in agreement.installments] == [D("2500.00"), D("0.00")]
 
 
 def test_a_payment_on_a_loan_with_only_a_draft_is_not_counted(app: Flask) -> None:
