@@ -64,8 +64,6 @@ def agreement_reminders_job(*, as_of: date, stats: JobStats, now: datetime | Non
         )
         for row, agreement_id, member_id, loan_no in rows
     ]
-    for row, *_ in rows:
-        row.reminded_on = as_of
     queue_reminders(reminders, as_of=as_of, stats=stats, now=now)
     db.session.commit()
 

@@ -149,7 +149,6 @@ class AgreementInstallment(db.Model):
     amount: Mapped[Decimal] = mapped_column(Money())
     paid: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
     paid_on: Mapped[date | None] = mapped_column(Date)
-    reminded_on: Mapped[date | None] = mapped_column(Date)
 
     agreement: Mapped[Agreement] = relationship(back_populates="installments")
 

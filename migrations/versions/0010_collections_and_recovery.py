@@ -174,7 +174,6 @@ def upgrade():
     sa.Column('amount', app.models.types.Money(precision=14, scale=2), nullable=False),
     sa.Column('paid', app.models.types.Money(precision=14, scale=2), nullable=False),
     sa.Column('paid_on', sa.Date(), nullable=True),
-    sa.Column('reminded_on', sa.Date(), nullable=True),
     sa.CheckConstraint('amount > 0', name=op.f('ck_agreement_installments_amount_positive')),
     sa.CheckConstraint('paid >= 0 AND paid <= amount', name=op.f('ck_agreement_installments_paid_within_amount')),
     sa.ForeignKeyConstraint(['agreement_id'], ['agreements.id'], name=op.f('fk_agreement_installments_agreement_id_agreements')),
