@@ -204,13 +204,18 @@ def notify_statement(
     )
 
 
+def promise_recorded_key(promise: PromiseToPay) -> str:
+    """The confirmation's outbox key: one per promise (a texted promise's reply finds it)."""
+    return f"promise-recorded:{promise.id}"
+
+
 def notify_promise_recorded(*, member: Member, promise: PromiseToPay, loan_no: str) -> SmsMessage:
     if promise.id is None:
         db.session.flush()  # the key needs the promise's id
     return _send(
         member=member,
         template="promise_recorded",
-        key=f"promise-recorded:{promise.id}",
+        key=promise_recorded_key(promise),
         amount=promise.amount,
         date=promise.promised_date,
         loan_no=loan_no,

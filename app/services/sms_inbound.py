@@ -27,13 +27,14 @@ from sqlalchemy.exc import IntegrityError
 from app.clock import business_date
 from app.extensions import db
 from app.metrics import SMS_FAILED
-from app.models import Loan, Member, SmsInbound, SmsMessage, SmsSuppression
+from app.models import Loan, Member, PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
 from app.models.types import utcnow
 from app.money import MoneyError, money_input
 from app.phone import PhoneError, normalise_phone
 from app.selectors.loans import LIVE_STATUSES
 from app.selectors.members import member_balances
 from app.selectors.statements import member_statement
+from app.services.notifications import promise_recorded_key
 from app.services.promises import (
     PromiseError,
     promise_problem,
@@ -222,11 +223,15 @@ def _answer(
             "loan_balance": balances.loan_total,
         }
     elif parsed.keyword == "PROMISE":
-        reason = _promise_by_sms(inbound, member, language, now=now)
-        if reason is None:
+        outcome = _promise_by_sms(inbound, member, language, now=now)
+        if isinstance(outcome, PromiseToPay):
             # promise_record texted the confirmation: that is the reply.
-            return _promise_confirmation(member)
-        template, params = "promise_refused", {"reason": reason}
+            return db.session.scalars(
+                select(SmsMessage).where(
+                    SmsMessage.idempotency_key == promise_recorded_key(outcome)
+                )
+            ).one()
+        template, params = "promise_refused", {"reason": outcome}
     else:  # HELP, an unknown word, an empty text
         template = "help"
     return sms_queue(
@@ -269,7 +274,7 @@ def _words(key: str, language: str) -> str:
 
 def _promise_by_sms(
     inbound: SmsInbound, member: Member, language: str, *, now: datetime
-) -> str | None:
+) -> PromiseToPay | str:
     """Record the promise a member texted, through promise_record as USSD does; or say
     why not, in the member's language. The checks run before the write, so a refusal
     never rolls back the stored text."""
@@ -313,7 +318,7 @@ def _promise_by_sms(
         return str(exc)
     assert loan is not None  # noqa: S101 - promise_problem refuses a missing loan
     try:
-        promise_record(
+        return promise_record(
             member_id=member.id,
             loan_id=loan.id,
             amount=value,
@@ -324,16 +329,6 @@ def _promise_by_sms(
         )
     except PromiseError as exc:  # another promise landed in between: checked again, locked
         return str(exc)
-    return None
-
-
-def _promise_confirmation(member: Member) -> SmsMessage:
-    return db.session.scalars(
-        select(SmsMessage)
-        .where(SmsMessage.member_id == member.id, SmsMessage.template == "promise_recorded")
-        .order_by(SmsMessage.id.desc())
-        .limit(1)
-    ).one()
 
 
 def statement_lines(member_id: int, language: str) -> str:
