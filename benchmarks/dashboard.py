@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -46,9 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import Table, func, insert, select, text  # noqa: E402
 
-from app import create_app  # noqa: E402
 from app.clock import business_today  # noqa: E402
-from app.extensions import db, embedded_redis_url  # noqa: E402
+from app.extensions import db  # noqa: E402
 from app.models import (  # noqa: E402
     Account,
     JournalEntry,
@@ -63,6 +60,7 @@ from app.models import (  # noqa: E402
 )
 from app.selectors import dashboard as sel  # noqa: E402
 from app.services.staff import staff_add  # noqa: E402
+from benchmarks.bench_app import bench_app  # noqa: E402
 from tests.helpers import PASSWORD, login  # noqa: E402
 
 CHUNK = 10_000
@@ -494,20 +492,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--wipe", action="store_true", help="allow emptying DATABASE_URL")
     args = parser.parse_args()
-    if (os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL")) and not args.wipe:
-        print("DATABASE_URL or REDIS_URL is set: this empties them; add --wipe to go on")
+    made = bench_app("dashboard", wipe=args.wipe)
+    if made is None:
         return 1
-    tmp = Path(tempfile.mkdtemp(prefix="dashboard-bench-"))
-    app = create_app(
-        {
-            "APP_ENV": "test",
-            "DEMO_DATA": False,
-            "SECRET_KEY": "bench",
-            "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'bench.db'}",
-            "REDIS_URL": os.environ.get("REDIS_URL") or embedded_redis_url(str(tmp / "redis")),
-            "LOG_LEVEL": "WARNING",
-        }
-    )
+    app, tmp = made
     app.config["TESTING"] = True
     with app.app_context():
         from flask_migrate import upgrade

@@ -40,7 +40,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -57,9 +56,8 @@ from rq.job import Job  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
-from app import create_app  # noqa: E402
 from app.clock import business_today  # noqa: E402
-from app.extensions import db, embedded_redis_url, queue, redis_client  # noqa: E402
+from app.extensions import db, queue, redis_client  # noqa: E402
 from app.models import (  # noqa: E402
     JournalEntry,
     MpesaCallback,
@@ -68,6 +66,7 @@ from app.models import (  # noqa: E402
 )
 from app.services.ledger import ledger_check  # noqa: E402
 from app.services.loans import loan_apply, loan_approve, loan_disburse  # noqa: E402
+from benchmarks.bench_app import bench_app  # noqa: E402
 from tests.loan_factories import make_borrower, make_product, make_staff  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +87,7 @@ class Sent:
 def build_requests(n: int, amount: Decimal) -> list[Sent]:
     """N disbursed loans, one "sent" STK request on each."""
     product = make_product()
-    staff = make_staff("loan_officer")
+    staff = make_staff("branch_manager")  # approves: the checker
     # Disbursed a week ago so the repayment (value date today) comes after it.
     disbursed_on = business_today() - timedelta(days=7)
     sent: list[Sent] = []
@@ -328,21 +327,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="order of the callbacks")
     parser.add_argument("--wipe", action="store_true", help="allow emptying DATABASE_URL/REDIS_URL")
     args = parser.parse_args()
-    if (os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL")) and not args.wipe:
-        print("DATABASE_URL or REDIS_URL is set: this empties them; add --wipe to go on")
+    made = bench_app("stk", wipe=args.wipe)
+    if made is None:
         return 1
+    app, tmp = made
     n, amount = args.loans, Decimal(args.amount)
-    tmp = Path(tempfile.mkdtemp(prefix="stk-bench-"))
-    app = create_app(
-        {
-            "APP_ENV": "test",
-            "DEMO_DATA": False,
-            "SECRET_KEY": "bench",
-            "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'bench.db'}",
-            "REDIS_URL": os.environ.get("REDIS_URL") or embedded_redis_url(str(tmp / "redis")),
-            "LOG_LEVEL": "WARNING",
-        }
-    )
     # One access-log line per POST would cost more than some of the requests.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with app.app_context():

@@ -61,7 +61,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -79,12 +78,12 @@ from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.exc import DBAPIError  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
 
-from app import create_app  # noqa: E402
 from app.cli.runtime import web_command  # noqa: E402
-from app.extensions import db, embedded_redis_url, redis_client  # noqa: E402
+from app.extensions import db, redis_client  # noqa: E402
 from app.models import Account, LoanProduct, Member  # noqa: E402
 from app.services.members import PIN_HASH_METHOD, member_number  # noqa: E402
 from app.web.ussd import STARTS_PER_MINUTE  # noqa: E402
+from benchmarks.bench_app import bench_app  # noqa: E402
 from ussd_menus.text import TEXT, t  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -658,20 +657,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--wipe", action="store_true", help="allow emptying DATABASE_URL/REDIS_URL")
     args = parser.parse_args()
-    if (os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL")) and not args.wipe:
-        print("DATABASE_URL or REDIS_URL is set: this empties them; add --wipe to go on")
+    made = bench_app("ussd", wipe=args.wipe)
+    if made is None:
         return 1
-    tmp = Path(tempfile.mkdtemp(prefix="ussd-bench-"))
-    app = create_app(
-        {
-            "APP_ENV": "test",
-            "DEMO_DATA": False,
-            "SECRET_KEY": "bench",
-            "DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'bench.db'}",
-            "REDIS_URL": os.environ.get("REDIS_URL") or embedded_redis_url(str(tmp / "redis")),
-            "LOG_LEVEL": "WARNING",
-        }
-    )
+    app, tmp = made
     with app.app_context():
         from flask_migrate import upgrade
 
