@@ -12,13 +12,13 @@ from datetime import date, datetime
 from sqlalchemy import Date, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.types import UTCDateTime
 
 JOB_RUN_STATUSES = ("success", "partial", "skipped", "fatal")
 
 
-class JobRun(db.Model):
+class JobRun(Model):
     __tablename__ = "job_runs"
     __table_args__ = (Index("ix_job_runs_job_finished_at", "job", "finished_at"),)
 

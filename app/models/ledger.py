@@ -8,7 +8,7 @@ from decimal import Decimal
 from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.types import Money, UTCDateTime, utcnow
 from app.money import ZERO
 
@@ -33,7 +33,7 @@ ACCOUNT_KINDS: dict[str, str] = {
 }
 
 
-class Account(db.Model):
+class Account(Model):
     __tablename__ = "accounts"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -61,7 +61,7 @@ class Account(db.Model):
         return f"<Account {self.code} {self.balance}>"
 
 
-class JournalEntry(db.Model):
+class JournalEntry(Model):
     __tablename__ = "journal_entries"
     # Entries of one kind by value date: the dashboard's repayments per day.
     __table_args__ = (Index("ix_journal_entries_kind_value_date", "kind", "value_date"),)
@@ -83,7 +83,7 @@ class JournalEntry(db.Model):
     )
 
 
-class JournalLine(db.Model):
+class JournalLine(Model):
     __tablename__ = "journal_lines"
     __table_args__ = (
         CheckConstraint("amount <> 0", name="nonzero"),

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.types import Money, UTCDateTime, utcnow
 from app.money import ZERO
 
@@ -36,7 +36,7 @@ LOAN_STATUSES = (
 )
 
 
-class LoanProduct(db.Model):
+class LoanProduct(Model):
     __tablename__ = "loan_products"
     __table_args__ = (
         CheckConstraint("interest_method IN ('declining','flat')", name="interest_method"),
@@ -84,7 +84,7 @@ class LoanProduct(db.Model):
         return self.name
 
 
-class Loan(db.Model):
+class Loan(Model):
     __tablename__ = "loans"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -138,7 +138,7 @@ class Loan(db.Model):
         return self.loan_no or f"loan {self.id}"
 
 
-class Installment(db.Model):
+class Installment(Model):
     __tablename__ = "installments"
     __table_args__ = (UniqueConstraint("loan_id", "version", "number", name="loan_version_number"),)
 
@@ -178,7 +178,7 @@ class Installment(db.Model):
         return self.total_due - self.total_paid
 
 
-class PortfolioSnapshot(db.Model):
+class PortfolioSnapshot(Model):
     """The daily aging / PAR30 picture, one row per day (a rerun replaces its own day)."""
 
     __tablename__ = "portfolio_snapshots"

@@ -9,7 +9,7 @@ from flask_login import UserMixin
 from sqlalchemy import Boolean, CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.types import Money, UTCDateTime, utcnow
 
 MEMBER_STATUSES = ("active", "dormant", "suspended", "exited")
@@ -17,7 +17,7 @@ LANGUAGES = ("en", "sw")
 STAFF_ROLES = ("admin", "loan_officer", "branch_manager", "compliance", "auditor")
 
 
-class Member(db.Model):
+class Member(Model):
     __tablename__ = "members"
     __table_args__ = (
         CheckConstraint("status IN ('active','dormant','suspended','exited')", name="status"),
@@ -48,7 +48,7 @@ class Member(db.Model):
         return f"{self.member_no} {self.name}"
 
 
-class StaffUser(UserMixin, db.Model):
+class StaffUser(UserMixin, Model):
     __tablename__ = "staff_users"
     __table_args__ = (
         CheckConstraint(

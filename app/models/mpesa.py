@@ -14,7 +14,7 @@ from decimal import Decimal
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.types import Money, UTCDateTime, utcnow
 
 # A request in one of these states may still move money: a second one for the same loan
@@ -23,7 +23,7 @@ OPEN_STATUSES = ("pending", "sending", "sent", "unknown")
 _OPEN_SQL = "status IN ('pending', 'sending', 'sent', 'unknown')"
 
 
-class MpesaRequest(db.Model):
+class MpesaRequest(Model):
     """An STK push, B2C payment or status query, stored before it is sent."""
 
     __tablename__ = "mpesa_requests"
@@ -75,7 +75,7 @@ class MpesaRequest(db.Model):
         return f"<MpesaRequest {self.id} {self.kind} {self.status} {self.amount}>"
 
 
-class MpesaCallback(db.Model):
+class MpesaCallback(Model):
     """Every callback body exactly as received (size-capped), written before any processing."""
 
     __tablename__ = "mpesa_callbacks"
@@ -95,7 +95,7 @@ class MpesaCallback(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-class Payment(db.Model):
+class Payment(Model):
     """Money that moved through M-PESA. One row per receipt, whatever the channel."""
 
     __tablename__ = "payments"

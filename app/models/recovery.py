@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.types import Money, UTCDateTime, utcnow
 
 CONTACT_KINDS = ("call", "visit", "sms")
@@ -52,7 +52,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
-class ContactLog(db.Model):
+class ContactLog(Model):
     """One call, visit or message about a loan in arrears, and how it went."""
 
     __tablename__ = "contact_logs"
@@ -73,7 +73,7 @@ class ContactLog(db.Model):
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class CollectionTarget(db.Model):
+class CollectionTarget(Model):
     """A loan officer's target for one business day, set by a branch manager."""
 
     __tablename__ = "collection_targets"
@@ -88,7 +88,7 @@ class CollectionTarget(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class Agreement(db.Model):
+class Agreement(Model):
     """A compromise (remedial settlement) agreement on a loan in default."""
 
     __tablename__ = "agreements"
@@ -131,7 +131,7 @@ class Agreement(db.Model):
     )
 
 
-class AgreementInstallment(db.Model):
+class AgreementInstallment(Model):
     """One date and amount of an agreement's manually entered schedule."""
 
     __tablename__ = "agreement_installments"
@@ -153,7 +153,7 @@ class AgreementInstallment(db.Model):
     agreement: Mapped[Agreement] = relationship(back_populates="installments")
 
 
-class LegalCase(db.Model):
+class LegalCase(Model):
     __tablename__ = "legal_cases"
     __table_args__ = (
         CheckConstraint(_in("status", CASE_STATUSES), name="status"),
@@ -175,7 +175,7 @@ class LegalCase(db.Model):
     )
 
 
-class Hearing(db.Model):
+class Hearing(Model):
     __tablename__ = "hearings"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -188,7 +188,7 @@ class Hearing(db.Model):
     case: Mapped[LegalCase] = relationship(back_populates="hearings")
 
 
-class RecoveryMilestone(db.Model):
+class RecoveryMilestone(Model):
     """A step of recovery with a due date: demand letter, auctioneer, foreclosure, dacion."""
 
     __tablename__ = "recovery_milestones"
@@ -205,7 +205,7 @@ class RecoveryMilestone(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class WriteOffRequest(db.Model):
+class WriteOffRequest(Model):
     """A branch manager's write-off recommendation and the board's decision on it."""
 
     __tablename__ = "write_off_requests"
@@ -233,7 +233,7 @@ class WriteOffRequest(db.Model):
     minute_ref: Mapped[str | None] = mapped_column(String(60))
 
 
-class Document(db.Model):
+class Document(Model):
     """A file kept for a loan, agreement, case or member; a new upload of the same kind is
     a new version, the old ones stay."""
 
@@ -258,7 +258,7 @@ class Document(db.Model):
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class DataQualityFinding(db.Model):
+class DataQualityFinding(Model):
     """What the weekly data-quality check found, listed in the console."""
 
     __tablename__ = "data_quality_findings"

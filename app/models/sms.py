@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.types import Money, UTCDateTime, utcnow
 
 
-class SmsMessage(db.Model):
+class SmsMessage(Model):
     __tablename__ = "sms_messages"
     # The last 30 days' outcomes (the dashboard's delivery rate) from the index alone.
     __table_args__ = (Index("ix_sms_messages_created_at_status", "created_at", "status"),)
@@ -44,7 +44,7 @@ class SmsMessage(db.Model):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
-class SmsSuppression(db.Model):
+class SmsSuppression(Model):
     """Numbers that asked for no reminders or promotions (opt-out / STOP)."""
 
     __tablename__ = "sms_suppressions"
@@ -56,7 +56,7 @@ class SmsSuppression(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
-class SmsInbound(db.Model):
+class SmsInbound(Model):
     """An SMS a member sent us, kept once per provider id (the provider retries)."""
 
     __tablename__ = "sms_inbound"
@@ -72,7 +72,7 @@ class SmsInbound(db.Model):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
-class PromiseToPay(db.Model):
+class PromiseToPay(Model):
     """A member's promise to pay an overdue loan by a date (made on USSD or to staff)."""
 
     __tablename__ = "promises_to_pay"

@@ -35,10 +35,10 @@ class Money(TypeDecorator[Decimal]):
             return int(amount / CENT)
         return amount
 
-    def process_result_value(self, value: object, dialect: Dialect) -> Decimal | None:
+    def process_result_value(self, value: int | Decimal | None, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        if dialect.name == "sqlite":
+        if dialect.name == "sqlite":  # integer cents
             return (Decimal(int(value)) * CENT).quantize(CENT)
         return round_money(value)
 

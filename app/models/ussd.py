@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.types import UTCDateTime, utcnow
 
 
-class UssdEvent(db.Model):
+class UssdEvent(Model):
     """One `POST /ussd/events`. The member's typed input is not kept: it holds the PIN."""
 
     __tablename__ = "ussd_events"
