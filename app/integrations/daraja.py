@@ -13,7 +13,7 @@ import base64
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import redis
@@ -152,19 +152,20 @@ class DarajaClient:
         if not fresh:
             cached = self.cache.get(TOKEN_KEY)
             if cached:
-                return cached.decode()
+                # The client does not decode replies; redis-py types them as bytes or str.
+                return cast(bytes, cached).decode()
         deadline = time.monotonic() + 10
         while not self.cache.set(TOKEN_LOCK, "1", nx=True, ex=15):
             time.sleep(0.1)
             cached = self.cache.get(TOKEN_KEY)
             if cached and not fresh:
-                return cached.decode()
+                return cast(bytes, cached).decode()
             if time.monotonic() > deadline:
                 raise DarajaBusy("another process is fetching the M-PESA token")
         try:
             # Whoever held the lock before us may have just cached a token.
             cached = None if fresh else self.cache.get(TOKEN_KEY)
-            return cached.decode() if cached else self._fetch_token()
+            return cast(bytes, cached).decode() if cached else self._fetch_token()
         finally:
             self.cache.delete(TOKEN_LOCK)
 

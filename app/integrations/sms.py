@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import requests
 from africastalking.Service import AfricasTalkingException
@@ -73,20 +74,21 @@ class SmsGateway:
         return parse_send_reply(reply)
 
 
-def parse_send_reply(reply: object) -> SendOutcome:
-    """Read the SDK's answer (a dict when JSON, the raw text otherwise)."""
+def parse_send_reply(reply: Any) -> SendOutcome:
+    """Read the SDK's answer (a dict when JSON, the raw text otherwise; its shape is checked
+    here, so it is typed as the untyped JSON it is)."""
     if isinstance(reply, str):
         try:
             reply = json.loads(reply)
         except ValueError:
             return SendOutcome("retry", error=f"unreadable reply: {reply[:200]}")
     try:
-        recipients = reply["SMSMessageData"]["Recipients"]  # type: ignore[index]
+        recipients = reply["SMSMessageData"]["Recipients"]
     except (KeyError, TypeError):
         return SendOutcome("retry", error=f"unexpected reply: {str(reply)[:200]}")
     if not recipients:
         # No recipient row: the gateway refused the whole request (e.g. bad sender id).
-        message = str(reply.get("SMSMessageData", {}).get("Message", ""))  # type: ignore[union-attr]
+        message = str(reply.get("SMSMessageData", {}).get("Message", ""))
         return SendOutcome("retry", error=f"no recipients: {message[:200]}")
     first = recipients[0]
     try:
