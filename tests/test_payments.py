@@ -1002,3 +1002,214 @@ def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_la
     assert redis_client().llen(SPOOL_KEY) == 0
     assert n(MpesaCallback) == 1 and n(Payment) == 1
     assert balance(f"SAV-{member_no}") == Decimal("800.00")
+
+
+# -- a success after a cancel; flagged prompts (issue 17, items 6 and 7) -----------------
+
+
+def test_a_success_after_a_cancel_posts_its_money_to_the_loan_once(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    request = sent_stk(loan)
+    before = debt(loan.id)
+    post(client, "stk/callback", stk_body(CHECKOUT, 1032))
+    work()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).status == "failed"
+    # ...and then M-PESA's word that the member paid after all: money that moved.
+    for _ in range(2):  # and Safaricom's retry of it
+        reply = post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJPAIDLATE"))
+        assert reply.status_code == 200
+    work()
+    assert before - debt(loan.id) == Decimal("500")
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.receipt, row.flag) == ("succeeded", "NLJPAIDLATE", None)
+    payment = db.session.scalar(select(Payment))
+    assert (payment.receipt, payment.status, payment.loan_id) == ("NLJPAIDLATE", "posted", loan.id)
+    assert n(JournalEntry, JournalEntry.kind == "repayment") == 1
+    assert len(texts("repayment_received")) == 1
+    statuses = sorted(db.session.scalars(select(MpesaCallback.status)))
+    assert statuses == ["duplicate", "processed", "processed"]
+
+
+def test_a_success_the_prompt_cannot_take_goes_to_suspense_for_staff(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """After a cancel, a success that disagrees with the prompt (another amount); and a
+    second receipt for a prompt paid already: each is money in, so each lands in suspense,
+    once, with the prompt's member suggested, for staff to place."""
+    request = sent_stk(loan)
+    before = debt(loan.id)
+    member_id = db.session.get(MpesaRequest, request.id).member_id
+    post(client, "stk/callback", stk_body(CHECKOUT, 1032))
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=450, receipt="NLJODDAMT1"))
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=450, receipt="NLJODDAMT1"))
+    work()
+    assert debt(loan.id) == before
+    assert balance("GL-SUSPENSE") == Decimal("450.00")
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "NLJODDAMT1"))
+    assert (payment.status, payment.suggested_member_id) == ("suspense", member_id)
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert row.status == "failed" and "suspense" in row.flag and "450" in row.flag
+
+    staff = make_staff("branch_manager")
+    payments_assign_suspense(payment_id=payment.id, staff=staff, account=loan.loan_no)
+    assert before - debt(loan.id) == Decimal("450")
+    assert balance("GL-SUSPENSE") == Decimal("0.00")
+
+
+def test_a_second_receipt_for_a_paid_prompt_goes_to_suspense(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    sent_stk(loan)
+    before = debt(loan.id)
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJFIRST01"))
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJSECOND1"))
+    work()
+    assert before - debt(loan.id) == Decimal("500")
+    assert balance("GL-SUSPENSE") == Decimal("500.00")
+    assert (
+        db.session.scalar(select(Payment.status).where(Payment.receipt == "NLJSECOND1"))
+        == "suspense"
+    )
+
+
+@pytest.mark.usefixtures("pg")
+def test_a_late_success_from_many_threads_posts_exactly_once(
+    app: Flask,
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    sent_stk(loan)
+    post(client, "stk/callback", stk_body(CHECKOUT, 1032))
+    work()
+    before = debt(loan.id)
+    for _ in range(8):
+        post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJRACE001"))
+    ids = list(
+        db.session.scalars(select(MpesaCallback.id).where(MpesaCallback.status == "received"))
+    )
+    queue("payments").empty()
+    db.session.commit()
+    workers = [Worker(app, lambda cid=cid: callback_process(callback_id=cid)) for cid in ids]
+    for w in workers:
+        w.start()
+    outcomes = sorted(w.outcome() for w in workers)
+    assert outcomes == ["duplicate"] * 7 + ["processed"]
+    assert before - debt(loan.id) == Decimal("500")
+    assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "repayment") == 1
+
+
+CHECKOUT_2 = "ws_CO_021220261200000000002"
+
+
+def flagged_stk(client: FlaskClient, loan: Ref) -> Ref:
+    """A prompt whose callback disagreed with it (another amount): flagged, not posted."""
+    request = sent_stk(loan)
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=5, receipt="NLJFORGED1"))
+    work()
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert row.flag and row.status == "sent"
+    return request
+
+
+def stk_query_answers(daraja, base: str, **answer: object) -> None:  # noqa: ANN001
+    daraja.post(
+        f"{base}/mpesa/stkpushquery/v1/query",
+        status=int(answer.pop("status", 200)),  # type: ignore[call-overload]
+        json=answer,
+    )
+
+
+def test_a_flagged_prompt_holds_the_next_one_back_only_for_the_normal_window(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,
+    base: str,
+    runner,  # noqa: ANN001
+) -> None:
+    request = flagged_stk(client, loan)
+    with pytest.raises(PaymentError, match="already on its way"):
+        payments_request_stk(loan_id=loan.id, amount=500)
+    age(request.id, 4)
+    stk_query_answers(
+        daraja,
+        base,
+        status=500,
+        requestId="1",
+        errorCode="500.001.1001",
+        errorMessage="The transaction is being processed",
+    )
+    result = runner.invoke(args=["jobs", "run", "reconcile-payments"])
+    assert result.exit_code == 0, result.output
+    assert len([c for c in daraja.calls if "stkpushquery" in c.request.url]) == 1  # asked
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).flag  # still for staff to see
+    # The loan is not held: a new prompt goes out.
+    daraja.replace(
+        responses.POST,
+        f"{base}/mpesa/stkpush/v1/processrequest",
+        json={"MerchantRequestID": "2", "CheckoutRequestID": CHECKOUT_2, "ResponseCode": "0"},
+    )
+    second = payments_request_stk(loan_id=loan.id, amount=600)
+    work()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, second.id).status == "sent"
+    # The flagged one is asked again later, not at every sweep.
+    runner.invoke(args=["jobs", "run", "reconcile-payments"])
+    assert len([c for c in daraja.calls if "stkpushquery" in c.request.url]) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "paid"),
+    [("0", "succeeded", Decimal("500")), ("1032", "failed", Decimal("0"))],
+)
+def test_the_reconcile_job_resolves_a_flagged_prompt_by_its_status_query(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,
+    base: str,
+    runner,  # noqa: ANN001
+    code: str,
+    status: str,
+    paid: Decimal,
+) -> None:
+    request = flagged_stk(client, loan)
+    before = debt(loan.id)
+    age(request.id, 4)
+    stk_query_answers(daraja, base, ResponseCode="0", ResultCode=code, ResultDesc="as Daraja says")
+    result = runner.invoke(args=["jobs", "run", "reconcile-payments"])
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.flag) == (status, None)
+    assert "was flagged: amount 5" in row.result_desc
+    assert before - debt(loan.id) == paid  # the amount we asked for, not the callback's
+    assert n(Payment) == int(paid > 0)
+
+
+def test_a_later_callback_that_agrees_settles_a_flagged_prompt(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    request = flagged_stk(client, loan)
+    before = debt(loan.id)
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJTRUE001"))
+    work()
+    assert before - debt(loan.id) == Decimal("500")
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.flag, row.receipt) == ("succeeded", None, "NLJTRUE001")
+    statuses = sorted(db.session.scalars(select(MpesaCallback.status)))
+    assert statuses == ["flagged", "processed"]

@@ -49,6 +49,8 @@ class LoanProduct(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(20), unique=True)
     name: Mapped[str] = mapped_column(String(80))
+    # What Kiswahili-speaking members read on USSD and SMS; `name` when not set.
+    name_sw: Mapped[str | None] = mapped_column(String(80))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     interest_method: Mapped[str] = mapped_column(String(12), default="declining")
     amortization: Mapped[str] = mapped_column(String(20), default="equal_installments")
@@ -82,6 +84,10 @@ class LoanProduct(Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def name_in(self, language: str) -> str:
+        """The product's name as a member reads it in their language."""
+        return (self.name_sw or self.name) if language == "sw" else self.name
 
 
 class Loan(Model):

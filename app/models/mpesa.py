@@ -20,7 +20,11 @@ from app.models.types import Money, UTCDateTime, utcnow
 # A request in one of these states may still move money: a second one for the same loan
 # would risk paying (or asking the member) twice.
 OPEN_STATUSES = ("pending", "sending", "sent", "unknown")
-_OPEN_SQL = "status IN ('pending', 'sending', 'sent', 'unknown')"
+# A flagged prompt waits for its query or for staff and holds no new prompt back (a
+# flagged payout still does: money out is never risked twice).
+_OPEN_SQL = (
+    "status IN ('pending', 'sending', 'sent', 'unknown') AND (kind = 'b2c' OR flag IS NULL)"
+)
 
 
 class MpesaRequest(Model):

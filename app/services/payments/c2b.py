@@ -22,7 +22,6 @@ from app.phone import PhoneError, normalise_phone
 from app.schemas.mpesa import kenyan_time
 from app.selectors.loans import LIVE_STATUSES
 from app.services.audit import audit_record
-from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.loans import loan_repay
 from app.services.locking import lock_row
 from app.services.members import member_deposit
@@ -30,6 +29,7 @@ from app.services.payments.common import (
     PaymentError,
     payment_record,
     settings,
+    suspense_post,
 )
 from app.services.permissions import permission_require
 
@@ -144,20 +144,13 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
             commit=False,
         )
     else:
-        payment.status = "suspense"
         suggested = suggest_member(data["msisdn"])
-        payment.suggested_member_id = suggested.id if suggested else None
-        entry = journal_post(
-            kind="suspense",
-            lines=[
-                debit(gl_account("GL-MPESA-CLEARING"), amount),
-                credit(gl_account("GL-SUSPENSE"), amount),
-            ],
+        suspense_post(
+            payment,
+            suggested_member_id=suggested.id if suggested else None,
+            description=f"Unmatched Paybill {receipt} account {data['bill_ref']!r}",
             value_date=value_date,
-            description=f"Unmatched Paybill {receipt} account {data['bill_ref']!r}"[:255],
-            idempotency_key=f"suspense:{receipt}",
         )
-        payment.journal_entry_id = entry.id
         return "suspense"
     return "processed"
 

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import Schema, ValidationError
@@ -266,11 +267,7 @@ def _stk(data: dict[str, Any], callback_id: int) -> Handled:
         # Maybe before our write of its CheckoutRequestID committed: kept, matched later.
         return "unmatched", None, None
     request = lock_row(MpesaRequest, found.id)
-    if data["result_code"] == "0" and request.status not in ("succeeded", "failed"):
-        mismatch = stk_mismatch(request, data)
-        if mismatch:
-            request.flag = mismatch[:255]
-            return "flagged", request.id, None
+    amount = data.get("amount")
     outcome = stk_apply(
         request,
         code=data["result_code"],
@@ -278,6 +275,8 @@ def _stk(data: dict[str, Any], callback_id: int) -> Handled:
         receipt=data.get("receipt"),
         paid_at=stk_paid_at(data.get("transaction_date")),
         callback_id=callback_id,
+        mismatch=stk_mismatch(request, data) if data["result_code"] == "0" else None,
+        paid_amount=Decimal(amount) if amount is not None else None,
     )
     return outcome, request.id, None
 

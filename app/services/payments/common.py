@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import date
 from typing import Any
 
 from flask import current_app
@@ -15,6 +16,7 @@ from app.extensions import db, enqueue
 from app.metrics import MPESA_OUTCOMES, MPESA_SECONDS
 from app.models import MpesaRequest, Payment
 from app.models.types import utcnow
+from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.loans import SEND_PAYOUT_JOB  # noqa: F401 - one constant, re-exported
 
 log = logging.getLogger("app.payments")
@@ -90,6 +92,28 @@ def payment_record(
     except IntegrityError:
         return None
     return payment
+
+
+def suspense_post(
+    payment: Payment, *, suggested_member_id: int | None, description: str, value_date: date
+) -> None:
+    """Book money that matched nowhere (a Paybill account nobody has, a prompt that cannot
+    take what was paid) into GL-SUSPENSE, where staff assign it. The receipt keys it."""
+    payment.status = "suspense"
+    payment.member_id = None
+    payment.loan_id = None
+    payment.suggested_member_id = suggested_member_id
+    entry = journal_post(
+        kind="suspense",
+        lines=[
+            debit(gl_account("GL-MPESA-CLEARING"), payment.amount),
+            credit(gl_account("GL-SUSPENSE"), payment.amount),
+        ],
+        value_date=value_date,
+        description=description[:255],
+        idempotency_key=f"suspense:{payment.receipt}",
+    )
+    payment.journal_entry_id = entry.id
 
 
 def find_request(kind: str, *candidates: tuple[Any, str | None]) -> MpesaRequest | None:

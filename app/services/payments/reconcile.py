@@ -1,7 +1,8 @@
 """The reconciliation sweep (every 2 minutes, and `sacco jobs run reconcile-payments`).
 
 It settles what callbacks did not: STK prompts pending over 3 minutes are queried (still
-processing stays pending; a final code is applied); payouts without a result after 10
+processing stays pending; a final code is applied), flagged ones too, every 30 minutes,
+until Safaricom's answer resolves them (staff see them meanwhile); payouts without a result after 10
 minutes get a Transaction Status query; requests never sent (Redis was down) are queued;
 a send that died mid-way becomes unknown (never resent); callbacks whose job was lost are
 processed; anything still open after 24 hours is flagged for staff.
@@ -25,9 +26,13 @@ from app.services.locking import lock_row
 from app.services.payments.b2c import payments_query_payout
 from app.services.payments.callbacks import HANDLERS, callback_enqueue, callback_unspool
 from app.services.payments.common import SEND_STK_JOB, queue_job
-from app.services.payments.stk import stk_apply
+from app.services.payments.stk import PROMPT_WINDOW, stk_apply
 
-STK_QUERY_AFTER = timedelta(minutes=3)
+STK_QUERY_AFTER = PROMPT_WINDOW
+STK_QUERY_EVERY = timedelta(minutes=2)
+# A flagged prompt is asked again less often: its answer is late or disputed, and staff
+# see it meanwhile (it holds back no new prompt).
+FLAGGED_QUERY_EVERY = timedelta(minutes=30)
 B2C_QUERY_AFTER = timedelta(minutes=10)
 LOST_JOB_AFTER = timedelta(minutes=1)
 DEAD_SEND_AFTER = timedelta(minutes=5)
@@ -99,10 +104,10 @@ def _query_stk(sweep: Sweep, now) -> None:  # noqa: ANN001
             MpesaRequest.kind == "stk",
             MpesaRequest.status.in_(("sent", "unknown")),
             MpesaRequest.checkout_request_id.is_not(None),
-            MpesaRequest.flag.is_(None),
             MpesaRequest.created_at < now - STK_QUERY_AFTER,
             (MpesaRequest.checked_at.is_(None))
-            | (MpesaRequest.checked_at < now - timedelta(minutes=2)),
+            | (MpesaRequest.flag.is_(None) & (MpesaRequest.checked_at < now - STK_QUERY_EVERY))
+            | (MpesaRequest.checked_at < now - FLAGGED_QUERY_EVERY),
         )
     ).all()
     db.session.commit()

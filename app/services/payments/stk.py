@@ -24,7 +24,7 @@ from app.integrations.daraja import (
 from app.models import Loan, Member, MpesaCallback, MpesaRequest, Payment
 from app.models.mpesa import OPEN_STATUSES
 from app.models.types import utcnow
-from app.money import MoneyError, is_whole_shillings, money_input
+from app.money import MoneyError, is_whole_shillings, money_input, round_money
 from app.phone import PhoneError, normalise_phone
 from app.schemas.mpesa import kenyan_time
 from app.selectors.loans import LIVE_STATUSES
@@ -40,9 +40,15 @@ from app.services.payments.common import (
     payment_record,
     queue_job,
     settings,
+    suspense_post,
 )
 
+MIN_STK_AMOUNT = Decimal("1")
 MAX_STK_AMOUNT = Decimal("250000")  # M-PESA's ceiling for one transaction
+# How long a prompt may hold back the next one for its loan: a member answers within a
+# minute or two, and the reconciliation job asks after this long. A flagged prompt (its
+# answer disagreed, or none came) never holds one back for longer.
+PROMPT_WINDOW = timedelta(minutes=3)
 REPEAT_GAP = timedelta(minutes=2)  # a second push of the same amount: result code 17
 DESCRIPTION = "Loan repay"  # TransactionDesc: at most 13 characters
 
@@ -65,10 +71,9 @@ def payments_request_stk(
         value = money_input(amount)
     except MoneyError as exc:
         raise PaymentError(str(exc)) from None
-    if not is_whole_shillings(value):
-        raise PaymentError("M-PESA takes whole shillings only")
-    if value > MAX_STK_AMOUNT:
-        raise PaymentError(f"M-PESA takes at most KES {MAX_STK_AMOUNT:,.0f} at a time")
+    problem = stk_amount_problem(value)
+    if problem is not None:
+        raise PaymentError(problem)
     loan = lock_row(Loan, loan_id)  # serialises two requests for one loan
     if loan is None:
         raise PaymentError(f"no loan {loan_id}")
@@ -118,6 +123,19 @@ def payments_request_stk(
     return request
 
 
+def stk_amount_problem(value: Decimal) -> str | None:
+    """The one rule for what a prompt may ask (M-PESA's): whole shillings from
+    MIN_STK_AMOUNT to MAX_STK_AMOUNT. None when it may; else why not. USSD checks it on the
+    amount screen, before the member confirms; this service checks it again."""
+    if not is_whole_shillings(value):
+        return "M-PESA takes whole shillings only"
+    if value < MIN_STK_AMOUNT:
+        return f"M-PESA takes at least KES {MIN_STK_AMOUNT:,.0f}"
+    if value > MAX_STK_AMOUNT:
+        return f"M-PESA takes at most KES {MAX_STK_AMOUNT:,.0f} at a time"
+    return None
+
+
 def _already_waiting(loan_no: str | None) -> str:
     return (
         f"a payment prompt for loan {loan_no} is already on its way; "
@@ -126,11 +144,15 @@ def _already_waiting(loan_no: str | None) -> str:
 
 
 def _open_stk(loan_id: int) -> bool:
+    """A prompt for the loan that may still be on the member's phone. A flagged one older
+    than PROMPT_WINDOW is not: it waits for its query or for staff, and the open-per-loan
+    index leaves flagged prompts out, so it holds nobody back."""
     found = db.session.scalar(
         select(MpesaRequest.id).where(
             MpesaRequest.loan_id == loan_id,
             MpesaRequest.kind == "stk",
             MpesaRequest.status.in_(OPEN_STATUSES),
+            MpesaRequest.flag.is_(None) | (MpesaRequest.created_at > utcnow() - PROMPT_WINDOW),
         )
     )
     return found is not None
@@ -249,10 +271,25 @@ def stk_apply(
     receipt: str | None,
     paid_at: datetime | None,
     callback_id: int | None,
+    mismatch: str | None = None,
+    paid_amount: Decimal | None = None,
 ) -> str:
     """Settle a locked STK request from its result code (callback or query): post the
     repayment once on success, tell the member in plain words on a failure, leave it
-    unknown on a code we do not know. Returns the outcome; the caller commits."""
+    unknown on a code we do not know. Returns the outcome; the caller commits.
+
+    A success that carries a receipt never posted is money that moved: it is posted
+    whatever the request's state. On a request already failed (a cancel or a query that
+    came before the member paid after all) it repays the loan as usual; when the request
+    cannot take it (its answer disagrees with what we asked, or it was paid already under
+    another receipt) it goes to suspense for staff, at the amount the receipt carries. The
+    unique receipt keeps every path to once. `mismatch` (what a callback's amount or phone
+    says against the request) flags an open request for its query instead of posting it.
+    """
+    if code == "0" and request.status == "failed" and receipt:
+        if mismatch:
+            return _to_suspense(request, receipt, paid_at, callback_id, paid_amount, mismatch)
+        return _post_repayment(request, desc, receipt, paid_at, callback_id)
     if request.status in ("succeeded", "failed"):
         if receipt and request.status == "succeeded" and not request.receipt:
             # Settled by a query (no receipt); the late callback brings the receipt.
@@ -262,22 +299,31 @@ def stk_apply(
                 .where(Payment.request_id == request.id, Payment.receipt.is_(None))
                 .values(receipt=receipt)
             )
+        elif code == "0" and receipt and receipt != request.receipt:
+            why = f"paid already under receipt {request.receipt}"
+            return _to_suspense(request, receipt, paid_at, callback_id, paid_amount, why)
         return "duplicate"
-    if request.flag:
+    if code == "0" and mismatch:
+        request.flag = mismatch[:255]
         return "flagged"
+    if code != "0" and code not in STK_FAILURES:
+        finish(request, "unknown", code, desc or "unknown result code: to be queried")
+        return "unknown"
+    if request.flag:
+        # Safaricom's own word (a query, or a callback that agrees) settles a flagged
+        # prompt: the flag is resolved, and what it said is kept with the result.
+        desc = f"{desc} (was flagged: {request.flag})"
+        request.flag = None
     if code == "0":
         return _post_repayment(request, desc, receipt, paid_at, callback_id)
-    if code in STK_FAILURES:
-        finish(request, "failed", code, desc)
-        notify_payment_failed(
-            member=db.session.get(Member, request.member_id),
-            amount=request.amount,
-            reason=STK_FAILURES[code],
-            reference=request.checkout_request_id or f"stk-{request.id}",
-        )
-        return "failed"
-    finish(request, "unknown", code, desc or "unknown result code: to be queried")
-    return "unknown"
+    finish(request, "failed", code, desc)
+    notify_payment_failed(
+        member=db.session.get(Member, request.member_id),
+        amount=request.amount,
+        reason=STK_FAILURES[code],
+        reference=request.checkout_request_id or f"stk-{request.id}",
+    )
+    return "failed"
 
 
 def _post_repayment(
@@ -314,6 +360,41 @@ def _post_repayment(
     request.receipt = receipt
     finish(request, "succeeded", "0", desc)
     return "processed"
+
+
+def _to_suspense(
+    request: MpesaRequest,
+    receipt: str,
+    paid_at: datetime | None,
+    callback_id: int | None,
+    paid_amount: Decimal | None,
+    why: str,
+) -> str:
+    """Money a receipt says moved for a prompt that cannot take it: into suspense, where
+    staff see it (the prompt's member suggested) and place it; the prompt is flagged with
+    where the money went."""
+    amount = round_money(paid_amount) if paid_amount and paid_amount > 0 else request.amount
+    payment = payment_record(
+        callback_id=callback_id,
+        receipt=receipt,
+        channel="stk",
+        direction="in",
+        amount=amount,
+        phone=request.phone,
+        bill_ref=request.account_reference,
+        request_id=request.id,
+        transacted_at=paid_at,
+    )
+    if payment is None:
+        return "duplicate"  # this receipt is in already, through this or another channel
+    suspense_post(
+        payment,
+        suggested_member_id=request.member_id,
+        description=f"STK {receipt} for {request.account_reference}: {why}",
+        value_date=business_date(paid_at),
+    )
+    request.flag = f"KES {amount:,.2f} paid ({receipt}) is in suspense: {why}"[:255]
+    return "suspense"
 
 
 def stk_paid_at(value: object) -> datetime | None:
