@@ -16,7 +16,7 @@ from app.models import Agreement, Loan, Member, StaffUser
 class AgreementRow:
     agreement: Agreement
     loan_no: str
-    member_no: str
+    member_no: str | None  # the column is nullable: set from the id right after insert
     member_name: str
     drafted_by: str
 

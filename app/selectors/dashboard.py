@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Case, and_, case, func, select
 
 from app.extensions import db
 from app.models import (
@@ -115,8 +115,8 @@ def _utc_start(day: date, tz: tzinfo) -> datetime:
     return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC)
 
 
-def _money(count: object, amount: object) -> Tally:
-    return Tally(int(count or 0), Decimal(amount or ZERO))  # type: ignore[arg-type]
+def _money(count: int | None, amount: Decimal | None) -> Tally:
+    return Tally(int(count or 0), Decimal(amount or ZERO))
 
 
 def members_count() -> tuple[int, int]:
@@ -138,7 +138,7 @@ def deposits_held() -> tuple[Decimal, Decimal]:
     return held.get("savings", ZERO), held.get("share_capital", ZERO)
 
 
-def bucket_of_days_past_due() -> object:
+def bucket_of_days_past_due() -> Case[str]:
     """`aging_bucket(days_past_due)` in SQL, so the grouping happens in the database."""
     dpd = Loan.days_past_due
     return case(
@@ -152,7 +152,7 @@ def bucket_of_days_past_due() -> object:
 
 def portfolio_by_bucket() -> dict[str, Tally]:
     """Live loans and their outstanding principal per aging bucket."""
-    bucket = bucket_of_days_past_due().label("bucket")  # type: ignore[attr-defined]
+    bucket = bucket_of_days_past_due().label("bucket")
     rows = db.session.execute(
         select(bucket, func.count(), func.sum(Account.balance))
         .select_from(Loan)
@@ -252,21 +252,21 @@ def officer_figures(*, since: datetime) -> list[Officer]:
             .limit(OFFICER_ROWS)
         )
     }
-    collected = {
-        who.removeprefix(STAFF_PREFIX): _money(n, amount)
-        for who, n, amount in db.session.execute(
-            select(MpesaRequest.requested_by, func.count(), func.sum(MpesaRequest.amount))
-            .where(
-                MpesaRequest.kind == "stk",
-                MpesaRequest.status == "succeeded",
-                MpesaRequest.completed_at >= since,
-                MpesaRequest.requested_by.like(f"{STAFF_PREFIX}%"),
-            )
-            .group_by(MpesaRequest.requested_by)
-            .order_by(func.count().desc())
-            .limit(OFFICER_ROWS)
+    collected: dict[str, Tally] = {}
+    for who, n, amount in db.session.execute(
+        select(MpesaRequest.requested_by, func.count(), func.sum(MpesaRequest.amount))
+        .where(
+            MpesaRequest.kind == "stk",
+            MpesaRequest.status == "succeeded",
+            MpesaRequest.completed_at >= since,
+            MpesaRequest.requested_by.like(f"{STAFF_PREFIX}%"),
         )
-    }
+        .group_by(MpesaRequest.requested_by)
+        .order_by(func.count().desc())
+        .limit(OFFICER_ROWS)
+    ):
+        assert who is not None  # the LIKE above never matches NULL
+        collected[who.removeprefix(STAFF_PREFIX)] = _money(n, amount)
     ids = set(approved) | set(recommended)
     if not ids and not collected:
         return []

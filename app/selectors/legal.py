@@ -3,6 +3,7 @@ recovery steps and write-off requests (app/services/recovery.py changes them).""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
@@ -86,7 +87,7 @@ def loan_recovery(*, loan_id: int) -> LoanRecovery | None:
         ids.add(r.recommended_by_id)
         if r.decided_by_id is not None:
             ids.add(r.decided_by_id)
-    rows = (
+    rows: Iterable[tuple[int, str]] = (
         db.session.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids)))
         if ids
         else []

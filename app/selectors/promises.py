@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, select
 
 from app.extensions import db
 from app.models import Loan, Member, PromiseToPay
@@ -51,7 +51,7 @@ def promise_fulfilment(*, today: date) -> PromiseFulfilment:
         PromiseToPay.promised_date >= month_start, PromiseToPay.promised_date < next_month
     )
 
-    def count(status: str, *also: object) -> object:
+    def count(status: str, *also: ColumnElement[bool]) -> ColumnElement[int]:
         return func.coalesce(
             func.sum(case((and_(PromiseToPay.status == status, *also), 1), else_=0)), 0
         )

@@ -119,7 +119,7 @@ def _sum(expr: Any) -> Any:
     return type_coerce(func.coalesce(func.sum(expr), 0), Money())
 
 
-def _paged(query: Select[Any], *, page: int, per_page: int) -> tuple[list[Any], int]:
+def _paged(query: Select[*tuple[Any, ...]], *, page: int, per_page: int) -> tuple[list[Any], int]:
     """One page of a grouped query and how many groups it has in all (two queries)."""
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     page = max(page, 1)
@@ -127,8 +127,9 @@ def _paged(query: Select[Any], *, page: int, per_page: int) -> tuple[list[Any], 
     return list(rows), int(total or 0)
 
 
-def _month(year: object, month: object) -> str:
-    return f"{int(year):04d}-{int(month):02d}"  # type: ignore[call-overload]
+def _month(year: int | Decimal, month: int | Decimal) -> str:
+    # EXTRACT gives numeric (Decimal) on PostgreSQL, an integer on SQLite.
+    return f"{int(year):04d}-{int(month):02d}"
 
 
 def _staff_label(staff_id: int | None, name: str | None, email: str | None) -> str:
