@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import SaccoError
@@ -208,7 +209,10 @@ def _move_balance(account_id: int, delta: Decimal, kind: str) -> None:
     )
     if kind in NO_OVERDRAFT and delta > 0:
         stmt = stmt.where(Account.balance + delta <= 0)
-    result = db.session.execute(stmt.execution_options(synchronize_session=False))
+    # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
+    result = cast(
+        CursorResult[Any], db.session.execute(stmt.execution_options(synchronize_session=False))
+    )
     if result.rowcount != 1:
         # Fresh from the database: the caller's copy may predate the close that refused us.
         account = db.session.get(Account, account_id, populate_existing=True)
@@ -223,11 +227,14 @@ def account_close(*, account_id: int, actor: str) -> Account:
     """Close an empty account. "Empty" and "closed" are one conditional UPDATE, so a
     deposit committing meanwhile either lands first (and the close is refused) or finds
     the account closed (and is refused): never a closed account with money in it."""
-    closed = db.session.execute(
-        update(Account)
-        .where(Account.id == account_id, Account.status == "open", Account.balance == 0)
-        .values(status="closed")
-        .execution_options(synchronize_session=False)
+    closed = cast(
+        CursorResult[Any],
+        db.session.execute(
+            update(Account)
+            .where(Account.id == account_id, Account.status == "open", Account.balance == 0)
+            .values(status="closed")
+            .execution_options(synchronize_session=False)
+        ),
     )
     account = db.session.get(Account, account_id, populate_existing=True)
     if account is None:
@@ -331,6 +338,7 @@ def _reconcile_loans(sums: dict[int, Decimal]) -> list[Mismatch]:
             Account.kind.in_(RECEIVABLE_KINDS), Account.loan_id.is_not(None)
         )
     ):
+        assert loan_id is not None  # the query asks for loan accounts only
         key = (loan_id, RECEIVABLE_KINDS[kind])
         held[key] = held.get(key, ZERO) + round_money(sums.get(account_id) or ZERO)
     loans = {

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import event, select, update
+from sqlalchemy import CursorResult, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -201,11 +201,15 @@ def sms_deliver(*, message_id: int, now: datetime | None = None) -> str:
             message.status = "cancelled"
             db.session.commit()
             return "cancelled"
-    claimed = db.session.execute(
-        update(SmsMessage)
-        .where(SmsMessage.id == message.id, SmsMessage.status.in_(SENDABLE))
-        .values(status="sending", attempts=SmsMessage.attempts + 1)
-        .execution_options(synchronize_session=False)
+    # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
+    claimed = cast(
+        CursorResult[Any],
+        db.session.execute(
+            update(SmsMessage)
+            .where(SmsMessage.id == message.id, SmsMessage.status.in_(SENDABLE))
+            .values(status="sending", attempts=SmsMessage.attempts + 1)
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     db.session.commit()
     if claimed != 1:

@@ -20,8 +20,9 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import business_date
@@ -290,7 +291,8 @@ def _promise_by_sms(
         return _words("format", language)
     if match["year"] is None and promised < as_of:
         promised = promised.replace(year=promised.year + 1)  # 3/1 texted in late December
-    late = list(
+    # None stands for a named loan that is not one of these: promise_problem says so.
+    late: list[Loan | None] = list(
         db.session.scalars(
             select(Loan)
             .where(
@@ -303,7 +305,7 @@ def _promise_by_sms(
     )
     if match["loan"]:
         wanted = f"L{int(match['loan']):06d}"
-        late = [loan for loan in late if loan.loan_no == wanted] or [None]  # type: ignore[list-item]
+        late = [loan for loan in late if loan and loan.loan_no == wanted] or [None]
     if not late:
         return _words("none_late", language)
     if len(late) > 1:
@@ -426,11 +428,15 @@ def sms_delivery_report(
         conditions.append(
             or_(SmsMessage.provider_status.is_(None), SmsMessage.provider_status.not_in(ahead))
         )
-    moved = db.session.execute(
-        update(SmsMessage)
-        .where(*conditions)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
+    moved = cast(
+        CursorResult[Any],
+        db.session.execute(
+            update(SmsMessage)
+            .where(*conditions)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ),
     ).rowcount
     db.session.commit()
     if moved != 1:
