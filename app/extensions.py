@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import redis
 from flask import Flask, current_app
@@ -102,12 +102,20 @@ def release_db_session(job: Job, connection: redis.Redis, *outcome: Any) -> None
     db.session.remove()
 
 
+class _AfterJob(TypedDict):  # typed by name, so mypy checks them as RQ's keyword arguments
+    on_success: Callback
+    on_failure: Callback
+    on_stopped: Callback
+
+
 # RQ's public job callbacks, on every job we enqueue: one runs after success, failure or stop.
 # (Jobs that the cron scheduler enqueues cannot carry callbacks; they go through `job_run`,
 # which releases the session itself.)
-_AFTER_JOB = {
-    hook: Callback("app.extensions.release_db_session")
-    for hook in ("on_success", "on_failure", "on_stopped")
+_RELEASE = "app.extensions.release_db_session"
+_AFTER_JOB: _AfterJob = {
+    "on_success": Callback(_RELEASE),
+    "on_failure": Callback(_RELEASE),
+    "on_stopped": Callback(_RELEASE),
 }
 
 

@@ -84,7 +84,7 @@ def schedule_command(
 def format_table(schedule: Schedule) -> str:
     """The schedule as aligned columns with a totals line."""
     data = schedule.as_dict()
-    lines = [HEADERS]
+    lines: list[tuple[str, ...]] = [HEADERS]
     for row in data["installments"]:
         lines.append(tuple(str(row[key]) for key in ROW_KEYS))
     totals = data["totals"]
