@@ -16,7 +16,7 @@ import re
 import secrets
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from flask import (
     Blueprint,
@@ -28,6 +28,7 @@ from flask import (
     request,
     url_for,
 )
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns
 
 from app.extensions import redis_client
 from app.models.types import utcnow
@@ -111,7 +112,8 @@ def messaging() -> Response | tuple[Response, int]:
     for number in form["to"].split(","):
         number = number.strip()
         if _E164.match(number):
-            chosen = redis.lpop(_next_key(number))
+            # One value (no count given): bytes from our non-decoding client, or None.
+            chosen = cast(bytes | None, redis.lpop(_next_key(number)))
             code = int(chosen) if chosen is not None else 101
         else:
             code = 403  # no + or not a number: the real API refuses it per recipient
@@ -168,7 +170,7 @@ def _params() -> dict[str, Any]:
 
 
 @bp.post("/next-status")
-def next_status() -> Response | tuple[Response, int]:
+def next_status() -> BaseResponse | tuple[Response, int]:
     """Queue the statusCode the next send to `phone` gets (each one used once)."""
     params = _params()
     phone = sim_phone(str(params.get("phone", "")))
@@ -192,7 +194,7 @@ def inbox_json(phone: str) -> Response:
 
 
 @bp.post("/deliver")
-def deliver() -> Response:
+def deliver() -> BaseResponse:
     """Send our /sms/delivery-reports the report the network would (Success by default).
 
     The report goes through the app itself (no network), with the provider's form fields.
@@ -203,7 +205,7 @@ def deliver() -> Response:
     raw_phone = redis.get(_message_key(message_id))
     if raw_phone is None:
         return _text("unknown messageId", 404)
-    phone = raw_phone.decode()
+    phone = cast(bytes, raw_phone).decode()  # redis-py types replies as bytes or str
     form = {"id": message_id, "status": status, "phoneNumber": phone, "networkCode": "99999"}
     if status in ("Rejected", "Failed"):
         form["failureReason"] = request.form.get("failureReason", "DeliveryFailure")
@@ -219,7 +221,7 @@ def deliver() -> Response:
 
 
 @bp.post("/inbound")
-def send_inbound() -> Response:
+def send_inbound() -> BaseResponse:
     """A simulated member texts the SACCO: our /sms/inbound gets the provider's form."""
     phone = sim_phone(request.form.get("phone", ""))
     form = {
@@ -240,7 +242,7 @@ def send_inbound() -> Response:
 
 @bp.get("/")
 def index() -> str:
-    phones = sorted(p.decode() for p in redis_client().smembers(_PHONES))
+    phones = sorted(p.decode() for p in cast(set[bytes], redis_client().smembers(_PHONES)))
     boxes = [(phone, list(reversed(inbox(phone)))) for phone in phones]
     return render_template_string(_PAGE, boxes=boxes, statuses=STATUS_NAMES)
 
