@@ -1,32 +1,36 @@
-"""The loan book upload page: templates to fill in, an upload, a preview of every row's
-check, then the import itself, through the services `sacco import loan-book` uses
-(app/services/loan_import.py).
+"""The loan book upload page: templates to fill in, an upload checked row by row into a
+stored preview, then the import itself, through the services `sacco import loan-book`
+uses (app/services/loan_import.py).
 
 Decisions where the issue is silent:
 
-- The uploaded file is kept between the preview and the import under the instance folder,
-  in a folder with a random name (22 URL-safe characters, 128 bits: not guessable), so the
-  import reads the very bytes the preview checked; it is deleted after the import, and any
-  upload older than a day is deleted at the next upload.
+- The upload is parsed and checked once, when it arrives, and every row's result is kept
+  in the database (`loan_book_previews`), not the file on this server's disk: the preview
+  pages page through those rows with a query, the import reads them back, and any web
+  replica serves either. The preview's token is random (22 URL-safe characters, 128
+  bits: not guessable); an imported preview is deleted, and one older than a day is
+  deleted at the next upload.
 - At most 5 MB: a 10,000-loan CSV is under 1 MB. The limit is set on the request, so a
-  bigger body is refused before it is read.
+  bigger body is refused before it is read. Within it, a book holds at most 20,000 loans
+  and an XLSX unpacks to at most 25 MB (`loan_import.MAX_ROWS`, `MAX_UNPACKED_BYTES`),
+  refused in words before the sheet is parsed or as soon as the rows run over.
+- The request's own transaction (the sign-in's reads) is ended before the parse: on
+  SQLite a transaction holds the one write lock, and SMS, USSD and jobs must not wait on
+  a spreadsheet.
 - The preview shows 100 rows a page (every list paginates), with a switch to the rows with
-  problems only; the import re-checks the file, as the CLI does, and with bad rows imports
-  nothing unless the staff member ticks "leave the bad rows out" (the CLI's --skip-bad).
+  problems only; the import re-checks the rows against the books as they are then, as the
+  CLI does, and with bad rows imports nothing unless the staff member ticks "leave the bad
+  rows out" (the CLI's --skip-bad).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
-import secrets
-import shutil
-import time
 from datetime import date, datetime
 from pathlib import Path
 
-from flask import current_app, flash, redirect, request, send_file, url_for
+from flask import flash, redirect, request, send_file, url_for
 from flask_admin import Admin, BaseView, expose
 from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -39,49 +43,19 @@ from app.errors import SaccoError
 from app.extensions import db
 from app.services.loan_import import (
     COLUMNS,
+    MAX_ROWS,
     TEMPLATE_ROWS,
-    LoanBookError,
-    loan_book_import_file,
-    loan_book_read,
-    loan_book_validate,
+    loan_book_import_preview,
+    loan_book_open,
+    loan_book_preview_get,
+    loan_book_preview_page,
+    loan_book_preview_store,
 )
 
 MAX_UPLOAD = 5 * 1024 * 1024
 PREVIEW_PAGE = 100
-KEEP_SECONDS = 24 * 3600
-UPLOADS = "loan-book-uploads"
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 SUFFIXES = (".csv", ".xlsx")
-
-
-def _uploads() -> Path:
-    return Path(current_app.instance_path) / UPLOADS
-
-
-def _stored(token: str) -> Path | None:
-    """The file kept for `token`, or None (a token never names a path of its own)."""
-    if not _TOKEN.match(token):
-        return None
-    folder = _uploads() / token
-    if not folder.is_dir():
-        return None
-    return next((p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES), None)
-
-
-def _forget(token: str) -> None:
-    if _TOKEN.match(token):
-        shutil.rmtree(_uploads() / token, ignore_errors=True)
-
-
-def _sweep() -> None:
-    """Uploads nobody imported: gone after a day, so the folder stays small."""
-    root = _uploads()
-    if not root.is_dir():
-        return
-    cutoff = time.time() - KEEP_SECONDS
-    for folder in root.iterdir():
-        if folder.is_dir() and folder.stat().st_mtime < cutoff:
-            shutil.rmtree(folder, ignore_errors=True)
+GONE = "That upload is gone (imported, or older than a day); upload it again."
 
 
 def _as_of(value: str | None) -> date | None:
@@ -105,6 +79,7 @@ class LoanBookView(SecureMixin, BaseView):
             columns=COLUMNS,
             today=business_today().isoformat(),
             max_mb=MAX_UPLOAD // (1024 * 1024),
+            max_rows=MAX_ROWS,
         )
 
     @expose("/template.csv")
@@ -178,47 +153,46 @@ class LoanBookView(SecureMixin, BaseView):
         if not data:
             flash(f"{name} is empty.", "error")
             return back
-        _sweep()
-        token = secrets.token_urlsafe(16)
-        folder = _uploads() / token
-        folder.mkdir(parents=True)
-        (folder / name).write_bytes(data)
-        return redirect(url_for(".preview", token=token, as_of=as_of.isoformat()))
+        # End the request's transaction before the parse: on SQLite any open transaction
+        # holds the write lock, and nothing else may wait on a spreadsheet.
+        db.session.commit()
+        try:
+            preview = loan_book_preview_store(
+                book=loan_book_open(data=data, name=name),
+                as_of=as_of,
+                staff=current_user._get_current_object(),
+            )
+        except SaccoError as exc:
+            db.session.rollback()
+            flash(f"Cannot use this file: {exc}", "error")
+            return back
+        return redirect(url_for(".preview", token=preview.token))
 
     @expose("/preview/<token>")
     def preview(self, token: str) -> Response | str:
-        path = _stored(token)
-        if path is None:
-            flash("That upload is gone (imported, or older than a day); upload it again.", "error")
+        stored = loan_book_preview_get(token=token)
+        if stored is None:
+            flash(GONE, "error")
             return redirect(url_for(".index"))
-        as_of = _as_of(request.args.get("as_of"))
-        if as_of is None:
-            flash("The as-of date must be YYYY-MM-DD.", "error")
-            return redirect(url_for(".index"))
-        try:
-            results = loan_book_validate(rows=loan_book_read(path=path), as_of=as_of)
-        except LoanBookError as exc:
-            db.session.rollback()
-            _forget(token)
-            flash(f"Cannot use this file: {exc}", "error")
-            return redirect(url_for(".index"))
-        counts = {
-            outcome: sum(1 for r in results if r.outcome == outcome)
-            for outcome in ("ok", "imported", "bad")
-        }
         only_bad = request.args.get("show") == "bad"
-        shown = [r for r in results if r.outcome == "bad"] if only_bad else results
-        pages = max((len(shown) + PREVIEW_PAGE - 1) // PREVIEW_PAGE, 1)
+        shown = stored.bad_count if only_bad else stored.total
+        pages = max((shown + PREVIEW_PAGE - 1) // PREVIEW_PAGE, 1)
         page = min(max(request.args.get("page", 1, type=int) or 1, 1), pages)
+        rows = loan_book_preview_page(
+            preview=stored, only_bad=only_bad, page=page, per_page=PREVIEW_PAGE
+        )
+        name, as_of, total = stored.filename, stored.as_of.isoformat(), stored.total
+        counts = {"ok": stored.ok_count, "imported": stored.imported_count, "bad": stored.bad_count}
+        db.session.commit()  # only reads: no transaction (SQLite: no lock) while rendering
         return self.render(
             "admin_sacco/import_preview.html",
             token=token,
-            name=path.name,
-            as_of=as_of.isoformat(),
+            name=name,
+            as_of=as_of,
             columns=COLUMNS,
-            rows=shown[(page - 1) * PREVIEW_PAGE : page * PREVIEW_PAGE],
+            rows=rows,
             counts=counts,
-            total=len(results),
+            total=total,
             page=page,
             pages=pages,
             only_bad=only_bad,
@@ -232,23 +206,11 @@ class LoanBookView(SecureMixin, BaseView):
         refused = require("loan.import", self)
         if refused is not None:
             return refused
-        path = _stored(token)
-        if path is None:
-            flash("That upload is gone (imported, or older than a day); upload it again.", "error")
-            return redirect(url_for(".index"))
-        as_of = _as_of(request.form.get("as_of"))
-        if as_of is None:
-            flash("The as-of date must be YYYY-MM-DD.", "error")
-            return redirect(url_for(".index"))
         skip_bad = request.form.get("skip_bad") == "1"
-        again = redirect(url_for(".preview", token=token, as_of=as_of.isoformat()))
+        again = redirect(url_for(".preview", token=token))
         try:
-            report = loan_book_import_file(
-                path=path,
-                as_of=as_of,
-                skip_bad=skip_bad,
-                staff=current_user._get_current_object(),
-                name=path.name,
+            report, name = loan_book_import_preview(
+                token=token, skip_bad=skip_bad, staff=current_user._get_current_object()
             )
         except SaccoError as exc:
             db.session.rollback()
@@ -262,11 +224,10 @@ class LoanBookView(SecureMixin, BaseView):
             )
             return again
         if report.error:
-            # Earlier batches stay; importing the same file again writes only the rest.
-            flash(f"Import stopped: {report.error}. Import the file again for the rest.", "error")
+            # Earlier batches stay; importing the same book again writes only the rest.
+            flash(f"Import stopped: {report.error}. Import the book again for the rest.", "error")
             return again
-        _forget(token)
-        flash(f"Loan book {path.name}: {report.summary}.", "success")
+        flash(f"Loan book {name}: {report.summary}.", "success")
         return redirect(url_for(".index"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +27,9 @@ SIMULATED_MPESA = {
 }
 # Safaricom refuses callback URLs containing any of these (any case).
 FORBIDDEN_CALLBACK_WORDS = ("mpesa", "m-pesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
+# AT_ALLOWED_IPS=any: production knowingly takes Africa's Talking callbacks from anywhere
+# (say, when a gateway of its own in front filters them); never the silent default.
+ANY_SOURCE = "any"
 
 
 class ConfigError(RuntimeError):
@@ -61,6 +65,12 @@ class Settings:
     CALLBACK_BASE_URL: str | None = None
     CALLBACK_TOKEN: str = DEV_CALLBACK_TOKEN
     MPESA_ALLOWED_IPS: tuple[str, ...] = field(default_factory=tuple)
+    # The addresses Africa's Talking posts USSD hops and SMS callbacks from (addresses or
+    # CIDR ranges); empty outside production means anyone, `any` says so in production.
+    AT_ALLOWED_IPS: tuple[str, ...] = field(default_factory=tuple)
+    # Optional secret in the callback URLs given to Africa's Talking (`/ussd?token=...`):
+    # when set, every AT route refuses a request without it.
+    AT_CALLBACK_TOKEN: str | None = None
     # Paybill validation refuses an account that matches no member or loan (C2B00012),
     # so a typo returns the money to the payer instead of parking it in suspense.
     MPESA_C2B_VALIDATION: bool = True
@@ -68,6 +78,9 @@ class Settings:
     # trusted for the caller's address (the allowlist), no more.
     TRUSTED_PROXIES: int = 0
     DEMO_DATA: bool = True
+    # A staff email: who follows up a loan nobody was assigned to (auto-approved, or
+    # imported without one); unset leaves such loans to the approver or the importer.
+    DEFAULT_LOAN_OFFICER: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -80,6 +93,12 @@ class Settings:
     @property
     def local_base_url(self) -> str:
         return f"http://127.0.0.1:{self.PORT}"
+
+    @property
+    def at_allowlist(self) -> tuple[str, ...]:
+        """AT_ALLOWED_IPS as the allowlist check reads it: empty (or `any`) is everyone."""
+        lowered = tuple(entry.lower() for entry in self.AT_ALLOWED_IPS)
+        return () if lowered == (ANY_SOURCE,) else self.AT_ALLOWED_IPS
 
     @property
     def at_simulated(self) -> bool:
@@ -157,10 +176,15 @@ def load_settings(
     """Build Settings from the environment, then `overrides` (tests), then check them."""
     environ = os.environ if environ is None else environ
     values: dict[str, object] = {}
+    types = {f.name: f.type for f in fields(Settings)}
     for f in fields(Settings):
         if f.name in environ and environ[f.name] != "":
             values[f.name] = _parse(f.name, environ[f.name], str(f.type))
-    values.update(overrides or {})
+    for name, value in (overrides or {}).items():
+        # A list setting given as text (as the environment gives it) is split the same way.
+        if isinstance(value, str) and str(types.get(name, "")).startswith("tuple"):
+            value = _csv(value)
+        values[name] = value
     if values.get("DATABASE_URL"):
         values["DATABASE_URL"] = database_url(str(values["DATABASE_URL"]))
     else:
@@ -206,6 +230,13 @@ def _validate(s: Settings) -> None:
         or not s.CALLBACK_TOKEN.replace("-", "").replace("_", "").isalnum()
     ):
         raise ConfigError("CALLBACK_TOKEN must be at least 8 letters, digits, - or _")
+    if s.AT_CALLBACK_TOKEN is not None and (
+        len(s.AT_CALLBACK_TOKEN) < 8
+        or not s.AT_CALLBACK_TOKEN.replace("-", "").replace("_", "").isalnum()
+    ):
+        raise ConfigError("AT_CALLBACK_TOKEN must be at least 8 letters, digits, - or _")
+    _check_allowlist("MPESA_ALLOWED_IPS", s.MPESA_ALLOWED_IPS, any_allowed=False)
+    _check_allowlist("AT_ALLOWED_IPS", s.AT_ALLOWED_IPS, any_allowed=True)
     lowered = s.CALLBACK_TOKEN.lower() + (s.CALLBACK_BASE_URL or "").lower()
     bad = [w for w in FORBIDDEN_CALLBACK_WORDS if w in lowered]
     if bad:
@@ -219,6 +250,8 @@ def _validate(s: Settings) -> None:
             "CALLBACK_BASE_URL": s.CALLBACK_BASE_URL,
             "REDIS_URL": s.REDIS_URL,
             "AT_API_KEY": s.AT_API_KEY,
+            # Without it anyone could post /ussd as any member (AT_ALLOWED_IPS=any waives it).
+            "AT_ALLOWED_IPS": s.AT_ALLOWED_IPS,
             "MPESA_CONSUMER_KEY": s.MPESA_CONSUMER_KEY,
             "MPESA_CONSUMER_SECRET": s.MPESA_CONSUMER_SECRET,
             "MPESA_PASSKEY": s.MPESA_PASSKEY,
@@ -232,3 +265,20 @@ def _validate(s: Settings) -> None:
             raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL")
         if not (s.CALLBACK_BASE_URL or "").startswith("https://"):
             raise ConfigError("CALLBACK_BASE_URL must be https in production")
+
+
+def _check_allowlist(name: str, entries: tuple[str, ...], *, any_allowed: bool) -> None:
+    """Each entry an address or a network, so a typo fails the start instead of silently
+    refusing (or admitting) a provider; `any` only alone, and only where it means something."""
+    lowered = tuple(entry.lower() for entry in entries)
+    if ANY_SOURCE in lowered:
+        if not any_allowed:
+            raise ConfigError(f"{name} takes addresses or CIDR ranges; leave it empty for any")
+        if len(entries) > 1:
+            raise ConfigError(f"{name}: `any` stands alone, not beside addresses")
+        return
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {entry!r} is not an address or CIDR range") from exc

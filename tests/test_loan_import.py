@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -27,13 +28,15 @@ from app.models import (
     LoanProduct,
     Member,
 )
-from app.selectors.loans import loan_debt
+from app.selectors.loans import loan_debt, portfolio_at_risk
 from app.services.ledger import account_get_or_create, ledger_check, member_account
 from app.services.loan_import import COLUMNS, loan_book_import, loan_book_read
 from app.services.loan_schedule import schedule_build
 from app.services.loans import loan_account
 from app.services.members import member_add
+from app.services.staff import staff_add
 from tests.factories import make_member
+from tests.helpers import PASSWORD
 
 D = Decimal
 AS_OF = date(2026, 3, 31)
@@ -415,7 +418,9 @@ def test_a_failed_batch_keeps_what_was_committed_and_a_rerun_finishes(
 
     assert rerun.error is None
     assert (rerun.imported, rerun.members_created, rerun.already_imported) == (1, 1, 2)
-    assert counts()["loans"] == 3 and counts()["journal_entries"] == 2
+    # Two openings, and the penalty the nightly arrears rule charges the loan in arrears
+    # (run on the imported loans at once).
+    assert counts()["loans"] == 3 and counts()["journal_entries"] == 3
 
 
 def test_the_cli_reports_a_failed_batch_in_one_line(
@@ -648,3 +653,58 @@ def test_the_daily_arrears_job_picks_up_loans_in_arrears_and_not_current_ones(
     assert job.exit_code == 0, job.output
     assert loan_of("C002").days_past_due == (AS_OF - date(2026, 2, 20)).days
     assert loan_of("C001").days_past_due == 0
+
+
+# --- right after the import: days late, PAR30 and who follows the loans up -------------
+
+
+def test_an_imported_loan_in_arrears_shows_its_days_late_and_par30_at_once(
+    runner: FlaskCliRunner, products: dict[str, LoanProduct], tmp_path: Path
+) -> None:
+    result = run(runner, write_csv(tmp_path, BOOK))
+
+    assert result.exit_code == 0, result.output
+    late, current = loan_of("C002"), loan_of("C001")
+    # The nightly rule, run on the imported loans for the book's date: no job needed.
+    assert late.days_past_due == (AS_OF - date(2026, 2, 20)).days == 39
+    assert (late.aging_bucket, late.in_default) == ("31-60", True)
+    assert (current.days_past_due, current.aging_bucket) == (0, "current")
+    at_risk = portfolio_at_risk(as_of=AS_OF)
+    assert at_risk.par30_principal == D("5000.00") and at_risk.par30 > 0
+    assert late.officer_id is None  # no officer given and no DEFAULT_LOAN_OFFICER
+
+    # The nightly job, run after it, finds nothing more to change.
+    job = runner.invoke(args=["jobs", "run", "loan-arrears", "--as-of-date", AS_OF.isoformat()])
+    assert job.exit_code == 0 and '"records_updated": 0' in job.output, job.output
+
+
+def test_imported_loans_are_given_the_officer_named_or_the_default_officer(
+    app: Flask,
+    runner: FlaskCliRunner,
+    products: dict[str, LoanProduct],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    officer = staff_add(email="officer@sacco.test", role="loan_officer", password=PASSWORD)
+    default = staff_add(email="default@sacco.test", role="loan_officer", password=PASSWORD)
+    officer_id, default_id = officer.id, default.id
+    db.session.commit()
+    first = write_csv(tmp_path, [ACTIVE])
+    assert run(runner, first, "--officer", "OFFICER@sacco.test").exit_code == 0
+    assert loan_of("C001").officer_id == officer_id
+
+    unknown = run(runner, write_csv(tmp_path, [ARREARS]), "--officer", "nobody@sacco.test")
+    assert unknown.exit_code == 1
+    assert (
+        unknown.stderr
+        == "error: --officer nobody@sacco.test: no active staff member has that email\n"
+    )
+
+    settings = app.config["SETTINGS"]
+    monkeypatch.setitem(
+        app.config,
+        "SETTINGS",
+        dataclasses.replace(settings, DEFAULT_LOAN_OFFICER="Default@sacco.test"),
+    )
+    assert run(runner, write_csv(tmp_path, [ARREARS])).exit_code == 0
+    assert loan_of("C002").officer_id == default_id

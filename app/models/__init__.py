@@ -4,6 +4,7 @@ from app.models.audit import AuditLog
 from app.models.jobs import JobRun
 from app.models.ledger import ACCOUNT_KINDS, Account, JournalEntry, JournalLine
 from app.models.loan import Installment, Loan, LoanProduct, PortfolioSnapshot
+from app.models.loan_book import LoanBookPreview, LoanBookPreviewRow
 from app.models.member import Member, StaffUser
 from app.models.mpesa import MpesaCallback, MpesaRequest, Payment
 from app.models.recovery import (
@@ -40,6 +41,8 @@ __all__ = [
     "JournalEntry",
     "JournalLine",
     "Loan",
+    "LoanBookPreview",
+    "LoanBookPreviewRow",
     "LoanProduct",
     "Member",
     "MpesaCallback",

@@ -33,19 +33,34 @@ Decisions where the issue is silent:
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator, Sequence
+import io
+import secrets
+import zipfile
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import IO, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import lazyload
 
 from app.errors import SaccoError
 from app.extensions import db
-from app.models import Account, Installment, Loan, LoanProduct, Member, StaffUser
+from app.models import (
+    Account,
+    Installment,
+    Loan,
+    LoanBookPreview,
+    LoanBookPreviewRow,
+    LoanProduct,
+    Member,
+    StaffUser,
+)
+from app.models.loan_book import PREVIEW_OUTCOMES
+from app.models.types import utcnow
 from app.money import ZERO, MoneyError, money_input, to_decimal
 from app.phone import PhoneError, normalise_phone
 from app.services.audit import audit_record
@@ -58,7 +73,7 @@ from app.services.loan_schedule import (
     ScheduleRow,
     schedule_build,
 )
-from app.services.loans import RECEIVABLE
+from app.services.loans import RECEIVABLE, loan_default_officer, loan_update_arrears
 from app.services.members import member_number
 from app.services.permissions import permission_require
 
@@ -139,58 +154,176 @@ class ImportReport:
 
 # --- reading ---------------------------------------------------------------------------
 
+# What one book may hold, checked before anything is parsed (XLSX) or while streaming (CSV).
+# A 10,000-loan book is about 1 MB as CSV and 4 MB of sheet XML: these leave room for
+# twice that, and refuse a zip bomb (a 409 KB file unpacking to 400 MB) or a sheet of a
+# million rows within a second, before a web worker spends its memory or its minutes.
+MAX_ROWS = 20_000
+MAX_UNPACKED_BYTES = 25 * 1024 * 1024
+# Spreadsheet XML packs 5-20 times; a part packed more than this (and bigger than
+# RATIO_FLOOR, where ratios mean nothing) is built to blow up, not typed.
+MAX_PACK_RATIO = 100
+RATIO_FLOOR = 1024 * 1024
+# Lines read, blank ones too (a sheet can declare a million empty rows in a few bytes),
+# and the columns read from each (a loan book has nine; a sheet can declare 16,384).
+LINES_PER_ROW = 2
+MAX_COLUMNS = 64
 
-def loan_book_read(*, path: str | Path) -> list[BookRow]:
-    """The data rows of a CSV or XLSX loan book; LoanBookError if the file is unusable."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        table = _csv_table(path)
-    elif suffix == ".xlsx":
-        table = _xlsx_table(path)
-    else:
-        raise LoanBookError(f"{path.name}: unknown format (expected a .csv or .xlsx file)")
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):,.0f} MB"
+
+
+@dataclass
+class LoanBook:
+    """A readable loan book: `rows()` streams it from the start each time it is called
+    (the import reads it twice, to check and then to write, holding neither in memory).
+
+    The format, the XLSX packing and the header are checked when the book is opened;
+    the row count while it is read."""
+
+    name: str
+    suffix: str
+    path: Path | None = None
+    data: bytes | None = None
+    max_rows: int = MAX_ROWS
+
+    def _binary(self) -> IO[bytes]:
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        assert self.path is not None
+        return self.path.open("rb")
+
+    def _table(self) -> Iterator[tuple[int, Sequence[object]]]:
+        if self.suffix == ".csv":
+            return _csv_table(self._binary, self.name)
+        return _xlsx_table(self._binary, self.name, self.max_rows * LINES_PER_ROW)
+
+    def rows(self) -> Generator[BookRow]:
+        try:
+            yield from _book_rows(self._table(), self.max_rows)
+        except OSError as exc:
+            raise LoanBookError(f"cannot read {self.name}: {exc.strerror or exc}") from exc
+
+
+class RowSource(Protocol):
+    def rows(self) -> Iterator[BookRow]: ...
+
+
+def loan_book_open(
+    *,
+    path: str | Path | None = None,
+    data: bytes | None = None,
+    name: str | None = None,
+    max_rows: int = MAX_ROWS,
+) -> LoanBook:
+    """A CSV or XLSX loan book (a file, or an upload's bytes), its packing and header
+    checked; LoanBookError if it cannot be used. Nothing beyond the header is parsed."""
+    if path is not None:
+        path = Path(path)
+    name = name or (path.name if path is not None else "upload")
+    suffix = Path(name).suffix.lower()
+    if suffix not in (".csv", ".xlsx"):
+        raise LoanBookError(f"{name}: unknown format (expected a .csv or .xlsx file)")
+    book = LoanBook(name=name, suffix=suffix, path=path, data=data, max_rows=max_rows)
     try:
-        return _book_rows(table)
+        if suffix == ".xlsx":
+            with book._binary() as handle:
+                _xlsx_packing(handle, name)
+        first = book.rows()
+        try:
+            next(first, None)  # the header (and the first row): refused here, not later
+        finally:
+            first.close()
     except OSError as exc:
-        raise LoanBookError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+        raise LoanBookError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    return book
 
 
-def _csv_table(path: Path) -> Iterator[tuple[int, Sequence[object]]]:
+def loan_book_read(*, path: str | Path, max_rows: int = MAX_ROWS) -> list[BookRow]:
+    """The data rows of a CSV or XLSX loan book; LoanBookError if the file is unusable."""
+    return list(loan_book_open(path=path, max_rows=max_rows).rows())
+
+
+def _xlsx_packing(handle: IO[bytes], name: str) -> None:
+    """Refuse a workbook that unpacks to more than a loan book holds, from the zip's
+    central directory alone (sizes as declared, which zipfile never reads beyond: a part
+    that lies about its size stops there), before openpyxl unpacks anything."""
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise LoanBookError(f"cannot read {name}: not an XLSX workbook") from exc
+    unpacked = sum(part.file_size for part in parts)
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise LoanBookError(
+            f"{name} unpacks to {_mb(unpacked)}, more than the {_mb(MAX_UNPACKED_BYTES)} "
+            f"a loan book may hold (about {MAX_ROWS:,} loans); split it into smaller books"
+        )
+    for part in parts:
+        ratio = part.file_size / max(part.compress_size, 1)
+        if part.file_size > RATIO_FLOOR and ratio > MAX_PACK_RATIO:
+            raise LoanBookError(
+                f"{name}: {part.filename} is packed {ratio:,.0f} times "
+                f"(a spreadsheet packs at most {MAX_PACK_RATIO} times); "
+                "save the book again from the spreadsheet program"
+            )
+
+
+def _csv_table(
+    opener: Callable[[], IO[bytes]], name: str
+) -> Iterator[tuple[int, Sequence[object]]]:
     try:
         # utf-8-sig: Excel writes a byte-order mark at the start of "CSV UTF-8" files.
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with io.TextIOWrapper(opener(), encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
             for cells in reader:
                 yield reader.line_num, cells
     except UnicodeDecodeError as exc:
-        raise LoanBookError(f"cannot read {path.name}: not UTF-8 text") from exc
+        raise LoanBookError(f"cannot read {name}: not UTF-8 text") from exc
     except csv.Error as exc:
-        raise LoanBookError(f"cannot read {path.name}: {exc}") from exc
+        raise LoanBookError(f"cannot read {name}: {exc}") from exc
 
 
-def _xlsx_table(path: Path) -> Iterator[tuple[int, Sequence[object]]]:
+def _xlsx_table(
+    opener: Callable[[], IO[bytes]], name: str, max_lines: int
+) -> Iterator[tuple[int, Sequence[object]]]:
     from openpyxl import load_workbook  # only XLSX uploads pay for the import
 
+    handle = opener()
     try:
-        workbook = load_workbook(path, read_only=True, data_only=True)
-    except OSError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
-        raise LoanBookError(f"cannot read {path.name}: not an XLSX workbook") from exc
-    try:
-        rows = enumerate(workbook.worksheets[0].iter_rows(), start=1)
-        while True:
-            try:
-                number, cells = next(rows)
-                values = [_xlsx_value(cell) for cell in cells]
-            except StopIteration:
-                return
-            except Exception as exc:  # noqa: BLE001 - a damaged sheet, in any of many ways
-                raise LoanBookError(f"cannot read {path.name}: damaged worksheet") from exc
-            yield number, values
+        try:
+            # read_only streams the sheet row by row (its XML is never held whole).
+            workbook = load_workbook(handle, read_only=True, data_only=True)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
+            raise LoanBookError(f"cannot read {name}: not an XLSX workbook") from exc
+        try:
+            sheet = workbook.worksheets[0]
+            declared = sheet.max_row  # the sheet's own <dimension>, read without parsing it
+            if declared is not None and declared > max_lines:
+                raise LoanBookError(
+                    f"{name}: the sheet runs to row {declared:,}, more than a book of "
+                    f"{max_lines // LINES_PER_ROW:,} loans (the most one book may hold) needs; "
+                    "delete the empty rows below the loans, or split the book"
+                )
+            # Rows and columns are read as they come, not filled out to a declared size.
+            sheet.reset_dimensions()
+            rows = enumerate(sheet.iter_rows(max_col=MAX_COLUMNS), start=1)
+            while True:
+                try:
+                    number, cells = next(rows)
+                    values = [_xlsx_value(cell) for cell in cells]
+                except StopIteration:
+                    return
+                except Exception as exc:  # noqa: BLE001 - a damaged sheet, in any of many ways
+                    raise LoanBookError(f"cannot read {name}: damaged worksheet") from exc
+                yield number, values
+        finally:
+            workbook.close()
     finally:
-        workbook.close()
+        handle.close()
 
 
 def _xlsx_value(cell: object) -> object:
@@ -202,24 +335,39 @@ def _xlsx_value(cell: object) -> object:
     return value
 
 
-def _book_rows(table: Iterable[tuple[int, Sequence[object]]]) -> list[BookRow]:
-    rows: list[BookRow] = []
+def _book_rows(table: Iterable[tuple[int, Sequence[object]]], max_rows: int) -> Iterator[BookRow]:
     positions: dict[str, int] | None = None
+    count = 0
     for line, cells in table:
+        if line > max_rows * LINES_PER_ROW:
+            raise LoanBookError(
+                f"the book runs past line {line - 1:,} (blank lines too), more than a book of "
+                f"{max_rows:,} loans (the most one book may hold) needs; delete the empty "
+                "rows, or split the book"
+            )
         if positions is None:
             positions = _header(cells)
             continue
+        if not any(cells):
+            continue  # empty (quickly: a sheet can hold thousands of empty rows)
         texts = [_text(cell) for cell in cells]
         if not any(texts):
             continue  # blank lines, and the empty rows spreadsheets keep at the end
-        values = {
-            column: cells[index] if index < len(cells) and cells[index] is not None else ""
+        count += 1
+        if count > max_rows:
+            raise LoanBookError(
+                f"the book has more than {max_rows:,} loans (the most one upload may hold); "
+                "split it into smaller books"
+            )
+        # Every cell as text, as the preview stores it: a book read from the file and
+        # one read back from a stored preview are checked alike.
+        values: dict[str, object] = {
+            column: texts[index] if index < len(texts) else ""
             for column, index in positions.items()
         }
-        rows.append(BookRow(line=line, values=values))
+        yield BookRow(line=line, values=values)
     if positions is None:
         raise LoanBookError("the file is empty (expected a header row: " + ", ".join(COLUMNS) + ")")
-    return rows
 
 
 def _header(cells: Sequence[object]) -> dict[str, int]:
@@ -236,9 +384,14 @@ def _header(cells: Sequence[object]) -> dict[str, int]:
 
 
 def _text(value: object) -> str:
-    """A cell as text; whole-number floats lose their ".0" (a phone typed into Excel)."""
+    """A cell as text; whole-number floats lose their ".0" (a phone typed into Excel), and
+    dates read as YYYY-MM-DD (a date cell, with or without its midnight)."""
     if value is None:
         return ""
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, Decimal):
@@ -305,12 +458,11 @@ class _FileCustomer:
 
 @dataclass
 class BookCheck:
-    """What checking the whole file found: the rows to write and the ones refused."""
+    """What checking the whole file found: how many rows are good, and the ones refused."""
 
-    planned: list[_Planned] = field(default_factory=list)
+    ok: int = 0
     errors: list[RowError] = field(default_factory=list)
     already_imported: int = 0
-    already_lines: list[int] = field(default_factory=list)  # for a preview of every row
 
 
 class _Checker:
@@ -353,12 +505,16 @@ class _Checker:
         self.imported_refs: set[str] = set(
             db.session.scalars(select(Loan.external_ref).where(Loan.external_ref.like("import:%")))
         )
+        # All it needs is copied: end the read transaction before the rows are checked, so
+        # no lock is held while a big book is parsed (SQLite's BEGIN IMMEDIATE would hold
+        # the one write lock: every SMS, USSD hop and job would wait on the parse).
+        db.session.rollback()
         self.refs_in_file: dict[str, int] = {}
         self.customers: dict[str, _FileCustomer] = {}
         self.phones: dict[str, tuple[str, int]] = {}
-        self.result = BookCheck()
 
-    def check(self, row: BookRow) -> None:
+    def check(self, row: BookRow) -> tuple[str, str, _Planned | None]:
+        """The row's outcome ("ok", "imported" or "bad"), why when bad, and what to write."""
         v = row.values
         problems: list[str] = []
         customer_id = _text(v["Customer ID"])
@@ -374,9 +530,7 @@ class _Checker:
         if not problems and product and principal is not None and disbursed_on is not None:
             ref = f"import:{customer_id}:{disbursed_on.isoformat()}:{product.code}:{principal:f}"
             if ref in self.imported_refs:
-                self.result.already_imported += 1
-                self.result.already_lines.append(row.line)
-                return
+                return "imported", "imported before; skipped", None
             if len(ref) > LOAN_REF_MAX:
                 problems.append(
                     f"Customer ID is too long to key the loan (at most {LOAN_REF_MAX} characters "
@@ -412,7 +566,9 @@ class _Checker:
             if schedule is not None:
                 self._status_fits(status, schedule, problems)
             if schedule is not None and not problems:
-                self.result.planned.append(
+                return (
+                    "ok",
+                    "",
                     _Planned(
                         line=row.line,
                         customer_id=customer_id,
@@ -427,10 +583,9 @@ class _Checker:
                         status=status,
                         ref=ref,
                         schedule=schedule,
-                    )
+                    ),
                 )
-                return
-        self.result.errors.append(RowError(row.line, "; ".join(problems)))
+        return "bad", "; ".join(problems), None
 
     def _product(self, value: object, problems: list[str]) -> _Product | None:
         text = _text(value)
@@ -625,12 +780,35 @@ def _number(value: Decimal) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def loan_book_check(*, rows: Iterable[BookRow], as_of: date) -> BookCheck:
-    """Check every row against the products, the members and the loans already imported."""
+def _passes(rows: Iterable[BookRow] | RowSource) -> Callable[[], Iterator[BookRow]]:
+    """How to read the rows from the start, as often as asked: a book or a stored preview
+    streams them again; a list is walked again."""
+    if not isinstance(rows, Iterable):
+        return rows.rows
+    kept = rows if isinstance(rows, Collection) else list(rows)
+    return lambda: iter(kept)
+
+
+def loan_book_check(*, rows: Iterable[BookRow] | RowSource, as_of: date) -> BookCheck:
+    """Check every row against the products, the members and the loans already imported.
+
+    Keeps only the refusals and the counts, so a book of any length is checked in the
+    memory of one row."""
+    return _check_all(_passes(rows), as_of)
+
+
+def _check_all(read: Callable[[], Iterator[BookRow]], as_of: date) -> BookCheck:
     checker = _Checker(as_of)
-    for row in rows:
-        checker.check(row)
-    return checker.result
+    result = BookCheck()
+    for row in read():
+        outcome, reason, _ = checker.check(row)
+        if outcome == "ok":
+            result.ok += 1
+        elif outcome == "imported":
+            result.already_imported += 1
+        else:
+            result.errors.append(RowError(row.line, reason))
+    return result
 
 
 @dataclass(frozen=True)
@@ -643,34 +821,175 @@ class RowResult:
     reason: str = ""
 
 
-def loan_book_validate(*, rows: Sequence[BookRow], as_of: date) -> list[RowResult]:
+def loan_book_validate(*, rows: Iterable[BookRow] | RowSource, as_of: date) -> list[RowResult]:
     """Every row's result, by the very check the import makes first: writes nothing.
 
     (The console's upload preview; `loan_book_import` on the same rows and date imports
     exactly the rows marked "ok".)"""
-    checked = loan_book_check(rows=rows, as_of=as_of)
-    db.session.rollback()  # only reads: leave no transaction open
-    reasons = {error.line: error.reason for error in checked.errors}
-    already = set(checked.already_lines)
+    checker = _Checker(as_of)
     results = []
-    for row in rows:
+    for row in _passes(rows)():
+        outcome, reason, _ = checker.check(row)
         values = {column: _text(row.values.get(column)) for column in COLUMNS}
-        if row.line in reasons:
-            results.append(RowResult(row.line, values, "bad", reasons[row.line]))
-        elif row.line in already:
-            results.append(RowResult(row.line, values, "imported", "imported before; skipped"))
-        else:
-            results.append(RowResult(row.line, values, "ok"))
+        results.append(RowResult(row.line, values, outcome, reason))
     return results
 
 
+# --- the console's stored preview ------------------------------------------------------
+
+PREVIEW_KEEP = timedelta(days=1)  # a preview nobody imported is deleted at the next upload
+PREVIEW_CHUNK = 500  # rows read back per query when importing a stored preview
+
+
+def loan_book_preview_store(*, book: LoanBook, as_of: date, staff: StaffUser) -> LoanBookPreview:
+    """Parse and check the book once and keep every row's result for the preview pages
+    and the import, in the database, so any web replica can serve either.
+
+    The parse and the check hold no transaction (the checker ends its reads first); the
+    preview is then written in one short transaction, old previews swept in the same."""
+    permission_require(staff, "loan.import")
+    # Read whole first (the row cap is met here, before a single row is checked), then
+    # checked: a book over the cap is refused in the time it takes to read it.
+    results = loan_book_validate(rows=list(book.rows()), as_of=as_of)
+    counts = {outcome: 0 for outcome in PREVIEW_OUTCOMES}
+    for result in results:
+        counts[result.outcome] += 1
+    db.session.execute(
+        delete(LoanBookPreview).where(LoanBookPreview.created_at < utcnow() - PREVIEW_KEEP)
+    )
+    preview = LoanBookPreview(
+        token=secrets.token_urlsafe(16),
+        filename=book.name[:120],
+        as_of=as_of,
+        staff_id=staff.id,
+        total=len(results),
+        ok_count=counts["ok"],
+        imported_count=counts["imported"],
+        bad_count=counts["bad"],
+    )
+    db.session.add(preview)
+    db.session.flush()
+    for start in range(0, len(results), 1000):
+        db.session.execute(
+            insert(LoanBookPreviewRow),
+            [
+                {
+                    "preview_id": preview.id,
+                    "line": r.line,
+                    "cells": r.values,
+                    "outcome": r.outcome,
+                    "reason": r.reason,
+                }
+                for r in results[start : start + 1000]
+            ],
+        )
+    db.session.commit()
+    return preview
+
+
+def loan_book_preview_get(*, token: str) -> LoanBookPreview | None:
+    """The stored preview behind a page's token, if it is still kept."""
+    cutoff = utcnow() - PREVIEW_KEEP
+    preview = db.session.scalar(
+        select(LoanBookPreview).where(
+            LoanBookPreview.token == token, LoanBookPreview.created_at >= cutoff
+        )
+    )
+    return preview
+
+
+def loan_book_preview_page(
+    *, preview: LoanBookPreview, only_bad: bool, page: int, per_page: int
+) -> list[RowResult]:
+    """One page of a stored preview's rows, in file order (a query, never a parse)."""
+    stmt = select(LoanBookPreviewRow).where(LoanBookPreviewRow.preview_id == preview.id)
+    if only_bad:
+        stmt = stmt.where(LoanBookPreviewRow.outcome == "bad")
+    stmt = stmt.order_by(LoanBookPreviewRow.line).offset((page - 1) * per_page).limit(per_page)
+    return [
+        RowResult(r.line, {c: str(r.cells.get(c, "")) for c in COLUMNS}, r.outcome, r.reason)
+        for r in db.session.scalars(stmt)
+    ]
+
+
+@dataclass(frozen=True)
+class _StoredRows:
+    """A stored preview's rows read back as the book's, a chunk per query, each read's
+    transaction ended before its rows are checked or written."""
+
+    preview_id: int
+
+    def rows(self) -> Iterator[BookRow]:
+        last = 0
+        while True:
+            chunk = db.session.execute(
+                select(LoanBookPreviewRow.line, LoanBookPreviewRow.cells)
+                .where(
+                    LoanBookPreviewRow.preview_id == self.preview_id,
+                    LoanBookPreviewRow.line > last,
+                )
+                .order_by(LoanBookPreviewRow.line)
+                .limit(PREVIEW_CHUNK)
+            ).all()
+            db.session.rollback()  # only a read; nothing of the import is pending here
+            if not chunk:
+                return
+            for line, cells in chunk:
+                values: dict[str, object] = dict(cells)
+                yield BookRow(line=line, values=values)
+            last = chunk[-1][0]
+
+
+def loan_book_import_preview(
+    *, token: str, skip_bad: bool, staff: StaffUser
+) -> tuple[ImportReport, str]:
+    """The console's import: the stored preview's rows imported as the CLI imports a file
+    (checked again against the books as they are now), with an audit row saying who
+    imported which book and what came of it. The preview is deleted once imported."""
+    permission_require(staff, "loan.import")
+    preview = loan_book_preview_get(token=token)
+    if preview is None:
+        raise LoanBookError("that upload is gone (imported, or older than a day); upload it again")
+    name, as_of, preview_id = preview.filename, preview.as_of, preview.id
+    default = loan_default_officer()
+    officer_id = default.id if default is not None else staff.id
+    report = loan_book_import(
+        rows=_StoredRows(preview_id),
+        skip_bad=skip_bad,
+        as_of=as_of,
+        officer_id=officer_id,
+    )
+    audit_record(
+        actor=f"staff:{staff.email}",
+        action="loan_book.import",
+        object_type="loan_book",
+        object_id=name[:30],
+        after={
+            "as_of": as_of.isoformat(),
+            "skip_bad": skip_bad,
+            "written": report.written,
+            "imported": report.imported,
+            "members_created": report.members_created,
+            "already_imported": report.already_imported,
+            "bad_rows": len(report.bad_rows),
+            "error": report.error,
+        },
+        note=report.summary if report.written else "bad rows: nothing imported",
+    )
+    if report.written and not report.error:
+        db.session.execute(delete(LoanBookPreview).where(LoanBookPreview.id == preview_id))
+    db.session.commit()
+    return report, name
+
+
 # A filled-in example for the downloadable templates (templates/loan-book-template.csv
-# holds the same rows for the CLI).
+# holds the same rows for the CLI). Made-up people on numbers no member has (0700 000 00x):
+# an example imported by mistake never lands on a real member's account.
 TEMPLATE_ROWS: tuple[tuple[str, ...], ...] = (
     (
-        "CUST-0001",
-        "Wanjiku Kamau",
-        "0711223344",
+        "EXAMPLE-0001",
+        "Amina Mfano",
+        "0700000001",
         "DEV",
         "50000.00",
         "12",
@@ -679,9 +998,9 @@ TEMPLATE_ROWS: tuple[tuple[str, ...], ...] = (
         "active",
     ),
     (
-        "CUST-0002",
-        "Otieno Ochieng",
-        "0722334455",
+        "EXAMPLE-0002",
+        "Baraka Mfano",
+        "0700000002",
         "Instant Loan",
         "2000",
         "90",
@@ -696,26 +1015,41 @@ TEMPLATE_ROWS: tuple[tuple[str, ...], ...] = (
 
 
 def loan_book_import(
-    *, rows: Iterable[BookRow], skip_bad: bool, as_of: date, batch_size: int = BATCH_SIZE
+    *,
+    rows: Iterable[BookRow] | RowSource,
+    skip_bad: bool,
+    as_of: date,
+    batch_size: int = BATCH_SIZE,
+    officer_id: int | None = None,
 ) -> ImportReport:
     """Check the whole book, then write it in batches (each batch one transaction).
 
-    With bad rows and no `skip_bad` nothing is written. A batch that fails is rolled back
-    and the import stops with `report.error` set; earlier batches stay, complete loan by
-    loan, and running the same file again writes only the rest.
+    The book is read twice, streaming: once to check every row (keeping only the
+    refusals), then again to write, a batch at a time, the rows the same check plans; no
+    list of the whole book is ever held. With bad rows and no `skip_bad` nothing is
+    written. A batch that fails is rolled back and the import stops with `report.error`
+    set; earlier batches stay, complete loan by loan, and running the same file again
+    writes only the rest. Loans without an officer in the book get `officer_id`.
+
+    Once written, the loans imported in arrears have their days past due, aging bucket,
+    default flag and penalties brought up to `as_of` by the nightly job's own rule
+    (`loan_update_arrears`), so the desk and PAR30 show them late from the first minute.
     """
-    checked = loan_book_check(rows=rows, as_of=as_of)
-    db.session.rollback()  # end the read transaction before writing (SQLite locks on write)
+    read = _passes(rows)
+    checked = _check_all(read, as_of)
     report = ImportReport(already_imported=checked.already_imported, bad_rows=checked.errors)
     if checked.errors and not skip_bad:
         return report
     report.written = True
+    refused = {error.line for error in checked.errors}
     created: dict[str, int] = {}  # customer id -> member id, for members committed so far
-    planned = checked.planned
-    for start in range(0, len(planned), batch_size):
-        batch = planned[start : start + batch_size]
+    late: list[int] = []  # loans imported in arrears
+    checker = _Checker(as_of)  # the state the first pass started from
+    batch: list[_Planned] = []
+
+    def write() -> bool:
         try:
-            new_members = _write_batch(batch, created, as_of)
+            new_members, arrears = _write_batch(batch, created, as_of, officer_id)
             db.session.commit()
         except (SQLAlchemyError, ValueError) as exc:
             db.session.rollback()
@@ -723,41 +1057,41 @@ def loan_book_import(
                 f"rows on lines {batch[0].line}-{batch[-1].line} were not imported: "
                 f"{type(exc).__name__}: {_first_line(exc)}"
             )
-            return report
+            return False
         created.update(new_members)
+        late.extend(arrears)
         report.imported += len(batch)
         report.members_created += len(new_members)
+        batch.clear()
+        return True
+
+    for row in read():
+        outcome, reason, planned = checker.check(row)
+        if planned is not None:
+            batch.append(planned)
+        elif outcome == "bad" and row.line not in refused:
+            # The books changed since the first pass (a member added meanwhile): skipped.
+            report.bad_rows.append(RowError(row.line, reason))
+        if len(batch) >= batch_size and not write():
+            break
+    else:
+        if batch:
+            write()
+    _arrears_bring_up_to_date(late, as_of, report)
     return report
 
 
-def loan_book_import_file(
-    *, path: str | Path, as_of: date, skip_bad: bool, staff: StaffUser, name: str | None = None
-) -> ImportReport:
-    """The console's upload: the CLI's import (`loan_book_read` then `loan_book_import`),
-    for a staff member allowed to import, with an audit row saying who imported which file
-    and what came of it (the rows themselves are audited by the import, as from the CLI)."""
-    permission_require(staff, "loan.import")
-    rows = loan_book_read(path=path)
-    report = loan_book_import(rows=rows, skip_bad=skip_bad, as_of=as_of)
-    audit_record(
-        actor=f"staff:{staff.email}",
-        action="loan_book.import",
-        object_type="loan_book",
-        object_id=(name or Path(path).name)[:30],
-        after={
-            "as_of": as_of.isoformat(),
-            "skip_bad": skip_bad,
-            "written": report.written,
-            "imported": report.imported,
-            "members_created": report.members_created,
-            "already_imported": report.already_imported,
-            "bad_rows": len(report.bad_rows),
-            "error": report.error,
-        },
-        note=report.summary if report.written else "bad rows: nothing imported",
-    )
-    db.session.commit()
-    return report
+def _arrears_bring_up_to_date(loan_ids: list[int], as_of: date, report: ImportReport) -> None:
+    for loan_id in loan_ids:
+        try:
+            loan_update_arrears(loan_id=loan_id, as_of=as_of)
+        except (SaccoError, SQLAlchemyError) as exc:
+            db.session.rollback()
+            report.error = report.error or (
+                f"days late not brought up to date from loan id {loan_id} on: "
+                f"{type(exc).__name__}: {_first_line(exc)} (the nightly job will)"
+            )
+            return
 
 
 def _first_line(exc: Exception) -> str:
@@ -766,10 +1100,13 @@ def _first_line(exc: Exception) -> str:
     return (str(cause).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _write_batch(batch: list[_Planned], created: dict[str, int], as_of: date) -> dict[str, int]:
+def _write_batch(
+    batch: list[_Planned], created: dict[str, int], as_of: date, officer_id: int | None
+) -> tuple[dict[str, int], list[int]]:
     """Members, loans, installments, accounts, audit rows and opening entries for a batch.
 
-    Adds to the session without committing; returns the members it created. Rows are
+    Adds to the session without committing; returns the members it created and the loans
+    it wrote in arrears. Rows are
     inserted a stage at a time (all members, all loans, all installments, all accounts of
     the batch in one statement each) so the round trips grow with the batches; only the
     opening entries go one by one, through `journal_post`, the ledger's only writer.
@@ -799,6 +1136,7 @@ def _write_batch(batch: list[_Planned], created: dict[str, int], as_of: date) ->
                         _paid_on(row.schedule.rows[-1], as_of) if row.status == "closed" else None
                     ),
                     "external_ref": row.ref,
+                    "officer_id": officer_id,
                 }
                 for row in batch
             ],
@@ -866,7 +1204,7 @@ def _write_batch(batch: list[_Planned], created: dict[str, int], as_of: date) ->
             member_id=w.member_id,
             loan_id=w.id,
         )
-    return new_members
+    return new_members, [w.id for w in loans if w.row.status == "arrears"]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import func, select
 
 from app.clock import business_today
 from app.errors import SaccoError
@@ -248,6 +249,8 @@ def loan_apply(
     if product.auto_approve_limit is not None and principal < product.auto_approve_limit:
         loan.decided_at = utcnow()
         _transition(loan, "approve", "system", note="auto-approved within the product limit")
+        default = loan_default_officer()  # no staff decided: the branch's default follows up
+        loan.officer_id = default.id if default is not None else None
         notify_loan_approved(member=member, loan_no=loan.loan_no, amount=principal)
         payout = _payout_request(loan, member, "system")
     else:
@@ -255,6 +258,17 @@ def loan_apply(
     db.session.commit()
     _queue_payout(payout)
     return loan
+
+
+def loan_default_officer() -> StaffUser | None:
+    """The officer who follows up a loan no staff member decided or brought in with an
+    officer: DEFAULT_LOAN_OFFICER (an email), when it names an active staff member."""
+    email = (current_app.config["SETTINGS"].DEFAULT_LOAN_OFFICER or "").strip().lower()
+    if not email:
+        return None
+    return db.session.scalar(
+        select(StaffUser).where(func.lower(StaffUser.email) == email, StaffUser.active.is_(True))
+    )
 
 
 def _periods(product: LoanProduct) -> str:
