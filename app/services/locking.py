@@ -26,3 +26,13 @@ def lock_row(model: type[_Row], row_id: int) -> _Row | None:
         .with_for_update(of=model)
         .execution_options(populate_existing=True)
     )
+
+
+def lock_existing(model: type[_Row], row_id: int) -> _Row:
+    """lock_row for a row the caller has already read (an M-PESA request being answered, a
+    callback being processed): rows are not deleted under us, so a missing one is a bug
+    and fails here, by name, instead of as an AttributeError on None further on."""
+    row = lock_row(model, row_id)
+    if row is None:
+        raise LookupError(f"{model.__name__} {row_id} is gone")
+    return row

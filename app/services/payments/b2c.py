@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 
 from app.clock import business_date
 from app.extensions import db
@@ -22,7 +22,7 @@ from app.models import JournalEntry, Loan, MpesaRequest
 from app.models.types import utcnow
 from app.schemas.mpesa import amount_of, kenyan_time
 from app.services.loans import LoanError, loan_disburse, loan_payout_failed, loan_start_payout
-from app.services.locking import lock_row
+from app.services.locking import lock_existing, lock_row
 from app.services.payments.common import (
     B2C_FAILURES,
     QUERY_PAYOUT_JOB,
@@ -40,28 +40,37 @@ def payments_send_payout(*, request_id: int) -> str:
     request = db.session.get(MpesaRequest, request_id)
     if request is None or request.status != "pending":
         return request.status if request else "missing"
+    loan_id = request.loan_id
+    assert loan_id is not None  # loan_approve writes every payout with its loan
     try:
-        loan_start_payout(loan_id=request.loan_id, commit=False)
+        loan_start_payout(loan_id=loan_id, commit=False)
     except LoanError as exc:
         db.session.rollback()
-        request = lock_row(MpesaRequest, request_id)
+        request = lock_existing(MpesaRequest, request_id)
         if request.status == "pending":
             finish(request, "failed", None, f"not sent: {exc}")
-            loan = db.session.get(Loan, request.loan_id)
+            loan = db.session.get(Loan, loan_id)
             if loan is not None and loan.status == "approved":
                 loan.payout_error = f"not sent: {exc}"[:255]
         db.session.commit()
         return "failed"
-    claimed = db.session.execute(
-        update(MpesaRequest)
-        .where(MpesaRequest.id == request_id, MpesaRequest.status == "pending")
-        .values(status="sending", attempts=MpesaRequest.attempts + 1, updated_at=utcnow())
+    # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
+    claimed = cast(
+        CursorResult[Any],
+        db.session.execute(
+            update(MpesaRequest)
+            .where(MpesaRequest.id == request_id, MpesaRequest.status == "pending")
+            .values(status="sending", attempts=MpesaRequest.attempts + 1, updated_at=utcnow())
+        ),
     ).rowcount
     if not claimed:
         db.session.rollback()  # another job sent it: the loan stays as that job left it
-        return db.session.get(MpesaRequest, request_id).status
+        request = db.session.get(MpesaRequest, request_id)
+        assert request is not None  # read above; requests are never deleted
+        return request.status
     db.session.commit()
     request = db.session.get(MpesaRequest, request_id)
+    assert request is not None  # claimed just above
     s = settings()
     try:
         reply = daraja_client().b2c_payment(
@@ -74,17 +83,17 @@ def payments_send_payout(*, request_id: int) -> str:
         )
     except (DarajaInvalidRequest, DarajaAuthError) as exc:
         # Refused before processing: no money left, the loan goes back to approved.
-        request = lock_row(MpesaRequest, request_id)
+        request = lock_existing(MpesaRequest, request_id)
         finish(request, "failed", exc.code, f"refused before processing: {exc}")
-        loan_payout_failed(loan_id=request.loan_id, reason=f"M-PESA refused: {exc}", commit=False)
+        loan_payout_failed(loan_id=loan_id, reason=f"M-PESA refused: {exc}", commit=False)
         db.session.commit()
         return "failed"
     except DarajaError as exc:
-        request = lock_row(MpesaRequest, request_id)
+        request = lock_existing(MpesaRequest, request_id)
         finish(request, "unknown", exc.code, f"no clear answer: {exc}")
         db.session.commit()
         return "unknown"
-    request = lock_row(MpesaRequest, request_id)
+    request = lock_existing(MpesaRequest, request_id)
     request.conversation_id = str(reply.get("ConversationID") or "")[:64] or None
     request.sent_at = utcnow()
     if request.status == "sending":
@@ -136,6 +145,7 @@ def payout_paid(
         request.flag = f"receipt {receipt} was recorded for another payment"
         return "flagged"
     loan = db.session.get(Loan, request.loan_id)
+    assert loan is not None and request.loan_id is not None  # every payout has its loan
     if loan.status == "approved":
         # A failure was recorded before this success (a status answer after a timeout):
         # the money did leave, so the loan goes out from approved.

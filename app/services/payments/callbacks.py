@@ -26,7 +26,7 @@ from app.metrics import CALLBACKS
 from app.models import MpesaCallback, MpesaRequest
 from app.models.types import utcnow
 from app.schemas.mpesa import C2BSchema, ResultSchema, StkCallbackSchema
-from app.services.locking import lock_row
+from app.services.locking import lock_existing, lock_row
 from app.services.payments.b2c import (
     b2c_apply,
     find_payout,
@@ -200,6 +200,7 @@ def callback_validate(received: Received) -> tuple[str, str]:
     """C2B validation, answered in the request (Safaricom waits about 8 s)."""
     code, why = c2b_validate(received.data or {})
     row = db.session.get(MpesaCallback, received.callback_id)
+    assert row is not None  # callback_store wrote it for this request
     row.status = "processed"
     row.error = f"answered {code}: {why}"[:2000]
     row.processed_at = utcnow()
@@ -232,7 +233,7 @@ def callback_process(*, callback_id: int) -> str:
         outcome, request_id, follow_up = HANDLERS[row.kind](data, row.id)
     except Exception as exc:
         db.session.rollback()
-        row = lock_row(MpesaCallback, callback_id)
+        row = lock_existing(MpesaCallback, callback_id)
         row.status = "failed"
         row.error = f"{type(exc).__name__}: {exc}"[:2000]
         db.session.commit()
@@ -266,7 +267,7 @@ def _stk(data: dict[str, Any], callback_id: int) -> Handled:
     if found is None:
         # Maybe before our write of its CheckoutRequestID committed: kept, matched later.
         return "unmatched", None, None
-    request = lock_row(MpesaRequest, found.id)
+    request = lock_existing(MpesaRequest, found.id)
     amount = data.get("amount")
     outcome = stk_apply(
         request,
@@ -295,7 +296,7 @@ def _payout(
         found = find_payout(data)
         if found is None:
             return "unmatched", None, None
-        request = lock_row(MpesaRequest, found.id)
+        request = lock_existing(MpesaRequest, found.id)
         outcome = apply(request, data, callback_id)
         follow = (lambda: payout_status_due(request.id)) if outcome == "unknown" else None
         return outcome, request.id, follow
@@ -307,7 +308,7 @@ def _status(data: dict[str, Any], callback_id: int) -> Handled:
     found = find_status_query(data)
     if found is None:
         return "unmatched", None, None
-    query = lock_row(MpesaRequest, found.id)
+    query = lock_existing(MpesaRequest, found.id)
     return status_apply(query, data, callback_id), query.id, None
 
 
@@ -315,7 +316,7 @@ def _status_timeout(data: dict[str, Any], callback_id: int) -> Handled:
     found = find_status_query(data)
     if found is None:
         return "unmatched", None, None
-    query = lock_row(MpesaRequest, found.id)
+    query = lock_existing(MpesaRequest, found.id)
     if query.status == "sent":
         query.status = "failed"
         query.result_desc = "status query timed out; the reconciliation job asks again"

@@ -144,7 +144,7 @@ def finish(request: MpesaRequest, status: str, code: str | None, desc: str | Non
     MPESA_OUTCOMES.labels(request.kind, status).inc()
 
 
-def queue_job(func: str, *args: object, job_id: str | None = None, **options: object) -> None:
+def queue_job(func: str, *args: object, job_id: str | None = None, **options: Any) -> None:
     """Queue after commit; if Redis is down the row is the record and the reconciliation
     job picks it up, so a lost enqueue never loses a payment."""
     try:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 
 from app.extensions import db
 from app.integrations.daraja import DarajaError, DarajaStillProcessing, daraja_client
@@ -22,7 +23,7 @@ from app.models.mpesa import OPEN_STATUSES
 from app.models.types import utcnow
 from app.schemas.mpesa import result_code
 from app.services.loans import SEND_PAYOUT_JOB
-from app.services.locking import lock_row
+from app.services.locking import lock_existing
 from app.services.payments.b2c import payments_query_payout
 from app.services.payments.callbacks import HANDLERS, callback_enqueue, callback_unspool
 from app.services.payments.common import SEND_STK_JOB, queue_job
@@ -89,10 +90,16 @@ def _requeue_unsent(sweep: Sweep, now) -> None:  # noqa: ANN001
 
 
 def _dead_sends(sweep: Sweep, now) -> None:  # noqa: ANN001
-    result = db.session.execute(
-        update(MpesaRequest)
-        .where(MpesaRequest.status == "sending", MpesaRequest.updated_at < now - DEAD_SEND_AFTER)
-        .values(status="unknown", result_desc="the send was cut off: outcome unknown")
+    # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
+    result = cast(
+        CursorResult[Any],
+        db.session.execute(
+            update(MpesaRequest)
+            .where(
+                MpesaRequest.status == "sending", MpesaRequest.updated_at < now - DEAD_SEND_AFTER
+            )
+            .values(status="unknown", result_desc="the send was cut off: outcome unknown")
+        ),
     )
     db.session.commit()
     sweep.updated += result.rowcount or 0
@@ -111,10 +118,14 @@ def _query_stk(sweep: Sweep, now) -> None:  # noqa: ANN001
         )
     ).all()
     db.session.commit()
-    client = daraja_client() if due else None
+    if not due:
+        return
+    client = daraja_client()
     for request_id in due:
         sweep.scanned += 1
         request = db.session.get(MpesaRequest, request_id)
+        # Read by id just above, with a CheckoutRequestID: the query asks for sent prompts.
+        assert request is not None and request.checkout_request_id is not None
         try:
             reply = client.stk_query(checkout_request_id=request.checkout_request_id, now=now)
         except DarajaStillProcessing:
@@ -129,7 +140,7 @@ def _query_stk(sweep: Sweep, now) -> None:  # noqa: ANN001
         except Exception:  # noqa: BLE001 - an answer without a code settles nothing
             _checked(request_id)
             continue
-        request = lock_row(MpesaRequest, request_id)
+        request = lock_existing(MpesaRequest, request_id)
         request.checked_at = utcnow()
         try:
             outcome = stk_apply(
@@ -195,14 +206,17 @@ def _requeue_callbacks(sweep: Sweep, now) -> None:  # noqa: ANN001
 
 
 def _flag_stale(sweep: Sweep, now) -> None:  # noqa: ANN001
-    result = db.session.execute(
-        update(MpesaRequest)
-        .where(
-            MpesaRequest.status.in_(OPEN_STATUSES),
-            MpesaRequest.flag.is_(None),
-            MpesaRequest.created_at < now - FLAG_AFTER,
-        )
-        .values(flag="no final answer after 24 hours: check with Safaricom")
+    result = cast(
+        CursorResult[Any],
+        db.session.execute(
+            update(MpesaRequest)
+            .where(
+                MpesaRequest.status.in_(OPEN_STATUSES),
+                MpesaRequest.flag.is_(None),
+                MpesaRequest.created_at < now - FLAG_AFTER,
+            )
+            .values(flag="no final answer after 24 hours: check with Safaricom")
+        ),
     )
     db.session.commit()
     sweep.updated += result.rowcount or 0

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import business_date
@@ -29,7 +29,7 @@ from app.phone import PhoneError, normalise_phone
 from app.schemas.mpesa import kenyan_time
 from app.selectors.loans import LIVE_STATUSES
 from app.services.loans import loan_repay
-from app.services.locking import lock_row
+from app.services.locking import lock_existing, lock_row
 from app.services.notifications import notify_payment_failed
 from app.services.payments.common import (
     PROCESS_CALLBACK_JOB,
@@ -81,6 +81,7 @@ def payments_request_stk(
         db.session.rollback()
         raise PaymentError(f"loan {loan.loan_no} is {loan.status}; it takes no payment")
     member = db.session.get(Member, loan.member_id)
+    assert member is not None  # a loan's member is a foreign key
     try:
         msisdn = normalise_phone(phone or member.phone)
     except PhoneError as exc:
@@ -160,10 +161,14 @@ def _open_stk(loan_id: int) -> bool:
 
 def claim(request_id: int) -> bool:
     """pending -> sending in one conditional UPDATE: one job sends a request, once."""
-    claimed = db.session.execute(
-        update(MpesaRequest)
-        .where(MpesaRequest.id == request_id, MpesaRequest.status == "pending")
-        .values(status="sending", attempts=MpesaRequest.attempts + 1, updated_at=utcnow())
+    # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
+    claimed = cast(
+        CursorResult[Any],
+        db.session.execute(
+            update(MpesaRequest)
+            .where(MpesaRequest.id == request_id, MpesaRequest.status == "pending")
+            .values(status="sending", attempts=MpesaRequest.attempts + 1, updated_at=utcnow())
+        ),
     ).rowcount
     return bool(claimed)
 
@@ -177,6 +182,7 @@ def payments_send_stk(*, request_id: int) -> str:
         return row.status if row else "missing"
     db.session.commit()
     request = db.session.get(MpesaRequest, request_id)
+    assert request is not None  # claimed just above
     s = settings()
     try:
         reply = daraja_client().stk_push(
@@ -188,10 +194,10 @@ def payments_send_stk(*, request_id: int) -> str:
             now=utcnow(),
         )
     except (DarajaInvalidRequest, DarajaAuthError) as exc:
-        request = lock_row(MpesaRequest, request_id)
+        request = lock_existing(MpesaRequest, request_id)
         finish(request, "failed", exc.code, f"refused before processing: {exc}")
         notify_payment_failed(
-            member=db.session.get(Member, request.member_id),
+            member=_prompt_member(request),
             amount=request.amount,
             reason="M-PESA could not send the prompt",
             reference=f"stk-{request.id}",
@@ -199,11 +205,11 @@ def payments_send_stk(*, request_id: int) -> str:
         db.session.commit()
         return "failed"
     except DarajaError as exc:
-        request = lock_row(MpesaRequest, request_id)
+        request = lock_existing(MpesaRequest, request_id)
         finish(request, "unknown", exc.code, f"no clear answer: {exc}")
         db.session.commit()
         return "unknown"
-    request = lock_row(MpesaRequest, request_id)
+    request = lock_existing(MpesaRequest, request_id)
     checkout_id = str(reply["CheckoutRequestID"])
     request.checkout_request_id = checkout_id
     request.merchant_request_id = str(reply.get("MerchantRequestID") or "")[:64] or None
@@ -318,12 +324,20 @@ def stk_apply(
         return _post_repayment(request, desc, receipt, paid_at, callback_id)
     finish(request, "failed", code, desc)
     notify_payment_failed(
-        member=db.session.get(Member, request.member_id),
+        member=_prompt_member(request),
         amount=request.amount,
         reason=STK_FAILURES[code],
         reference=request.checkout_request_id or f"stk-{request.id}",
     )
     return "failed"
+
+
+def _prompt_member(request: MpesaRequest) -> Member:
+    """Whom a prompt was for: stk_request writes every prompt with its member."""
+    member = db.session.get(Member, request.member_id)
+    if member is None:
+        raise LookupError(f"STK request {request.id} has no member")
+    return member
 
 
 def _post_repayment(
@@ -347,6 +361,7 @@ def _post_repayment(
         finish(request, "succeeded", "0", f"{desc} (receipt {receipt} posted before)")
         request.receipt = receipt
         return "duplicate"
+    assert request.loan_id is not None  # stk_request writes every prompt with its loan
     result = loan_repay(
         loan_id=request.loan_id,
         amount=request.amount,
