@@ -592,6 +592,7 @@ def loan_repay(
     value = _amount(amount)
     loan = _get_loan(loan_id)
     member = db.session.get(Member, loan.member_id)
+    assert member is not None  # a loan's member is a foreign key
     # mpesa: fresh money through M-PESA; suspense: M-PESA money staff assign; savings:
     # the member's own savings.
     source_account = (
