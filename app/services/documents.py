@@ -94,14 +94,15 @@ def _download_name(filename: str, extension: str) -> str:
     return f"{stem}{extension}"
 
 
-def _owner_label(owner_type: str, owner: object) -> str:
+def _owner_label(owner_type: str, owner: Loan | Agreement | LegalCase | Member) -> str:
+    # owner is an instance of OWNER_MODELS[owner_type]
     if owner_type == "loan":
         return str(owner)
-    if owner_type == "member":
-        return getattr(owner, "member_no", None) or f"member {owner.id}"  # type: ignore[attr-defined]
-    if owner_type == "case":
-        return f"case {owner.case_number}"  # type: ignore[attr-defined]
-    return f"agreement {owner.id}"  # type: ignore[attr-defined]
+    if isinstance(owner, Member):
+        return owner.member_no or f"member {owner.id}"
+    if isinstance(owner, LegalCase):
+        return f"case {owner.case_number}"
+    return f"agreement {owner.id}"
 
 
 def document_upload(

@@ -91,8 +91,8 @@ def suggest_member(msisdn: str) -> Member | None:
     phones = db.session.execute(select(Member.id, Member.phone)).all()
     if _HASH.match(value):
         hits = [mid for mid, phone in phones if hashlib.sha256(phone.encode()).hexdigest() == value]
-    elif _MASK.match(value):
-        head, tail = _MASK.match(value).groups()  # type: ignore[union-attr]
+    elif masked := _MASK.match(value):
+        head, tail = masked.groups()
         hits = [
             mid
             for mid, phone in phones
