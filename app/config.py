@@ -189,7 +189,7 @@ def load_settings(
         values["DATABASE_URL"] = database_url(str(values["DATABASE_URL"]))
     else:
         values["DATABASE_URL"] = f"sqlite:///{Path(instance_path).resolve() / 'sacco.db'}"
-    settings = Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]  # each parsed to its field's type
     _validate(settings)
     return settings
 
