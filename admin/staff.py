@@ -192,8 +192,9 @@ class StaffView(SecureModelView):
                     user_id=user_id, password=form.password.data or "", staff=me
                 )
                 done = (
-                    f"The password of {user.email} is reset. Give it to them in person; "
-                    "they change it after signing in."
+                    f"The password of {user.email} is reset and their sessions are ended. "
+                    "Give it to them in person; the console asks them to choose their own "
+                    "at their next sign-in."
                 )
             else:
                 raise StaffError(f"unknown action {action!r}")

@@ -265,7 +265,9 @@ def test_an_admin_resets_a_password_and_the_audit_row_does_not_hold_it(app: Flas
     ).get_data(as_text=True)
     assert user(email).password_hash == old_hash
     reply = manage(client, email, "reset_password", password="brand-new-pass-7")
-    assert f"The password of {email} is reset." in reply.get_data(as_text=True)
+    assert f"The password of {email} is reset and their sessions are ended." in reply.get_data(
+        as_text=True
+    )
     assert can_sign_in(app, email, "brand-new-pass-7") and not can_sign_in(app, email)
     [row] = audits("staff.password_reset")
     assert row.actor == "staff:admin@sacco.test" and row.object_id == email

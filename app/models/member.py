@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, CheckConstraint, Integer, String
+from sqlalchemy import Boolean, CheckConstraint, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import Model
@@ -36,6 +36,10 @@ class Member(Model):
     pin_hash: Mapped[str | None] = mapped_column(String(255))
     failed_pin_count: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The one-time code staff give at registration (or again from the member page) for a
+    # first PIN without the ID number: only its HMAC is kept, cleared when a PIN is set.
+    activation_code_hash: Mapped[str | None] = mapped_column(String(64))
+    activation_code_expires: Mapped[datetime | None] = mapped_column(UTCDateTime())
     external_ref: Mapped[str | None] = mapped_column(
         String(40), unique=True
     )  # id in an imported book
@@ -66,6 +70,15 @@ class StaffUser(UserMixin, Model):
     # supervisor approves. None: no limit of their own (the role's rules apply).
     accept_limit: Mapped[Decimal | None] = mapped_column(Money())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Every console session carries the version it was signed in under; bumping it (sign-
+    # out, password change or reset, role change, deactivation) ends every session at once,
+    # a copied cookie included, with no session store to lose.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Set by an admin's password reset: the console shows only the change-password page
+    # until the staff member has chosen their own.
+    must_change_password: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
     @property
     def is_active(self) -> bool:  # Flask-Login asks this
