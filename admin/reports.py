@@ -21,8 +21,6 @@ Decisions where the issue is silent:
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -36,6 +34,7 @@ from werkzeug.wrappers import Response
 
 from admin.auth import SecureMixin, money_text
 from app.clock import business_today
+from app.csvout import csv_bytes
 from app.selectors.reports import (
     COLLECTION_GROUPS,
     HEARING_DAYS,
@@ -55,7 +54,7 @@ from app.selectors.reports import (
     report_range,
     write_offs_report,
 )
-from app.services.statements import _cell, _fit, _latin1, _money, _plain
+from app.services.statements import _fit, _latin1, _money, _plain
 
 PER_PAGE = 25
 EXPORT_MAX_ROWS = 5000  # an export's ceiling; a year of months, officers or products is far less
@@ -111,35 +110,26 @@ def screen_text(value: Any, kind: str) -> str:
     return str(value)
 
 
-def csv_text(value: Any, kind: str) -> str:
-    """A cell as a spreadsheet reads it: plain numbers, ISO dates, no formulas."""
+def csv_text(value: Any, kind: str) -> object:
+    """A cell as a spreadsheet reads it: plain numbers, ISO dates; the one CSV writer
+    (app/csvout.py) makes sure no text is a formula."""
     if value is None:
         return ""
     if kind == "money":
         return _plain(value)
-    if kind in ("count", "percent"):
-        return str(value)
-    if kind == "date":
-        return value.isoformat()
-    return _cell(str(value))
+    return value
 
 
 def report_csv(report: Report) -> bytes:
     """Each table under its title, header first, total last; a blank line between."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow((report.title,))
-    for line in report.lines:
-        writer.writerow((_cell(line),))
+    rows: list[tuple[object, ...]] = [(report.title,), *((line,) for line in report.lines)]
     for table in report.tables:
-        writer.writerow(())
-        writer.writerow((table.title,))
-        writer.writerow(tuple(c.head for c in table.columns))
-        for row in [*table.rows, *([table.total] if table.total else [])]:
-            writer.writerow(
-                tuple(csv_text(v, c.kind) for v, c in zip(row, table.columns, strict=True))
-            )
-    return ("\ufeff" + out.getvalue()).encode("utf-8")  # a BOM: Excel reads UTF-8 names right
+        rows += [(), (table.title,), tuple(c.head for c in table.columns)]
+        rows += [
+            tuple(csv_text(v, c.kind) for v, c in zip(row, table.columns, strict=True))
+            for row in [*table.rows, *([table.total] if table.total else [])]
+        ]
+    return csv_bytes(rows, bom=True)  # a BOM: Excel reads UTF-8 names right
 
 
 _PAGE_WIDTH = 190  # A4 less the margins, mm

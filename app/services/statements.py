@@ -11,8 +11,6 @@ people and shows 1,234.50. fpdf2's core fonts hold Latin-1 only, so text is fold
 
 from __future__ import annotations
 
-import csv
-import io
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,8 +18,10 @@ from decimal import Decimal
 
 from fpdf import FPDF
 
+from app.csvout import csv_bytes
 from app.extensions import db
 from app.models import StaffUser
+from app.money import round_money
 from app.selectors.statements import RangeStatement, member_statement_range
 from app.services.audit import audit_record
 from app.services.permissions import permission_require
@@ -37,42 +37,33 @@ class StatementFile:
     content: bytes
 
 
-def _cell(text: str) -> str:
-    """A spreadsheet runs a cell that starts with = + - @ as a formula: quote it."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _plain(amount: Decimal) -> str:
-    return f"{amount:.2f}"
+    return f"{round_money(amount):.2f}"  # the one rounding: never "-0.00"
 
 
 def statement_csv(statement: RangeStatement) -> bytes:
-    """One row per movement under an opening and a closing row for each section."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_HEADER)
+    """One row per movement under an opening and a closing row for each section, through
+    the one CSV writer (app/csvout.py: no cell is a formula)."""
+    rows: list[tuple[object, ...]] = [CSV_HEADER]
     for section in statement.sections:
-        writer.writerow(
-            (section.title, statement.start.isoformat(), "Opening balance", "", "")
-            + (_plain(section.opening),)
+        rows.append(
+            (section.title, statement.start, "Opening balance", "", "", _plain(section.opening))
         )
-        for m in section.movements:
-            writer.writerow(
-                (
-                    section.title,
-                    m.value_date.isoformat(),
-                    _cell(m.description),
-                    _plain(m.debit) if m.debit else "",
-                    _plain(m.credit) if m.credit else "",
-                    _plain(m.balance),
-                )
+        rows += [
+            (
+                section.title,
+                m.value_date,
+                m.description,
+                _plain(m.debit) if m.debit else "",
+                _plain(m.credit) if m.credit else "",
+                _plain(m.balance),
             )
-        writer.writerow(
-            (section.title, statement.end.isoformat(), "Closing balance", "", "")
-            + (_plain(section.closing),)
+            for m in section.movements
+        ]
+        rows.append(
+            (section.title, statement.end, "Closing balance", "", "", _plain(section.closing))
         )
-    # A BOM so Excel opens the UTF-8 names right.
-    return ("\ufeff" + out.getvalue()).encode("utf-8")
+    return csv_bytes(rows, bom=True)  # a BOM so Excel opens the UTF-8 names right
 
 
 def _latin1(text: str) -> str:
@@ -85,7 +76,7 @@ def _latin1(text: str) -> str:
 
 
 def _money(amount: Decimal) -> str:
-    return f"{amount:,.2f}"
+    return f"{round_money(amount):,.2f}"
 
 
 _WIDTHS = (24, 86, 26, 26, 28)  # date, description, debit, credit, balance: 190 mm
@@ -131,7 +122,9 @@ def statement_pdf(statement: RangeStatement, *, printed: datetime, sacco: str) -
             pdf.cell(width, 6, head, border="B", align=align)
         pdf.ln()
         pdf.set_font("Helvetica", "", 9)
-        rows = [(statement.start, "Opening balance", None, None, section.opening)]
+        rows: list[tuple[date, str, Decimal | None, Decimal | None, Decimal]] = [
+            (statement.start, "Opening balance", None, None, section.opening)
+        ]
         rows += [
             (m.value_date, m.description, m.debit, m.credit, m.balance) for m in section.movements
         ]
