@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask, render_template, request
+from flask import Blueprint, Flask, flash, redirect, render_template, request
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.exceptions import InternalServerError
+from werkzeug.wrappers import Response
 
 from admin.auth import SaccoIndexView, init_login
 from admin.views import register_views
@@ -18,11 +19,27 @@ from app.money import money_text
 log = logging.getLogger(__name__)
 
 
-def _database_error(exc: SQLAlchemyError) -> tuple[str, int] | InternalServerError:
+def _database_error(
+    exc: SQLAlchemyError,
+) -> tuple[str, int] | InternalServerError | Response:
     """A database failure in the console is told in words, not as a stack trace; nothing
     half-done stays behind (the transaction is rolled back). Elsewhere it stays the 500
-    Flask gives (the provider routes handle their own failures)."""
+    Flask gives (the provider routes handle their own failures).
+
+    A page asked for with a value the database cannot read (an id out of range, a NUL in
+    a search or filter: PostgreSQL's DataError) is not a database failure: the list comes
+    back without the search and filters, saying why, or, with nothing to drop, 404."""
     db.session.rollback()
+    if isinstance(exc, DataError) and request.path.startswith("/admin") and request.method == "GET":
+        log.info("unreadable value in %s: %s", request.path, type(exc.orig).__name__)
+        if request.query_string:
+            flash(
+                "That search, filter or id holds a value that names nothing (a character or "
+                "a number the database cannot read); here is the list without it.",
+                "error",
+            )
+            return redirect(request.path)
+        return render_template("admin_sacco/not_found.html"), 404
     log.error("database error on %s: %s", request.path, type(exc).__name__, exc_info=exc)
     if not request.path.startswith("/admin"):
         return InternalServerError()
