@@ -72,6 +72,11 @@ AMOUNTS = tuple(
 )
 
 
+def _blank_is_none(value: str | None) -> str | None:
+    """A blank Kiswahili name is no name (members read `name`), not an empty one."""
+    return (value or "").strip() or None
+
+
 def _nullable(name: str) -> bool:
     return bool(LoanProduct.__table__.columns[name].nullable)
 
@@ -84,6 +89,7 @@ class ProductView(SecureModelView):
     column_list = (
         "code",
         "name",
+        "name_sw",
         "active",
         "annual_rate",
         "interest_method",
@@ -94,22 +100,31 @@ class ProductView(SecureModelView):
         "min_amount",
         "max_amount",
     )
-    column_labels = {"annual_rate": "Rate % a year"}
-    column_searchable_list = ("code", "name")
+    column_labels = {"annual_rate": "Rate % a year", "name_sw": "Name in Kiswahili"}
+    column_searchable_list = ("code", "name", "name_sw")
     column_filters = ("active", "interest_method", "frequency")
     form_excluded_columns = ("created_at",)
     # Flask-Admin has no converter for the Money type (it skipped every amount, so admins
     # could not set a product's amounts): shillings with cents.
     form_overrides = {**dict.fromkeys(CHOICES, SelectField), **dict.fromkeys(AMOUNTS, DecimalField)}
-    form_args = {
-        name: {"choices": [SelectChoice(value, _WORDS[value]) for value in values]}
-        for name, values in CHOICES.items()
-    } | {
-        # A blank box for a required amount says so (the field alone says "Not a valid
-        # decimal value"); the nullable ones get Flask-Admin's Optional.
-        name: {"places": 2, "validators": [] if _nullable(name) else [InputRequired()]}
-        for name in AMOUNTS
-    }
+    form_args = (
+        {
+            name: {"choices": [SelectChoice(value, _WORDS[value]) for value in values]}
+            for name, values in CHOICES.items()
+        }
+        | {
+            # A blank box for a required amount says so (the field alone says "Not a valid
+            # decimal value"); the nullable ones get Flask-Admin's Optional.
+            name: {"places": 2, "validators": [] if _nullable(name) else [InputRequired()]}
+            for name in AMOUNTS
+        }
+        | {
+            "name_sw": {
+                "description": "What members who chose Kiswahili read on USSD; blank: the name.",
+                "filters": [_blank_is_none],
+            }
+        }
+    )
     column_formatters = dict.fromkeys(CHOICES, _in_words)
     column_formatters_detail = dict.fromkeys(CHOICES, _in_words)
 

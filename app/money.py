@@ -6,7 +6,7 @@ Everything that turns an amount into something stored, shown or sent goes throug
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from app.errors import SaccoError
 
@@ -70,10 +70,22 @@ def round_money(
     """
     amount = to_decimal(value)
     if multiple is None or multiple == 0:
-        return amount.quantize(CENT, rounding=rounding)
+        return _signless_zero(amount.quantize(CENT, rounding=rounding))
     multiple = to_decimal(multiple)
     units = (amount / multiple).quantize(Decimal(1), rounding=rounding)
-    return (units * multiple).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    return _signless_zero((units * multiple).quantize(CENT, rounding=ROUND_HALF_EVEN))
+
+
+def _signless_zero(value: Decimal) -> Decimal:
+    """Decimal keeps the sign of a zero (0 * -1 is -0, -0.001 rounds to -0.00), and it
+    would print as "-0.00" on a statement: no amount is ever a negative zero."""
+    return value.copy_abs() if value.is_zero() else value
+
+
+def shillings_up(value: object) -> Decimal:
+    """What a member pays by M-PESA (whole shillings) to cover `value`: the next whole
+    shilling up, never down, so paying it leaves nothing behind (2,821.88 -> 2,822)."""
+    return round_money(value, Decimal(1), rounding=ROUND_CEILING)
 
 
 def is_whole_shillings(value: Decimal) -> bool:
@@ -86,4 +98,6 @@ def money_text(value: Decimal | int | None) -> str:
     4 decimals) too; nothing for no amount."""
     if value is None:
         return ""
+    if isinstance(value, Decimal):
+        value = _signless_zero(value)
     return f"{value:,.2f}" if value == round(value, 2) else f"{value:,}"

@@ -20,6 +20,7 @@ from app.models import Loan, LoanProduct, Member, MpesaRequest, SmsMessage
 from app.models.types import utcnow
 from app.selectors.loans import loan_debt
 from app.services.members import member_set_pin
+from app.money import shillings_up
 from app.sms_templates import GSM7_BASIC, kes
 from tests.factories import make_member
 from tests.helpers import Phone, make_app, work_until
@@ -73,7 +74,7 @@ def test_balance_is_two_hops_after_the_pin(client: FlaskClient, member: Member) 
     phone.press("4826")  # hop 1: the PIN
     screen = phone.press("1")  # hop 2: the balance
     assert "Savings KES 2,500.00" in screen
-    assert f"{loan.loan_no}: KES" in screen and ", pay KES" in screen
+    assert f"{loan.loan_no}: KES" in screen and ", KES" in screen  # due, or overdue since
 
 
 def test_three_wrong_pins_across_sessions_lock_for_30_minutes_and_text_the_member(
@@ -271,7 +272,7 @@ def test_end_to_end_a_member_repays_by_menu_3_and_menu_1_shows_exactly_500_less(
     phone.dial()
     phone.press("4826")
     first_balance = phone.press("1")
-    assert f": {kes(before)}, pay" in first_balance
+    assert f": KES {shillings_up(before):,.0f}, KES" in first_balance  # whole shillings, up
     phone.press("0")
     phone.press("3")  # one loan: straight to the amount (hop 2 after the PIN)
     phone.press("500")
@@ -288,7 +289,7 @@ def test_end_to_end_a_member_repays_by_menu_3_and_menu_1_shows_exactly_500_less(
     again = Phone(client)
     again.dial()
     again.press("4826")
-    assert f": {kes(before - 500)}, pay" in again.press("1")
+    assert f": KES {shillings_up(before - 500):,.0f}, " in again.press("1")
     receipts = db.session.scalars(
         select(SmsMessage.body).where(SmsMessage.template == "repayment_received")
     ).all()
@@ -340,8 +341,8 @@ def test_apply_for_an_instant_loan_in_five_hops_is_approved_and_paid_out_by_b2c(
     phone.press("4826")
     offers = phone.press("2")  # hop 1 after the PIN
     assert "1. Instant Loan up to KES 2,500.00" in offers or "up to KES 2,500.00" in offers
-    assert "KES 100.00 to KES 2,500.00" in phone.press("1")  # hop 2: the product
-    assert "Enter KES 100.00 to KES 2,500.00" in phone.press("3000")
+    assert "KES 100 to KES 2,500" in phone.press("1")  # hop 2: the product
+    assert "whole shillings from KES 100 to KES 2,500" in phone.press("3000")
     summary = phone.press("1000")  # hop 3: the amount (one-term product: no term screen)
     assert "fee KES 25.00" in summary and "You get KES 975.00" in summary
     done = phone.press("1")  # hop 4: confirm
@@ -408,7 +409,7 @@ def test_end_to_end_apply_by_ussd_payout_by_b2c_then_repay_by_menu_3(
     repay = Phone(client)
     repay.dial()
     repay.press("4826")
-    assert f": {kes(before)}, pay" in repay.press("1")
+    assert f": KES {shillings_up(before):,.0f}, pay" in repay.press("1")
     repay.press("0")
     repay.press("3")
     repay.press("500")
@@ -423,7 +424,7 @@ def test_end_to_end_apply_by_ussd_payout_by_b2c_then_repay_by_menu_3(
     again = Phone(client)
     again.dial()
     again.press("4826")
-    assert f": {kes(before - 500)}, pay" in again.press("1")
+    assert f": KES {shillings_up(before - 500):,.0f}, pay" in again.press("1")
     assert db.session.scalars(
         select(SmsMessage.body).where(SmsMessage.template == "repayment_received")
     ).all()
@@ -462,7 +463,8 @@ def test_promise_to_pay_only_for_a_late_member_with_a_date_within_14_days(
     too_far = today + timedelta(days=15)
     assert "from tomorrow" in late.press(too_far.strftime("%d%m"))
     assert "amount you will pay" in late.press((today + timedelta(days=5)).strftime("%d%m"))
-    done = late.press("1500")
+    assert "Promise to pay KES 1,500" in late.press("1500")  # confirmed before it is saved
+    done = late.press("1")
     assert done.startswith("END ") and "recorded" in done
     promise = db.session.scalar(select(PromiseToPay))
     assert (promise.loan_id, promise.amount, promise.channel) == (loan_id, 1500, "ussd")

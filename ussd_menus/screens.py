@@ -9,7 +9,7 @@
     main 7 -> language -> main
     main 5 -> ussd_menus/phone.py
     main 6 (only when a loan is late) -> promise_loan (several) -> promise_date
-        -> promise_amount -> END (recorded, SMS)
+        -> promise_amount -> promise_confirm -> END (recorded, SMS)
     anywhere after the PIN: 0 back one screen, 00 main menu
 
 Screens ask selectors for what they show and services for what they change.
@@ -30,7 +30,7 @@ from app.clock import business_today
 from app.extensions import db
 from app.models import Loan, LoanProduct, Member
 from app.models.types import utcnow
-from app.money import MoneyError, is_whole_shillings, money_input
+from app.money import MoneyError, is_whole_shillings, money_input, shillings_up
 from app.selectors.loans import LIVE_STATUSES, current_installments, loan_eligibility
 from app.selectors.members import member_balances
 from app.selectors.statements import member_statement
@@ -47,7 +47,15 @@ from app.services.members import (
 )
 from app.services.notifications import notify_statement
 from app.services.payments import PaymentError, payments_request_stk
-from app.services.promises import MAX_DAYS_AHEAD, PromiseError, promise_record
+from app.services.payments.stk import MAX_STK_AMOUNT, MIN_STK_AMOUNT, stk_amount_problem
+from app.services.promises import (
+    MAX_DAYS_AHEAD,
+    PromiseError,
+    promise_ceiling,
+    promise_problem,
+    promise_problem_words,
+    promise_record,
+)
 from app.services.sms_inbound import STATEMENT_LABELS, statement_lines
 from app.sms_templates import kes
 from app.ussd.engine import MORE, End, Goto, Hop, Invalid, Screen, Step
@@ -197,7 +205,8 @@ def _live_loans(member_id: int) -> list[Loan]:
 
 def _position(loan: Loan) -> tuple[Decimal, Decimal, date | None]:
     """What the loan owes in all, what is due now (arrears, else the next installment) and
-    when: one read of the live schedule, however many of these a screen shows."""
+    when (the oldest unpaid due date): one read of the live schedule, however many of these
+    a screen shows."""
     rows = [r for r in current_installments(loan.id) if r.outstanding > 0]
     owed = sum((r.outstanding for r in rows), Decimal("0"))
     if not rows:
@@ -229,15 +238,18 @@ def _balance_render(hop: Hop) -> str:
     for loan in loans[page * LOANS_PER_PAGE : (page + 1) * LOANS_PER_PAGE]:
         owed, due, when = _position(loan)
         if when is None:
-            lines.append(t("balance_loan_short", language, loan_no=loan.loan_no, owed=kes(owed)))
+            lines.append(t("balance_loan_short", language, loan_no=loan.loan_no, owed=_pay(owed)))
         else:
+            # Amounts as the member pays them (whole shillings, up: paying what the screen
+            # says clears it), and a due date passed says "overdue", not "pay by".
+            late = when < business_today()
             lines.append(
                 t(
-                    "balance_loan",
+                    "balance_loan_late" if late else "balance_loan",
                     language,
                     loan_no=loan.loan_no,
-                    owed=kes(owed),
-                    due=kes(due),
+                    owed=_pay(owed),
+                    due=_pay(due),
                     date=_short_date(when),
                 )
             )
@@ -295,8 +307,15 @@ def _repay_amount_render(hop: Hop) -> str:
     loan = db.session.get(Loan, hop.session.data["loan_id"])
     owed, due, _when = _position(loan)
     return _with_nav(
-        hop, t("repay_amount", _lang(hop), loan_no=loan.loan_no, owed=kes(owed), due=kes(due))
+        hop, t("repay_amount", _lang(hop), loan_no=loan.loan_no, owed=_pay(owed), due=_pay(due))
     )
+
+
+def _pay(amount: Decimal) -> str:
+    """An amount to pay as the member can pay it by M-PESA: whole shillings, rounded up
+    (2,821.88 due reads KES 2,822; the 0.12 more pays the next installment, and beyond
+    the whole debt goes to savings, as every repayment does)."""
+    return f"KES {shillings_up(amount):,.0f}"
 
 
 def _shillings(hop: Hop) -> Decimal | None:
@@ -308,10 +327,17 @@ def _shillings(hop: Hop) -> Decimal | None:
     return amount if is_whole_shillings(amount) else None
 
 
+def _amount_bad(hop: Hop, low: Decimal, high: Decimal) -> Invalid:
+    """A wrong amount: the range this screen takes, in words."""
+    return Invalid(t("amount_bad", _lang(hop), low=_pay(low), high=_pay(high)))
+
+
 def _repay_amount(hop: Hop) -> Step:
+    """M-PESA's own limits (the payments service's rule) are checked here, before the
+    member confirms, not after."""
     amount = _shillings(hop)
-    if amount is None:
-        return Invalid(t("amount_bad", _lang(hop)))
+    if amount is None or stk_amount_problem(amount) is not None:
+        return _amount_bad(hop, MIN_STK_AMOUNT, MAX_STK_AMOUNT)
     hop.session.data["amount"] = str(int(amount))
     return Goto("repay_confirm")
 
@@ -380,7 +406,7 @@ def apply_entry(hop: Hop) -> Step:
     if not offers:
         return End(t("apply_none", _lang(hop), why=(reason or "")[:100]))
     hop.session.data["offers"] = [
-        [p.id, p.name[:18], str(limit)] for p, limit in offers[:OFFERS_SHOWN]
+        [p.id, p.name_in(_lang(hop))[:18], str(limit)] for p, limit in offers[:OFFERS_SHOWN]
     ]
     return Goto("apply_product")
 
@@ -415,8 +441,8 @@ def _apply_amount_render(hop: Hop) -> str:
         t(
             "apply_amount",
             _lang(hop),
-            low=kes(product.min_amount),
-            high=kes(Decimal(hop.session.data["limit"])),
+            low=_pay(max(product.min_amount, Decimal(1))),
+            high=_pay(Decimal(hop.session.data["limit"])),
         ),
     )
 
@@ -424,11 +450,10 @@ def _apply_amount_render(hop: Hop) -> str:
 def _apply_amount(hop: Hop) -> Step:
     product = _product(hop)
     amount = _shillings(hop)
-    if amount is None:
-        return Invalid(t("amount_bad", _lang(hop)))
     limit = Decimal(hop.session.data["limit"])
-    if amount < product.min_amount or amount > limit:
-        return Invalid(t("apply_range", _lang(hop), low=kes(product.min_amount), high=kes(limit)))
+    low = max(product.min_amount, Decimal(1))
+    if amount is None or amount < low or amount > limit:
+        return _amount_bad(hop, low, limit)
     hop.session.data["amount"] = str(int(amount))
     hop.session.data["term"] = product.default_term
     if product.min_term != product.max_term:
@@ -473,7 +498,7 @@ def _apply_confirm_render(hop: Hop) -> str:
         amount=kes(amount),
         fee=kes(fee),
         get=kes(amount - fee),
-        n=term,
+        installments=t("installments_1" if term == 1 else "installments", _lang(hop), n=term),
         each=kes(schedule.rows[0].total),
     )
 
@@ -543,13 +568,54 @@ def _promise_date(hop: Hop) -> Step:
 def _promise_amount_render(hop: Hop) -> str:
     loan = db.session.get(Loan, hop.session.data["loan_id"])
     _owed, due, _when = _position(loan)
-    return _with_nav(hop, t("promise_amount", _lang(hop), loan_no=loan.loan_no, due=kes(due)))
+    most = promise_ceiling(loan_id=loan.id)
+    return _with_nav(
+        hop,
+        t("promise_amount", _lang(hop), loan_no=loan.loan_no, due=_pay(due), most=_pay(most)),
+    )
 
 
 def _promise_amount(hop: Hop) -> Step:
+    """The promise's rule (promises.promise_problem, as SMS and the desk use it) is asked
+    here, so a member over the ceiling retypes it; promise_record asks again at confirm."""
+    language = _lang(hop)
+    loan = db.session.get(Loan, hop.session.data["loan_id"])
     amount = _shillings(hop)
     if amount is None:
-        return Invalid(t("amount_bad", _lang(hop)))
+        return _amount_bad(hop, Decimal(1), promise_ceiling(loan_id=loan.id))
+    problem = promise_problem(
+        loan=loan,
+        member_id=hop.session.member_id,
+        promised_date=date.fromisoformat(hop.session.data["promise_date"]),
+        as_of=business_today(),
+        amount=amount,
+    )
+    if problem is not None:
+        words = promise_problem_words(problem, language)
+        if problem[0] == "too_much":
+            return Invalid(words)
+        return End(t("promise_refused", language, why=words[:120]))
+    hop.session.data["amount"] = str(int(amount))
+    return Goto("promise_confirm")
+
+
+def _promise_confirm_render(hop: Hop) -> str:
+    loan = db.session.get(Loan, hop.session.data["loan_id"])
+    return t(
+        "promise_confirm",
+        _lang(hop),
+        amount=_pay(Decimal(hop.session.data["amount"])),
+        loan_no=loan.loan_no,
+        date=_short_date(date.fromisoformat(hop.session.data["promise_date"])),
+    )
+
+
+def _promise_confirm(hop: Hop) -> Step:
+    if hop.input == "2":
+        return End(t("cancelled", _lang(hop)))
+    if hop.input != "1":
+        return Invalid(t("choose", _lang(hop)))
+    amount = Decimal(hop.session.data["amount"])
     try:
         promise_record(
             member_id=hop.session.member_id,
@@ -561,8 +627,9 @@ def _promise_amount(hop: Hop) -> Step:
         )
     except PromiseError as exc:
         db.session.rollback()
-        return End(t("promise_refused", _lang(hop), why=str(exc)[:120]))
-    return End(t("promise_done", _lang(hop), amount=kes(amount)))
+        why = promise_problem_words(exc.problem, _lang(hop)) if exc.problem else str(exc)
+        return End(t("promise_refused", _lang(hop), why=why[:120]))
+    return End(t("promise_done", _lang(hop), amount=_pay(amount)))
 
 
 # -- statement, language -----------------------------------------------------------------
@@ -639,6 +706,7 @@ SCREENS: dict[str, Screen] = {
         _loan_list("promise_loan", "promise_choose", _late_loans, then="promise_date"),
         Screen("promise_date", _promise_date_render, _promise_date, resumable=True),
         Screen("promise_amount", _promise_amount_render, _promise_amount, resumable=True),
+        Screen("promise_confirm", _promise_confirm_render, _promise_confirm, resumable=True),
         Screen("statement", _statement_render, _statement),
         Screen("language", lambda h: t("language", _lang(h)), _language),
     )

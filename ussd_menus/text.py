@@ -59,6 +59,10 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "{loan_no}: {owed}, pay {due} by {date}",
         "sw": "{loan_no}: {owed}, lipa {due} kabla {date}",
     },
+    "balance_loan_late": {
+        "en": "{loan_no}: {owed}, {due} overdue since {date}",
+        "sw": "{loan_no}: {owed}, {due} imechelewa tangu {date}",
+    },
     "balance_loan_short": {"en": "{loan_no}: {owed}", "sw": "{loan_no}: {owed}"},
     "no_loans": {"en": "No loans.", "sw": "Huna mkopo."},
     "more": {"en": "98 More", "sw": "98 Zaidi"},
@@ -72,8 +76,8 @@ TEXT: dict[str, dict[str, str]] = {
         "sw": "Mkopo {loan_no} deni {owed}. Kiasi cha kulipa (sasa {due}):",
     },
     "amount_bad": {
-        "en": "Enter whole shillings, e.g. 500.",
-        "sw": "Weka shilingi kamili, mfano 500.",
+        "en": "Enter whole shillings from {low} to {high}.",
+        "sw": "Weka shilingi kamili kuanzia {low} hadi {high}.",
     },
     "repay_confirm": {
         "en": "Pay {amount} to loan {loan_no} from M-PESA {phone}?\n1. Confirm\n2. Cancel",
@@ -94,10 +98,6 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "Amount to borrow ({low} to {high}):",
         "sw": "Kiasi cha kukopa ({low} hadi {high}):",
     },
-    "apply_range": {
-        "en": "Enter {low} to {high}.",
-        "sw": "Weka {low} hadi {high}.",
-    },
     "apply_term": {
         "en": "Repay over how many {unit}? ({low} to {high})",
         "sw": "Lipa kwa {unit} ngapi? ({low} hadi {high})",
@@ -105,11 +105,14 @@ TEXT: dict[str, dict[str, str]] = {
     "months": {"en": "months", "sw": "miezi"},
     "weeks": {"en": "weeks", "sw": "wiki"},
     "apply_confirm": {
-        "en": "Loan {amount}, fee {fee}. You get {get}. {n} installments of {each}.\n"
+        "en": "Loan {amount}, fee {fee}. You get {get}. {installments} of {each}.\n"
         "1. Confirm\n2. Cancel",
-        "sw": "Mkopo {amount}, ada {fee}. Utapata {get}. Awamu {n} za {each}.\n"
+        "sw": "Mkopo {amount}, ada {fee}. Utapata {get}. {installments} {each}.\n"
         "1. Thibitisha\n2. Ghairi",
     },
+    # A count and its noun agreeing: 1 installment, 2 installments (awamu 1 ya, awamu 2 za).
+    "installments_1": {"en": "1 installment", "sw": "Awamu 1 ya"},
+    "installments": {"en": "{n} installments", "sw": "Awamu {n} za"},
     "apply_approved": {
         "en": "Loan {loan_no} approved. {amount} is on its way to your M-PESA. We will SMS you.",
         "sw": "Mkopo {loan_no} umeidhinishwa. {amount} inatumwa kwa M-PESA yako. Tutakutumia SMS.",
@@ -129,12 +132,17 @@ TEXT: dict[str, dict[str, str]] = {
         "sw": "Weka tarehe kuanzia kesho hadi siku 14 mbele, kama DDMM.",
     },
     "promise_amount": {
-        "en": "Loan {loan_no}: amount you will pay (late now {due}):",
-        "sw": "Mkopo {loan_no}: kiasi utakacholipa (kilichochelewa {due}):",
+        "en": "Loan {loan_no}: amount you will pay (late now {due}, at most {most}):",
+        "sw": "Mkopo {loan_no}: kiasi utakacholipa (kilichochelewa {due}, hadi {most}):",
     },
     "promise_done": {
         "en": "Thank you. Your promise to pay {amount} is recorded. We sent you an SMS.",
         "sw": "Asante. Ahadi yako ya kulipa {amount} imerekodiwa. Tumekutumia SMS.",
+    },
+    "promise_confirm": {
+        "en": "Promise to pay {amount} to loan {loan_no} by {date}?\n1. Confirm\n2. Cancel",
+        "sw": "Ahadi ya kulipa {amount} kwa mkopo {loan_no} kufikia {date}?\n1. Thibitisha\n"
+        "2. Ghairi",
     },
     "promise_refused": {"en": "Not recorded: {why}", "sw": "Haijarekodiwa: {why}"},
     "statement_more": {"en": "1. Full statement by SMS", "sw": "1. Taarifa kamili kwa SMS"},

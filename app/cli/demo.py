@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import click
@@ -161,6 +161,13 @@ def _demo_loans(today: date) -> int:
             actor="demo",
         )
         loan.external_ref = ref
+        if days_ago is not None:
+            # Dated on the day it was paid out, not today: applied in the morning of that
+            # day (Kenyan time) and, as an instant loan is, decided at once.
+            applied_at = datetime.combine(applied_on, time(9, 0), current_app.config["SETTINGS"].tz)
+            loan.applied_at = applied_at
+            if loan.decided_at is not None:
+                loan.decided_at = applied_at + timedelta(minutes=1)
         db.session.commit()
         if days_ago is not None and loan.status == "approved":
             loan_disburse(

@@ -12,8 +12,16 @@ from sqlalchemy import func, select
 from app.clock import business_date
 from app.errors import SaccoError
 from app.extensions import db
-from app.models import Account, JournalEntry, JournalLine, Loan, Member, PromiseToPay
-from app.money import ZERO, MoneyError, money_input
+from app.models import (
+    Account,
+    Installment,
+    JournalEntry,
+    JournalLine,
+    Loan,
+    Member,
+    PromiseToPay,
+)
+from app.money import ZERO, MoneyError, money_input, shillings_up
 from app.selectors.loans import LIVE_STATUSES
 from app.services.locking import lock_row
 from app.services.notifications import notify_promise_recorded
@@ -22,7 +30,12 @@ MAX_DAYS_AHEAD = 14
 
 
 class PromiseError(SaccoError):
-    """A promise that cannot be recorded; the message says why."""
+    """A promise that cannot be recorded; the message says why (in English). `problem`,
+    when set, is the PROMISE_PROBLEMS code and values, for words in the member's language."""
+
+    def __init__(self, message: str, problem: tuple[str, dict[str, object]] | None = None):
+        super().__init__(message)
+        self.problem = problem
 
 
 # Why a promise cannot be recorded, by code: (English, Kiswahili). A member who texts in
@@ -38,16 +51,48 @@ PROMISE_PROBLEMS = {
         "a promise for {date} is open already",
         "ahadi ya {date} bado iko wazi",
     ),
+    "too_much": (
+        "loan {loan_no} owes KES {most} in all: promise at most KES {most}",
+        "mkopo {loan_no} unadaiwa KES {most} kwa jumla: ahidi si zaidi ya KES {most}",
+    ),
 }
 
 
+def promise_ceiling(*, loan_id: int) -> Decimal:
+    """The most a promise may be for, on every channel: what the loan owes in all (its
+    live schedule: principal, interest, fees, penalties, due or not), up to the next whole
+    shilling, since M-PESA moves whole shillings (the cents beyond pay the next
+    installment; beyond the whole debt, savings). Not only the arrears: a late member who
+    promises to clear the loan, or to catch up and pay ahead, is taken at their word."""
+    owed = db.session.scalar(
+        select(
+            func.sum(
+                Installment.principal_due
+                + Installment.interest_due
+                + Installment.fees_due
+                + Installment.penalty_due
+                - Installment.principal_paid
+                - Installment.interest_paid
+                - Installment.fees_paid
+                - Installment.penalty_paid
+            )
+        ).where(Installment.loan_id == loan_id, Installment.superseded.is_(False))
+    )
+    return shillings_up(owed or ZERO)
+
+
 def promise_problem(
-    *, loan: Loan | None, member_id: int, promised_date: date, as_of: date
+    *,
+    loan: Loan | None,
+    member_id: int,
+    promised_date: date,
+    as_of: date,
+    amount: Decimal | None = None,
 ) -> tuple[str, dict[str, object]] | None:
     """Why this promise cannot be recorded (a PROMISE_PROBLEMS code and its values), or
     None: the loan is the member's and in arrears, the date from tomorrow to
-    MAX_DAYS_AHEAD days ahead, and no other promise for the loan is open. promise_record
-    asks it again under the loan's lock."""
+    MAX_DAYS_AHEAD days ahead, no other promise for the loan is open, and the amount (when
+    given) at most promise_ceiling. promise_record asks it again under the loan's lock."""
     if loan is None or loan.member_id != member_id:
         return "no_loan", {}
     if loan.status not in LIVE_STATUSES or loan.days_past_due <= 0:
@@ -59,10 +104,15 @@ def promise_problem(
     )
     if open_one is not None:
         return "open", {"date": f"{open_one.promised_date:%d/%m}"}
+    if amount is not None:
+        most = promise_ceiling(loan_id=loan.id)
+        if amount > most:
+            return "too_much", {"loan_no": loan.loan_no, "most": f"{most:,.0f}"}
     return None
 
 
 def promise_problem_words(problem: tuple[str, dict[str, object]], language: str = "en") -> str:
+    """A refusal in the member's language (English for staff)."""
     english, swahili = PROMISE_PROBLEMS[problem[0]]
     return (swahili if language == "sw" else english).format(**problem[1])
 
@@ -79,8 +129,9 @@ def promise_record(
     commit: bool = True,
 ) -> PromiseToPay:
     """Record a promise for a loan in arrears: a date from tomorrow to 14 days ahead, an
-    amount more than zero. One open promise per loan: a new one is refused until the
-    open one is settled. Texts the member a confirmation.
+    amount more than zero and at most what the loan owes (promise_ceiling). One open
+    promise per loan: a new one is refused until the open one is settled. Texts the member
+    a confirmation.
 
     Staff record one after a call (`recorded_by_id`, channel "staff") with `commit=False`:
     the call's log and audit row commit with the promise, as one unit."""
@@ -90,13 +141,14 @@ def promise_record(
         raise PromiseError(str(exc)) from None
     loan = lock_row(Loan, loan_id)
     problem = promise_problem(
-        loan=loan, member_id=member_id, promised_date=promised_date, as_of=as_of
+        loan=loan, member_id=member_id, promised_date=promised_date, as_of=as_of, amount=value
     )
     if problem is not None:
         if commit:
             db.session.rollback()  # our transaction: let the loan's lock go
         # Otherwise the caller's (a call log, a texted promise in its savepoint) decides.
-        raise PromiseError(promise_problem_words(problem))
+        raise PromiseError(promise_problem_words(problem), problem)
+    assert loan is not None  # promise_problem refuses a missing loan
     promise = PromiseToPay(
         member_id=member_id,
         loan_id=loan.id,
@@ -108,9 +160,9 @@ def promise_record(
     )
     db.session.add(promise)
     db.session.flush()
-    notify_promise_recorded(
-        member=db.session.get(Member, member_id), promise=promise, loan_no=loan.loan_no or ""
-    )
+    member = db.session.get(Member, member_id)
+    assert member is not None  # the loan's own member: promise_problem checked it
+    notify_promise_recorded(member=member, promise=promise, loan_no=loan.loan_no or "")
     if commit:
         db.session.commit()
     return promise

@@ -311,13 +311,16 @@ def _promise_by_sms(
     if len(late) > 1:
         return _words("which", language)
     loan = late[0]
-    problem = promise_problem(loan=loan, member_id=member.id, promised_date=promised, as_of=as_of)
-    if problem is not None:
-        return promise_problem_words(problem, language)
     try:
         value = money_input(match["amount"].replace(",", ""))
     except MoneyError as exc:
         return str(exc)
+    # The same rule as USSD and the desk (promises.promise_problem), the ceiling included.
+    problem = promise_problem(
+        loan=loan, member_id=member.id, promised_date=promised, as_of=as_of, amount=value
+    )
+    if problem is not None:
+        return promise_problem_words(problem, language)
     assert loan is not None  # noqa: S101 - promise_problem refuses a missing loan
     try:
         return promise_record(
@@ -330,7 +333,7 @@ def _promise_by_sms(
             commit=False,
         )
     except PromiseError as exc:  # another promise landed in between: checked again, locked
-        return str(exc)
+        return promise_problem_words(exc.problem, language) if exc.problem else str(exc)
 
 
 def statement_lines(member_id: int, language: str) -> str:
