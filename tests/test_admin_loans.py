@@ -281,3 +281,218 @@ def test_a_penalty_reversal_without_the_csrf_token_changes_nothing(app: Flask) -
     )
     assert "The form expired" in page.get_data(as_text=True)
     assert first_penalty(loan.id) == Decimal("200.00")
+
+
+# -- the loans list: search, officer and amount owed ----------------------------------------
+
+
+def loans_found(client: FlaskClient, typed: str) -> str:
+    response = browse(client, "/admin/loan/", query_string={"search": typed})
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
+def test_loans_are_found_by_member_name_phone_number_and_loan_number(app: Flask) -> None:
+    from datetime import timedelta
+
+    from app.clock import business_today
+    from tests.factories import make_member
+    from tests.loan_factories import JOINED, make_loan
+
+    product = make_product("V1")
+    on = business_today() - timedelta(days=10)
+    akinyi = make_member(name="Akinyi Atieno", phone="0733445566", savings=20000)
+    otieno = make_member(name="Otieno Ochieng", phone="0710733999", savings=20000)
+    for member in (akinyi, otieno):
+        member.created_at = JOINED  # members long enough to borrow
+    wanted = make_loan(product=product, on=on, member=akinyi).loan_no
+    other = make_loan(product=product, on=on, member=otieno).loan_no
+    n = int(wanted[1:])
+    client = app.test_client()
+    login(client, staff("auditor"))
+    for typed in ("Akinyi", "akinyi atieno", "0733", "+25473", akinyi.member_no, f"l{n}", f"L{n}"):
+        html = loans_found(client, typed)
+        assert f">{wanted}</a>" in html, typed
+        assert f">{other}</a>" not in html, typed
+
+
+def test_the_loans_list_shows_the_officer_and_what_each_loan_owes(app: Flask) -> None:
+    from datetime import timedelta
+
+    from app.clock import business_today
+    from app.models import StaffUser
+    from app.selectors.loans import loan_debt
+    from tests.loan_factories import make_loan
+
+    officer = db.session.scalar(select(StaffUser).where(StaffUser.email == staff("loan_officer")))
+    officer.name = "Grace Wambui"
+    # Paid out 70 days ago and never repaid: two monthly installments have fallen due.
+    loan = make_loan(product=make_product("V1"), on=business_today() - timedelta(days=70))
+    loan.officer_id = officer.id
+    db.session.commit()
+    owed = loan_debt(loan_id=loan.id).total
+    due = sum(
+        (r.outstanding for r in loan.installments if r.due_date <= business_today()), Decimal(0)
+    )
+    client = app.test_client()
+    login(client, staff("auditor"))
+    html = loans_found(client, loan.loan_no)
+    assert "Grace Wambui" in html
+    assert f"{owed:,.2f}" in html and f"{due:,.2f} due now" in html
+    assert f'href="/admin/loan/details/?id={loan.id}">{loan.loan_no}</a>' in html
+
+
+def test_the_loans_list_reads_a_page_in_the_same_number_of_queries_for_5_or_25_loans(
+    app: Flask,
+) -> None:
+    """No query per row: what each loan owes and its officer come from one grouped query
+    for the page, so 25 loans cost what 5 do."""
+    from datetime import timedelta
+
+    from sqlalchemy import event
+
+    from app.clock import business_today
+    from tests.loan_factories import make_loan
+
+    product = make_product("V1")
+    on = business_today() - timedelta(days=40)
+    client = app.test_client()
+    login(client, staff("auditor"))
+
+    def statements_for_the_list() -> int:
+        statements: list[str] = []
+
+        def count(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+            statements.append(statement)
+
+        db.session.commit()
+        with app.app_context():
+            engine = db.engine
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            html = loans_found(client, "")
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert html.count('href="/admin/loan/details/?id=') >= 5
+        return len(statements)
+
+    for _ in range(5):
+        make_loan(product=product, on=on)
+    five = statements_for_the_list()
+    for _ in range(20):
+        make_loan(product=product, on=on)
+    twenty_five = statements_for_the_list()
+    assert twenty_five == five, (five, twenty_five)
+
+
+# -- the loan page ---------------------------------------------------------------------------
+
+
+def late_loan_with_a_payment(officer_email: str) -> Loan:
+    """V1 (10,000 at 12% over 12 months, 888.49 a month) paid out 70 days ago; the first
+    installment paid by Paybill, the second fell due unpaid; the arrears job has run."""
+    from datetime import timedelta
+
+    from app.cli.runtime import make_worker
+    from app.clock import business_today
+    from app.models import StaffUser
+    from tests.helpers import c2b_body
+    from tests.loan_factories import make_loan, run_job
+
+    today = business_today()
+    officer = db.session.scalar(select(StaffUser).where(StaffUser.email == officer_email))
+    officer.name = "Grace Wambui"
+    loan = make_loan(product=make_product("V1"), on=today - timedelta(days=70))
+    loan.officer_id = officer.id
+    loan_id, loan_no = loan.id, loan.loan_no
+    db.session.commit()
+    reply = app_client_post_c2b(c2b_body("RKLOANPG01", amount="888.49", account=loan_no))
+    assert reply.status_code == 200
+    make_worker(("payments",)).work(burst=True)
+    db.session.remove()
+    run_job("loan-arrears", today)
+    return db.session.get(Loan, loan_id)
+
+
+def app_client_post_c2b(body: dict):  # noqa: ANN201
+    from flask import current_app
+
+    db.session.commit()
+    token = current_app.config["SETTINGS"].CALLBACK_TOKEN
+    return current_app.test_client().post(f"/payments/{token}/c2b/confirmation", json=body)
+
+
+def test_the_loan_page_sums_up_the_loan_its_people_schedule_and_payments(app: Flask) -> None:
+    officer = staff("loan_officer")
+    loan = late_loan_with_a_payment(officer)
+    from app.models import StaffUser
+    from app.selectors.loans import loan_debt
+
+    loan_id, loan_no, days_late = loan.id, loan.loan_no, loan.days_past_due
+    approved_by = db.session.get(StaffUser, loan.approved_by_id)
+    approver = approved_by.name or approved_by.email
+
+    owed = loan_debt(loan_id=loan_id).total
+    assert days_late > 0
+    client = app.test_client()
+    login(client, staff("auditor"))
+    html = browse(client, f"/admin/loan/details/?id={loan_id}").get_data(as_text=True)
+
+    summary = html[html.index('id="loan-summary"') : html.index("<h4>People</h4>")]
+    assert loan_no in summary and 'id="loan-status">active</span>' in summary
+    assert "Reference Loan (V1)" in summary and "KES 10,000.00" in summary
+    assert '<dd id="loan-rate">12% a year</dd>' in summary and "12 months" in summary
+    assert f">{days_late} <small>" in summary  # days late, with its bucket
+    assert "Owed now</dt>" in summary and "KES 888.49" in summary  # the late installment
+    assert f"KES {owed:,.2f}" in summary  # owed in all
+    people = html[html.index('id="loan-people"') : html.index("<h4>Schedule</h4>")]
+    assert "Grace Wambui" in people and approver in people
+    schedule = html[html.index('id="schedule"') : html.index("<h4>Payments</h4>")]
+    assert schedule.count('data-state="paid"') == 1
+    assert schedule.count('data-state="late"') == 1
+    assert schedule.count('data-state="upcoming"') == 10
+    assert "RKLOANPG01" in html[html.index('id="loan-payments"') :]
+    # Not Flask-Admin's raw field list any more.
+    assert "In Default" not in html and "Annual Rate" not in html
+
+
+def test_the_loan_page_shows_each_group_of_actions_only_to_roles_that_may_use_them(
+    app: Flask,
+) -> None:
+    emails = {role: staff(role) for role in ("branch_manager", "loan_officer", "auditor")}
+    loan_id = late_loan_with_a_payment(emails["loan_officer"]).id
+    pages = {}
+    for role, email in emails.items():
+        client = app.test_client()
+        login(client, email)
+        pages[role] = browse(client, f"/admin/loan/details/?id={loan_id}").get_data(as_text=True)
+
+    manager, officer, auditor = pages["branch_manager"], pages["loan_officer"], pages["auditor"]
+    # A late loan: the manager collects and may restructure it.
+    assert 'id="actions-collect"' in manager and 'value="request_payment"' in manager
+    assert 'id="actions-restructure"' in manager and 'value="restructure"' in manager
+    # The officer collects, but restructuring is the manager's.
+    assert 'value="request_payment"' in officer
+    assert 'id="actions-restructure"' not in officer and 'value="restructure"' not in officer
+    # The auditor reads: no form posts an action, the recovery page is a link to read.
+    assert 'name="action"' not in auditor
+    assert 'id="actions-restructure"' not in auditor and 'id="actions-decide"' not in auditor
+    assert 'id="recovery-link"' in auditor
+    # Nothing is decided or paid out on a running loan, whoever looks.
+    for html in pages.values():
+        assert 'id="actions-decide"' not in html and 'id="actions-disburse"' not in html
+
+
+def test_an_application_shows_the_decide_group_to_a_manager_and_nothing_to_an_auditor(
+    app: Flask,
+) -> None:
+    loan_id = submitted_loan(amount=5000)
+    pages = {}
+    for role in ("branch_manager", "auditor"):
+        client = app.test_client()
+        login(client, staff(role))
+        pages[role] = browse(client, f"/admin/loan/details/?id={loan_id}").get_data(as_text=True)
+    decide_group = pages["branch_manager"][pages["branch_manager"].index('id="actions-decide"') :]
+    assert 'value="approve"' in decide_group and 'value="reject"' in decide_group
+    assert "Owed</dt>" in pages["auditor"] and "nothing until it is paid out" in pages["auditor"]
+    assert 'id="actions-decide"' not in pages["auditor"] and 'id="no-actions"' in pages["auditor"]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
-from sqlalchemy import func, select, true, type_coerce
+from sqlalchemy import and_, case, func, select, true, type_coerce
 
 from app.extensions import db
-from app.models import Installment, Loan, LoanProduct, Member
+from app.models import AuditLog, Installment, Loan, LoanProduct, Member, Payment, StaffUser
 from app.models.types import Money
 from app.money import ZERO, round_money
 from app.selectors.members import member_balances
@@ -280,4 +281,137 @@ def applicant_position(*, loan: Loan, as_of: date) -> ApplicantPosition:
         owed=balances.loan_total,
         arrears=arrears or ZERO,
         days_past_due=int(worst or 0),
+    )
+
+
+# --- the console's loans list and loan page -------------------------------------------------
+
+_UNPAID = type_coerce(
+    Installment.principal_due
+    - Installment.principal_paid
+    + Installment.interest_due
+    - Installment.interest_paid
+    + Installment.fees_due
+    - Installment.fees_paid
+    + Installment.penalty_due
+    - Installment.penalty_paid,
+    Money(),
+)
+
+
+@dataclass(frozen=True)
+class LoanFigures:
+    """What a row of the loans list shows beside the loan itself."""
+
+    owed: Decimal  # everything still owed on the live schedule
+    due_now: Decimal  # of that, what fell due on or before `as_of`
+    officer: str | None  # the officer's name (or email); None when nobody follows it up
+
+
+def loan_list_figures(*, loan_ids: Sequence[int], as_of: date) -> dict[int, LoanFigures]:
+    """Owed, due now and the officer of each loan on a page of the list: one grouped
+    query for the page, however many loans it shows."""
+    if not loan_ids:
+        return {}
+    due_now = type_coerce(case((Installment.due_date <= as_of, _UNPAID), else_=0), Money())
+    rows = db.session.execute(
+        select(
+            Loan.id,
+            StaffUser.name,
+            StaffUser.email,
+            func.sum(_UNPAID),
+            func.sum(due_now),
+        )
+        .outerjoin(StaffUser, StaffUser.id == Loan.officer_id)
+        .outerjoin(
+            Installment,
+            and_(Installment.loan_id == Loan.id, Installment.superseded.is_(False)),
+        )
+        .where(Loan.id.in_(loan_ids))
+        .group_by(Loan.id, StaffUser.name, StaffUser.email)
+    ).all()
+    return {
+        loan_id: LoanFigures(
+            owed=owed or ZERO, due_now=now or ZERO, officer=(name or email) or None
+        )
+        for loan_id, name, email, owed, now in rows
+    }
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    installment: Installment
+    state: str  # paid | late | due today | part paid | upcoming
+    days_late: int  # for a late row: days since it fell due
+
+
+@dataclass(frozen=True)
+class LoanPage:
+    """Everything the console's loan page shows, read in a handful of queries."""
+
+    schedule: list[ScheduleRow]
+    superseded: list[Installment]  # rows a restructure replaced, kept for the record
+    debt: LoanDebt | None  # None until the loan is paid out
+    due_now: Decimal  # unpaid on installments due on or before `as_of`
+    late_installments: int
+    payments: list[Payment]  # newest first, at most `payments_limit`
+    more_payments: bool
+    officer: StaffUser | None
+    recommended_by: StaffUser | None
+    approved_by: StaffUser | None
+    recommended_at: datetime | None  # when the recommendation was recorded (audit trail)
+    decided_at: datetime | None  # approved or rejected
+
+
+def _schedule_state(row: Installment, as_of: date) -> ScheduleRow:
+    if row.outstanding <= 0:
+        return ScheduleRow(row, "paid", 0)
+    if row.due_date < as_of:
+        return ScheduleRow(row, "late", (as_of - row.due_date).days)
+    if row.due_date == as_of:
+        return ScheduleRow(row, "due today", 0)
+    return ScheduleRow(row, "part paid" if row.total_paid > 0 else "upcoming", 0)
+
+
+def loan_page(*, loan: Loan, as_of: date, payments_limit: int = 20) -> LoanPage:
+    rows = current_installments(loan.id)
+    schedule = [_schedule_state(r, as_of) for r in rows]
+    staff_ids = {i for i in (loan.officer_id, loan.recommended_by_id, loan.approved_by_id) if i}
+    people = (
+        {s.id: s for s in db.session.scalars(select(StaffUser).where(StaffUser.id.in_(staff_ids)))}
+        if staff_ids
+        else {}
+    )
+    recommended_at = (
+        db.session.scalar(
+            select(func.max(AuditLog.at)).where(
+                AuditLog.object_type == "loan",
+                AuditLog.object_id == loan.loan_no,
+                AuditLog.action == "loan.recommend",
+            )
+        )
+        if loan.recommended_by_id and loan.loan_no
+        else None
+    )
+    payments = list(
+        db.session.scalars(
+            select(Payment)
+            .where(Payment.loan_id == loan.id)
+            .order_by(Payment.id.desc())
+            .limit(payments_limit + 1)
+        )
+    )
+    return LoanPage(
+        schedule=schedule,
+        superseded=[r for r in loan.installments if r.superseded],
+        debt=loan_debt(loan_id=loan.id) if loan.disbursed_on else None,
+        due_now=sum((r.outstanding for r in rows if r.due_date <= as_of), ZERO),
+        late_installments=sum(1 for s in schedule if s.state == "late"),
+        payments=payments[:payments_limit],
+        more_payments=len(payments) > payments_limit,
+        officer=people.get(loan.officer_id) if loan.officer_id else None,
+        recommended_by=people.get(loan.recommended_by_id) if loan.recommended_by_id else None,
+        approved_by=people.get(loan.approved_by_id) if loan.approved_by_id else None,
+        recommended_at=recommended_at,
+        decided_at=loan.decided_at,
     )
