@@ -5,6 +5,11 @@ progress), each loan's activity timeline, and the team leaderboard.
 Branch managers pick whose desk to read, reassign loans and set targets; there is one
 branch, so "the branch" is every loan. Each form posts to one service in
 app/services/collections.py, which checks the permission again and writes the audit row.
+
+A loan officer's desk is their own book: a loan followed up by another officer, or by
+nobody, is refused (403, audited) on its page and for calls and promises alike; a branch
+manager works every loan, and their desk lists the late loans nobody follows up first, to
+assign them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from decimal import Decimal
 from flask import flash, redirect, request, url_for
 from flask_admin import Admin, BaseView, expose
 from flask_login import current_user
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from admin.applications import when
@@ -47,6 +53,8 @@ TIMELINE_PAGE = 30
 LEADERS_PAGE = 50
 BULK_MAX = PER_PAGE  # a bulk action takes at most a page of loans
 UNASSIGNED = "none"
+UNASSIGNED_SHOWN = 10  # late loans with no officer, at the top of a branch manager's desk
+OTHERS_BOOK = "work loans outside their own book (a branch manager can)"
 
 
 def _expired() -> None:
@@ -67,6 +75,15 @@ class _FormError(SaccoError):
 def _int(text: str | None) -> int | None:
     text = (text or "").strip()
     return int(text) if text.isdigit() else None
+
+
+def _not_own_book(*loan_ids: int) -> bool:
+    """Whether any of these loans is outside the signed-in staff member's book: another
+    officer's or nobody's, for a staff member who cannot work every loan."""
+    if permitted(current_user, "portfolio.assign"):
+        return False
+    officers = db.session.scalars(select(Loan.officer_id).where(Loan.id.in_(loan_ids))).all()
+    return any(officer != current_user.id for officer in officers)
 
 
 def _loan_no(loan_id: int) -> str:
@@ -110,6 +127,11 @@ class DeskView(SecureMixin, BaseView):
         today = business_today()
         page = max(request.args.get("page", 1, type=int) or 1, 1)
         rows, total = officer_desk(officer_id=officer_id, as_of=today, page=page, per_page=PER_PAGE)
+        unassigned, unassigned_total = (
+            officer_desk(officer_id=None, as_of=today, page=1, per_page=UNASSIGNED_SHOWN)
+            if officer_id is not None and permitted(current_user, "portfolio.assign")
+            else ([], 0)
+        )
         return self.render(
             "admin_sacco/desk.html",
             rows=rows,
@@ -129,14 +151,19 @@ class DeskView(SecureMixin, BaseView):
             max_days=MAX_DAYS_AHEAD,
             bulk_max=BULK_MAX,
             when=when,
+            unassigned=unassigned,
+            unassigned_total=unassigned_total,
+            unassigned_arg=UNASSIGNED,
         )
 
     @expose("/loan/<int:loan_id>")
-    def loan(self, loan_id: int) -> str | Response:
+    def loan(self, loan_id: int) -> str | Response | tuple[str, int]:
         loan = db.session.get(Loan, loan_id)
         if loan is None:
             flash(f"No loan {loan_id}.", "error")
             return redirect(url_for(".index"))
+        if _not_own_book(loan.id):
+            return forbidden("portfolio.assign", self, OTHERS_BOOK)
         today = business_today()
         page = max(request.args.get("page", 1, type=int) or 1, 1)
         events, more = loan_timeline(loan_id=loan.id, page=page, per_page=TIMELINE_PAGE)
@@ -165,6 +192,8 @@ class DeskView(SecureMixin, BaseView):
         refused = require("collection.record", self)
         if refused is not None:
             return refused
+        if _not_own_book(loan_id):
+            return forbidden("portfolio.assign", self, OTHERS_BOOK)
         form = request.form
         outcome = form.get("outcome", "")
         try:
@@ -266,6 +295,8 @@ class DeskView(SecureMixin, BaseView):
         if len(ids) > BULK_MAX:
             flash(f"At most {BULK_MAX} loans at a time.", "error")
             return self._back()
+        if _not_own_book(*ids):
+            return forbidden("portfolio.assign", self, OTHERS_BOOK)
         try:
             day = _day(request.form.get("promise_date"), "the promise date")
         except SaccoError as exc:

@@ -242,6 +242,79 @@ def test_an_officer_cannot_read_another_desk_nor_assign_nor_set_targets(
     assert [d["needs"] for d in denied] == ["portfolio.assign"] * 4
 
 
+def test_an_officers_desk_is_their_own_book(app: Flask, product: LoanProduct) -> None:
+    """Issue 17, item 14: another officer's loan, or nobody's, is refused on its page, for a
+    call and in bulk promises (403, audited), and nothing is recorded; a branch manager
+    works every loan."""
+    officer = staff("loan_officer")
+    mine = late_loan(product, staff_id(officer)).id
+    theirs = late_loan(product, make_staff("loan_officer").id).id
+    nobodys = late_loan(product, staff_id(officer))
+    nobodys.officer_id = None
+    nobodys_id = nobodys.id
+    db.session.commit()
+    client = signed_in(app, officer)
+    due = (business_today() + timedelta(days=3)).isoformat()
+
+    for loan_id in (theirs, nobodys_id):
+        page = browse(client, f"/admin/desk/loan/{loan_id}")
+        assert page.status_code == 403
+        assert "work loans outside their own book" in text(page)
+        call = {"kind": "call", "outcome": "promised", "amount": "100", "promise_date": due}
+        assert post(client, f"/admin/desk/contact/{loan_id}", call).status_code == 403
+    bulk = post(client, "/admin/desk/promises", {"loan_id": [mine, theirs], "promise_date": due})
+    assert bulk.status_code == 403
+
+    assert count(ContactLog) == 0 and count(PromiseToPay) == 0
+    denied = db.session.scalars(
+        select(AuditLog).where(AuditLog.action == "access.denied").order_by(AuditLog.id)
+    ).all()
+    assert [(d.object_id, d.after["needs"]) for d in denied] == [
+        (f"/admin/desk/loan/{theirs}", "portfolio.assign"),
+        (f"/admin/desk/contact/{theirs}", "portfolio.assign"),
+        (f"/admin/desk/loan/{nobodys_id}", "portfolio.assign"),
+        (f"/admin/desk/contact/{nobodys_id}", "portfolio.assign"),
+        ("/admin/desk/promises", "portfolio.assign"),
+    ]
+    assert browse(client, f"/admin/desk/loan/{mine}").status_code == 200
+    manager = signed_in(app, staff("branch_manager"))
+    assert browse(manager, f"/admin/desk/loan/{theirs}").status_code == 200
+    call = {"kind": "call", "outcome": "no_answer"}
+    assert post(manager, f"/admin/desk/contact/{theirs}", call).status_code == 302
+    assert count(ContactLog) == 1
+
+
+def test_a_branch_managers_desk_lists_late_loans_nobody_follows_up(
+    app: Flask, product: LoanProduct
+) -> None:
+    """Issue 17, item 9 (the console's part): unassigned late loans head the branch
+    manager's desk, each with a form that assigns it."""
+    manager = staff("branch_manager")
+    officer = staff("loan_officer")
+    stray = late_loan(product, staff_id(officer))
+    stray.officer_id = None
+    stray_id = stray.id
+    followed = late_loan(product, staff_id(officer)).id
+    db.session.commit()
+    client = signed_in(app, manager)
+
+    page = text(browse(client, "/admin/desk/"))
+
+    box = re.search(
+        r'<div class="card border-warning mb-3" id="unassigned-late">.*?</table>', page, re.S
+    )
+    assert box is not None
+    assert "1 late loan nobody follows up" in box.group(0)
+    assert f'id="unassigned-{stray_id}"' in box.group(0)
+    assert f'id="unassigned-{followed}"' not in box.group(0)
+    reply = post(client, f"/admin/desk/assign/{stray_id}", {"officer_id": staff_id(officer)})
+    assert reply.status_code == 302
+    assert db.session.get(Loan, stray_id).officer_id == staff_id(officer)
+    assert 'id="unassigned-late"' not in text(browse(client, "/admin/desk/"))
+    officer_page = text(browse(signed_in(app, officer), "/admin/desk/"))
+    assert 'id="unassigned-late"' not in officer_page
+
+
 def test_a_post_without_the_csrf_token_changes_nothing(app: Flask, product: LoanProduct) -> None:
     officer = staff("loan_officer")
     loan_id = late_loan(product, staff_id(officer)).id
