@@ -116,7 +116,8 @@ def alert_lines(view: AdminIndexView, alerts: list[Alert], today: date) -> list[
             text = f"{a.count} write-off or reversal actions by {who} on {day:%a %d %b}"
             url = audit_url(view, actor=a.who, on=day)
         else:
-            text = f"{a.count} actions by {who} outside working hours ({span})"
+            actions = "action" if a.count == 1 else "actions"
+            text = f"{a.count} {actions} by {who} outside working hours ({span})"
             url = audit_url(view, actor=a.who, since=since)
         lines.append({"rule": a.rule, "text": text, "url": url})
     return lines

@@ -179,7 +179,7 @@ def test_the_dashboard_shows_the_figures_worked_out_by_hand(
     assert text_of(page, "fig-disbursed-today") == (
         "Disbursed today KES 25,000.00 2 loans"
         if same_day
-        else "Disbursed today KES 20,000.00 1 loans"
+        else "Disbursed today KES 20,000.00 1 loan"
     )
     assert text_of(page, "fig-disbursed-month") == "Disbursed this month KES 25,000.00 2 loans"
     assert text_of(page, "fig-collected-today") == (
@@ -298,3 +298,32 @@ def test_the_page_reads_aggregates_not_rows(app: Flask, book: dict[str, object])
     finally:
         event.remove(db.engine, "before_cursor_execute", seen)
     assert bigger == small
+
+
+def test_the_suspicious_activity_box_leaves_out_sign_ins_and_keeps_night_work(
+    app: Flask,
+) -> None:
+    """Issue 17: the box listed the viewer's own sign-ins at night. Signing in and out is
+    no alert at any hour; what a staff member did at night still is, and so are failed
+    sign-ins."""
+    from app.models import AuditLog
+
+    tz = current_app.config["SETTINGS"].tz
+    night = datetime.combine(business_today() - timedelta(days=1), datetime.min.time(), tz)
+    night = (night + timedelta(hours=2)).astimezone(UTC)  # 02:00 yesterday, Kenyan time
+    for actor, action in (
+        ("staff:compliance@sacco.test", "staff.login"),
+        ("staff:compliance@sacco.test", "staff.logout"),
+        ("staff:owl@sacco.test", "staff.login"),
+        ("staff:owl@sacco.test", "loan.approve"),
+    ):
+        db.session.add(
+            AuditLog(at=night, actor=actor, action=action, object_type="x", object_id="1")
+        )
+    db.session.commit()
+
+    page = browse(signed_in(app, "compliance"), "/admin/").get_data(as_text=True)
+
+    box = page.split('id="suspicious-activity"')[1].split("</div>")[0]
+    assert "1 action by owl@sacco.test outside working hours" in box
+    assert "compliance@sacco.test" not in box
