@@ -123,6 +123,9 @@ class LoanBookView(SecureMixin, BaseView):
         back = redirect(url_for(".index"))
         # Refuse a big body before it is read (the form around the file is small).
         request.max_content_length = MAX_UPLOAD + 64 * 1024
+        # End the sign-in check's transaction before the body is read: a slow client's
+        # 5 MB would otherwise hold SQLite's one write lock for as long as it takes.
+        db.session.commit()
         try:
             valid = TokenForm(request.form).validate()
             upload = request.files.get("file")

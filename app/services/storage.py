@@ -56,7 +56,7 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Written under a temporary name and renamed: a reader never sees half a file, and
         # O_EXCL refuses to overwrite (a key is used once).
         partial = self.root / f".{key}.partial"
