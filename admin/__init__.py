@@ -15,6 +15,7 @@ from admin.auth import SaccoIndexView, init_login
 from admin.views import register_views
 from app.extensions import db
 from app.money import money_text
+from app.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def init_admin(app: Flask) -> Admin:
     app.register_error_handler(SQLAlchemyError, _database_error)
     # One way to show an amount on every page: thousands separators, cents kept.
     app.add_template_filter(money_text, "money")
+    app.add_template_filter(plural, "plural")  # {{ n|plural("loan") }}: 1 loan, 2 loans
     console = Admin(
         app,
         name="SACCO console",

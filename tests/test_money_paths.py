@@ -310,3 +310,11 @@ def test_one_installment_is_not_1_installments(client: FlaskClient) -> None:
     phone.press("1")
     summary = phone.press("1000")
     assert "1 installment of" in summary and "1 installments" not in summary
+
+
+def test_the_console_says_1_loan_not_1_loans(app: Flask) -> None:
+    make_loan(product=make_product("V1"), on=business_today())  # paid out today
+    client = app.test_client()
+    login(client, staff("branch_manager"))
+    page = html.unescape(browse(client, "/admin/").get_data(as_text=True))
+    assert "1 loan" in page and "1 loans" not in page

@@ -32,6 +32,7 @@ from app.models.types import Money
 from app.money import ZERO
 from app.selectors.loans import LIVE_STATUSES
 from app.selectors.promises import Fulfilment, month_bounds, officer_promise_keeping
+from app.words import plural
 
 # A loan this many days late or fewer is "newly late": a call now is worth most.
 NEWLY_LATE_DAYS = 7
@@ -111,7 +112,7 @@ class DeskRow:
             return f"promise of KES {p.amount:,.2f} for {p.promised_date:%d/%m} broken"
         if self.priority == NEWLY_LATE:
             return f"newly late: {self.days_past_due} day{'s' if self.days_past_due != 1 else ''}"
-        return f"KES {self.arrears:,.2f} in arrears, {self.days_past_due} days late"
+        return f"KES {self.arrears:,.2f} in arrears, {plural(self.days_past_due, 'day')} late"
 
 
 def _officer_clause(officer_id: int | None) -> Any:
