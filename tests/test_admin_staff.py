@@ -152,6 +152,9 @@ def test_an_admin_adds_a_staff_user_who_can_then_sign_in(app: Flask) -> None:
         ),
         ("new@sacco.test", "short", "password must be at least 10 characters"),
         ("not-an-email", "long-enough-pw", "not an email address"),
+        # issue 17, item 15: long enough, but guessable
+        ("new@sacco.test", "aaaaaaaaaa", "password is too easy to guess: repeats like"),
+        ("new@sacco.test", "Password2026", "similar to a commonly used password"),
     ],
 )
 def test_a_staff_user_that_cannot_be_added_is_refused_in_words(
@@ -262,6 +265,9 @@ def test_an_admin_resets_a_password_and_the_audit_row_does_not_hold_it(app: Flas
     old_hash = user(email).password_hash
     assert "at least 10 characters" in manage(
         client, email, "reset_password", password="short"
+    ).get_data(as_text=True)
+    assert "too easy to guess: this is a top-100 common password" in manage(
+        client, email, "reset_password", password="1234567890"
     ).get_data(as_text=True)
     assert user(email).password_hash == old_hash
     reply = manage(client, email, "reset_password", password="brand-new-pass-7")
