@@ -46,18 +46,20 @@ class _Line:
         return line
 
 
-def csv_lines(rows: Iterable[Iterable[object]]) -> Iterator[str]:
+def csv_lines(rows: Iterable[Iterable[object]], *, newline: str = "\r\n") -> Iterator[str]:
     """Each row as one CSV line, every cell through csv_cell: for streaming a long export."""
-    writer = csv.writer(_Line())
+    writer = csv.writer(_Line(), lineterminator=newline)
     for row in rows:
         yield writer.writerow([csv_cell(v) for v in row])
 
 
-def csv_bytes(rows: Iterable[Iterable[object]], *, bom: bool = False) -> bytes:
+def csv_bytes(
+    rows: Iterable[Iterable[object]], *, bom: bool = False, newline: str = "\r\n"
+) -> bytes:
     """The whole file, UTF-8 (after a BOM when asked, for Excel)."""
     out = io.StringIO()
     if bom:
         out.write(BOM)
-    for line in csv_lines(rows):
+    for line in csv_lines(rows, newline=newline):
         out.write(line)
     return out.getvalue().encode("utf-8")
