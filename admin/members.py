@@ -24,11 +24,11 @@ from wtforms import Form, HiddenField, SelectChoice, SelectField, StringField
 from wtforms.validators import InputRequired, Length, Optional
 
 from admin.auth import SecureModelView, _kenyan_time, actor, require
+from admin.search import apply_words, member_match
 from app.clock import business_today
 from app.errors import SaccoError
 from app.extensions import db
 from app.models import AuditLog, Loan, Member, Payment, PromiseToPay, SmsMessage, UssdEvent
-from app.phone import PhoneError, normalise_phone
 from app.selectors.members import (
     member_audit,
     member_balances,
@@ -42,15 +42,18 @@ from app.selectors.members import (
 from app.selectors.promises import member_promise_keeping
 from app.selectors.statements import MAX_STATEMENT_DAYS, StatementRangeError
 from app.services.members import (
+    ActivationCode,
     MemberError,
     member_add,
+    member_issue_activation_code,
     member_request_payment,
-    member_reset_pin_lock,
+    member_reset_pin,
     member_send_statement,
     member_update,
 )
 from app.services.permissions import permitted
 from app.services.statements import statement_export
+from app.sms_templates import sms_body_for_staff
 
 LANGUAGES = [SelectChoice("en", "English"), SelectChoice("sw", "Kiswahili")]
 
@@ -86,7 +89,18 @@ ACTIONS = {
     "request_payment": "payment.request",
     "send_statement": "member.message",
     "reset_pin": "member.edit",
+    "activation_code": "member.edit",
 }
+
+
+def _code_words(member: Member, code: ActivationCode) -> str:
+    """The one time staff see an activation code: to hand to the member in person (not by
+    SMS: a code texted to the phone would prove only what the caller id already claims)."""
+    until = _kenyan_time(None, code.expires_at, "")[:10]
+    return (
+        f"Activation code for {member.member_no}: {code.code} (until {until}). Give it to "
+        "the member for their first dial; it is not shown again."
+    )
 
 
 class MemberView(SecureModelView):
@@ -112,26 +126,14 @@ class MemberView(SecureModelView):
     editable = ("create", "edit")
 
     def search_placeholder(self) -> str:
-        return "Name, member no., ID or phone (07..., +254...)"
+        return "Name, member no. (m3), ID or phone (0733..., +254...)"
 
-    def get_list(
-        self,
-        page: int | None,
-        sort_field: str | None,
-        sort_desc: bool,
-        search: str | None,
-        filters: Any,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
-        """A phone typed as a person types it (07…, +254 7…, 7…) is searched in the form
-        we store (2547…)."""
-        if search:
-            try:
-                search = normalise_phone(search)
-            except PhoneError:
-                pass
-        return super().get_list(page, sort_field, sort_desc, search, filters, *args, **kwargs)
+    def _apply_search(
+        self, query: Any, count_query: Any, joins: Any, count_joins: Any, search: str
+    ) -> tuple[Any, Any, Any, Any]:
+        """A phone or member number as a person types it (admin/search.py)."""
+        query, count_query = apply_words(query, count_query, search, member_match)
+        return query, count_query, joins, count_joins
 
     # -- register and edit: through the services ----------------------------------------
 
@@ -149,12 +151,19 @@ class MemberView(SecureModelView):
                 national_id=form.national_id.data,
                 language=form.language.data or "en",
                 actor=actor(),
+                commit=False,
+            )
+            # Committed with the member: a member is never registered without a code.
+            code = member_issue_activation_code(
+                member_id=member.id, staff=current_user._get_current_object()
             )
         except SaccoError as exc:
             db.session.rollback()
             flash(f"Not registered: {exc}", "error")
             return False
-        flash(f"Registered {member.member_no} {member.name}.", "success")
+        flash(
+            f"Registered {member.member_no} {member.name}. {_code_words(member, code)}", "success"
+        )
         return member
 
     def update_model(self, form: Form, model: Member) -> bool:
@@ -219,6 +228,8 @@ class MemberView(SecureModelView):
             "open_loans": member_open_loans(member_id=member.id),
             "payments": member_payments(member_id=member.id),
             "sms": member_sms(member_id=member.id),
+            # Every outbox body on the page as staff may read it (codes starred out).
+            "sms_body": lambda message: sms_body_for_staff(message.template, message.body),
             "ussd": member_ussd_sessions(phone=member.phone),
             "promises": member_promises(member_id=member.id),
             "promise_keeping": member_promise_keeping(member_id=member.id),
@@ -283,8 +294,16 @@ class MemberView(SecureModelView):
                 )
                 message = f"The mini statement is queued by SMS to {sms.phone}."
             elif action == "reset_pin":
-                member_reset_pin_lock(member_id=member_id, staff=staff)
-                message = "The PIN lock is cleared; the member can dial again."
+                member_reset_pin(member_id=member_id, staff=staff)
+                message = (
+                    "The PIN is reset: on the next dial the member sets a new one after their "
+                    "ID number or an activation code."
+                )
+            elif action == "activation_code":
+                code = member_issue_activation_code(member_id=member_id, staff=staff)
+                member = db.session.get(Member, member_id)
+                assert member is not None  # the code was just issued to it
+                message = _code_words(member, code)
             else:
                 raise MemberError(f"unknown action {action!r}")
         except SaccoError as exc:

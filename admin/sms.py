@@ -3,17 +3,23 @@ sent us, and the numbers that opted out of reminders (STOP, or the provider's op
 
 Rows with a member show the member's number and name, looked up once per page
 (app/selectors/sms.py), not once per row.
+
+A message carrying a one-time code (app.sms_templates.CODE_TEMPLATES: phone change, PIN
+reset) is read masked by every role, wherever a body shows: list, details, any export,
+the member page and the loan timeline. Searching the outbox never looks inside such a
+body, and the list does not sort by body: either would let a reader find a code digit by
+digit without ever seeing it.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import flash, g, redirect, request, url_for
 from flask_admin import Admin, expose
 from flask_login import current_user
 from markupsafe import Markup
+from sqlalchemy import case, literal
 from werkzeug.wrappers import Response
 
 from admin.auth import SecureModelView, TokenForm, require
@@ -28,17 +34,15 @@ from app.selectors.sms import (
     sms_resent_as,
 )
 from app.services.sms import NOT_RESENT, sms_resend
+from app.sms_templates import CODE_TEMPLATES, sms_body_for_staff
 
 # Messages whose body holds a secret staff must not read: the member's one-time code.
-SECRET_TEMPLATES = frozenset({"phone_change_otp"})
-_CODE = re.compile(r"\d{4,}")
+SECRET_TEMPLATES = CODE_TEMPLATES
 
 
 def readable_body(message: SmsMessage) -> str:
     """The body as staff may read it: a one-time code is masked."""
-    if message.template in SECRET_TEMPLATES:
-        return _CODE.sub(lambda m: "*" * len(m.group()), message.body)
-    return message.body
+    return sms_body_for_staff(message.template, message.body)
 
 
 def _short(text: str, width: int = 60) -> str:
@@ -98,8 +102,11 @@ class SmsView(_PageOfMembers, SecureModelView):
         *day_filters(SmsMessage.created_at, "Queued"),
     )
     column_searchable_list = ("phone", "template", "body")
+    column_sortable_list = ("created_at", "phone", "template", "status", "attempts", "sent_at")
     column_default_sort = ("id", True)
     column_formatters = {"body": lambda v, c, m, n: _short(readable_body(m))}
+    # If exports are turned on here, the body goes out masked and whole.
+    column_formatters_export = {"body": lambda v, c, m, n: readable_body(m)}
     column_details_list = (
         "id",
         "member",
@@ -125,6 +132,20 @@ class SmsView(_PageOfMembers, SecureModelView):
         "member": _member_by_id,
     }
     details_template = "admin_sacco/sms_details.html"
+
+    def init_search(self) -> bool:
+        """Search the body only of messages that carry no code (see the module's note)."""
+        searchable = super().init_search()
+        self._search_fields = [
+            (
+                case((SmsMessage.template.in_(sorted(CODE_TEMPLATES)), literal("")), else_=field)
+                if field is SmsMessage.body.property.columns[0]
+                else field,
+                path,
+            )
+            for field, path in self._search_fields or []
+        ]
+        return searchable
 
     def render(self, template: str, **kwargs: Any) -> str:
         model = kwargs.get("model")

@@ -13,6 +13,7 @@ callers pass values, not strings.
 from __future__ import annotations
 
 import math
+import re
 import string
 from datetime import date, datetime
 from decimal import Decimal
@@ -112,10 +113,21 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "Kumb. {receipt}. Awamu ya kwanza {first_installment} tarehe {first_due_date}.",
     },
     "pin_locked": {
-        "en": "Your PIN is locked after too many wrong tries. Try again in {minutes} minutes "
-        "or call the SACCO office. If this was not you, call us now.",
-        "sw": "PIN yako imefungwa baada ya majaribio mengi yasiyo sahihi. Jaribu tena baada "
-        "ya dakika {minutes} au piga simu ofisini. Kama si wewe, tupigie sasa.",
+        "en": "SACCO USSD is locked after too many wrong tries (PIN, ID number or code). Try "
+        "again in {minutes} minutes or call the SACCO office. If this was not you, call us now.",
+        "sw": "USSD ya SACCO imefungwa baada ya majaribio mengi yasiyo sahihi (PIN, nambari ya "
+        "kitambulisho au nambari ya siri). Jaribu tena baada ya dakika {minutes} au piga simu "
+        "ofisini. Kama si wewe, tupigie sasa.",
+    },
+    "pin_reset_code": {
+        "en": "Your code to reset your SACCO PIN is {otp}. Enter it on the USSD screen within "
+        "{minutes} minutes. Do not share it: SACCO staff never ask for it.",
+        "sw": "Nambari yako ya siri ya kubadilisha PIN ya SACCO ni {otp}. Iweke kwenye skrini "
+        "ya USSD ndani ya dakika {minutes}. Usimpe mtu: wafanyakazi wa SACCO hawaiulizi.",
+    },
+    "pin_changed": {
+        "en": "Your SACCO PIN was changed. If you did not do this, call the SACCO office now.",
+        "sw": "PIN yako ya SACCO imebadilishwa. Kama si wewe, piga simu ofisini sasa.",
     },
     "phone_change_otp": {
         "en": "Your code to change your SACCO phone number is {otp}. It expires in {minutes} "
@@ -211,6 +223,11 @@ TEMPLATES: dict[str, dict[str, str]] = {
     },
 }
 
+# Messages whose body carries a one-time code: staff read them masked, everywhere the
+# console shows an outbox body (sms_body_for_staff), and they are never sent again.
+CODE_TEMPLATES = frozenset({"phone_change_otp", "pin_reset_code"})
+_CODE = re.compile(r"\d{4,}")
+
 REMINDER_TEMPLATES = tuple(
     name for name in TEMPLATES if name.startswith(("reminder_", "promise_due", "promise_broken"))
 )
@@ -249,3 +266,12 @@ def render_sms(template: str, language: str, **params: object) -> str:
     if missing:
         raise SmsTemplateError(f"template {template!r} needs {', '.join(sorted(missing))}")
     return text.format(**{key: _shown(value) for key, value in params.items()})
+
+
+def sms_body_for_staff(template: str, body: str) -> str:
+    """The body as any staff member may read it: in a code-carrying message every run of
+    4 or more digits (the code) is starred out; the member's phone is the code's only
+    reader."""
+    if template in CODE_TEMPLATES:
+        return _CODE.sub(lambda m: "*" * len(m.group()), body)
+    return body

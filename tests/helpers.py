@@ -274,6 +274,16 @@ class Phone:
         self.inputs.append(entry)
         return self.send("*".join(self.inputs))
 
+    def set_up_pin(self, answer: str, pin: str = "4826") -> str:
+        """A member's first dial (no PIN yet): `answer` (the ID number or an activation
+        code) to the second-factor screen, then the PIN twice. Returns the main menu."""
+        assert "PIN" in self.dial()
+        assert "PIN" in self.press(answer)  # choose a PIN
+        assert "PIN" in self.press(pin)  # the same again
+        main = self.press(pin)
+        assert main.startswith("CON 1. "), main
+        return main
+
 
 # -- the staff console --------------------------------------------------------------------
 
@@ -334,9 +344,71 @@ PRODUCTION = {
     "CALLBACK_TOKEN": "cb7f3e9a21d4",
     "CALLBACK_BASE_URL": "https://channels.example-sacco.co.ke",
     "AT_API_KEY": "at-key",
+    "AT_ALLOWED_IPS": "203.0.113.0/24",  # a documentation range standing for the provider's
     "MPESA_CONSUMER_KEY": "ck",
     "MPESA_CONSUMER_SECRET": "cs",
     "MPESA_PASSKEY": "pk",
     "MPESA_INITIATOR_NAME": "apiop",
     "MPESA_SECURITY_CREDENTIAL": "cred",
 }
+
+
+# -- the console in a real browser (tests/test_browser*.py) ---------------------------------
+# Debian's `chromium` driven by Playwright, which never downloads a browser of its own.
+# Without chromium a browser test is skipped, unless SACCO_BROWSER_TEST=required (.ci/run
+# installs chromium and sets it), where a missing browser is a failure.
+
+
+def chromium_path() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_page(*, width: int, height: int, timeout_ms: int = 15_000) -> Any:
+    """A context manager giving a Playwright page of `width` x `height` CSS pixels."""
+    import contextlib
+    import os
+
+    import pytest
+
+    @contextlib.contextmanager
+    def opened() -> Any:
+        executable = chromium_path()
+        if executable is None:
+            if os.environ.get("SACCO_BROWSER_TEST") == "required":
+                pytest.fail("SACCO_BROWSER_TEST=required but chromium is not installed")
+            pytest.skip("no chromium here (apt-get install chromium) for the browser test")
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=executable,
+                # Root in a container has no user namespace for Chromium's sandbox.
+                args=["--no-sandbox", "--disable-dev-shm-usage"],
+            )
+            try:
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.set_default_timeout(timeout_ms)
+                yield page
+            finally:
+                browser.close()
+
+    return opened()
+
+
+def screenshot(page: Any, name: str) -> None:
+    """A full-page PNG in screenshots/ (or $SACCO_SCREENSHOTS) for a person to look at."""
+    import os
+    from pathlib import Path
+
+    shots = Path(os.environ.get("SACCO_SCREENSHOTS", "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+
+def browser_sign_in(page: Any, live_url: str, email: str) -> None:
+    page.goto(f"{live_url}/admin/login")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")

@@ -18,8 +18,8 @@ from app.extensions import db
 from app.models import AuditLog, LoanProduct, Member, MpesaRequest, SmsMessage, UssdEvent
 from app.services.members import member_check_pin, member_set_pin
 from tests.factories import make_member
+from tests.helpers import Phone, c2b_body, login, staff
 from tests.helpers import browse as _browse
-from tests.helpers import c2b_body, login, staff
 from tests.loan_factories import make_borrower, make_loan, make_product
 
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
@@ -231,8 +231,10 @@ def test_send_statement_queues_the_mini_statement_once_per_click(app: Flask) -> 
     assert [r.object_id for r in audit("member.statement_sms")] == [member.member_no] * 2
 
 
-def test_reset_pin_lock_lets_the_member_dial_again_and_is_audited(app: Flask) -> None:
-    member = make_member()
+def test_reset_pin_clears_pin_and_lock_the_member_sets_a_new_one_with_their_id(
+    app: Flask,
+) -> None:
+    member = make_member(phone="0711223344", national_id="23456789")
     member_set_pin(member_id=member.id, pin="4826")
     now = datetime.now(UTC)
     for _ in range(3):
@@ -247,14 +249,20 @@ def test_reset_pin_lock_lets_the_member_dial_again_and_is_audited(app: Flask) ->
     assert "USSD is locked after wrong PINs" in html and 'id="reset-pin"' in html
 
     page = act(client, member.id, "reset_pin").get_data(as_text=True)
-    assert "The PIN lock is cleared" in page
+    assert "The PIN is reset" in page
     db.session.expire_all()
-    unlocked = db.session.get(Member, member.id)
-    assert unlocked.locked_until is None and unlocked.failed_pin_count == 0
-    assert member_check_pin(member_id=member.id, pin="4826", now=now) is True
-    rows = audit("member.pin_unlock")
+    reset = db.session.get(Member, member.id)
+    assert reset.locked_until is None and reset.failed_pin_count == 0
+    assert reset.pin_hash is None  # not the old PIN: a new one, after the ID number
+    rows = audit("member.pin_reset")
     assert len(rows) == 1 and rows[0].actor == "staff:loan.officer@sacco.test"
-    assert rows[0].before["locked_until"] is not None
+    assert rows[0].before["locked_until"] is not None and rows[0].before["pin_set"] is True
+    phone = Phone(app.test_client())
+    assert "ID number" in phone.dial()
+    assert "Create a 4-digit PIN" in phone.press("23456789")
+    phone.press("3917")
+    assert phone.press("3917").startswith("CON 1. Check Balance")
+    assert member_check_pin(member_id=member.id, pin="3917", now=now) is True
 
 
 @pytest.mark.parametrize(
@@ -264,6 +272,7 @@ def test_reset_pin_lock_lets_the_member_dial_again_and_is_audited(app: Flask) ->
         ("auditor", "send_statement", 'id="send-statement"'),
         ("admin", "send_statement", 'id="send-statement"'),
         ("compliance", "reset_pin", 'id="reset-pin"'),
+        ("auditor", "activation_code", 'id="activation-code"'),
     ],
 )
 def test_a_role_without_the_permission_sees_no_button_and_gets_403(
@@ -308,7 +317,7 @@ def test_a_post_without_the_csrf_token_changes_nothing(app: Flask) -> None:
     ).all()
     db.session.expire_all()
     assert db.session.get(Member, member.id).failed_pin_count == 2
-    assert not audit("member.pin_unlock") and not audit("payment.request")
+    assert not audit("member.pin_reset") and not audit("payment.request")
 
 
 # -- register and edit --------------------------------------------------------------------
@@ -408,3 +417,41 @@ def test_roles_that_may_not_edit_members_get_403_on_the_forms(app: Flask, role: 
     db.session.expire_all()
     assert db.session.get(Member, member.id).name == "Juma Hamisi"
     assert "/admin/member/edit/" not in member_page(client, member.id)
+
+
+def found(client: FlaskClient, typed: str) -> str:
+    response = browse(client, "/admin/member/", query_string={"search": typed})
+    assert response.status_code == 200, response.status_code
+    return response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("typed", ["0733", "0733 44", "+25473", "25473344", "733445566"])
+def test_a_member_is_found_by_the_start_of_their_phone(app: Flask, typed: str) -> None:
+    """Staff type the start of a number as the member reads it out; we store 2547…. A
+    number with 0733 in its middle (0710 733 999) is someone else."""
+    make_member(phone="0733445566", name="Akinyi Atieno")
+    make_member(phone="0722334455", name="Otieno Ochieng")
+    make_member(phone="0710733999", name="Chebet Kiprono")
+    html = found(signed_in(app, "auditor"), typed)
+    assert "Akinyi Atieno" in html, typed
+    assert "Otieno Ochieng" not in html and "Chebet Kiprono" not in html, typed
+
+
+def test_a_member_is_found_by_their_number_without_its_zeros(app: Flask) -> None:
+    wanted = make_member(name="Wanjiru Njeri")
+    others = [make_member(name=f"Other Member {n}") for n in range(10)]
+    n = int(wanted.member_no[1:])
+    # M000003 must not bring M000013 or M000030 with it.
+    lookalikes = [m.name for m in others if str(n) in m.member_no.lstrip("M0")]
+    client = signed_in(app, "loan_officer")
+    for typed in (f"m{n}", f"M{n}", f"m0{n}", wanted.member_no, wanted.member_no.lower()):
+        html = found(client, typed)
+        assert "Wanjiru Njeri" in html, typed
+        assert not any(name in html for name in lookalikes), typed
+    assert "Wanjiru Njeri" not in found(client, f"m{n + 100}")
+
+
+def test_a_search_with_like_wildcards_finds_only_what_was_typed(app: Flask) -> None:
+    make_member(name="Baraka Mwangi")
+    html = found(signed_in(app, "auditor"), "%")
+    assert "Baraka Mwangi" not in html

@@ -133,7 +133,7 @@ def test_dialling_from_the_page_reaches_a_members_pin_screen_then_the_menu(app: 
     client = signed_in(app)
 
     first = act(client, "ussd", phone="0711223344", text="")
-    assert first["screen"] == "SACCO: enter your PIN:" and first["end"] is False
+    assert first["screen"] == "SACCO: enter your PIN:\n9. Forgot PIN" and first["end"] is False
     assert first["session"].startswith("ATUid_")
 
     menu = act(client, "ussd", phone="0711223344", text="4826", session=first["session"])

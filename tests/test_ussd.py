@@ -51,7 +51,8 @@ def test_first_dial_creates_a_pin_entered_twice_and_refuses_weak_ones(
     client: FlaskClient, member: Member
 ) -> None:
     phone = Phone(client)
-    assert "Create a 4-digit PIN" in phone.dial() and "Wanjiku" in phone.dial()
+    assert "ID number" in phone.dial() and "Wanjiku" in phone.dial()  # the second factor
+    assert "Create a 4-digit PIN" in phone.press(member.national_id)
     assert "too easy" in phone.press("1234")
     assert "too easy" in phone.press("7777")
     assert "4 digits" in phone.press("12a4")
@@ -70,7 +71,7 @@ def test_balance_is_two_hops_after_the_pin(client: FlaskClient, member: Member) 
     with_pin(member)
     loan = make_loan(product=make_product("V1"), amount=5000, on=date(2026, 11, 1), member=member)
     phone = Phone(client)
-    assert phone.dial() == "CON SACCO: enter your PIN:"
+    assert phone.dial() == "CON SACCO: enter your PIN:\n9. Forgot PIN"
     phone.press("4826")  # hop 1: the PIN
     screen = phone.press("1")  # hop 2: the balance
     assert "Savings KES 2,500.00" in screen

@@ -1,6 +1,6 @@
 """Menu 5, Update Phone Number, through `POST /ussd` with the gateway's real form fields,
-against real Redis and the database: the number twice and the PIN from the old phone, a
-code by SMS to the new one, the code typed from the new phone."""
+against real Redis and the database: the number twice, the ID number and the PIN from the
+old phone, a code by SMS to the new one, the code typed from the new phone."""
 
 from __future__ import annotations
 
@@ -30,12 +30,13 @@ from ussd_menus.text import t
 OLD, OLD_MSISDN = "+254711223344", "254711223344"
 NEW, NEW_MSISDN = "+254722334455", "254722334455"
 PIN = "4826"
+ID_NUMBER = "23456789"
 PENDING_KEY = f"{PENDING_PREFIX}{NEW_MSISDN}"
 
 
 @pytest.fixture
 def member(app: Flask) -> Member:
-    m = make_member(phone="0711223344", name="Wanjiku Achieng")
+    m = make_member(phone="0711223344", name="Wanjiku Achieng", national_id=ID_NUMBER)
     member_set_pin(member_id=m.id, pin=PIN)
     return m
 
@@ -47,7 +48,8 @@ def at_pin_screen(client: FlaskClient, new: str = "0722334455") -> Phone:
     assert phone.press(PIN).startswith("CON 1. Check Balance")
     assert "new phone number" in phone.press("5")
     assert "again" in phone.press(new)
-    assert "Enter your PIN to confirm" in phone.press(new)
+    assert "enter your ID number" in phone.press(new)
+    assert "Enter your PIN to confirm" in phone.press(ID_NUMBER)
     return phone
 
 
@@ -104,7 +106,7 @@ def test_the_whole_change_old_phone_asks_new_phone_proves_it(
         (member.member_no, {"phone": OLD_MSISDN}, {"phone": NEW_MSISDN})
     ]
     # The new number now opens the PIN screen; the old one is nobody's.
-    assert Phone(client, NEW).dial() == "CON SACCO: enter your PIN:"
+    assert Phone(client, NEW).dial().startswith("CON SACCO: enter your PIN:")
     assert "not registered" in Phone(client, OLD).dial()
 
 
@@ -170,7 +172,8 @@ def test_two_different_entries_are_refused_and_0_goes_back_to_the_first(
     assert "Enter your new phone number" in phone.press("0")  # back to the first entry
     phone.press("0722334455")
     # One number written two ways is one number.
-    assert "Change your SACCO number to 0722334455?" in phone.press("254722334455")
+    assert "To change your SACCO number to 0722334455," in phone.press("254722334455")
+    assert "Change your SACCO number to 0722334455?" in phone.press(ID_NUMBER)
     assert "We sent a code" in phone.press(PIN)
     assert redis_client().exists(PENDING_KEY) == 1
 
@@ -290,7 +293,12 @@ def test_every_screen_fits_182_gsm7_characters_in_both_languages(
 ) -> None:
     """Every screen, error and ending of this menu driven over HTTP: the Phone helper checks
     each reply's length and alphabet, and the engine logs any screen it had to cut."""
-    member = make_member(phone="0711223344", name="Bartholomew-Nyambura Wanjiku", language=language)
+    member = make_member(
+        phone="0711223344",
+        name="Bartholomew-Nyambura Wanjiku",
+        language=language,
+        national_id=ID_NUMBER,
+    )
     member_set_pin(member_id=member.id, pin=PIN)
     make_member(phone="0733000111")
     replies: list[str] = []
@@ -299,7 +307,7 @@ def test_every_screen_fits_182_gsm7_characters_in_both_languages(
         old.dial()
         for entry in (PIN, "5", "", "07", "0711223344", "0733000111", "0722334455"):
             replies.append(old.press(entry))
-        for entry in ("", "0722334456", "0722334455", "", "1111", PIN):
+        for entry in ("", "0722334456", "0722334455", "", "XX1", ID_NUMBER, "", "1111", PIN):
             replies.append(old.press(entry))  # ends: the code is on its way
         otp = otp_sent_to(NEW_MSISDN)
         new = Phone(client, NEW)
@@ -344,6 +352,7 @@ def test_every_text_is_gsm7_in_both_languages_and_fits_with_its_longest_error() 
     screens = {  # body, whether it has the nav line, the errors that can show above it
         "phone_new": (True, ["phone_bad", "phone_same", "phone_taken", "error_empty"]),
         "phone_again": (True, ["phone_mismatch", "error_empty"]),
+        "phone_id": (True, ["factor_wrong", "error_empty"]),
         "phone_pin": (True, ["pin_wrong", "error_empty"]),
         "phone_otp": (False, ["otp_format", "otp_wrong", "error_empty"]),
     }
@@ -367,6 +376,7 @@ def at_pin_screen_from(client: FlaskClient, current: str, new: str) -> Phone:
     phone.press("5")
     phone.press(new)
     assert phone.press(new).startswith("CON ")
+    assert phone.press(ID_NUMBER).startswith("CON ")
     return phone
 
 
@@ -381,3 +391,47 @@ def otp_sent_to(msisdn: str) -> str:
     found = re.search(r"\b(\d{6})\b", body)
     assert found, body
     return found.group(1)
+
+
+def test_a_wrong_id_number_here_counts_toward_the_same_lockout(
+    client: FlaskClient, member: Member
+) -> None:
+    phone = Phone(client)
+    phone.dial()
+    phone.press(PIN)
+    for entry in ("5", "0722334455", "0722334455"):
+        phone.press(entry)
+    assert "2 tries left" in phone.press("11111111")
+    assert "1 tries left" in phone.press("23456780")
+    locked = phone.press("2345678")
+    assert locked.startswith("END ") and "locked until" in locked
+    templates = db.session.scalars(select(SmsMessage.template)).all()
+    assert templates == ["pin_locked"]  # no code went anywhere
+    assert redis_client().keys(f"{PENDING_PREFIX}*") == []
+
+
+def test_a_session_resumed_at_the_pin_screen_is_asked_the_id_number_again(
+    client: FlaskClient, member: Member
+) -> None:
+    """The ID number answered in a session that dropped does not carry over: the next
+    dial's "Continue" lands on the PIN screen, and the PIN there leads back to the ID."""
+    at_pin_screen(client)  # then the session drops
+    again = Phone(client)
+    again.dial()
+    assert "cut off" in again.press(PIN)
+    assert "Enter your PIN to confirm" in again.press("1")  # continue
+    assert "enter your ID number" in again.press(PIN)
+    assert redis_client().keys(f"{PENDING_PREFIX}*") == []
+    assert "Enter your PIN to confirm" in again.press(ID_NUMBER)
+    assert "We sent a code" in again.press(PIN)
+
+
+def test_a_member_without_an_id_number_is_sent_to_a_branch(client: FlaskClient) -> None:
+    member = make_member(phone="0711223344", national_id=None)
+    member_set_pin(member_id=member.id, pin=PIN)
+    phone = Phone(client)
+    phone.dial()
+    phone.press(PIN)
+    reply = phone.press("5")
+    assert reply.startswith("END ") and "visit a SACCO branch with your ID" in reply
+    assert redis_client().keys(f"{PENDING_PREFIX}*") == []

@@ -1,14 +1,18 @@
 """Menu 5, Update Phone Number: its screens, and the first hop of a dial from the new
 number (which completes the change with the OTP).
 
-    main 5 -> phone_new -> phone_again -> phone_pin -> END (code sent by SMS to the new number)
+    main 5 -> phone_new -> phone_again -> phone_id -> phone_pin
+        -> END (code sent by SMS to the new number)
     (dial from the new number, a change pending) -> phone_otp -> END (changed)
 
-Refused on the same screen with a short error: not a Kenyan mobile, the member's own
-number, another member's number (phone_new); the two entries differing (phone_again); a
-wrong PIN (phone_pin, counted toward the login lockout). Session state holds the new
-number only: never the PIN (checked in the hop it arrives) nor the code (never seen here
-until the member types it; app/services/phone_change.py keeps only its hash).
+A member with no ID number on file is refused at main 5 in words and sent to a branch:
+the PIN and the caller id would be all that moved the account. Refused on the same screen
+with a short error: not a Kenyan mobile, the member's own number, another member's number
+(phone_new); the two entries differing (phone_again); a wrong ID number (phone_id) or PIN
+(phone_pin), both counted toward the login lockout. Session state holds the new number
+and the session id the ID number was answered in: never the ID number or the PIN
+(checked in the hop they arrive) nor the code (never seen here until the member types it;
+app/services/phone_change.py keeps only its hash).
 
 The words live here, not in ussd_menus/text.py, so this menu can change on its own; the
 keys shared with the other menus (nav, pin_wrong, locked, inactive) come from there.
@@ -24,7 +28,12 @@ from app.extensions import db
 from app.models import Member
 from app.models.types import utcnow
 from app.phone import PhoneError, normalise_phone
-from app.services.members import PIN_TRIES, PinLocked, member_check_pin
+from app.services.members import (
+    PIN_TRIES,
+    PinLocked,
+    member_check_pin,
+    member_check_second_factor,
+)
 from app.services.phone_change import (
     OTP_DIGITS,
     OTP_MINUTES,
@@ -49,6 +58,16 @@ TEXT: dict[str, dict[str, str]] = {
     "phone_again": {
         "en": "Enter the new number again:",
         "sw": "Weka nambari mpya tena:",
+    },
+    "phone_id": {
+        "en": "To change your SACCO number to {phone}, enter your ID number:",
+        "sw": "Kubadilisha nambari yako ya SACCO kuwa {phone}, weka nambari ya kitambulisho chako:",
+    },
+    "phone_no_id": {
+        "en": "We have no ID number on file for you. To change your number, visit a SACCO "
+        "branch with your ID.",
+        "sw": "Hatuna nambari ya kitambulisho chako. Kubadilisha nambari, tembelea tawi la "
+        "SACCO na kitambulisho chako.",
     },
     "phone_pin": {
         "en": "Change your SACCO number to {phone}? Enter your PIN to confirm:",
@@ -142,6 +161,8 @@ def _refusal(error: PhoneChangeError, language: str) -> str:
         return _t(error.code, language)
     if error.code == "inactive":
         return t("inactive", language)
+    if error.code == "no_id":
+        return _t("phone_no_id", language)
     return t("failure", language)  # no such member: a bug or a deleted row, not input
 
 
@@ -151,6 +172,10 @@ def _refusal(error: PhoneChangeError, language: str) -> str:
 def phone_entry(hop: Hop) -> Step:
     """Main menu 5."""
     hop.session.data.pop("new_phone", None)
+    hop.session.data.pop("id_session", None)
+    member = db.session.get(Member, hop.session.member_id)
+    if member is None or not member.national_id:
+        return End(_t("phone_no_id", _lang(hop)))
     return Goto("phone_new")
 
 
@@ -172,6 +197,30 @@ def _phone_again(hop: Hop) -> Step:
     if first is None or again != first:
         # Same screen: 0 goes back to the first entry if that was the mistyped one.
         return Invalid(_t("phone_mismatch", _lang(hop)))
+    return Goto("phone_id")
+
+
+def _phone_id_render(hop: Hop) -> str:
+    phone = _local(hop.session.data["new_phone"])
+    return _with_nav(hop, _t("phone_id", _lang(hop), phone=phone))
+
+
+def _phone_id(hop: Hop) -> Step:
+    language = _lang(hop)
+    try:
+        # The ID number only (no activation code): the code sets up a first PIN, nothing more.
+        ok = member_check_second_factor(
+            member_id=hop.session.member_id, answer=hop.input, now=utcnow(), codes=False
+        )
+    except PinLocked as exc:
+        return End(_locked_text(exc.until, language))
+    if not ok:
+        member = db.session.get(Member, hop.session.member_id)
+        left = PIN_TRIES - (member.failed_pin_count if member else 0)
+        return Invalid(t("factor_wrong", language, left=left))
+    # Which session answered it: a session resumed later at the PIN screen has another id
+    # and is sent back here.
+    hop.session.data["id_session"] = hop.request.session_id
     return Goto("phone_pin")
 
 
@@ -183,6 +232,8 @@ def _phone_pin_render(hop: Hop) -> str:
 def _phone_pin(hop: Hop) -> Step:
     language = _lang(hop)
     member_id = hop.session.member_id
+    if hop.session.data.get("id_session") != hop.request.session_id:
+        return Goto("phone_id", push=False)
     try:
         # The same check and counter as the login PIN: three wrong here lock USSD too.
         ok = member_check_pin(member_id=member_id, pin=hop.input, now=utcnow())
@@ -265,6 +316,7 @@ PHONE_SCREENS: dict[str, Screen] = {
             _phone_again,
             resumable=True,
         ),
+        Screen("phone_id", _phone_id_render, _phone_id),
         Screen("phone_pin", _phone_pin_render, _phone_pin, resumable=True),
         Screen(
             "phone_otp",

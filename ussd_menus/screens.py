@@ -1,7 +1,10 @@
 """The map of *384*96#: each named screen, what it shows and where each entry leads.
 
-    (dial) -> new_pin -> confirm_pin -> main          first dial, no PIN yet
+    (dial) -> activate -> new_pin -> confirm_pin -> main   no PIN yet (first dial, or
+                                   after a staff reset): ID number or activation code first
     (dial) -> pin -> main                             every later dial
+    pin 9 -> forgot_id -> forgot_code -> new_pin -> confirm_pin -> main
+                                   forgotten PIN: ID number, then a code by SMS to the phone
     main 1 -> balance
     main 3 -> repay_loan (several loans) -> repay_amount -> repay_confirm -> END (prompt)
     main 2 -> apply_product -> apply_amount -> [apply_term] -> apply_confirm -> END
@@ -38,9 +41,15 @@ from app.services.loan_schedule import schedule_build
 from app.services.loans import LoanError, loan_apply, loan_fee
 from app.services.members import (
     PIN_TRIES,
+    RESET_DIGITS,
+    ActivationCodeExpired,
     MemberError,
     PinLocked,
+    PinResetError,
     member_check_pin,
+    member_check_second_factor,
+    member_pin_reset_confirm,
+    member_pin_reset_start,
     member_set_language,
     member_set_pin,
     pin_problem,
@@ -96,7 +105,9 @@ def start(hop: Hop) -> Step:
     now = utcnow()
     if member.locked_until is not None and member.locked_until > now:
         return End(_locked_text(member.locked_until, member.language))
-    return Goto("new_pin" if not member.pin_hash else "pin", push=False)
+    # No PIN yet: the caller id alone proves nothing, so the ID number or activation
+    # code comes before a PIN can be chosen.
+    return Goto("activate" if not member.pin_hash else "pin", push=False)
 
 
 def _locked_text(until: object, language: str) -> str:
@@ -105,6 +116,38 @@ def _locked_text(until: object, language: str) -> str:
 
 
 # -- PIN ---------------------------------------------------------------------------------
+# Every wrong answer on these screens (PIN, ID number, activation code, SMS code) counts on
+# the member's one lock (app/services/members.py); nothing typed goes into the session.
+
+
+def _tries_left(hop: Hop) -> int:
+    return PIN_TRIES - _member(hop).failed_pin_count
+
+
+def _activate_render(hop: Hop) -> str:
+    member = _member(hop)
+    key = "activate" if member.national_id else "activate_code"
+    return t(key, _lang(hop), name=member.name.split()[0][:20])
+
+
+def _activate(hop: Hop) -> Step:
+    try:
+        ok = member_check_second_factor(
+            member_id=hop.session.member_id, answer=hop.input, now=utcnow()
+        )
+    except PinLocked as exc:
+        return End(_locked_text(exc.until, _lang(hop)))
+    except ActivationCodeExpired:
+        return End(t("code_expired", _lang(hop)))
+    if not ok:
+        return Invalid(t("factor_wrong", _lang(hop), left=_tries_left(hop)))
+    return Goto("new_pin", push=False)
+
+
+def _new_pin_render(hop: Hop) -> str:
+    if hop.session.data.get("reset"):
+        return t("new_pin_reset", _lang(hop))
+    return t("new_pin", _lang(hop), name=_member(hop).name.split()[0][:20])
 
 
 def _pin_digest(hop: Hop, pin: str) -> str:
@@ -128,28 +171,82 @@ def _confirm_pin(hop: Hop) -> Step:
     if not hmac.compare_digest(first, _pin_digest(hop, hop.input)):
         hop.session.screen = "new_pin"
         return Invalid(t("pin_mismatch", _lang(hop)))
+    reset = bool(hop.session.data.get("reset"))
     try:
-        member_set_pin(member_id=hop.session.member_id, pin=hop.input)
+        member_set_pin(
+            member_id=hop.session.member_id,
+            pin=hop.input,
+            reset_session=hop.request.session_id if reset else None,
+        )
     except MemberError as exc:
         db.session.rollback()
+        if not str(exc).startswith("pin_"):  # the reset's proof expired, or a PIN appeared
+            return End(t("reset_expired", _lang(hop)))
         hop.session.screen = "new_pin"
-        return Invalid(t(str(exc), _lang(hop)) if str(exc).startswith("pin_") else str(exc))
+        return Invalid(t(str(exc), _lang(hop)))
+    hop.session.data.pop("reset", None)
     hop.session.authed = True
     return Goto("main", push=False)
 
 
 def _pin(hop: Hop) -> Step:
+    if hop.input == "9":  # "9. Forgot PIN" (no PIN is one digit, so it costs no try)
+        if not _member(hop).national_id:
+            return End(t("forgot_no_id", _lang(hop)))
+        return Goto("forgot_id", push=False)
     try:
         ok = member_check_pin(member_id=hop.session.member_id, pin=hop.input, now=utcnow())
     except PinLocked as exc:
         return End(_locked_text(exc.until, _lang(hop)))
     if not ok:
-        left = PIN_TRIES - _member(hop).failed_pin_count
-        return Invalid(t("pin_wrong", _lang(hop), left=left))
+        return Invalid(t("pin_wrong", _lang(hop), left=_tries_left(hop)))
     hop.session.authed = True
     if hop.store is not None and hop.store.peek_resume(hop.request.phone):
         return Goto("resume", push=False)
     return Goto("main", push=False)
+
+
+def _forgot_id(hop: Hop) -> Step:
+    try:
+        ok = member_pin_reset_start(
+            member_id=hop.session.member_id,
+            national_id=hop.input,
+            session_id=hop.request.session_id,
+            now=utcnow(),
+        )
+    except PinLocked as exc:
+        return End(_locked_text(exc.until, _lang(hop)))
+    except PinResetError as exc:
+        return End(t("forgot_no_id" if exc.code == "no_id" else "forgot_too_many", _lang(hop)))
+    if not ok:
+        return Invalid(t("factor_wrong", _lang(hop), left=_tries_left(hop)))
+    return Goto("forgot_code", push=False)
+
+
+def _forgot_code_render(hop: Hop) -> str:
+    tail = _member(hop).phone[-4:]
+    return t("forgot_code", _lang(hop), digits=RESET_DIGITS, tail=tail)
+
+
+def _forgot_code(hop: Hop) -> Step:
+    code = hop.input
+    if len(code) != RESET_DIGITS or not code.isdigit():  # a typo, not a guess: no try spent
+        return Invalid(t("reset_code_format", _lang(hop), digits=RESET_DIGITS))
+    try:
+        ok = member_pin_reset_confirm(
+            member_id=hop.session.member_id,
+            session_id=hop.request.session_id,
+            code=code,
+            now=utcnow(),
+        )
+    except PinLocked as exc:
+        return End(_locked_text(exc.until, _lang(hop)))
+    except PinResetError:
+        return End(t("reset_expired", _lang(hop)))
+    if not ok:
+        return Invalid(t("reset_code_wrong", _lang(hop), left=_tries_left(hop)))
+    hop.session.data["reset"] = True  # not a secret: the proof itself stays in Redis
+    return Goto("new_pin", push=False)
 
 
 def _resume(hop: Hop) -> Step:
@@ -678,13 +775,8 @@ def _language(hop: Hop) -> Step:
 SCREENS: dict[str, Screen] = {
     s.name: s
     for s in (
-        Screen(
-            "new_pin",
-            lambda h: t("new_pin", _lang(h), name=_member(h).name.split()[0][:20]),
-            _new_pin,
-            authed=False,
-            navigable=False,
-        ),
+        Screen("activate", _activate_render, _activate, authed=False, navigable=False),
+        Screen("new_pin", _new_pin_render, _new_pin, authed=False, navigable=False),
         Screen(
             "confirm_pin",
             lambda h: t("confirm_pin", _lang(h)),
@@ -693,6 +785,14 @@ SCREENS: dict[str, Screen] = {
             navigable=False,
         ),
         Screen("pin", lambda h: t("pin", _lang(h)), _pin, authed=False, navigable=False),
+        Screen(
+            "forgot_id",
+            lambda h: t("forgot_id", _lang(h)),
+            _forgot_id,
+            authed=False,
+            navigable=False,
+        ),
+        Screen("forgot_code", _forgot_code_render, _forgot_code, authed=False, navigable=False),
         Screen("resume", lambda h: t("resume", _lang(h)), _resume, navigable=False),
         Screen("main", _main_render, _main),
         Screen("balance", _balance_render, _balance),

@@ -18,6 +18,59 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "Welcome {name}. Create a 4-digit PIN for SACCO services:",
         "sw": "Karibu {name}. Weka PIN ya tarakimu 4 ya huduma za SACCO:",
     },
+    "activate": {
+        "en": "Welcome {name}. To set up your PIN, enter your ID number or the activation "
+        "code from the SACCO:",
+        "sw": "Karibu {name}. Kuweka PIN, weka nambari ya kitambulisho chako au nambari ya "
+        "uanzishaji kutoka SACCO:",
+    },
+    "activate_code": {
+        "en": "Welcome {name}. To set up your PIN, enter the activation code the SACCO gave you:",
+        "sw": "Karibu {name}. Kuweka PIN, weka nambari ya uanzishaji uliyopewa na SACCO:",
+    },
+    "factor_wrong": {
+        "en": "That does not match our records. {left} tries left.",
+        "sw": "Hiyo hailingani na rekodi zetu. Majaribio {left} yamebaki.",
+    },
+    "code_expired": {
+        "en": "That activation code has expired. Ask the SACCO office for a new one.",
+        "sw": "Nambari hiyo ya uanzishaji imeisha muda. Omba nyingine ofisini kwa SACCO.",
+    },
+    "forgot_id": {
+        "en": "To reset your PIN, enter your ID number:",
+        "sw": "Kubadilisha PIN, weka nambari ya kitambulisho chako:",
+    },
+    "forgot_no_id": {
+        "en": "We have no ID number on file for you. Call or visit the SACCO office for an "
+        "activation code.",
+        "sw": "Hatuna nambari ya kitambulisho chako. Piga simu au tembelea ofisi ya SACCO "
+        "upate nambari ya uanzishaji.",
+    },
+    "forgot_too_many": {
+        "en": "Too many codes asked for. Try again in an hour or call the SACCO office.",
+        "sw": "Umeomba nambari nyingi. Jaribu tena baada ya saa moja au piga simu ofisini.",
+    },
+    "forgot_code": {
+        "en": "We sent a {digits}-digit code by SMS to your phone ending {tail}. Enter it:",
+        "sw": "Tumetuma nambari ya siri ya tarakimu {digits} kwa SMS kwa simu yako "
+        "inayoishia {tail}. Iweke:",
+    },
+    "reset_code_format": {
+        "en": "The code is {digits} digits.",
+        "sw": "Nambari ya siri ni tarakimu {digits}.",
+    },
+    "reset_code_wrong": {
+        "en": "Wrong code. {left} tries left.",
+        "sw": "Nambari ya siri si sahihi. Majaribio {left} yamebaki.",
+    },
+    "reset_expired": {
+        "en": "The code has expired. Dial again to start over.",
+        "sw": "Nambari ya siri imeisha muda. Piga tena kuanza upya.",
+    },
+    "new_pin_reset": {
+        "en": "Code accepted. Choose a new 4-digit PIN:",
+        "sw": "Nambari imekubaliwa. Chagua PIN mpya ya tarakimu 4:",
+    },
     "confirm_pin": {"en": "Enter the new PIN again:", "sw": "Weka PIN mpya tena:"},
     "pin_mismatch": {"en": "The PINs did not match.", "sw": "PIN hazikulingana."},
     "pin_format": {"en": "The PIN must be 4 digits.", "sw": "PIN iwe tarakimu 4."},
@@ -25,14 +78,18 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "That PIN is too easy to guess.",
         "sw": "PIN hiyo ni rahisi kukisia.",
     },
-    "pin": {"en": "SACCO: enter your PIN:", "sw": "SACCO: weka PIN yako:"},
+    "pin": {
+        "en": "SACCO: enter your PIN:\n9. Forgot PIN",
+        "sw": "SACCO: weka PIN yako:\n9. Umesahau PIN",
+    },
     "pin_wrong": {
         "en": "Wrong PIN. {left} tries left.",
         "sw": "PIN si sahihi. Majaribio {left} yamebaki.",
     },
     "locked": {
-        "en": "Too many wrong PINs. SACCO USSD is locked until {time}. We sent you an SMS.",
-        "sw": "PIN zisizo sahihi nyingi. USSD ya SACCO imefungwa hadi {time}. Tumekutumia SMS.",
+        "en": "Too many wrong tries. SACCO USSD is locked until {time}. We sent you an SMS.",
+        "sw": "Majaribio mengi yasiyo sahihi. USSD ya SACCO imefungwa hadi {time}. "
+        "Tumekutumia SMS.",
     },
     "resume": {
         "en": "Your last session was cut off.\n1. Continue\n2. Start over",

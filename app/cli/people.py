@@ -6,7 +6,8 @@ import click
 from flask.cli import AppGroup
 
 from app.models.member import STAFF_ROLES
-from app.services.members import MemberError, member_add
+from app.models.types import utcnow
+from app.services.members import MemberError, member_add, member_issue_activation_code
 from app.services.staff import StaffError, staff_add
 
 member_cli = AppGroup("member", help="Manage members.")
@@ -25,15 +26,28 @@ def fail(message: str) -> None:
 @click.option("--national-id", default=None, help="National ID number.")
 @click.option("--language", type=click.Choice(["en", "sw"]), default="en", show_default=True)
 def member_add_cmd(name: str, phone: str, national_id: str | None, language: str) -> None:
-    """Register a member; prints the new member number alone on the last line."""
+    """Register a member; prints the activation code for their first dial (shown this
+    once: only its hash is kept) and the new member number alone on the last line."""
     try:
         member = member_add(
-            name=name, phone=phone, national_id=national_id, language=language, actor="cli"
+            name=name,
+            phone=phone,
+            national_id=national_id,
+            language=language,
+            actor="cli",
+            commit=False,
         )
+        # One commit: a member is never registered without a code to hand over.
+        code = member_issue_activation_code(member_id=member.id, actor="cli")
     except MemberError as exc:
         fail(str(exc))
         return
+    days = (code.expires_at - utcnow()).days + 1
     click.echo(f"Added {member.name} ({member.phone})")
+    click.echo(
+        f"Activation code for the first dial: {code.code} (valid {days} days; give it to "
+        "the member, it is not shown again)"
+    )
     click.echo(member.member_no)
 
 

@@ -32,6 +32,7 @@ from app.models.types import Money
 from app.money import ZERO
 from app.selectors.loans import LIVE_STATUSES
 from app.selectors.promises import Fulfilment, month_bounds, officer_promise_keeping
+from app.sms_templates import sms_body_for_staff
 from app.words import plural
 
 # A loan this many days late or fewer is "newly late": a call now is worth most.
@@ -465,7 +466,8 @@ def loan_timeline(*, loan_id: int, page: int, per_page: int) -> tuple[list[Activ
             Activity(
                 sms.created_at,
                 "sms",
-                f"{sms.template.replace('_', ' ')} ({sms.status}): {sms.body}",
+                f"{sms.template.replace('_', ' ')} ({sms.status}): "
+                f"{sms_body_for_staff(sms.template, sms.body)}",  # codes starred out
             )
         )
     events.sort(key=lambda e: e.at, reverse=True)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+from flask import current_app
+from redis.client import Pipeline
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.errors import SaccoError
-from app.extensions import db
+from app.extensions import db, redis_client
 from app.models import Loan, Member, MpesaRequest, SmsMessage, StaffUser
+from app.models.types import utcnow
 from app.money import MoneyError, money_input
 from app.phone import PhoneError, normalise_phone
 from app.selectors.members import member_balances
@@ -28,7 +37,9 @@ from app.services.ledger import (
 from app.services.locking import lock_row
 from app.services.notifications import (
     notify_deposit_received,
+    notify_pin_changed,
     notify_pin_locked,
+    notify_pin_reset_code,
     notify_statement,
 )
 from app.services.permissions import permission_require
@@ -189,7 +200,14 @@ def member_buy_shares(
     return entry.id
 
 
-# -- PINs ----------------------------------------------------------------------------------
+# -- PINs and the second factor ------------------------------------------------------------
+# A caller id is never enough to act as a member: the first PIN (and a PIN staff reset)
+# needs the member's ID number or an activation code the SACCO gave them; a forgotten PIN
+# is replaced from USSD with the ID number plus a code sent by SMS to the registered phone.
+# Every wrong answer (PIN, ID number, activation code, SMS code) counts on the one counter
+# (failed_pin_count) and trips the one lock (PIN_TRIES, then PIN_LOCK_MINUTES and an SMS):
+# _count_wrong is that rule. A right ID number or code does not clear the counter; only a
+# right PIN or a PIN saved does, so guessing cannot be spread over "right" answers.
 
 PIN_TRIES = 3
 PIN_LOCK_MINUTES = 30
@@ -219,6 +237,18 @@ _TRIVIAL = {
     "2580",
     "0852",
 }
+# Activation codes: 8 digits (a feature phone types digits only; 10^8 keeps a guesser at
+# 3 tries per lock far from luck over the code's life), valid 30 days (a member registered
+# at a branch may not dial that week; after a month staff issue another).
+ACTIVATION_DIGITS = 8
+ACTIVATION_DAYS = 30
+# Forgotten PIN: a 6-digit code by SMS, for this USSD session only, within 10 minutes;
+# at most 3 codes an hour per member, so knowing someone's ID number cannot flood them.
+RESET_DIGITS = 6
+RESET_MINUTES = 10
+RESET_CODES_PER_HOUR = 3
+RESET_PREFIX = "ussd:pin-reset:"
+RESET_SENT_PREFIX = "ussd:pin-reset-sent:"
 
 
 class PinLocked(MemberError):
@@ -227,6 +257,35 @@ class PinLocked(MemberError):
     def __init__(self, until: datetime) -> None:
         super().__init__(f"locked until {until.isoformat(timespec='minutes')}")
         self.until = until
+
+
+class ActivationCodeExpired(MemberError):
+    """The answer was the member's activation code, past its expiry (counted as wrong)."""
+
+    def __init__(self) -> None:
+        super().__init__("the activation code has expired; staff can issue a new one")
+
+
+class PinResetError(MemberError):
+    """A forgotten-PIN reset refused; `code` names why (the menus pick words by it)."""
+
+    _WHY = {
+        "no_id": "no national ID number on file: a new PIN needs an activation code from staff",
+        "too_many": "too many reset codes asked for in the last hour",
+        "no_pending": "no reset code for this session (expired, used or never sent)",
+    }
+
+    def __init__(self, code: str) -> None:
+        super().__init__(self._WHY[code])
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ActivationCode:
+    """A code as issued: the only time it exists in clear (shown once, never stored)."""
+
+    code: str
+    expires_at: datetime
 
 
 def pin_problem(pin: str, member: Member) -> str | None:
@@ -238,42 +297,43 @@ def pin_problem(pin: str, member: Member) -> str | None:
     return None
 
 
-def member_set_pin(*, member_id: int, pin: str) -> Member:
-    """Set a member's first PIN (USSD, first dial). Refused if one exists or it is weak."""
-    member = lock_row(Member, member_id)
-    if member is None:
-        raise MemberError(f"no member {member_id}")
-    if member.pin_hash:
-        raise MemberError("a PIN is set already")
-    problem = pin_problem(pin, member)
-    if problem:
-        raise MemberError(problem)
-    member.pin_hash = generate_password_hash(pin, method=PIN_HASH_METHOD)
-    member.failed_pin_count = 0
-    audit_record(
-        actor=f"member:{member.member_no}",
-        action="member.set_pin",
-        object_type="member",
-        object_id=member.member_no,
-    )  # never the PIN itself
-    db.session.commit()
-    return member
+def national_id_normalise(value: str) -> str:
+    """An ID number as compared: no spaces, upper case ("a 123 4" and "A1234" are one)."""
+    return "".join(value.split()).upper()
 
 
-def member_check_pin(*, member_id: int, pin: str, now: datetime) -> bool:
-    """True for the right PIN. Three wrong in a row (across sessions) lock USSD for 30
-    minutes and text the member; PinLocked while locked (the PIN is not even checked)."""
-    member = lock_row(Member, member_id)
-    if member is None or not member.pin_hash:
-        raise MemberError("no PIN set")
+def _secret_hmac(message: str) -> str:
+    secret = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+
+
+def _activation_hash(member_id: int, code: str) -> str:
+    # Bound to the member: a hash copied onto another member's row proves nothing, and a
+    # copy of the database alone cannot be checked against the 10^8 codes.
+    return _secret_hmac(f"activation:{member_id}:{code}")
+
+
+def _reset_hash(member_id: int, session_id: str, code: str) -> str:
+    return _secret_hmac(f"pin-reset:{member_id}:{session_id}:{code}")
+
+
+def _id_matches(member: Member, answer: str) -> bool:
+    """Constant time in the answer's content: the comparison itself names no digit."""
+    expected = national_id_normalise(member.national_id or "")
+    given = national_id_normalise(answer)
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _refuse_if_locked(member: Member, now: datetime) -> None:
     if member.locked_until is not None and member.locked_until > now:
+        until = member.locked_until
         db.session.rollback()
-        raise PinLocked(member.locked_until)
-    if check_password_hash(member.pin_hash, pin):
-        member.failed_pin_count = 0
-        member.locked_until = None
-        db.session.commit()
-        return True
+        raise PinLocked(until)
+
+
+def _count_wrong(member: Member, now: datetime) -> None:
+    """One wrong answer of any kind, under the member's row lock: the PIN_TRIES-th in a
+    row locks USSD for PIN_LOCK_MINUTES and texts the member (PinLocked). Commits."""
     member.failed_pin_count += 1
     if member.failed_pin_count >= PIN_TRIES:
         until = now + timedelta(minutes=PIN_LOCK_MINUTES)
@@ -281,9 +341,249 @@ def member_check_pin(*, member_id: int, pin: str, now: datetime) -> bool:
         member.failed_pin_count = 0
         notify_pin_locked(member=member, minutes=PIN_LOCK_MINUTES, locked_until=until)
         db.session.commit()
+        redis_client().delete(f"{RESET_PREFIX}{member.id}")  # a lock ends any reset
         raise PinLocked(until)
     db.session.commit()
+
+
+def _locked_member(member_id: int, now: datetime) -> Member:
+    member = lock_row(Member, member_id)
+    if member is None:
+        raise MemberError(f"no member {member_id}")
+    _refuse_if_locked(member, now)
+    return member
+
+
+def member_set_pin(*, member_id: int, pin: str, reset_session: str | None = None) -> Member:
+    """Save a member's PIN. A first PIN (none yet: a new member, or after a staff reset) is
+    set once the caller has had the second factor answered (member_check_second_factor);
+    replacing a PIN needs `reset_session`, a USSD session whose SMS reset code was right
+    (member_pin_reset_confirm), and spends it. Refused if weak. Either way the activation
+    code is spent and the wrong-try count starts again."""
+    member = lock_row(Member, member_id)
+    if member is None:
+        raise MemberError(f"no member {member_id}")
+    problem = pin_problem(pin, member)
+    if problem:
+        db.session.rollback()
+        raise MemberError(problem)
+    replacing = bool(member.pin_hash)
+    if replacing and (reset_session is None or not _take_reset_proof(member.id, reset_session)):
+        db.session.rollback()
+        raise MemberError("a PIN is set already")
+    member.pin_hash = generate_password_hash(pin, method=PIN_HASH_METHOD)
+    member.failed_pin_count = 0
+    member.locked_until = None
+    member.activation_code_hash = None
+    member.activation_code_expires = None
+    audit_record(
+        actor=f"member:{member.member_no}",
+        action="member.pin_reset" if replacing else "member.set_pin",
+        object_type="member",
+        object_id=member.member_no,
+        note="forgotten PIN: ID number and a code by SMS to the registered phone"
+        if replacing
+        else None,
+    )  # never the PIN itself
+    if replacing:
+        notify_pin_changed(member=member, request_id=f"ussd:{reset_session}")
+    db.session.commit()
+    return member
+
+
+def member_check_pin(*, member_id: int, pin: str, now: datetime) -> bool:
+    """True for the right PIN. Three wrong in a row (across sessions, counted with wrong ID
+    numbers and codes) lock USSD for 30 minutes and text the member; PinLocked while
+    locked (the PIN is not even checked)."""
+    member = lock_row(Member, member_id)
+    if member is None or not member.pin_hash:
+        raise MemberError("no PIN set")
+    _refuse_if_locked(member, now)
+    if check_password_hash(member.pin_hash, pin):
+        member.failed_pin_count = 0
+        member.locked_until = None
+        db.session.commit()
+        return True
+    _count_wrong(member, now)
     return False
+
+
+def member_check_second_factor(
+    *, member_id: int, answer: str, now: datetime, codes: bool = True
+) -> bool:
+    """True when `answer` is the member's ID number (spaces and case aside) or, with
+    `codes`, their activation code while it is live. A wrong answer counts toward the PIN
+    lock (PinLocked on the last); an expired code is counted too, then
+    ActivationCodeExpired so the member is told what to do. Nothing is spent here: the
+    code is spent when the PIN it opened is saved."""
+    member = _locked_member(member_id, now)
+    if _id_matches(member, answer):
+        db.session.commit()
+        return True
+    expired = False
+    if codes and member.activation_code_hash:
+        given = _activation_hash(member.id, "".join(answer.split()))
+        if hmac.compare_digest(member.activation_code_hash, given):
+            live = member.activation_code_expires
+            if live is not None and live > now:
+                db.session.commit()
+                return True
+            expired = True
+    _count_wrong(member, now)
+    if expired:
+        raise ActivationCodeExpired()
+    return False
+
+
+def member_issue_activation_code(
+    *,
+    member_id: int,
+    staff: StaffUser | None = None,
+    actor: str = "system",
+    commit: bool = True,
+) -> ActivationCode:
+    """A new one-time code for the member's first PIN (any earlier code stops working),
+    valid ACTIVATION_DAYS. Returned in clear once, for staff to hand over: only its HMAC
+    is stored, and the audit row records that a code was issued and until when, never
+    the code. `staff` (the member page) needs the same permission as a PIN reset."""
+    if staff is not None:
+        permission_require(staff, "member.edit")
+        actor = f"staff:{staff.email}"
+    member = lock_row(Member, member_id)
+    if member is None:
+        raise MemberError(f"no member {member_id}")
+    if member.status == "exited":
+        db.session.rollback()
+        raise MemberError("the member has exited; no activation code")
+    code = f"{secrets.randbelow(10**ACTIVATION_DIGITS):0{ACTIVATION_DIGITS}d}"
+    expires = utcnow() + timedelta(days=ACTIVATION_DAYS)
+    member.activation_code_hash = _activation_hash(member.id, code)
+    member.activation_code_expires = expires
+    audit_record(
+        actor=actor,
+        action="member.activation_code",
+        object_type="member",
+        object_id=member.member_no,
+        after={"expires": expires.isoformat(timespec="minutes")},
+    )
+    if commit:
+        db.session.commit()
+    return ActivationCode(code=code, expires_at=expires)
+
+
+def _reset_key(member_id: int) -> str:
+    return f"{RESET_PREFIX}{member_id}"
+
+
+def member_pin_reset_start(
+    *, member_id: int, national_id: str, session_id: str, now: datetime
+) -> bool:
+    """Forgotten PIN, step 1: the ID number. Right: a RESET_DIGITS code goes by SMS to the
+    registered phone, its HMAC kept in Redis for this session for RESET_MINUTES (a newer
+    one replaces it). Wrong: counted toward the lock; False. PinResetError("no_id") for
+    a member with no ID number on file, ("too_many") past RESET_CODES_PER_HOUR."""
+    member = _locked_member(member_id, now)
+    if not member.national_id:
+        db.session.rollback()
+        raise PinResetError("no_id")
+    if not _id_matches(member, national_id):
+        _count_wrong(member, now)
+        return False
+    redis = redis_client()
+    sent_key = f"{RESET_SENT_PREFIX}{member.id}"
+    sent = int(redis.incr(sent_key))
+    if sent == 1:
+        redis.expire(sent_key, 3600)
+    if sent > RESET_CODES_PER_HOUR:
+        db.session.rollback()
+        raise PinResetError("too_many")
+    code = f"{secrets.randbelow(10**RESET_DIGITS):0{RESET_DIGITS}d}"
+    record = {"session": session_id, "hash": _reset_hash(member.id, session_id, code)}
+    # Redis first, as for a phone change: a failed commit then removes the key and no SMS
+    # goes; the other order could text a code that nothing would accept.
+    redis.set(_reset_key(member.id), json.dumps(record), ex=RESET_MINUTES * 60)
+    try:
+        notify_pin_reset_code(
+            member=member,
+            otp=code,
+            minutes=RESET_MINUTES,
+            request_id=secrets.token_hex(8),  # a fresh key per code, never the code
+        )
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        redis.delete(_reset_key(member.id))
+        raise
+    return True
+
+
+def member_pin_reset_confirm(*, member_id: int, session_id: str, code: str, now: datetime) -> bool:
+    """Forgotten PIN, step 2: the code from the SMS, in the session it was sent for. Right:
+    the reset is marked proved (member_set_pin with this session then replaces the PIN);
+    True. Wrong: counted toward the lock (the lock also ends the reset); False.
+    PinResetError("no_pending") when no live code waits for this session."""
+    member = _locked_member(member_id, now)
+    key = _reset_key(member.id)
+    expected = _reset_hash(member.id, session_id, "".join(code.split()))
+
+    outcome: list[str] = []
+
+    def attempt(pipe: Pipeline) -> None:
+        # Read, decide and write under WATCH: two hops at once cannot both use the code.
+        # (Run again from the top if the key changed meanwhile: the outcome is refilled.)
+        outcome.clear()
+        record = _json(pipe.get(key))
+        ttl_ms = int(pipe.pttl(key))
+        pipe.multi()
+        if record is None or ttl_ms <= 0 or record.get("session") != session_id:
+            outcome.append("none")
+        elif record.get("proved"):
+            outcome.append("none")
+        elif not hmac.compare_digest(str(record.get("hash")), expected):
+            outcome.append("wrong")
+        else:
+            # Same expiry: the proof lasts only as long as the code would have.
+            pipe.set(key, json.dumps({"session": session_id, "proved": True}), px=ttl_ms)
+            outcome.append("ok")
+
+    redis_client().transaction(attempt, key)
+    if outcome == ["none"]:
+        db.session.rollback()
+        raise PinResetError("no_pending")
+    if outcome == ["wrong"]:
+        _count_wrong(member, now)
+        return False
+    db.session.commit()
+    return True
+
+
+def _take_reset_proof(member_id: int, session_id: str) -> bool:
+    """Spend a proved reset of this session (one PIN per proof)."""
+    key = _reset_key(member_id)
+
+    taken: list[bool] = []
+
+    def attempt(pipe: Pipeline) -> None:
+        taken.clear()
+        record = _json(pipe.get(key))
+        pipe.multi()
+        proved = record is not None and record.get("session") == session_id
+        if proved and record is not None and record.get("proved"):
+            pipe.delete(key)
+            taken.append(True)
+
+    redis_client().transaction(attempt, key)
+    return taken == [True]
+
+
+def _json(raw: bytes | str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def member_set_language(*, member_id: int, language: str) -> Member:
@@ -366,31 +666,37 @@ def member_update(
     return member
 
 
-def member_reset_pin_lock(*, member_id: int, staff: StaffUser) -> Member:
-    """Lift the USSD lockout after wrong PINs (a member who called the office and proved
-    who they are). The PIN itself stays; the count of wrong tries starts again."""
+def member_reset_pin(*, member_id: int, staff: StaffUser) -> Member:
+    """Staff reset a member's PIN (a member who called or came in and proved who they
+    are): the PIN, the lock and the wrong tries are cleared, and on the next dial the
+    member sets a new PIN after their ID number or an activation code (the first-dial
+    road), never from the caller id alone. Audited, without any secret."""
     permission_require(staff, "member.edit")
     member = lock_row(Member, member_id)
     if member is None:
         raise MemberError(f"no member {member_id}")
-    if member.locked_until is None and not member.failed_pin_count:
+    if not member.pin_hash and member.locked_until is None and not member.failed_pin_count:
         db.session.rollback()
-        raise MemberError("the PIN is not locked and has no wrong tries; nothing to reset")
+        raise MemberError("the member has no PIN yet and is not locked; nothing to reset")
     before = {
+        "pin_set": bool(member.pin_hash),
         "locked_until": member.locked_until.isoformat() if member.locked_until else None,
         "failed_pin_count": member.failed_pin_count,
     }
+    member.pin_hash = None
     member.locked_until = None
     member.failed_pin_count = 0
     audit_record(
         actor=f"staff:{staff.email}",
-        action="member.pin_unlock",
+        action="member.pin_reset",
         object_type="member",
         object_id=member.member_no,
         before=before,
-        after={"locked_until": None, "failed_pin_count": 0},
+        after={"pin_set": False, "locked_until": None, "failed_pin_count": 0},
+        note="the member sets a new PIN with their ID number or an activation code",
     )
     db.session.commit()
+    redis_client().delete(_reset_key(member.id))  # a reset under way proves nothing now
     return member
 
 

@@ -155,6 +155,24 @@ def notify_phone_change_otp(
     )
 
 
+def notify_pin_reset_code(*, member: Member, otp: str, minutes: int, request_id: str) -> SmsMessage:
+    """The code for a forgotten-PIN reset, to the member's registered number. As with the
+    phone-change code, the code lives only in the body (masked for staff), never in the
+    key, the context, a log line or an exception message."""
+    return _send(
+        member=member,
+        template="pin_reset_code",
+        key=f"pin-reset:{member.id}:{request_id}",
+        otp=otp,
+        minutes=minutes,
+    )
+
+
+def notify_pin_changed(*, member: Member, request_id: str) -> SmsMessage:
+    """A PIN replaced from USSD: if it was not the member's doing, this is how they hear."""
+    return _send(member=member, template="pin_changed", key=f"pin-changed:{member.id}:{request_id}")
+
+
 def notify_phone_changed(
     *, member: Member, request_id: str, old_phone: str | None = None
 ) -> list[SmsMessage]:

@@ -1,8 +1,10 @@
 """Changing a member's phone number, proved by a one-time code sent to the new number.
 
-The member asks from the old phone (PIN checked by the caller); a 6-digit code goes by SMS
-to the new number; the change completes when the code comes back from the new phone
-within OTP_MINUTES. Holding both the PIN and the new phone is the proof.
+The member asks from the old phone (ID number and PIN checked by the caller); a 6-digit
+code goes by SMS to the new number; the change completes when the code comes back from
+the new phone within OTP_MINUTES. Knowing the PIN and the ID number and holding the new
+phone is the proof. A member with no ID number on file changes the number at a branch
+(the caller id and a PIN alone would be all there is to move the account).
 
 Decisions:
 - The pending change lives in Redis, not a table: it is short-lived (TTL OTP_MINUTES) and
@@ -26,8 +28,9 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
 from redis.client import Pipeline
@@ -52,6 +55,7 @@ _MESSAGES = {
     "phone_same": "that is the member's number already",
     "phone_taken": "another member has this phone number",
     "inactive": "the member is not active",
+    "no_id": "no national ID number on file: the number is changed at a branch",
     "no_member": "no such member",
     "no_pending": "no pending change to this number (expired or cancelled)",
     "otp_wrong": "wrong code",
@@ -134,14 +138,16 @@ def phone_change_validate(*, member_id: int, new_phone: str) -> str:
 
 def phone_change_request(*, member_id: int, new_phone: str) -> str:
     """Start a change: a fresh code by SMS to the new number, its hash kept for
-    OTP_MINUTES. The caller has checked the member's PIN. Returns the number in stored
-    form; commits (the SMS is sent after the commit)."""
+    OTP_MINUTES. The caller has checked the member's ID number and PIN. Returns the number
+    in stored form; commits (the SMS is sent after the commit)."""
     phone = phone_change_validate(member_id=member_id, new_phone=new_phone)
     member = db.session.get(Member, member_id)
     if member is None:
         raise PhoneChangeError("no_member")
     if member.status != "active":
         raise PhoneChangeError("inactive")
+    if not member.national_id:
+        raise PhoneChangeError("no_id")
     otp = f"{secrets.randbelow(10**OTP_DIGITS):0{OTP_DIGITS}d}"
     record = {"member_id": member_id, "otp_hash": _otp_hash(member_id, phone, otp), "tries": 0}
     redis = redis_client()
@@ -204,7 +210,14 @@ def phone_change_confirm(*, member_id: int, new_phone: str, otp: str, request_id
         pipe.set(key, json.dumps({**record, "tries": tries}), px=ttl_ms)
         return "wrong", OTP_TRIES - tries
 
-    outcome, left = redis_client().transaction(attempt, key, value_from_callable=True)
+    # value_from_callable hands back attempt's own answer; redis-py types the callable as
+    # returning None and the result as the pipeline's list.
+    outcome, left = cast(
+        tuple[str, int],
+        redis_client().transaction(
+            cast(Callable[[Pipeline], None], attempt), key, value_from_callable=True
+        ),
+    )
     if outcome == "none":
         raise PhoneChangeError("no_pending")
     if outcome == "cancelled":

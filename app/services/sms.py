@@ -27,6 +27,7 @@ from app.phone import PhoneError, e164
 from app.selectors.sms import resend_key, sms_resent_as
 from app.services.audit import audit_record
 from app.services.permissions import permission_require
+from app.sms_templates import CODE_TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,8 @@ def sms_sweep(*, older_than: timedelta = timedelta(minutes=2)) -> int:
 
 # Never sent again from the console: an old one-time code is useless or, worse, valid.
 NOT_RESENT = {
-    "phone_change_otp": "a one-time code is never sent again; the member asks for a new one"
+    name: "a one-time code is never sent again; the member asks for a new one"
+    for name in CODE_TEMPLATES
 }
 
 
