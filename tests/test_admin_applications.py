@@ -282,3 +282,18 @@ def select_staff(email: str):  # noqa: ANN201
     from app.models import StaffUser
 
     return select(StaffUser).where(StaffUser.email == email)
+
+
+def test_on_a_phone_each_application_stacks_into_a_card_with_its_column_names(
+    app: Flask,
+) -> None:
+    """At 390 px the queue's rows become cards (console.css); every cell names its column
+    so the card still reads "savings 50,000.00". The browser test measures the width."""
+    apply(make_borrower(savings=50000), dev(), 5000)
+    html = text(signed_in(app, "branch_manager"), QUEUE)
+    assert "/admin/sacco-static/console.css" in html
+    table = html[html.index('id="applications"') :]
+    assert 'class="table table-sm table-bordered table-stack"' in html
+    for label in ("loan", "member", "applied", "asks", "savings", "limit now", "arrears"):
+        assert f'data-label="{label}"' in table, label
+    assert 'class="form-inline stack-form' in table  # the buttons take the card's width

@@ -10,11 +10,8 @@ to look at. Without chromium the test is skipped, unless SACCO_BROWSER_TEST=requ
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -24,40 +21,18 @@ from app.extensions import db
 from app.models import Loan, StaffUser
 from app.services.loans import loan_apply
 from app.services.members import member_set_pin
-from tests.helpers import PASSWORD, staff
+from tests.helpers import PASSWORD, browser_sign_in, chromium_page, screenshot, staff
 from tests.loan_factories import make_borrower, make_product
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-REQUIRED = os.environ.get("SACCO_BROWSER_TEST") == "required"
-SHOTS = Path(os.environ.get("SACCO_SCREENSHOTS", "screenshots"))
-TIMEOUT_MS = 15_000
 
 
 @pytest.fixture
 def browser_page() -> Iterator[object]:
-    if CHROMIUM is None:
-        if REQUIRED:
-            pytest.fail("SACCO_BROWSER_TEST=required but chromium is not installed")
-        pytest.skip("no chromium here (apt-get install chromium) for the browser test")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            # Root in a container has no user namespace for Chromium's sandbox.
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1366, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            yield page
-        finally:
-            browser.close()
+    with chromium_page(width=1366, height=900) as page:
+        yield page
 
 
 def shot(page: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+    screenshot(page, name)
 
 
 def test_a_branch_manager_runs_the_sacco_from_the_browser(
@@ -133,10 +108,7 @@ def test_a_branch_manager_runs_the_sacco_from_the_browser(
 
 
 def _sign_in(page: object, live_url: str, email: str) -> None:
-    page.goto(f"{live_url}/admin/login")  # type: ignore[attr-defined]
-    page.fill("#email", email)  # type: ignore[attr-defined]
-    page.fill("#password", PASSWORD)  # type: ignore[attr-defined]
-    page.click("button[type=submit]")  # type: ignore[attr-defined]
+    browser_sign_in(page, live_url, email)
 
 
 def test_collections_desk_promise_and_agreement_approval_from_the_browser(

@@ -354,6 +354,7 @@ class LoanPage:
     debt: LoanDebt | None  # None until the loan is paid out
     due_now: Decimal  # unpaid on installments due on or before `as_of`
     late_installments: int
+    days_late: int  # since the oldest unpaid installment fell due, by today's schedule
     payments: list[Payment]  # newest first, at most `payments_limit`
     more_payments: bool
     officer: StaffUser | None
@@ -407,6 +408,7 @@ def loan_page(*, loan: Loan, as_of: date, payments_limit: int = 20) -> LoanPage:
         debt=loan_debt(loan_id=loan.id) if loan.disbursed_on else None,
         due_now=sum((r.outstanding for r in rows if r.due_date <= as_of), ZERO),
         late_installments=sum(1 for s in schedule if s.state == "late"),
+        days_late=max((s.days_late for s in schedule), default=0),
         payments=payments[:payments_limit],
         more_payments=len(payments) > payments_limit,
         officer=people.get(loan.officer_id) if loan.officer_id else None,
