@@ -112,7 +112,7 @@ ATTEMPTS: dict[str, Attempt] = {
     "edit member form": Attempt(
         "member.edit", "GET", lambda ids: f"/admin/member/edit/?id={ids['member']}"
     ),
-    "reset PIN lock": Attempt(
+    "reset PIN": Attempt(
         "member.edit",
         "POST",
         lambda ids: f"/admin/member/act/{ids['member']}",

@@ -462,3 +462,16 @@ def test_codes_are_masked_in_the_outbox_for_every_role(
         assert "pin_reset_code" not in found.split("<tbody", 1)[-1], term
     listed = browse(reader, "/admin/smsmessage/?search=pin_reset").get_data(as_text=True)
     assert "pin_reset_code" in listed.split("<tbody", 1)[-1]  # the template still is
+
+
+def test_a_newcomer_dials_a_demo_member_as_the_readme_says(
+    client: FlaskClient, runner: object
+) -> None:
+    from app.cli.demo import DEMO_DIAL_HINT
+
+    result = runner.invoke(args=["demo-data"])  # type: ignore[attr-defined]
+    assert result.exit_code == 0, result.output
+    assert DEMO_DIAL_HINT in result.stdout
+    phone, id_number = re.search(r"--phone (\d+) .*ID number (\d+)", DEMO_DIAL_HINT).groups()
+    db.session.commit()
+    assert Phone(client, phone).set_up_pin(id_number).startswith("CON 1. Salio")  # Kiswahili

@@ -91,6 +91,13 @@ MEMBERS = [
 ]
 
 
+# What a newcomer types to try USSD as a demo member: a first dial asks the ID number.
+DEMO_DIAL_HINT = (
+    "Dial as a demo member: sacco dial --phone 0711223344 "
+    "(first dial: ID number 23456789, then choose a PIN)"
+)
+
+
 def demo_load() -> dict[str, int]:
     if current_app.config["SETTINGS"].is_production:
         raise click.ClickException("demo data is never loaded in production")
@@ -188,3 +195,4 @@ def demo_data() -> None:
     created = demo_load()
     click.echo(", ".join(f"{n} {k} added" for k, n in created.items()))
     click.echo(f"Staff logins: <role>@sacco.test (admin@sacco.test) / {DEMO_PASSWORD}")
+    click.echo(DEMO_DIAL_HINT)
