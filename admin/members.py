@@ -304,6 +304,8 @@ class MemberView(SecureModelView):
                 member = db.session.get(Member, member_id)
                 assert member is not None  # the code was just issued to it
                 message = _code_words(member, code)
+                if member.pin_hash:
+                    message += " The member has a PIN: the code is asked for only after a reset."
             else:
                 raise MemberError(f"unknown action {action!r}")
         except SaccoError as exc:

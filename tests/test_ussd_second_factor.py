@@ -475,3 +475,26 @@ def test_a_newcomer_dials_a_demo_member_as_the_readme_says(
     phone, id_number = re.search(r"--phone (\d+) .*ID number (\d+)", DEMO_DIAL_HINT).groups()
     db.session.commit()
     assert Phone(client, phone).set_up_pin(id_number).startswith("CON 1. Salio")  # Kiswahili
+
+
+def test_codes_are_masked_on_the_loan_timeline_of_the_officer_desk(
+    app: Flask, client: FlaskClient
+) -> None:
+    from datetime import date
+
+    from tests.loan_factories import make_borrower, make_loan, make_product
+
+    borrower = make_borrower(savings=20000)
+    member_set_pin(member_id=borrower.id, pin=PIN)
+    loan = make_loan(product=make_product("V1"), amount=5000, on=date(2026, 11, 1), member=borrower)
+    phone = Phone(client, f"+{borrower.phone}")
+    phone.dial()
+    phone.press("9")
+    assert "code by SMS" in phone.press(str(borrower.national_id))
+    code = code_in(sms("pin_reset_code")[0])
+    manager = app.test_client()
+    login(manager, staff("branch_manager"))
+    page = browse(manager, f"/admin/desk/loan/{loan.id}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "pin reset code" in html
+    assert code not in html and "*" * 6 in html
