@@ -32,11 +32,12 @@ from app.selectors.loans import loan_debt, portfolio_at_risk
 from app.services.ledger import account_get_or_create, ledger_check, member_account
 from app.services.loan_import import COLUMNS, loan_book_import, loan_book_read
 from app.services.loan_schedule import schedule_build
-from app.services.loans import loan_account
+from app.services.loans import loan_account, loan_apply
 from app.services.members import member_add
 from app.services.staff import staff_add
 from tests.factories import make_member
 from tests.helpers import PASSWORD
+from tests.loan_factories import make_borrower, make_product
 
 D = Decimal
 AS_OF = date(2026, 3, 31)
@@ -708,3 +709,23 @@ def test_imported_loans_are_given_the_officer_named_or_the_default_officer(
     )
     assert run(runner, write_csv(tmp_path, [ARREARS])).exit_code == 0
     assert loan_of("C002").officer_id == default_id
+
+
+def test_an_auto_approved_loan_goes_to_the_default_officer_too(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No staff member decided an instant loan: DEFAULT_LOAN_OFFICER follows it up."""
+    instant = make_product("INSTANT")
+    member = make_borrower(savings=5000)
+    before = loan_apply(member_id=member.id, product_id=instant.id, amount=1000, as_of=AS_OF)
+    assert before.status == "approved" and before.officer_id is None  # no default set
+
+    default = staff_add(email="default@sacco.test", role="loan_officer", password=PASSWORD)
+    db.session.commit()
+    settings = app.config["SETTINGS"]
+    monkeypatch.setitem(
+        app.config, "SETTINGS", dataclasses.replace(settings, DEFAULT_LOAN_OFFICER=default.email)
+    )
+    other = make_borrower(savings=5000)
+    loan = loan_apply(member_id=other.id, product_id=instant.id, amount=1000, as_of=AS_OF)
+    assert loan.status == "approved" and loan.officer_id == default.id
