@@ -33,10 +33,31 @@ from app.selectors.loans import loan_debt
 from app.services.loans import loan_update_arrears
 from app.services.members import member_set_pin
 from tests.factories import make_member
-from tests.helpers import Phone, browse, login, post_form, staff
+from tests.helpers import Phone, staff
+from tests.helpers import browse as _browse
+from tests.helpers import login as _login
+from tests.helpers import post_form as _post_form
 from tests.loan_factories import JOINED, make_borrower, make_loan, make_product
 
 PIN = "4826"
+
+
+# SQLite: the test's own read transaction would hold the lock a request needs to write.
+def browse(client: FlaskClient, path: str, **kwargs: object):  # noqa: ANN201
+    db.session.commit()
+    return _browse(client, path, **kwargs)
+
+
+def login(client: FlaskClient, email: str):  # noqa: ANN201
+    db.session.commit()
+    return _login(client, email)
+
+
+def post_form(client: FlaskClient, path: str, data: dict[str, object]):  # noqa: ANN201
+    db.session.commit()
+    return _post_form(client, path, data)
+
+
 _sms_ids = count(1)
 
 
