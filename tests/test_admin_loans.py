@@ -309,6 +309,7 @@ def test_loans_are_found_by_member_name_phone_number_and_loan_number(app: Flask)
     other = make_loan(product=product, on=on, member=otieno).loan_no
     n = int(wanted[1:])
     client = app.test_client()
+    db.session.commit()  # SQLite: the test's transaction holds the write lock
     login(client, staff("auditor"))
     for typed in ("Akinyi", "akinyi atieno", "0733", "+25473", akinyi.member_no, f"l{n}", f"L{n}"):
         html = loans_found(client, typed)
@@ -335,6 +336,7 @@ def test_the_loans_list_shows_the_officer_and_what_each_loan_owes(app: Flask) ->
         (r.outstanding for r in loan.installments if r.due_date <= business_today()), Decimal(0)
     )
     client = app.test_client()
+    db.session.commit()  # SQLite: the test's transaction holds the write lock
     login(client, staff("auditor"))
     html = loans_found(client, loan.loan_no)
     assert "Grace Wambui" in html
@@ -357,6 +359,7 @@ def test_the_loans_list_reads_a_page_in_the_same_number_of_queries_for_5_or_25_l
     product = make_product("V1")
     on = business_today() - timedelta(days=40)
     client = app.test_client()
+    db.session.commit()  # SQLite: the test's transaction holds the write lock
     login(client, staff("auditor"))
 
     def statements_for_the_list() -> int:
@@ -435,6 +438,7 @@ def test_the_loan_page_sums_up_the_loan_its_people_schedule_and_payments(app: Fl
     owed = loan_debt(loan_id=loan_id).total
     assert days_late > 0
     client = app.test_client()
+    db.session.commit()  # SQLite: the test's transaction holds the write lock
     login(client, staff("auditor"))
     html = browse(client, f"/admin/loan/details/?id={loan_id}").get_data(as_text=True)
 
@@ -464,6 +468,7 @@ def test_the_loan_page_shows_each_group_of_actions_only_to_roles_that_may_use_th
     pages = {}
     for role, email in emails.items():
         client = app.test_client()
+        db.session.commit()  # SQLite: the test's transaction holds the write lock
         login(client, email)
         pages[role] = browse(client, f"/admin/loan/details/?id={loan_id}").get_data(as_text=True)
 
