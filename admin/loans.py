@@ -99,7 +99,7 @@ def _owed(view: object, context: object, model: Loan, name: str) -> Markup | str
     if figures is None or not model.disbursed_on:
         return ""
     if figures.due_now > 0 and figures.due_now != figures.owed:
-        return Markup('{}<br><small class="text-danger">{} due now</small>').format(
+        return Markup('{}<br><small class="text-danger text-nowrap">{} due now</small>').format(
             money_text(figures.owed), money_text(figures.due_now)
         )
     return money_text(figures.owed)
