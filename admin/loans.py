@@ -19,6 +19,7 @@ from flask_admin import Admin, expose
 from flask_admin.form import SecureForm
 from flask_login import current_user
 from markupsafe import Markup
+from sqlalchemy.orm import lazyload
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, IntegerField, StringField
 from wtforms.validators import Optional
@@ -157,6 +158,11 @@ class LoanView(SecureModelView):
     ) -> tuple[Any, Any, Any, Any]:
         query, count_query = apply_words(query, count_query, search, loan_match)
         return query, count_query, joins, count_joins
+
+    def get_query(self) -> Any:
+        # The list shows no installment: the model's eager schedule load (a dozen rows per
+        # loan) is left for the pages that read it.
+        return super().get_query().options(lazyload(Loan.installments))
 
     def get_list(self, *args: Any, **kwargs: Any) -> Any:
         """The page's loans, with what each owes and its officer read for the whole page
