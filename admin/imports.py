@@ -226,7 +226,13 @@ class LoanBookView(SecureMixin, BaseView):
             # Earlier batches stay; importing the same book again writes only the rest.
             flash(f"Import stopped: {report.error}. Import the book again for the rest.", "error")
             return again
-        flash(f"Loan book {name}: {report.summary}.", "success")
+        queued = (
+            f" Days late and penalties of the {len(report.late_loans)} loan(s) in arrears are "
+            "being brought up to date."
+            if report.arrears_queued
+            else ""
+        )
+        flash(f"Loan book {name}: {report.summary}.{queued}", "success")
         return redirect(url_for(".index"))
 
 

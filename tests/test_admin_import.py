@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gc
 import html
+import importlib
 import io
 import re
 import time
@@ -20,9 +21,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from app.cli.runtime import make_worker
 from app.extensions import db
 from app.models import AuditLog, Loan, LoanBookPreview, StaffUser
-from app.services.loan_import import COLUMNS, loan_book_read
+from app.services.loan_import import ARREARS_JOB, COLUMNS, loan_book_read
 from tests.helpers import browse as _browse
 from tests.helpers import csrf_token, login, make_app, staff
 from tests.loan_factories import make_product
@@ -491,7 +493,13 @@ def test_a_loan_imported_in_arrears_is_late_on_the_dashboard_at_once_and_has_an_
 ) -> None:
     client = signed_in(app)
     location, _ = preview_of(client, upload(client, [HEADER, GOOD, GOOD_2]))
-    assert "imported 2 loans" in html.unescape(confirm(client, location).get_data(as_text=True))
+    done = html.unescape(confirm(client, location).get_data(as_text=True))
+    assert "imported 2 loans" in done
+    assert "Days late and penalties of the 1 loan(s) in arrears are being brought up" in done
+    # The job the import queued after its commit: the nightly rule, for these loans.
+    db.session.commit()
+    make_worker(("default",)).work(burst=True)
+    db.session.remove()
 
     late = db.session.scalar(select(Loan).where(Loan.principal == Decimal("2000.00")))
     assert late is not None
@@ -505,3 +513,8 @@ def test_a_loan_imported_in_arrears_is_late_on_the_dashboard_at_once_and_has_an_
     dashboard = words(html.unescape(browse(client, "/admin/").get_data(as_text=True)))
     par30 = re.search(r"PAR30 ([\d.]+)%", dashboard)
     assert par30 is not None and Decimal(par30.group(1)) > 0, dashboard[:400]
+
+
+def test_the_arrears_job_the_import_queues_resolves() -> None:
+    module, name = ARREARS_JOB.rsplit(".", 1)
+    assert callable(getattr(importlib.import_module(module), name))

@@ -43,12 +43,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Protocol
 
+from redis.exceptions import RedisError
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import lazyload
 
 from app.errors import SaccoError
-from app.extensions import db
+from app.extensions import db, enqueue
 from app.models import (
     Account,
     Installment,
@@ -142,6 +143,8 @@ class ImportReport:
     bad_rows: list[RowError] = field(default_factory=list)
     written: bool = False  # False when bad rows (without skip_bad) stopped the import
     error: str | None = None  # a batch failed; everything committed before it stays
+    late_loans: list[int] = field(default_factory=list)  # imported in arrears
+    arrears_queued: bool = False  # their days late are being brought up to date by a job
 
     @property
     def summary(self) -> str:
@@ -953,11 +956,14 @@ def loan_book_import_preview(
     name, as_of, preview_id = preview.filename, preview.as_of, preview.id
     default = loan_default_officer()
     officer_id = default.id if default is not None else staff.id
+    # Penalties and days late of the loans in arrears go to a job after the commit: on a
+    # big book they cost as much again as the import, and a web request has 30 s.
     report = loan_book_import(
         rows=_StoredRows(preview_id),
         skip_bad=skip_bad,
         as_of=as_of,
         officer_id=officer_id,
+        arrears_now=False,
     )
     audit_record(
         actor=f"staff:{staff.email}",
@@ -979,6 +985,13 @@ def loan_book_import_preview(
     if report.written and not report.error:
         db.session.execute(delete(LoanBookPreview).where(LoanBookPreview.id == preview_id))
     db.session.commit()
+    if report.late_loans:
+        try:
+            enqueue("default", ARREARS_JOB, report.late_loans, as_of.isoformat())
+            report.arrears_queued = True
+        except RedisError:  # no queue: the staff member waits for it instead
+            problem = loan_book_arrears_update(loan_ids=report.late_loans, as_of=as_of)
+            report.error = report.error or problem
     return report, name
 
 
@@ -1021,6 +1034,7 @@ def loan_book_import(
     as_of: date,
     batch_size: int = BATCH_SIZE,
     officer_id: int | None = None,
+    arrears_now: bool = True,
 ) -> ImportReport:
     """Check the whole book, then write it in batches (each batch one transaction).
 
@@ -1033,7 +1047,8 @@ def loan_book_import(
 
     Once written, the loans imported in arrears have their days past due, aging bucket,
     default flag and penalties brought up to `as_of` by the nightly job's own rule
-    (`loan_update_arrears`), so the desk and PAR30 show them late from the first minute.
+    (`loan_update_arrears`), so the desk and PAR30 show them late from the first minute;
+    with `arrears_now` False that is left to the caller (`report.late_loans`).
     """
     read = _passes(rows)
     checked = _check_all(read, as_of)
@@ -1043,7 +1058,6 @@ def loan_book_import(
     report.written = True
     refused = {error.line for error in checked.errors}
     created: dict[str, int] = {}  # customer id -> member id, for members committed so far
-    late: list[int] = []  # loans imported in arrears
     checker = _Checker(as_of)  # the state the first pass started from
     batch: list[_Planned] = []
 
@@ -1059,7 +1073,7 @@ def loan_book_import(
             )
             return False
         created.update(new_members)
-        late.extend(arrears)
+        report.late_loans.extend(arrears)
         report.imported += len(batch)
         report.members_created += len(new_members)
         batch.clear()
@@ -1077,21 +1091,32 @@ def loan_book_import(
     else:
         if batch:
             write()
-    _arrears_bring_up_to_date(late, as_of, report)
+    if arrears_now:
+        problem = loan_book_arrears_update(loan_ids=report.late_loans, as_of=as_of)
+        report.error = report.error or problem
     return report
 
 
-def _arrears_bring_up_to_date(loan_ids: list[int], as_of: date, report: ImportReport) -> None:
+# The job the console's import queues (a dotted path: this module never imports workers).
+ARREARS_JOB = "workers.imports.loan_book_arrears"
+
+
+def loan_book_arrears_update(*, loan_ids: Sequence[int], as_of: date) -> str | None:
+    """Loans just imported in arrears, brought up to `as_of` by the nightly job's rule
+    (`loan_update_arrears`: days past due, bucket, default flag, penalties), each in its
+    own transaction under its lock, as the job does; the first problem, in words, or None.
+    One loan that fails does not stop the others (the nightly job retries it)."""
+    problem = None
     for loan_id in loan_ids:
         try:
             loan_update_arrears(loan_id=loan_id, as_of=as_of)
         except (SaccoError, SQLAlchemyError) as exc:
             db.session.rollback()
-            report.error = report.error or (
-                f"days late not brought up to date from loan id {loan_id} on: "
+            problem = problem or (
+                f"days late not brought up to date for loan id {loan_id}: "
                 f"{type(exc).__name__}: {_first_line(exc)} (the nightly job will)"
             )
-            return
+    return problem
 
 
 def _first_line(exc: Exception) -> str:
