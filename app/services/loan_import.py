@@ -1,9 +1,28 @@
 """Loan book upload: bring another system's running loans into the SACCO.
 
-A loan book (CSV or XLSX, one loan per row) is read whole, every row is checked before
-anything is written, and only then are members, loans, schedules and the balances brought
-forward written, in batches. Checking first means a bad file writes nothing; batches keep
-10,000 rows fast while every loan still lands atomically with its schedule and its entry.
+A loan book (CSV or XLSX, one loan per row) is read through once to check every row
+before anything is written, then again to write members, loans, schedules and the
+balances brought forward, in batches. Checking first means a bad file writes nothing;
+batches keep 10,000 rows fast while every loan still lands atomically with its schedule
+and its entry; reading twice, streaming, means no list of the whole book is held.
+
+What one book may be is capped before it costs a worker its memory or its minutes: an
+XLSX whose zip directory says it unpacks past MAX_UNPACKED_BYTES, or packs a part more
+than MAX_PACK_RATIO times (a zip bomb), is refused before openpyxl opens it; more than
+MAX_ROWS loans (or a sheet declaring or running past LINES_PER_ROW times that many lines)
+as soon as the rows run over. The console keeps what it read and checked as a stored
+preview (`loan_book_preview_store`, app/models/loan_book.py), which its pages and its
+import read, so the file is parsed once and every web replica sees the same preview.
+
+No transaction is held while a book is read or checked: the checker copies what it needs
+from the database and ends its read first (on SQLite any open transaction holds the one
+write lock, and SMS, USSD hops and jobs would wait on the spreadsheet).
+
+Loans imported in arrears are brought up to date after the import commits by the nightly
+job's own rule (`loan_update_arrears`: days past due, bucket, default flag, penalties), so
+the desk and PAR30 show them late at once; loans need an officer to follow them up, so
+those the book brings without one get `officer_id` (the console: DEFAULT_LOAN_OFFICER,
+else the staff member importing; the CLI: --officer, else DEFAULT_LOAN_OFFICER).
 
 Importing is idempotent: each loan carries a key built from the row (customer, date,
 product, principal) in `Loan.external_ref`, and its opening entry is keyed by it too, so a
@@ -22,7 +41,8 @@ Decisions where the issue is silent:
   no fee is brought forward. Closed loans get no entry and no accounts.
 - A member found by phone whose `external_ref` is empty is used as it is (they joined here
   first); one holding another customer's id is a bad row.
-- Speed (10,000 rows in well under a minute): members, loans, installments and accounts
+- Speed (10,000 rows in well under a minute before the arrears update; that update costs
+  what the nightly job would have that night): members, loans, installments and accounts
   are inserted a batch at a time, as the rows `member_add` and `loan_account` would make;
   only the opening entries go one per loan through `journal_post`. Calling `member_add`
   and `loan_account` per row costs 3-4 ms a member and 1 ms an account (a read and a
