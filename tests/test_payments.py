@@ -1213,3 +1213,42 @@ def test_a_later_callback_that_agrees_settles_a_flagged_prompt(
     assert (row.status, row.flag, row.receipt) == ("succeeded", None, "NLJTRUE001")
     statuses = sorted(db.session.scalars(select(MpesaCallback.status)))
     assert statuses == ["flagged", "processed"]
+
+
+def test_a_push_that_got_no_answer_stops_holding_the_loan_after_the_window(
+    client: FlaskClient,
+    loan: Ref,
+    mocked,
+    base: str,
+    runner,  # noqa: ANN001
+) -> None:
+    """No CheckoutRequestID to query: the reconcile job flags it for staff after the
+    prompt's window, a new prompt goes out, and the first one's late callback (found by
+    phone and amount) still posts."""
+    import requests
+
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(f"{base}/mpesa/stkpush/v1/processrequest", body=requests.ConnectionError())
+    first = payments_request_stk(loan_id=loan.id, amount=500)
+    work()
+    with pytest.raises(PaymentError, match="already on its way"):
+        payments_request_stk(loan_id=loan.id, amount=600)
+    age(first.id, 4)
+    assert runner.invoke(args=["jobs", "run", "reconcile-payments"]).exit_code == 0
+    db.session.expire_all()
+    assert "no answer" in db.session.get(MpesaRequest, first.id).flag
+    mocked.replace(
+        responses.POST,
+        f"{base}/mpesa/stkpush/v1/processrequest",
+        json={"MerchantRequestID": "2", "CheckoutRequestID": CHECKOUT_2, "ResponseCode": "0"},
+    )
+    second = payments_request_stk(loan_id=loan.id, amount=600)
+    work()
+    before = debt(loan.id)
+    post(client, "stk/callback", stk_body("ws_CO_NEVER_STORED", amount=500, phone=254708374149))
+    work()
+    assert before - debt(loan.id) == Decimal("500")
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, first.id)
+    assert (row.status, row.flag) == ("succeeded", None)
+    assert db.session.get(MpesaRequest, second.id).status == "sent"

@@ -55,6 +55,7 @@ def payments_reconcile() -> Sweep:
     _requeue_unsent(sweep, now)
     _dead_sends(sweep, now)
     _query_stk(sweep, now)
+    _flag_unanswered_pushes(sweep, now)
     _query_payouts(sweep, now)
     _requeue_callbacks(sweep, now)
     _flag_stale(sweep, now)
@@ -157,6 +158,28 @@ def _query_stk(sweep: Sweep, now) -> None:  # noqa: ANN001
             sweep.errors.append(f"stk {request_id}: {type(exc).__name__}: {exc}")
             continue
         sweep.updated += int(outcome in ("processed", "failed"))
+
+
+def _flag_unanswered_pushes(sweep: Sweep, now) -> None:  # noqa: ANN001
+    # A push whose submit got no answer has no CheckoutRequestID to query. Past the
+    # prompt's window it is flagged for staff, so it holds the loan's next prompt back no
+    # longer; a callback still finds it (same phone and amount, within a day) and settles it.
+    result = cast(
+        CursorResult[Any],
+        db.session.execute(
+            update(MpesaRequest)
+            .where(
+                MpesaRequest.kind == "stk",
+                MpesaRequest.status == "unknown",
+                MpesaRequest.checkout_request_id.is_(None),
+                MpesaRequest.flag.is_(None),
+                MpesaRequest.created_at < now - PROMPT_WINDOW,
+            )
+            .values(flag="the push got no answer and cannot be queried: check with Safaricom")
+        ),
+    )
+    db.session.commit()
+    sweep.updated += result.rowcount or 0
 
 
 def _checked(request_id: int) -> None:

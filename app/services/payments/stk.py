@@ -319,17 +319,21 @@ def stk_apply(
         # Safaricom's own word (a query, or a callback that agrees) settles a flagged
         # prompt: the flag is resolved, and what it said is kept with the result.
         desc = f"{desc} (was flagged: {request.flag})"
-        request.flag = None
     if code == "0":
-        return _post_repayment(request, desc, receipt, paid_at, callback_id)
-    finish(request, "failed", code, desc)
-    notify_payment_failed(
-        member=_prompt_member(request),
-        amount=request.amount,
-        reason=STK_FAILURES[code],
-        reference=request.checkout_request_id or f"stk-{request.id}",
-    )
-    return "failed"
+        outcome = _post_repayment(request, desc, receipt, paid_at, callback_id)
+    else:
+        finish(request, "failed", code, desc)
+        notify_payment_failed(
+            member=_prompt_member(request),
+            amount=request.amount,
+            reason=STK_FAILURES[code],
+            reference=request.checkout_request_id or f"stk-{request.id}",
+        )
+        outcome = "failed"
+    # Only once settled: an open prompt without a flag counts in the open-per-loan index,
+    # and a newer prompt for the loan may be open by now.
+    request.flag = None
+    return outcome
 
 
 def _prompt_member(request: MpesaRequest) -> Member:
