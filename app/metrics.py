@@ -26,6 +26,11 @@ REQUESTS = Counter(
     "sacco_http_requests_total", "HTTP requests by route", ["method", "route", "status"]
 )
 CALLBACKS = Counter("sacco_callbacks_total", "Provider callbacks received", ["kind", "outcome"])
+PROVIDER_REFUSED = Counter(
+    "sacco_provider_refused_total",
+    "Requests to provider routes refused: source outside the allowlist, or a wrong token",
+    ["provider", "route", "reason"],
+)
 MPESA_OUTCOMES = Counter(
     "sacco_mpesa_requests_total", "STK and B2C requests by final state", ["kind", "outcome"]
 )

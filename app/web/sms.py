@@ -18,8 +18,11 @@ from app.extensions import db
 from app.metrics import CALLBACKS
 from app.schemas.sms import SmsDeliveryReportSchema, SmsInboundSchema, SmsOptOutSchema
 from app.services.sms_inbound import sms_delivery_report, sms_opt_out, sms_receive
+from app.web.trust import at_guard
 
 bp = Blueprint("sms", __name__, url_prefix="/sms")
+# Only Africa's Talking: its addresses (AT_ALLOWED_IPS) and its URL token, if set.
+bp.before_request(at_guard)
 log = logging.getLogger(__name__)
 
 _inbound_schema = SmsInboundSchema()

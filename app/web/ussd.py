@@ -10,14 +10,25 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, current_app, request
+from sqlalchemy import select
 
 from app.extensions import db, redis_client
-from app.models import UssdEvent
-from app.ussd.engine import SessionStore, UssdInputError, UssdRequest, UssdResponse, run_hop
+from app.models import Member, UssdEvent
+from app.ussd.engine import (
+    SESSION_TTL,
+    SessionStore,
+    UssdInputError,
+    UssdRequest,
+    UssdResponse,
+    run_hop,
+)
+from app.web.trust import at_guard
 from ussd_menus.screens import SCREENS, start
 from ussd_menus.text import t
 
 bp = Blueprint("ussd", __name__)
+# Only Africa's Talking: its addresses (AT_ALLOWED_IPS) and its URL token, if set.
+bp.before_request(at_guard)
 log = logging.getLogger("app.ussd")
 
 STARTS_PER_MINUTE = 10  # per phone: a stuck phone or a script cannot flood us
@@ -36,22 +47,44 @@ def ussd() -> Response:
         return _reply(UssdResponse(t("failure", "en"), end=True))
     try:
         store = SessionStore(redis_client(), current_app.config["SECRET_KEY"])
-        if hop.text == "" and _too_many_starts(hop):
-            return _reply(UssdResponse(t("too_many", "en"), end=True))
+        if _too_many_starts(hop):
+            return _reply(UssdResponse(t("too_many", _language(hop.phone)), end=True))
         return _reply(run_hop(hop, store, SCREENS, start, t))
     except Exception:  # noqa: BLE001 - the member must get an END, whatever broke
         db.session.rollback()
         log.exception("ussd hop failed (session %s)", hop.session_id)
-        return _reply(UssdResponse(t("failure", "en"), end=True))
+        return _reply(UssdResponse(t("failure", _language(hop.phone)), end=True))
 
 
 def _too_many_starts(hop: UssdRequest) -> bool:
+    """Every session id not seen before for this phone is a start, whatever its first
+    text (a script that opens each session with `9` is no less a flood); a resent hop of
+    a known session is not. A start over the limit is refused and not remembered, so the
+    same session tried again after the minute goes through."""
     redis = redis_client()
+    seen = f"ussd:seen:{hop.phone}:{hop.session_id}"
+    if redis.exists(seen):
+        return False
     key = f"ussd:starts:{hop.phone}"
     count = redis.incr(key)
     if count == 1:
         redis.expire(key, 60)
-    return count > STARTS_PER_MINUTE
+    if count > STARTS_PER_MINUTE:
+        return True
+    redis.set(seen, 1, ex=SESSION_TTL)
+    return False
+
+
+def _language(phone: str) -> str:
+    """The member's language for the screens shown before (or instead of) the menus: one
+    indexed column by phone; English when the phone is no member's or the lookup fails."""
+    try:
+        language = db.session.scalar(select(Member.language).where(Member.phone == phone))
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - an apology must not fail for want of its language
+        db.session.rollback()
+        return "en"
+    return language or "en"
 
 
 def _int(value: str | None) -> int | None:
