@@ -656,3 +656,50 @@ def test_hanging_up_after_reading_the_balance_offers_no_resume(
     second = Phone(client)
     second.dial()
     assert second.press("4826").startswith("CON 1. Check Balance")
+
+
+def test_every_new_session_counts_toward_the_start_limit_whatever_its_first_text(
+    client: FlaskClient, member: Member
+) -> None:
+    """Item 2: a script that opens each session with `9` instead of an empty text was
+    never counted; now every session id not seen before for the phone is a start."""
+    with_pin(member)
+    replies = [Phone(client).send("9") for _ in range(14)]
+    assert not any("Too many attempts" in r for r in replies[:10])
+    assert all(r.startswith("END ") and "Too many attempts" in r for r in replies[10:])
+
+
+def test_a_resent_hop_of_a_known_session_is_not_a_new_start(
+    client: FlaskClient, member: Member
+) -> None:
+    with_pin(member)
+    phone = Phone(client)
+    # Gateways resend the first hop; one session stays one start however often it comes.
+    assert all(phone.dial().startswith("CON ") for _ in range(12))
+    assert phone.press("4826").startswith("CON 1. Check Balance")
+    others = [Phone(client).dial() for _ in range(10)]
+    assert all(r.startswith("CON ") for r in others[:9]) and "Too many" in others[9]
+
+
+def test_too_many_attempts_is_in_the_members_language(client: FlaskClient) -> None:
+    member = make_member(phone="0711223344", language="sw")
+    with_pin(member)
+    replies = [Phone(client).dial() for _ in range(11)]
+    assert replies[10] == "END Majaribio mengi. Tafadhali jaribu tena baada ya dakika moja."
+
+
+def test_the_apology_is_in_the_members_language(client: FlaskClient, app: Flask) -> None:
+    member = make_member(phone="0711223344", language="sw")
+    with_pin(member)
+    phone = Phone(client)
+    phone.dial()
+    redis_client().connection_pool.disconnect()
+    broken = app.extensions["redis"]
+    app.extensions["redis"] = type(broken).from_url("redis://127.0.0.1:1/0")
+    try:
+        reply = phone.press("4826")
+        stranger = Phone(client, "+254799000000").dial()
+    finally:
+        app.extensions["redis"] = broken
+    assert reply == "END Samahani, huduma haipatikani sasa. Jaribu tena baadaye."
+    assert stranger.startswith("END Sorry, the service is not available")  # no member: English
