@@ -27,10 +27,14 @@ from app.config import Settings
 from app.extensions import db
 from app.phone import PhoneError, normalise_phone
 from app.selectors.phones import member_to_dial, members_to_dial
+from app.web.trust import at_token_args
 
 INBOX_SHOWN = 20  # the stand-in keeps 100 per phone; a phone screen shows the newest
 RECENT_SHOWN = 5  # answered prompts and Paybill payments shown under the pending ones
 NETWORK_CODE = "63902"  # Safaricom, as Africa's Talking reports it
+# How a session ended, as Africa's Talking's end-of-session notice says it: the menu's
+# END (Success), the member pressing Cancel or walking away (Incomplete), an error (Failed).
+END_STATUSES = ("Success", "Incomplete", "Failed")
 # The Daraja stand-in's answers a member can give a prompt (its STK_OUTCOMES names).
 STK_ANSWERS = {
     "success": "Accept (enter PIN)",
@@ -56,6 +60,18 @@ def simulators_in_use(settings: Settings) -> bool:
 
 def _error(message: str, status: int = 400) -> tuple[Response, int]:
     return jsonify(error=message), status
+
+
+def _mpesa_refused() -> tuple[Response, int] | None:
+    """The Daraja stand-in is registered only while M-PESA is simulated (SMS may be
+    simulated alone): its controls then have nothing to talk to."""
+    if _settings().mpesa_simulated:
+        return None
+    return _error("M-PESA goes to Safaricom itself here: no simulated phone to answer.", 404)
+
+
+def _end_status(raw: str | None) -> str:
+    return raw if raw in END_STATUSES else "Incomplete"
 
 
 def _kenyan(moment: str | None) -> str:
@@ -135,7 +151,7 @@ class PhoneView(SecureMixin, BaseView):
         session_id = (request.form.get("session") or "").strip()[:60]
         session_id = session_id or f"ATUid_console_{secrets.token_hex(12)}"
         _, body, _ = _forward(
-            url_for("ussd.ussd"),
+            url_for("ussd.ussd", **at_token_args()),
             data={
                 "sessionId": session_id,
                 "serviceCode": _settings().USSD_SERVICE_CODE,
@@ -147,6 +163,44 @@ class PhoneView(SecureMixin, BaseView):
         ended = not body.startswith("CON ")
         screen = body[4:] if body.startswith(("CON ", "END ")) else body
         return jsonify(session=session_id, end=ended, screen=screen)
+
+    @expose("/ussd-end", methods=("POST",))
+    def ussd_end(self) -> Response | tuple[Response, int]:
+        """The session is over (the menu said END, or Cancel was pressed): tell the app's
+        `/ussd/events` as Africa's Talking does, so the member page lists the session.
+        The page sends what it counted (hops, milliseconds, the last screen); never what
+        the member typed."""
+        refused = self._token_refused()
+        if refused is not None:
+            return refused
+        try:
+            phone = self._phone(request.form.get("phone"))
+        except PhoneError as exc:
+            return _error(str(exc))
+        session_id = (request.form.get("session") or "").strip()[:60]
+        if not session_id:
+            return _error("No session to end.")
+        status = _end_status(request.form.get("status"))
+        now = datetime.now(UTC).astimezone(_settings().tz)
+        code, _, _ = _forward(
+            url_for("ussd.ussd_events", **at_token_args()),
+            data={
+                "date": now.strftime("%Y-%m-%d %H:%M:%S"),
+                "sessionId": session_id,
+                "serviceCode": _settings().USSD_SERVICE_CODE,
+                "networkCode": NETWORK_CODE,
+                "phoneNumber": f"+{phone}",
+                "status": status,
+                "cost": "KES 0.00",
+                "durationInMillis": _digits(request.form.get("duration_ms")),
+                "hopsCount": _digits(request.form.get("hops")),
+                "lastAppResponse": (request.form.get("last") or "")[:1000],
+                "errorMessage": "" if status == "Success" else "ended on the console phone",
+            },
+        )
+        if code != 200:
+            return _error(f"The session end was not recorded (HTTP {code}).", 502)
+        return jsonify(ended=session_id, status=status)
 
     @expose("/state")
     def state(self) -> Response | tuple[Response, int]:
@@ -171,7 +225,7 @@ class PhoneView(SecureMixin, BaseView):
     @expose("/stk", methods=("POST",))
     def stk(self) -> Response | tuple[Response, int]:
         """The member answers a prompt, with the Daraja stand-in's own control."""
-        refused = self._token_refused()
+        refused = self._token_refused() or _mpesa_refused()
         if refused is not None:
             return refused
         outcome = request.form.get("outcome", "")
@@ -194,7 +248,7 @@ class PhoneView(SecureMixin, BaseView):
     def answer_here(self) -> Response | tuple[Response, int]:
         """Prompts to this phone wait for an answer on the page ("manual"), or the stand-in
         answers them itself after its delay (its default, "success")."""
-        refused = self._token_refused()
+        refused = self._token_refused() or _mpesa_refused()
         if refused is not None:
             return refused
         try:
@@ -214,7 +268,7 @@ class PhoneView(SecureMixin, BaseView):
     def paybill(self) -> Response | tuple[Response, int]:
         """The member pays the Paybill: the stand-in validates with our server, then
         confirms, as Safaricom does; the page shows how it went."""
-        refused = self._token_refused()
+        refused = self._token_refused() or _mpesa_refused()
         if refused is not None:
             return refused
         try:
@@ -234,6 +288,11 @@ class PhoneView(SecureMixin, BaseView):
         if status != 202:
             return _error((answer or {}).get("error") or f"HTTP {status}")
         return jsonify(trans_id=answer["TransID"])
+
+
+def _digits(raw: str | None) -> str:
+    value = (raw or "").strip()
+    return value if value.isdigit() and len(value) <= 9 else ""
 
 
 def _inbox(phone: str) -> dict[str, Any]:

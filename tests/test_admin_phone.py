@@ -304,3 +304,114 @@ def test_a_paybill_payment_before_registration_or_without_an_amount_is_refused_i
     gone = post_form(client, f"{PAGE}stk", {"checkout_id": "ws_CO_1", "outcome": "success"})
     assert gone.status_code == 404 and "no longer" in gone.get_json()["error"]
     assert state(client, member.phone)["mpesa"]["paybill"] == []
+
+
+# -- the end of a USSD session ------------------------------------------------------------------
+
+
+def test_an_ended_or_cancelled_session_reaches_ussd_events_and_the_member_page(
+    app: Flask,
+) -> None:
+    """The page tells /ussd/events when the menu says END and when Cancel is pressed, as
+    Africa's Talking does, so the member's page lists the sessions."""
+    from app.models import UssdEvent
+    from app.selectors.members import member_ussd_sessions
+
+    member = make_member(phone="0711223344", savings=2500)
+    member_set_pin(member_id=member.id, pin="4826")
+    client = signed_in(app)
+
+    first = act(client, "ussd", phone="0711223344", text="")
+    act(client, "ussd", phone="0711223344", text="4826", session=first["session"])
+    cancelled = act(
+        client,
+        "ussd-end",
+        phone="0711223344",
+        session=first["session"],
+        status="Incomplete",
+        hops="2",
+        duration_ms="5400",
+        last="CON 1. Check Balance",
+    )
+    assert cancelled == {"ended": first["session"], "status": "Incomplete"}
+
+    stranger = act(client, "ussd", phone="0711223344", text="4826", session="ATUid_console_x")
+    ended = act(
+        client,
+        "ussd-end",
+        phone="0711223344",
+        session="ATUid_console_x",
+        status="Success",
+        hops="1",
+        duration_ms="nonsense",
+        last="END " + stranger["screen"],
+    )
+    assert ended["status"] == "Success"
+
+    db.session.rollback()
+    events = db.session.query(UssdEvent).order_by(UssdEvent.id).all()
+    assert [(e.session_id, e.status, e.hops) for e in events] == [
+        (first["session"], "Incomplete", 2),
+        ("ATUid_console_x", "Success", 1),
+    ]
+    assert events[0].duration_ms == 5400 and events[1].duration_ms is None
+    assert events[0].phone and events[0].phone.endswith("711223344")
+    assert "4826" not in str([(e.last_response, e.error) for e in events])
+    assert len(member_ussd_sessions(phone=member.phone).rows) == 2
+
+
+def test_a_session_end_needs_the_token_and_a_session(app: Flask) -> None:
+    from app.models import UssdEvent
+
+    client = signed_in(app)
+    db.session.commit()
+    no_token = browse(
+        client, f"{PAGE}ussd-end", "POST", data={"phone": "0711223344", "session": "ATUid_1"}
+    )
+    assert no_token.status_code == 400 and "expired" in no_token.get_json()["error"]
+    no_session = post_form(client, f"{PAGE}ussd-end", {"phone": "0711223344"})
+    assert no_session.status_code == 400 and "No session" in no_session.get_json()["error"]
+    db.session.rollback()
+    assert db.session.query(UssdEvent).count() == 0
+
+
+def test_the_page_script_reports_end_and_cancel(app: Flask) -> None:
+    """The page's script is what a browser runs: it posts the end on END and on Cancel."""
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parent.parent / "admin/static/phone.js").read_text()
+    client = signed_in(app)
+    html = browse(client, PAGE).get_data(as_text=True)
+    assert f'data-ussd-end-url="{PAGE}ussd-end"' in html
+    assert 'ended(answer.session, "Success"' in script
+    cancel = script.split('cancel.addEventListener("click"')[1].split("});")[0]
+    assert 'ended(session, "Incomplete"' in cancel
+
+
+def test_with_real_mpesa_the_page_keeps_sms_and_refuses_mpesa_in_words(
+    app: Flask, _urls: dict[str, str]
+) -> None:
+    """SMS simulated, M-PESA real: the page shows the inbox, links to no stand-in that is
+    not there, and its M-PESA controls answer 404 in words rather than fail."""
+    only_sms = make_app(_urls, MPESA_CONSUMER_KEY="ck", MPESA_CONSUMER_SECRET="cs")
+    try:
+        db.session.commit()
+        client = only_sms.test_client()
+        login(client, staff("branch_manager"))
+        page = browse(client, PAGE)
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        assert "M-PESA goes to Safaricom itself" in html and "/simulator/daraja" not in html
+        for action, data in (
+            ("paybill", {"phone": "0711223344", "amount": "10", "account": "M1"}),
+            ("stk", {"checkout_id": "ws_CO_1", "outcome": "success"}),
+            ("answer-here", {"phone": "0711223344", "on": "1"}),
+        ):
+            answer = post_form(client, f"{PAGE}{action}", data)
+            assert answer.status_code == 404, (action, answer.get_data(as_text=True))
+            assert "Safaricom itself" in answer.get_json()["error"]
+    finally:
+        with only_sms.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        only_sms.extensions["redis"].close()

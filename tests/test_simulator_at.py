@@ -286,3 +286,44 @@ def test_the_simulator_exists_only_outside_production(app: Flask) -> None:
 
     assert "simulator_at" not in production.blueprints
     assert production.test_client().get("/simulator/at/").status_code == 404
+
+
+def test_with_a_callback_token_the_simulator_still_reaches_the_sms_routes(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in posts our callbacks as the provider would, token in the URL."""
+    import dataclasses
+
+    changed = dataclasses.replace(app.config["SETTINGS"], AT_CALLBACK_TOKEN="at-secret-4f2b9c")
+    monkeypatch.setitem(app.config, "SETTINGS", changed)
+    make_member(phone="0700000001")
+
+    answer = client.post(
+        "/simulator/at/inbound",
+        data={"phone": "0700000001", "text": "HELP"},
+        headers={"Accept": "application/json"},
+    )
+
+    assert answer.get_json()["callbackStatus"] == 200
+    assert db.session.query(SmsInbound).count() == 1
+    assert client.post("/sms/inbound", data={"from": PHONE, "text": "x"}).status_code == 403
+
+
+def test_with_an_africas_talking_key_the_simulator_is_not_registered(
+    app: Flask, _urls: dict[str, str]
+) -> None:
+    """Real SMS credentials: the stand-in's pages and inboxes are 404, outside production
+    too; the Daraja stand-in stays while M-PESA is simulated."""
+    real = make_app(_urls, AT_API_KEY="at-key")
+    try:
+        client = real.test_client()
+        assert "simulator_at" not in real.blueprints
+        assert client.get("/simulator/at/").status_code == 404
+        assert client.get(f"/simulator/at/inbox/{PHONE}").status_code == 404
+        assert client.get("/simulator/daraja/").status_code == 200
+        assert "/simulator/at/" not in client.get("/").get_data(as_text=True)
+    finally:
+        with real.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        real.extensions["redis"].close()

@@ -1098,3 +1098,65 @@ def test_the_simulator_exists_only_outside_production(app: Flask) -> None:
 
     assert "simulator_daraja" not in production.blueprints
     assert production.test_client().get(f"{SIM}/").status_code == 404
+
+
+def test_with_real_daraja_credentials_the_simulator_is_not_registered(
+    app: Flask, _urls: dict[str, str]
+) -> None:
+    """Outside production too: real credentials mean real Safaricom, and the stand-in's
+    state (callback token, STK passwords) must not answer. The AT stand-in stays while
+    SMS are still simulated, and the home page links only what is there."""
+    from tests.helpers import make_app
+
+    real = make_app(_urls, MPESA_CONSUMER_KEY="ck", MPESA_CONSUMER_SECRET="cs")
+    try:
+        client = real.test_client()
+        assert client.get(f"{SIM}/state").status_code == 404
+        assert client.get(f"{SIM}/").status_code == 404
+        assert client.get("/simulator/at/").status_code == 200
+        home = client.get("/").get_data(as_text=True)
+        assert 'href="/simulator/at/"' in home and SIM not in home
+    finally:
+        from app.extensions import db
+
+        with real.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        real.extensions["redis"].close()
+
+
+def test_a_paybill_payment_that_skips_validation_lands_in_suspense(
+    over_http: str,
+    runner,  # noqa: ANN001
+) -> None:
+    """The page's "skip validation" box: an account that matches no one is confirmed
+    all the same (as for a shortcode without external validation) and goes to suspense,
+    where staff can try assigning it."""
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from app.models import MpesaCallback, Payment
+    from tests.helpers import work_until
+
+    registered = runner.invoke(args=["mpesa", "register-urls"])
+    assert registered.exit_code == 0, registered.output
+    paid = requests.post(
+        f"{over_http}{SIM}/c2b/pay",
+        json={"phone": PHONE, "amount": "640", "account": "NOBODY-42", "skip_validation": True},
+        timeout=10,
+    )
+    assert paid.status_code == 202, paid.text
+    trans_id = paid.json()["TransID"]
+
+    payment = work_until(
+        lambda: db.session.scalar(select(Payment).where(Payment.receipt == trans_id)),
+        "the unmatched confirmation to be posted",
+    )
+    assert payment.status == "suspense"
+    kinds = db.session.scalars(select(MpesaCallback.kind)).all()
+    assert kinds == ["c2b_confirmation"]  # validation was never asked
+    state = requests.get(f"{over_http}{SIM}/state", timeout=10).json()
+    [c2b] = [p for p in state["c2b"] if p["TransID"] == trans_id]
+    assert c2b["validation"] == "skipped" and c2b["status"] == "completed"
+    page = requests.get(f"{over_http}{SIM}/", timeout=10).text
+    assert 'name="skip_validation"' in page

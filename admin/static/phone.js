@@ -20,6 +20,8 @@
   var entries = [];        // what the member typed this session, joined by "*"
   var shown = {};          // each list's last JSON, so an unchanged list is not redrawn
   var owner = null;        // the member who owns `phone`, when known
+  var hops = 0;            // hops sent this session, and when it started (for /ussd/events)
+  var started = 0;
 
   function post(url, fields) {
     var body = new URLSearchParams(fields);
@@ -46,13 +48,26 @@
     if (on) { input.value = ""; input.focus(); }
   }
 
+  // The session is over: tell the server as Africa's Talking's end-of-session notice
+  // does, so the member's page lists it ("Success" for the menu's END, "Incomplete" when
+  // the member cancels). What was typed is never sent.
+  function ended(id, status, last) {
+    if (!id) { return; }
+    post(urls.ussdEndUrl, {
+      phone: phone, session: id, status: status, hops: String(hops),
+      duration_ms: String(Math.max(0, Date.now() - started)), last: last || ""
+    }).then(function (answer) { if (answer.error) { say(answer.error); } });
+  }
+
   function hop(text) {
     say("");
     var fields = { phone: phone, text: text };
-    if (session) { fields.session = session; }
+    if (session) { fields.session = session; } else { hops = 0; started = Date.now(); }
+    hops += 1;
     return post(urls.ussdUrl, fields).then(function (answer) {
       if (answer.error) { say(answer.error); open(false); session = null; return; }
       session = answer.end ? null : answer.session;
+      if (answer.end) { ended(answer.session, "Success", "END " + answer.screen); }
       screen.textContent = answer.screen;
       screen.classList.toggle("ended", answer.end);
       open(!answer.end);
@@ -63,6 +78,7 @@
   dial.addEventListener("click", function () {
     choose();
     if (!phone) { say("Type a phone number first."); return; }
+    ended(session, "Incomplete", "CON " + screen.textContent);  // dialling again hangs up
     session = null;
     entries = [];
     screen.textContent = "Dialling…";
@@ -77,6 +93,7 @@
   });
 
   cancel.addEventListener("click", function () {
+    ended(session, "Incomplete", "CON " + screen.textContent);
     session = null;
     entries = [];
     screen.textContent = "Session cancelled.";
@@ -89,6 +106,7 @@
   function choose() {
     var typed = number.value.trim();
     if (typed === phone) { return; }
+    ended(session, "Incomplete", "CON " + screen.textContent);  // a new number hangs up the old
     phone = typed;
     shown = {};
     session = null;

@@ -33,6 +33,7 @@ from werkzeug.wrappers import Response as BaseResponse  # what redirect() return
 from app.extensions import redis_client
 from app.models.types import utcnow
 from app.phone import PhoneError, normalise_phone
+from app.web.trust import at_token_args
 
 bp = Blueprint("simulator_at", __name__, url_prefix="/simulator/at")
 
@@ -209,7 +210,9 @@ def deliver() -> BaseResponse:
     form = {"id": message_id, "status": status, "phoneNumber": phone, "networkCode": "99999"}
     if status in ("Rejected", "Failed"):
         form["failureReason"] = request.form.get("failureReason", "DeliveryFailure")
-    answer = current_app.test_client().post(url_for("sms.delivery_reports"), data=form)
+    answer = current_app.test_client().post(
+        url_for("sms.delivery_reports", **at_token_args()), data=form
+    )
     for index, item_raw in enumerate(redis.lrange(_inbox_key(phone), 0, -1)):
         item = json.loads(item_raw)
         if item["messageId"] == message_id:
@@ -233,7 +236,7 @@ def send_inbound() -> BaseResponse:
         "date": utcnow().strftime("%Y-%m-%d %H:%M:%S"),
         "networkCode": "99999",
     }
-    answer = current_app.test_client().post(url_for("sms.inbound"), data=form)
+    answer = current_app.test_client().post(url_for("sms.inbound", **at_token_args()), data=form)
     redis_client().sadd(_PHONES, phone)
     if request.accept_mimetypes.best == "application/json":
         return jsonify(id=form["id"], callbackStatus=answer.status_code)

@@ -32,9 +32,12 @@ Controls (JSON or form; forms redirect to the page):
   POST /simulator/daraja/stk/<CheckoutRequestID>/complete  {"outcome": "success"}
        (any stk outcome but manual) completes a pending prompt; 404 unknown, 409 done.
   POST /simulator/daraja/c2b/pay  {"phone", "amount", "account", "msisdn": "hashed" |
-       "masked" | "plain", "shortcode"?}: a member pays the Paybill. 202 {"TransID", ...}
-       at once; then ValidationURL (if registered) and, when it answers ResultCode "0",
-       ConfirmationURL. No validation answer: the registered ResponseType decides.
+       "masked" | "plain", "shortcode"?, "skip_validation"?}: a member pays the Paybill.
+       202 {"TransID", ...} at once; then ValidationURL (if registered) and, when it
+       answers ResultCode "0", ConfirmationURL. No validation answer: the registered
+       ResponseType decides. "skip_validation": true goes straight to ConfirmationURL,
+       as Safaricom does for a shortcode without external validation: an account that
+       matches no one lands in suspense (the page's "skip validation" box).
   POST /simulator/daraja/settings  {"delay": 0, "status_result_code": 0 | "00000000"}
   GET  /simulator/daraja/state  pending prompts, recent prompts, B2C and C2B payments,
        API requests, callbacks sent (with the HTTP status and body our server answered).
@@ -69,7 +72,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import redis
@@ -84,6 +87,7 @@ from flask import (
     request,
     url_for,
 )
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns
 
 from app.config import FORBIDDEN_CALLBACK_WORDS, Settings
 from app.extensions import redis_client
@@ -250,7 +254,7 @@ def _wants_json() -> bool:
     return request.is_json or request.accept_mimetypes.best == "application/json"
 
 
-def _back() -> Response:
+def _back() -> BaseResponse:
     return redirect(url_for(".index"), code=303)
 
 
@@ -368,14 +372,14 @@ class _Deliveries:
         self._running = 0
         self._changed = threading.Condition()
 
-    def start(self, delay: float, work: Callable[[], None]) -> None:
+    def start(self, delay: float, work: Callable[[], object]) -> None:  # its result unused
         with self._changed:
             self._running += 1
         threading.Thread(
             target=self._run, args=(delay, work), name="daraja-simulator", daemon=True
         ).start()
 
-    def _run(self, delay: float, work: Callable[[], None]) -> None:
+    def _run(self, delay: float, work: Callable[[], object]) -> None:
         try:
             if delay > 0:
                 time.sleep(delay)
@@ -608,7 +612,7 @@ def stk_query() -> Response | tuple[Response, int]:
 
 
 @bp.post("/stk/<checkout_id>/complete")
-def complete_stk(checkout_id: str) -> Response | tuple[Response, int]:
+def complete_stk(checkout_id: str) -> BaseResponse | tuple[Response, int]:
     """The member answers a manual prompt (the page's buttons, or a test)."""
     outcome = str(_params().get("outcome") or "success")
     if outcome not in STK_OUTCOMES:
@@ -678,7 +682,7 @@ def _msisdn_as(msisdn: str, style: str) -> str:
 
 
 @bp.post("/c2b/pay")
-def c2b_pay() -> Response | tuple[Response, int]:
+def c2b_pay() -> BaseResponse | tuple[Response, int]:
     """A member pays the Paybill from their phone."""
     settings = _settings()
     r = redis_client()
@@ -700,6 +704,7 @@ def c2b_pay() -> Response | tuple[Response, int]:
     if style not in MSISDN_STYLES:
         return jsonify(error=f"msisdn must be one of {', '.join(MSISDN_STYLES)}"), 400
     shortcode = str(params.get("shortcode") or settings.MPESA_SHORTCODE)
+    skip_validation = str(params.get("skip_validation", "")).lower() in ("1", "true", "on", "yes")
     urls = _load(r, _key("c2b", "urls", shortcode))
     if urls is None:
         return jsonify(
@@ -731,7 +736,7 @@ def c2b_pay() -> Response | tuple[Response, int]:
         "account": account,
         "status": "pending",
         "at": _iso(now),
-        "validation": None,
+        "validation": "skipped" if skip_validation else None,
         "confirmation": None,
     }
     _save(r, _key("c2b", trans_id), payment, WEEK)
@@ -749,6 +754,8 @@ def c2b_pay() -> Response | tuple[Response, int]:
         "initiated": _kenya_number(now, settings),
         "finalised": _kenya_number(now, settings),
     }
+    if skip_validation:
+        urls = {**urls, "ValidationURL": None}
     _deliveries.start(delay, lambda: _run_c2b(r, urls, body, payment, receipt))
     if _wants_json():
         return jsonify(
@@ -977,7 +984,7 @@ def _find_receipt(
     payment = _load(r, _key("b2c", original_id))
     if payment is None:
         # Integrators pass the AG_… ConversationID here too.
-        mapped = r.get(_key("b2c", "conv", original_id))
+        mapped = cast(bytes | None, r.get(_key("b2c", "conv", original_id)))  # not decoded
         payment = _load(r, _key("b2c", mapped.decode())) if mapped else None
     if payment is None or payment.get("status") != "paid":
         return None
@@ -1017,6 +1024,7 @@ def transaction_status() -> Response:
     conversation_id = _conversation_id(now)
     found = _find_receipt(r, transaction_id, original_id)
     filler = f"{(found or {}).get('receipt', _receipt())[:3]}0000000"
+    code: int | str  # B2C_OUTCOMES' are numbers, "not found" is R000001
     if not _initiator_ok(initiator, credential, settings):
         code, desc = B2C_OUTCOMES["initiator"]
         result = _b2c_envelope(code, desc, query_id, conversation_id, filler)
@@ -1069,7 +1077,7 @@ def _status_parameters(found: dict[str, Any]) -> list[dict[str, Any]]:
 
 @bp.post("/phones/<phone>/outcome")
 @bp.post("/outcome")
-def set_outcome(phone: str | None = None) -> Response | tuple[Response, int]:
+def set_outcome(phone: str | None = None) -> BaseResponse | tuple[Response, int]:
     """Sticky per-phone outcomes for STK and B2C, and the name M-PESA shows."""
     params = _params()
     try:
@@ -1102,7 +1110,7 @@ def set_outcome(phone: str | None = None) -> Response | tuple[Response, int]:
 
 
 @bp.post("/settings")
-def change_settings() -> Response | tuple[Response, int]:
+def change_settings() -> BaseResponse | tuple[Response, int]:
     params = _params()
     r = redis_client()
     current = _sim_settings(r)
@@ -1128,7 +1136,7 @@ def change_settings() -> Response | tuple[Response, int]:
 def _state() -> dict[str, Any]:
     r = redis_client()
     prompts = [p for p in (_load(r, _key("stk", i)) for i in _recent(r, K_STK_RECENT)) if p]
-    phones = sorted(p.decode() for p in r.smembers(K_PHONES))
+    phones = sorted(p.decode() for p in cast(set[bytes], r.smembers(K_PHONES)))  # not decoded
     settings = _settings()
     return {
         "settings": _sim_settings(r),
@@ -1273,7 +1281,11 @@ Phone <input name="phone" placeholder="0712345678" required>
 amount <input name="amount" size="6" required>
 account <input name="account" placeholder="M000123" required>
 MSISDN sent <select name="msisdn">{% for s in styles %}<option>{{ s }}</option>{% endfor %}
-</select> <button>Pay</button></form>
+</select>
+<label title="as a shortcode without external validation: an account that matches no
+member or loan is confirmed all the same and lands in suspense"><input type="checkbox"
+name="skip_validation" value="1"> skip validation</label>
+<button>Pay</button></form>
 </div>
 
 <div class="box"><h2>Settings</h2>

@@ -19,9 +19,14 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(sms_bp)
     app.register_blueprint(payments_bp)
     app.register_blueprint(ussd_bp)
-    if not app.config["SETTINGS"].is_production:
+    # A stand-in answers only while it is in use: with real credentials its pages (and
+    # the Daraja one's state, which shows the callback token and STK passwords) are 404.
+    settings = app.config["SETTINGS"]
+    if settings.at_simulated:
         from app.simulators.africastalking import bp as at_simulator_bp
-        from app.simulators.daraja import bp as daraja_simulator_bp
 
         app.register_blueprint(at_simulator_bp)
+    if settings.mpesa_simulated:
+        from app.simulators.daraja import bp as daraja_simulator_bp
+
         app.register_blueprint(daraja_simulator_bp)
