@@ -99,7 +99,10 @@ def promises() -> list[tuple[Decimal, str]]:
 
 @pytest.mark.parametrize(
     ("language", "words"),
-    [("en", "owes KES {most} in all: promise at most KES {most}"), ("sw", "si zaidi ya KES")],
+    [
+        ("en", "At most KES {most}: that is all the loan owes."),
+        ("sw", "Si zaidi ya KES {most}: ndilo deni lote la mkopo."),
+    ],
 )
 def test_ussd_refuses_a_promise_above_what_the_loan_owes_and_confirms_before_saving(
     client: FlaskClient, language: str, words: str
@@ -339,3 +342,25 @@ def test_the_console_says_1_loan_not_1_loans(app: Flask) -> None:
     login(client, staff("branch_manager"))
     page = html.unescape(browse(client, "/admin/").get_data(as_text=True))
     assert "1 loan" in page and "1 loans" not in page
+
+
+def test_a_refused_promise_fits_the_screen_with_seven_digit_amounts(client: FlaskClient) -> None:
+    member = make_member(phone="0711223344", savings=Decimal("9999999"), language="sw")
+    member.created_at = JOINED
+    db.session.commit()
+    member_set_pin(member_id=member.id, pin=PIN)
+    product = make_product(
+        "DEV",
+        min_membership_days=0,
+        min_share_capital=Decimal("0"),
+        limit_multiple=Decimal("10"),
+        maker_checker_threshold=None,
+    )
+    loan = make_loan(product=product, amount=1_999_999, on=date(2026, 3, 1), member=member, term=36)
+    loan_update_arrears(loan_id=loan.id, as_of=business_today())
+    phone = signed_in_phone(client, member)
+    phone.press("6")
+    phone.press((business_today() + timedelta(days=14)).strftime("%d%m"))
+    refused = phone.press("99999999")
+    # Whole: the refusal, the amount screen with its ceiling, and the navigation line.
+    assert "Si zaidi ya KES 2," in refused and refused.endswith("0 Rudi 00 Mwanzo"), refused

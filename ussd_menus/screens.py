@@ -688,9 +688,9 @@ def _promise_amount(hop: Hop) -> Step:
         amount=amount,
     )
     if problem is not None:
+        if problem[0] == "too_much":  # the same rule's words, cut to fit above the screen
+            return Invalid(t("promise_too_much", language, most=f"KES {problem[1]['most']}"))
         words = promise_problem_words(problem, language)
-        if problem[0] == "too_much":
-            return Invalid(words)
         return End(t("promise_refused", language, why=words[:120]))
     hop.session.data["amount"] = str(int(amount))
     return Goto("promise_confirm")

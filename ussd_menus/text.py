@@ -202,6 +202,11 @@ TEXT: dict[str, dict[str, str]] = {
         "2. Ghairi",
     },
     "promise_refused": {"en": "Not recorded: {why}", "sw": "Haijarekodiwa: {why}"},
+    # promise_problem's "too_much", short enough to sit above the amount screen.
+    "promise_too_much": {
+        "en": "At most {most}: that is all the loan owes.",
+        "sw": "Si zaidi ya {most}: ndilo deni lote la mkopo.",
+    },
     "statement_more": {"en": "1. Full statement by SMS", "sw": "1. Taarifa kamili kwa SMS"},
     "statement_none": {"en": "No transactions yet.", "sw": "Hakuna miamala bado."},
     "statement_sent": {
