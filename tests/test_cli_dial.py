@@ -34,8 +34,10 @@ FLOW = {
 class Stub:
     url: str
     forms: list[dict[str, str]]
+    events: list[dict[str, str]]
     # text -> (status, body, content type); the default answers FLOW.
     answer: Callable[[dict[str, str]], tuple[int, str, str]]
+    event_status: int = 200  # what /ussd/events answers
 
 
 def _flow(form: dict[str, str]) -> tuple[int, str, str]:
@@ -46,10 +48,16 @@ def _flow(form: dict[str, str]) -> tuple[int, str, str]:
 def stub() -> Iterator[Stub]:
     """A stand-in /ussd on a free port that records each form it receives."""
     forms: list[dict[str, str]] = []
-    state = Stub(url="", forms=forms, answer=_flow)
+    events: list[dict[str, str]] = []
+    state = Stub(url="", forms=forms, events=events, answer=_flow)
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
+        if request.method == "POST" and request.path == "/ussd/events":
+            events.append({**request.form.to_dict(), "?": request.query_string.decode()})
+            return Response("OK", status=state.event_status, content_type=PLAIN)(
+                environ, start_response
+            )
         if request.method != "POST" or request.path != "/ussd":
             return Response("not found", status=404)(environ, start_response)
         form = request.form.to_dict()
@@ -362,3 +370,86 @@ def test_dial_is_registered_with_its_help(runner: FlaskCliRunner) -> None:
     assert "Dial the running server's USSD menu" in result.stdout
     for option in ("--phone", "--url", "--service-code", "--network"):
         assert option in result.stdout
+
+
+# -- the end of the session, as the gateway reports it --------------------------------------
+
+
+def test_an_end_screen_is_reported_to_ussd_events_as_success(
+    runner: FlaskCliRunner, stub: Stub
+) -> None:
+    result = run_dial(runner, "--url", stub.url, input="1\n2\n")
+
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    [event] = stub.events
+    session_id = stub.forms[0]["sessionId"]
+    assert event["sessionId"] == session_id and event["status"] == "Success"
+    assert event["phoneNumber"] == "+254711223344" and event["serviceCode"] == "*384*96#"
+    assert event["networkCode"] == "99999" and event["hopsCount"] == "3"
+    assert event["lastAppResponse"] == "END Shares: KES 1,000"
+    assert int(event["durationInMillis"]) >= 0 and event["cost"] and event["date"]
+    # What the member typed (a PIN, say) is never sent with it.
+    assert "input" not in event and "1*2" not in str(event)
+    assert "warning" not in result.stdout
+
+
+def test_hanging_up_mid_session_is_reported_as_incomplete(
+    runner: FlaskCliRunner, stub: Stub
+) -> None:
+    result = run_dial(runner, "--url", stub.url, input="1\n")
+
+    assert result.stdout.splitlines()[-1] == "hung up"
+    [event] = stub.events
+    assert event["status"] == "Incomplete" and event["hopsCount"] == "2"
+    assert event["lastAppResponse"].startswith("CON Which account?")
+
+
+def test_a_server_that_does_not_take_the_event_gets_a_warning_not_a_failure(
+    runner: FlaskCliRunner, stub: Stub
+) -> None:
+    stub.event_status = 500
+
+    result = run_dial(runner, "--url", stub.url, input="1\n2\n")
+
+    assert result.exit_code == 0 and result.stderr == ""
+    assert f"warning: {stub.url}/ussd/events answered HTTP 500 to the session's end" in (
+        result.stdout.splitlines()
+    )
+
+
+def test_the_callback_token_rides_on_every_url_when_set(
+    app: Flask, runner: FlaskCliRunner, stub: Stub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = dataclasses.replace(app.config["SETTINGS"], AT_CALLBACK_TOKEN="at-secret-4f2b9c")
+    monkeypatch.setitem(app.config, "SETTINGS", settings)
+
+    result = run_dial(runner, "--url", stub.url, input="1\n2\n")
+
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert stub.events[0]["?"] == "token=at-secret-4f2b9c"
+
+
+def test_without_url_or_port_it_dials_the_port_sacco_up_wrote(
+    app: Flask, runner: FlaskCliRunner, stub: Stub, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # noqa: ANN001
+    from app.cli.runtime import SERVER_FILE, server_file_write
+
+    monkeypatch.delenv("PORT", raising=False)
+    monkeypatch.setattr(app, "instance_path", str(tmp_path))
+    port = int(stub.url.rsplit(":", 1)[1])
+    server_file_write(str(tmp_path), host="0.0.0.0", port=port)  # noqa: S104 - as `sacco up --host`
+
+    result = run_dial(runner, input="1\n2\n")
+
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert [form["text"] for form in stub.forms] == ["", "1", "1*2"]
+
+    # PORT set here (settings read it) wins over the file.
+    settings = dataclasses.replace(app.config["SETTINGS"], PORT=1)
+    monkeypatch.setitem(app.config, "SETTINGS", settings)
+    monkeypatch.setenv("PORT", "1")
+    assert "http://127.0.0.1:1 is not answering" in one_error_line(run_dial(runner))
+    # A file whose process is gone (a crashed `sacco up`) is ignored.
+    monkeypatch.delenv("PORT")
+    (tmp_path / SERVER_FILE).write_text(f'{{"url": "{stub.url}", "pid": 999999999}}')
+    assert "http://127.0.0.1:1 is not answering" in one_error_line(run_dial(runner))

@@ -3,6 +3,7 @@ on the suite's database and Redis, with SMS going to the Africa's Talking simula
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import requests
 from flask import Flask
+from sqlalchemy import select
 
 from app.extensions import db
+from app.models import UssdEvent
 from tests.factories import make_member
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,6 +181,35 @@ def test_a_member_texts_bal_and_the_reply_reaches_the_phone_through_the_worker(
             "the Paybill deposit receipt on the phone",
         )
         assert "1,750.00" in receipt, receipt
+
+        # The worker ran jobs, but at WARNING: none of RQ's per-job lines buried the web's.
+        assert not running.said(r"Job OK|Result is kept|Successfully completed"), running.lines
+
+        # `sacco dial` with no --url and no PORT finds this server from the instance
+        # folder, and at the hang-up tells /ussd/events as the gateway would.
+        server = json.loads((tmp_path / "server.json").read_text())
+        assert server["url"] == running.base
+        env = {k: v for k, v in os.environ.items() if k != "PORT" and not k.startswith("AT_")}
+        env.update(
+            DATABASE_URL=app.config["SETTINGS"].DATABASE_URL,
+            REDIS_URL=app.config["REDIS_URL"],
+            INSTANCE_PATH=str(tmp_path),
+        )
+        dialled = subprocess.run(
+            [sys.executable, "-m", "app", "dial", "--phone", "0712000001"],
+            cwd=ROOT,
+            env=env,
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert dialled.returncode == 0, dialled.stderr
+        assert dialled.stdout.splitlines()[-1] == "hung up", dialled.stdout
+        event = db.session.scalars(select(UssdEvent)).one()
+        assert (event.phone, event.status, event.hops) == ("+254712000001", "Incomplete", 1)
+        db.session.remove()
+    assert not (tmp_path / "server.json").exists()  # gone with the server
 
 
 def test_a_killed_worker_is_reported_and_restarted_while_the_web_keeps_answering(

@@ -3,14 +3,22 @@
 It plays Africa's Talking's part of a USSD session (contracts/africastalking.md, "USSD
 hop"): one sessionId per dial, a form POST per hop with every input so far joined by "*",
 and a reply that must start with "CON " or "END ". Menu authors see each screen's length
-against the 182-character limit and a warning when a character forces UCS-2.
+against the 182-character limit and a warning when a character forces UCS-2. When the
+session ends (the menu's END, or the member hangs up) it posts `/ussd/events` as the
+gateway does ("USSD end of session"), without what was typed.
+
+The server: `--url`, else this machine's port `PORT` when it is set, else the one the
+running `sacco up` wrote in the instance folder, else PORT's default (5000).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import textwrap
+import time
+from datetime import UTC, datetime, tzinfo
 from typing import NoReturn
 
 import click
@@ -18,6 +26,7 @@ import requests
 from flask import current_app
 from flask.cli import with_appcontext
 
+from app.cli.runtime import running_server_url
 from app.phone import PhoneError, e164
 
 # The gateway waits about 10 s for a hop; 15 s leaves room for a slow dev machine while
@@ -107,10 +116,12 @@ def _show(screen: str) -> None:
         )
 
 
-def _hop(endpoint: str, base_url: str, form: dict[str, str]) -> tuple[str, str]:
+def _hop(
+    endpoint: str, base_url: str, form: dict[str, str], params: dict[str, str] | None = None
+) -> tuple[str, str]:
     """POST one hop as the gateway does; ("CON"|"END", screen) or exit 1 with one line."""
     try:
-        reply = requests.post(endpoint, data=form, timeout=HOP_TIMEOUT_SECONDS)
+        reply = requests.post(endpoint, data=form, params=params, timeout=HOP_TIMEOUT_SECONDS)
     except requests.Timeout:
         _fail(
             f"the server at {base_url} took over {HOP_TIMEOUT_SECONDS} s to answer "
@@ -177,8 +188,10 @@ def dial_cmd(phone: str, url: str | None, service_code: str | None, network: str
     except PhoneError as exc:
         _fail(str(exc))
     settings = current_app.config["SETTINGS"]
-    base_url = (url or settings.local_base_url).rstrip("/")
+    base_url = (url or _server_url(settings.local_base_url)).rstrip("/")
     endpoint = f"{base_url}/ussd"
+    # With AT_CALLBACK_TOKEN set the server wants it in the URL, as the gateway sends it.
+    params = {"token": settings.AT_CALLBACK_TOKEN} if settings.AT_CALLBACK_TOKEN else None
     form = {
         # Fresh per dial, in the gateway's shape: servers key session state by it.
         "sessionId": "ATUid_" + secrets.token_hex(8),
@@ -193,17 +206,21 @@ def dial_cmd(phone: str, url: str | None, service_code: str | None, network: str
     stdin = sys.stdin
     echo_input = not stdin.isatty()  # a typed reply is already on screen; a piped one is not
     inputs: list[str] = []
+    session = _Session(form, base_url, params, settings.tz)
     try:
         while True:
-            kind, screen = _hop(endpoint, base_url, form)
+            kind, screen = _hop(endpoint, base_url, form, params)
+            session.answered(f"{kind} {screen}")
             _show(screen)
             if kind == "END":
+                session.end("Success")
                 return
             click.echo("> ", nl=False)
             line = stdin.readline()
             if not line:
                 click.echo()
                 click.echo("hung up")
+                session.end("Incomplete")
                 return
             answer = line.rstrip("\r\n")
             if echo_input:
@@ -214,3 +231,61 @@ def dial_cmd(phone: str, url: str | None, service_code: str | None, network: str
     except KeyboardInterrupt:
         click.echo()
         click.echo("hung up")
+        session.end("Incomplete")
+
+
+def _server_url(default: str) -> str:
+    """PORT when set here, else what a running `sacco up` wrote, else the default port."""
+    if os.environ.get("PORT", "").strip():
+        return default
+    return running_server_url(current_app.instance_path) or default
+
+
+class _Session:
+    """What the gateway counts for its end-of-session notice: hops, time, last screen."""
+
+    def __init__(
+        self, form: dict[str, str], base_url: str, params: dict[str, str] | None, tz: tzinfo
+    ) -> None:
+        self.form, self.base_url, self.params, self.tz = form, base_url, params, tz
+        self.started = time.monotonic()
+        self.hops = 0
+        self.last = ""
+
+    def answered(self, body: str) -> None:
+        self.hops += 1
+        self.last = body
+
+    def end(self, status: str) -> None:
+        """POST /ussd/events; a server that does not take it gets a warning, not a failure
+        (the member's session is over either way)."""
+        if not self.hops:
+            return
+        event = {
+            "date": datetime.now(UTC).astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S"),
+            "sessionId": self.form["sessionId"],
+            "serviceCode": self.form["serviceCode"],
+            "networkCode": self.form["networkCode"],
+            "phoneNumber": self.form["phoneNumber"],
+            "status": status,
+            "cost": "KES 0.00",
+            "durationInMillis": str(int((time.monotonic() - self.started) * 1000)),
+            "hopsCount": str(self.hops),
+            "lastAppResponse": self.last,
+            "errorMessage": "" if status == "Success" else "the member hung up",
+        }
+        endpoint = f"{self.base_url}/ussd/events"
+        try:
+            reply = requests.post(
+                endpoint, data=event, params=self.params, timeout=HOP_TIMEOUT_SECONDS
+            )
+        except requests.RequestException as exc:
+            click.secho(f"warning: {endpoint} not told of the session's end: {exc}", fg="yellow")
+            return
+        except KeyboardInterrupt:
+            return  # Ctrl-C again while reporting: the member is gone, so is the report
+        if reply.status_code != 200:
+            click.secho(
+                f"warning: {endpoint} answered HTTP {reply.status_code} to the session's end",
+                fg="yellow",
+            )
