@@ -131,7 +131,7 @@ def test_the_preview_shows_a_bad_rows_error_in_words_and_imports_nothing(
     assert loans() == 0
 
     done = html.unescape(confirm(client, location, skip_bad="1").get_data(as_text=True))
-    assert "imported 1 loans (1 members created)" in done
+    assert "imported 1 loan (1 member created)" in done
     assert loans() == 1
     loan = db.session.scalar(select(Loan))
     assert (loan.principal, loan.channel, loan.status) == (Decimal("50000.00"), "import", "active")

@@ -451,7 +451,7 @@ def test_existing_members_are_found_by_customer_id_then_by_phone(
     result = run(runner, write_csv(tmp_path, BOOK))
 
     assert result.exit_code == 0, result.output
-    assert "imported 3 loans (1 members created)" in result.stdout
+    assert "imported 3 loans (1 member created)" in result.stdout
     assert loan_of("C002").member_id == ids[1]  # matched by Customer ID, phone not used
     c001 = db.session.scalars(select(Loan).where(Loan.external_ref.like("import:C001:%"))).one()
     assert c001.member_id == ids[0]
@@ -581,7 +581,7 @@ def test_skip_bad_imports_the_good_rows(
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == ["line 3: Rate 120% is outside 0-100% for INSTANT"]
     assert result.stdout.strip() == (
-        "imported 3 loans (3 members created), skipped 0 already imported, 1 bad rows skipped"
+        "imported 3 loans (3 members created), skipped 0 already imported, 1 bad row skipped"
     )
     assert loan_of("C002").disbursed_on == date(2026, 1, 21)
 

@@ -97,6 +97,7 @@ from app.services.loan_schedule import (
 from app.services.loans import RECEIVABLE, loan_default_officer, loan_update_arrears
 from app.services.members import member_number
 from app.services.permissions import permission_require
+from app.words import plural
 
 COLUMNS = (
     "Customer ID",
@@ -170,8 +171,9 @@ class ImportReport:
     def summary(self) -> str:
         bad = len(self.bad_rows) if self.written else 0
         return (
-            f"imported {self.imported} loans ({self.members_created} members created), "
-            f"skipped {self.already_imported} already imported, {bad} bad rows skipped"
+            f"imported {plural(self.imported, 'loan')} "
+            f"({plural(self.members_created, 'member')} created), "
+            f"skipped {self.already_imported} already imported, {plural(bad, 'bad row')} skipped"
         )
 
 
