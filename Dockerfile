@@ -14,7 +14,14 @@ COPY migrations ./migrations
 # The loan book template that `sacco import loan-book` points staff to.
 COPY templates ./templates
 # Editable, so `sacco` (a console script) runs this code, beside migrations/ and templates/.
-RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . && useradd --system sacco
+# instance/ (documents, metrics files) belongs to the user the server runs as: a volume
+# mounted there starts as a copy of it, owner included, so the server can write to it.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
+    && useradd --system sacco \
+    && mkdir -p /srv/instance/prometheus \
+    && chown -R sacco:sacco /srv/instance \
+    && chmod 0700 /srv/instance
+ENV INSTANCE_PATH=/srv/instance
 USER sacco
 EXPOSE 8000
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "wsgi:app"]

@@ -8,13 +8,29 @@ them up, so /metrics shows the whole service rather than whichever worker answer
 from __future__ import annotations
 
 import os
+import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 
 from flask import Flask, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import values as _values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
+
+
+def _process_id() -> str:
+    """Each process's metrics file is named by this. Under docker compose the web, worker
+    and scheduler containers share one folder but not one pid space (each has its pid 1),
+    so the host name (the container's id) goes before the pid."""
+    host = re.sub(r"[^A-Za-z0-9]", "-", socket.gethostname())[:40]
+    return f"{host}-{os.getpid()}"
+
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Before any metric below is made: each takes its value class as it is created.
+    _values.ValueClass = _values.MultiProcessValue(_process_id)
 
 REQUEST_LATENCY = Histogram(
     "sacco_http_request_duration_seconds",

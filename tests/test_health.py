@@ -129,3 +129,40 @@ def test_the_home_page_links_the_console_simulator_health_and_metrics(
     assert links == ["/admin/", "/simulator/at/", "/simulator/daraja/", "/healthz", "/metrics"]
     for link in links:
         assert client.get(link).status_code in (200, 302), link  # the console asks to log in
+
+
+def test_metrics_of_several_processes_and_hosts_are_added_up(tmp_path) -> None:  # noqa: ANN001
+    """Under docker compose the web, worker and scheduler share the metrics folder but
+    not a pid space (each container has its own pid 1): files are named by host and pid,
+    so two processes never write one file, and a scrape adds them all up."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    bump = (
+        "from app.metrics import CALLBACKS; CALLBACKS.labels('c2b_confirmation', 'processed').inc()"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", bump], cwd=root, env=env, check=True, timeout=60)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    host = re.sub(r"[^A-Za-z0-9]", "-", socket.gethostname())[:40]
+    assert len(files) == 2 and all(f.startswith(f"counter_{host}-") for f in files), files
+
+    scrape = (
+        "from app.metrics import metrics_text; import sys; "
+        "sys.stdout.write(metrics_text(lambda: {}).decode())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", scrape],
+        cwd=root,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert 'sacco_callbacks_total{kind="c2b_confirmation",outcome="processed"} 2.0' in out, out
