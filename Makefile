@@ -13,11 +13,16 @@ UV_COMPILE := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --
 .PHONY: run test lint format lock clean
 
 $(BIN)/python:
+	@echo "== creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 
+# pip names each package as it comes (no --quiet): a first install takes a minute or two.
 $(STAMP): $(BIN)/python $(DEV_LOCK) pyproject.toml
-	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	@echo "== installing $$(grep -c '^[A-Za-z0-9].*==' $(DEV_LOCK)) pinned packages from $(DEV_LOCK) (a minute or two the first time)"
+	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
+	@echo "== installing this project (editable)"
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@echo "== installed; the next make skips this until a lock file changes"
 	touch $(STAMP)
 
 run: $(STAMP)
