@@ -18,9 +18,9 @@ from sqlalchemy import select
 from app.extensions import db, queue, redis_client
 from app.models import Loan, LoanProduct, Member, MpesaRequest, SmsMessage
 from app.models.types import utcnow
+from app.money import shillings_up
 from app.selectors.loans import loan_debt
 from app.services.members import member_set_pin
-from app.money import shillings_up
 from app.sms_templates import GSM7_BASIC, kes
 from tests.factories import make_member
 from tests.helpers import Phone, make_app, work_until

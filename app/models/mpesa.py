@@ -22,9 +22,7 @@ from app.models.types import Money, UTCDateTime, utcnow
 OPEN_STATUSES = ("pending", "sending", "sent", "unknown")
 # A flagged prompt waits for its query or for staff and holds no new prompt back (a
 # flagged payout still does: money out is never risked twice).
-_OPEN_SQL = (
-    "status IN ('pending', 'sending', 'sent', 'unknown') AND (kind = 'b2c' OR flag IS NULL)"
-)
+_OPEN_SQL = "status IN ('pending', 'sending', 'sent', 'unknown') AND (kind = 'b2c' OR flag IS NULL)"
 
 
 class MpesaRequest(Model):
