@@ -34,6 +34,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy  # app/, as configured in pyproject.toml
 
 format: $(STAMP)
 	$(BIN)/ruff format .
