@@ -118,6 +118,7 @@ def test_demo_data_is_never_loaded_in_production(_urls: dict[str, str]) -> None:
         CALLBACK_TOKEN="cb7f3e9a21d4",
         CALLBACK_BASE_URL="https://channels.example.co.ke",
         AT_API_KEY="k",
+        AT_ALLOWED_IPS="any",
         MPESA_CONSUMER_KEY="k",
         MPESA_CONSUMER_SECRET="s",
         MPESA_PASSKEY="p",
