@@ -88,7 +88,7 @@ def _kenyan(moment: str | None) -> str:
 
 
 def _shillings(amount: object) -> str:
-    return f"KES {int(amount):,}" if str(amount).isdigit() else f"KES {amount}"
+    return f"KES {int(str(amount)):,}" if str(amount).isdigit() else f"KES {amount}"
 
 
 def _forward(path: str, **kwargs: Any) -> tuple[int, str, Any]:
@@ -358,5 +358,5 @@ def _mpesa(phone: str) -> dict[str, Any]:
 
 def register(console: Admin) -> None:
     """Only while the local simulators are in use: never in production."""
-    if simulators_in_use(console.app.config["SETTINGS"]):  # type: ignore[union-attr]
+    if console.app is not None and simulators_in_use(console.app.config["SETTINGS"]):
         console.add_view(PhoneView(name="Phone", endpoint="phone", url="/admin/phone"))
