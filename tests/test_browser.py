@@ -10,6 +10,7 @@ to look at. Without chromium the test is skipped, unless SACCO_BROWSER_TEST=requ
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import date
 
@@ -103,8 +104,24 @@ def test_a_branch_manager_runs_the_sacco_from_the_browser(
     page.click("#send")
     expect(page.locator("#screen")).to_contain_text("1")  # the main menu's first choice
     shot(page, "06-phone-menu")
+    # Cancel hangs up: the page reports the session's end to /ussd/events as the gateway does.
+    page.click("#cancel")
+    expect(page.locator("#screen")).to_contain_text("Session cancelled.")
+    deadline = time.monotonic() + 10
+    while not _ussd_event_statuses() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _ussd_event_statuses() == ["Incomplete"]
 
     assert outside == []
+
+
+def _ussd_event_statuses() -> list[str]:
+    from app.models import UssdEvent
+
+    db.session.rollback()
+    statuses = [e.status or "" for e in db.session.query(UssdEvent).order_by(UssdEvent.id)]
+    db.session.rollback()
+    return statuses
 
 
 def _sign_in(page: object, live_url: str, email: str) -> None:
