@@ -453,3 +453,12 @@ def test_without_url_or_port_it_dials_the_port_sacco_up_wrote(
     monkeypatch.delenv("PORT")
     (tmp_path / SERVER_FILE).write_text(f'{{"url": "{stub.url}", "pid": 999999999}}')
     assert "http://127.0.0.1:1 is not answering" in one_error_line(run_dial(runner))
+
+
+def test_a_refusal_by_the_allowlist_says_what_to_change(runner: FlaskCliRunner, stub: Stub) -> None:
+    stub.answer = lambda form: (403, "forbidden", PLAIN)
+
+    line = one_error_line(run_dial(runner, "--url", stub.url))
+
+    assert line.startswith(f"dial: {stub.url}/ussd answered HTTP 403: ")
+    assert "AT_ALLOWED_IPS" in line and "127.0.0.1" in line

@@ -131,6 +131,12 @@ def _hop(
         _fail(f"the server at {base_url} is not answering (start it with make run)")
     except requests.RequestException as exc:
         _fail(f"could not reach {endpoint}: {exc}")
+    if reply.status_code == 403:
+        _fail(
+            f"{endpoint} answered HTTP 403: the server takes /ussd only from AT_ALLOWED_IPS "
+            "(add 127.0.0.1, or leave it empty, to dial from here) and with AT_CALLBACK_TOKEN "
+            "when set (this command sends its own setting)"
+        )
     if reply.status_code != 200:
         _fail(
             f"{endpoint} answered HTTP {reply.status_code} "
