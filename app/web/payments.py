@@ -5,6 +5,8 @@ stores the raw body, answers at once in the form Daraja expects, and leaves the 
 job. A truly unreadable body gets 400; anything else is acknowledged and kept, odd or
 not, for staff to see. With the database down the body is kept in Redis and written by
 the next sweep; only with Redis down as well is the answer a 503, so Safaricom may retry.
+A connection lost after the body was stored (a terminated backend, a restart) is no 500
+either: the answer is the usual one and the stored row is processed by the sweep.
 """
 
 from __future__ import annotations
