@@ -10,6 +10,7 @@ and kept exactly once.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -359,6 +360,65 @@ def test_a_confirmation_whose_backend_is_terminated_before_the_store_is_spooled_
     payments_reconcile()
     work_until(lambda: count(Payment) == 1, "the spooled confirmation to post")
     assert redis_client().llen(SPOOL_KEY) == 0
+    assert count(MpesaCallback) == 1 and count(Payment) == 1
+
+
+def test_a_callback_whose_backend_is_terminated_after_the_raw_row_is_kept_once_and_posted_once(
+    app: Flask, client: FlaskClient, locker, member: Member
+) -> None:  # noqa: ANN001
+    """The raw row commits, then the backend is terminated while the row's reference is
+    written (a trigger of the test's holds that UPDATE so the kill lands there): the body
+    is already safe, so nothing is spooled (a spooled copy would be a second row); the
+    answer is Safaricom's usual one and the sweep posts the payment once."""
+    body = c2b_body("RKTKILLED3", amount="700", account=member.member_no)
+    db.session.commit()
+    locker.execute(
+        text(
+            "CREATE FUNCTION test_stall() RETURNS trigger AS "
+            "$$ BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+    )
+    locker.execute(
+        text(
+            "CREATE TRIGGER test_stall BEFORE UPDATE ON mpesa_callbacks "
+            "FOR EACH ROW EXECUTE FUNCTION test_stall()"
+        )
+    )
+    locker.commit()
+    try:
+        posting = Worker(app, lambda: client.post(f"/payments/{TOKEN}/c2b/confirmation", json=body))
+        posting.start()
+        stalled = text(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+            "AND datname = current_database()"
+        )
+        deadline = time.monotonic() + 10
+        while not (pids := locker.execute(stalled).scalars().all()):
+            assert time.monotonic() < deadline, "the UPDATE never reached the trigger"
+            time.sleep(0.05)
+        locker.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pids[0]})
+        answer = posting.outcome()
+    finally:
+        locker.rollback()
+        locker.execute(text("DROP TRIGGER IF EXISTS test_stall ON mpesa_callbacks"))
+        locker.execute(text("DROP FUNCTION IF EXISTS test_stall()"))
+        locker.commit()
+
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.json == {"ResultCode": 0, "ResultDesc": "Success"}
+    assert redis_client().llen(SPOOL_KEY) == 0
+    [row] = db.session.scalars(select(MpesaCallback)).all()
+    assert row.status == "received" and "RKTKILLED3" in row.raw_body
+
+    # The sweep takes up a received row whose job never came (after a minute).
+    db.session.execute(
+        text("UPDATE mpesa_callbacks SET received_at = received_at - interval '2 minutes'")
+    )
+    db.session.commit()
+    payments_reconcile()
+    work_until(lambda: count(Payment) == 1, "the kept confirmation to post")
+    payments_reconcile()
+    work_until(lambda: True, "a second sweep")
     assert count(MpesaCallback) == 1 and count(Payment) == 1
 
 

@@ -27,6 +27,7 @@ from app.services.payments import (
     callback_store,
     callback_validate,
 )
+from app.services.payments.callbacks import CallbackKept
 from app.web.trust import provider_refused, source_allowed
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,16 @@ def _receive(kind: str) -> Response | tuple[Response, int]:
         return jsonify({"ResultCode": 1, "ResultDesc": "Rejected: source not allowed"}), 403
     try:
         received = callback_store(kind=kind, raw=raw, size=size, remote_addr=address)
+    except CallbackKept as kept:
+        # Stored, then the connection was lost: the sweep processes the row; a spooled
+        # copy would only be a duplicate.
+        log.error(
+            "callback %s %s stored, not yet parsed: the database was lost", kept.callback_id, kind
+        )
+        return _usual_answer(kind)
     except SQLAlchemyError:
         # The connection was lost or refused (a restart, a terminated backend, a full
-        # disk) before the record was safe: Redis keeps it. Had the raw row committed
-        # just before, the sweep's copy is a duplicate that posts nothing.
+        # disk) before the record was safe: Redis keeps it.
         db.session.rollback()
         return _spooled(kind, raw, size, address)
     if not received.readable:
@@ -112,6 +119,11 @@ def _spooled(
         callback_spool(kind=kind, raw=raw, size=size, remote_addr=address)
     except RedisError:
         return jsonify({"ResultCode": 1, "ResultDesc": "Temporarily unavailable"}), 503
+    return _usual_answer(kind)
+
+
+def _usual_answer(kind: str) -> Response:
+    """What Daraja expects when the record is safe but could not be looked at now."""
     if kind == "c2b_validation":
         return jsonify({"ResultCode": "0", "ResultDesc": "Accepted"})
     if kind == "c2b_confirmation":

@@ -12,6 +12,7 @@ from app.services.payments.c2b import (
 )
 from app.services.payments.callbacks import (
     RAW_CAP,
+    CallbackKept,
     Received,
     callback_enqueue,
     callback_process,
@@ -27,6 +28,7 @@ from app.services.payments.stk import payments_request_stk, payments_send_stk
 
 __all__ = [
     "RAW_CAP",
+    "CallbackKept",
     "STK_FAILURES",
     "PaymentError",
     "Received",

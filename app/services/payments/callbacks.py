@@ -20,6 +20,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError
 from rq import Retry
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db, redis_client
 from app.metrics import CALLBACKS
@@ -83,20 +84,36 @@ def callback_store(
         received_at=received_at or utcnow(),
     )
     db.session.add(row)
+    db.session.flush()
+    callback_id = row.id  # read now: after the commit, reading it back may be what fails
     db.session.commit()
-    if size > RAW_CAP:
-        return _refuse(row, "invalid", f"body of {size} bytes is over the {RAW_CAP} cap")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return _refuse(row, "invalid", "not JSON", readable=False)
-    try:
-        data = SCHEMAS[kind]().load(body if isinstance(body, dict) else {"_": body})
-    except ValidationError as exc:
-        return _refuse(row, "invalid", f"refused by schema: {exc.messages}")
-    row.reference = _reference(kind, data)
-    db.session.commit()
-    return Received(row.id, True, data, None)
+        if size > RAW_CAP:
+            return _refuse(row, "invalid", f"body of {size} bytes is over the {RAW_CAP} cap")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return _refuse(row, "invalid", "not JSON", readable=False)
+        try:
+            data = SCHEMAS[kind]().load(body if isinstance(body, dict) else {"_": body})
+        except ValidationError as exc:
+            return _refuse(row, "invalid", f"refused by schema: {exc.messages}")
+        row.reference = _reference(kind, data)
+        db.session.commit()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        raise CallbackKept(callback_id) from exc
+    return Received(callback_id, True, data, None)
+
+
+class CallbackKept(Exception):
+    """The raw body was committed, then the database was lost before it was parsed (a
+    terminated backend, a restart). The row is safe as `received` and the reconcile
+    sweep processes it: the caller answers as usual and must not keep a second copy."""
+
+    def __init__(self, callback_id: int) -> None:
+        super().__init__(f"callback {callback_id} kept unparsed: the database was lost")
+        self.callback_id = callback_id
 
 
 SPOOL_KEY = "sacco:payments:spool"
@@ -128,13 +145,18 @@ def callback_unspool(*, limit: int = 1000) -> int:
         if item is None:
             break
         entry = json.loads(item)
-        received = callback_store(
-            kind=entry["kind"],
-            raw=base64.b64decode(entry["raw"]),
-            size=int(entry["size"]),
-            remote_addr=entry.get("remote_addr"),
-            received_at=datetime.fromisoformat(entry["received_at"]),
-        )
+        try:
+            received = callback_store(
+                kind=entry["kind"],
+                raw=base64.b64decode(entry["raw"]),
+                size=int(entry["size"]),
+                remote_addr=entry.get("remote_addr"),
+                received_at=datetime.fromisoformat(entry["received_at"]),
+            )
+        except CallbackKept:
+            redis.lpop(SPOOL_KEY)  # its row is committed: the lost-job sweep processes it
+            done += 1
+            continue
         if entry["kind"] == "c2b_validation":
             # Answered "accepted" while the database was down; only the record is left.
             row = db.session.get(MpesaCallback, received.callback_id)
