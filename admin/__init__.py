@@ -47,6 +47,15 @@ def _database_error(
     return render_template("admin_sacco/database_error.html", what=type(exc).__name__), 503
 
 
+def _number_too_large(exc: OverflowError) -> tuple[str, int] | InternalServerError:
+    """SQLite's driver refuses an integer past 64 bits before the query runs (PostgreSQL
+    answers a DataError, above): an id in a console path names nothing, so 404."""
+    db.session.rollback()
+    if not request.path.startswith("/admin"):
+        return InternalServerError()
+    return render_template("admin_sacco/not_found.html"), 404
+
+
 def init_admin(app: Flask) -> Admin:
     """Build a fresh Admin per app (never a module global: tests create many apps)."""
     app.register_blueprint(
@@ -62,6 +71,7 @@ def init_admin(app: Flask) -> Admin:
     )
     init_login(app)
     app.register_error_handler(SQLAlchemyError, _database_error)
+    app.register_error_handler(OverflowError, _number_too_large)
     # One way to show an amount on every page: thousands separators, cents kept.
     app.add_template_filter(money_text, "money")
     app.add_template_filter(plural, "plural")  # {{ n|plural("loan") }}: 1 loan, 2 loans
