@@ -296,17 +296,17 @@ def test_each_role_gets_what_the_matrix_allows_and_403_otherwise(
     )
     # The loan is in the signed-in staff member's book (the desk is one's own book).
     loan.officer_id = db.session.scalar(select(StaffUser.id).where(StaffUser.email == staff(role)))
-    db.session.commit()
+    ids = {"loan": loan.id, "member": loan.member_id}
+    loan_id, member_id = ids["loan"], ids["member"]
+    journal_rows = db.session.scalar(select(func.count()).select_from(JournalEntry))
+    db.session.commit()  # the test's reads end before each request (SQLite's one lock)
     client: FlaskClient = app.test_client()
     login(client, f"{role.replace('_', '.')}@sacco.test")
     denied_before = _denied_rows()
-    ids = {"loan": loan.id, "member": loan.member_id}
     data = {k: v.format(**ids) for k, v in (attempt.data or {}).items()}
     if attempt.method == "POST":
         data = {**data, "csrf_token": csrf_token(client)}
-    path, loan_id, member_id = attempt.path(ids), loan.id, loan.member_id
-    journal_rows = db.session.scalar(select(func.count()).select_from(JournalEntry))
-    db.session.rollback()  # the test's reads end before the request (SQLite's one lock)
+    path = attempt.path(ids)
 
     response = browse(client, path, attempt.method, data=data or None)
 
@@ -388,9 +388,12 @@ def test_no_list_of_the_console_deletes_and_money_rows_never_do(app: Flask) -> N
         as_of=date(2026, 3, 2),
     )
     ids = {"loan": loan.id, "member": loan.member_id}
+    email = staff("admin")
+    db.session.commit()  # the test's reads end before each request (SQLite's one lock)
     client: FlaskClient = app.test_client()
-    login(client, staff("admin"))
+    login(client, email)
     tables = {t: db.session.scalar(select(func.count()).select_from(t)) for t in NEVER_DELETED}
+    db.session.rollback()
     routes = sorted(
         rule.rule
         for rule in app.url_map.iter_rules()
