@@ -30,7 +30,7 @@ from app.models import (
 from app.models.recovery import CollectionTarget, ContactLog
 from app.models.types import Money
 from app.money import ZERO
-from app.selectors.loans import LIVE_STATUSES
+from app.selectors.loans import LIVE_STATUSES, UNPAID
 from app.selectors.promises import Fulfilment, month_bounds, officer_promise_keeping
 from app.sms_templates import sms_body_for_staff
 from app.words import plural
@@ -44,17 +44,6 @@ OFFICER_ROLES = ("loan_officer", "branch_manager")
 # The desk's order of work; the number is the sort key.
 DUE_TODAY, BROKEN, NEWLY_LATE, BIGGEST = 1, 2, 3, 4
 
-_UNPAID = type_coerce(
-    Installment.principal_due
-    - Installment.principal_paid
-    + Installment.interest_due
-    - Installment.interest_paid
-    + Installment.fees_due
-    - Installment.fees_paid
-    + Installment.penalty_due
-    - Installment.penalty_paid,
-    Money(),
-)
 _PRINCIPAL_LEFT = type_coerce(Installment.principal_due - Installment.principal_paid, Money())
 
 
@@ -68,7 +57,7 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 def loan_arrears(*, loan_id: int, as_of: date) -> Decimal:
     """What fell due on a loan before `as_of` and is still unpaid (every component)."""
     owed = db.session.scalar(
-        select(func.sum(_UNPAID)).where(
+        select(func.sum(UNPAID)).where(
             Installment.loan_id == loan_id,
             Installment.superseded.is_(False),
             Installment.due_date < as_of,
@@ -134,7 +123,7 @@ def officer_desk(
     )
     total = db.session.scalar(select(func.count()).select_from(Loan).where(*mine)) or 0
     arrears = (
-        select(Installment.loan_id, func.sum(_UNPAID).label("owed"))
+        select(Installment.loan_id, func.sum(UNPAID).label("owed"))
         .join(Loan, Loan.id == Installment.loan_id)
         .where(*mine, Installment.superseded.is_(False), Installment.due_date < as_of)
         .group_by(Installment.loan_id)

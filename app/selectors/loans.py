@@ -16,6 +16,20 @@ from app.money import ZERO, round_money
 from app.selectors.members import member_balances
 
 LIVE_STATUSES = ("active", "restructured")  # disbursed and still owing
+
+# What an installment still owes, all four parts: one expression for every query that sums
+# it. Money keeps cents as integers on SQLite, so the sum is read back through its type.
+UNPAID = type_coerce(
+    Installment.principal_due
+    - Installment.principal_paid
+    + Installment.interest_due
+    - Installment.interest_paid
+    + Installment.fees_due
+    - Installment.fees_paid
+    + Installment.penalty_due
+    - Installment.penalty_paid,
+    Money(),
+)
 PENDING_STATUSES = ("submitted", "recommended", "approved", "disbursing")
 
 
@@ -249,20 +263,8 @@ def applicant_position(*, loan: Loan, as_of: date) -> ApplicantPosition:
             *mine, Loan.status.in_(LIVE_STATUSES)
         )
     )
-    # Money keeps cents as integers on SQLite: the sum is read back through its type.
-    unpaid = type_coerce(
-        Installment.principal_due
-        - Installment.principal_paid
-        + Installment.interest_due
-        - Installment.interest_paid
-        + Installment.fees_due
-        - Installment.fees_paid
-        + Installment.penalty_due
-        - Installment.penalty_paid,
-        Money(),
-    )
     arrears = db.session.scalar(
-        select(func.sum(unpaid))
+        select(func.sum(UNPAID))
         .join(Loan, Loan.id == Installment.loan_id)
         .where(
             *mine,
@@ -286,18 +288,6 @@ def applicant_position(*, loan: Loan, as_of: date) -> ApplicantPosition:
 
 # --- the console's loans list and loan page -------------------------------------------------
 
-_UNPAID = type_coerce(
-    Installment.principal_due
-    - Installment.principal_paid
-    + Installment.interest_due
-    - Installment.interest_paid
-    + Installment.fees_due
-    - Installment.fees_paid
-    + Installment.penalty_due
-    - Installment.penalty_paid,
-    Money(),
-)
-
 
 @dataclass(frozen=True)
 class LoanFigures:
@@ -313,13 +303,13 @@ def loan_list_figures(*, loan_ids: Sequence[int], as_of: date) -> dict[int, Loan
     query for the page, however many loans it shows."""
     if not loan_ids:
         return {}
-    due_now = type_coerce(case((Installment.due_date <= as_of, _UNPAID), else_=0), Money())
+    due_now = type_coerce(case((Installment.due_date <= as_of, UNPAID), else_=0), Money())
     rows = db.session.execute(
         select(
             Loan.id,
             StaffUser.name,
             StaffUser.email,
-            func.sum(_UNPAID),
+            func.sum(UNPAID),
             func.sum(due_now),
         )
         .outerjoin(StaffUser, StaffUser.id == Loan.officer_id)
