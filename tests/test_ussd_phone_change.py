@@ -182,10 +182,10 @@ def test_a_wrong_pin_here_counts_toward_the_same_lockout_as_the_login_pin(
     client: FlaskClient, member: Member
 ) -> None:
     phone = at_pin_screen(client)
-    assert "2 tries left" in phone.press("1111")  # one wrong here...
+    assert "Tries left: 2" in phone.press("1111")  # one wrong here...
     login = Phone(client)
     login.dial()
-    assert "1 tries left" in login.press("2222")  # ...counts at the next login...
+    assert "Tries left: 1" in login.press("2222")  # ...counts at the next login...
     locked = phone.press("3333")  # ...and the third, back here, locks USSD
     assert locked.startswith("END ") and "locked until" in locked
     db.session.expire_all()
@@ -203,10 +203,10 @@ def test_three_wrong_codes_across_dials_cancel_the_change(
     first = Phone(client, NEW)
     first.dial()
     assert "The code is 6 digits" in first.press("12345")  # a typo is not a try
-    assert "2 tries left" in first.press(wrong(otp))
+    assert "Tries left: 2" in first.press(wrong(otp))
     second = Phone(client, NEW)  # the count is the change's, not the session's
     second.dial()
-    assert "1 tries left" in second.press(wrong(otp))
+    assert "Tries left: 1" in second.press(wrong(otp))
     cancelled = second.press(wrong(otp))
     assert cancelled.startswith("END ") and "cancelled" in cancelled
     assert redis_client().exists(PENDING_KEY) == 0
@@ -401,8 +401,8 @@ def test_a_wrong_id_number_here_counts_toward_the_same_lockout(
     phone.press(PIN)
     for entry in ("5", "0722334455", "0722334455"):
         phone.press(entry)
-    assert "2 tries left" in phone.press("11111111")
-    assert "1 tries left" in phone.press("23456780")
+    assert "Tries left: 2" in phone.press("11111111")
+    assert "Tries left: 1" in phone.press("23456780")
     locked = phone.press("2345678")
     assert locked.startswith("END ") and "locked until" in locked
     templates = db.session.scalars(select(SmsMessage.template)).all()

@@ -117,8 +117,8 @@ def test_a_member_who_never_dialled_cannot_be_set_up_from_the_caller_id_alone(
     first = phone.dial()
     assert "Welcome Wanjiku" in first and "ID number or the activation code" in first
     assert "Create" not in first  # no PIN screen from the caller id
-    assert "2 tries left" in phone.press("12345678")
-    assert "1 tries left" in phone.press(PIN)  # a PIN is no answer here either
+    assert "Tries left: 2" in phone.press("12345678")
+    assert "Tries left: 1" in phone.press(PIN)  # a PIN is no answer here either
     locked = phone.press("AB123457")
     assert locked.startswith("END ") and "locked until" in locked
     member = fresh(newcomer.id)
@@ -135,7 +135,7 @@ def test_the_right_id_number_then_a_pin_entered_twice_opens_the_menu(
     with caplog.at_level(logging.DEBUG):
         phone = Phone(client)
         phone.dial()
-        assert "2 tries left" in phone.press("AB12345")
+        assert "Tries left: 2" in phone.press("AB12345")
         chosen = phone.press(" ab 123 456 ")  # spaces and case are not the member's mistake
         assert "Create a 4-digit PIN" in chosen
         assert "too easy" in phone.press("1234")
@@ -186,7 +186,7 @@ def test_a_member_without_an_id_number_sets_up_with_the_activation_code_once(
     phone = Phone(client, "+254744556677")
     first = phone.dial()
     assert "activation code the SACCO gave you" in first and "ID number" not in first
-    assert "2 tries left" in phone.press(f"{(int(code) + 1) % 10**8:08d}")
+    assert "Tries left: 2" in phone.press(f"{(int(code) + 1) % 10**8:08d}")
     assert "Create a 4-digit PIN" in phone.press(code)
     phone.press(PIN)
     assert phone.press(PIN).startswith("CON 1. Check Balance")
@@ -284,14 +284,14 @@ def test_a_forgotten_pin_is_reset_from_ussd_with_the_id_and_a_code_by_sms(
         phone = Phone(client)
         assert "9. Forgot PIN" in phone.dial()
         assert "enter your ID number" in phone.press("9")
-        assert "2 tries left" in phone.press("AB000000")  # counted like a wrong PIN
+        assert "Tries left: 2" in phone.press("AB000000")  # counted like a wrong PIN
         asked = phone.press(ID_NUMBER)
         assert "code by SMS to your phone ending 3344" in asked
         [message] = sms("pin_reset_code")
         assert message.phone == "254711223344"  # the registered phone, not any caller
         code = code_in(message)
         assert "6 digits" in phone.press("123")  # a typo costs no try
-        assert "1 tries left" in phone.press(f"{(int(code) + 1) % 10**6:06d}")
+        assert "Tries left: 1" in phone.press(f"{(int(code) + 1) % 10**6:06d}")
         assert "Choose a new 4-digit PIN" in phone.press(code)
         assert "again" in phone.press(NEW_PIN)
         assert phone.press(NEW_PIN).startswith("CON 1. Check Balance")
@@ -339,9 +339,9 @@ def test_wrong_ids_and_codes_count_on_the_same_lock_as_pins(
 ) -> None:
     phone = Phone(client)
     phone.dial()
-    assert "2 tries left" in phone.press("1111")  # a wrong PIN
+    assert "Tries left: 2" in phone.press("1111")  # a wrong PIN
     phone.press("9")
-    assert "1 tries left" in phone.press("XY999999")  # a wrong ID number
+    assert "Tries left: 1" in phone.press("XY999999")  # a wrong ID number
     phone.press(ID_NUMBER)  # right: the count is not cleared by it
     code = code_in(sms("pin_reset_code")[0])
     locked = phone.press(f"{(int(code) + 1) % 10**6:06d}")  # a wrong code: the third
@@ -404,7 +404,7 @@ def test_menu_5_asks_the_id_number_before_the_pin(client: FlaskClient, member: M
     phone.press("0722334455")
     asked = phone.press("0722334455")
     assert "enter your ID number" in asked
-    assert "2 tries left" in phone.press("AB000001")  # counted on the PIN lock
+    assert "Tries left: 2" in phone.press("AB000001")  # counted on the PIN lock
     assert fresh(member.id).failed_pin_count == 1
     assert "Enter your PIN to confirm" in phone.press(ID_NUMBER)
     assert "We sent a code" in phone.press(PIN)

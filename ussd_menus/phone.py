@@ -106,8 +106,8 @@ TEXT: dict[str, dict[str, str]] = {
         "sw": "Nambari ya siri ni tarakimu {digits}.",
     },
     "otp_wrong": {
-        "en": "Wrong code. {left} tries left.",
-        "sw": "Nambari ya siri si sahihi. Majaribio {left} yamebaki.",
+        "en": "Wrong code. Tries left: {left}.",
+        "sw": "Nambari ya siri si sahihi. Majaribio yaliyobaki: {left}.",
     },
     "otp_cancelled": {
         "en": "Too many wrong codes. The number change is cancelled. Dial from your old "

@@ -29,8 +29,8 @@ TEXT: dict[str, dict[str, str]] = {
         "sw": "Karibu {name}. Kuweka PIN, weka nambari ya uanzishaji uliyopewa na SACCO:",
     },
     "factor_wrong": {
-        "en": "That does not match our records. {left} tries left.",
-        "sw": "Hiyo hailingani na rekodi zetu. Majaribio {left} yamebaki.",
+        "en": "That does not match our records. Tries left: {left}.",
+        "sw": "Hiyo hailingani na rekodi zetu. Majaribio yaliyobaki: {left}.",
     },
     "code_expired": {
         "en": "That activation code has expired. Ask the SACCO office for a new one.",
@@ -60,8 +60,8 @@ TEXT: dict[str, dict[str, str]] = {
         "sw": "Nambari ya siri ni tarakimu {digits}.",
     },
     "reset_code_wrong": {
-        "en": "Wrong code. {left} tries left.",
-        "sw": "Nambari ya siri si sahihi. Majaribio {left} yamebaki.",
+        "en": "Wrong code. Tries left: {left}.",
+        "sw": "Nambari ya siri si sahihi. Majaribio yaliyobaki: {left}.",
     },
     "reset_expired": {
         "en": "The code has expired. Dial again to start over.",
@@ -83,8 +83,8 @@ TEXT: dict[str, dict[str, str]] = {
         "sw": "SACCO: weka PIN yako:\n9. Umesahau PIN",
     },
     "pin_wrong": {
-        "en": "Wrong PIN. {left} tries left.",
-        "sw": "PIN si sahihi. Majaribio {left} yamebaki.",
+        "en": "Wrong PIN. Tries left: {left}.",
+        "sw": "PIN si sahihi. Majaribio yaliyobaki: {left}.",
     },
     "locked": {
         "en": "Too many wrong tries. SACCO USSD is locked until {time}. We sent you an SMS.",
