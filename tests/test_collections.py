@@ -295,6 +295,35 @@ def test_roles_that_do_not_collect_cannot_log_a_call(product: LoanProduct) -> No
     assert count(ContactLog) == 0
 
 
+def test_a_loan_officer_works_only_their_own_book_whoever_calls_the_service(
+    product: LoanProduct,
+) -> None:
+    """The desk refuses the page; the service refuses the write too (an API or a job that
+    calls it gets the same answer), for another officer's loan and for nobody's."""
+    mine, theirs = make_staff("loan_officer"), make_staff("loan_officer")
+    loan = late_loan(product, 5000, LATE_40, theirs)
+    unassigned = late_loan(product, 4000, LATE_40, theirs)
+    unassigned.officer_id = None
+    db.session.commit()
+    for loan_id in (loan.id, unassigned.id):
+        with pytest.raises(PermissionDenied, match="outside their own book"):
+            collection_record(
+                loan_id=loan_id,
+                staff=mine,
+                kind="call",
+                outcome="promised",
+                amount="1000",
+                promised_date=AS_OF + timedelta(days=3),
+                as_of=AS_OF,
+            )
+    assert count(ContactLog) == 0 and count(PromiseToPay) == 0
+    manager = make_staff("branch_manager")
+    collection_record(
+        loan_id=unassigned.id, staff=manager, kind="call", outcome="contacted", as_of=AS_OF
+    )
+    assert count(ContactLog) == 1
+
+
 def test_bulk_promises_each_for_what_the_loan_is_in_arrears(product: LoanProduct) -> None:
     officer = make_staff("loan_officer")
     first = late_loan(product, 5000, LATE_40, officer)  # 5,050 in arrears

@@ -158,6 +158,13 @@ def collection_record(
     if outcome != "promised" and (has_amount or promised_date is not None):
         raise CollectionError("an amount and a date go with the outcome 'promised' only")
     loan = _loan(loan_id)
+    if loan.officer_id != staff.id and not permitted(staff, "portfolio.assign"):
+        # A loan officer works their own book; the desk refuses the page too, but the rule
+        # is the service's, whoever calls it.
+        db.session.rollback()
+        raise PermissionDenied(
+            f"{staff.role.replace('_', ' ')} staff cannot work loans outside their own book"
+        )
     promise = None
     if outcome == "promised":
         if not has_amount:
