@@ -8,9 +8,11 @@ import tempfile
 from pathlib import Path
 
 from flask import Flask
+from flask_migrate import upgrade
+from sqlalchemy import text
 
 from app import create_app
-from app.extensions import embedded_redis_url
+from app.extensions import db, embedded_redis_url
 
 REFUSE = "DATABASE_URL or REDIS_URL is set: this empties them; add --wipe to go on"
 
@@ -33,3 +35,12 @@ def bench_app(prefix: str, *, wipe: bool) -> tuple[Flask, Path] | None:
         }
     )
     return app, tmp
+
+
+def bench_schema_fresh() -> None:
+    """The schema built by the migrations, as the tests build it; on PostgreSQL the old one
+    is dropped first (the caller has refused unless --wipe was given)."""
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    upgrade()

@@ -60,7 +60,7 @@ from app.models import (  # noqa: E402
 )
 from app.selectors import dashboard as sel  # noqa: E402
 from app.services.staff import staff_add  # noqa: E402
-from benchmarks.bench_app import bench_app  # noqa: E402
+from benchmarks.bench_app import bench_app, bench_schema_fresh  # noqa: E402
 from tests.helpers import PASSWORD, login  # noqa: E402
 
 CHUNK = 10_000
@@ -498,12 +498,7 @@ def main() -> int:
     app, tmp = made
     app.config["TESTING"] = True
     with app.app_context():
-        from flask_migrate import upgrade
-
-        if db.engine.dialect.name == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        upgrade()
+        bench_schema_fresh()
         dialect = db.engine.dialect.name
         tz = app.config["SETTINGS"].tz
         today = business_today()

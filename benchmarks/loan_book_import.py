@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import func, make_url, select, text  # noqa: E402
+from sqlalchemy import func, make_url, select  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.cli.demo import PRODUCTS  # noqa: E402
@@ -49,6 +49,7 @@ from app.models import (  # noqa: E402
 )
 from app.services.ledger import ledger_check  # noqa: E402
 from app.services.loan_import import COLUMNS  # noqa: E402
+from benchmarks.bench_app import bench_schema_fresh  # noqa: E402
 
 AS_OF = date(2026, 3, 31)
 WEEKLY = dict(
@@ -159,12 +160,7 @@ def bench(tmp: Path) -> int:
         writer.writerows(book_rows(args.rows))
 
     with app.app_context():
-        from flask_migrate import upgrade
-
-        if db.engine.dialect.name == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        upgrade()
+        bench_schema_fresh()
         for spec in (PRODUCTS[0], PRODUCTS[1], WEEKLY):
             db.session.add(LoanProduct(**spec))
         db.session.commit()

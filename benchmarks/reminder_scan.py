@@ -42,6 +42,7 @@ from sqlalchemy import func, insert, select, text  # noqa: E402
 from app import create_app  # noqa: E402
 from app.extensions import db, embedded_redis_url, queue  # noqa: E402
 from app.models import Installment, Loan, LoanProduct, Member, SmsMessage  # noqa: E402
+from benchmarks.bench_app import bench_schema_fresh  # noqa: E402
 from workers.reminders import (  # noqa: E402
     due_dates,
     due_reminders_job,
@@ -239,12 +240,7 @@ def main() -> int:
         }
     )
     with app.app_context():
-        from flask_migrate import upgrade
-
-        if db.engine.dialect.name == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        upgrade()
+        bench_schema_fresh()
         queue("sms").empty()
         print(f"database: {db.engine.dialect.name}")
         build_s, installments = _timed(

@@ -34,12 +34,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
-from sqlalchemy import text  # noqa: E402
 
 from app.extensions import db, redis_client  # noqa: E402
 from app.services.loan_import import COLUMNS  # noqa: E402
 from app.services.staff import staff_add  # noqa: E402
-from benchmarks.bench_app import bench_app  # noqa: E402
+from benchmarks.bench_app import bench_app, bench_schema_fresh  # noqa: E402
 from benchmarks.ussd_load import start_gunicorn, stop  # noqa: E402
 from tests.loan_factories import make_product  # noqa: E402
 
@@ -194,13 +193,8 @@ def main() -> int:
         return 1
     app, tmp = made
     with app.app_context():
-        from flask_migrate import upgrade
-
+        bench_schema_fresh()
         dialect = db.engine.dialect.name
-        if dialect == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        upgrade()
         redis_client().flushdb()
         make_product("DEV")
         staff_add(email=STAFF_EMAIL, role="branch_manager", password=STAFF_PASSWORD)

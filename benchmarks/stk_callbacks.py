@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import requests  # noqa: E402
 from flask import Flask  # noqa: E402
 from rq.job import Job  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from app.clock import business_today  # noqa: E402
@@ -66,7 +66,7 @@ from app.models import (  # noqa: E402
 )
 from app.services.ledger import ledger_check  # noqa: E402
 from app.services.loans import loan_apply, loan_approve, loan_disburse  # noqa: E402
-from benchmarks.bench_app import bench_app  # noqa: E402
+from benchmarks.bench_app import bench_app, bench_schema_fresh  # noqa: E402
 from tests.loan_factories import make_borrower, make_product, make_staff  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,12 +335,7 @@ def main() -> int:
     # One access-log line per POST would cost more than some of the requests.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with app.app_context():
-        from flask_migrate import upgrade
-
-        if db.engine.dialect.name == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        upgrade()
+        bench_schema_fresh()
         redis_client().flushdb()
         dialect = db.engine.dialect.name
         print(f"database: {dialect}; redis: {app.config['REDIS_URL']}")

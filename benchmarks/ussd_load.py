@@ -83,7 +83,7 @@ from app.extensions import db, redis_client  # noqa: E402
 from app.models import Account, LoanProduct, Member  # noqa: E402
 from app.services.members import PIN_HASH_METHOD, member_number  # noqa: E402
 from app.web.ussd import STARTS_PER_MINUTE  # noqa: E402
-from benchmarks.bench_app import bench_app  # noqa: E402
+from benchmarks.bench_app import bench_app, bench_schema_fresh  # noqa: E402
 from ussd_menus.text import TEXT, t  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -662,13 +662,8 @@ def main() -> int:
         return 1
     app, tmp = made
     with app.app_context():
-        from flask_migrate import upgrade
-
+        bench_schema_fresh()
         dialect = db.engine.dialect.name
-        if dialect == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        upgrade()
         redis_client().flushdb()
         print(f"database: {dialect}; redis: {app.config['REDIS_URL']}")
         if dialect != "postgresql":
