@@ -15,7 +15,6 @@ from sqlalchemy import select
 from app.extensions import db, redis_client
 from app.models import Member, UssdEvent
 from app.ussd.engine import (
-    SESSION_TTL,
     SessionStore,
     UssdInputError,
     UssdRequest,
@@ -47,7 +46,7 @@ def ussd() -> Response:
         return _reply(UssdResponse(t("failure", "en"), end=True))
     try:
         store = SessionStore(redis_client(), current_app.config["SECRET_KEY"])
-        if _too_many_starts(hop):
+        if _too_many_starts(hop, store):
             return _reply(UssdResponse(t("too_many", _language(hop.phone)), end=True))
         return _reply(run_hop(hop, store, SCREENS, start, t))
     except Exception:  # noqa: BLE001 - the member must get an END, whatever broke
@@ -56,23 +55,20 @@ def ussd() -> Response:
         return _reply(UssdResponse(t("failure", _language(hop.phone)), end=True))
 
 
-def _too_many_starts(hop: UssdRequest) -> bool:
+def _too_many_starts(hop: UssdRequest, store: SessionStore) -> bool:
     """Every session id not seen before for this phone is a start, whatever its first
     text (a script that opens each session with `9` is no less a flood); a resent hop of
-    a known session is not. A start over the limit is refused and not remembered, so the
-    same session tried again after the minute goes through."""
+    a known session is not: the session store already holds every session answered. A
+    start over the limit is refused and not stored, so the same session tried again after
+    the minute goes through."""
     redis = redis_client()
-    seen = f"ussd:seen:{hop.phone}:{hop.session_id}"
-    if redis.exists(seen):
+    if redis.exists(store.key(hop)):
         return False
     key = f"ussd:starts:{hop.phone}"
     count = redis.incr(key)
     if count == 1:
         redis.expire(key, 60)
-    if count > STARTS_PER_MINUTE:
-        return True
-    redis.set(seen, 1, ex=SESSION_TTL)
-    return False
+    return count > STARTS_PER_MINUTE
 
 
 def _language(phone: str) -> str:
