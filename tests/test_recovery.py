@@ -38,6 +38,7 @@ from app.services.recovery import (
     write_off_decide,
     write_off_recommend,
 )
+from tests.helpers import assert_books_reconcile
 from tests.loan_factories import (
     balance,
     make_loan,
@@ -464,6 +465,51 @@ def test_an_approved_board_decision_writes_the_loan_off(app, role):
             minute_ref="BOD/2",
             as_of=TODAY,
         )
+
+
+def test_recoveries_stop_at_what_was_written_off_and_the_rest_is_the_members_savings(app):
+    """Two recoveries that together pass the written-off amount: the second recovers only
+    what is still unrecovered, the excess is the member's savings, and the books agree."""
+    loan_id = defaulted_loan()
+    request = write_off_recommend(
+        loan_id=loan_id, staff=staff_of("branch_manager"), reason="Emigrated", as_of=TODAY
+    )
+    write_off_decide(
+        request_id=request.id,
+        staff=staff_of("compliance"),
+        decision="approve",
+        decision_date=TODAY,
+        minute_ref="BOD/2026/04/8",
+        as_of=TODAY,
+    )
+    loan = reload(loan_id)
+    written_off = loan.written_off_amount
+    assert written_off == Decimal("10661.86")
+    savings = f"SAV-{loan.member.member_no}"
+    savings_before = balance(savings)
+
+    first = loan_repay(loan_id=loan_id, amount="6000", reference="RECOV1", value_date=TODAY)
+    assert (first.recovered, first.to_savings) == (Decimal("6000.00"), Decimal("0.00"))
+    second = loan_repay(
+        loan_id=loan_id, amount="6000", reference="RECOV2", value_date=date(2026, 5, 2)
+    )
+
+    unrecovered = written_off - Decimal("6000")
+    assert (second.recovered, second.to_savings) == (unrecovered, Decimal("6000") - unrecovered)
+    assert second.balance_left == Decimal("0.00")
+    loan = reload(loan_id)
+    assert loan.recovered_amount == written_off
+    assert balance("GL-INCOME-RECOVERY") == written_off
+    assert balance(savings) == savings_before + Decimal("12000") - written_off
+    assert_books_reconcile()
+
+    # Fully recovered: a later payment is all savings.
+    third = loan_repay(
+        loan_id=loan_id, amount="500", reference="RECOV3", value_date=date(2026, 5, 3)
+    )
+    assert (third.recovered, third.to_savings) == (Decimal("0.00"), Decimal("500.00"))
+    assert reload(loan_id).recovered_amount == written_off
+    assert balance(savings) == savings_before + Decimal("12500") - written_off
 
 
 def test_a_declined_decision_leaves_the_loan_and_a_new_recommendation_may_follow(app):
