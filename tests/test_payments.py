@@ -31,7 +31,7 @@ from app.models import (
 )
 from app.models.types import utcnow
 from app.selectors.loans import loan_debt
-from app.services.loans import loan_apply, loan_approve, loan_retry_payout
+from app.services.loans import loan_apply, loan_approve, loan_retry_payout, loan_write_off
 from app.services.payments import (
     STK_FAILURES,
     PaymentError,
@@ -45,7 +45,14 @@ from app.services.payments import (
 from app.services.permissions import PermissionDenied
 from tests.factories import make_member
 from tests.helpers import Worker, b2c_result_body, c2b_body, stk_body
-from tests.loan_factories import balance, make_borrower, make_loan, make_product, make_staff
+from tests.loan_factories import (
+    balance,
+    make_borrower,
+    make_loan,
+    make_product,
+    make_staff,
+    run_job,
+)
 
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
 CHECKOUT = "ws_CO_191220191020363925"
@@ -165,6 +172,29 @@ def test_amounts_mpesa_cannot_carry_are_refused(loan: Ref, amount: str, why: str
     assert n(MpesaRequest, MpesaRequest.kind == "stk") == 0
 
 
+@pytest.mark.parametrize("amount", ["1", "250000", "250000.00"])
+def test_the_smallest_and_largest_amounts_mpesa_carries_are_asked(loan: Ref, amount: str) -> None:
+    request = payments_request_stk(loan_id=loan.id, amount=amount)
+    assert request.status == "pending" and request.amount == Decimal(amount)
+    assert n(MpesaRequest, MpesaRequest.kind == "stk") == 1
+
+
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [
+        ("250000.01", "whole shillings"),
+        ("250001", "at most KES 250,000"),
+        ("0.99", "whole shillings"),
+        ("0", "more than zero|greater than|positive|at least"),
+        ("-1", "more than zero|greater than|positive|at least"),
+    ],
+)
+def test_just_past_either_end_is_refused(loan: Ref, amount: str, why: str) -> None:
+    with pytest.raises(PaymentError, match=why):
+        payments_request_stk(loan_id=loan.id, amount=amount)
+    assert n(MpesaRequest, MpesaRequest.kind == "stk") == 0
+
+
 def test_a_refusal_before_processing_fails_the_request_and_tells_the_member(
     loan: Ref,
     mocked,
@@ -236,6 +266,37 @@ def test_a_success_callback_repays_exactly_the_amount_once(
     assert n(JournalEntry, JournalEntry.kind == "repayment") == 1
     statuses = sorted(db.session.scalars(select(MpesaCallback.status)))
     assert statuses == ["duplicate", "processed"]
+
+
+@pytest.mark.parametrize("kind", ["stk", "c2b_confirmation"])
+def test_a_callback_processed_again_stays_processed_and_posts_once(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+    kind: str,
+) -> None:
+    """A job retry runs the processing of the same stored row again (the worker died after
+    the commit, before RQ heard of it): the row stays processed, nothing more is posted."""
+    if kind == "stk":
+        sent_stk(loan)
+    before = debt(loan.id)
+    if kind == "stk":
+        post(client, "stk/callback", stk_body(CHECKOUT, amount=500))
+    else:
+        post(client, "c2b/confirmation", c2b_body(amount="500", account=loan.loan_no))
+    work()
+    callback_id = db.session.scalar(select(MpesaCallback.id).where(MpesaCallback.kind == kind))
+    assert db.session.get(MpesaCallback, callback_id).status == "processed"
+
+    for _ in range(2):
+        callback_process(callback_id=callback_id)
+
+    db.session.expire_all()
+    row = db.session.get(MpesaCallback, callback_id)
+    assert (row.status, row.error) == ("processed", None)
+    assert before - debt(loan.id) == Decimal("500")
+    assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "repayment") == 1
+    assert len(texts("repayment_received")) == 1
 
 
 @pytest.mark.parametrize(("code", "words"), sorted(STK_FAILURES.items()))
@@ -458,6 +519,34 @@ def test_a_confirmation_to_a_loan_number_repays_the_loan(client: FlaskClient, lo
     work()
     assert before - debt(loan.id) == Decimal("700")
     assert len(texts("repayment_received")) == 1
+
+
+def test_a_confirmation_to_a_written_off_loan_is_a_recovery_not_savings(
+    client: FlaskClient, loan: Ref
+) -> None:
+    run_job("loan-arrears", date(2026, 4, 5))
+    loan_write_off(
+        loan_id=loan.id,
+        staff=make_staff("branch_manager"),
+        reason="no contact for 60 days",
+        value_date=date(2026, 4, 5),
+    )
+    written = db.session.get(Loan, loan.id)
+    assert written.status == "written_off" and written.written_off_amount > 700
+    savings = f"SAV-{written.member.member_no}"
+    savings_before = balance(savings)
+
+    post(client, "c2b/confirmation", c2b_body("RKTRECOV01", amount="700", account=loan.loan_no))
+    work()
+
+    db.session.expire_all()
+    written = db.session.get(Loan, loan.id)
+    assert written.recovered_amount == Decimal("700.00")
+    assert balance("GL-INCOME-RECOVERY") == Decimal("700.00")
+    assert balance(savings) == savings_before  # nothing the member could withdraw again
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "RKTRECOV01"))
+    assert (payment.amount, payment.loan_id) == (Decimal("700.00"), loan.id)
+    assert db.session.scalar(select(MpesaCallback.status)) == "processed"
 
 
 def test_unmatched_money_goes_to_suspense_with_a_suggestion_and_staff_assign_it(
