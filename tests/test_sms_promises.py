@@ -112,6 +112,25 @@ def test_a_promise_that_cannot_be_recorded_says_why_and_records_nothing(
     assert words in reply.body
 
 
+@pytest.mark.parametrize(("days", "recorded"), [(0, False), (1, True), (14, True), (15, False)])
+def test_a_promise_date_is_from_tomorrow_to_14_days_ahead(
+    app: Flask, client: FlaskClient, days: int, recorded: bool
+) -> None:
+    phone, _ = late_member()
+    day = business_today() + timedelta(days=days)
+
+    text_in(client, phone, f"PROMISE 1000 {day:%d/%m/%Y}")
+
+    reply = last_reply()
+    if recorded:
+        assert promises() == [(Decimal("1000.00"), day.isoformat(), "sms")]
+        assert reply.template == "promise_recorded"
+    else:
+        assert promises() == []
+        assert reply.template == "promise_refused"
+        assert "the date must be within 14 days" in reply.body
+
+
 def test_several_late_loans_need_the_loan_number(app: Flask, client: FlaskClient) -> None:
     phone, loan_nos = late_member(loans=2)
     day = f"{business_today() + timedelta(days=4):%d/%m}"
