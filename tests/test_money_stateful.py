@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Loan, Member, StaffUser
+from app.models import Loan, LoanProduct, Member, StaffUser
 from app.selectors.loans import LIVE_STATUSES, loan_debt, loan_eligibility
 from app.services.loans import (
     LoanError,
@@ -29,7 +29,7 @@ from app.services.loans import (
 )
 from app.services.members import member_deposit
 from tests.helpers import assert_books_reconcile, truncate_all
-from tests.loan_factories import make_borrower, make_product, make_staff
+from tests.loan_factories import balance, make_borrower, make_product, make_staff
 from workers.schedule import run_job
 
 REACHED: set[str] = set()  # loan statuses the runs ended with: proof they went somewhere
@@ -56,6 +56,9 @@ class Books(RuleBasedStateMachine):
         ]
         self.staff = {role: make_staff(role).id for role in ("branch_manager", "loan_officer")}
         self.approved_under: dict[int, Decimal] = {}  # loan id -> limit when approved
+        # Each payment to a loan: (loan no, amount, what the loan could take, the member's
+        # savings before and after).
+        self.payments: list[tuple[str, Decimal, Decimal, Decimal, Decimal]] = []
         db.session.commit()
 
     def _ref(self, prefix: str) -> str:
@@ -69,6 +72,19 @@ class Books(RuleBasedStateMachine):
 
     def _refused(self) -> None:
         db.session.rollback()
+
+    def _savings(self, loan_id: int) -> Decimal:
+        loan = db.session.get(Loan, loan_id)
+        return balance(f"SAV-{loan.member.member_no}")
+
+    def _pay(self, loan_id: int, amount: Decimal, can_take: Decimal, prefix: str) -> None:
+        """Pay `amount` to a loan that can take `can_take`, noting the member's savings."""
+        loan_no = db.session.get(Loan, loan_id).loan_no
+        before = self._savings(loan_id)
+        loan_repay(
+            loan_id=loan_id, amount=amount, reference=self._ref(prefix), value_date=self.today
+        )
+        self.payments.append((loan_no, amount, can_take, before, self._savings(loan_id)))
 
     @rule(who=st.integers(0, 1), amount=st.integers(100, 40000))
     def deposit(self, who: int, amount: int) -> None:
@@ -92,6 +108,32 @@ class Books(RuleBasedStateMachine):
             return self._refused()
         if loan.status == "approved":  # an instant loan, approved under the limit it saw
             self.approved_under[loan.id] = loan.principal
+
+    @rule(who=st.integers(0, 1), which=st.integers(0, 1), share=st.integers(10, 100))
+    def lend(self, who: int, which: int, share: int) -> None:
+        """The common life in one step: a loan within the member's limit, approved and paid
+        out (so that repayments, write-offs and recoveries are reached often)."""
+        member = db.session.get(Member, self.members[who])
+        product = db.session.get(LoanProduct, self.products[which])
+        eligibility = loan_eligibility(member=member, product=product, as_of=self.today)
+        amount = int(eligibility.limit * share / 100)
+        if not eligibility.eligible or amount < 100:
+            return
+        try:
+            loan = loan_apply(
+                member_id=member.id, product_id=product.id, amount=amount, as_of=self.today
+            )
+            if loan.status == "submitted":
+                limit = loan_eligibility(
+                    member=member, product=product, as_of=self.today, deciding=loan
+                ).limit
+                loan_approve(loan_id=loan.id, staff=self._staff("branch_manager"), as_of=self.today)
+                self.approved_under[loan.id] = limit
+            else:  # an instant loan, approved under the limit it saw
+                self.approved_under[loan.id] = loan.principal
+            loan_disburse(loan_id=loan.id, reference=self._ref("B2C"), value_date=self.today)
+        except LoanError:
+            self._refused()
 
     @rule(data=st.data())
     def approve(self, data: st.DataObject) -> None:
@@ -138,12 +180,17 @@ class Books(RuleBasedStateMachine):
             amount = debt
         else:
             amount = debt + data.draw(st.integers(1, 5000))
-        loan_repay(loan_id=loan_id, amount=amount, reference=self._ref("MP"), value_date=self.today)
+        self._pay(loan_id, Decimal(amount), debt, "MP")
 
     @rule(days=st.integers(1, 45))
     def arrears_job(self, days: int) -> None:
         self.today = min(self.today + timedelta(days=days), LAST_DAY)
         run_job("loan-arrears", self.today)
+
+    @rule(days=st.integers(60, 120))
+    def months_pass_unpaid(self, days: int) -> None:
+        """A long silence: loans fall into default, so write-offs and recoveries happen."""
+        self.arrears_job(days)
 
     @rule(data=st.data(), term=st.integers(1, 12))
     def restructure(self, data: st.DataObject, term: int) -> None:
@@ -181,17 +228,26 @@ class Books(RuleBasedStateMachine):
             value_date=self.today,
         )
 
-    @rule(data=st.data(), amount=st.integers(1, 20000))
-    def recovery(self, data: st.DataObject, amount: int) -> None:
+    @rule(
+        data=st.data(),
+        kinds=st.lists(st.sampled_from(["partial", "exact", "over"]), min_size=1, max_size=3),
+    )
+    def recovery(self, data: st.DataObject, kinds: list[str]) -> None:
+        """One or more payments in a row on one written-off loan."""
         written_off = self._loans("written_off")
         if not written_off:
             return
-        loan_repay(
-            loan_id=data.draw(st.sampled_from(written_off)),
-            amount=amount,
-            reference=self._ref("RC"),
-            value_date=self.today,
-        )
+        loan_id = data.draw(st.sampled_from(written_off))
+        for kind in kinds:
+            loan = db.session.get(Loan, loan_id)
+            unrecovered = loan.written_off_amount - loan.recovered_amount
+            if kind == "partial":
+                amount = Decimal(data.draw(st.integers(1, max(1, int(unrecovered) - 1))))
+            elif kind == "exact" and unrecovered > 0:
+                amount = unrecovered
+            else:  # more than is left to recover (all of it, once the loan is recovered)
+                amount = unrecovered + data.draw(st.integers(1, 5000))
+            self._pay(loan_id, amount, unrecovered, "RC")
 
     @invariant()
     def books_reconcile(self) -> None:
@@ -202,6 +258,28 @@ class Books(RuleBasedStateMachine):
         for loan_id, limit in self.approved_under.items():
             loan = db.session.get(Loan, loan_id)
             assert loan.principal <= limit, (loan.loan_no, loan.principal, limit)
+
+    @invariant()
+    def never_more_recovered_than_written_off(self) -> None:
+        for loan in db.session.scalars(select(Loan).where(Loan.status == "written_off")):
+            assert loan.recovered_amount <= loan.written_off_amount, (
+                loan.loan_no,
+                loan.recovered_amount,
+                loan.written_off_amount,
+            )
+
+    @invariant()
+    def savings_take_only_what_the_loan_could_not(self) -> None:
+        """Money paid to a loan reaches the member's savings (which they could withdraw)
+        only beyond what the loan could still take: its debt, or what is unrecovered."""
+        for loan_no, amount, can_take, before, after in self.payments:
+            assert after - before == max(amount - can_take, Decimal("0")), (
+                loan_no,
+                amount,
+                can_take,
+                before,
+                after,
+            )
 
     def teardown(self) -> None:
         REACHED.update(db.session.scalars(select(Loan.status).distinct()))
