@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
@@ -100,10 +100,28 @@ def mocked() -> Iterator[responses.RequestsMock]:
         yield rsps
 
 
+def _closed_before_sent(app: Flask) -> Callable[..., list[bytes]]:
+    """The app with each response read whole and closed before the server writes it.
+    Werkzeug's server closes a response (a static file's open file) only after the client
+    has gone quietly: a browser that resets the connection (a page left while a stylesheet
+    loads) makes its drain of the socket raise first, and the file is left to the garbage
+    collector, a ResourceWarning (an error here) in whatever test runs then."""
+
+    def wsgi(environ: dict, start_response: Callable) -> list[bytes]:
+        body = app(environ, start_response)
+        try:
+            return [b"".join(body)]
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+
+    return wsgi
+
+
 @pytest.fixture
 def live_url(app: Flask) -> Iterator[str]:
     """The test app served over real HTTP on a free port (simulators call it back)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, _closed_before_sent(app), threaded=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
