@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from app.money import MoneyError, is_whole_shillings, round_money, to_decimal
+from app.money import MoneyError, is_whole_shillings, round_money, shillings_up, to_decimal
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,17 @@ def test_what_cannot_be_money_is_refused(bad: object) -> None:
 )
 def test_whole_shillings(value: str, whole: bool) -> None:
     assert is_whole_shillings(Decimal(value)) is whole
+
+
+@pytest.mark.parametrize(
+    ("owed", "asked"),
+    [
+        ("2821.01", "2822"),  # one cent over a shilling still asks the next shilling
+        ("2821.88", "2822"),
+        ("2822.50", "2823"),  # not half-even (2822): paying it must leave nothing behind
+        ("2821.00", "2821"),  # a whole amount is asked as it is
+        ("0.01", "1"),
+    ],
+)
+def test_what_a_member_pays_is_the_next_whole_shilling_up(owed: str, asked: str) -> None:
+    assert shillings_up(Decimal(owed)) == Decimal(asked)
