@@ -22,7 +22,7 @@ from app.models import (
     PromiseToPay,
 )
 from app.money import ZERO, MoneyError, money_input, shillings_up
-from app.selectors.loans import LIVE_STATUSES
+from app.selectors.loans import LIVE_STATUSES, UNPAID
 from app.services.locking import lock_row
 from app.services.notifications import notify_promise_recorded
 
@@ -65,18 +65,9 @@ def promise_ceiling(*, loan_id: int) -> Decimal:
     installment; beyond the whole debt, savings). Not only the arrears: a late member who
     promises to clear the loan, or to catch up and pay ahead, is taken at their word."""
     owed = db.session.scalar(
-        select(
-            func.sum(
-                Installment.principal_due
-                + Installment.interest_due
-                + Installment.fees_due
-                + Installment.penalty_due
-                - Installment.principal_paid
-                - Installment.interest_paid
-                - Installment.fees_paid
-                - Installment.penalty_paid
-            )
-        ).where(Installment.loan_id == loan_id, Installment.superseded.is_(False))
+        select(func.sum(UNPAID)).where(
+            Installment.loan_id == loan_id, Installment.superseded.is_(False)
+        )
     )
     return shillings_up(owed or ZERO)
 
@@ -111,7 +102,10 @@ def promise_problem(
     return None
 
 
-def promise_problem_words(problem: tuple[str, dict[str, object]], language: str = "en") -> str:
+def promise_problem_words(
+    problem: tuple[str, dict[str, object]],
+    language: str = "en",  # pragma: no mutate: any language but "sw" is English
+) -> str:
     """A refusal in the member's language (English for staff)."""
     english, swahili = PROMISE_PROBLEMS[problem[0]]
     return (swahili if language == "sw" else english).format(**problem[1])
@@ -124,7 +118,7 @@ def promise_record(
     amount: object,
     promised_date: date,
     as_of: date,
-    channel: str = "ussd",
+    channel: str,
     recorded_by_id: int | None = None,
     commit: bool = True,
 ) -> PromiseToPay:
@@ -154,7 +148,6 @@ def promise_record(
         loan_id=loan.id,
         amount=value,
         promised_date=promised_date,
-        status="open",
         channel=channel,
         recorded_by_id=recorded_by_id,
     )
@@ -162,7 +155,8 @@ def promise_record(
     db.session.flush()
     member = db.session.get(Member, member_id)
     assert member is not None  # the loan's own member: promise_problem checked it
-    notify_promise_recorded(member=member, promise=promise, loan_no=loan.loan_no or "")
+    # str(loan) is its number: every loan has one from its application (or import).
+    notify_promise_recorded(member=member, promise=promise, loan_no=str(loan))
     if commit:
         db.session.commit()
     return promise
@@ -187,15 +181,6 @@ def paid_since(*, loan_id: int, since: date) -> Decimal:
         )
     )
     return -(credited or ZERO)
-
-
-def promise_kept(promise: PromiseToPay, loan: Loan) -> bool:
-    """Kept when the loan got the promised amount since the promise was made (or is no
-    longer owing at all)."""
-    if loan.status not in LIVE_STATUSES:
-        return True
-    since = business_date(promise.created_at)
-    return paid_since(loan_id=loan.id, since=since) >= promise.amount
 
 
 def promise_settle(promise: PromiseToPay, loan: Loan, *, as_of: date) -> str:
