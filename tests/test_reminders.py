@@ -515,6 +515,41 @@ def test_a_promise_not_paid_is_broken_and_the_member_told_once(
     assert sms_deliver(message_id=message.id, now=nine(date(2026, 2, 21))) == "sent"
 
 
+def test_a_promise_with_a_single_shilling_paid_by_its_date_is_partly_kept(
+    product: LoanProduct, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loan = new_loan(product)
+    made = promise(loan, Decimal("500"), on=date(2026, 2, 20), made=date(2026, 2, 10)).id
+    loan_repay(loan_id=loan.id, amount=1, reference="UONE000001", value_date=date(2026, 2, 15))
+
+    run("promise-reminders", date(2026, 2, 21), capsys)
+
+    settled = db.session.get(PromiseToPay, made)
+    assert (settled.status, settled.paid_amount) == ("partly", Decimal("1.00"))
+
+
+def test_a_promise_part_paid_before_its_date_stays_open_with_nothing_settled_as_paid(
+    product: LoanProduct, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loan = new_loan(product)
+    made = promise(loan, Decimal("800"), on=date(2026, 2, 20), made=date(2026, 2, 10)).id
+    loan_repay(loan_id=loan.id, amount=300, reference="UPART00002", value_date=date(2026, 2, 12))
+
+    run("promise-reminders", date(2026, 2, 19), capsys)  # the day before: a reminder only
+
+    db.session.expire_all()
+    still = db.session.get(PromiseToPay, made)
+    assert (still.status, still.paid_amount) == ("open", None)
+    [message] = outbox()
+    assert message.template == "promise_due_tomorrow"
+
+    run("promise-reminders", date(2026, 2, 21), capsys)  # its date passed: settled now
+
+    db.session.expire_all()
+    settled = db.session.get(PromiseToPay, made)
+    assert (settled.status, settled.paid_amount) == ("partly", Decimal("300.00"))
+
+
 def test_a_promise_paid_in_full_is_kept_and_not_reminded(
     product: LoanProduct, capsys: pytest.CaptureFixture[str]
 ) -> None:
