@@ -420,3 +420,15 @@ def test_large_loans_have_equal_installments_and_a_falling_balance(
         assert len({row.total for row in rows[:-1]}) <= 1
     if loan["amortization"] == "equal_principal":
         assert len({row.principal for row in rows[:-1]}) <= 1
+
+
+def test_flat_interest_with_an_installment_multiple_rounds_each_installment_to_it() -> None:
+    # 10,000 at 12% flat over 12 months: 1,200 interest, 11,200 / 12 = 933.33 a month,
+    # which a multiple of 50 makes 950 (principal 850 + interest 100); the last row ends it.
+    schedule = build_v(interest_method="flat", multiple_of=50)
+
+    assert {row.total for row in schedule.rows[:-1]} == {Decimal("950.00")}
+    assert {row.interest for row in schedule.rows} == {Decimal("100.00")}
+    assert schedule.rows[-1].total == Decimal("750.00")
+    assert schedule.total_principal == Decimal("10000.00")
+    assert schedule.rows[-1].balance == Decimal("0.00")
