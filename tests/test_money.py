@@ -4,7 +4,14 @@ from decimal import Decimal
 
 import pytest
 
-from app.money import MoneyError, is_whole_shillings, round_money, shillings_up, to_decimal
+from app.money import (
+    MoneyError,
+    is_whole_shillings,
+    money_text,
+    round_money,
+    shillings_up,
+    to_decimal,
+)
 
 
 @pytest.mark.parametrize(
@@ -90,3 +97,17 @@ def test_whole_shillings(value: str, whole: bool) -> None:
 )
 def test_what_a_member_pays_is_the_next_whole_shilling_up(owed: str, asked: str) -> None:
     assert shillings_up(Decimal(owed)) == Decimal(asked)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (Decimal("1234.5"), "1,234.50"),  # cents always shown
+        (Decimal("1234567"), "1,234,567.00"),
+        (Decimal("12.3456"), "12.3456"),  # a rate's finer places are kept, not rounded away
+        (3, "3.00"),
+        (None, ""),  # no amount is a blank cell, not "0.00"
+    ],
+)
+def test_money_text_is_how_staff_read_an_amount(value: Decimal | int | None, shown: str) -> None:
+    assert money_text(value) == shown
