@@ -28,10 +28,12 @@ from app.models import (
     SmsMessage,
     SmsSuppression,
 )
-from app.services.loans import loan_repay
+from app.money import shillings_up
+from app.selectors.loans import loan_debt
+from app.services.loans import loan_repay, loan_reverse_penalty
 from app.services.sms import quiet_hours_release, sms_deliver
 from app.sms_templates import kes
-from tests.loan_factories import make_borrower, make_loan, make_product
+from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
 from workers.reminders import due_reminders_job
 from workers.runner import EXIT_OK, JobStats
 from workers.schedule import JOBS, run_job
@@ -566,3 +568,71 @@ def test_a_promise_paid_in_full_is_kept_and_not_reminded(
     assert db.session.get(PromiseToPay, due_tomorrow).status == "kept"
     assert db.session.get(PromiseToPay, passed).status == "kept"
     assert outbox() == []
+
+
+def test_a_payment_on_the_day_a_promise_is_made_counts_and_the_day_before_does_not(
+    product: LoanProduct, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loan = new_loan(product)
+    loan_repay(loan_id=loan.id, amount=200, reference="UBEFORE001", value_date=date(2026, 2, 9))
+    made = promise(loan, Decimal("500"), on=date(2026, 2, 20), made=date(2026, 2, 10)).id
+    loan_repay(loan_id=loan.id, amount=300, reference="USAMEDAY01", value_date=date(2026, 2, 10))
+
+    run("promise-reminders", date(2026, 2, 21), capsys)
+
+    settled = db.session.get(PromiseToPay, made)
+    assert (settled.status, settled.paid_amount) == ("partly", Decimal("300.00"))
+
+
+def test_a_payment_made_only_before_the_promise_leaves_it_broken(
+    product: LoanProduct, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loan = new_loan(product)
+    loan_repay(loan_id=loan.id, amount=800, reference="UEARLY0002", value_date=date(2026, 2, 9))
+    made = promise(loan, Decimal("500"), on=date(2026, 2, 20), made=date(2026, 2, 10)).id
+
+    run("promise-reminders", date(2026, 2, 21), capsys)
+
+    settled = db.session.get(PromiseToPay, made)
+    assert (settled.status, settled.paid_amount) == ("broken", Decimal("0.00"))
+
+
+def test_a_penalty_waived_after_a_promise_is_not_money_paid_towards_it(
+    app: Flask, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fined = make_product(code="V1-FINE", penalty_type="fixed", penalty_value=Decimal("50"))
+    loan_id = new_loan(fined).id
+    run_job("loan-arrears", date(2026, 2, 9))  # installment 1 past its grace: 50 charged
+    loan = db.session.get(Loan, loan_id)
+    made = promise(loan, Decimal("500"), on=date(2026, 2, 20), made=date(2026, 2, 10)).id
+    # The penalty was charged in error: taking it back lowers the debt, it pays nothing.
+    loan_reverse_penalty(
+        loan_id=loan.id,
+        installment_number=1,
+        staff=make_staff("branch_manager"),
+        reason="charged in error",
+        value_date=date(2026, 2, 11),
+    )
+    loan_repay(loan_id=loan.id, amount=100, reference="UAFTER0001", value_date=date(2026, 2, 12))
+
+    run("promise-reminders", date(2026, 2, 21), capsys)
+
+    settled = db.session.get(PromiseToPay, made)
+    assert (settled.status, settled.paid_amount) == ("partly", Decimal("100.00"))
+
+
+def test_what_a_clearing_payment_sends_on_to_savings_is_not_counted_as_paid_to_the_promise(
+    product: LoanProduct, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loan = new_loan(product)
+    debt = loan_debt(loan_id=loan.id).total
+    whole = shillings_up(debt)
+    assert debt < whole  # a promise may be for the debt up to the whole shilling
+    made = promise(loan, whole, on=date(2026, 2, 20), made=date(2026, 2, 10)).id
+    loan_repay(loan_id=loan.id, amount=whole, reference="UCLEAR0001", value_date=date(2026, 2, 12))
+    assert db.session.get(Loan, loan.id).status == "closed"  # the cents over went to savings
+
+    run("promise-reminders", date(2026, 2, 21), capsys)
+
+    settled = db.session.get(PromiseToPay, made)
+    assert (settled.status, settled.paid_amount) == ("kept", debt)

@@ -166,18 +166,18 @@ def paid_since(*, loan_id: int, since: date) -> Decimal:
     """Repayments credited to the loan's own accounts with a value date from `since` on.
 
     Money a repayment sends on to savings (an overpayment) is not counted: it did not pay
-    the loan.
+    the loan. A repayment credits only its own loan's accounts (loan_repay), so the
+    accounts' loan alone picks out this loan's repayments.
     """
     credited = db.session.scalar(
         select(func.sum(JournalLine.amount))
-        .join(JournalEntry, JournalLine.entry_id == JournalEntry.id)
-        .join(Account, JournalLine.account_id == Account.id)
+        .join(JournalLine.entry)
+        .join(JournalLine.account)
         .where(
             JournalEntry.kind == "repayment",
-            JournalEntry.loan_id == loan_id,
             JournalEntry.value_date >= since,
             Account.loan_id == loan_id,
-            JournalLine.amount < 0,
+            JournalLine.amount < 0,  # pragma: no mutate: repayments only credit loans; no 0 lines
         )
     )
     return -(credited or ZERO)
