@@ -22,10 +22,10 @@ from app.money import shillings_up
 from app.selectors.loans import loan_debt
 from app.services.loans import loan_repay, loan_restructure, loan_update_arrears
 from app.services.members import member_set_pin
-from app.services.promises import PromiseError, promise_record
+from app.services.promises import PromiseError, promise_problem_words, promise_record
 from tests.factories import make_member
 from tests.helpers import Phone
-from tests.loan_factories import JOINED, make_loan, make_product, make_staff
+from tests.loan_factories import JOINED, make_borrower, make_loan, make_product, make_staff
 
 PIN = "4826"
 _sms_ids = count(1)
@@ -205,3 +205,91 @@ def test_a_promise_of_no_real_amount_is_refused_saying_why(
             channel="staff",
         )
     assert promised() == []
+
+
+def test_a_text_naming_another_members_loan_is_refused_as_no_such_loan(
+    client: FlaskClient,
+) -> None:
+    member = member_with_pin("sw")
+    late(member)
+    theirs = make_loan(product=make_product("V1", code="V1-THEIRS"), on=date(2026, 6, 1))
+    loan_update_arrears(loan_id=theirs.id, as_of=business_today())  # late too
+
+    reply = text_in(client, member, f"AHADI 500 {in_days(3)} L{int(theirs.loan_no[1:])}")
+
+    assert reply.template == "promise_refused"
+    assert "mkopo huo haupo" in reply.body
+    assert promised() == []
+
+
+def test_a_promise_in_one_members_name_for_another_members_loan_is_refused(app: Flask) -> None:
+    [loan] = late(make_borrower(savings=10000))
+    stranger = make_borrower()
+
+    with pytest.raises(PromiseError, match="no such loan") as refused:
+        promise_record(
+            member_id=stranger.id,
+            loan_id=loan.id,
+            amount="500",
+            promised_date=business_today() + timedelta(days=2),
+            as_of=business_today(),
+            channel="staff",
+        )
+    assert refused.value.problem == ("no_loan", {})
+    assert promised() == []
+
+
+@pytest.mark.parametrize("days_late", [0, 1])
+def test_a_loan_may_be_promised_on_from_its_first_day_late(app: Flask, days_late: int) -> None:
+    member = member_with_pin()
+    loan = make_loan(product=make_product("V1"), amount=5000, on=date(2026, 6, 1), member=member)
+    as_of = date(2026, 7, 1) + timedelta(days=days_late)  # the first installment: 1 July
+    loan_update_arrears(loan_id=loan.id, as_of=as_of)
+
+    def record() -> PromiseToPay:
+        return promise_record(
+            member_id=member.id,
+            loan_id=loan.id,
+            amount="500",
+            promised_date=as_of + timedelta(days=3),
+            as_of=as_of,
+            channel="staff",
+        )
+
+    if days_late == 0:  # due today, not late yet: nothing to promise
+        with pytest.raises(PromiseError, match=f"^loan {loan.loan_no} is not in arrears$") as no:
+            record()
+        assert promise_problem_words(no.value.problem, "sw") == f"mkopo {loan.loan_no} haujachelewa"
+        assert promised() == []
+    else:
+        record()
+        assert promised() == [(loan.id, Decimal("500.00"))]
+
+
+def test_a_settled_promise_leaves_the_loan_free_for_a_new_one(app: Flask) -> None:
+    member = member_with_pin()
+    [loan] = late(member)
+    today = business_today()
+
+    def record(days: int) -> PromiseToPay:
+        return promise_record(
+            member_id=member.id,
+            loan_id=loan.id,
+            amount="500",
+            promised_date=today + timedelta(days=days),
+            as_of=today,
+            channel="staff",
+        )
+
+    first = record(2)
+    first.status = "broken"  # as the reminder job settles one whose date passed unpaid
+    db.session.commit()
+
+    record(5)
+
+    with pytest.raises(PromiseError, match=f"a promise for {in_days(5)} is open already"):
+        record(7)
+    assert sorted(p.status for p in db.session.scalars(select(PromiseToPay))) == [
+        "broken",
+        "open",
+    ]
