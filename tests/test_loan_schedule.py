@@ -319,7 +319,7 @@ def test_boundaries_are_accepted() -> None:
 
 
 def test_due_dates_past_year_9999_are_an_error() -> None:
-    with pytest.raises(ScheduleError, match="9999"):
+    with pytest.raises(ScheduleError, match=r"^due dates run past the year 9999$"):
         due_dates(start_date=date(9999, 6, 1), installments=12, frequency="monthly")
     with pytest.raises(ScheduleError, match="9999"):
         due_dates(start_date=date(9999, 12, 1), installments=10, frequency="weekly")
@@ -432,3 +432,9 @@ def test_flat_interest_with_an_installment_multiple_rounds_each_installment_to_i
     assert schedule.rows[-1].total == Decimal("750.00")
     assert schedule.total_principal == Decimal("10000.00")
     assert schedule.rows[-1].balance == Decimal("0.00")
+
+
+def test_due_dates_up_to_the_last_month_of_year_9999_are_fine() -> None:
+    dates = due_dates(start_date=date(9999, 1, 1), installments=11, frequency="monthly")
+
+    assert dates[-1] == date(9999, 12, 1)
