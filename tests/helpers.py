@@ -12,13 +12,13 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import select, text
 from werkzeug.test import TestResponse
 
 from app import create_app
 from app.cli.runtime import make_worker
 from app.extensions import db
-from app.models import Member
+from app.models import Member, SmsInbound, SmsMessage
 from app.services.ledger import ledger_check
 from app.services.staff import staff_add
 from app.sms_templates import GSM7_BASIC
@@ -55,6 +55,31 @@ def at_reply(code: int = 101, status: str = "Success", message_id: str = "ATXid_
             ],
         }
     }
+
+
+_inbound_ids = itertools.count(1)
+
+
+def sms_in(client: FlaskClient, phone: str, text: str, sms_id: str | None = None) -> SmsMessage:
+    """Text the SACCO from `phone` as Africa's Talking delivers it; the reply it sent
+    (`sms_id` repeats a provider's retry)."""
+    form = {"from": phone, "to": "22384", "text": text, "id": sms_id or f"in-{next(_inbound_ids)}"}
+    assert client.post("/sms/inbound", data=form).status_code == 200
+    return sms_last_reply()
+
+
+def sms_last_reply() -> SmsMessage:
+    """The newest SMS to the member who texted last."""
+    db.session.expire_all()
+    inbound = db.session.scalars(select(SmsInbound).order_by(SmsInbound.id.desc())).first()
+    assert inbound is not None, "nobody has texted"
+    reply = db.session.scalars(
+        select(SmsMessage)
+        .where(SmsMessage.member_id == inbound.member_id)
+        .order_by(SmsMessage.id.desc())
+    ).first()
+    assert reply is not None, "no reply"
+    return reply
 
 
 def assert_books_reconcile() -> None:

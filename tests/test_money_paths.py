@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 from datetime import date, timedelta
 from decimal import Decimal
-from itertools import count
 
 import pytest
 from flask import Flask
@@ -23,8 +22,6 @@ from app.models import (
     Member,
     MpesaRequest,
     PromiseToPay,
-    SmsInbound,
-    SmsMessage,
     StaffUser,
 )
 from app.money import money_text, round_money, shillings_up
@@ -33,7 +30,7 @@ from app.selectors.loans import loan_debt
 from app.services.loans import loan_update_arrears
 from app.services.members import member_set_pin
 from tests.factories import make_member
-from tests.helpers import Phone, staff
+from tests.helpers import Phone, sms_in, staff
 from tests.helpers import browse as _browse
 from tests.helpers import login as _login
 from tests.helpers import post_form as _post_form
@@ -56,9 +53,6 @@ def login(client: FlaskClient, email: str):  # noqa: ANN201
 def post_form(client: FlaskClient, path: str, data: dict[str, object]):  # noqa: ANN201
     db.session.commit()
     return _post_form(client, path, data)
-
-
-_sms_ids = count(1)
 
 
 def member_with_pin(language: str = "en", phone: str = "0711223344") -> Member:
@@ -140,18 +134,6 @@ def test_ussd_a_promise_cancelled_at_the_confirm_screen_records_nothing(
     assert promises() == []
 
 
-def text_in(client: FlaskClient, phone: str, text: str) -> SmsMessage:
-    form = {"from": phone, "to": "22384", "text": text, "id": f"mp-{next(_sms_ids)}"}
-    assert client.post("/sms/inbound", data=form).status_code == 200
-    db.session.expire_all()
-    inbound = db.session.scalars(select(SmsInbound).order_by(SmsInbound.id.desc())).first()
-    return db.session.scalars(
-        select(SmsMessage)
-        .where(SmsMessage.member_id == inbound.member_id)
-        .order_by(SmsMessage.id.desc())
-    ).first()
-
-
 @pytest.mark.parametrize(
     ("keyword", "language", "words"),
     [
@@ -167,11 +149,11 @@ def test_sms_refuses_a_promise_above_what_the_loan_owes_in_the_members_language(
     most = ceiling(loan)
     day = f"{business_today() + timedelta(days=3):%d/%m}"
 
-    reply = text_in(client, "+" + member.phone, f"{keyword} 5000000 {day}")
+    reply = sms_in(client, "+" + member.phone, f"{keyword} 5000000 {day}")
     assert reply.template == "promise_refused" and words.format(most=most) in reply.body
     assert promises() == []
 
-    reply = text_in(client, "+" + member.phone, f"{keyword} {most} {day}")
+    reply = sms_in(client, "+" + member.phone, f"{keyword} {most} {day}")
     assert reply.template == "promise_recorded"
     assert promises() == [(Decimal(most.replace(",", "")), "sms")]
 

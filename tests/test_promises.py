@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
-from itertools import count
 
 import pytest
 from flask import Flask
@@ -17,18 +16,17 @@ from sqlalchemy import select
 
 from app.clock import business_today
 from app.extensions import db
-from app.models import Loan, Member, PromiseToPay, SmsInbound, SmsMessage
+from app.models import Loan, Member, PromiseToPay, SmsMessage
 from app.money import shillings_up
 from app.selectors.loans import loan_debt
 from app.services.loans import loan_repay, loan_restructure, loan_update_arrears
 from app.services.members import member_set_pin
 from app.services.promises import PromiseError, promise_problem_words, promise_record
 from tests.factories import make_member
-from tests.helpers import Phone
+from tests.helpers import Phone, sms_in
 from tests.loan_factories import JOINED, make_borrower, make_loan, make_product, make_staff
 
 PIN = "4826"
-_sms_ids = count(1)
 
 
 def member_with_pin(language: str = "en") -> Member:
@@ -62,17 +60,9 @@ def ceiling(loan: Loan) -> Decimal:
 
 
 def text_in(client: FlaskClient, member: Member, text: str) -> SmsMessage:
-    """Text the SACCO and return the reply."""
+    """Text the SACCO as `member` (what the test wrote committed first) and return the reply."""
     db.session.commit()
-    form = {"from": "+" + member.phone, "to": "22384", "text": text, "id": f"pr-{next(_sms_ids)}"}
-    assert client.post("/sms/inbound", data=form).status_code == 200
-    db.session.expire_all()
-    inbound = db.session.scalars(select(SmsInbound).order_by(SmsInbound.id.desc())).first()
-    return db.session.scalars(
-        select(SmsMessage)
-        .where(SmsMessage.member_id == inbound.member_id)
-        .order_by(SmsMessage.id.desc())
-    ).first()
+    return sms_in(client, "+" + member.phone, text)
 
 
 def promised() -> list[tuple[int, Decimal]]:

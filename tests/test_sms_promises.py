@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from itertools import count
 
 import pytest
 from flask import Flask
@@ -15,16 +14,10 @@ from sqlalchemy import select
 
 from app.clock import business_today
 from app.extensions import db
-from app.models import Loan, Member, PromiseToPay, SmsInbound, SmsMessage
+from app.models import Loan, Member, PromiseToPay
+from tests.helpers import sms_in, sms_last_reply
 from tests.loan_factories import make_loan, make_product
 from workers.schedule import run_job
-
-_ids = count(1)
-
-
-def text_in(client: FlaskClient, phone: str, text: str, sms_id: str | None = None) -> None:
-    form = {"from": phone, "to": "22384", "text": text, "id": sms_id or f"p-{next(_ids)}"}
-    assert client.post("/sms/inbound", data=form).status_code == 200
 
 
 def late_member(loans: int = 1, language: str = "en") -> tuple[str, list[str]]:
@@ -47,16 +40,6 @@ def late_member(loans: int = 1, language: str = "en") -> tuple[str, list[str]]:
     return phone, loan_nos
 
 
-def last_reply() -> SmsMessage:
-    db.session.expire_all()
-    inbound = db.session.scalars(select(SmsInbound).order_by(SmsInbound.id.desc())).first()
-    return db.session.scalars(
-        select(SmsMessage)
-        .where(SmsMessage.member_id == inbound.member_id)
-        .order_by(SmsMessage.id.desc())
-    ).first()
-
-
 def promises() -> list[tuple[Decimal, str, str]]:
     db.session.expire_all()
     return [
@@ -69,11 +52,11 @@ def test_a_texted_promise_is_recorded_and_confirmed_once(app: Flask, client: Fla
     phone, _ = late_member()
     day = business_today() + timedelta(days=5)
 
-    text_in(client, phone, f"promise 2,000 {day:%d/%m}", sms_id="same")
-    text_in(client, phone, f"promise 2,000 {day:%d/%m}", sms_id="same")  # the provider retries
+    sms_in(client, phone, f"promise 2,000 {day:%d/%m}", sms_id="same")
+    sms_in(client, phone, f"promise 2,000 {day:%d/%m}", sms_id="same")  # the provider retries
 
     assert promises() == [(Decimal("2000.00"), day.isoformat(), "sms")]
-    reply = last_reply()
+    reply = sms_last_reply()
     assert reply.template == "promise_recorded"
     assert "2,000" in reply.body
 
@@ -82,7 +65,7 @@ def test_ahadi_in_kiswahili_with_a_year(app: Flask, client: FlaskClient) -> None
     phone, _ = late_member(language="sw")
     day = business_today() + timedelta(days=2)
 
-    text_in(client, phone, f"AHADI 1500 {day:%d/%m/%Y}")
+    sms_in(client, phone, f"AHADI 1500 {day:%d/%m/%Y}")
 
     assert promises() == [(Decimal("1500.00"), day.isoformat(), "sms")]
 
@@ -104,10 +87,10 @@ def test_a_promise_that_cannot_be_recorded_says_why_and_records_nothing(
     for days in ("+30", "+3"):
         text = text.replace(days, f"{business_today() + timedelta(days=int(days)):%d/%m}")
 
-    text_in(client, phone, text)
+    sms_in(client, phone, text)
 
     assert promises() == []
-    reply = last_reply()
+    reply = sms_last_reply()
     assert reply.template == "promise_refused"
     assert words in reply.body
 
@@ -119,9 +102,9 @@ def test_a_promise_date_is_from_tomorrow_to_14_days_ahead(
     phone, _ = late_member()
     day = business_today() + timedelta(days=days)
 
-    text_in(client, phone, f"PROMISE 1000 {day:%d/%m/%Y}")
+    sms_in(client, phone, f"PROMISE 1000 {day:%d/%m/%Y}")
 
-    reply = last_reply()
+    reply = sms_last_reply()
     if recorded:
         assert promises() == [(Decimal("1000.00"), day.isoformat(), "sms")]
         assert reply.template == "promise_recorded"
@@ -135,11 +118,11 @@ def test_several_late_loans_need_the_loan_number(app: Flask, client: FlaskClient
     phone, loan_nos = late_member(loans=2)
     day = f"{business_today() + timedelta(days=4):%d/%m}"
 
-    text_in(client, phone, f"PROMISE 2000 {day}")
+    sms_in(client, phone, f"PROMISE 2000 {day}")
     assert promises() == []
-    assert "add the loan number" in last_reply().body
+    assert "add the loan number" in sms_last_reply().body
 
-    text_in(client, phone, f"PROMISE 2000 {day} l{int(loan_nos[1][1:])}")
+    sms_in(client, phone, f"PROMISE 2000 {day} l{int(loan_nos[1][1:])}")
     assert promises() == [
         (Decimal("2000.00"), (business_today() + timedelta(days=4)).isoformat(), "sms")
     ]
@@ -154,7 +137,7 @@ def test_a_member_with_nothing_late_is_told_so(app: Flask, client: FlaskClient) 
     make_member(phone="0722000111")
     db.session.commit()
 
-    text_in(client, "+254722000111", "PROMISE 2000 28/11")
+    sms_in(client, "+254722000111", "PROMISE 2000 28/11")
 
     assert promises() == []
-    assert "you have no loan in arrears" in last_reply().body
+    assert "you have no loan in arrears" in sms_last_reply().body
