@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Date, bindparam, func, select, text
 
 from app.extensions import db
-from app.models import Account, AuditLog, JournalEntry, JournalLine, Member
+from app.models import Account, AuditLog, JournalEntry, JournalLine, Loan, Member
 from app.models.types import Money, UTCDateTime
 from app.services.ledger import (
     DuplicatePosting,
@@ -28,8 +28,10 @@ from app.services.ledger import (
     ledger_check,
     member_account,
 )
+from app.services.loans import loan_repay
 from app.services.members import member_buy_shares, member_deposit
 from tests.factories import make_member
+from tests.loan_factories import make_loan, make_product, receivables, reload, schedule_owed
 
 D = Decimal
 DAY = date(2026, 3, 2)
@@ -536,3 +538,173 @@ def test_ledger_check_fix_rewrites_the_balances(app: Flask, runner: FlaskCliRunn
     assert fixed.exit_code == 1  # it found a problem, even though it is fixed now
     assert "(balances rewritten)" in fixed.stderr
     assert runner.invoke(args=["ledger", "check"]).exit_code == 0
+
+
+# --- ledger_check's SQL finds each kind of mismatch, planted straight in the tables ------
+# The check compares in the database and returns only the problems; these pin every
+# message word for word (the CLI prints them) and the order they come in.
+
+
+def _problems() -> list[tuple[str, str]]:
+    db.session.expire_all()
+    return [(p.what, p.detail) for p in ledger_check()]
+
+
+def _loan_on_the_books() -> Loan:
+    """A disbursed V1 loan (10,000 at 12% over 12 months) with one repayment."""
+    loan = make_loan(product=make_product(), on=date(2026, 1, 31))
+    loan_repay(loan_id=loan.id, amount="1000", reference="RPAY1", value_date=date(2026, 2, 28))
+    return reload(loan.id)
+
+
+def test_a_clean_book_with_members_and_a_loan_has_no_problems(app: Flask) -> None:
+    make_member(savings=700)
+    member_buy_shares(
+        member_id=make_member(savings=300).id, amount=300, reference=ref(), value_date=DAY
+    )
+    _loan_on_the_books()
+
+    assert ledger_check() == []
+    assert ledger_check(fix=True) == []
+
+
+@pytest.mark.books_may_disagree
+def test_tampered_balances_are_reported_in_account_order_with_both_figures(app: Flask) -> None:
+    first, second = make_member(savings=700), make_member(savings="12.34")
+    for code, change in ((f"SAV-{second.member_no}", "0.01"), (f"SAV-{first.member_no}", "-5")):
+        db.session.execute(
+            text("UPDATE accounts SET balance = balance + :d WHERE code = :c").bindparams(
+                bindparam("d", type_=Money())
+            ),
+            {"d": D(change), "c": code},
+        )
+    db.session.commit()
+
+    expected = [
+        ("balance", f"SAV-{first.member_no}: cached -705.00, journal -700.00"),
+        ("balance", f"SAV-{second.member_no}: cached -12.33, journal -12.34"),
+    ]
+    assert _problems() == expected
+    assert [(p.what, p.detail) for p in ledger_check(fix=True)] == expected
+    assert _problems() == []
+    assert savings_of(first) == D("700.00") and savings_of(second) == D("12.34")
+
+
+@pytest.mark.books_may_disagree
+def test_a_deleted_journal_line_breaks_its_entry_and_its_accounts_balance(app: Flask) -> None:
+    member = make_member()
+    savings = member_account(member, "savings")
+    db.session.commit()
+    entry_id = member_deposit(member_id=member.id, amount="250.50", reference=ref(), value_date=DAY)
+    db.session.execute(
+        text("DELETE FROM journal_lines WHERE entry_id = :e AND account_id = :a"),
+        {"e": entry_id, "a": savings.id},
+    )
+    db.session.commit()
+
+    assert _problems() == [
+        ("entry", f"journal entry {entry_id} sums to 250.50"),
+        ("entry", f"journal entry {entry_id} has one line"),
+        ("balance", f"{savings.code}: cached -250.50, journal 0.00"),
+    ]
+    # fix rewrites the cache; the broken entry stays for a person to repair.
+    ledger_check(fix=True)
+    assert _problems() == [
+        ("entry", f"journal entry {entry_id} sums to 250.50"),
+        ("entry", f"journal entry {entry_id} has one line"),
+    ]
+
+
+@pytest.mark.books_may_disagree
+def test_an_installment_changed_behind_the_journal_is_a_loan_mismatch(app: Flask) -> None:
+    loan = _loan_on_the_books()
+    owed, held = schedule_owed(loan), receivables(loan)
+    assert owed == held and owed["principal"] > 0
+    db.session.execute(
+        text(
+            "UPDATE installments SET principal_paid = principal_paid + :d"
+            " WHERE loan_id = :l AND number = 2 AND superseded = :f"
+        ).bindparams(bindparam("d", type_=Money())),
+        {"d": D("0.01"), "l": loan.id, "f": False},
+    )
+    db.session.commit()
+
+    assert _problems() == [
+        (
+            "loan",
+            f"{loan.loan_no} principal: receivable {held['principal']},"
+            f" schedule outstanding {owed['principal'] - D('0.01')}",
+        )
+    ]
+    assert [p.what for p in ledger_check(fix=True)] == ["loan"]  # not a cache: fix leaves it
+
+
+@pytest.mark.books_may_disagree
+def test_receivables_without_a_live_schedule_are_mismatches_for_each_component(
+    app: Flask,
+) -> None:
+    loan = _loan_on_the_books()
+    held = receivables(loan)
+    db.session.execute(
+        text("UPDATE installments SET superseded = :t WHERE loan_id = :l"),
+        {"t": True, "l": loan.id},
+    )
+    db.session.commit()
+
+    # In component order (alphabetical, as always); a component at zero on both sides is fine.
+    assert _problems() == [
+        (
+            "loan",
+            f"{loan.loan_no} {component}: receivable {held[component]}, schedule outstanding 0.00",
+        )
+        for component in ("fees", "interest", "penalty", "principal")
+        if held[component] != 0
+    ]
+
+
+@pytest.mark.books_may_disagree
+def test_a_loan_marked_settled_while_it_still_owes_is_reported_per_component(
+    app: Flask,
+) -> None:
+    other = make_loan(product=make_product("V1", code="V1B"), on=date(2026, 1, 31))
+    loan = _loan_on_the_books()
+    owed = schedule_owed(loan)
+    db.session.execute(text("UPDATE loans SET status = 'closed' WHERE id = :l"), {"l": loan.id})
+    db.session.execute(
+        text("UPDATE loans SET status = 'written_off' WHERE id = :l"), {"l": other.id}
+    )
+    db.session.commit()
+
+    other_owed = schedule_owed(reload(other.id))
+    expected = [
+        ("loan", f"{other.loan_no} is written_off but still owes {c} {other_owed[c]}")
+        for c in ("fees", "interest", "penalty", "principal")
+        if other_owed[c] != 0
+    ] + [
+        ("loan", f"{loan.loan_no} is closed but still owes {c} {owed[c]}")
+        for c in ("fees", "interest", "penalty", "principal")
+        if owed[c] != 0
+    ]
+    assert other.id < loan.id and len(expected) == 4  # principal and interest of each
+    assert _problems() == expected
+
+
+@pytest.mark.books_may_disagree
+def test_an_overdrawn_savings_account_is_reported_from_its_journal(app: Flask) -> None:
+    member = make_member(savings=100)
+    savings = member_account(member, "savings")
+    clearing = gl_account("GL-MPESA-CLEARING")
+    db.session.commit()
+    # A raw entry that takes 150.25 out of 100 of savings, with the caches moved to match so
+    # only the overdraft is left to find.
+    _insert_raw_entry([(savings.id, D("150.25")), (clearing.id, D("-150.25"))])
+    for account, delta in ((savings, D("150.25")), (clearing, D("-150.25"))):
+        db.session.execute(
+            text("UPDATE accounts SET balance = balance + :d WHERE id = :a").bindparams(
+                bindparam("d", type_=Money())
+            ),
+            {"d": delta, "a": account.id},
+        )
+    db.session.commit()
+
+    assert _problems() == [("account", f"{savings.code} is overdrawn: -50.25")]

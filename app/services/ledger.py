@@ -12,12 +12,28 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import (
+    CursorResult,
+    Subquery,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    union,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import SaccoError
 from app.extensions import db
 from app.models import ACCOUNT_KINDS, Account, Installment, JournalEntry, JournalLine, Loan, Member
+from app.models.types import Money, utcnow
 from app.money import ZERO, MoneyError, round_money, to_decimal
 from app.services.audit import audit_record
 
@@ -142,26 +158,7 @@ def journal_post(
     savings. A repeated idempotency key raises DuplicatePosting; the unique constraint,
     not a prior read, is what guarantees it under concurrency.
     """
-    amounts = []
-    for line in lines:
-        try:
-            amount = to_decimal(line.amount)
-        except MoneyError as exc:
-            raise LedgerError(str(exc)) from exc
-        if amount != round_money(amount):
-            raise LedgerError(f"{amount} has fractions of a cent")
-        if amount == 0:
-            raise LedgerError(f"a zero line on {line.account.code}")
-        amounts.append(amount)
-    if len(amounts) < 2:
-        raise LedgerError("an entry needs at least two lines")
-    total = sum(amounts, ZERO)
-    if total != 0:
-        raise LedgerError(f"entry does not balance: lines sum to {total}")
-    for line in lines:
-        if line.account.status != "open":
-            raise LedgerError(f"account {line.account.code} is closed")
-
+    amounts = _checked_amounts(lines)
     entry = JournalEntry(
         kind=kind,
         description=description[:255],
@@ -197,6 +194,154 @@ def journal_post(
     for line in lines:
         db.session.expire(line.account, ["balance"])
     return entry
+
+
+def _checked_amounts(lines: Sequence[Line]) -> list[Decimal]:
+    """The lines' amounts, once every rule of a posting holds (LedgerError otherwise)."""
+    amounts = []
+    for line in lines:
+        try:
+            amount = to_decimal(line.amount)
+        except MoneyError as exc:
+            raise LedgerError(str(exc)) from exc
+        if amount != round_money(amount):
+            raise LedgerError(f"{amount} has fractions of a cent")
+        if amount == 0:
+            raise LedgerError(f"a zero line on {line.account.code}")
+        amounts.append(amount)
+    if len(amounts) < 2:
+        raise LedgerError("an entry needs at least two lines")
+    total = sum(amounts, ZERO)
+    if total != 0:
+        raise LedgerError(f"entry does not balance: lines sum to {total}")
+    for line in lines:
+        if line.account.status != "open":
+            raise LedgerError(f"account {line.account.code} is closed")
+    return amounts
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One entry for `journal_post_many`: journal_post's arguments, its key required."""
+
+    kind: str
+    lines: Sequence[Line]
+    value_date: date
+    idempotency_key: str
+    description: str = ""
+    actor: str = "system"
+    member_id: int | None = None
+    loan_id: int | None = None
+
+
+def _insert_ignoring(model: type[Any], keys: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING in the session's dialect."""
+    if db.engine.dialect.name == "postgresql":
+        return pg_insert(model).on_conflict_do_nothing(index_elements=keys)
+    return sqlite_insert(model).on_conflict_do_nothing(index_elements=keys)
+
+
+def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
+    """Many entries at once, for close of business: the rules of `journal_post` for each,
+    written in a few statements (entries, lines, one balance UPDATE per account), in the
+    caller's transaction. An entry whose key exists already is skipped, not an error (the
+    unique constraint decides, as for one entry); returns the keys posted now."""
+    if not drafts:
+        return set()
+    checked = [(draft, _checked_amounts(draft.lines)) for draft in drafts]
+    now = utcnow()
+    inserted = db.session.execute(
+        _insert_ignoring(JournalEntry, ["idempotency_key"]).returning(
+            JournalEntry.id, JournalEntry.idempotency_key
+        ),
+        [
+            dict(
+                kind=draft.kind,
+                description=draft.description[:255],
+                idempotency_key=draft.idempotency_key,
+                value_date=draft.value_date,
+                posted_at=now,
+                actor=draft.actor,
+                member_id=draft.member_id,
+                loan_id=draft.loan_id,
+            )
+            for draft, _ in checked
+        ],
+    ).all()
+    entry_ids = {key: entry_id for entry_id, key in inserted}
+    lines: list[dict[str, Any]] = []
+    deltas: dict[int, Decimal] = {}
+    kinds: dict[int, str] = {}
+    accounts: dict[int, Account] = {}
+    for draft, amounts in checked:
+        entry_id = entry_ids.get(draft.idempotency_key)
+        if entry_id is None:
+            continue  # posted before: its lines and balances are there already
+        for line, amount in zip(draft.lines, amounts, strict=True):
+            lines.append(dict(entry_id=entry_id, account_id=line.account.id, amount=amount))
+            deltas[line.account.id] = deltas.get(line.account.id, ZERO) + amount
+            kinds[line.account.id] = line.account.kind
+            accounts[line.account.id] = line.account
+    if lines:
+        db.session.execute(insert(JournalLine), lines)
+    plain = []
+    for account_id in sorted(deltas):  # id order, as journal_post: no deadlock between them
+        delta, kind = deltas[account_id], kinds[account_id]
+        if kind in NO_OVERDRAFT and delta > 0:
+            _move_balance(account_id, delta, kind)
+        elif delta != 0:
+            plain.append(dict(b_id=account_id, b_delta=delta))
+    if plain:
+        result = cast(
+            CursorResult[Any],
+            db.session.execute(
+                update(Account)
+                .where(Account.id == bindparam("b_id"), Account.status == "open")
+                .values(balance=Account.balance + bindparam("b_delta"))
+                .execution_options(synchronize_session=False),
+                plain,
+            ),
+        )
+        if result.rowcount != len(plain):
+            raise LedgerError("an account of this posting was closed meanwhile")
+    for account in accounts.values():
+        db.session.expire(account, ["balance"])
+    return set(entry_ids)
+
+
+def accounts_get_or_create(specs: Sequence[dict[str, Any]]) -> dict[str, Account]:
+    """`account_get_or_create` for many: the accounts by code, the missing ones created in
+    one INSERT that another creator racing us cannot make fail. Each spec has code, kind,
+    name and optionally member_id and loan_id."""
+    codes = [spec["code"] for spec in specs]
+    found = {a.code: a for a in db.session.scalars(select(Account).where(Account.code.in_(codes)))}
+    missing = [spec for spec in specs if spec["code"] not in found]
+    for spec in missing:
+        if spec["kind"] not in ACCOUNT_KINDS:
+            raise LedgerError(f"unknown account kind {spec['kind']!r}")
+    if missing:
+        now = utcnow()
+        db.session.execute(
+            _insert_ignoring(Account, ["code"]),
+            [
+                {
+                    "member_id": None,
+                    "loan_id": None,
+                    **spec,
+                    "status": "open",
+                    "balance": ZERO,
+                    "created_at": now,
+                }
+                for spec in missing
+            ],
+        )
+        found.update(
+            (a.code, a)
+            for a in db.session.scalars(
+                select(Account).where(Account.code.in_([spec["code"] for spec in missing]))
+            )
+        )
+    return found
 
 
 def _move_balance(account_id: int, delta: Decimal, kind: str) -> None:
@@ -264,46 +409,94 @@ class Mismatch:
 
 def ledger_check(*, fix: bool = False) -> list[Mismatch]:
     """Rebuild every balance from the journal and compare; every entry sums to zero; every
-    loan's receivables match its schedule; no savings or share account is overdrawn."""
-    problems: list[Mismatch] = []
-    unbalanced = db.session.execute(
-        select(JournalLine.entry_id, func.sum(JournalLine.amount))
-        .group_by(JournalLine.entry_id)
-        .having(func.sum(JournalLine.amount) != 0)
-    ).all()
-    for entry_id, total in unbalanced:
-        problems.append(Mismatch("entry", f"journal entry {entry_id} sums to {total}"))
-    single = db.session.execute(
-        select(JournalLine.entry_id).group_by(JournalLine.entry_id).having(func.count() < 2)
-    ).scalars()
-    for entry_id in single:
-        problems.append(Mismatch("entry", f"journal entry {entry_id} has one line"))
+    loan's receivables match its schedule; no savings or share account is overdrawn.
 
-    sums = dict(
+    The database does the comparing and sends back only the problems, so a book of
+    hundreds of thousands of accounts costs a few grouped scans, not a row per account.
+    Money compares in its storage domain (NUMERIC on PostgreSQL, integer cents on
+    SQLite), so every comparison is exact."""
+    problems = _check_entries()
+    wrong = _check_balances()
+    problems += [
+        Mismatch("balance", f"{code}: cached {cached}, journal {rebuilt}")
+        for _, code, cached, rebuilt in wrong
+    ]
+    if fix and wrong:
+        # A bulk UPDATE by primary key (one executemany) writing the values reported; the
+        # commit below expires any Account a caller holds, so none reads a stale balance.
         db.session.execute(
-            select(JournalLine.account_id, func.sum(JournalLine.amount)).group_by(
-                JournalLine.account_id
-            )
-        ).all()
-    )
-    for account in db.session.scalars(select(Account).order_by(Account.id)):
-        rebuilt = round_money(sums.get(account.id) or ZERO)
-        if account.balance != rebuilt:
-            problems.append(
-                Mismatch("balance", f"{account.code}: cached {account.balance}, journal {rebuilt}")
-            )
-            if fix:
-                account.balance = rebuilt
-    problems += _reconcile_loans(sums)
-    for account in db.session.scalars(
-        select(Account).where(Account.kind.in_(NO_OVERDRAFT)).order_by(Account.id)
-    ):
-        held = -round_money(sums.get(account.id) or ZERO)
-        if held < 0:
-            problems.append(Mismatch("account", f"{account.code} is overdrawn: {held}"))
+            update(Account),
+            [{"id": account_id, "balance": rebuilt} for account_id, _, _, rebuilt in wrong],
+        )
+    problems += _reconcile_loans()
+    problems += _check_overdrawn()
     if fix:
         db.session.commit()
     return problems
+
+
+def _journal_sums() -> Subquery:
+    """Each account's journal total, for accounts with lines."""
+    return (
+        select(JournalLine.account_id, func.sum(JournalLine.amount).label("total"))
+        .group_by(JournalLine.account_id)
+        .subquery("journal_sums")
+    )
+
+
+def _check_entries() -> list[Mismatch]:
+    # One scan for both rules; all the unbalanced first, then the one-line ones, as always.
+    total = func.sum(JournalLine.amount)
+    lines = func.count()
+    rows = db.session.execute(
+        select(JournalLine.entry_id, total, lines)
+        .group_by(JournalLine.entry_id)
+        .having(or_(total != 0, lines < 2))
+        .order_by(JournalLine.entry_id)
+    ).all()
+    unbalanced = [
+        Mismatch("entry", f"journal entry {entry_id} sums to {amount}")
+        for entry_id, amount, _ in rows
+        if amount != 0
+    ]
+    single = [
+        Mismatch("entry", f"journal entry {entry_id} has one line")
+        for entry_id, _, count in rows
+        if count < 2
+    ]
+    return unbalanced + single
+
+
+def _check_balances() -> list[tuple[int, str, Decimal, Decimal]]:
+    """(id, code, cached, rebuilt) of every account whose cached balance is not the sum of
+    its journal lines, in account order."""
+    sums = _journal_sums()
+    rebuilt = type_coerce(func.coalesce(sums.c.total, 0), Money())
+    rows = db.session.execute(
+        select(Account.id, Account.code, Account.balance, rebuilt)
+        .outerjoin(sums, sums.c.account_id == Account.id)
+        .where(Account.balance != rebuilt)
+        .order_by(Account.id)
+    ).all()
+    return [
+        (account_id, code, cached, round_money(total)) for account_id, code, cached, total in rows
+    ]
+
+
+def _check_overdrawn() -> list[Mismatch]:
+    # From the journal, not the cache: a tampered cache must not hide an overdraft.
+    total = type_coerce(func.sum(JournalLine.amount), Money())
+    rows = db.session.execute(
+        select(Account.code, total)
+        .join(JournalLine, JournalLine.account_id == Account.id)
+        .where(Account.kind.in_(NO_OVERDRAFT))
+        .group_by(Account.id, Account.code)
+        .having(total > 0)
+        .order_by(Account.id)
+    ).all()
+    return [
+        Mismatch("account", f"{code} is overdrawn: {-round_money(amount)}") for code, amount in rows
+    ]
 
 
 # Receivable account kind -> the schedule column it mirrors.
@@ -316,51 +509,79 @@ RECEIVABLE_KINDS = {
 SETTLED_STATUSES = ("closed", "written_off")
 
 
-def _reconcile_loans(sums: dict[int, Decimal]) -> list[Mismatch]:
+def _reconcile_loans() -> list[Mismatch]:
     """The sub-ledger: every loan's receivables (from the journal) equal what its live
     schedule says is outstanding, component by component; a settled loan owes nothing
-    on either side. One grouped query a side, so it runs nightly over the whole book."""
-    owed: dict[tuple[int, str], Decimal] = {}
-    columns = {
-        c: func.sum(getattr(Installment, f"{c}_due") - getattr(Installment, f"{c}_paid"))
-        for c in RECEIVABLE_KINDS.values()
-    }
-    for loan_id, *totals in db.session.execute(
-        select(Installment.loan_id, *columns.values())
+    on either side. One row a loan a side, aggregated and compared in the database, which
+    returns only the loans with a problem."""
+    components = list(RECEIVABLE_KINDS.values())
+    owed = (
+        select(
+            Installment.loan_id,
+            *(
+                type_coerce(
+                    func.sum(getattr(Installment, f"{c}_due") - getattr(Installment, f"{c}_paid")),
+                    Money(),
+                ).label(c)
+                for c in components
+            ),
+        )
         .where(Installment.superseded.is_(False))
         .group_by(Installment.loan_id)
-    ):
-        for component, total in zip(columns, totals, strict=True):
-            owed[(loan_id, component)] = round_money(total or ZERO)
-    held: dict[tuple[int, str], Decimal] = {}
-    for account_id, loan_id, kind in db.session.execute(
-        select(Account.id, Account.loan_id, Account.kind).where(
-            Account.kind.in_(RECEIVABLE_KINDS), Account.loan_id.is_not(None)
+        .subquery("owed")
+    )
+    held = (
+        select(
+            Account.loan_id,
+            *(
+                type_coerce(
+                    func.sum(case((Account.kind == kind, JournalLine.amount), else_=0)), Money()
+                ).label(c)
+                for kind, c in RECEIVABLE_KINDS.items()
+            ),
         )
-    ):
-        assert loan_id is not None  # the query asks for loan accounts only
-        key = (loan_id, RECEIVABLE_KINDS[kind])
-        held[key] = held.get(key, ZERO) + round_money(sums.get(account_id) or ZERO)
-    loans = {
-        loan_id: (status, loan_no)
-        for loan_id, status, loan_no in db.session.execute(
-            select(Loan.id, Loan.status, Loan.loan_no)
+        .join(JournalLine, JournalLine.account_id == Account.id)
+        .where(Account.kind.in_(RECEIVABLE_KINDS), Account.loan_id.is_not(None))
+        .group_by(Account.loan_id)
+        .subquery("held")
+    )
+    # Every loan either side knows of: a receivable without a schedule is a problem too.
+    keys = union(select(owed.c.loan_id), select(held.c.loan_id)).subquery("loan_keys")
+    schedule = {c: type_coerce(func.coalesce(owed.c[c], 0), Money()) for c in components}
+    books = {c: type_coerce(func.coalesce(held.c[c], 0), Money()) for c in components}
+    settled = Loan.status.in_(SETTLED_STATUSES)
+    rows = db.session.execute(
+        select(
+            keys.c.loan_id,
+            Loan.status,
+            Loan.loan_no,
+            *(schedule[c].label(f"schedule_{c}") for c in components),
+            *(books[c].label(f"books_{c}") for c in components),
         )
-    }
-    problems = []
-    for loan_id, component in sorted(set(owed) | set(held)):
-        schedule, books = owed.get((loan_id, component), ZERO), held.get((loan_id, component), ZERO)
-        status, number = loans.get(loan_id, (None, None))
+        .select_from(keys)
+        .outerjoin(owed, owed.c.loan_id == keys.c.loan_id)
+        .outerjoin(held, held.c.loan_id == keys.c.loan_id)
+        .outerjoin(Loan, Loan.id == keys.c.loan_id)
+        .where(
+            or_(
+                *(schedule[c] != books[c] for c in components),
+                and_(settled, or_(*(schedule[c] != 0 for c in components))),
+            )
+        )
+    ).all()
+    found: list[tuple[int, str, Mismatch]] = []
+    for row in rows:
+        loan_id, status, number = row[0], row[1], row[2]
         name = number or f"loan {loan_id}"
-        if schedule != books:
-            problems.append(
-                Mismatch(
-                    "loan",
-                    f"{name} {component}: receivable {books}, schedule outstanding {schedule}",
-                )
-            )
-        elif status in SETTLED_STATUSES and schedule != 0:
-            problems.append(
-                Mismatch("loan", f"{name} is {status} but still owes {component} {schedule}")
-            )
-    return problems
+        for i, component in enumerate(components):
+            owing = round_money(row[3 + i])
+            booked = round_money(row[3 + len(components) + i])
+            if owing != booked:
+                detail = f"{name} {component}: receivable {booked}, schedule outstanding {owing}"
+            elif status in SETTLED_STATUSES and owing != 0:
+                detail = f"{name} is {status} but still owes {component} {owing}"
+            else:
+                continue
+            found.append((loan_id, component, Mismatch("loan", detail)))
+    # Sorted here, not by ORDER BY: the order must not depend on the database's collation.
+    return [mismatch for _, _, mismatch in sorted(found, key=lambda f: (f[0], f[1]))]
