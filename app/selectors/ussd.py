@@ -1,0 +1,154 @@
+"""What a USSD hop shows, read in as few database round trips as the screen allows.
+
+A hop is an HTTP request the gateway times out after a few seconds, and at close of business
+hundreds of them arrive a second, so each read here is one statement (two for the balance)
+and only the columns the screen uses. On PostgreSQL a read that is not part of a write runs
+outside a transaction (autocommit): under READ COMMITTED each statement sees its own
+snapshot either way, so this changes nothing the member sees, and it saves the BEGIN and
+ROLLBACK round trips psycopg would send around it. SQLite keeps the session: there every
+transaction starts with BEGIN IMMEDIATE (app/extensions.py) and its autocommit switch
+would undo the driver setting the ledger's savepoints need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, Select, and_, func, select
+
+from app.extensions import db
+from app.models import Account, Installment, Loan, Member
+from app.money import ZERO
+from app.selectors.loans import LIVE_STATUSES, UNPAID
+
+
+def read_rows(stmt: Select[*tuple[Any, ...]]) -> Sequence[Row[*tuple[Any, ...]]]:
+    """Run a read-only statement: on PostgreSQL, outside any transaction unless the hop's
+    session has one open (then inside it, so the hop sees its own uncommitted writes)."""
+    if db.session().in_transaction() or db.engine.dialect.name != "postgresql":
+        return db.session.execute(stmt).all()
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return conn.execute(stmt).all()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The member a first hop is from: what picks the door (PIN, activation, locked)."""
+
+    id: int
+    language: str
+    status: str
+    locked_until: datetime | None
+    has_pin: bool
+
+
+def ussd_caller(*, phone: str) -> Caller | None:
+    """The member with this phone, in one statement (the first hop's only read)."""
+    rows = read_rows(
+        select(
+            Member.id,
+            Member.language,
+            Member.status,
+            Member.locked_until,
+            and_(Member.pin_hash.is_not(None), Member.pin_hash != "").label("has_pin"),
+        ).where(Member.phone == phone)
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    return Caller(row.id, row.language, row.status, row.locked_until, bool(row.has_pin))
+
+
+@dataclass(frozen=True)
+class LoanLine:
+    """A live loan as the menus list it."""
+
+    id: int
+    loan_no: str
+    days_past_due: int
+
+
+def _live(member_id: int) -> Select[*tuple[Any, ...]]:
+    return (
+        select(Loan.id, Loan.loan_no, Loan.days_past_due)
+        .where(Loan.member_id == member_id, Loan.status.in_(LIVE_STATUSES))
+        .order_by(Loan.id)
+    )
+
+
+def ussd_live_loans(*, member_id: int) -> list[LoanLine]:
+    """The member's live loans, oldest first, in one statement."""
+    return [LoanLine(r.id, r.loan_no, r.days_past_due) for r in read_rows(_live(member_id))]
+
+
+@dataclass(frozen=True)
+class LoanPosition:
+    """One live loan on the balance screen: all it owes, what is due now and when."""
+
+    loan: LoanLine
+    owed: Decimal
+    due: Decimal
+    when: date | None  # the oldest unpaid due date; None when nothing is left unpaid
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    savings: Decimal
+    shares: Decimal
+    loans: list[LoanPosition]
+
+
+def ussd_balance(*, member_id: int, today: date, with_accounts: bool = True) -> BalanceView:
+    """The balance screen in two statements: the savings and share balances (cached on
+    the accounts; skipped with `with_accounts=False`, for the later pages), and every live
+    loan with the unpaid rows of its live schedule.
+
+    What is due now: the arrears (rows due on or before `today`) when there are any, else
+    the next installment; the same rule the menus always used, one read for all loans."""
+    savings = shares = ZERO
+    if with_accounts:
+        for kind, total in read_rows(
+            select(Account.kind, func.sum(Account.balance))
+            .where(Account.member_id == member_id, Account.kind.in_(("savings", "share_capital")))
+            .group_by(Account.kind)
+        ):
+            # Credit-normal accounts: stored negative, shown positive (member_balances).
+            if kind == "savings":
+                savings = -(total or ZERO)
+            else:
+                shares = -(total or ZERO)
+    live = _live(member_id).subquery()
+    rows = read_rows(
+        select(live, Installment.due_date, UNPAID.label("unpaid"))
+        .outerjoin(
+            Installment,
+            and_(
+                Installment.loan_id == live.c.id,
+                Installment.superseded.is_(False),
+                UNPAID > 0,
+            ),
+        )
+        .order_by(live.c.id, Installment.number)
+    )
+    schedules: dict[int, tuple[LoanLine, list[tuple[date, Decimal]]]] = {}
+    for r in rows:
+        line, unpaid = schedules.setdefault(r.id, (LoanLine(r.id, r.loan_no, r.days_past_due), []))
+        if r.due_date is not None:
+            unpaid.append((r.due_date, r.unpaid))
+    return BalanceView(
+        savings, shares, [_position(line, unpaid, today) for line, unpaid in schedules.values()]
+    )
+
+
+def _position(line: LoanLine, unpaid: list[tuple[date, Decimal]], today: date) -> LoanPosition:
+    owed = sum((amount for _, amount in unpaid), ZERO)
+    if not unpaid:
+        return LoanPosition(line, owed, ZERO, None)
+    late = [(day, amount) for day, amount in unpaid if day <= today]
+    if late:
+        return LoanPosition(line, owed, sum((a for _, a in late), ZERO), late[0][0])
+    return LoanPosition(line, owed, unpaid[0][1], unpaid[0][0])
