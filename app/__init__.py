@@ -8,6 +8,7 @@ from datetime import timedelta
 from flask import Flask
 
 from app.config import instance_folder, load_settings
+from app.db_pool import ENGINE_OPTIONS
 from app.extensions import db, init_redis, instance_protect, login_manager, migrate
 from app.logs import configure_logging, init_request_ids
 
@@ -19,7 +20,8 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     app.config.from_mapping(settings.as_flask_config())
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.DATABASE_URL,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        # No ping on every checkout: app/db_pool.py says how dead connections are handled.
+        SQLALCHEMY_ENGINE_OPTIONS=dict(ENGINE_OPTIONS),
         SETTINGS=settings,
         # The console's cookies: never readable by page scripts, not sent on cross-site
         # posts, and only over HTTPS in production. A staff session lasts a working day.

@@ -21,6 +21,7 @@ from app.ussd.engine import (
     UssdResponse,
     run_hop,
 )
+from app.ussd.retry import once_more_on_disconnect
 from app.web.trust import at_guard
 from ussd_menus.screens import SCREENS, start
 from ussd_menus.text import t
@@ -48,7 +49,7 @@ def ussd() -> Response:
         store = SessionStore(redis_client(), current_app.config["SECRET_KEY"])
         if _too_many_starts(hop, store):
             return _reply(UssdResponse(t("too_many", _language(hop.phone)), end=True))
-        return _reply(run_hop(hop, store, SCREENS, start, t))
+        return _reply(once_more_on_disconnect(lambda: run_hop(hop, store, SCREENS, start, t)))
     except Exception:  # noqa: BLE001 - the member must get an END, whatever broke
         db.session.rollback()
         log.exception("ussd hop failed (session %s)", hop.session_id)
