@@ -26,8 +26,6 @@ from sqlalchemy import (
     union,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import SaccoError
@@ -36,6 +34,7 @@ from app.models import ACCOUNT_KINDS, Account, Installment, JournalEntry, Journa
 from app.models.types import Money, utcnow
 from app.money import ZERO, MoneyError, round_money, to_decimal
 from app.services.audit import audit_record
+from app.services.bulk import insert_ignoring
 
 # Accounts that may never be overdrawn: a member cannot spend savings they do not have.
 NO_OVERDRAFT = frozenset({"savings", "share_capital"})
@@ -234,13 +233,6 @@ class Draft:
     loan_id: int | None = None
 
 
-def _insert_ignoring(model: type[Any], keys: list[str]) -> Any:
-    """INSERT ... ON CONFLICT (keys) DO NOTHING in the session's dialect."""
-    if db.engine.dialect.name == "postgresql":
-        return pg_insert(model).on_conflict_do_nothing(index_elements=keys)
-    return sqlite_insert(model).on_conflict_do_nothing(index_elements=keys)
-
-
 def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
     """Many entries at once, for close of business: the rules of `journal_post` for each,
     written in a few statements (entries, lines, one balance UPDATE per account), in the
@@ -251,7 +243,7 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
     checked = [(draft, _checked_amounts(draft.lines)) for draft in drafts]
     now = utcnow()
     inserted = db.session.execute(
-        _insert_ignoring(JournalEntry, ["idempotency_key"]).returning(
+        insert_ignoring(JournalEntry, ["idempotency_key"]).returning(
             JournalEntry.id, JournalEntry.idempotency_key
         ),
         [
@@ -322,7 +314,7 @@ def accounts_get_or_create(specs: Sequence[dict[str, Any]]) -> dict[str, Account
     if missing:
         now = utcnow()
         db.session.execute(
-            _insert_ignoring(Account, ["code"]),
+            insert_ignoring(Account, ["code"]),
             [
                 {
                     "member_id": None,
