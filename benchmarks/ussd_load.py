@@ -49,6 +49,17 @@ With --scale it then measures the balance flow alone at low concurrency (`--scal
 phones, `--scale-duration` s) at `--members`, grows the table to 100,000 and 1,000,000
 members (SQLite stops at 100,000 unless --big) and measures again, printing the plans of
 the member-by-phone lookup and of the balance query at each size.
+
+With --first-hop it then measures the first hop alone, wrk-style (Debian's `wrk`,
+`apt-get install wrk`): `--first-hop-connections` connections (50) posting new sessions
+as fast as they are answered for `--first-hop-duration` s, each from another member
+(the table is grown to `--first-hop-members` first, so no phone goes over the start limit),
+every reply checked to be the PIN screen. In the same run, and first, the same wrk load on
+a bare Flask app doing one Redis GET and SET under the same gunicorn command
+(benchmarks/bare_ussd.py): the floor, so the app's figure reads as a fraction of what
+this machine can do at that moment. `--no-closed` skips the closed loop.
+
+    ... benchmarks/ussd_load.py --wipe --first-hop [--no-closed]
 """
 
 from __future__ import annotations
@@ -57,6 +68,8 @@ import argparse
 import math
 import os
 import random
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -205,8 +218,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gunicorn(app: Flask, tmp: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """The web process as `sacco up` starts it; returns it, its base URL and its log."""
+def start_gunicorn(
+    app: Flask, tmp: Path, target: str = "wsgi:app"
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """The web process as `sacco up` starts it (or the same command serving `target`);
+    returns it, its base URL and its log."""
     port = free_port()
     env = dict(
         os.environ,
@@ -218,10 +234,11 @@ def start_gunicorn(app: Flask, tmp: Path) -> tuple[subprocess.Popen[bytes], str,
         LOG_LEVEL="WARNING",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp / "gunicorn.log"
+    log_path = tmp / f"gunicorn-{target.split(':')[0]}.log"
+    command = [*web_command("127.0.0.1", port)[:-1], target]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            web_command("127.0.0.1", port),
+            command,
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -603,6 +620,8 @@ def report(run: Run) -> None:
         f"  sessions: {run.sessions:,} started, {run.completed:,} completed, {errors} errors\n"
         f"  hops: {run.hops:,} in {run.wall_s:.1f} s = {run.hops / run.wall_s:.0f} hops/s"
     )
+    every = [v for values in run.latencies.values() for v in values]
+    print(f"  all hops: p50 {percentile(every, 50):.1f} ms, p99 {percentile(every, 99):.1f} ms")
     print(f"  {'kind':<11}{'count':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for kind in KINDS:
         values = run.latencies[kind]
@@ -634,6 +653,154 @@ def report(run: Run) -> None:
         print(f"  error x{count}: {problem}")
 
 
+# -- the first hop, wrk-style -----------------------------------------------------------
+
+# Each request a new session from the next member (threads interleaved), so every one is a
+# first hop; each reply is checked to be the PIN screen (a "too many" END is not a hop).
+WRK_SCRIPT = """
+local members, label = %(members)d, "%(label)s"
+local counter, threads = 0, {}
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  bad, n, step = 0, tid, %(threads)d
+end
+function request()
+  n = n + step
+  local member = n %% members + 1
+  local body = string.format(
+    "sessionId=ATUid_%%s_%%d&serviceCode=%%%%2A384%%%%2A96%%%%23&phoneNumber=%%%%2B2547%%08d"
+    .. "&networkCode=63902&text=", label, n, member)
+  return wrk.format("POST", "/ussd",
+    {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+end
+function response(status, headers, body)
+  if status ~= 200 or string.sub(body, 1, %(expect_len)d) ~= "%(expect)s" then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local wrong = 0
+  for _, thread in ipairs(threads) do wrong = wrong + thread:get("bad") end
+  io.write(string.format("RESULT requests=%%d seconds=%%.3f p50_us=%%d p99_us=%%d max_us=%%d "
+    .. "errors=%%d wrong=%%d\\n", summary.requests, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(99), latency.max,
+    summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout + summary.errors.status, wrong))
+end
+"""
+WRK_THREADS = 2
+FIRST_HOP_EXPECT = "CON SACCO: enter your PIN:"
+
+
+@dataclass
+class WrkRun:
+    label: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    wrong: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+def wrk_first_hops(
+    base: str, tmp: Path, *, label: str, members: int, connections: int, seconds: float
+) -> WrkRun:
+    """`connections` keep-alive connections posting first hops for `seconds`; a short
+    untimed run first, so every server thread has its connections and compiled queries."""
+    script = tmp / f"first-hop-{label}.lua"
+    for phase, duration in (("warm", 2.0), (label, seconds)):
+        script.write_text(
+            WRK_SCRIPT
+            % {
+                "members": members,
+                "label": phase,
+                "threads": WRK_THREADS,
+                "expect": FIRST_HOP_EXPECT,
+                "expect_len": len(FIRST_HOP_EXPECT),
+            }
+        )
+        redis_client().flushdb()  # no start counts left: every phone starts afresh
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{WRK_THREADS}",
+                f"-c{connections}",
+                f"-d{duration:g}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(script),
+                f"{base}/ussd",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    found = re.search(
+        r"RESULT requests=(\d+) seconds=([\d.]+) p50_us=(\d+) p99_us=(\d+) max_us=(\d+) "
+        r"errors=(\d+) wrong=(\d+)",
+        out,
+    )
+    if found is None:
+        raise RuntimeError(f"wrk said:\n{out}")
+    n, secs, p50, p99, most, errors, wrong = found.groups()
+    return WrkRun(
+        label,
+        int(n),
+        float(secs),
+        int(p50) / 1000,
+        int(p99) / 1000,
+        int(most) / 1000,
+        int(errors),
+        int(wrong),
+    )
+
+
+def first_hop(app: Flask, tmp: Path, base: str, args: argparse.Namespace) -> bool:
+    """The bare Flask + Redis floor, then the app, under the same wrk load; returns True if
+    any reply was wrong."""
+    print(
+        f"\nfirst hop, wrk-style: {args.first_hop_connections} connections, "
+        f"{args.first_hop_duration:g} s each, {WRK_THREADS} wrk threads, "
+        f"{args.first_hop_members:,} members"
+    )
+    bare, bare_base, _log = start_gunicorn(app, tmp, "benchmarks.bare_ussd:app")
+    try:
+        floor = wrk_first_hops(
+            bare_base,
+            tmp,
+            label="bare",
+            members=args.first_hop_members,
+            connections=args.first_hop_connections,
+            seconds=args.first_hop_duration,
+        )
+    finally:
+        stop(bare)
+    ours = wrk_first_hops(
+        base,
+        tmp,
+        label="app",
+        members=args.first_hop_members,
+        connections=args.first_hop_connections,
+        seconds=args.first_hop_duration,
+    )
+    print(f"  {'server':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'wrong':>7}")
+    for name, run in (("bare Flask + Redis GET/SET", floor), ("app: USSD first hop", ours)):
+        print(
+            f"  {name:<28}{run.rate:>9.0f}{run.p50_ms:>9.1f}{run.p99_ms:>9.1f}"
+            f"{run.max_ms:>9.1f}{run.errors + run.wrong:>7}"
+        )
+    print(f"  app / bare: {ours.rate / floor.rate:.2f}x the requests a second; {TARGET}")
+    return bool(ours.errors or ours.wrong)
+
+
 def print_plans(plans: dict[str, list[str]]) -> None:
     for name, lines in plans.items():
         print(f"  plan, {name}:")
@@ -656,6 +823,13 @@ def main() -> int:
     parser.add_argument("--big", action="store_true", help="on SQLite too, go to 1M members")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--wipe", action="store_true", help="allow emptying DATABASE_URL/REDIS_URL")
+    parser.add_argument("--first-hop", action="store_true", help="then the wrk first-hop run")
+    parser.add_argument("--first-hop-connections", type=int, default=50)
+    parser.add_argument("--first-hop-duration", type=float, default=10)
+    parser.add_argument("--first-hop-members", type=int, default=100_000)
+    parser.add_argument(
+        "--closed", action=argparse.BooleanOptionalAction, default=True, help="the closed loop"
+    )
     args = parser.parse_args()
     made = bench_app("ussd", wipe=args.wipe)
     if made is None:
@@ -679,33 +853,54 @@ def main() -> int:
         setup_s = time.perf_counter() - began
         print(f"setup: {count:,} members with savings accounts ({setup_s:.1f} s)")
 
+        if args.first_hop and shutil.which("wrk") is None:
+            print("--first-hop needs wrk (apt-get install -y wrk)")
+            return 1
         proc, base, log_path = start_gunicorn(app, tmp)
+        failed = False
         try:
             print(f"gunicorn: pid {proc.pid}, {base}, 2 workers x 4 threads (log {log_path})")
-            run = drive(
-                base,
-                proc.pid,
-                members=args.members,
-                phones=args.sessions,
-                duration_s=args.duration,
-                balance_share=args.balance_share,
-                think_s=args.think / 1000,
-                label="load",
-                seed=args.seed,
-            )
-            print(
-                f"\nUSSD load on {dialect}: {args.members:,} members, {args.sessions} phones, "
-                f"{args.duration:g} s, think {args.think:g} ms"
-            )
-            report(run)
-            print(f"  {TARGET}")
-            failed = bool(run.problems)
+            if args.closed:
+                failed |= closed_loop(base, proc.pid, args)
             if args.scale:
                 failed |= scale(base, proc.pid, args, pin_hash)
+            if args.first_hop:
+                # (--scale has grown the table past it already)
+                grown = args.members if args.scale else max(args.members, args.first_hop_members)
+                if grown > args.members:
+                    began = time.perf_counter()
+                    add_members(args.members + 1, grown, pin_hash)
+                    print(
+                        f"\ngrew members to {grown:,} for the first hop "
+                        f"({time.perf_counter() - began:.1f} s)"
+                    )
+                failed |= first_hop(app, tmp, base, args)
         finally:
             stop(proc)
             redis_client().flushdb()
     return 1 if failed else 0
+
+
+def closed_loop(base: str, master: int, args: argparse.Namespace) -> bool:
+    """Phones dialling whole sessions for --duration s; True if any hop failed."""
+    run = drive(
+        base,
+        master,
+        members=args.members,
+        phones=args.sessions,
+        duration_s=args.duration,
+        balance_share=args.balance_share,
+        think_s=args.think / 1000,
+        label="load",
+        seed=args.seed,
+    )
+    print(
+        f"\nUSSD load on {db.engine.dialect.name}: {args.members:,} members, "
+        f"{args.sessions} phones, {args.duration:g} s, think {args.think:g} ms"
+    )
+    report(run)
+    print(f"  {TARGET}")
+    return bool(run.problems)
 
 
 def scale(base: str, master: int, args: argparse.Namespace, pin_hash: str) -> bool:
