@@ -81,6 +81,12 @@ class Settings:
     # A staff email: who follows up a loan nobody was assigned to (auto-approved, or
     # imported without one); unset leaves such loans to the approver or the importer.
     DEFAULT_LOAN_OFFICER: str | None = None
+    # Close of business (`app.batch`): 0 runs a nightly job's chunks in the job's own
+    # process; N splits its loans into partitions on the `cob` queue for N workers.
+    COB_WORKERS: int = 0
+    COB_CHUNK_SIZE: int = 500  # rows locked, decided and committed together
+    # A partition whose worker has not committed a chunk for this long is taken over.
+    COB_LEASE_SECONDS: int = 120
 
     @property
     def is_production(self) -> bool:

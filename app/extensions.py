@@ -20,7 +20,8 @@ from sqlalchemy import MetaData, Table, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
-QUEUE_NAMES = ("payments", "sms", "default")
+# In priority order: a worker on every queue takes close-of-business partitions last.
+QUEUE_NAMES = ("payments", "sms", "default", "cob")
 
 # Stable constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {
@@ -162,11 +163,17 @@ def enqueue(
     return q.enqueue(func, *args, job_id=job_id, **_AFTER_JOB, **options)
 
 
-def enqueue_many(queue_name: str, func: str, calls: Iterable[tuple[tuple[Any, ...], str]]) -> None:
-    """Queue many calls of `func` in one Redis round trip; each call is (args, job_id)."""
+def enqueue_many(
+    queue_name: str, func: str, calls: Iterable[tuple[tuple[Any, ...], str]], **options: Any
+) -> None:
+    """Queue many calls of `func` in one Redis round trip; each call is (args, job_id).
+    `options` are RQ's (`timeout`, ...) for every call."""
     q = queue(queue_name)
     q.enqueue_many(
-        [q.prepare_data(func, args, job_id=job_id, **_AFTER_JOB) for args, job_id in calls]
+        [
+            q.prepare_data(func, args, job_id=job_id, **_AFTER_JOB, **options)
+            for args, job_id in calls
+        ]
     )
 
 

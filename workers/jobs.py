@@ -5,15 +5,17 @@ Each is idempotent per day: running a day twice changes nothing the second time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 from sqlalchemy import select
 
+from app.batch import Batch, ChunkStats, batch_run
 from app.extensions import db
 from app.models import Installment, Loan, PortfolioSnapshot
 from app.selectors.loans import LIVE_STATUSES, portfolio_at_risk
 from app.services.ledger import ledger_check
-from app.services.loans import loan_update_arrears
+from app.services.loans import loans_update_arrears
 from app.services.payments import payments_reconcile
 from app.services.sms import sms_sweep
 from workers.runner import JobStats
@@ -42,40 +44,40 @@ def ledger_check_job(*, as_of: date, stats: JobStats) -> None:
         stats.error(problem.detail)
 
 
+def arrears_scan(as_of: date) -> list[int]:
+    """Loans with installments due and unpaid before `as_of` (the cost follows the
+    arrears, not the size of the book), and loans still marked late (paid or restructured
+    since: they go back to current)."""
+    overdue = db.session.scalars(
+        select(Installment.loan_id)
+        .join(Loan, Installment.loan_id == Loan.id)
+        .where(
+            Loan.status.in_(LIVE_STATUSES),
+            Installment.superseded.is_(False),
+            Installment.paid_on.is_(None),
+            Installment.due_date < as_of,
+        )
+        .distinct()
+    )
+    marked_late = db.session.scalars(
+        select(Loan.id).where(Loan.status.in_(LIVE_STATUSES), Loan.days_past_due > 0)
+    )
+    return sorted({*overdue, *marked_late})
+
+
+def _arrears_chunk(loan_ids: Sequence[int], as_of: date, stats: ChunkStats) -> None:
+    stats.records_updated += loans_update_arrears(loan_ids, as_of=as_of)
+
+
+ARREARS = Batch("loan-arrears", arrears_scan, _arrears_chunk)
+
+
 def loan_arrears_job(*, as_of: date, stats: JobStats) -> None:
     """Days past due, aging bucket and default flag per loan; penalties after grace_days.
 
-    Scans only loans with installments already due and unpaid (its cost follows the
-    arrears, not the size of the book) and loans still marked late; each is then updated
-    by the loan service in a transaction of its own, under the loan's lock.
-    """
-    overdue = set(
-        db.session.scalars(
-            select(Installment.loan_id)
-            .join(Loan, Installment.loan_id == Loan.id)
-            .where(
-                Loan.status.in_(LIVE_STATUSES),
-                Installment.superseded.is_(False),
-                Installment.paid_on.is_(None),
-                Installment.due_date < as_of,
-            )
-            .distinct()
-        )
-    )
-    # Loans that were late and may not be any more (paid, restructured) go back to current.
-    marked_late = set(
-        db.session.scalars(
-            select(Loan.id).where(Loan.status.in_(LIVE_STATUSES), Loan.days_past_due > 0)
-        )
-    )
-    db.session.commit()  # end the scan's transaction: no lock or snapshot held meanwhile
-    stats.records_scanned = len(overdue)
-    for loan_id in sorted(overdue | marked_late):
-        try:
-            stats.records_updated += int(loan_update_arrears(loan_id=loan_id, as_of=as_of))
-        except Exception as exc:  # noqa: BLE001 - one bad loan must not stop the run
-            db.session.rollback()
-            stats.error(f"loan {loan_id}: {type(exc).__name__}: {exc}")
+    Close-of-business shape (`app.batch`): chunks of loans locked in id order, decided by
+    the loan service's rule, penalties posted in bulk, committed per chunk."""
+    batch_run(ARREARS, as_of=as_of, stats=stats)
 
 
 def portfolio_snapshot_job(*, as_of: date, stats: JobStats) -> None:

@@ -38,6 +38,10 @@ class JobStats:
     notifications_sent: int = 0
     notifications_failed: int = 0
     errors: list[str] = field(default_factory=list)
+    # The run, for close-of-business jobs (`app.batch`): its id names its partitions, and
+    # `workers` is `sacco jobs run --workers N` (None: the COB_WORKERS setting).
+    run_id: str = ""
+    workers: int | None = None
 
     def error(self, what: str) -> None:
         self.errors.append(what)
@@ -46,12 +50,13 @@ class JobStats:
 JobFn = Callable[..., None]
 
 
-def job_run(name: str, fn: JobFn, as_of: date | None = None) -> int:
-    """Run job `fn` as `name` for `as_of` (default: today in Kenya); return its exit code."""
+def job_run(name: str, fn: JobFn, as_of: date | None = None, *, workers: int | None = None) -> int:
+    """Run job `fn` as `name` for `as_of` (default: today in Kenya); return its exit code.
+    `workers`: how many local workers a close-of-business job spreads over (by hand)."""
     today = business_today()
     as_of = as_of or today
     run_id = uuid.uuid4().hex[:12]
-    stats = JobStats()
+    stats = JobStats(run_id=run_id, workers=workers)
     started_at = datetime.now(UTC)
     started = time.perf_counter()
     lock_key = f"sacco:lock:job:{name}"

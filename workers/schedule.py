@@ -13,9 +13,11 @@ from croniter import croniter
 from redis import Redis
 from rq.cron import CronScheduler
 
+from app.batch import Batch
 from app.extensions import enqueue
 from app.selectors.jobs import jobs_last_completed_day
 from workers.jobs import (
+    ARREARS,
     ledger_check_job,
     loan_arrears_job,
     portfolio_snapshot_job,
@@ -23,6 +25,8 @@ from workers.jobs import (
     sms_sweep_job,
 )
 from workers.recovery import (
+    AGREEMENT_REMINDERS,
+    AGREEMENT_SCAN,
     agreement_reminders_job,
     agreement_scan_job,
     data_quality_job,
@@ -30,7 +34,14 @@ from workers.recovery import (
     hearing_rollup_job,
     milestones_overdue_job,
 )
-from workers.reminders import due_reminders_job, overdue_reminders_job, promise_reminders_job
+from workers.reminders import (
+    DUE,
+    OVERDUE,
+    PROMISES,
+    due_reminders_job,
+    overdue_reminders_job,
+    promise_reminders_job,
+)
 from workers.runner import JobFn, job_run
 
 RUN_JOB = "workers.schedule.run_from_queue"
@@ -54,9 +65,16 @@ JOBS: dict[str, JobFn] = {
 }
 
 
-def run_job(name: str, as_of: date | None = None) -> int:
+# The close-of-business jobs' batches, by job name: what a `cob` worker runs a partition of.
+BATCHES: dict[str, Batch] = {
+    batch.name: batch
+    for batch in (ARREARS, DUE, OVERDUE, PROMISES, AGREEMENT_SCAN, AGREEMENT_REMINDERS)
+}
+
+
+def run_job(name: str, as_of: date | None = None, *, workers: int | None = None) -> int:
     """Run the job called `name` under the job contract; KeyError for an unknown name."""
-    return job_run(name, JOBS[name], as_of)
+    return job_run(name, JOBS[name], as_of, workers=workers)
 
 
 def run_from_queue(name: str, as_of: str | None = None) -> int:

@@ -23,7 +23,14 @@ def jobs_list() -> None:
 @jobs_cli.command("run")
 @click.argument("name")
 @click.option("--as-of-date", default=None, help="Run as if today were this date (YYYY-MM-DD).")
-def jobs_run(name: str, as_of_date: str | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0, max=64),
+    default=None,
+    help="Close-of-business jobs: spread the loans over N local worker processes "
+    "(0: in this process; default: the COB_WORKERS setting, for the `cob` workers).",
+)
+def jobs_run(name: str, as_of_date: str | None, workers: int | None) -> None:
     """Run one job now; exit 0 success or skipped, 2 partial, 1 fatal."""
     as_of: date | None = None
     if as_of_date:
@@ -42,4 +49,4 @@ def jobs_run(name: str, as_of_date: str | None) -> None:
         known = ", ".join(sorted(JOBS))
         click.echo(f"error: no job {name!r} (jobs: {known})", err=True)
         raise SystemExit(1)
-    raise SystemExit(run_job(name, as_of))
+    raise SystemExit(run_job(name, as_of, workers=workers))

@@ -1,6 +1,7 @@
 """All models, imported here so Alembic and `db.create_all` see every table."""
 
 from app.models.audit import AuditLog
+from app.models.batch import BatchPartition
 from app.models.jobs import JobRun
 from app.models.ledger import ACCOUNT_KINDS, Account, JournalEntry, JournalLine
 from app.models.loan import Installment, Loan, LoanProduct, PortfolioSnapshot
@@ -36,6 +37,7 @@ __all__ = [
     "ACCOUNT_KINDS",
     "Account",
     "AuditLog",
+    "BatchPartition",
     "Installment",
     "JobRun",
     "JournalEntry",

@@ -284,13 +284,14 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
         elif delta != 0:
             plain.append(dict(b_id=account_id, b_delta=delta))
     if plain:
+        accounts_table = Account.__table__
         result = cast(
             CursorResult[Any],
+            # The table, not the entity: an executemany UPDATE, not the ORM's bulk by key.
             db.session.execute(
-                update(Account)
-                .where(Account.id == bindparam("b_id"), Account.status == "open")
-                .values(balance=Account.balance + bindparam("b_delta"))
-                .execution_options(synchronize_session=False),
+                update(accounts_table)
+                .where(accounts_table.c.id == bindparam("b_id"), accounts_table.c.status == "open")
+                .values(balance=accounts_table.c.balance + bindparam("b_delta")),
                 plain,
             ),
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -40,13 +41,16 @@ from app.selectors.loans import (
 from app.selectors.members import member_balances
 from app.services.audit import audit_record
 from app.services.ledger import (
+    Draft,
     DuplicatePosting,
     Line,
     account_get_or_create,
+    accounts_get_or_create,
     credit,
     debit,
     gl_account,
     journal_post,
+    journal_post_many,
     member_account,
     money_in_account,
 )
@@ -703,20 +707,23 @@ def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: dat
     Keyed by the installment (and by how many times staff reversed its penalty, so one
     wrongly charged and reversed can still be charged when it is really late)."""
     loan = installment.loan
-    reversals = installment.penalty_reversals
-    key = f"penalty:{installment.id}" + (f":{reversals}" if reversals else "")
+    draft = _penalty_draft(
+        loan,
+        installment,
+        amount,
+        as_of,
+        loan_account(loan, "penalty"),
+        gl_account("GL-INCOME-PENALTY"),
+    )
     try:
         journal_post(
-            kind="penalty",
-            lines=[
-                debit(loan_account(loan, "penalty"), amount),
-                credit(gl_account("GL-INCOME-PENALTY"), amount),
-            ],
-            value_date=as_of,
-            description=f"Late penalty {loan.loan_no} #{installment.number}",
-            idempotency_key=key,
-            member_id=loan.member_id,
-            loan_id=loan.id,
+            kind=draft.kind,
+            lines=draft.lines,
+            value_date=draft.value_date,
+            description=draft.description,
+            idempotency_key=draft.idempotency_key,
+            member_id=draft.member_id,
+            loan_id=draft.loan_id,
         )
     except DuplicatePosting:
         return False
@@ -794,6 +801,38 @@ def loan_reverse_penalty(
     return charged
 
 
+@dataclass(frozen=True)
+class ArrearsDecision:
+    """What the daily arrears rule says of one loan on one day."""
+
+    penalties: list[tuple[Installment, Decimal]]  # rows to charge now, with the amount
+    days_past_due: int
+    aging_bucket: str
+    in_default: bool
+
+    @property
+    def standing(self) -> tuple[int, str, bool]:
+        return (self.days_past_due, self.aging_bucket, self.in_default)
+
+
+def arrears_decide(
+    product: LoanProduct, rows: Sequence[Installment], as_of: date
+) -> ArrearsDecision:
+    """The one arrears rule, for one loan or a chunk of the book: `rows` are the loan's
+    live schedule in installment order, read under the loan's lock. Days past due count
+    from the oldest unpaid row due before `as_of`; a row more than grace_days late earns
+    its product's penalty once; default is more than default_threshold_days late."""
+    overdue = [row for row in rows if row.paid_on is None and row.due_date < as_of]
+    penalties = []
+    for row in overdue:
+        if (as_of - row.due_date).days > product.grace_days and row.last_penalty_on is None:
+            amount = penalty_for(product, row)
+            if amount > 0:
+                penalties.append((row, amount))
+    dpd = (as_of - overdue[0].due_date).days if overdue else 0
+    return ArrearsDecision(penalties, dpd, aging_bucket(dpd), dpd > product.default_threshold_days)
+
+
 def loan_update_arrears(*, loan_id: int, as_of: date) -> bool:
     """Days past due, aging bucket, default flag and penalties of one loan for `as_of`.
 
@@ -805,25 +844,104 @@ def loan_update_arrears(*, loan_id: int, as_of: date) -> bool:
     if loan.status not in LIVE_STATUSES:
         db.session.commit()
         return False
-    product = loan.product
-    overdue = [
-        row
-        for row in current_installments(loan.id, fresh=True)
-        if row.paid_on is None and row.due_date < as_of
-    ]
+    decision = arrears_decide(loan.product, current_installments(loan.id, fresh=True), as_of)
     changed = False
-    for row in overdue:
-        if (as_of - row.due_date).days > product.grace_days and row.last_penalty_on is None:
-            amount = penalty_for(product, row)
-            if amount > 0:
-                changed |= loan_charge_penalty(installment=row, amount=amount, as_of=as_of)
-    dpd = (as_of - overdue[0].due_date).days if overdue else 0
-    new = (dpd, aging_bucket(dpd), dpd > product.default_threshold_days)
-    if (loan.days_past_due, loan.aging_bucket, loan.in_default) != new:
-        loan.days_past_due, loan.aging_bucket, loan.in_default = new
+    for row, amount in decision.penalties:
+        changed |= loan_charge_penalty(installment=row, amount=amount, as_of=as_of)
+    if (loan.days_past_due, loan.aging_bucket, loan.in_default) != decision.standing:
+        loan.days_past_due, loan.aging_bucket, loan.in_default = decision.standing
         changed = True
     db.session.commit()
     return changed
+
+
+def _penalty_draft(
+    loan: Loan, row: Installment, amount: Decimal, as_of: date, account: Account, income: Account
+) -> Draft:
+    """`loan_charge_penalty`'s entry, for the bulk path: the same key, lines and words."""
+    reversals = row.penalty_reversals
+    return Draft(
+        kind="penalty",
+        lines=[debit(account, amount), credit(income, amount)],
+        value_date=as_of,
+        description=f"Late penalty {loan.loan_no} #{row.number}",
+        idempotency_key=f"penalty:{row.id}" + (f":{reversals}" if reversals else ""),
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+
+
+def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
+    """`loan_update_arrears` for a chunk of the book, in the caller's transaction (the
+    close-of-business job commits per chunk): the loans locked in id order and re-read
+    under the locks, their schedules and products in one query each, the same rule
+    (`arrears_decide`), the penalties posted in bulk. Returns how many loans changed."""
+    loans = list(
+        db.session.scalars(
+            select(Loan)
+            .where(Loan.id.in_(sorted(loan_ids)), Loan.status.in_(LIVE_STATUSES))
+            .order_by(Loan.id)
+            .with_for_update(of=Loan)
+            .execution_options(populate_existing=True)
+        )
+    )
+    if not loans:
+        return 0
+    rows: dict[int, list[Installment]] = {loan.id: [] for loan in loans}
+    for row in db.session.scalars(
+        select(Installment)
+        .where(Installment.loan_id.in_(list(rows)), Installment.superseded.is_(False))
+        .order_by(Installment.loan_id, Installment.number)
+        .execution_options(populate_existing=True)
+    ):
+        rows[row.loan_id].append(row)
+    products = {
+        p.id: p
+        for p in db.session.scalars(
+            select(LoanProduct).where(LoanProduct.id.in_({loan.product_id for loan in loans}))
+        )
+    }
+    decisions = {
+        loan.id: arrears_decide(products[loan.product_id], rows[loan.id], as_of) for loan in loans
+    }
+    charging = [loan for loan in loans if decisions[loan.id].penalties]
+    posted: set[str] = set()
+    drafts: list[tuple[Installment, Decimal, Draft]] = []
+    if charging:
+        prefix, kind, label = RECEIVABLE["penalty"]
+        accounts = accounts_get_or_create(
+            [
+                dict(
+                    code=f"{prefix}-{loan.loan_no}",
+                    kind=kind,
+                    name=f"{label} {loan.loan_no}",
+                    member_id=loan.member_id,
+                    loan_id=loan.id,
+                )
+                for loan in charging
+            ]
+        )
+        income = gl_account("GL-INCOME-PENALTY")
+        for loan in charging:
+            account = accounts[f"{prefix}-{loan.loan_no}"]
+            for row, amount in decisions[loan.id].penalties:
+                drafts.append(
+                    (row, amount, _penalty_draft(loan, row, amount, as_of, account, income))
+                )
+        posted = journal_post_many([draft for _, _, draft in drafts])
+    changed: set[int] = set()
+    for row, amount, draft in drafts:
+        if draft.idempotency_key in posted:
+            row.penalty_due += amount
+            row.last_penalty_on = as_of
+            changed.add(row.loan_id)
+    for loan in loans:
+        standing = decisions[loan.id].standing
+        if (loan.days_past_due, loan.aging_bucket, loan.in_default) != standing:
+            loan.days_past_due, loan.aging_bucket, loan.in_default = standing
+            changed.add(loan.id)
+    db.session.flush()
+    return len(changed)
 
 
 def loan_write_off(*, loan_id: int, staff: StaffUser, reason: str, value_date: date) -> Loan:

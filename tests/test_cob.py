@@ -1,0 +1,271 @@
+"""Close of business in the batch shape (`app.batch`): chunks give what the per-loan rule
+gives, one bad loan is one error, partitions run on real `sacco worker` processes, and a
+worker killed mid-partition is taken over without charging anything twice. Every test ends
+with the full reconciliation (the autouse fixture in conftest)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text, update
+
+from app.batch import partition_claim, partitions_create
+from app.extensions import db
+from app.models import BatchPartition, Installment, JournalEntry
+from app.services.ledger import account_close
+from app.services.loans import loan_account, loan_repay, loan_update_arrears
+from tests.helpers import Worker, wait_until_blocked
+from tests.loan_factories import make_loan, make_product, receivables, reload
+from workers import schedule
+from workers.runner import EXIT_OK, EXIT_PARTIAL
+
+START = date(2026, 1, 1)
+
+
+def _settings(app: Flask, monkeypatch: pytest.MonkeyPatch, **values: object) -> None:
+    """For this process and for the worker processes a run starts (they read the env)."""
+    changed = dataclasses.replace(app.config["SETTINGS"], **values)
+    monkeypatch.setitem(app.config, "SETTINGS", changed)
+    for name, value in values.items():
+        monkeypatch.setenv(name, str(value))
+
+
+def _late_loans(count: int, **product: object) -> list[int]:
+    rule = dict(penalty_type="fixed", penalty_value=Decimal("50"), grace_days=3, **product)
+    made = make_product("V1", **rule)
+    ids = [make_loan(product=made, on=START).id for _ in range(count)]
+    db.session.commit()
+    return ids
+
+
+def _standing(loan_id: int) -> tuple[object, ...]:
+    """Everything the arrears rule decides for a loan, as the books hold it."""
+    loan = reload(loan_id)
+    rows = db.session.execute(
+        select(Installment.number, Installment.penalty_due, Installment.last_penalty_on)
+        .where(Installment.loan_id == loan_id, Installment.superseded.is_(False))
+        .order_by(Installment.number)
+    ).all()
+    entries = db.session.scalar(
+        select(func.count())
+        .select_from(JournalEntry)
+        .where(JournalEntry.loan_id == loan_id, JournalEntry.kind == "penalty")
+    )
+    return (
+        loan.days_past_due,
+        loan.aging_bucket,
+        loan.in_default,
+        [tuple(r) for r in rows],
+        receivables(loan)["penalty"],
+        entries,
+    )
+
+
+def _penalty_entries() -> int:
+    return db.session.scalar(
+        select(func.count()).select_from(JournalEntry).where(JournalEntry.kind == "penalty")
+    )
+
+
+def test_chunks_decide_exactly_what_the_per_loan_rule_decides(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twin loans (same product, amount, dates, payments): one twin of each pair is
+    brought up to date by the per-loan service first, then the job runs over the whole
+    book in chunks of 3. Day after day the chunked twin must stand exactly where the
+    per-loan twin stands, and the job must find nothing left to change on the other."""
+    _settings(app, monkeypatch, COB_CHUNK_SIZE=3)
+    products = [
+        make_product(
+            "V1", code="P1", penalty_type="fixed", penalty_value=Decimal("50"), grace_days=3
+        ),
+        make_product(
+            "V1",
+            code="P2",
+            penalty_type="percent",
+            penalty_value=Decimal("5"),
+            grace_days=0,
+            default_threshold_days=45,
+        ),
+        make_product("V1", code="P3", penalty_type="none", grace_days=7),
+        make_product(
+            "V1",
+            code="P4",
+            frequency="weekly",
+            grace_days=1,
+            penalty_type="fixed",
+            penalty_value=Decimal("20"),
+        ),
+    ]
+    pairs: list[tuple[int, int]] = []
+    for n, product in enumerate(products):
+        for on, amount in ((START, 10000), (START - timedelta(days=45), 6000 + 1000 * n)):
+            twins = tuple(make_loan(product=product, on=on, amount=amount).id for _ in range(2))
+            pairs.append((twins[0], twins[1]))
+    db.session.commit()
+    payments = {
+        date(2026, 2, 20): (1, Decimal("500")),
+        date(2026, 3, 15): (3, Decimal("2500")),
+        date(2026, 4, 2): (5, Decimal("20000")),
+    }
+    for day in (
+        date(2026, 2, 5),
+        date(2026, 2, 20),
+        date(2026, 3, 15),
+        date(2026, 4, 2),
+        date(2026, 5, 20),
+    ):
+        if day in payments:
+            index, amount = payments[day]
+            for loan_id in pairs[index]:
+                loan_repay(
+                    loan_id=loan_id,
+                    amount=amount,
+                    reference=f"P{loan_id}{day:%m%d}",
+                    value_date=day,
+                )
+        for _, oracle in pairs:
+            loan_update_arrears(loan_id=oracle, as_of=day)
+        expected = {oracle: _standing(oracle) for _, oracle in pairs}
+        db.session.remove()
+        assert schedule.run_job("loan-arrears", day) == EXIT_OK
+        for chunked, oracle in pairs:
+            assert _standing(chunked) == expected[oracle], (day, chunked, oracle)
+            assert _standing(oracle) == expected[oracle], (day, "the job changed", oracle)
+    assert _penalty_entries() > 0  # the book did earn penalties: the comparison was real
+
+
+def test_one_bad_loan_is_one_error_and_the_rest_of_its_chunk_is_charged(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _settings(app, monkeypatch, COB_CHUNK_SIZE=10)
+    ids = _late_loans(5)
+    # A closed penalty account refuses the posting: the whole chunk's bulk write fails.
+    bad = reload(ids[2])
+    account_close(account_id=loan_account(bad, "penalty").id, actor="test")
+    db.session.commit()
+    db.session.remove()
+
+    assert schedule.run_job("loan-arrears", date(2026, 2, 10)) == EXIT_PARTIAL
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (line["status"], line["errors_count"], line["records_updated"]) == ("partial", 1, 4)
+    for loan_id in ids:
+        expected = Decimal("0") if loan_id == ids[2] else Decimal("50.00")
+        assert receivables(reload(loan_id))["penalty"] == expected
+    # The bad loan's own standing is untouched too: its work was rolled back with it.
+    assert reload(ids[2]).days_past_due == 0
+    assert _penalty_entries() == 4
+
+
+def test_a_partition_is_claimed_by_one_worker_and_taken_over_when_its_lease_runs_out(
+    app: Flask,
+) -> None:
+    [pid] = partitions_create("loan-arrears", "claimtest", date(2026, 2, 10), [1, 2, 3], 1)
+    assert partition_claim(pid, "host:1:a") is True
+    assert partition_claim(pid, "host:2:b") is False  # held, lease still running
+    db.session.execute(
+        update(BatchPartition)
+        .where(BatchPartition.id == pid)
+        .values(lease_until=datetime(2000, 1, 1, tzinfo=UTC))
+    )
+    db.session.commit()
+    assert partition_claim(pid, "host:2:b") is True
+    part = db.session.get(BatchPartition, pid)
+    assert (part.status, part.worker, part.attempts) == ("running", "host:2:b", 2)
+
+
+def test_workers_share_the_run_and_the_line_counts_every_partition(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, runner
+) -> None:
+    _settings(app, monkeypatch, COB_CHUNK_SIZE=2)
+    ids = _late_loans(8)
+    db.session.remove()
+
+    result = runner.invoke(
+        args=["jobs", "run", "loan-arrears", "--as-of-date", "2026-02-10", "--workers", "2"]
+    )
+    assert result.exit_code == EXIT_OK, result.output
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (line["records_scanned"], line["records_updated"], line["errors_count"]) == (8, 8, 0)
+    assert "4/4 partitions" in result.stderr
+    parts = db.session.scalars(
+        select(BatchPartition).where(BatchPartition.run_id == line["run_id"])
+    ).all()
+    assert sorted(p.number for p in parts) == [0, 1, 2, 3]
+    assert {p.status for p in parts} == {"done"}
+    assert sorted(i for p in parts for i in p.ids) == sorted(ids)
+    # Done by the worker processes, not by this one.
+    assert all(p.worker and f":{os.getpid()}:" not in p.worker for p in parts)
+    assert all(receivables(reload(i))["penalty"] == Decimal("50.00") for i in ids)
+
+    again = runner.invoke(
+        args=["jobs", "run", "loan-arrears", "--as-of-date", "2026-02-10", "--workers", "2"]
+    )
+    assert again.exit_code == EXIT_OK, again.output
+    assert json.loads(again.stdout.strip().splitlines()[-1])["records_updated"] == 0
+    assert _penalty_entries() == 8
+
+
+def test_a_worker_killed_mid_partition_is_taken_over_and_nothing_is_charged_twice(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, pg: None
+) -> None:
+    _settings(app, monkeypatch, COB_CHUNK_SIZE=2, COB_LEASE_SECONDS=3)
+    # 12 loans, chunks of 2, one worker: 3 partitions of 2 chunks each.
+    ids = _late_loans(12)
+    victim = ids[3]  # partition 0's second chunk: its first is committed when it waits
+    db.session.remove()
+
+    # Hold one loan's row so the worker that reaches it waits there, mid-partition.
+    holder = db.engine.connect()
+    holding = holder.begin()
+    holder.execute(text("SELECT id FROM loans WHERE id = :id FOR UPDATE"), {"id": victim})
+    outcome: dict[str, int] = {}
+    job = threading.Thread(
+        target=lambda: outcome.update(
+            code=_run_in(
+                app, lambda: schedule.run_job("loan-arrears", date(2026, 2, 10), workers=1)
+            )
+        ),
+        daemon=True,
+    )
+    try:
+        job.start()
+        wait_until_blocked(timeout=60)
+        part = db.session.scalar(
+            select(BatchPartition).where(
+                BatchPartition.status == "running",
+                BatchPartition.job == "loan-arrears",
+            )
+        )
+        assert part is not None and victim in part.ids
+        assert part.next_chunk == 1  # the first chunk committed before the one that waits
+        worker_pid = int(part.worker.split(":")[1])
+        db.session.commit()
+        os.kill(worker_pid, signal.SIGKILL)
+    finally:
+        holding.rollback()
+        holder.close()
+    job.join(120)
+    assert not job.is_alive(), "the run did not finish after its worker was killed"
+    assert outcome["code"] == EXIT_OK
+
+    part = db.session.get(BatchPartition, part.id, populate_existing=True)
+    assert (part.status, part.attempts, part.next_chunk) == ("done", 2, 2)
+    assert int(part.worker.split(":")[1]) != worker_pid
+    for loan_id in ids:
+        assert _standing(loan_id)[4:] == (Decimal("50.00"), 1), loan_id
+    assert _penalty_entries() == 12
+
+
+def _run_in(app: Flask, fn) -> int:  # noqa: ANN001
+    worker = Worker(app, fn)
+    worker.start()
+    return worker.outcome(timeout=120)
