@@ -104,7 +104,7 @@ class _StopSignals:
 )
 @with_appcontext
 def worker_cmd(queues: tuple[str, ...], burst: bool, log_level: str) -> None:
-    """Run an RQ worker on the payments, sms and default queues."""
+    """Run an RQ worker on the payments, sms, default and cob queues (cob last)."""
     worker = make_worker(queues or QUEUE_NAMES)
     with _StopSignals() as stop:
         worker.work(burst=burst, with_scheduler=True, logging_level=log_level.upper())
