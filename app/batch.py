@@ -41,6 +41,7 @@ from app.models import BatchPartition
 log = logging.getLogger("sacco.batch")
 
 PARTITION_JOB = "workers.cob.run_partition"
+WORKER_LOG_LEVEL_ENV = "SACCO_WORKER_LOG_LEVEL"  # app.cli.runtime reads it (a leaf here)
 # Partitions per worker: small enough that a worker that finishes early takes another,
 # few enough that each is a few thousand rows.
 PARTITIONS_PER_WORKER = 4
@@ -352,6 +353,8 @@ class Coordinator:
             DATABASE_URL=app.config["SETTINGS"].DATABASE_URL,
             INSTANCE_PATH=app.instance_path,
         )
+        # RQ's line per partition would bury the progress line; warnings still show.
+        env.setdefault(WORKER_LOG_LEVEL_ENV, "WARNING")
         for _ in range(count):
             self.procs.append(
                 subprocess.Popen(  # noqa: S603 - our own CLI, no shell
@@ -385,15 +388,23 @@ class Coordinator:
                     print(line, file=sys.stderr, flush=True)
                     last_line = line
         finally:
-            for proc in self.procs:
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in self.procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            self._stop_workers()
         self._collect(stats)
+
+    def _stop_workers(self) -> None:
+        """Burst workers leave by themselves once the queue is empty; a stop asked of one
+        in the middle of leaving only costs a traceback, so they get a moment first."""
+        deadline = time.monotonic() + 15
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def _take_over(self, state: RunState) -> None:
         """A partition whose lease ran out: queued again (once per attempt), or failed
