@@ -10,8 +10,10 @@ two runs of the same job cannot both send it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from flask import current_app
 from sqlalchemy import CursorResult, event, select, update
@@ -26,6 +28,7 @@ from app.models.types import utcnow
 from app.phone import PhoneError, e164
 from app.selectors.sms import resend_key, sms_resent_as
 from app.services.audit import audit_record
+from app.services.bulk import insert_ignoring
 from app.services.permissions import permission_require
 from app.sms_templates import CODE_TEMPLATES
 
@@ -35,6 +38,7 @@ MAX_TRIES = 3
 BACKOFF_SECONDS = (60, 300)  # before the 2nd and 3rd try
 QUIET_START, QUIET_END = time(20, 0), time(7, 0)
 SENDABLE = ("queued", "retrying")
+KINDS = ("transactional", "reminder")
 _PENDING = "sms_pending_ids"
 
 
@@ -48,6 +52,21 @@ def is_suppressed(phone: str) -> bool:
     )
 
 
+def suppressed_phones(phones: Iterable[str]) -> set[str]:
+    """`is_suppressed` for many numbers at once: the opted-out ones among `phones`, read in
+    one query (a reminder chunk reads the opt-out list once, not once per member)."""
+    wanted = sorted(set(phones))
+    if not wanted:
+        return set()
+    return set(
+        db.session.scalars(
+            select(SmsSuppression.phone).where(
+                SmsSuppression.phone.in_(wanted), SmsSuppression.active.is_(True)
+            )
+        )
+    )
+
+
 def quiet_hours_release(now: datetime) -> datetime | None:
     """The next 07:00 Kenyan time when `now` falls in quiet hours (20:00-07:00), else None."""
     tz = current_app.config["SETTINGS"].tz
@@ -56,6 +75,14 @@ def quiet_hours_release(now: datetime) -> datetime | None:
         return None
     day = local.date() if local.time() < QUIET_END else local.date() + timedelta(days=1)
     return datetime.combine(day, QUIET_END, tzinfo=tz)
+
+
+def sms_check(*, kind: str, body: str) -> None:
+    """What every outbox row must be, whichever way it is queued: SmsError if not."""
+    if kind not in KINDS:
+        raise SmsError(f"unknown SMS kind {kind!r}")
+    if not body:
+        raise SmsError("empty SMS body")
 
 
 def sms_queue(
@@ -75,10 +102,7 @@ def sms_queue(
     Reminders respect the opt-out list and quiet hours; transactional messages (OTP,
     receipts, disbursements) ignore both.
     """
-    if kind not in ("transactional", "reminder"):
-        raise SmsError(f"unknown SMS kind {kind!r}")
-    if not body:
-        raise SmsError("empty SMS body")
+    sms_check(kind=kind, body=body)
     existing = db.session.scalar(
         select(SmsMessage).where(SmsMessage.idempotency_key == idempotency_key)
     )
@@ -115,6 +139,83 @@ def sms_queue(
     if message.status == "queued":
         db.session.info.setdefault(_PENDING, []).append(message.id)
     return message
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message for `sms_queue_many`: sms_queue's arguments but the kind and time."""
+
+    template: str
+    body: str
+    phone: str
+    idempotency_key: str
+    member_id: int | None = None
+    language: str = "en"
+    context: dict[str, Any] | None = None
+
+
+class Queued(NamedTuple):
+    id: int
+    idempotency_key: str
+    status: str  # queued, or suppressed (an opted-out number's reminder)
+
+
+def sms_queue_many(
+    messages: Sequence[Outgoing], *, kind: str = "transactional", now: datetime | None = None
+) -> list[Queued]:
+    """`sms_queue` for many messages, for close of business: the same rules (reminders
+    respect the opt-out list and quiet hours; the send jobs are queued after the commit),
+    written in one INSERT ... ON CONFLICT (idempotency_key) DO NOTHING in the caller's
+    transaction. A key already in the outbox (an earlier run, a racing one) is skipped,
+    as sms_queue gives back the first row; returns only the rows written now.
+
+    Every message is checked first (`sms_check`), so a bad one raises before anything is
+    written: callers that must not lose the others check each message themselves."""
+    for message in messages:
+        sms_check(kind=kind, body=message.body)
+    first: dict[str, Outgoing] = {}
+    for message in messages:
+        first.setdefault(message.idempotency_key, message)  # as sms_queue: the first wins
+    unique = list(first.values())
+    if not unique:
+        return []
+    now = now or utcnow()
+    suppressed: set[str] = set()
+    release = None
+    if kind == "reminder":
+        suppressed = suppressed_phones(m.phone for m in unique)
+        release = quiet_hours_release(now)
+    created = utcnow()
+    rows = [
+        dict(
+            member_id=m.member_id,
+            phone=m.phone,
+            template=m.template,
+            language=m.language,
+            body=m.body,
+            kind=kind,
+            idempotency_key=m.idempotency_key,
+            context=m.context,
+            status="suppressed" if m.phone in suppressed else "queued",
+            not_before=None if m.phone in suppressed else release,
+            attempts=0,
+            created_at=created,
+        )
+        for m in unique
+    ]
+    written = [
+        Queued(row.id, row.idempotency_key, row.status)
+        for row in db.session.execute(
+            insert_ignoring(SmsMessage, ["idempotency_key"]).returning(
+                SmsMessage.id, SmsMessage.idempotency_key, SmsMessage.status
+            ),
+            rows,
+        )
+    ]
+    queued = [row.id for row in written if row.status == "queued"]
+    if queued:
+        db.session.info.setdefault(_PENDING, []).extend(queued)
+    return written
 
 
 @event.listens_for(Session, "after_commit")
