@@ -95,9 +95,13 @@ class Session:
 
 
 class SessionStore:
+    """One per request: a session read once is not read again (the start limit and the
+    hop both ask for it; each Redis command is a round trip)."""
+
     def __init__(self, redis: Redis, secret: str) -> None:
         self.redis = redis
         self._secret = secret.encode()
+        self._read: dict[str, bytes | str | None] = {}
 
     def mac(self, text: str) -> str:
         return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
@@ -107,11 +111,16 @@ class SessionStore:
         return f"ussd:session:{request.session_id}:{request.phone}"
 
     def load(self, request: UssdRequest) -> Session | None:
-        raw = self.redis.get(self.key(request))
-        return Session.from_json(raw) if raw else None
+        key = self.key(request)
+        if key not in self._read:
+            self._read[key] = self.redis.get(key)
+        raw = self._read[key]
+        return Session.from_json(raw) if raw else None  # a new object each time
 
     def save(self, request: UssdRequest, session: Session) -> None:
-        self.redis.set(self.key(request), session.to_json(), ex=SESSION_TTL)
+        raw = session.to_json()
+        self.redis.set(self.key(request), raw, ex=SESSION_TTL)
+        self._read[self.key(request)] = raw
 
     @staticmethod
     def resume_key(phone: str) -> str:

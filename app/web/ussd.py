@@ -62,14 +62,16 @@ def _too_many_starts(hop: UssdRequest, store: SessionStore) -> bool:
     a known session is not: the session store already holds every session answered. A
     start over the limit is refused and not stored, so the same session tried again after
     the minute goes through."""
-    redis = redis_client()
-    if redis.exists(store.key(hop)):
+    if store.load(hop) is not None:  # read once: the hop itself uses it next
         return False
     key = f"ussd:starts:{hop.phone}"
-    count = redis.incr(key)
-    if count == 1:
-        redis.expire(key, 60)
-    return count > STARTS_PER_MINUTE
+    # One round trip: the counter made with its minute's expiry if new (SET NX keeps an
+    # existing one and its TTL; INCR keeps the TTL), then counted.
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.set(key, 0, ex=60, nx=True)
+    pipe.incr(key)
+    _made, count = pipe.execute()
+    return int(count) > STARTS_PER_MINUTE
 
 
 def _language(phone: str) -> str:
