@@ -635,6 +635,8 @@ def report(run: Run) -> None:
         if run.server_cpu_s is None
         else f"{run.server_cpu_s:.1f} s = {run.server_cpu_s / run.wall_s:.2f} cores"
     )
+    if run.server_cpu_s is not None and run.hops:
+        server += f" = {run.server_cpu_s * 1000 / run.hops:.2f} ms a hop"
     print(
         f"  CPU: gunicorn {server}; this load generator {run.client_cpu_s:.1f} s = "
         f"{run.client_cpu_s / run.wall_s:.2f} cores (of {os.cpu_count()})"
@@ -703,6 +705,7 @@ class WrkRun:
     max_ms: float
     errors: int
     wrong: int
+    server_cpu_s: float | None  # the gunicorn workers' CPU over the timed run
 
     @property
     def rate(self) -> float:
@@ -710,7 +713,14 @@ class WrkRun:
 
 
 def wrk_first_hops(
-    base: str, tmp: Path, *, label: str, members: int, connections: int, seconds: float
+    base: str,
+    master: int,
+    tmp: Path,
+    *,
+    label: str,
+    members: int,
+    connections: int,
+    seconds: float,
 ) -> WrkRun:
     """`connections` keep-alive connections posting first hops for `seconds`; a short
     untimed run first, so every server thread has its connections and compiled queries."""
@@ -727,6 +737,7 @@ def wrk_first_hops(
             }
         )
         redis_client().flushdb()  # no start counts left: every phone starts afresh
+        cpu_before = workers_cpu_s(master)
         out = subprocess.run(
             [
                 "wrk",
@@ -743,6 +754,7 @@ def wrk_first_hops(
             text=True,
             check=True,
         ).stdout
+        cpu_after = workers_cpu_s(master)
     found = re.search(
         r"RESULT requests=(\d+) seconds=([\d.]+) p50_us=(\d+) p99_us=(\d+) max_us=(\d+) "
         r"errors=(\d+) wrong=(\d+)",
@@ -760,10 +772,11 @@ def wrk_first_hops(
         int(most) / 1000,
         int(errors),
         int(wrong),
+        None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
     )
 
 
-def first_hop(app: Flask, tmp: Path, base: str, args: argparse.Namespace) -> bool:
+def first_hop(app: Flask, tmp: Path, base: str, master: int, args: argparse.Namespace) -> bool:
     """The bare Flask + Redis floor, then the app, under the same wrk load; returns True if
     any reply was wrong."""
     print(
@@ -775,6 +788,7 @@ def first_hop(app: Flask, tmp: Path, base: str, args: argparse.Namespace) -> boo
     try:
         floor = wrk_first_hops(
             bare_base,
+            bare.pid,
             tmp,
             label="bare",
             members=args.first_hop_members,
@@ -785,17 +799,24 @@ def first_hop(app: Flask, tmp: Path, base: str, args: argparse.Namespace) -> boo
         stop(bare)
     ours = wrk_first_hops(
         base,
+        master,
         tmp,
         label="app",
         members=args.first_hop_members,
         connections=args.first_hop_connections,
         seconds=args.first_hop_duration,
     )
-    print(f"  {'server':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'wrong':>7}")
+    # CPU ms per request: what a request costs the web workers, which on a shared machine
+    # says more than the rate (the rate is whatever CPU the others left us).
+    print(
+        f"  {'server':<28}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        f"{'CPU ms/req':>12}{'wrong':>7}"
+    )
     for name, run in (("bare Flask + Redis GET/SET", floor), ("app: USSD first hop", ours)):
+        cpu = "n/a" if run.server_cpu_s is None else f"{run.server_cpu_s * 1000 / run.requests:.2f}"
         print(
             f"  {name:<28}{run.rate:>9.0f}{run.p50_ms:>9.1f}{run.p99_ms:>9.1f}"
-            f"{run.max_ms:>9.1f}{run.errors + run.wrong:>7}"
+            f"{run.max_ms:>9.1f}{cpu:>12}{run.errors + run.wrong:>7}"
         )
     print(f"  app / bare: {ours.rate / floor.rate:.2f}x the requests a second; {TARGET}")
     return bool(ours.errors or ours.wrong)
@@ -874,7 +895,7 @@ def main() -> int:
                         f"\ngrew members to {grown:,} for the first hop "
                         f"({time.perf_counter() - began:.1f} s)"
                     )
-                failed |= first_hop(app, tmp, base, args)
+                failed |= first_hop(app, tmp, base, proc.pid, args)
         finally:
             stop(proc)
             redis_client().flushdb()
