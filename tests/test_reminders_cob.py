@@ -15,8 +15,19 @@ from flask import Flask
 from sqlalchemy import delete, select
 
 from app.extensions import db, queue
-from app.models import Loan, LoanProduct, Member, PromiseToPay, SmsMessage, SmsSuppression
-from tests.loan_factories import make_borrower, make_loan, make_product
+from app.models import (
+    Agreement,
+    Loan,
+    LoanProduct,
+    Member,
+    PromiseToPay,
+    SmsMessage,
+    SmsSuppression,
+)
+from app.selectors.loans import loan_debt
+from app.services.agreements import agreement_approve, agreement_draft, agreement_submit
+from app.services.loans import loan_repay
+from tests.loan_factories import make_borrower, make_loan, make_product, make_staff, run_job
 from workers.reminders import Reminder, queue_reminders
 from workers.runner import JobStats
 from workers.schedule import BATCHES, JOBS
@@ -229,3 +240,54 @@ def test_promises_are_settled_and_told_chunk_by_chunk(
         m.id: "promise_broken" if n % 2 == 0 else "promise_due_tomorrow"
         for n, m in enumerate(members)
     }
+
+
+def test_agreements_are_scanned_and_reminded_in_chunks(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    _chunk_size(app, monkeypatch, 2)
+    product = make_product("V1", default_threshold_days=30)
+    loan_ids = [make_loan(product=product, on=date(2026, 1, 1)).id for _ in range(3)]
+    run_job("loan-arrears", date(2026, 4, 1))
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    agreement_ids = []
+    for loan_id in loan_ids:
+        agreement = agreement_draft(
+            loan_id=loan_id,
+            staff=officer,
+            settlement_amount="8000",
+            discount=loan_debt(loan_id=loan_id).total - Decimal("8000"),
+            schedule=[(date(2026, 5, 1), "4000"), (date(2026, 6, 1), "4000")],
+            as_of=date(2026, 4, 2),
+        )
+        agreement_submit(agreement_id=agreement.id, staff=officer)
+        agreement_approve(agreement_id=agreement.id, staff=manager, as_of=date(2026, 4, 2))
+        agreement_ids.append(agreement.id)
+
+    due = at("agreement-reminders", date(2026, 4, 30), nine(date(2026, 4, 30)))
+    assert (due.records_scanned, due.notifications_sent, due.notifications_failed) == (3, 3, 0)
+    assert [row["template"] for row in reminders()] == ["reminder_agreement_due"] * 3
+    assert (
+        at("agreement-reminders", date(2026, 4, 30), nine(date(2026, 4, 30))).notifications_sent
+        == 0
+    )
+
+    activated = JobStats()
+    JOBS["agreement-scan"](as_of=date(2026, 5, 1), stats=activated)
+    # The second borrower pays the first installment; the others never pay.
+    loan_repay(
+        loan_id=loan_ids[1], amount="4000", reference="QKCOB00001", value_date=date(2026, 5, 2)
+    )
+    defaulted = JobStats()
+    JOBS["agreement-scan"](as_of=date(2026, 6, 10), stats=defaulted)
+    again = JobStats()
+    JOBS["agreement-scan"](as_of=date(2026, 6, 10), stats=again)
+
+    assert (activated.records_scanned, activated.records_updated) == (3, 3)
+    assert (defaulted.records_scanned, defaulted.records_updated) == (3, 2)
+    assert (again.records_scanned, again.records_updated) == (1, 0)
+    db.session.expire_all()
+    assert [
+        (a.status, a.closed_on) for a in (db.session.get(Agreement, i) for i in agreement_ids)
+    ] == [("defaulted", date(2026, 6, 4)), ("active", None), ("defaulted", date(2026, 6, 4))]
