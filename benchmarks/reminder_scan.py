@@ -16,8 +16,10 @@ exactly `--due` installments falling due on day T, `--due-small` on day T2, none
 three days after either and none on any other day the job looks at. It then runs:
 
 - the scan alone (`due_reminders_scan`: the query and the Reminder objects),
-- the whole job (`due-reminders`: scan, grouping, 10,000 rows into the outbox, send jobs
-  on the RQ queue after each commit),
+- the batch's scan (`due_reminders_members`: the member ids the chunks are cut from),
+- the whole job (`due-reminders`, a close-of-business batch: member scan, then per chunk
+  of COB_CHUNK_SIZE members the query, grouping, one bulk INSERT into the outbox, send
+  jobs on the RQ queue after each chunk's commit; 10,000 rows in all),
 - the same job again (a rerun: everything already queued),
 - the scan and the job for T2 with `--due-small` installments due.
 """
@@ -46,6 +48,7 @@ from benchmarks.bench_app import bench_schema_fresh  # noqa: E402
 from workers.reminders import (  # noqa: E402
     due_dates,
     due_reminders_job,
+    due_reminders_members,
     due_reminders_scan,
     installments_query,
 )
@@ -198,6 +201,8 @@ def measure(as_of: date, label: str) -> None:
     db.session.remove()
     scan_s, found = _timed(lambda: due_reminders_scan(as_of=as_of))
     db.session.remove()
+    members_s, members = _timed(lambda: due_reminders_members(as_of))
+    db.session.remove()
     stats = JobStats()
     job_s, _ = _timed(lambda: due_reminders_job(as_of=as_of, stats=stats, now=nine))
     db.session.remove()
@@ -208,6 +213,7 @@ def measure(as_of: date, label: str) -> None:
         f"{label}: {len(found):,} installments due\n"
         f"  scan, first run          {cold_s * 1000:9.0f} ms\n"
         f"  scan (query + reminders) {scan_s * 1000:9.0f} ms\n"
+        f"  batch scan (member ids)  {members_s * 1000:9.0f} ms  ({len(members):,} members)\n"
         f"  whole job                {job_s * 1000:9.0f} ms  "
         f"(notifications_sent={stats.notifications_sent:,}, "
         f"failed={stats.notifications_failed})\n"
