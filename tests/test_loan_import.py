@@ -408,6 +408,18 @@ def test_a_failed_batch_keeps_what_was_committed_and_a_rerun_finishes(
         "C001",
     }
     assert counts()["journal_entries"] == 1  # the active loan's; closed loans have none
+    # Nothing of the failed batch stays: not its schedule (COPY on PostgreSQL, in the
+    # batch's transaction), not its member, audit rows or lines.
+    assert counts() == {
+        "members": 2,
+        "loans": 2,
+        "installments": 6 + 12,
+        # savings and shares, the active loan's receivables, GL-OPENING, the one in the way
+        "accounts": 2 * 2 + 2 + 1 + 1,
+        "journal_entries": 1,
+        "journal_lines": 3,
+        "audit_log": 4,
+    }
 
     db.session.delete(
         db.session.scalars(select(Account).where(Account.code == "LNP-L000003")).one()
@@ -729,3 +741,195 @@ def test_an_auto_approved_loan_goes_to_the_default_officer_too(
     other = make_borrower(savings=5000)
     loan = loan_apply(member_id=other.id, product_id=instant.id, amount=1000, as_of=AS_OF)
     assert loan.status == "approved" and loan.officer_id == default.id
+
+
+# --- the same result, written in bulk --------------------------------------------------
+
+# A small book of every kind (monthly declining and flat, weekly, cents, a customer with
+# two loans, active, arrears and closed) whose results were taken from the import as it
+# was before it wrote in bulk (one journal_post per loan): the bulk path must give the
+# same rows, to the cent.
+PINNED_BOOK = [
+    ["C101", "Amani Juma", "0711100101", "DEV", "250000", "12", "24", "2025-06-15", "active"],
+    ["C102", "Baraka Ali", "0711100102", "DEV", "80000.50", "12", "12", "10/01/2025", "arrears"],
+    ["C103", "Chiku Wafula", "0711100103", "INSTANT", "3000", "90", "1", "2026-02-01", "late"],
+    ["C101", "Amani Juma", "0711100101", "INSTANT", "1500.25", "90", "1", "2026-03-20", "current"],
+    ["C104", "Dalia Njeri", "0711100104", "WEEK", "20000", "18", "26", "2026-01-05", "active"],
+    ["C105", "Eliud Kiprop", "0711100105", "WEEK", "12000", "24", "10", "2025-12-01", "arrears"],
+    ["C106", "Fatuma Said", "0711100106", "DEV", "40000", "15", "6", "2024-05-01", "closed"],
+]
+
+
+def pinned_figures() -> dict[str, object]:
+    """Per loan (by customer and date): status, receivable balances, schedule sums and the
+    arrears standing; and the totals of the GL accounts and of every table written."""
+    loans = {}
+    for loan in db.session.scalars(select(Loan).order_by(Loan.id)):
+        rows = [r for r in loan.installments if not r.superseded]
+        key = ":".join(loan.external_ref.split(":")[1:3])
+        loans[key] = (
+            loan.status,
+            str(balance(f"LNP-{loan.loan_no}")),
+            str(balance(f"LNI-{loan.loan_no}")),
+            str(balance(f"LNX-{loan.loan_no}")),
+            len(rows),
+            str(sum((r.principal_due for r in rows), D("0"))),
+            str(sum((r.interest_due for r in rows), D("0"))),
+            str(sum((r.total_paid for r in rows), D("0"))),
+            str(sum((r.penalty_due for r in rows), D("0"))),
+            (loan.days_past_due, loan.aging_bucket, loan.in_default),
+        )
+    return {
+        "loans": loans,
+        "GL-OPENING": str(balance("GL-OPENING")),
+        "GL-INCOME-PENALTY": str(balance("GL-INCOME-PENALTY")),
+        "counts": counts(),
+    }
+
+
+@pytest.fixture
+def weekly(app: Flask) -> LoanProduct:
+    product = LoanProduct(
+        **{
+            **PRODUCTS[1],
+            "code": "WEEK",
+            "name": "Weekly",
+            "frequency": "weekly",
+            "min_term": 4,
+            "max_term": 52,
+            "min_rate": D("12"),
+            "max_rate": D("24"),
+        }
+    )
+    db.session.add(product)
+    db.session.commit()
+    return product
+
+
+@pytest.mark.parametrize("batch_size", [1000, 2])
+def test_a_book_imports_to_the_same_figures_as_before_the_bulk_writer(
+    app: Flask,
+    products: dict[str, LoanProduct],
+    weekly: LoanProduct,
+    tmp_path: Path,
+    batch_size: int,
+) -> None:
+    path = write_csv(tmp_path, PINNED_BOOK)
+
+    report = loan_book_import(
+        rows=loan_book_read(path=path), skip_bad=False, as_of=AS_OF, batch_size=batch_size
+    )
+
+    assert report.error is None and (report.imported, report.members_created) == (7, 6)
+    assert pinned_figures() == PINNED_FIGURES
+    assert ledger_check() == []
+    db.session.rollback()
+
+    again = loan_book_import(rows=loan_book_read(path=path), skip_bad=False, as_of=AS_OF)
+
+    assert (again.imported, again.already_imported, again.error) == (0, 7, None)
+    assert pinned_figures() == PINNED_FIGURES
+
+
+# Taken from the import before the bulk writer, on this book (the same on SQLite and
+# PostgreSQL): status, principal, interest and penalty receivables, installments, their
+# principal, interest, paid and penalty sums, and (days past due, bucket, default).
+PINNED_FIGURES: dict[str, object] = {
+    "loans": {
+        "C101:2025-06-15": (
+            "active",
+            "163172.48",
+            "13357.44",
+            "0",
+            24,
+            "250000.00",
+            "32441.92",
+            "105912.00",
+            "0.00",
+            (0, "current", False),
+        ),
+        "C102:2025-01-10": (
+            "active",
+            "80000.50",
+            "5294.84",
+            "1705.91",
+            12,
+            "80000.50",
+            "5294.84",
+            "0.00",
+            "1705.91",
+            (414, "90+", True),
+        ),
+        "C103:2026-02-01": (
+            "active",
+            "3000.00",
+            "225.00",
+            "161.25",
+            1,
+            "3000.00",
+            "225.00",
+            "0.00",
+            "161.25",
+            (30, "1-30", False),
+        ),
+        "C101:2026-03-20": (
+            "active",
+            "1500.25",
+            "112.52",
+            "0",
+            1,
+            "1500.25",
+            "112.52",
+            "0.00",
+            "0.00",
+            (0, "current", False),
+        ),
+        "C104:2026-01-05": (
+            "active",
+            "10988.50",
+            "287.22",
+            "0",
+            26,
+            "20000.00",
+            "947.72",
+            "9672.00",
+            "0.00",
+            (0, "current", False),
+        ),
+        "C105:2025-12-01": (
+            "active",
+            "12000.00",
+            "306.64",
+            "246.13",
+            10,
+            "12000.00",
+            "306.64",
+            "0.00",
+            "246.13",
+            (113, "90+", True),
+        ),
+        "C106:2024-05-01": (
+            "closed",
+            "0",
+            "0",
+            "0",
+            6,
+            "40000.00",
+            "1768.19",
+            "41768.19",
+            "0.00",
+            (0, "current", False),
+        ),
+    },
+    "GL-OPENING": "-290245.39",
+    "GL-INCOME-PENALTY": "-2113.29",
+    "counts": {
+        "members": 6,
+        "loans": 7,
+        "installments": 80,
+        "accounts": 29,
+        "journal_entries": 29,
+        "journal_lines": 64,
+        "audit_log": 13,
+    },
+}
