@@ -6,16 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 
 from app.batch import Batch, ChunkStats, batch_run
 from app.extensions import db
 from app.models import Agreement, AgreementInstallment, Hearing, LegalCase, Loan
-from app.models.recovery import AGREEMENT_BINDING
-
-# The scan's per-agreement steps: agreement_check_default does one agreement per
-# transaction, and has no entry point for a set of them yet (see agreement_scan_chunk).
-from app.services.agreements import _activate, _audit, agreement_default_date
+from app.services.agreements import agreements_check_default, agreements_in_force_ids
 from app.services.audit import audit_record
 from app.services.data_quality import data_quality_check
 from app.services.recovery import OPEN_CASE, legal_rollup, milestones_overdue
@@ -34,84 +30,12 @@ def data_quality_job(*, as_of: date, stats: JobStats) -> None:
 
 
 def agreement_scan_ids(as_of: date) -> list[int]:
-    """Agreements in force whose first date has come (agreement_check_default's scan)."""
-    first_due = (
-        select(
-            AgreementInstallment.agreement_id,
-            func.min(AgreementInstallment.due_date).label("first_due"),
-        )
-        .group_by(AgreementInstallment.agreement_id)
-        .subquery()
-    )
-    return list(
-        db.session.scalars(
-            select(Agreement.id)
-            .join(first_due, first_due.c.agreement_id == Agreement.id)
-            .where(Agreement.status.in_(AGREEMENT_BINDING), first_due.c.first_due <= as_of)
-            .order_by(Agreement.id)
-        )
-    )
+    return agreements_in_force_ids(as_of)
 
 
 def agreement_scan_chunk(agreement_ids: Sequence[int], as_of: date, stats: ChunkStats) -> None:
-    """agreement_check_default's rule for a chunk of agreements, in the chunk's transaction:
-    their loans locked in id order (as every other chunk locks loans, so two jobs' chunks
-    never wait on each other in a circle), the agreements and their schedules re-read
-    under the locks in one query each; an approved agreement whose first date has come
-    becomes active, an active one unpaid past its threshold becomes defaulted, dated from
-    the schedule. A finished agreement is skipped, so a chunk redone changes nothing."""
-    loan_ids = db.session.scalars(
-        select(Agreement.loan_id).where(Agreement.id.in_(list(agreement_ids))).distinct()
-    ).all()
-    db.session.execute(
-        select(Loan.id)
-        .where(Loan.id.in_(sorted(loan_ids)))
-        .order_by(Loan.id)
-        .with_for_update(of=Loan)
-    ).all()
-    agreements = db.session.scalars(
-        select(Agreement)
-        .where(Agreement.id.in_(list(agreement_ids)))
-        .order_by(Agreement.id)
-        .execution_options(populate_existing=True)
-    ).all()
-    schedules: dict[int, list[AgreementInstallment]] = {}
-    for row in db.session.scalars(
-        select(AgreementInstallment)
-        .where(AgreementInstallment.agreement_id.in_(list(agreement_ids)))
-        .order_by(AgreementInstallment.agreement_id, AgreementInstallment.number)
-        .execution_options(populate_existing=True)
-    ):
-        schedules.setdefault(row.agreement_id, []).append(row)
-    for agreement in agreements:
-        if agreement.status not in AGREEMENT_BINDING:
-            continue
-        rows = schedules.get(agreement.id, [])
-        if agreement.status == "approved" and rows and rows[0].due_date <= as_of:
-            _activate(agreement, rows[0].due_date, "system")
-            stats.records_updated += 1
-        late = [
-            r for r in rows if r.paid < r.amount and agreement_default_date(agreement, r) <= as_of
-        ]
-        if agreement.status == "active" and late:
-            row = late[0]
-            crossed = agreement_default_date(agreement, row)
-            agreement.status = "defaulted"
-            agreement.closed_on = crossed
-            _audit(
-                agreement,
-                "default",
-                "system",
-                before={"status": "active"},
-                after={
-                    "status": "defaulted",
-                    "installment": row.number,
-                    "due_date": row.due_date,
-                    "unpaid": row.amount - row.paid,
-                    "as_of": as_of,
-                },
-            )
-            stats.records_updated += 1
+    scan = agreements_check_default(agreement_ids, as_of=as_of)
+    stats.records_updated += len(scan.activated) + len(scan.defaulted)
 
 
 AGREEMENT_SCAN = Batch("agreement-scan", agreement_scan_ids, agreement_scan_chunk, "agreement")

@@ -685,16 +685,9 @@ def agreement_default_date(agreement: Agreement, row: AgreementInstallment) -> d
     )
 
 
-def agreement_check_default(*, as_of: date) -> AgreementScan:
-    """The daily scan of agreements in force, for `as_of`: an approved agreement whose
-    first date has come becomes active; an active one with an installment unpaid more
-    than its threshold (after grace) becomes defaulted, dated the day it crossed.
-
-    Idempotent and replayable: a finished agreement is never looked at again, and the
-    dates written come from the schedule, not from when the scan ran. One agreement at a
-    time under its loan's lock, committed each (a payment in between is seen).
-    """
-    scan = AgreementScan(as_of=as_of)
+def agreements_in_force_ids(as_of: date) -> list[int]:
+    """Agreements in force (approved or active) whose first date has come: the daily
+    scan's ids, in id order."""
     first_due = (
         select(
             AgreementInstallment.agreement_id,
@@ -703,7 +696,7 @@ def agreement_check_default(*, as_of: date) -> AgreementScan:
         .group_by(AgreementInstallment.agreement_id)
         .subquery()
     )
-    ids = list(
+    return list(
         db.session.scalars(
             select(Agreement.id)
             .join(first_due, first_due.c.agreement_id == Agreement.id)
@@ -711,13 +704,42 @@ def agreement_check_default(*, as_of: date) -> AgreementScan:
             .order_by(Agreement.id)
         )
     )
-    db.session.commit()
-    for agreement_id in ids:
-        agreement, _loan = _lock(agreement_id)
+
+
+def agreements_check_default(agreement_ids: Sequence[int], *, as_of: date) -> AgreementScan:
+    """The daily rule for a set of agreements, in the caller's transaction: their loans
+    locked in id order (as every close-of-business chunk locks loans, so two jobs never
+    wait on each other in a circle), the agreements and schedules re-read under the locks
+    in one query each. An approved agreement whose first date has come becomes active; an
+    active one with an installment unpaid more than its threshold (after grace) becomes
+    defaulted, dated the day it crossed. A finished agreement is skipped, so running it
+    again changes nothing."""
+    scan = AgreementScan(as_of=as_of)
+    ids = sorted(agreement_ids)
+    loan_ids = db.session.scalars(
+        select(Agreement.loan_id).where(Agreement.id.in_(ids)).distinct()
+    ).all()
+    db.session.execute(
+        select(Loan.id).where(Loan.id.in_(sorted(loan_ids))).order_by(Loan.id).with_for_update()
+    ).all()
+    agreements = db.session.scalars(
+        select(Agreement)
+        .where(Agreement.id.in_(ids))
+        .order_by(Agreement.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    schedules: dict[int, list[AgreementInstallment]] = {}
+    for row in db.session.scalars(
+        select(AgreementInstallment)
+        .where(AgreementInstallment.agreement_id.in_(ids))
+        .order_by(AgreementInstallment.agreement_id, AgreementInstallment.number)
+        .execution_options(populate_existing=True)
+    ):
+        schedules.setdefault(row.agreement_id, []).append(row)
+    for agreement in agreements:
         if agreement.status not in AGREEMENT_BINDING:
-            db.session.commit()
             continue
-        rows = _installments(agreement)
+        rows = schedules.get(agreement.id, [])
         if agreement.status == "approved" and rows and rows[0].due_date <= as_of:
             _activate(agreement, rows[0].due_date, "system")
             scan.activated.append(agreement.id)
@@ -743,5 +765,20 @@ def agreement_check_default(*, as_of: date) -> AgreementScan:
                 },
             )
             scan.defaulted.append(agreement.id)
+    return scan
+
+
+def agreement_check_default(*, as_of: date) -> AgreementScan:
+    """The daily scan of agreements in force, for `as_of`, one agreement per transaction
+    (the `agreement-scan` job does the same in chunks). Idempotent and replayable: a
+    finished agreement is never looked at again, and the dates written come from the
+    schedule, not from when the scan ran."""
+    scan = AgreementScan(as_of=as_of)
+    ids = agreements_in_force_ids(as_of)
+    db.session.commit()
+    for agreement_id in ids:
+        one = agreements_check_default([agreement_id], as_of=as_of)
         db.session.commit()
+        scan.activated += one.activated
+        scan.defaulted += one.defaulted
     return scan
