@@ -247,6 +247,31 @@ def test_a_manager_returns_a_submitted_agreement_with_a_reason(app: Flask) -> No
     assert _get(agreement.id).status == "draft" and _get(agreement.id).submitted_at is None
 
 
+def test_a_return_names_the_manager_and_keeps_the_reason_for_the_drafter(app: Flask) -> None:
+    """The drafter reads why in the agreement's history: the audit row names the manager
+    who sent it back and carries the reason; no reason at all (None) is refused in the
+    words the console shows. (Found by mutation testing, issue 23.)"""
+    loan_id = _loan_in_default()
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    agreement = _draft(loan_id, officer)
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    for blank in (None, "", "  "):
+        with pytest.raises(AgreementError) as refused:
+            agreement_return(agreement_id=agreement.id, staff=manager, reason=blank)  # type: ignore[arg-type]
+        assert str(refused.value) == "say why the agreement goes back to its drafter"
+    assert _get(agreement.id).status == "submitted"
+    agreement_return(agreement_id=agreement.id, staff=manager, reason="  ask for 9,000 ")
+    row = db.session.scalar(select(AuditLog).where(AuditLog.action == "agreement.return"))
+    assert row is not None
+    assert (row.actor, row.object_type, row.object_id, row.note) == (
+        f"staff:{manager.email}",
+        "agreement",
+        str(agreement.id),
+        "ask for 9,000",
+    )
+    assert (row.before, row.after) == ({"status": "submitted"}, {"status": "draft"})
+
+
 def test_approval_refuses_figures_the_loan_no_longer_owes(app: Flask) -> None:
     loan_id = _loan_in_default()
     officer = make_staff("loan_officer")
