@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
 
 
-def insert_ignoring(model: type[Any], keys: list[str]) -> Any:
+def insert_ignoring(model: type[Any] | Table, keys: list[str]) -> Any:
     """INSERT ... ON CONFLICT (keys) DO NOTHING in the session's dialect: a row whose key
     exists already is skipped, and the unique constraint decides (a racing writer or a
     chunk redone after a crash adds nothing twice)."""

@@ -242,8 +242,10 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
     checked = [(draft, _checked_amounts(draft.lines)) for draft in drafts]
     now = utcnow()
     inserted = db.session.execute(
-        insert_ignoring(JournalEntry, ["idempotency_key"]).returning(
-            JournalEntry.id, JournalEntry.idempotency_key
+        # Tables, not entities, here and below: Core's executemany, without the ORM's
+        # bulk-insert bookkeeping (a fifth of a chunk's time).
+        insert_ignoring(JournalEntry.__table__, ["idempotency_key"]).returning(
+            JournalEntry.__table__.c.id, JournalEntry.__table__.c.idempotency_key
         ),
         [
             dict(
@@ -274,7 +276,7 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
             kinds[line.account.id] = line.account.kind
             accounts[line.account.id] = line.account
     if lines:
-        db.session.execute(insert(JournalLine), lines)
+        db.session.execute(insert(JournalLine.__table__), lines)
     plain = []
     for account_id in sorted(deltas):  # id order, as journal_post: no deadlock between them
         delta, kind = deltas[account_id], kinds[account_id]

@@ -21,7 +21,8 @@ from datetime import date
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import lazyload
 
 from app.clock import business_today
 from app.errors import SaccoError
@@ -882,16 +883,26 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
             .where(Loan.id.in_(sorted(loan_ids)), Loan.status.in_(LIVE_STATUSES))
             .order_by(Loan.id)
             .with_for_update(of=Loan)
+            # Not the loan's eager loads (member, product, the whole schedule): the rows
+            # the rule reads come in one query below, the products in another.
+            .options(lazyload("*"))
             .execution_options(populate_existing=True)
         )
     )
     if not loans:
         return 0
     rows: dict[int, list[Installment]] = {loan.id: [] for loan in loans}
+    # Only what arrears_decide looks at: the live rows due before as_of and unpaid.
     for row in db.session.scalars(
         select(Installment)
-        .where(Installment.loan_id.in_(list(rows)), Installment.superseded.is_(False))
+        .where(
+            Installment.loan_id.in_(list(rows)),
+            Installment.superseded.is_(False),
+            Installment.paid_on.is_(None),
+            Installment.due_date < as_of,
+        )
         .order_by(Installment.loan_id, Installment.number)
+        .options(lazyload("*"))
         .execution_options(populate_existing=True)
     ):
         rows[row.loan_id].append(row)
@@ -929,18 +940,41 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
                     (row, amount, _penalty_draft(loan, row, amount, as_of, account, income))
                 )
         posted = journal_post_many([draft for _, _, draft in drafts])
-    changed: set[int] = set()
-    for row, amount, draft in drafts:
-        if draft.idempotency_key in posted:
-            row.penalty_due += amount
-            row.last_penalty_on = as_of
-            changed.add(row.loan_id)
-    for loan in loans:
-        standing = decisions[loan.id].standing
-        if (loan.days_past_due, loan.aging_bucket, loan.in_default) != standing:
-            loan.days_past_due, loan.aging_bucket, loan.in_default = standing
-            changed.add(loan.id)
-    db.session.flush()
+    # Written as two executemany UPDATEs: the ORM's flush would send one per row.
+    charged = [(row, amount) for row, amount, draft in drafts if draft.idempotency_key in posted]
+    moved = [
+        dict(b_id=loan.id, b_dpd=dpd, b_bucket=bucket, b_default=default)
+        for loan in loans
+        for dpd, bucket, default in [decisions[loan.id].standing]
+        if (loan.days_past_due, loan.aging_bucket, loan.in_default) != (dpd, bucket, default)
+    ]
+    changed = {row.loan_id for row, _ in charged} | {m["b_id"] for m in moved}
+    if charged:
+        table = Installment.__table__
+        db.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                penalty_due=table.c.penalty_due + bindparam("b_amount"),
+                last_penalty_on=bindparam("b_on"),
+            ),
+            [dict(b_id=row.id, b_amount=amount, b_on=as_of) for row, amount in charged],
+        )
+    if moved:
+        table = Loan.__table__
+        db.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                days_past_due=bindparam("b_dpd"),
+                aging_bucket=bindparam("b_bucket"),
+                in_default=bindparam("b_default"),
+            ),
+            moved,
+        )
+    # What the session holds of them is stale now (the caller's commit expires it anyway).
+    for obj in [*loans, *(row for row, _ in charged)]:
+        db.session.expire(obj)
     return len(changed)
 
 
