@@ -183,6 +183,33 @@ def test_an_account_with_money_in_it_cannot_be_closed(app: Flask) -> None:
     assert db.session.get(Account, savings.id).status == "open"
 
 
+def test_closing_is_audited_once_and_a_second_close_or_a_missing_account_is_refused(
+    app: Flask,
+) -> None:
+    """Staff read the close in the audit trail (the account, open -> closed, by whom); a
+    second close is refused in words and audited nothing more, and so is an id that names
+    no account. (Found by mutation testing, issue 23.)"""
+    member = make_member()
+    shares = member_account(member, "share_capital")
+    db.session.commit()
+    account_close(account_id=shares.id, actor="staff:ops@sacco.test")
+
+    with pytest.raises(LedgerError) as again:
+        account_close(account_id=shares.id, actor="staff:ops@sacco.test")
+    assert str(again.value) == f"account {shares.code} is closed already"
+    with pytest.raises(LedgerError) as missing:
+        account_close(account_id=shares.id + 1000, actor="staff:ops@sacco.test")
+    assert str(missing.value) == f"no account {shares.id + 1000}"
+
+    audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "account.close")).one()
+    assert (audit.actor, audit.object_type, audit.object_id) == (
+        "staff:ops@sacco.test",
+        "account",
+        shares.code,
+    )
+    assert (audit.before, audit.after) == ({"status": "open"}, {"status": "closed"})
+
+
 def test_buying_shares_with_savings_the_member_does_not_have_is_refused(app: Flask) -> None:
     member = make_member(savings=100)
     counts, stored = journal_counts(), balances()
