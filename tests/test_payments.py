@@ -732,6 +732,13 @@ def test_a_timeout_asks_transaction_status_and_its_answer_disburses(
     db.session.expire_all()
     assert db.session.get(Loan, loan.id).status == "active"
     assert db.session.get(MpesaRequest, payout.id).receipt == "NLJ41HAY7Z"
+    # The payment row names the status answer that proved it (mutation testing, issue 23).
+    answer = db.session.scalar(
+        select(MpesaCallback.id).where(MpesaCallback.kind == "status_result")
+    )
+    assert db.session.scalar(select(Payment.callback_id).where(Payment.direction == "out")) == (
+        answer
+    )
 
 
 def test_staff_paying_out_by_hand_cancels_the_unsent_payout(b2c) -> None:  # noqa: ANN001
@@ -979,6 +986,115 @@ def test_a_status_answer_that_the_payout_does_not_exist_fails_it(client: FlaskCl
     assert db.session.get(MpesaRequest, payout.id).status == "failed"
     kinds = dict(db.session.execute(select(MpesaCallback.kind, MpesaCallback.status)).all())
     assert kinds["status_result"] == "processed" and kinds["status_timeout"] == "processed"
+
+
+def queue_timeout(payout: MpesaRequest) -> dict:
+    return {
+        "Result": {
+            "ResultCode": 1,
+            "ResultDesc": "timeout",
+            "OriginatorConversationID": payout.originator_conversation_id,
+        }
+    }
+
+
+def test_a_payout_failed_by_a_status_answer_and_then_paid_after_all_disburses_its_loan(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    """Safaricom said the payout does not exist, then its result says it was paid: the
+    money left, so the loan is disbursed once. Neither the status query written about it
+    nor another loan's later payout is a resend of it (only a resend of this loan's
+    payout holds the money back for staff). (Found by mutation testing, issue 23.)"""
+    loan, payout = approved_loan()
+    work()
+    post(client, "b2c/timeout", queue_timeout(payout))
+    work()  # the status query is written and sent
+    missing = {
+        "Result": {
+            "ResultCode": "R000001",
+            "ResultDesc": "The transaction does not exist.",
+            "ConversationID": "AG_STATUS_0001",
+        }
+    }
+    post(client, "status/result", missing)
+    work()
+    # Another loan's payout, written after this one.
+    product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == loan.id))
+    other = loan_apply(
+        member_id=make_borrower(savings=10000).id,
+        product_id=product_id,
+        amount=5000,
+        as_of=date(2026, 11, 20),
+    )
+    other_id = other.id
+    loan_approve(loan_id=other_id, staff=make_staff("branch_manager"))
+    work()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, payout.id).status == "failed"
+    assert db.session.get(Loan, loan.id).status == "approved"
+
+    late = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJLATE002")
+    post(client, "b2c/result", late)
+    work()
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, payout.id)
+    assert (row.status, row.receipt, row.flag) == ("succeeded", "NLJLATE002", None)
+    assert db.session.get(Loan, loan.id).status == "active"
+    assert db.session.get(Loan, other_id).status == "disbursing"
+    assert n(JournalEntry, JournalEntry.kind == "disbursement") == 1
+
+
+def test_a_status_query_that_times_out_is_failed_for_the_sweep_to_ask_again(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    """A Transaction Status timeout fails the query (the payout stays unknown, the sweep
+    asks again) and staff read why on the query; a status result or timeout that answers
+    no query of ours is kept as unmatched. (Found by mutation testing, issue 23.)"""
+    loan, payout = approved_loan()
+    work()
+    post(client, "b2c/timeout", queue_timeout(payout))
+    work()
+    query = db.session.scalar(select(MpesaRequest).where(MpesaRequest.kind == "status"))
+    assert query.status == "sent"
+    timeout = {"Result": {"ResultCode": 1, "ResultDesc": "timeout"}}
+    post(
+        client,
+        "status/timeout",
+        {"Result": {**timeout["Result"], "ConversationID": "AG_STATUS_0001"}},
+    )
+    post(
+        client, "status/timeout", {"Result": {**timeout["Result"], "ConversationID": "AG_NOBODY1"}}
+    )
+    post(client, "status/result", {"Result": {"ResultCode": 0, "ConversationID": "AG_NOBODY2"}})
+    ids = list(
+        db.session.scalars(
+            select(MpesaCallback.id)
+            .where(MpesaCallback.status == "received")
+            .order_by(MpesaCallback.id)
+        )
+    )
+    queue("payments").empty()
+    db.session.commit()
+    assert [callback_process(callback_id=cid) for cid in ids] == [
+        "processed",
+        "unmatched",
+        "unmatched",
+    ]
+    db.session.expire_all()
+    assert [db.session.get(MpesaCallback, cid).status for cid in ids] == [
+        "processed",
+        "unmatched",
+        "unmatched",
+    ]
+    query = db.session.get(MpesaRequest, query.id)
+    assert (query.status, query.result_desc) == (
+        "failed",
+        "status query timed out; the reconciliation job asks again",
+    )
+    assert db.session.get(MpesaRequest, payout.id).status == "unknown"
+    assert db.session.get(Loan, loan.id).status == "disbursing"
 
 
 @pytest.mark.usefixtures("pg")
