@@ -16,10 +16,8 @@ from sqlalchemy import (
     CursorResult,
     Subquery,
     and_,
-    bindparam,
     case,
     func,
-    insert,
     or_,
     select,
     type_coerce,
@@ -33,7 +31,7 @@ from app.models import ACCOUNT_KINDS, Account, Installment, JournalEntry, Journa
 from app.models.types import Money, utcnow
 from app.money import ZERO, MoneyError, round_money, to_decimal
 from app.services.audit import audit_record
-from app.services.bulk import insert_ignoring
+from app.services.bulk import copy_rows, insert_ignoring, insert_returning, update_rows
 
 # Accounts that may never be overdrawn: a member cannot spend savings they do not have.
 NO_OVERDRAFT = frozenset({"savings", "share_capital"})
@@ -241,12 +239,8 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
         return set()
     checked = [(draft, _checked_amounts(draft.lines)) for draft in drafts]
     now = utcnow()
-    inserted = db.session.execute(
-        # Tables, not entities, here and below: Core's executemany, without the ORM's
-        # bulk-insert bookkeeping (a fifth of a chunk's time).
-        insert_ignoring(JournalEntry.__table__, ["idempotency_key"]).returning(
-            JournalEntry.__table__.c.id, JournalEntry.__table__.c.idempotency_key
-        ),
+    inserted = insert_returning(
+        JournalEntry.__table__,
         [
             dict(
                 kind=draft.kind,
@@ -260,9 +254,11 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
             )
             for draft, _ in checked
         ],
-    ).all()
+        returning=["id", "idempotency_key"],
+        ignore_conflicts_on=["idempotency_key"],
+    )
     entry_ids = {key: entry_id for entry_id, key in inserted}
-    lines: list[dict[str, Any]] = []
+    lines: list[tuple[int, int, Decimal]] = []
     deltas: dict[int, Decimal] = {}
     kinds: dict[int, str] = {}
     accounts: dict[int, Account] = {}
@@ -271,33 +267,29 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
         if entry_id is None:
             continue  # posted before: its lines and balances are there already
         for line, amount in zip(draft.lines, amounts, strict=True):
-            lines.append(dict(entry_id=entry_id, account_id=line.account.id, amount=amount))
+            lines.append((entry_id, line.account.id, amount))
             deltas[line.account.id] = deltas.get(line.account.id, ZERO) + amount
             kinds[line.account.id] = line.account.kind
             accounts[line.account.id] = line.account
-    if lines:
-        db.session.execute(insert(JournalLine.__table__), lines)
+    copy_rows(JournalLine.__table__, ("entry_id", "account_id", "amount"), lines)
+    # Lock the accounts in id order first, as journal_post does, so two chunks posting
+    # to the same accounts (the income account, say) wait in turn and never deadlock.
+    db.session.execute(
+        select(Account.id)
+        .where(Account.id.in_(sorted(deltas)))
+        .order_by(Account.id)
+        .with_for_update()
+    ).all()
     plain = []
-    for account_id in sorted(deltas):  # id order, as journal_post: no deadlock between them
+    for account_id in sorted(deltas):
         delta, kind = deltas[account_id], kinds[account_id]
         if kind in NO_OVERDRAFT and delta > 0:
             _move_balance(account_id, delta, kind)
         elif delta != 0:
-            plain.append(dict(b_id=account_id, b_delta=delta))
-    if plain:
-        accounts_table = Account.__table__
-        result = cast(
-            CursorResult[Any],
-            # The table, not the entity: an executemany UPDATE, not the ORM's bulk by key.
-            db.session.execute(
-                update(accounts_table)
-                .where(accounts_table.c.id == bindparam("b_id"), accounts_table.c.status == "open")
-                .values(balance=accounts_table.c.balance + bindparam("b_delta")),
-                plain,
-            ),
-        )
-        if result.rowcount != len(plain):
-            raise LedgerError("an account of this posting was closed meanwhile")
+            plain.append(dict(id=account_id, balance=delta))
+    moved = update_rows(Account.__table__, plain, add=["balance"], where="status = 'open'")
+    if moved != len(plain):
+        raise LedgerError("an account of this posting was closed meanwhile")
     for account in accounts.values():
         db.session.expire(account, ["balance"])
     return set(entry_ids)
