@@ -1,0 +1,315 @@
+"""A loan falling behind: the penalty rule and its charge and reversal, and the daily arrears
+rule (days past due, aging bucket, default, penalties), for one loan or a chunk of the book."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import lazyload
+
+from app.extensions import db
+from app.models import Account, Installment, Loan, LoanProduct, StaffUser
+from app.money import ZERO, round_money
+from app.selectors.loans import LIVE_STATUSES, aging_bucket, current_installments
+from app.services.audit import audit_record
+from app.services.ledger import (
+    Draft,
+    DuplicatePosting,
+    Line,
+    accounts_get_or_create,
+    credit,
+    debit,
+    gl_account,
+    journal_post,
+    journal_post_many,
+    member_account,
+)
+from app.services.loans._common import (
+    COMPONENTS,
+    RECEIVABLE,
+    LoanError,
+    _actor_name,
+    _get_loan,
+    loan_account,
+)
+from app.services.permissions import permission_require
+
+
+def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: date) -> bool:
+    """Charge one overdue installment's penalty once; False when it was charged already.
+
+    Keyed by the installment (and by how many times staff reversed its penalty, so one
+    wrongly charged and reversed can still be charged when it is really late)."""
+    loan = installment.loan
+    draft = _penalty_draft(
+        loan,
+        installment,
+        amount,
+        as_of,
+        loan_account(loan, "penalty"),
+        gl_account("GL-INCOME-PENALTY"),
+    )
+    try:
+        journal_post(
+            kind=draft.kind,
+            lines=draft.lines,
+            value_date=draft.value_date,
+            description=draft.description,
+            idempotency_key=draft.idempotency_key,
+            member_id=draft.member_id,
+            loan_id=draft.loan_id,
+        )
+    except DuplicatePosting:
+        return False
+    installment.penalty_due += amount
+    installment.last_penalty_on = as_of
+    return True
+
+
+def penalty_for(product: LoanProduct, row: Installment) -> Decimal:
+    """The penalty one overdue installment earns under its product's rule (zero: none)."""
+    if product.penalty_type == "fixed":
+        return round_money(product.penalty_value)
+    if product.penalty_type == "percent":
+        overdue = sum(
+            (getattr(row, f"{c}_due") - getattr(row, f"{c}_paid") for c in COMPONENTS[1:]),
+            ZERO,
+        )
+        return round_money(overdue * product.penalty_value / 100)
+    return ZERO
+
+
+def loan_reverse_penalty(
+    *, loan_id: int, installment_number: int, staff: StaffUser, reason: str, value_date: date
+) -> Decimal:
+    """Take back a penalty charged in error (a job run for the wrong date, say).
+
+    One reversing entry: penalty income gives back the whole charge; what was still owed
+    leaves the penalty receivable, and what the member had already paid of it goes to their
+    savings. The installment owes no penalty after, and may be charged again if it is
+    really late. Audited; returns the amount reversed.
+    """
+    permission_require(staff, "penalty.reverse")
+    reason = (reason or "").strip()
+    if not reason:
+        raise LoanError("a penalty reversal needs a reason")
+    loan = _get_loan(loan_id)
+    row = next(
+        (r for r in current_installments(loan.id, fresh=True) if r.number == installment_number),
+        None,
+    )
+    if row is None:
+        raise LoanError(f"loan {loan.loan_no} has no installment {installment_number}")
+    charged, paid = row.penalty_due, row.penalty_paid
+    if charged <= 0:
+        raise LoanError(f"installment {installment_number} of {loan.loan_no} has no penalty")
+    lines: list[Line] = [debit(gl_account("GL-INCOME-PENALTY"), charged)]
+    if charged - paid > 0:
+        lines.append(credit(loan_account(loan, "penalty"), charged - paid))
+    if paid > 0:
+        lines.append(credit(member_account(loan.member, "savings"), paid))
+    journal_post(
+        kind="penalty_reversal",
+        lines=lines,
+        value_date=value_date,
+        description=f"Penalty reversed {loan.loan_no} #{row.number}: {reason}"[:255],
+        idempotency_key=f"penalty-reversal:{row.id}:{row.penalty_reversals + 1}",
+        actor=_actor_name(staff),
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+    before = {"penalty_due": charged, "penalty_paid": paid, "charged_on": row.last_penalty_on}
+    row.penalty_due = row.penalty_paid = ZERO
+    row.last_penalty_on = None
+    row.penalty_reversals += 1
+    audit_record(
+        actor=_actor_name(staff),
+        action="loan.penalty_reverse",
+        object_type="loan",
+        object_id=loan.loan_no,
+        before={"installment": row.number, **before},
+        after={"installment": row.number, "penalty_due": ZERO, "refunded": paid},
+        note=reason,
+    )
+    db.session.commit()
+    return charged
+
+
+@dataclass(frozen=True)
+class ArrearsDecision:
+    """What the daily arrears rule says of one loan on one day."""
+
+    penalties: list[tuple[Installment, Decimal]]  # rows to charge now, with the amount
+    days_past_due: int
+    aging_bucket: str
+    in_default: bool
+
+    @property
+    def standing(self) -> tuple[int, str, bool]:
+        return (self.days_past_due, self.aging_bucket, self.in_default)
+
+
+def arrears_decide(
+    product: LoanProduct, rows: Sequence[Installment], as_of: date
+) -> ArrearsDecision:
+    """The one arrears rule, for one loan or a chunk of the book: `rows` are the loan's
+    live schedule in installment order, read under the loan's lock. Days past due count
+    from the oldest unpaid row due before `as_of`; a row more than grace_days late earns
+    its product's penalty once; default is more than default_threshold_days late."""
+    overdue = [row for row in rows if row.paid_on is None and row.due_date < as_of]
+    penalties = []
+    for row in overdue:
+        if (as_of - row.due_date).days > product.grace_days and row.last_penalty_on is None:
+            amount = penalty_for(product, row)
+            if amount > 0:
+                penalties.append((row, amount))
+    dpd = (as_of - overdue[0].due_date).days if overdue else 0
+    return ArrearsDecision(penalties, dpd, aging_bucket(dpd), dpd > product.default_threshold_days)
+
+
+def loan_update_arrears(*, loan_id: int, as_of: date) -> bool:
+    """Days past due, aging bucket, default flag and penalties of one loan for `as_of`.
+
+    Under the loan's lock, from rows re-read under it: a repayment or a restructure that
+    committed while the daily job was scanning is seen here, so a paid-off loan gets no
+    penalty and a replaced installment is never charged. Commits; True if it changed.
+    """
+    loan = _get_loan(loan_id)
+    if loan.status not in LIVE_STATUSES:
+        db.session.commit()
+        return False
+    decision = arrears_decide(loan.product, current_installments(loan.id, fresh=True), as_of)
+    changed = False
+    for row, amount in decision.penalties:
+        changed |= loan_charge_penalty(installment=row, amount=amount, as_of=as_of)
+    if (loan.days_past_due, loan.aging_bucket, loan.in_default) != decision.standing:
+        loan.days_past_due, loan.aging_bucket, loan.in_default = decision.standing
+        changed = True
+    db.session.commit()
+    return changed
+
+
+def _penalty_draft(
+    loan: Loan, row: Installment, amount: Decimal, as_of: date, account: Account, income: Account
+) -> Draft:
+    """`loan_charge_penalty`'s entry, for the bulk path: the same key, lines and words."""
+    reversals = row.penalty_reversals
+    return Draft(
+        kind="penalty",
+        lines=[debit(account, amount), credit(income, amount)],
+        value_date=as_of,
+        description=f"Late penalty {loan.loan_no} #{row.number}",
+        idempotency_key=f"penalty:{row.id}" + (f":{reversals}" if reversals else ""),
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+
+
+def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
+    """`loan_update_arrears` for a chunk of the book, in the caller's transaction (the
+    close-of-business job commits per chunk): the loans locked in id order and re-read
+    under the locks, their schedules and products in one query each, the same rule
+    (`arrears_decide`), the penalties posted in bulk. Returns how many loans changed."""
+    loans = list(
+        db.session.scalars(
+            select(Loan)
+            .where(Loan.id.in_(sorted(loan_ids)), Loan.status.in_(LIVE_STATUSES))
+            .order_by(Loan.id)
+            .with_for_update(of=Loan)
+            # Not the loan's eager loads (member, product, the whole schedule): the rows
+            # the rule reads come in one query below, the products in another.
+            .options(lazyload("*"))
+            .execution_options(populate_existing=True)
+        )
+    )
+    if not loans:
+        return 0
+    rows: dict[int, list[Installment]] = {loan.id: [] for loan in loans}
+    # Only what arrears_decide looks at: the live rows due before as_of and unpaid.
+    for row in db.session.scalars(
+        select(Installment)
+        .where(
+            Installment.loan_id.in_(list(rows)),
+            Installment.superseded.is_(False),
+            Installment.paid_on.is_(None),
+            Installment.due_date < as_of,
+        )
+        .order_by(Installment.loan_id, Installment.number)
+        .options(lazyload("*"))
+        .execution_options(populate_existing=True)
+    ):
+        rows[row.loan_id].append(row)
+    products = {
+        p.id: p
+        for p in db.session.scalars(
+            select(LoanProduct).where(LoanProduct.id.in_({loan.product_id for loan in loans}))
+        )
+    }
+    decisions = {
+        loan.id: arrears_decide(products[loan.product_id], rows[loan.id], as_of) for loan in loans
+    }
+    charging = [loan for loan in loans if decisions[loan.id].penalties]
+    posted: set[str] = set()
+    drafts: list[tuple[Installment, Decimal, Draft]] = []
+    if charging:
+        prefix, kind, label = RECEIVABLE["penalty"]
+        accounts = accounts_get_or_create(
+            [
+                dict(
+                    code=f"{prefix}-{loan.loan_no}",
+                    kind=kind,
+                    name=f"{label} {loan.loan_no}",
+                    member_id=loan.member_id,
+                    loan_id=loan.id,
+                )
+                for loan in charging
+            ]
+        )
+        income = gl_account("GL-INCOME-PENALTY")
+        for loan in charging:
+            account = accounts[f"{prefix}-{loan.loan_no}"]
+            for row, amount in decisions[loan.id].penalties:
+                drafts.append(
+                    (row, amount, _penalty_draft(loan, row, amount, as_of, account, income))
+                )
+        posted = journal_post_many([draft for _, _, draft in drafts])
+    # Written as two executemany UPDATEs: the ORM's flush would send one per row.
+    charged = [(row, amount) for row, amount, draft in drafts if draft.idempotency_key in posted]
+    moved = [
+        dict(b_id=loan.id, b_dpd=dpd, b_bucket=bucket, b_default=default)
+        for loan in loans
+        for dpd, bucket, default in [decisions[loan.id].standing]
+        if (loan.days_past_due, loan.aging_bucket, loan.in_default) != (dpd, bucket, default)
+    ]
+    changed = {row.loan_id for row, _ in charged} | {m["b_id"] for m in moved}
+    if charged:
+        table = Installment.__table__
+        db.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                penalty_due=table.c.penalty_due + bindparam("b_amount"),
+                last_penalty_on=bindparam("b_on"),
+            ),
+            [dict(b_id=row.id, b_amount=amount, b_on=as_of) for row, amount in charged],
+        )
+    if moved:
+        table = Loan.__table__
+        db.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                days_past_due=bindparam("b_dpd"),
+                aging_bucket=bindparam("b_bucket"),
+                in_default=bindparam("b_default"),
+            ),
+            moved,
+        )
+    # What the session holds of them is stale now (the caller's commit expires it anyway).
+    for obj in [*loans, *(row for row, _ in charged)]:
+        db.session.expire(obj)
+    return len(changed)

@@ -1,0 +1,173 @@
+"""Money reaching a loan: a repayment allocated penalty -> fees -> interest -> principal,
+a recovery on a written-off loan, and anything beyond the debt to savings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from app.extensions import db
+from app.models import Member, StaffUser
+from app.money import ZERO
+from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt
+from app.selectors.members import member_balances
+from app.services.ledger import (
+    Line,
+    credit,
+    debit,
+    gl_account,
+    journal_post,
+    member_account,
+    money_in_account,
+)
+from app.services.loans._common import (
+    COMPONENTS,
+    LoanError,
+    _actor_name,
+    _amount,
+    _get_loan,
+    _transition,
+    loan_account,
+)
+from app.services.notifications import notify_deposit_received, notify_repayment_received
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RepaymentResult:
+    loan_no: str
+    amount: Decimal
+    allocated: dict[str, Decimal] = field(default_factory=dict)
+    to_savings: Decimal = ZERO
+    recovered: Decimal = ZERO  # on a written-off loan
+    balance_left: Decimal = ZERO
+    closed: bool = False
+    entry_id: int | None = None
+
+
+def loan_repay(
+    *,
+    loan_id: int,
+    amount: object,
+    reference: str,
+    value_date: date,
+    source: str = "mpesa",
+    actor: StaffUser | str | None = None,
+    commit: bool = True,
+) -> RepaymentResult:
+    """Apply a payment: penalty -> fees -> interest -> principal, oldest installment first.
+
+    Future installments are paid in order when money remains (prepayment); anything beyond
+    the whole debt goes to savings. On a written-off loan the money is a recovery (income,
+    up to what was written off); a closed loan takes nothing, so it goes to savings: money
+    is never lost. `reference` (the M-PESA receipt) makes the posting idempotent.
+    """
+    value = _amount(amount)
+    loan = _get_loan(loan_id)
+    member = db.session.get(Member, loan.member_id)
+    assert member is not None  # a loan's member is a foreign key
+    # mpesa: fresh money through M-PESA; suspense: M-PESA money staff assign; savings:
+    # the member's own savings.
+    source_account = (
+        member_account(member, "savings") if source == "savings" else money_in_account(source)
+    )
+    result = RepaymentResult(loan_no=loan.loan_no or "", amount=value)
+    # A savepoint: a refused or duplicate posting leaves the schedule as it was, so a
+    # caller that carries on (or commits) after DuplicatePosting pays nothing twice.
+    with db.session.begin_nested():
+        remaining = value
+        lines: list[Line] = [debit(source_account, value)]
+        if loan.status in LIVE_STATUSES:
+            paid = {c: ZERO for c in COMPONENTS}
+            for row in current_installments(loan.id, fresh=True):
+                for component in COMPONENTS:
+                    owed = getattr(row, f"{component}_due") - getattr(row, f"{component}_paid")
+                    take = min(owed, remaining)
+                    if take > 0:
+                        setattr(row, f"{component}_paid", getattr(row, f"{component}_paid") + take)
+                        paid[component] += take
+                        remaining -= take
+                if row.outstanding == 0 and row.paid_on is None:
+                    row.paid_on = value_date
+                if remaining == 0:
+                    break
+            for component in COMPONENTS:
+                if paid[component] > 0:
+                    lines.append(credit(loan_account(loan, component), paid[component]))
+            result.allocated = {c: v for c, v in paid.items() if v > 0}
+        elif loan.status == "written_off":
+            # A recovery: it reduces the written-off debt as income, never the member's
+            # savings, which they could withdraw again.
+            recovered = min(remaining, loan.written_off_amount - loan.recovered_amount)
+            if recovered > 0:
+                lines.append(credit(gl_account("GL-INCOME-RECOVERY"), recovered))
+                loan.recovered_amount += recovered
+                result.recovered = recovered
+                remaining -= recovered
+        if remaining > 0:
+            if source == "savings":
+                # Paying from savings more than is owed would just move money back.
+                owed = value - remaining
+                raise LoanError(f"loan {loan.loan_no} owes only KES {owed:,.2f}")
+            lines.append(credit(member_account(member, "savings"), remaining))
+            result.to_savings = remaining
+        entry = journal_post(
+            kind="repayment",
+            lines=lines,
+            value_date=value_date,
+            description=f"Repayment {loan.loan_no} {reference}",
+            idempotency_key=f"repay:{reference}",
+            actor=_actor_name(actor),
+            member_id=loan.member_id,
+            loan_id=loan.id,
+        )
+    result.entry_id = entry.id
+    debt = loan_debt(loan_id=loan.id)
+    result.balance_left = debt.total
+    if loan.status == "written_off":
+        result.balance_left = loan.written_off_amount - loan.recovered_amount
+    if loan.status in LIVE_STATUSES and debt.total == 0:
+        _transition(loan, "close", actor, f"paid in full by {reference}")
+        loan.closed_on = value_date
+        loan.days_past_due = 0
+        loan.aging_bucket = "current"
+        result.closed = True
+    # A compromise agreement in force counts what reached the loan against its schedule,
+    # and its completion settles the loan. In its own savepoint, and never raising: the
+    # member has paid, and a fault in the agreement's bookkeeping must not undo that
+    # (it is logged; staff see the agreement short of the payment).
+    reached_loan = sum(result.allocated.values(), ZERO) + result.recovered
+    if reached_loan > 0:
+        from app.services.agreements import agreement_allocate  # it imports this module
+
+        try:
+            with db.session.begin_nested():
+                allocation = agreement_allocate(
+                    loan_id=loan.id, amount=reached_loan, value_date=value_date, actor=actor
+                )
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("agreement allocation failed for %s %s", loan.loan_no, reference)
+        else:
+            if allocation is not None and allocation.completed and loan.status == "closed":
+                result.closed, result.balance_left = True, ZERO
+    if result.allocated or result.recovered:
+        notify_repayment_received(
+            member=member,
+            amount=value,
+            loan_no=loan.loan_no or "",
+            balance_left=result.balance_left,
+            receipt=reference,
+        )
+    elif result.to_savings:
+        notify_deposit_received(
+            member=member,
+            amount=value,
+            savings_balance=member_balances(member_id=member.id).savings,
+            receipt=reference,
+        )
+    if commit:
+        db.session.commit()
+    return result
