@@ -9,13 +9,14 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 import responses
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from app.cli.runtime import make_worker
@@ -1267,6 +1268,60 @@ def test_a_success_the_prompt_cannot_take_goes_to_suspense_for_staff(
     payments_assign_suspense(payment_id=payment.id, staff=staff, account=loan.loan_no)
     assert before - debt(loan.id) == Decimal("450")
     assert balance("GL-SUSPENSE") == Decimal("0.00")
+
+
+def callbacks_counted(kind: str, outcome: str) -> float:
+    labels = {"kind": kind, "outcome": outcome}
+    return REGISTRY.get_sample_value("sacco_callbacks_total", labels) or 0.0
+
+
+def test_suspense_from_a_cancelled_prompt_keeps_what_the_receipt_says(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """Staff place suspense money from its Payment row and its journal entry, so both say
+    what the receipt says: the amount it carries (KES 1 is KES 1), else the prompt's when
+    it carries none; the prompt's phone, loan number and request; the callback it came in;
+    when it was paid (the entry is dated that day, not today). A retry of the same receipt
+    is a duplicate, and the job's outcome is counted as suspense. (Found by mutation
+    testing, issue 23.)"""
+    request = sent_stk(loan)
+    post(client, "stk/callback", stk_body(CHECKOUT, 1032))
+    work()
+    counted = callbacks_counted("stk", "suspense")
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=1, receipt="NLJONEKES1"))
+    # No Amount at all, from another phone: the prompt's amount, for staff to check.
+    other_phone = stk_body(CHECKOUT, amount=None, receipt="NLJNOAMNT1", phone=254711000111)
+    post(client, "stk/callback", other_phone)
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=1, receipt="NLJONEKES1"))  # a retry
+    work()
+    db.session.expire_all()
+    assert callbacks_counted("stk", "suspense") - counted == 2
+    calls = list(db.session.scalars(select(MpesaCallback).order_by(MpesaCallback.id)))
+    assert [c.status for c in calls] == ["processed", "processed", "processed", "duplicate"]
+    paid_at = datetime(2026, 11, 21, 7, 21, 15, tzinfo=UTC)  # 10:21:15 in Nairobi
+    for callback, receipt, amount in (
+        (calls[1], "NLJONEKES1", Decimal("1.00")),
+        (calls[2], "NLJNOAMNT1", Decimal("500.00")),
+    ):
+        payment = db.session.scalar(select(Payment).where(Payment.receipt == receipt))
+        assert (payment.status, payment.amount, payment.channel, payment.direction) == (
+            "suspense",
+            amount,
+            "stk",
+            "in",
+        )
+        assert (payment.phone, payment.bill_ref, payment.request_id, payment.callback_id) == (
+            "254708374149",
+            loan.loan_no,
+            request.id,
+            callback.id,
+        )
+        assert payment.transacted_at == paid_at
+        entry = db.session.get(JournalEntry, payment.journal_entry_id)
+        assert (entry.kind, entry.value_date) == ("suspense", date(2026, 11, 21))
+    assert balance("GL-SUSPENSE") == Decimal("501.00")
 
 
 def test_a_second_receipt_for_a_paid_prompt_goes_to_suspense(
