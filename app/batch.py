@@ -19,6 +19,7 @@ write in bulk). This module does the rest:
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -27,7 +28,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
@@ -104,13 +106,30 @@ def _attempt(batch: Batch, ids: Sequence[int], as_of: date, stats: Any) -> Excep
     """The chunk's work, committed and counted; or rolled back, counting nothing."""
     counts = ChunkStats()
     try:
-        batch.chunk(ids, as_of, counts)
-        db.session.commit()
+        with _collector_paused():
+            batch.chunk(ids, as_of, counts)
+            db.session.commit()
     except Exception as exc:  # noqa: BLE001 - the caller retries or reports it
         db.session.rollback()
         return exc
     counts.add_to(stats)
     return None
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A chunk makes tens of thousands of short-lived objects (ORM states, Decimals,
+    lines), and Python's cycle collector, run again and again as they pile up, was half
+    of a chunk's CPU (0.50 s -> 0.28 s a chunk of 500 loans without it). Memory is freed
+    by reference counting meanwhile; what cycles there are go at the next collection,
+    once the chunk is over."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _work_chunk(batch: Batch, ids: Sequence[int], as_of: date, stats: Any) -> None:
@@ -136,14 +155,16 @@ def batch_run(batch: Batch, *, as_of: date, stats: Any, workers: int | None = No
     asked = getattr(stats, "workers", None)  # `sacco jobs run --workers N`
     if workers is None:
         workers = asked if asked is not None else current_app.config["SETTINGS"].COB_WORKERS
-    if workers <= 0 or not ids:
+    # One chunk's work is less than starting a worker costs (a second or more).
+    if workers <= 0 or len(ids) <= chunk_size():
         for chunk in _chunks(ids, chunk_size()):
             _work_chunk(batch, chunk, as_of, stats)
         return
     run_id = getattr(stats, "run_id", "") or uuid.uuid4().hex[:12]
     partitions = partitions_create(batch.name, run_id, as_of, ids, workers)
     # Asked for by hand, the workers are started here; scheduled, they are the `cob` service.
-    coordinator = Coordinator(batch, run_id, partitions, spawn=workers if asked else 0)
+    spawn = min(workers, len(partitions)) if asked else 0  # no idle process per partition
+    coordinator = Coordinator(batch, run_id, partitions, spawn=spawn)
     coordinator.wait(stats)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import lazyload
 
 from app.extensions import db
@@ -16,6 +16,7 @@ from app.models import Account, Installment, Loan, LoanProduct, StaffUser
 from app.money import ZERO, round_money
 from app.selectors.loans import LIVE_STATUSES, aging_bucket, current_installments
 from app.services.audit import audit_record
+from app.services.bulk import update_rows
 from app.services.ledger import (
     Draft,
     DuplicatePosting,
@@ -277,38 +278,21 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
                     (row, amount, _penalty_draft(loan, row, amount, as_of, account, income))
                 )
         posted = journal_post_many([draft for _, _, draft in drafts])
-    # Written as two executemany UPDATEs: the ORM's flush would send one per row.
+    # Written as two bulk UPDATEs (app.services.bulk): the ORM's flush sends one per row.
     charged = [(row, amount) for row, amount, draft in drafts if draft.idempotency_key in posted]
     moved = [
-        dict(b_id=loan.id, b_dpd=dpd, b_bucket=bucket, b_default=default)
+        dict(id=loan.id, days_past_due=dpd, aging_bucket=bucket, in_default=default)
         for loan in loans
         for dpd, bucket, default in [decisions[loan.id].standing]
         if (loan.days_past_due, loan.aging_bucket, loan.in_default) != (dpd, bucket, default)
     ]
-    changed = {row.loan_id for row, _ in charged} | {m["b_id"] for m in moved}
-    if charged:
-        table = Installment.__table__
-        db.session.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values(
-                penalty_due=table.c.penalty_due + bindparam("b_amount"),
-                last_penalty_on=bindparam("b_on"),
-            ),
-            [dict(b_id=row.id, b_amount=amount, b_on=as_of) for row, amount in charged],
-        )
-    if moved:
-        table = Loan.__table__
-        db.session.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values(
-                days_past_due=bindparam("b_dpd"),
-                aging_bucket=bindparam("b_bucket"),
-                in_default=bindparam("b_default"),
-            ),
-            moved,
-        )
+    changed = {row.loan_id for row, _ in charged} | {m["id"] for m in moved}
+    update_rows(
+        Installment.__table__,
+        [dict(id=row.id, penalty_due=amount, last_penalty_on=as_of) for row, amount in charged],
+        add=["penalty_due"],
+    )
+    update_rows(Loan.__table__, moved)
     # What the session holds of them is stale now (the caller's commit expires it anyway).
     for obj in [*loans, *(row for row, _ in charged)]:
         db.session.expire(obj)
