@@ -2,7 +2,7 @@
 checker weighs beside each (the member's savings, limit, other loans and arrears, and the
 schedule the loan would run on).
 
-Decisions call the same services as the loan page (app/services/loans.py), one loan at a
+Decisions call the same services as the loan page (app/services/loans/), one loan at a
 time even in a bulk action: the service guards each loan (maker-checker, the member's
 limit now) and writes its audit row, so a bulk approval cannot do what one-by-one could not.
 """

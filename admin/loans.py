@@ -3,7 +3,7 @@ phone; with each loan's officer and what it owes, read for the whole page at onc
 loan page (summary, people, schedule, payments) and the actions staff take on a loan,
 grouped by what they do and shown to the roles that may use them.
 
-Every button posts to `decide`, which calls one service in app/services/loans.py; the
+Every button posts to `decide`, which calls one service in app/services/loans/; the
 service guards the transition and writes the audit row, so the console cannot do what
 the service would refuse.
 """

@@ -4,7 +4,7 @@ Legal cases (court, case number, filing date, status) with their hearings; recov
 milestones (demand letter, auctioneer, foreclosure, dacion in payment) with due dates; and
 a write-off recommended by a branch manager with the loan's recovery history attached,
 decided by the board and recorded by a branch manager or compliance. Only an approved
-decision calls loan_write_off (app/services/loans.py), which moves the money; after it,
+decision calls loan_write_off (app/services/loans/), which moves the money; after it,
 payments on the loan are recoveries (loan_repay books them as income and counts them in
 Loan.recovered_amount).
 
