@@ -271,7 +271,8 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
             deltas[line.account.id] = deltas.get(line.account.id, ZERO) + amount
             kinds[line.account.id] = line.account.kind
             accounts[line.account.id] = line.account
-    copy_rows(JournalLine.__table__, ("entry_id", "account_id", "amount"), lines)
+    # Rounded: _checked_amounts refused any amount with fractions of a cent.
+    copy_rows(JournalLine.__table__, ("entry_id", "account_id", "amount"), lines, rounded=True)
     # Lock the accounts in id order first, as journal_post does, so two chunks posting
     # to the same accounts (the income account, say) wait in turn and never deadlock.
     db.session.execute(

@@ -90,6 +90,7 @@ from app.models.types import utcnow
 from app.money import ZERO, MoneyError, money_input, round_money, to_decimal
 from app.phone import PhoneError, normalise_phone
 from app.services.audit import audit_record
+from app.services.bulk import copy_rows
 from app.services.ledger import MEMBER_ACCOUNTS as LEDGER_MEMBER_ACCOUNTS
 from app.services.ledger import LedgerError, gl_account
 from app.services.loan_schedule import (
@@ -1472,19 +1473,9 @@ def _openings_post(
 
 
 def _lines_insert(lines: list[tuple[int, int, Decimal]]) -> None:
-    """Journal lines (entry, account, amount): COPY on PostgreSQL, as the installments."""
-    if db.engine.dialect.name != "postgresql":
-        db.session.execute(
-            insert(JournalLine.__table__),
-            [{"entry_id": e, "account_id": a, "amount": amount} for e, a, amount in lines],
-        )
-        return
-    driver = db.session.connection().connection.driver_connection
-    assert driver is not None  # a connection in the session's transaction
-    statement = "COPY journal_lines (entry_id, account_id, amount) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for line in lines:
-            copy.write_row(line)
+    """Journal lines (entry, account, amount): COPY on PostgreSQL, as the installments;
+    the amounts are the schedule's, rounded to the cent already."""
+    copy_rows(JournalLine.__table__, ("entry_id", "account_id", "amount"), lines, rounded=True)
 
 
 # The installment columns, in the order COPY sends them.
@@ -1517,17 +1508,12 @@ def _installments_insert(rows: list[dict[str, object]]) -> None:
     longer than the rest of the import. COPY streams the same rows (the schedule's amounts
     are rounded to the cent already) in the session's own transaction, so a batch stays
     all-or-nothing."""
-    if not rows:
-        return
-    if db.engine.dialect.name != "postgresql":
-        db.session.execute(insert(Installment.__table__), rows)
-        return
-    driver = db.session.connection().connection.driver_connection
-    assert driver is not None  # a connection in the session's transaction
-    statement = f"COPY installments ({', '.join(INSTALLMENT_COLUMNS)}) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([row[column] for column in INSTALLMENT_COLUMNS])
+    copy_rows(
+        Installment.__table__,
+        INSTALLMENT_COLUMNS,
+        [[row[column] for column in INSTALLMENT_COLUMNS] for row in rows],
+        rounded=True,
+    )
 
 
 def _loan_account_code(loan: _Written, component: str) -> str:
