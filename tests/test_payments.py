@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import pytest
 import responses
@@ -39,6 +40,7 @@ from app.services.payments import (
     callback_process,
     payments_assign_suspense,
     payments_reconcile,
+    payments_register_urls,
     payments_request_stk,
     payments_send_payout,
     payments_send_stk,
@@ -501,6 +503,93 @@ def test_validation_rejects_an_unknown_account_and_a_fractional_amount(client: F
     cents = post(client, "c2b/validation", c2b_body(amount="10.50"))
     assert cents.json["ResultCode"] == "C2B00013"
     assert n(MpesaCallback, MpesaCallback.kind == "c2b_validation") == 2
+
+
+def validation_error() -> str | None:
+    """What staff read on the stored validation callback beside the answer given."""
+    db.session.expire_all()
+    return db.session.scalar(
+        select(MpesaCallback.error)
+        .where(MpesaCallback.kind == "c2b_validation")
+        .order_by(MpesaCallback.id.desc())
+        .limit(1)
+    )
+
+
+def test_validation_answers_daraja_s_codes_and_keeps_the_reason_for_staff(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each validation gets the contract's answer (contracts/daraja.md) and its row says
+    what was answered and why, processed; KES 1 is the least accepted; a payment to
+    another Paybill is C2B00015; every answer is counted as accepted or rejected. With
+    validation off an unknown account is accepted for suspense, said so. (Found by mutation
+    testing, issue 23.)"""
+    make_member()
+
+    def counted(outcome: str) -> float:
+        labels = {"kind": "c2b_validation", "outcome": outcome}
+        return REGISTRY.get_sample_value("sacco_callbacks_total", labels) or 0.0
+
+    accepted, rejected = counted("accepted"), counted("rejected")
+    cases = [
+        (c2b_body(amount="1"), "0", "answered 0: accepted"),
+        (
+            c2b_body(shortcode="600000"),
+            "C2B00015",
+            "answered C2B00015: shortcode 600000 is not ours",
+        ),
+        (
+            c2b_body(amount="0.50"),
+            "C2B00013",
+            "answered C2B00013: amount 0.50 is not whole shillings",
+        ),
+    ]
+    for body, code, why in cases:
+        reply = post(client, "c2b/validation", body)
+        assert reply.json == {
+            "ResultCode": code,
+            "ResultDesc": "Accepted" if code == "0" else "Rejected",
+        }
+        assert validation_error() == why
+    assert (counted("accepted") - accepted, counted("rejected") - rejected) == (1, 2)
+    rows = list(db.session.scalars(select(MpesaCallback)))
+    assert {(r.status, r.processed_at is not None) for r in rows} == {("processed", True)}
+
+    # The reason kept is capped, whatever an account typed on a phone holds.
+    post(client, "c2b/validation", c2b_body(account="X" * 3000))
+    assert len(kept := validation_error() or "") == 2000
+    assert kept.startswith("answered C2B00012: no member or loan 'XXX")
+
+    off = dataclasses.replace(app.config["SETTINGS"], MPESA_C2B_VALIDATION=False)
+    monkeypatch.setitem(app.config, "SETTINGS", off)
+    reply = post(client, "c2b/validation", c2b_body(account="X99"))
+    assert reply.json == {"ResultCode": "0", "ResultDesc": "Accepted"}
+    assert validation_error() == "answered 0: accepted for suspense (validation off)"
+
+
+def test_registered_paybill_urls_reach_our_validation_and_confirmation(
+    client: FlaskClient, mocked: responses.RequestsMock, base: str
+) -> None:
+    """The URLs `sacco mpesa register-urls` gives Safaricom are the routes that validate
+    and confirm (each answers as the contract says). (Found by mutation testing, issue 23.)"""
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/c2b/v1/registerurl",
+        json={
+            "OriginatorCoversationID": "1",
+            "ResponseCode": "0",
+            "ResponseDescription": "Success",
+        },
+    )
+    payments_register_urls()
+    sent = json.loads(next(c for c in mocked.calls if "registerurl" in c.request.url).request.body)
+    make_member()
+    validated = client.post(urlsplit(sent["ValidationURL"]).path, json=c2b_body())
+    assert validated.json == {"ResultCode": "0", "ResultDesc": "Accepted"}
+    confirmed = client.post(urlsplit(sent["ConfirmationURL"]).path, json=c2b_body())
+    assert confirmed.json == {"ResultCode": 0, "ResultDesc": "Success"}
+    kinds = sorted(db.session.scalars(select(MpesaCallback.kind)))
+    assert kinds == ["c2b_confirmation", "c2b_validation"]
 
 
 def test_a_confirmation_to_a_member_number_goes_to_savings_once(client: FlaskClient) -> None:
