@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -38,6 +39,7 @@ from app.services.payments import (
     STK_FAILURES,
     PaymentError,
     callback_process,
+    callback_store,
     payments_assign_suspense,
     payments_reconcile,
     payments_register_urls,
@@ -402,6 +404,43 @@ def test_odd_bodies_are_kept_answered_and_change_nothing(
     row = db.session.scalar(select(MpesaCallback))
     assert row.status == status and row.error and row.raw_body
     assert queue("payments").count == 0 and n(Payment) == 0
+
+
+def test_a_refused_body_is_kept_closed_counted_and_logged_by_id_kind_and_reason(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unreadable body is closed at once (processed_at set, nothing queued), counted by
+    kind and status, logged with the row's id, kind, status and reason (the body itself
+    never), and the store hands back that row and why. (Found by mutation testing,
+    issue 23.)"""
+    caplog.set_level(logging.WARNING, logger="app.payments")
+    labels = {"kind": "stk", "outcome": "invalid"}
+    before = REGISTRY.get_sample_value("sacco_callbacks_total", labels) or 0.0
+    received = callback_store(kind="stk", raw=b"{not json", size=9, remote_addr="127.0.0.1")
+    row = db.session.scalar(select(MpesaCallback))
+    assert (received.callback_id, received.readable, received.data, received.error) == (
+        row.id,
+        False,
+        None,
+        "not JSON",
+    )
+    assert (row.status, row.error) == ("invalid", "not JSON") and row.processed_at is not None
+    first_id = row.id
+    assert (REGISTRY.get_sample_value("sacco_callbacks_total", labels) or 0.0) - before == 1
+    assert "{not json" not in caplog.text
+
+    # A long reason is kept whole on the row; the log line carries its first 200 characters.
+    wrong = ("ResultDesc", "OriginatorConversationID", "ConversationID", "TransactionID")
+    body = json.dumps({"Result": {key: 1 for key in wrong}}).encode()
+    received = callback_store(kind="b2c_result", raw=body, size=len(body), remote_addr=None)
+    assert received.error is not None and len(received.error) > 200
+    row = db.session.get(MpesaCallback, received.callback_id)
+    assert row.error == received.error and row.error.startswith("refused by schema: ")
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.payments"]
+    assert logged == [
+        f"callback {first_id} stk kept as invalid: not JSON",
+        f"callback {row.id} b2c_result kept as invalid: {row.error[:200]}",
+    ]
 
 
 def test_a_body_of_several_megabytes_is_capped_kept_and_acknowledged(client: FlaskClient) -> None:
