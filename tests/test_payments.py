@@ -1452,6 +1452,24 @@ def test_suspense_from_a_cancelled_prompt_keeps_what_the_receipt_says(
     assert balance("GL-SUSPENSE") == Decimal("501.00")
 
 
+def test_a_prompt_s_suspense_flag_fits_its_column_however_long_the_reason(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """The flag staff read on the prompt is cut to its 255-character column (PostgreSQL
+    would refuse the write otherwise), even when the callback's phone makes the reason
+    long. (Found by mutation testing, issue 23.)"""
+    request = sent_stk(loan)
+    post(client, "stk/callback", stk_body(CHECKOUT, 1032))
+    post(client, "stk/callback", stk_body(CHECKOUT, receipt="NLJLONGPH1", phone=int("7" * 300)))
+    work()
+    db.session.expire_all()
+    flag = db.session.get(MpesaRequest, request.id).flag
+    assert len(flag) == 255 and flag.startswith("KES 500.00 paid (NLJLONGPH1) is in suspense: ")
+    assert balance("GL-SUSPENSE") == Decimal("500.00")
+
+
 def test_a_second_receipt_for_a_paid_prompt_goes_to_suspense(
     client: FlaskClient,
     loan: Ref,
