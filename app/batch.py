@@ -144,6 +144,13 @@ def _work_chunk(batch: Batch, ids: Sequence[int], as_of: date, stats: Any) -> No
             stats.error(f"{batch.noun} {one}: {type(exc).__name__}: {exc}")
 
 
+def batch_chunks(batch: Batch, ids: Sequence[int], *, as_of: date, stats: Any) -> None:
+    """`batch`'s work for these ids in this process, a chunk a transaction (the import
+    brings the loans it wrote in arrears up to date this way, without a scan)."""
+    for chunk in _chunks(sorted(set(ids)), chunk_size()):
+        _work_chunk(batch, chunk, as_of, stats)
+
+
 def batch_run(batch: Batch, *, as_of: date, stats: Any, workers: int | None = None) -> None:
     """Run `batch` for `as_of`, counting into `stats` (a JobStats).
 
@@ -157,8 +164,7 @@ def batch_run(batch: Batch, *, as_of: date, stats: Any, workers: int | None = No
         workers = asked if asked is not None else current_app.config["SETTINGS"].COB_WORKERS
     # One chunk's work is less than starting a worker costs (a second or more).
     if workers <= 0 or len(ids) <= chunk_size():
-        for chunk in _chunks(ids, chunk_size()):
-            _work_chunk(batch, chunk, as_of, stats)
+        batch_chunks(batch, ids, as_of=as_of, stats=stats)
         return
     run_id = getattr(stats, "run_id", "") or uuid.uuid4().hex[:12]
     partitions = partitions_create(batch.name, run_id, as_of, ids, workers)

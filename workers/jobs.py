@@ -5,17 +5,16 @@ Each is idempotent per day: running a day twice changes nothing the second time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date
 
 from sqlalchemy import select
 
-from app.batch import Batch, ChunkStats, batch_run
+from app.batch import batch_run
 from app.extensions import db
-from app.models import Installment, Loan, PortfolioSnapshot
-from app.selectors.loans import LIVE_STATUSES, portfolio_at_risk
+from app.models import PortfolioSnapshot
+from app.selectors.loans import portfolio_at_risk
 from app.services.ledger import ledger_check
-from app.services.loans import loans_update_arrears
+from app.services.loans import ARREARS
 from app.services.payments import payments_reconcile
 from app.services.sms import sms_sweep
 from workers.runner import JobStats
@@ -42,34 +41,6 @@ def ledger_check_job(*, as_of: date, stats: JobStats) -> None:
     stats.records_scanned = 1
     for problem in problems:
         stats.error(problem.detail)
-
-
-def arrears_scan(as_of: date) -> list[int]:
-    """Loans with installments due and unpaid before `as_of` (the cost follows the
-    arrears, not the size of the book), and loans still marked late (paid or restructured
-    since: they go back to current)."""
-    overdue = db.session.scalars(
-        select(Installment.loan_id)
-        .join(Loan, Installment.loan_id == Loan.id)
-        .where(
-            Loan.status.in_(LIVE_STATUSES),
-            Installment.superseded.is_(False),
-            Installment.paid_on.is_(None),
-            Installment.due_date < as_of,
-        )
-        .distinct()
-    )
-    marked_late = db.session.scalars(
-        select(Loan.id).where(Loan.status.in_(LIVE_STATUSES), Loan.days_past_due > 0)
-    )
-    return sorted({*overdue, *marked_late})
-
-
-def _arrears_chunk(loan_ids: Sequence[int], as_of: date, stats: ChunkStats) -> None:
-    stats.records_updated += loans_update_arrears(loan_ids, as_of=as_of)
-
-
-ARREARS = Batch("loan-arrears", arrears_scan, _arrears_chunk)
 
 
 def loan_arrears_job(*, as_of: date, stats: JobStats) -> None:

@@ -413,3 +413,24 @@ def loan_page(*, loan: Loan, as_of: date, payments_limit: int = 20) -> LoanPage:
         recommended_at=recommended_at,
         decided_at=loan.decided_at,
     )
+
+
+def loans_in_arrears_ids(as_of: date) -> list[int]:
+    """The daily arrears run's loans: live loans with installments due and unpaid before
+    `as_of` (its cost follows the arrears, not the size of the book), and live loans still
+    marked late (paid or restructured since: they go back to current). In id order."""
+    overdue = db.session.scalars(
+        select(Installment.loan_id)
+        .join(Loan, Installment.loan_id == Loan.id)
+        .where(
+            Loan.status.in_(LIVE_STATUSES),
+            Installment.superseded.is_(False),
+            Installment.paid_on.is_(None),
+            Installment.due_date < as_of,
+        )
+        .distinct()
+    )
+    marked_late = db.session.scalars(
+        select(Loan.id).where(Loan.status.in_(LIVE_STATUSES), Loan.days_past_due > 0)
+    )
+    return sorted({*overdue, *marked_late})

@@ -70,6 +70,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import CursorResult, Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.batch import ChunkStats, batch_chunks
 from app.errors import SaccoError
 from app.extensions import db, enqueue
 from app.models import (
@@ -100,12 +101,7 @@ from app.services.loan_schedule import (
     ScheduleRow,
     schedule_build,
 )
-from app.services.loans import (
-    RECEIVABLE,
-    loan_default_officer,
-    loan_update_arrears,
-    loans_update_arrears,
-)
+from app.services.loans import ARREARS, RECEIVABLE, loan_default_officer
 from app.services.members import member_number
 from app.services.permissions import permission_require
 from app.words import plural
@@ -1133,38 +1129,19 @@ def loan_book_import(
 
 # The job the console's import queues (a dotted path: this module never imports workers).
 ARREARS_JOB = "workers.imports.loan_book_arrears"
-ARREARS_CHUNK = 500  # loans locked, decided and charged per transaction
 
 
 def loan_book_arrears_update(*, loan_ids: Sequence[int], as_of: date) -> str | None:
-    """Loans just imported in arrears, brought up to `as_of` by the nightly job's rule
-    (days past due, bucket, default flag, penalties); the first problem, in words, or None.
-
-    A chunk of loans at a time through `loans_update_arrears` (locked in id order, read
-    in a few queries, penalties posted in bulk), one transaction a chunk, as the nightly
-    job does: one loan at a time cost 75 ms each, more than the whole import. A chunk that
-    fails is rolled back and its loans done one by one (`loan_update_arrears`), so one bad
-    loan does not stop the others (the nightly job retries it)."""
-    problem = None
-    ids = list(loan_ids)
-    for start in range(0, len(ids), ARREARS_CHUNK):
-        chunk = ids[start : start + ARREARS_CHUNK]
-        try:
-            loans_update_arrears(chunk, as_of=as_of)
-            db.session.commit()
-            continue
-        except (SaccoError, SQLAlchemyError):
-            db.session.rollback()
-        for loan_id in chunk:
-            try:
-                loan_update_arrears(loan_id=loan_id, as_of=as_of)
-            except (SaccoError, SQLAlchemyError) as exc:
-                db.session.rollback()
-                problem = problem or (
-                    f"days late not brought up to date for loan id {loan_id}: "
-                    f"{type(exc).__name__}: {_first_line(exc)} (the nightly job will)"
-                )
-    return problem
+    """Loans just imported in arrears, brought up to `as_of` by the nightly run's own
+    batch (`ARREARS`: days past due, bucket, default flag, penalties), a chunk of loans
+    a transaction: one loan at a time cost 75 ms each, more than the whole import. A
+    chunk that fails is redone loan by loan, so one bad loan does not stop the others;
+    the first problem comes back in words, or None (the nightly job retries it)."""
+    stats = ChunkStats()
+    batch_chunks(ARREARS, loan_ids, as_of=as_of, stats=stats)
+    if not stats.errors:
+        return None
+    return f"days late not brought up to date for {stats.errors[0]} (the nightly job will)"
 
 
 def _first_line(exc: Exception) -> str:

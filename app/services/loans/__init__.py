@@ -34,6 +34,7 @@ from app.services.loans.apply import (
     loan_withdraw,
 )
 from app.services.loans.arrears import (
+    ARREARS,
     ArrearsDecision,
     arrears_decide,
     loan_charge_penalty,
@@ -52,6 +53,7 @@ from app.services.loans.end import loan_restructure, loan_settle, loan_write_off
 from app.services.loans.repay import RepaymentResult, loan_repay
 
 __all__ = [
+    "ARREARS",
     "COMPONENTS",
     "RECEIVABLE",
     "SEND_PAYOUT_JOB",

@@ -11,10 +11,16 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import lazyload
 
+from app.batch import Batch, ChunkStats
 from app.extensions import db
 from app.models import Account, Installment, Loan, LoanProduct, StaffUser
 from app.money import ZERO, round_money
-from app.selectors.loans import LIVE_STATUSES, aging_bucket, current_installments
+from app.selectors.loans import (
+    LIVE_STATUSES,
+    aging_bucket,
+    current_installments,
+    loans_in_arrears_ids,
+)
 from app.services.audit import audit_record
 from app.services.bulk import update_rows
 from app.services.ledger import (
@@ -297,3 +303,11 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
     for obj in [*loans, *(row for row, _ in charged)]:
         db.session.expire(obj)
     return len(changed)
+
+
+def _arrears_chunk(loan_ids: Sequence[int], as_of: date, stats: ChunkStats) -> None:
+    stats.records_updated += loans_update_arrears(loan_ids, as_of=as_of)
+
+
+# The nightly `loan-arrears` run (workers.jobs) and the import's catch-up share it.
+ARREARS = Batch("loan-arrears", loans_in_arrears_ids, _arrears_chunk)
