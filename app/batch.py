@@ -395,7 +395,7 @@ class Coordinator:
         started = time.perf_counter()
         if self.spawn:
             self._start_workers(self.spawn)
-        last_line = ""
+        last_seen = (-1, -1)
         state = run_state(self.run_id)
         try:
             while state.done + state.failed < state.total:
@@ -410,10 +410,10 @@ class Coordinator:
                 else:
                     time.sleep(0.2)
                 state = run_state(self.run_id)
-                line = self._progress_line(state, started)
-                if line != last_line:
-                    print(line, file=sys.stderr, flush=True)
-                    last_line = line
+                # A line when a chunk or a partition is done, not at every check.
+                if (state.done, state.records) != last_seen:
+                    print(self._progress_line(state, started), file=sys.stderr, flush=True)
+                    last_seen = (state.done, state.records)
         finally:
             self._stop_workers()
         self._collect(stats)

@@ -17,6 +17,7 @@ from app.extensions import db
 from app.models import Account, AuditLog, JournalEntry, JournalLine, Loan, Member
 from app.models.types import Money, UTCDateTime
 from app.services.ledger import (
+    Draft,
     DuplicatePosting,
     LedgerError,
     Line,
@@ -25,6 +26,7 @@ from app.services.ledger import (
     debit,
     gl_account,
     journal_post,
+    journal_post_many,
     ledger_check,
     member_account,
 )
@@ -478,6 +480,45 @@ def test_concurrent_deposits_to_one_member_all_land_exactly(app: Flask) -> None:
         )
         == 1
     )
+    assert ledger_check() == []
+
+
+def test_bulk_postings_to_a_shared_account_from_two_workers_never_deadlock(
+    app: Flask, pg: None
+) -> None:
+    """Two close-of-business chunks posting at once, each to accounts of its own and both
+    to one income account (as two cob workers charging penalties do): every entry lands,
+    none is refused by a deadlock. The lines each chunk inserts hold KEY SHARE on the
+    income account, so locking it FOR UPDATE before moving its balance deadlocked."""
+    income = gl_account("GL-INCOME-PENALTY")
+    owners = [make_member() for _ in range(2)]
+    own = [member_account(m, "savings") for m in owners]  # any accounts of their own
+    db.session.commit()
+    income_id, own_ids = income.id, [a.id for a in own]
+    rounds, per_chunk = 15, 40
+
+    def post_chunks(i: int) -> int:
+        for r in range(rounds):
+            mine, shared = db.session.get(Account, own_ids[i]), db.session.get(Account, income_id)
+            journal_post_many(
+                [
+                    Draft(
+                        kind="penalty",
+                        lines=[debit(shared, D("1.00")), credit(mine, D("1.00"))],
+                        value_date=DAY,
+                        idempotency_key=f"bulk-race-{i}-{r}-{n}",
+                    )
+                    for n in range(per_chunk)
+                ]
+            )
+            db.session.commit()
+        return rounds
+
+    results = _in_threads(app, 2, post_chunks)
+
+    assert results == [rounds, rounds], results
+    assert gl_account("GL-INCOME-PENALTY").balance == D("1.00") * 2 * rounds * per_chunk
+    assert journal_counts() == (2 * rounds * per_chunk, 4 * rounds * per_chunk)
     assert ledger_check() == []
 
 
