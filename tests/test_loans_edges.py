@@ -12,12 +12,21 @@ from flask import Flask
 from sqlalchemy import select, text
 
 from app.extensions import db
-from app.models import AuditLog, Installment, JournalEntry, Member
+from app.models import AuditLog, Installment, JournalEntry, Loan, Member, MpesaRequest
 from app.services.ledger import member_account
-from app.services.loans import LoanError, loan_repay, loan_reverse_penalty
+from app.services.loans import (
+    LoanError,
+    loan_apply,
+    loan_approve,
+    loan_repay,
+    loan_retry_payout,
+    loan_reverse_penalty,
+)
 from tests.loan_factories import (
+    audit_rows,
     balance,
     counts,
+    make_borrower,
     make_loan,
     make_product,
     make_staff,
@@ -213,3 +222,66 @@ def test_a_reversal_reads_the_installment_as_it_is_now_not_as_the_session_last_s
     (entry,) = _entries("penalty_reversal")
     loan = reload(loan_id)
     assert f"LNX-{loan.loan_no}" not in _lines(entry)
+
+
+# A payout retry ------------------------------------------------------------------------------
+
+
+def _approved_loan(**product: object) -> tuple[Loan, MpesaRequest | None]:
+    member = make_borrower(savings=10000)
+    loan = loan_apply(
+        member_id=member.id,
+        product_id=make_product("V1", **product).id,
+        amount=10000,
+        term=None,
+        as_of=date(2026, 1, 1),
+    )
+    loan = loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
+    payout = db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan.id))
+    return loan, payout
+
+
+def test_a_retried_payout_is_a_new_request_in_the_staff_members_name_and_is_audited(
+    app: Flask,
+) -> None:
+    loan, payout = _approved_loan()
+    assert payout is not None
+    payout.status = "failed"  # Safaricom's result said no money left
+    db.session.commit()
+    manager = make_staff("branch_manager")
+
+    retry = loan_retry_payout(loan_id=loan.id, staff=manager)
+
+    member = db.session.get(Member, loan.member_id)
+    assert member is not None
+    assert retry.id != payout.id
+    assert retry.requested_by == f"staff:{manager.email}"
+    assert (retry.amount, retry.phone) == (Decimal("10000.00"), member.phone)
+    (audit,) = [a for a in audit_rows(reload(loan.id)) if a.action == "loan.retry_payout"]
+    assert audit.actor == f"staff:{manager.email}"
+    assert (audit.object_type, audit.object_id) == ("loan", loan.loan_no)
+    assert Decimal(str(audit.after["amount"])) == Decimal("10000.00")
+    assert audit.after == {"amount": audit.after["amount"], "phone": member.phone}
+
+
+def test_a_payout_retry_is_refused_in_words_unless_the_loan_waits_for_its_money(
+    app: Flask,
+) -> None:
+    loan_id = make_loan(product=make_product("V1"), on=date(2026, 1, 1)).id
+    loan = reload(loan_id)
+    with pytest.raises(LoanError) as refused:
+        loan_retry_payout(loan_id=loan_id, staff=make_staff("branch_manager"))
+    assert str(refused.value) == f"loan {loan.loan_no} is active; only approved loans are paid out"
+
+
+def test_a_payout_m_pesa_cannot_carry_is_refused_with_the_reason_staff_read(app: Flask) -> None:
+    loan, payout = _approved_loan(fee_type="fixed", fee_value=Decimal("0.50"))
+    assert payout is None
+    manager = make_staff("branch_manager")
+    before = counts()
+    with pytest.raises(LoanError) as refused:
+        loan_retry_payout(loan_id=loan.id, staff=manager)
+    assert str(refused.value) == (
+        "KES 9,999.50 is not whole shillings: M-PESA cannot send it; pay by bank"
+    )
+    assert counts() == before
