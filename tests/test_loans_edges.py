@@ -21,6 +21,7 @@ from app.services.loans import (
     loan_repay,
     loan_retry_payout,
     loan_reverse_penalty,
+    loan_settle,
 )
 from tests.loan_factories import (
     audit_rows,
@@ -33,6 +34,7 @@ from tests.loan_factories import (
     receivables,
     reload,
     run_job,
+    schedule_owed,
 )
 
 LATE = date(2026, 2, 10)  # installment 1 (due 2026-02-01) is past its grace: penalty charged
@@ -285,3 +287,62 @@ def test_a_payout_m_pesa_cannot_carry_is_refused_with_the_reason_staff_read(app:
         "KES 9,999.50 is not whole shillings: M-PESA cannot send it; pay by bank"
     )
     assert counts() == before
+
+
+# A settlement --------------------------------------------------------------------------------
+
+
+def test_a_settlement_writes_off_the_rest_closes_the_loan_and_says_so(app: Flask) -> None:
+    loan_id = make_loan(
+        product=make_product("V1", default_threshold_days=30), on=date(2026, 1, 1)
+    ).id
+    run_job("loan-arrears", date(2026, 4, 1))  # three installments late: in default
+    loan = reload(loan_id)
+    assert loan.in_default and loan.days_past_due > 0
+    owed = schedule_owed(loan)
+    total = sum(owed.values(), Decimal("0"))
+    manager = make_staff("branch_manager")
+
+    loan_settle(
+        loan_id=loan_id,
+        actor=manager,
+        reason="compromise agreement 7 paid",
+        value_date=date(2026, 4, 2),
+    )
+    db.session.rollback()  # what loan_settle committed stays
+
+    loan = reload(loan_id)
+    assert loan.status == "closed" and loan.closed_on == date(2026, 4, 2)
+    assert (loan.days_past_due, loan.aging_bucket, loan.in_default) == (0, "current", False)
+    assert loan.written_off_amount == total
+    (entry,) = _entries("write_off")
+    assert entry.idempotency_key == f"settle:{loan.loan_no}"
+    assert entry.description == f"Settlement discount {loan.loan_no}: compromise agreement 7 paid"
+    assert entry.actor == f"staff:{manager.email}"
+    assert _lines(entry)["GL-WRITE-OFF"] == total
+    assert receivables(loan) == {c: 0 for c in ("principal", "interest", "fees", "penalty")}
+
+    audits = {a.action: a for a in audit_rows(loan)}
+    close = audits["loan.close"]
+    assert close.actor == f"staff:{manager.email}"
+    assert close.note == "compromise agreement 7 paid"
+    assert close.after == {"status": "closed"}
+    settle = audits["loan.settle"]
+    assert settle.actor == f"staff:{manager.email}"
+    assert (settle.object_type, settle.note) == ("loan", "compromise agreement 7 paid")
+    assert {k: Decimal(str(v)) for k, v in settle.before.items()} == owed
+    assert settle.after["status"] == "closed"
+    assert Decimal(str(settle.after["written_off"])) == total
+    assert set(settle.after) == {"status", "written_off"}
+
+
+def test_a_closed_loan_cannot_be_settled_and_says_why(app: Flask) -> None:
+    loan_id = make_loan(
+        product=make_product("V1", default_threshold_days=30), on=date(2026, 1, 1)
+    ).id
+    manager = make_staff("branch_manager")
+    loan_settle(loan_id=loan_id, actor=manager, reason="paid", value_date=date(2026, 4, 2))
+    loan_no = reload(loan_id).loan_no
+    with pytest.raises(LoanError) as refused:
+        loan_settle(loan_id=loan_id, actor=manager, reason="again", value_date=date(2026, 4, 3))
+    assert str(refused.value) == f"loan {loan_no} is closed; there is nothing to settle"
