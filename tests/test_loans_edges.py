@@ -215,12 +215,13 @@ def test_a_reversal_reads_the_installment_as_it_is_now_not_as_the_session_last_s
     """Another worker's repayment of the penalty lands after this session read the row:
     the reversal must refund what was paid, not take it off the receivable again."""
     loan_id = _penalised_loan("2")
+    manager = make_staff("branch_manager")  # made now: making staff commits, which re-reads
     row = _first_row(loan_id)
     assert row.penalty_paid == 0  # the session now holds the row as unpaid
     db.session.execute(
         text("UPDATE installments SET penalty_paid = 200 WHERE id = :id"), {"id": row.id}
     )
-    _reverse(loan_id)
+    _reverse(loan_id, staff=manager)
     (entry,) = _entries("penalty_reversal")
     loan = reload(loan_id)
     assert f"LNX-{loan.loan_no}" not in _lines(entry)
