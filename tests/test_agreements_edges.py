@@ -285,3 +285,19 @@ def test_completing_a_settlement_records_who_paid_and_the_write_off_in_the_syste
     assert D(str(done.after["paid_amount"])) == SETTLEMENT
     assert D(str(done.after["discount_agreed"])) == discount
     assert D(str(done.after["written_off"])) == discount
+
+
+def test_paying_the_whole_debt_completes_the_agreement_recording_nothing_written_off(
+    app: Flask,
+) -> None:
+    """The payment closes the loan itself; the completion still says 0 went, not nothing."""
+    loan_id = _loan_in_default()
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    agreement = _draft(loan_id, officer)
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    agreement_approve(agreement_id=agreement.id, staff=manager, as_of=TODAY)
+    loan_repay(loan_id=loan_id, amount=_owed(loan_id), reference="QKEDGE0002", value_date=TODAY)
+
+    (done,) = _audits(agreement.id, "agreement.complete")
+    assert done.after is not None and done.after["written_off"] is not None
+    assert D(str(done.after["written_off"])) == 0
