@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
-from app.extensions import db
+from app.extensions import db, queue
 from app.models import AuditLog, Installment, JournalEntry, Loan, Member, MpesaRequest
 from app.services.ledger import member_account
 from app.services.loans import (
@@ -270,6 +270,8 @@ def test_a_retried_payout_is_a_new_request_in_the_staff_members_name_and_is_audi
     assert (audit.object_type, audit.object_id) == ("loan", loan.loan_no)
     assert Decimal(str(audit.after["amount"])) == Decimal("10000.00")
     assert audit.after == {"amount": audit.after["amount"], "phone": member.phone}
+    # and it is handed to a worker at once, as its own job
+    assert f"payout-{retry.id}" in queue("payments").job_ids
 
 
 def test_a_payout_retry_is_refused_in_words_unless_the_loan_waits_for_its_money(
