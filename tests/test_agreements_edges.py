@@ -4,7 +4,6 @@ and what completing a paid settlement records. Real services on the real databas
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import date
 from decimal import Decimal
@@ -208,12 +207,6 @@ def test_notes_are_appended_with_who_wrote_them_and_audited(app: Flask) -> None:
     assert (second.actor, second.note) == (f"staff:{officer.email}", "will pay Friday")
 
 
-@pytest.mark.xfail(
-    os.environ.get("DATABASE_URL", "").startswith("postgresql"),
-    strict=True,
-    reason="known bug (issue 23): the note is also the audit row's note, a 255-character "
-    "column, so PostgreSQL refuses any note over 255 characters",
-)
 def test_a_note_of_2000_characters_is_kept_whole(app: Flask) -> None:
     loan_id = _loan_in_default()
     officer = make_staff("loan_officer")

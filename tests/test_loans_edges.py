@@ -186,12 +186,18 @@ def test_a_penalty_charged_again_is_reversed_again_with_its_own_entry(app: Flask
 
 def test_a_long_reason_is_cut_to_the_entry_descriptions_255_characters(app: Flask) -> None:
     loan_id = _penalised_loan("2")
-    # 250 fits the audit note's 255 (a longer reason fails there on PostgreSQL: reported
-    # on issue 23) while the entry's description, with its prefix, runs past 255.
-    _reverse(loan_id, reason="x" * 250)
+    # The audit row keeps the whole reason (its note was 255 characters until 0016, and
+    # PostgreSQL refused the reversal); the entry's description is cut to its 255.
+    _reverse(loan_id, reason="x" * 400)
     (entry,) = _entries("penalty_reversal")
     assert len(entry.description) == 255
     assert entry.description.startswith(f"Penalty reversed {reload(loan_id).loan_no} #1: xxx")
+    audit = db.session.scalar(
+        select(AuditLog)
+        .where(AuditLog.action == "loan.penalty_reverse")
+        .order_by(AuditLog.id.desc())
+    )
+    assert audit is not None and audit.note == "x" * 400
 
 
 def test_a_reversal_of_an_installment_the_loan_does_not_have_is_refused_in_words(

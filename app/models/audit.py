@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, String, event
+from sqlalchemy import JSON, String, Text, event
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.extensions import Model
@@ -24,7 +24,7 @@ class AuditLog(Model):
     object_id: Mapped[str] = mapped_column(String(255), index=True)  # an email, a path
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    note: Mapped[str | None] = mapped_column(String(255))
+    note: Mapped[str | None] = mapped_column(Text)  # a reason or a note, whole
 
 
 class AppendOnlyError(RuntimeError):
