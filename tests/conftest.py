@@ -95,6 +95,12 @@ def at_credentials(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
 
 
 @pytest.fixture
+def base(app: Flask) -> str:
+    """Where Daraja calls go in the test settings (the local simulator's address)."""
+    return app.config["SETTINGS"].mpesa_base_url
+
+
+@pytest.fixture
 def mocked() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield rsps

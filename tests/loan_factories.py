@@ -159,3 +159,13 @@ def reload(loan_id: int) -> Loan:
     loan = db.session.get(Loan, loan_id)
     assert loan is not None
     return loan
+
+
+def make_loan_in_default() -> int:
+    """A V1 loan of 10,000 paid out on 1 January and never paid: in default by April
+    (the arrears job run for 1 April says so); its id."""
+    loan = make_loan(product=make_product("V1", default_threshold_days=30), on=date(2026, 1, 1))
+    loan_id = loan.id
+    run_job("loan-arrears", date(2026, 4, 1))
+    assert reload(loan_id).in_default
+    return loan_id

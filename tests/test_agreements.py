@@ -41,6 +41,7 @@ from tests.helpers import Worker, wait_until_blocked
 from tests.loan_factories import (
     balance,
     make_loan,
+    make_loan_in_default,
     make_product,
     make_staff,
     receivables,
@@ -52,15 +53,6 @@ D = Decimal
 TODAY = date(2026, 4, 2)  # the day agreements are drafted and approved in these tests
 SCHEDULE = [(date(2026, 5, 1), "4000"), (date(2026, 6, 1), "4000")]
 SETTLEMENT = D("8000.00")
-
-
-def _loan_in_default() -> int:
-    """A V1 loan of 10,000 paid out on 1 January and never paid: in default by April."""
-    loan = make_loan(product=make_product("V1", default_threshold_days=30), on=date(2026, 1, 1))
-    loan_id = loan.id
-    run_job("loan-arrears", date(2026, 4, 1))
-    assert reload(loan_id).in_default
-    return loan_id
 
 
 def _owed(loan_id: int) -> Decimal:
@@ -107,7 +99,7 @@ def _actions(agreement_id: int) -> list[str]:
 
 
 def test_a_draft_of_a_loan_in_default_keeps_its_figures_and_schedule(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     owed = _owed(loan_id)
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer, note="member lost his job")
@@ -125,7 +117,7 @@ def test_a_draft_of_a_loan_in_default_keeps_its_figures_and_schedule(app: Flask)
 
 
 def test_grace_and_threshold_days_are_editable_per_agreement(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement = _draft(
         loan_id, make_staff("loan_officer"), grace_days="5", default_threshold_days=14
     )
@@ -163,7 +155,7 @@ def test_grace_and_threshold_days_are_editable_per_agreement(app: Flask) -> None
 def test_a_draft_that_does_not_add_up_is_refused_in_words(
     app: Flask, changes: dict[str, object], words: str
 ) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     with pytest.raises(AgreementError, match=words.replace("(", r"\(").replace(")", r"\)")):
         _draft(loan_id, make_staff("loan_officer"), **changes)
     db.session.rollback()
@@ -177,7 +169,7 @@ def test_only_a_loan_in_default_gets_an_agreement(app: Flask) -> None:
 
 
 def test_roles_without_agreement_draft_are_refused(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     for role in ("compliance", "auditor", "admin"):
         with pytest.raises(PermissionDenied, match="cannot draft compromise agreements"):
             _draft(loan_id, make_staff(role))
@@ -198,7 +190,7 @@ def test_a_typed_schedule_is_read_line_by_line(app: Flask) -> None:
 
 
 def test_draft_submitted_approved_by_a_manager_who_did_not_draft_it(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement_id, officer, manager = _approved(loan_id)
     agreement = _get(agreement_id)
     assert agreement.status == "approved"  # its first date (1 May) has not come yet
@@ -208,7 +200,7 @@ def test_draft_submitted_approved_by_a_manager_who_did_not_draft_it(app: Flask) 
 
 
 def test_only_the_drafter_submits(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement = _draft(loan_id, make_staff("loan_officer"))
     with pytest.raises(AgreementError, match="only the staff member who drafted"):
         agreement_submit(agreement_id=agreement.id, staff=make_staff("loan_officer"))
@@ -216,7 +208,7 @@ def test_only_the_drafter_submits(app: Flask) -> None:
 
 
 def test_the_drafter_cannot_approve_and_a_loan_officer_is_refused(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     drafter = make_staff("branch_manager")
     agreement = _draft(loan_id, drafter)
     agreement_submit(agreement_id=agreement.id, staff=drafter)
@@ -228,14 +220,14 @@ def test_the_drafter_cannot_approve_and_a_loan_officer_is_refused(app: Flask) ->
 
 
 def test_only_submitted_agreements_are_approved(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement = _draft(loan_id, make_staff("loan_officer"))
     with pytest.raises(AgreementError, match="is draft; only submitted agreements"):
         agreement_approve(agreement_id=agreement.id, staff=make_staff(), as_of=TODAY)
 
 
 def test_a_manager_returns_a_submitted_agreement_with_a_reason(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
     agreement = _draft(loan_id, officer)
     with pytest.raises(AgreementError, match="only submitted agreements can be returned"):
@@ -251,7 +243,7 @@ def test_a_return_names_the_manager_and_keeps_the_reason_for_the_drafter(app: Fl
     """The drafter reads why in the agreement's history: the audit row names the manager
     who sent it back and carries the reason; no reason at all (None) is refused in the
     words the console shows. (Found by mutation testing, issue 23.)"""
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
     agreement = _draft(loan_id, officer)
     agreement_submit(agreement_id=agreement.id, staff=officer)
@@ -273,7 +265,7 @@ def test_a_return_names_the_manager_and_keeps_the_reason_for_the_drafter(app: Fl
 
 
 def test_approval_refuses_figures_the_loan_no_longer_owes(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     agreement_submit(agreement_id=agreement.id, staff=officer)
@@ -284,7 +276,7 @@ def test_approval_refuses_figures_the_loan_no_longer_owes(app: Flask) -> None:
 
 
 def test_approved_on_or_after_its_first_date_is_active_at_once(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     agreement_submit(agreement_id=agreement.id, staff=officer)
@@ -297,7 +289,7 @@ def test_approved_on_or_after_its_first_date_is_active_at_once(app: Flask) -> No
 
 
 def test_a_settlement_above_the_officer_s_limit_needs_a_supervisor(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     officer.accept_limit = D("5000")
     db.session.commit()
@@ -317,7 +309,7 @@ def test_a_settlement_above_the_officer_s_limit_needs_a_supervisor(app: Flask) -
 
 
 def test_within_the_officer_s_limit_no_supervisor_is_flagged(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     officer.accept_limit = D("8000")
     db.session.commit()
@@ -328,7 +320,7 @@ def test_within_the_officer_s_limit_no_supervisor_is_flagged(app: Flask) -> None
 
 
 def test_a_draft_is_edited_and_a_submitted_one_goes_back_to_draft(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     agreement_submit(agreement_id=agreement.id, staff=officer)
@@ -351,7 +343,7 @@ def test_a_draft_is_edited_and_a_submitted_one_goes_back_to_draft(app: Flask) ->
 
 
 def test_an_approved_agreement_is_immutable_but_takes_notes(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement_id, officer, manager = _approved(loan_id)
     with pytest.raises(AgreementError, match="can no longer change"):
         agreement_update(
@@ -374,7 +366,7 @@ def test_an_approved_agreement_is_immutable_but_takes_notes(app: Flask) -> None:
 
 
 def test_only_drafts_are_deleted_and_softly(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     kept = _draft(loan_id, officer)
     agreement_submit(agreement_id=kept.id, staff=officer)
@@ -405,7 +397,7 @@ def _two_submitted(loan_id: int) -> tuple[int, int]:
 
 
 def test_a_second_approval_on_the_same_loan_is_refused_in_words(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     first, second = _two_submitted(loan_id)
     agreement_approve(agreement_id=first, staff=make_staff(), as_of=TODAY)
     with pytest.raises(AgreementError, match=f"agreement {first} is approved.*at most one"):
@@ -414,7 +406,7 @@ def test_a_second_approval_on_the_same_loan_is_refused_in_words(app: Flask) -> N
 
 
 def test_the_database_itself_holds_one_binding_agreement_per_loan(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     first, second = _two_submitted(loan_id)
     _get(first).status = "approved"
     db.session.commit()
@@ -425,7 +417,7 @@ def test_the_database_itself_holds_one_binding_agreement_per_loan(app: Flask) ->
 
 
 def test_two_managers_approving_two_drafts_at_once_one_wins(app: Flask, pg: None) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     first, second = _two_submitted(loan_id)
     managers = [make_staff("branch_manager").id, make_staff("branch_manager").id]
     db.session.remove()
@@ -474,7 +466,7 @@ def test_two_managers_approving_two_drafts_at_once_one_wins(app: Flask, pg: None
 
 
 def test_payments_fill_the_schedule_in_order_and_activate_it(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement_id, *_ = _approved(loan_id)
     loan_repay(loan_id=loan_id, amount="2500", reference="QKAGR00001", value_date=TODAY)
     loan_repay(loan_id=loan_id, amount="2500", reference="QKAGR00002", value_date=date(2026, 4, 20))
@@ -491,7 +483,7 @@ def test_payments_fill_the_schedule_in_order_and_activate_it(app: Flask) -> None
 def test_a_receipt_posted_twice_counts_once_against_the_agreement(app: Flask) -> None:
     """Safaricom retries callbacks: the second posting of a receipt is refused by the
     ledger before the agreement sees it, so the schedule is filled once."""
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement_id, *_ = _approved(loan_id)
     loan_repay(loan_id=loan_id, amount="2500", reference="QKAGRDUP01", value_date=TODAY)
     with pytest.raises(DuplicatePosting):
@@ -503,14 +495,14 @@ def test_a_receipt_posted_twice_counts_once_against_the_agreement(app: Flask) ->
 
 
 def test_a_payment_on_a_loan_with_only_a_draft_is_not_counted(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement = _draft(loan_id, make_staff("loan_officer"))
     loan_repay(loan_id=loan_id, amount="100", reference="QKAGR00009", value_date=TODAY)
     assert _get(agreement.id).paid_amount == 0
 
 
 def test_paying_the_settlement_completes_it_and_writes_off_the_discount(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     discount = _owed(loan_id) - SETTLEMENT
     agreement_id, *_ = _approved(loan_id)
     loan_repay(loan_id=loan_id, amount="4000", reference="QKAGR00011", value_date=date(2026, 5, 1))
@@ -538,7 +530,7 @@ def test_paying_the_settlement_completes_it_and_writes_off_the_discount(app: Fla
 
 
 def test_one_payment_of_the_whole_settlement_completes_at_once(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement_id, *_ = _approved(loan_id)
     loan_repay(loan_id=loan_id, amount="8000", reference="QKAGR00021", value_date=TODAY)
     agreement = _get(agreement_id)
@@ -548,7 +540,7 @@ def test_one_payment_of_the_whole_settlement_completes_at_once(app: Flask) -> No
 
 
 def test_paying_the_whole_debt_completes_it_with_nothing_written_off(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     owed = _owed(loan_id)
     agreement_id, *_ = _approved(loan_id)
     loan_repay(loan_id=loan_id, amount=owed, reference="QKAGR00031", value_date=TODAY)
@@ -564,7 +556,7 @@ def test_paying_the_whole_debt_completes_it_with_nothing_written_off(app: Flask)
 def test_the_scan_activates_on_the_first_date_and_defaults_after_the_threshold(
     app: Flask,
 ) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement_id, *_ = _approved(loan_id)
     # 1 May is due; grace 3 + threshold 30: still in force on 3 June, defaulted on 4 June.
     scan = agreement_check_default(as_of=date(2026, 5, 1))
@@ -586,7 +578,7 @@ def test_the_scan_activates_on_the_first_date_and_defaults_after_the_threshold(
 def test_a_paid_installment_never_defaults_and_a_late_scan_dates_the_default(
     app: Flask,
 ) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement_id, *_ = _approved(loan_id)
     loan_repay(loan_id=loan_id, amount="4000", reference="QKAGR00041", value_date=date(2026, 5, 2))
     assert agreement_check_default(as_of=date(2026, 7, 1)).defaulted == []
@@ -596,7 +588,7 @@ def test_a_paid_installment_never_defaults_and_a_late_scan_dates_the_default(
 
 
 def test_an_approved_agreement_never_activated_defaults_in_one_scan(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement_id, *_ = _approved(loan_id)
     scan = agreement_check_default(as_of=date(2026, 9, 1))
     assert scan.activated == [agreement_id] and scan.defaulted == [agreement_id]

@@ -25,20 +25,12 @@ from app.services.agreements import (
     agreement_update,
 )
 from app.services.loans import loan_repay
-from tests.loan_factories import make_loan, make_product, make_staff, reload, run_job
+from tests.loan_factories import make_loan_in_default, make_staff, reload
 
 D = Decimal
 TODAY = date(2026, 4, 2)
 SCHEDULE = [(date(2026, 5, 1), "4000"), (date(2026, 6, 1), "4000")]
 SETTLEMENT = D("8000.00")
-
-
-def _loan_in_default() -> int:
-    loan = make_loan(product=make_product("V1", default_threshold_days=30), on=date(2026, 1, 1))
-    loan_id = loan.id
-    run_job("loan-arrears", date(2026, 4, 1))
-    assert reload(loan_id).in_default
-    return loan_id
 
 
 def _owed(loan_id: int) -> Decimal:
@@ -98,7 +90,7 @@ def _update(agreement_id: int, staff: StaffUser, loan_id: int, **changes: object
 def test_an_edit_renumbers_the_schedule_from_one_unpaid_and_audits_before_and_after(
     app: Flask,
 ) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     agreement_submit(agreement_id=agreement.id, staff=officer)
@@ -150,7 +142,7 @@ def test_an_edit_renumbers_the_schedule_from_one_unpaid_and_audits_before_and_af
 def test_an_edit_with_figures_staff_mistyped_is_refused_in_their_words(
     app: Flask, changes: dict[str, object], words: str
 ) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     with pytest.raises(AgreementError) as refused:
@@ -160,7 +152,7 @@ def test_an_edit_with_figures_staff_mistyped_is_refused_in_their_words(
 
 
 def test_only_the_drafter_edits_a_draft(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     agreement = _draft(loan_id, make_staff("loan_officer"))
     with pytest.raises(AgreementError) as refused:
         _update(agreement.id, make_staff("loan_officer"), loan_id)
@@ -174,7 +166,7 @@ def test_only_the_drafter_edits_a_draft(app: Flask) -> None:
 def test_a_deletion_is_refused_in_words_to_others_and_audited_for_the_drafter(
     app: Flask,
 ) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     with pytest.raises(AgreementError) as refused:
@@ -189,7 +181,7 @@ def test_a_deletion_is_refused_in_words_to_others_and_audited_for_the_drafter(
 
 
 def test_notes_are_appended_with_who_wrote_them_and_audited(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     assert agreement.note is None
@@ -208,7 +200,7 @@ def test_notes_are_appended_with_who_wrote_them_and_audited(app: Flask) -> None:
 
 
 def test_a_note_of_2000_characters_is_kept_whole(app: Flask) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     agreement_add_note(agreement_id=agreement.id, staff=officer, note="n" * 2000)
@@ -226,7 +218,7 @@ def test_a_note_of_2000_characters_is_kept_whole(app: Flask) -> None:
 def test_an_empty_or_overlong_note_is_refused_in_words(
     app: Flask, note: str | None, words: str
 ) -> None:
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     with pytest.raises(AgreementError) as refused:
@@ -243,7 +235,7 @@ def test_completing_a_settlement_records_who_paid_and_the_write_off_in_the_syste
 ) -> None:
     """The last payment is posted by a loan officer; the write-off is the system's (the
     manager's approval is its authority), the completion is audited in the officer's name."""
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     discount = _owed(loan_id) - SETTLEMENT
     officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
     agreement = _draft(loan_id, officer)
@@ -284,7 +276,7 @@ def test_paying_the_whole_debt_completes_the_agreement_recording_nothing_written
     app: Flask,
 ) -> None:
     """The payment closes the loan itself; the completion still says 0 went, not nothing."""
-    loan_id = _loan_in_default()
+    loan_id = make_loan_in_default()
     officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
     agreement = _draft(loan_id, officer)
     agreement_submit(agreement_id=agreement.id, staff=officer)

@@ -64,11 +64,6 @@ CHECKOUT = "ws_CO_191220191020363925"
 
 
 @pytest.fixture
-def base(app: Flask) -> str:
-    return app.config["SETTINGS"].mpesa_base_url
-
-
-@pytest.fixture
 def daraja(mocked: responses.RequestsMock, base: str) -> responses.RequestsMock:
     """Daraja at the HTTP boundary: a token, and an STK push that is accepted."""
     mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})

@@ -34,11 +34,6 @@ STATUS_URL = "/mpesa/transactionstatus/v1/query"
 
 
 @pytest.fixture
-def base(app: Flask) -> str:
-    return app.config["SETTINGS"].mpesa_base_url
-
-
-@pytest.fixture
 def b2c(mocked: responses.RequestsMock, base: str) -> responses.RequestsMock:
     mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
     mocked.post(
