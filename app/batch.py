@@ -12,9 +12,12 @@ write in bulk). This module does the rest:
   error in the run line, never a stopped run or a rolled-back neighbour;
 - with workers (`--workers N` or COB_WORKERS), the ids are split into partitions, one
   RQ job each on the `cob` queue. Any `sacco worker` on any machine sharing the database
-  and Redis takes them. A partition's progress commits with each chunk's work, so a
+  and Redis takes them. A partition's progress is recorded as each chunk commits, so a
   worker that dies mid-way leaves a partition that the next one resumes at its first
-  chunk not committed, once its lease has run out; a done partition is never redone.
+  chunk not recorded, once its lease has run out; a done partition is never redone. A
+  death between a chunk's commit and its record redoes that one chunk, which changes
+  nothing: every chunk's writes are keyed (a penalty per installment, a reminder per
+  member and day) or recomputed.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """One row per partition of a close-of-business run (`app.batch`).
 
-The database, not Redis, says which partitions are done: a chunk's work and the partition's
-progress commit in one transaction, so a worker killed mid-way leaves a partition that the
-next worker resumes at the first chunk not committed, and a done partition is never redone.
+The database, not Redis, says which partitions are done: the partition's progress is
+recorded as each chunk commits, so a worker killed mid-way leaves a partition that the next
+worker resumes at the first chunk not recorded (a chunk redone changes nothing: its writes
+are keyed), and a done partition is never redone.
 """
 
 from __future__ import annotations
