@@ -149,7 +149,9 @@ class Installment(Model):
     __table_args__ = (UniqueConstraint("loan_id", "version", "number", name="loan_version_number"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    loan_id: Mapped[int] = mapped_column(ForeignKey("loans.id"), index=True)
+    # No index of its own: the unique (loan_id, version, number) index starts with it and
+    # serves every lookup by loan; a second one only cost each inserted installment.
+    loan_id: Mapped[int] = mapped_column(ForeignKey("loans.id"))
     # A restructure writes a new version; superseded rows stay for the record.
     version: Mapped[int] = mapped_column(Integer, default=1)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
