@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, text, update
+import psycopg
+from psycopg.types.json import Json
+from sqlalchemy import JSON, Table, bindparam, insert, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 from app.extensions import db
 
@@ -34,8 +37,13 @@ def insert_ignoring(model: type[Any] | Table, keys: list[str]) -> Any:
 
 
 def _processed(table: Table, column: str, values: Iterable[Any]) -> list[Any]:
-    """`values` as the column's type binds them (Money rounds, UTCDateTime converts)."""
-    process = table.c[column].type.bind_processor(db.engine.dialect)
+    """`values` as the column's type binds them (Money rounds, UTCDateTime converts); a
+    JSON value in psycopg's JSON wrapper, as SQLAlchemy's psycopg dialect sends it (None
+    too, as JSON null, unless the column keeps None as SQL NULL)."""
+    kind = table.c[column].type
+    process = kind.bind_processor(db.engine.dialect)
+    if isinstance(kind, JSON) and process is None:
+        return [None if v is None and kind.none_as_null else Json(v) for v in values]
     return list(values) if process is None else [process(v) for v in values]
 
 
@@ -64,9 +72,37 @@ def copy_rows(
     driver = db.session.connection().connection.driver_connection
     assert driver is not None  # a connection in the session's transaction
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in processed:
-            copy.write_row(row)
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in processed:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        # As SQLAlchemy raises it for a statement of its own (a unique key taken is an
+        # IntegrityError), so callers catch one kind of database error whatever wrote.
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+
+
+def copy_dicts(table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert `rows` (dicts with the same keys) as `insert(table)` would: COPY on
+    PostgreSQL, one executemany elsewhere. COPY knows only the database's defaults, so a
+    column left out takes its model's plain default here (a status, a zero balance); one
+    whose default is computed (a timestamp) must be given, or this refuses the rows."""
+    if not rows:
+        return
+    if not on_postgres():
+        db.session.execute(insert(table), list(rows))
+        return
+    given = list(rows[0])
+    left = [c for c in table.c if c.name not in given and c.default is not None]
+    computed = [c.name for c in left if not getattr(c.default, "is_scalar", False)]
+    if computed:
+        raise ValueError(f"{table.name}: give {', '.join(computed)} (COPY cannot compute it)")
+    defaults = tuple(getattr(c.default, "arg", None) for c in left)
+    copy_rows(
+        table,
+        given + [c.name for c in left],
+        [tuple(row[name] for name in given) + defaults for row in rows],
+    )
 
 
 def insert_returning(

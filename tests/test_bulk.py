@@ -1,0 +1,99 @@
+"""The bulk writers (app.services.bulk) store what the ORM's INSERT would, on both databases:
+the model's plain defaults filled in, JSON as JSON, and a database refusal raised as
+SQLAlchemy's own error, whichever path (COPY on PostgreSQL, executemany elsewhere) wrote."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.models import Account, AuditLog
+from app.models.types import utcnow
+from app.services.bulk import copy_dicts, on_postgres
+from app.services.ledger import ledger_check
+
+
+def test_rows_written_in_bulk_take_the_models_plain_defaults(app: Flask) -> None:
+    now = utcnow()
+    copy_dicts(
+        Account.__table__,
+        [
+            {"code": f"BULK-{n}", "kind": "savings", "name": f"bulk {n}", "created_at": now}
+            for n in range(3)
+        ],
+    )
+    db.session.commit()
+    rows = db.session.execute(
+        select(Account.code, Account.status, Account.balance, Account.created_at)
+        .where(Account.code.like("BULK-%"))
+        .order_by(Account.code)
+    ).all()
+    assert [(code, status, balance) for code, status, balance, _ in rows] == [
+        ("BULK-0", "open", Decimal("0.00")),
+        ("BULK-1", "open", Decimal("0.00")),
+        ("BULK-2", "open", Decimal("0.00")),
+    ]
+    assert {at for *_, at in rows} == {now}
+    assert ledger_check() == []
+
+
+def test_json_and_none_are_stored_as_the_orm_stores_them(app: Flask) -> None:
+    copy_dicts(
+        AuditLog.__table__,
+        [
+            {
+                "at": utcnow(),
+                "actor": "bulk",
+                "action": "test.bulk",
+                "object_type": "thing",
+                "object_id": "1",
+                "before": None,
+                "after": {"amount": "10.00", "n": 2},
+                "note": "x" * 400,
+            }
+        ],
+    )
+    db.session.add(
+        AuditLog(actor="orm", action="test.bulk", object_type="thing", object_id="2", before=None)
+    )
+    db.session.commit()
+    rows = db.session.execute(
+        select(AuditLog.actor, AuditLog.before, AuditLog.after, AuditLog.note)
+        .where(AuditLog.action == "test.bulk")
+        .order_by(AuditLog.object_id)
+    ).all()
+    bulk, orm = rows
+    assert bulk.after == {"amount": "10.00", "n": 2}
+    assert bulk.note == "x" * 400
+    assert bulk.before == orm.before  # None either way, however the column keeps it
+
+
+def test_a_computed_default_left_out_is_refused_before_anything_is_written(
+    app: Flask,
+) -> None:
+    if not on_postgres():
+        pytest.skip("COPY is PostgreSQL's; elsewhere the ORM's INSERT computes the default")
+    with pytest.raises(ValueError, match="accounts: give created_at"):
+        copy_dicts(Account.__table__, [{"code": "BULK-X", "kind": "savings", "name": "x"}])
+    db.session.rollback()
+    assert db.session.scalar(select(Account.id).where(Account.code == "BULK-X")) is None
+
+
+def test_a_taken_unique_key_is_an_integrity_error_and_writes_nothing(app: Flask) -> None:
+    now = utcnow()
+    row = {"code": "BULK-DUP", "kind": "savings", "name": "first", "created_at": now}
+    copy_dicts(Account.__table__, [row])
+    db.session.commit()
+    with pytest.raises(IntegrityError):
+        copy_dicts(
+            Account.__table__,
+            [{**row, "code": "BULK-NEW", "name": "new"}, {**row, "name": "second"}],
+        )
+    db.session.rollback()
+    names = db.session.scalars(select(Account.name).where(Account.code.like("BULK-%"))).all()
+    assert names == ["first"]
