@@ -12,12 +12,14 @@ write in bulk). This module does the rest:
   error in the run line, never a stopped run or a rolled-back neighbour;
 - with workers (`--workers N` or COB_WORKERS), the ids are split into partitions, one
   RQ job each on the `cob` queue. Any `sacco worker` on any machine sharing the database
-  and Redis takes them. A partition's progress is recorded as each chunk commits, so a
-  worker that dies mid-way leaves a partition that the next one resumes at its first
-  chunk not recorded, once its lease has run out; a done partition is never redone. A
-  death between a chunk's commit and its record redoes that one chunk, which changes
-  nothing: every chunk's writes are keyed (a penalty per installment, a reminder per
-  member and day) or recomputed.
+  and Redis takes them. A partition's progress is recorded in each chunk's own
+  transaction, so a worker that dies mid-way leaves a partition that the next one resumes
+  at its first chunk not committed, once its lease has run out, and a worker whose lease
+  was taken over meanwhile has its chunk rolled back; a done partition is never redone.
+  Only a chunk redone id by id (after a failure) records its progress after those
+  commits: a death in between redoes that one chunk, which changes nothing, since every
+  chunk's writes are keyed (a penalty per installment, a reminder per member and day) or
+  recomputed.
 """
 
 from __future__ import annotations
@@ -105,13 +107,27 @@ def _chunks(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def _attempt(batch: Batch, ids: Sequence[int], as_of: date, stats: Any) -> Exception | None:
-    """The chunk's work, committed and counted; or rolled back, counting nothing."""
+Record = Callable[[ChunkStats], None]
+
+
+def _attempt(
+    batch: Batch, ids: Sequence[int], as_of: date, stats: Any, record: Record | None = None
+) -> Exception | None:
+    """The chunk's work, committed and counted; or rolled back, counting nothing.
+
+    `record` writes the chunk's progress in the chunk's own transaction, just before its
+    commit: the work and the record land together or not at all. A lost lease
+    (LeaseLost) rolls the work back and stops the partition here."""
     counts = ChunkStats()
     try:
         with _collector_paused():
             batch.chunk(ids, as_of, counts)
+            if record is not None:
+                record(counts)
             db.session.commit()
+    except LeaseLost:
+        db.session.rollback()
+        raise
     except Exception as exc:  # noqa: BLE001 - the caller retries or reports it
         db.session.rollback()
         return exc
@@ -135,16 +151,21 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _work_chunk(batch: Batch, ids: Sequence[int], as_of: date, stats: Any) -> None:
+def _work_chunk(
+    batch: Batch, ids: Sequence[int], as_of: date, stats: Any, record: Record | None = None
+) -> bool:
     """One chunk, committed; on failure each id again alone, so the others' work is kept
-    and the bad one is one error in the run line."""
-    if _attempt(batch, ids, as_of, stats) is None:
-        return
+    and the bad one is one error in the run line. True when `record` went in with the
+    whole chunk's commit; False when the chunk was redone id by id and its progress is
+    still to record."""
+    if _attempt(batch, ids, as_of, stats, record) is None:
+        return record is not None
     log.warning("%s: a chunk of %d failed; retrying one by one", batch.name, len(ids))
     for one in ids:
         exc = _attempt(batch, [one], as_of, stats)
         if exc is not None:
             stats.error(f"{batch.noun} {one}: {type(exc).__name__}: {exc}")
+    return False
 
 
 def batch_chunks(batch: Batch, ids: Sequence[int], *, as_of: date, stats: Any) -> None:
@@ -295,7 +316,7 @@ def _progress(partition_id: int, worker: str, counts: ChunkStats, **values: Any)
 
 def partition_work(batch: Batch, partition_id: int, worker: str | None = None) -> bool:
     """Do a claimed-or-claimable partition from its first chunk not committed; False when
-    it was not ours to do (done, or held by a live worker)."""
+    it was not ours to do (done, held by a live worker, or taken over while we worked)."""
     worker = worker or worker_name()
     if not partition_claim(partition_id, worker):
         return False
@@ -304,16 +325,37 @@ def partition_work(batch: Batch, partition_id: int, worker: str | None = None) -
     ids, as_of, start = list(part.ids), part.as_of, part.next_chunk
     errors = list(part.errors or [])
     db.session.commit()
-    for number, chunk in enumerate(_chunks(ids, chunk_size())):
-        if number < start:
-            continue
-        counts = ChunkStats(records_scanned=len(chunk))
-        _work_chunk(batch, chunk, as_of, counts)
-        errors = (errors + counts.errors)[:ERRORS_KEPT]
-        # The chunk's work is committed; its progress now. A crash between the two redoes
-        # this chunk, which every chunk function allows (its writes are idempotent).
-        _progress(partition_id, worker, counts, next_chunk=number + 1, errors=errors)
-        db.session.commit()
+    try:
+        for number, chunk in enumerate(_chunks(ids, chunk_size())):
+            if number < start:
+                continue
+            counts = ChunkStats(records_scanned=len(chunk))
+
+            def record(
+                done: ChunkStats,
+                number: int = number,
+                scanned: int = len(chunk),
+                before: list[str] = errors,
+            ) -> None:
+                whole = ChunkStats(records_scanned=scanned)
+                done.add_to(whole)
+                kept = (before + whole.errors)[:ERRORS_KEPT]
+                _progress(partition_id, worker, whole, next_chunk=number + 1, errors=kept)
+
+            if not _work_chunk(batch, chunk, as_of, counts, record):
+                # Redone id by id, each id its own commit: the progress goes in after them. A
+                # crash in between redoes this chunk, which every chunk function allows (its
+                # writes are keyed or recomputed).
+                kept = (errors + counts.errors)[:ERRORS_KEPT]
+                _progress(partition_id, worker, counts, next_chunk=number + 1, errors=kept)
+                db.session.commit()
+            errors = (errors + counts.errors)[:ERRORS_KEPT]
+    except LeaseLost:
+        # Our lease ran out and another worker holds the partition now: what this chunk
+        # did is rolled back with its record, and that worker goes on from there.
+        db.session.rollback()
+        log.warning("partition %s was taken over by another worker; stopping", partition_id)
+        return False
     finished = cast(
         CursorResult[Any],
         db.session.execute(

@@ -17,11 +17,11 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select, text, update
 
-from app.batch import partition_claim, partitions_create
+from app.batch import Batch, ChunkStats, partition_claim, partition_work, partitions_create
 from app.extensions import db
 from app.models import BatchPartition, Installment, JournalEntry
 from app.services.ledger import account_close
-from app.services.loans import loan_account, loan_repay, loan_update_arrears
+from app.services.loans import ARREARS, loan_account, loan_repay, loan_update_arrears
 from tests.helpers import Worker, wait_until_blocked
 from tests.loan_factories import make_loan, make_product, receivables, reload
 from workers import schedule
@@ -180,6 +180,40 @@ def test_a_partition_is_claimed_by_one_worker_and_taken_over_when_its_lease_runs
     assert partition_claim(pid, "host:2:b") is True
     part = db.session.get(BatchPartition, pid)
     assert (part.status, part.worker, part.attempts) == ("running", "host:2:b", 2)
+
+
+def test_a_worker_whose_partition_is_taken_over_mid_chunk_keeps_nothing_of_that_chunk(
+    app: Flask,
+) -> None:
+    """The chunk's work and its progress record are one transaction: a worker that finds
+    its partition taken over when it records (its lease ran out while it worked) rolls the
+    chunk back, and the new holder charges each loan once."""
+    ids = _late_loans(2)
+    as_of = date(2026, 2, 10)
+    [pid] = partitions_create("loan-arrears", "takeover", as_of, ids, 1)
+
+    def slow_chunk(chunk: list[int], day: date, stats: ChunkStats) -> None:
+        # While this worker decides, another takes the partition over (as after a lease
+        # that ran out), committed on a connection of its own.
+        with db.engine.begin() as other:
+            other.execute(
+                update(BatchPartition)
+                .where(BatchPartition.id == pid)
+                .values(worker="host:9:b", lease_until=datetime(2000, 1, 1, tzinfo=UTC))
+            )
+        ARREARS.chunk(chunk, day, stats)
+
+    slow = Batch("loan-arrears", ARREARS.scan, slow_chunk)
+    assert partition_work(slow, pid, "host:1:a") is False
+    assert _penalty_entries() == 0  # the charges went back with the refused record
+    part = db.session.get(BatchPartition, pid, populate_existing=True)
+    assert (part.worker, part.next_chunk, part.status) == ("host:9:b", 0, "running")
+
+    assert partition_work(ARREARS, pid, "host:9:b") is True
+    part = db.session.get(BatchPartition, pid, populate_existing=True)
+    assert (part.status, part.next_chunk, part.records_scanned) == ("done", 1, 2)
+    assert [receivables(reload(i))["penalty"] for i in ids] == [Decimal("50.00")] * 2
+    assert _penalty_entries() == 2
 
 
 def test_workers_share_the_run_and_the_line_counts_every_partition(
