@@ -20,6 +20,7 @@ from app.models.recovery import (
     RecoveryMilestone,
     WriteOffRequest,
 )
+from app.models.security import Collateral, Guarantee
 from app.models.sms import PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
 from app.models.ussd import UssdEvent
 
@@ -38,6 +39,8 @@ __all__ = [
     "Account",
     "AuditLog",
     "BatchPartition",
+    "Collateral",
+    "Guarantee",
     "Installment",
     "JobRun",
     "JournalEntry",

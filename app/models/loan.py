@@ -14,6 +14,7 @@ from sqlalchemy import (
     Numeric,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -44,6 +45,9 @@ class LoanProduct(Model):
             "amortization IN ('equal_installments','equal_principal')", name="amortization"
         ),
         CheckConstraint("frequency IN ('monthly','weekly')", name="frequency"),
+        CheckConstraint("guarantee_cover BETWEEN 0 AND 100", name="guarantee_cover"),
+        CheckConstraint("collateral_haircut BETWEEN 0 AND 100", name="collateral_haircut"),
+        CheckConstraint("min_guarantors >= 0 AND guarantee_days >= 1", name="guarantors"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -75,6 +79,20 @@ class LoanProduct(Model):
     limit_multiple: Mapped[Decimal] = mapped_column(Numeric(6, 2), default=Decimal("3"))
     min_share_capital: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
     min_membership_days: Mapped[int] = mapped_column(Integer, default=0)
+    # How a loan of this product is secured (SPEC "Guarantees"). Guarantors (and collateral,
+    # where allowed) must cover `guarantee_cover` percent of the amount above the member's
+    # own free deposits, with at least `min_guarantors` of them; all zero (the instant
+    # products) needs none. A guarantor has `guarantee_days` to answer a request.
+    min_guarantors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    guarantee_cover: Mapped[Decimal] = mapped_column(
+        Numeric(5, 2), default=ZERO, server_default="0"
+    )
+    collateral_allowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Percent cut from collateral's forced-sale value before it counts toward cover.
+    collateral_haircut: Mapped[Decimal] = mapped_column(
+        Numeric(5, 2), default=Decimal("50"), server_default="50"
+    )
+    guarantee_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
     auto_approve_limit: Mapped[Decimal | None] = mapped_column(Money())
     maker_checker_threshold: Mapped[Decimal | None] = mapped_column(Money())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
