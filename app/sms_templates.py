@@ -102,6 +102,28 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sw": "Mkopo wako {loan_no} wa {amount} umeidhinishwa. Tutatuma pesa kwa M-PESA "
         "yako hivi karibuni.",
     },
+    "guarantee_request": {
+        "en": "{applicant} asks you to guarantee {amount} of loan {loan_no}. Dial {ussd} "
+        "(Guarantees) or reply YES {loan_no} or NO {loan_no} by {date}.",
+        "sw": "{applicant} anakuomba udhamini wa {amount} kwa mkopo {loan_no}. Piga {ussd} "
+        "(Udhamini) au jibu YES {loan_no} au NO {loan_no} kufikia {date}.",
+    },
+    "guarantee_accepted": {
+        "en": "{guarantor} has guaranteed {amount} of your loan {loan_no}.",
+        "sw": "{guarantor} amekudhamini {amount} kwa mkopo wako {loan_no}.",
+    },
+    "guarantee_declined": {
+        "en": "{guarantor} did not agree to guarantee your loan {loan_no}. Ask another member "
+        "by USSD or visit the SACCO office.",
+        "sw": "{guarantor} hakukubali kudhamini mkopo wako {loan_no}. Muombe mwanachama "
+        "mwingine kwa USSD au tembelea ofisi ya SACCO.",
+    },
+    "guarantee_expired": {
+        "en": "{guarantor} did not answer your request to guarantee loan {loan_no} in time. "
+        "Ask another member by USSD or visit the SACCO office.",
+        "sw": "{guarantor} hakujibu ombi la kudhamini mkopo {loan_no} kwa wakati. Muombe "
+        "mwanachama mwingine kwa USSD au tembelea ofisi ya SACCO.",
+    },
     "loan_rejected": {
         "en": "Sorry, your loan application {loan_no} was not approved: {reason}.",
         "sw": "Samahani, ombi lako la mkopo {loan_no} halikukubaliwa: {reason}.",

@@ -43,6 +43,9 @@ WORST: dict[str, object] = {
     "minutes": 1440,
     "otp": "12345678",
     "phone_tail": "3344",
+    "applicant": "Wanjiku Nyambura Kamau-Odhiambo",  # a guarantee request names the applicant
+    "guarantor": "W*** N*** K***",  # masked, as the applicant reads a guarantor
+    "ussd": "*384*96#",
     "paybill": "9999999",  # shortcodes are 5 to 7 digits
     "account": "M99999999999",  # member_no column is 12 characters
     "reason": "The M-PESA request was cancelled by the user",

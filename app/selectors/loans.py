@@ -106,9 +106,12 @@ def loan_eligibility(
         )
         or ZERO
     )
-    limit = (
-        round_money(balances.savings * product.limit_multiple) - balances.loan_principal - in_flight
-    )
+    # The base is the member's deposits less what their guarantees of others' loans hold
+    # (SPEC "Holds"); never share capital. Their own debt is subtracted below.
+    from app.selectors.guarantees import guaranteed_by  # its statuses are defined here
+
+    base = max(ZERO, balances.savings - guaranteed_by(member.id))
+    limit = round_money(base * product.limit_multiple) - balances.loan_principal - in_flight
     if product.max_amount is not None:
         limit = min(limit, product.max_amount)
     # Mobile money is whole shillings: never offer a limit with cents.

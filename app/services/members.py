@@ -23,6 +23,7 @@ from app.models import Loan, Member, MpesaRequest, SmsMessage, StaffUser
 from app.models.types import utcnow
 from app.money import MoneyError, money_input
 from app.phone import PhoneError, normalise_phone
+from app.selectors.guarantees import member_deposits
 from app.selectors.members import member_balances
 from app.services.audit import audit_record
 from app.services.ledger import (
@@ -173,11 +174,26 @@ def member_buy_shares(
     actor: str = "system",
     commit: bool = True,
 ) -> int:
-    """Buy share capital from savings (refused if savings are short) or fresh M-PESA money."""
+    """Buy share capital from savings (refused if savings are short) or fresh M-PESA money.
+
+    From savings, under the member's lock: only free deposits move (what the member's own
+    loans and their guarantees of others' loans hold stays), so a transfer racing a
+    guarantee's acceptance cannot take the shilling it pledges."""
     value = _positive(amount)
-    member = db.session.get(Member, member_id)
+    member = lock_row(Member, member_id) if from_savings else db.session.get(Member, member_id)
     if member is None:
         raise MemberError(f"no member {member_id}")
+    if from_savings:
+        held = member_deposits(member.id)
+        # More than the whole balance is the ledger's refusal ("insufficient balance");
+        # this one is for money that is there but held.
+        free = held.free
+        if free < value <= held.deposits:
+            if commit:
+                db.session.rollback()
+            raise MemberError(
+                f"only KES {free:,.2f} of the savings is free: the rest secures loans"
+            )
     source = member_account(member, "savings") if from_savings else gl_account("GL-MPESA-CLEARING")
     try:
         entry = journal_post(

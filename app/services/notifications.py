@@ -87,6 +87,50 @@ def notify_loan_approved(*, member: Member, loan_no: str, amount: Decimal) -> Sm
     )
 
 
+def notify_guarantee_request(
+    *,
+    guarantor: Member,
+    applicant: str,
+    amount: Decimal,
+    loan_no: str,
+    until: date,
+    ussd: str,
+    guarantee_id: int,
+) -> SmsMessage:
+    return _send(
+        member=guarantor,
+        template="guarantee_request",
+        key=f"guarantee-request:{guarantee_id}",
+        applicant=applicant,
+        amount=amount,
+        loan_no=loan_no,
+        date=until,
+        ussd=ussd,
+    )
+
+
+def notify_guarantee_answer(
+    *, applicant: Member, guarantor: str, amount: Decimal, loan_no: str, answer: str, key: str
+) -> SmsMessage:
+    """`answer`: accepted, declined or expired; `key` the guarantee's own (one SMS each)."""
+    if answer == "accepted":
+        return _send(
+            member=applicant,
+            template="guarantee_accepted",
+            key=f"guarantee-accepted:{key}",
+            guarantor=guarantor,
+            loan_no=loan_no,
+            amount=amount,
+        )
+    return _send(
+        member=applicant,
+        template=f"guarantee_{answer}",
+        key=f"guarantee-{answer}:{key}",
+        guarantor=guarantor,
+        loan_no=loan_no,
+    )
+
+
 def notify_loan_rejected(*, member: Member, loan_no: str, reason: str) -> SmsMessage:
     return _send(
         member=member,

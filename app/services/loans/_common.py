@@ -15,6 +15,7 @@ from app.models import Account, Loan, LoanProduct, Member, StaffUser
 from app.money import MoneyError, money_input
 from app.selectors.loans import LIVE_STATUSES, loan_eligibility
 from app.services.audit import audit_record
+from app.services.guarantees import ENDING, guarantees_end
 from app.services.ledger import account_get_or_create
 from app.services.locking import lock_row
 
@@ -77,6 +78,10 @@ def _transition(
         after={"status": target},
         note=note,
     )
+    if target in ENDING:
+        # An ended loan holds no one's deposits: its guarantees go with it, in this
+        # transaction (every status change passes here).
+        guarantees_end(loan, _actor_name(actor))
 
 
 def _get_loan(loan_id: int) -> Loan:

@@ -15,6 +15,7 @@ from app.extensions import db
 from app.models import Loan, LoanProduct, StaffUser
 from app.models.types import utcnow
 from app.money import ZERO, round_money
+from app.selectors.guarantees import loan_cover, product_needs_security
 from app.selectors.loans import loan_eligibility
 from app.services.audit import audit_record
 from app.services.loans._common import (
@@ -115,7 +116,12 @@ def loan_apply(
         },
     )
     # "Under" the limit, as SPEC says: an application of exactly the limit goes to staff.
-    if product.auto_approve_limit is not None and principal < product.auto_approve_limit:
+    # A product secured by guarantors waits for them, whatever its auto-approval limit.
+    if (
+        product.auto_approve_limit is not None
+        and principal < product.auto_approve_limit
+        and not product_needs_security(product)
+    ):
         loan.decided_at = utcnow()
         _transition(loan, "approve", "system", note="auto-approved within the product limit")
         default = loan_default_officer()  # no staff decided: the branch's default follows up
@@ -170,6 +176,7 @@ def loan_approve(
             raise LoanError("the staff member who recommended a loan cannot also approve it")
     if loan.status in TRANSITIONS["approve"][0]:
         _check_limit(loan, member, as_of or business_today())
+        _check_cover(loan)
     _transition(loan, "approve", staff, note)
     loan.approved_by_id = staff.id
     # Who follows the loan up: the officer who recommended it, else the approver (a
@@ -184,6 +191,20 @@ def loan_approve(
     db.session.commit()
     _queue_payout(payout)
     return loan
+
+
+def _check_cover(loan: Loan) -> None:
+    """Under the member's lock: a loan of a secured product has its whole cover (guarantees
+    accepted, collateral registered) before it is approved."""
+    if not product_needs_security(loan.product):
+        return
+    cover = loan_cover(loan)
+    if not cover.complete:
+        raise LoanError(
+            f"loan {loan.loan_no} is not secured yet: KES {cover.covered:,.0f} of KES "
+            f"{cover.required:,.0f} covered, {cover.guarantors} of "
+            f"{cover.min_guarantors} guarantors accepted"
+        )
 
 
 def loan_reject(*, loan_id: int, staff: StaffUser | str, reason: str) -> Loan:

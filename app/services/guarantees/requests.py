@@ -1,0 +1,260 @@
+"""Asking, answering and ending guarantees (SPEC "Guarantees").
+
+An accepted guarantee holds the guarantor's deposits (`app.selectors.guarantees`). The
+one rule that keeps a shilling from being pledged twice: whatever changes what a member's
+deposits hold (accepting a guarantee, moving savings out, lending to them) takes that
+member's row lock first and checks their free deposits under it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.clock import business_today
+from app.errors import SaccoError
+from app.extensions import db
+from app.models import Guarantee, Loan, Member
+from app.models.types import utcnow
+from app.money import MoneyError, money_input
+from app.phone import PhoneError, normalise_phone
+from app.selectors.guarantees import member_deposits, product_needs_security
+from app.selectors.loans import PENDING_STATUSES
+from app.services.audit import audit_record
+from app.services.locking import lock_row
+from app.services.notifications import notify_guarantee_answer, notify_guarantee_request
+
+# Guarantors are asked while the application waits for a decision, not after.
+ASKING_STATUSES = ("submitted", "recommended")
+_MEMBER_NO = re.compile(r"^M?\d{1,9}$", re.IGNORECASE)
+
+
+class GuaranteeError(SaccoError):
+    """A guarantee action that must not happen; the message says why. Nothing was written."""
+
+
+def mask_name(name: str) -> str:
+    """ "John Kamau" -> "J*** K***": enough for an applicant to confirm the right person on
+    a shared screen, not enough to learn a stranger's name from their number."""
+    return " ".join(f"{part[0]}***" for part in name.split() if part) or "***"
+
+
+def guarantor_find(identifier: str) -> Member | None:
+    """An active member by member number (M000123 or 123) or phone (07..., 2547...)."""
+    text = (identifier or "").strip()
+    if not text:
+        return None
+    member: Member | None = None
+    if _MEMBER_NO.match(text):
+        digits = text.lstrip("Mm")
+        member = db.session.scalar(select(Member).where(Member.member_no == f"M{int(digits):06d}"))
+    if member is None:
+        try:
+            phone = normalise_phone(text)
+        except PhoneError:
+            return None
+        member = db.session.scalar(select(Member).where(Member.phone == phone))
+    return member if member is not None and member.status == "active" else None
+
+
+def guarantee_request(
+    *, loan_id: int, guarantor_id: int, amount: object, actor: str, today: date | None = None
+) -> Guarantee:
+    """Ask a member to guarantee part of a waiting application; they are texted at once.
+    Commits."""
+    try:
+        value = money_input(amount)
+    except MoneyError as exc:
+        raise GuaranteeError(str(exc)) from None
+    loan = lock_row(Loan, loan_id)
+    if loan is None:
+        raise GuaranteeError(f"no loan {loan_id}")
+    if loan.status not in ASKING_STATUSES:
+        raise GuaranteeError(
+            f"loan {loan.loan_no} is {loan.status}: guarantors are asked "
+            "while it waits for a decision"
+        )
+    if not product_needs_security(loan.product):
+        raise GuaranteeError(f"{loan.product.name} loans need no guarantors")
+    guarantor = db.session.get(Member, guarantor_id)
+    if guarantor is None or guarantor.status != "active":
+        raise GuaranteeError("the guarantor must be an active member")
+    if guarantor.id == loan.member_id:
+        raise GuaranteeError("a member cannot guarantee their own loan")
+    if value > loan.principal:
+        raise GuaranteeError(
+            f"a guarantee cannot be more than the loan (KES {loan.principal:,.0f})"
+        )
+    day = today or business_today()
+    product = loan.product
+    guarantee = Guarantee(
+        loan_id=loan.id,
+        guarantor_id=guarantor.id,
+        amount=value,
+        status="requested",
+        requested_by=actor,
+        expires_on=day + timedelta(days=product.guarantee_days),
+    )
+    db.session.add(guarantee)
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise GuaranteeError(
+            f"{mask_name(guarantor.name)} has already been asked for loan {loan.loan_no}"
+        ) from None
+    audit_record(
+        actor=actor,
+        action="guarantee.request",
+        object_type="loan",
+        object_id=loan.loan_no,
+        after={"guarantee": guarantee.id, "guarantor": guarantor.member_no, "amount": value},
+    )
+    notify_guarantee_request(
+        guarantor=guarantor,
+        applicant=loan.member.name,
+        amount=value,
+        loan_no=loan.loan_no or "",
+        until=guarantee.expires_on,
+        ussd=current_app.config["SETTINGS"].USSD_SERVICE_CODE,
+        guarantee_id=guarantee.id,
+    )
+    db.session.commit()
+    return guarantee
+
+
+def _answerable(guarantee_id: int, guarantor_id: int, today: date) -> Guarantee:
+    """The request, locked, after the guarantor's own lock: still waiting, theirs, in time."""
+    guarantee = lock_row(Guarantee, guarantee_id)
+    if guarantee is None or guarantee.guarantor_id != guarantor_id:
+        raise GuaranteeError("no such guarantee request for you")
+    if guarantee.status != "requested":
+        raise GuaranteeError(f"this request was {guarantee.status} already")
+    if guarantee.expires_on < today:
+        raise GuaranteeError("this request has expired")
+    loan = lock_row(Loan, guarantee.loan_id)
+    assert loan is not None  # a guarantee's loan is never deleted
+    if loan.status not in PENDING_STATUSES:
+        raise GuaranteeError(f"loan {loan.loan_no} is {loan.status}: nothing to guarantee")
+    return guarantee
+
+
+def guarantee_accept(
+    *, guarantee_id: int, guarantor_id: int, via: str, today: date | None = None
+) -> Guarantee:
+    """The guarantor pledges: their deposits are held from now on. Under the guarantor's
+    lock, so two loans (or a transfer out of savings) can never take the same shilling;
+    refused in words when their free deposits are short. Commits."""
+    day = today or business_today()
+    guarantor = lock_row(Member, guarantor_id)
+    if guarantor is None:
+        raise GuaranteeError("no such member")
+    guarantee = _answerable(guarantee_id, guarantor_id, day)
+    free = member_deposits(guarantor_id).free
+    if guarantee.amount > free:
+        db.session.rollback()
+        raise GuaranteeError(
+            f"your free deposits are KES {free:,.0f}, less than the KES "
+            f"{guarantee.amount:,.0f} asked"
+        )
+    guarantee.status = "accepted"
+    guarantee.answered_at = utcnow()
+    guarantee.answered_via = via
+    _answered(guarantee, guarantor, "accepted")
+    db.session.commit()
+    return guarantee
+
+
+def guarantee_decline(
+    *, guarantee_id: int, guarantor_id: int, via: str, today: date | None = None
+) -> Guarantee:
+    """The guarantor says no; the applicant is told. Commits."""
+    day = today or business_today()
+    guarantor = lock_row(Member, guarantor_id)
+    if guarantor is None:
+        raise GuaranteeError("no such member")
+    guarantee = _answerable(guarantee_id, guarantor_id, day)
+    guarantee.status = "declined"
+    guarantee.answered_at = guarantee.ended_at = utcnow()
+    guarantee.answered_via = via
+    _answered(guarantee, guarantor, "declined")
+    db.session.commit()
+    return guarantee
+
+
+def _answered(guarantee: Guarantee, guarantor: Member, answer: str) -> None:
+    loan = guarantee.loan
+    audit_record(
+        actor=f"member:{guarantor.member_no}",
+        action={"accepted": "guarantee.accept", "declined": "guarantee.decline"}[answer],
+        object_type="loan",
+        object_id=loan.loan_no,
+        after={
+            "guarantee": guarantee.id,
+            "status": guarantee.status,
+            "amount": guarantee.amount,
+            "via": guarantee.answered_via,
+        },
+    )
+    notify_guarantee_answer(
+        applicant=loan.member,
+        guarantor=mask_name(guarantor.name),
+        amount=guarantee.amount,
+        loan_no=loan.loan_no or "",
+        answer=answer,
+        key=str(guarantee.id),
+    )
+
+
+def guarantees_waiting(guarantor_id: int, *, today: date | None = None) -> list[Guarantee]:
+    """Requests a member can still answer, oldest first."""
+    day = today or business_today()
+    return list(
+        db.session.scalars(
+            select(Guarantee)
+            .join(Loan, Loan.id == Guarantee.loan_id)
+            .where(
+                Guarantee.guarantor_id == guarantor_id,
+                Guarantee.status == "requested",
+                Guarantee.expires_on >= day,
+                Loan.status.in_(PENDING_STATUSES),
+            )
+            .order_by(Guarantee.id)
+        )
+    )
+
+
+# What ending a loan does to its guarantees: the holds go (the loan no longer needs them),
+# the requests not yet answered are withdrawn.
+ENDING = {"closed", "written_off", "rejected", "withdrawn"}
+
+
+def guarantees_end(loan: Loan, actor: str) -> int:
+    """Release the loan's guarantees as it ends (closed, written off, rejected, withdrawn),
+    in the caller's transaction; how many changed. `_transition` calls it."""
+    changed = 0
+    now = utcnow()
+    for guarantee in db.session.scalars(
+        select(Guarantee)
+        .where(Guarantee.loan_id == loan.id, Guarantee.status.in_(("requested", "accepted")))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ):
+        before = guarantee.status
+        guarantee.status = "released" if before == "accepted" else "cancelled"
+        guarantee.ended_at = now
+        audit_record(
+            actor=actor,
+            action=f"guarantee.{'release' if before == 'accepted' else 'cancel'}",
+            object_type="loan",
+            object_id=loan.loan_no,
+            before={"guarantee": guarantee.id, "status": before},
+            after={"status": guarantee.status, "loan_status": loan.status},
+        )
+        changed += 1
+    return changed
