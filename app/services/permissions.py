@@ -39,6 +39,12 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "recovery.start": ("branch_manager",),  # demand letter, auctioneer, foreclosure, dacion
     "write_off.recommend": ("branch_manager",),
     "write_off.decide": ("branch_manager", "compliance"),  # record the board's decision
+    # Guarantees and collateral (issue 19)
+    "guarantee.manage": MAKERS,  # record collateral, complete a guarantor list for a member
+    "collateral.release": ("branch_manager",),  # discharge a lien
+    "guarantee.substitute": ("branch_manager",),  # approve a replacement guarantor
+    "guarantee.recover": ("branch_manager",),  # propose recovery from guarantors
+    "guarantee.recovery_decide": ("branch_manager", "compliance"),  # record the decision
 }
 
 
@@ -96,4 +102,9 @@ _WORDS = {
     "recovery.start": "start recovery actions",
     "write_off.recommend": "recommend write-offs",
     "write_off.decide": "record board decisions on write-offs",
+    "guarantee.manage": "record collateral or ask guarantors",
+    "collateral.release": "discharge collateral",
+    "guarantee.substitute": "approve replacement guarantors",
+    "guarantee.recover": "propose recovery from guarantors",
+    "guarantee.recovery_decide": "record decisions on recovery from guarantors",
 }
