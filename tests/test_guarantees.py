@@ -11,10 +11,11 @@ from decimal import Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 
 from app.extensions import db
 from app.models import Guarantee, Loan, Member, SmsMessage
+from app.models.types import Money
 from app.selectors.guarantees import guarantees_held, loan_cover, member_deposits
 from app.selectors.loans import loan_eligibility
 from app.services.guarantees import (
@@ -25,6 +26,7 @@ from app.services.guarantees import (
     guarantor_find,
     mask_name,
 )
+from app.services.ledger import ledger_check
 from app.services.loans import (
     LoanError,
     loan_apply,
@@ -305,3 +307,36 @@ def test_a_transfer_out_of_savings_racing_an_acceptance_cannot_take_the_pledged_
     with pytest.raises(MemberError, match="only KES 2,000.00 of the savings is free"):
         transfer.outcome()
     assert member_deposits(guarantor_id).deposits == D("10000")
+
+
+@pytest.mark.books_may_disagree
+def test_the_reconciliation_finds_holds_beyond_deposits_and_pledges_left_on_ended_loans(
+    app: Flask,
+) -> None:
+    loan = _apply(_secured(min_guarantors=1))
+    guarantor = make_borrower(savings=3000)
+    pledge = _accept(_ask(loan, guarantor, 3000), guarantor)
+    assert ledger_check() == []
+
+    # Written behind the services' back: more pledged than the deposits hold...
+    db.session.execute(
+        text("UPDATE guarantees SET amount = :a WHERE id = :g").bindparams(
+            bindparam("a", type_=Money())
+        ),
+        {"a": D("3000.01"), "g": pledge.id},
+    )
+    # ...and a loan ended while its pledge stays.
+    db.session.execute(text("UPDATE loans SET status = 'withdrawn' WHERE id = :l"), {"l": loan.id})
+    db.session.commit()
+    problems = [(p.what, p.detail) for p in ledger_check()]
+    assert problems == [
+        (
+            "hold",
+            f"guarantee {pledge.id} of {loan.loan_no} is still accepted; the loan is withdrawn",
+        )
+    ]
+    db.session.execute(text("UPDATE loans SET status = 'submitted' WHERE id = :l"), {"l": loan.id})
+    db.session.commit()
+    assert [(p.what, p.detail) for p in ledger_check()] == [
+        ("hold", f"member {guarantor.id}: guarantees hold 3000.01, deposits are 3000.00")
+    ]

@@ -268,3 +268,65 @@ def loan_cover(loan: Loan) -> Cover:
         guarantors=len(accepted),
         min_guarantors=product.min_guarantors,
     )
+
+
+def holds_problems() -> list[str]:
+    """What the reconciliation checks of the holds (`ledger_check`), in words:
+    - no member's guarantees hold more than their deposits;
+    - a guarantee still accepted belongs to a loan that still holds (an ended loan
+      released all it pledged: what is released is what was pledged);
+    - no guarantee recovered more than it pledged.
+    Every accepted guarantee is read once with its loan, the loan's principal receivable
+    and the guarantor's savings: one query, computed here with the one exposure rule."""
+    savings = (
+        select(Account.member_id, Account.balance)
+        .where(Account.kind == "savings")
+        .subquery("savings")
+    )
+    principal = (
+        select(Account.loan_id, Account.balance)
+        .where(Account.kind == "loan_principal")
+        .subquery("principal")
+    )
+    rows = db.session.execute(
+        select(
+            Guarantee.id,
+            Guarantee.guarantor_id,
+            Guarantee.amount,
+            Loan.loan_no,
+            Loan.status,
+            Loan.principal,
+            principal.c.balance,
+            savings.c.balance,
+        )
+        .join(Loan, Loan.id == Guarantee.loan_id)
+        .outerjoin(principal, principal.c.loan_id == Loan.id)
+        .outerjoin(savings, savings.c.member_id == Guarantee.guarantor_id)
+        .where(Guarantee.status == "accepted")
+        .order_by(Guarantee.id)
+    ).all()
+    problems: list[str] = []
+    held: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    deposits: dict[int, Decimal] = {}
+    for gid, guarantor, amount, loan_no, status, lent, owed, saved in rows:
+        if status not in HOLDING_STATUSES:
+            problems.append(f"guarantee {gid} of {loan_no} is still accepted; the loan is {status}")
+            continue
+        held[guarantor] += guarantee_exposure(
+            amount=amount, loan_status=status, principal=lent, outstanding=owed or ZERO
+        )
+        deposits[guarantor] = -(saved or ZERO)
+    problems += [
+        f"member {member_id}: guarantees hold {held[member_id]}, deposits are {deposits[member_id]}"
+        for member_id in sorted(held)
+        if held[member_id] > deposits[member_id]
+    ]
+    over = db.session.execute(
+        select(Guarantee.id, Guarantee.amount, Guarantee.recovered_amount)
+        .where(Guarantee.recovered_amount > Guarantee.amount)
+        .order_by(Guarantee.id)
+    ).all()
+    problems += [
+        f"guarantee {gid} recovered {got} of a {amount} pledge" for gid, amount, got in over
+    ]
+    return problems

@@ -30,6 +30,7 @@ from app.extensions import db
 from app.models import ACCOUNT_KINDS, Account, Installment, JournalEntry, JournalLine, Loan, Member
 from app.models.types import Money, utcnow
 from app.money import ZERO, MoneyError, round_money, to_decimal
+from app.selectors.guarantees import holds_problems
 from app.services.audit import audit_record
 from app.services.bulk import copy_rows, insert_ignoring, insert_returning, update_rows
 
@@ -401,7 +402,8 @@ class Mismatch:
 
 def ledger_check(*, fix: bool = False) -> list[Mismatch]:
     """Rebuild every balance from the journal and compare; every entry sums to zero; every
-    loan's receivables match its schedule; no savings or share account is overdrawn.
+    loan's receivables match its schedule; no savings or share account is overdrawn; no
+    member's guarantees hold more than their deposits, and an ended loan holds nothing.
 
     The database does the comparing and sends back only the problems, so a book of
     hundreds of thousands of accounts costs a few grouped scans, not a row per account.
@@ -422,6 +424,7 @@ def ledger_check(*, fix: bool = False) -> list[Mismatch]:
         )
     problems += _reconcile_loans()
     problems += _check_overdrawn()
+    problems += [Mismatch("hold", detail) for detail in holds_problems()]
     if fix:
         db.session.commit()
     return problems
