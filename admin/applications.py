@@ -18,10 +18,12 @@ from flask_login import current_user
 from werkzeug.wrappers import Response
 
 from admin.auth import SecureMixin, TokenForm, _kenyan_time, require
+from admin.guarantees import LoanSecurity, loan_security
 from app.clock import business_today
 from app.errors import SaccoError
 from app.extensions import db
 from app.models import Loan
+from app.selectors.guarantees import product_needs_security
 from app.selectors.loans import (
     APPLICATION_STATUSES,
     ApplicantPosition,
@@ -50,6 +52,8 @@ class QueueRow:
     schedule: Schedule | None
     schedule_error: str | None
     needs_recommendation: bool  # above the product's maker-checker threshold, not yet recommended
+    # A secured product's cover and each guarantor's answer and free deposits, else None.
+    security: LoanSecurity | None = None
 
 
 def _schedule(loan: Loan, start: date) -> tuple[Schedule | None, str | None]:
@@ -128,6 +132,9 @@ class ApplicationsView(SecureMixin, BaseView):
                         and loan.principal > threshold
                         and loan.status == "submitted"
                     ),
+                    security=loan_security(loan, with_free=True)
+                    if product_needs_security(loan.product)
+                    else None,
                 )
             )
         pages = max((total + PER_PAGE - 1) // PER_PAGE, 1)

@@ -11,6 +11,7 @@ a value outside the list is refused by the field in words.
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 from flask import flash
 from flask_admin import Admin
@@ -77,6 +78,36 @@ def _blank_is_none(value: str | None) -> str | None:
     return (value or "").strip() or None
 
 
+SECURITY_HELP = {
+    "min_guarantors": "At least this many guarantors must accept (0: none needed).",
+    "guarantee_cover": "Percent (0-100) of the amount above the member's own free deposits "
+    "that guarantees and collateral must cover; 0 with no guarantors: an unsecured product.",
+    "collateral_allowed": "Registered collateral may stand in for guarantees.",
+    "collateral_haircut": "Percent (0-100) cut from collateral's forced-sale value before it "
+    "counts toward cover.",
+    "guarantee_days": "Days a guarantor has to answer a request (1-90).",
+}
+MAX_GUARANTORS = 20  # more names than any SACCO's form has room for
+MAX_GUARANTEE_DAYS = 90
+
+
+def security_problem(product: LoanProduct) -> str | None:
+    """Why the security settings cannot be saved, in words (the table's constraints say
+    only that a row was refused)."""
+    guarantors, days = product.min_guarantors, product.guarantee_days
+    if guarantors is None or not 0 <= guarantors <= MAX_GUARANTORS:
+        return f"the minimum number of guarantors is a whole number from 0 to {MAX_GUARANTORS}"
+    for name, words in (("guarantee_cover", "cover"), ("collateral_haircut", "haircut")):
+        value = getattr(product, name)
+        if value is None or not Decimal(0) <= value <= Decimal(100):
+            return f"the guarantee {words} is a percentage from 0 to 100"
+        if value != value.quantize(Decimal("0.01")):
+            return f"the guarantee {words} has at most two decimals"
+    if days is None or not 1 <= days <= MAX_GUARANTEE_DAYS:
+        return f"guarantors are given from 1 to {MAX_GUARANTEE_DAYS} days to answer"
+    return None
+
+
 def _nullable(name: str) -> bool:
     return bool(LoanProduct.__table__.columns[name].nullable)
 
@@ -100,7 +131,13 @@ class ProductView(SecureModelView):
         "min_amount",
         "max_amount",
     )
-    column_labels = {"annual_rate": "Rate % a year", "name_sw": "Name in Kiswahili"}
+    column_labels = {
+        "annual_rate": "Rate % a year",
+        "name_sw": "Name in Kiswahili",
+        "guarantee_cover": "Guarantee cover %",
+        "collateral_haircut": "Collateral haircut %",
+        "guarantee_days": "Days to answer a guarantee",
+    }
     column_searchable_list = ("code", "name", "name_sw")
     column_filters = ("active", "interest_method", "frequency")
     form_excluded_columns = ("created_at",)
@@ -118,6 +155,7 @@ class ProductView(SecureModelView):
             name: {"places": 2, "validators": [] if _nullable(name) else [InputRequired()]}
             for name in AMOUNTS
         }
+        | {name: {"description": words} for name, words in SECURITY_HELP.items()}
         | {
             "name_sw": {
                 "description": "What members who chose Kiswahili read on USSD; blank: the name.",
@@ -129,7 +167,7 @@ class ProductView(SecureModelView):
     column_formatters_detail = dict.fromkeys(CHOICES, _in_words)
 
     def on_model_change(self, form: object, model: LoanProduct, is_created: bool) -> None:
-        problem = _missing(model) or product_problem(model)
+        problem = _missing(model) or product_problem(model) or security_problem(model)
         if problem:
             raise ValidationError(problem)
         # Product terms decide what members are offered: every change is audited.

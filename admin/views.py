@@ -73,6 +73,7 @@ def register_views(console: Admin) -> None:
     from admin import (
         agreements,
         desk,
+        guarantees,
         loans,
         members,
         payments,
@@ -100,6 +101,7 @@ def register_views(console: Admin) -> None:
     agreements.register(console)
     recovery.register(console)
     reports.register(console)
+    guarantees.register(console)  # the security blocks' forms and two reports
     staff.register(console)
     quality.register(console)
     phone.register(console)
