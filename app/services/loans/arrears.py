@@ -217,8 +217,9 @@ def _penalty_draft(
 
 
 def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
-    """`loan_update_arrears` for a chunk of the book, in the caller's transaction (the
-    close-of-business job commits per chunk): the loans locked in id order and re-read
+    """`loan_update_arrears` for a chunk of the book, in the caller's transaction, which
+    commits (or rolls back) next, before reading the loans again: the close-of-business
+    chunk does (`app.batch`). The loans locked in id order and re-read
     under the locks, their schedules and products in one query each, the same rule
     (`arrears_decide`), the penalties posted in bulk. Returns how many loans changed."""
     loans = list(
@@ -299,9 +300,9 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
         add=["penalty_due"],
     )
     update_rows(Loan.__table__, moved)
-    # What the session holds of them is stale now (the caller's commit expires it anyway).
-    for obj in [*loans, *(row for row, _ in charged)]:
-        db.session.expire(obj)
+    # The loans and rows the session holds are stale now: the caller commits next (the
+    # batch's chunk does), and the commit expires them. Expiring them one by one here cost
+    # a fifth of a chunk's CPU (20,000 penalised rows on an imported book's first night).
     return len(changed)
 
 
