@@ -124,6 +124,12 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sw": "{guarantor} hakujibu ombi la kudhamini mkopo {loan_no} kwa wakati. Muombe "
         "mwanachama mwingine kwa USSD au tembelea ofisi ya SACCO.",
     },
+    "guarantee_recovered": {
+        "en": "{amount} was taken from your deposits for loan {loan_no} of {applicant}, which "
+        "you guaranteed, as the SACCO decided after it defaulted. Visit the SACCO office.",
+        "sw": "{amount} zimekatwa kutoka akiba yako kwa mkopo {loan_no} wa {applicant} "
+        "uliodhamini, kama SACCO ilivyoamua baada ya kutolipwa. Tembelea ofisi ya SACCO.",
+    },
     "loan_rejected": {
         "en": "Sorry, your loan application {loan_no} was not approved: {reason}.",
         "sw": "Samahani, ombi lako la mkopo {loan_no} halikukubaliwa: {reason}.",

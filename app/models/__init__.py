@@ -2,6 +2,7 @@
 
 from app.models.audit import AuditLog
 from app.models.batch import BatchPartition
+from app.models.guarantee_recovery import GuaranteeRecovery
 from app.models.jobs import JobRun
 from app.models.ledger import ACCOUNT_KINDS, Account, JournalEntry, JournalLine
 from app.models.loan import Installment, Loan, LoanProduct, PortfolioSnapshot
@@ -41,6 +42,7 @@ __all__ = [
     "BatchPartition",
     "Collateral",
     "Guarantee",
+    "GuaranteeRecovery",
     "Installment",
     "JobRun",
     "JournalEntry",

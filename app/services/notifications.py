@@ -131,6 +131,20 @@ def notify_guarantee_answer(
     )
 
 
+def notify_guarantee_recovered(
+    *, guarantor: Member, applicant: str, amount: Decimal, loan_no: str, key: str
+) -> SmsMessage:
+    """What a recovery decision took from a guarantor's deposits; `key` the guarantee's."""
+    return _send(
+        member=guarantor,
+        template="guarantee_recovered",
+        key=f"guarantee-recovered:{key}",
+        applicant=applicant,
+        amount=amount,
+        loan_no=loan_no,
+    )
+
+
 def notify_loan_rejected(*, member: Member, loan_no: str, reason: str) -> SmsMessage:
     return _send(
         member=member,

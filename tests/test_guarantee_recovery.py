@@ -1,0 +1,558 @@
+"""Recovery from guarantors and replacing a guarantor, through the services: a branch
+manager proposes, someone else records the board's decision, and only an approval debits
+the guarantors' deposits (principal only, in proportion to exposure, never more than they
+have free) in one entry that keeps the schedule reconciled; a guarantor is replaced only
+once the new one accepts, a branch manager approves and the cover stays complete. Races
+on PostgreSQL. Every test ends with the full reconciliation (the autouse fixture)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+
+from app.extensions import db
+from app.models import (
+    AuditLog,
+    Guarantee,
+    GuaranteeRecovery,
+    JournalEntry,
+    JournalLine,
+    Member,
+    SmsMessage,
+    StaffUser,
+)
+from app.selectors.guarantees import guarantees_held, member_deposits
+from app.selectors.loans import current_installments
+from app.services.guarantees import guarantee_accept, guarantee_request
+from app.services.guarantees.recovery import (
+    GuaranteeRecoveryError,
+    guarantee_recovery_decide,
+    guarantee_recovery_propose,
+    guarantee_substitute_accept,
+    guarantee_substitute_approve,
+    guarantee_substitute_request,
+)
+from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_repay
+from app.services.members import member_deposit
+from app.services.permissions import PermissionDenied
+from tests.helpers import Worker, wait_until_blocked
+from tests.loan_factories import (
+    balance,
+    make_borrower,
+    make_product,
+    make_staff,
+    receivables,
+    reload,
+    run_job,
+)
+
+D = Decimal
+PAID_OUT = date(2026, 1, 1)
+DEFAULTED = date(2026, 4, 1)  # the first installment 59 days late: in default
+DECIDED = date(2026, 4, 2)
+
+
+def _defaulted(
+    pledges: tuple[int, ...] = (4000, 2000),
+    savings: tuple[int, ...] | None = None,
+    *,
+    amount: int = 10000,
+    repaid: int = 0,
+) -> tuple[int, list[Member]]:
+    """A loan of `amount` secured by one guarantor per pledge (each with `savings`, else
+    their pledge), paid out on 1 January, `repaid` on 2 January, in default by April."""
+    product = make_product(
+        "V1",
+        code="SEC",
+        name="Development",
+        min_guarantors=len(pledges),
+        guarantee_cover=D("100"),
+        default_threshold_days=30,
+    )
+    borrower = make_borrower(savings=5000)
+    loan = loan_apply(member_id=borrower.id, product_id=product.id, amount=amount, as_of=PAID_OUT)
+    guarantors = []
+    for pledge, saved in zip(pledges, savings or pledges, strict=True):
+        guarantor = make_borrower(savings=saved)
+        asked = guarantee_request(
+            loan_id=loan.id,
+            guarantor_id=guarantor.id,
+            amount=pledge,
+            actor="staff:t",
+            today=PAID_OUT,
+        )
+        guarantee_accept(
+            guarantee_id=asked.id, guarantor_id=guarantor.id, via="ussd", today=PAID_OUT
+        )
+        guarantors.append(guarantor)
+    loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
+    loan_disburse(loan_id=loan.id, reference=f"B2C{loan.id:05d}", value_date=PAID_OUT)
+    if repaid:
+        loan_repay(loan_id=loan.id, amount=repaid, reference="REPAID1", value_date=date(2026, 1, 2))
+    loan_id, ids = loan.id, [g.id for g in guarantors]
+    run_job("loan-arrears", DEFAULTED)  # ends the session: reload what is returned
+    assert reload(loan_id).in_default
+    return loan_id, [db.session.get(Member, member_id) for member_id in ids]
+
+
+def _propose(loan_id: int, manager=None) -> GuaranteeRecovery:  # noqa: ANN001
+    return guarantee_recovery_propose(
+        loan_id=loan_id,
+        staff=manager or make_staff("branch_manager"),
+        reason="Borrower left the county; demand letters unanswered",
+        as_of=DEFAULTED,
+    )
+
+
+def _decide(recovery_id: int, staff, decision: str = "approve") -> GuaranteeRecovery:  # noqa: ANN001
+    return guarantee_recovery_decide(
+        recovery_id=recovery_id,
+        staff=staff,
+        decision=decision,
+        decision_date=DECIDED,
+        minute_ref="BM/2026/04/7",
+        as_of=DECIDED,
+    )
+
+
+def _savings(member: Member) -> D:
+    return balance(f"SAV-{member.member_no}")
+
+
+def _statuses(loan_id: int) -> dict[int, tuple[str, D]]:
+    return {
+        g.guarantor_id: (g.status, g.recovered_amount)
+        for g in db.session.scalars(
+            select(Guarantee)
+            .where(Guarantee.loan_id == loan_id)
+            .execution_options(populate_existing=True)
+        )
+    }
+
+
+def _texts(member: Member) -> list[str]:
+    return list(
+        db.session.scalars(
+            select(SmsMessage.body).where(
+                SmsMessage.phone == member.phone, SmsMessage.template == "guarantee_recovered"
+            )
+        )
+    )
+
+
+def test_an_approved_recovery_debits_each_guarantor_their_exposure_in_one_entry(
+    app: Flask,
+) -> None:
+    loan_id, (first, second) = _defaulted()
+    manager = make_staff("branch_manager")
+    proposal = _propose(loan_id, manager)
+    assert proposal.status == "proposed"
+    assert [(g["member_no"], g["exposure"]) for g in proposal.exposures["guarantors"]] == [
+        (first.member_no, "4000.00"),
+        (second.member_no, "2000.00"),
+    ]
+    assert proposal.exposures["principal_owed"] == "10000.00"
+    # Nothing moves on a proposal.
+    assert (_savings(first), _savings(second)) == (D("4000"), D("2000"))
+
+    with pytest.raises(GuaranteeRecoveryError, match="someone other than who proposed it"):
+        _decide(proposal.id, manager)
+    assert db.session.get(GuaranteeRecovery, proposal.id).status == "proposed"
+
+    compliance = make_staff("compliance")
+    decided = _decide(proposal.id, compliance)
+    assert (decided.status, decided.recovered_total, decided.minute_ref) == (
+        "approved",
+        D("6000.00"),
+        "BM/2026/04/7",
+    )
+    loan = reload(loan_id)
+    # One entry: both guarantors' savings debited, the principal receivable credited.
+    [entry] = db.session.scalars(
+        select(JournalEntry).where(JournalEntry.kind == "guarantee_recovery")
+    ).all()
+    assert entry.id == decided.entry_id and entry.loan_id == loan_id
+    assert entry.idempotency_key == f"guarantee_recovery:{proposal.id}"
+    assert (
+        db.session.scalar(
+            select(func.count()).select_from(JournalLine).where(JournalLine.entry_id == entry.id)
+        )
+        == 3
+    )
+    assert (_savings(first), _savings(second)) == (D("0.00"), D("0.00"))
+    assert receivables(loan)["principal"] == D("4000.00")
+    assert receivables(loan)["interest"] > 0  # interest and penalty stay the borrower's
+    # The schedule's principal is paid oldest first, as a repayment pays it.
+    left = D("6000.00")
+    for row in current_installments(loan_id):
+        assert row.principal_paid == min(row.principal_due, left)
+        left -= row.principal_paid
+    assert left == 0
+
+    assert _statuses(loan_id) == {
+        first.id: ("recovered", D("4000.00")),
+        second.id: ("recovered", D("2000.00")),
+    }
+    assert guarantees_held(first.id) == [] and member_deposits(first.id).free == D("0")
+    [sms] = _texts(first)
+    assert f"KES 4,000.00 was taken from your deposits for loan {loan.loan_no}" in sms
+    assert len(_texts(second)) == 1
+    actions = db.session.scalars(
+        select(AuditLog.action).where(AuditLog.object_id == loan.loan_no).order_by(AuditLog.id)
+    ).all()
+    assert actions[-2:] == ["guarantee.recovery_propose", "guarantee.recovery_approve"]
+    assert loan.status == "active"  # interest is still owed
+
+    with pytest.raises(GuaranteeRecoveryError, match="recorded already: approved"):
+        _decide(proposal.id, make_staff("branch_manager"))
+
+
+def test_a_declined_proposal_moves_nothing_and_another_may_follow(app: Flask) -> None:
+    loan_id, (first, _) = _defaulted()
+    proposal = _propose(loan_id)
+    with pytest.raises(GuaranteeRecoveryError, match="waits for the board's decision"):
+        _propose(loan_id)
+    declined = _decide(proposal.id, make_staff("compliance"), "decline")
+    assert (declined.status, declined.entry_id, declined.recovered_total) == (
+        "declined",
+        None,
+        None,
+    )
+    assert _savings(first) == D("4000")
+    assert _statuses(loan_id)[first.id] == ("accepted", D("0.00"))
+    assert _propose(loan_id).status == "proposed"
+
+
+def test_proposals_and_decisions_are_refused_in_words(app: Flask) -> None:
+    loan_id, _ = _defaulted()
+    with pytest.raises(PermissionDenied, match="cannot propose recovery from guarantors"):
+        _propose(loan_id, make_staff("loan_officer"))
+    with pytest.raises(GuaranteeRecoveryError, match="the reason is needed"):
+        guarantee_recovery_propose(
+            loan_id=loan_id, staff=make_staff("branch_manager"), reason=" ", as_of=DEFAULTED
+        )
+    proposal = _propose(loan_id)
+    compliance = make_staff("compliance")
+    with pytest.raises(PermissionDenied):
+        _decide(proposal.id, make_staff("loan_officer"))
+    with pytest.raises(GuaranteeRecoveryError, match="approves or declines"):
+        _decide(proposal.id, compliance, "maybe")
+    with pytest.raises(GuaranteeRecoveryError, match="minute reference is needed"):
+        guarantee_recovery_decide(
+            recovery_id=proposal.id,
+            staff=compliance,
+            decision="approve",
+            decision_date=DECIDED,
+            minute_ref="",
+            as_of=DECIDED,
+        )
+    with pytest.raises(GuaranteeRecoveryError, match="cannot be in the future"):
+        guarantee_recovery_decide(
+            recovery_id=proposal.id,
+            staff=compliance,
+            decision="approve",
+            decision_date=date(2026, 4, 3),
+            minute_ref="BM/1",
+            as_of=DECIDED,
+        )
+    with pytest.raises(GuaranteeRecoveryError, match="proposed on 2026-04-01; the board"):
+        guarantee_recovery_decide(
+            recovery_id=proposal.id,
+            staff=compliance,
+            decision="approve",
+            decision_date=date(2026, 3, 31),
+            minute_ref="BM/1",
+            as_of=DECIDED,
+        )
+    assert db.session.get(GuaranteeRecovery, proposal.id).status == "proposed"
+
+    # A loan not in default, and one with no guarantors, are not recovered from.
+    plain = make_product("V1", code="PLN", name="Plain")
+    borrower = make_borrower(savings=10000)
+    other = loan_apply(member_id=borrower.id, product_id=plain.id, amount=5000, as_of=PAID_OUT)
+    loan_approve(loan_id=other.id, staff=make_staff("branch_manager"))
+    loan_disburse(loan_id=other.id, reference="B2CPLAIN", value_date=PAID_OUT)
+    other_id = other.id
+    with pytest.raises(GuaranteeRecoveryError, match="not in default; only a loan in default"):
+        _propose(other_id)
+    run_job("loan-arrears", DEFAULTED)
+    with pytest.raises(GuaranteeRecoveryError, match="has no guarantor to recover from"):
+        _propose(other_id)
+
+
+def test_pledges_above_the_principal_owed_are_cut_in_proportion(app: Flask) -> None:
+    # 14,000 pledged on a 10,000 loan; 1,000 repaid (some of it principal).
+    loan_id, (first, second) = _defaulted((8000, 6000), repaid=1000)
+    owed = receivables(reload(loan_id))["principal"]
+    assert D("9000") < owed < D("10000")
+    exposures = [(D(pledge) * owed / D("10000")).quantize(D("0.01")) for pledge in (8000, 6000)]
+    assert sum(exposures) > owed
+    proposal = _propose(loan_id)
+    decided = _decide(proposal.id, make_staff("compliance"))
+    taken = [
+        (exposure * owed / sum(exposures)).quantize(D("0.01"), rounding="ROUND_FLOOR")
+        for exposure in exposures
+    ]
+    assert _statuses(loan_id) == {
+        first.id: ("recovered", taken[0]),
+        second.id: ("recovered", taken[1]),
+    }
+    assert decided.recovered_total == sum(taken) <= owed
+    assert receivables(reload(loan_id))["principal"] == owed - sum(taken)
+
+
+def test_a_guarantor_short_of_deposits_pays_what_is_free_never_an_overdraft(
+    app: Flask,
+) -> None:
+    # The second guarantor pledges 2,000 of 2,600 and then pays 1,000 of their own loan
+    # from savings: 1,600 is left, all of it this guarantee's to pay.
+    loan_id, (first, second) = _defaulted(savings=(4000, 2600))
+    instant = make_product("V1", code="INS", name="Instant")
+    own = loan_apply(member_id=second.id, product_id=instant.id, amount=1000, as_of=PAID_OUT)
+    loan_approve(loan_id=own.id, staff=make_staff("branch_manager"))
+    loan_disburse(loan_id=own.id, reference="B2COWN", value_date=PAID_OUT)
+    loan_repay(
+        loan_id=own.id, amount=1000, reference="OWNSAV", value_date=PAID_OUT, source="savings"
+    )
+    assert _savings(second) == D("1600")
+    proposal = _propose(loan_id)
+    decided = _decide(proposal.id, make_staff("compliance"))
+    assert _statuses(loan_id) == {
+        first.id: ("recovered", D("4000.00")),
+        second.id: ("recovered", D("1600.00")),
+    }
+    assert decided.recovered_total == D("5600.00")
+    assert _savings(second) == D("0.00")
+    row = {g["member_no"]: g for g in decided.recovered["guarantors"]}[second.member_no]
+    assert (row["exposure"], row["recovered"]) == ("2000.00", "1600.00")
+
+
+def test_nothing_to_take_is_refused_and_the_proposal_waits(app: Flask) -> None:
+    # The guarantor pays their own loan with all their savings: nothing is left.
+    loan_id, (guarantor,) = _defaulted((5000,), savings=(10000,))
+    instant = make_product("V1", code="INS", name="Instant")
+    own = loan_apply(member_id=guarantor.id, product_id=instant.id, amount=10000, as_of=PAID_OUT)
+    loan_approve(loan_id=own.id, staff=make_staff("branch_manager"))
+    loan_disburse(loan_id=own.id, reference="B2COWN", value_date=PAID_OUT)
+    loan_repay(
+        loan_id=own.id, amount=10000, reference="OWNSAV", value_date=PAID_OUT, source="savings"
+    )
+    proposal = _propose(loan_id)
+    with pytest.raises(GuaranteeRecoveryError, match="guarantors have no free deposits"):
+        _decide(proposal.id, make_staff("compliance"))
+    assert db.session.get(GuaranteeRecovery, proposal.id).status == "proposed"
+    assert _statuses(loan_id)[guarantor.id] == ("accepted", D("0.00"))
+    # Once they have saved again, the same proposal is decided and takes what is there.
+    member_deposit(member_id=guarantor.id, amount=3000, reference="SAVEAGAIN", value_date=DECIDED)
+    assert _decide(proposal.id, make_staff("compliance")).recovered_total == D("3000.00")
+    assert _statuses(loan_id)[guarantor.id] == ("recovered", D("3000.00"))
+
+
+# -- replacing a guarantor -------------------------------------------------------------------
+
+
+def _guarantee_of(loan_id: int, member: Member) -> Guarantee:
+    return db.session.scalars(
+        select(Guarantee).where(
+            Guarantee.loan_id == loan_id,
+            Guarantee.guarantor_id == member.id,
+            Guarantee.status == "accepted",
+        )
+    ).one()
+
+
+def test_a_guarantor_is_replaced_once_the_new_one_accepts_and_a_manager_approves(
+    app: Flask,
+) -> None:
+    loan_id, (first, second) = _defaulted()
+    old = _guarantee_of(loan_id, first)
+    newcomer = make_borrower(savings=6000)
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    asked = guarantee_substitute_request(
+        guarantee_id=old.id, guarantor_id=newcomer.id, by=officer, today=DEFAULTED
+    )
+    assert (asked.status, asked.amount, asked.replaces_id) == ("requested", D("4000"), old.id)
+    [sms] = db.session.scalars(
+        select(SmsMessage.body).where(
+            SmsMessage.phone == newcomer.phone, SmsMessage.template == "guarantee_request"
+        )
+    ).all()
+    assert f"guarantee KES 4,000.00 of loan {reload(loan_id).loan_no}" in sms
+    with pytest.raises(GuaranteeRecoveryError, match="a replacement for this guarantor"):
+        guarantee_substitute_request(
+            guarantee_id=old.id, guarantor_id=make_borrower(savings=1).id, by=officer
+        )
+    with pytest.raises(GuaranteeRecoveryError, match="has not accepted"):
+        guarantee_substitute_approve(guarantee_id=asked.id, staff=manager)
+    with pytest.raises(PermissionDenied):
+        guarantee_substitute_approve(guarantee_id=asked.id, staff=officer)
+
+    guarantee_substitute_accept(
+        guarantee_id=asked.id, guarantor_id=newcomer.id, via="sms", today=DEFAULTED
+    )
+    # Both hold until the replacement is approved.
+    assert member_deposits(newcomer.id).free == D("2000")
+    assert member_deposits(first.id).free == D("0")
+    replaced = guarantee_substitute_approve(guarantee_id=asked.id, staff=manager)
+    assert (replaced.id, replaced.status) == (old.id, "replaced")
+    assert replaced.ended_at is not None
+    assert member_deposits(first.id).free == D("4000")
+    assert _statuses(loan_id)[newcomer.id] == ("accepted", D("0.00"))
+    assert db.session.scalar(select(AuditLog.action).where(AuditLog.action == "guarantee.replace"))
+
+    # The new guarantor is the one a recovery then takes from.
+    proposal = _propose(loan_id)
+    _decide(proposal.id, make_staff("compliance"))
+    statuses = _statuses(loan_id)
+    assert statuses[newcomer.id] == ("recovered", D("4000.00"))
+    assert statuses[first.id] == ("replaced", D("0.00"))
+    assert _savings(first) == D("4000")
+
+
+def test_a_replacement_leaving_the_cover_short_is_refused(app: Flask) -> None:
+    loan_id, (first, _) = _defaulted()
+    old = _guarantee_of(loan_id, first)
+    newcomer = make_borrower(savings=6000)
+    borrower = reload(loan_id).member
+    # The borrower asks too; another member may not.
+    with pytest.raises(GuaranteeRecoveryError, match="only the borrower or staff"):
+        guarantee_substitute_request(guarantee_id=old.id, guarantor_id=newcomer.id, by=newcomer)
+    asked = guarantee_substitute_request(
+        guarantee_id=old.id, guarantor_id=newcomer.id, by=borrower, amount="1000"
+    )
+    guarantee_substitute_accept(
+        guarantee_id=asked.id, guarantor_id=newcomer.id, via="ussd", today=DEFAULTED
+    )
+    with pytest.raises(
+        GuaranteeRecoveryError, match="would not be secured: KES 3,000 of KES 5,000"
+    ):
+        guarantee_substitute_approve(guarantee_id=asked.id, staff=make_staff("branch_manager"))
+    assert _guarantee_of(loan_id, first).status == "accepted"
+
+
+def test_a_replacement_is_accepted_out_of_free_deposits_only(app: Flask) -> None:
+    loan_id, (first, _) = _defaulted()
+    old = _guarantee_of(loan_id, first)
+    poor = make_borrower(savings=3000)
+    asked = guarantee_substitute_request(
+        guarantee_id=old.id, guarantor_id=poor.id, by=make_staff("branch_manager")
+    )
+    with pytest.raises(GuaranteeRecoveryError, match="KES 3,000, less than the KES 4,000"):
+        guarantee_substitute_accept(
+            guarantee_id=asked.id, guarantor_id=poor.id, via="ussd", today=DEFAULTED
+        )
+    assert db.session.get(Guarantee, asked.id).status == "requested"
+    # A recovery ends the request: there is nothing left for it to replace.
+    proposal = _propose(loan_id)
+    with pytest.raises(GuaranteeRecoveryError, match="waits for the board"):
+        guarantee_substitute_request(
+            guarantee_id=old.id, guarantor_id=make_borrower(savings=1).id, by=reload(loan_id).member
+        )
+    _decide(proposal.id, make_staff("compliance"))
+    assert db.session.get(Guarantee, asked.id).status == "cancelled"
+
+
+# -- races (PostgreSQL: row locks wait) --------------------------------------------------------
+
+
+def _hold_loan(app: Flask, loan_id: int) -> tuple[Worker, threading.Event]:
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.session.execute(text("SELECT id FROM loans WHERE id = :id FOR UPDATE"), {"id": loan_id})
+        locked.set()
+        release.wait(20)
+        db.session.commit()
+
+    holder = Worker(app, hold)
+    holder.start()
+    assert locked.wait(20)
+    return holder, release
+
+
+def test_two_deciders_at_once_post_the_recovery_once(app: Flask, pg: None) -> None:
+    loan_id, (first, second) = _defaulted()
+    proposal_id = _propose(loan_id).id
+    deciders = [make_staff("compliance").id, make_staff("branch_manager").id]
+    savings = [f"SAV-{first.member_no}", f"SAV-{second.member_no}"]
+    db.session.remove()
+
+    holder, release = _hold_loan(app, loan_id)
+    racers = [
+        Worker(
+            app,
+            lambda staff_id=staff_id: (
+                _decide(proposal_id, db.session.get(StaffUser, staff_id)).status
+            ),
+        )
+        for staff_id in deciders
+    ]
+    for racer in racers:
+        racer.start()
+    wait_until_blocked(2)
+    release.set()
+    holder.outcome()
+    outcomes = []
+    for racer in racers:
+        try:
+            outcomes.append(racer.outcome())
+        except GuaranteeRecoveryError as exc:
+            outcomes.append(str(exc))
+    assert sorted(outcomes, key=len) == [
+        "approved",
+        "the board's decision on this proposal is recorded already: approved on 2026-04-02",
+    ]
+    entries = db.session.scalar(
+        select(func.count())
+        .select_from(JournalEntry)
+        .where(JournalEntry.kind == "guarantee_recovery")
+    )
+    assert entries == 1
+    assert [balance(code) for code in savings] == [D("0.00"), D("0.00")]
+
+
+@pytest.mark.parametrize("first", ["decision", "repayment"])
+def test_a_decision_racing_a_repayment_keeps_the_books_exact(
+    app: Flask, pg: None, first: str
+) -> None:
+    loan_id, guarantors = _defaulted()
+    proposal_id = _propose(loan_id).id
+    compliance_id = make_staff("compliance").id
+    savings = [f"SAV-{g.member_no}" for g in guarantors]
+    db.session.remove()
+
+    holder, release = _hold_loan(app, loan_id)
+    decide = Worker(
+        app, lambda: _decide(proposal_id, db.session.get(StaffUser, compliance_id)).status
+    )
+    repay = Worker(
+        app,
+        lambda: (
+            loan_repay(
+                loan_id=loan_id, amount="3000", reference="RACE1", value_date=DECIDED
+            ).allocated
+        ),
+    )
+    # Whoever waits first on the loan's lock goes first.
+    racers = [decide, repay] if first == "decision" else [repay, decide]
+    racers[0].start()
+    wait_until_blocked(1)
+    racers[1].start()
+    wait_until_blocked(2)
+    release.set()
+    holder.outcome()
+    assert decide.outcome() == "approved"
+    repaid = repay.outcome().get("principal", D(0))
+    proposal = db.session.get(GuaranteeRecovery, proposal_id)
+    # Recovered at the exposures of the moment it held the lock.
+    owed = D("10000.00") if first == "decision" else D("10000.00") - repaid
+    assert D(proposal.recovered["principal_owed"]) == owed
+    taken = [(D(pledge) * owed / D("10000")).quantize(D("0.01")) for pledge in (4000, 2000)]
+    assert proposal.recovered_total == sum(taken)
+    assert receivables(reload(loan_id))["principal"] == D("10000.00") - repaid - sum(taken)
+    assert [balance(code) for code in savings] == [D(4000) - taken[0], D(2000) - taken[1]]
