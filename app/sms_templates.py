@@ -70,11 +70,13 @@ def sms_date(day: date) -> str:
 
 _HELP_EN = (
     "SMS keywords: BAL - your balances, STMT - mini statement, PROMISE amount date - "
-    "promise to pay, HELP - this list, STOP - no more reminders, START - reminders again."
+    "promise to pay, YES/NO loan - answer a guarantee request, HELP - this list, "
+    "STOP - no more reminders, START - reminders again."
 )
 _HELP_SW = (
     "Maneno ya SMS: SALIO - salio lako, TAARIFA - taarifa fupi, AHADI kiasi tarehe - "
-    "ahadi ya kulipa, MSAADA - orodha hii, SIMAMA - acha vikumbusho, ANZA - vikumbusho tena."
+    "ahadi ya kulipa, NDIO/HAPANA mkopo - jibu ombi la udhamini, MSAADA - orodha hii, "
+    "SIMAMA - acha vikumbusho, ANZA - vikumbusho tena."
 )
 
 # name -> {"en": ..., "sw": ...}. Reminder names start with "reminder_" or "promise_" and
@@ -123,6 +125,27 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "Ask another member by USSD or visit the SACCO office.",
         "sw": "{guarantor} hakujibu ombi la kudhamini mkopo {loan_no} kwa wakati. Muombe "
         "mwanachama mwingine kwa USSD au tembelea ofisi ya SACCO.",
+    },
+    # Replies to a guarantor who answered by SMS (YES/NO L...), and their default notice.
+    "guarantor_accepted": {
+        "en": "You now guarantee {amount} of loan {loan_no} for {applicant}. It is held from "
+        "your deposits. Free deposits now {free}.",
+        "sw": "Sasa unadhamini {amount} ya mkopo {loan_no} wa {applicant}. Kiasi hicho "
+        "kimeshikiliwa kwenye akiba yako. Akiba huru sasa ni {free}.",
+    },
+    "guarantor_declined": {
+        "en": "You declined to guarantee loan {loan_no} for {applicant}. They have been told.",
+        "sw": "Umekataa kudhamini mkopo {loan_no} wa {applicant}. Ameshaarifiwa.",
+    },
+    "guarantor_refused": {
+        "en": "Your answer was not recorded: {reason}.",
+        "sw": "Jibu lako halikurekodiwa: {reason}.",
+    },
+    "guarantor_default": {
+        "en": "Loan {loan_no} of {borrower}, which you guarantee, is in default. {amount} of "
+        "your deposits is held for it and may be recovered. Call the SACCO office.",
+        "sw": "Mkopo {loan_no} wa {borrower} unaoudhamini umeshindwa kulipwa. {amount} ya akiba "
+        "yako imeshikiliwa kwa ajili yake na inaweza kukatwa. Piga simu ofisini.",
     },
     "guarantee_recovered": {
         "en": "{amount} was taken from your deposits for loan {loan_no} of {applicant}, which "

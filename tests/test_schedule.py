@@ -67,6 +67,8 @@ def test_on_a_fresh_database_every_daily_job_is_missed_once_in_the_order_it_was_
         ("overdue-reminders", date(2026, 11, 20)),
         ("promise-reminders", date(2026, 11, 20)),
         ("agreement-reminders", date(2026, 11, 20)),
+        ("guarantee-expiry", date(2026, 11, 20)),
+        ("guarantor-notices", date(2026, 11, 20)),
         ("loan-arrears", date(2026, 11, 21)),
         ("portfolio-snapshot", date(2026, 11, 21)),
         ("agreement-scan", date(2026, 11, 21)),
@@ -75,7 +77,7 @@ def test_on_a_fresh_database_every_daily_job_is_missed_once_in_the_order_it_was_
         ("ledger-check", date(2026, 11, 21)),
         ("hearing-notices", date(2026, 11, 21)),
     ]
-    assert missed[4].due_at == datetime(2026, 11, 20, 21, 5, tzinfo=UTC)
+    assert missed[6].due_at == datetime(2026, 11, 20, 21, 5, tzinfo=UTC)
 
 
 def test_a_day_already_run_is_not_missed_but_a_skipped_or_failed_one_is(app: Flask) -> None:
@@ -100,7 +102,7 @@ def test_catching_up_runs_each_missed_day_once_and_brings_a_late_loan_up_to_date
     db.session.commit()
 
     missed = catch_up(now=NOW, tz=NAIROBI)
-    assert len(missed) == 11
+    assert len(missed) == 13
     make_worker(("default",)).work(burst=True)
 
     runs = db.session.execute(

@@ -45,6 +45,8 @@ WORST: dict[str, object] = {
     "phone_tail": "3344",
     "applicant": "Wanjiku Nyambura Kamau-Odhiambo",  # a guarantee request names the applicant
     "guarantor": "W*** N*** K***",  # masked, as the applicant reads a guarantor
+    "borrower": "Wanjiku Nyambura Kamau-Odhiambo",  # a default notice names the borrower
+    "free": BIG,  # a guarantor's free deposits after pledging
     "ussd": "*384*96#",
     "paybill": "9999999",  # shortcodes are 5 to 7 digits
     "account": "M99999999999",  # member_no column is 12 characters
@@ -104,9 +106,9 @@ def test_reminders_are_the_ones_the_jobs_send() -> None:
 def test_help_lists_the_keywords_in_each_language() -> None:
     english = render_sms("help", "en")
     swahili = render_sms("help", "sw")
-    for word in ("BAL", "STMT", "HELP", "STOP", "START"):
+    for word in ("BAL", "STMT", "HELP", "STOP", "START", "YES/NO"):
         assert word in english
-    for word in ("SALIO", "TAARIFA", "MSAADA", "SIMAMA", "ANZA"):
+    for word in ("SALIO", "TAARIFA", "MSAADA", "SIMAMA", "ANZA", "NDIO/HAPANA"):
         assert word in swahili
 
 

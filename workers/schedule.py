@@ -16,6 +16,12 @@ from rq.cron import CronScheduler
 from app.batch import Batch
 from app.extensions import enqueue
 from app.selectors.jobs import jobs_last_completed_day
+from app.services.guarantees.jobs import (
+    GUARANTEE_EXPIRY,
+    GUARANTOR_NOTICES,
+    guarantee_expiry_job,
+    guarantor_notices_job,
+)
 from workers.jobs import (
     ARREARS,
     ledger_check_job,
@@ -62,13 +68,24 @@ JOBS: dict[str, JobFn] = {
     "hearing-rollup": hearing_rollup_job,
     "hearing-notices": hearing_notices_job,
     "milestones-overdue": milestones_overdue_job,
+    "guarantee-expiry": guarantee_expiry_job,
+    "guarantor-notices": guarantor_notices_job,
 }
 
 
 # The close-of-business jobs' batches, by job name: what a `cob` worker runs a partition of.
 BATCHES: dict[str, Batch] = {
     batch.name: batch
-    for batch in (ARREARS, DUE, OVERDUE, PROMISES, AGREEMENT_SCAN, AGREEMENT_REMINDERS)
+    for batch in (
+        ARREARS,
+        DUE,
+        OVERDUE,
+        PROMISES,
+        AGREEMENT_SCAN,
+        AGREEMENT_REMINDERS,
+        GUARANTEE_EXPIRY,
+        GUARANTOR_NOTICES,
+    )
 }
 
 
@@ -108,6 +125,10 @@ SCHEDULE: list[Scheduled] = [
     Scheduled("milestones-overdue", "0 22 * * *", "default", True),  # 01:00 EAT
     Scheduled("hearing-notices", "30 4 * * *", "default", True),  # 07:30 EAT, staff in
     Scheduled("agreement-reminders", "15 6 * * *", "default", True),  # 09:15 EAT
+    # Guarantees: after loan-arrears has set the default flags, and in the morning because
+    # both text members (transactional SMS ignore quiet hours).
+    Scheduled("guarantee-expiry", "20 6 * * *", "default", True),  # 09:20 EAT
+    Scheduled("guarantor-notices", "25 6 * * *", "default", True),  # 09:25 EAT
 ]
 
 

@@ -131,6 +131,21 @@ def notify_guarantee_answer(
     )
 
 
+def notify_guarantor_default(
+    *, guarantor: Member, borrower: str, loan_no: str, exposure: Decimal, guarantee_id: int
+) -> SmsMessage:
+    """A loan the member guarantees is in default: once per guarantee (a loan defaults
+    once as far as its guarantors are concerned; the key outlives a cure and relapse)."""
+    return _send(
+        member=guarantor,
+        template="guarantor_default",
+        key=f"guarantor-default:{guarantee_id}",
+        borrower=borrower,
+        loan_no=loan_no,
+        amount=exposure,
+    )
+
+
 def notify_guarantee_recovered(
     *, guarantor: Member, applicant: str, amount: Decimal, loan_no: str, key: str
 ) -> SmsMessage:

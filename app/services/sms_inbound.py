@@ -7,8 +7,14 @@ failure there is logged and the stored text survives. Replies go through the out
 however often the provider retries.
 
 Language: a reply is in the member's language, except that a keyword typed in its
-Kiswahili form (SALIO, TAARIFA, MSAADA, SIMAMA, ANZA) is answered in Kiswahili for that
-reply. The member's saved language is not changed by a text: that is a USSD setting.
+Kiswahili form (SALIO, TAARIFA, MSAADA, SIMAMA, ANZA, NDIO, HAPANA) is answered in
+Kiswahili for that reply. The member's saved language is not changed by a text: that is a
+USSD setting.
+
+YES L000123 / NO L000123 (NDIO / HAPANA) answer a guarantee request, through the same
+services as the USSD menu. Those services commit their own work, so the stored text is
+committed first and the answer runs outside the savepoint; the reply is the outbox row
+keyed by the text as always.
 
 STOP / START (and the provider's opt-out callback) maintain the suppression list, keyed
 by the normalised phone (2547XXXXXXXX) that the outbox checks for reminders.
@@ -20,6 +26,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, or_, select, update
@@ -28,13 +35,28 @@ from sqlalchemy.exc import IntegrityError
 from app.clock import business_date
 from app.extensions import db
 from app.metrics import SMS_FAILED
-from app.models import Loan, Member, PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
+from app.models import (
+    Guarantee,
+    Loan,
+    Member,
+    PromiseToPay,
+    SmsInbound,
+    SmsMessage,
+    SmsSuppression,
+)
 from app.models.types import utcnow
 from app.money import MoneyError, money_input
 from app.phone import PhoneError, normalise_phone
+from app.selectors.guarantees import member_deposits
 from app.selectors.loans import LIVE_STATUSES
 from app.selectors.members import member_balances
 from app.selectors.statements import member_statement
+from app.services.guarantees import (
+    GuaranteeError,
+    guarantee_accept,
+    guarantee_decline,
+    guarantees_waiting,
+)
 from app.services.notifications import promise_recorded_key
 from app.services.promises import (
     PromiseError,
@@ -63,7 +85,15 @@ KEYWORDS: dict[str, tuple[str, str]] = {
     "ANZA": ("START", "sw"),
     "PROMISE": ("PROMISE", "en"),
     "AHADI": ("PROMISE", "sw"),
+    # A guarantor's answer: the request SMS prints YES/NO in both languages, so only the
+    # Kiswahili words say which language to answer in.
+    "YES": ("YES", "en"),
+    "NO": ("NO", "en"),
+    "NDIO": ("YES", "sw"),
+    "NDIYO": ("YES", "sw"),
+    "HAPANA": ("NO", "sw"),
 }
+GUARANTEE_ANSWERS = ("YES", "NO")
 UNKNOWN = "UNKNOWN"  # stored as the row's keyword when the first word means nothing to us
 _WORD = re.compile(r"[^\W_]+")  # letters and digits; punctuation and spaces separate words
 
@@ -81,7 +111,7 @@ STATEMENT_LABELS = {
 
 @dataclass(frozen=True)
 class Keyword:
-    keyword: str  # BAL | STMT | HELP | STOP | START | PROMISE | UNKNOWN
+    keyword: str  # BAL | STMT | HELP | STOP | START | PROMISE | YES | NO | UNKNOWN
     language: str | None  # the language of the word typed; None when unknown
 
 
@@ -170,6 +200,8 @@ def sms_receive(
     inbound.keyword = parsed.keyword
     member = db.session.scalar(select(Member).where(Member.phone == normalised))
     inbound.member_id = member.id if member else None
+    if member is not None and parsed.keyword in GUARANTEE_ANSWERS:
+        return _guarantee_reply(inbound, parsed, member, now=now)
     try:
         with db.session.begin_nested():
             reply = _answer(inbound, parsed, member, now=now)
@@ -334,6 +366,144 @@ def _promise_by_sms(
         )
     except PromiseError as exc:  # another promise landed in between: checked again, locked
         return promise_problem_words(exc.problem, language) if exc.problem else str(exc)
+
+
+# YES L000123: the keyword, then the loan number from the request SMS (L and zeros optional).
+_ANSWER = re.compile(r"^\W*\w+\W+(?:L\W*)?(?P<loan>\d{1,9})\W*$", re.IGNORECASE)
+ANSWER_WORDS = {
+    "format": (
+        "reply YES or NO with the loan number from our SMS, e.g. YES L000123",
+        "jibu NDIO au HAPANA na nambari ya mkopo kutoka kwenye SMS yetu, mf. NDIO L000123",
+    ),
+    "none": (
+        "no guarantee request for loan {loan_no} is waiting for your answer",
+        "hakuna ombi la udhamini la mkopo {loan_no} linalosubiri jibu lako",
+    ),
+    "expired": (
+        "the request to guarantee loan {loan_no} has expired",
+        "muda wa ombi la kudhamini mkopo {loan_no} umekwisha",
+    ),
+    "answered": (
+        "you have already answered the request for loan {loan_no}",
+        "umeshajibu ombi la mkopo {loan_no}",
+    ),
+    "short": (
+        "your free deposits are {free}, less than the {amount} asked",
+        "akiba yako huru ni {free}, chini ya {amount} ulizoombwa",
+    ),
+}
+
+
+def _answer_words(key: str, language: str, **params: object) -> str:
+    english, swahili = ANSWER_WORDS[key]
+    text = swahili if language == "sw" else english
+    return text.format(**{k: kes(v) if isinstance(v, Decimal) else v for k, v in params.items()})
+
+
+def _guarantee_reply(
+    inbound: SmsInbound, parsed: Keyword, member: Member, *, now: datetime
+) -> InboundResult:
+    """A guarantor's YES/NO: accepted or declined through the guarantee services (which
+    commit), then one reply. The text is committed first, so a provider retry meanwhile is
+    a duplicate and an answer that fails leaves it stored, as for any keyword."""
+    language = "sw" if parsed.language == "sw" else member.language
+    provider_id, inbound_id, phone = inbound.provider_id, inbound.id, inbound.phone
+    member_id, text = member.id, inbound.text or ""
+    db.session.commit()
+    try:
+        template, params = _guarantee_answer(
+            member_id, parsed.keyword, text, language, as_of=business_date(now)
+        )
+        reply = sms_queue(
+            template=template,
+            body=render_sms(template, language, **params),
+            phone=phone,
+            idempotency_key=f"reply:{provider_id}",
+            kind="transactional",
+            member=db.session.get(Member, member_id),
+            language=language,
+            context={"inbound_id": inbound_id},
+            now=now,
+        )
+        db.session.commit()
+    except Exception:  # noqa: BLE001 - the stored text must survive whatever went wrong
+        db.session.rollback()
+        log.exception("could not answer inbound sms %s", provider_id)
+        return InboundResult("failed", inbound_id)
+    log.info(
+        "inbound sms %s keyword %s from %s: %s",
+        provider_id,
+        parsed.keyword,
+        mask_phone(phone),
+        template,
+    )
+    return InboundResult("replied", inbound_id, reply.id)
+
+
+def _guarantee_answer(
+    member_id: int, keyword: str, text: str, language: str, *, as_of: date
+) -> tuple[str, dict[str, object]]:
+    """Answer the member's waiting request on the loan named; the reply's template and
+    parameters. A refusal says why in the member's language and changes nothing."""
+    match = _ANSWER.match(text)
+    if match is None:
+        return "guarantor_refused", {"reason": _answer_words("format", language)}
+    loan_no = f"L{int(match['loan']):06d}"
+    waiting = [g for g in guarantees_waiting(member_id, today=as_of) if g.loan.loan_no == loan_no]
+    if not waiting:
+        return _refused(member_id, loan_no, language, as_of)
+    guarantee = waiting[0]
+    guarantee_id, amount = guarantee.id, guarantee.amount
+    applicant = guarantee.loan.member.name
+    try:
+        if keyword == "YES":
+            guarantee_accept(
+                guarantee_id=guarantee_id, guarantor_id=member_id, via="sms", today=as_of
+            )
+        else:
+            guarantee_decline(
+                guarantee_id=guarantee_id, guarantor_id=member_id, via="sms", today=as_of
+            )
+    except GuaranteeError:
+        # Refused under the locks (short deposits, or answered meanwhile by USSD): nothing
+        # was written. The state now says why, in the member's words.
+        db.session.rollback()
+        return _refused(member_id, loan_no, language, as_of)
+    if keyword == "NO":
+        return "guarantor_declined", {"loan_no": loan_no, "applicant": applicant}
+    return "guarantor_accepted", {
+        "amount": amount,
+        "loan_no": loan_no,
+        "applicant": applicant,
+        "free": member_deposits(member_id).free,
+    }
+
+
+def _refused(
+    member_id: int, loan_no: str, language: str, as_of: date
+) -> tuple[str, dict[str, object]]:
+    """Why the member's request on `loan_no` cannot be answered now."""
+    latest = db.session.scalars(
+        select(Guarantee)
+        .join(Loan, Loan.id == Guarantee.loan_id)
+        .where(Guarantee.guarantor_id == member_id, Loan.loan_no == loan_no)
+        .order_by(Guarantee.id.desc())
+        .limit(1)
+    ).first()
+    key = "none"
+    params: dict[str, object] = {"loan_no": loan_no}
+    if latest is not None:
+        if latest.status == "expired" or (
+            latest.status == "requested" and latest.expires_on < as_of
+        ):
+            key = "expired"
+        elif latest.status in ("accepted", "declined"):
+            key = "answered"
+        elif latest.status == "requested":
+            free = member_deposits(member_id).free
+            if latest.amount > free:
+                key, params = "short", {"free": free, "amount": latest.amount}
+    return "guarantor_refused", {"reason": _answer_words(key, language, **params)}
 
 
 def statement_lines(member_id: int, language: str) -> str:

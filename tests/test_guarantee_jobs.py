@@ -1,0 +1,214 @@
+"""The nightly guarantee jobs: requests not answered in time expire and the applicant is
+told once; guarantors of a loan in default are told once, with what their deposits hold
+for it. Both are close-of-business batches a rerun (or a second scheduler) adds nothing
+to."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import AuditLog, Guarantee, Loan, LoanProduct, Member, SmsMessage
+from app.selectors.guarantees import guarantees_held
+from app.services.guarantees import guarantee_accept, guarantee_request
+from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_repay
+from tests.factories import make_member
+from tests.loan_factories import make_borrower, make_product, make_staff, reload, run_job
+from workers.runner import JobStats
+from workers.schedule import BATCHES, JOBS
+
+D = Decimal
+ASKED = date(2026, 3, 2)  # 7 days to answer: the last day is 9 March
+
+
+def _product(**overrides: object) -> LoanProduct:
+    rule = dict(code="SEC", name="Development", min_guarantors=2, guarantee_cover=D("100"))
+    return make_product("V1", **{**rule, **overrides})
+
+
+def _apply(product: LoanProduct, on: date = ASKED) -> Loan:
+    borrower = make_borrower(savings=10000)
+    return loan_apply(member_id=borrower.id, product_id=product.id, amount=25000, as_of=on)
+
+
+def _ask(loan: Loan, guarantor: Member, amount: int, on: date = ASKED) -> int:
+    return guarantee_request(
+        loan_id=loan.id, guarantor_id=guarantor.id, amount=amount, actor="member:test", today=on
+    ).id
+
+
+def _texts(template: str) -> list[tuple[int | None, str, str]]:
+    db.session.expire_all()
+    return [
+        (m.member_id, m.idempotency_key, m.body)
+        for m in db.session.scalars(
+            select(SmsMessage).where(SmsMessage.template == template).order_by(SmsMessage.id)
+        )
+    ]
+
+
+def _run(name: str, as_of: date) -> JobStats:
+    stats = JobStats()
+    JOBS[name](as_of=as_of, stats=stats)
+    return stats
+
+
+def test_both_jobs_are_close_of_business_batches() -> None:
+    assert BATCHES["guarantee-expiry"].noun == "guarantee"
+    assert BATCHES["guarantor-notices"].name == "guarantor-notices"
+
+
+def test_requests_past_their_day_expire_once_and_the_applicant_is_told_once(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    product = _product()
+    loan = _apply(product)
+    loan_no, applicant_id = loan.loan_no, loan.member_id
+    silent = make_borrower(savings=20000)
+    masked = f"{silent.name.split()[0][0]}*** "  # the CLI run ends the session
+    answered = make_borrower(savings=20000)
+    waited = _ask(loan, silent, 10000)
+    accepted = _ask(loan, answered, 5000)
+    guarantee_accept(guarantee_id=accepted, guarantor_id=answered.id, via="ussd", today=ASKED)
+    later = _ask(_apply(product), make_borrower(savings=20000), 5000, on=ASKED + timedelta(days=3))
+
+    # The last day to answer is not past yet: nothing expires.
+    assert _run("guarantee-expiry", ASKED + timedelta(days=7)).records_updated == 0
+    assert _texts("guarantee_expired") == []
+
+    result = runner.invoke(args=["jobs", "run", "guarantee-expiry", "--as-of-date", "2026-03-10"])
+    assert result.exit_code == 0, result.output
+
+    db.session.expire_all()
+    statuses = {
+        g.id: (g.status, g.ended_at is not None) for g in db.session.scalars(select(Guarantee))
+    }
+    assert statuses == {
+        waited: ("expired", True),
+        accepted: ("accepted", False),
+        later: ("requested", False),
+    }
+    [(member_id, key, body)] = _texts("guarantee_expired")
+    assert (member_id, key) == (applicant_id, f"guarantee-expired:{waited}")
+    assert body.startswith(masked)
+    assert f"did not answer your request to guarantee loan {loan_no}" in body
+    [audit] = db.session.scalars(select(AuditLog).where(AuditLog.action == "guarantee.expire"))
+    assert (audit.actor, audit.object_id) == ("system", loan_no)
+    assert audit.before == {"guarantee": waited, "status": "requested"}
+    assert audit.after == {"status": "expired", "expires_on": "2026-03-09"}
+
+    # Rerun the same day, then a later one: nothing more to expire, nobody texted twice.
+    again = _run("guarantee-expiry", date(2026, 3, 10))
+    assert (again.records_scanned, again.records_updated, again.notifications_sent) == (0, 0, 0)
+    run_job("guarantee-expiry", date(2026, 3, 13))  # the later one's day was the 12th
+    assert [key for _, key, _ in _texts("guarantee_expired")] == [
+        f"guarantee-expired:{waited}",
+        f"guarantee-expired:{later}",
+    ]
+
+
+def test_expiry_in_chunks_of_one_expires_each_request_once(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    changed = dataclasses.replace(app.config["SETTINGS"], COB_CHUNK_SIZE=1)
+    monkeypatch.setitem(app.config, "SETTINGS", changed)
+    product = _product()
+    asked = [_ask(_apply(product), make_borrower(savings=20000), 4000) for _ in range(3)]
+
+    stats = _run("guarantee-expiry", date(2026, 3, 20))
+
+    assert (stats.records_scanned, stats.records_updated, stats.notifications_sent) == (3, 3, 3)
+    assert stats.errors == []
+    assert sorted(key for _, key, _ in _texts("guarantee_expired")) == sorted(
+        f"guarantee-expired:{gid}" for gid in asked
+    )
+
+
+def _guaranteed_loan_in_default() -> tuple[int, list[int]]:
+    """25,000 lent on 1 January against 10,000 of the borrower's deposits, guaranteed
+    10,000 and 5,000 (the second guarantor reads Kiswahili), never repaid: in default by
+    April. A second guaranteed loan, repaid on time, is not."""
+    product = _product(default_threshold_days=30)
+    day = date(2026, 1, 1)
+    manager = make_staff("branch_manager")
+    guarantors = [make_borrower(savings=20000), make_member(savings=20000, language="sw")]
+    ids = [guarantor.id for guarantor in guarantors]  # the jobs end the session
+    loans = []
+    for _ in range(2):
+        loan = _apply(product, on=day)
+        for guarantor, amount in zip(guarantors, (10000, 5000), strict=True):
+            gid = _ask(loan, guarantor, amount, on=day)
+            guarantee_accept(guarantee_id=gid, guarantor_id=guarantor.id, via="sms", today=day)
+        loan_approve(loan_id=loan.id, staff=manager)
+        loan_disburse(loan_id=loan.id, reference=f"B2CG{loan.id:05d}", value_date=day)
+        loans.append(loan.id)
+    for month in (2, 3):
+        loan_repay(
+            loan_id=loans[1],
+            amount="2300",
+            reference=f"PAY{month}",
+            value_date=date(2026, month, 1),
+        )
+    run_job("loan-arrears", date(2026, 4, 1))
+    assert reload(loans[0]).in_default
+    assert not reload(loans[1]).in_default
+    return loans[0], ids
+
+
+def test_each_guarantor_of_a_loan_in_default_is_told_once_with_their_exposure(
+    app: Flask,
+) -> None:
+    loan_id, (first, second) = _guaranteed_loan_in_default()
+    loan = reload(loan_id)
+    loan_no, borrower = loan.loan_no, loan.member.name
+    gids = dict(
+        db.session.execute(
+            select(Guarantee.guarantor_id, Guarantee.id).where(Guarantee.loan_id == loan_id)
+        ).all()
+    )
+
+    stats = _run("guarantor-notices", date(2026, 4, 1))
+
+    assert (stats.records_scanned, stats.notifications_sent, stats.errors) == (1, 2, [])
+    assert _texts("guarantor_default") == [
+        (
+            first,
+            f"guarantor-default:{gids[first]}",
+            f"Loan {loan_no} of {borrower}, which you guarantee, is in default. KES 10,000.00 "
+            "of your deposits is held for it and may be recovered. Call the SACCO office.",
+        ),
+        (
+            second,
+            f"guarantor-default:{gids[second]}",
+            f"Mkopo {loan_no} wa {borrower} unaoudhamini umeshindwa kulipwa. KES 5,000.00 ya "
+            "akiba yako imeshikiliwa kwa ajili yake na inaweza kukatwa. Piga simu ofisini.",
+        ),
+    ]
+
+    # The next nights (and a rerun) find nobody left to tell.
+    run_job("guarantor-notices", date(2026, 4, 1))
+    later = _run("guarantor-notices", date(2026, 4, 2))
+    assert (later.records_scanned, later.notifications_sent) == (0, 0)
+    assert len(_texts("guarantor_default")) == 2
+
+
+def test_a_notice_names_what_the_pledge_holds_after_repayments(app: Flask) -> None:
+    loan_id, (first, _) = _guaranteed_loan_in_default()
+    # Part of the principal comes back late: the pledge holds its share of what is owed.
+    loan_repay(loan_id=loan_id, amount="2000", reference="LATE1", value_date=date(2026, 4, 1))
+    run_job("loan-arrears", date(2026, 4, 1))
+    assert reload(loan_id).in_default
+
+    run_job("guarantor-notices", date(2026, 4, 1))
+
+    [held] = [h for h in guarantees_held(first) if h.loan_id == loan_id]
+    assert D("0") < held.exposure < D("10000")
+    [body] = [body for member_id, _, body in _texts("guarantor_default") if member_id == first]
+    assert f"KES {held.exposure:,.2f} of your deposits" in body
