@@ -208,3 +208,78 @@ def test_collections_desk_promise_and_agreement_approval_from_the_browser(
     db.session.expire_all()
     assert db.session.get(Agreement, agreement_id).status == "approved"
     assert loan_no  # the loan the agreement settles
+
+
+def test_the_loan_pages_guarantors_and_collateral_from_the_browser(
+    app: Flask, live_url: str, browser_page: object
+) -> None:
+    """Issue 19: a loan officer opens a secured application, asks a second guarantor for
+    the member and records a vehicle log book; the security block shows the cover, each
+    guarantee and the lien, photographed."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from playwright.sync_api import Page, expect
+
+    from app.clock import business_today
+    from app.models import Collateral, Guarantee
+    from app.services.guarantees import guarantee_accept, guarantee_request
+
+    page: Page = browser_page  # type: ignore[assignment]
+    officer_email = staff("loan_officer")
+    today = business_today()
+    product = make_product(
+        "V1",
+        code="SEC",
+        name="Development",
+        min_guarantors=2,
+        guarantee_cover=Decimal("100"),
+        collateral_allowed=True,
+        collateral_haircut=Decimal("40"),
+    )
+    borrower = make_borrower(savings=10000)
+    loan = loan_apply(member_id=borrower.id, product_id=product.id, amount=25000, as_of=today)
+    first, second = make_borrower(savings=20000), make_borrower(savings=20000)
+    asked = guarantee_request(
+        loan_id=loan.id, guarantor_id=first.id, amount=9000, actor="member:test"
+    )
+    guarantee_accept(guarantee_id=asked.id, guarantor_id=first.id, via="ussd")
+    loan_id, second_no, second_id = loan.id, second.member_no, second.id
+    first_name, owner = first.name, borrower.name
+    db.session.commit()
+
+    _sign_in(page, live_url, officer_email)
+    page.goto(f"{live_url}/admin/loan/details/?id={loan_id}")
+    block = page.locator("#loan-security")
+    expect(block).to_be_visible()
+    expect(page.locator("#cover-complete")).to_contain_text("not yet")
+    expect(page.locator("#loan-guarantees")).to_contain_text(first_name)
+
+    ask = page.locator("#ask-guarantor")
+    ask.locator("input[name=guarantor]").fill(second_no)
+    ask.locator("input[name=amount]").fill("6000")
+    ask.locator("button[type=submit]").click()
+    expect(page.locator(".alert-success").first).to_contain_text("is asked by SMS")
+
+    record = page.locator("#record-collateral")
+    record.locator("select[name=kind]").select_option("log_book")
+    record.locator("input[name=description]").fill("KDA 123X Toyota Probox")
+    record.locator("input[name=owner_name]").fill(owner)
+    record.locator("input[name=market_value]").fill("600000")
+    record.locator("input[name=forced_sale_value]").fill("10000")
+    record.locator("input[name=valued_on]").fill((today - timedelta(days=2)).isoformat())
+    record.locator("input[name=valuer]").fill("Regent Valuers")
+    record.locator("button[type=submit]").click()
+    expect(page.locator(".alert-success").first).to_contain_text("lien registered")
+    expect(page.locator("#loan-collateral")).to_contain_text("KDA 123X Toyota Probox")
+    page.locator("#loan-security").scroll_into_view_if_needed()
+    shot(page, "15-loan-security")
+
+    db.session.expire_all()
+    statuses = db.session.scalars(
+        select(Guarantee.status).where(Guarantee.guarantor_id == second_id)
+    ).all()
+    assert statuses == ["requested"]
+    [lien] = db.session.scalars(select(Collateral).where(Collateral.loan_id == loan_id)).all()
+    assert (lien.kind, lien.lien_status) == ("log_book", "registered")
+    db.session.rollback()
