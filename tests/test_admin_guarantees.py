@@ -521,3 +521,44 @@ def test_bad_security_settings_are_refused_in_words(app: Flask, changes: dict, w
     db.session.expire_all()
     saved = db.session.get(LoanProduct, existing.id)
     assert (saved.min_guarantors, saved.guarantee_days) == (0, 7)
+
+
+@pytest.fixture
+def store(app: Flask, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> object:
+    """Documents in the test's own folder (the app's storage interface takes any store)."""
+    from pathlib import Path
+
+    from app.services.storage import LocalStorage
+
+    local = LocalStorage(Path(str(tmp_path)) / "documents")
+    monkeypatch.setitem(app.extensions, "document_storage", local)
+    return local
+
+
+def test_the_valuation_report_is_kept_on_its_assets_row(app: Flask, store: object) -> None:
+    from app.models import Document
+
+    loan = application()
+    client = signed_in(app, "loan_officer")
+    post(client, f"/admin/guarantees/collateral/{loan.id}", collateral_form())
+    [collateral] = db.session.scalars(select(Collateral)).all()
+    shown = page(client, loan.id)
+    form = shown.split(f'id="valuation-upload-{collateral.id}"')[1].split("</form>")[0]
+    assert f'name="kind" value="valuation_{collateral.id}"' in form
+    reply = post(
+        client,
+        "/admin/documents/upload",
+        {
+            "owner_type": "loan",
+            "owner_id": str(loan.id),
+            "kind": f"valuation_{collateral.id}",
+            "next": f"/admin/loan/details/?id={loan.id}",
+            "file": (io.BytesIO(b"%PDF-1.4 valuation"), "valuation.pdf", "application/pdf"),
+        },
+    )
+    assert reply.status_code == 302
+    [document] = db.session.scalars(select(Document)).all()
+    assert (document.owner_type, document.kind) == ("loan", f"valuation_{collateral.id}")
+    row = page(client, loan.id).split(f'id="collateral-{collateral.id}"')[1].split("</tr>")[0]
+    assert "valuation.pdf" in row and "v1" in row
+    assert audits("document.upload")[0].after["kind"] == f"valuation_{collateral.id}"
