@@ -73,6 +73,7 @@ def register_views(console: Admin) -> None:
     from admin import (
         agreements,
         desk,
+        guarantee_recovery,
         guarantees,
         loans,
         members,
@@ -102,6 +103,7 @@ def register_views(console: Admin) -> None:
     recovery.register(console)
     reports.register(console)
     guarantees.register(console)  # the security blocks' forms and two reports
+    guarantee_recovery.register(console)  # a loan's guarantors: recovery, replacement
     staff.register(console)
     quality.register(console)
     phone.register(console)
