@@ -556,3 +556,40 @@ def test_a_decision_racing_a_repayment_keeps_the_books_exact(
     assert proposal.recovered_total == sum(taken)
     assert receivables(reload(loan_id))["principal"] == D("10000.00") - repaid - sum(taken)
     assert [balance(code) for code in savings] == [D(4000) - taken[0], D(2000) - taken[1]]
+
+
+def test_a_recovery_that_clears_the_debt_closes_the_loan(app: Flask) -> None:
+    # No interest and no penalty: principal is all the loan owes, and the pledges cover it.
+    product = make_product(
+        "V1",
+        code="ZERO",
+        name="Welfare",
+        annual_rate=D("0"),
+        min_guarantors=2,
+        guarantee_cover=D("100"),
+        default_threshold_days=30,
+    )
+    borrower = make_borrower(savings=5000)
+    loan = loan_apply(member_id=borrower.id, product_id=product.id, amount=10000, as_of=PAID_OUT)
+    ids = []
+    for pledge in (6000, 4000):
+        guarantor = make_borrower(savings=pledge)
+        asked = guarantee_request(
+            loan_id=loan.id, guarantor_id=guarantor.id, amount=pledge, actor="t", today=PAID_OUT
+        )
+        guarantee_accept(
+            guarantee_id=asked.id, guarantor_id=guarantor.id, via="sms", today=PAID_OUT
+        )
+        ids.append(guarantor.id)
+    loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
+    loan_disburse(loan_id=loan.id, reference="B2CZERO", value_date=PAID_OUT)
+    loan_id = loan.id
+    run_job("loan-arrears", DEFAULTED)
+    decided = _decide(_propose(loan_id).id, make_staff("compliance"))
+    assert decided.recovered_total == D("10000.00")
+    loan = reload(loan_id)
+    assert (loan.status, loan.closed_on, loan.in_default) == ("closed", DECIDED, False)
+    assert receivables(loan)["principal"] == D("0.00")
+    assert all(r.paid_on == DECIDED for r in current_installments(loan_id))
+    assert {status for status, _ in _statuses(loan_id).values()} == {"recovered"}
+    assert [member_deposits(member_id).free for member_id in ids] == [D("0"), D("0")]
