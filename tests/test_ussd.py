@@ -623,6 +623,23 @@ def test_every_screen_renders_within_182_gsm7_characters_with_worst_case_data(
         for _ in range(3)
     ]
     loan_update_arrears(loan_id=loans[0].id, as_of=business_today())
+    # Menu 8 and the guarantor screens (issue 19): a long-named applicant asks this member
+    # to guarantee 1,999,999 of a secured loan.
+    from app.services.guarantees import guarantee_request
+    from app.services.loans import loan_apply
+
+    secured = make_product("V1", code="SEC", min_guarantors=2, guarantee_cover=Decimal("100"))
+    applicant = make_member(savings=Decimal("700000"), name=member.name)
+    applicant.created_at = JOINED
+    db.session.commit()
+    asked = guarantee_request(
+        loan_id=loan_apply(
+            member_id=applicant.id, product_id=secured.id, amount=1_999_999, as_of=business_today()
+        ).id,
+        guarantor_id=member.id,
+        amount=1_999_999,
+        actor="member:test",
+    )
     data = {
         "loan_id": loans[0].id,
         "product_id": product.id,
@@ -633,6 +650,8 @@ def test_every_screen_renders_within_182_gsm7_characters_with_worst_case_data(
         "promise_date": (business_today() + timedelta(days=14)).isoformat(),
         "page": 0,
         "new_phone": "254711223399",
+        "guarantor_id": applicant.id,
+        "guarantee_id": asked.id,
     }
     store = SessionStore(redis_client(), "secret")
     request = UssdRequest("ATUid_render", "254711223344", "*384*96#", "", "63902")

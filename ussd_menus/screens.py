@@ -8,6 +8,12 @@
     main 1 -> balance
     main 3 -> repay_loan (several loans) -> repay_amount -> repay_confirm -> END (prompt)
     main 2 -> apply_product -> apply_amount -> [apply_term] -> apply_confirm -> END
+        a secured product: apply_confirm -> guar_who -> guar_confirm -> guar_amount
+        -> guar_added (1 another: guar_who; 2 done: END, staff complete the list)
+    main 2 with a secured application short of cover -> guar_pending
+        (pick the loan: guar_who ...; 9: apply_product ...)
+    main 8 -> guar_menu: requests listed (pick one: guar_request, the PIN accepts, 2
+        declines -> END), 4 guar_held (loans I guarantee), 5 [guar_loan] -> guar_who ...
     main 4 -> statement 1 -> END (SMS on its way)
     main 7 -> language -> main
     main 5 -> ussd_menus/phone.py
@@ -24,20 +30,43 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from flask import current_app
 from sqlalchemy import select
 
 from app.clock import business_today
 from app.extensions import db
-from app.models import Loan, LoanProduct, Member
+from app.models import Guarantee, Loan, LoanProduct, Member
 from app.models.types import utcnow
 from app.money import MoneyError, is_whole_shillings, money_input, shillings_up
-from app.selectors.loans import current_installments, loan_eligibility
+from app.selectors.guarantees import (
+    guarantees_held,
+    loan_cover,
+    member_deposits,
+    product_needs_security,
+)
+from app.selectors.loans import PENDING_STATUSES, current_installments, loan_eligibility
 from app.selectors.members import member_balances
 from app.selectors.statements import member_statement
-from app.selectors.ussd import LoanLine, ussd_balance, ussd_caller, ussd_live_loans
+from app.selectors.ussd import (
+    LoanLine,
+    ussd_balance,
+    ussd_caller,
+    ussd_guarantee_live,
+    ussd_live_loans,
+    ussd_secured_applications,
+)
+from app.services.guarantees import (
+    GuaranteeError,
+    guarantee_accept,
+    guarantee_decline,
+    guarantee_request,
+    guarantees_waiting,
+    guarantor_find,
+    mask_name,
+)
+from app.services.guarantees.requests import ASKING_STATUSES
 from app.services.loan_schedule import schedule_build
 from app.services.loans import LoanError, loan_apply, loan_fee
 from app.services.members import (
@@ -72,7 +101,7 @@ from app.ussd.engine import MORE, End, Goto, Hop, Invalid, Screen, Step
 from ussd_menus.phone import PHONE_SCREENS, phone_change_start, phone_entry
 from ussd_menus.text import t
 
-MAIN_CHOICES = {"1": "balance", "4": "statement", "7": "language"}
+MAIN_CHOICES = {"1": "balance", "4": "statement", "7": "language", "8": "guar_menu"}
 
 
 def _lang(hop: Hop) -> str:
@@ -491,8 +520,16 @@ OFFERS_SHOWN = 3
 
 
 def apply_entry(hop: Hop) -> Step:
-    """Main menu 2: the offers are worked out once here and kept in the session for the
-    next screens (loan_apply checks the limit again, under the member's lock)."""
+    """Main menu 2. A member whose secured application is still short of cover is offered
+    to add guarantors to it first (one more hop to a new application, for them only)."""
+    if _secured_waiting(hop.session.member_id):
+        return Goto("guar_pending")
+    return _apply_offers(hop)
+
+
+def _apply_offers(hop: Hop) -> Step:
+    """The offers are worked out once here and kept in the session for the next screens
+    (loan_apply checks the limit again, under the member's lock)."""
     offers, reason = _offers(hop)
     if not offers:
         return End(t("apply_none", _lang(hop), why=(reason or "")[:100]))
@@ -612,6 +649,12 @@ def _apply_confirm(hop: Hop) -> Step:
     except LoanError as exc:
         db.session.rollback()
         return End(t("apply_refused", language, why=str(exc)[:120]))
+    if loan.status in ASKING_STATUSES and product_needs_security(loan.product):
+        # Submitted: the applicant names guarantors now. Nothing before this screen may be
+        # gone back to (confirm again would apply twice): 0 leads to the main menu.
+        hop.session.data["loan_id"] = loan.id
+        hop.session.stack[:] = ["main"]
+        return Goto("guar_who", push=False)
     if loan.status == "approved":
         return End(
             t(
@@ -622,6 +665,314 @@ def _apply_confirm(hop: Hop) -> Step:
             )
         )
     return End(t("apply_review", language, loan_no=loan.loan_no))
+
+
+# -- guarantees --------------------------------------------------------------------------
+# The applicant asks (right after a secured application, or later from menu 2 or 8); the
+# guarantor answers (menu 8). The services hold the rules; the refusals a member can fix
+# (an unknown number, their own, someone asked already, an amount) are checked here first
+# so they are said in the member's language on the same screen.
+
+GUAR_LISTED = 3  # requests, or own applications, a screen lists (oldest first; more show
+# as these are answered)
+HELD_PER_PAGE = 2
+APPLICANT_NAME = 20  # characters of the applicant's name a guarantor reads (they know them)
+
+
+def _floor_kes(amount: Decimal) -> str:
+    """Cover and free deposits to the shilling below: a screen never overstates them."""
+    return f"KES {amount.to_integral_value(rounding=ROUND_FLOOR):,.0f}"
+
+
+def _loan(loan_id: int) -> Loan:
+    loan = db.session.get(Loan, loan_id)
+    assert loan is not None  # an id the menus listed; loans are never deleted
+    return loan
+
+
+def _secured_waiting(member_id: int) -> list[LoanLine]:
+    """The member's own secured applications still short of cover, guarantors askable."""
+    lines = ussd_secured_applications(member_id=member_id, statuses=ASKING_STATUSES)
+    return [line for line in lines if not loan_cover(_loan(line.id)).complete]
+
+
+def _cover_words(loan: Loan) -> dict[str, object]:
+    cover = loan_cover(loan)
+    return dict(
+        loan_no=loan.loan_no,
+        min=cover.min_guarantors,
+        required=_pay(cover.required),
+        covered=_floor_kes(cover.covered),
+        asked=_pay(cover.asked),
+        need=_pay(max(Decimal(0), cover.required - cover.covered - cover.asked)),
+    )
+
+
+def _guarantor_name(hop: Hop) -> str:
+    guarantor = db.session.get(Member, hop.session.data["guarantor_id"])
+    return mask_name(guarantor.name if guarantor else "")
+
+
+def _guar_pending_render(hop: Hop) -> str:
+    waiting = _secured_waiting(hop.session.member_id)[:GUAR_LISTED]
+    lines = [
+        f"{i}. {t('guar_pending', _lang(hop), loan_no=line.loan_no)}"
+        for i, line in enumerate(waiting, 1)
+    ]
+    return _with_nav(hop, "\n".join([*lines, t("guar_new_loan", _lang(hop))]))
+
+
+def _guar_pending(hop: Hop) -> Step:
+    if hop.input == "9":
+        return _apply_offers(hop)
+    waiting = _secured_waiting(hop.session.member_id)[:GUAR_LISTED]
+    if hop.input.isdigit() and 1 <= int(hop.input) <= len(waiting):
+        hop.session.data["loan_id"] = waiting[int(hop.input) - 1].id
+        return Goto("guar_who")
+    return Invalid(t("choose", _lang(hop)))
+
+
+def _guar_who_render(hop: Hop) -> str:
+    words = _cover_words(_loan(hop.session.data["loan_id"]))
+    return _with_nav(hop, t("guar_who", _lang(hop), **words))
+
+
+def _guar_who(hop: Hop) -> Step:
+    language = _lang(hop)
+    loan = _loan(hop.session.data["loan_id"])
+    if loan.status not in ASKING_STATUSES:
+        return End(t("guar_closed", language, loan_no=loan.loan_no))
+    guarantor = guarantor_find(hop.input)
+    if guarantor is None:
+        return Invalid(t("guar_unknown", language))
+    if guarantor.id == loan.member_id:
+        return Invalid(t("guar_self", language))
+    if ussd_guarantee_live(loan_id=loan.id, guarantor_id=guarantor.id):
+        return Invalid(t("guar_asked", language, name=mask_name(guarantor.name)))
+    hop.session.data["guarantor_id"] = guarantor.id  # a member id, not a secret
+    return Goto("guar_confirm")
+
+
+def _guar_confirm(hop: Hop) -> Step:
+    if hop.input == "1":
+        return Goto("guar_amount")
+    if hop.input == "2":
+        hop.session.data.pop("guarantor_id", None)
+        if hop.session.stack and hop.session.stack[-1] == "guar_who":
+            hop.session.stack.pop()
+        return Goto("guar_who", push=False)
+    return Invalid(t("choose", _lang(hop)))
+
+
+def _guar_amount_render(hop: Hop) -> str:
+    words = _cover_words(_loan(hop.session.data["loan_id"]))
+    return _with_nav(
+        hop, t("guar_amount", _lang(hop), name=_guarantor_name(hop), need=words["need"])
+    )
+
+
+def _guar_amount(hop: Hop) -> Step:
+    language = _lang(hop)
+    loan = _loan(hop.session.data["loan_id"])
+    amount = _shillings(hop)
+    # The service's own bound (a guarantee is at most the loan), asked before it is.
+    if amount is None or amount < 1 or amount > loan.principal:
+        return _amount_bad(hop, Decimal(1), loan.principal)
+    guarantor_id = hop.session.data["guarantor_id"]
+    try:
+        guarantee_request(
+            loan_id=loan.id,
+            guarantor_id=guarantor_id,
+            amount=amount,
+            actor=f"member:{_member(hop).member_no}",
+        )
+    except GuaranteeError as exc:
+        db.session.rollback()
+        loan = _loan(loan.id)
+        if loan.status not in ASKING_STATUSES:
+            return End(t("guar_closed", language, loan_no=loan.loan_no))
+        if ussd_guarantee_live(loan_id=loan.id, guarantor_id=guarantor_id):
+            # Asked meanwhile (another session, or staff): back to the number screen.
+            if hop.session.stack and hop.session.stack[-1] == "guar_confirm":
+                hop.session.stack.pop()
+            if hop.session.stack and hop.session.stack[-1] == "guar_who":
+                hop.session.stack.pop()
+            hop.session.screen = "guar_who"
+            return Invalid(t("guar_asked", language, name=_guarantor_name(hop)))
+        return End(t("guar_not_asked", language, why=str(exc)[:120]))
+    hop.session.data["amount"] = str(int(amount))
+    hop.session.stack[:] = ["main"]  # asked: going back would only ask again
+    return Goto("guar_added", push=False)
+
+
+def _guar_added_render(hop: Hop) -> str:
+    words = _cover_words(_loan(hop.session.data["loan_id"]))
+    amount = _pay(Decimal(hop.session.data["amount"]))
+    # No "0 Back 00 Home" line here (both still work): the cover needs the room.
+    return t("guar_added", _lang(hop), amount=amount, **words)
+
+
+def _guar_added(hop: Hop) -> Step:
+    if hop.input == "1":
+        hop.session.data.pop("guarantor_id", None)
+        return Goto("guar_who", push=False)
+    if hop.input == "2":
+        loan = _loan(hop.session.data["loan_id"])
+        return End(t("guar_done", _lang(hop), loan_no=loan.loan_no))
+    return Invalid(t("choose", _lang(hop)))
+
+
+def _waiting(hop: Hop) -> list[Guarantee]:
+    return guarantees_waiting(hop.session.member_id, today=business_today())[:GUAR_LISTED]
+
+
+def _guar_menu_render(hop: Hop) -> str:
+    """Main menu 8: the requests waiting are listed here, so answering one is the request
+    and then the PIN (or 2): three hops after the session's PIN, counting this one."""
+    language = _lang(hop)
+    waiting = _waiting(hop)
+    lines = [t("guar_menu_head" if waiting else "guar_menu_none", language)]
+    lines += [f"{i}. {g.loan.loan_no} {_pay(g.amount)}" for i, g in enumerate(waiting, 1)]
+    lines.append(t("guar_menu_held", language))
+    if _secured_waiting(hop.session.member_id):
+        lines.append(t("guar_menu_mine", language))
+    return _with_nav(hop, "\n".join(lines))
+
+
+def _guar_menu(hop: Hop) -> Step:
+    waiting = _waiting(hop)
+    if hop.input.isdigit() and 1 <= int(hop.input) <= len(waiting):
+        hop.session.data["guarantee_id"] = waiting[int(hop.input) - 1].id
+        return Goto("guar_request")
+    if hop.input == "4":
+        hop.session.data["page"] = 0
+        return Goto("guar_held")
+    if hop.input == "5":
+        mine = _secured_waiting(hop.session.member_id)
+        if len(mine) == 1:
+            hop.session.data["loan_id"] = mine[0].id
+            return Goto("guar_who")
+        if mine:
+            return Goto("guar_loan")
+    return Invalid(t("choose", _lang(hop)))
+
+
+def _guarantee(hop: Hop) -> Guarantee:
+    guarantee = db.session.get(Guarantee, hop.session.data["guarantee_id"])
+    assert guarantee is not None  # an id the menu listed; guarantees are never deleted
+    return guarantee
+
+
+def _guar_request_render(hop: Hop) -> str:
+    guarantee = _guarantee(hop)
+    loan = guarantee.loan
+    return _with_nav(
+        hop,
+        t(
+            "guar_request",
+            _lang(hop),
+            name=loan.member.name[:APPLICANT_NAME].strip(),
+            amount=_pay(guarantee.amount),
+            loan_no=loan.loan_no,
+            free=_floor_kes(member_deposits(hop.session.member_id).free),
+        ),
+    )
+
+
+def _guar_request(hop: Hop) -> Step:
+    """The PIN accepts (pledging deposits is confirmed as a payment would be), 2 declines
+    (it pledges nothing). An entry that cannot be a PIN costs no try."""
+    language = _lang(hop)
+    member_id = hop.session.member_id
+    guarantee_id = hop.session.data["guarantee_id"]
+    if hop.input == "2":
+        try:
+            guarantee = guarantee_decline(
+                guarantee_id=guarantee_id, guarantor_id=member_id, via="ussd"
+            )
+        except GuaranteeError:
+            db.session.rollback()
+            return End(_answer_refused(hop))
+        return End(t("guar_declined", language, **_answer_words(guarantee)))
+    if not (len(hop.input) == 4 and hop.input.isdigit()):
+        return Invalid(t("guar_pin_or_2", language))
+    try:
+        ok = member_check_pin(member_id=member_id, pin=hop.input, now=utcnow())
+    except PinLocked as exc:
+        return End(_locked_text(exc.until, language))
+    if not ok:
+        return Invalid(t("pin_wrong", language, left=_tries_left(hop)))
+    try:
+        guarantee = guarantee_accept(guarantee_id=guarantee_id, guarantor_id=member_id, via="ussd")
+    except GuaranteeError:
+        db.session.rollback()
+        return End(_answer_refused(hop))
+    return End(t("guar_accepted", language, **_answer_words(guarantee)))
+
+
+def _answer_words(guarantee: Guarantee) -> dict[str, object]:
+    loan = guarantee.loan
+    first = loan.member.name.split()[0][:20] if loan.member.name.split() else ""
+    return dict(amount=_pay(guarantee.amount), loan_no=loan.loan_no, name=first)
+
+
+def _answer_refused(hop: Hop) -> str:
+    """Why the service said no, in the member's words: the request is no longer open
+    (answered, withdrawn, expired, the loan decided), else the free deposits are short
+    (the one other refusal guarantee_accept makes, under the member's lock)."""
+    guarantee = _guarantee(hop)
+    still_open = (
+        guarantee.status == "requested"
+        and guarantee.expires_on >= business_today()
+        and guarantee.loan.status in PENDING_STATUSES
+    )
+    if not still_open:
+        return t("guar_gone", _lang(hop))
+    free = member_deposits(hop.session.member_id).free
+    return t("guar_short", _lang(hop), free=_floor_kes(free), amount=_pay(guarantee.amount))
+
+
+def _guar_held_render(hop: Hop) -> str:
+    language = _lang(hop)
+    page = int(hop.session.data.get("page", 0))
+    held = guarantees_held(hop.session.member_id)
+    free = member_deposits(hop.session.member_id).free
+    lines = [t("guar_held_head", language, free=_floor_kes(free))]
+    for one in held[page * HELD_PER_PAGE : (page + 1) * HELD_PER_PAGE]:
+        lines.append(
+            t(
+                "guar_held_line",
+                language,
+                loan_no=one.loan_no,
+                name=_short_name(one.borrower_name),
+                exposure=_pay(one.exposure),
+            )
+        )
+    if not held:
+        lines.append(t("guar_held_none", language))
+    if len(held) > (page + 1) * HELD_PER_PAGE:
+        lines.append(t("more", language))
+    return _with_nav(hop, "\n".join(lines))
+
+
+def _guar_held(hop: Hop) -> Step:
+    page = int(hop.session.data.get("page", 0))
+    if (
+        hop.input == MORE
+        and len(guarantees_held(hop.session.member_id)) > (page + 1) * HELD_PER_PAGE
+    ):
+        hop.session.data["page"] = page + 1
+        return Goto("guar_held", push=False)
+    return Invalid(t("choose", _lang(hop)))
+
+
+def _short_name(name: str) -> str:
+    """ "Wanjiku Achieng Otieno" -> "Wanjiku A.": who the borrower is, in a line's room."""
+    parts = name.split()
+    if not parts:
+        return ""
+    first = parts[0][:12].rstrip("-")
+    return f"{first} {parts[-1][0]}." if len(parts) > 1 else first
 
 
 # -- promise to pay ----------------------------------------------------------------------
@@ -797,6 +1148,20 @@ SCREENS: dict[str, Screen] = {
         Screen("apply_amount", _apply_amount_render, _apply_amount, resumable=True),
         Screen("apply_term", _apply_term_render, _apply_term, resumable=True),
         Screen("apply_confirm", _apply_confirm_render, _apply_confirm, resumable=True),
+        Screen("guar_pending", _guar_pending_render, _guar_pending),
+        _loan_list("guar_loan", "guar_choose", _secured_waiting, then="guar_who"),
+        Screen("guar_who", _guar_who_render, _guar_who, resumable=True),
+        Screen(
+            "guar_confirm",
+            lambda h: _with_nav(h, t("guar_confirm", _lang(h), name=_guarantor_name(h))),
+            _guar_confirm,
+            resumable=True,
+        ),
+        Screen("guar_amount", _guar_amount_render, _guar_amount, resumable=True),
+        Screen("guar_added", _guar_added_render, _guar_added),
+        Screen("guar_menu", _guar_menu_render, _guar_menu),
+        Screen("guar_request", _guar_request_render, _guar_request, resumable=True),
+        Screen("guar_held", _guar_held_render, _guar_held),
         _loan_list("promise_loan", "promise_choose", _late_loans, then="promise_date"),
         Screen("promise_date", _promise_date_render, _promise_date, resumable=True),
         Screen("promise_amount", _promise_amount_render, _promise_amount, resumable=True),

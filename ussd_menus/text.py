@@ -97,9 +97,9 @@ TEXT: dict[str, dict[str, str]] = {
     },
     "main": {
         "en": "1. Check Balance\n2. Apply for Loan\n3. Repay Loan\n4. Account Statement\n"
-        "5. Update Phone Number\n6. Promise to Pay\n7. Language",
+        "5. Update Phone Number\n6. Promise to Pay\n7. Language\n8. Guarantees",
         "sw": "1. Salio\n2. Omba Mkopo\n3. Lipa Mkopo\n4. Taarifa ya Akaunti\n"
-        "5. Badilisha Nambari ya Simu\n6. Ahadi ya Kulipa\n7. Lugha",
+        "5. Badilisha Nambari ya Simu\n6. Ahadi ya Kulipa\n7. Lugha\n8. Udhamini",
     },
     "nav": {"en": "0 Back 00 Home", "sw": "0 Rudi 00 Mwanzo"},
     "choose": {"en": "Choose a number from the list.", "sw": "Chagua nambari kwenye orodha."},
@@ -207,6 +207,94 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "At most {most}: that is all the loan owes.",
         "sw": "Si zaidi ya {most}: ndilo deni lote la mkopo.",
     },
+    # -- guarantees: the applicant asks (menu 2), the guarantor answers (menu 8) ----------
+    "guar_pending": {"en": "Add a guarantor to {loan_no}", "sw": "Ongeza mdhamini kwa {loan_no}"},
+    "guar_new_loan": {"en": "9. Apply for a new loan", "sw": "9. Omba mkopo mpya"},
+    "guar_choose": {
+        "en": "Add a guarantor to which loan?",
+        "sw": "Ongeza mdhamini kwa mkopo upi?",
+    },
+    "guar_who": {
+        "en": "Loan {loan_no} needs {min} guarantors for {required}; {covered} accepted so "
+        "far.\nGuarantor's member no. or phone:",
+        "sw": "Mkopo {loan_no} unahitaji wadhamini {min} kwa {required}; {covered} "
+        "zimekubaliwa.\nMdhamini: nambari ya mwanachama au simu:",
+    },
+    "guar_unknown": {
+        "en": "No active member has that number.",
+        "sw": "Nambari hiyo si ya mwanachama hai.",
+    },
+    "guar_self": {
+        "en": "You cannot guarantee your own loan.",
+        "sw": "Huwezi kudhamini mkopo wako.",
+    },
+    "guar_asked": {
+        "en": "{name} was asked already.",
+        "sw": "{name} ameshaombwa.",
+    },
+    "guar_confirm": {
+        "en": "Guarantor: {name}\nIs this the right person?\n1. Yes\n2. No, another number",
+        "sw": "Mdhamini: {name}\nNi mtu sahihi?\n1. Ndiyo\n2. Hapana, nambari nyingine",
+    },
+    "guar_amount": {
+        "en": "Amount to ask {name} to guarantee (still to find {need}):",
+        "sw": "Kiasi cha kumwomba {name} adhamini (kinachokosekana {need}):",
+    },
+    "guar_added": {
+        "en": "Asked by SMS.\n{loan_no}: {covered} accepted, {asked} asked, {required} needed."
+        "\n1. Add another\n2. Done, staff will complete",
+        "sw": "Ameombwa kwa SMS.\n{loan_no}: {covered} zimekubaliwa, {asked} zimeombwa, kati ya "
+        "{required}.\n1. Ongeza mwingine\n2. Maliza, ofisi itakamilisha",
+    },
+    "guar_done": {
+        "en": "Loan {loan_no} is under review. We will SMS you as your guarantors answer and "
+        "when it is decided.",
+        "sw": "Mkopo {loan_no} unakaguliwa. Tutakutumia SMS wadhamini wako wakijibu na uamuzi "
+        "ukifanywa.",
+    },
+    "guar_closed": {
+        "en": "Loan {loan_no} is no longer waiting for guarantors.",
+        "sw": "Mkopo {loan_no} hausubiri wadhamini tena.",
+    },
+    "guar_not_asked": {"en": "Not asked: {why}", "sw": "Haikuombwa: {why}"},
+    "guar_menu_head": {"en": "Requests:", "sw": "Maombi:"},
+    "guar_menu_none": {"en": "No guarantee requests.", "sw": "Hakuna maombi ya udhamini."},
+    "guar_menu_held": {"en": "4. Loans I guarantee", "sw": "4. Mikopo ninayodhamini"},
+    "guar_menu_mine": {"en": "5. Guarantors for my loan", "sw": "5. Wadhamini wa mkopo wangu"},
+    "guar_request": {
+        "en": "{name} asks you to guarantee {amount} of {loan_no}. Free deposits: {free}."
+        "\nEnter PIN to accept\n2. Decline",
+        "sw": "{name} anakuomba udhamini wa {amount} wa {loan_no}. Akiba huru: {free}."
+        "\nWeka PIN kukubali\n2. Kataa",
+    },
+    "guar_pin_or_2": {
+        "en": "Enter your PIN, or 2 to decline.",
+        "sw": "Weka PIN, au 2 kukataa.",
+    },
+    "guar_accepted": {
+        "en": "You now guarantee {amount} of loan {loan_no}. {name} is told by SMS.",
+        "sw": "Sasa unadhamini {amount} ya mkopo {loan_no}. {name} ataarifiwa kwa SMS.",
+    },
+    "guar_declined": {
+        "en": "You declined to guarantee loan {loan_no}. {name} is told by SMS.",
+        "sw": "Umekataa kudhamini mkopo {loan_no}. {name} ataarifiwa kwa SMS.",
+    },
+    "guar_short": {
+        "en": "Not accepted: your free deposits are {free}, less than the {amount} asked. "
+        "Nothing is pledged.",
+        "sw": "Haijakubaliwa: akiba yako huru ni {free}, chini ya {amount} ulizoombwa. Hakuna "
+        "kilichowekwa dhamana.",
+    },
+    "guar_gone": {
+        "en": "This request is no longer open: it was answered, withdrawn or has expired.",
+        "sw": "Ombi hili halipo tena: limejibiwa, limeondolewa au muda wake umeisha.",
+    },
+    "guar_held_head": {
+        "en": "Free deposits {free}. You guarantee, held now:",
+        "sw": "Akiba huru {free}. Unachodhamini sasa:",
+    },
+    "guar_held_line": {"en": "{loan_no} {name} {exposure}", "sw": "{loan_no} {name} {exposure}"},
+    "guar_held_none": {"en": "No loans.", "sw": "Hakuna mkopo."},
     "statement_more": {"en": "1. Full statement by SMS", "sw": "1. Taarifa kamili kwa SMS"},
     "statement_none": {"en": "No transactions yet.", "sw": "Hakuna miamala bado."},
     "statement_sent": {

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Row, Select, and_, bindparam, func, select
 
 from app.extensions import db
-from app.models import Account, Installment, Loan, Member
+from app.models import Account, Guarantee, Installment, Loan, LoanProduct, Member
 from app.money import ZERO
 from app.selectors.loans import LIVE_STATUSES, UNPAID
 
@@ -160,3 +160,34 @@ def _position(line: LoanLine, unpaid: list[tuple[date, Decimal]], today: date) -
     if late:
         return LoanPosition(line, owed, sum((a for _, a in late), ZERO), late[0][0])
     return LoanPosition(line, owed, unpaid[0][1], unpaid[0][0])
+
+
+def ussd_secured_applications(*, member_id: int, statuses: Sequence[str]) -> list[LoanLine]:
+    """The member's own applications of a secured product in `statuses` (the ones guarantors
+    are asked in), oldest first, in one statement: where menu 2 offers to add guarantors."""
+    rows = read_rows(
+        select(Loan.id, Loan.loan_no, Loan.days_past_due)
+        .join(LoanProduct, LoanProduct.id == Loan.product_id)
+        .where(
+            Loan.member_id == member_id,
+            Loan.status.in_(list(statuses)),
+            (LoanProduct.min_guarantors > 0) | (LoanProduct.guarantee_cover > 0),
+        )
+        .order_by(Loan.id),
+        {},
+    )
+    return [LoanLine(r.id, r.loan_no or "", r.days_past_due) for r in rows]
+
+
+def ussd_guarantee_live(*, loan_id: int, guarantor_id: int) -> bool:
+    """Whether this member has already been asked for this loan and not said no (a request
+    waiting or a pledge given): the applicant is told before typing an amount."""
+    rows = read_rows(
+        select(Guarantee.id).where(
+            Guarantee.loan_id == loan_id,
+            Guarantee.guarantor_id == guarantor_id,
+            Guarantee.status.in_(("requested", "accepted")),
+        ),
+        {},
+    )
+    return bool(rows)
