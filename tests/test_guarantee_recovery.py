@@ -35,6 +35,7 @@ from app.services.guarantees.recovery import (
     guarantee_recovery_propose,
     guarantee_substitute_accept,
     guarantee_substitute_approve,
+    guarantee_substitute_decline,
     guarantee_substitute_request,
 )
 from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_repay
@@ -455,6 +456,34 @@ def test_a_replacement_is_accepted_out_of_free_deposits_only(app: Flask) -> None
         )
     _decide(proposal.id, make_staff("compliance"))
     assert db.session.get(Guarantee, asked.id).status == "cancelled"
+
+
+def test_a_member_asked_to_replace_a_guarantor_may_say_no(app: Flask) -> None:
+    loan_id, (first, _) = _defaulted()
+    old = _guarantee_of(loan_id, first)
+    other = make_borrower(savings=9000)
+    asked = guarantee_substitute_request(
+        guarantee_id=old.id, guarantor_id=other.id, by=reload(loan_id).member
+    )
+    with pytest.raises(GuaranteeRecoveryError, match="no such request to replace"):
+        guarantee_substitute_decline(
+            guarantee_id=asked.id, guarantor_id=first.id, via="sms", today=DEFAULTED
+        )
+    guarantee_substitute_decline(
+        guarantee_id=asked.id, guarantor_id=other.id, via="sms", today=DEFAULTED
+    )
+    assert db.session.get(Guarantee, asked.id).status == "declined"
+    assert _guarantee_of(loan_id, first).status == "accepted"
+    borrower = reload(loan_id).member
+    assert db.session.scalar(
+        select(SmsMessage.body).where(
+            SmsMessage.phone == borrower.phone, SmsMessage.template == "guarantee_declined"
+        )
+    )
+    with pytest.raises(GuaranteeRecoveryError, match="was declined already"):
+        guarantee_substitute_accept(
+            guarantee_id=asked.id, guarantor_id=other.id, via="sms", today=DEFAULTED
+        )
 
 
 # -- races (PostgreSQL: row locks wait) --------------------------------------------------------

@@ -39,8 +39,9 @@ Decisions where the issue is silent:
 Replacing a guarantor: staff (guarantee.manage) or the borrower ask another member to
 take an accepted guarantee's place (`guarantee_substitute_request`, a request with
 `replaces_id`, texted like any guarantee request); the new guarantor accepts under their
-own lock out of free deposits (`guarantee_substitute_accept`; a live loan's requests are
-not answerable by guarantee_accept, which is for applications); and a branch manager
+own lock out of free deposits (`guarantee_substitute_accept`, or says no:
+`guarantee_substitute_decline`; a live loan's requests are not answerable by
+guarantee_accept, which is for applications); and a branch manager
 approves (`guarantee_substitute_approve`, guarantee.substitute): the old guarantee becomes
 `replaced`, only if the loan's cover stays complete without it. Until then both hold.
 """
@@ -603,6 +604,46 @@ def guarantee_substitute_accept(
         amount=guarantee.amount,
         loan_no=loan.loan_no or "",
         answer="accepted",
+        key=str(guarantee.id),
+    )
+    db.session.commit()
+    return guarantee
+
+
+def guarantee_substitute_decline(
+    *, guarantee_id: int, guarantor_id: int, via: str, today: date | None = None
+) -> Guarantee:
+    """The member asked to replace a guarantor says no; the borrower is told, the old
+    guarantee stands. Commits."""
+    day = today or business_today()
+    guarantor = lock_row(Member, guarantor_id)
+    if guarantor is None:
+        raise _refuse("no such member")
+    guarantee = lock_row(Guarantee, guarantee_id)
+    if guarantee is None or guarantee.guarantor_id != guarantor_id or guarantee.replaces_id is None:
+        raise _refuse("no such request to replace a guarantor for you")
+    if guarantee.status != "requested":
+        raise _refuse(f"this request was {guarantee.status} already")
+    if guarantee.expires_on < day:
+        raise _refuse("this request has expired")
+    loan = lock_row(Loan, guarantee.loan_id)
+    assert loan is not None
+    guarantee.status = "declined"
+    guarantee.answered_at = guarantee.ended_at = utcnow()
+    guarantee.answered_via = via
+    audit_record(
+        actor=f"member:{guarantor.member_no}",
+        action="guarantee.decline",
+        object_type="loan",
+        object_id=loan,
+        after={"guarantee": guarantee.id, "status": "declined", "replaces": guarantee.replaces_id},
+    )
+    notify_guarantee_answer(
+        applicant=loan.member,
+        guarantor=mask_name(guarantor.name),
+        amount=guarantee.amount,
+        loan_no=loan.loan_no or "",
+        answer="declined",
         key=str(guarantee.id),
     )
     db.session.commit()
