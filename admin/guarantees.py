@@ -359,7 +359,6 @@ def _exposure_report(report: Any, *, page: int, per_page: int) -> None:
 
     found = guarantor_exposure_report(page=page, per_page=per_page)
     report.lines.append("Accepted guarantees on loans waiting for payout or still owing, now")
-    everything = guarantor_exposure_report(page=1, per_page=max(found.total, 1))
     report.tables.append(
         Table(
             title="Exposure by guarantor",
@@ -374,19 +373,11 @@ def _exposure_report(report: Any, *, page: int, per_page: int) -> None:
             ),
             rows=[
                 (r.member_no, r.name, r.phone, r.loans, r.pledged, r.exposure, r.loan_nos)
-                for r in found.rows
+                for r in found.rows.rows
             ],
-            total=(
-                "Total",
-                "",
-                "",
-                sum(r.loans for r in everything.rows),
-                sum((r.pledged for r in everything.rows), ZERO),
-                sum((r.exposure for r in everything.rows), ZERO),
-                "",
-            ),
-            page=found,
-            links=[url_for("member.details_view", id=r.guarantor_id) for r in found.rows],
+            total=("Total", "", "", found.guarantees, found.pledged, found.exposure, ""),
+            page=found.rows,
+            links=[url_for("member.details_view", id=r.guarantor_id) for r in found.rows.rows],
             note="Exposure: the whole pledge until the loan is paid out, then its share of the "
             "principal still owed; nothing once the loan has ended.",
         )

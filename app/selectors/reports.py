@@ -454,9 +454,17 @@ class ExposureRow:
     loan_nos: str  # the loans guaranteed, by number
 
 
-def guarantor_exposure_report(*, page: int = 1, per_page: int = 25) -> Page[ExposureRow]:
+@dataclass(frozen=True)
+class GuarantorExposure:
+    rows: Page[ExposureRow]
+    guarantees: int  # in the whole report
+    pledged: Decimal
+    exposure: Decimal
+
+
+def guarantor_exposure_report(*, page: int = 1, per_page: int = 25) -> GuarantorExposure:
     """Each guarantor's accepted guarantees on loans that still hold: how many loans, what
-    was pledged and the exposure now, largest exposure first."""
+    was pledged and the exposure now, largest exposure first; the totals of them all."""
     owed = (
         select(Account.loan_id, Account.balance).where(Account.kind == "loan_principal").subquery()
     )
@@ -514,7 +522,12 @@ def guarantor_exposure_report(*, page: int = 1, per_page: int = 25) -> Page[Expo
     )
     page = max(page, 1)
     first = (page - 1) * per_page
-    return Page(found[first : first + per_page], len(found), page, per_page)
+    return GuarantorExposure(
+        rows=Page(found[first : first + per_page], len(found), page, per_page),
+        guarantees=sum(r.loans for r in found),
+        pledged=sum((r.pledged for r in found), ZERO),
+        exposure=sum((r.exposure for r in found), ZERO),
+    )
 
 
 @dataclass(frozen=True)
