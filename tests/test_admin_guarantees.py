@@ -361,12 +361,13 @@ def test_the_member_page_shows_guarantees_given_and_received_and_free_deposits(
     assert guarantor.name in received and "accepted" in received and "15,000.00" in received
 
 
-def test_the_queue_shows_cover_each_answer_and_free_deposits(app: Flask) -> None:
+@pytest.mark.parametrize("role", EVERYONE)
+def test_the_queue_shows_cover_each_answer_and_free_deposits(app: Flask, role: str) -> None:
     loan = application()
     guarantor = pledged(loan, amount=9000, savings=20000)
     waiting = make_borrower(savings=3000)
     guarantee_request(loan_id=loan.id, guarantor_id=waiting.id, amount=6000, actor="member:x")
-    shown = text(browse(signed_in(app, "branch_manager"), "/admin/applications/"))
+    shown = text(browse(signed_in(app, role), "/admin/applications/"))
     block = shown.split(f'id="security-{loan.id}"')[1].split("</div>")[0]
     assert "cover 9,000.00 of 15,000.00, 1 of 1 guarantors" in block
     assert f"{guarantor.name}: accepted by sms, 9,000.00; free deposits 11,000.00" in block
@@ -390,6 +391,15 @@ def test_the_desk_shows_a_defaulted_loans_guarantors_to_call(app: Flask) -> None
     block = shown.split('id="desk-guarantors"')[1].split("</section>")[0]
     assert guarantor.name in block and guarantor.phone in block
     assert "15,000.00" in block  # nothing repaid: the whole pledge is exposed
+
+
+def test_a_loan_not_in_default_lists_no_guarantors_to_call_on_the_desk(app: Flask) -> None:
+    loan = application()
+    pledged(loan)
+    loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
+    loan_disburse(loan_id=loan.id, reference="B2CSEC09", value_date=business_today())
+    shown = text(browse(signed_in(app, "branch_manager"), f"/admin/desk/loan/{loan.id}"))
+    assert 'id="desk-guarantors"' not in shown and "collections" in shown
 
 
 # -- the reports ------------------------------------------------------------------------------
