@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from app.extensions import db
 from app.models import (
@@ -32,6 +32,7 @@ from app.services.guarantees import guarantee_accept, guarantee_request
 from app.services.guarantees.recovery import (
     GuaranteeRecoveryError,
     guarantee_recovery_decide,
+    guarantee_recovery_problems,
     guarantee_recovery_propose,
     guarantee_substitute_accept,
     guarantee_substitute_approve,
@@ -136,6 +137,14 @@ def _statuses(loan_id: int) -> dict[int, tuple[str, D]]:
     }
 
 
+def _id_of(loan_id: int, member: Member) -> int:
+    return db.session.scalar(
+        select(Guarantee.id).where(
+            Guarantee.loan_id == loan_id, Guarantee.guarantor_id == member.id
+        )
+    )
+
+
 def _texts(member: Member) -> list[str]:
     return list(
         db.session.scalars(
@@ -211,6 +220,20 @@ def test_an_approved_recovery_debits_each_guarantor_their_exposure_in_one_entry(
 
     with pytest.raises(GuaranteeRecoveryError, match="recorded already: approved"):
         _decide(proposal.id, make_staff("branch_manager"))
+
+    # The reconciliation of recoveries finds the entry and the guarantees agreeing, and
+    # says so when a guarantee's record drifts from what its guarantor was debited.
+    assert guarantee_recovery_problems() == []
+    db.session.execute(
+        update(Guarantee)
+        .where(Guarantee.guarantor_id == second.id)
+        .values(recovered_amount=D("1999.99"))
+    )
+    db.session.commit()
+    assert guarantee_recovery_problems() == [
+        f"recovery {proposal.id}: guarantee {_id_of(loan_id, second)} records 1999.99, "
+        "the decision 2000.00"
+    ]
 
 
 def test_a_declined_proposal_moves_nothing_and_another_may_follow(app: Flask) -> None:
@@ -305,6 +328,7 @@ def test_pledges_above_the_principal_owed_are_cut_in_proportion(app: Flask) -> N
     }
     assert decided.recovered_total == sum(taken) <= owed
     assert receivables(reload(loan_id))["principal"] == owed - sum(taken)
+    assert guarantee_recovery_problems() == []
 
 
 def test_a_guarantor_short_of_deposits_pays_what_is_free_never_an_overdraft(
@@ -331,6 +355,7 @@ def test_a_guarantor_short_of_deposits_pays_what_is_free_never_an_overdraft(
     assert _savings(second) == D("0.00")
     row = {g["member_no"]: g for g in decided.recovered["guarantors"]}[second.member_no]
     assert (row["exposure"], row["recovered"]) == ("2000.00", "1600.00")
+    assert guarantee_recovery_problems() == []
 
 
 def test_nothing_to_take_is_refused_and_the_proposal_waits(app: Flask) -> None:
