@@ -647,3 +647,60 @@ def test_a_recovery_that_clears_the_debt_closes_the_loan(app: Flask) -> None:
     assert all(r.paid_on == DECIDED for r in current_installments(loan_id))
     assert {status for status, _ in _statuses(loan_id).values()} == {"recovered"}
     assert [member_deposits(member_id).free for member_id in ids] == [D("0"), D("0")]
+
+
+@pytest.mark.parametrize("first", ["decision", "acceptance"])
+def test_a_decision_racing_a_replacement_acceptance_never_deadlocks(
+    app: Flask, pg: None, first: str
+) -> None:
+    loan_id, (old_guarantor, second) = _defaulted()
+    newcomer = make_borrower(savings=4000)
+    old_id = _id_of(loan_id, old_guarantor)
+    new_id = guarantee_substitute_request(
+        guarantee_id=old_id, guarantor_id=newcomer.id, by=make_staff("branch_manager")
+    ).id
+    proposal_id = _propose(loan_id).id
+    compliance_id, newcomer_id = make_staff("compliance").id, newcomer.id
+    db.session.remove()
+
+    holder, release = _hold_loan(app, loan_id)
+    decide = Worker(
+        app, lambda: _decide(proposal_id, db.session.get(StaffUser, compliance_id)).status
+    )
+    accept = Worker(
+        app,
+        lambda: (
+            guarantee_substitute_accept(
+                guarantee_id=new_id, guarantor_id=newcomer_id, via="ussd", today=DEFAULTED
+            ).status
+        ),
+    )
+    racers = [decide, accept] if first == "decision" else [accept, decide]
+    racers[0].start()
+    wait_until_blocked(1)
+    racers[1].start()
+    wait_until_blocked(2)
+    release.set()
+    holder.outcome()
+    assert decide.outcome() == "approved"
+    statuses = {
+        gid: (status, got)
+        for gid, status, got in db.session.execute(
+            select(Guarantee.id, Guarantee.status, Guarantee.recovered_amount).where(
+                Guarantee.loan_id == loan_id
+            )
+        )
+    }
+    if first == "decision":
+        # The acceptance waited behind the decision and finds nothing left to replace.
+        with pytest.raises(GuaranteeRecoveryError, match="has ended: nothing to replace"):
+            accept.outcome()
+        assert statuses[new_id] == ("requested", D("0.00"))
+        assert statuses[old_id] == ("recovered", D("4000.00"))
+    else:
+        # Accepted first, the newcomer holds too until a replacement is approved: the
+        # decision takes the locks again for the new set and recovers from all three.
+        assert accept.outcome() == "accepted"
+        assert statuses[new_id] == ("recovered", D("4000.00"))
+        assert statuses[old_id] == ("recovered", D("4000.00"))
+    assert guarantee_recovery_problems() == []

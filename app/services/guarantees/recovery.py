@@ -427,13 +427,19 @@ def _audit_decision(staff: StaffUser, loan: Loan, proposal: GuaranteeRecovery) -
 
 
 def _cancel_replacements(loan: Loan, staff: StaffUser) -> None:
-    """Requests to replace a guarantor of this loan end with the recovery."""
+    """Requests to replace a guarantor of this loan end with the recovery. One being
+    answered at this instant holds its row and waits for the loan's lock we hold: it is
+    skipped, not waited for (that would deadlock), and its answer is refused once we
+    commit (the guarantee it replaces has ended); the expiry job ends it."""
     for waiting in db.session.scalars(
-        select(Guarantee).where(
+        select(Guarantee)
+        .where(
             Guarantee.loan_id == loan.id,
             Guarantee.status == "requested",
             Guarantee.replaces_id.is_not(None),
         )
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
     ):
         waiting.status = "cancelled"
         waiting.ended_at = utcnow()
