@@ -18,10 +18,11 @@ from typing import Any
 from flask import flash, redirect, request, url_for
 from flask_admin import Admin, BaseView, expose
 from flask_login import current_user
+from markupsafe import Markup
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from admin.auth import SecureMixin, TokenForm, require
+from admin.auth import SecureMixin, SecureModelView, TokenForm, require
 from app.clock import business_today
 from app.errors import SaccoError
 from app.extensions import db
@@ -256,11 +257,43 @@ class GuaranteeRecoveryView(SecureMixin, BaseView):
         )
 
 
+def _loan_link(view: object, context: object, model: GuaranteeRecovery, name: str) -> Markup:
+    return Markup('<a href="{}">loan {}</a>').format(
+        url_for("guarantee_recovery.loan", loan_id=model.loan_id), model.loan_id
+    )
+
+
+class GuaranteeRecoveryListView(SecureModelView):
+    """Read-only: proposals and decisions go through the loan's guarantors page."""
+
+    column_list = (
+        "loan",
+        "status",
+        "reason",
+        "proposed_on",
+        "decision_date",
+        "minute_ref",
+        "recovered_total",
+    )
+    column_labels = {"minute_ref": "Board minute", "recovered_total": "Recovered (KES)"}
+    column_filters = ("status", "proposed_on", "decision_date")
+    column_sortable_list = ("status", "proposed_on", "decision_date", "recovered_total")
+    column_default_sort = [("proposed_on", True), ("id", True)]
+    column_formatters = {"loan": _loan_link}
+    column_details_list = (*column_list, "exposures", "recovered", "entry_id")
+    column_formatters_detail = column_formatters
+
+
 def register(console: Admin) -> None:
     console.add_view(
         GuaranteeRecoveryView(
             name="Guarantors of a loan",
             endpoint="guarantee_recovery",
             url="guarantee-recovery",
+        )
+    )
+    console.add_view(
+        GuaranteeRecoveryListView(
+            GuaranteeRecovery, db, name="Recovery from guarantors", category="Recovery"
         )
     )

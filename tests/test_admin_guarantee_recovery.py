@@ -117,6 +117,7 @@ def test_every_role_reads_the_page_and_finds_it_from_the_loan(app):
         assert decides == (role in ("branch_manager", "compliance"))
         assert ('id="replace-' in shown) is False  # a proposal waits: no replacing now
         assert 'id="recovery-propose"' not in shown  # one open proposal at a time
+        assert "Borrower cannot be traced" in text(client, "/admin/guaranteerecovery/")
 
 
 def test_a_manager_proposes_and_compliance_records_the_approval(app):
