@@ -345,6 +345,8 @@ def guarantee_recovery_decide(
         )
     owed, exposure, take = _shares(loan, guarantees)
     total = sum(take.values(), ZERO)
+    if owed <= 0:
+        raise _refuse(f"loan {loan} owes no principal now; guarantors cover principal only")
     if total <= 0:
         raise _refuse(
             f"nothing can be recovered: loan {loan} owes KES {owed:,.2f} of principal and its "
