@@ -340,3 +340,25 @@ def test_the_reconciliation_finds_holds_beyond_deposits_and_pledges_left_on_ende
     assert [(p.what, p.detail) for p in ledger_check()] == [
         ("hold", f"member {guarantor.id}: guarantees hold 3000.01, deposits are 3000.00")
     ]
+
+
+def test_savings_pledged_to_another_loan_cannot_repay_the_guarantors_own_loan(
+    app: Flask,
+) -> None:
+    guarantor = make_borrower(savings=10000)
+    instant = make_product("V1", code="INS", name="Instant")
+    own = loan_apply(member_id=guarantor.id, product_id=instant.id, amount=5000, as_of=DAY)
+    loan_approve(loan_id=own.id, staff=make_staff("branch_manager"))
+    loan_disburse(loan_id=own.id, reference="B2COWN1", value_date=DAY)
+    asked = _apply(_secured(min_guarantors=1))
+    _accept(_ask(asked, guarantor, 7000), guarantor)
+
+    with pytest.raises(LoanError, match="only KES 3,000.00 of the savings is free"):
+        loan_repay(
+            loan_id=own.id, amount="3000.01", reference="OWNSAV1", value_date=DAY, source="savings"
+        )
+    db.session.rollback()
+    assert receivables(reload(own.id))["principal"] == D("5000.00")
+    loan_repay(loan_id=own.id, amount="3000", reference="OWNSAV2", value_date=DAY, source="savings")
+    assert member_deposits(guarantor.id).deposits == D("7000.00")
+    assert member_deposits(guarantor.id).free == D("0.00")

@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+from sqlalchemy import select
+
 from app.extensions import db
-from app.models import Member, StaffUser
+from app.models import Loan, Member, StaffUser
 from app.money import ZERO
+from app.selectors.guarantees import member_deposits
 from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt
 from app.selectors.members import member_balances
 from app.services.ledger import (
@@ -28,6 +31,7 @@ from app.services.loans._common import (
     _actor_name,
     _amount,
     _get_loan,
+    _lock_member,
     _transition,
     loan_account,
 )
@@ -48,6 +52,23 @@ class RepaymentResult:
     entry_id: int | None = None
 
 
+def _hold_free_savings(loan_id: int, value: Decimal) -> None:
+    """Under the member's lock: `value` of their savings is not held by their guarantees."""
+    member_id = db.session.scalar(select(Loan.member_id).where(Loan.id == loan_id))
+    if member_id is None:
+        raise LoanError(f"no loan {loan_id}")
+    _lock_member(member_id)
+    held = member_deposits(member_id)
+    free = held.free_of_guarantees
+    # More than the savings hold at all is refused as before (the debt or the balance);
+    # this refusal is for money that is there but pledged.
+    if free < value <= held.deposits:
+        raise LoanError(
+            f"only KES {free:,.2f} of the savings is free: the rest secures loans the member "
+            "guarantees"
+        )
+
+
 def loan_repay(
     *,
     loan_id: int,
@@ -66,6 +87,11 @@ def loan_repay(
     is never lost. `reference` (the M-PESA receipt) makes the posting idempotent.
     """
     value = _amount(amount)
+    if source == "savings":
+        # Savings are the member's deposits: only what no guarantee of theirs holds may
+        # pay (their own loan's share is freed by the payment itself). Member first, then
+        # loan, as every path that takes both.
+        _hold_free_savings(loan_id, value)
     loan = _get_loan(loan_id)
     member = db.session.get(Member, loan.member_id)
     assert member is not None  # a loan's member is a foreign key
