@@ -19,7 +19,16 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Account, Collateral, Guarantee, Loan, LoanProduct, Member
+from app.models import (
+    Account,
+    Collateral,
+    Guarantee,
+    GuaranteeRecovery,
+    JournalLine,
+    Loan,
+    LoanProduct,
+    Member,
+)
 from app.money import ZERO, round_money
 from app.selectors.loans import LIVE_STATUSES, PENDING_STATUSES
 from app.selectors.members import member_balances
@@ -275,7 +284,8 @@ def holds_problems() -> list[str]:
     - no member's guarantees hold more than their deposits;
     - a guarantee still accepted belongs to a loan that still holds (an ended loan
       released all it pledged: what is released is what was pledged);
-    - no guarantee recovered more than it pledged.
+    - no guarantee recovered more than it pledged;
+    - every recovery from guarantors posted what it records (`recovery_problems`).
     Every accepted guarantee is read once with its loan, the loan's principal receivable
     and the guarantor's savings: one query, computed here with the one exposure rule."""
     savings = (
@@ -329,4 +339,70 @@ def holds_problems() -> list[str]:
     problems += [
         f"guarantee {gid} recovered {got} of a {amount} pledge" for gid, amount, got in over
     ]
+    return problems + recovery_problems()
+
+
+def recovery_problems() -> list[str]:
+    """What reconciling the recoveries from guarantors finds wrong, in words (none when
+    right), for the ledger check: every approved decision's entry debits each guarantor's
+    savings exactly what their guarantee records as recovered, credits the loan's principal
+    receivable the total, and no guarantor paid more than their exposure at the decision."""
+    problems: list[str] = []
+    approved = list(
+        db.session.scalars(
+            select(GuaranteeRecovery)
+            .where(GuaranteeRecovery.status == "approved")
+            .order_by(GuaranteeRecovery.id)
+        )
+    )
+    if not approved:
+        return problems
+    entry_ids = [r.entry_id for r in approved if r.entry_id is not None]
+    lines: dict[int, list[tuple[str, int | None, int | None, Decimal]]] = {}
+    for entry_id, kind, member_id, loan_id, amount in db.session.execute(
+        select(
+            JournalLine.entry_id,
+            Account.kind,
+            Account.member_id,
+            Account.loan_id,
+            JournalLine.amount,
+        )
+        .join(Account, Account.id == JournalLine.account_id)
+        .where(JournalLine.entry_id.in_(entry_ids))
+    ):
+        lines.setdefault(entry_id, []).append((kind, member_id, loan_id, amount))
+    recovered = {
+        g.id: g
+        for g in db.session.scalars(
+            select(Guarantee).where(Guarantee.loan_id.in_([r.loan_id for r in approved]))
+        )
+    }
+    for r in approved:
+        rows = lines.get(r.entry_id or 0, [])
+        if not rows:
+            problems.append(f"recovery {r.id} of loan {r.loan_id} has no journal entry")
+            continue
+        credited = -sum((a for k, _, lid, a in rows if k == "loan_principal"), ZERO)
+        if credited != r.recovered_total:
+            problems.append(
+                f"recovery {r.id}: principal credited {credited}, recorded {r.recovered_total}"
+            )
+        debits = {mid: a for k, mid, _, a in rows if k == "savings"}
+        for row in (r.recovered or {}).get("guarantors", []):
+            g = recovered.get(row["guarantee_id"])
+            taken = Decimal(row["recovered"])
+            if taken > Decimal(row["exposure"]):
+                problems.append(
+                    f"recovery {r.id}: guarantee {row['guarantee_id']} paid above exposure"
+                )
+            if g is None or (taken > 0 and g.recovered_amount != taken):
+                problems.append(
+                    f"recovery {r.id}: guarantee {row['guarantee_id']} records "
+                    f"{g.recovered_amount if g else None}, the decision {taken}"
+                )
+            if g is not None and debits.get(g.guarantor_id, ZERO) != taken:
+                problems.append(
+                    f"recovery {r.id}: guarantor {g.guarantor_id} debited "
+                    f"{debits.get(g.guarantor_id, ZERO)}, recovered {taken}"
+                )
     return problems

@@ -62,7 +62,6 @@ from app.models import (
     Account,
     Guarantee,
     GuaranteeRecovery,
-    JournalLine,
     Loan,
     Member,
     StaffUser,
@@ -717,69 +716,3 @@ def guarantee_substitute_approve(*, guarantee_id: int, staff: StaffUser) -> Guar
 
 
 # -- reconciliation ----------------------------------------------------------------------------
-
-
-def guarantee_recovery_problems() -> list[str]:
-    """What reconciling the recoveries from guarantors finds wrong, in words (none when
-    right), for the ledger check: every approved decision's entry debits each guarantor's
-    savings exactly what their guarantee records as recovered, credits the loan's principal
-    receivable the total, and no guarantor paid more than their exposure at the decision."""
-    problems: list[str] = []
-    approved = list(
-        db.session.scalars(
-            select(GuaranteeRecovery)
-            .where(GuaranteeRecovery.status == "approved")
-            .order_by(GuaranteeRecovery.id)
-        )
-    )
-    if not approved:
-        return problems
-    entry_ids = [r.entry_id for r in approved if r.entry_id is not None]
-    lines: dict[int, list[tuple[str, int | None, int | None, Decimal]]] = {}
-    for entry_id, kind, member_id, loan_id, amount in db.session.execute(
-        select(
-            JournalLine.entry_id,
-            Account.kind,
-            Account.member_id,
-            Account.loan_id,
-            JournalLine.amount,
-        )
-        .join(Account, Account.id == JournalLine.account_id)
-        .where(JournalLine.entry_id.in_(entry_ids))
-    ):
-        lines.setdefault(entry_id, []).append((kind, member_id, loan_id, amount))
-    recovered = {
-        g.id: g
-        for g in db.session.scalars(
-            select(Guarantee).where(Guarantee.loan_id.in_([r.loan_id for r in approved]))
-        )
-    }
-    for r in approved:
-        rows = lines.get(r.entry_id or 0, [])
-        if not rows:
-            problems.append(f"recovery {r.id} of loan {r.loan_id} has no journal entry")
-            continue
-        credited = -sum((a for k, _, lid, a in rows if k == "loan_principal"), ZERO)
-        if credited != r.recovered_total:
-            problems.append(
-                f"recovery {r.id}: principal credited {credited}, recorded {r.recovered_total}"
-            )
-        debits = {mid: a for k, mid, _, a in rows if k == "savings"}
-        for row in (r.recovered or {}).get("guarantors", []):
-            g = recovered.get(row["guarantee_id"])
-            taken = Decimal(row["recovered"])
-            if taken > Decimal(row["exposure"]):
-                problems.append(
-                    f"recovery {r.id}: guarantee {row['guarantee_id']} paid above exposure"
-                )
-            if g is None or (taken > 0 and g.recovered_amount != taken):
-                problems.append(
-                    f"recovery {r.id}: guarantee {row['guarantee_id']} records "
-                    f"{g.recovered_amount if g else None}, the decision {taken}"
-                )
-            if g is not None and debits.get(g.guarantor_id, ZERO) != taken:
-                problems.append(
-                    f"recovery {r.id}: guarantor {g.guarantor_id} debited "
-                    f"{debits.get(g.guarantor_id, ZERO)}, recovered {taken}"
-                )
-    return problems

@@ -23,7 +23,7 @@ from app.models.types import utcnow
 from app.money import MoneyError, money_input
 from app.phone import PhoneError, normalise_phone
 from app.selectors.guarantees import member_deposits, product_needs_security
-from app.selectors.loans import PENDING_STATUSES
+from app.selectors.loans import LIVE_STATUSES, PENDING_STATUSES
 from app.services.audit import audit_record
 from app.services.locking import lock_row
 from app.services.notifications import notify_guarantee_answer, notify_guarantee_request
@@ -151,6 +151,12 @@ def guarantee_accept(
     lock, so two loans (or a transfer out of savings) can never take the same shilling;
     refused in words when their free deposits are short. Commits."""
     day = today or business_today()
+    if _replacing(guarantee_id):
+        from app.services.guarantees.recovery import guarantee_substitute_accept  # a cycle
+
+        return guarantee_substitute_accept(
+            guarantee_id=guarantee_id, guarantor_id=guarantor_id, via=via, today=day
+        )
     guarantor = lock_row(Member, guarantor_id)
     if guarantor is None:
         raise GuaranteeError("no such member")
@@ -175,6 +181,12 @@ def guarantee_decline(
 ) -> Guarantee:
     """The guarantor says no; the applicant is told. Commits."""
     day = today or business_today()
+    if _replacing(guarantee_id):
+        from app.services.guarantees.recovery import guarantee_substitute_decline  # a cycle
+
+        return guarantee_substitute_decline(
+            guarantee_id=guarantee_id, guarantor_id=guarantor_id, via=via, today=day
+        )
     guarantor = lock_row(Member, guarantor_id)
     if guarantor is None:
         raise GuaranteeError("no such member")
@@ -185,6 +197,13 @@ def guarantee_decline(
     _answered(guarantee, guarantor, "declined")
     db.session.commit()
     return guarantee
+
+
+def _replacing(guarantee_id: int) -> bool:
+    """A request to take another guarantor's place (on a loan already paid out, perhaps):
+    answered by the substitution's own rules, whichever surface the answer comes from."""
+    replaces = db.session.scalar(select(Guarantee.replaces_id).where(Guarantee.id == guarantee_id))
+    return replaces is not None
 
 
 def _answered(guarantee: Guarantee, guarantor: Member, answer: str) -> None:
@@ -222,7 +241,10 @@ def guarantees_waiting(guarantor_id: int, *, today: date | None = None) -> list[
                 Guarantee.guarantor_id == guarantor_id,
                 Guarantee.status == "requested",
                 Guarantee.expires_on >= day,
-                Loan.status.in_(PENDING_STATUSES),
+                # A replacement may be asked while the loan runs; a first guarantor only
+                # before it is paid out.
+                Loan.status.in_(PENDING_STATUSES)
+                | (Guarantee.replaces_id.is_not(None) & Loan.status.in_(LIVE_STATUSES)),
             )
             .order_by(Guarantee.id)
         )
