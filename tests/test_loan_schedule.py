@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
@@ -438,3 +438,19 @@ def test_due_dates_up_to_the_last_month_of_year_9999_are_fine() -> None:
     dates = due_dates(start_date=date(9999, 1, 1), installments=11, frequency="monthly")
 
     assert dates[-1] == date(9999, 12, 1)
+
+
+def test_due_dates_from_a_timestamp_count_from_its_day() -> None:
+    # A disbursement time (as a payout callback records it) is its day: the same dates.
+    stamp = datetime(2026, 1, 31, 23, 59, tzinfo=UTC)
+    assert due_dates(start_date=stamp, installments=2, frequency="monthly") == [
+        date(2026, 2, 28),
+        date(2026, 3, 31),
+    ]
+
+
+def test_due_dates_refuse_an_unknown_frequency_by_name() -> None:
+    with pytest.raises(
+        ScheduleError, match=r"^unknown frequency 'daily'; expected one of monthly, weekly$"
+    ):
+        due_dates(start_date=date(2026, 1, 1), installments=2, frequency="daily")
