@@ -48,11 +48,10 @@ approves (`guarantee_substitute_approve`, guarantee.substitute): the old guarant
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -76,13 +75,12 @@ from app.selectors.guarantees import (
 )
 from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt
 from app.services.audit import audit_record
-from app.services.guarantees.requests import GuaranteeError, mask_name
+from app.services.guarantees.requests import GuaranteeError, guarantee_ask, mask_name
 from app.services.ledger import Line, credit, debit, journal_post, member_account
 from app.services.locking import lock_row
 from app.services.notifications import (
     notify_guarantee_answer,
     notify_guarantee_recovered,
-    notify_guarantee_request,
 )
 from app.services.permissions import permission_require
 
@@ -504,13 +502,6 @@ def guarantee_substitute_request(
         value = old.amount if amount in (None, "") else money_input(amount)
     except MoneyError as exc:
         raise _refuse(str(exc)) from None
-    guarantor = db.session.get(Member, guarantor_id)
-    if guarantor is None or guarantor.status != "active":
-        raise _refuse("the guarantor must be an active member")
-    if guarantor.id == loan.member_id:
-        raise _refuse("a member cannot guarantee their own loan")
-    if value > loan.principal:
-        raise _refuse(f"a guarantee cannot be more than the loan (KES {loan.principal:,.0f})")
     waiting = db.session.scalar(
         select(Guarantee.id).where(
             Guarantee.replaces_id == old.id, Guarantee.status.in_(("requested", "accepted"))
@@ -518,55 +509,27 @@ def guarantee_substitute_request(
     )
     if waiting is not None:
         raise _refuse("a replacement for this guarantor has been asked already")
-    day = today or business_today()
-    new = Guarantee(
-        loan_id=loan.id,
-        guarantor_id=guarantor.id,
-        amount=value,
-        status="requested",
-        requested_by=actor,
-        expires_on=day + timedelta(days=loan.product.guarantee_days),
-        replaces_id=old.id,
-    )
-    db.session.add(new)
     try:
-        with db.session.begin_nested():
-            db.session.flush()
-    except IntegrityError:
-        raise _refuse(
-            f"{mask_name(guarantor.name)} has already been asked for loan {loan.loan_no}"
-        ) from None
-    audit_record(
-        actor=actor,
-        action="guarantee.substitute_request",
-        object_type="loan",
-        object_id=loan,
-        after={
-            "guarantee": new.id,
-            "replaces": old.id,
-            "guarantor": guarantor.member_no,
-            "amount": value,
-        },
-    )
-    notify_guarantee_request(
-        guarantor=guarantor,
-        applicant=loan.member.name,
-        amount=value,
-        loan_no=loan.loan_no or "",
-        until=new.expires_on,
-        ussd=current_app.config["SETTINGS"].USSD_SERVICE_CODE,
-        guarantee_id=new.id,
-    )
+        new = guarantee_ask(
+            loan,
+            guarantor_id,
+            value,
+            actor,
+            today or business_today(),
+            action="guarantee.substitute_request",
+            replaces=old,
+        )
+    except GuaranteeError as exc:  # in the recovery's own kind of refusal
+        raise _refuse(str(exc)) from None
     db.session.commit()
     return new
 
 
-def guarantee_substitute_accept(
-    *, guarantee_id: int, guarantor_id: int, via: str, today: date | None = None
-) -> Guarantee:
-    """The new guarantor pledges in the old one's place: under their own lock, out of
-    free deposits (what the pledge would hold now: its exposure on a paid-out loan),
-    refused in words otherwise; the borrower is told. Commits."""
+def _replacement_answered(
+    guarantee_id: int, guarantor_id: int, today: date | None
+) -> tuple[Member, Guarantee, Loan]:
+    """A replacement request being answered, locked guarantor first, then the request and
+    its loan: still the guarantor's to answer, and in time."""
     day = today or business_today()
     guarantor = lock_row(Member, guarantor_id)
     if guarantor is None:
@@ -579,7 +542,17 @@ def guarantee_substitute_accept(
     if guarantee.expires_on < day:
         raise _refuse("this request has expired")
     loan = lock_row(Loan, guarantee.loan_id)
-    assert loan is not None
+    assert loan is not None  # a guarantee's loan is never deleted
+    return guarantor, guarantee, loan
+
+
+def guarantee_substitute_accept(
+    *, guarantee_id: int, guarantor_id: int, via: str, today: date | None = None
+) -> Guarantee:
+    """The new guarantor pledges in the old one's place: under their own lock, out of
+    free deposits (what the pledge would hold now: its exposure on a paid-out loan),
+    refused in words otherwise; the borrower is told. Commits."""
+    guarantor, guarantee, loan = _replacement_answered(guarantee_id, guarantor_id, today)
     if loan.status not in HOLDING_STATUSES:
         raise _refuse(f"loan {loan.loan_no} is {loan.status}: nothing to guarantee")
     old = db.session.get(Guarantee, guarantee.replaces_id, populate_existing=True)
@@ -630,19 +603,7 @@ def guarantee_substitute_decline(
 ) -> Guarantee:
     """The member asked to replace a guarantor says no; the borrower is told, the old
     guarantee stands. Commits."""
-    day = today or business_today()
-    guarantor = lock_row(Member, guarantor_id)
-    if guarantor is None:
-        raise _refuse("no such member")
-    guarantee = lock_row(Guarantee, guarantee_id)
-    if guarantee is None or guarantee.guarantor_id != guarantor_id or guarantee.replaces_id is None:
-        raise _refuse("no such request to replace a guarantor for you")
-    if guarantee.status != "requested":
-        raise _refuse(f"this request was {guarantee.status} already")
-    if guarantee.expires_on < day:
-        raise _refuse("this request has expired")
-    loan = lock_row(Loan, guarantee.loan_id)
-    assert loan is not None
+    guarantor, guarantee, loan = _replacement_answered(guarantee_id, guarantor_id, today)
     guarantee.status = "declined"
     guarantee.answered_at = guarantee.ended_at = utcnow()
     guarantee.answered_via = via

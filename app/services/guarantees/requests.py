@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from decimal import Decimal
 
 from flask import current_app
 from sqlalchemy import select
@@ -80,6 +81,30 @@ def guarantee_request(
         )
     if not product_needs_security(loan.product):
         raise GuaranteeError(f"{loan.product.name} loans need no guarantors")
+    try:
+        guarantee = guarantee_ask(
+            loan, guarantor_id, value, actor, today or business_today(), action="guarantee.request"
+        )
+    except GuaranteeError:
+        db.session.rollback()  # the loan's lock goes with it
+        raise
+    db.session.commit()
+    return guarantee
+
+
+def guarantee_ask(
+    loan: Loan,
+    guarantor_id: int,
+    value: Decimal,
+    actor: str,
+    day: date,
+    *,
+    action: str,
+    replaces: Guarantee | None = None,
+) -> Guarantee:
+    """The request itself, for a first guarantor or one taking another's place (the loan
+    locked by the caller): the guarantor's checks, the row (one live per guarantor and
+    loan, by its index), the audit and the SMS; in the caller's transaction."""
     guarantor = db.session.get(Member, guarantor_id)
     if guarantor is None or guarantor.status != "active":
         raise GuaranteeError("the guarantor must be an active member")
@@ -89,31 +114,32 @@ def guarantee_request(
         raise GuaranteeError(
             f"a guarantee cannot be more than the loan (KES {loan.principal:,.0f})"
         )
-    day = today or business_today()
-    product = loan.product
     guarantee = Guarantee(
         loan_id=loan.id,
         guarantor_id=guarantor.id,
         amount=value,
         status="requested",
         requested_by=actor,
-        expires_on=day + timedelta(days=product.guarantee_days),
+        expires_on=day + timedelta(days=loan.product.guarantee_days),
+        replaces_id=replaces.id if replaces is not None else None,
     )
+    # Worded before the flush: after a failed one the session reads nothing more.
+    taken = f"{mask_name(guarantor.name)} has already been asked for loan {loan.loan_no}"
     db.session.add(guarantee)
     try:
         with db.session.begin_nested():
             db.session.flush()
     except IntegrityError:
-        db.session.rollback()
-        raise GuaranteeError(
-            f"{mask_name(guarantor.name)} has already been asked for loan {loan.loan_no}"
-        ) from None
+        raise GuaranteeError(taken) from None
+    after: dict[str, object] = {
+        "guarantee": guarantee.id,
+        "guarantor": guarantor.member_no,
+        "amount": value,
+    }
+    if replaces is not None:
+        after["replaces"] = replaces.id
     audit_record(
-        actor=actor,
-        action="guarantee.request",
-        object_type="loan",
-        object_id=loan.loan_no,
-        after={"guarantee": guarantee.id, "guarantor": guarantor.member_no, "amount": value},
+        actor=actor, action=action, object_type="loan", object_id=loan.loan_no, after=after
     )
     notify_guarantee_request(
         guarantor=guarantor,
@@ -124,8 +150,15 @@ def guarantee_request(
         ussd=current_app.config["SETTINGS"].USSD_SERVICE_CODE,
         guarantee_id=guarantee.id,
     )
-    db.session.commit()
     return guarantee
+
+
+def _answering(guarantee_id: int, guarantor_id: int, day: date) -> tuple[Member, Guarantee]:
+    """The guarantor's lock first (what their deposits hold changes), then the request."""
+    guarantor = lock_row(Member, guarantor_id)
+    if guarantor is None:
+        raise GuaranteeError("no such member")
+    return guarantor, _answerable(guarantee_id, guarantor_id, day)
 
 
 def _answerable(guarantee_id: int, guarantor_id: int, today: date) -> Guarantee:
@@ -157,10 +190,7 @@ def guarantee_accept(
         return guarantee_substitute_accept(
             guarantee_id=guarantee_id, guarantor_id=guarantor_id, via=via, today=day
         )
-    guarantor = lock_row(Member, guarantor_id)
-    if guarantor is None:
-        raise GuaranteeError("no such member")
-    guarantee = _answerable(guarantee_id, guarantor_id, day)
+    guarantor, guarantee = _answering(guarantee_id, guarantor_id, day)
     free = member_deposits(guarantor_id).free
     if guarantee.amount > free:
         db.session.rollback()
@@ -187,10 +217,7 @@ def guarantee_decline(
         return guarantee_substitute_decline(
             guarantee_id=guarantee_id, guarantor_id=guarantor_id, via=via, today=day
         )
-    guarantor = lock_row(Member, guarantor_id)
-    if guarantor is None:
-        raise GuaranteeError("no such member")
-    guarantee = _answerable(guarantee_id, guarantor_id, day)
+    guarantor, guarantee = _answering(guarantee_id, guarantor_id, day)
     guarantee.status = "declined"
     guarantee.answered_at = guarantee.ended_at = utcnow()
     guarantee.answered_via = via
