@@ -48,6 +48,7 @@ from app.selectors.guarantees import (
     collateral_value,
     guarantee_exposure,
     guarantees_held,
+    guarantor_standing,
     loan_cover,
     member_deposits,
     product_needs_security,
@@ -85,6 +86,7 @@ class GuaranteeLine:
     guarantor: Member
     exposure: Decimal  # what it holds now (0 unless accepted on a loan that still holds)
     free: Decimal | None = None  # the guarantor's free deposits, where the page shows them
+    standing: str | None = None  # "membership exited", "own loan L… in default": a warning
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,13 @@ def loan_security(loan: Loan, *, with_free: bool = False) -> LoanSecurity:
     secured = product_needs_security(loan.product)
     owed = _principal_owed(loan.id)
     lines = []
-    for guarantee in db.session.scalars(
-        select(Guarantee).where(Guarantee.loan_id == loan.id).order_by(Guarantee.id.desc())
-    ):
+    asked = list(
+        db.session.scalars(
+            select(Guarantee).where(Guarantee.loan_id == loan.id).order_by(Guarantee.id.desc())
+        )
+    )
+    standing = guarantor_standing(g.guarantor_id for g in asked if g.status == "accepted")
+    for guarantee in asked:
         exposure = (
             guarantee_exposure(
                 amount=guarantee.amount,
@@ -146,7 +152,15 @@ def loan_security(loan: Loan, *, with_free: bool = False) -> LoanSecurity:
             else ZERO
         )
         free = member_deposits(guarantee.guarantor_id).free if with_free else None
-        lines.append(GuaranteeLine(guarantee, guarantee.guarantor, exposure, free))
+        lines.append(
+            GuaranteeLine(
+                guarantee,
+                guarantee.guarantor,
+                exposure,
+                free,
+                standing.get(guarantee.guarantor_id) if guarantee.status == "accepted" else None,
+            )
+        )
     product = loan.product
     collateral = []
     for row in db.session.scalars(

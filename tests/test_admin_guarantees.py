@@ -572,3 +572,30 @@ def test_the_valuation_report_is_kept_on_its_assets_row(app: Flask, store: objec
     row = page(client, loan.id).split(f'id="collateral-{collateral.id}"')[1].split("</tr>")[0]
     assert "valuation.pdf" in row and "v1" in row
     assert audits("document.upload")[0].after["kind"] == f"valuation_{collateral.id}"
+
+
+def test_a_guarantor_who_left_or_defaulted_is_flagged_on_the_loans_they_guarantee(
+    app: Flask,
+) -> None:
+    loan = application()
+    leaving, defaulting = pledged(loan, 8000), pledged(loan, 7000)
+    # One leaves the SACCO; the other's own loan falls into default.
+    leaving.status = "exited"
+    own = loan_apply(
+        member_id=defaulting.id,
+        product_id=make_product("V1", code="INS", name="Instant").id,
+        amount=1000,
+        as_of=business_today() - timedelta(days=90),
+    )
+    loan_approve(loan_id=own.id, staff=make_staff("branch_manager"))
+    loan_disburse(
+        loan_id=own.id, reference="B2COWNDEF", value_date=business_today() - timedelta(days=90)
+    )
+    loan_update_arrears(loan_id=own.id, as_of=business_today())
+    db.session.commit()
+    assert db.session.get(Loan, own.id).in_default
+
+    shown = page(signed_in(app, "loan_officer"), loan.id)
+    assert "membership exited" in shown
+    assert f"own loan {own.loan_no} in default" in shown
+    assert shown.count("guarantor-standing") == 2

@@ -127,6 +127,27 @@ def guarantees_held(member_id: int) -> list[Held]:
     ]
 
 
+def guarantor_standing(member_ids: Iterable[int]) -> dict[int, str]:
+    """What a loan officer should know of its guarantors, in words, for those with a
+    problem: a guarantor who has left (not an active member) or whose own loan is in
+    default can no longer be counted on."""
+    ids = list(set(member_ids))
+    if not ids:
+        return {}
+    words: dict[int, str] = {}
+    for member_id, status in db.session.execute(
+        select(Member.id, Member.status).where(Member.id.in_(ids), Member.status != "active")
+    ):
+        words[member_id] = f"membership {status}"
+    for member_id, loan_no in db.session.execute(
+        select(Loan.member_id, Loan.loan_no)
+        .where(Loan.member_id.in_(ids), Loan.in_default.is_(True), Loan.status.in_(LIVE_STATUSES))
+        .order_by(Loan.id)
+    ):
+        words.setdefault(member_id, f"own loan {loan_no} in default")
+    return words
+
+
 def guaranteed_by(member_id: int) -> Decimal:
     """What the member's accepted guarantees of others' loans hold now."""
     return sum((held.exposure for held in guarantees_held(member_id)), ZERO)
