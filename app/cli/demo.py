@@ -72,40 +72,30 @@ PRODUCTS = [
         auto_approve_limit=None,
         maker_checker_threshold=Decimal("100000"),
     ),
-    # Secured the way most SACCO loans are: two guarantors cover everything above the
-    # member's own free deposits (or collateral at half its forced-sale value).
-    dict(
-        code="BIASHARA",
-        name="Biashara Loan",
-        name_sw="Mkopo wa Biashara",
-        interest_method="declining",
-        amortization="equal_installments",
-        annual_rate=Decimal("14"),
-        frequency="monthly",
-        default_term=12,
-        min_term=3,
-        max_term=24,
-        installment_multiple=Decimal("1"),
-        min_amount=Decimal("10000"),
-        max_amount=Decimal("500000"),
-        fee_type="percent",
-        fee_value=Decimal("1"),
-        fee_min=Decimal("100"),
-        fee_max=Decimal("5000"),
-        penalty_type="percent",
-        penalty_value=Decimal("2"),
-        limit_multiple=Decimal("3"),
-        min_share_capital=Decimal("0"),
-        min_membership_days=0,
-        auto_approve_limit=None,
-        maker_checker_threshold=Decimal("100000"),
-        min_guarantors=2,
-        guarantee_cover=Decimal("100"),
-        collateral_allowed=True,
-        collateral_haircut=Decimal("50"),
-        guarantee_days=7,
-    ),
 ]
+
+# Secured the way most SACCO loans are: two guarantors cover everything above the member's
+# own free deposits (or collateral at half its forced-sale value); the development loan's
+# terms otherwise, open to every member at 14%.
+PRODUCTS.append(
+    {
+        **PRODUCTS[1],
+        "code": "BIASHARA",
+        "name": "Biashara Loan",
+        "name_sw": "Mkopo wa Biashara",
+        "annual_rate": Decimal("14"),
+        "max_term": 24,
+        "min_amount": Decimal("10000"),
+        "max_amount": Decimal("500000"),
+        "min_share_capital": Decimal("0"),
+        "min_membership_days": 0,
+        "min_guarantors": 2,
+        "guarantee_cover": Decimal("100"),
+        "collateral_allowed": True,
+        "collateral_haircut": Decimal("50"),
+        "guarantee_days": 7,
+    }
+)
 
 # (member national id, product, amount, term, days since disbursement or None = awaiting decision)
 LOANS = [
