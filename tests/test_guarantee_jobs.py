@@ -6,20 +6,23 @@ to."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.extensions import db
 from app.models import AuditLog, Guarantee, Loan, LoanProduct, Member, SmsMessage
 from app.selectors.guarantees import guarantees_held
-from app.services.guarantees import guarantee_accept, guarantee_request
+from app.services.guarantees import GuaranteeError, guarantee_accept, guarantee_request
+from app.services.guarantees.jobs import guarantees_expire
 from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_repay
 from tests.factories import make_member
+from tests.helpers import Worker, wait_until_blocked
 from tests.loan_factories import make_borrower, make_product, make_staff, reload, run_job
 from workers.runner import JobStats
 from workers.schedule import BATCHES, JOBS
@@ -212,3 +215,68 @@ def test_a_notice_names_what_the_pledge_holds_after_repayments(app: Flask) -> No
     assert D("0") < held.exposure < D("10000")
     [body] = [body for member_id, _, body in _texts("guarantor_default") if member_id == first]
     assert f"KES {held.exposure:,.2f} of your deposits" in body
+
+
+# -- an answer racing the expiry (PostgreSQL: row locks wait) --------------------------------
+
+LAST_DAY = ASKED + timedelta(days=7)
+
+
+def _race(app: Flask, answer_first: bool) -> tuple[int, object, object]:
+    """A guarantor answers on the request's last day while the expiry of the day after runs:
+    both wait on the request's row, held here, and go in the order given."""
+    guarantor = make_borrower(savings=20000)
+    gid = _ask(_apply(_product(min_guarantors=1)), guarantor, 8000)
+    guarantor_id = guarantor.id
+    db.session.remove()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.session.execute(text("SELECT id FROM guarantees WHERE id = :g FOR UPDATE"), {"g": gid})
+        locked.set()
+        release.wait(20)
+        db.session.commit()
+
+    def expire() -> int:
+        done = guarantees_expire([gid], as_of=LAST_DAY + timedelta(days=1))
+        db.session.commit()
+        return done
+
+    def accept() -> str:
+        return guarantee_accept(
+            guarantee_id=gid, guarantor_id=guarantor_id, via="sms", today=LAST_DAY
+        ).status
+
+    holder = Worker(app, hold)
+    holder.start()
+    assert locked.wait(20)
+    first, second = (accept, expire) if answer_first else (expire, accept)
+    racers = [Worker(app, first), Worker(app, second)]
+    racers[0].start()
+    wait_until_blocked(1)
+    racers[1].start()
+    wait_until_blocked(2)
+    release.set()
+    holder.outcome()
+    outcomes = []
+    for racer in racers:
+        try:
+            outcomes.append(racer.outcome())
+        except GuaranteeError as exc:
+            outcomes.append(str(exc))
+    by_name = dict(zip((first.__name__, second.__name__), outcomes, strict=True))
+    return gid, by_name["accept"], by_name["expire"]
+
+
+def test_an_answer_on_the_last_day_beats_an_expiry_waiting_behind_it(app: Flask, pg: None) -> None:
+    gid, accepted, expired = _race(app, answer_first=True)
+    assert (accepted, expired) == ("accepted", 0)  # the expiry re-reads it: answered
+    assert db.session.get(Guarantee, gid).status == "accepted"
+    assert _texts("guarantee_expired") == []
+
+
+def test_an_expiry_ahead_of_the_answer_refuses_it_in_words(app: Flask, pg: None) -> None:
+    gid, accepted, expired = _race(app, answer_first=False)
+    assert (accepted, expired) == ("this request was expired already", 1)
+    assert db.session.get(Guarantee, gid).status == "expired"
+    assert len(_texts("guarantee_expired")) == 1
