@@ -38,7 +38,7 @@ from admin.auth import SecureMixin, TokenForm, _kenyan_time, require
 from app.clock import business_today
 from app.errors import SaccoError
 from app.extensions import db
-from app.models import Account, Collateral, Document, Guarantee, Loan, Member
+from app.models import Collateral, Document, Guarantee, Loan, Member
 from app.models.security import COLLATERAL_KINDS
 from app.money import ZERO
 from app.selectors.guarantees import (
@@ -51,6 +51,7 @@ from app.selectors.guarantees import (
     guarantor_standing,
     loan_cover,
     member_deposits,
+    principal_owed,
     product_needs_security,
 )
 from app.selectors.reports import guarantor_exposure_report, loans_below_cover_report
@@ -121,18 +122,11 @@ class LoanSecurity:
         return line.collateral.lien_status == "registered" and self.loan.status in DISCHARGEABLE
 
 
-def _principal_owed(loan_id: int) -> Decimal:
-    balance = db.session.scalar(
-        select(Account.balance).where(Account.loan_id == loan_id, Account.kind == "loan_principal")
-    )
-    return balance if balance is not None else ZERO
-
-
 def loan_security(loan: Loan, *, with_free: bool = False) -> LoanSecurity:
     """The loan's cover, every guarantee asked of anyone for it (newest first), and its
     collateral with the valuation reports; `with_free`: each guarantor's free deposits."""
     secured = product_needs_security(loan.product)
-    owed = _principal_owed(loan.id)
+    owed = principal_owed(loan.id)
     lines = []
     asked = list(
         db.session.scalars(

@@ -70,6 +70,11 @@ def _outstanding_principal(loan_ids: Iterable[int]) -> dict[int, Decimal]:
     return {loan_id: balance for loan_id, balance in rows if loan_id is not None}
 
 
+def principal_owed(loan_id: int) -> Decimal:
+    """One loan's principal still owed, from its principal receivable (0 before payout)."""
+    return _outstanding_principal([loan_id]).get(loan_id, ZERO)
+
+
 @dataclass(frozen=True)
 class Held:
     """One accepted guarantee a member has given, as it stands."""

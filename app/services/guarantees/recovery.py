@@ -72,6 +72,7 @@ from app.selectors.guarantees import (
     guarantee_exposure,
     loan_cover,
     member_deposits,
+    principal_owed,
 )
 from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt
 from app.services.audit import audit_record
@@ -110,13 +111,6 @@ def _refuse(message: str) -> GuaranteeRecoveryError:
     return GuaranteeRecoveryError(message)
 
 
-def _principal_owed(loan_id: int) -> Decimal:
-    balance = db.session.scalar(
-        select(Account.balance).where(Account.loan_id == loan_id, Account.kind == "loan_principal")
-    )
-    return balance if balance is not None else ZERO
-
-
 def _accepted(loan_id: int) -> list[Guarantee]:
     return list(
         db.session.scalars(
@@ -130,7 +124,7 @@ def _accepted(loan_id: int) -> list[Guarantee]:
 
 def _exposures(loan: Loan, guarantees: list[Guarantee]) -> tuple[Decimal, dict[int, Decimal]]:
     """The principal still owed and each guarantee's exposure now (the one rule)."""
-    owed = _principal_owed(loan.id)
+    owed = principal_owed(loan.id)
     return owed, {
         g.id: guarantee_exposure(
             amount=g.amount, loan_status=loan.status, principal=loan.principal, outstanding=owed
@@ -562,7 +556,7 @@ def guarantee_substitute_accept(
         amount=guarantee.amount,
         loan_status=loan.status,
         principal=loan.principal,
-        outstanding=_principal_owed(loan.id),
+        outstanding=principal_owed(loan.id),
     )
     free = member_deposits(guarantor_id).free
     if hold > free:
