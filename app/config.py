@@ -6,6 +6,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -87,6 +88,19 @@ class Settings:
     COB_CHUNK_SIZE: int = 500  # rows locked, decided and committed together
     # A partition whose worker has not committed a chunk for this long is taken over.
     COB_LEASE_SECONDS: int = 120
+    # Withholding tax, percent of the gross, that the SACCO deducts and remits to KRA:
+    # qualifying dividends 5%, qualifying interest 15% (Income Tax Act, Cap. 470, Third
+    # Schedule, Head B, para. 3 and 5; SPEC "Savings, shares and dividends").
+    WHT_DIVIDEND_PERCENT: str = "5"
+    WHT_INTEREST_PERCENT: str = "15"
+
+    @property
+    def wht_dividend_rate(self) -> Decimal:
+        return Decimal(self.WHT_DIVIDEND_PERCENT)
+
+    @property
+    def wht_interest_rate(self) -> Decimal:
+        return Decimal(self.WHT_INTEREST_PERCENT)
 
     @property
     def is_production(self) -> bool:
@@ -229,6 +243,13 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"TIMEZONE {s.TIMEZONE!r} is not a known time zone") from exc
     if not (1 <= s.PORT <= 65535):
         raise ConfigError(f"PORT must be 1-65535, got {s.PORT}")
+    for name in ("WHT_DIVIDEND_PERCENT", "WHT_INTEREST_PERCENT"):
+        try:
+            rate = Decimal(getattr(s, name))
+        except InvalidOperation:
+            raise ConfigError(f"{name} must be a percent, got {getattr(s, name)!r}") from None
+        if not (0 <= rate <= 100):
+            raise ConfigError(f"{name} must be between 0 and 100, got {rate}")
     if not s.MPESA_SHORTCODE.isdigit():
         raise ConfigError("MPESA_SHORTCODE must be digits")
     if (

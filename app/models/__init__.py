@@ -21,6 +21,7 @@ from app.models.recovery import (
     RecoveryMilestone,
     WriteOffRequest,
 )
+from app.models.savings import AccountProduct, DividendLine, DividendRun, InterestPosting
 from app.models.security import Collateral, Guarantee
 from app.models.sms import PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
 from app.models.ussd import UssdEvent
@@ -38,6 +39,10 @@ __all__ = [
     "Agreement",
     "ACCOUNT_KINDS",
     "Account",
+    "AccountProduct",
+    "DividendLine",
+    "DividendRun",
+    "InterestPosting",
     "AuditLog",
     "BatchPartition",
     "Collateral",

@@ -15,7 +15,8 @@ from app.money import ZERO
 # kind -> normal side. Credit-normal accounts (what the SACCO owes or earns) show their
 # balance with the sign flipped, so a member's savings read as a positive number.
 ACCOUNT_KINDS: dict[str, str] = {
-    "savings": "credit",
+    "savings": "credit",  # the member's deposits (non-withdrawable; the name is historical)
+    "member_savings": "credit",  # withdrawable savings products
     "share_capital": "credit",
     "loan_principal": "debit",
     "loan_interest": "debit",
@@ -30,6 +31,10 @@ ACCOUNT_KINDS: dict[str, str] = {
     "income_recovery": "credit",
     "write_off_expense": "debit",
     "opening_balances": "credit",  # the other side of balances brought forward on import
+    "interest_expense": "debit",  # interest paid on savings and deposits
+    "dividends": "debit",  # dividends declared: the surplus appropriated to members
+    "withholding_tax": "credit",  # tax withheld from members, owed to KRA
+    "withdrawals_pending": "credit",  # members' withdrawals sent to M-PESA, result awaited
 }
 
 
@@ -42,12 +47,16 @@ class Account(Model):
     name: Mapped[str] = mapped_column(String(120))
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
     loan_id: Mapped[int | None] = mapped_column(ForeignKey("loans.id"), index=True)
+    # A member's account: the product that says what it allows (SPEC "Savings, shares and
+    # dividends"); None for loan and general-ledger accounts.
+    product_id: Mapped[int | None] = mapped_column(ForeignKey("account_products.id"), index=True)
     status: Mapped[str] = mapped_column(String(8), default="open")
     # A cache of sum(lines.amount), debit-positive; `sacco ledger check` rebuilds it.
     balance: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     member = relationship("Member", lazy="joined")
+    product = relationship("AccountProduct", lazy="joined")
 
     @property
     def normal_side(self) -> str:

@@ -38,6 +38,15 @@ class MpesaRequest(Model):
             postgresql_where=text(f"kind IN ('stk', 'b2c') AND {_OPEN_SQL}"),
             sqlite_where=text(f"kind IN ('stk', 'b2c') AND {_OPEN_SQL}"),
         ),
+        # A member's withdrawal: one open at a time per account, as a loan's payout.
+        Index(
+            "uq_mpesa_requests_open_per_account",
+            "account_id",
+            "kind",
+            unique=True,
+            postgresql_where=text(f"kind = 'b2c' AND status IN {OPEN_STATUSES}"),
+            sqlite_where=text(f"kind = 'b2c' AND status IN {OPEN_STATUSES}"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -52,6 +61,8 @@ class MpesaRequest(Model):
     checkout_request_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
     loan_id: Mapped[int | None] = mapped_column(ForeignKey("loans.id"), index=True)
+    # A withdrawal (purpose "withdrawal"): the savings account the money came from.
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     # A status query points at the payment it asks about.
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("mpesa_requests.id"), index=True)
     phone: Mapped[str] = mapped_column(String(12))

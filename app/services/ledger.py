@@ -35,7 +35,7 @@ from app.services.audit import audit_record
 from app.services.bulk import copy_rows, insert_ignoring, insert_returning, update_rows
 
 # Accounts that may never be overdrawn: a member cannot spend savings they do not have.
-NO_OVERDRAFT = frozenset({"savings", "share_capital"})
+NO_OVERDRAFT = frozenset({"savings", "member_savings", "share_capital"})
 
 GL_ACCOUNTS: dict[str, tuple[str, str]] = {
     "GL-MPESA-CLEARING": ("mpesa_clearing", "M-PESA Paybill clearing"),
@@ -47,6 +47,10 @@ GL_ACCOUNTS: dict[str, tuple[str, str]] = {
     "GL-WRITE-OFF": ("write_off_expense", "Loans written off"),
     "GL-INCOME-RECOVERY": ("income_recovery", "Recoveries on loans written off"),
     "GL-OPENING": ("opening_balances", "Balances brought forward"),
+    "GL-INTEREST-EXPENSE": ("interest_expense", "Interest on savings and deposits"),
+    "GL-DIVIDENDS": ("dividends", "Dividends on share capital"),
+    "GL-WHT-PAYABLE": ("withholding_tax", "Withholding tax payable"),
+    "GL-WITHDRAWALS-PENDING": ("withdrawals_pending", "Withdrawals sent to M-PESA"),
 }
 
 

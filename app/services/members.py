@@ -44,6 +44,11 @@ from app.services.notifications import (
     notify_statement,
 )
 from app.services.permissions import permission_require
+from app.services.savings.products import (
+    REGISTRATION_PRODUCTS,
+    account_product,
+    member_product_account,
+)
 from app.services.sms_inbound import statement_lines
 
 
@@ -104,8 +109,8 @@ def member_add(
     except IntegrityError as exc:  # lost a race with another insert of the same person
         raise MemberError("a member with this phone or national id exists already") from exc
     member.member_no = member_number(member.id)
-    member_account(member, "savings")
-    member_account(member, "share_capital")
+    for code in REGISTRATION_PRODUCTS.values():
+        member_product_account(member, account_product(code))
     audit_record(
         actor=actor,
         action="member.add",

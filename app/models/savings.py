@@ -1,0 +1,188 @@
+"""The member-owned side (SPEC "Savings, shares and dividends"): account products, the
+interest posted on savings, and the annual dividend run.
+
+A member's money sits in ledger accounts (`Account`, one per member and product); these
+tables say what each product allows and record the postings that must happen once per
+account and period (interest) or per member and year (dividends), keyed by unique
+constraints so a rerun or a second worker never pays twice.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import Model
+from app.models.types import Money, UTCDateTime, utcnow
+from app.money import ZERO
+
+# deposits: non-withdrawable, the base of loan limits, refunded only on exit (ledger kind
+# "savings", the member's first account since the first release); savings: withdrawable
+# (ledger kind "member_savings"); shares: share capital, never withdrawable nor lent against.
+PRODUCT_KINDS = ("deposits", "savings", "shares")
+LEDGER_KIND = {"deposits": "savings", "savings": "member_savings", "shares": "share_capital"}
+INTEREST_PERIODS = ("none", "monthly", "quarterly", "yearly")
+DIVIDEND_METHODS = ("simple", "weighted")
+# What happens to a member's net dividend: credited to withdrawable savings, sent by
+# M-PESA, or first used to clear arrears on their loans (the rest to savings).
+DIVIDEND_PAYOUTS = ("savings", "mpesa", "arrears_first")
+DIVIDEND_STATUSES = ("draft", "approved", "posting", "posted", "cancelled")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class AccountProduct(Model):
+    """What a kind of member account allows: staff configure these in the console."""
+
+    __tablename__ = "account_products"
+    __table_args__ = (
+        CheckConstraint(_in("kind", PRODUCT_KINDS), name="kind"),
+        CheckConstraint(_in("interest_period", INTEREST_PERIODS), name="interest_period"),
+        CheckConstraint("interest_rate >= 0", name="interest_rate"),
+        CheckConstraint("min_balance >= 0 AND withdrawal_fee >= 0", name="limits"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(10), unique=True)  # the ledger code prefix
+    name: Mapped[str] = mapped_column(String(60))
+    name_sw: Mapped[str | None] = mapped_column(String(60))
+    kind: Mapped[str] = mapped_column(String(10))
+    # Appended to the member number to make the account's number, which is also its Paybill
+    # account reference ("M000123" + "S"); empty for the deposits a bare number pays.
+    ref_suffix: Mapped[str] = mapped_column(String(3), unique=True, default="")
+    withdrawable: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Percent a year on the daily closing balance, posted at the end of each period.
+    interest_rate: Mapped[Decimal] = mapped_column(Numeric(7, 4), default=ZERO, server_default="0")
+    interest_period: Mapped[str] = mapped_column(String(10), default="none", server_default="none")
+    min_balance: Mapped[Decimal] = mapped_column(Money(), default=ZERO, server_default="0")
+    # Withdrawals to M-PESA: at most this much a member a day (None: no daily limit), and
+    # this fee on each (to fee income).
+    daily_withdrawal_limit: Mapped[Decimal | None] = mapped_column(Money())
+    withdrawal_fee: Mapped[Decimal] = mapped_column(Money(), default=ZERO, server_default="0")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @property
+    def ledger_kind(self) -> str:
+        return LEDGER_KIND[self.kind]
+
+    def name_in(self, language: str) -> str:
+        return (self.name_sw or self.name) if language == "sw" else self.name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<AccountProduct {self.code} {self.kind}>"
+
+
+class InterestPosting(Model):
+    """Interest credited to one account for one period: at most once (the unique key)."""
+
+    __tablename__ = "interest_postings"
+    __table_args__ = (UniqueConstraint("account_id", "period_end", name="uq_interest_postings"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    # Sum of the daily closing balances over the period (the accrual base), then the result.
+    balance_days: Mapped[Decimal] = mapped_column(Numeric(20, 2))
+    gross: Mapped[Decimal] = mapped_column(Money())
+    tax: Mapped[Decimal] = mapped_column(Money())
+    net: Mapped[Decimal] = mapped_column(Money())
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DividendRun(Model):
+    """One year's dividend on share capital and interest on deposits, as the AGM declared.
+
+    draft (declared; preview computed) -> approved (a branch manager, not the maker) ->
+    posting (the partitioned job is paying) -> posted; cancelled before approval only.
+    """
+
+    __tablename__ = "dividend_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", DIVIDEND_STATUSES), name="status"),
+        CheckConstraint(_in("method", DIVIDEND_METHODS), name="method"),
+        CheckConstraint(_in("payout", DIVIDEND_PAYOUTS), name="payout"),
+        CheckConstraint("share_rate >= 0 AND deposit_rate >= 0", name="rates"),
+        # One live run a year: a cancelled one may be declared again.
+        Index(
+            "uq_dividend_runs_year_live",
+            "year",
+            unique=True,
+            postgresql_where=text("status <> 'cancelled'"),
+            sqlite_where=text("status <> 'cancelled'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    year: Mapped[int] = mapped_column(Integer)
+    share_rate: Mapped[Decimal] = mapped_column(Numeric(7, 4))  # percent, on share capital
+    deposit_rate: Mapped[Decimal] = mapped_column(Numeric(7, 4))  # percent, on deposits
+    method: Mapped[str] = mapped_column(String(10))
+    payout: Mapped[str] = mapped_column(String(15), default="savings")
+    # The withholding tax rates in force when it was declared (settings), kept with the run
+    # so a preview, the posting and the report agree even if the settings change.
+    dividend_tax_rate: Mapped[Decimal] = mapped_column(Numeric(7, 4))
+    interest_tax_rate: Mapped[Decimal] = mapped_column(Numeric(7, 4))
+    status: Mapped[str] = mapped_column(String(10), default="draft")
+    resolution_ref: Mapped[str | None] = mapped_column(String(60))  # the AGM minute
+    declared_by_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
+    declared_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    approved_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    value_date: Mapped[date | None] = mapped_column(Date)  # the posting's value date
+    # Totals of the preview (and, once posted, of what was paid), for the pages and report.
+    members: Mapped[int] = mapped_column(Integer, default=0)
+    dividend_gross: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    interest_gross: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    tax: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    net: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    note: Mapped[str | None] = mapped_column(Text)
+
+    declared_by = relationship("StaffUser", foreign_keys=[declared_by_id], lazy="joined")
+    approved_by = relationship("StaffUser", foreign_keys=[approved_by_id], lazy="joined")
+
+
+class DividendLine(Model):
+    """One member's figures in a run; paid at most once (unique run and member)."""
+
+    __tablename__ = "dividend_lines"
+    __table_args__ = (UniqueConstraint("run_id", "member_id", name="uq_dividend_lines"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("dividend_runs.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    share_basis: Mapped[Decimal] = mapped_column(Money())  # the balance the method weighs
+    deposit_basis: Mapped[Decimal] = mapped_column(Money())
+    dividend: Mapped[Decimal] = mapped_column(Money())  # gross, on share capital
+    interest: Mapped[Decimal] = mapped_column(Money())  # gross, on deposits
+    tax: Mapped[Decimal] = mapped_column(Money())
+    net: Mapped[Decimal] = mapped_column(Money())
+    # Set when paid: the entry, and where the net went (savings|mpesa|arrears).
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
+    paid_to: Mapped[str | None] = mapped_column(String(10))
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,23 @@
+"""The member-owned side: account products, savings, shares, interest and dividends."""
+
+from app.services.savings.products import (
+    DEFAULT_PRODUCTS,
+    ProductError,
+    account_by_number,
+    account_number,
+    account_product,
+    member_product_account,
+    product_update,
+    products_ensure,
+)
+
+__all__ = [
+    "DEFAULT_PRODUCTS",
+    "ProductError",
+    "account_by_number",
+    "account_number",
+    "account_product",
+    "member_product_account",
+    "product_update",
+    "products_ensure",
+]
