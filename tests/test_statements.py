@@ -69,9 +69,9 @@ def test_the_statement_has_opening_movements_running_and_closing_balances(app: F
         member_id=member.id, start=date(2026, 2, 1), end=date(2026, 3, 31)
     )
     by_title = {s.title: s for s in statement.sections}
-    assert list(by_title) == ["Savings", "Share capital", f"Loan {loan_no}"]
+    assert list(by_title) == ["Deposits", "Share capital", f"Loan {loan_no}"]
 
-    savings = by_title["Savings"]
+    savings = by_title["Deposits"]
     assert savings.opening == Decimal("5000.00")
     assert [(m.value_date, m.credit, m.debit, m.balance) for m in savings.movements] == [
         (date(2026, 2, 10), Decimal("500.00"), Decimal("0.00"), Decimal("5500.00")),
@@ -98,7 +98,7 @@ def test_a_statement_up_to_today_closes_on_the_balances_the_member_sees(app: Fla
     )
     balances = member_balances(member_id=member.id)
     by_title = {s.title: s for s in statement.sections}
-    assert by_title["Savings"].closing == balances.savings == Decimal("5500.00")
+    assert by_title["Deposits"].closing == balances.savings == Decimal("5500.00")
     assert by_title["Share capital"].closing == balances.share_capital
     assert by_title[f"Loan {loan_no}"].closing == balances.loan_total
     # From the first day, the opening is nothing and the disbursement is a debit.
@@ -118,7 +118,7 @@ def test_the_csv_download_has_the_rows_and_is_audited(app: Flask) -> None:
     )
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True).lstrip("\ufeff"))))
     assert rows[0] == ["section", "date", "description", "debit", "credit", "balance"]
-    savings = [r for r in rows if r[0] == "Savings"]
+    savings = [r for r in rows if r[0] == "Deposits"]
     assert [(r[1], r[3], r[4], r[5]) for r in savings] == [
         ("2026-02-01", "", "", "5000.00"),
         ("2026-02-10", "", "500.00", "5500.00"),
@@ -199,3 +199,52 @@ def test_a_statement_needs_a_signed_in_staff_member(app: Flask) -> None:
     response = download(app.test_client(), member.id, "csv")
     assert b"section,date" not in response.get_data()
     assert db.session.scalar(select(AuditLog).where(AuditLog.action == "member.statement")) is None
+
+
+def test_each_savings_account_is_a_section_of_its_own_beside_the_deposits(app: Flask) -> None:
+    """A withdrawable savings account reads as its own section, named by its product and
+    the number the member pays to, with its own running balance; the deposits section is
+    not changed by it."""
+    from app.services.ledger import credit, debit, gl_account, journal_post
+    from app.services.savings import account_product, member_product_account
+
+    member = make_member(savings=Decimal("1000"))
+    ordinary = member_product_account(member, account_product("ORD"))
+    for day, amount, ref in ((3, "700", "S1"), (9, "300", "S2")):
+        journal_post(
+            kind="deposit",
+            lines=[
+                debit(gl_account("GL-MPESA-CLEARING"), Decimal(amount)),
+                credit(ordinary, Decimal(amount)),
+            ],
+            value_date=date(2026, 2, day),
+            idempotency_key=f"deposit:{ref}",
+            member_id=member.id,
+        )
+    journal_post(
+        kind="withdrawal",
+        lines=[
+            debit(ordinary, Decimal("150")),
+            credit(gl_account("GL-MPESA-CLEARING"), Decimal("150")),
+        ],
+        value_date=date(2026, 2, 12),
+        member_id=member.id,
+    )
+    db.session.commit()
+
+    statement = member_statement_range(
+        member_id=member.id, start=date(2026, 2, 1), end=date(2026, 2, 28)
+    )
+    by_title = {section.title: section for section in statement.sections}
+    title = f"Ordinary savings {member.member_no}S"
+    assert list(by_title) == ["Deposits", title, "Share capital"]
+    savings = by_title[title]
+    assert savings.opening == Decimal("0.00")
+    assert [m.balance for m in savings.movements] == [
+        Decimal("700"),
+        Decimal("1000"),
+        Decimal("850"),
+    ]
+    assert [m.debit for m in savings.movements][-1] == Decimal("150")
+    assert savings.closing == Decimal("850.00")
+    assert by_title["Deposits"].closing == Decimal("1000.00")

@@ -12,11 +12,14 @@ from sqlalchemy import case, func, select
 
 from app.errors import SaccoError
 from app.extensions import db
-from app.models import Account, JournalEntry, JournalLine, Loan, Member
+from app.models import Account, AccountProduct, JournalEntry, JournalLine, Loan, Member
 from app.money import ZERO
 from app.selectors.members import LOAN_RECEIVABLE_KINDS
 
 STATEMENT_KINDS = ("savings", *LOAN_RECEIVABLE_KINDS)
+# The member's own money, one statement section per account: deposits, withdrawable
+# savings (one account per savings product), share capital.
+MEMBER_MONEY_KINDS = ("savings", "member_savings", "share_capital")
 
 
 @dataclass(frozen=True)
@@ -129,37 +132,51 @@ def statement_range_check(start: date, end: date) -> None:
 
 
 def member_statement_range(*, member_id: int, start: date, end: date) -> RangeStatement:
-    """Savings, share capital and each loan: the balance on the morning of `start`, every
-    movement up to and including `end` (by value date, one line per journal entry), and
-    the closing balance. Balances read as the member reads them: savings positive, a loan
-    as what is owed."""
+    """Deposits, share capital, each savings account and each loan: the balance on the
+    morning of `start`, every movement up to and including `end` (by value date, one line
+    per journal entry), and the closing balance. Balances read as the member reads them:
+    their money positive, a loan as what is owed."""
     statement_range_check(start, end)
     member = db.session.get(Member, member_id)
     if member is None:
         raise StatementRangeError(f"no member {member_id}")
 
     accounts = db.session.execute(
-        select(Account.id, Account.kind, Account.loan_id, Loan.loan_no)
+        select(Account.id, Account.kind, Account.loan_id, Loan.loan_no, Account.code)
         .outerjoin(Loan, Loan.id == Account.loan_id)
         .where(
             Account.member_id == member_id,
-            Account.kind.in_(("savings", "share_capital", *LOAN_RECEIVABLE_KINDS)),
+            Account.kind.in_(MEMBER_MONEY_KINDS + LOAN_RECEIVABLE_KINDS),
         )
     ).all()
-    # One section per savings, shares and loan; the loan's four receivables read as one.
+    products = {
+        code: product
+        for code, product in db.session.execute(
+            select(Account.code, AccountProduct)
+            .join(AccountProduct, AccountProduct.id == Account.product_id)
+            .where(Account.member_id == member_id)
+        )
+    }
+    # One section per deposits, share capital, each savings account and each loan; the
+    # loan's four receivables read as one.
     group_of: dict[int, str] = {}
-    order: dict[str, tuple[int, int]] = {"Savings": (0, 0), "Share capital": (1, 0)}
-    for account_id, kind, loan_id, loan_no in accounts:
+    order: dict[str, tuple[int, int]] = {"Deposits": (0, 0), "Share capital": (1, 0)}
+    flip = {"Deposits": True, "Share capital": True}  # credit-normal: held negative
+    for account_id, kind, loan_id, loan_no, code in accounts:
         if kind == "savings":
-            group_of[account_id] = "Savings"
+            group_of[account_id] = "Deposits"
         elif kind == "share_capital":
             group_of[account_id] = "Share capital"
+        elif kind in MEMBER_MONEY_KINDS:
+            product = products.get(code)
+            title = f"{product.name} {member.member_no}{product.ref_suffix}" if product else code
+            group_of[account_id] = title
+            order[title] = (0, account_id)  # beside the deposits: the member's own money
+            flip[title] = True
         else:
             title = f"Loan {loan_no or loan_id}"
             group_of[account_id] = title
             order[title] = (2, loan_id or 0)
-    # Savings and shares are credit-normal: the journal holds them negative.
-    flip = {"Savings": True, "Share capital": True}
     ids = list(group_of)
 
     opening: dict[str, Decimal] = {title: ZERO for title in order}
