@@ -84,6 +84,7 @@ def register_views(console: Admin) -> None:
         quality,
         recovery,
         reports,
+        savings,
         sms,
         staff,
     )
@@ -92,6 +93,7 @@ def register_views(console: Admin) -> None:
     members.register(console)
     loans.register(console)
     products.register(console)
+    savings.register(console)  # account products; dividend runs
     console.add_view(AccountView(Account, s, name="Accounts", category="Ledger"))
     console.add_view(JournalView(JournalEntry, s, name="Journal", category="Ledger"))
     payments.register(console)

@@ -45,6 +45,10 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "guarantee.substitute": ("branch_manager",),  # approve a replacement guarantor
     "guarantee.recover": ("branch_manager",),  # propose recovery from guarantors
     "guarantee.recovery_decide": ("branch_manager", "compliance"),  # record the decision
+    # Dividends (issue 20): the maker enters the AGM's rates, a checker approves the run
+    "dividend.declare": ("branch_manager", "admin", "compliance"),
+    "dividend.approve": ("branch_manager", "admin"),
+    "account_product.manage": ("admin",),  # savings and share products' terms
 }
 
 
@@ -107,4 +111,7 @@ _WORDS = {
     "guarantee.substitute": "approve replacement guarantors",
     "guarantee.recover": "propose recovery from guarantors",
     "guarantee.recovery_decide": "record decisions on recovery from guarantors",
+    "dividend.declare": "declare dividend runs",
+    "dividend.approve": "approve or post dividend runs",
+    "account_product.manage": "change savings and share products",
 }
