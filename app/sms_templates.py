@@ -86,6 +86,13 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "en": "Deposit of {amount} received. Savings balance {savings_balance}. Ref {receipt}.",
         "sw": "Umeweka {amount}. Salio la akiba ni {savings_balance}. Kumb. {receipt}.",
     },
+    # Money in to an account other than deposits (withdrawable savings, share capital).
+    "account_deposit_received": {
+        "en": "{amount} received to account {account}. Balance {savings_balance}. "
+        "Ref {receipt}.",
+        "sw": "Tumepokea {amount} kwa akaunti {account}. Salio {savings_balance}. "
+        "Kumb. {receipt}.",
+    },
     "repayment_received": {
         "en": "Payment of {amount} received for loan {loan_no}. Balance left {balance_left}. "
         "Ref {receipt}.",

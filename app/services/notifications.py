@@ -48,6 +48,21 @@ def notify_deposit_received(
     )
 
 
+def notify_account_deposit(
+    *, member: Member, amount: Decimal, account: str, balance: Decimal, receipt: str
+) -> SmsMessage:
+    # The same key as a deposit's: one receipt is one SMS, whichever account it paid.
+    return _send(
+        member=member,
+        template="account_deposit_received",
+        key=f"deposit:{receipt}",
+        amount=amount,
+        account=account,
+        savings_balance=balance,
+        receipt=receipt,
+    )
+
+
 def notify_repayment_received(
     *, member: Member, amount: Decimal, loan_no: str, balance_left: Decimal, receipt: str
 ) -> SmsMessage:

@@ -1,12 +1,15 @@
-"""C2B Paybill: members pay with their member number (savings) or a loan number (repayment)
-as the account. Validation may refuse an unknown account; confirmation never refuses (the
-money has moved): what matches nobody goes to suspense for staff to assign.
+"""C2B Paybill: members pay with an account number (the member number and a product's
+suffix: "M000123" deposits, "M000123S" withdrawable savings, "M000123SH" share capital) or
+a loan number (repayment) as the account. Validation may refuse an unknown account;
+confirmation never refuses (the money has moved): what matches nobody goes to suspense for
+staff to assign.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +18,7 @@ from sqlalchemy import select
 from app.clock import business_date
 from app.extensions import db
 from app.integrations.daraja import daraja_client
-from app.models import Loan, Member, Payment, StaffUser
+from app.models import Account, AccountProduct, Loan, Member, Payment, StaffUser
 from app.models.types import utcnow
 from app.money import is_whole_shillings
 from app.phone import PhoneError, normalise_phone
@@ -24,7 +27,6 @@ from app.selectors.loans import LIVE_STATUSES
 from app.services.audit import audit_record
 from app.services.loans import loan_repay
 from app.services.locking import lock_row
-from app.services.members import member_deposit
 from app.services.payments.common import (
     PaymentError,
     payment_record,
@@ -32,8 +34,16 @@ from app.services.payments.common import (
     suspense_post,
 )
 from app.services.permissions import permission_require
+from app.services.savings.money_in import account_deposit
+from app.services.savings.products import (
+    DEFAULT_PRODUCTS,
+    ProductError,
+    account_number,
+    account_product,
+)
 
-_ACCOUNT = re.compile(r"^([ML])0*(\d{1,9})$")
+# A member or loan number (leading zeros optional) and, for a member, a product's suffix.
+_ACCOUNT = re.compile(r"^([ML])0*(\d{1,9})([A-Z]{0,3})$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _MASK = re.compile(r"^(\d+)\*+(\d+)$")
 
@@ -48,24 +58,69 @@ def payments_register_urls() -> dict[str, Any]:
     )
 
 
-def match_account(bill_ref: str) -> tuple[Member | None, Loan | None]:
-    """The member (and loan) an account typed on the phone means: trimmed, upper-cased,
-    spaces and dashes ignored, leading zeros optional (M123 = M000123); a member's own
-    phone number works as their member number."""
+@dataclass(frozen=True)
+class AccountMatch:
+    """What a typed account means: a member's account of `product`, or a member's loan.
+    All None when it names nobody."""
+
+    member: Member | None = None
+    loan: Loan | None = None
+    product: AccountProduct | None = None
+
+
+def _product_by_suffix(suffix: str) -> AccountProduct | None:
+    """The product whose Paybill suffix this is ("" deposits); a default product is
+    created the first time its suffix is used (an empty database, a test)."""
+    found = db.session.scalar(select(AccountProduct).where(AccountProduct.ref_suffix == suffix))
+    if found is not None:
+        return found
+    for code, defaults in DEFAULT_PRODUCTS.items():
+        if defaults["ref_suffix"] == suffix:
+            return account_product(code)
+    return None
+
+
+def match_account(bill_ref: str) -> AccountMatch:
+    """The one reading of an account typed on a phone (Paybill, suspense assignment):
+    trimmed, upper-cased, spaces and dashes ignored, leading zeros optional (M123S =
+    M000123S). "M000123" is the member's deposits, "M000123" and a product's suffix that
+    product's account, "L000045" a loan; a member's own phone number works as their member
+    number (deposits)."""
     ref = re.sub(r"[\s\-_./]", "", bill_ref or "").upper()
     found = _ACCOUNT.match(ref)
     if found:
-        number = f"{found.group(1)}{int(found.group(2)):06d}"
-        if found.group(1) == "L":
+        letter, digits, suffix = found.groups()
+        number = f"{letter}{int(digits):06d}"
+        if letter == "L":
+            if suffix:
+                return AccountMatch()
             loan = db.session.scalar(select(Loan).where(Loan.loan_no == number))
-            return (loan.member, loan) if loan is not None else (None, None)
+            return AccountMatch(loan.member, loan) if loan is not None else AccountMatch()
         member = db.session.scalar(select(Member).where(Member.member_no == number))
-        return member, None
+        product = _product_by_suffix(suffix) if member is not None else None
+        if member is None or product is None:
+            return AccountMatch()
+        return AccountMatch(member, None, product)
     try:
         phone = normalise_phone(ref)
     except PhoneError:
-        return None, None
-    return db.session.scalar(select(Member).where(Member.phone == phone)), None
+        return AccountMatch()
+    member = db.session.scalar(select(Member).where(Member.phone == phone))
+    return AccountMatch(member, None, _product_by_suffix("")) if member else AccountMatch()
+
+
+def _takes_money(match: AccountMatch) -> bool:
+    """Whether a member's account can be paid into now: its product is open, or the member
+    holds an account of it already (a closed product keeps serving its accounts)."""
+    product, member = match.product, match.member
+    if product is None or member is None:
+        return False
+    if product.active:
+        return True
+    held = db.session.scalar(
+        select(Account.id).where(Account.member_id == member.id, Account.product_id == product.id)
+    )
+    return held is not None
 
 
 def c2b_validate(data: dict[str, Any]) -> tuple[str, str]:
@@ -76,10 +131,11 @@ def c2b_validate(data: dict[str, Any]) -> tuple[str, str]:
     shortcode = data.get("shortcode")
     if shortcode and shortcode != settings().MPESA_SHORTCODE:
         return "C2B00015", f"shortcode {shortcode} is not ours"
-    member, _loan = match_account(data["bill_ref"])
-    if member is None and settings().MPESA_C2B_VALIDATION:
+    match = match_account(data["bill_ref"])
+    known = match.loan is not None or _takes_money(match)
+    if not known and settings().MPESA_C2B_VALIDATION:
         return "C2B00012", f"no member or loan {data['bill_ref']!r}"
-    return "0", "accepted" if member else "accepted for suspense (validation off)"
+    return "0", "accepted" if known else "accepted for suspense (validation off)"
 
 
 def suggest_member(msisdn: str) -> Member | None:
@@ -112,7 +168,12 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
     receipt = data["trans_id"]
     paid_at = kenyan_time(data.get("trans_time"), settings().tz, ("%Y%m%d%H%M%S",))
     value_date = business_date(paid_at)
-    member, loan = match_account(data["bill_ref"])
+    match = match_account(data["bill_ref"])
+    member, loan = match.member, match.loan
+    if loan is not None:
+        # A loan that takes no payment (not yet disbursed): the money is the member's, to
+        # deposits, as it always was.
+        match = AccountMatch(member, loan, _product_by_suffix(""))
     payment = payment_record(
         callback_id=callback_id,
         receipt=receipt,
@@ -134,17 +195,18 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
             loan_id=loan.id, amount=amount, reference=receipt, value_date=value_date, commit=False
         )
         payment.journal_entry_id = result.entry_id
-    elif member is not None:
+    elif member is not None and match.product is not None and _takes_money(match):
         payment.loan_id = None
-        payment.journal_entry_id = member_deposit(
+        payment.journal_entry_id = account_deposit(
             member_id=member.id,
+            product=match.product,
             amount=amount,
             reference=receipt,
             value_date=value_date,
-            commit=False,
         )
     else:
-        suggested = suggest_member(data["msisdn"])
+        # A member's number with a suffix no open product has: that member is the guess.
+        suggested = member or suggest_member(data["msisdn"])
         suspense_post(
             payment,
             suggested_member_id=suggested.id if suggested else None,
@@ -158,8 +220,9 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
 def payments_assign_suspense(
     *, payment_id: int, staff: StaffUser, account: str, note: str | None = None
 ) -> Payment:
-    """Staff place a suspense payment: `account` is a member number (to savings) or a loan
-    number (a repayment). Audited; a payment is assigned once."""
+    """Staff place a suspense payment: `account` is an account number as a member pays to
+    it (M000123 deposits, M000123S savings, M000123SH shares) or a loan number (a
+    repayment). Audited; a payment is assigned once."""
     permission_require(staff, "suspense.assign")
     payment = lock_row(Payment, payment_id)
     if payment is None:
@@ -167,8 +230,9 @@ def payments_assign_suspense(
     if payment.status != "suspense":
         db.session.rollback()
         raise PaymentError(f"payment {payment.receipt} is {payment.status}, not in suspense")
-    member, loan = match_account(account)
-    if member is None:
+    match = match_account(account)
+    member, loan = match.member, match.loan
+    if member is None or (loan is None and not _takes_money(match)):
         db.session.rollback()
         raise PaymentError(f"no member or loan {account!r}")
     value_date = business_date(utcnow())
@@ -185,15 +249,20 @@ def payments_assign_suspense(
         )
         entry_id = result.entry_id
     else:
-        entry_id = member_deposit(
-            member_id=member.id,
-            amount=payment.amount,
-            reference=f"assign:{reference}",
-            value_date=value_date,
-            source="suspense",
-            actor=f"staff:{staff.email}",
-            commit=False,
-        )
+        assert match.product is not None  # _takes_money above
+        try:
+            entry_id = account_deposit(
+                member_id=member.id,
+                product=match.product,
+                amount=payment.amount,
+                reference=f"assign:{reference}",
+                value_date=value_date,
+                source="suspense",
+                actor=f"staff:{staff.email}",
+            )
+        except ProductError as exc:
+            db.session.rollback()
+            raise PaymentError(str(exc)) from None
     before = {"status": payment.status, "member": None, "loan": None}
     payment.status = "assigned"
     payment.member_id = member.id
@@ -210,6 +279,9 @@ def payments_assign_suspense(
         after={
             "status": "assigned",
             "member": member.member_no,
+            "account": account_number(member.member_no or "", match.product)
+            if loan is None and match.product is not None
+            else None,
             "loan": loan.loan_no if loan else None,
             "amount": payment.amount,
         },

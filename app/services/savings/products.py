@@ -128,26 +128,15 @@ class AccountRef:
 
 
 def account_by_number(reference: str) -> AccountRef | None:
-    """The member and product an account number names ("M000123S"), or None. The member
-    number is "M" and six digits or more; the rest must be a product's suffix."""
-    text = reference.strip().upper().replace(" ", "").replace("-", "")
-    if len(text) < 2 or text[0] != "M":
+    """The member and product an account number names ("M000123S"), or None: read by the
+    one parser of typed accounts, payments.c2b.match_account (a loan number is None)."""
+    # payments imports this module (through members), so the import waits for the call.
+    from app.services.payments.c2b import match_account
+
+    match = match_account(reference)
+    if match.member is None or match.product is None or match.loan is not None:
         return None
-    digits = len(text) - len(text[1:].lstrip("0123456789"))
-    member_no, suffix = text[:digits], text[digits:]
-    if digits < 2:
-        return None
-    product = db.session.scalar(select(AccountProduct).where(AccountProduct.ref_suffix == suffix))
-    if product is None and suffix in {p["ref_suffix"] for p in DEFAULT_PRODUCTS.values()}:
-        product = account_product(
-            next(c for c, p in DEFAULT_PRODUCTS.items() if p["ref_suffix"] == suffix)
-        )
-    if product is None:
-        return None
-    member = db.session.scalar(select(Member).where(Member.member_no == member_no))
-    if member is None:
-        return None
-    return AccountRef(member=member, product=product)
+    return AccountRef(member=match.member, product=match.product)
 
 
 PRODUCT_FIELDS = (

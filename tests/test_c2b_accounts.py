@@ -1,0 +1,212 @@
+"""Paybill to any of a member's accounts (issue 20, "Money in"): the account reference is
+the member number and the product's suffix ("M000123S" ordinary savings, "M000123SH" share
+capital; the bare number is deposits as before), typed however a phone types it. Through
+`POST /payments/<token>/c2b/...` as Daraja sends it, processed by the real worker; the
+books reconcile after each test (the autouse fixture)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from app.cli.runtime import make_worker
+from app.extensions import db
+from app.models import Account, JournalEntry, MpesaCallback, Payment, SmsMessage
+from app.services.payments import match_account, payments_assign_suspense
+from app.services.savings import account_by_number, account_product, products_ensure
+from app.services.savings.products import product_update
+from tests.factories import make_member
+from tests.helpers import c2b_body
+from tests.loan_factories import balance, make_borrower, make_loan, make_product, make_staff
+
+TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
+D = Decimal
+
+
+def post(client: FlaskClient, path: str, body: dict) -> dict:
+    reply = client.post(
+        f"/payments/{TOKEN}/{path}", data=json.dumps(body), content_type="application/json"
+    )
+    assert reply.status_code == 200
+    return reply.json
+
+
+def work() -> None:
+    make_worker(("payments",)).work(burst=True)
+
+
+def pay(client: FlaskClient, receipt: str, account: str, amount: str = "1000") -> None:
+    assert post(client, "c2b/confirmation", c2b_body(receipt, amount=amount, account=account)) == {
+        "ResultCode": 0,
+        "ResultDesc": "Success",
+    }
+    work()
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A member as the tests keep it: requests end the session its row was loaded in."""
+
+    id: int
+    member_no: str
+
+
+@pytest.fixture
+def member(app: Flask) -> Ref:
+    products_ensure()
+    made = make_member(phone="0711223344", savings=500)
+    db.session.commit()
+    assert made.member_no == "M000001"
+    return Ref(made.id, made.member_no)
+
+
+def sms(template: str) -> list[str]:
+    return list(db.session.scalars(select(SmsMessage.body).where(SmsMessage.template == template)))
+
+
+@pytest.mark.parametrize(
+    ("typed", "code"),
+    [
+        ("M000001S", "ORD"),
+        (" m1s ", "ORD"),
+        ("M-0001 S", "ORD"),
+        ("M000001SH", "SHR"),
+        ("m 1 sh", "SHR"),
+        ("M000001", "DEP"),
+        ("M1", "DEP"),
+        ("0711223344", "DEP"),  # the member's phone is their member number
+    ],
+)
+def test_one_parser_reads_an_account_however_it_is_typed(
+    member: Ref, typed: str, code: str
+) -> None:
+    match = match_account(typed)
+    assert match.member is not None and match.member.id == member.id
+    assert match.loan is None and match.product is not None and match.product.code == code
+    # products.account_by_number is the same reading (it delegates).
+    ref = account_by_number(typed)
+    assert ref is not None and (ref.member.id, ref.product.code) == (member.id, code)
+
+
+@pytest.mark.parametrize("typed", ["M000001X", "M000002S", "L000001S", "MS", "M000001SHX"])
+def test_unknown_suffixes_members_and_shapes_match_nobody(member: Ref, typed: str) -> None:
+    match = match_account(typed)
+    assert (match.member, match.loan, match.product) == (None, None, None)
+    assert account_by_number(typed) is None
+
+
+def test_a_loan_number_is_a_loan_not_an_account(member: Ref) -> None:
+    borrower = make_borrower(savings=10000)
+    loan = make_loan(product=make_product("V1"), amount=1000, on=date(2026, 1, 1), member=borrower)
+    match = match_account(loan.loan_no.lower())
+    assert match.loan is not None and match.loan.id == loan.id and match.product is None
+    assert account_by_number(loan.loan_no) is None
+
+
+def test_paybill_to_the_savings_suffix_opens_and_credits_ordinary_savings_once(
+    client: FlaskClient, member: Ref
+) -> None:
+    assert balance("ORD-M000001") == 0  # not opened yet
+    pay(client, "RKTSAV0001", "m1s", "1500")
+    pay(client, "RKTSAV0001", "M000001S", "1500")  # Daraja resends: posted once
+    assert balance("ORD-M000001") == D("1500.00")
+    assert balance("SAV-M000001") == D("500.00")  # deposits untouched
+    account = db.session.scalar(select(Account).where(Account.code == "ORD-M000001"))
+    assert account.kind == "member_savings" and account.product_id == account_product("ORD").id
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "RKTSAV0001"))
+    assert (payment.status, payment.member_id, payment.loan_id) == ("posted", member.id, None)
+    entry = db.session.get(JournalEntry, payment.journal_entry_id)
+    assert entry.kind == "deposit" and entry.idempotency_key == "deposit:RKTSAV0001"
+    assert sms("account_deposit_received") == [
+        "KES 1,500.00 received to account M000001S. Balance KES 1,500.00. Ref RKTSAV0001."
+    ]
+    statuses = sorted(db.session.scalars(select(MpesaCallback.status)))
+    assert statuses == ["duplicate", "processed"]
+
+
+def test_paybill_to_the_shares_suffix_buys_share_capital_from_mpesa(
+    client: FlaskClient, member: Ref
+) -> None:
+    clearing = balance("GL-MPESA-CLEARING")
+    pay(client, "RKTSHR0001", "M 000001-SH", "2000")
+    assert balance("SHR-M000001") == D("2000.00")
+    assert balance("SAV-M000001") == D("500.00")  # not bought from deposits
+    assert balance("GL-MPESA-CLEARING") - clearing == D("2000.00")
+    entry = db.session.scalar(
+        select(JournalEntry).where(JournalEntry.idempotency_key == "shares:RKTSHR0001")
+    )
+    assert entry is not None and entry.kind == "share_purchase" and entry.member_id == member.id
+    assert "account M000001SH. Balance KES 2,000.00" in sms("account_deposit_received")[0]
+
+
+def test_the_bare_member_number_still_pays_deposits(client: FlaskClient, member: Ref) -> None:
+    pay(client, "RKTDEP0001", "M000001", "700")
+    assert balance("SAV-M000001") == D("1200.00")
+    assert balance("ORD-M000001") == 0 and balance("SHR-M000001") == 0
+    assert len(sms("deposit_received")) == 2  # the factory's deposit and this one
+
+
+@pytest.mark.parametrize(
+    ("account", "code"),
+    [
+        ("M000001S", "0"),
+        ("m1sh", "0"),
+        ("M000001", "0"),
+        ("M000001X", "C2B00012"),  # no product has suffix X
+        ("M000009S", "C2B00012"),  # no such member
+    ],
+)
+def test_validation_accepts_each_account_and_refuses_unknown_ones(
+    client: FlaskClient, member: Ref, account: str, code: str
+) -> None:
+    reply = post(client, "c2b/validation", c2b_body(account=account))
+    assert reply["ResultCode"] == code
+
+
+def test_a_closed_product_takes_money_only_into_accounts_it_has(
+    client: FlaskClient, member: Ref
+) -> None:
+    other = make_member(phone="0722000001").member_no
+    pay(client, "RKTSAV0002", f"{other}S", "300")  # the other member opens one
+    ordinary = account_product("ORD")
+    product_update(product_id=ordinary.id, actor="staff:test", active=False)
+    refused = post(client, "c2b/validation", c2b_body(account="M000001S"))
+    assert refused["ResultCode"] == "C2B00012"
+    accepted = post(client, "c2b/validation", c2b_body(account=f"{other}S"))
+    assert accepted["ResultCode"] == "0"
+    pay(client, "RKTSAV0003", f"{other}S", "200")
+    assert balance(f"ORD-{other}") == D("500.00")
+    # Money that came anyway (validation can be off) is suspense, the member suggested.
+    pay(client, "RKTSAV0004", "M000001S", "100")
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "RKTSAV0004"))
+    assert (payment.status, payment.suggested_member_id) == ("suspense", member.id)
+    assert balance("ORD-M000001") == 0 and balance("GL-SUSPENSE") == D("100.00")
+
+
+def test_suspense_is_assigned_to_an_account_by_its_number(client: FlaskClient, member: Ref) -> None:
+    pay(client, "RKTSUS0001", "WRONG", "400")
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "RKTSUS0001"))
+    assert payment.status == "suspense"
+    payments_assign_suspense(
+        payment_id=payment.id, staff=make_staff("branch_manager"), account="M1SH"
+    )
+    db.session.expire_all()
+    assert balance("SHR-M000001") == D("400.00") and balance("GL-SUSPENSE") == 0
+    assert db.session.get(Payment, payment.id).status == "assigned"
+    keys = db.session.scalars(select(JournalEntry.idempotency_key)).all()
+    assert "shares:assign:RKTSUS0001" in keys
+
+
+def test_one_receipt_never_pays_two_accounts(client: FlaskClient, member: Ref) -> None:
+    pay(client, "RKTONE0001", "M000001S", "900")
+    pay(client, "RKTONE0001", "M000001SH", "900")  # the same TransID to another account
+    assert balance("ORD-M000001") == D("900.00") and balance("SHR-M000001") == 0
+    count = db.session.scalar(select(func.count()).select_from(Payment))
+    assert count == 1
