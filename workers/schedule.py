@@ -22,6 +22,7 @@ from app.services.guarantees.jobs import (
     guarantee_expiry_job,
     guarantor_notices_job,
 )
+from app.services.savings.interest import SAVINGS_INTEREST, savings_interest_job
 from workers.jobs import (
     ARREARS,
     ledger_check_job,
@@ -70,6 +71,7 @@ JOBS: dict[str, JobFn] = {
     "milestones-overdue": milestones_overdue_job,
     "guarantee-expiry": guarantee_expiry_job,
     "guarantor-notices": guarantor_notices_job,
+    "savings-interest": savings_interest_job,
 }
 
 
@@ -85,6 +87,7 @@ BATCHES: dict[str, Batch] = {
         AGREEMENT_REMINDERS,
         GUARANTEE_EXPIRY,
         GUARANTOR_NOTICES,
+        SAVINGS_INTEREST,
     )
 }
 
@@ -110,6 +113,8 @@ class Scheduled(NamedTuple):
 SCHEDULE: list[Scheduled] = [
     Scheduled("loan-arrears", "5 21 * * *", "default", True),  # 00:05 EAT: penalties, aging
     Scheduled("portfolio-snapshot", "35 21 * * *", "default", True),  # 00:35, after arrears
+    # Interest on savings: the night after a period's last day, before the ledger check.
+    Scheduled("savings-interest", "10 22 * * *", "default", True),  # 01:10 EAT
     Scheduled("ledger-check", "30 22 * * *", "default", True),  # 01:30 EAT
     Scheduled("sms-sweep", "*/5 * * * *", "sms", False),
     Scheduled("reconcile-payments", "*/2 * * * *", "payments", False),

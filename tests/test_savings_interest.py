@@ -1,0 +1,339 @@
+"""Interest on savings: each day's closing balance earns rate/100/365, a period's sum is
+posted once the period is over, withholding tax deducted, once per account and period
+whatever reruns, replays or missed nights come. Each figure is checked against a plain
+day-by-day calculation written here, not the service's own walk."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from sqlalchemy import func, select
+
+from app.clock import business_today
+from app.extensions import db
+from app.models import Account, InterestPosting, JournalEntry, JournalLine, Member
+from app.money import ZERO, round_money
+from app.services.ledger import credit, debit, gl_account, journal_post
+from app.services.members import member_deposit
+from app.services.savings import account_product, member_product_account, product_update
+from app.services.savings.interest import period_of, periods_between
+from tests.factories import make_member
+from workers.runner import JobStats
+from workers.schedule import BATCHES, JOBS, SCHEDULE
+
+D = Decimal
+WHT = D("15")  # settings WHT_INTEREST_PERCENT, the default
+
+
+def _run(as_of: date) -> JobStats:
+    stats = JobStats()
+    JOBS["savings-interest"](as_of=as_of, stats=stats)
+    assert stats.errors == []
+    return stats
+
+
+def _savings(member: Member) -> int:
+    """The member's withdrawable savings account (ORD: 3% a year, monthly)."""
+    account = member_product_account(member, account_product("ORD"))
+    db.session.commit()
+    return account.id
+
+
+_keys = iter(range(1, 10_000))
+
+
+def _move(account_id: int, amount: str, on: date) -> None:
+    """Money in (positive) from M-PESA or out (negative) to a payout, on `on`."""
+    account = db.session.get(Account, account_id)
+    assert account is not None
+    value = D(amount)
+    outside = gl_account("GL-MPESA-CLEARING" if value > 0 else "GL-B2C-UTILITY")
+    lines = (
+        [debit(outside, value), credit(account, value)]
+        if value > 0
+        else [debit(account, -value), credit(outside, -value)]
+    )
+    journal_post(
+        kind="deposit" if value > 0 else "withdrawal",
+        lines=lines,
+        value_date=on,
+        idempotency_key=f"test-move:{next(_keys)}",
+    )
+    db.session.commit()
+
+
+def expected_interest(
+    moves: list[tuple[date, Decimal]], start: date, end: date, rate: Decimal
+) -> Decimal:
+    """The plain reading of the rule: every day of the period, the balance at its close
+    (everything dated up to that day), never below zero, times rate/100/365; rounded once."""
+    total = ZERO
+    day = start
+    while day <= end:
+        closing = sum((amount for on, amount in moves if on <= day), ZERO)
+        total += max(closing, ZERO) * rate / 100 / 365
+        day += timedelta(days=1)
+    return round_money(total)
+
+
+def _postings(account_id: int | None = None) -> list[InterestPosting]:
+    db.session.expire_all()
+    query = select(InterestPosting).order_by(InterestPosting.account_id, InterestPosting.period_end)
+    if account_id is not None:
+        query = query.where(InterestPosting.account_id == account_id)
+    return list(db.session.scalars(query))
+
+
+def _moved(code: str) -> Decimal:
+    """What the journal moved on a GL account (debits positive)."""
+    total = db.session.scalar(
+        select(func.coalesce(func.sum(JournalLine.amount), 0))
+        .join(Account, Account.id == JournalLine.account_id)
+        .where(Account.code == code)
+    )
+    return round_money(D(str(total)))
+
+
+def _balance(account_id: int) -> Decimal:
+    db.session.expire_all()
+    account = db.session.get(Account, account_id)
+    assert account is not None
+    return -account.balance
+
+
+def _plain(moves: list[tuple[str, str]]) -> list[tuple[date, Decimal]]:
+    return [(date.fromisoformat(on), D(amount)) for on, amount in moves]
+
+
+def test_the_job_is_a_nightly_close_of_business_batch_before_the_ledger_check() -> None:
+    assert BATCHES["savings-interest"].noun == "account"
+    times = {entry.name: entry.cron for entry in SCHEDULE}
+    assert times["savings-interest"] == "10 22 * * *"  # 01:10 in Kenya
+    assert "savings-interest" in JOBS
+
+
+def test_periods_are_calendar_months_quarters_and_years() -> None:
+    assert period_of(date(2028, 2, 10), "monthly") == (date(2028, 2, 1), date(2028, 2, 29))
+    assert period_of(date(2026, 5, 31), "quarterly") == (date(2026, 4, 1), date(2026, 6, 30))
+    assert period_of(date(2026, 12, 31), "quarterly") == (date(2026, 10, 1), date(2026, 12, 31))
+    assert period_of(date(2026, 7, 4), "yearly") == (date(2026, 1, 1), date(2026, 12, 31))
+    assert [end for _, end in periods_between(date(2026, 1, 20), date(2026, 3, 31), "monthly")] == [
+        date(2026, 1, 31),
+        date(2026, 2, 28),
+        date(2026, 3, 31),
+    ]
+
+
+def test_a_month_of_deposits_and_a_withdrawal_earns_to_the_cent_net_of_tax(app: Flask) -> None:
+    first, second = make_member(), make_member()
+    a, b = _savings(first), _savings(second)
+    moves_a = [
+        ("2026-01-03", "10000"),
+        ("2026-01-10", "2500.50"),
+        ("2026-01-17", "-4000"),  # a withdrawal
+        ("2026-01-25", "777.77"),
+        ("2026-01-31", "50000"),  # the last day counts for one day
+        ("2026-02-01", "100000"),  # the next month: not January's
+    ]
+    moves_b = [("2026-01-01", "33333.33"), ("2026-01-19", "-1234.56")]
+    for on, amount in moves_a:
+        _move(a, amount, date.fromisoformat(on))
+    for on, amount in moves_b:
+        _move(b, amount, date.fromisoformat(on))
+
+    # On 31 January the month is not over: nothing yet.
+    assert _run(date(2026, 1, 31)).records_updated == 0
+    assert _postings() == []
+    before_a, before_b = _balance(a), _balance(b)
+
+    stats = _run(date(2026, 2, 1))
+
+    assert (stats.records_scanned, stats.records_updated) == (2, 2)
+    rate = D("3")
+    start, end = date(2026, 1, 1), date(2026, 1, 31)
+    gross_a = expected_interest(_plain(moves_a), start, end, rate)
+    gross_b = expected_interest(_plain(moves_b), start, end, rate)
+    assert (gross_a, gross_b) == (D("27.98"), D("83.61"))  # what the plain loop says
+    pa, pb = _postings()
+    for posting, gross, account_id in ((pa, gross_a, a), (pb, gross_b, b)):
+        tax = round_money(gross * WHT / 100)
+        assert posting.account_id == account_id
+        assert (posting.period_start, posting.period_end) == (start, end)
+        assert (posting.gross, posting.tax, posting.net) == (gross, tax, gross - tax)
+    assert pa.balance_days == D("340455.39")  # sum of the 31 closing balances
+    # The net is on each account; both in one entry dated the month's last day.
+    assert _balance(a) == before_a + pa.net
+    assert _balance(b) == before_b + pb.net
+    assert pa.entry_id is not None and pa.entry_id == pb.entry_id
+    entry = db.session.get(JournalEntry, pa.entry_id)
+    assert entry is not None
+    assert (entry.kind, entry.value_date) == ("savings_interest", end)
+    assert _moved("GL-INTEREST-EXPENSE") == gross_a + gross_b
+    assert -_moved("GL-WHT-PAYABLE") == pa.tax + pb.tax
+
+
+def test_deposits_earn_quarterly_when_the_sacco_sets_a_rate_on_them(app: Flask) -> None:
+    member = make_member()
+    product = account_product("DEP")
+    product.interest_rate, product.interest_period = D("6.5"), "quarterly"
+    db.session.commit()
+    moves = [
+        ("2026-01-15", "20000"),
+        ("2026-02-28", "5000"),
+        ("2026-03-31", "7000"),
+        ("2026-04-01", "9000"),  # the next quarter
+    ]
+    for n, (on, amount) in enumerate(moves):
+        member_deposit(
+            member_id=member.id, amount=amount, reference=f"Q{n}", value_date=date.fromisoformat(on)
+        )
+    deposits = db.session.scalar(
+        select(Account.id).where(Account.member_id == member.id, Account.kind == "savings")
+    )
+    assert deposits is not None
+
+    assert _run(date(2026, 3, 31)).records_scanned == 0  # the quarter is not over
+    stats = _run(date(2026, 4, 1))
+
+    assert stats.records_updated == 1
+    [posting] = _postings(deposits)
+    gross = expected_interest(_plain(moves), date(2026, 1, 1), date(2026, 3, 31), D("6.5"))
+    assert gross == D("300.42")
+    assert (posting.period_start, posting.period_end) == (date(2026, 1, 1), date(2026, 3, 31))
+    assert (posting.gross, posting.tax) == (gross, round_money(gross * WHT / 100))
+    assert _moved("GL-INTEREST-EXPENSE") == gross
+    assert -_moved("GL-WHT-PAYABLE") == posting.tax
+
+
+def test_missed_nights_and_replays_post_each_period_once_with_interest_on_interest(
+    app: Flask,
+) -> None:
+    early, late = make_member(), make_member()
+    a, b = _savings(early), _savings(late)
+    moves_a = [("2026-01-05", "120000"), ("2026-02-20", "-30000")]
+    moves_b = [("2026-02-10", "45000.40")]
+    for on, amount in moves_a:
+        _move(a, amount, date.fromisoformat(on))
+    _run(date(2026, 2, 1))  # January, for the only account then
+    for on, amount in moves_b:
+        _move(b, amount, date.fromisoformat(on))
+    entries_before = db.session.scalar(select(func.count()).select_from(JournalEntry))
+
+    # Nobody ran the job in February or March: the run of 1 April posts both months.
+    stats = _run(date(2026, 4, 1))
+    assert (stats.records_scanned, stats.records_updated) == (2, 2)
+    # One entry a period end: February's and March's, each for both accounts.
+    entries = db.session.scalar(select(func.count()).select_from(JournalEntry))
+    assert entries == entries_before + 2
+
+    for account_id, moves, months in (
+        (a, _plain(moves_a), [1, 2, 3]),
+        (b, _plain(moves_b), [2, 3]),
+    ):
+        postings = _postings(account_id)
+        assert [p.period_start.month for p in postings] == months
+        for posting in postings:
+            # The interest credited at a month's end earns in the months after.
+            gross = expected_interest(moves, posting.period_start, posting.period_end, D("3"))
+            assert posting.gross == gross
+            moves = [*moves, (posting.period_end, posting.net)]
+    tax_total = sum((p.tax for p in _postings()), ZERO)
+    assert -_moved("GL-WHT-PAYABLE") == tax_total
+    assert _moved("GL-INTEREST-EXPENSE") == sum((p.gross for p in _postings()), ZERO)
+
+    # A rerun, and a replay for an earlier day: nothing is missing, nothing is paid twice.
+    balances = (_balance(a), _balance(b))
+    assert _run(date(2026, 4, 1)).records_scanned == 0
+    assert _run(date(2026, 3, 1)).records_scanned == 0
+    assert _run(date(2026, 2, 1)).records_scanned == 0
+    assert (_balance(a), _balance(b)) == balances
+    assert len(_postings()) == 5
+    assert db.session.scalar(select(func.count()).select_from(JournalEntry)) == entries
+
+
+def test_a_replay_for_an_earlier_day_fills_in_only_the_period_missing(app: Flask) -> None:
+    member = make_member()
+    account = _savings(member)
+    _move(account, "80000", date(2026, 1, 2))
+    _run(date(2026, 4, 1))  # January to March
+    # A deposit keyed to January arrives late, on a new account of another member.
+    other = _savings(make_member())
+    _move(other, "15000", date(2026, 1, 20))
+
+    stats = _run(date(2026, 2, 1))  # replayed for 1 February: the other's January only
+
+    assert (stats.records_scanned, stats.records_updated) == (1, 1)
+    assert [p.period_end for p in _postings(other)] == [date(2026, 1, 31)]
+    assert len(_postings(account)) == 3
+    [january] = _postings(other)
+    assert january.gross == expected_interest(
+        [(date(2026, 1, 20), D("15000"))], date(2026, 1, 1), date(2026, 1, 31), D("3")
+    )
+    # Then the night of 1 April: the other's February and March, nothing of the first's.
+    assert _run(date(2026, 4, 1)).records_updated == 1
+    assert [p.period_end.month for p in _postings(other)] == [1, 2, 3]
+    assert len(_postings(account)) == 3
+
+
+def test_a_balance_emptied_mid_month_earns_for_its_days_and_then_a_period_of_zeros(
+    app: Flask,
+) -> None:
+    account = _savings(make_member())
+    moves = [("2026-01-01", "60000"), ("2026-01-15", "-60000")]
+    for on, amount in moves:
+        _move(account, amount, date.fromisoformat(on))
+
+    _run(date(2026, 2, 1))
+
+    [january] = _postings(account)
+    gross = expected_interest(_plain(moves), date(2026, 1, 1), date(2026, 1, 31), D("3"))
+    assert gross == round_money(D("60000") * 14 * 3 / 100 / 365) == D("69.04")
+    assert (january.gross, january.net) == (gross, gross - round_money(gross * WHT / 100))
+    assert _balance(account) == january.net
+    _move(account, str(-january.net), date(2026, 2, 1))  # the interest taken out too
+
+    _run(date(2026, 3, 1))
+
+    # February held nothing: recorded as done, with zeros and no entry.
+    [_, february] = _postings(account)
+    assert (february.balance_days, february.gross, february.tax, february.net) == (0, 0, 0, 0)
+    assert february.entry_id is None
+    assert _balance(account) == 0
+    assert _run(date(2026, 3, 1)).records_scanned == 0
+
+
+def test_a_rate_switched_on_by_staff_does_not_pay_the_periods_before(app: Flask) -> None:
+    member = make_member()
+    member_deposit(member_id=member.id, amount="50000", reference="D1", value_date=date(2026, 1, 3))
+    product = account_product("DEP")
+    db.session.commit()
+    product_update(
+        product_id=product.id, actor="staff:a@b.c", interest_rate=D("8"), interest_period="monthly"
+    )
+
+    stats = _run(business_today())
+
+    # Every month since January ended before the day the rate was set: none earns it.
+    assert stats.records_updated == 0
+    assert _postings() == []
+    assert _moved("GL-INTEREST-EXPENSE") == 0
+
+
+def test_runs_from_the_command_line(app: Flask, runner: FlaskCliRunner) -> None:
+    account = _savings(make_member())
+    _move(account, "36500", date(2026, 5, 1))
+
+    result = runner.invoke(args=["jobs", "run", "savings-interest", "--as-of-date", "2026-06-01"])
+
+    assert result.exit_code == 0, result.output
+    [posting] = _postings(account)
+    # 36,500 for 31 days at 3%: 3 shillings a day.
+    assert (posting.period_end, posting.gross, posting.tax, posting.net) == (
+        date(2026, 5, 31),
+        D("93.00"),
+        D("13.95"),
+        D("79.05"),
+    )
