@@ -170,6 +170,19 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sw": "Mkopo {loan_no} wa {amount} umetumwa kwa M-PESA yako, ada {fee}. "
         "Kumb. {receipt}. Awamu ya kwanza {first_installment} tarehe {first_due_date}.",
     },
+    # A withdrawal to M-PESA from a savings account: paid, or failed with its money back.
+    "withdrawal_sent": {
+        "en": "{amount} sent to your M-PESA from account {account}, fee {fee}. Ref {receipt}. "
+        "Savings balance {savings}.",
+        "sw": "{amount} zimetumwa kwa M-PESA yako kutoka akaunti {account}, ada {fee}. "
+        "Kumb. {receipt}. Salio la akiba {savings}.",
+    },
+    "withdrawal_failed": {
+        "en": "Your withdrawal of {amount} from account {account} did not go through: "
+        "{reason}. The money and the fee {fee} are back in your savings.",
+        "sw": "Utoaji wako wa {amount} kutoka akaunti {account} haukufanikiwa: {reason}. "
+        "Pesa na ada {fee} zimerudishwa kwenye akiba yako.",
+    },
     "pin_locked": {
         "en": "SACCO USSD is locked after too many wrong tries (PIN, ID number or code). Try "
         "again in {minutes} minutes or call the SACCO office. If this was not you, call us now.",

@@ -10,6 +10,12 @@ from app.services.savings.products import (
     product_update,
     products_ensure,
 )
+from app.services.savings.withdrawals import (
+    WithdrawalError,
+    WithdrawalQuote,
+    withdrawal_quote,
+    withdrawal_request,
+)
 
 __all__ = [
     "DEFAULT_PRODUCTS",
@@ -20,4 +26,8 @@ __all__ = [
     "member_product_account",
     "product_update",
     "products_ensure",
+    "WithdrawalError",
+    "WithdrawalQuote",
+    "withdrawal_quote",
+    "withdrawal_request",
 ]
