@@ -51,6 +51,11 @@ WORST: dict[str, object] = {
     "paybill": "9999999",  # shortcodes are 5 to 7 digits
     "account": "M99999999999",  # member_no column is 12 characters
     "reason": "The M-PESA request was cancelled by the user",
+    "year": 2026,  # a dividend run's year
+    "dividend": BIG,
+    "interest": BIG,
+    "tax": BIG,
+    "net": BIG,
     "lines": "\n".join(
         f"31/12 Repayment L999999 {kes(BIG)}" for _ in range(5)
     ),  # what a statement shows: a few short lines

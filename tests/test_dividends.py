@@ -1,0 +1,567 @@
+"""The annual dividend on share capital and interest on deposits (issue 20): declare with
+the AGM's rates, preview, approve (maker-checker), post (a partitioned job, each member
+paid once), report (reconciled to the journal)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections.abc import Iterator
+from datetime import date
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import pytest
+from flask import Flask
+from openpyxl import load_workbook
+from sqlalchemy import func, select, type_coerce
+
+from app.extensions import db
+from app.models import (
+    Account,
+    AuditLog,
+    DividendLine,
+    DividendRun,
+    JournalEntry,
+    JournalLine,
+    Member,
+    SmsMessage,
+    StaffUser,
+)
+from app.models.types import Money
+from app.selectors.dividends import dividend_summary, member_dividends
+from app.services.ledger import ledger_check
+from app.services.members import member_buy_shares, member_deposit
+from app.services.permissions import PermissionDenied
+from app.services.savings import (
+    DividendError,
+    dividend_approve,
+    dividend_cancel,
+    dividend_declare,
+    dividend_post,
+    dividend_report,
+)
+from app.services.savings.dividends import dividend_lines_pay, dividend_unpaid_line_ids
+from tests.factories import make_member
+from tests.helpers import staff
+
+YEAR = 2025
+PAID_ON = date(2026, 1, 31)
+CENT = Decimal("0.01")
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def _staff(role: str, email: str | None = None) -> StaffUser:
+    address = staff(role) if email is None else email
+    user = db.session.scalar(select(StaffUser).where(StaffUser.email == address))
+    assert user is not None
+    return user
+
+
+def _second(role: str) -> StaffUser:
+    from app.services.staff import staff_add
+    from tests.helpers import PASSWORD
+
+    return staff_add(email=f"second.{role}@sacco.test", role=role, password=PASSWORD)
+
+
+# Each member's money, as the test writes it down: (value date, amount) into deposits and
+# into shares. A share purchase from deposits is a minus on deposits and a plus on shares.
+Moves = dict[str, list[tuple[date, Decimal]]]
+
+
+def _deposit(member: Member, day: date, amount: str, moves: Moves, ref: str) -> None:
+    member_deposit(member_id=member.id, amount=amount, reference=ref, value_date=day)
+    moves["deposits"].append((day, Decimal(amount)))
+
+
+def _shares(
+    member: Member, day: date, amount: str, moves: Moves, ref: str, from_savings: bool
+) -> None:
+    member_buy_shares(
+        member_id=member.id,
+        amount=amount,
+        reference=ref,
+        value_date=day,
+        from_savings=from_savings,
+    )
+    moves["shares"].append((day, Decimal(amount)))
+    if from_savings:
+        moves["deposits"].append((day, -Decimal(amount)))
+
+
+@pytest.fixture
+def book(app: Flask) -> Iterator[dict[int, Moves]]:
+    """Four members with money on varied days: before the year (opening balances), in it,
+    and after it (which no method counts); one with nothing at all."""
+    plan = {
+        "A": [
+            ("dep", date(2024, 6, 3), "10000.00"),
+            ("dep", date(2025, 3, 17), "2500.50"),
+            ("shr", date(2025, 4, 9), "3000.00", True),
+            ("dep", date(2025, 12, 31), "999.99"),
+            ("dep", date(2026, 1, 2), "5000.00"),  # after the year: never counted
+        ],
+        "B": [
+            ("shr", date(2025, 1, 1), "20000.00", False),
+            ("dep", date(2025, 7, 31), "1234.57"),
+            ("dep", date(2025, 8, 1), "333.33"),
+            ("shr", date(2025, 11, 30), "777.77", True),
+        ],
+        "C": [
+            ("dep", date(2025, 2, 28), "101.01"),
+            ("dep", date(2025, 6, 15), "3.33"),
+            ("dep", date(2025, 10, 5), "4567.89"),
+        ],
+        "D": [("shr", date(2023, 12, 31), "5000.00", False)],
+    }
+    found: dict[int, Moves] = {}
+    for name, steps in plan.items():
+        member = make_member(name=f"Member {name}")
+        moves: Moves = {"deposits": [], "shares": []}
+        for n, step in enumerate(steps):
+            ref = f"{name}{n}"
+            if step[0] == "dep":
+                _deposit(member, step[1], step[2], moves, ref)
+            else:
+                _shares(member, step[1], step[2], moves, ref, step[3])
+        found[member.id] = moves
+    make_member(name="Nobody")  # nothing at all: no line
+    yield found
+
+
+def _expected(moves: Moves, share_rate: str, deposit_rate: str, method: str) -> dict[str, Decimal]:
+    """The figures worked out plainly, not the way the service does: for the weighted
+    method, each shilling earns rate/12 for every month from the one it arrived in to
+    December (money there before the year: all twelve)."""
+
+    def earned(items: list[tuple[date, Decimal]], rate: Decimal) -> Decimal:
+        counted = [(day, amount) for day, amount in items if day.year <= YEAR]
+        if method == "simple":
+            return _cents(sum((a for _, a in counted), Decimal(0)) * rate / 100)
+        month_shillings = Decimal(0)
+        for day, amount in counted:
+            months = 12 if day.year < YEAR else 13 - day.month
+            month_shillings += amount * months
+        return _cents(month_shillings * rate / 100 / 12)
+
+    dividend = earned(moves["shares"], Decimal(share_rate))
+    interest = earned(moves["deposits"], Decimal(deposit_rate))
+    tax = _cents(dividend * 5 / 100) + _cents(interest * 15 / 100)
+    return {
+        "dividend": dividend,
+        "interest": interest,
+        "tax": tax,
+        "net": dividend + interest - tax,
+    }
+
+
+def _journal_total(code: str) -> Decimal:
+    total = db.session.scalar(
+        select(type_coerce(func.sum(JournalLine.amount), Money()))
+        .join(Account, Account.id == JournalLine.account_id)
+        .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+        .where(Account.code == code, JournalEntry.kind == "dividend")
+    )
+    return Decimal(0) if total is None else Decimal(total)
+
+
+def _ord_balance(member_id: int) -> Decimal:
+    number = db.session.scalar(select(Member.member_no).where(Member.id == member_id))
+    account = db.session.scalar(select(Account).where(Account.code == f"ORD-{number}"))
+    return Decimal(0) if account is None else -account.balance
+
+
+@pytest.mark.parametrize("method", ["simple", "weighted"])
+def test_each_member_is_paid_to_the_cent_by_the_method_and_the_books_reconcile(
+    app: Flask, book: dict[int, Moves], method: str
+) -> None:
+    maker, checker = _staff("branch_manager"), _second("branch_manager")
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="12.5",
+        deposit_rate="7.25",
+        method=method,
+        payout="savings",
+        staff=maker,
+        resolution_ref="AGM 2026/4",
+    )
+    assert run.status == "draft"
+    assert (run.dividend_tax_rate, run.interest_tax_rate) == (Decimal(5), Decimal(15))
+    lines = {
+        line.member_id: line
+        for line in db.session.scalars(select(DividendLine).where(DividendLine.run_id == run.id))
+    }
+    # The member with nothing has no line; everyone else matches the plain working.
+    assert set(lines) == set(book)
+    for member_id, moves in book.items():
+        want = _expected(moves, "12.5", "7.25", method)
+        line = lines[member_id]
+        got = {
+            "dividend": line.dividend,
+            "interest": line.interest,
+            "tax": line.tax,
+            "net": line.net,
+        }
+        assert got == want, member_id
+    assert run.members == len(book)
+    assert run.net == sum((line.net for line in lines.values()), Decimal(0))
+    assert run.tax == sum((line.tax for line in lines.values()), Decimal(0))
+
+    dividend_approve(run_id=run.id, staff=checker)
+    posted = dividend_post(run_id=run.id, value_date=PAID_ON)
+    assert posted.status == "posted" and posted.posted_at is not None
+    for member_id, line in lines.items():
+        assert _ord_balance(member_id) == line.net
+        db.session.refresh(line)
+        assert line.paid_to == "savings" and line.entry_id is not None and line.paid_at
+    # Withholding tax: the lines' total is what the journal owes the taxman.
+    assert -_journal_total("GL-WHT-PAYABLE") == run.tax
+    assert _journal_total("GL-DIVIDENDS") == run.dividend_gross
+    assert _journal_total("GL-INTEREST-EXPENSE") == run.interest_gross
+    texts = db.session.scalars(select(SmsMessage).where(SmsMessage.template == "dividend_paid"))
+    assert sorted(m.member_id for m in texts) == sorted(book)
+    assert ledger_check() == []
+
+
+def test_the_weighted_method_counts_each_month_end_and_not_money_gone_before_it(
+    app: Flask,
+) -> None:
+    # 12,000 in deposits from 1 July: six month-ends of 12,000, i.e. 6,000 for the year.
+    member = make_member()
+    member_deposit(member_id=member.id, amount="12000", reference="R1", value_date=date(2025, 7, 1))
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="10",
+        method="weighted",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    line = db.session.scalar(select(DividendLine).where(DividendLine.run_id == run.id))
+    assert line is not None
+    assert (line.deposit_basis, line.interest, line.dividend) == (
+        Decimal("6000.00"),
+        Decimal("600.00"),
+        Decimal("0.00"),
+    )
+    assert line.tax == Decimal("90.00") and line.net == Decimal("510.00")
+
+
+def test_maker_checker_permissions_and_the_audit(app: Flask, book: dict[int, Moves]) -> None:
+    officer = _staff("loan_officer")
+    with pytest.raises(PermissionDenied):
+        dividend_declare(
+            year=YEAR,
+            share_rate="10",
+            deposit_rate="5",
+            method="simple",
+            payout="savings",
+            staff=officer,
+        )
+    maker = _staff("compliance")
+    run = dividend_declare(
+        year=YEAR, share_rate="10", deposit_rate="5", method="simple", payout="savings", staff=maker
+    )
+    # Compliance may declare, not approve; the maker never approves their own run.
+    with pytest.raises(PermissionDenied):
+        dividend_approve(run_id=run.id, staff=maker)
+    admin = _staff("admin")
+    with pytest.raises(DividendError, match="already"):
+        dividend_declare(
+            year=YEAR,
+            share_rate="10",
+            deposit_rate="5",
+            method="simple",
+            payout="savings",
+            staff=admin,
+        )
+    # Not approved: nothing can be posted.
+    with pytest.raises(DividendError, match="only an approved run"):
+        dividend_post(run_id=run.id, value_date=PAID_ON)
+    manager = _staff("branch_manager")
+    approved = dividend_approve(run_id=run.id, staff=manager)
+    assert approved.status == "approved" and approved.approved_by_id == manager.id
+    with pytest.raises(DividendError, match="not a draft"):
+        dividend_approve(run_id=run.id, staff=admin)
+    with pytest.raises(DividendError, match="only a draft"):
+        dividend_cancel(run_id=run.id, staff=maker)
+    actions = list(
+        db.session.scalars(
+            select(AuditLog.action)
+            .where(AuditLog.object_type == "dividend_run")
+            .order_by(AuditLog.id)
+        )
+    )
+    assert actions == ["dividend.declare", "dividend.approve"]
+    assert (
+        db.session.scalar(
+            select(func.count(JournalEntry.id)).where(JournalEntry.kind == "dividend")
+        )
+        == 0
+    )
+
+
+def test_the_declarer_cannot_approve_their_own_run(app: Flask, book: dict[int, Moves]) -> None:
+    manager = _staff("branch_manager")
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="5",
+        method="simple",
+        payout="savings",
+        staff=manager,
+    )
+    with pytest.raises(DividendError, match="someone other than who declared it"):
+        dividend_approve(run_id=run.id, staff=manager)
+    assert db.session.get(DividendRun, run.id).status == "draft"  # type: ignore[union-attr]
+
+
+def test_a_cancelled_draft_frees_the_year_and_bad_input_is_refused_in_words(
+    app: Flask, book: dict[int, Moves]
+) -> None:
+    admin = _staff("admin")
+    common = dict(year=YEAR, method="simple", payout="savings", staff=admin)
+    for share, deposit, match in (
+        ("-1", "5", "between 0 and 100"),
+        ("abc", "5", "must be a number"),
+        ("10", "5.00001", "4 decimal places"),
+        ("0", "0", "nothing to pay"),
+    ):
+        with pytest.raises(DividendError, match=match):
+            dividend_declare(share_rate=share, deposit_rate=deposit, **common)  # type: ignore[arg-type]
+    with pytest.raises(DividendError, match="method"):
+        dividend_declare(
+            year=YEAR,
+            share_rate="1",
+            deposit_rate="1",
+            method="daily",
+            payout="savings",
+            staff=admin,
+        )
+    with pytest.raises(DividendError, match="arrears first is not available"):
+        dividend_declare(
+            year=YEAR,
+            share_rate="1",
+            deposit_rate="1",
+            method="simple",
+            payout="arrears_first",
+            staff=admin,
+        )
+    with pytest.raises(DividendError, match="year"):
+        dividend_declare(
+            year=2999,
+            share_rate="1",
+            deposit_rate="1",
+            method="simple",
+            payout="savings",
+            staff=admin,
+        )
+    assert db.session.scalar(select(func.count(DividendRun.id))) == 0
+    first = dividend_declare(share_rate="10", deposit_rate="5", **common)  # type: ignore[arg-type]
+    dividend_cancel(run_id=first.id, staff=admin)
+    again = dividend_declare(share_rate="11", deposit_rate="5", **common)  # type: ignore[arg-type]
+    assert again.id != first.id and again.status == "draft"
+    assert again.dividend_gross > first.dividend_gross
+
+
+def _settings(app: Flask, monkeypatch: pytest.MonkeyPatch, **changes: object) -> None:
+    monkeypatch.setitem(
+        app.config, "SETTINGS", dataclasses.replace(app.config["SETTINGS"], **changes)
+    )
+
+
+def test_a_rerun_pays_nobody_twice(
+    app: Flask, book: dict[int, Moves], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _settings(app, monkeypatch, COB_CHUNK_SIZE=2)  # several chunks, several entries
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="weighted",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    # A posting that stopped after its first chunk (a crash): the run is "posting" with
+    # part of it paid.
+    stored = db.session.get(DividendRun, run.id)
+    assert stored is not None
+    stored.status, stored.value_date = "posting", PAID_ON
+    db.session.commit()
+    ids = dividend_unpaid_line_ids(PAID_ON)
+    assert dividend_lines_pay(ids[:2]) == (2, 2)
+    db.session.commit()
+    # The same chunk again (a worker retrying it), whole or one line at a time: nothing.
+    assert dividend_lines_pay(ids[:2]) == (0, 0)
+    assert dividend_lines_pay(ids[:1]) == (0, 0)
+    db.session.commit()
+    finished = dividend_post(run_id=run.id, value_date=PAID_ON)
+    assert finished.status == "posted"
+    with pytest.raises(DividendError, match="posted"):
+        dividend_post(run_id=run.id, value_date=PAID_ON)
+    lines = db.session.scalars(select(DividendLine).where(DividendLine.run_id == run.id)).all()
+    for line in lines:
+        assert _ord_balance(line.member_id) == line.net
+    entries = db.session.scalar(
+        select(func.count(JournalEntry.id)).where(JournalEntry.kind == "dividend")
+    )
+    assert entries == 2  # the first chunk, then the rest in one chunk of two
+    assert db.session.scalar(
+        select(func.count(SmsMessage.id)).where(SmsMessage.template == "dividend_paid")
+    ) == len(lines)
+    assert -_journal_total("GL-WHT-PAYABLE") == finished.tax
+
+
+def test_a_member_whose_payment_fails_is_left_unpaid_and_paid_on_the_next_run(
+    app: Flask, book: dict[int, Moves]
+) -> None:
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="simple",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    # One member's savings account is closed (empty): their credit is refused, the
+    # others are paid.
+    victim = min(book)
+    number = db.session.scalar(select(Member.member_no).where(Member.id == victim))
+    db.session.add(
+        Account(
+            code=f"ORD-{number}", kind="member_savings", name="x", member_id=victim, status="closed"
+        )
+    )
+    db.session.commit()
+    partial = dividend_post(run_id=run.id, value_date=PAID_ON)
+    assert partial.status == "posting" and "1 not paid yet" in (partial.note or "")
+    assert _ord_balance(victim) == 0
+    others = [m for m in book if m != victim]
+    assert all(_ord_balance(m) > 0 for m in others)
+    account = db.session.scalar(select(Account).where(Account.code == f"ORD-{number}"))
+    assert account is not None
+    account.status = "open"
+    db.session.commit()
+    done = dividend_post(run_id=run.id, value_date=PAID_ON)
+    assert done.status == "posted"
+    line = db.session.scalar(
+        select(DividendLine).where(DividendLine.run_id == run.id, DividendLine.member_id == victim)
+    )
+    assert line is not None and _ord_balance(victim) == line.net
+    assert -_journal_total("GL-WHT-PAYABLE") == done.tax
+
+
+def test_the_report_reconciles_to_the_journal_in_csv_and_xlsx(
+    app: Flask, book: dict[int, Moves]
+) -> None:
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="9",
+        deposit_rate="4",
+        method="weighted",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    run = dividend_post(run_id=run.id, value_date=PAID_ON)
+    rows = list(csv.reader(io.StringIO(dividend_report(run.id, "csv").decode("utf-8-sig"))))
+    header, *body = rows
+    assert header[:8] == [
+        "member_no",
+        "name",
+        "share_basis",
+        "deposit_basis",
+        "dividend",
+        "interest",
+        "tax",
+        "net",
+    ]
+    members, total, journal = body[:-2], body[-2], body[-1]
+    assert len(members) == len(book)
+    assert total[0] == "TOTAL" and journal[0] == "JOURNAL"
+    assert (
+        total[4:8]
+        == journal[4:8]
+        == [
+            f"{run.dividend_gross:.2f}",
+            f"{run.interest_gross:.2f}",
+            f"{run.tax:.2f}",
+            f"{run.net:.2f}",
+        ]
+    )
+    summed = [sum(Decimal(r[i]) for r in members) for i in range(4, 8)]
+    assert summed == [run.dividend_gross, run.interest_gross, run.tax, run.net]
+    sheet = load_workbook(io.BytesIO(dividend_report(run.id, "xlsx"))).active
+    assert sheet is not None
+    values = list(sheet.iter_rows(values_only=True))
+    assert values[-2][0] == "TOTAL" and values[-1][0] == "JOURNAL"
+    assert values[-2][4:8] == values[-1][4:8]
+    assert Decimal(str(values[-1][6])) == run.tax
+    pdf = dividend_report(run.id, "pdf")
+    assert pdf.startswith(b"%PDF-") and b"JOURNAL" in pdf
+    with pytest.raises(DividendError, match="format"):
+        dividend_report(run.id, "doc")
+
+
+def test_preview_summary_and_a_members_own_dividends(app: Flask, book: dict[int, Moves]) -> None:
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="simple",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    summary, top = dividend_summary(run.id)
+    assert summary.id == run.id
+    nets = [line.net for line in top]
+    assert nets == sorted(nets, reverse=True) and len(top) == len(book)
+    biggest = top[0].member_id
+    mine = member_dividends(biggest, [YEAR, YEAR - 1])
+    assert [(d.year, d.status, d.net, d.paid) for d in mine] == [(YEAR, "draft", nets[0], False)]
+    assert member_dividends(biggest, [YEAR - 1]) == []
+
+
+def test_two_workers_paying_the_same_chunk_pay_it_once(
+    app: Flask, pg: None, book: dict[int, Moves]
+) -> None:
+    from tests.helpers import Worker, wait_until_blocked
+
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="simple",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    stored = db.session.get(DividendRun, run.id)
+    assert stored is not None
+    stored.status, stored.value_date = "posting", PAID_ON
+    db.session.commit()
+    ids = dividend_unpaid_line_ids(PAID_ON)
+    db.session.commit()
+    # The first holds the members' locks (uncommitted) while the second asks for them.
+    first_member = min(book)
+    db.session.execute(select(Member.id).where(Member.id == first_member).with_for_update()).all()
+
+    def pay() -> tuple[int, int]:
+        found = dividend_lines_pay(ids)
+        db.session.commit()
+        return found
+
+    second = Worker(app, pay)
+    second.start()
+    wait_until_blocked()
+    assert dividend_lines_pay(ids) == (len(ids), len(ids))
+    db.session.commit()
+    assert second.outcome() == (0, 0)
+    for line in db.session.scalars(select(DividendLine).where(DividendLine.run_id == run.id)):
+        assert _ord_balance(line.member_id) == line.net
