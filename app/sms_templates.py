@@ -86,6 +86,13 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "en": "Deposit of {amount} received. Savings balance {savings_balance}. Ref {receipt}.",
         "sw": "Umeweka {amount}. Salio la akiba ni {savings_balance}. Kumb. {receipt}.",
     },
+    # Money in to an account other than deposits (withdrawable savings, share capital).
+    "account_deposit_received": {
+        "en": "{amount} received to account {account}. Balance {savings_balance}. "
+        "Ref {receipt}.",
+        "sw": "Tumepokea {amount} kwa akaunti {account}. Salio {savings_balance}. "
+        "Kumb. {receipt}.",
+    },
     "repayment_received": {
         "en": "Payment of {amount} received for loan {loan_no}. Balance left {balance_left}. "
         "Ref {receipt}.",
@@ -162,6 +169,19 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "First installment {first_installment} due {first_due_date}.",
         "sw": "Mkopo {loan_no} wa {amount} umetumwa kwa M-PESA yako, ada {fee}. "
         "Kumb. {receipt}. Awamu ya kwanza {first_installment} tarehe {first_due_date}.",
+    },
+    # A withdrawal to M-PESA from a savings account: paid, or failed with its money back.
+    "withdrawal_sent": {
+        "en": "{amount} sent to your M-PESA from account {account}, fee {fee}. Ref {receipt}. "
+        "Savings balance {savings}.",
+        "sw": "{amount} zimetumwa kwa M-PESA yako kutoka akaunti {account}, ada {fee}. "
+        "Kumb. {receipt}. Salio la akiba {savings}.",
+    },
+    "withdrawal_failed": {
+        "en": "Your withdrawal of {amount} from account {account} did not go through: "
+        "{reason}. The money and the fee {fee} are back in your savings.",
+        "sw": "Utoaji wako wa {amount} kutoka akaunti {account} haukufanikiwa: {reason}. "
+        "Pesa na ada {fee} zimerudishwa kwenye akiba yako.",
     },
     "pin_locked": {
         "en": "SACCO USSD is locked after too many wrong tries (PIN, ID number or code). Try "

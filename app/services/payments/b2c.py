@@ -1,6 +1,8 @@
-"""B2C loan payouts: approval writes the request (loans.loan_approve); this sends it, and
-the result disburses the loan. A timeout or a missing result asks Transaction Status,
-never a blind resend."""
+"""B2C payouts: a loan's (approval writes the request, loans.loan_approve; the result
+disburses the loan) and a member's withdrawal from savings (savings.withdrawal_request
+takes the money out and writes the request; the result moves it from pending to the B2C
+utility account, or a certain failure puts it back, once). This sends both. A timeout or
+a missing result asks Transaction Status, never a blind resend."""
 
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ from app.integrations.daraja import (
     DarajaInvalidRequest,
     daraja_client,
 )
-from app.models import JournalEntry, Loan, MpesaRequest
+from app.models import Account, JournalEntry, JournalLine, Loan, Member, MpesaRequest
 from app.models.types import utcnow
+from app.money import ZERO
 from app.schemas.mpesa import amount_of, kenyan_time
+from app.services.ledger import DuplicatePosting, credit, debit, gl_account, journal_post
 from app.services.loans import LoanError, loan_disburse, loan_payout_failed, loan_start_payout
 from app.services.locking import lock_existing, lock_row
 from app.services.payments.common import (
@@ -32,19 +36,26 @@ from app.services.payments.common import (
     queue_job,
     settings,
 )
+from app.services.savings.withdrawals import PENDING, WITHDRAWAL, withdrawal_key
+from app.services.sms import sms_queue
+from app.sms_templates import render_sms
 
 
 def payments_send_payout(*, request_id: int) -> str:
-    """Send a pending payout: the loan moves approved -> disbursing under the member's and
-    the loan's locks (the limit is checked one last time), then the B2C request goes."""
+    """Send a pending payout: for a loan, the loan moves approved -> disbursing under the
+    member's and the loan's locks (the limit is checked one last time); a withdrawal's money
+    left the account when it was asked for. Then the B2C request goes."""
     request = db.session.get(MpesaRequest, request_id)
     if request is None or request.status != "pending":
         return request.status if request else "missing"
     loan_id = request.loan_id
-    assert loan_id is not None  # loan_approve writes every payout with its loan
+    # loan_approve writes every loan payout with its loan; a withdrawal has none.
+    assert loan_id is not None or request.purpose == WITHDRAWAL
     try:
-        loan_start_payout(loan_id=loan_id, commit=False)
+        if loan_id is not None:
+            loan_start_payout(loan_id=loan_id, commit=False)
     except LoanError as exc:
+        assert loan_id is not None  # only loan_start_payout raises it
         db.session.rollback()
         request = lock_existing(MpesaRequest, request_id)
         if request.status == "pending":
@@ -77,7 +88,7 @@ def payments_send_payout(*, request_id: int) -> str:
             originator_conversation_id=request.originator_conversation_id or "",
             phone=request.phone,
             amount=request.amount,
-            remarks=f"Loan {request.account_reference}",
+            remarks=f"{_remark(request)} {request.account_reference}",
             result_url=s.callback_url("b2c/result"),
             timeout_url=s.callback_url("b2c/timeout"),
         )
@@ -85,7 +96,10 @@ def payments_send_payout(*, request_id: int) -> str:
         # Refused before processing: no money left, the loan goes back to approved.
         request = lock_existing(MpesaRequest, request_id)
         finish(request, "failed", exc.code, f"refused before processing: {exc}")
-        loan_payout_failed(loan_id=loan_id, reason=f"M-PESA refused: {exc}", commit=False)
+        if loan_id is not None:
+            loan_payout_failed(loan_id=loan_id, reason=f"M-PESA refused: {exc}", commit=False)
+        else:
+            _withdrawal_return(request, reason="M-PESA refused the payment")
         db.session.commit()
         return "failed"
     except DarajaError as exc:
@@ -100,6 +114,10 @@ def payments_send_payout(*, request_id: int) -> str:
         request.status = "sent"
     db.session.commit()
     return request.status
+
+
+def _remark(request: MpesaRequest) -> str:
+    return "Withdrawal" if request.purpose == WITHDRAWAL else "Loan"
 
 
 def find_payout(data: dict[str, Any]) -> MpesaRequest | None:
@@ -120,7 +138,8 @@ def payout_paid(
     callback_id: int | None,
     desc: str,
 ) -> str:
-    """The money reached the member: disburse the loan once (locked request; caller commits)."""
+    """The money reached the member: disburse the loan, or settle the withdrawal, once
+    (locked request; caller commits)."""
     if request.status in ("succeeded", "failed") and request.receipt:
         return "duplicate"
     if request.flag:
@@ -128,6 +147,10 @@ def payout_paid(
     if amount is not None and amount != request.amount:
         request.flag = f"paid KES {amount} but KES {request.amount} was requested"[:255]
         return "flagged"
+    if request.purpose == WITHDRAWAL:
+        return _withdrawal_paid(
+            request, receipt=receipt, paid_at=paid_at, callback_id=callback_id, desc=desc
+        )
     if request.status == "failed" and _retried(request):
         # We had recorded it as failed (Safaricom said so) and staff sent the money again:
         # two payouts may have left. Nothing is posted on a guess; staff settle it.
@@ -177,11 +200,15 @@ def _retried(request: MpesaRequest) -> bool:
 
 
 def payout_failed(request: MpesaRequest, *, code: str, desc: str) -> str:
-    """No money left for certain: the loan goes back to approved with the reason."""
+    """No money left for certain: the loan goes back to approved with the reason; a
+    withdrawal's money goes back to the account it came from."""
     if request.status in ("succeeded", "failed"):
         return "duplicate"
     finish(request, "failed", code, desc)
     reason = B2C_FAILURES.get(code, desc or f"result code {code}")
+    if request.purpose == WITHDRAWAL:
+        _withdrawal_return(request, reason=reason)
+        return "failed"
     loan = db.session.get(Loan, request.loan_id)
     if loan is not None and loan.status == "disbursing":
         loan_payout_failed(loan_id=loan.id, reason=f"M-PESA payout failed: {reason}", commit=False)
@@ -213,6 +240,122 @@ def b2c_apply(request: MpesaRequest, data: dict[str, Any], callback_id: int | No
     if request.status not in ("succeeded", "failed"):
         finish(request, "unknown", code, data["result_desc"] or "to be asked")
     return "unknown"
+
+
+# -- a member's withdrawal from savings ------------------------------------------------------
+
+
+def _withdrawal_paid(
+    request: MpesaRequest,
+    *,
+    receipt: str,
+    paid_at: datetime | None,
+    callback_id: int | None,
+    desc: str,
+) -> str:
+    """The withdrawal reached the member's M-PESA: the pending amount leaves the B2C
+    utility account (keyed by the receipt), the Payment is recorded, the member texted."""
+    if request.status == "failed":
+        # Recorded as failed and the money already put back: paying it now would pay it
+        # twice. Nothing is posted on a guess; staff settle it with the member.
+        request.flag = f"paid ({receipt}) after the money was put back in savings"[:255]
+        return "flagged"
+    payment = payment_record(
+        request=request,
+        callback_id=callback_id,
+        receipt=receipt,
+        channel="b2c",
+        direction="out",
+        transacted_at=paid_at,
+    )
+    if payment is None:
+        request.flag = f"receipt {receipt} was recorded for another payment"
+        return "flagged"
+    entry = journal_post(
+        kind="withdrawal_paid",
+        lines=[
+            debit(gl_account(PENDING), request.amount),
+            credit(gl_account("GL-B2C-UTILITY"), request.amount),
+        ],
+        value_date=business_date(paid_at),
+        description=f"Withdrawal {request.account_reference} paid {receipt}",
+        idempotency_key=f"withdrawal-paid:{receipt}",
+        member_id=request.member_id,
+    )
+    payment.journal_entry_id = entry.id
+    request.receipt = receipt
+    finish(request, "succeeded", "0", desc)
+    account = db.session.get(Account, request.account_id)
+    _withdrawal_sms(
+        request,
+        "withdrawal_sent",
+        key=f"withdrawal-sent:{request.id}",
+        receipt=receipt,
+        savings=account.display_balance if account is not None else ZERO,
+    )
+    return "processed"
+
+
+def _withdrawal_return(request: MpesaRequest, *, reason: str) -> None:
+    """No money left for certain: the amount comes back from pending and the fee from
+    income, in one entry whose key (the request) makes a second delivery post nothing."""
+    account = db.session.get(Account, request.account_id)
+    assert account is not None  # withdrawal_request writes every withdrawal with its account
+    fee = _withdrawal_fee(request)
+    lines = [debit(gl_account(PENDING), request.amount)]
+    if fee > 0:
+        lines.append(debit(gl_account("GL-INCOME-FEES"), fee))
+    lines.append(credit(account, request.amount + fee))
+    try:
+        journal_post(
+            kind="withdrawal_return",
+            lines=lines,
+            value_date=business_date(None),
+            description=f"Withdrawal {request.account_reference} failed: money returned",
+            idempotency_key=f"withdrawal-return:{request.id}",
+            member_id=request.member_id,
+        )
+    except DuplicatePosting:
+        return  # returned already: the member was told then
+    _withdrawal_sms(
+        request, "withdrawal_failed", key=f"withdrawal-failed:{request.id}", reason=reason
+    )
+
+
+def _withdrawal_fee(request: MpesaRequest) -> Decimal:
+    """The fee the withdrawal was charged (the product's fee may have changed since): the
+    fee-income credit of the entry that took the money out."""
+    fee = db.session.scalar(
+        select(JournalLine.amount)
+        .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+        .join(Account, Account.id == JournalLine.account_id)
+        .where(
+            JournalEntry.idempotency_key == withdrawal_key(request.id),
+            Account.code == "GL-INCOME-FEES",
+        )
+    )
+    return -fee if fee is not None else ZERO
+
+
+def _withdrawal_sms(request: MpesaRequest, template: str, *, key: str, **params: object) -> None:
+    member = db.session.get(Member, request.member_id)
+    if member is None:
+        return
+    sms_queue(
+        template=template,
+        body=render_sms(
+            template,
+            member.language,
+            amount=request.amount,
+            account=request.account_reference or "",
+            fee=_withdrawal_fee(request),
+            **params,
+        ),
+        phone=request.phone,
+        idempotency_key=key,
+        member=member,
+        language=member.language,
+    )
 
 
 def payout_timed_out(request: MpesaRequest) -> str:

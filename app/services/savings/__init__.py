@@ -18,6 +18,12 @@ from app.services.savings.products import (
     product_update,
     products_ensure,
 )
+from app.services.savings.withdrawals import (
+    WithdrawalError,
+    WithdrawalQuote,
+    withdrawal_quote,
+    withdrawal_request,
+)
 
 __all__ = [
     "DEFAULT_PRODUCTS",
@@ -34,4 +40,8 @@ __all__ = [
     "member_product_account",
     "product_update",
     "products_ensure",
+    "WithdrawalError",
+    "WithdrawalQuote",
+    "withdrawal_quote",
+    "withdrawal_request",
 ]

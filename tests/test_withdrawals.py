@@ -1,0 +1,608 @@
+"""Withdrawals to M-PESA from a withdrawable savings account, exactly once: the money leaves
+the account when asked (amount to GL-WITHDRAWALS-PENDING, fee to income), the payout path
+sends it, a result settles it; a certain failure puts amount and fee back once however
+often it is delivered; a result that never comes is asked of Transaction Status, never
+sent again. Refusals say why in words and write nothing. Daraja is faked at the HTTP
+boundary (`responses`); jobs run in a real RQ worker; every test ends with the books
+reconciled (the autouse fixture)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+import responses
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select, text, update
+
+from app.cli.runtime import make_worker
+from app.extensions import db, queue
+from app.models import (
+    Account,
+    Guarantee,
+    JournalEntry,
+    Loan,
+    Member,
+    MpesaRequest,
+    Payment,
+    SmsMessage,
+)
+from app.models.types import utcnow
+from app.selectors.guarantees import member_deposits
+from app.services.guarantees import guarantee_accept, guarantee_request
+from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
+from app.services.loans import LoanError, loan_apply
+from app.services.members import MemberError, member_buy_shares
+from app.services.payments import payments_reconcile
+from app.services.savings import (
+    WithdrawalError,
+    account_product,
+    member_product_account,
+    withdrawal_quote,
+    withdrawal_request,
+)
+from tests.factories import make_member
+from tests.helpers import Worker, b2c_result_body, wait_until_blocked
+from tests.loan_factories import make_borrower, make_product
+
+D = Decimal
+TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
+B2C_URL = "/mpesa/b2c/v3/paymentrequest"
+STATUS_URL = "/mpesa/transactionstatus/v1/query"
+DAY = date(2026, 3, 2)
+
+
+@pytest.fixture
+def b2c(mocked: responses.RequestsMock, base: str) -> responses.RequestsMock:
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(f"{base}{B2C_URL}", json={"ConversationID": "AG_B2C_0001", "ResponseCode": "0"})
+    mocked.post(
+        f"{base}{STATUS_URL}",
+        json={
+            "ConversationID": "AG_STATUS_0001",
+            "OriginatorConversationID": "status-0001",
+            "ResponseCode": "0",
+            "ResponseDescription": "Accept the service request successfully.",
+        },
+    )
+    return mocked
+
+
+def work() -> None:
+    make_worker(("payments", "sms")).work(burst=True)
+    db.session.remove()
+
+
+def post(client: FlaskClient, path: str, body: object) -> None:
+    reply = client.post(
+        f"/payments/{TOKEN}/{path}", data=json.dumps(body), content_type="application/json"
+    )
+    assert reply.status_code == 200
+
+
+def calls(mock: responses.RequestsMock, url: str) -> list[dict]:
+    return [json.loads(c.request.body) for c in mock.calls if url in c.request.url]
+
+
+def saver(savings: int = 5000, **kwargs: object) -> tuple[int, int]:
+    """A member with `savings` in their ordinary (withdrawable) savings: (member, account)."""
+    member = make_member(**kwargs)
+    account = member_product_account(member, account_product("ORD"))
+    journal_post(
+        kind="deposit",
+        lines=[debit(gl_account("GL-MPESA-CLEARING"), D(savings)), credit(account, D(savings))],
+        value_date=DAY,
+        idempotency_key=f"test-save:{member.member_no}",
+        member_id=member.id,
+    )
+    db.session.commit()
+    return member.id, account.id
+
+
+def balance(code_or_id: str | int) -> Decimal:
+    db.session.expire_all()
+    if isinstance(code_or_id, int):
+        account = db.session.get(Account, code_or_id)
+    else:
+        account = db.session.scalar(select(Account).where(Account.code == code_or_id))
+    return account.display_balance if account is not None else D("0")
+
+
+def gl(code: str) -> Decimal:
+    """A GL account's balance as the journal has it (debit positive)."""
+    db.session.expire_all()
+    found = db.session.scalar(select(Account.balance).where(Account.code == code))
+    return found if found is not None else D("0")
+
+
+def written() -> tuple[int, int, int]:
+    """What a refusal must not change: entries, M-PESA requests, SMS."""
+    db.session.expire_all()
+    return (
+        db.session.scalar(select(func.count()).select_from(JournalEntry)),
+        db.session.scalar(select(func.count()).select_from(MpesaRequest)),
+        db.session.scalar(select(func.count()).select_from(SmsMessage)),
+    )
+
+
+def sms(template: str) -> list[str]:
+    db.session.expire_all()
+    return list(db.session.scalars(select(SmsMessage.body).where(SmsMessage.template == template)))
+
+
+def row(request_id: int) -> MpesaRequest:
+    db.session.expire_all()
+    found = db.session.get(MpesaRequest, request_id)
+    assert found is not None
+    return found
+
+
+def entries(kind: str) -> int:
+    return db.session.scalar(
+        select(func.count()).select_from(JournalEntry).where(JournalEntry.kind == kind)
+    )
+
+
+def sent_withdrawal(amount: int = 1000, savings: int = 5000) -> tuple[int, int, MpesaRequest]:
+    """A withdrawal asked for and sent (the B2C request went): (member, account, request)."""
+    member_id, account_id = saver(savings)
+    request = withdrawal_request(member_id=member_id, account_id=account_id, amount=amount)
+    request_id = request.id
+    work()
+    sent = row(request_id)
+    assert sent.status == "sent"
+    db.session.expunge(sent)
+    return member_id, account_id, sent
+
+
+# -- the happy path ------------------------------------------------------------------------
+
+
+def test_a_withdrawal_takes_amount_and_fee_at_once_sends_once_and_settles_on_the_result(
+    client: FlaskClient,
+    b2c: responses.RequestsMock,
+) -> None:
+    member_id, account_id = saver(5000)
+    member = db.session.get(Member, member_id)
+    number, phone = f"{member.member_no}S", member.phone
+    quote = withdrawal_quote(member_id=member_id, account_id=account_id)
+    assert (quote.available, quote.fee, quote.daily_left, quote.min_balance) == (
+        D("4870"),  # 5,000 less the KES 30 fee and the KES 100 minimum balance
+        D("30"),
+        D("70000"),
+        D("100"),
+    )
+    assert quote.account_number == number
+
+    request = withdrawal_request(member_id=member_id, account_id=account_id, amount="1000")
+    assert (request.kind, request.purpose, request.status) == ("b2c", "withdrawal", "pending")
+    assert (request.account_id, request.member_id, request.loan_id) == (account_id, member_id, None)
+    assert (request.phone, request.amount, request.account_reference) == (
+        phone,
+        D("1000"),
+        number,
+    )
+    request_id, ours = request.id, request.originator_conversation_id
+    assert ours
+    # The money left at once: the account pays amount and fee; the amount waits.
+    assert balance(account_id) == D("3970")
+    assert gl("GL-WITHDRAWALS-PENDING") == D("-1000")
+    assert gl("GL-INCOME-FEES") == D("-30")
+    assert withdrawal_quote(member_id=member_id, account_id=account_id).daily_left == D("69000")
+
+    work()  # the send job
+    (sent,) = calls(b2c, B2C_URL)
+    assert sent["OriginatorConversationID"] == ours
+    assert (sent["Amount"], sent["PartyB"], sent["CommandID"]) == (
+        "1000",
+        phone,
+        "BusinessPayment",
+    )
+    assert sent["Remarks"] == f"Withdrawal {number}"
+    assert row(request_id).status == "sent"
+
+    body = b2c_result_body(ours, amount=1000, receipt="WDR0000001")
+    post(client, "b2c/result", body)
+    work()
+    done = row(request_id)
+    assert (done.status, done.receipt) == ("succeeded", "WDR0000001")
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "WDR0000001"))
+    assert (payment.channel, payment.direction, payment.amount) == ("b2c", "out", D("1000"))
+    assert (payment.member_id, payment.loan_id, payment.request_id) == (member_id, None, done.id)
+    assert payment.journal_entry_id is not None
+    assert gl("GL-WITHDRAWALS-PENDING") == D("0")
+    assert gl("GL-B2C-UTILITY") == D("-1000")
+    assert balance(account_id) == D("3970")
+    [text_] = sms("withdrawal_sent")
+    assert text_ == (
+        f"KES 1,000.00 sent to your M-PESA from account {number}, fee KES 30.00. "
+        "Ref WDR0000001. Savings balance KES 3,970.00."
+    )
+
+    # The same result again posts nothing and texts nothing.
+    post(client, "b2c/result", body)
+    work()
+    assert entries("withdrawal_paid") == 1
+    assert len(sms("withdrawal_sent")) == 1
+    assert len(calls(b2c, B2C_URL)) == 1
+
+
+# -- refusals: in words, nothing written -----------------------------------------------------
+
+
+def test_refusals_say_why_and_write_nothing(app: Flask) -> None:
+    member_id, account_id = saver(5000)
+    other_id, other_account = saver(5000)
+    member = db.session.get(Member, member_id)
+    deposits = db.session.scalar(
+        select(Account.id).where(Account.code == f"SAV-{member.member_no}")
+    )
+    cases = [
+        (dict(account_id=deposits, amount=500), "Deposits cannot be withdrawn; only savings can"),
+        (dict(account_id=other_account, amount=500), "that account is not yours"),
+        (
+            dict(account_id=account_id, amount=4871),
+            "you can withdraw at most KES 4,870 (fee KES 30, minimum balance KES 100)",
+        ),
+        (dict(account_id=account_id, amount="500.50"), "M-PESA takes whole shillings only"),
+        (dict(account_id=account_id, amount=9), "M-PESA sends at least KES 10"),
+        (dict(account_id=account_id, amount=250001), "M-PESA takes at most KES 250,000 at a time"),
+        (dict(account_id=account_id, amount="ten"), "amount is not a number"),
+    ]
+    before = written()
+    for kwargs, message in cases:
+        with pytest.raises(WithdrawalError) as refused:
+            withdrawal_request(member_id=member_id, **kwargs)  # type: ignore[arg-type]
+        assert str(refused.value) == message
+        assert written() == before, message
+    assert balance(account_id) == balance(other_account) == D("5000")
+    with pytest.raises(WithdrawalError, match="^Deposits cannot be withdrawn"):
+        withdrawal_quote(member_id=member_id, account_id=deposits)
+    with pytest.raises(WithdrawalError, match="^that account is not yours$"):
+        withdrawal_quote(member_id=other_id, account_id=account_id)
+
+
+def test_a_closed_product_and_a_suspended_member_are_refused(app: Flask) -> None:
+    member_id, account_id = saver(5000)
+    before = written()
+    product = account_product("ORD")
+    product.active = False
+    db.session.commit()
+    with pytest.raises(WithdrawalError, match="^Ordinary savings is closed for withdrawals$"):
+        withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    product = account_product("ORD")
+    product.active = True
+    db.session.get(Member, member_id).status = "suspended"
+    db.session.commit()
+    with pytest.raises(WithdrawalError, match="^your membership is suspended; call the SACCO"):
+        withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    assert written() == before
+
+
+def test_a_second_withdrawal_waits_until_the_first_is_settled(
+    client: FlaskClient,
+    b2c: responses.RequestsMock,
+) -> None:
+    member_id, account_id, first = sent_withdrawal(1000)
+    number = first.account_reference
+    before = written()
+    with pytest.raises(WithdrawalError) as refused:
+        withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    assert str(refused.value) == f"a withdrawal from {number} is on its way; wait for its SMS"
+    assert written() == before
+    assert balance(account_id) == D("3970")
+
+    post(client, "b2c/result", b2c_result_body(first.originator_conversation_id, amount=1000))
+    work()
+    second = withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    assert second.status == "pending"
+    assert balance(account_id) == D("3440")
+
+
+def test_the_daily_limit_counts_todays_withdrawals_but_not_failed_ones(
+    client: FlaskClient,
+    b2c: responses.RequestsMock,
+) -> None:
+    product = account_product("ORD")
+    product.daily_withdrawal_limit = D("2000")
+    db.session.commit()
+    member_id, account_id, first = sent_withdrawal(1500, savings=10000)
+    post(client, "b2c/result", b2c_result_body(first.originator_conversation_id, amount=1500))
+    work()
+    assert withdrawal_quote(member_id=member_id, account_id=account_id).available == D("500")
+
+    before = written()
+    with pytest.raises(WithdrawalError) as refused:
+        withdrawal_request(member_id=member_id, account_id=account_id, amount=600)
+    assert str(refused.value) == "over the daily limit of KES 2,000: KES 500 left today"
+    assert written() == before
+
+    # A withdrawal that failed gave its money back: it does not count against the limit.
+    second = withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    second_id, ours = second.id, second.originator_conversation_id
+    work()
+    post(client, "b2c/result", b2c_result_body(ours, 2040))
+    work()
+    assert row(second_id).status == "failed"
+    assert withdrawal_quote(member_id=member_id, account_id=account_id).daily_left == D("500")
+    # Yesterday's withdrawals do not count today.
+    db.session.execute(
+        update(MpesaRequest).values(created_at=utcnow() - timedelta(days=1, hours=1))
+    )
+    db.session.commit()
+    assert withdrawal_quote(member_id=member_id, account_id=account_id).daily_left == D("2000")
+
+
+# -- a failed payout returns the money once -------------------------------------------------
+
+
+def test_a_failed_payout_returns_amount_and_fee_once_even_when_delivered_twice(
+    client: FlaskClient,
+    b2c: responses.RequestsMock,
+) -> None:
+    member_id, account_id, sent = sent_withdrawal(1000)
+    number = sent.account_reference
+    failure = b2c_result_body(
+        sent.originator_conversation_id, 2040, desc="Initiator information is invalid"
+    )
+    post(client, "b2c/result", failure)
+    post(client, "b2c/result", failure)
+    work()
+    done = row(sent.id)
+    assert (done.status, done.result_code) == ("failed", "2040")
+    assert balance(account_id) == D("5000")  # amount and fee back
+    assert gl("GL-WITHDRAWALS-PENDING") == D("0")
+    assert gl("GL-INCOME-FEES") == D("0")
+    assert entries("withdrawal_return") == 1
+    assert db.session.scalar(
+        select(JournalEntry.id).where(
+            JournalEntry.idempotency_key == f"withdrawal-return:{sent.id}"
+        )
+    )
+    [told] = sms("withdrawal_failed")
+    assert told == (
+        f"Your withdrawal of KES 1,000.00 from account {number} did not go through: the number "
+        "is not registered for M-PESA. The money and the fee KES 30.00 are back in your savings."
+    )
+    assert db.session.scalar(select(func.count()).select_from(Payment)) == 0
+    assert len(calls(b2c, B2C_URL)) == 1  # never sent again
+    # A success arriving after the money was put back is flagged for staff, not posted.
+    post(client, "b2c/result", b2c_result_body(sent.originator_conversation_id, amount=1000))
+    work()
+    late = row(sent.id)
+    assert late.status == "failed"
+    assert late.flag == "paid (NLJ41HAY6Q) after the money was put back in savings"
+    assert balance(account_id) == D("5000")
+    assert entries("withdrawal_paid") == 0
+
+
+def test_a_send_refused_before_processing_returns_the_money(
+    app: Flask, mocked: responses.RequestsMock, base: str
+) -> None:
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}{B2C_URL}",
+        status=400,
+        json={"requestId": "x", "errorCode": "400.002.02", "errorMessage": "Bad Request"},
+    )
+    member_id, account_id = saver(5000)
+    request_id = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000).id
+    assert balance(account_id) == D("3970")
+    work()
+    assert row(request_id).status == "failed"
+    assert balance(account_id) == D("5000")
+    assert entries("withdrawal_return") == 1
+    assert len(sms("withdrawal_failed")) == 1
+
+
+# -- a result that never comes: asked, never resent ----------------------------------------
+
+
+def status_answer(code: str = "0", *, receipt: str = "WDR0000009", amount: object = 1000) -> dict:
+    result: dict = {
+        "ResultType": 0,
+        "ResultCode": code,
+        "ResultDesc": "The service request is processed successfully."
+        if code == "0"
+        else "No such transaction",
+        "ConversationID": "AG_STATUS_0001",
+        "OriginatorConversationID": "status-0001",
+    }
+    if code == "0":
+        result["ResultParameters"] = {
+            "ResultParameter": [
+                {"Key": "Amount", "Value": amount},
+                {"Key": "FinalisedTime", "Value": 20260302114550},
+                {"Key": "ReceiptNo", "Value": receipt},
+                {"Key": "TransactionStatus", "Value": "Completed"},
+            ]
+        }
+    return {"Result": result}
+
+
+def _age(request_id: int, minutes: int = 11) -> None:
+    db.session.execute(
+        update(MpesaRequest)
+        .where(MpesaRequest.id == request_id)
+        .values(created_at=utcnow() - timedelta(minutes=minutes))
+    )
+    db.session.commit()
+
+
+def test_a_result_that_never_comes_is_queried_never_resent_and_the_answer_settles_it(
+    client: FlaskClient,
+    b2c: responses.RequestsMock,
+) -> None:
+    member_id, account_id, sent = sent_withdrawal(1000)
+    payments_reconcile()
+    assert calls(b2c, STATUS_URL) == []  # not yet 10 minutes
+    _age(sent.id)
+    sweep = payments_reconcile()
+    assert sweep.errors == []
+    (asked,) = calls(b2c, STATUS_URL)
+    assert asked["OriginalConversationID"] == sent.originator_conversation_id
+    query = db.session.scalar(select(MpesaRequest).where(MpesaRequest.kind == "status"))
+    assert (query.parent_id, query.member_id, query.loan_id) == (sent.id, member_id, None)
+    payments_reconcile()  # asked a moment ago: not again yet
+    work()
+    assert len(calls(b2c, STATUS_URL)) == 1
+    assert len(calls(b2c, B2C_URL)) == 1  # never sent again
+    assert row(sent.id).status == "sent"
+    assert balance(account_id) == D("3970")  # still out, waiting in pending
+    assert gl("GL-WITHDRAWALS-PENDING") == D("-1000")
+
+    post(client, "status/result", status_answer(receipt="WDR0000009"))
+    work()
+    done = row(sent.id)
+    assert (done.status, done.receipt) == ("succeeded", "WDR0000009")
+    assert gl("GL-WITHDRAWALS-PENDING") == D("0")
+    assert gl("GL-B2C-UTILITY") == D("-1000")
+    assert len(sms("withdrawal_sent")) == 1
+    assert len(calls(b2c, B2C_URL)) == 1
+
+
+def test_a_queue_timeout_asks_status_and_a_no_such_transaction_answer_returns_the_money(
+    client: FlaskClient,
+    b2c: responses.RequestsMock,
+) -> None:
+    member_id, account_id, sent = sent_withdrawal(1000)
+    timeout = {
+        "Result": {
+            "ResultCode": 1,
+            "ResultDesc": "timeout",
+            "OriginatorConversationID": sent.originator_conversation_id,
+        }
+    }
+    post(client, "b2c/timeout", timeout)
+    work()
+    assert row(sent.id).status == "unknown"
+    assert len(calls(b2c, STATUS_URL)) == 1
+    # A sweep in the meantime asks no more often and sends nothing.
+    payments_reconcile()
+    work()
+    assert len(calls(b2c, B2C_URL)) == 1
+    post(client, "status/result", status_answer("1"))
+    post(client, "status/result", status_answer("1"))
+    work()
+    assert row(sent.id).status == "failed"
+    assert balance(account_id) == D("5000")
+    assert entries("withdrawal_return") == 1
+    assert len(sms("withdrawal_failed")) == 1
+    assert len(calls(b2c, B2C_URL)) == 1
+
+
+def test_a_withdrawal_never_queued_is_sent_by_the_sweep_once(
+    app: Flask, b2c: responses.RequestsMock
+) -> None:
+    member_id, account_id = saver(5000)
+    request_id = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000).id
+    queue("payments").empty()  # Redis lost the job
+    _age(request_id, minutes=2)
+    payments_reconcile()
+    work()
+    payments_reconcile()
+    work()
+    assert row(request_id).status == "sent"
+    assert len(calls(b2c, B2C_URL)) == 1
+
+
+# -- races (PostgreSQL: row locks wait) ------------------------------------------------------
+
+
+def _hold_member(app: Flask, member_id: int) -> tuple[Worker, threading.Event]:
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.session.execute(
+            text("SELECT id FROM members WHERE id = :id FOR UPDATE"), {"id": member_id}
+        )
+        locked.set()
+        release.wait(30)
+        db.session.commit()
+
+    holder = Worker(app, hold)
+    holder.start()
+    assert locked.wait(20)
+    return holder, release
+
+
+def _outcome(worker: Worker) -> object:
+    try:
+        return worker.outcome()
+    except (WithdrawalError, MemberError, LoanError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_a_withdrawal_racing_an_acceptance_a_loan_application_and_a_share_transfer(
+    app: Flask, pg: None
+) -> None:
+    """All on one member, all waiting on the member's lock, each deciding on what the one
+    before it left: no overdraft, no broken hold."""
+    secured = make_product(
+        "V1", code="SEC", name="Development", min_guarantors=1, guarantee_cover=D("100")
+    )
+    plain = make_product("V1")
+    borrower = make_borrower(savings=10000)
+    asking = loan_apply(member_id=borrower.id, product_id=secured.id, amount=25000, as_of=DAY)
+    member = make_borrower(savings=10000)  # deposits 10,000
+    member_id = member.id
+    account = member_product_account(member, account_product("ORD"))
+    journal_post(
+        kind="deposit",
+        lines=[debit(gl_account("GL-MPESA-CLEARING"), D(5000)), credit(account, D(5000))],
+        value_date=DAY,
+        idempotency_key="test-save:race",
+        member_id=member_id,
+    )
+    ask = guarantee_request(
+        loan_id=asking.id, guarantor_id=member_id, amount=8000, actor="member:test", today=DAY
+    ).id
+    account_id, plain_id, number = account.id, plain.id, f"{member.member_no}S"
+    db.session.commit()
+    db.session.remove()
+
+    holder, release = _hold_member(app, member_id)
+    racers = [
+        lambda: withdrawal_request(member_id=member_id, account_id=account_id, amount=4000).id,
+        lambda: (
+            guarantee_accept(guarantee_id=ask, guarantor_id=member_id, via="ussd", today=DAY).status
+        ),
+        lambda: member_buy_shares(
+            member_id=member_id, amount="5000", reference="SH-RACE", value_date=DAY
+        ),
+        lambda: (
+            loan_apply(member_id=member_id, product_id=plain_id, amount=20000, as_of=DAY).status
+        ),
+        lambda: withdrawal_request(member_id=member_id, account_id=account_id, amount=500).id,
+    ]
+    workers = []
+    for n, racer in enumerate(racers, start=1):
+        worker = Worker(app, racer)
+        worker.start()
+        wait_until_blocked(n)  # each waits on the member's lock, in this order
+        workers.append(worker)
+    release.set()
+    holder.outcome()
+    withdrawal, accepted, transfer, application, second = (_outcome(w) for w in workers)
+
+    assert isinstance(withdrawal, int)
+    assert accepted == "accepted"
+    # The pledge holds 8,000 of the 10,000 deposits: the transfer may not take it...
+    assert (
+        transfer == "MemberError: only KES 2,000.00 of the savings is free: the rest secures loans"
+    )
+    # ...and the limit is three times the 2,000 left free.
+    assert application == "LoanError: the most you can borrow now is KES 6,000"
+    assert second == (
+        f"WithdrawalError: a withdrawal from {number} is on its way; wait for its SMS"
+    )
+    assert balance(account_id) == D("970")  # 5,000 less 4,000 and the fee
+    held = member_deposits(member_id)
+    assert (held.deposits, held.free) == (D("10000"), D("2000"))
+    assert db.session.scalar(select(Guarantee.status).where(Guarantee.id == ask)) == "accepted"
+    assert db.session.scalar(select(func.count()).select_from(Loan)) == 1
+    assert ledger_check() == []
