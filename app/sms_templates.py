@@ -127,6 +127,18 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sw": "{guarantor} hakukubali kudhamini mkopo wako {loan_no}. Muombe mwanachama "
         "mwingine kwa USSD au tembelea ofisi ya SACCO.",
     },
+    # Standing orders (savings to a loan, deposits or shares), once per order and month.
+    "standing_order_done": {
+        "en": "Standing order: {moved} of {asked} moved from your savings to {target}.",
+        "sw": "Agizo la kudumu: {moved} kati ya {asked} zimehamishwa kutoka akiba yako "
+        "kwenda {target}.",
+    },
+    "standing_order_short": {
+        "en": "Standing order to {target} of {asked} not paid: your savings are too low. "
+        "Save by Paybill or USSD.",
+        "sw": "Agizo la kudumu la {asked} kwenda {target} halikulipwa: akiba yako haitoshi. "
+        "Weka akiba kwa Paybill au USSD.",
+    },
     "guarantee_expired": {
         "en": "{guarantor} did not answer your request to guarantee loan {loan_no} in time. "
         "Ask another member by USSD or visit the SACCO office.",

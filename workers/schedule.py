@@ -23,6 +23,7 @@ from app.services.guarantees.jobs import (
     guarantor_notices_job,
 )
 from app.services.savings.interest import SAVINGS_INTEREST, savings_interest_job
+from app.services.savings.standing_orders import STANDING_ORDERS, standing_orders_job
 from workers.jobs import (
     ARREARS,
     ledger_check_job,
@@ -72,6 +73,7 @@ JOBS: dict[str, JobFn] = {
     "guarantee-expiry": guarantee_expiry_job,
     "guarantor-notices": guarantor_notices_job,
     "savings-interest": savings_interest_job,
+    "standing-orders": standing_orders_job,
 }
 
 
@@ -88,6 +90,7 @@ BATCHES: dict[str, Batch] = {
         GUARANTEE_EXPIRY,
         GUARANTOR_NOTICES,
         SAVINGS_INTEREST,
+        STANDING_ORDERS,
     )
 }
 
@@ -134,6 +137,9 @@ SCHEDULE: list[Scheduled] = [
     # both text members (transactional SMS ignore quiet hours).
     Scheduled("guarantee-expiry", "20 6 * * *", "default", True),  # 09:20 EAT
     Scheduled("guarantor-notices", "25 6 * * *", "default", True),  # 09:25 EAT
+    # Standing orders at 06:00 EAT: after the night's interest, early enough that a loan
+    # installment paid by one is paid on its day, and each member texted what moved.
+    Scheduled("standing-orders", "0 3 * * *", "default", True),
 ]
 
 

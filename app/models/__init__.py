@@ -21,7 +21,14 @@ from app.models.recovery import (
     RecoveryMilestone,
     WriteOffRequest,
 )
-from app.models.savings import AccountProduct, DividendLine, DividendRun, InterestPosting
+from app.models.savings import (
+    AccountProduct,
+    DividendLine,
+    DividendRun,
+    InterestPosting,
+    StandingOrder,
+    StandingOrderRun,
+)
 from app.models.security import Collateral, Guarantee
 from app.models.sms import PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
 from app.models.ussd import UssdEvent
@@ -65,6 +72,8 @@ __all__ = [
     "SmsInbound",
     "SmsMessage",
     "SmsSuppression",
+    "StandingOrder",
+    "StandingOrderRun",
     "StaffUser",
     "UssdEvent",
 ]

@@ -186,3 +186,65 @@ class DividendLine(Model):
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
     paid_to: Mapped[str | None] = mapped_column(String(10))
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+STANDING_TARGETS = ("loan", "deposits", "shares")
+STANDING_STATUSES = ("active", "cancelled")
+STANDING_RUN_STATUSES = ("done", "partial", "short", "skipped")
+
+
+class StandingOrder(Model):
+    """A member's monthly transfer from their withdrawable savings to a loan, their
+    deposits or their shares, on a day of the month (SPEC "Savings, shares and dividends").
+    """
+
+    __tablename__ = "standing_orders"
+    __table_args__ = (
+        CheckConstraint(_in("target", STANDING_TARGETS), name="target"),
+        CheckConstraint(_in("status", STANDING_STATUSES), name="status"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        # 28 at most: every month has the day, so an order never skips February.
+        CheckConstraint("day_of_month BETWEEN 1 AND 28", name="day_of_month"),
+        CheckConstraint("target <> 'loan' OR loan_id IS NOT NULL", name="loan_named"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    source_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    target: Mapped[str] = mapped_column(String(10))
+    loan_id: Mapped[int | None] = mapped_column(ForeignKey("loans.id"))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    day_of_month: Mapped[int] = mapped_column(Integer)
+    # Short of the amount on the day: move what there is (True) or nothing (False).
+    partial: Mapped[bool] = mapped_column(Boolean, default=True)
+    starts_on: Mapped[date] = mapped_column(Date)
+    ends_on: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(10), default="active", index=True)
+    channel: Mapped[str] = mapped_column(String(10), default="console")  # ussd|console
+    created_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    cancelled_by: Mapped[str | None] = mapped_column(String(120))
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StandingOrderRun(Model):
+    """What one month's execution of an order did: at most one per order and due date."""
+
+    __tablename__ = "standing_order_runs"
+    __table_args__ = (
+        UniqueConstraint("order_id", "due_on", name="uq_standing_order_runs"),
+        CheckConstraint(_in("status", STANDING_RUN_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("standing_orders.id"), index=True)
+    due_on: Mapped[date] = mapped_column(Date)
+    run_on: Mapped[date] = mapped_column(Date)
+    asked: Mapped[Decimal] = mapped_column(Money())
+    moved: Mapped[Decimal] = mapped_column(Money())
+    # done (all), partial (what the balance allowed), short (nothing: too little, or the
+    # order moves all or nothing), skipped (the loan is no longer open).
+    status: Mapped[str] = mapped_column(String(10))
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
+    note: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -326,3 +326,29 @@ def notify_promise_recorded(*, member: Member, promise: PromiseToPay, loan_no: s
         date=promise.promised_date,
         loan_no=loan_no,
     )
+
+
+def notify_standing_order(
+    *, member: Member, run_id: int, moved: Decimal, asked: Decimal, target: str, loan_no: str
+) -> SmsMessage:
+    """What a standing order moved this month, or that the savings were too short (one
+    SMS per run: the run is once per order and month)."""
+    where = {"loan": f"loan {loan_no}", "deposits": "deposits", "shares": "shares"}[target]
+    if member.language == "sw":
+        where = {"loan": f"mkopo {loan_no}", "deposits": "akiba", "shares": "hisa"}[target]
+    if moved <= 0:
+        return _send(
+            member=member,
+            template="standing_order_short",
+            key=f"standing-order:{run_id}",
+            asked=asked,
+            target=where,
+        )
+    return _send(
+        member=member,
+        template="standing_order_done",
+        key=f"standing-order:{run_id}",
+        moved=moved,
+        asked=asked,
+        target=where,
+    )

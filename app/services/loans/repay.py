@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Loan, Member, StaffUser
+from app.models import Account, Loan, Member, StaffUser
 from app.money import ZERO
 from app.selectors.guarantees import member_deposits
 from app.selectors.loans import LIVE_STATUSES, current_installments, loan_debt
@@ -69,6 +69,13 @@ def _hold_free_savings(loan_id: int, value: Decimal) -> None:
         )
 
 
+def _own_savings(member: Member, account_id: int | None) -> Account:
+    account = db.session.get(Account, account_id) if account_id is not None else None
+    if account is None or account.member_id != member.id or account.kind != "member_savings":
+        raise LoanError(f"account {account_id} is not a savings account of {member.member_no}")
+    return account
+
+
 def loan_repay(
     *,
     loan_id: int,
@@ -78,6 +85,7 @@ def loan_repay(
     source: str = "mpesa",
     actor: StaffUser | str | None = None,
     commit: bool = True,
+    source_account_id: int | None = None,
 ) -> RepaymentResult:
     """Apply a payment: penalty -> fees -> interest -> principal, oldest installment first.
 
@@ -96,10 +104,14 @@ def loan_repay(
     member = db.session.get(Member, loan.member_id)
     assert member is not None  # a loan's member is a foreign key
     # mpesa: fresh money through M-PESA; suspense: M-PESA money staff assign; savings:
-    # the member's own savings.
-    source_account = (
-        member_account(member, "savings") if source == "savings" else money_in_account(source)
-    )
+    # the member's deposits; member_savings: their withdrawable savings account
+    # `source_account_id` (a standing order; the caller holds the member's lock).
+    if source == "savings":
+        source_account = member_account(member, "savings")
+    elif source == "member_savings":
+        source_account = _own_savings(member, source_account_id)
+    else:
+        source_account = money_in_account(source)
     result = RepaymentResult(loan_no=loan.loan_no or "", amount=value)
     # A savepoint: a refused or duplicate posting leaves the schedule as it was, so a
     # caller that carries on (or commits) after DuplicatePosting pays nothing twice.
@@ -134,7 +146,7 @@ def loan_repay(
                 result.recovered = recovered
                 remaining -= recovered
         if remaining > 0:
-            if source == "savings":
+            if source in ("savings", "member_savings"):
                 # Paying from savings more than is owed would just move money back.
                 owed = value - remaining
                 raise LoanError(f"loan {loan.loan_no} owes only KES {owed:,.2f}")

@@ -1,0 +1,278 @@
+"""Standing orders: a member's monthly transfer from their withdrawable savings to a loan,
+their deposits or their shares, run by the nightly `standing-orders` job."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+
+from app.extensions import db
+from app.models import Account, Loan, Member, SmsMessage, StandingOrder, StandingOrderRun
+from app.selectors.loans import loan_debt
+from app.selectors.members import member_balances
+from app.services.ledger import credit, debit, gl_account, journal_post
+from app.services.savings import account_product, member_product_account
+from app.services.savings.standing_orders import (
+    MAX_ACTIVE_ORDERS,
+    StandingOrderError,
+    standing_order_cancel,
+    standing_order_create,
+    standing_order_execute,
+    standing_orders_due,
+)
+from tests.factories import make_member
+from tests.helpers import Worker, wait_until_blocked
+from tests.loan_factories import make_loan, make_product
+from workers.schedule import JOBS, run_job
+
+START = date(2026, 1, 1)  # orders set before the days the tests run the job
+
+
+def _save(member: Member, amount: str, on: date = date(2026, 3, 1), ref: str = "S1") -> Account:
+    """Money into the member's ordinary savings, as a Paybill payment to M...S posts it."""
+    account = member_product_account(member, account_product("ORD"))
+    journal_post(
+        kind="deposit",
+        lines=[
+            debit(gl_account("GL-MPESA-CLEARING"), Decimal(amount)),
+            credit(account, Decimal(amount)),
+        ],
+        value_date=on,
+        idempotency_key=f"deposit:{ref}-{member.id}",
+        member_id=member.id,
+    )
+    db.session.commit()
+    return account
+
+
+def _ordinary(member_id: int) -> Decimal:
+    member = db.session.get(Member, member_id)
+    return member_product_account(member, account_product("ORD")).display_balance
+
+
+def _runs(order_id: int) -> list[tuple[date, str, Decimal]]:
+    return [
+        (run.due_on, run.status, run.moved)
+        for run in db.session.scalars(
+            select(StandingOrderRun)
+            .where(StandingOrderRun.order_id == order_id)
+            .order_by(StandingOrderRun.due_on)
+        )
+    ]
+
+
+def _texts(template: str) -> list[str]:
+    return list(
+        db.session.scalars(
+            select(SmsMessage.body).where(SmsMessage.template == template).order_by(SmsMessage.id)
+        )
+    )
+
+
+def test_an_order_to_deposits_moves_once_a_month_on_its_day_and_catches_up_a_missed_day(
+    app: Flask,
+) -> None:
+    member = make_member()
+    _save(member, "5000")
+    order = standing_order_create(
+        starts_on=START,
+        member_id=member.id,
+        target="deposits",
+        amount="1000",
+        day_of_month=5,
+        actor="staff@x",
+    ).id
+    member_id = member.id
+    assert run_job("standing-orders", date(2026, 3, 4)) == 0
+    assert _runs(order) == []  # not its day yet
+    assert run_job("standing-orders", date(2026, 3, 5)) == 0
+    assert run_job("standing-orders", date(2026, 3, 5)) == 0  # a rerun moves nothing
+    assert run_job("standing-orders", date(2026, 3, 20)) == 0  # nor later that month
+    # April's 5th was missed (no run that day): the 7th catches it up, once.
+    assert run_job("standing-orders", date(2026, 4, 7)) == 0
+    assert _runs(order) == [
+        (date(2026, 3, 5), "done", Decimal("1000.00")),
+        (date(2026, 4, 5), "done", Decimal("1000.00")),
+    ]
+    assert member_balances(member_id=member_id).savings == Decimal("2000.00")  # deposits
+    assert _ordinary(member_id) == Decimal("3000.00")
+    assert (
+        _texts("standing_order_done")
+        == ["Standing order: KES 1,000.00 of KES 1,000.00 moved from your savings to deposits."] * 2
+    )
+
+
+def test_short_savings_move_what_is_above_the_minimum_or_nothing_as_the_order_says(
+    app: Flask,
+) -> None:
+    partial, whole = make_member(), make_member(language="sw")
+    for member in (partial, whole):
+        _save(member, "600")  # ORD keeps a minimum balance of 100
+    takes_part = standing_order_create(
+        starts_on=START,
+        member_id=partial.id,
+        target="shares",
+        amount="1000",
+        day_of_month=1,
+        actor="x",
+    ).id
+    all_or_none = standing_order_create(
+        starts_on=START,
+        member_id=whole.id,
+        target="deposits",
+        amount="1000",
+        day_of_month=1,
+        actor="x",
+        partial=False,
+    ).id
+    partial_id, whole_id = partial.id, whole.id
+    run_job("standing-orders", date(2026, 3, 1))
+    assert _runs(takes_part) == [(date(2026, 3, 1), "partial", Decimal("500.00"))]
+    assert member_balances(member_id=partial_id).share_capital == Decimal("500.00")
+    assert _ordinary(partial_id) == Decimal("100.00")  # never below the product's minimum
+    assert _runs(all_or_none) == [(date(2026, 3, 1), "short", Decimal("0.00"))]
+    assert _ordinary(whole_id) == Decimal("600.00")
+    assert _texts("standing_order_short") == [
+        "Agizo la kudumu la KES 1,000.00 kwenda akiba halikulipwa: akiba yako haitoshi. "
+        "Weka akiba kwa Paybill au USSD."
+    ]
+
+
+def test_an_order_to_a_loan_repays_it_from_savings_and_never_pays_more_than_is_owed(
+    app: Flask,
+) -> None:
+    loan = make_loan(product=make_product("V1"), amount=3000, on=date(2026, 1, 10))
+    member = db.session.get(Member, loan.member_id)
+    _save(member, "20000")
+    owed = loan_debt(loan_id=loan.id).total
+    order = standing_order_create(
+        starts_on=START,
+        member_id=member.id,
+        target="loan",
+        loan_id=loan.id,
+        amount="10000",
+        day_of_month=10,
+        actor="x",
+    ).id
+    member_id, loan_id = member.id, loan.id
+    run_job("standing-orders", date(2026, 2, 10))
+    assert _runs(order) == [(date(2026, 2, 10), "done", owed)]
+    assert loan_debt(loan_id=loan_id).total == Decimal("0.00")
+    assert db.session.get(Loan, loan_id).status == "closed"
+    assert _ordinary(member_id) == Decimal("20000.00") - owed
+    # The loan is closed: next month's run records it and moves nothing.
+    run_job("standing-orders", date(2026, 3, 10))
+    assert _runs(order)[-1] == (date(2026, 3, 10), "skipped", Decimal("0.00"))
+
+
+def test_orders_are_refused_in_words_and_nothing_is_written(app: Flask) -> None:
+    member, other = make_member(), make_member()
+    loan = make_loan(product=make_product("V1"), amount=3000, on=date(2026, 1, 10))
+    cases = [
+        (dict(target="deposits", amount="500", day_of_month=29), "the day must be 1 to 28"),
+        (dict(target="deposits", amount="-5", day_of_month=3), "amount"),
+        (dict(target="savings", amount="500", day_of_month=3), "pays a loan, deposits or shares"),
+        (
+            dict(target="loan", amount="500", day_of_month=3, loan_id=loan.id),
+            "choose one of the member's own loans",
+        ),
+    ]
+    for kwargs, words in cases:
+        with pytest.raises(StandingOrderError, match=words):
+            standing_order_create(member_id=member.id, actor="x", starts_on=START, **kwargs)  # type: ignore[arg-type]
+    assert db.session.scalar(select(func.count(StandingOrder.id))) == 0
+    for day in range(1, MAX_ACTIVE_ORDERS + 1):
+        standing_order_create(
+            starts_on=START,
+            member_id=other.id,
+            target="shares",
+            amount="100",
+            day_of_month=day,
+            actor="x",
+        )
+    with pytest.raises(StandingOrderError, match="cancel one first"):
+        standing_order_create(
+            starts_on=START,
+            member_id=other.id,
+            target="shares",
+            amount="100",
+            day_of_month=9,
+            actor="x",
+        )
+    first = db.session.scalar(select(StandingOrder).order_by(StandingOrder.id))
+    with pytest.raises(StandingOrderError, match="no standing order"):
+        standing_order_cancel(order_id=first.id, actor="x", member_id=member.id)  # not theirs
+    standing_order_cancel(order_id=first.id, actor="x", member_id=other.id)
+    assert first.id not in standing_orders_due(date(2026, 3, 28))
+    with pytest.raises(StandingOrderError, match="cancelled already"):
+        standing_order_cancel(order_id=first.id, actor="x")
+
+
+def test_the_job_is_listed_and_counts_what_it_did(app: Flask) -> None:
+    from workers.runner import JobStats
+
+    member = make_member()
+    _save(member, "1000")
+    standing_order_create(
+        starts_on=START,
+        member_id=member.id,
+        target="deposits",
+        amount="300",
+        day_of_month=2,
+        actor="x",
+    )
+    stats = JobStats(run_id="t")
+    JOBS["standing-orders"](as_of=date(2026, 3, 2), stats=stats)
+    assert (stats.records_scanned, stats.records_updated, stats.notifications_sent) == (1, 1, 1)
+
+
+def test_two_workers_running_one_order_at_once_move_it_once(app: Flask, pg: None) -> None:
+    """Both wait on the member's row, held here; the second re-reads under the lock and
+    finds the month's run written by the first."""
+    member = make_member()
+    _save(member, "5000")
+    order = standing_order_create(
+        starts_on=START,
+        member_id=member.id,
+        target="shares",
+        amount="700",
+        day_of_month=3,
+        actor="x",
+    ).id
+    member_id, order_id = member.id, order
+    db.session.remove()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.session.execute(
+            text("SELECT id FROM members WHERE id = :m FOR UPDATE"), {"m": member_id}
+        )
+        locked.set()
+        release.wait(20)
+        db.session.commit()
+
+    def execute() -> str | None:
+        run = standing_order_execute(order_id, as_of=date(2026, 3, 3))
+        status = run.status if run else None
+        db.session.commit()
+        return status
+
+    holder = Worker(app, hold)
+    holder.start()
+    assert locked.wait(20)
+    racers = [Worker(app, execute), Worker(app, execute)]
+    racers[0].start()
+    wait_until_blocked(1)
+    racers[1].start()
+    wait_until_blocked(2)
+    release.set()
+    holder.outcome()
+    assert sorted(str(racer.outcome()) for racer in racers) == ["None", "done"]
+    assert _runs(order_id) == [(date(2026, 3, 3), "done", Decimal("700.00"))]
+    assert member_balances(member_id=member_id).share_capital == Decimal("700.00")
+    assert _ordinary(member_id) == Decimal("4300.00")
