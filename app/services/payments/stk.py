@@ -1,12 +1,14 @@
-"""STK push repayments: one service for USSD menu 3 and the console's "request payment".
+"""STK push: loan repayments (USSD menu 3 and the console's "request payment") and
+deposits into one of the member's accounts (USSD "Save").
 
-A row is written first (our id, member, loan, amount); a job sends it and stores the
-CheckoutRequestID. The callback, or the reconciliation job's STK query, settles it.
+A row is written first (our id, member, loan or account, amount); a job sends it and
+stores the CheckoutRequestID. The callback, or the reconciliation job's STK query, settles
+it: a repayment repays its loan, a deposit credits its account, each once (the receipt).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -21,7 +23,7 @@ from app.integrations.daraja import (
     DarajaInvalidRequest,
     daraja_client,
 )
-from app.models import Loan, Member, MpesaCallback, MpesaRequest, Payment
+from app.models import Account, AccountProduct, Loan, Member, MpesaCallback, MpesaRequest, Payment
 from app.models.mpesa import OPEN_STATUSES
 from app.models.types import utcnow
 from app.money import MoneyError, is_whole_shillings, money_input, round_money
@@ -42,6 +44,8 @@ from app.services.payments.common import (
     settings,
     suspense_post,
 )
+from app.services.savings.money_in import account_deposit
+from app.services.savings.products import ProductError, member_product_account
 
 MIN_STK_AMOUNT = Decimal("1")
 MAX_STK_AMOUNT = Decimal("250000")  # M-PESA's ceiling for one transaction
@@ -51,6 +55,10 @@ MAX_STK_AMOUNT = Decimal("250000")  # M-PESA's ceiling for one transaction
 PROMPT_WINDOW = timedelta(minutes=3)
 REPEAT_GAP = timedelta(minutes=2)  # a second push of the same amount: result code 17
 DESCRIPTION = "Loan repay"  # TransactionDesc: at most 13 characters
+# What the member reads on the prompt, by the request's purpose.
+DESCRIPTIONS = {"repayment": DESCRIPTION, "deposit": "Save"}
+# The accounts a prompt may pay into: deposits, withdrawable savings, share capital.
+DEPOSIT_KINDS = ("savings", "member_savings", "share_capital")
 
 
 def payments_request_stk(
@@ -124,6 +132,121 @@ def payments_request_stk(
     return request
 
 
+def payments_request_deposit_stk(
+    *,
+    member_id: int,
+    amount: object,
+    account_id: int | None = None,
+    product_id: int | None = None,
+    phone: str | None = None,
+    channel: str = "ussd",
+    actor: str | None = None,
+) -> MpesaRequest:
+    """Ask the member's phone for their M-PESA PIN to pay into one of their accounts
+    (deposits, savings, shares): purpose "deposit", the account on the request, its number
+    as the account reference. The callback credits that account once. `product_id`
+    instead of `account_id`: the member's account of that product, opened now if it is
+    their first (an open product only).
+
+    Refused (PaymentError, nothing written) for an amount M-PESA cannot carry, an account
+    that is not the member's or takes no money, or a prompt for it already on its way.
+    """
+    try:
+        value = money_input(amount)
+    except MoneyError as exc:
+        raise PaymentError(str(exc)) from None
+    problem = stk_amount_problem(value)
+    if problem is not None:
+        raise PaymentError(problem)
+    # The member's lock serialises two prompts for one account (no unique index holds an
+    # open deposit prompt, as one holds a loan's).
+    member = lock_row(Member, member_id)
+    if member is None:
+        raise PaymentError(f"no member {member_id}")
+    if account_id is None and product_id is not None:
+        product = db.session.get(AccountProduct, product_id)
+        if product is None or not product.active:
+            db.session.rollback()
+            raise PaymentError("that account takes no payment")
+        try:
+            account_id = member_product_account(member, product).id
+        except ProductError as exc:
+            db.session.rollback()
+            raise PaymentError(str(exc)) from None
+    account = db.session.get(Account, account_id) if account_id is not None else None
+    if (
+        account is None
+        or account.member_id != member.id
+        or account.kind not in DEPOSIT_KINDS
+        or account.status != "open"
+        or account.product is None
+    ):
+        db.session.rollback()
+        raise PaymentError("that account takes no payment")
+    number = f"{member.member_no}{account.product.ref_suffix}"
+    try:
+        msisdn = normalise_phone(phone or member.phone)
+    except PhoneError as exc:
+        db.session.rollback()
+        raise PaymentError(str(exc)) from None
+    if _open_deposit_stk(account.id):
+        db.session.rollback()
+        raise PaymentError(_already_waiting_for(number))
+    if _repeat(msisdn, value):
+        db.session.rollback()
+        raise PaymentError("M-PESA refuses the same amount twice within 2 minutes; wait a little")
+    request = MpesaRequest(
+        kind="stk",
+        status="pending",
+        purpose="deposit",
+        member_id=member.id,
+        account_id=account.id,
+        phone=msisdn,
+        amount=value,
+        account_reference=number[:12],
+        channel=channel,
+        requested_by=actor or f"member:{member.member_no}",
+    )
+    db.session.add(request)
+    db.session.commit()
+    queue_job(SEND_STK_JOB, request.id, job_id=f"stk-{request.id}")
+    return request
+
+
+def _repeat(msisdn: str, value: Decimal) -> bool:
+    """A prompt of the same amount to the same phone within REPEAT_GAP (result code 17)."""
+    recent = db.session.scalar(
+        select(MpesaRequest.id).where(
+            MpesaRequest.kind == "stk",
+            MpesaRequest.phone == msisdn,
+            MpesaRequest.amount == value,
+            MpesaRequest.created_at > utcnow() - REPEAT_GAP,
+        )
+    )
+    return recent is not None
+
+
+def _open_deposit_stk(account_id: int) -> bool:
+    """A deposit prompt for the account that may still be on the member's phone (the same
+    window as a loan's: a flagged one older than PROMPT_WINDOW holds nothing back)."""
+    found = db.session.scalar(
+        select(MpesaRequest.id).where(
+            MpesaRequest.account_id == account_id,
+            MpesaRequest.kind == "stk",
+            MpesaRequest.status.in_(OPEN_STATUSES),
+            MpesaRequest.flag.is_(None) | (MpesaRequest.created_at > utcnow() - PROMPT_WINDOW),
+        )
+    )
+    return found is not None
+
+
+def _already_waiting_for(number: str) -> str:
+    return (
+        f"a payment prompt for account {number} is already on its way; "
+        "answer it or try again in 3 minutes"
+    )
+
+
 def stk_amount_problem(value: Decimal) -> str | None:
     """The one rule for what a prompt may ask (M-PESA's): whole shillings from
     MIN_STK_AMOUNT to MAX_STK_AMOUNT. None when it may; else why not. USSD checks it on the
@@ -189,7 +312,7 @@ def payments_send_stk(*, request_id: int) -> str:
             phone=request.phone,
             amount=request.amount,
             account_reference=request.account_reference or "SACCO",
-            description=DESCRIPTION,
+            description=DESCRIPTIONS.get(request.purpose, DESCRIPTION),
             callback_url=s.callback_url("stk/callback"),
             now=utcnow(),
         )
@@ -365,20 +488,39 @@ def _post_repayment(
         finish(request, "succeeded", "0", f"{desc} (receipt {receipt} posted before)")
         request.receipt = receipt
         return "duplicate"
-    assert request.loan_id is not None  # stk_request writes every prompt with its loan
-    result = loan_repay(
-        loan_id=request.loan_id,
-        amount=request.amount,
-        # Without a receipt (settled by a query) the CheckoutRequestID keys the posting.
-        reference=receipt or request.checkout_request_id or f"stk-{request.id}",
-        value_date=business_date(paid_at),
-        source="mpesa",
-        commit=False,
-    )
-    payment.journal_entry_id = result.entry_id
+    # Without a receipt (settled by a query) the CheckoutRequestID keys the posting.
+    reference = receipt or request.checkout_request_id or f"stk-{request.id}"
+    if request.purpose == "deposit":
+        payment.journal_entry_id = _post_deposit(request, reference, business_date(paid_at))
+    else:
+        assert request.loan_id is not None  # a repayment prompt is written with its loan
+        result = loan_repay(
+            loan_id=request.loan_id,
+            amount=request.amount,
+            reference=reference,
+            value_date=business_date(paid_at),
+            source="mpesa",
+            commit=False,
+        )
+        payment.journal_entry_id = result.entry_id
     request.receipt = receipt
     finish(request, "succeeded", "0", desc)
     return "processed"
+
+
+def _post_deposit(request: MpesaRequest, reference: str, value_date: date) -> int:
+    """A deposit prompt's money into the account it named (its product's rules: a closed
+    product still takes money into an account the member holds)."""
+    account = db.session.get(Account, request.account_id)
+    assert account is not None and account.product is not None  # checked when written
+    assert request.member_id is not None
+    return account_deposit(
+        member_id=request.member_id,
+        product=account.product,
+        amount=request.amount,
+        reference=reference,
+        value_date=value_date,
+    )
 
 
 def _to_suspense(

@@ -1,0 +1,180 @@
+"""STK "Save" (issue 20, "Money in"): a prompt to pay into one of the member's accounts,
+written first with its account, sent by the job with the account's number as the
+reference, and credited to that account exactly once by the callback. Daraja is faked at
+the HTTP boundary (`responses`), jobs run in a real RQ worker; the books reconcile after
+each test (the autouse fixture)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+import responses
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from app.cli.runtime import make_worker
+from app.extensions import db
+from app.models import Account, JournalEntry, MpesaRequest, Payment, SmsMessage
+from app.services.payments import PaymentError
+from app.services.payments.stk import payments_request_deposit_stk
+from app.services.savings import account_product, products_ensure
+from tests.factories import make_member
+from tests.helpers import stk_body
+from tests.loan_factories import balance
+
+TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
+CHECKOUT = "ws_CO_191220191020363925"
+D = Decimal
+
+
+@pytest.fixture
+def daraja(mocked: responses.RequestsMock, base: str) -> responses.RequestsMock:
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/stkpush/v1/processrequest",
+        json={
+            "MerchantRequestID": "29115-34620561-1",
+            "CheckoutRequestID": CHECKOUT,
+            "ResponseCode": "0",
+            "ResponseDescription": "Success. Request accepted for processing",
+            "CustomerMessage": "Success. Request accepted for processing",
+        },
+    )
+    return mocked
+
+
+@dataclass(frozen=True)
+class Ref:
+    id: int
+    member_no: str
+    deposits_id: int  # SAV-M...: the deposits account every member has
+    shares_id: int
+
+
+@pytest.fixture
+def member(app: Flask) -> Ref:
+    products_ensure()
+    made = make_member(phone="0708374149", savings=1000)
+    accounts = {
+        a.kind: a.id
+        for a in db.session.scalars(select(Account).where(Account.member_id == made.id))
+    }
+    return Ref(made.id, made.member_no, accounts["savings"], accounts["share_capital"])
+
+
+def work() -> None:
+    make_worker(("payments",)).work(burst=True)
+
+
+def callback(client: FlaskClient, body: dict) -> None:
+    reply = client.post(
+        f"/payments/{TOKEN}/stk/callback", data=json.dumps(body), content_type="application/json"
+    )
+    assert reply.status_code == 200
+    work()
+
+
+def test_a_save_prompt_to_new_savings_opens_the_account_and_credits_it_once(
+    client: FlaskClient, member: Ref, daraja: responses.RequestsMock
+) -> None:
+    ordinary = account_product("ORD")
+    request = payments_request_deposit_stk(
+        member_id=member.id, product_id=ordinary.id, amount=800, channel="ussd"
+    )
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    account = db.session.scalar(select(Account).where(Account.code == f"ORD-{member.member_no}"))
+    assert (row.purpose, row.account_id, row.loan_id) == ("deposit", account.id, None)
+    assert (row.account_reference, row.phone, row.amount) == (
+        f"{member.member_no}S",
+        "254708374149",
+        D("800"),
+    )
+    work()
+    push = json.loads(next(c for c in daraja.calls if "stkpush" in c.request.url).request.body)
+    assert push["AccountReference"] == f"{member.member_no}S" and push["TransactionDesc"] == "Save"
+
+    callback(client, stk_body(CHECKOUT, amount=800, receipt="SAVE000001"))
+    callback(client, stk_body(CHECKOUT, amount=800, receipt="SAVE000001"))  # resent
+    assert balance(f"ORD-{member.member_no}") == D("800.00")
+    assert balance(f"SAV-{member.member_no}") == D("1000.00")
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.receipt) == ("succeeded", "SAVE000001")
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "SAVE000001"))
+    assert (payment.channel, payment.member_id, payment.loan_id) == ("stk", member.id, None)
+    entries = db.session.scalar(
+        select(func.count()).select_from(JournalEntry).where(JournalEntry.kind == "deposit")
+    )
+    assert entries == 2  # the factory's deposit and this one
+    body = db.session.scalar(
+        select(SmsMessage.body).where(SmsMessage.template == "account_deposit_received")
+    )
+    assert body == (
+        f"KES 800.00 received to account {member.member_no}S. Balance KES 800.00. Ref SAVE000001."
+    )
+
+
+def test_a_save_prompt_to_shares_buys_share_capital(
+    client: FlaskClient, member: Ref, daraja: responses.RequestsMock
+) -> None:
+    payments_request_deposit_stk(member_id=member.id, account_id=member.shares_id, amount=1500)
+    work()
+    callback(client, stk_body(CHECKOUT, amount=1500, receipt="SHAR000001"))
+    assert balance(f"SHR-{member.member_no}") == D("1500.00")
+    assert balance(f"SAV-{member.member_no}") == D("1000.00")  # not bought from deposits
+
+
+def test_a_save_prompt_to_deposits_is_a_deposit(
+    client: FlaskClient, member: Ref, daraja: responses.RequestsMock
+) -> None:
+    payments_request_deposit_stk(member_id=member.id, account_id=member.deposits_id, amount=250)
+    work()
+    callback(client, stk_body(CHECKOUT, amount=250, receipt="DEPO000001"))
+    assert balance(f"SAV-{member.member_no}") == D("1250.00")
+    sms = db.session.scalars(
+        select(SmsMessage.body).where(SmsMessage.template == "deposit_received")
+    ).all()
+    assert any("DEPO000001" in text and "KES 1,250.00" in text for text in sms)
+
+
+def test_a_cancelled_save_prompt_posts_nothing_and_says_so(
+    client: FlaskClient, member: Ref, daraja: responses.RequestsMock
+) -> None:
+    request = payments_request_deposit_stk(
+        member_id=member.id, account_id=member.deposits_id, amount=300
+    )
+    work()
+    callback(client, stk_body(CHECKOUT, 1032))
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).status == "failed"
+    assert balance(f"SAV-{member.member_no}") == D("1000.00")
+    assert db.session.scalar(select(func.count()).select_from(Payment)) == 0
+    failed = db.session.scalars(
+        select(SmsMessage.body).where(SmsMessage.template == "payment_failed")
+    ).all()
+    assert len(failed) == 1 and "cancelled" in failed[0]
+
+
+def test_refusals_write_nothing(member: Ref, daraja: responses.RequestsMock) -> None:
+    other = make_member(phone="0722000001")
+    other_account = db.session.scalar(
+        select(Account.id).where(Account.member_id == other.id, Account.kind == "savings")
+    )
+    with pytest.raises(PaymentError, match="takes no payment"):
+        payments_request_deposit_stk(member_id=member.id, account_id=other_account, amount=100)
+    with pytest.raises(PaymentError, match="whole shillings"):
+        payments_request_deposit_stk(
+            member_id=member.id, account_id=member.deposits_id, amount="1.5"
+        )
+    payments_request_deposit_stk(member_id=member.id, account_id=member.deposits_id, amount=100)
+    with pytest.raises(PaymentError, match="already on its way"):
+        payments_request_deposit_stk(member_id=member.id, account_id=member.deposits_id, amount=200)
+    with pytest.raises(PaymentError, match="same amount twice"):
+        payments_request_deposit_stk(member_id=member.id, account_id=member.shares_id, amount=100)
+    count = db.session.scalar(select(func.count()).select_from(MpesaRequest))
+    assert count == 1
