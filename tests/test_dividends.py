@@ -565,3 +565,55 @@ def test_two_workers_paying_the_same_chunk_pay_it_once(
     assert second.outcome() == (0, 0)
     for line in db.session.scalars(select(DividendLine).where(DividendLine.run_id == run.id)):
         assert _ord_balance(line.member_id) == line.net
+
+
+def test_the_command_line_declares_approves_posts_and_reports(
+    app: Flask, book: dict[int, Moves]
+) -> None:
+    runner = app.test_cli_runner()
+    maker, checker = staff("branch_manager"), staff("admin")
+    declared = runner.invoke(
+        args=[
+            "dividends",
+            "declare",
+            "--year",
+            str(YEAR),
+            "--share-rate",
+            "10",
+            "--deposit-rate",
+            "5",
+            "--method",
+            "simple",
+            "--staff",
+            maker,
+        ]
+    )
+    assert declared.exit_code == 0, declared.output
+    run = db.session.scalar(select(DividendRun))
+    assert run is not None and f"run {run.id} ({YEAR}, simple, draft)" in declared.output
+    # Refusals: one line, exit 1, nothing changed.
+    own = runner.invoke(args=["dividends", "approve", "--run", str(run.id), "--staff", maker])
+    assert own.exit_code == 1
+    assert (
+        own.output.strip()
+        == "error: the run must be approved by someone other than who declared it"
+    )
+    early = runner.invoke(
+        args=["dividends", "post", "--run", str(run.id), "--value-date", "2026-01-31"]
+    )
+    assert early.exit_code == 1 and early.output.count("\n") == 1
+    bad = runner.invoke(args=["dividends", "approve", "--run", "x", "--staff", checker])
+    assert bad.exit_code == 1 and "whole number" in bad.output
+    approved = runner.invoke(
+        args=["dividends", "approve", "--run", str(run.id), "--staff", checker]
+    )
+    assert approved.exit_code == 0 and "approved" in approved.output
+    posted = runner.invoke(
+        args=["dividends", "post", "--run", str(run.id), "--value-date", "2026-01-31"]
+    )
+    assert posted.exit_code == 0 and "posted" in posted.output
+    report = runner.invoke(args=["dividends", "report", "--run", str(run.id)])
+    assert report.exit_code == 0
+    assert "JOURNAL" in report.output and "TOTAL" in report.output
+    db.session.expire_all()
+    assert db.session.get(DividendRun, run.id).status == "posted"  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ from flask.cli import FlaskGroup
 def register_cli(app: Flask) -> None:
     from app.cli.demo import demo_data
     from app.cli.dial import dial_cmd
+    from app.cli.dividends import dividends_cli
     from app.cli.imports import import_cli
     from app.cli.jobs import jobs_cli
     from app.cli.ledger import ledger_cli
@@ -28,6 +29,7 @@ def register_cli(app: Flask) -> None:
         worker_cmd,
         scheduler_cmd,
         dial_cmd,
+        dividends_cli,
     ):
         app.cli.add_command(command)
     try:
