@@ -56,6 +56,9 @@ WORST: dict[str, object] = {
     "interest": BIG,
     "tax": BIG,
     "net": BIG,
+    "moved": BIG,  # a standing order: what moved of what it asks
+    "asked": BIG,
+    "target": "mkopo L999999",  # a standing order's target, as the member reads it
     "lines": "\n".join(
         f"31/12 Repayment L999999 {kes(BIG)}" for _ in range(5)
     ),  # what a statement shows: a few short lines
