@@ -73,6 +73,7 @@ def register_views(console: Admin) -> None:
     from admin import (
         agreements,
         desk,
+        dividends,
         guarantee_recovery,
         guarantees,
         loans,
@@ -93,7 +94,8 @@ def register_views(console: Admin) -> None:
     members.register(console)
     loans.register(console)
     products.register(console)
-    savings.register(console)  # account products; dividend runs
+    savings.register(console)  # account products
+    dividends.register(console)  # the annual dividend run
     console.add_view(AccountView(Account, s, name="Accounts", category="Ledger"))
     console.add_view(JournalView(JournalEntry, s, name="Journal", category="Ledger"))
     payments.register(console)
