@@ -258,3 +258,26 @@ def test_a_deposit_shows_on_the_member_page_at_once(app: Flask) -> None:
         as_text=True
     )
     assert re.search(rf'<tr id="account-{no}">.*?700\.00', text, re.S)
+
+
+def test_the_dashboard_totals_deposits_savings_and_share_capital(app: Flask) -> None:
+    from app.services.ledger import credit, debit, journal_post, money_in_account
+
+    member = make_member(savings=5000)
+    member_buy_shares(
+        member_id=member.id, amount=1200, reference="SH-2", value_date=date(2026, 1, 2)
+    )
+    ordinary = member_product_account(member, account_product("ORD"))
+    journal_post(
+        kind="deposit",
+        lines=[debit(money_in_account("mpesa"), Decimal(450)), credit(ordinary, Decimal(450))],
+        value_date=date(2026, 1, 3),
+        idempotency_key="test:ord-1",
+        member_id=member.id,
+    )
+    db.session.commit()
+    page = browse(signed_in(app, "auditor"), "/admin/").get_data(as_text=True)
+    card = re.search(r'id="fig-savings">(.*?)</div>\s*</div>', page, re.S)
+    assert card
+    words = " ".join(re.sub(r"<[^>]+>", " ", card.group(1)).split())
+    assert words == "Deposits KES 3,800.00 Savings KES 450.00 · share capital KES 1,200.00"

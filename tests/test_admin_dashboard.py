@@ -171,7 +171,9 @@ def test_the_dashboard_shows_the_figures_worked_out_by_hand(
     same_day = book["first"] == book["today"]  # run on the 1st: C's day is today too
 
     assert text_of(page, "fig-members") == "Members 7 6 active"
-    assert text_of(page, "fig-savings") == "Savings KES 50,000.00 Share capital KES 0.00"
+    assert text_of(page, "fig-savings") == (
+        "Deposits KES 50,000.00 Savings KES 0.00 · share capital KES 0.00"
+    )
     assert text_of(page, "fig-outstanding") == (
         "Portfolio outstanding KES 42,300.00 4 live loans (principal)"
     )

@@ -75,7 +75,8 @@ class Dashboard:
     today: date
     members: int
     active_members: int
-    savings: Decimal
+    savings: Decimal  # deposits: the ledger's historical name
+    member_savings: Decimal  # withdrawable savings, every savings product
     share_capital: Decimal
     live_loans: int
     outstanding: Decimal
@@ -127,15 +128,20 @@ def members_count() -> tuple[int, int]:
     return int(total), int(active or 0)
 
 
-def deposits_held() -> tuple[Decimal, Decimal]:
-    """Members' savings and share capital, as a person reads them (positive)."""
+def deposits_held() -> tuple[Decimal, Decimal, Decimal]:
+    """Members' deposits (ledger kind "savings"), withdrawable savings (every savings
+    product's accounts) and share capital, as a person reads them (positive)."""
     rows = db.session.execute(
         select(Account.kind, func.sum(Account.balance))
-        .where(Account.kind.in_(("savings", "share_capital")))
+        .where(Account.kind.in_(("savings", "member_savings", "share_capital")))
         .group_by(Account.kind)
     ).all()
     held = {kind: -(total or ZERO) for kind, total in rows}
-    return held.get("savings", ZERO), held.get("share_capital", ZERO)
+    return (
+        held.get("savings", ZERO),
+        held.get("member_savings", ZERO),
+        held.get("share_capital", ZERO),
+    )
 
 
 def bucket_of_days_past_due() -> Case[str]:
@@ -293,7 +299,7 @@ def dashboard_figures(*, today: date, tz: tzinfo) -> Dashboard:
     month_start = today.replace(day=1)
     chart_start = today - timedelta(days=CHART_DAYS - 1)
     members, active = members_count()
-    savings, shares = deposits_held()
+    savings, member_savings, shares = deposits_held()
     buckets = portfolio_by_bucket()
     outstanding = sum((m.amount for m in buckets.values()), ZERO)
     at_risk = sum((buckets[b].amount for b in PAR_BUCKETS), ZERO)
@@ -306,6 +312,7 @@ def dashboard_figures(*, today: date, tz: tzinfo) -> Dashboard:
         members=members,
         active_members=active,
         savings=savings,
+        member_savings=member_savings,
         share_capital=shares,
         live_loans=sum(m.count for m in buckets.values()),
         outstanding=outstanding,
