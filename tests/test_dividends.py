@@ -617,3 +617,28 @@ def test_the_command_line_declares_approves_posts_and_reports(
     assert "JOURNAL" in report.output and "TOTAL" in report.output
     db.session.expire_all()
     assert db.session.get(DividendRun, run.id).status == "posted"  # type: ignore[union-attr]
+
+
+def test_posting_in_partitions_pays_each_member_once(
+    app: Flask, book: dict[int, Moves], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.schedule import BATCHES
+
+    assert BATCHES["dividend-post"].noun == "dividend line"  # what a cob worker runs
+    _settings(app, monkeypatch, COB_CHUNK_SIZE=1)
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="8",
+        deposit_rate="3",
+        method="weighted",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    posted = dividend_post(run_id=run.id, value_date=PAID_ON, workers=2)
+    assert posted.status == "posted"
+    lines = db.session.scalars(select(DividendLine).where(DividendLine.run_id == run.id)).all()
+    assert len({line.entry_id for line in lines}) == len(lines)  # a chunk of one: an entry each
+    for line in lines:
+        assert _ord_balance(line.member_id) == line.net
+    assert -_journal_total("GL-WHT-PAYABLE") == posted.tax

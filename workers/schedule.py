@@ -22,6 +22,7 @@ from app.services.guarantees.jobs import (
     guarantee_expiry_job,
     guarantor_notices_job,
 )
+from app.services.savings.dividends import DIVIDEND_POST
 from app.services.savings.interest import SAVINGS_INTEREST, savings_interest_job
 from app.services.savings.standing_orders import STANDING_ORDERS, standing_orders_job
 from workers.jobs import (
@@ -91,6 +92,8 @@ BATCHES: dict[str, Batch] = {
         GUARANTOR_NOTICES,
         SAVINGS_INTEREST,
         STANDING_ORDERS,
+        # Not scheduled: `dividend_post` runs it when staff post an approved run.
+        DIVIDEND_POST,
     )
 }
 
