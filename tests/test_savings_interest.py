@@ -5,6 +5,7 @@ day-by-day calculation written here, not the service's own walk."""
 
 from __future__ import annotations
 
+import threading
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -19,8 +20,9 @@ from app.money import ZERO, round_money
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.members import member_deposit
 from app.services.savings import account_product, member_product_account, product_update
-from app.services.savings.interest import period_of, periods_between
+from app.services.savings.interest import interest_post, period_of, periods_between
 from tests.factories import make_member
+from tests.helpers import Worker, wait_until_blocked
 from workers.runner import JobStats
 from workers.schedule import BATCHES, JOBS, SCHEDULE
 
@@ -337,3 +339,65 @@ def test_runs_from_the_command_line(app: Flask, runner: FlaskCliRunner) -> None:
         D("13.95"),
         D("79.05"),
     )
+
+
+def test_an_account_that_fails_is_one_error_and_its_chunk_neighbours_are_paid(
+    app: Flask,
+) -> None:
+    good = _savings(make_member())
+    # Bad data: a savings account of the product that belongs to no member (an interest
+    # posting needs one). It fails alone; the chunk is redone account by account.
+    orphan = Account(
+        code="ORD-ORPHAN",
+        kind="member_savings",
+        name="Ordinary savings (no member)",
+        product_id=account_product("ORD").id,
+    )
+    db.session.add(orphan)
+    db.session.commit()
+    orphan_id = orphan.id
+    _move(good, "10000", date(2026, 1, 2))
+    _move(orphan_id, "10000", date(2026, 1, 2))
+
+    stats = JobStats()
+    JOBS["savings-interest"](as_of=date(2026, 2, 1), stats=stats)
+
+    assert (stats.records_scanned, stats.records_updated) == (2, 1)
+    [error] = stats.errors
+    assert error.startswith(f"account {orphan_id}: IntegrityError")
+    assert [p.account_id for p in _postings()] == [good]
+    assert _balance(orphan_id) == D("10000")
+
+
+def test_two_runs_racing_on_the_same_accounts_pay_each_period_once(app: Flask, pg: None) -> None:
+    accounts = [_savings(make_member()) for _ in range(3)]
+    for n, account_id in enumerate(accounts):
+        _move(account_id, str(20000 + n * 1000), date(2026, 1, 10))
+    held, release = threading.Event(), threading.Event()
+
+    def first() -> int:
+        credited = interest_post(accounts, as_of=date(2026, 2, 1))
+        held.set()
+        release.wait(10)  # holds the accounts' locks until the second run waits on them
+        db.session.commit()
+        return credited
+
+    def second() -> int:
+        credited = interest_post(accounts, as_of=date(2026, 2, 1))
+        db.session.commit()
+        return credited
+
+    one = Worker(app, first)
+    one.start()
+    assert held.wait(10)
+    two = Worker(app, second)
+    two.start()
+    wait_until_blocked(1)
+    release.set()
+
+    assert (one.outcome(), two.outcome()) == (3, 0)
+    postings = _postings()
+    assert len(postings) == 3
+    for n, (posting, account_id) in enumerate(zip(postings, accounts, strict=True)):
+        assert posting.account_id == account_id
+        assert _balance(account_id) == 20000 + n * 1000 + posting.net
