@@ -8,6 +8,11 @@ from app.services.savings.dividends import (
     dividend_post,
     dividend_report,
 )
+from app.services.savings.interest import (
+    SAVINGS_INTEREST,
+    interest_post,
+    savings_interest_job,
+)
 from app.services.savings.products import (
     DEFAULT_PRODUCTS,
     ProductError,
@@ -28,6 +33,7 @@ from app.services.savings.withdrawals import (
 __all__ = [
     "DEFAULT_PRODUCTS",
     "DividendError",
+    "SAVINGS_INTEREST",
     "ProductError",
     "account_by_number",
     "account_number",
@@ -37,9 +43,11 @@ __all__ = [
     "dividend_declare",
     "dividend_post",
     "dividend_report",
+    "interest_post",
     "member_product_account",
     "product_update",
     "products_ensure",
+    "savings_interest_job",
     "WithdrawalError",
     "WithdrawalQuote",
     "withdrawal_quote",
