@@ -194,6 +194,8 @@ def test_declare_preview_approve_post_and_report_through_the_console(app: Flask)
     xlsx = browse(checker, f"/admin/dividends/{run_id}/report.xlsx")
     assert xlsx.status_code == 200
     assert load_workbook(io.BytesIO(xlsx.get_data())).active.max_row >= 4
+    pdf = browse(checker, f"/admin/dividends/{run_id}/report.pdf")
+    assert pdf.status_code == 200 and pdf.get_data().startswith(b"%PDF")
 
     # Posting again is refused in words; nobody is paid twice.
     _act(checker, run_id, "post", value_date=VALUE_DATE)

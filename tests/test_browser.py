@@ -283,3 +283,73 @@ def test_the_loan_pages_guarantors_and_collateral_from_the_browser(
     [lien] = db.session.scalars(select(Collateral).where(Collateral.loan_id == loan_id)).all()
     assert (lien.kind, lien.lien_status) == ("log_book", "registered")
     db.session.rollback()
+
+
+def test_a_dividend_run_is_declared_previewed_and_approved_from_the_browser(
+    app: Flask, live_url: str, browser_page: object
+) -> None:
+    """Issue 20: a branch manager declares the AGM's rates and reads the preview; a second
+    branch manager, not the declarer, approves the run."""
+    from decimal import Decimal
+
+    from playwright.sync_api import Page, expect
+
+    from app.models import DividendRun
+    from app.services.members import member_buy_shares, member_deposit
+    from app.services.staff import staff_add
+    from tests.factories import make_member
+
+    page: Page = browser_page  # type: ignore[assignment]
+    maker_email = staff("branch_manager")
+    checker_email = "second.manager@sacco.test"
+    staff_add(email=checker_email, role="branch_manager", password=PASSWORD)
+    # Two members with a year of deposits and shares (2025, the year the AGM declares).
+    for n, (deposits, shares) in enumerate([(50000, 20000), (12000, 2000)], 1):
+        member = make_member()
+        member_deposit(
+            member_id=member.id, amount=deposits, reference=f"BD-{n}", value_date=date(2025, 2, 3)
+        )
+        member_buy_shares(
+            member_id=member.id, amount=shares, reference=f"BS-{n}", value_date=date(2025, 2, 4)
+        )
+    db.session.commit()
+
+    # The maker declares: the form, then the preview with its totals and largest lines
+    _sign_in(page, live_url, maker_email)
+    page.goto(f"{live_url}/admin/dividends/")
+    page.click("#declare-run")
+    form = page.locator("#declare-form")
+    form.locator("input[name=year]").fill("2025")
+    form.locator("input[name=share_rate]").fill("10")
+    form.locator("input[name=deposit_rate]").fill("5")
+    form.locator("select[name=method]").select_option("simple")
+    form.locator("input[name=resolution_ref]").fill("AGM 2026 min. 7")
+    shot(page, "21-dividend-declare")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#total-members")).to_contain_text("2")
+    # Shares 22,000 at 10%; deposits 40,000 at 5%; tax 5% and 15%.
+    expect(page.locator("#total-dividend")).to_contain_text("2,200.00")
+    expect(page.locator("#total-interest")).to_contain_text("2,000.00")
+    expect(page.locator("#total-net")).to_contain_text("3,790.00")
+    expect(page.locator("#run-top tbody tr")).to_have_count(2)
+    expect(page.locator("#approval-refused")).to_contain_text("You declared this run")
+    shot(page, "22-dividend-preview")
+    db.session.expire_all()
+    run = db.session.scalars(select(DividendRun)).one()
+    run_id = run.id
+    assert (run.status, run.net) == ("draft", Decimal("3790.00"))
+    db.session.rollback()  # the test's read ends before the browser's next request
+    page.get_by_role("button", name="Sign out").click()
+
+    # The checker approves
+    _sign_in(page, live_url, checker_email)
+    page.goto(f"{live_url}/admin/dividends/{run_id}")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.locator("#approve-form button").click()
+    expect(page.locator("h3")).to_contain_text("approved")
+    expect(page.locator("#post-form")).to_be_visible()
+    shot(page, "23-dividend-approved")
+    db.session.expire_all()
+    approved = db.session.get(DividendRun, run_id)
+    assert approved.status == "approved" and approved.approved_by.email == checker_email
+    db.session.rollback()
