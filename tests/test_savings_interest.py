@@ -17,6 +17,7 @@ from app.clock import business_today
 from app.extensions import db
 from app.models import Account, InterestPosting, JournalEntry, JournalLine, Member
 from app.money import ZERO, round_money
+from app.selectors.statements import member_statement_range
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.members import member_deposit
 from app.services.savings import account_product, member_product_account, product_update
@@ -324,8 +325,12 @@ def test_a_rate_switched_on_by_staff_does_not_pay_the_periods_before(app: Flask)
     assert _moved("GL-INTEREST-EXPENSE") == 0
 
 
-def test_runs_from_the_command_line(app: Flask, runner: FlaskCliRunner) -> None:
-    account = _savings(make_member())
+def test_runs_from_the_command_line_and_the_statement_shows_the_net(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    member = make_member()
+    member_id = member.id
+    account = _savings(member)
     _move(account, "36500", date(2026, 5, 1))
 
     result = runner.invoke(args=["jobs", "run", "savings-interest", "--as-of-date", "2026-06-01"])
@@ -339,6 +344,13 @@ def test_runs_from_the_command_line(app: Flask, runner: FlaskCliRunner) -> None:
         D("13.95"),
         D("79.05"),
     )
+    statement = member_statement_range(
+        member_id=member_id, start=date(2026, 5, 1), end=date(2026, 5, 31)
+    )
+    moved = [m for section in statement.sections for m in section.movements]
+    [interest] = [m for m in moved if m.kind == "savings_interest"]
+    assert (interest.value_date, interest.credit) == (date(2026, 5, 31), D("79.05"))
+    assert interest.description == "Interest to 2026-05-31, net of withholding tax"
 
 
 def test_an_account_that_fails_is_one_error_and_its_chunk_neighbours_are_paid(

@@ -378,7 +378,8 @@ def interest_post(account_ids: Sequence[int], *, as_of: date) -> int:
                     lines=lines,
                     value_date=end,
                     idempotency_key=key,
-                    description=f"Interest on savings to {end.isoformat()} ({len(group)})",
+                    # What each member's statement shows beside their net.
+                    description=f"Interest to {end.isoformat()}, net of withholding tax",
                 ),
                 group,
             )
