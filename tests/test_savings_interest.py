@@ -413,3 +413,48 @@ def test_two_runs_racing_on_the_same_accounts_pay_each_period_once(app: Flask, p
     for n, (posting, account_id) in enumerate(zip(postings, accounts, strict=True)):
         assert posting.account_id == account_id
         assert _balance(account_id) == 20000 + n * 1000 + posting.net
+
+
+def test_a_product_moved_from_monthly_to_quarterly_pays_no_day_twice(app: Flask) -> None:
+    account = _savings(make_member())
+    moves = [("2026-01-10", "73000"), ("2026-05-20", "10000")]
+    for on, amount in moves:
+        _move(account, amount, date.fromisoformat(on))
+    _run(date(2026, 5, 1))  # January to April, monthly
+    product = account_product("ORD")
+    product.interest_period = "quarterly"
+    db.session.commit()
+
+    _run(date(2026, 7, 1))
+
+    postings = _postings(account)
+    assert [(p.period_start, p.period_end) for p in postings][-2:] == [
+        (date(2026, 4, 1), date(2026, 4, 30)),
+        (date(2026, 5, 1), date(2026, 6, 30)),  # the quarter, from where the months stopped
+    ]
+    paid = _plain(moves) + [(p.period_end, p.net) for p in postings[:-1]]
+    assert postings[-1].gross == expected_interest(paid, date(2026, 5, 1), date(2026, 6, 30), D(3))
+    # And back to monthly: the months inside the quarter paid are not paid again.
+    product.interest_period = "monthly"
+    db.session.commit()
+    assert _run(date(2026, 7, 1)).records_updated == 0
+    assert len(_postings(account)) == 5
+
+
+def test_a_product_form_sent_back_with_the_same_rate_moves_nothing(app: Flask) -> None:
+    account = _savings(make_member())
+    _move(account, "50000", date(2026, 1, 3))
+    product = account_product("ORD")
+    db.session.commit()
+    # The console sends every term back: the rate as typed, "3", is the 3.0000 stored.
+    product_update(
+        product_id=product.id,
+        actor="staff:a@b.c",
+        interest_rate=D("3"),
+        interest_period="monthly",
+        withdrawal_fee=D("35"),
+    )
+
+    _run(date(2026, 3, 1))
+
+    assert [p.period_end.month for p in _postings(account)] == [1, 2]

@@ -11,12 +11,15 @@ including that day (the journal, not the cached balance: a payment keyed to an e
 day counts on that day). Periods are calendar months, quarters (Jan-Mar, ...) or years.
 
 A period is posted once it is over: its last day is before the run's as-of date (the
-nightly run for 1 July posts June). What a run posts is every period of the account not
-posted yet, from the one its first movement falls in, so a missed night or a replay for
-an earlier date fills in what is missing; `InterestPosting` (unique account and period
-end) is what makes each at most once, whichever run or worker gets there first. An
-account that earned nothing in a period gets a posting of zeros: the period is known done
-and is not computed again every night.
+nightly run for 1 July posts June). What a run posts is every period of the account over
+by its as-of date and after the last one posted (for an account never paid, from the
+period its first movement falls in), so a missed night or a replay for an earlier date
+fills in what is missing and nothing else; the periods a run posts in one go compound as
+nightly runs would have. `InterestPosting` (unique account and period end) is what makes
+each at most once, whichever run or worker gets there first. An account that earned
+nothing in a period gets a posting of zeros: the period is known done and is not computed
+again every night. A posting is never recomputed: money keyed to a day of a period
+already paid (a late back-dated entry) earns from the next period on.
 
 Each chunk posts one journal entry per period end (one, on an ordinary night): Dr interest
 expense the gross, Cr withholding tax payable the tax, Cr each account its net; value
@@ -126,12 +129,21 @@ def rate_floors(products: Sequence[AccountProduct]) -> dict[int, date]:
     for code, at, before, after in rows:
         before, after = before or {}, after or {}
         changed = any(
-            name in after and str(after[name]) != str(before.get(name))
+            name in after and not _same(after[name], before.get(name))
             for name in ("interest_rate", "interest_period")
         )
         if changed:
             floors[by_code[code]] = business_date(at)
     return floors
+
+
+def _same(one: object, other: object) -> bool:
+    """Audited values are text: "3" and "3.0000" are the same rate (a form that sends a
+    product's terms back unchanged changes nothing)."""
+    try:
+        return Decimal(str(one)) == Decimal(str(other))
+    except ArithmeticError:
+        return str(one) == str(other)
 
 
 def interest_due_ids(as_of: date) -> list[int]:
@@ -233,11 +245,11 @@ def accounts_interest(
             .group_by(JournalLine.account_id)
         ).all()
     )
-    posted = set(
+    last_posted: dict[int, date] = dict(
         db.session.execute(
-            select(InterestPosting.account_id, InterestPosting.period_end).where(
-                InterestPosting.account_id.in_(ids)
-            )
+            select(InterestPosting.account_id, func.max(InterestPosting.period_end))
+            .where(InterestPosting.account_id.in_(ids))
+            .group_by(InterestPosting.account_id)
         ).all()
     )
     wanted: dict[int, list[tuple[date, date]]] = {}
@@ -250,10 +262,15 @@ def accounts_interest(
         if floor is not None:
             first = max(first, floor)
         _, last_end = last_period_ended(as_of, product.interest_period)
+        # Only after the last period paid, and from its next day: a product moved from
+        # monthly to quarterly pays the quarter from where the months stopped, never a
+        # day twice.
+        paid_to = last_posted.get(account.id)
+        if paid_to is not None:
+            first = max(first, paid_to + timedelta(days=1))
         periods = [
-            p
-            for p in periods_between(first, last_end, product.interest_period)
-            if (account.id, p[1]) not in posted
+            (start if paid_to is None else max(start, paid_to + timedelta(days=1)), end)
+            for start, end in periods_between(first, last_end, product.interest_period)
         ]
         if periods:
             wanted[account.id] = periods
@@ -295,8 +312,7 @@ def accounts_interest(
         pending = moves[account_id]
         i = 0
         for start, end in wanted[account_id]:
-            # Bring the balance to the close of the day before `start` (periods skipped
-            # as posted already still move it).
+            # Bring the balance to the close of the day before `start`.
             while i < len(pending) and pending[i][0] < start:
                 balance += pending[i][1]
                 i += 1
