@@ -21,6 +21,8 @@ from flask_admin import Admin, BaseView, expose
 from flask_admin.form import SecureForm
 from flask_login import current_user
 from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 from wtforms import HiddenField, SelectChoice, SelectField, StringField
@@ -29,7 +31,7 @@ from wtforms.validators import Optional
 from admin.auth import SecureMixin, _kenyan_time, require
 from app.clock import business_today
 from app.errors import SaccoError
-from app.extensions import db, enqueue
+from app.extensions import db, enqueue, redis_client
 from app.models import DividendRun, Member
 from app.models.savings import DIVIDEND_METHODS, DIVIDEND_PAYOUTS
 from app.selectors.dividends import dividend_runs, dividend_summary
@@ -69,6 +71,8 @@ REPORTS = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "pdf": "application/pdf",
 }
+# RQ job states in which a posting is still to come or going on.
+WAITING = ("queued", "started", "deferred", "scheduled")
 # What each button needs (app/services/permissions.py) and how its outcome reads.
 ACTIONS = {
     "approve": ("dividend.approve", "approved"),
@@ -95,6 +99,21 @@ class DeclareForm(SecureForm):
 class ActionForm(SecureForm):
     action = HiddenField()
     value_date = StringField(validators=[Optional()])
+
+
+def post_job_id(run_id: int) -> str:
+    return f"dividend-post-{run_id}"
+
+
+def post_job_state(run_id: int) -> str | None:
+    """Where the run's posting job is (queued, started, failed, finished...), None when
+    none was queued or Redis cannot say: the page then shows the button."""
+    try:
+        job = Job.fetch(post_job_id(run_id), connection=redis_client())
+        status = job.get_status(refresh=True)
+    except (NoSuchJobError, RedisError):
+        return None
+    return None if status is None else str(getattr(status, "value", status))
 
 
 def when(moment: datetime | None) -> str:
@@ -200,6 +219,7 @@ class DividendView(SecureMixin, BaseView):
             approval_refused=approval_refused(run),
             # The value date the post form offers: today, or the first day after the year.
             value_date=max(business_today(), year_end + timedelta(days=1)),
+            job_state=post_job_state(run.id) if run.status in ("approved", "posting") else None,
             reports=REPORTS,
             when=when,
         )
@@ -245,6 +265,9 @@ class DividendView(SecureMixin, BaseView):
             )
         if value_date <= date(run.year, 12, 31):
             raise DividendError(f"the value date must be after the end of {run.year}")
+        if post_job_state(run_id) in WAITING:
+            # A second click while the first job waits or runs: one job pays the run.
+            raise DividendError("its posting is queued or under way already")
         db.session.rollback()  # nothing of this request's is left open while the job runs
         try:
             enqueue(
@@ -252,7 +275,7 @@ class DividendView(SecureMixin, BaseView):
                 POST_JOB,
                 run_id,
                 value_date.isoformat(),
-                job_id=f"dividend-post-{run_id}",
+                job_id=post_job_id(run_id),
                 job_timeout=6 * 3600,
             )
         except RedisError:

@@ -170,7 +170,14 @@ def test_declare_preview_approve_post_and_report_through_the_console(app: Flask)
 
     # Post: queued, then a worker pays every member.
     _act(checker, run_id, "post", value_date=VALUE_DATE)
-    assert "queued for posting" in flashes(checker, f"/admin/dividends/{run_id}")
+    waiting = flashes(checker, f"/admin/dividends/{run_id}")
+    assert "queued for posting" in waiting
+    assert 'id="post-waiting"' in waiting
+    assert 'id="post-form"' not in waiting  # one job pays the run: no second button
+    _act(checker, run_id, "post", value_date=VALUE_DATE)  # a second click, typed
+    assert "its posting is queued or under way already" in flashes(
+        checker, f"/admin/dividends/{run_id}"
+    )
     work_until(lambda: _run().status == "posted", "the dividend run to post")
     posted = _run()
     assert posted.value_date == date(2026, 1, 31)
