@@ -27,6 +27,7 @@ from app.models import (
     JournalEntry,
     Loan,
     Member,
+    MpesaCallback,
     MpesaRequest,
     Payment,
     SmsMessage,
@@ -37,7 +38,7 @@ from app.services.guarantees import guarantee_accept, guarantee_request
 from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
 from app.services.loans import LoanError, loan_apply
 from app.services.members import MemberError, member_buy_shares
-from app.services.payments import payments_reconcile
+from app.services.payments import callback_process, payments_reconcile
 from app.services.savings import (
     WithdrawalError,
     account_product,
@@ -606,3 +607,43 @@ def test_a_withdrawal_racing_an_acceptance_a_loan_application_and_a_share_transf
     assert db.session.scalar(select(Guarantee.status).where(Guarantee.id == ask)) == "accepted"
     assert db.session.scalar(select(func.count()).select_from(Loan)) == 1
     assert ledger_check() == []
+
+
+def test_two_deliveries_of_a_failure_processed_at_once_return_the_money_once(
+    app: Flask,
+    client: FlaskClient,
+    b2c: responses.RequestsMock,
+    pg: None,
+) -> None:
+    member_id, account_id, sent = sent_withdrawal(1000)
+    failure = b2c_result_body(sent.originator_conversation_id, 2040, desc="Unregistered")
+    post(client, "b2c/result", failure)
+    post(client, "b2c/result", failure)
+    queue("payments").empty()  # processed here, by two threads at once
+    callbacks = list(db.session.scalars(select(MpesaCallback.id).order_by(MpesaCallback.id)))
+    db.session.commit()
+    assert len(callbacks) == 2
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.session.execute(
+            text("SELECT id FROM mpesa_requests WHERE id = :id FOR UPDATE"), {"id": sent.id}
+        )
+        locked.set()
+        release.wait(30)
+        db.session.commit()
+
+    holder = Worker(app, hold)
+    holder.start()
+    assert locked.wait(20)
+    racers = [Worker(app, lambda cid=cid: callback_process(callback_id=cid)) for cid in callbacks]
+    for racer in racers:
+        racer.start()
+    wait_until_blocked(2)  # both wait on the withdrawal's row
+    release.set()
+    holder.outcome()
+    assert sorted(racer.outcome() for racer in racers) == ["duplicate", "failed"]
+    assert row(sent.id).status == "failed"
+    assert balance(account_id) == D("5000")
+    assert entries("withdrawal_return") == 1
+    assert len(sms("withdrawal_failed")) == 1
