@@ -93,6 +93,9 @@ class Settings:
     # Schedule, Head B, para. 3 and 5; SPEC "Savings, shares and dividends").
     WHT_DIVIDEND_PERCENT: str = "5"
     WHT_INTEREST_PERCENT: str = "15"
+    # A member's notice to leave, in days, before their deposits are refunded: a by-law
+    # figure (each SACCO's own; 60 days is the common one in Kenyan SACCO by-laws).
+    EXIT_NOTICE_DAYS: int = 60
 
     @property
     def wht_dividend_rate(self) -> Decimal:

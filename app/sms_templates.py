@@ -127,6 +127,12 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sw": "{guarantor} hakukubali kudhamini mkopo wako {loan_no}. Muombe mwanachama "
         "mwingine kwa USSD au tembelea ofisi ya SACCO.",
     },
+    "exit_settled": {
+        "en": "Your SACCO membership has ended. Loans paid from your money: {owed}. "
+        "Refund due to you: {refund}. Thank you for saving with us.",
+        "sw": "Uanachama wako wa SACCO umekamilika. Mikopo iliyolipwa kutoka pesa zako: "
+        "{owed}. Marejesho yako: {refund}. Asante kwa kuweka akiba nasi.",
+    },
     # Standing orders (savings to a loan, deposits or shares), once per order and month.
     "standing_order_done": {
         "en": "Standing order: {moved} of {asked} moved from your savings to {target}.",

@@ -58,6 +58,8 @@ WORST: dict[str, object] = {
     "net": BIG,
     "moved": BIG,  # a standing order: what moved of what it asks
     "asked": BIG,
+    "owed": BIG,  # a member's exit: what their loans took, and the refund
+    "refund": BIG,
     "target": "mkopo L999999",  # a standing order's target, as the member reads it
     "lines": "\n".join(
         f"31/12 Repayment L999999 {kes(BIG)}" for _ in range(5)

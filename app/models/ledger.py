@@ -35,6 +35,9 @@ ACCOUNT_KINDS: dict[str, str] = {
     "dividends": "debit",  # dividends declared: the surplus appropriated to members
     "withholding_tax": "credit",  # tax withheld from members, owed to KRA
     "withdrawals_pending": "credit",  # members' withdrawals sent to M-PESA, result awaited
+    "refunds_payable": "credit",  # what the SACCO owes members who have left
+    "bank": "debit",  # the SACCO's bank account (refunds paid by transfer or cheque)
+    "cash": "debit",  # cash at the branch
 }
 
 

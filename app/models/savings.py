@@ -18,6 +18,7 @@ from sqlalchemy import (
     Date,
     ForeignKey,
     Index,
+    JSON,
     Integer,
     Numeric,
     String,
@@ -247,4 +248,72 @@ class StandingOrderRun(Model):
     status: Mapped[str] = mapped_column(String(10))
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
     note: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+SHARE_TRANSFER_STATUSES = ("requested", "approved", "rejected")
+
+
+class ShareTransfer(Model):
+    """Share capital sold by one member to another: entered by staff from the signed
+    form, approved by a branch manager who did not enter it, then posted once."""
+
+    __tablename__ = "share_transfers"
+    __table_args__ = (
+        CheckConstraint(_in("status", SHARE_TRANSFER_STATUSES), name="status"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("from_member_id <> to_member_id", name="two_members"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    from_member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    to_member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    amount: Mapped[Decimal] = mapped_column(Money())
+    status: Mapped[str] = mapped_column(String(10), default="requested", index=True)
+    form_ref: Mapped[str | None] = mapped_column(String(60))  # the signed transfer form
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reason: Mapped[str | None] = mapped_column(Text)  # why rejected
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
+
+
+EXIT_STATUSES = ("notice", "settled", "paid", "cancelled")
+
+
+class MemberExit(Model):
+    """A member leaving the SACCO: the notice, then the settlement (loans offset, shares
+    redeemed, the rest owed to them), then the payout staff record."""
+
+    __tablename__ = "member_exits"
+    __table_args__ = (
+        CheckConstraint(_in("status", EXIT_STATUSES), name="status"),
+        # One exit in progress per member; a cancelled one may be followed by another.
+        Index(
+            "uq_member_exits_open",
+            "member_id",
+            unique=True,
+            postgresql_where=text("status IN ('notice', 'settled')"),
+            sqlite_where=text("status IN ('notice', 'settled')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    status: Mapped[str] = mapped_column(String(10), default="notice")
+    reason: Mapped[str] = mapped_column(Text)
+    requested_on: Mapped[date] = mapped_column(Date)
+    notice_ends_on: Mapped[date] = mapped_column(Date)
+    requested_by: Mapped[str] = mapped_column(String(120))
+    settled_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    settled_on: Mapped[date | None] = mapped_column(Date)
+    # What the settlement did, figure by figure (the exit statement prints it).
+    settlement: Mapped[dict | None] = mapped_column(JSON)
+    refund: Mapped[Decimal | None] = mapped_column(Money())  # owed to the member
+    paid_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    paid_on: Mapped[date | None] = mapped_column(Date)
+    payment_method: Mapped[str | None] = mapped_column(String(10))  # bank|cash
+    payment_ref: Mapped[str | None] = mapped_column(String(60))
+    cancelled_by: Mapped[str | None] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -10,7 +10,16 @@ from decimal import ROUND_FLOOR, Decimal
 from sqlalchemy import and_, case, distinct, func, select, true, type_coerce
 
 from app.extensions import db
-from app.models import AuditLog, Installment, Loan, LoanProduct, Member, Payment, StaffUser
+from app.models import (
+    AuditLog,
+    Installment,
+    Loan,
+    LoanProduct,
+    Member,
+    MemberExit,
+    Payment,
+    StaffUser,
+)
 from app.models.types import Money
 from app.money import ZERO, round_money
 from app.selectors.members import member_balances
@@ -58,6 +67,12 @@ def loan_eligibility(
     others = Loan.id != deciding.id if deciding is not None else true()
     if member.status != "active":
         return _refuse("member_inactive", "Your membership is not active. Visit a branch.")
+    leaving = select(MemberExit.id).where(
+        MemberExit.member_id == member.id, MemberExit.status == "notice"
+    )
+    if db.session.scalar(leaving) is not None:
+        # Their deposits are to be refunded, not lent against.
+        return _refuse("exit_notice", "You have given notice to leave the SACCO.")
     if not product.active:
         return _refuse("product_inactive", "This loan is not available now.")
     if member.created_at.date() > as_of - timedelta(days=product.min_membership_days):

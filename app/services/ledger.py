@@ -51,6 +51,9 @@ GL_ACCOUNTS: dict[str, tuple[str, str]] = {
     "GL-DIVIDENDS": ("dividends", "Dividends on share capital"),
     "GL-WHT-PAYABLE": ("withholding_tax", "Withholding tax payable"),
     "GL-WITHDRAWALS-PENDING": ("withdrawals_pending", "Withdrawals sent to M-PESA"),
+    "GL-REFUNDS-PAYABLE": ("refunds_payable", "Refunds owed to members who left"),
+    "GL-BANK": ("bank", "Bank"),
+    "GL-CASH": ("cash", "Cash at branch"),
 }
 
 

@@ -352,3 +352,16 @@ def notify_standing_order(
         asked=asked,
         target=where,
     )
+
+
+def notify_exit_settled(
+    *, member: Member, exit_id: int, refund: Decimal, owed: Decimal
+) -> SmsMessage:
+    """The member's exit is settled: what their loans took and what the SACCO owes them."""
+    return _send(
+        member=member,
+        template="exit_settled",
+        key=f"exit-settled:{exit_id}",
+        owed=owed,
+        refund=refund,
+    )

@@ -49,6 +49,12 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "dividend.declare": ("branch_manager", "admin", "compliance"),
     "dividend.approve": ("branch_manager", "admin"),
     "account_product.manage": ("admin",),  # savings and share products' terms
+    # Share transfers between members: entered from the signed form, approved by another
+    "share_transfer.request": ("loan_officer", "branch_manager"),
+    "share_transfer.approve": ("branch_manager",),
+    # A member leaving: notice taken at the desk, settled and paid by a branch manager
+    "member_exit.request": ("loan_officer", "branch_manager"),
+    "member_exit.settle": ("branch_manager",),
 }
 
 
@@ -114,4 +120,8 @@ _WORDS = {
     "dividend.declare": "declare dividend runs",
     "dividend.approve": "approve or post dividend runs",
     "account_product.manage": "change savings and share products",
+    "share_transfer.request": "enter share transfers",
+    "share_transfer.approve": "approve share transfers",
+    "member_exit.request": "take a member's notice to leave",
+    "member_exit.settle": "settle and pay out members who leave",
 }

@@ -1,0 +1,341 @@
+"""Share transfers between members, and a member leaving: notice, settlement (loans offset
+against their money, shares redeemed, the rest owed to them), payout."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from sqlalchemy import select, text
+
+from app.extensions import db
+from app.models import (
+    Account,
+    AuditLog,
+    Loan,
+    Member,
+    MemberExit,
+    ShareTransfer,
+    SmsMessage,
+    StaffUser,
+)
+from app.selectors.loans import loan_eligibility
+from app.selectors.members import member_balances
+from app.services.guarantees import guarantee_accept, guarantee_request
+from app.services.ledger import credit, debit, gl_account, journal_post
+from app.services.loans import loan_apply
+from app.services.members import member_buy_shares
+from app.services.permissions import PermissionDenied
+from app.services.savings import account_product, member_product_account
+from app.services.savings.exits import (
+    ExitError,
+    exit_cancel,
+    exit_figures,
+    exit_pay,
+    exit_request,
+    exit_settle,
+)
+from app.services.savings.shares import (
+    ShareTransferError,
+    share_transfer_decide,
+    share_transfer_request,
+)
+from app.services.savings.standing_orders import standing_order_create
+from app.services.staff import staff_add
+from tests.helpers import PASSWORD, Worker, staff, wait_until_blocked
+from tests.loan_factories import make_borrower, make_loan, make_product
+
+TODAY = date(2026, 6, 1)
+
+
+def _staff(role: str) -> StaffUser:
+    email = staff(role)
+    found = db.session.scalar(select(StaffUser).where(StaffUser.email == email))
+    assert found is not None
+    return found
+
+
+def _save(member: Member, amount: str) -> None:
+    journal_post(
+        kind="deposit",
+        lines=[
+            debit(gl_account("GL-MPESA-CLEARING"), Decimal(amount)),
+            credit(member_product_account(member, account_product("ORD")), Decimal(amount)),
+        ],
+        value_date=date(2026, 1, 5),
+        idempotency_key=f"deposit:ORD-{member.id}",
+        member_id=member.id,
+    )
+    db.session.commit()
+
+
+def _gl(code: str) -> Decimal:
+    return db.session.scalar(select(Account.balance).where(Account.code == code)) or Decimal(0)
+
+
+# -- share transfers ------------------------------------------------------------------------
+
+
+def test_a_share_transfer_moves_shares_only_once_a_second_person_approves_it(app: Flask) -> None:
+    officer, manager = _staff("loan_officer"), _staff("branch_manager")
+    staff_add(email="bm2@sacco.test", role="branch_manager", password=PASSWORD)
+    second = db.session.scalar(select(StaffUser).where(StaffUser.email == "bm2@sacco.test"))
+    seller, buyer = make_borrower(shares=5000), make_borrower()
+    transfer = share_transfer_request(
+        from_member_id=seller.id,
+        to_member_id=buyer.id,
+        amount="2000",
+        staff=manager,
+        form_ref="F-17",
+    )
+    assert member_balances(member_id=buyer.id).share_capital == Decimal("0.00")  # not yet
+    with pytest.raises(ShareTransferError, match="needs a second person: you entered it"):
+        share_transfer_decide(transfer_id=transfer.id, staff=manager, approve=True)
+    with pytest.raises(PermissionDenied):
+        share_transfer_decide(transfer_id=transfer.id, staff=officer, approve=True)
+    share_transfer_decide(transfer_id=transfer.id, staff=second, approve=True)
+    assert member_balances(member_id=seller.id).share_capital == Decimal("3000.00")
+    assert member_balances(member_id=buyer.id).share_capital == Decimal("2000.00")
+    with pytest.raises(ShareTransferError, match="approved already"):
+        share_transfer_decide(transfer_id=transfer.id, staff=second, approve=True)
+    actions = set(db.session.scalars(select(AuditLog.action)))
+    assert {"share_transfer.request", "share_transfer.approve"} <= actions
+
+
+def test_a_transfer_of_shares_the_seller_no_longer_holds_is_refused_in_words(app: Flask) -> None:
+    officer, manager = _staff("loan_officer"), _staff("branch_manager")
+    seller, buyer = make_borrower(shares=1000), make_borrower()
+    with pytest.raises(ShareTransferError, match="holds only KES 1,000.00"):
+        share_transfer_request(
+            from_member_id=seller.id, to_member_id=buyer.id, amount="1500", staff=officer
+        )
+    with pytest.raises(ShareTransferError, match="to themselves"):
+        share_transfer_request(
+            from_member_id=seller.id, to_member_id=seller.id, amount="100", staff=officer
+        )
+    first = share_transfer_request(
+        from_member_id=seller.id, to_member_id=buyer.id, amount="800", staff=officer
+    )
+    second = share_transfer_request(
+        from_member_id=seller.id, to_member_id=buyer.id, amount="800", staff=officer
+    )
+    share_transfer_decide(transfer_id=first.id, staff=manager, approve=True)
+    with pytest.raises(ShareTransferError, match="now holds only KES 200.00"):
+        share_transfer_decide(transfer_id=second.id, staff=manager, approve=True)
+    with pytest.raises(ShareTransferError, match="say why"):
+        share_transfer_decide(transfer_id=second.id, staff=manager, approve=False)
+    share_transfer_decide(
+        transfer_id=second.id, staff=manager, approve=False, reason="seller sold to another"
+    )
+    assert db.session.get(ShareTransfer, second.id).status == "rejected"
+    assert member_balances(member_id=buyer.id).share_capital == Decimal("800.00")
+
+
+# -- exits ----------------------------------------------------------------------------------
+
+
+def test_an_exit_offsets_the_loans_redeems_the_shares_and_owes_the_member_the_rest(
+    app: Flask,
+) -> None:
+    officer, manager = _staff("loan_officer"), _staff("branch_manager")
+    loan = make_loan(product=make_product("V1"), amount=6000, on=date(2026, 1, 10))
+    member = db.session.get(Member, loan.member_id)
+    member_buy_shares(
+        member_id=member.id, amount="1000", reference="SH1", value_date=date(2026, 1, 11)
+    )
+    _save(member, "2500")
+    standing_order_create(
+        member_id=member.id,
+        target="deposits",
+        amount="100",
+        day_of_month=3,
+        actor="x",
+        starts_on=date(2026, 1, 1),
+    )
+    before = member_balances(member_id=member.id)
+    member_id, loan_id = member.id, loan.id
+
+    leaving = exit_request(member_id=member_id, reason="moving abroad", actor=officer, today=TODAY)
+    assert leaving.notice_ends_on == TODAY + timedelta(days=60)
+    # During the notice the member cannot borrow against money about to be refunded.
+    refusal = loan_eligibility(
+        member=db.session.get(Member, member_id), product=loan.product, as_of=TODAY
+    )
+    assert (refusal.code, refusal.reason) == (
+        "exit_notice",
+        "You have given notice to leave the SACCO.",
+    )
+    with pytest.raises(ExitError, match="has given notice already"):
+        exit_request(member_id=member_id, reason="again", actor=officer, today=TODAY)
+    with pytest.raises(ExitError, match="the notice runs until 31 Jul 2026"):
+        exit_settle(exit_id=leaving.id, actor=manager, today=TODAY + timedelta(days=59))
+
+    figures = exit_figures(member_id)
+    owed = figures.owed
+    assert owed > 0 and figures.blockers == []
+    held = before.savings + before.share_capital + Decimal("2500")
+    settled = exit_settle(exit_id=leaving.id, actor=manager, today=TODAY + timedelta(days=60))
+    assert settled.status == "settled" and settled.refund == held - owed
+    assert db.session.get(Loan, loan_id).status == "closed"
+    assert db.session.get(Member, member_id).status == "exited"
+    money = db.session.scalars(
+        select(Account).where(
+            Account.member_id == member_id,
+            Account.kind.in_(("savings", "member_savings", "share_capital")),
+        )
+    ).all()
+    assert {(a.status, a.balance) for a in money} == {("closed", Decimal("0.00"))}
+    assert -_gl("GL-REFUNDS-PAYABLE") == held - owed
+    body = db.session.scalar(select(SmsMessage.body).where(SmsMessage.template == "exit_settled"))
+    assert f"Refund due to you: KES {held - owed:,.2f}" in body
+
+    with pytest.raises(ExitError, match="by bank or cash"):
+        exit_pay(exit_id=leaving.id, actor=manager, method="mpesa", reference="X", today=TODAY)
+    exit_pay(exit_id=leaving.id, actor=manager, method="bank", reference="CHQ 0042", today=TODAY)
+    assert _gl("GL-REFUNDS-PAYABLE") == Decimal("0.00")
+    assert _gl("GL-BANK") == -(held - owed)
+    with pytest.raises(ExitError, match="only a settled one is paid"):
+        exit_pay(exit_id=leaving.id, actor=manager, method="bank", reference="again", today=TODAY)
+
+
+def test_an_exit_waits_while_the_member_guarantees_a_loan_or_owes_more_than_they_hold(
+    app: Flask,
+) -> None:
+    officer, manager = _staff("loan_officer"), _staff("branch_manager")
+    secured = make_product("V1", code="SEC", min_guarantors=1, guarantee_cover=Decimal("100"))
+    borrower = make_borrower(savings=10000)
+    guarantor = make_borrower(savings=20000)
+    loan = loan_apply(member_id=borrower.id, product_id=secured.id, amount=25000, as_of=TODAY)
+    gid = guarantee_request(
+        loan_id=loan.id, guarantor_id=guarantor.id, amount=5000, actor="member:t", today=TODAY
+    ).id
+    guarantee_accept(guarantee_id=gid, guarantor_id=guarantor.id, via="sms", today=TODAY)
+    leaving = exit_request(member_id=guarantor.id, reason="retiring", actor=officer, today=TODAY)
+    later = TODAY + timedelta(days=90)
+    with pytest.raises(ExitError, match=r"guarantees loan .*: release or replace the guarantee"):
+        exit_settle(exit_id=leaving.id, actor=manager, today=later)
+    assert db.session.get(MemberExit, leaving.id).status == "notice"
+    assert db.session.get(Member, guarantor.id).status == "active"
+    exit_cancel(exit_id=leaving.id, actor=officer)
+    with pytest.raises(ExitError, match="no longer be cancelled"):
+        exit_cancel(exit_id=leaving.id, actor=officer)
+
+    debtor_loan = make_loan(
+        product=make_product("V1", code="BIG"), amount=9000, on=date(2026, 1, 10)
+    )
+    debtor_id = debtor_loan.member_id
+    # Their deposits went to shares and back out by a transfer: they now hold less than owed.
+    debtor = db.session.get(Member, debtor_id)
+    held = member_balances(member_id=debtor_id).savings
+    member_buy_shares(member_id=debtor_id, amount=held, reference="SHX", value_date=TODAY)
+    other = make_borrower()
+    transfer = share_transfer_request(
+        from_member_id=debtor.id, to_member_id=other.id, amount=held, staff=officer
+    )
+    share_transfer_decide(transfer_id=transfer.id, staff=manager, approve=True)
+    leaving = exit_request(member_id=debtor_id, reason="leaving", actor=officer, today=TODAY)
+    with pytest.raises(ExitError, match=r"owes KES [\d,.]+ more than their deposits"):
+        exit_settle(exit_id=leaving.id, actor=manager, today=later)
+
+
+def _exit_due(officer: StaffUser) -> tuple[int, str, int]:
+    member = make_borrower(savings=3000)
+    leaving = exit_request(member_id=member.id, reason="leaving", actor=officer, today=TODAY)
+    return member.id, member.member_no or "", leaving.id
+
+
+SETTLED_ON = TODAY + timedelta(days=61)
+
+
+def test_a_deposit_in_flight_when_the_settlement_starts_is_counted_in_the_refund(
+    app: Flask, pg: None
+) -> None:
+    """A Paybill payment has written the deposits' new balance and not committed: its
+    journal entry names the member, so the settlement's lock on the member waits for it,
+    then reads the balance with the payment in it and refunds all of it."""
+    from app.services.members import member_deposit
+
+    officer, manager = _staff("loan_officer"), _staff("branch_manager")
+    member_id, _, leaving_id = _exit_due(officer)
+    manager_id = manager.id
+    db.session.remove()
+    paid, release = threading.Event(), threading.Event()
+
+    def pay() -> None:
+        member_deposit(
+            member_id=member_id, amount="500", reference="LATE1", value_date=TODAY, commit=False
+        )
+        paid.set()
+        release.wait(20)
+        db.session.commit()
+
+    def settle() -> Decimal | None:
+        staff_user = db.session.get(StaffUser, manager_id)
+        return exit_settle(exit_id=leaving_id, actor=staff_user, today=SETTLED_ON).refund
+
+    payer = Worker(app, pay)
+    payer.start()
+    assert paid.wait(20)
+    settling = Worker(app, settle)
+    settling.start()
+    wait_until_blocked(1)
+    release.set()
+    payer.outcome()
+    assert settling.outcome() == Decimal("3500.00")
+    assert member_balances(member_id=member_id).savings == Decimal("0.00")
+    assert -_gl("GL-REFUNDS-PAYABLE") == Decimal("3500.00")
+
+
+def test_a_deposit_arriving_during_a_settlement_is_refused_not_lost_in_a_closed_account(
+    app: Flask, pg: None
+) -> None:
+    """The settlement holds the member's lock (it waits here on the exit's row, held by
+    this test); a Paybill payment arriving then waits on the member's row, and once the
+    settlement has closed the accounts the ledger refuses it in words (the callback's
+    handling turns that into suspense or a refusal): no money sits in a closed account."""
+    from app.services.ledger import LedgerError
+    from app.services.members import member_deposit
+
+    officer, manager = _staff("loan_officer"), _staff("branch_manager")
+    member_id, _, leaving_id = _exit_due(officer)
+    manager_id = manager.id
+    db.session.remove()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.session.execute(
+            text("SELECT id FROM member_exits WHERE id = :e FOR UPDATE"), {"e": leaving_id}
+        )
+        locked.set()
+        release.wait(20)
+        db.session.commit()
+
+    def settle() -> str:
+        staff_user = db.session.get(StaffUser, manager_id)
+        return exit_settle(exit_id=leaving_id, actor=staff_user, today=SETTLED_ON).status
+
+    def pay() -> str:
+        try:
+            member_deposit(member_id=member_id, amount="500", reference="LATE2", value_date=TODAY)
+        except LedgerError as exc:
+            return str(exc)
+        return "paid"
+
+    holder = Worker(app, hold)
+    holder.start()
+    assert locked.wait(20)
+    settling = Worker(app, settle)
+    settling.start()
+    wait_until_blocked(1)
+    payer = Worker(app, pay)
+    payer.start()
+    wait_until_blocked(2)
+    release.set()
+    holder.outcome()
+    assert settling.outcome() == "settled"
+    assert "closed" in payer.outcome()
+    assert member_balances(member_id=member_id).savings == Decimal("0.00")
+    assert -_gl("GL-REFUNDS-PAYABLE") == Decimal("3000.00")
