@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+import requests
 import responses
 from flask import Flask
 from flask.testing import FlaskClient
@@ -47,7 +48,7 @@ from app.services.savings import (
     withdrawal_request,
 )
 from tests.factories import make_member
-from tests.helpers import Worker, b2c_result_body, wait_until_blocked
+from tests.helpers import Worker, b2c_result_body, wait_until_blocked, work_until
 from tests.loan_factories import make_borrower, make_product
 
 D = Decimal
@@ -647,3 +648,54 @@ def test_two_deliveries_of_a_failure_processed_at_once_return_the_money_once(
     assert balance(account_id) == D("5000")
     assert entries("withdrawal_return") == 1
     assert len(sms("withdrawal_failed")) == 1
+
+
+# -- over real HTTP: the Daraja simulator, our callback routes, a real worker ---------------
+
+
+def _simulated(over_http: str, phone: str, b2c: str) -> None:
+    reply = requests.post(
+        f"{over_http}/simulator/daraja/phones/{phone}/outcome", json={"b2c": b2c}, timeout=10
+    )
+    assert reply.status_code < 400
+
+
+def _settled(request_id: int) -> MpesaRequest | None:
+    found = db.session.get(MpesaRequest, request_id)
+    return found if found is not None and found.status in ("succeeded", "failed") else None
+
+
+@pytest.mark.parametrize("outcome", ["success", "unregistered", "lost"])
+def test_withdrawals_through_the_daraja_simulator(over_http: str, outcome: str) -> None:
+    """Paid; refused for certain (the money comes back); paid with the Result lost, which
+    the sweep asks Transaction Status about, never sending again."""
+    member_id, account_id = saver(5000)
+    phone = db.session.get(Member, member_id).phone
+    _simulated(over_http, phone, outcome)
+    request_id = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000).id
+    if outcome == "lost":
+        work_until(lambda: row(request_id).status == "sent", "the payout to go")
+        _age(request_id)
+        payments_reconcile()
+    done = work_until(lambda: _settled(request_id), "the withdrawal's result")
+    paid = outcome != "unregistered"
+    assert done.status == ("succeeded" if paid else "failed")
+    assert done.attempts == 1  # sent once, whatever happened after
+    assert (
+        db.session.scalar(
+            select(func.count()).select_from(MpesaRequest).where(MpesaRequest.kind == "b2c")
+        )
+        == 1
+    )
+    assert balance(account_id) == (D("3970") if paid else D("5000"))
+    assert gl("GL-WITHDRAWALS-PENDING") == D("0")
+    assert gl("GL-B2C-UTILITY") == (D("-1000") if paid else D("0"))
+    assert len(sms("withdrawal_sent" if paid else "withdrawal_failed")) == 1
+    if outcome == "lost":
+        assert (
+            done.receipt
+            and db.session.scalar(
+                select(func.count()).select_from(MpesaRequest).where(MpesaRequest.kind == "status")
+            )
+            == 1
+        )
