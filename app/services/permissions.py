@@ -55,6 +55,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     # A member leaving: notice taken at the desk, settled and paid by a branch manager
     "member_exit.request": ("loan_officer", "branch_manager"),
     "member_exit.settle": ("branch_manager",),
+    # A member's monthly transfer from savings (set or stopped at the desk for them)
+    "standing_order.manage": MAKERS,
 }
 
 
@@ -124,4 +126,5 @@ _WORDS = {
     "share_transfer.approve": "approve share transfers",
     "member_exit.request": "take a member's notice to leave",
     "member_exit.settle": "settle and pay out members who leave",
+    "standing_order.manage": "set or cancel members' standing orders",
 }
