@@ -699,3 +699,45 @@ def test_withdrawals_through_the_daraja_simulator(over_http: str, outcome: str) 
             )
             == 1
         )
+
+
+def test_the_open_withdrawal_index_refuses_a_twin_the_checks_could_not_see(
+    app: Flask, pg: None
+) -> None:
+    """A withdrawal row written outside the member's lock (say, a future staff path) and not
+    yet committed: the request's own check cannot see it, the unique index makes its insert
+    wait, and when the other commits the request is refused in words with nothing written."""
+    member_id, account_id = saver(5000)
+    member = db.session.get(Member, member_id)
+    number, phone = f"{member.member_no}S", member.phone
+    db.session.commit()
+    before = written()
+    db.session.add(
+        MpesaRequest(
+            kind="b2c",
+            status="pending",
+            purpose="withdrawal",
+            originator_conversation_id="twin-0001",
+            member_id=member_id,
+            account_id=account_id,
+            phone=phone,
+            amount=D("100"),
+            account_reference=number,
+            channel="console",
+        )
+    )
+    db.session.flush()  # written, not committed: invisible to the other session
+    racer = Worker(
+        app, lambda: withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    )
+    racer.start()
+    wait_until_blocked(1)  # its insert waits on ours in the unique index
+    db.session.commit()
+    with pytest.raises(WithdrawalError) as refused:
+        racer.outcome()
+    assert str(refused.value) == f"a withdrawal from {number} is on its way; wait for its SMS"
+    entries_, requests_, texts = written()
+    assert (entries_, requests_, texts) == (before[0], before[1] + 1, before[2])
+    assert balance(account_id) == D("5000")
+    db.session.execute(update(MpesaRequest).values(status="failed"))  # nothing was paid
+    db.session.commit()
