@@ -74,6 +74,7 @@ def test_on_a_fresh_database_every_daily_job_is_missed_once_in_the_order_it_was_
         ("agreement-scan", date(2026, 11, 21)),
         ("hearing-rollup", date(2026, 11, 21)),
         ("milestones-overdue", date(2026, 11, 21)),
+        ("fixed-deposit-maturity", date(2026, 11, 21)),
         ("savings-interest", date(2026, 11, 21)),
         ("ledger-check", date(2026, 11, 21)),
         ("standing-orders", date(2026, 11, 21)),
@@ -104,7 +105,7 @@ def test_catching_up_runs_each_missed_day_once_and_brings_a_late_loan_up_to_date
     db.session.commit()
 
     missed = catch_up(now=NOW, tz=NAIROBI)
-    assert len(missed) == 15
+    assert len(missed) == 16
     make_worker(("default",)).work(burst=True)
 
     runs = db.session.execute(

@@ -23,6 +23,7 @@ from app.services.guarantees.jobs import (
     guarantor_notices_job,
 )
 from app.services.savings.dividends import DIVIDEND_POST
+from app.services.savings.fixed import FIXED_MATURITY, fixed_deposit_maturity_job
 from app.services.savings.interest import SAVINGS_INTEREST, savings_interest_job
 from app.services.savings.standing_orders import STANDING_ORDERS, standing_orders_job
 from workers.jobs import (
@@ -75,6 +76,7 @@ JOBS: dict[str, JobFn] = {
     "guarantor-notices": guarantor_notices_job,
     "savings-interest": savings_interest_job,
     "standing-orders": standing_orders_job,
+    "fixed-deposit-maturity": fixed_deposit_maturity_job,
 }
 
 
@@ -92,6 +94,7 @@ BATCHES: dict[str, Batch] = {
         GUARANTOR_NOTICES,
         SAVINGS_INTEREST,
         STANDING_ORDERS,
+        FIXED_MATURITY,
         # Not scheduled: `dividend_post` runs it when staff post an approved run.
         DIVIDEND_POST,
     )
@@ -120,6 +123,8 @@ SCHEDULE: list[Scheduled] = [
     Scheduled("loan-arrears", "5 21 * * *", "default", True),  # 00:05 EAT: penalties, aging
     Scheduled("portfolio-snapshot", "35 21 * * *", "default", True),  # 00:35, after arrears
     # Interest on savings: the night after a period's last day, before the ledger check.
+    # Fixed deposits that matured: paid (or rolled over) before the night's savings interest.
+    Scheduled("fixed-deposit-maturity", "5 22 * * *", "default", True),  # 01:05 EAT
     Scheduled("savings-interest", "10 22 * * *", "default", True),  # 01:10 EAT
     Scheduled("ledger-check", "30 22 * * *", "default", True),  # 01:30 EAT
     Scheduled("sms-sweep", "*/5 * * * *", "sms", False),

@@ -17,6 +17,8 @@ from app.money import ZERO
 ACCOUNT_KINDS: dict[str, str] = {
     "savings": "credit",  # the member's deposits (non-withdrawable; the name is historical)
     "member_savings": "credit",  # withdrawable savings products
+    "fixed_deposit": "credit",  # a fixed deposit, one account each
+    "target_savings": "credit",  # savings locked until the member's date or amount
     "share_capital": "credit",
     "loan_principal": "debit",
     "loan_interest": "debit",

@@ -36,8 +36,17 @@ from app.money import ZERO
 # deposits: non-withdrawable, the base of loan limits, refunded only on exit (ledger kind
 # "savings", the member's first account since the first release); savings: withdrawable
 # (ledger kind "member_savings"); shares: share capital, never withdrawable nor lent against.
-PRODUCT_KINDS = ("deposits", "savings", "shares")
-LEDGER_KIND = {"deposits": "savings", "savings": "member_savings", "shares": "share_capital"}
+# fixed: a sum locked for a term at a rate, paid with its interest at maturity (or rolled
+# over), broken early at a penalty; target: savings locked until the member's date or
+# amount (school fees, a holiday), then released to their withdrawable savings.
+PRODUCT_KINDS = ("deposits", "savings", "shares", "fixed", "target")
+LEDGER_KIND = {
+    "deposits": "savings",
+    "savings": "member_savings",
+    "shares": "share_capital",
+    "fixed": "fixed_deposit",
+    "target": "target_savings",
+}
 INTEREST_PERIODS = ("none", "monthly", "quarterly", "yearly")
 DIVIDEND_METHODS = ("simple", "weighted")
 # What happens to a member's net dividend: credited to withdrawable savings, sent by
@@ -78,6 +87,12 @@ class AccountProduct(Model):
     # this fee on each (to fee income).
     daily_withdrawal_limit: Mapped[Decimal | None] = mapped_column(Money())
     withdrawal_fee: Mapped[Decimal] = mapped_column(Money(), default=ZERO, server_default="0")
+    # Fixed deposits: the term, and the share of the interest a member forfeits by
+    # breaking one before it matures (percent; 100 pays no interest at all).
+    term_months: Mapped[int | None] = mapped_column(Integer)
+    break_penalty: Mapped[Decimal] = mapped_column(
+        Numeric(5, 2), default=Decimal("50"), server_default="50"
+    )
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -316,4 +331,61 @@ class MemberExit(Model):
     payment_method: Mapped[str | None] = mapped_column(String(10))  # bank|cash
     payment_ref: Mapped[str | None] = mapped_column(String(60))
     cancelled_by: Mapped[str | None] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+FIXED_STATUSES = ("active", "matured", "broken")
+ON_MATURITY = ("savings", "rollover")
+
+
+class FixedDeposit(Model):
+    """One fixed deposit: its own ledger account, the sum, rate and term agreed."""
+
+    __tablename__ = "fixed_deposits"
+    __table_args__ = (
+        CheckConstraint(_in("status", FIXED_STATUSES), name="status"),
+        CheckConstraint(_in("on_maturity", ON_MATURITY), name="on_maturity"),
+        CheckConstraint("principal > 0 AND rate >= 0", name="terms"),
+        Index("ix_fixed_deposits_status_maturity_on", "status", "maturity_on"),  # the scan
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("account_products.id"))
+    principal: Mapped[Decimal] = mapped_column(Money())
+    rate: Mapped[Decimal] = mapped_column(Numeric(7, 4))  # percent a year, fixed at opening
+    start_on: Mapped[date] = mapped_column(Date)
+    maturity_on: Mapped[date] = mapped_column(Date)
+    on_maturity: Mapped[str] = mapped_column(String(10), default="savings")
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    terms_run: Mapped[int] = mapped_column(Integer, default=1)  # 2 after one rollover, ...
+    interest_paid: Mapped[Decimal] = mapped_column(Money(), default=ZERO)  # net, all terms
+    closed_on: Mapped[date | None] = mapped_column(Date)
+    opened_by: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+TARGET_STATUSES = ("active", "released")
+
+
+class SavingsTarget(Model):
+    """What locks a target savings account: a date, an amount, or both (whichever comes
+    first releases it)."""
+
+    __tablename__ = "savings_targets"
+    __table_args__ = (
+        CheckConstraint(_in("status", TARGET_STATUSES), name="status"),
+        CheckConstraint("goal_amount IS NOT NULL OR unlock_on IS NOT NULL", name="a_lock"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    name: Mapped[str] = mapped_column(String(40))  # "School fees", as the member calls it
+    goal_amount: Mapped[Decimal | None] = mapped_column(Money())
+    unlock_on: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    released_on: Mapped[date | None] = mapped_column(Date)
+    created_by: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -35,7 +35,9 @@ from app.services.audit import audit_record
 from app.services.bulk import copy_rows, insert_ignoring, insert_returning, update_rows
 
 # Accounts that may never be overdrawn: a member cannot spend savings they do not have.
-NO_OVERDRAFT = frozenset({"savings", "member_savings", "share_capital"})
+NO_OVERDRAFT = frozenset(
+    {"savings", "member_savings", "share_capital", "fixed_deposit", "target_savings"}
+)
 
 GL_ACCOUNTS: dict[str, tuple[str, str]] = {
     "GL-MPESA-CLEARING": ("mpesa_clearing", "M-PESA Paybill clearing"),

@@ -115,6 +115,8 @@ def _takes_money(match: AccountMatch) -> bool:
     product, member = match.product, match.member
     if product is None or member is None:
         return False
+    if product.kind == "fixed":
+        return False  # each fixed deposit is opened from savings for its own term
     if product.active:
         return True
     held = db.session.scalar(

@@ -27,11 +27,13 @@ from app.errors import SaccoError
 from app.extensions import db
 from app.models import (
     Account,
+    FixedDeposit,
     Guarantee,
     Loan,
     Member,
     MemberExit,
     MpesaRequest,
+    SavingsTarget,
     StaffUser,
     StandingOrder,
 )
@@ -46,7 +48,13 @@ from app.services.locking import lock_row
 from app.services.permissions import permission_require
 
 PAYMENT_METHODS = {"bank": "GL-BANK", "cash": "GL-CASH"}
-MEMBER_MONEY = ("savings", "member_savings", "share_capital")
+MEMBER_MONEY = (
+    "savings",
+    "member_savings",
+    "share_capital",
+    "fixed_deposit",
+    "target_savings",
+)
 
 
 class ExitError(SaccoError):
@@ -88,7 +96,8 @@ def exit_figures(member_id: int) -> ExitFigures:
         by_kind[kind] -= balance  # credit-normal: held negative
     figures = ExitFigures(
         deposits=by_kind["savings"],
-        savings=by_kind["member_savings"],
+        # Fixed deposits and targets are refunded with the savings: leaving ends every term.
+        savings=by_kind["member_savings"] + by_kind["fixed_deposit"] + by_kind["target_savings"],
         shares=by_kind["share_capital"],
         owed=ZERO,
     )
@@ -289,6 +298,21 @@ def exit_settle(*, exit_id: int, actor: StaffUser, today: date) -> MemberExit:
     if still_open is not None:
         db.session.rollback()
         raise ExitError(f"money reached {still_open} during the settlement: settle again")
+    # Leaving ends every term: fixed deposits and targets were refunded above.
+    for deposit in db.session.scalars(
+        select(FixedDeposit).where(
+            FixedDeposit.member_id == member.id, FixedDeposit.status == "active"
+        )
+    ):
+        deposit.status = "broken"
+        deposit.closed_on = today
+    for target in db.session.scalars(
+        select(SavingsTarget).where(
+            SavingsTarget.member_id == member.id, SavingsTarget.status == "active"
+        )
+    ):
+        target.status = "released"
+        target.released_on = today
     for order in db.session.scalars(
         select(StandingOrder).where(
             StandingOrder.member_id == member.id, StandingOrder.status == "active"

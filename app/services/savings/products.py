@@ -52,6 +52,27 @@ DEFAULT_PRODUCTS: dict[str, dict[str, Any]] = {
         "daily_withdrawal_limit": Decimal("70000"),
         "withdrawal_fee": Decimal("30"),
     },
+    # One account per deposit (FIX-M000123-1, -2, ...), opened from savings, never paid
+    # into by Paybill; its interest is paid at maturity (app/services/savings/fixed.py).
+    "FIX": {
+        "name": "Fixed deposit",
+        "name_sw": "Amana ya muda maalum",
+        "kind": "fixed",
+        "ref_suffix": "F",
+        "withdrawable": False,
+        "interest_rate": Decimal("8"),
+        "term_months": 12,
+        "break_penalty": Decimal("50"),
+    },
+    "TGT": {
+        "name": "Target savings",
+        "name_sw": "Akiba ya lengo",
+        "kind": "target",
+        "ref_suffix": "T",
+        "withdrawable": False,
+        "interest_rate": Decimal("4"),
+        "interest_period": "monthly",
+    },
 }
 # The product of the accounts a member gets at registration, by ledger kind.
 REGISTRATION_PRODUCTS = {"savings": "DEP", "share_capital": "SHR"}

@@ -1,0 +1,165 @@
+"""Fixed deposits (opened from savings, paid at maturity or rolled over, broken early at a
+penalty) and target savings (locked until a date or an amount)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Account, FixedDeposit, Member, SavingsTarget
+from app.services.ledger import credit, debit, gl_account, journal_post
+from app.services.payments.c2b import c2b_validate
+from app.services.savings import account_product, member_product_account
+from app.services.savings.fixed import (
+    TermSavingsError,
+    add_months,
+    fixed_deposit_break,
+    fixed_deposit_open,
+    target_release,
+    target_set,
+)
+from tests.factories import make_member
+from workers.schedule import run_job
+
+OPENED = date(2025, 1, 31)  # jobs never run for a day after today
+
+
+def _save(member: Member, amount: str, product: str = "ORD", ref: str = "S") -> None:
+    journal_post(
+        kind="deposit",
+        lines=[
+            debit(gl_account("GL-MPESA-CLEARING"), Decimal(amount)),
+            credit(member_product_account(member, account_product(product)), Decimal(amount)),
+        ],
+        value_date=date(2025, 1, 2),
+        idempotency_key=f"deposit:{ref}-{member.id}",
+        member_id=member.id,
+    )
+    db.session.commit()
+
+
+def _balance(member_id: int, code: str = "ORD") -> Decimal:
+    member = db.session.get(Member, member_id)
+    return member_product_account(member, account_product(code)).display_balance
+
+
+def _by_hand(
+    principal: str, rate: str, days: int, tax_percent: str = "15"
+) -> tuple[Decimal, Decimal]:
+    """Simple interest for `days`, and its withholding tax, written out plainly."""
+    cent = Decimal("0.01")
+    gross = (Decimal(principal) * Decimal(rate) / 100 * days / 365).quantize(cent, ROUND_HALF_UP)
+    tax = (gross * Decimal(tax_percent) / 100).quantize(cent, ROUND_HALF_UP)
+    return gross, tax
+
+
+def test_months_are_added_to_the_same_day_or_the_month_end() -> None:
+    assert add_months(date(2026, 1, 31), 1) == date(2026, 2, 28)
+    assert add_months(date(2026, 11, 15), 3) == date(2027, 2, 15)
+    assert add_months(date(2028, 1, 31), 1) == date(2028, 2, 29)
+
+
+def test_a_fixed_deposit_pays_its_interest_net_of_tax_at_maturity_and_returns_to_savings(
+    app: Flask,
+) -> None:
+    member = make_member()
+    _save(member, "60000")
+    deposit = fixed_deposit_open(member_id=member.id, amount="50000", actor="x", today=OPENED)
+    member_id, deposit_id = member.id, deposit.id
+    assert deposit.maturity_on == date(2026, 1, 31) and deposit.rate == Decimal("8")
+    assert _balance(member_id) == Decimal("10000.00")
+    run_job("fixed-deposit-maturity", date(2026, 1, 30))  # the day before: nothing
+    assert db.session.get(FixedDeposit, deposit_id).status == "active"
+    run_job("fixed-deposit-maturity", date(2026, 2, 3))  # a late night pays it once
+    run_job("fixed-deposit-maturity", date(2026, 2, 4))
+    gross, tax = _by_hand("50000", "8", 365)
+    assert (gross, tax) == (Decimal("4000.00"), Decimal("600.00"))
+    found = db.session.get(FixedDeposit, deposit_id)
+    assert (found.status, found.closed_on, found.interest_paid) == (
+        "matured",
+        date(2026, 1, 31),
+        gross - tax,
+    )
+    assert _balance(member_id) == Decimal("10000.00") + Decimal("50000") + gross - tax
+    account = db.session.get(Account, found.account_id)
+    assert account.balance == Decimal("0.00")
+    assert -gl_account("GL-WHT-PAYABLE").balance == tax
+
+
+def test_a_rolled_over_deposit_starts_a_new_term_with_its_net_interest_in_it(app: Flask) -> None:
+    member = make_member()
+    _save(member, "20100")
+    deposit_id = fixed_deposit_open(
+        member_id=member.id, amount="20000", actor="x", today=OPENED, on_maturity="rollover"
+    ).id
+    run_job("fixed-deposit-maturity", date(2026, 1, 31))
+    gross, tax = _by_hand("20000", "8", 365)
+    found = db.session.get(FixedDeposit, deposit_id)
+    assert (found.status, found.terms_run, found.start_on, found.maturity_on) == (
+        "active",
+        2,
+        date(2026, 1, 31),
+        date(2027, 1, 31),
+    )
+    assert found.principal == Decimal("20000") + gross - tax
+    assert db.session.get(Account, found.account_id).display_balance == found.principal
+
+
+def test_breaking_early_earns_the_rate_less_the_penalty_for_the_days_held(app: Flask) -> None:
+    member = make_member()
+    _save(member, "30100")
+    deposit_id = fixed_deposit_open(member_id=member.id, amount="30000", actor="x", today=OPENED).id
+    member_id = member.id
+    broken_on = date(2025, 7, 31)  # 181 days
+    fixed_deposit_break(deposit_id=deposit_id, actor="staff@x", today=broken_on)
+    gross, tax = _by_hand("30000", "4", 181)  # 8% less the 50% penalty
+    assert _balance(member_id) == Decimal("30100") + gross - tax
+    assert db.session.get(FixedDeposit, deposit_id).status == "broken"
+    with pytest.raises(TermSavingsError, match="broken already"):
+        fixed_deposit_break(deposit_id=deposit_id, actor="x", today=broken_on)
+
+
+def test_fixed_deposits_are_refused_in_words_and_never_paid_into_by_paybill(app: Flask) -> None:
+    member = make_member()
+    _save(member, "1000")  # ORD keeps 100 as its minimum
+    with pytest.raises(TermSavingsError, match="only KES 900.00 of the savings is free"):
+        fixed_deposit_open(member_id=member.id, amount="1000", actor="x", today=OPENED)
+    with pytest.raises(TermSavingsError, match="goes to savings or rolls over"):
+        fixed_deposit_open(
+            member_id=member.id, amount="100", actor="x", today=OPENED, on_maturity="spend"
+        )
+    assert db.session.scalar(select(FixedDeposit.id)) is None
+    code, _ = c2b_validate({"bill_ref": f"{member.member_no}F", "amount": Decimal("500")})
+    assert code != "0"  # M-PESA returns the money to the payer
+
+
+def test_a_target_holds_the_money_until_its_date_or_amount_then_releases_it_all(app: Flask) -> None:
+    member = make_member()
+    member_id = member.id
+    with pytest.raises(TermSavingsError, match="a date, an amount, or both"):
+        target_set(member_id=member_id, name="Fees", actor="x", today=OPENED)
+    target = target_set(
+        member_id=member_id,
+        name="School fees",
+        goal_amount="10000",
+        unlock_on=date(2025, 12, 1),
+        actor="member:ussd",
+        today=OPENED,
+    )
+    _save(db.session.get(Member, member_id), "6000", product="TGT", ref="T1")
+    with pytest.raises(TermSavingsError, match="locked until 01 Dec 2025 or until it holds"):
+        target_release(target_id=target.id, actor="x", today=date(2025, 6, 1))
+    _save(db.session.get(Member, member_id), "4000", product="TGT", ref="T2")
+    assert target_release(target_id=target.id, actor="x", today=date(2025, 6, 1)) == Decimal(
+        "10000.00"
+    )
+    assert _balance(member_id) == Decimal("10000.00")
+    assert _balance(member_id, "TGT") == Decimal("0.00")
+    assert db.session.get(SavingsTarget, target.id).status == "released"
+    with pytest.raises(TermSavingsError, match="released already"):
+        target_release(target_id=target.id, actor="x", today=date(2025, 6, 2))
