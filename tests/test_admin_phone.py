@@ -139,7 +139,7 @@ def test_dialling_from_the_page_reaches_a_members_pin_screen_then_the_menu(app: 
     menu = act(client, "ussd", phone="0711223344", text="4826", session=first["session"])
     assert menu["screen"].startswith("1. Check Balance") and menu["end"] is False
     balance = act(client, "ussd", phone="0711223344", text="4826*1", session=first["session"])
-    assert "Savings KES 2,500.00" in balance["screen"]
+    assert "Deposits KES 2,500.00" in balance["screen"]
 
     again = act(client, "ussd", phone="+254711223344", text="")
     assert again["session"] != first["session"]  # a new dial is a new session

@@ -74,7 +74,7 @@ def test_balance_is_two_hops_after_the_pin(client: FlaskClient, member: Member) 
     assert phone.dial() == "CON SACCO: enter your PIN:\n9. Forgot PIN"
     phone.press("4826")  # hop 1: the PIN
     screen = phone.press("1")  # hop 2: the balance
-    assert "Savings KES 2,500.00" in screen
+    assert "Deposits KES 2,500.00" in screen
     assert f"{loan.loan_no}: KES" in screen and ", KES" in screen  # due, or overdue since
 
 
@@ -103,10 +103,10 @@ def test_back_home_and_invalid_entries(client: FlaskClient, member: Member) -> N
     phone = Phone(client)
     phone.dial()
     main = phone.press("4826")
-    assert "Choose a number" in phone.press("9")
+    assert "Choose a number" in phone.press("11")
     assert "Please enter a choice" in phone.press("")  # an empty part: same screen
     balance = phone.press("1")
-    assert "Savings" in balance
+    assert "Deposits" in balance
     assert phone.press("0") == main  # back
     phone.press("4")
     assert phone.press("00") == main  # home
@@ -137,7 +137,7 @@ def test_a_gateway_that_sends_only_the_newest_input_works(
     phone = Phone(client)
     phone.dial()
     phone.send("4826")
-    assert "Savings" in phone.send("1")  # Airtel style: just the latest entry
+    assert "Deposits" in phone.send("1")  # Airtel style: just the latest entry
 
 
 def test_repay_suggests_the_amount_due_and_refuses_cents(
@@ -531,7 +531,7 @@ def test_98_shows_more_loans_on_the_balance(client: FlaskClient, member: Member)
     assert numbers[0] in first and numbers[1] in first and numbers[2] not in first
     assert "98 More" in first
     second = phone.press("98")
-    assert numbers[2] in second and "98 More" not in second and "Savings" not in second
+    assert numbers[2] in second and "98 More" not in second and "Deposits" not in second
     assert phone.press("0").startswith("CON 1. Check Balance")
 
 
@@ -566,7 +566,7 @@ def test_with_the_database_down_the_member_gets_an_apology_not_a_5xx(
 
 GOALS = {
     # goal: (entries after the PIN, what the last screen shows, the most hops allowed)
-    "balance": (["1"], "Savings", 2),
+    "balance": (["1"], "Deposits", 2),
     "loan application": (["2", "1", "1000", "1"], "approved", 5),
     "repayment": (["3", "500", "1"], "M-PESA prompt", 4),
 }
@@ -671,7 +671,7 @@ def test_hanging_up_after_reading_the_balance_offers_no_resume(
     first = Phone(client)
     first.dial()
     first.press("4826")
-    assert "Savings" in first.press("1")  # read, then hang up: a normal ending
+    assert "Deposits" in first.press("1")  # read, then hang up: a normal ending
     second = Phone(client)
     second.dial()
     assert second.press("4826").startswith("CON 1. Check Balance")

@@ -100,12 +100,12 @@ def test_balance_hop_with_three_loans_is_two_statements_and_shows_each_loan(
     assert main.startswith("CON 1. Check Balance")
     screen, sent = hop(phone, statements, "1")
     assert len(sent) <= BALANCE_HOP, sent
-    assert "Savings KES 2,500.00" in screen and "98 More" in screen
+    assert "Deposits KES 2,500.00" in screen and "98 More" in screen
     for loan_id, loan_no in loans[:2]:  # two a page; each with all it owes, as paid
         assert _expected_line(loan_id, loan_no) in screen, screen
     second, sent = hop(phone, statements, "98")
     assert len(sent) <= BALANCE_HOP, sent  # the handler counts the loans, the page shows them
-    assert loans[2][1] in second and "Savings" not in second
+    assert loans[2][1] in second and "Deposits" not in second
     back, sent = hop(phone, statements, "00")
     assert back.startswith("CON 1. Check Balance") and len(sent) <= MENU_HOP, sent
 

@@ -14,6 +14,10 @@
         (pick the loan: guar_who ...; 9: apply_product ...)
     main 8 -> guar_menu: requests listed (pick one: guar_request, the PIN accepts, 2
         declines -> END), 4 guar_held (loans I guarantee), 5 [guar_loan] -> guar_who ...
+    main 9 -> sav_menu: 1 [save_account] -> save_amount -> save_confirm -> END (prompt);
+        2 [wd_account] -> wd_amount -> wd_pin -> END (payout on its way);
+        3 shares_how: 1 shares_amount -> shares_pin -> END; 2 save_amount (shares) ...;
+        4 dividends
     main 4 -> statement 1 -> END (SMS on its way)
     main 7 -> language -> main
     main 5 -> ussd_menus/phone.py
@@ -31,6 +35,7 @@ import hmac
 from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import ROUND_FLOOR, Decimal
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
@@ -40,6 +45,7 @@ from app.extensions import db
 from app.models import Guarantee, Loan, LoanProduct, Member
 from app.models.types import utcnow
 from app.money import MoneyError, is_whole_shillings, money_input, shillings_up
+from app.selectors.dividends import member_dividends
 from app.selectors.guarantees import (
     guarantees_held,
     loan_cover,
@@ -50,7 +56,10 @@ from app.selectors.loans import PENDING_STATUSES, current_installments, loan_eli
 from app.selectors.members import member_balances
 from app.selectors.statements import member_statement
 from app.selectors.ussd import (
+    AccountLine,
     LoanLine,
+    LoanPosition,
+    ussd_accounts,
     ussd_balance,
     ussd_caller,
     ussd_guarantee_live,
@@ -67,6 +76,7 @@ from app.services.guarantees import (
     mask_name,
 )
 from app.services.guarantees.requests import ASKING_STATUSES
+from app.services.ledger import LedgerError
 from app.services.loan_schedule import schedule_build
 from app.services.loans import LoanError, loan_apply, loan_fee
 from app.services.members import (
@@ -76,6 +86,7 @@ from app.services.members import (
     MemberError,
     PinLocked,
     PinResetError,
+    member_buy_shares,
     member_check_pin,
     member_check_second_factor,
     member_pin_reset_confirm,
@@ -86,7 +97,12 @@ from app.services.members import (
 )
 from app.services.notifications import notify_statement
 from app.services.payments import PaymentError, payments_request_stk
-from app.services.payments.stk import MAX_STK_AMOUNT, MIN_STK_AMOUNT, stk_amount_problem
+from app.services.payments.stk import (
+    MAX_STK_AMOUNT,
+    MIN_STK_AMOUNT,
+    payments_request_deposit_stk,
+    stk_amount_problem,
+)
 from app.services.promises import (
     MAX_DAYS_AHEAD,
     PromiseError,
@@ -95,9 +111,17 @@ from app.services.promises import (
     promise_problem_words,
     promise_record,
 )
+from app.services.savings.withdrawals import (
+    B2C_MIN_AMOUNT,
+    WithdrawalError,
+    WithdrawalQuote,
+    withdrawal_amount_problem,
+    withdrawal_quote,
+    withdrawal_request,
+)
 from app.services.sms_inbound import STATEMENT_LABELS, statement_lines
 from app.sms_templates import kes
-from app.ussd.engine import MORE, End, Goto, Hop, Invalid, Screen, Step
+from app.ussd.engine import MAX_SCREEN, MORE, End, Goto, Hop, Invalid, Screen, Step
 from ussd_menus.phone import PHONE_SCREENS, phone_change_start, phone_entry
 from ussd_menus.text import t
 
@@ -302,6 +326,8 @@ def _main(hop: Hop) -> Step:
         return phone_entry(hop)
     if hop.input == "2":
         return apply_entry(hop)
+    if hop.input == "9":
+        return sav_entry(hop)
     if hop.input in MAIN_CHOICES:
         hop.session.data.pop("page", None)
         return Goto(MAIN_CHOICES[hop.input])
@@ -342,18 +368,9 @@ def _position(loan: Loan) -> tuple[Decimal, Decimal, date | None]:
 LOANS_PER_PAGE = 2
 
 
-def _balance_render(hop: Hop) -> str:
-    language = _lang(hop)
-    page = int(hop.session.data.get("page", 0))
-    today = business_today()
-    # Two statements for the whole screen: the balances, and the live loans with their
-    # unpaid installments (not one schedule read per loan).
-    view = ussd_balance(member_id=hop.session.member_id, today=today, with_accounts=page == 0)
-    loans = view.loans
+def _loan_lines(positions: list[LoanPosition], language: str, today: date) -> list[str]:
     lines = []
-    if page == 0:
-        lines.append(t("balance", language, savings=kes(view.savings), shares=kes(view.shares)))
-    for position in loans[page * LOANS_PER_PAGE : (page + 1) * LOANS_PER_PAGE]:
+    for position in positions:
         loan, owed, due, when = position.loan, position.owed, position.due, position.when
         if when is None:
             lines.append(t("balance_loan_short", language, loan_no=loan.loan_no, owed=_pay(owed)))
@@ -371,9 +388,52 @@ def _balance_render(hop: Hop) -> str:
                     date=_short_date(when),
                 )
             )
+    return lines
+
+
+def _loans_shown(data: dict[str, Any], page: int) -> tuple[int, int]:
+    """The loans page `page` shows (start, end): the first page as many as fitted under
+    the accounts (kept in the session when it was shown), then LOANS_PER_PAGE a page."""
+    first = int(data.get("first_loans", LOANS_PER_PAGE))
+    if page == 0:
+        return 0, first
+    start = first + (page - 1) * LOANS_PER_PAGE
+    return start, start + LOANS_PER_PAGE
+
+
+def _balance_render(hop: Hop) -> str:
+    """Each account (deposits, savings, shares: product name and balance), then the live
+    loans, as many as fit under them on the first page, two a page after (98 More)."""
+    language = _lang(hop)
+    page = int(hop.session.data.get("page", 0))
+    today = business_today()
+    # Two statements for the whole screen: the accounts, and the live loans with their
+    # unpaid installments (not one schedule read per loan).
+    view = ussd_balance(
+        member_id=hop.session.member_id, today=today, with_accounts=page == 0, language=language
+    )
+    loans = view.loans
+    lines = []
+    if page == 0:
+        lines = [
+            t("balance_account", language, name=a.name[:ACCOUNT_NAME], balance=kes(a.balance))
+            for a in view.accounts
+        ]
+        # Room for the "98 More" and navigation lines whatever follows.
+        room = MAX_SCREEN - len(t("more", language)) - len(t("nav", language)) - 2
+        shown = 0
+        for line in _loan_lines(loans[:LOANS_PER_PAGE], language, today):
+            if len("\n".join([*lines, line])) > room:
+                break
+            lines.append(line)
+            shown += 1
+        hop.session.data["first_loans"] = shown  # none fitted: 98 shows them from the first
+    else:
+        start, end = _loans_shown(hop.session.data, page)
+        lines = _loan_lines(loans[start:end], language, today)
     if not loans:
         lines.append(t("no_loans", language))
-    if len(loans) > (page + 1) * LOANS_PER_PAGE:
+    if len(loans) > _loans_shown(hop.session.data, page)[1]:
         lines.append(t("more", language))
     return _with_nav(hop, "\n".join(lines))
 
@@ -382,7 +442,7 @@ def _balance(hop: Hop) -> Step:
     """Only 98 (more loans) here; 0 and 00 are the engine's."""
     loans = _live_loans(hop.session.member_id)
     page = int(hop.session.data.get("page", 0))
-    if hop.input == MORE and len(loans) > (page + 1) * LOANS_PER_PAGE:
+    if hop.input == MORE and len(loans) > _loans_shown(hop.session.data, page)[1]:
         hop.session.data["page"] = page + 1
         return Goto("balance", push=False)
     return Invalid(t("choose", _lang(hop)))
@@ -1074,6 +1134,347 @@ def _promise_confirm(hop: Hop) -> Step:
     return End(t("promise_done", _lang(hop), amount=_pay(amount)))
 
 
+# -- savings and shares (menu 9) ---------------------------------------------------------
+# Save: an M-PESA prompt into deposits or a savings account (the payments service's STK
+# "deposit"); Withdraw: to M-PESA from a withdrawable account, the PIN again as for any
+# money out (the withdrawals service holds the rules: minimum balance, daily limit, fee,
+# holds); Buy shares: from free deposits with the PIN, or by M-PESA prompt; My dividends:
+# this year's and last year's posted runs. The account chosen is kept in the session as
+# what the screens show (product, account, name, number): no secret, no re-read.
+
+# Accounts a list offers: deposits and savings products; with a name of 18 characters and
+# a 10-character number, three fit under the title with an error line above.
+ACCOUNTS_LISTED = 3
+ACCOUNT_NAME = 18  # characters of a product's name a line shows
+
+
+def sav_entry(hop: Hop) -> Step:
+    return Goto("sav_menu")
+
+
+def _account_choice(line: AccountLine) -> list[Any]:
+    return [line.product_id, line.account_id, line.name[:ACCOUNT_NAME], line.number]
+
+
+def _chosen(hop: Hop) -> tuple[int, int | None, str, str]:
+    """The account the member chose (product id, account id or None for a product they
+    hold none of yet, name, number); the first of theirs when none is chosen."""
+    chosen = hop.session.data.get("account")
+    if not chosen:
+        first = ussd_accounts(member_id=hop.session.member_id, language=_lang(hop))[0]
+        chosen = _account_choice(first)
+    product_id, account_id, name, number = chosen
+    return int(product_id), account_id, str(name), str(number)
+
+
+def _accounts_screen(name: str, title: str, then: str) -> Screen:
+    """Pick one of the accounts `data["choices"]` lists (put there by the menu); the
+    choice goes to `data["account"]`, the member on to `then`."""
+
+    def render(hop: Hop) -> str:
+        lines = [t(title, _lang(hop))]
+        for i, (_p, _a, label, number) in enumerate(hop.session.data.get("choices", []), 1):
+            lines.append(t("account_line", _lang(hop), n=i, name=label, number=number))
+        return _with_nav(hop, "\n".join(lines))
+
+    def handle(hop: Hop) -> Step:
+        choices = hop.session.data.get("choices", [])
+        if hop.input.isdigit() and 1 <= int(hop.input) <= len(choices):
+            hop.session.data["account"] = choices[int(hop.input) - 1]
+            if then == "wd_amount":
+                return _withdraw_from(hop)
+            return Goto(then)
+        return Invalid(t("choose", _lang(hop)))
+
+    return Screen(name, render, handle, resumable=True)
+
+
+def _sav_menu(hop: Hop) -> Step:
+    member_id, language = hop.session.member_id, _lang(hop)
+    if hop.input == "1":
+        lines = ussd_accounts(member_id=member_id, language=language, held_only=False)
+        # Deposits and savings; shares are bought from menu item 3.
+        targets = [a for a in lines if a.kind in ("deposits", "savings")][:ACCOUNTS_LISTED]
+        return _choose(hop, targets, "save_account", "save_amount")
+    if hop.input == "2":
+        held = ussd_accounts(member_id=member_id, language=language)
+        targets = [a for a in held if a.withdrawable][:ACCOUNTS_LISTED]
+        if not targets:
+            return Invalid(t("wd_none", language))
+        return _choose(hop, targets, "wd_account", "wd_amount")
+    if hop.input == "3":
+        return Goto("shares_how")
+    if hop.input == "4":
+        return Goto("dividends")
+    return Invalid(t("choose", language))
+
+
+def _choose(hop: Hop, targets: list[AccountLine], screen: str, then: str) -> Step:
+    """Straight on with the one account there is; else the list to pick from."""
+    hop.session.data["choices"] = [_account_choice(a) for a in targets]
+    if len(targets) == 1:
+        hop.session.data["account"] = hop.session.data["choices"][0]
+        return _withdraw_from(hop) if then == "wd_amount" else Goto(then)
+    return Goto(screen)
+
+
+def _save_amount_render(hop: Hop) -> str:
+    _p, _a, name, number = _chosen(hop)
+    return _with_nav(hop, t("save_amount", _lang(hop), name=name, number=number))
+
+
+def _save_amount(hop: Hop) -> Step:
+    amount = _shillings(hop)
+    if amount is None or stk_amount_problem(amount) is not None:
+        return _amount_bad(hop, MIN_STK_AMOUNT, MAX_STK_AMOUNT)
+    hop.session.data["amount"] = str(int(amount))
+    return Goto("save_confirm")
+
+
+def _save_confirm_render(hop: Hop) -> str:
+    _p, _a, name, number = _chosen(hop)
+    amount = kes(Decimal(hop.session.data.get("amount", "0")))
+    return t(
+        "save_confirm", _lang(hop), amount=amount, name=name, number=number, phone=hop.request.phone
+    )
+
+
+def _save_confirm(hop: Hop) -> Step:
+    language = _lang(hop)
+    if hop.input == "2":
+        return End(t("cancelled", language))
+    if hop.input != "1":
+        return Invalid(t("choose", language))
+    product_id, account_id, _name, _number = _chosen(hop)
+    amount = hop.session.data["amount"]
+    try:
+        payments_request_deposit_stk(
+            member_id=hop.session.member_id,
+            account_id=account_id,
+            product_id=None if account_id else product_id,
+            amount=amount,
+            phone=hop.request.phone,
+            channel="ussd",
+        )
+    except PaymentError as exc:
+        db.session.rollback()
+        return End(t("repay_refused", language, why=str(exc))[:182])
+    return End(t("repay_sent", language, amount=kes(Decimal(amount))))
+
+
+def _withdraw_from(hop: Hop) -> Step:
+    """The amount screen, unless nothing can come out of the account now (said in words,
+    with the figures that decide it)."""
+    _p, account_id, _name, number = _chosen(hop)
+    try:
+        quote = withdrawal_quote(member_id=hop.session.member_id, account_id=account_id or 0)
+    except WithdrawalError as exc:
+        return End(t("wd_refused", _lang(hop), why=str(exc)[:120]))
+    if quote.available < B2C_MIN_AMOUNT:
+        why = t(
+            "wd_nothing_why",
+            _lang(hop),
+            balance=kes(quote.balance),
+            min=kes(quote.min_balance),
+            fee=kes(quote.fee),
+        )
+        return End(t("wd_nothing", _lang(hop), number=number, why=why))
+    return Goto("wd_amount")
+
+
+def _quote(hop: Hop) -> WithdrawalQuote | None:
+    _p, account_id, _name, _number = _chosen(hop)
+    try:
+        return withdrawal_quote(member_id=hop.session.member_id, account_id=account_id or 0)
+    except WithdrawalError:
+        return None
+
+
+def _wd_amount_render(hop: Hop) -> str:
+    _p, _a, name, number = _chosen(hop)
+    quote = _quote(hop)
+    if quote is None:
+        return _with_nav(hop, t("wd_none", _lang(hop)))
+    return _with_nav(
+        hop,
+        t(
+            "wd_amount",
+            _lang(hop),
+            name=name,
+            number=number,
+            balance=kes(quote.balance),
+            available=_floor_kes(quote.available),
+            fee=kes(quote.fee),
+        ),
+    )
+
+
+def _wd_amount(hop: Hop) -> Step:
+    """The service's rules (withdrawal_quote: what is available now, M-PESA's own) are
+    asked here, so a wrong amount is retyped; withdrawal_request asks again under lock."""
+    quote = _quote(hop)
+    if quote is None:
+        return End(t("wd_none", _lang(hop)))
+    amount = _shillings(hop)
+    if amount is None or amount > quote.available or withdrawal_amount_problem(amount) is not None:
+        return _amount_bad(hop, B2C_MIN_AMOUNT, quote.available)
+    hop.session.data["amount"] = str(int(amount))
+    hop.session.data["fee"] = str(quote.fee)
+    return Goto("wd_pin")
+
+
+def _wd_pin_render(hop: Hop) -> str:
+    return t(
+        "wd_pin",
+        _lang(hop),
+        amount=kes(Decimal(hop.session.data.get("amount", "0"))),
+        phone=hop.request.phone,
+        fee=kes(Decimal(hop.session.data.get("fee", "0"))),
+    )
+
+
+def _pin_confirms(hop: Hop) -> Step | None:
+    """The PIN typed to confirm money leaving (an entry that cannot be a PIN costs no
+    try); None when it is right, else the step to show."""
+    language = _lang(hop)
+    if hop.input == "2":
+        return End(t("cancelled", language))
+    if not (len(hop.input) == 4 and hop.input.isdigit()):
+        return Invalid(t("pin_or_2_cancel", language))
+    try:
+        ok = member_check_pin(member_id=hop.session.member_id, pin=hop.input, now=utcnow())
+    except PinLocked as exc:
+        return End(_locked_text(exc.until, language))
+    if not ok:
+        return Invalid(t("pin_wrong", language, left=_tries_left(hop)))
+    return None
+
+
+def _wd_pin(hop: Hop) -> Step:
+    refused = _pin_confirms(hop)
+    if refused is not None:
+        return refused
+    _p, account_id, _name, _number = _chosen(hop)
+    amount = Decimal(hop.session.data["amount"])
+    try:
+        withdrawal_request(
+            member_id=hop.session.member_id,
+            account_id=account_id or 0,
+            amount=amount,
+            channel="ussd",
+        )
+    except WithdrawalError as exc:
+        db.session.rollback()
+        return End(t("wd_refused", _lang(hop), why=str(exc)[:150]))
+    return End(t("wd_sent", _lang(hop), amount=kes(amount)))
+
+
+def _shares_line(hop: Hop) -> AccountLine | None:
+    held = ussd_accounts(member_id=hop.session.member_id, language=_lang(hop))
+    return next((a for a in held if a.kind == "shares"), None)
+
+
+def _shares_how_render(hop: Hop) -> str:
+    shares = _shares_line(hop)
+    free = member_deposits(hop.session.member_id).free
+    return _with_nav(
+        hop,
+        t(
+            "shares_how",
+            _lang(hop),
+            shares=kes(shares.balance if shares else Decimal(0)),
+            free=_floor_kes(free),
+        ),
+    )
+
+
+def _shares_how(hop: Hop) -> Step:
+    if hop.input == "1":
+        if member_deposits(hop.session.member_id).free < 1:
+            return Invalid(t("shares_no_free", _lang(hop)))
+        return Goto("shares_amount")
+    if hop.input == "2":
+        shares = _shares_line(hop)
+        if shares is None:
+            return Invalid(t("choose", _lang(hop)))
+        hop.session.data["account"] = _account_choice(shares)
+        return Goto("save_amount")  # an M-PESA prompt into the share account
+    return Invalid(t("choose", _lang(hop)))
+
+
+def _shares_amount_render(hop: Hop) -> str:
+    free = member_deposits(hop.session.member_id).free
+    return _with_nav(hop, t("shares_amount", _lang(hop), free=_floor_kes(free)))
+
+
+def _shares_amount(hop: Hop) -> Step:
+    free = member_deposits(hop.session.member_id).free.to_integral_value(rounding=ROUND_FLOOR)
+    amount = _shillings(hop)
+    if amount is None or amount < 1 or amount > free:
+        return _amount_bad(hop, Decimal(1), free)
+    hop.session.data["amount"] = str(int(amount))
+    return Goto("shares_pin")
+
+
+def _shares_pin(hop: Hop) -> Step:
+    refused = _pin_confirms(hop)
+    if refused is not None:
+        return refused
+    member = _member(hop)
+    amount = Decimal(hop.session.data["amount"])
+    try:
+        member_buy_shares(
+            member_id=member.id,
+            amount=amount,
+            # One purchase per session: a resent hop is answered from the session anyway.
+            reference=f"ussd:{hop.request.session_id}",
+            value_date=business_today(),
+            from_savings=True,
+            actor=f"member:{member.member_no}",
+        )
+    except (MemberError, LedgerError) as exc:
+        db.session.rollback()
+        return End(t("shares_refused", _lang(hop), why=str(exc)[:120]))
+    shares = _shares_line(hop)
+    return End(
+        t(
+            "shares_done",
+            _lang(hop),
+            amount=kes(amount),
+            shares=kes(shares.balance if shares else amount),
+        )
+    )
+
+
+def _dividends_render(hop: Hop) -> str:
+    """This year's and last year's posted runs: gross (dividend and interest on deposits),
+    withholding tax, net; a run not yet posted is not shown (its figures may change)."""
+    language = _lang(hop)
+    year = business_today().year
+    posted = [
+        d for d in member_dividends(hop.session.member_id, [year, year - 1]) if d.status == "posted"
+    ]
+    if not posted:
+        return _with_nav(hop, t("div_none", language, last=year - 1, year=year))
+    lines = [t("div_head", language)]
+    for d in posted:
+        lines.append(
+            t(
+                "div_line",
+                language,
+                year=d.year,
+                gross=f"{d.dividend + d.interest:,.2f}",
+                tax=f"{d.tax:,.2f}",
+                net=f"{d.net:,.2f}",
+            )
+        )
+    return _with_nav(hop, "\n".join(lines))
+
+
+def _dividends(hop: Hop) -> Step:
+    return Invalid(t("choose", _lang(hop)))
+
+
 # -- statement, language -----------------------------------------------------------------
 
 
@@ -1166,6 +1567,24 @@ SCREENS: dict[str, Screen] = {
         Screen("promise_date", _promise_date_render, _promise_date, resumable=True),
         Screen("promise_amount", _promise_amount_render, _promise_amount, resumable=True),
         Screen("promise_confirm", _promise_confirm_render, _promise_confirm, resumable=True),
+        Screen("sav_menu", lambda h: _with_nav(h, t("sav_menu", _lang(h))), _sav_menu),
+        _accounts_screen("save_account", "save_which", then="save_amount"),
+        Screen("save_amount", _save_amount_render, _save_amount, resumable=True),
+        Screen("save_confirm", _save_confirm_render, _save_confirm, resumable=True),
+        _accounts_screen("wd_account", "wd_which", then="wd_amount"),
+        Screen("wd_amount", _wd_amount_render, _wd_amount, resumable=True),
+        Screen("wd_pin", _wd_pin_render, _wd_pin, resumable=True),
+        Screen("shares_how", _shares_how_render, _shares_how),
+        Screen("shares_amount", _shares_amount_render, _shares_amount, resumable=True),
+        Screen(
+            "shares_pin",
+            lambda h: t(
+                "shares_pin", _lang(h), amount=kes(Decimal(h.session.data.get("amount", "0")))
+            ),
+            _shares_pin,
+            resumable=True,
+        ),
+        Screen("dividends", _dividends_render, _dividends),
         Screen("statement", _statement_render, _statement),
         Screen("language", lambda h: t("language", _lang(h)), _language),
     )

@@ -96,10 +96,14 @@ TEXT: dict[str, dict[str, str]] = {
         "sw": "Kipindi chako cha mwisho kilikatika.\n1. Endelea\n2. Anza upya",
     },
     "main": {
-        "en": "1. Check Balance\n2. Apply for Loan\n3. Repay Loan\n4. Account Statement\n"
-        "5. Update Phone Number\n6. Promise to Pay\n7. Language\n8. Guarantees",
+        # "4. Statement" (not "Account Statement"): with item 9 and the error line above
+        # it, the English menu must still fit 182 characters.
+        "en": "1. Check Balance\n2. Apply for Loan\n3. Repay Loan\n4. Statement\n"
+        "5. Update Phone Number\n6. Promise to Pay\n7. Language\n8. Guarantees\n"
+        "9. Savings & shares",
         "sw": "1. Salio\n2. Omba Mkopo\n3. Lipa Mkopo\n4. Taarifa ya Akaunti\n"
-        "5. Badilisha Nambari ya Simu\n6. Ahadi ya Kulipa\n7. Lugha\n8. Udhamini",
+        "5. Badilisha Nambari ya Simu\n6. Ahadi ya Kulipa\n7. Lugha\n8. Udhamini\n"
+        "9. Akiba na hisa",
     },
     "nav": {"en": "0 Back 00 Home", "sw": "0 Rudi 00 Mwanzo"},
     "choose": {"en": "Choose a number from the list.", "sw": "Chagua nambari kwenye orodha."},
@@ -112,6 +116,9 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "Savings {savings}\nShares {shares}",
         "sw": "Akiba {savings}\nHisa {shares}",
     },
+    # One line per account on the balance screen: the product's name in the member's
+    # language (as staff named it) and the balance.
+    "balance_account": {"en": "{name} {balance}", "sw": "{name} {balance}"},
     "balance_loan": {
         "en": "{loan_no}: {owed}, pay {due} by {date}",
         "sw": "{loan_no}: {owed}, lipa {due} kabla {date}",
@@ -295,6 +302,85 @@ TEXT: dict[str, dict[str, str]] = {
     },
     "guar_held_line": {"en": "{loan_no} {name} {exposure}", "sw": "{loan_no} {name} {exposure}"},
     "guar_held_none": {"en": "No loans.", "sw": "Hakuna mkopo."},
+    # -- savings and shares (menu 9): save by M-PESA prompt, withdraw to M-PESA, buy shares,
+    # dividends --------------------------------------------------------------------------
+    "sav_menu": {
+        "en": "1. Save\n2. Withdraw to M-PESA\n3. Buy shares\n4. My dividends",
+        "sw": "1. Weka akiba\n2. Toa kwenda M-PESA\n3. Nunua hisa\n4. Gawio langu",
+    },
+    "account_line": {"en": "{n}. {name} {number}", "sw": "{n}. {name} {number}"},
+    "save_which": {"en": "Save to which account?", "sw": "Weka akiba kwenye akaunti ipi?"},
+    "save_amount": {
+        "en": "Amount to pay into {name} {number}:",
+        "sw": "Kiasi cha kuweka kwenye {name} {number}:",
+    },
+    "save_confirm": {
+        "en": "Pay {amount} into {name} {number} from M-PESA {phone}?\n1. Confirm\n2. Cancel",
+        "sw": "Lipa {amount} kwenye {name} {number} kutoka M-PESA {phone}?\n1. Thibitisha\n"
+        "2. Ghairi",
+    },
+    "wd_none": {
+        "en": "You have no account you can withdraw from.",
+        "sw": "Huna akaunti unayoweza kutoa pesa.",
+    },
+    "wd_which": {"en": "Withdraw from which account?", "sw": "Toa kutoka akaunti ipi?"},
+    "wd_amount": {
+        "en": "{name} {number}: balance {balance}. You can withdraw up to {available}, "
+        "fee {fee}. Amount:",
+        "sw": "{name} {number}: salio {balance}. Unaweza kutoa hadi {available}, ada {fee}. Kiasi:",
+    },
+    "wd_nothing": {
+        "en": "You cannot withdraw from {number} now: {why}",
+        "sw": "Huwezi kutoa kutoka {number} sasa: {why}",
+    },
+    "wd_nothing_why": {
+        "en": "balance {balance}, minimum {min}, fee {fee}.",
+        "sw": "salio {balance}, kiwango cha chini {min}, ada {fee}.",
+    },
+    "wd_pin": {
+        "en": "Withdraw {amount} to M-PESA {phone}, fee {fee}.\nEnter PIN to confirm\n2. Cancel",
+        "sw": "Toa {amount} kwenda M-PESA {phone}, ada {fee}.\nWeka PIN kuthibitisha\n2. Ghairi",
+    },
+    "pin_or_2_cancel": {
+        "en": "Enter your PIN, or 2 to cancel.",
+        "sw": "Weka PIN, au 2 kughairi.",
+    },
+    "wd_sent": {
+        "en": "{amount} is on its way to your M-PESA. We will SMS you.",
+        "sw": "{amount} inatumwa kwa M-PESA yako. Tutakutumia SMS.",
+    },
+    "wd_refused": {"en": "Not withdrawn: {why}", "sw": "Haijatolewa: {why}"},
+    "shares_how": {
+        "en": "Buy shares (now {shares})\n1. From deposits (free {free})\n2. By M-PESA",
+        "sw": "Nunua hisa (sasa {shares})\n1. Kutoka akiba (huru {free})\n2. Kwa M-PESA",
+    },
+    "shares_no_free": {
+        "en": "Your deposits have nothing free: they secure loans.",
+        "sw": "Akiba yako haina kiasi huru: inadhamini mikopo.",
+    },
+    "shares_amount": {
+        "en": "Amount of deposits to move to shares (up to {free}):",
+        "sw": "Kiasi cha akiba cha kuhamishia hisa (hadi {free}):",
+    },
+    "shares_pin": {
+        "en": "Buy shares of {amount} from your deposits.\nEnter PIN to confirm\n2. Cancel",
+        "sw": "Nunua hisa za {amount} kutoka akiba yako.\nWeka PIN kuthibitisha\n2. Ghairi",
+    },
+    "shares_done": {
+        "en": "You bought shares of {amount}. Share capital now {shares}.",
+        "sw": "Umenunua hisa za {amount}. Hisa zako sasa ni {shares}.",
+    },
+    "shares_refused": {"en": "Not bought: {why}", "sw": "Hazikununuliwa: {why}"},
+    # Posted runs only (a run not yet posted may still change).
+    "div_head": {"en": "Dividends, KES:", "sw": "Gawio, KES:"},
+    "div_line": {
+        "en": "{year} gross {gross} tax {tax} net {net}",
+        "sw": "{year} jumla {gross} kodi {tax} halisi {net}",
+    },
+    "div_none": {
+        "en": "No dividends posted for {last} or {year} yet.",
+        "sw": "Hakuna gawio lililolipwa kwa {last} au {year} bado.",
+    },
     "statement_more": {"en": "1. Full statement by SMS", "sw": "1. Taarifa kamili kwa SMS"},
     "statement_none": {"en": "No transactions yet.", "sw": "Hakuna miamala bado."},
     "statement_sent": {

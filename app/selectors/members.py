@@ -33,10 +33,12 @@ _Row = TypeVar("_Row")
 
 @dataclass(frozen=True)
 class MemberBalances:
-    savings: Decimal
+    savings: Decimal  # deposits (ledger kind "savings"): non-withdrawable, the loan base
     share_capital: Decimal
     loan_principal: Decimal
     loan_total: Decimal  # everything owed: principal, interest, fees, penalties
+    # Withdrawable savings, every such account together (ledger kind "member_savings").
+    member_savings: Decimal = ZERO
 
 
 def member_balances(*, member_id: int) -> MemberBalances:
@@ -51,6 +53,7 @@ def member_balances(*, member_id: int) -> MemberBalances:
         share_capital=-by_kind.get("share_capital", ZERO),
         loan_principal=by_kind.get("loan_principal", ZERO),
         loan_total=sum((by_kind.get(k, ZERO) for k in LOAN_RECEIVABLE_KINDS), ZERO),
+        member_savings=-by_kind.get("member_savings", ZERO),
     )
 
 

@@ -13,15 +13,23 @@ would undo the driver setting the ledger's savepoints need.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, func, select
+from sqlalchemy import Row, Select, and_, bindparam, case, select
 
 from app.extensions import db
-from app.models import Account, Guarantee, Installment, Loan, LoanProduct, Member
+from app.models import (
+    Account,
+    AccountProduct,
+    Guarantee,
+    Installment,
+    Loan,
+    LoanProduct,
+    Member,
+)
 from app.money import ZERO
 from app.selectors.loans import LIVE_STATUSES, UNPAID
 
@@ -51,13 +59,37 @@ _LIVE = (
     .where(Loan.member_id == bindparam("member_id"), Loan.status.in_(LIVE_STATUSES))
     .order_by(Loan.id)
 )
-_SAVINGS_SHARES = (
-    select(Account.kind, func.sum(Account.balance))
-    .where(
-        Account.member_id == bindparam("member_id"),
-        Account.kind.in_(("savings", "share_capital")),
+# Every product with the member's account of it, if any: the accounts they hold (the
+# balance screen) and the open products they may pay into or open (Save), in one read.
+# Deposits first (the loan base), then savings, then shares.
+_ACCOUNTS = (
+    select(
+        AccountProduct.id.label("product_id"),
+        AccountProduct.kind,
+        AccountProduct.name,
+        AccountProduct.name_sw,
+        AccountProduct.ref_suffix,
+        AccountProduct.withdrawable,
+        AccountProduct.active,
+        Account.id.label("account_id"),
+        Account.balance,
+        Member.member_no,
     )
-    .group_by(Account.kind)
+    .select_from(AccountProduct)
+    .join(Member, Member.id == bindparam("member_id"))
+    .outerjoin(
+        Account,
+        and_(
+            Account.product_id == AccountProduct.id,
+            Account.member_id == Member.id,
+            Account.status == "open",
+        ),
+    )
+    .where(AccountProduct.active | Account.id.is_not(None))
+    .order_by(
+        case({"deposits": 0, "savings": 1, "shares": 2}, value=AccountProduct.kind),
+        AccountProduct.id,
+    )
 )
 _live_sub = _LIVE.subquery()
 _LIVE_UNPAID = (
@@ -120,27 +152,62 @@ class LoanPosition:
 
 
 @dataclass(frozen=True)
+class AccountLine:
+    """One of the member's accounts (or an open product they hold none of yet: no
+    account_id, balance zero) as the menus list it."""
+
+    product_id: int
+    kind: str  # the product's: deposits | savings | shares
+    name: str  # in the member's language
+    number: str  # member number and the product's suffix: what the member pays to
+    balance: Decimal  # as the member reads it: positive
+    withdrawable: bool
+    account_id: int | None
+
+
+def ussd_accounts(*, member_id: int, language: str, held_only: bool = True) -> list[AccountLine]:
+    """The member's accounts, deposits first, in one statement; with `held_only=False`
+    also the open products they hold no account of yet (what "Save" may open)."""
+    lines = []
+    for r in read_rows(_ACCOUNTS, {"member_id": member_id}):
+        if held_only and r.account_id is None:
+            continue
+        name = (r.name_sw or r.name) if language == "sw" else r.name
+        lines.append(
+            AccountLine(
+                product_id=r.product_id,
+                kind=r.kind,
+                name=name,
+                number=f"{r.member_no}{r.ref_suffix}",
+                # Credit-normal accounts: stored negative, shown positive (member_balances).
+                balance=-(r.balance or ZERO),
+                withdrawable=bool(r.withdrawable),
+                account_id=r.account_id,
+            )
+        )
+    return lines
+
+
+@dataclass(frozen=True)
 class BalanceView:
-    savings: Decimal
+    savings: Decimal  # deposits
     shares: Decimal
     loans: list[LoanPosition]
+    accounts: list[AccountLine] = field(default_factory=list)  # each account, deposits first
 
 
-def ussd_balance(*, member_id: int, today: date, with_accounts: bool = True) -> BalanceView:
-    """The balance screen in two statements: the savings and share balances (cached on
-    the accounts; skipped with `with_accounts=False`, for the later pages), and every live
+def ussd_balance(
+    *, member_id: int, today: date, with_accounts: bool = True, language: str = "en"
+) -> BalanceView:
+    """The balance screen in two statements: each account's balance (cached on the
+    accounts; skipped with `with_accounts=False`, for the later pages), and every live
     loan with the unpaid rows of its live schedule.
 
     What is due now: the arrears (rows due on or before `today`) when there are any, else
     the next installment; the same rule the menus always used, one read for all loans."""
-    savings = shares = ZERO
-    if with_accounts:
-        for kind, total in read_rows(_SAVINGS_SHARES, {"member_id": member_id}):
-            # Credit-normal accounts: stored negative, shown positive (member_balances).
-            if kind == "savings":
-                savings = -(total or ZERO)
-            else:
-                shares = -(total or ZERO)
+    accounts = ussd_accounts(member_id=member_id, language=language) if with_accounts else []
+    savings = sum((a.balance for a in accounts if a.kind == "deposits"), ZERO)
+    shares = sum((a.balance for a in accounts if a.kind == "shares"), ZERO)
     rows = read_rows(_LIVE_UNPAID, {"member_id": member_id})
     schedules: dict[int, tuple[LoanLine, list[tuple[date, Decimal]]]] = {}
     for r in rows:
@@ -148,7 +215,10 @@ def ussd_balance(*, member_id: int, today: date, with_accounts: bool = True) -> 
         if r.due_date is not None:
             unpaid.append((r.due_date, r.unpaid))
     return BalanceView(
-        savings, shares, [_position(line, unpaid, today) for line, unpaid in schedules.values()]
+        savings,
+        shares,
+        [_position(line, unpaid, today) for line, unpaid in schedules.values()],
+        accounts,
     )
 
 
