@@ -163,3 +163,20 @@ def test_a_target_holds_the_money_until_its_date_or_amount_then_releases_it_all(
     assert db.session.get(SavingsTarget, target.id).status == "released"
     with pytest.raises(TermSavingsError, match="released already"):
         target_release(target_id=target.id, actor="x", today=date(2025, 6, 2))
+
+
+def test_each_fixed_deposit_is_a_section_of_the_members_statement(app: Flask) -> None:
+    from app.selectors.statements import member_statement_range
+
+    member = make_member()
+    _save(member, "10100")
+    for amount in ("4000", "6000"):
+        fixed_deposit_open(member_id=member.id, amount=amount, actor="x", today=OPENED)
+    statement = member_statement_range(
+        member_id=member.id, start=date(2025, 1, 1), end=date(2025, 2, 28)
+    )
+    closing = {section.title: section.closing for section in statement.sections}
+    number = member.member_no
+    assert closing[f"Fixed deposit FIX-{number}-1"] == Decimal("4000.00")
+    assert closing[f"Fixed deposit FIX-{number}-2"] == Decimal("6000.00")
+    assert closing[f"Ordinary savings {number}S"] == Decimal("100.00")

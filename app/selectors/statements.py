@@ -19,7 +19,13 @@ from app.selectors.members import LOAN_RECEIVABLE_KINDS
 STATEMENT_KINDS = ("savings", *LOAN_RECEIVABLE_KINDS)
 # The member's own money, one statement section per account: deposits, withdrawable
 # savings (one account per savings product), share capital.
-MEMBER_MONEY_KINDS = ("savings", "member_savings", "share_capital")
+MEMBER_MONEY_KINDS = (
+    "savings",
+    "member_savings",
+    "fixed_deposit",
+    "target_savings",
+    "share_capital",
+)
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,11 @@ def member_statement_range(*, member_id: int, start: date, end: date) -> RangeSt
             group_of[account_id] = "Share capital"
         elif kind in MEMBER_MONEY_KINDS:
             product = products.get(code)
-            title = f"{product.name} {member.member_no}{product.ref_suffix}" if product else code
+            if product is None or product.kind == "fixed":
+                # A member may hold several fixed deposits: each reads by its own code.
+                title = f"{product.name} {code}" if product else code
+            else:
+                title = f"{product.name} {member.member_no}{product.ref_suffix}"
             group_of[account_id] = title
             order[title] = (0, account_id)  # beside the deposits: the member's own money
             flip[title] = True
