@@ -96,6 +96,9 @@ class Settings:
     # A member's notice to leave, in days, before their deposits are refunded: a by-law
     # figure (each SACCO's own; 60 days is the common one in Kenyan SACCO by-laws).
     EXIT_NOTICE_DAYS: int = 60
+    # A withdrawal paid at the branch (cash or bank) above this many shillings waits for a
+    # branch manager's approval, its money held meanwhile (maker-checker).
+    BRANCH_WITHDRAWAL_APPROVAL_LIMIT: int = 50000
 
     @property
     def wht_dividend_rate(self) -> Decimal:

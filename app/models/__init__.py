@@ -23,6 +23,7 @@ from app.models.recovery import (
 )
 from app.models.savings import (
     AccountProduct,
+    BranchWithdrawal,
     DividendLine,
     DividendRun,
     FixedDeposit,
@@ -56,6 +57,7 @@ __all__ = [
     "FixedDeposit",
     "InterestPosting",
     "AuditLog",
+    "BranchWithdrawal",
     "BatchPartition",
     "Collateral",
     "Guarantee",

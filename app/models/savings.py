@@ -389,3 +389,31 @@ class SavingsTarget(Model):
     released_on: Mapped[date | None] = mapped_column(Date)
     created_by: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+BRANCH_WITHDRAWAL_STATUSES = ("pending", "paid", "rejected")
+
+
+class BranchWithdrawal(Model):
+    """A withdrawal staff pay at the branch, in cash or by bank transfer. Above the
+    approval limit it waits, its money held, for a branch manager who did not enter it."""
+
+    __tablename__ = "branch_withdrawals"
+    __table_args__ = (
+        CheckConstraint(_in("status", BRANCH_WITHDRAWAL_STATUSES), name="status"),
+        CheckConstraint("method IN ('bank', 'cash')", name="method"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    method: Mapped[str] = mapped_column(String(4))
+    reference: Mapped[str] = mapped_column(String(60))  # the voucher or bank reference
+    status: Mapped[str] = mapped_column(String(10), index=True)
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reason: Mapped[str | None] = mapped_column(Text)  # why rejected

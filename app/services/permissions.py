@@ -55,6 +55,9 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     # A member leaving: notice taken at the desk, settled and paid by a branch manager
     "member_exit.request": ("loan_officer", "branch_manager"),
     "member_exit.settle": ("branch_manager",),
+    # Withdrawals paid at the branch: recorded by staff, above the limit approved by another
+    "branch_withdrawal.record": ("loan_officer", "branch_manager"),
+    "branch_withdrawal.approve": ("branch_manager",),
     # A member's monthly transfer from savings (set or stopped at the desk for them)
     "standing_order.manage": MAKERS,
 }
@@ -126,5 +129,7 @@ _WORDS = {
     "share_transfer.approve": "approve share transfers",
     "member_exit.request": "take a member's notice to leave",
     "member_exit.settle": "settle and pay out members who leave",
+    "branch_withdrawal.record": "record withdrawals paid at the branch",
+    "branch_withdrawal.approve": "approve withdrawals paid at the branch",
     "standing_order.manage": "set or cancel members' standing orders",
 }

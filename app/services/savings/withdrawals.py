@@ -76,7 +76,7 @@ def withdrawal_quote(*, member_id: int, account_id: int) -> WithdrawalQuote:
     member = db.session.get(Member, member_id)
     if member is None:
         raise WithdrawalError("no such member")
-    account, product = _withdrawable(member, account_id)
+    account, product = withdrawable_account(member, account_id)
     return _quote(member, account, product)
 
 
@@ -112,7 +112,7 @@ def withdrawal_request(
         if member.status in ("suspended", "exited"):
             raise WithdrawalError(f"your membership is {member.status}; call the SACCO office")
         # Read under the lock: the balance every other debit of this member waits behind.
-        account, product = _withdrawable(member, account_id)
+        account, product = withdrawable_account(member, account_id)
         number = account_number(member.member_no or "", product)
         if _open_withdrawal(account.id) is not None:
             raise WithdrawalError(_on_its_way(number))
@@ -181,7 +181,9 @@ def withdrawal_key(request_id: int) -> str:
     return f"withdrawal:{request_id}"
 
 
-def _withdrawable(member: Member, account_id: int) -> tuple[Account, AccountProduct]:
+def withdrawable_account(member: Member, account_id: int) -> tuple[Account, AccountProduct]:
+    """The member's account and its product, when money may be taken out of it (M-PESA or
+    the branch): WithdrawalError in the member's words otherwise."""
     account = db.session.get(Account, account_id, populate_existing=True)
     if account is None or account.member_id != member.id:
         raise WithdrawalError("that account is not yours")
