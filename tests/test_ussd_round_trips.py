@@ -169,7 +169,7 @@ def test_a_dead_pooled_connection_does_not_cost_the_member_the_hop(
         pytest.skip("SQLite has no server to drop a connection")
     member_id = member.id
     phone = Phone(client)
-    steps = [("dial", None, "PIN"), ("pin", "4826", "1. Check Balance"), ("balance", "1", "Sav")]
+    steps = [("dial", None, "PIN"), ("pin", "4826", "1. Check Balance"), ("balance", "1", "Dep")]
     for name, entry, shows in steps:
         if name == killed_before:
             # Warm first, so the pool holds connections, then kill them all between hops.
