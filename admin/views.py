@@ -74,6 +74,7 @@ def register_views(console: Admin) -> None:
         agreements,
         desk,
         dividends,
+        exits,
         guarantee_recovery,
         guarantees,
         loans,
@@ -86,8 +87,10 @@ def register_views(console: Admin) -> None:
         recovery,
         reports,
         savings,
+        share_transfers,
         sms,
         staff,
+        standing_orders,
     )
 
     s = db  # Flask-Admin 2.2 deprecates passing db.session (a warning is an error in tests)
@@ -96,6 +99,9 @@ def register_views(console: Admin) -> None:
     products.register(console)
     savings.register(console)  # account products
     dividends.register(console)  # the annual dividend run
+    share_transfers.register(console)  # between members, maker-checker
+    exits.register(console)  # members leaving: notice, settlement, payout
+    standing_orders.register(console)  # the member page's block and its forms
     console.add_view(AccountView(Account, s, name="Accounts", category="Ledger"))
     console.add_view(JournalView(JournalEntry, s, name="Journal", category="Ledger"))
     payments.register(console)
