@@ -318,6 +318,13 @@ def test_the_declarer_cannot_approve_their_own_run(app: Flask, book: dict[int, M
     with pytest.raises(DividendError, match="someone other than who declared it"):
         dividend_approve(run_id=run.id, staff=manager)
     assert db.session.get(DividendRun, run.id).status == "draft"  # type: ignore[union-attr]
+    # A declaration that stopped before its last chunk (the process died) is never approved.
+    stored = db.session.get(DividendRun, run.id)
+    assert stored is not None and stored.note is None
+    stored.note = "computing the preview"
+    db.session.commit()
+    with pytest.raises(DividendError, match="not complete"):
+        dividend_approve(run_id=run.id, staff=_staff("admin"))
 
 
 def test_a_cancelled_draft_frees_the_year_and_bad_input_is_refused_in_words(

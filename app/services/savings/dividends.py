@@ -78,6 +78,7 @@ KEY_PREFIX = "dividend:"  # + "<run>:<first line>-<last line>"
 SMS_TEMPLATE = "dividend_paid"
 FORMATS = ("csv", "xlsx", "pdf")
 LIVE = ("draft", "approved", "posting", "posted")
+COMPUTING = "computing the preview"  # a run's note until every line is written
 
 
 class DividendError(SaccoError):
@@ -349,6 +350,7 @@ def dividend_declare(
         resolution_ref=ref,
         declared_by_id=staff.id,
         declared_at=utcnow(),
+        note=COMPUTING,
     )
     db.session.add(run)
     db.session.flush()
@@ -399,6 +401,7 @@ def dividend_declare(
             f"the preview failed for {len(stats.errors)} member(s): {stats.errors[0]}"
         )
     _totals(run)
+    run.note = None
     db.session.commit()
     return run
 
@@ -420,6 +423,11 @@ def dividend_approve(*, run_id: int, staff: StaffUser) -> DividendRun:
     if run.declared_by_id == staff.id:
         db.session.rollback()
         raise DividendError("the run must be approved by someone other than who declared it")
+    if run.note == COMPUTING:
+        # Its lines are written a chunk a transaction: a declaration that stopped half-way
+        # leaves a preview short of members, which must never be paid as it stands.
+        db.session.rollback()
+        raise DividendError("the preview is not complete: cancel the run and declare it again")
     run.status = "approved"
     run.approved_by_id = staff.id
     run.approved_at = utcnow()
