@@ -8,7 +8,9 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+import responses
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
 from app.extensions import db
@@ -276,3 +278,83 @@ def test_two_workers_running_one_order_at_once_move_it_once(app: Flask, pg: None
     assert _runs(order_id) == [(date(2026, 3, 3), "done", Decimal("700.00"))]
     assert member_balances(member_id=member_id).share_capital == Decimal("700.00")
     assert _ordinary(member_id) == Decimal("4300.00")
+
+
+def test_a_payday_order_prompts_the_phone_once_on_its_day_and_the_payment_lands_in_savings(
+    client: FlaskClient, mocked: responses.RequestsMock, base: str
+) -> None:
+    """source "mpesa": no money moves at night; the member's phone is asked for the amount
+    into the chosen account, once a month (a rerun asks nothing more), and the callback
+    credits it as any Save prompt."""
+    import json
+
+    from app.cli.runtime import make_worker
+    from app.models import MpesaRequest
+    from tests.helpers import stk_body
+
+    checkout = "ws_CO_PAYDAY_0001"
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/stkpush/v1/processrequest",
+        json={
+            "MerchantRequestID": "1-1-1",
+            "CheckoutRequestID": checkout,
+            "ResponseCode": "0",
+            "ResponseDescription": "Success. Request accepted for processing",
+            "CustomerMessage": "Success. Request accepted for processing",
+        },
+    )
+    member = make_member(phone="0708374149")
+    member_id, member_no = member.id, member.member_no
+    with pytest.raises(StandingOrderError, match="payday prompt pays deposits, shares or savings"):
+        standing_order_create(
+            member_id=member_id,
+            target="loan",
+            amount="500",
+            day_of_month=25,
+            actor="x",
+            source="mpesa",
+            loan_id=1,
+            starts_on=START,
+        )
+    with pytest.raises(StandingOrderError, match="an order from savings pays a loan"):
+        standing_order_create(
+            member_id=member_id,
+            target="savings",
+            amount="500",
+            day_of_month=25,
+            actor="x",
+            starts_on=START,
+        )
+    order = standing_order_create(
+        member_id=member_id,
+        target="savings",
+        amount="2500",
+        day_of_month=25,
+        actor="member:ussd",
+        source="mpesa",
+        starts_on=START,
+    ).id
+    run_job("standing-orders", date(2026, 3, 25))
+    run_job("standing-orders", date(2026, 3, 26))  # nothing more this month
+    runs = db.session.scalars(
+        select(StandingOrderRun).where(StandingOrderRun.order_id == order)
+    ).all()
+    assert [(r.status, r.moved) for r in runs] == [("prompted", Decimal("0.00"))]
+    prompt = db.session.get(MpesaRequest, runs[0].request_id)
+    assert (prompt.purpose, prompt.amount, prompt.account_reference) == (
+        "deposit",
+        Decimal("2500.00"),
+        f"{member_no}S",
+    )
+    make_worker(("payments",)).work(burst=True)  # the job queued the send after its commit
+    pushes = [c for c in mocked.calls if "stkpush" in c.request.url]
+    assert len(pushes) == 1 and str(json.loads(pushes[0].request.body)["Amount"]) == "2500"
+    reply = client.post(
+        "/payments/dev-callback-token/stk/callback",
+        data=json.dumps(stk_body(checkout, amount=2500, receipt="PAYDAY0001")),
+        content_type="application/json",
+    )
+    assert reply.status_code == 200
+    make_worker(("payments",)).work(burst=True)
+    assert _ordinary(member_id) == Decimal("2500.00")

@@ -204,9 +204,12 @@ class DividendLine(Model):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
-STANDING_TARGETS = ("loan", "deposits", "shares")
+STANDING_TARGETS = ("loan", "deposits", "shares", "savings")
+# Where the money comes from: the member's withdrawable savings, or their M-PESA, asked for
+# by a prompt on the day (a "payday" order the member opted into).
+STANDING_SOURCES = ("savings", "mpesa")
 STANDING_STATUSES = ("active", "cancelled")
-STANDING_RUN_STATUSES = ("done", "partial", "short", "skipped")
+STANDING_RUN_STATUSES = ("done", "partial", "short", "skipped", "prompted")
 
 
 class StandingOrder(Model):
@@ -222,10 +225,13 @@ class StandingOrder(Model):
         # 28 at most: every month has the day, so an order never skips February.
         CheckConstraint("day_of_month BETWEEN 1 AND 28", name="day_of_month"),
         CheckConstraint("target <> 'loan' OR loan_id IS NOT NULL", name="loan_named"),
+        CheckConstraint(_in("source", STANDING_SOURCES), name="source"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    source: Mapped[str] = mapped_column(String(10), default="savings", server_default="savings")
+    # savings: the account paid from; mpesa: the account the prompt pays into.
     source_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     target: Mapped[str] = mapped_column(String(10))
     loan_id: Mapped[int | None] = mapped_column(ForeignKey("loans.id"))
@@ -262,6 +268,8 @@ class StandingOrderRun(Model):
     # order moves all or nothing), skipped (the loan is no longer open).
     status: Mapped[str] = mapped_column(String(10))
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
+    # A payday order's prompt: the money arrives (or not) by its callback.
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("mpesa_requests.id"))
     note: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -58,7 +58,7 @@ DESCRIPTION = "Loan repay"  # TransactionDesc: at most 13 characters
 # What the member reads on the prompt, by the request's purpose.
 DESCRIPTIONS = {"repayment": DESCRIPTION, "deposit": "Save"}
 # The accounts a prompt may pay into: deposits, withdrawable savings, share capital.
-DEPOSIT_KINDS = ("savings", "member_savings", "share_capital")
+DEPOSIT_KINDS = ("savings", "member_savings", "target_savings", "share_capital")
 
 
 def payments_request_stk(
@@ -141,6 +141,7 @@ def payments_request_deposit_stk(
     phone: str | None = None,
     channel: str = "ussd",
     actor: str | None = None,
+    commit: bool = True,
 ) -> MpesaRequest:
     """Ask the member's phone for their M-PESA PIN to pay into one of their accounts
     (deposits, savings, shares): purpose "deposit", the account on the request, its number
@@ -208,9 +209,19 @@ def payments_request_deposit_stk(
         requested_by=actor or f"member:{member.member_no}",
     )
     db.session.add(request)
+    if not commit:
+        # A caller composing services (a payday order's nightly chunk) commits, then
+        # queues the send itself (`stk_send_queue`); until then the row is the record.
+        db.session.flush()
+        return request
     db.session.commit()
-    queue_job(SEND_STK_JOB, request.id, job_id=f"stk-{request.id}")
+    stk_send_queue(request.id)
     return request
+
+
+def stk_send_queue(request_id: int) -> None:
+    """Queue the send of a prompt already committed (once: the send job claims it)."""
+    queue_job(SEND_STK_JOB, request_id, job_id=f"stk-{request_id}")
 
 
 def _repeat(msisdn: str, value: Decimal) -> bool:

@@ -22,7 +22,7 @@ from app.batch import Batch, ChunkStats, batch_run
 from app.clock import business_today
 from app.errors import SaccoError
 from app.extensions import db
-from app.models import Account, Loan, Member, StandingOrder, StandingOrderRun
+from app.models import Account, Loan, Member, MpesaRequest, StandingOrder, StandingOrderRun
 from app.models.types import utcnow
 from app.money import ZERO, MoneyError, money_input
 from app.selectors.loans import LIVE_STATUSES
@@ -34,7 +34,14 @@ from app.services.savings.products import account_product, member_product_accoun
 # A member may keep this many orders at once: enough for a loan, deposits and shares with
 # room to spare, few enough that a mistaken loop of USSD sessions cannot pile them up.
 MAX_ACTIVE_ORDERS = 5
-TARGETS = {"loan": "a loan", "deposits": "deposits", "shares": "share capital"}
+TARGETS = {
+    "loan": "a loan",
+    "deposits": "deposits",
+    "shares": "share capital",
+    "savings": "savings",
+}
+# A payday order (source "mpesa") prompts the member's phone to pay into this account.
+PROMPT_INTO = {"deposits": "DEP", "shares": "SHR", "savings": "ORD"}
 
 
 class StandingOrderError(SaccoError):
@@ -54,12 +61,21 @@ def standing_order_create(
     ends_on: date | None = None,
     channel: str = "console",
     source_product: str = "ORD",
+    source: str = "savings",
 ) -> StandingOrder:
-    """Set a monthly transfer from the member's savings account of `source_product`."""
+    """Set a monthly transfer from the member's savings account of `source_product`, or
+    (`source` "mpesa", a payday order) a monthly M-PESA prompt into deposits, shares or
+    savings."""
     if target not in TARGETS:
         raise StandingOrderError(
             f"a standing order pays a loan, deposits or shares, not {target!r}"
         )
+    if source not in ("savings", "mpesa"):
+        raise StandingOrderError("a standing order is paid from savings or by M-PESA")
+    if source == "savings" and target == "savings":
+        raise StandingOrderError("an order from savings pays a loan, deposits or shares")
+    if source == "mpesa" and target not in PROMPT_INTO:
+        raise StandingOrderError("a payday prompt pays deposits, shares or savings")
     try:
         value = money_input(amount)
     except MoneyError as exc:
@@ -96,14 +112,18 @@ def standing_order_create(
         raise StandingOrderError(
             f"a member may keep {MAX_ACTIVE_ORDERS} standing orders; cancel one first"
         )
-    product = account_product(source_product)
-    if product.kind != "savings":
-        db.session.rollback()
-        raise StandingOrderError(f"{product.name} is not a savings account to pay from")
-    source = member_product_account(member, product)
+    if source == "mpesa":
+        account = member_product_account(member, account_product(PROMPT_INTO[target]))
+    else:
+        product = account_product(source_product)
+        if product.kind != "savings":
+            db.session.rollback()
+            raise StandingOrderError(f"{product.name} is not a savings account to pay from")
+        account = member_product_account(member, product)
     order = StandingOrder(
         member_id=member.id,
-        source_account_id=source.id,
+        source=source,
+        source_account_id=account.id,
         target=target,
         loan_id=loan_id,
         amount=value,
@@ -128,6 +148,7 @@ def standing_order_create(
             "amount": str(value),
             "day": day_of_month,
             "partial": partial,
+            "source": source,
         },
     )
     db.session.commit()
@@ -215,6 +236,8 @@ def standing_order_execute(order_id: int, *, as_of: date) -> StandingOrderRun | 
         )
     ):
         return None  # ran already (a rerun, or another worker got there first)
+    if order.source == "mpesa":
+        return _prompt(member, order, due, as_of)
     source = lock_row(Account, order.source_account_id)
     assert source is not None
     free = _free(source)
@@ -266,6 +289,31 @@ def standing_order_execute(order_id: int, *, as_of: date) -> StandingOrderRun | 
         entry_id = entry.id
     run = _record(order, due, as_of, asked, move, status, entry_id, note)
     _tell(member, order, run)
+    return run
+
+
+def _prompt(member: Member, order: StandingOrder, due: date, as_of: date) -> StandingOrderRun:
+    """A payday order: an M-PESA prompt into its account, sent once the chunk commits (the
+    job queues it, and the payments sweep sends any whose queueing was lost)."""
+    from app.services.payments import PaymentError  # payments imports the members service
+    from app.services.payments.stk import payments_request_deposit_stk
+
+    try:
+        with db.session.begin_nested():
+            request = payments_request_deposit_stk(
+                member_id=member.id,
+                amount=order.amount,
+                account_id=order.source_account_id,
+                channel="system",
+                actor=f"standing-order:{order.id}",
+                commit=False,
+            )
+    except PaymentError as exc:
+        # A prompt already waiting for the account, say: this month's is recorded as not
+        # sent, with why, and not retried (the member pays by Paybill).
+        return _record(order, due, as_of, order.amount, ZERO, "skipped", None, str(exc)[:255])
+    run = _record(order, due, as_of, order.amount, ZERO, "prompted", None, None)
+    run.request_id = request.id
     return run
 
 
@@ -341,3 +389,18 @@ def standing_orders_job(*, as_of: date, stats: Any) -> None:
     """Orders due this month and not yet run: what the savings allow moves, the member is
     told. records_scanned counts the orders found, records_updated those that moved money."""
     batch_run(STANDING_ORDERS, as_of=as_of, stats=stats)
+    from app.services.payments.stk import stk_send_queue  # payments imports members
+
+    waiting = db.session.scalars(
+        select(StandingOrderRun.request_id)
+        .join(MpesaRequest, MpesaRequest.id == StandingOrderRun.request_id)
+        .where(
+            StandingOrderRun.run_on == as_of,
+            StandingOrderRun.status == "prompted",
+            MpesaRequest.status == "pending",
+        )
+    ).all()
+    db.session.commit()
+    for request_id in waiting:
+        if request_id is not None:
+            stk_send_queue(request_id)
