@@ -17,13 +17,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app.cli.runtime import make_worker
-from app.extensions import db
+from app.extensions import db, queue
 from app.models import Account, JournalEntry, MpesaCallback, Payment, SmsMessage
-from app.services.payments import match_account, payments_assign_suspense
+from app.services.payments import callback_process, match_account, payments_assign_suspense
 from app.services.savings import account_by_number, account_product, products_ensure
 from app.services.savings.products import product_update
 from tests.factories import make_member
-from tests.helpers import c2b_body
+from tests.helpers import Worker, c2b_body
 from tests.loan_factories import balance, make_borrower, make_loan, make_product, make_staff
 
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
@@ -210,3 +210,41 @@ def test_one_receipt_never_pays_two_accounts(client: FlaskClient, member: Ref) -
     assert balance("ORD-M000001") == D("900.00") and balance("SHR-M000001") == 0
     count = db.session.scalar(select(func.count()).select_from(Payment))
     assert count == 1
+
+
+# -- races on PostgreSQL -----------------------------------------------------------------
+
+
+def _process_at_once(app: Flask) -> list[str]:
+    """Every stored confirmation processed by its own thread at the same time."""
+    ids = list(db.session.scalars(select(MpesaCallback.id)))
+    queue("payments").empty()
+    db.session.commit()
+    workers = [Worker(app, lambda cid=cid: callback_process(callback_id=cid)) for cid in ids]
+    for w in workers:
+        w.start()
+    return sorted(w.outcome() for w in workers)
+
+
+@pytest.mark.usefixtures("pg")
+def test_one_transid_to_a_savings_account_from_many_threads_posts_once(
+    app: Flask, client: FlaskClient, member: Ref
+) -> None:
+    for _ in range(6):
+        post(client, "c2b/confirmation", c2b_body("RKTRACE002", amount="400", account="M1S"))
+    assert _process_at_once(app) == ["duplicate"] * 5 + ["processed"]
+    assert balance("ORD-M000001") == D("400.00")
+
+
+@pytest.mark.usefixtures("pg")
+def test_first_payments_to_a_new_account_at_once_open_it_once_and_credit_each(
+    app: Flask, client: FlaskClient, member: Ref
+) -> None:
+    for i in range(6):
+        post(client, "c2b/confirmation", c2b_body(f"RKTOPEN00{i}", amount="100", account="M1S"))
+    assert _process_at_once(app) == ["processed"] * 6
+    assert balance("ORD-M000001") == D("600.00")
+    opened = db.session.scalar(
+        select(func.count()).select_from(Account).where(Account.code == "ORD-M000001")
+    )
+    assert opened == 1

@@ -17,13 +17,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app.cli.runtime import make_worker
-from app.extensions import db
-from app.models import Account, JournalEntry, MpesaRequest, Payment, SmsMessage
-from app.services.payments import PaymentError
+from app.extensions import db, queue
+from app.models import Account, JournalEntry, MpesaCallback, MpesaRequest, Payment, SmsMessage
+from app.services.payments import PaymentError, callback_process
 from app.services.payments.stk import payments_request_deposit_stk
 from app.services.savings import account_product, products_ensure
 from tests.factories import make_member
-from tests.helpers import stk_body
+from tests.helpers import Worker, stk_body
 from tests.loan_factories import balance
 
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
@@ -178,3 +178,57 @@ def test_refusals_write_nothing(member: Ref, daraja: responses.RequestsMock) -> 
         payments_request_deposit_stk(member_id=member.id, account_id=member.shares_id, amount=100)
     count = db.session.scalar(select(func.count()).select_from(MpesaRequest))
     assert count == 1
+
+
+# -- races on PostgreSQL -----------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("pg")
+def test_a_deposit_callback_from_many_threads_credits_the_account_once(
+    app: Flask, client: FlaskClient, member: Ref, daraja: responses.RequestsMock
+) -> None:
+    payments_request_deposit_stk(member_id=member.id, account_id=member.shares_id, amount=600)
+    work()
+    for _ in range(6):
+        client.post(
+            f"/payments/{TOKEN}/stk/callback",
+            data=json.dumps(stk_body(CHECKOUT, amount=600, receipt="RACE000001")),
+            content_type="application/json",
+        )
+    ids = list(db.session.scalars(select(MpesaCallback.id)))
+    queue("payments").empty()
+    db.session.commit()
+    workers = [Worker(app, lambda cid=cid: callback_process(callback_id=cid)) for cid in ids]
+    for w in workers:
+        w.start()
+    outcomes = sorted(w.outcome() for w in workers)
+    assert outcomes == ["duplicate"] * 5 + ["processed"]
+    assert balance(f"SHR-{member.member_no}") == D("600.00")
+    assert db.session.scalar(select(func.count()).select_from(Payment)) == 1
+
+
+@pytest.mark.usefixtures("pg")
+def test_two_save_prompts_for_one_account_at_once_leave_one(app: Flask, member: Ref) -> None:
+    """The member's lock serialises them: the second sees the first's open prompt."""
+    workers = [
+        Worker(
+            app,
+            lambda amount=amount: (
+                payments_request_deposit_stk(
+                    member_id=member.id, account_id=member.deposits_id, amount=amount
+                ).id
+            ),
+        )
+        for amount in (100, 200)
+    ]
+    for w in workers:
+        w.start()
+    results = []
+    for w in workers:
+        try:
+            results.append(w.outcome())
+        except PaymentError as exc:
+            results.append(str(exc))
+    assert sum(isinstance(r, int) for r in results) == 1
+    assert any(isinstance(r, str) and "already on its way" in r for r in results)
+    assert db.session.scalar(select(func.count()).select_from(MpesaRequest)) == 1
