@@ -88,10 +88,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
     },
     # Money in to an account other than deposits (withdrawable savings, share capital).
     "account_deposit_received": {
-        "en": "{amount} received to account {account}. Balance {savings_balance}. "
-        "Ref {receipt}.",
-        "sw": "Tumepokea {amount} kwa akaunti {account}. Salio {savings_balance}. "
-        "Kumb. {receipt}.",
+        "en": "{amount} received to account {account}. Balance {savings_balance}. Ref {receipt}.",
+        "sw": "Tumepokea {amount} kwa akaunti {account}. Salio {savings_balance}. Kumb. {receipt}.",
     },
     "repayment_received": {
         "en": "Payment of {amount} received for loan {loan_no}. Balance left {balance_left}. "
