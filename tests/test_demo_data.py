@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from flask import Flask
 from flask.testing import FlaskCliRunner
@@ -93,6 +94,10 @@ def test_demo_members_hold_the_savings_and_shares_listed(
             select(Account.balance).where(Account.code == f"SHR-{member.member_no}")
         )
         assert share_capital == -shares  # credit-normal: stored negative, shown positive
+        ordinary = db.session.scalar(
+            select(Account.balance).where(Account.code == f"ORD-{member.member_no}")
+        )
+        assert ordinary == -max(savings // 10, Decimal("500"))  # withdrawable savings too
 
 
 def test_every_demo_role_can_log_in_with_the_demo_password(

@@ -17,6 +17,8 @@ from app.models.member import STAFF_ROLES
 from app.services.ledger import DuplicatePosting
 from app.services.loans import loan_apply, loan_disburse
 from app.services.members import member_add, member_buy_shares, member_deposit
+from app.services.savings import account_product, products_ensure
+from app.services.savings.money_in import account_deposit
 from app.services.staff import staff_add
 
 DEMO_PASSWORD = "demo-pass-2026"  # demo data only; refused in production
@@ -134,6 +136,7 @@ def demo_load() -> dict[str, int]:
         if db.session.scalar(select(LoanProduct).where(LoanProduct.code == spec["code"])) is None:
             db.session.add(LoanProduct(**spec))
             created["products"] += 1
+    products_ensure()  # every default account product, as the migrations seed them
     db.session.commit()
     today = business_today()
     for name, phone, national_id, language, savings, shares in MEMBERS:
@@ -151,6 +154,20 @@ def demo_load() -> dict[str, int]:
                 value_date=today,
                 actor="demo",
             )
+        except DuplicatePosting:
+            db.session.rollback()
+        # A tenth of what they hold also sits in withdrawable savings, so Withdraw and
+        # Save have something to show.
+        try:
+            account_deposit(
+                member_id=member.id,
+                product=account_product("ORD"),
+                amount=max(savings // 10, Decimal("500")),
+                reference=f"DEMO-S-{member.member_no}",
+                value_date=today,
+                actor="demo",
+            )
+            db.session.commit()
         except DuplicatePosting:
             db.session.rollback()
         if shares:
