@@ -72,6 +72,7 @@ def register_views(console: Admin) -> None:
     """Each area of the console registers its own pages, in the order of the menu."""
     from admin import (
         agreements,
+        branch_withdrawals,
         desk,
         dividends,
         exits,
@@ -91,6 +92,7 @@ def register_views(console: Admin) -> None:
         sms,
         staff,
         standing_orders,
+        term_savings,
     )
 
     s = db  # Flask-Admin 2.2 deprecates passing db.session (a warning is an error in tests)
@@ -102,6 +104,8 @@ def register_views(console: Admin) -> None:
     share_transfers.register(console)  # between members, maker-checker
     exits.register(console)  # members leaving: notice, settlement, payout
     standing_orders.register(console)  # the member page's block and its forms
+    branch_withdrawals.register(console)  # cash or bank at the branch, maker-checker
+    term_savings.register(console)  # fixed deposits and targets on the member page
     console.add_view(AccountView(Account, s, name="Accounts", category="Ledger"))
     console.add_view(JournalView(JournalEntry, s, name="Journal", category="Ledger"))
     payments.register(console)

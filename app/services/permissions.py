@@ -60,6 +60,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "branch_withdrawal.approve": ("branch_manager",),
     # A member's monthly transfer from savings (set or stopped at the desk for them)
     "standing_order.manage": MAKERS,
+    # Fixed deposits and target savings opened, broken, set or released for a member
+    "term_savings.manage": MAKERS,
 }
 
 
@@ -132,4 +134,5 @@ _WORDS = {
     "branch_withdrawal.record": "record withdrawals paid at the branch",
     "branch_withdrawal.approve": "approve withdrawals paid at the branch",
     "standing_order.manage": "set or cancel members' standing orders",
+    "term_savings.manage": "open or break fixed deposits, or set or release savings targets",
 }
