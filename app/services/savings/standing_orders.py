@@ -196,19 +196,20 @@ def standing_orders_due(as_of: date) -> list[int]:
             StandingOrderRun.due_on <= as_of,
         )
     )
-    return list(
-        db.session.scalars(
-            select(StandingOrder.id)
-            .where(
-                StandingOrder.status == "active",
-                StandingOrder.day_of_month <= as_of.day,
-                StandingOrder.starts_on <= as_of,
-                (StandingOrder.ends_on.is_(None)) | (StandingOrder.ends_on >= as_of),
-                ~ran,
-            )
-            .order_by(StandingOrder.id)
+    rows = db.session.execute(
+        select(StandingOrder.id, StandingOrder.day_of_month, StandingOrder.starts_on)
+        .where(
+            StandingOrder.status == "active",
+            StandingOrder.day_of_month <= as_of.day,
+            StandingOrder.starts_on <= as_of,
+            (StandingOrder.ends_on.is_(None)) | (StandingOrder.ends_on >= as_of),
+            ~ran,
         )
+        .order_by(StandingOrder.id)
     )
+    # This month's day must fall on or after the order's start: one set on the 20th for
+    # the 1st first runs next month, not at once for a day before it existed.
+    return [order_id for order_id, day, start in rows if due_date(day, as_of) >= start]
 
 
 def _free(source: Account) -> Decimal:
@@ -228,7 +229,7 @@ def standing_order_execute(order_id: int, *, as_of: date) -> StandingOrderRun | 
     order = lock_row(StandingOrder, order_id)
     assert order is not None
     due = due_date(order.day_of_month, as_of)
-    if order.status != "active" or due > as_of or order.starts_on > as_of:
+    if order.status != "active" or due > as_of or due < order.starts_on:
         return None
     if db.session.scalar(
         select(StandingOrderRun.id).where(
