@@ -39,7 +39,7 @@ from app.services.savings.fixed import (
 )
 
 MANAGE = "term_savings.manage"
-ON_MATURITY_WORDS = {"savings": "back to savings", "rollover": "rolled over"}
+ON_MATURITY_WORDS = {"savings": "goes back to savings", "rollover": "rolls over"}
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,8 @@ class TermSavingsView(SecureMixin, BaseView):
             )
             return (
                 f"Fixed deposit of KES {deposit.principal:,.2f} opened from savings at "
-                f"{deposit.rate:g}% a year; it matures on {deposit.maturity_on:%d %b %Y} and "
-                f"then goes {ON_MATURITY_WORDS[deposit.on_maturity]}."
+                f"{deposit.rate.normalize():f}% a year; it matures on "
+                f"{deposit.maturity_on:%d %b %Y} and then {ON_MATURITY_WORDS[deposit.on_maturity]}."
             )
 
         return self._post(member_id, act)
@@ -164,6 +164,9 @@ class TermSavingsView(SecureMixin, BaseView):
     @expose("/fixed/<int:deposit_id>/break", methods=("POST",))
     def break_fixed(self, deposit_id: int) -> Response | Any:
         found = db.session.get(FixedDeposit, deposit_id)
+        # interest_paid counts every term; a rolled-over term's is in the principal already,
+        # so the break's own interest is what it adds.
+        paid_before = found.interest_paid if found else ZERO
 
         def act() -> str:
             deposit = fixed_deposit_break(
@@ -171,8 +174,8 @@ class TermSavingsView(SecureMixin, BaseView):
             )
             return (
                 f"The fixed deposit is broken: KES {deposit.principal:,.2f} and "
-                f"KES {deposit.interest_paid:,.2f} interest (less the penalty, net of tax) "
-                "are back in savings."
+                f"KES {deposit.interest_paid - paid_before:,.2f} interest (less the penalty, "
+                "net of tax) are back in savings."
             )
 
         return self._post(found.member_id if found else None, act)
