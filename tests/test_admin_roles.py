@@ -62,6 +62,20 @@ MATRIX_OURS = {
     "loan.import": {"branch_manager", "admin"},
     "member.message": MAKERS,
     "loan.disburse": {"branch_manager"},
+    # Issue 20, the members' own money: a maker and a different checker wherever money
+    # leaves or moves between members (dividends, share transfers, exits, branch
+    # withdrawals above the limit); product terms are an admin's.
+    "dividend.declare": {"branch_manager", "admin", "compliance"},
+    "dividend.approve": {"branch_manager", "admin"},
+    "account_product.manage": {"admin"},
+    "share_transfer.request": MAKERS,
+    "share_transfer.approve": {"branch_manager"},
+    "member_exit.request": MAKERS,
+    "member_exit.settle": {"branch_manager"},
+    "branch_withdrawal.record": MAKERS,
+    "branch_withdrawal.approve": {"branch_manager"},
+    "standing_order.manage": MAKERS,
+    "term_savings.manage": MAKERS,
 }
 
 

@@ -280,11 +280,6 @@ def test_a_target_is_set_refused_while_locked_and_released_once_reached(app: Fla
     assert {"savings_target.set", "savings_target.release"} <= actions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="savings_targets.account_id is unique (migration 0023) and a member has one "
-    "target account, so a second target after a release cannot be written",
-)
 def test_a_new_target_may_be_set_after_the_last_was_released(app: Flask) -> None:
     member_id = saver("1000")
     target_set(

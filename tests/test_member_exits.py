@@ -339,3 +339,29 @@ def test_a_deposit_arriving_during_a_settlement_is_refused_not_lost_in_a_closed_
     assert "closed" in payer.outcome()
     assert member_balances(member_id=member_id).savings == Decimal("0.00")
     assert -_gl("GL-REFUNDS-PAYABLE") == Decimal("3000.00")
+
+
+def test_an_exit_waits_for_a_branch_withdrawal_held_for_approval(app: Flask) -> None:
+    from app.services.savings.branch import branch_withdrawal_decide, branch_withdrawal_record
+
+    officer, manager = _staff("loan_officer"), _staff("branch_manager")
+    member = make_borrower(savings=1000)
+    _save(member, "90000")
+    ordinary = member_product_account(member, account_product("ORD"))
+    held = branch_withdrawal_record(
+        member_id=member.id,
+        account_id=ordinary.id,
+        amount="60000",
+        method="cash",
+        reference="V-7",
+        staff=officer,
+        today=TODAY,
+    )
+    leaving = exit_request(member_id=member.id, reason="leaving", actor=officer, today=TODAY)
+    later = TODAY + timedelta(days=61)
+    with pytest.raises(ExitError, match="a withdrawal at the branch waits for approval"):
+        exit_settle(exit_id=leaving.id, actor=manager, today=later)
+    branch_withdrawal_decide(
+        withdrawal_id=held.id, staff=manager, approve=False, today=TODAY, reason="not signed"
+    )
+    assert exit_settle(exit_id=leaving.id, actor=manager, today=later).refund == Decimal("91000.00")

@@ -13,12 +13,12 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     CheckConstraint,
     Date,
     ForeignKey,
     Index,
-    JSON,
     Integer,
     Numeric,
     String,
@@ -385,10 +385,18 @@ class SavingsTarget(Model):
     __table_args__ = (
         CheckConstraint(_in("status", TARGET_STATUSES), name="status"),
         CheckConstraint("goal_amount IS NOT NULL OR unlock_on IS NOT NULL", name="a_lock"),
+        # One target running per account; released ones stay as the account's history.
+        Index(
+            "uq_savings_targets_active",
+            "account_id",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     name: Mapped[str] = mapped_column(String(40))  # "School fees", as the member calls it
     goal_amount: Mapped[Decimal | None] = mapped_column(Money())

@@ -101,11 +101,18 @@ def upgrade():
             ["member_id"], ["members.id"], name=op.f("fk_savings_targets_member_id_members")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_savings_targets")),
-        sa.UniqueConstraint("account_id", name=op.f("uq_savings_targets_account_id")),
     )
     with op.batch_alter_table("savings_targets", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_savings_targets_member_id"), ["member_id"], unique=False
+        )
+        # One target running per account; released ones stay as the account's history.
+        batch_op.create_index(
+            "uq_savings_targets_active",
+            ["account_id"],
+            unique=True,
+            postgresql_where=sa.text("status = 'active'"),
+            sqlite_where=sa.text("status = 'active'"),
         )
 
     with op.batch_alter_table("account_products", schema=None) as batch_op:
@@ -188,6 +195,7 @@ def downgrade():
         batch_op.drop_column("term_months")
 
     with op.batch_alter_table("savings_targets", schema=None) as batch_op:
+        batch_op.drop_index("uq_savings_targets_active")
         batch_op.drop_index(batch_op.f("ix_savings_targets_member_id"))
 
     op.drop_table("savings_targets")

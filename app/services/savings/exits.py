@@ -27,6 +27,7 @@ from app.errors import SaccoError
 from app.extensions import db
 from app.models import (
     Account,
+    BranchWithdrawal,
     FixedDeposit,
     Guarantee,
     Loan,
@@ -131,6 +132,13 @@ def exit_figures(member_id: int) -> ExitFigures:
     )
     if waiting is not None:
         figures.blockers.append("a guarantee request waits for the member's answer: decline it")
+    held = db.session.scalar(
+        select(BranchWithdrawal.id).where(
+            BranchWithdrawal.member_id == member_id, BranchWithdrawal.status == "pending"
+        )
+    )
+    if held is not None:
+        figures.blockers.append("a withdrawal at the branch waits for approval: decide it first")
     moving = db.session.scalar(
         select(MpesaRequest.id).where(
             MpesaRequest.member_id == member_id,
