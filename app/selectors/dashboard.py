@@ -76,7 +76,7 @@ class Dashboard:
     members: int
     active_members: int
     savings: Decimal  # deposits: the ledger's historical name
-    member_savings: Decimal  # withdrawable savings, every savings product
+    member_savings: Decimal  # savings: withdrawable, fixed deposits and targets
     share_capital: Decimal
     live_loans: int
     outstanding: Decimal
@@ -129,19 +129,23 @@ def members_count() -> tuple[int, int]:
 
 
 def deposits_held() -> tuple[Decimal, Decimal, Decimal]:
-    """Members' deposits (ledger kind "savings"), withdrawable savings (every savings
-    product's accounts) and share capital, as a person reads them (positive)."""
+    """Members' deposits (ledger kind "savings"), savings (withdrawable accounts, fixed
+    deposits and targets together) and share capital, as a person reads them (positive)."""
     rows = db.session.execute(
         select(Account.kind, func.sum(Account.balance))
-        .where(Account.kind.in_(("savings", "member_savings", "share_capital")))
+        .where(Account.kind.in_(("savings", *SAVINGS_KINDS, "share_capital")))
         .group_by(Account.kind)
     ).all()
     held = {kind: -(total or ZERO) for kind, total in rows}
     return (
         held.get("savings", ZERO),
-        held.get("member_savings", ZERO),
+        sum((held.get(kind, ZERO) for kind in SAVINGS_KINDS), ZERO),
         held.get("share_capital", ZERO),
     )
+
+
+# Everything members save beside their deposits: the dashboard's "Savings" figure.
+SAVINGS_KINDS = ("member_savings", "fixed_deposit", "target_savings")
 
 
 def bucket_of_days_past_due() -> Case[str]:
