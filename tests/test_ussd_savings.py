@@ -128,7 +128,8 @@ def test_the_main_menu_offers_savings_and_shares(client: FlaskClient, member: Re
     phone = _signed_in(client)
     menu = phone.press("9")
     assert menu == (
-        "CON 1. Save\n2. Withdraw to M-PESA\n3. Buy shares\n4. My dividends\n0 Back 00 Home"
+        "CON 1. Save\n2. Withdraw to M-PESA\n3. Buy shares\n4. My dividends\n"
+        "5. Standing orders\n0 Back 00 Home"
     )
     assert "Choose a number from the list.\n1. Save" in phone.press("7")  # same screen
 

@@ -17,7 +17,9 @@
     main 9 -> sav_menu: 1 [save_account] -> save_amount -> save_confirm -> END (prompt);
         2 [wd_account] -> wd_amount -> wd_pin -> END (payout on its way);
         3 shares_how: 1 shares_amount -> shares_pin -> END; 2 save_amount (shares) ...;
-        4 dividends
+        4 dividends;
+        5 so_menu (orders listed): 1 so_source -> so_target -> so_amount -> so_day
+        -> so_pin -> END (order set); 2 [so_cancel] -> so_cancel_confirm -> END
     main 4 -> statement 1 -> END (SMS on its way)
     main 7 -> language -> main
     main 5 -> ussd_menus/phone.py
@@ -42,7 +44,7 @@ from sqlalchemy import select
 
 from app.clock import business_today
 from app.extensions import db
-from app.models import Guarantee, Loan, LoanProduct, Member
+from app.models import Guarantee, Loan, LoanProduct, Member, StandingOrder
 from app.models.types import utcnow
 from app.money import MoneyError, is_whole_shillings, money_input, shillings_up
 from app.selectors.dividends import member_dividends
@@ -110,6 +112,12 @@ from app.services.promises import (
     promise_problem,
     promise_problem_words,
     promise_record,
+)
+from app.services.savings.standing_orders import (
+    MAX_ACTIVE_ORDERS,
+    StandingOrderError,
+    standing_order_cancel,
+    standing_order_create,
 )
 from app.services.savings.withdrawals import (
     B2C_MIN_AMOUNT,
@@ -1206,6 +1214,8 @@ def _sav_menu(hop: Hop) -> Step:
         return Goto("shares_how")
     if hop.input == "4":
         return Goto("dividends")
+    if hop.input == "5":
+        return Goto("so_menu")
     return Invalid(t("choose", language))
 
 
@@ -1475,6 +1485,235 @@ def _dividends(hop: Hop) -> Step:
     return Invalid(t("choose", _lang(hop)))
 
 
+# -- standing orders (menu 9, item 5) ----------------------------------------------------
+# A member's monthly transfer from their savings to deposits, shares or a loan of theirs,
+# or a payday order (a monthly M-PESA prompt into deposits, shares or savings); the
+# standing-orders service holds the rules (1 to 28, at most MAX_ACTIVE_ORDERS, the loan
+# theirs and open) and the nightly job moves the money. A new order is confirmed with the
+# PIN, as money that will leave; cancelling one stops money, so 1/2 confirms it. A
+# savings-sourced order always takes part-payments (the service's default): asking would
+# cost a hop for a choice few members would change.
+
+SO_LISTED = 3  # orders a screen lists (the oldest first)
+SO_LOANS = 3  # live loans the "pays into" screen offers after deposits and shares
+# What each kind of order may pay into, as the "pays into" screen numbers them (loans of
+# a savings-sourced order follow).
+SO_TARGETS = {"savings": ("deposits", "shares"), "mpesa": ("deposits", "shares", "savings")}
+
+
+def _so_orders(member_id: int | None) -> list[tuple[int, str, str, int | None, Decimal, int, str]]:
+    """The member's active orders, oldest first: (id, source, target, loan_id, amount, day,
+    loan_no or "")."""
+    rows = db.session.execute(
+        select(
+            StandingOrder.id,
+            StandingOrder.source,
+            StandingOrder.target,
+            StandingOrder.loan_id,
+            StandingOrder.amount,
+            StandingOrder.day_of_month,
+            Loan.loan_no,
+        )
+        .outerjoin(Loan, Loan.id == StandingOrder.loan_id)
+        .where(StandingOrder.member_id == member_id, StandingOrder.status == "active")
+        .order_by(StandingOrder.id)
+    ).all()
+    return [(r[0], r[1], r[2], r[3], r[4], r[5], r[6] or "") for r in rows]
+
+
+def _so_what(target: str, loan_no: str, language: str) -> str:
+    if target == "loan":
+        return loan_no
+    return t("so_list_savings" if target == "savings" else f"so_to_{target}", language)
+
+
+def _so_line(source: str, target: str, loan_no: str, amount: Decimal, day: int, lang: str) -> str:
+    """One order as a list shows it: whole shillings (an order set at the desk with cents
+    shows them on the cancel screen)."""
+    return t(
+        "so_line_mpesa" if source == "mpesa" else "so_line",
+        lang,
+        amount=f"{amount:,.0f}",
+        what=_so_what(target, loan_no, lang),
+        day=day,
+    )
+
+
+def _so_listed(hop: Hop) -> list[list[Any]]:
+    """The orders the screens list ([id, line]); kept in the session so the number picked
+    names the order the member read."""
+    language = _lang(hop)
+    return [
+        [oid, _so_line(source, target, loan_no, amount, day, language)]
+        for oid, source, target, _l, amount, day, loan_no in _so_orders(hop.session.member_id)
+    ][:SO_LISTED]
+
+
+def _so_menu_render(hop: Hop) -> str:
+    listed = _so_listed(hop)
+    if not listed:
+        return _with_nav(hop, t("so_none", _lang(hop)))
+    return _with_nav(hop, "\n".join([*(line for _id, line in listed), t("so_actions", _lang(hop))]))
+
+
+def _so_menu(hop: Hop) -> Step:
+    language = _lang(hop)
+    orders = _so_orders(hop.session.member_id)
+    if hop.input == "1":
+        if len(orders) >= MAX_ACTIVE_ORDERS:
+            return Invalid(t("so_full", language, most=MAX_ACTIVE_ORDERS))
+        for key in ("so_source", "so_target", "so_amount", "so_day"):
+            hop.session.data.pop(key, None)
+        return Goto("so_source")
+    if hop.input == "2" and orders:
+        listed = _so_listed(hop)
+        hop.session.data["so_listed"] = listed
+        if len(listed) == 1:  # straight on with the one there is
+            hop.session.data["so_order"] = listed[0]
+            return Goto("so_cancel_confirm")
+        return Goto("so_cancel")
+    return Invalid(t("choose", language))
+
+
+def _so_source(hop: Hop) -> Step:
+    source = {"1": "savings", "2": "mpesa"}.get(hop.input)
+    if source is None:
+        return Invalid(t("choose", _lang(hop)))
+    hop.session.data["so_source"] = source
+    return Goto("so_target")
+
+
+def _so_choices(hop: Hop) -> list[list[Any]]:
+    """What the order may pay into, numbered as shown: [target, loan_id, what]."""
+    language = _lang(hop)
+    source = hop.session.data.get("so_source", "savings")
+    choices: list[list[Any]] = [
+        [target, None, t(f"so_to_{target}", language)] for target in SO_TARGETS[source]
+    ]
+    if source == "savings":
+        for loan in _live_loans(hop.session.member_id)[:SO_LOANS]:
+            choices.append(["loan", loan.id, loan.loan_no])
+    return choices
+
+
+def _so_target_render(hop: Hop) -> str:
+    language = _lang(hop)
+    lines = [t("so_target", language)]
+    for i, (target, _loan, what) in enumerate(_so_choices(hop), 1):
+        key = "so_choice_loan" if target == "loan" else "so_choice"
+        lines.append(t(key, language, n=i, what=what.capitalize() if target != "loan" else what))
+    return _with_nav(hop, "\n".join(lines))
+
+
+def _so_target(hop: Hop) -> Step:
+    choices = _so_choices(hop)
+    if not (hop.input.isdigit() and 1 <= int(hop.input) <= len(choices)):
+        return Invalid(t("choose", _lang(hop)))
+    hop.session.data["so_target"] = choices[int(hop.input) - 1]
+    return Goto("so_amount")
+
+
+def _so_amount_render(hop: Hop) -> str:
+    return _with_nav(
+        hop, t("so_amount", _lang(hop), low=_pay(MIN_STK_AMOUNT), high=_pay(MAX_STK_AMOUNT))
+    )
+
+
+def _so_amount(hop: Hop) -> Step:
+    """Whole shillings within one M-PESA payment's limits: a payday prompt can ask no more,
+    and an order from savings keeps to the same range (more is set at the desk)."""
+    amount = _shillings(hop)
+    if amount is None or stk_amount_problem(amount) is not None:
+        return _amount_bad(hop, MIN_STK_AMOUNT, MAX_STK_AMOUNT)
+    hop.session.data["so_amount"] = str(int(amount))
+    return Goto("so_day")
+
+
+def _so_day(hop: Hop) -> Step:
+    if not (hop.input.isdigit() and len(hop.input) <= 2 and 1 <= int(hop.input) <= 28):
+        return Invalid(t("so_day_bad", _lang(hop)))
+    hop.session.data["so_day"] = int(hop.input)
+    return Goto("so_pin")
+
+
+def _so_words(hop: Hop) -> dict[str, object]:
+    _target, _loan, what = hop.session.data.get("so_target") or ["deposits", None, ""]
+    return {
+        "amount": kes(Decimal(hop.session.data.get("so_amount", "0"))),
+        "what": what,
+        "day": hop.session.data.get("so_day", 1),
+    }
+
+
+def _so_pin_render(hop: Hop) -> str:
+    mpesa = hop.session.data.get("so_source") == "mpesa"
+    return t("so_pin_mpesa" if mpesa else "so_pin", _lang(hop), **_so_words(hop))
+
+
+def _so_pin(hop: Hop) -> Step:
+    refused = _pin_confirms(hop)
+    if refused is not None:
+        return refused
+    language = _lang(hop)
+    member = _member(hop)
+    data = hop.session.data
+    target, loan_id, _what = data["so_target"]
+    source = data["so_source"]
+    try:
+        standing_order_create(
+            member_id=member.id,
+            target=target,
+            amount=data["so_amount"],
+            day_of_month=int(data["so_day"]),
+            actor=f"member:{member.member_no}",
+            loan_id=loan_id,
+            channel="ussd",
+            source=source,
+        )
+    except StandingOrderError as exc:
+        db.session.rollback()
+        return End(t("so_refused", language, why=str(exc)[:120]))
+    return End(t("so_done_mpesa" if source == "mpesa" else "so_done", language, **_so_words(hop)))
+
+
+def _so_cancel_render(hop: Hop) -> str:
+    lines = [t("so_cancel_which", _lang(hop))]
+    for i, (_id, line) in enumerate(hop.session.data.get("so_listed", []), 1):
+        lines.append(f"{i}. {line}")
+    return _with_nav(hop, "\n".join(lines))
+
+
+def _so_cancel(hop: Hop) -> Step:
+    listed = hop.session.data.get("so_listed", [])
+    if not (hop.input.isdigit() and 1 <= int(hop.input) <= len(listed)):
+        return Invalid(t("choose", _lang(hop)))
+    hop.session.data["so_order"] = listed[int(hop.input) - 1]
+    return Goto("so_cancel_confirm")
+
+
+def _so_cancel_confirm_render(hop: Hop) -> str:
+    _id, line = hop.session.data.get("so_order") or [0, ""]
+    return t("so_cancel_confirm", _lang(hop), line=line)
+
+
+def _so_cancel_confirm(hop: Hop) -> Step:
+    language = _lang(hop)
+    if hop.input == "2":
+        return End(t("cancelled", language))
+    if hop.input != "1":
+        return Invalid(t("choose", language))
+    member = _member(hop)
+    order_id, _line = hop.session.data["so_order"]
+    try:
+        standing_order_cancel(
+            order_id=int(order_id), actor=f"member:{member.member_no}", member_id=member.id
+        )
+    except StandingOrderError as exc:
+        db.session.rollback()
+        return End(t("so_cancel_refused", language, why=str(exc)[:120]))
+    return End(t("so_cancelled", language))
+
+
 # -- statement, language -----------------------------------------------------------------
 
 
@@ -1585,6 +1824,14 @@ SCREENS: dict[str, Screen] = {
             resumable=True,
         ),
         Screen("dividends", _dividends_render, _dividends),
+        Screen("so_menu", _so_menu_render, _so_menu),
+        Screen("so_source", lambda h: _with_nav(h, t("so_source", _lang(h))), _so_source),
+        Screen("so_target", _so_target_render, _so_target, resumable=True),
+        Screen("so_amount", _so_amount_render, _so_amount, resumable=True),
+        Screen("so_day", lambda h: _with_nav(h, t("so_day", _lang(h))), _so_day, resumable=True),
+        Screen("so_pin", _so_pin_render, _so_pin, resumable=True),
+        Screen("so_cancel", _so_cancel_render, _so_cancel, resumable=True),
+        Screen("so_cancel_confirm", _so_cancel_confirm_render, _so_cancel_confirm, resumable=True),
         Screen("statement", _statement_render, _statement),
         Screen("language", lambda h: t("language", _lang(h)), _language),
     )

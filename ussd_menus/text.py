@@ -305,8 +305,9 @@ TEXT: dict[str, dict[str, str]] = {
     # -- savings and shares (menu 9): save by M-PESA prompt, withdraw to M-PESA, buy shares,
     # dividends --------------------------------------------------------------------------
     "sav_menu": {
-        "en": "1. Save\n2. Withdraw to M-PESA\n3. Buy shares\n4. My dividends",
-        "sw": "1. Weka akiba\n2. Toa kwenda M-PESA\n3. Nunua hisa\n4. Gawio langu",
+        "en": "1. Save\n2. Withdraw to M-PESA\n3. Buy shares\n4. My dividends\n5. Standing orders",
+        "sw": "1. Weka akiba\n2. Toa kwenda M-PESA\n3. Nunua hisa\n4. Gawio langu\n"
+        "5. Maagizo ya kudumu",
     },
     "account_line": {"en": "{n}. {name} {number}", "sw": "{n}. {name} {number}"},
     "save_which": {"en": "Save to which account?", "sw": "Weka akiba kwenye akaunti ipi?"},
@@ -381,6 +382,77 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "No dividends posted for {last} or {year} yet.",
         "sw": "Hakuna gawio lililolipwa kwa {last} au {year} bado.",
     },
+    # -- standing orders (menu 9, item 5): a list line is short enough that three fit
+    # with the choices, the navigation and an error above them.
+    "so_none": {
+        "en": "You have no standing orders.\n1. New order",
+        "sw": "Huna maagizo ya kudumu.\n1. Agizo jipya",
+    },
+    "so_line": {"en": "KES {amount} to {what}, day {day}", "sw": "KES {amount} {what}, siku {day}"},
+    "so_line_mpesa": {
+        "en": "M-PESA {amount} to {what}, day {day}",
+        "sw": "M-PESA {amount} {what}, siku {day}",
+    },
+    "so_to_deposits": {"en": "deposits", "sw": "akiba"},
+    "so_to_shares": {"en": "shares", "sw": "hisa"},
+    "so_to_savings": {"en": "savings", "sw": "akiba ya kawaida"},
+    # The same in a list line, where three must fit with an error above them.
+    "so_list_savings": {"en": "savings", "sw": "akiba kawaida"},
+    "so_actions": {"en": "1. New 2. Cancel one", "sw": "1. Jipya 2. Ghairi"},
+    "so_full": {
+        "en": "{most} orders at most: cancel one.",
+        "sw": "Una maagizo {most}: ghairi moja.",
+    },
+    "so_source": {
+        "en": "Pay each month from:\n1. My savings\n2. M-PESA prompt on my payday",
+        "sw": "Lipa kila mwezi kutoka:\n1. Akiba yangu ya kawaida\n2. Ombi la M-PESA siku ya "
+        "mshahara",
+    },
+    "so_target": {"en": "Pay into:", "sw": "Lipa kwenye:"},
+    "so_choice": {"en": "{n}. {what}", "sw": "{n}. {what}"},
+    "so_choice_loan": {"en": "{n}. Loan {what}", "sw": "{n}. Mkopo {what}"},
+    "so_amount": {
+        "en": "Amount each month ({low} to {high}):",
+        "sw": "Kiasi kila mwezi ({low} hadi {high}):",
+    },
+    "so_day": {
+        "en": "Day of the month to pay (1 to 28):",
+        "sw": "Tarehe ya kulipa kila mwezi (1 hadi 28):",
+    },
+    "so_day_bad": {"en": "Enter a day from 1 to 28.", "sw": "Weka tarehe kuanzia 1 hadi 28."},
+    "so_pin": {
+        "en": "Each month on day {day}: {amount} from your savings to {what}.\n"
+        "Enter PIN to confirm\n2. Cancel",
+        "sw": "Kila mwezi tarehe {day}: {amount} kutoka akiba ya kawaida kwenda {what}.\n"
+        "Weka PIN kuthibitisha\n2. Ghairi",
+    },
+    "so_pin_mpesa": {
+        "en": "Each month on day {day}: an M-PESA prompt for {amount} to {what}.\n"
+        "Enter PIN to confirm\n2. Cancel",
+        "sw": "Kila mwezi tarehe {day}: ombi la M-PESA la {amount} kwenda {what}.\n"
+        "Weka PIN kuthibitisha\n2. Ghairi",
+    },
+    "so_done": {
+        "en": "Standing order set: {amount} to {what} on day {day} each month. We will SMS "
+        "you each time.",
+        "sw": "Agizo limewekwa: {amount} kwenda {what} tarehe {day} kila mwezi. Tutakutumia "
+        "SMS kila mara.",
+    },
+    "so_done_mpesa": {
+        "en": "Payday order set: an M-PESA prompt for {amount} to {what} on day {day} each month.",
+        "sw": "Agizo limewekwa: ombi la M-PESA la {amount} kwenda {what} tarehe {day} kila mwezi.",
+    },
+    "so_refused": {"en": "Not set: {why}", "sw": "Halijawekwa: {why}"},
+    "so_cancel_which": {"en": "Cancel which?", "sw": "Ghairi lipi?"},
+    "so_cancel_confirm": {
+        "en": "Cancel {line}?\n1. Yes, cancel it\n2. No",
+        "sw": "Ghairi {line}?\n1. Ndiyo, ghairi\n2. Hapana",
+    },
+    "so_cancelled": {
+        "en": "Standing order cancelled. It will pay nothing more.",
+        "sw": "Agizo limeghairiwa. Halitalipa tena.",
+    },
+    "so_cancel_refused": {"en": "Not cancelled: {why}", "sw": "Halijaghairiwa: {why}"},
     "statement_more": {"en": "1. Full statement by SMS", "sw": "1. Taarifa kamili kwa SMS"},
     "statement_none": {"en": "No transactions yet.", "sw": "Hakuna miamala bado."},
     "statement_sent": {
