@@ -20,9 +20,16 @@ from sqlalchemy import select
 
 from app.clock import business_today
 from app.extensions import db, redis_client
-from app.models import Account, AuditLog, MpesaRequest, StandingOrder, StandingOrderRun
+from app.models import (
+    Account,
+    AuditLog,
+    Member,
+    MpesaRequest,
+    StandingOrder,
+    StandingOrderRun,
+)
 from app.services.savings import products_ensure
-from app.services.savings.standing_orders import standing_order_create
+from app.services.savings.standing_orders import standing_order_cancel, standing_order_create
 from app.sms_templates import GSM7_BASIC
 from app.ussd.engine import MAX_SCREEN, Hop, Session, SessionStore, UssdRequest
 from tests.loan_factories import make_loan, make_product
@@ -73,16 +80,10 @@ def _balance(code: str) -> Decimal:
     return account.display_balance if account is not None else D("0.00")
 
 
-def _standing(phone_screen: str) -> None:
-    assert phone_screen == ("CON You have no standing orders.\n1. New order\n0 Back 00 Home"), (
-        phone_screen
-    )
-
-
 def test_menu_9_offers_standing_orders_and_lists_none_yet(client: FlaskClient, member: Ref) -> None:
     phone = _signed_in(client)
     assert phone.press("9").endswith("4. My dividends\n5. Standing orders\n0 Back 00 Home")
-    _standing(phone.press("5"))
+    assert phone.press("5") == "CON You have no standing orders.\n1. New order\n0 Back 00 Home"
     assert phone.press("2").startswith("CON Choose a number from the list.\nYou have no")
 
 
@@ -144,8 +145,6 @@ def test_an_order_from_savings_to_deposits_is_set_with_the_pin_and_the_job_moves
 def test_an_order_from_savings_may_pay_a_loan_of_the_members(
     client: FlaskClient, member: Ref
 ) -> None:
-    from app.models import Member
-
     loan = make_loan(
         product=make_product("V1"),
         amount=5000,
@@ -270,8 +269,6 @@ def test_another_members_order_cannot_be_cancelled_from_a_stale_list(
     phone.press("9")
     phone.press("5")
     phone.press("2")
-    from app.services.savings.standing_orders import standing_order_cancel
-
     standing_order_cancel(order_id=order, actor="staff@x")
     assert phone.press("1") == f"END Not cancelled: standing order {order} is cancelled already"
     assert _orders(member.id)[0].cancelled_by == "staff@x"
@@ -388,8 +385,6 @@ def test_every_standing_order_screen_fits_182_gsm7_characters_with_worst_case_da
     """Rendered directly: the longest lines a list can hold (7-digit orders set at the
     desk, a payday order into savings, loans with long numbers), the most loans the target
     screen offers, each screen with its longest error; then the ends."""
-    from app.models import Member
-
     products_ensure()
     made = _member("0711223344", "Bartholomew-Nyambura Wanjiku-Achieng Omondi", 9_999_999, language)
     member = Ref(made.id, made.member_no)
