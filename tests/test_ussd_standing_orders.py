@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from itertools import product as product_of
 
 import pytest
 import responses
@@ -29,12 +30,16 @@ from app.models import (
     StandingOrderRun,
 )
 from app.services.savings import products_ensure
-from app.services.savings.standing_orders import standing_order_cancel, standing_order_create
+from app.services.savings.standing_orders import (
+    MAX_ACTIVE_ORDERS,
+    standing_order_cancel,
+    standing_order_create,
+)
 from app.sms_templates import GSM7_BASIC
 from app.ussd.engine import MAX_SCREEN, Hop, Session, SessionStore, UssdRequest
 from tests.loan_factories import make_loan, make_product
 from tests.test_ussd_savings import PIN, Ref, _code, _member, _save, _signed_in
-from ussd_menus.screens import SCREENS, SO_LISTED, _so_line, _so_orders
+from ussd_menus.screens import SCREENS, SO_LISTED, _so_line, _so_listed
 from ussd_menus.text import t
 from workers.schedule import run_job
 
@@ -299,7 +304,9 @@ def test_refusals_keep_the_same_screen_and_set_nothing(client: FlaskClient, memb
     assert _orders(member.id) == []
 
 
-def test_five_orders_is_the_most_the_list_shows_three(client: FlaskClient, member: Ref) -> None:
+def test_five_orders_is_the_most_the_list_shows_three_and_cancel_pages_them(
+    client: FlaskClient, member: Ref
+) -> None:
     for day in range(1, 6):
         standing_order_create(
             member_id=member.id, target="deposits", amount="100", day_of_month=day, actor="x"
@@ -312,6 +319,19 @@ def test_five_orders_is_the_most_the_list_shows_three(client: FlaskClient, membe
         "\n1. New 2. Cancel one\n0 Back 00 Home"
     )
     assert phone.press("1").startswith("CON 5 orders at most: cancel one.\nKES 100 to deposits")
+    # Cancel pages them, two at a time, numbered through: the fifth is reachable.
+    assert phone.press("2") == (
+        "CON Cancel which?\n1. KES 100 to deposits, day 1\n2. KES 100 to deposits, day 2\n"
+        "98 More\n0 Back 00 Home"
+    )
+    assert phone.press("3").startswith("CON Choose a number from the list.\nCancel which?")
+    assert "3. KES 100 to deposits, day 3\n4. KES 100" in phone.press("98")
+    last = phone.press("98")
+    assert last == "CON Cancel which?\n5. KES 100 to deposits, day 5\n0 Back 00 Home"
+    assert "Choose a number" in phone.press("98")
+    assert phone.press("5") == "CON Cancel KES 100 to deposits, day 5?\n1. Yes, cancel it\n2. No"
+    assert phone.press("1").startswith("END Standing order cancelled.")
+    assert [o.day_of_month for o in _orders(member.id) if o.status == "active"] == [1, 2, 3, 4]
 
 
 def test_kiswahili_through_a_new_order_and_the_list(client: FlaskClient, app: Flask) -> None:
@@ -401,37 +421,37 @@ def test_every_standing_order_screen_fits_182_gsm7_characters_with_worst_case_da
     for i, loan in enumerate(loans):
         loan.loan_no = f"L99999999{i}"  # a billion loans on: the numbers grow
     db.session.commit()
-    standing_order_create(
-        member_id=member.id,
-        target="savings",
-        amount="250000",
-        day_of_month=28,
-        actor="x",
-        source="mpesa",
-    )
-    for loan in loans[:2]:
+    # Every kind of order with its largest amount (a payday prompt asks at most one M-PESA
+    # payment; 7 digits set at the desk), and five orders of whichever makes the longest
+    # line: the standing-orders screen lists three of them, the cancel screen pages them.
+    kinds = [("mpesa", target, None, "250000") for target in ("deposits", "shares", "savings")]
+    kinds += [("savings", target, None, "9999999.99") for target in ("deposits", "shares")]
+    kinds.append(("savings", "loan", loans[0].id, "9999999.99"))
+
+    def line(kind: tuple[str, str, int | None, str]) -> str:
+        source, target, _loan, amount = kind
+        return _so_line(source, target, loans[0].loan_no, D(amount), 28, language)
+
+    source, target, loan_id, amount = max(kinds, key=lambda kind: len(line(kind)))
+    for _ in range(MAX_ACTIVE_ORDERS):
         standing_order_create(
             member_id=member.id,
-            target="loan",
-            loan_id=loan.id,
-            amount="9999999.99",
+            source=source,
+            target=target,
+            loan_id=loan_id,
+            amount=amount,
             day_of_month=28,
             actor="x",
         )
-    standing_order_create(
-        member_id=member.id, target="deposits", amount="9999999", day_of_month=28, actor="x"
-    )
     store = SessionStore(redis_client(), "secret")
     request = UssdRequest("ATUid_render", "+254711223344", "*384*96#", "", "63902")
-    # Every kind of line, the longest of them three times (as many as a list shows).
-    lines = [
-        _so_line(source, target, loan_no, amount, day, language)
-        for _id, source, target, _loan, amount, day, loan_no in _so_orders(member.id)
-    ]
-    assert len(lines) == 4
-    longest = [1, max(lines, key=len)]
-    listed = [longest] * SO_LISTED
-    for source in ("savings", "mpesa"):
+    probe = Session(screen="so_menu", member_id=member.id, language=language, authed=True)
+    every = _so_listed(Hop(request, probe, "", store))
+    assert len(every) == MAX_ACTIVE_ORDERS
+    assert {text for _id, text in every} == {max((line(k) for k in kinds), key=len)}
+    # The cancel screen: three orders at once, or five two a page with "98 More".
+    pages = [(every[:SO_LISTED], 0), *((every, page) for page in range(3))]
+    for (listed, page), source in product_of(pages, ("savings", "mpesa")):
         data = {
             "so_source": source,
             "so_target": ["loan", loans[0].id, loans[0].loan_no]
@@ -440,7 +460,8 @@ def test_every_standing_order_screen_fits_182_gsm7_characters_with_worst_case_da
             "so_amount": "250000",
             "so_day": 28,
             "so_listed": listed,
-            "so_order": longest,
+            "so_page": page,
+            "so_order": listed[0],
         }
         for name, errors in ERRORS.items():
             session = Session(

@@ -19,7 +19,7 @@
         3 shares_how: 1 shares_amount -> shares_pin -> END; 2 save_amount (shares) ...;
         4 dividends;
         5 so_menu (orders listed): 1 so_source -> so_target -> so_amount -> so_day
-        -> so_pin -> END (order set); 2 [so_cancel] -> so_cancel_confirm -> END
+        -> so_pin -> END (order set); 2 [so_cancel, 98 more] -> so_cancel_confirm -> END
     main 4 -> statement 1 -> END (SMS on its way)
     main 7 -> language -> main
     main 5 -> ussd_menus/phone.py
@@ -1494,7 +1494,10 @@ def _dividends(hop: Hop) -> Step:
 # savings-sourced order always takes part-payments (the service's default): asking would
 # cost a hop for a choice few members would change.
 
-SO_LISTED = 3  # orders a screen lists (the oldest first)
+SO_LISTED = 3  # orders the standing-orders screen lists (the oldest first)
+# The cancel screen lists all of them (up to MAX_ACTIVE_ORDERS): three when that is all
+# there are, else two a page and "98 More" (three with that line would not fit).
+SO_PER_PAGE = 2
 SO_LOANS = 3  # live loans the "pays into" screen offers after deposits and shares
 # What each kind of order may pay into, as the "pays into" screen numbers them (loans of
 # a savings-sourced order follow).
@@ -1540,17 +1543,17 @@ def _so_line(source: str, target: str, loan_no: str, amount: Decimal, day: int, 
 
 
 def _so_listed(hop: Hop) -> list[list[Any]]:
-    """The orders the screens list ([id, line]); kept in the session so the number picked
-    names the order the member read."""
+    """The member's orders as the screens list them ([id, line]); kept in the session by
+    Cancel so the number picked names the order the member read."""
     language = _lang(hop)
     return [
         [oid, _so_line(source, target, loan_no, amount, day, language)]
         for oid, source, target, _l, amount, day, loan_no in _so_orders(hop.session.member_id)
-    ][:SO_LISTED]
+    ]
 
 
 def _so_menu_render(hop: Hop) -> str:
-    listed = _so_listed(hop)
+    listed = _so_listed(hop)[:SO_LISTED]
     if not listed:
         return _with_nav(hop, t("so_none", _lang(hop)))
     return _with_nav(hop, "\n".join([*(line for _id, line in listed), t("so_actions", _lang(hop))]))
@@ -1568,6 +1571,7 @@ def _so_menu(hop: Hop) -> Step:
     if hop.input == "2" and orders:
         listed = _so_listed(hop)
         hop.session.data["so_listed"] = listed
+        hop.session.data["so_page"] = 0
         if len(listed) == 1:  # straight on with the one there is
             hop.session.data["so_order"] = listed[0]
             return Goto("so_cancel_confirm")
@@ -1676,16 +1680,35 @@ def _so_pin(hop: Hop) -> Step:
     return End(t("so_done_mpesa" if source == "mpesa" else "so_done", language, **_so_words(hop)))
 
 
+def _so_shown(hop: Hop) -> tuple[int, int, bool]:
+    """The orders this page of the cancel screen shows (start, end) and whether more
+    follow; numbered through all pages, so a number always names the same order."""
+    count = len(hop.session.data.get("so_listed", []))
+    if count <= SO_LISTED:
+        return 0, count, False
+    start = int(hop.session.data.get("so_page", 0)) * SO_PER_PAGE
+    end = min(start + SO_PER_PAGE, count)
+    return start, end, end < count
+
+
 def _so_cancel_render(hop: Hop) -> str:
+    listed = hop.session.data.get("so_listed", [])
+    start, end, more = _so_shown(hop)
     lines = [t("so_cancel_which", _lang(hop))]
-    for i, (_id, line) in enumerate(hop.session.data.get("so_listed", []), 1):
-        lines.append(f"{i}. {line}")
+    for i in range(start, end):
+        lines.append(f"{i + 1}. {listed[i][1]}")
+    if more:
+        lines.append(t("more", _lang(hop)))
     return _with_nav(hop, "\n".join(lines))
 
 
 def _so_cancel(hop: Hop) -> Step:
     listed = hop.session.data.get("so_listed", [])
-    if not (hop.input.isdigit() and 1 <= int(hop.input) <= len(listed)):
+    start, end, more = _so_shown(hop)
+    if hop.input == MORE and more:
+        hop.session.data["so_page"] = int(hop.session.data.get("so_page", 0)) + 1
+        return Goto("so_cancel", push=False)
+    if not (hop.input.isdigit() and start < int(hop.input) <= end):
         return Invalid(t("choose", _lang(hop)))
     hop.session.data["so_order"] = listed[int(hop.input) - 1]
     return Goto("so_cancel_confirm")
