@@ -308,6 +308,14 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sw": "Gawio la {year}: {dividend} kwa hisa zako na riba {interest} kwa akiba yako, "
         "kodi {tax} imekatwa. {net} imewekwa kwenye akaunti yako ya akiba {account}.",
     },
+    "dividend_paid_arrears": {
+        "en": "Dividend {year}: {dividend} on shares and {interest} interest on deposits, "
+        "less tax {tax}. {amount} paid your loan arrears; {net} is credited to account "
+        "{account}.",
+        "sw": "Gawio la {year}: {dividend} kwa hisa na riba {interest} kwa akiba, kodi {tax} "
+        "imekatwa. {amount} imelipa madeni ya mkopo wako; {net} imewekwa kwenye akaunti "
+        "{account}.",
+    },
     "promise_broken": {
         "en": "Your promise to pay {amount} on loan {loan_no} by {date} was not kept. Please "
         "pay now or call the SACCO office.",

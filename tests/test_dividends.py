@@ -349,13 +349,13 @@ def test_a_cancelled_draft_frees_the_year_and_bad_input_is_refused_in_words(
             payout="savings",
             staff=admin,
         )
-    with pytest.raises(DividendError, match="arrears first is not available"):
+    with pytest.raises(DividendError, match="payout"):
         dividend_declare(
             year=YEAR,
             share_rate="1",
             deposit_rate="1",
             method="simple",
-            payout="arrears_first",
+            payout="cash",
             staff=admin,
         )
     with pytest.raises(DividendError, match="year"):
@@ -649,3 +649,66 @@ def test_posting_in_partitions_pays_each_member_once(
     for line in lines:
         assert _ord_balance(line.member_id) == line.net
     assert -_journal_total("GL-WHT-PAYABLE") == posted.tax
+
+
+def test_arrears_first_pays_what_a_members_loans_are_behind_and_the_rest_to_savings(
+    app: Flask, book: dict[int, Moves]
+) -> None:
+    from datetime import UTC, datetime
+
+    from app.models import Loan
+    from app.selectors.loans import loan_list_figures
+    from tests.loan_factories import make_loan, make_product
+
+    # A member with deposits all 2025 and a loan paid out in June, never repaid.
+    member = make_member(name="Borrower")
+    member.created_at = datetime(2024, 1, 1, tzinfo=UTC)
+    db.session.commit()
+    member_id = member.id
+    member_deposit(
+        member_id=member_id, amount="400000", reference="BIG1", value_date=date(2025, 1, 2)
+    )
+    loan = make_loan(product=make_product("V1"), amount=10000, on=date(2025, 6, 1), member=member)
+    loan_id = loan.id
+    behind = loan_list_figures(loan_ids=[loan_id], as_of=PAID_ON)[loan_id].due_now
+    assert behind > 0
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="simple",
+        payout="arrears_first",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    posted = dividend_post(run_id=run.id, value_date=PAID_ON)
+    assert posted.status == "posted"
+    line = db.session.scalar(
+        select(DividendLine).where(
+            DividendLine.run_id == run.id, DividendLine.member_id == member_id
+        )
+    )
+    assert line is not None and line.net > behind  # 24,000 less tax: more than is behind
+    assert line.paid_to == "arrears"
+    assert loan_list_figures(loan_ids=[loan_id], as_of=PAID_ON)[loan_id].due_now == 0
+    assert _ord_balance(member_id) == line.net - behind
+    assert db.session.get(Loan, loan_id).status == "active"  # type: ignore[union-attr]
+    # Members without loans are paid to savings as before.
+    for other in book:
+        paid = db.session.scalar(
+            select(DividendLine).where(
+                DividendLine.run_id == run.id, DividendLine.member_id == other
+            )
+        )
+        assert paid is not None and paid.paid_to == "savings"
+        assert _ord_balance(other) == paid.net
+    texts = {
+        m.member_id: m.body
+        for m in db.session.scalars(select(SmsMessage).where(SmsMessage.template.like("dividend%")))
+    }
+    assert "paid your loan arrears" in texts[member_id]
+    # The report still reconciles: the net went to deposits (then the loan) and savings.
+    rows = list(csv.reader(io.StringIO(dividend_report(run.id, "csv").decode("utf-8-sig"))))
+    assert rows[-2][4:8] == rows[-1][4:8]
+    assert -_journal_total("GL-WHT-PAYABLE") == posted.tax
+    assert ledger_check() == []

@@ -47,12 +47,14 @@ from app.models import (
     DividendRun,
     JournalEntry,
     JournalLine,
+    Loan,
     Member,
     StaffUser,
 )
 from app.models.savings import DIVIDEND_METHODS, DIVIDEND_PAYOUTS
 from app.models.types import Money, utcnow
 from app.money import ZERO, round_money
+from app.selectors.loans import LIVE_STATUSES, loan_list_figures
 from app.services.audit import audit_record
 from app.services.bulk import copy_rows, update_rows
 from app.services.ledger import (
@@ -76,6 +78,7 @@ PAYOUT_PRODUCT = "ORD"  # the withdrawable savings the net is credited to
 ENTRY_KIND = "dividend"
 KEY_PREFIX = "dividend:"  # + "<run>:<first line>-<last line>"
 SMS_TEMPLATE = "dividend_paid"
+ARREARS_TEMPLATE = "dividend_paid_arrears"  # part of it paid the member's loan arrears
 FORMATS = ("csv", "xlsx", "pdf")
 LIVE = ("draft", "approved", "posting", "posted")
 COMPUTING = "computing the preview"  # a run's note until every line is written
@@ -328,13 +331,6 @@ def dividend_declare(
         raise DividendError(f"the method must be {' or '.join(DIVIDEND_METHODS)}")
     if payout not in DIVIDEND_PAYOUTS:
         raise DividendError(f"the payout must be one of {', '.join(DIVIDEND_PAYOUTS)}")
-    if payout == "arrears_first":
-        # Paying arrears out of a dividend needs a repayment per loan inside the chunk's
-        # entry; until it is built, a run that promises it is refused rather than paid
-        # some other way than declared.
-        raise DividendError(
-            "paying loan arrears first is not available yet: declare the run to savings"
-        )
     if shares == 0 and deposits == 0:
         raise DividendError("both rates are zero: there is nothing to pay")
     live = db.session.scalar(
@@ -526,6 +522,49 @@ def _payout_accounts(members: dict[int, Any]) -> dict[int, Account]:
     return {by_code[code]: account for code, account in found.items()}
 
 
+def arrears_by_member(
+    member_ids: Sequence[int], as_of: date
+) -> dict[int, list[tuple[int, Decimal]]]:
+    """Each member's live loans with something fell due by `as_of` and unpaid: (loan id,
+    that amount), oldest loan first. Two set queries for all of them."""
+    loans = db.session.execute(
+        select(Loan.id, Loan.member_id)
+        .where(Loan.member_id.in_(list(member_ids)), Loan.status.in_(LIVE_STATUSES))
+        .order_by(Loan.id)
+    ).all()
+    figures = loan_list_figures(loan_ids=[loan_id for loan_id, _ in loans], as_of=as_of)
+    found: dict[int, list[tuple[int, Decimal]]] = defaultdict(list)
+    for loan_id, member_id in loans:
+        due = figures[loan_id].due_now if loan_id in figures else ZERO
+        if due > 0:
+            found[member_id].append((loan_id, due))
+    return found
+
+
+def _arrears_paid(line: DividendLine, loans: list[tuple[int, Decimal]], run: DividendRun) -> None:
+    """The part of a line's net credited to the member's deposits pays their loans' arrears,
+    oldest loan first, through the one repayment service (penalty, fees, interest,
+    principal; oldest installment first), in the chunk's transaction."""
+    from app.services.loans.repay import loan_repay  # loans import the savings package
+
+    assert run.value_date is not None
+    left = line.net
+    for loan_id, due in loans:
+        take = min(left, due)
+        if take <= 0:
+            break
+        loan_repay(
+            loan_id=loan_id,
+            amount=take,
+            reference=f"DIV{run.id}-{line.member_id}-{loan_id}",
+            value_date=run.value_date,
+            source="savings",
+            actor="system",
+            commit=False,
+        )
+        left -= take
+
+
 def dividend_lines_pay(line_ids: Sequence[int]) -> tuple[int, int]:
     """Pay these lines if still unpaid, in the caller's transaction: members locked in id
     order, one journal entry per run, lines marked, members texted. (paid, texted)."""
@@ -570,6 +609,31 @@ def dividend_lines_pay(line_ids: Sequence[int]) -> tuple[int, int]:
     }
     accounts = _payout_accounts(members)
     product = account_product(PAYOUT_PRODUCT)
+    # Arrears first (the run's policy): what the member's loans have fallen behind by is
+    # credited to their deposits, which then pay it; the rest goes to savings as usual.
+    arrears_first = [
+        line.member_id for line in lines if runs[line.run_id].payout == "arrears_first"
+    ]
+    to_loans: dict[int, Decimal] = {}
+    arrears: dict[int, list[tuple[int, Decimal]]] = {}
+    deposits: dict[int, Account] = {}
+    if arrears_first:
+        value_dates = {runs[line.run_id].value_date for line in lines}
+        as_of = max(day for day in value_dates if day is not None)
+        arrears = arrears_by_member(arrears_first, as_of)
+        for line in lines:
+            owed = sum((due for _, due in arrears.get(line.member_id, [])), ZERO)
+            if runs[line.run_id].payout == "arrears_first" and owed > 0:
+                to_loans[line.id] = min(line.net, owed)
+        if to_loans:
+            owners = {line.member_id for line in lines if line.id in to_loans}
+            deposits = {
+                a.member_id: a
+                for a in db.session.scalars(
+                    select(Account).where(Account.member_id.in_(owners), Account.kind == DEPOSITS)
+                )
+                if a.member_id is not None
+            }
     by_run: dict[int, list[DividendLine]] = defaultdict(list)
     for line in lines:
         if runs[line.run_id].status != "posting":
@@ -589,7 +653,12 @@ def dividend_lines_pay(line_ids: Sequence[int]) -> tuple[int, int]:
             entry_lines.append(debit(gl_account("GL-INTEREST-EXPENSE"), interest))
         if tax > 0:
             entry_lines.append(credit(gl_account("GL-WHT-PAYABLE"), tax))
-        entry_lines += [credit(accounts[line.member_id], line.net) for line in paid if line.net > 0]
+        for line in paid:
+            loans_part = to_loans.get(line.id, ZERO)
+            if loans_part > 0:
+                entry_lines.append(credit(deposits[line.member_id], loans_part))
+            if line.net - loans_part > 0:
+                entry_lines.append(credit(accounts[line.member_id], line.net - loans_part))
         key = f"{KEY_PREFIX}{run.id}:{paid[0].id}-{paid[-1].id}"
         drafts.append(
             (
@@ -619,29 +688,34 @@ def dividend_lines_pay(line_ids: Sequence[int]) -> tuple[int, int]:
             continue  # that entry was committed before, with its lines marked: nothing to do
         run = runs[paid[0].run_id]
         for line in paid:
+            loans_part = to_loans.get(line.id, ZERO)
+            if loans_part > 0:
+                _arrears_paid(line, arrears[line.member_id], run)
             marks.append(
                 dict(
                     id=line.id,
                     entry_id=entry_ids[draft.idempotency_key],
-                    paid_to="savings",
+                    paid_to="arrears" if loans_part > 0 else "savings",
                     paid_at=now,
                 )
             )
             member = members[line.member_id]
             # TODO(mpesa payout): the net goes to savings for every payout until the B2C
             # withdrawal path can send it on (SPEC: the member then withdraws it).
+            template = ARREARS_TEMPLATE if loans_part > 0 else SMS_TEMPLATE
             outgoing.append(
                 Outgoing(
-                    template=SMS_TEMPLATE,
+                    template=template,
                     body=render_sms(
-                        SMS_TEMPLATE,
+                        template,
                         member.language,
                         year=run.year,
                         dividend=line.dividend,
                         interest=line.interest,
                         tax=line.tax,
-                        net=line.net,
+                        net=line.net - loans_part,
                         account=account_number(member.member_no or "", product),
+                        **({"amount": loans_part} if loans_part > 0 else {}),
                     ),
                     phone=member.phone,
                     idempotency_key=f"{KEY_PREFIX}{run.id}:{line.member_id}",
