@@ -12,6 +12,7 @@ cookie.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,7 @@ from werkzeug.wrappers import Response
 from wtforms import PasswordField, StringField
 
 from app.csvout import csv_cell
+from app.errors import SaccoError
 from app.extensions import db, login_manager
 from app.models import (
     Account,
@@ -154,6 +156,31 @@ def forbidden(
 def require(action: str, view: BaseView | None = None) -> tuple[str, int] | None:
     """None when the signed-in staff member may do `action`, else the 403 page to return."""
     return None if permitted(current_user, action) else forbidden(action, view)
+
+
+def form_post(
+    view: BaseView, needs: str, back: str, act: Callable[[], str | tuple[str, str | None]]
+) -> Any:
+    """A console form's POST: the CSRF token, then the role (403, audited), then the one
+    service call `act`; a refusal (SaccoError) is rolled back and flashed in its words.
+    `act` returns what was done, or that and where to go next (None: `back`)."""
+    if not TokenForm(request.form).validate():
+        flash("The form expired; please try again.", "error")
+        return redirect(back)
+    refused = require(needs, view)
+    if refused is not None:
+        return refused
+    try:
+        done = act()
+    except SaccoError as exc:
+        db.session.rollback()
+        flash(f"Not done: {exc}.", "error")
+        return redirect(back)
+    if isinstance(done, tuple):
+        done, then = done
+        back = then or back
+    flash(done, "success")
+    return redirect(back)
 
 
 class SecureMixin:

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from flask import flash, redirect, request, url_for
+from flask import request, url_for
 from flask_admin import Admin, BaseView, expose
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 from werkzeug.wrappers import Response
 
-from admin.auth import SecureMixin, TokenForm, _kenyan_time, require
+from admin.auth import SecureMixin, _kenyan_time, form_post
 from app.clock import business_today
-from app.errors import SaccoError
 from app.extensions import db
 from app.models import Account, BranchWithdrawal, Member, StaffUser
 from app.selectors.member_accounts import MemberAccount, member_accounts
@@ -111,21 +110,7 @@ class BranchWithdrawalView(SecureMixin, BaseView):
     permission = "view"
 
     def _post(self, needs: str, back: str, act: Callable[[], str]) -> Any:
-        """CSRF, then the role, then the service; a refusal is flashed in words."""
-        if not TokenForm(request.form).validate():
-            flash("The form expired; please try again.", "error")
-            return redirect(back)
-        refused = require(needs, self)
-        if refused is not None:
-            return refused
-        try:
-            done = act()
-        except SaccoError as exc:
-            db.session.rollback()
-            flash(f"Not done: {exc}.", "error")
-        else:
-            flash(done, "success")
-        return redirect(back)
+        return form_post(self, needs, back, act)
 
     @expose("/")
     def index(self) -> str:

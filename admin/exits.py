@@ -21,9 +21,8 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from admin.auth import SecureMixin, TokenForm, require
+from admin.auth import SecureMixin, form_post
 from app.clock import business_today
-from app.errors import SaccoError
 from app.extensions import db
 from app.models import Member, MemberExit
 from app.services.savings.exits import (
@@ -72,23 +71,7 @@ class ExitView(SecureMixin, BaseView):
     permission = "view"
 
     def _post(self, needs: str, back: str, act: Callable[[], tuple[str, str | None]]) -> Any:
-        """CSRF, then the role, then the service; a refusal is flashed in words. `act`
-        returns what was done and, when it differs, where to go next."""
-        if not TokenForm(request.form).validate():
-            flash("The form expired; please try again.", "error")
-            return redirect(back)
-        refused = require(needs, self)
-        if refused is not None:
-            return refused
-        try:
-            done, then = act()
-        except SaccoError as exc:
-            db.session.rollback()
-            flash(f"Not done: {exc}.", "error")
-        else:
-            flash(done, "success")
-            back = then or back
-        return redirect(back)
+        return form_post(self, needs, back, act)
 
     @expose("/")
     def index(self) -> str:

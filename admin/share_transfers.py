@@ -14,15 +14,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from flask import flash, redirect, request, url_for
+from flask import request, url_for
 from flask_admin import Admin, BaseView, expose
 from flask_login import current_user
 from sqlalchemy import case, select
 from sqlalchemy.orm import aliased
 from werkzeug.wrappers import Response
 
-from admin.auth import SecureMixin, TokenForm, _kenyan_time, require
-from app.errors import SaccoError
+from admin.auth import SecureMixin, _kenyan_time, form_post
 from app.extensions import db
 from app.models import Member, ShareTransfer, StaffUser
 from app.services.savings.shares import (
@@ -96,22 +95,7 @@ class ShareTransferView(SecureMixin, BaseView):
     permission = "view"
 
     def _post(self, needs: str, act: Callable[[], str]) -> Any:
-        """CSRF, then the role, then the service; a refusal is flashed in words."""
-        back = redirect(url_for(".index"))
-        if not TokenForm(request.form).validate():
-            flash("The form expired; please try again.", "error")
-            return back
-        refused = require(needs, self)
-        if refused is not None:
-            return refused
-        try:
-            done = act()
-        except SaccoError as exc:
-            db.session.rollback()
-            flash(f"Not done: {exc}.", "error")
-        else:
-            flash(done, "success")
-        return back
+        return form_post(self, needs, url_for(".index"), act)
 
     @expose("/")
     def index(self) -> str:

@@ -19,8 +19,7 @@ from flask_admin import Admin, BaseView, expose
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from admin.auth import SecureMixin, TokenForm, actor, require
-from app.errors import SaccoError
+from admin.auth import SecureMixin, actor, form_post
 from app.extensions import db
 from app.models import Loan, Member, StandingOrder, StandingOrderRun
 from app.selectors.loans import LIVE_STATUSES
@@ -116,22 +115,9 @@ class StandingOrderView(SecureMixin, BaseView):
     permission = "view"
 
     def _post(self, member_id: int, act: Callable[[], str]) -> Any:
-        """CSRF, then the role, then the service; back to the member's page either way."""
-        back = redirect(url_for("member.details_view", id=member_id) + "#standing-orders")
-        if not TokenForm(request.form).validate():
-            flash("The form expired; please try again.", "error")
-            return back
-        refused = require("standing_order.manage", self)
-        if refused is not None:
-            return refused
-        try:
-            done = act()
-        except SaccoError as exc:
-            db.session.rollback()
-            flash(f"Not done: {exc}.", "error")
-        else:
-            flash(done, "success")
-        return back
+        """Back to the member's page either way."""
+        back = url_for("member.details_view", id=member_id) + "#standing-orders"
+        return form_post(self, "standing_order.manage", back, act)
 
     @expose("/")
     def index(self) -> str:

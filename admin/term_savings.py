@@ -23,9 +23,8 @@ from flask_admin import Admin, BaseView, expose
 from sqlalchemy import case, select
 from werkzeug.wrappers import Response
 
-from admin.auth import SecureMixin, TokenForm, actor, require
+from admin.auth import SecureMixin, actor, form_post
 from app.clock import business_today
-from app.errors import SaccoError
 from app.extensions import db
 from app.models import Account, AccountProduct, FixedDeposit, SavingsTarget
 from app.money import ZERO
@@ -123,21 +122,8 @@ class TermSavingsView(SecureMixin, BaseView):
         if member_id is None:
             flash("Not found.", "error")
             return redirect(url_for("member.index_view"))
-        back = redirect(url_for("member.details_view", id=member_id) + "#term-savings")
-        if not TokenForm(request.form).validate():
-            flash("The form expired; please try again.", "error")
-            return back
-        refused = require(MANAGE, self)
-        if refused is not None:
-            return refused
-        try:
-            done = act()
-        except SaccoError as exc:
-            db.session.rollback()
-            flash(f"Not done: {exc}.", "error")
-        else:
-            flash(done, "success")
-        return back
+        back = url_for("member.details_view", id=member_id) + "#term-savings"
+        return form_post(self, MANAGE, back, act)
 
     @expose("/")
     def index(self) -> Response:
