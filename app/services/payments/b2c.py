@@ -20,7 +20,7 @@ from app.integrations.daraja import (
     DarajaInvalidRequest,
     daraja_client,
 )
-from app.models import Account, JournalEntry, JournalLine, Loan, Member, MpesaRequest
+from app.models import Account, JournalEntry, JournalLine, Loan, Member, MpesaRequest, Payment
 from app.models.types import utcnow
 from app.money import ZERO
 from app.schemas.mpesa import amount_of, kenyan_time
@@ -156,16 +156,8 @@ def payout_paid(
         # two payouts may have left. Nothing is posted on a guess; staff settle it.
         request.flag = f"paid ({receipt}) after it was recorded as failed and sent again"
         return "flagged"
-    payment = payment_record(
-        request=request,
-        callback_id=callback_id,
-        receipt=receipt,
-        channel="b2c",
-        direction="out",
-        transacted_at=paid_at,
-    )
+    payment = _payment_out(request, receipt=receipt, callback_id=callback_id, paid_at=paid_at)
     if payment is None:
-        request.flag = f"receipt {receipt} was recorded for another payment"
         return "flagged"
     loan = db.session.get(Loan, request.loan_id)
     assert loan is not None and request.loan_id is not None  # every payout has its loan
@@ -186,6 +178,24 @@ def payout_paid(
     request.receipt = receipt
     finish(request, "succeeded", "0", desc)
     return "processed"
+
+
+def _payment_out(
+    request: MpesaRequest, *, receipt: str, callback_id: int | None, paid_at: datetime | None
+) -> Payment | None:
+    """The payout's Payment row; None (the request flagged for staff) when its receipt is
+    another payment's already."""
+    payment = payment_record(
+        request=request,
+        callback_id=callback_id,
+        receipt=receipt,
+        channel="b2c",
+        direction="out",
+        transacted_at=paid_at,
+    )
+    if payment is None:
+        request.flag = f"receipt {receipt} was recorded for another payment"
+    return payment
 
 
 def _retried(request: MpesaRequest) -> bool:
@@ -260,16 +270,8 @@ def _withdrawal_paid(
         # twice. Nothing is posted on a guess; staff settle it with the member.
         request.flag = f"paid ({receipt}) after the money was put back in savings"[:255]
         return "flagged"
-    payment = payment_record(
-        request=request,
-        callback_id=callback_id,
-        receipt=receipt,
-        channel="b2c",
-        direction="out",
-        transacted_at=paid_at,
-    )
+    payment = _payment_out(request, receipt=receipt, callback_id=callback_id, paid_at=paid_at)
     if payment is None:
-        request.flag = f"receipt {receipt} was recorded for another payment"
         return "flagged"
     entry = journal_post(
         kind="withdrawal_paid",
