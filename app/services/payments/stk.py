@@ -238,24 +238,12 @@ def _repeat(msisdn: str, value: Decimal) -> bool:
 
 
 def _open_deposit_stk(account_id: int) -> bool:
-    """A deposit prompt for the account that may still be on the member's phone (the same
-    window as a loan's: a flagged one older than PROMPT_WINDOW holds nothing back)."""
-    found = db.session.scalar(
-        select(MpesaRequest.id).where(
-            MpesaRequest.account_id == account_id,
-            MpesaRequest.kind == "stk",
-            MpesaRequest.status.in_(OPEN_STATUSES),
-            MpesaRequest.flag.is_(None) | (MpesaRequest.created_at > utcnow() - PROMPT_WINDOW),
-        )
-    )
-    return found is not None
+    """A deposit prompt for the account that may still be on the member's phone."""
+    return _prompt_open(MpesaRequest.account_id == account_id)
 
 
 def _already_waiting_for(number: str) -> str:
-    return (
-        f"a payment prompt for account {number} is already on its way; "
-        "answer it or try again in 3 minutes"
-    )
+    return _waiting(f"account {number}")
 
 
 def stk_amount_problem(value: Decimal) -> str | None:
@@ -272,19 +260,25 @@ def stk_amount_problem(value: Decimal) -> str | None:
 
 
 def _already_waiting(loan_no: str | None) -> str:
-    return (
-        f"a payment prompt for loan {loan_no} is already on its way; "
-        "answer it or try again in 3 minutes"
-    )
+    return _waiting(f"loan {loan_no}")
+
+
+def _waiting(what: str) -> str:
+    return f"a payment prompt for {what} is already on its way; answer it or try again in 3 minutes"
 
 
 def _open_stk(loan_id: int) -> bool:
-    """A prompt for the loan that may still be on the member's phone. A flagged one older
-    than PROMPT_WINDOW is not: it waits for its query or for staff, and the open-per-loan
-    index leaves flagged prompts out, so it holds nobody back."""
+    """A prompt for the loan that may still be on the member's phone."""
+    return _prompt_open(MpesaRequest.loan_id == loan_id)
+
+
+def _prompt_open(for_what: Any) -> bool:
+    """A prompt (for a loan, or into an account) that may still be on the member's phone.
+    A flagged one older than PROMPT_WINDOW is not: it waits for its query or for staff, and
+    the open-per-loan index leaves flagged prompts out, so it holds nobody back."""
     found = db.session.scalar(
         select(MpesaRequest.id).where(
-            MpesaRequest.loan_id == loan_id,
+            for_what,
             MpesaRequest.kind == "stk",
             MpesaRequest.status.in_(OPEN_STATUSES),
             MpesaRequest.flag.is_(None) | (MpesaRequest.created_at > utcnow() - PROMPT_WINDOW),
