@@ -222,7 +222,7 @@ def test_declare_preview_approve_post_and_report_through_the_console(app: Flask)
         ({"share_rate": "ten"}, "the dividend rate must be a number"),
         ({"year": "2099"}, "the year must be between 2000 and"),
         ({"share_rate": "0", "deposit_rate": "0"}, "both rates are zero"),
-        ({"payout": "arrears_first"}, "paying loan arrears first is not available yet"),
+        ({"payout": "cash"}, "Not a valid choice"),
         ({"method": "compound"}, "Not a valid choice"),
     ],
 )
