@@ -9,12 +9,15 @@ the books reconcile (the autouse fixture, and ledger_check here).
 Through the real paths: `POST /payments/<token>/c2b/confirmation` as Daraja sends it,
 processed by the real worker (the value date is the payment's M-PESA time), the
 `savings-interest` batch for each month's first day, the withdrawal through B2C with
-Daraja faked at HTTP. STK "Save" is not here: its callbacks carry today's time, so a
-2025 value date cannot come through it.
+Daraja faked at HTTP. STK "Save" too: the prompt written by the service, sent by the
+worker to Daraja faked at HTTP, and the callback (`POST /payments/<token>/stk/callback`)
+carrying that 2025 day as its TransactionDate, which is the deposit's value date (the
+M-PESA time, as for Paybill), into deposits, shares and ordinary savings.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -36,6 +39,7 @@ from app.models import (
     Member,
     MpesaCallback,
     MpesaRequest,
+    Payment,
     SmsMessage,
     StaffUser,
 )
@@ -43,6 +47,7 @@ from app.models.types import Money
 from app.selectors.dividends import dividend_summary, member_dividends
 from app.services.ledger import ledger_check
 from app.services.members import member_buy_shares, member_deposit
+from app.services.payments.stk import payments_request_deposit_stk
 from app.services.savings import (
     account_product,
     dividend_approve,
@@ -55,7 +60,7 @@ from app.services.savings.dividends import RunStats
 from app.services.savings.interest import savings_interest_job
 from app.services.staff import staff_add
 from tests.factories import make_member
-from tests.helpers import PASSWORD, b2c_result_body, c2b_body
+from tests.helpers import PASSWORD, b2c_result_body, c2b_body, stk_body
 
 YEAR = 2025
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
@@ -89,6 +94,40 @@ def paybill(client: FlaskClient, receipt: str, account: str, amount: str, day: d
         select(MpesaCallback.status, MpesaCallback.error).order_by(MpesaCallback.id.desc())
     ).first()  # type: ignore[misc]
     assert status == "processed", f"{receipt}: {status} {error}"
+
+
+def stk_save(
+    client: FlaskClient, member_id: int, product: str, amount: int, day: date, receipt: str
+) -> None:
+    """A member's "Save" prompt into the account of `product`, paid on `day`: the request
+    through the service, the push sent by the worker, then Safaricom's callback whose
+    TransactionDate (Kenyan time) is that day."""
+    request = payments_request_deposit_stk(
+        member_id=member_id, product_id=account_product(product).id, amount=amount
+    )
+    work()  # the send job: Daraja (faked at HTTP) answers with a CheckoutRequestID
+    db.session.expire_all()
+    sent = db.session.get(MpesaRequest, request.id)
+    assert sent is not None and sent.status == "sent" and sent.checkout_request_id
+    body = stk_body(sent.checkout_request_id, amount=amount, receipt=receipt, phone=int(sent.phone))
+    for item in body["Body"]["stkCallback"]["CallbackMetadata"]["Item"]:
+        if item["Name"] == "TransactionDate":
+            item["Value"] = int(f"{day:%Y%m%d}143000")  # mid-afternoon in Nairobi, that day
+    reply = client.post(
+        f"/payments/{TOKEN}/stk/callback", data=json.dumps(body), content_type="application/json"
+    )
+    assert reply.status_code == 200
+    work()
+    db.session.expire_all()
+    done = db.session.get(MpesaRequest, request.id)
+    assert done is not None and (done.status, done.receipt) == ("succeeded", receipt)
+    # The deposit's journal entry carries the M-PESA day, not the day the test ran.
+    value_date = db.session.scalar(
+        select(JournalEntry.value_date)
+        .join(Payment, Payment.journal_entry_id == JournalEntry.id)
+        .where(Payment.receipt == receipt)
+    )
+    assert value_date == day, receipt
 
 
 class Ledger:
@@ -151,9 +190,31 @@ def _journal(code: str) -> Decimal:
 
 
 @pytest.fixture
-def year(client: FlaskClient, app: Flask) -> tuple[Ledger, dict[str, int]]:
+def year(
+    client: FlaskClient, app: Flask, mocked: responses.RequestsMock, base: str
+) -> tuple[Ledger, dict[str, int]]:
     """2025 as it happened, and who is who."""
     book = Ledger()
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    checkouts = itertools.count(1)
+    mocked.add_callback(
+        responses.POST,
+        f"{base}/mpesa/stkpush/v1/processrequest",
+        callback=lambda _: (
+            200,
+            {},
+            json.dumps(
+                {
+                    "MerchantRequestID": "29115-34620561-1",
+                    "CheckoutRequestID": f"ws_CO_2025{next(checkouts):04d}",
+                    "ResponseCode": "0",
+                    "ResponseDescription": "Success. Request accepted for processing",
+                    "CustomerMessage": "Success. Request accepted for processing",
+                }
+            ),
+        ),
+        content_type="application/json",
+    )
     people = {name: make_member(name=f"Member {name}").id for name in ("Amina", "Baraka", "Chebet")}
     numbers = {
         name: db.session.get(Member, mid).member_no  # type: ignore[union-attr]
@@ -193,6 +254,15 @@ def year(client: FlaskClient, app: Flask) -> tuple[Ledger, dict[str, int]]:
     ):
         paybill(client, f"ORD{n:07d}", f"{numbers[who]}S", amount, day)
         book.add(people[who], "savings", day, D(amount))
+    # STK "Save" from USSD on 2025 days: Baraka to his deposits, Amina to her shares,
+    # Chebet to her ordinary savings (so it earns the monthly interest from that day).
+    c = people["Chebet"]
+    stk_save(client, b, "DEP", 2500, date(2025, 10, 17), "STK0000001")
+    book.add(b, "deposits", date(2025, 10, 17), D(2500))
+    stk_save(client, a, "SHR", 1000, date(2025, 11, 3), "STK0000002")
+    book.add(a, "shares", date(2025, 11, 3), D(1000))
+    stk_save(client, c, "ORD", 1500, date(2025, 3, 3), "STK0000003")
+    book.add(c, "savings", date(2025, 3, 3), D(1500))
     # Interest on savings, posted each month by the nightly batch on the 1st.
     for month in range(2, 14):
         as_of = date(YEAR + (month > 12), (month - 1) % 12 + 1, 1)
@@ -233,8 +303,7 @@ def test_a_year_of_savings_ends_in_a_dividend_run_that_matches_a_plain_calculati
         assert len(posted) >= 8 and posted == _interest_months(book.of(people[who], "savings")), who
 
     # One member withdraws to M-PESA (today: after the year, so no figure changes).
-    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
-    mocked.post(
+    mocked.post(  # the token's route is faked already (the year fixture's STK prompts)
         f"{base}/mpesa/b2c/v3/paymentrequest",
         json={"ConversationID": "AG_B2C_0001", "ResponseCode": "0"},
     )
