@@ -308,6 +308,12 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "sw": "Gawio la {year}: {dividend} kwa hisa zako na riba {interest} kwa akiba yako, "
         "kodi {tax} imekatwa. {net} imewekwa kwenye akaunti yako ya akiba {account}.",
     },
+    "dividend_paid_mpesa": {
+        "en": "Dividend {year}: {dividend} on your shares and {interest} interest on your "
+        "deposits, less tax {tax}. {net} is on its way to your M-PESA from account {account}.",
+        "sw": "Gawio la {year}: {dividend} kwa hisa zako na riba {interest} kwa akiba yako, "
+        "kodi {tax} imekatwa. {net} inatumwa kwa M-PESA yako kutoka akaunti {account}.",
+    },
     "dividend_paid_arrears": {
         "en": "Dividend {year}: {dividend} on shares and {interest} interest on deposits, "
         "less tax {tax}. {amount} paid your loan arrears; {net} is credited to account "

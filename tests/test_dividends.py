@@ -12,7 +12,9 @@ from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
+import responses
 from flask import Flask
+from flask.testing import FlaskClient
 from openpyxl import load_workbook
 from sqlalchemy import func, select, type_coerce
 
@@ -711,4 +713,94 @@ def test_arrears_first_pays_what_a_members_loans_are_behind_and_the_rest_to_savi
     rows = list(csv.reader(io.StringIO(dividend_report(run.id, "csv").decode("utf-8-sig"))))
     assert rows[-2][4:8] == rows[-1][4:8]
     assert -_journal_total("GL-WHT-PAYABLE") == posted.tax
+    assert ledger_check() == []
+
+
+def test_a_run_paid_by_mpesa_sends_each_net_once_and_a_failed_one_comes_back_to_savings(
+    client: FlaskClient, mocked: responses.RequestsMock, base: str, book: dict[int, Moves]
+) -> None:
+    """payout "mpesa": each member's net is credited to savings by the run's entry and sent
+    on by the withdrawal's own path (no fee, whole shillings; the cents stay in savings).
+    A payout M-PESA refuses comes back to savings once, and the member is told."""
+    import json
+
+    from app.cli.runtime import make_worker
+    from app.models import MpesaRequest
+    from tests.helpers import b2c_result_body
+
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/b2c/v3/paymentrequest",
+        json={"ConversationID": "AG_B2C_DIV", "ResponseCode": "0"},
+    )
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="simple",
+        payout="mpesa",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    run_id = run.id
+    assert dividend_post(run_id=run_id, value_date=PAID_ON).status == "posted"
+    lines = {
+        line.member_id: line
+        for line in db.session.scalars(select(DividendLine).where(DividendLine.run_id == run_id))
+    }
+    payouts = {
+        member_id: (request_id, originator, amount, kind, purpose)
+        for member_id, request_id, originator, amount, kind, purpose in db.session.execute(
+            select(
+                MpesaRequest.member_id,
+                MpesaRequest.id,
+                MpesaRequest.originator_conversation_id,
+                MpesaRequest.amount,
+                MpesaRequest.kind,
+                MpesaRequest.purpose,
+            ).where(MpesaRequest.requested_by == f"dividend:{run_id}")
+        )
+    }
+    net = {member_id: line.net for member_id, line in lines.items()}
+    assert set(payouts) == {m for m, line in lines.items() if line.net >= 10}
+    for member_id, line in lines.items():
+        sent = payouts.get(member_id)
+        whole = line.net.to_integral_value(rounding="ROUND_FLOOR") if sent else Decimal(0)
+        assert line.paid_to == ("mpesa" if sent else "savings")
+        if sent:
+            assert (sent[3], sent[4], sent[2]) == ("b2c", "withdrawal", whole)
+        assert _ord_balance(member_id) == line.net - whole  # the cents stay
+    make_worker(("payments",)).work(burst=True)  # queued by the post after its commit
+    sends = [json.loads(c.request.body) for c in mocked.calls if "b2c" in c.request.url]
+    assert sorted(Decimal(str(s["Amount"])) for s in sends) == sorted(
+        r[2] for r in payouts.values()
+    )
+    # One payout paid, one refused by M-PESA: the refused one's money comes back, once.
+    paid_member, failed_member = sorted(payouts)[:2]
+    for member_id, code in ((paid_member, 0), (failed_member, 2001)):
+        request_id, originator, amount, _, _ = payouts[member_id]
+        body = b2c_result_body(
+            originator or "",
+            code,
+            amount=int(amount),
+            receipt=f"DIV{member_id:07d}",
+        )
+        for _ in range(2):  # a result delivered twice changes nothing more
+            client.post(
+                "/payments/dev-callback-token/b2c/result",
+                data=json.dumps(body),
+                content_type="application/json",
+            )
+            make_worker(("payments", "sms")).work(burst=True)
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, payouts[paid_member][0]).status == "succeeded"
+    assert db.session.get(MpesaRequest, payouts[failed_member][0]).status == "failed"
+    assert _ord_balance(failed_member) == net[failed_member]
+    texts = [
+        m.body
+        for m in db.session.scalars(
+            select(SmsMessage).where(SmsMessage.template == "dividend_paid_mpesa")
+        )
+    ]
+    assert len(texts) == len(payouts) and all("on its way to your M-PESA" in t for t in texts)
     assert ledger_check() == []

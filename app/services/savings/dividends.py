@@ -49,6 +49,7 @@ from app.models import (
     JournalLine,
     Loan,
     Member,
+    MpesaRequest,
     StaffUser,
 )
 from app.models.savings import DIVIDEND_METHODS, DIVIDEND_PAYOUTS
@@ -69,6 +70,7 @@ from app.services.ledger import (
 from app.services.locking import lock_row
 from app.services.permissions import permission_require
 from app.services.savings.products import account_code, account_number, account_product
+from app.services.savings.withdrawals import payout_to_mpesa, withdrawal_send_queue
 from app.services.sms import Outgoing, sms_queue_many
 from app.sms_templates import render_sms
 
@@ -79,6 +81,7 @@ ENTRY_KIND = "dividend"
 KEY_PREFIX = "dividend:"  # + "<run>:<first line>-<last line>"
 SMS_TEMPLATE = "dividend_paid"
 ARREARS_TEMPLATE = "dividend_paid_arrears"  # part of it paid the member's loan arrears
+MPESA_TEMPLATE = "dividend_paid_mpesa"  # sent on to the member's M-PESA
 FORMATS = ("csv", "xlsx", "pdf")
 LIVE = ("draft", "approved", "posting", "posted")
 COMPUTING = "computing the preview"  # a run's note until every line is written
@@ -691,18 +694,36 @@ def dividend_lines_pay(line_ids: Sequence[int]) -> tuple[int, int]:
             loans_part = to_loans.get(line.id, ZERO)
             if loans_part > 0:
                 _arrears_paid(line, arrears[line.member_id], run)
+            member = members[line.member_id]
+            paid_to = "arrears" if loans_part > 0 else "savings"
+            if run.payout == "mpesa":
+                # Credited to savings by the entry above, then sent on by the withdrawal's
+                # path in the same transaction (queued once the chunk commits).
+                sent = payout_to_mpesa(
+                    member_id=line.member_id,
+                    member_no=member.member_no or "",
+                    phone=member.phone,
+                    account=accounts[line.member_id],
+                    amount=line.net,
+                    requested_by=f"dividend:{run.id}",
+                    value_date=run.value_date or now.date(),
+                )
+                paid_to = "mpesa" if sent is not None else "savings"
             marks.append(
                 dict(
                     id=line.id,
                     entry_id=entry_ids[draft.idempotency_key],
-                    paid_to="arrears" if loans_part > 0 else "savings",
+                    paid_to=paid_to,
                     paid_at=now,
                 )
             )
-            member = members[line.member_id]
-            # TODO(mpesa payout): the net goes to savings for every payout until the B2C
-            # withdrawal path can send it on (SPEC: the member then withdraws it).
-            template = ARREARS_TEMPLATE if loans_part > 0 else SMS_TEMPLATE
+            template = (
+                ARREARS_TEMPLATE
+                if loans_part > 0
+                else MPESA_TEMPLATE
+                if paid_to == "mpesa"
+                else SMS_TEMPLATE
+            )
             outgoing.append(
                 Outgoing(
                     template=template,
@@ -769,6 +790,14 @@ def dividend_post(*, run_id: int, value_date: date, workers: int | None = None) 
     db.session.commit()
     stats = RunStats()
     batch_run(DIVIDEND_POST, as_of=value_date, stats=stats, workers=workers)
+    # Payouts by M-PESA written by the chunks, committed: send them (the payments sweep
+    # sends any whose queueing is lost).
+    for request_id in db.session.scalars(
+        select(MpesaRequest.id).where(
+            MpesaRequest.requested_by == f"dividend:{run_id}", MpesaRequest.status == "pending"
+        )
+    ).all():
+        withdrawal_send_queue(request_id)
     run = _locked_run(run_id)
     unpaid = db.session.scalar(
         select(func.count(DividendLine.id)).where(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import ROUND_FLOOR, Decimal
 
 from flask import current_app
@@ -249,6 +249,65 @@ def _open_withdrawal(account_id: int) -> int | None:
 
 def _on_its_way(number: str) -> str:
     return f"a withdrawal from {number} is on its way; wait for its SMS"
+
+
+def payout_to_mpesa(
+    *,
+    member_id: int,
+    member_no: str,
+    phone: str,
+    account: Account,
+    amount: Decimal,
+    requested_by: str,
+    value_date: date,
+) -> MpesaRequest | None:
+    """Send `amount` of the member's savings to their M-PESA as a payout of the SACCO's (a
+    dividend the member asked to be paid by M-PESA), by the withdrawal's own path: the money
+    waits in GL-WITHDRAWALS-PENDING, the payout path sends it once, and a certain failure
+    puts it back in savings and says so. No fee and none of the member's own limits (the
+    SACCO pays, the member did not ask to withdraw); whole shillings only, the cents stay.
+
+    The caller holds the member's lock and commits, then queues the send
+    (`withdrawal_send_queue`; the payments sweep sends any whose queueing was lost). None,
+    with the money left in savings, when M-PESA cannot carry the amount or a withdrawal from
+    the account is already on its way."""
+    whole = round_money(amount, Decimal(1), rounding=ROUND_FLOOR)
+    if withdrawal_amount_problem(whole) is not None or _open_withdrawal(account.id) is not None:
+        return None
+    request = MpesaRequest(
+        kind="b2c",
+        status="pending",
+        purpose=WITHDRAWAL,
+        originator_conversation_id=str(uuid.uuid4()),
+        member_id=member_id,
+        account_id=account.id,
+        phone=phone,
+        amount=whole,
+        account_reference=account_number(member_no, account.product),
+        channel="system",
+        requested_by=requested_by,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(request)
+            db.session.flush()
+    except IntegrityError:
+        return None  # a withdrawal from the account opened meanwhile: it stays in savings
+    journal_post(
+        kind="withdrawal",
+        lines=[debit(account, whole), credit(gl_account(PENDING), whole)],
+        value_date=value_date,
+        description=f"{requested_by} to M-PESA {phone}",
+        idempotency_key=withdrawal_key(request.id),
+        actor=requested_by,
+        member_id=member_id,
+    )
+    return request
+
+
+def withdrawal_send_queue(request_id: int) -> None:
+    """Queue the send of a payout already committed (the send job claims it, once)."""
+    _queue_send(request_id)
 
 
 def _queue_send(request_id: int) -> None:
