@@ -539,11 +539,17 @@ def _outcome(worker: Worker) -> object:
         return f"{type(exc).__name__}: {exc}"
 
 
-def test_a_withdrawal_racing_an_acceptance_a_loan_application_and_a_share_transfer(
+def test_a_withdrawal_racing_a_standing_order_an_acceptance_a_loan_and_a_share_transfer(
     app: Flask, pg: None
 ) -> None:
     """All on one member, all waiting on the member's lock, each deciding on what the one
-    before it left: no overdraft, no broken hold."""
+    before it left: no overdraft, no broken hold. The standing order (2,000 from savings
+    to deposits, part-payments allowed) finds what the withdrawal left above the minimum."""
+    from app.services.savings.standing_orders import (
+        standing_order_create,
+        standing_order_execute,
+    )
+
     secured = make_product(
         "V1", code="SEC", name="Development", min_guarantors=1, guarantee_cover=D("100")
     )
@@ -563,13 +569,29 @@ def test_a_withdrawal_racing_an_acceptance_a_loan_application_and_a_share_transf
     ask = guarantee_request(
         loan_id=asking.id, guarantor_id=member_id, amount=8000, actor="member:test", today=DAY
     ).id
+    order = standing_order_create(
+        member_id=member_id,
+        target="deposits",
+        amount="2000",
+        day_of_month=DAY.day,
+        actor="member:test",
+        starts_on=date(2026, 1, 1),
+    ).id
     account_id, plain_id, number = account.id, plain.id, f"{member.member_no}S"
     db.session.commit()
     db.session.remove()
 
+    def standing_order() -> tuple[str, D]:
+        run = standing_order_execute(order, as_of=DAY)
+        assert run is not None
+        result = (run.status, run.moved)
+        db.session.commit()
+        return result
+
     holder, release = _hold_member(app, member_id)
     racers = [
         lambda: withdrawal_request(member_id=member_id, account_id=account_id, amount=4000).id,
+        standing_order,
         lambda: (
             guarantee_accept(guarantee_id=ask, guarantor_id=member_id, via="ussd", today=DAY).status
         ),
@@ -589,22 +611,24 @@ def test_a_withdrawal_racing_an_acceptance_a_loan_application_and_a_share_transf
         workers.append(worker)
     release.set()
     holder.outcome()
-    withdrawal, accepted, transfer, application, second = (_outcome(w) for w in workers)
+    withdrawal, ordered, accepted, transfer, application, second = (_outcome(w) for w in workers)
 
     assert isinstance(withdrawal, int)
+    # 5,000 less 4,000 and the fee leaves 970, 100 of it the minimum: 870 of the 2,000 move.
+    assert ordered == ("partial", D("870.00"))
     assert accepted == "accepted"
-    # The pledge holds 8,000 of the 10,000 deposits: the transfer may not take it...
+    # The pledge holds 8,000 of the 10,870 deposits: the transfer may not take it...
     assert (
-        transfer == "MemberError: only KES 2,000.00 of the savings is free: the rest secures loans"
+        transfer == "MemberError: only KES 2,870.00 of the savings is free: the rest secures loans"
     )
-    # ...and the limit is three times the 2,000 left free.
-    assert application == "LoanError: the most you can borrow now is KES 6,000"
+    # ...and the limit is three times the 2,870 left free.
+    assert application == "LoanError: the most you can borrow now is KES 8,610"
     assert second == (
         f"WithdrawalError: a withdrawal from {number} is on its way; wait for its SMS"
     )
-    assert balance(account_id) == D("970")  # 5,000 less 4,000 and the fee
+    assert balance(account_id) == D("100")  # never below the product's minimum
     held = member_deposits(member_id)
-    assert (held.deposits, held.free) == (D("10000"), D("2000"))
+    assert (held.deposits, held.free) == (D("10870"), D("2870"))
     assert db.session.scalar(select(Guarantee.status).where(Guarantee.id == ask)) == "accepted"
     assert db.session.scalar(select(func.count()).select_from(Loan)) == 1
     assert ledger_check() == []
