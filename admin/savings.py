@@ -21,6 +21,7 @@ from wtforms import (
     BooleanField,
     DecimalField,
     Form,
+    IntegerField,
     SelectChoice,
     SelectField,
     StringField,
@@ -41,6 +42,8 @@ KIND_WORDS = {
     "deposits": "Deposits (not withdrawable; the base of loan limits)",
     "savings": "Savings (withdrawable)",
     "shares": "Share capital (never withdrawable)",
+    "fixed": "Fixed deposit (locked for its term)",
+    "target": "Target savings (locked until the member's date or amount)",
 }
 PERIOD_WORDS = {
     "none": "No interest",
@@ -102,6 +105,17 @@ class AccountProductForm(SecureForm):
         validators=[InputRequired(), NumberRange(min=0, message="0 or more")],
         description="On each withdrawal, to fee income.",
     )
+    term_months = IntegerField(
+        "Term (months)",
+        validators=[Optional(), NumberRange(min=1, max=120, message="1 to 120 months")],
+        description="Fixed deposits: how long a new one is locked; blank for other kinds.",
+    )
+    break_penalty = DecimalField(
+        "Early-break penalty (% of the interest)",
+        places=2,
+        validators=[InputRequired(), NumberRange(min=0, max=100, message="0 to 100")],
+        description="Fixed deposits broken early earn the rate less this share of it.",
+    )
     active = BooleanField(description="Closed products open no new accounts; old ones stay.")
 
 
@@ -132,6 +146,8 @@ class AccountProductView(SecureModelView):
         "min_balance",
         "daily_withdrawal_limit",
         "withdrawal_fee",
+        "term_months",
+        "break_penalty",
         "active",
     )
     column_details_list = column_list
@@ -142,6 +158,8 @@ class AccountProductView(SecureModelView):
         "interest_period": "Interest posted",
         "min_balance": "Minimum balance",
         "daily_withdrawal_limit": "Daily withdrawal limit",
+        "term_months": "Term (months)",
+        "break_penalty": "Early-break penalty %",
     }
     column_formatters = {"kind": _kind, "interest_period": _period, "ref_suffix": _suffix}
     column_formatters_detail = column_formatters

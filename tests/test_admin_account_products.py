@@ -53,6 +53,8 @@ def form_of(product: AccountProduct, **changes: str) -> dict[str, str]:
         if product.daily_withdrawal_limit is None
         else str(product.daily_withdrawal_limit),
         "withdrawal_fee": str(product.withdrawal_fee),
+        "term_months": "" if product.term_months is None else str(product.term_months),
+        "break_penalty": str(product.break_penalty),
     }
     if product.active:
         form["active"] = "y"
@@ -281,3 +283,18 @@ def test_the_dashboard_totals_deposits_savings_and_share_capital(app: Flask) -> 
     assert card
     words = " ".join(re.sub(r"<[^>]+>", " ", card.group(1)).split())
     assert words == "Deposits KES 3,800.00 Savings KES 450.00 · share capital KES 1,200.00"
+
+
+def test_a_fixed_deposit_products_term_and_penalty_are_changed_by_an_admin(
+    app: Flask, client: FlaskClient
+) -> None:
+    account_product("FIX")
+    db.session.commit()
+    login(client, staff("admin"))
+    page = save(client, fresh("FIX"), term_months="6", break_penalty="25")
+    assert "Record was successfully saved." in page.get_data(as_text=True)
+    saved = fresh("FIX")
+    assert (saved.term_months, saved.break_penalty) == (6, Decimal("25.00"))
+    bad = save(client, saved, break_penalty="120")
+    assert "0 to 100" in bad.get_data(as_text=True)
+    assert fresh("FIX").break_penalty == Decimal("25.00")

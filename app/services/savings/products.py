@@ -168,6 +168,8 @@ PRODUCT_FIELDS = (
     "min_balance",
     "daily_withdrawal_limit",
     "withdrawal_fee",
+    "term_months",
+    "break_penalty",
     "active",
 )
 
