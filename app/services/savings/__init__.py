@@ -1,5 +1,11 @@
-"""The member-owned side: account products, savings, shares, interest and dividends."""
+"""The member-owned side: account products, savings, shares, interest and dividends,
+standing orders, fixed deposits and targets, withdrawals, share transfers and exits."""
 
+from app.services.savings.branch import (
+    BranchWithdrawalError,
+    branch_withdrawal_decide,
+    branch_withdrawal_record,
+)
 from app.services.savings.dividends import (
     DividendError,
     dividend_approve,
@@ -7,6 +13,21 @@ from app.services.savings.dividends import (
     dividend_declare,
     dividend_post,
     dividend_report,
+)
+from app.services.savings.exits import (
+    ExitError,
+    exit_cancel,
+    exit_figures,
+    exit_pay,
+    exit_request,
+    exit_settle,
+)
+from app.services.savings.fixed import (
+    TermSavingsError,
+    fixed_deposit_break,
+    fixed_deposit_open,
+    target_release,
+    target_set,
 )
 from app.services.savings.interest import (
     SAVINGS_INTEREST,
@@ -23,6 +44,16 @@ from app.services.savings.products import (
     product_update,
     products_ensure,
 )
+from app.services.savings.shares import (
+    ShareTransferError,
+    share_transfer_decide,
+    share_transfer_request,
+)
+from app.services.savings.standing_orders import (
+    StandingOrderError,
+    standing_order_cancel,
+    standing_order_create,
+)
 from app.services.savings.withdrawals import (
     WithdrawalError,
     WithdrawalQuote,
@@ -31,6 +62,26 @@ from app.services.savings.withdrawals import (
 )
 
 __all__ = [
+    "BranchWithdrawalError",
+    "ExitError",
+    "ShareTransferError",
+    "StandingOrderError",
+    "TermSavingsError",
+    "branch_withdrawal_decide",
+    "branch_withdrawal_record",
+    "exit_cancel",
+    "exit_figures",
+    "exit_pay",
+    "exit_request",
+    "exit_settle",
+    "fixed_deposit_break",
+    "fixed_deposit_open",
+    "share_transfer_decide",
+    "share_transfer_request",
+    "standing_order_cancel",
+    "standing_order_create",
+    "target_release",
+    "target_set",
     "DEFAULT_PRODUCTS",
     "DividendError",
     "SAVINGS_INTEREST",
