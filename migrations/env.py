@@ -92,8 +92,10 @@ def run_migrations_online():
         # SQLite alters a table by rebuilding it (copy, drop, rename: alembic's batch mode),
         # and with foreign keys enforced it refuses to drop a table other rows point at, so
         # an upgrade of a database with data in it would fail. Enforcement goes off for the
-        # migration (outside any transaction, where SQLite honours it), the result is
-        # checked before the commit, and it comes back on for the pooled connection.
+        # migration (outside any transaction, where SQLite honours it) and the result is
+        # checked before the commit. The connection is then thrown away, not pooled: a
+        # PRAGMA issued while a transaction is open does nothing, and a pooled connection
+        # without foreign keys would skip every ON DELETE CASCADE after it.
         sqlite = connection.dialect.name == "sqlite"
         raw = connection.connection.driver_connection if sqlite else None
         if raw is not None:
@@ -109,7 +111,7 @@ def run_migrations_online():
                         raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
         finally:
             if raw is not None:
-                raw.execute("PRAGMA foreign_keys=ON")
+                connection.invalidate()
 
 
 if context.is_offline_mode():

@@ -95,6 +95,15 @@ def test_existing_deposits_and_shares_join_their_products_with_no_balance_moved(
                     {"i": line_id, "a": account_id, "m": amount},
                 )
         upgrade()
+        # The migration ran without foreign keys; no connection the app gets may have
+        # kept that (a pooled one would skip ON DELETE CASCADE from then on).
+        pooled = [db.engine.raw_connection() for _ in range(2)]  # both held: two of them
+        try:
+            for conn in pooled:
+                assert conn.cursor().execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        finally:
+            for conn in pooled:
+                conn.close()
         products = dict(
             db.session.execute(
                 text(
