@@ -377,3 +377,38 @@ def test_an_order_set_after_its_day_first_runs_next_month(app: Flask) -> None:
     assert _runs(order) == []
     run_job("standing-orders", date(2026, 4, 1))
     assert _runs(order) == [(date(2026, 4, 1), "done", Decimal("1000.00"))]
+
+
+def test_a_payday_prompt_refused_in_a_chunk_leaves_the_other_orders_of_the_chunk_done(
+    app: Flask,
+) -> None:
+    """A prompt for the account is still on the member's phone: that month's payday order
+    is recorded as not sent, with why, and undoes only itself, not the prompt written for
+    the order before it in the same chunk."""
+    from app.services.payments.stk import payments_request_deposit_stk
+
+    first, second = make_member(), make_member()
+    orders = [
+        standing_order_create(
+            member_id=member.id,
+            target="savings",
+            amount="1000",
+            day_of_month=25,
+            actor="x",
+            source="mpesa",
+            starts_on=START,
+        ).id
+        for member in (first, second)
+    ]
+    waiting = member_product_account(db.session.get(Member, second.id), account_product("ORD"))
+    payments_request_deposit_stk(member_id=second.id, account_id=waiting.id, amount=300)
+    run_job("standing-orders", date(2026, 3, 25))
+    runs = {
+        run.order_id: run
+        for run in db.session.scalars(
+            select(StandingOrderRun).where(StandingOrderRun.order_id.in_(orders))
+        )
+    }
+    assert runs[orders[0]].status == "prompted" and runs[orders[0]].request_id is not None
+    assert runs[orders[1]].status == "skipped"
+    assert "already on its way" in (runs[orders[1]].note or "")

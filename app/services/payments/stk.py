@@ -167,12 +167,12 @@ def payments_request_deposit_stk(
     if account_id is None and product_id is not None:
         product = db.session.get(AccountProduct, product_id)
         if product is None or not product.active:
-            db.session.rollback()
+            _undo(commit)
             raise PaymentError("that account takes no payment")
         try:
             account_id = member_product_account(member, product).id
         except ProductError as exc:
-            db.session.rollback()
+            _undo(commit)
             raise PaymentError(str(exc)) from None
     account = db.session.get(Account, account_id) if account_id is not None else None
     if (
@@ -182,19 +182,19 @@ def payments_request_deposit_stk(
         or account.status != "open"
         or account.product is None
     ):
-        db.session.rollback()
+        _undo(commit)
         raise PaymentError("that account takes no payment")
     number = f"{member.member_no}{account.product.ref_suffix}"
     try:
         msisdn = normalise_phone(phone or member.phone)
     except PhoneError as exc:
-        db.session.rollback()
+        _undo(commit)
         raise PaymentError(str(exc)) from None
     if _open_deposit_stk(account.id):
-        db.session.rollback()
+        _undo(commit)
         raise PaymentError(_already_waiting_for(number))
     if _repeat(msisdn, value):
-        db.session.rollback()
+        _undo(commit)
         raise PaymentError("M-PESA refuses the same amount twice within 2 minutes; wait a little")
     request = MpesaRequest(
         kind="stk",
@@ -217,6 +217,13 @@ def payments_request_deposit_stk(
     db.session.commit()
     stk_send_queue(request.id)
     return request
+
+
+def _undo(commit: bool) -> None:
+    """A refusal undoes what this service began when it owns the transaction; a caller
+    composing services (commit=False) owns it, and its savepoint undoes only this part."""
+    if commit:
+        db.session.rollback()
 
 
 def stk_send_queue(request_id: int) -> None:
