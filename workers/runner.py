@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime
 from app.clock import business_today
 from app.extensions import db, redis_client
 from app.models import JobRun
+from app.services.ledger import books_closed_through
 
 log = logging.getLogger("sacco.jobs")
 
@@ -50,6 +51,13 @@ class JobStats:
 JobFn = Callable[..., None]
 
 
+def _closed_through() -> date | None:
+    try:
+        return books_closed_through()
+    finally:
+        db.session.rollback()
+
+
 def job_run(name: str, fn: JobFn, as_of: date | None = None, *, workers: int | None = None) -> int:
     """Run job `fn` as `name` for `as_of` (default: today in Kenya); return its exit code.
     `workers`: how many local workers a close-of-business job spreads over (by hand)."""
@@ -67,6 +75,10 @@ def job_run(name: str, fn: JobFn, as_of: date | None = None, *, workers: int | N
         # A day that has not come: penalties charged for it would be owed for real.
         status = "fatal"
         stats.error(f"as_of {as_of} is after today's business date {today}")
+    elif (closed := _closed_through()) is not None and as_of <= closed:
+        # A replay into a closed month would post inside it: the books there are final.
+        status = "fatal"
+        stats.error(f"as_of {as_of} is in a closed period: the books are closed through {closed}")
     else:
         try:
             got_lock = bool(redis.set(lock_key, run_id, nx=True, ex=LOCK_TTL_SECONDS))

@@ -2,6 +2,15 @@
 
 from app.models.audit import AuditLog
 from app.models.batch import BatchPartition
+from app.models.books import (
+    BooksState,
+    ChartAccount,
+    KpiSnapshot,
+    LoanProvision,
+    PeriodEvent,
+    ProvisionRun,
+    RegulatoryFiling,
+)
 from app.models.guarantee_recovery import GuaranteeRecovery
 from app.models.jobs import JobRun
 from app.models.ledger import ACCOUNT_KINDS, Account, JournalEntry, JournalLine
@@ -39,6 +48,13 @@ from app.models.sms import PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
 from app.models.ussd import UssdEvent
 
 __all__ = [
+    "BooksState",
+    "ChartAccount",
+    "KpiSnapshot",
+    "LoanProvision",
+    "PeriodEvent",
+    "ProvisionRun",
+    "RegulatoryFiling",
     "WriteOffRequest",
     "RecoveryMilestone",
     "LegalCase",

@@ -40,6 +40,14 @@ ACCOUNT_KINDS: dict[str, str] = {
     "refunds_payable": "credit",  # what the SACCO owes members who have left
     "bank": "debit",  # the SACCO's bank account (refunds paid by transfer or cheque)
     "cash": "debit",  # cash at the branch
+    # The books (issue 21): closing, provisioning and staff-added general accounts.
+    "retained_earnings": "credit",  # each year's result, moved here at year-end close
+    "statutory_reserve": "credit",  # institutional capital set aside from surpluses
+    "loan_loss_provision": "credit",  # contra-asset: the provision on loans at risk
+    "interest_suspense": "credit",  # contra-asset: interest on non-performing loans
+    "provision_expense": "debit",  # the charge (or release) of the loan-loss provision
+    "dividends_payable": "credit",  # dividends declared and not yet paid
+    "general": "debit",  # an account staff added to the chart (its chart type says more)
 }
 
 
@@ -92,6 +100,8 @@ class JournalEntry(Model):
     actor: Mapped[str] = mapped_column(String(60), default="system")
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
     loan_id: Mapped[int | None] = mapped_column(ForeignKey("loans.id"), index=True)
+    # A correction posted in an open period names the entry (in a closed one) it corrects.
+    corrects_entry_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"))
 
     lines: Mapped[list[JournalLine]] = relationship(
         back_populates="entry", cascade="all, delete-orphan", lazy="selectin"

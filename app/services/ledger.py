@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -27,12 +27,21 @@ from sqlalchemy.exc import IntegrityError
 
 from app.errors import SaccoError
 from app.extensions import db
-from app.models import ACCOUNT_KINDS, Account, Installment, JournalEntry, JournalLine, Loan, Member
+from app.models import (
+    ACCOUNT_KINDS,
+    Account,
+    BooksState,
+    Installment,
+    JournalEntry,
+    JournalLine,
+    Loan,
+    Member,
+)
 from app.models.types import Money, utcnow
 from app.money import ZERO, MoneyError, round_money, to_decimal
 from app.selectors.guarantees import holds_problems
 from app.services.audit import audit_record
-from app.services.bulk import copy_rows, insert_ignoring, insert_returning, update_rows
+from app.services.bulk import copy_rows, insert_ignoring, insert_returning, on_postgres, update_rows
 
 # Accounts that may never be overdrawn: a member cannot spend savings they do not have.
 NO_OVERDRAFT = frozenset(
@@ -56,6 +65,12 @@ GL_ACCOUNTS: dict[str, tuple[str, str]] = {
     "GL-REFUNDS-PAYABLE": ("refunds_payable", "Refunds owed to members who left"),
     "GL-BANK": ("bank", "Bank"),
     "GL-CASH": ("cash", "Cash at branch"),
+    "GL-RETAINED-EARNINGS": ("retained_earnings", "Retained earnings"),
+    "GL-STATUTORY-RESERVE": ("statutory_reserve", "Statutory reserve"),
+    "GL-LOAN-LOSS-PROVISION": ("loan_loss_provision", "Loan-loss provision"),
+    "GL-INTEREST-SUSPENSE": ("interest_suspense", "Interest in suspense"),
+    "GL-PROVISION-EXPENSE": ("provision_expense", "Loan-loss provision expense"),
+    "GL-DIVIDENDS-PAYABLE": ("dividends_payable", "Dividends payable"),
 }
 
 
@@ -70,6 +85,39 @@ class DuplicatePosting(LedgerError):
         super().__init__(f"already posted: {key}")
         self.key = key
         self.entry_id = entry_id
+
+
+class PeriodClosed(LedgerError):
+    """A posting dated inside a closed period: the books of that period are final."""
+
+    def __init__(self, value_date: date, closed_through: date) -> None:
+        super().__init__(
+            f"the books are closed through {closed_through.isoformat()}: nothing may be "
+            f"dated {value_date.isoformat()}; post a correction dated "
+            f"{(closed_through + timedelta(days=1)).isoformat()} or later"
+        )
+        self.value_date = value_date
+        self.closed_through = closed_through
+
+
+def books_closed_through(*, lock: bool = False) -> date | None:
+    """The last day of the last closed period (None: nothing closed). With `lock`, a
+    shared lock on PostgreSQL that a close waits for, so a posting that passed the check
+    commits before the period closes, never after."""
+    stmt = select(BooksState.closed_through).where(BooksState.id == 1)
+    if lock and on_postgres():
+        stmt = stmt.with_for_update(read=True, key_share=True)
+    return db.session.scalar(stmt)
+
+
+def period_guard(value_dates: Sequence[date]) -> None:
+    """Refuse (PeriodClosed) when any of these value dates lies in a closed period."""
+    if not value_dates:
+        return
+    closed = books_closed_through(lock=True)
+    earliest = min(value_dates)
+    if closed is not None and earliest <= closed:
+        raise PeriodClosed(earliest, closed)
 
 
 @dataclass(frozen=True)
@@ -156,6 +204,7 @@ def journal_post(
     actor: str = "system",
     member_id: int | None = None,
     loan_id: int | None = None,
+    corrects_entry_id: int | None = None,
 ) -> JournalEntry:
     """Write one balanced entry and move the cached balances, in the caller's transaction.
 
@@ -165,6 +214,7 @@ def journal_post(
     not a prior read, is what guarantees it under concurrency.
     """
     amounts = _checked_amounts(lines)
+    period_guard([value_date])
     entry = JournalEntry(
         kind=kind,
         description=description[:255],
@@ -173,6 +223,7 @@ def journal_post(
         actor=actor,
         member_id=member_id,
         loan_id=loan_id,
+        corrects_entry_id=corrects_entry_id,
     )
     try:
         with db.session.begin_nested():
@@ -248,6 +299,7 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
     if not drafts:
         return set()
     checked = [(draft, _checked_amounts(draft.lines)) for draft in drafts]
+    period_guard([draft.value_date for draft in drafts])
     now = utcnow()
     inserted = insert_returning(
         JournalEntry.__table__,

@@ -62,6 +62,13 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "standing_order.manage": MAKERS,
     # Fixed deposits and target savings opened, broken, set or released for a member
     "term_savings.manage": MAKERS,
+    # The books (issue 21): statements and returns for the roles that read finance
+    "books.view": ("branch_manager", "compliance", "auditor", "admin"),
+    "books.chart": ("admin",),  # add (or remove an unused) account of the chart
+    "books.journal": ("branch_manager", "admin"),  # a general journal entry or correction
+    "books.close": ("branch_manager", "admin"),  # close a month (and a year)
+    "books.reopen": ("admin",),  # reopen a closed month, with a reason
+    "books.file": ("compliance", "admin"),  # mark a return filed with SASRA
 }
 
 
@@ -95,6 +102,12 @@ def describe(action: str) -> str:
 
 
 _WORDS = {
+    "books.view": "read the books and returns",
+    "books.chart": "change the chart of accounts",
+    "books.journal": "post journal entries",
+    "books.close": "close periods",
+    "books.reopen": "reopen closed periods",
+    "books.file": "file returns",
     "view": "open the console",
     "member.edit": "register or change members",
     "member.message": "send messages to members",

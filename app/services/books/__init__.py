@@ -1,0 +1,48 @@
+"""The books: chart of accounts, statements, period close, loan-loss provisioning, the
+regulator's returns and the KPIs read off them. Callers import from here."""
+
+from __future__ import annotations
+
+from app.services.books.chart import (
+    DEFAULT_CHART,
+    ChartError,
+    chart_accounts,
+    chart_add,
+    chart_balances,
+    chart_delete,
+    chart_ensure,
+    chart_line_filter,
+    chart_lines_query,
+    chart_mapping,
+    chart_rollup,
+)
+from app.services.books.periods import (
+    PeriodError,
+    journal_correct,
+    journal_manual,
+    month_bounds,
+    period_close,
+    period_reopen,
+    periods_status,
+)
+
+__all__ = [
+    "DEFAULT_CHART",
+    "ChartError",
+    "PeriodError",
+    "chart_accounts",
+    "chart_add",
+    "chart_balances",
+    "chart_delete",
+    "chart_ensure",
+    "chart_line_filter",
+    "chart_lines_query",
+    "chart_mapping",
+    "chart_rollup",
+    "journal_correct",
+    "journal_manual",
+    "month_bounds",
+    "period_close",
+    "period_reopen",
+    "periods_status",
+]
