@@ -130,7 +130,7 @@ def chart_ensure() -> None:
     ids = dict(db.session.execute(select(ChartAccount.code, ChartAccount.id)).all())
     parents = {code: parent for code, _n, _k, parent, _m in DEFAULT_CHART}
     for row in missing:
-        parent = parents.get(row["code"], LOANS_RECEIVABLE)
+        parent = parents.get(str(row["code"]), LOANS_RECEIVABLE)
         if parent is not None:
             db.session.execute(
                 ChartAccount.__table__.update()
@@ -260,7 +260,7 @@ def chart_mapping() -> Mapping:
     return Mapping({line.maps: line for line in lines if line.maps})
 
 
-def _group_columns() -> tuple[ColumnElement[Any], ...]:
+def _group_columns() -> tuple[Any, ...]:
     general_code = case((Account.kind == "general", Account.code), else_=literal(None))
     product = case((Account.kind == "loan_principal", Loan.product_id), else_=literal(None))
     return Account.kind, product.label("product_id"), general_code.label("general_code")
@@ -344,7 +344,7 @@ def true_() -> ColumnElement[bool]:
 
 def chart_lines_query(
     line: ChartAccount, *, as_of: date, since: date | None = None
-) -> Select[Any]:
+) -> Select[JournalLine, JournalEntry, Account]:
     """The journal lines behind a chart line's figure, oldest first: the drill-down. Their
     amounts sum to the figure `chart_balances` gives the line (debit positive)."""
     stmt = (
