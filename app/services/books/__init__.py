@@ -16,6 +16,7 @@ from app.services.books.chart import (
     chart_mapping,
     chart_rollup,
 )
+from app.services.books.exports import Report, ReportRow, report_csv, report_pdf, report_xlsx
 from app.services.books.periods import (
     PeriodError,
     journal_correct,
@@ -24,6 +25,15 @@ from app.services.books.periods import (
     period_close,
     period_reopen,
     periods_status,
+)
+from app.services.books.statements import (
+    StatementError,
+    balance_sheet,
+    cash_flow,
+    changes_in_equity,
+    income_statement,
+    statement_drilldown,
+    trial_balance,
 )
 
 __all__ = [
@@ -45,4 +55,16 @@ __all__ = [
     "period_close",
     "period_reopen",
     "periods_status",
+    "Report",
+    "ReportRow",
+    "StatementError",
+    "balance_sheet",
+    "cash_flow",
+    "changes_in_equity",
+    "income_statement",
+    "report_csv",
+    "report_pdf",
+    "report_xlsx",
+    "statement_drilldown",
+    "trial_balance",
 ]
