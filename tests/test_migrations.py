@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from app.extensions import db
 
@@ -124,3 +124,99 @@ def test_existing_deposits_and_shares_join_their_products_with_no_balance_moved(
         assert ledger_check() == []
         db.session.remove()
         db.engine.dispose()
+
+
+def test_every_existing_posting_maps_to_the_chart_with_the_books_unchanged(
+    tmp_path: Path, _urls: dict[str, str]
+) -> None:
+    """Migration 0026 on a book written before it: the chart is seeded with a line for
+    every ledger kind and one per loan product, every account with postings lands on a
+    leaf of it, and each leaf's balance is exactly its kinds' balances before (nothing
+    posted, nothing moved), so the trial balance still balances and the books reconcile."""
+    from datetime import date
+    from decimal import Decimal
+
+    from flask_migrate import upgrade
+
+    from app.models import ACCOUNT_KINDS, ChartAccount
+    from app.services.books import chart_balances
+    from app.services.ledger import ledger_check
+    from tests.helpers import make_app
+
+    old = make_app({**_urls, "DATABASE_URL": f"sqlite:///{tmp_path / 'old.db'}"})
+    now = {"now": "2026-01-01 00:00:00"}
+    with old.app_context():
+        upgrade(revision="0025")
+        kinds = sorted(k for k in ACCOUNT_KINDS if k not in _KINDS_FROM_0026)
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO loan_products (id, code, name, active, interest_method, "
+                    "amortization, annual_rate, frequency, default_term, min_term, max_term, "
+                    "min_amount, fee_type, fee_value, penalty_type, penalty_value, "
+                    "grace_days, default_threshold_days, limit_multiple, min_share_capital, "
+                    "min_membership_days, created_at) VALUES (7, 'BIZ', 'Biashara', 1, "
+                    "'declining', 'equal_installments', 12, 'monthly', 6, 1, 12, 0, 'flat', "
+                    "0, 'flat', 0, 0, 90, 3, 0, 0, :now)"
+                ),
+                now,
+            )
+            # One entry touching an account of every kind there was, in cents (SQLite).
+            # Each on its normal side (savings may not be overdrawn); the clearing account,
+            # put last, balances the entry.
+            kinds.remove("mpesa_clearing")
+            kinds.append("mpesa_clearing")
+            sides = {"debit": 1, "credit": -1}
+            amounts = [(n + 1) * 100 * sides[ACCOUNT_KINDS[k]] for n, k in enumerate(kinds)]
+            amounts[-1] = -sum(amounts[:-1])
+            conn.execute(
+                text(
+                    "INSERT INTO journal_entries (id, kind, description, value_date, posted_at, "
+                    "actor) VALUES (1, 'opening', 'old book', '2025-12-31', :now, 'system')"
+                ),
+                now,
+            )
+            for n, (kind, amount) in enumerate(zip(kinds, amounts, strict=True), 1):
+                conn.execute(
+                    text(
+                        "INSERT INTO accounts (id, code, kind, name, status, balance, "
+                        "created_at) VALUES (:i, :c, :k, :c, 'open', :b, :now)"
+                    ),
+                    {"i": n, "c": f"OLD-{kind}", "k": kind, "b": amount, **now},
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO journal_lines (id, entry_id, account_id, amount) "
+                        "VALUES (:i, 1, :i, :m)"
+                    ),
+                    {"i": n, "m": amount},
+                )
+        upgrade()
+        chart = {c.id: c for c in db.session.scalars(select(ChartAccount))}
+        by_code = {c.code: c for c in chart.values()}
+        assert by_code["1210-BIZ"].maps == "loan_principal:7"
+        assert by_code["1210-BIZ"].parent_id == by_code["1210"].id
+        mapped = {c.maps for c in chart.values() if c.maps}
+        assert set(kinds) <= mapped, "a ledger kind with no line of the chart"
+        balances = chart_balances(as_of=date(2025, 12, 31))
+        expected = {
+            kind: Decimal(amount) / 100 for kind, amount in zip(kinds, amounts, strict=True)
+        }
+        assert {chart[i].maps: v for i, v in balances.items()} == expected
+        assert sum(balances.values()) == 0
+        assert all(not chart[i].header for i in balances)
+        assert ledger_check() == []
+        db.session.remove()
+        db.engine.dispose()
+
+
+# The ledger kinds migration 0026 itself brings (no account of them can predate it).
+_KINDS_FROM_0026 = {
+    "retained_earnings",
+    "statutory_reserve",
+    "loan_loss_provision",
+    "interest_suspense",
+    "provision_expense",
+    "dividends_payable",
+    "general",
+}
