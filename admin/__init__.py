@@ -83,4 +83,7 @@ def init_admin(app: Flask) -> Admin:
         theme=Bootstrap4Theme(base_template="admin_sacco/master.html"),
     )
     register_views(console)
+    from admin import books
+
+    books.register(console)  # Books: the financial statements and their drill-down
     return console
