@@ -83,7 +83,7 @@ def init_admin(app: Flask) -> Admin:
         theme=Bootstrap4Theme(base_template="admin_sacco/master.html"),
     )
     register_views(console)
-    from admin import books
+    from admin import regulatory
 
-    books.register(console)  # Books: the financial statements and their drill-down
+    regulatory.register(console)  # Books: SASRA's returns, filed and due
     return console

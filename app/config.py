@@ -99,6 +99,17 @@ class Settings:
     # A withdrawal paid at the branch (cash or bank) above this many shillings waits for a
     # branch manager's approval, its money held meanwhile (maker-checker).
     BRANCH_WITHDRAWAL_APPROVAL_LIMIT: int = 50000
+    # SASRA's prudential minimums (Sacco Societies (Deposit-Taking Sacco Business)
+    # Regulations, 2010, r. 9 capital and r. 13 liquidity, as SASRA quotes them; sources in
+    # app/services/books/returns.py). The Authority may set a higher ratio (r. 10).
+    SASRA_MIN_CORE_CAPITAL: str = "10000000"  # KES
+    SASRA_CORE_CAPITAL_TO_ASSETS_PERCENT: str = "10"
+    SASRA_CORE_CAPITAL_TO_DEPOSITS_PERCENT: str = "8"
+    SASRA_INSTITUTIONAL_CAPITAL_TO_ASSETS_PERCENT: str = "8"
+    SASRA_LIQUIDITY_PERCENT: str = "15"  # of savings deposits and short-term liabilities
+    # The day of the following month a monthly return is due: NOT confirmed from the
+    # Regulations' text (see returns.py); 15 is an assumption to check with SASRA.
+    SASRA_RETURNS_DUE_DAY: int = 15
 
     @property
     def wht_dividend_rate(self) -> Decimal:
@@ -276,6 +287,21 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"CALLBACK_BASE_URL/CALLBACK_TOKEN contain {bad[0]!r}, Safaricom refuses it"
         )
+    for name in (
+        "SASRA_MIN_CORE_CAPITAL",
+        "SASRA_CORE_CAPITAL_TO_ASSETS_PERCENT",
+        "SASRA_CORE_CAPITAL_TO_DEPOSITS_PERCENT",
+        "SASRA_INSTITUTIONAL_CAPITAL_TO_ASSETS_PERCENT",
+        "SASRA_LIQUIDITY_PERCENT",
+    ):
+        try:
+            minimum = Decimal(getattr(s, name))
+        except InvalidOperation:
+            raise ConfigError(f"{name} must be a number, got {getattr(s, name)!r}") from None
+        if minimum < 0 or (name.endswith("PERCENT") and minimum > 100):
+            raise ConfigError(f"{name} must be 0 or more (a percent at most 100), got {minimum}")
+    if not (1 <= s.SASRA_RETURNS_DUE_DAY <= 28):
+        raise ConfigError(f"SASRA_RETURNS_DUE_DAY must be 1-28, got {s.SASRA_RETURNS_DUE_DAY}")
     if s.is_production:
         required = {
             "SECRET_KEY": s.SECRET_KEY != DEV_SECRET and s.SECRET_KEY,

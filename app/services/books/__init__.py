@@ -26,6 +26,18 @@ from app.services.books.periods import (
     period_reopen,
     periods_status,
 )
+from app.services.books.returns import (
+    FORMS,
+    ReturnError,
+    return_due,
+    return_file,
+    return_filings,
+    return_minimums,
+    returns_build,
+    returns_pdf,
+    returns_status,
+    returns_xlsx,
+)
 from app.services.books.statements import (
     StatementError,
     balance_sheet,
@@ -38,8 +50,10 @@ from app.services.books.statements import (
 
 __all__ = [
     "DEFAULT_CHART",
+    "FORMS",
     "ChartError",
     "PeriodError",
+    "ReturnError",
     "chart_accounts",
     "chart_add",
     "chart_balances",
@@ -67,4 +81,12 @@ __all__ = [
     "report_xlsx",
     "statement_drilldown",
     "trial_balance",
+    "return_due",
+    "return_file",
+    "return_filings",
+    "return_minimums",
+    "returns_build",
+    "returns_pdf",
+    "returns_status",
+    "returns_xlsx",
 ]
