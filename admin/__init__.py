@@ -83,6 +83,9 @@ def init_admin(app: Flask) -> Admin:
         theme=Bootstrap4Theme(base_template="admin_sacco/master.html"),
     )
     register_views(console)
+    from admin import books
+
+    books.register(console)  # Books: the financial statements and their drill-down
     from admin import regulatory
 
     regulatory.register(console)  # Books: SASRA's returns, filed and due
