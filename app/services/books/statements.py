@@ -3,7 +3,7 @@ financial position (balance sheet), income statement, changes in equity and cash
 (indirect method), each as a `Report` (app/services/books/exports.py) the console shows and
 exports; and the drill-down from any figure to the journal lines behind it.
 
-Every figure is a chart line's movement (`chart_balances`, debit positive) shown the way
+Every figure is a chart line's movement (as `chart_balances` gives it, debit positive) shown the way
 accountants read it: assets and expenses debit-positive, liabilities, equity and income
 credit-positive. Contra-assets (the loan-loss provision, interest in suspense) are credit
 balances on asset lines, so they show as negatives under the loans they reduce.
@@ -60,6 +60,29 @@ DRILL_PAGE = 50
 
 class StatementError(SaccoError):
     """A statement asked for with dates or a line that make no sense; nothing was read."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a figure of a statement's column covers: the drill-down's arguments."""
+
+    as_of: date
+    since: date | None = None
+    without_year_end: bool = False
+
+
+def statement_balances(windows: list[Window]) -> list[dict[int, Decimal]]:
+    """Each window's movement per chart line, debit positive: `chart_balances` over
+    (since, as_of], the year-end close left out when the window says so. (chart_balances
+    reads closed months from their monthly totals, so each window costs the open days.)"""
+    return [
+        chart_balances(
+            as_of=window.as_of,
+            since=window.since,
+            exclude_kinds=[YEAR_END_KIND] if window.without_year_end else (),
+        )
+        for window in windows
+    ]
 
 
 # -- the chart as a tree ---------------------------------------------------------------------
@@ -208,7 +231,7 @@ def trial_balance(*, as_of: date) -> Report:
     """Every line of the chart with a balance at the end of `as_of`, in a debit or a credit
     column; the two totals are equal when the books balance."""
     chart = _chart()
-    balances = chart_balances(as_of=as_of)
+    (balances,) = statement_balances([Window(as_of)])
     rows: list[ReportRow] = []
     debits = credits = ZERO
     for line in chart.leaves():
@@ -245,9 +268,8 @@ class _Position:
     earlier: Decimal  # earlier years' results (less dividends) not yet closed
 
 
-def _position(chart: _Chart, as_of: date) -> _Position:
-    balances = chart_balances(as_of=as_of)
-    ytd = chart_balances(as_of=as_of, since=year_start(as_of))
+def _position(chart: _Chart, balances: dict[int, Decimal], ytd: dict[int, Decimal]) -> _Position:
+    """A column from the balances at its day and the movement since 1 January."""
     leaves = chart.leaves()
     results = [line for line in leaves if _is_result(line)]
     dividends = [line for line in leaves if _is_dividends(line)]
@@ -275,7 +297,10 @@ def balance_sheet(*, as_of: date, compare_to: date | None = None) -> Report:
     liabilities, equity, result; assets equal liabilities plus equity."""
     chart = _chart()
     dates = [as_of] if compare_to is None else [as_of, compare_to]
-    positions = [_position(chart, day) for day in dates]
+    sums = statement_balances(
+        [w for day in dates for w in (Window(day), Window(day, year_start(day)))]
+    )
+    positions = [_position(chart, sums[2 * i], sums[2 * i + 1]) for i in range(len(dates))]
     columns = [p.shown for p in positions]
     retained = chart.by_maps("retained_earnings")
     equity_roots = chart.roots("equity")
@@ -330,9 +355,9 @@ def balance_sheet(*, as_of: date, compare_to: date | None = None) -> Report:
 # -- income statement -----------------------------------------------------------------------
 
 
-def _movements(start: date, end: date) -> dict[int, Decimal]:
-    """The movement over the period without the year-end close (not income or expense)."""
-    return chart_balances(as_of=end, since=start - timedelta(days=1), exclude_kinds=[YEAR_END_KIND])
+def _movement(start: date, end: date) -> Window:
+    """The movement over a period without the year-end close (not income or expense)."""
+    return Window(end, start - timedelta(days=1), True)
 
 
 def income_statement(*, start: date, end: date, compare: tuple[date, date] | None = None) -> Report:
@@ -344,7 +369,8 @@ def income_statement(*, start: date, end: date, compare: tuple[date, date] | Non
     for first, last in periods:
         _check_period(first, last)
     chart = _chart()
-    columns = [_shown_all(chart, _movements(first, last)) for first, last in periods]
+    sums = statement_balances([_movement(first, last) for first, last in periods])
+    columns = [_shown_all(chart, column) for column in sums]
     income_rows, income = _section(chart, "income", columns)
     expense_rows, expenses = _section(chart, "expense", columns)
     result = [a - b for a, b in zip(income, expenses, strict=True)]
@@ -407,10 +433,9 @@ def changes_in_equity(*, start: date, end: date) -> Report:
     _check_period(start, end)
     chart = _chart()
     since = start - timedelta(days=1)
-    opening = chart_balances(as_of=since)
-    closing = chart_balances(as_of=end)
-    everything = chart_balances(as_of=end, since=since)
-    without_close = _movements(start, end)
+    opening, closing, everything, without_close = statement_balances(
+        [Window(since), Window(end), Window(end, since), _movement(start, end)]
+    )
     leaves = chart.leaves()
     results = [line for line in leaves if _is_result(line)]
     dividends = [line for line in leaves if _is_dividends(line)]
@@ -504,7 +529,9 @@ def cash_flow(*, start: date, end: date) -> Report:
     _check_period(start, end)
     chart = _chart()
     since = start - timedelta(days=1)
-    moved = _movements(start, end)
+    moved, balances_before, balances_after = statement_balances(
+        [_movement(start, end), Window(since), Window(end)]
+    )
     by_class: dict[str, list[ChartAccount]] = {}
     for leaf in chart.leaves():
         by_class.setdefault(_cash_class(chart, leaf), []).append(leaf)
@@ -530,8 +557,8 @@ def cash_flow(*, start: date, end: date) -> Report:
     financing = shares + declared + other_equity
     net = operating + investing + financing
     cash_lines = by_class.get("cash", [])
-    opening = _sum(chart_balances(as_of=since), cash_lines)
-    closing = _sum(chart_balances(as_of=end), cash_lines)
+    opening = _sum(balances_before, cash_lines)
+    closing = _sum(balances_after, cash_lines)
     check = None if opening + net == closing else f"out by {closing - opening - net:,.2f}"
 
     def figure(label: str, value: Decimal, level: int = 1, bold: bool = False) -> ReportRow:
@@ -659,15 +686,6 @@ def statement_drilldown(
         total=total,
         figure=_shown(line, total),
     )
-
-
-@dataclass(frozen=True)
-class Window:
-    """What a figure of a statement's column covers: the drill-down's arguments."""
-
-    as_of: date
-    since: date | None = None
-    without_year_end: bool = False
 
 
 def statement_windows(kind: str, **params: Any) -> list[Window]:
