@@ -110,6 +110,23 @@ class Settings:
     # The day of the following month a monthly return is due: NOT confirmed from the
     # Regulations' text (see returns.py); 15 is an assumption to check with SASRA.
     SASRA_RETURNS_DUE_DAY: int = 15
+    # Loan-loss provisioning (app.services.books.provisioning): the risk classes of the Sacco
+    # Societies (Deposit-Taking Sacco Business) Regulations, 2010, Part VII (regs. 40-44,
+    # SASRA Form 4), each from its first day in arrears, with its minimum provision, percent
+    # of the principal outstanding. Rates: the regulation's 1/5/25/50/100. Day bands: the
+    # regulation's own text was not reachable; these are FSD Kenya's "Automation of SACCOs"
+    # Table 2 (watch 1-30, substandard 31-90, doubtful 91-180, loss over 180 days).
+    PROVISION_WATCH_DAYS: int = 1
+    PROVISION_SUBSTANDARD_DAYS: int = 31
+    PROVISION_DOUBTFUL_DAYS: int = 91
+    PROVISION_LOSS_DAYS: int = 181
+    PROVISION_PERFORMING_PERCENT: str = "1"
+    PROVISION_WATCH_PERCENT: str = "5"
+    PROVISION_SUBSTANDARD_PERCENT: str = "25"
+    PROVISION_DOUBTFUL_PERCENT: str = "50"
+    PROVISION_LOSS_PERCENT: str = "100"
+    # A restructured loan is classed no better than this (nor than its class before).
+    PROVISION_RESTRUCTURED_MIN_CLASS: str = "substandard"
 
     @property
     def wht_dividend_rate(self) -> Decimal:
@@ -260,13 +277,20 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"TIMEZONE {s.TIMEZONE!r} is not a known time zone") from exc
     if not (1 <= s.PORT <= 65535):
         raise ConfigError(f"PORT must be 1-65535, got {s.PORT}")
-    for name in ("WHT_DIVIDEND_PERCENT", "WHT_INTEREST_PERCENT"):
+    percents = ("WHT_DIVIDEND_PERCENT", "WHT_INTEREST_PERCENT")
+    classes = ("PERFORMING", "WATCH", "SUBSTANDARD", "DOUBTFUL", "LOSS")
+    for name in (*percents, *(f"PROVISION_{c}_PERCENT" for c in classes)):
         try:
             rate = Decimal(getattr(s, name))
         except InvalidOperation:
             raise ConfigError(f"{name} must be a percent, got {getattr(s, name)!r}") from None
         if not (0 <= rate <= 100):
             raise ConfigError(f"{name} must be between 0 and 100, got {rate}")
+    bands = [getattr(s, f"PROVISION_{c}_DAYS") for c in classes[1:]]
+    if not (0 < bands[0] < bands[1] < bands[2] < bands[3]):
+        raise ConfigError(f"PROVISION_*_DAYS must rise from 1 or more, got {bands}")
+    if s.PROVISION_RESTRUCTURED_MIN_CLASS.upper() not in classes:
+        raise ConfigError(f"PROVISION_RESTRUCTURED_MIN_CLASS must be one of {classes}")
     if not s.MPESA_SHORTCODE.isdigit():
         raise ConfigError("MPESA_SHORTCODE must be digits")
     if (

@@ -16,6 +16,7 @@ from rq.cron import CronScheduler
 from app.batch import Batch
 from app.extensions import enqueue
 from app.selectors.jobs import jobs_last_completed_day
+from app.services.books.provisioning import PROVISION, loan_loss_provision_job
 from app.services.guarantees.jobs import (
     GUARANTEE_EXPIRY,
     GUARANTOR_NOTICES,
@@ -77,6 +78,7 @@ JOBS: dict[str, JobFn] = {
     "savings-interest": savings_interest_job,
     "standing-orders": standing_orders_job,
     "fixed-deposit-maturity": fixed_deposit_maturity_job,
+    "loan-loss-provision": loan_loss_provision_job,
 }
 
 
@@ -95,6 +97,7 @@ BATCHES: dict[str, Batch] = {
         SAVINGS_INTEREST,
         STANDING_ORDERS,
         FIXED_MATURITY,
+        PROVISION,
         # Not scheduled: `dividend_post` runs it when staff post an approved run.
         DIVIDEND_POST,
     )
@@ -126,6 +129,9 @@ SCHEDULE: list[Scheduled] = [
     # Fixed deposits that matured: paid (or rolled over) before the night's savings interest.
     Scheduled("fixed-deposit-maturity", "5 22 * * *", "default", True),  # 01:05 EAT
     Scheduled("savings-interest", "10 22 * * *", "default", True),  # 01:10 EAT
+    # Month-end provisioning: nightly, acting for a month end (the night of the 1st), after
+    # loan-arrears and before the ledger check.
+    Scheduled("loan-loss-provision", "20 22 * * *", "default", True),  # 01:20 EAT
     Scheduled("ledger-check", "30 22 * * *", "default", True),  # 01:30 EAT
     Scheduled("sms-sweep", "*/5 * * * *", "sms", False),
     Scheduled("reconcile-payments", "*/2 * * * *", "payments", False),

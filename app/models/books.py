@@ -101,6 +101,8 @@ class LoanProvision(Model):
     rate: Mapped[Decimal] = mapped_column(Numeric(6, 2), default=ZERO)  # percent
     provision: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
     interest_suspended: Mapped[Decimal] = mapped_column(Money(), default=ZERO)
+    # The penalties' part of interest_suspended: its release goes back to penalty income.
+    penalty_suspended: Mapped[Decimal] = mapped_column(Money(), default=ZERO, server_default="0")
 
 
 class ProvisionRun(Model):

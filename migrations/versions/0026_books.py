@@ -145,6 +145,12 @@ def upgrade():
         sa.Column(
             "interest_suspended", app.models.types.Money(precision=14, scale=2), nullable=False
         ),
+        sa.Column(
+            "penalty_suspended",
+            app.models.types.Money(precision=14, scale=2),
+            server_default="0",
+            nullable=False,
+        ),
         sa.ForeignKeyConstraint(
             ["loan_id"], ["loans.id"], name=op.f("fk_loan_provisions_loan_id_loans")
         ),

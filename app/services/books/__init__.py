@@ -26,6 +26,14 @@ from app.services.books.periods import (
     period_reopen,
     periods_status,
 )
+from app.services.books.provisioning import (
+    PROVISION_CLASSES,
+    ProvisionError,
+    ProvisionRow,
+    provision_bands,
+    provision_classify,
+    provision_run,
+)
 from app.services.books.returns import (
     FORMS,
     ReturnError,
@@ -69,6 +77,12 @@ __all__ = [
     "period_close",
     "period_reopen",
     "periods_status",
+    "PROVISION_CLASSES",
+    "ProvisionError",
+    "ProvisionRow",
+    "provision_bands",
+    "provision_classify",
+    "provision_run",
     "Report",
     "ReportRow",
     "StatementError",

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select, type_coerce
 from sqlalchemy.orm import lazyload
 
 from app.batch import Batch, ChunkStats
 from app.extensions import db
 from app.models import Account, Installment, Loan, LoanProduct, StaffUser
+from app.models.types import Money
 from app.money import ZERO, round_money
 from app.selectors.loans import (
     LIVE_STATUSES,
@@ -191,7 +192,10 @@ def loan_update_arrears(*, loan_id: int, as_of: date) -> bool:
         return False
     decision = arrears_decide(loan.product, current_installments(loan.id, fresh=True), as_of)
     changed = False
-    for row, amount in decision.penalties:
+    penalties = decision.penalties
+    if penalties:
+        penalties = in_duplum_cap(penalties, in_duplum_room([loan.id], as_of).get(loan.id, ZERO))
+    for row, amount in penalties:
         changed |= loan_charge_penalty(installment=row, amount=amount, as_of=as_of)
     if (loan.days_past_due, loan.aging_bucket, loan.in_default) != decision.standing:
         loan.days_past_due, loan.aging_bucket, loan.in_default = decision.standing
@@ -214,6 +218,66 @@ def _penalty_draft(
         member_id=loan.member_id,
         loan_id=loan.id,
     )
+
+
+def in_duplum_room(loan_ids: Sequence[int], as_of: date) -> dict[int, Decimal]:
+    """How much more in penalties each loan may still be charged under the in duplum rule:
+    its principal outstanding less the interest and fees already due and unpaid and the
+    penalties unpaid (never below zero).
+
+    The Sacco Societies (Deposit-Taking Sacco Business) Regulations, 2010, reg. 31 limits
+    the interest recoverable on a delinquent loan to the principal owing when it became
+    delinquent, as the Banking Act (Cap. 488) s.44A does for banks (interest and charges
+    on a non-performing loan never beyond that principal). Repayments only lower the
+    principal outstanding, so capping at tonight's keeps within the rule; a restructured
+    loan counts from its new principal (the arrears it capitalised included), as a new
+    loan would. Interest not yet due is left out: it is not owed until its day."""
+    due = Installment.due_date < as_of
+    rows = db.session.execute(
+        select(
+            Installment.loan_id,
+            type_coerce(func.sum(Installment.principal_due - Installment.principal_paid), Money()),
+            type_coerce(
+                func.sum(
+                    case(
+                        (
+                            due,
+                            Installment.interest_due
+                            - Installment.interest_paid
+                            + Installment.fees_due
+                            - Installment.fees_paid,
+                        ),
+                        else_=0,
+                    )
+                    + Installment.penalty_due
+                    - Installment.penalty_paid
+                ),
+                Money(),
+            ),
+        )
+        .where(Installment.loan_id.in_(list(loan_ids)), Installment.superseded.is_(False))
+        .group_by(Installment.loan_id)
+    )
+    return {
+        loan_id: max((principal or ZERO) - (charges or ZERO), ZERO)
+        for loan_id, principal, charges in rows
+    }
+
+
+def in_duplum_cap(
+    penalties: Sequence[tuple[Installment, Decimal]], room: Decimal
+) -> list[tuple[Installment, Decimal]]:
+    """Tonight's penalties of one loan cut to the room the in duplum rule leaves, oldest
+    installment first; a row that gets nothing stays uncharged (charged on a later night
+    if payments make room)."""
+    kept = []
+    for row, amount in penalties:
+        amount = min(amount, room)
+        if amount <= 0:
+            break
+        kept.append((row, amount))
+        room -= amount
+    return kept
 
 
 def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
@@ -261,6 +325,14 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
         loan.id: arrears_decide(products[loan.product_id], rows[loan.id], as_of) for loan in loans
     }
     charging = [loan for loan in loans if decisions[loan.id].penalties]
+    if charging:
+        # The in duplum cap: one more set query, for the loans charged tonight only.
+        room = in_duplum_room([loan.id for loan in charging], as_of)
+        capped = {
+            loan.id: in_duplum_cap(decisions[loan.id].penalties, room.get(loan.id, ZERO))
+            for loan in charging
+        }
+        charging = [loan for loan in charging if capped[loan.id]]
     posted: set[str] = set()
     drafts: list[tuple[Installment, Decimal, Draft]] = []
     if charging:
@@ -280,7 +352,7 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
         income = gl_account("GL-INCOME-PENALTY")
         for loan in charging:
             account = accounts[f"{prefix}-{loan.loan_no}"]
-            for row, amount in decisions[loan.id].penalties:
+            for row, amount in capped[loan.id]:
                 drafts.append(
                     (row, amount, _penalty_draft(loan, row, amount, as_of, account, income))
                 )
