@@ -32,6 +32,7 @@ from app.selectors.alerts import (
     suspicious_activity,
 )
 from app.selectors.dashboard import AWAITING_DECISION, BUCKETS, PAR_BUCKETS, dashboard_figures
+from app.services.books.kpis import KPIS, kpis_board
 from app.services.permissions import permitted
 
 
@@ -164,9 +165,14 @@ def render_dashboard(view: AdminIndexView) -> str | tuple[str, int]:
         now = datetime.now(UTC)
         found = suspicious_activity(now=now, tz=current_app.config["SETTINGS"].tz)
         alerts = alert_lines(view, found, figures.today)
+    # The books' KPIs, for the roles that read finance: a few rows of kpi_snapshots (the
+    # nightly books-kpis job), never the journal.
+    finance = kpis_board() if permitted(current_user, "books.view") else None
     return view.render(
         "admin_sacco/dashboard.html",
         d=figures,
+        finance=finance,
+        kpi_names=KPIS,
         charts=charts,
         links=links,
         buckets=BUCKETS,

@@ -16,6 +16,7 @@ from rq.cron import CronScheduler
 from app.batch import Batch
 from app.extensions import enqueue
 from app.selectors.jobs import jobs_last_completed_day
+from app.services.books.kpis import kpis_job
 from app.services.books.provisioning import PROVISION, loan_loss_provision_job
 from app.services.guarantees.jobs import (
     GUARANTEE_EXPIRY,
@@ -79,6 +80,7 @@ JOBS: dict[str, JobFn] = {
     "standing-orders": standing_orders_job,
     "fixed-deposit-maturity": fixed_deposit_maturity_job,
     "loan-loss-provision": loan_loss_provision_job,
+    "books-kpis": kpis_job,
 }
 
 
@@ -133,6 +135,9 @@ SCHEDULE: list[Scheduled] = [
     # loan-arrears and before the ledger check.
     Scheduled("loan-loss-provision", "20 22 * * *", "default", True),  # 01:20 EAT
     Scheduled("ledger-check", "30 22 * * *", "default", True),  # 01:30 EAT
+    # The books once the night has posted (arrears, interest) and been checked: the totals
+    # of months closed since (which the statements read), then the KPIs.
+    Scheduled("books-kpis", "40 22 * * *", "default", True),  # 01:40 EAT
     Scheduled("sms-sweep", "*/5 * * * *", "sms", False),
     Scheduled("reconcile-payments", "*/2 * * * *", "payments", False),
     # 09:00-09:10 EAT: well inside 07:00-20:00, so reminders are never held for quiet hours,

@@ -144,3 +144,22 @@ class RegulatoryFiling(Model):
     period_end: Mapped[date] = mapped_column(Date)
     filed_by: Mapped[str] = mapped_column(String(60))
     filed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class JournalMonthTotal(Model):
+    """A closed month's journal lines summed by what places them on the chart (ledger kind,
+    loan product, general account code) and by entry kind: statements read a closed
+    month from these few rows instead of its lines. Exact because nothing posts into a
+    closed month; built under one close (`event_id`), and read only while that close
+    stands (app/services/books/totals.py)."""
+
+    __tablename__ = "journal_month_totals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    month_end: Mapped[date] = mapped_column(Date, index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    product_id: Mapped[int | None] = mapped_column(Integer)
+    general_code: Mapped[str | None] = mapped_column(String(40))
+    entry_kind: Mapped[str] = mapped_column(String(30))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    event_id: Mapped[int] = mapped_column(Integer)

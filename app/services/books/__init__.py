@@ -17,6 +17,7 @@ from app.services.books.chart import (
     chart_rollup,
 )
 from app.services.books.exports import Report, ReportRow, report_csv, report_pdf, report_xlsx
+from app.services.books.kpis import KPIS, KpiBoard, kpis_board, kpis_compute, kpis_refresh
 from app.services.books.periods import (
     PeriodError,
     journal_correct,
@@ -71,7 +72,12 @@ __all__ = [
     "chart_lines_query",
     "chart_mapping",
     "chart_rollup",
+    "KPIS",
+    "KpiBoard",
     "journal_correct",
+    "kpis_board",
+    "kpis_compute",
+    "kpis_refresh",
     "journal_manual",
     "month_bounds",
     "period_close",

@@ -15,7 +15,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, literal, or_, select
 
 from app.errors import SaccoError
 from app.extensions import db
@@ -32,6 +32,7 @@ from app.models.books import CHART_TYPES
 from app.models.types import utcnow
 from app.money import ZERO
 from app.services.audit import audit_record
+from app.services.books.totals import journal_totals
 from app.services.bulk import insert_ignoring
 from app.services.ledger import account_get_or_create
 from app.services.permissions import permission_require
@@ -275,23 +276,12 @@ def chart_balances(
     """Each chart line's movement, debit positive, over the journal lines with a value date
     after `since` (None: from the beginning) up to and including `as_of`; headers not
     included (`chart_rollup` adds them up). Entries of `exclude_kinds` are left out."""
-    kind, product, general = _group_columns()
-    stmt = (
-        select(kind, product, general, func.sum(JournalLine.amount))
-        .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
-        .join(Account, Account.id == JournalLine.account_id)
-        .outerjoin(Loan, Loan.id == Account.loan_id)
-        .where(JournalEntry.value_date <= as_of)
-        .group_by(kind, product, general)
-    )
-    if since is not None:
-        stmt = stmt.where(JournalEntry.value_date > since)
-    excluded = list(exclude_kinds)
-    if excluded:
-        stmt = stmt.where(JournalEntry.kind.not_in(excluded))
+    # Closed months from their monthly totals, the other days from the lines (totals.py):
+    # the same sums, without reading a closed month's lines again.
     mapping = chart_mapping()
     totals: dict[int, Decimal] = {}
-    for row_kind, product_id, code, amount in db.session.execute(stmt):
+    rows = journal_totals(as_of=as_of, since=since, exclude_kinds=exclude_kinds)
+    for row_kind, product_id, code, amount in rows:
         line = mapping.line_for(row_kind, product_id, code)
         totals[line.id] = totals.get(line.id, ZERO) + Decimal(amount or 0)
     return totals
