@@ -16,6 +16,7 @@ from app.extensions import db
 from app.models import Account, KpiSnapshot
 from app.services.books import chart_ensure, journal_manual, kpis_board, kpis_refresh
 from app.services.books.kpis import loans_outstanding_at, month_ends
+from app.services.ledger import gl_account
 from tests.helpers import browse as _browse
 from tests.helpers import login, staff
 from tests.loan_factories import make_borrower, make_loan, make_product, make_staff, run_job
@@ -35,6 +36,8 @@ def _book() -> None:
     2,400 and 600), each borrower with deposits equal to the loan, never repaid; a member
     with 3,000 of shares; 500 of fees received and 900 of interest paid, by the bank."""
     chart_ensure()
+    for code in ("GL-BANK", "GL-OPENING", "GL-INCOME-FEES", "GL-INTEREST-EXPENSE"):
+        gl_account(code)  # the general-ledger accounts the entries post to
     manager = make_staff("branch_manager")
     journal_manual(
         lines=[("GL-BANK", D(100_000)), ("GL-OPENING", D(-100_000))],

@@ -22,6 +22,7 @@ from app.services.books import (
     period_reopen,
 )
 from app.services.books.totals import journal_totals_refresh, usable_months
+from app.services.ledger import gl_account
 from tests.factories import make_member
 from tests.loan_factories import make_loan, make_product, make_staff, run_job
 
@@ -74,6 +75,8 @@ def _book() -> None:
     """Four months of postings: deposits, loans of a product (its own chart line), and
     general journal entries on several days of each month."""
     chart_ensure()
+    for code in ("GL-BANK", "GL-INCOME-FEES", "GL-INTEREST-EXPENSE"):
+        gl_account(code)  # the general-ledger accounts the entries post to
     manager = make_staff("branch_manager")
     product = make_product("V1", interest_method="flat")
     make_loan(product=product, amount=10_000, on=date(2026, 1, 20))
