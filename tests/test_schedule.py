@@ -76,7 +76,9 @@ def test_on_a_fresh_database_every_daily_job_is_missed_once_in_the_order_it_was_
         ("milestones-overdue", date(2026, 11, 21)),
         ("fixed-deposit-maturity", date(2026, 11, 21)),
         ("savings-interest", date(2026, 11, 21)),
+        ("loan-loss-provision", date(2026, 11, 21)),
         ("ledger-check", date(2026, 11, 21)),
+        ("books-kpis", date(2026, 11, 21)),
         ("standing-orders", date(2026, 11, 21)),
         ("hearing-notices", date(2026, 11, 21)),
     ]
@@ -105,7 +107,7 @@ def test_catching_up_runs_each_missed_day_once_and_brings_a_late_loan_up_to_date
     db.session.commit()
 
     missed = catch_up(now=NOW, tz=NAIROBI)
-    assert len(missed) == 16
+    assert len(missed) == 18
     make_worker(("default",)).work(burst=True)
 
     runs = db.session.execute(
