@@ -170,6 +170,8 @@ def test_moving_between_classes_posts_only_the_difference_and_a_rerun_posts_noth
 def test_the_nightly_job_posts_the_month_end(app: Flask) -> None:
     make_loan(product=make_product(), amount=10000, on=date(2026, 8, 15))
     run_job("loan-loss-provision", date(2026, 10, 15))  # mid-month: nothing
+    # Nor on the last day itself: the scheduler runs it at 01:20, before that day's payments.
+    run_job("loan-loss-provision", OCT31)
     assert db.session.scalar(select(func.count()).select_from(ProvisionRun)) == 0
     run_job("loan-loss-provision", date(2026, 11, 1))  # the night after 31 October
     run = db.session.scalar(select(ProvisionRun))

@@ -31,7 +31,6 @@ Decisions (SPEC "Books"):
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -358,11 +357,10 @@ def provision_run(as_of: date, actor: str = "system", *, stats: Any = None) -> P
 
 
 def month_end_for(as_of: date) -> date | None:
-    """The month end a nightly run for `as_of` provisions: `as_of` itself when it is a
-    month's last day, the day before when it is the 1st (the scheduler's night after the
-    month end); None on any other day."""
-    if as_of.day == calendar.monthrange(as_of.year, as_of.month)[1]:
-        return as_of
+    """The month end a nightly run for `as_of` provisions: the day before when `as_of` is
+    the 1st (the scheduler runs at 01:20 of the new day, so the month's last day is whole:
+    its payments in, its arrears counted); None on any other day, the last one included,
+    whose run would come before that day's payments."""
     if as_of.day == 1:
         return as_of - timedelta(days=1)
     return None
@@ -370,8 +368,8 @@ def month_end_for(as_of: date) -> date | None:
 
 # `stats` is the runner's JobStats (workers.runner): app/ never imports workers/.
 def loan_loss_provision_job(*, as_of: date, stats: Any) -> None:
-    """Nightly; acts at a month end (run for its last day, or for the 1st after it) and
-    only once a month end: records_scanned counts the live loans, records_updated their
+    """Nightly; acts on the 1st, for the month that ended the day before, and only once a
+    month end: records_scanned counts the live loans, records_updated their
     rows; nothing on other days."""
     month_end = month_end_for(as_of)
     if month_end is None:
