@@ -89,4 +89,7 @@ def init_admin(app: Flask) -> Admin:
     from admin import regulatory
 
     regulatory.register(console)  # Books: SASRA's returns, filed and due
+    from admin import books_periods
+
+    books_periods.register(console)  # Books: periods, the chart, journal entries
     return console

@@ -8,6 +8,8 @@ import click
 from flask.cli import AppGroup
 
 from app.clock import business_today
+from app.extensions import db
+from app.services.ledger import books_closed_through
 from workers.schedule import JOBS, run_job
 
 jobs_cli = AppGroup("jobs", help="Run the scheduled jobs by hand.")
@@ -42,6 +44,16 @@ def jobs_run(name: str, as_of_date: str | None, workers: int | None) -> None:
     if as_of is not None and as_of > business_today():
         click.echo(
             f"error: --as-of-date {as_of} is after today's business date {business_today()}",
+            err=True,
+        )
+        raise SystemExit(1)
+    closed = books_closed_through()
+    db.session.rollback()  # a read only: no transaction left open while the job runs
+    if as_of is not None and closed is not None and as_of <= closed:
+        # The runner refuses it too; said here in words, as for a day not yet come.
+        click.echo(
+            f"error: --as-of-date {as_of} is in a closed period: the books are closed "
+            f"through {closed}",
             err=True,
         )
         raise SystemExit(1)

@@ -107,6 +107,13 @@ def books_closed_through(*, lock: bool = False) -> date | None:
     stmt = select(BooksState.closed_through).where(BooksState.id == 1)
     if lock and on_postgres():
         stmt = stmt.with_for_update(read=True, key_share=True)
+        row = db.session.execute(stmt).first()
+        if row is None:
+            # Nothing ever closed and no row yet: a lock on no row holds nothing, and the
+            # first close (which inserts it) would pass a posting in flight. Make the row.
+            db.session.execute(insert_ignoring(BooksState, ["id"]), [{"id": 1}])
+            row = db.session.execute(stmt).first()
+        return row[0] if row is not None else None
     return db.session.scalar(stmt)
 
 
@@ -118,6 +125,17 @@ def period_guard(value_dates: Sequence[date]) -> None:
     earliest = min(value_dates)
     if closed is not None and earliest <= closed:
         raise PeriodClosed(earliest, closed)
+
+
+def open_value_date(day: date) -> date:
+    """`day`, or the first open day when `day` lies in a closed period: the value date of
+    money that must post whatever its date (a member's M-PESA payment confirmed after its
+    month closed is never lost). Takes period_guard's shared lock, so no close slips in
+    between this answer and the posting that uses it."""
+    closed = books_closed_through(lock=True)
+    if closed is not None and day <= closed:
+        return closed + timedelta(days=1)
+    return day
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ from app.phone import PhoneError, normalise_phone
 from app.services.audit import audit_record
 from app.services.bulk import copy_dicts, copy_rows
 from app.services.ledger import MEMBER_ACCOUNTS as LEDGER_MEMBER_ACCOUNTS
-from app.services.ledger import LedgerError, gl_account
+from app.services.ledger import LedgerError, books_closed_through, gl_account, period_guard
 from app.services.loan_schedule import (
     MAX_ANNUAL_RATE,
     Schedule,
@@ -1115,6 +1115,14 @@ def loan_book_import(
     (`loan_update_arrears`), so the desk and PAR30 show them late from the first minute;
     with `arrears_now` False that is left to the caller (`report.late_loans`).
     """
+    closed = books_closed_through()
+    if closed is not None and as_of <= closed:
+        # Its balances brought forward would be dated inside books that are final.
+        raise LoanBookError(
+            f"the books are closed through {closed.isoformat()}: a book true on "
+            f"{as_of.isoformat()} would post inside them; import it as of "
+            f"{(closed + timedelta(days=1)).isoformat()} or later"
+        )
     read = _passes(rows)
     schedules: dict[_Terms, Schedule] = {}
     checked = _check_all(read, as_of, schedules)
@@ -1428,6 +1436,7 @@ def _openings_post(
     constraint, as journal_post's savepoint would have."""
     if not loans:
         return
+    period_guard([as_of])  # journal_post's check and lock: a close waits for this batch
     now = utcnow()
     receivables: list[dict[str, object]] = []
     for w in loans:

@@ -25,6 +25,7 @@ from app.services.audit import audit_record
 from app.services.books.chart import GENERAL_PREFIX, RESULT_TYPES, YEAR_END_KIND, kinds_of_type
 from app.services.bulk import insert_ignoring
 from app.services.ledger import (
+    GL_ACCOUNTS,
     LedgerError,
     Line,
     books_closed_through,
@@ -258,6 +259,8 @@ def journal_manual(
     posted: list[Line] = []
     for code, amount in lines:
         account = accounts.get(code)
+        if account is None and code in GL_ACCOUNTS:
+            account = gl_account(code)  # a GL account nothing has posted to yet
         if account is None:
             raise PeriodError(f"no account {code}")
         if account.member_id is not None or account.loan_id is not None:

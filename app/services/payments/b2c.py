@@ -32,6 +32,8 @@ from app.services.payments.common import (
     QUERY_PAYOUT_JOB,
     find_request,
     finish,
+    late_note,
+    mpesa_value_date,
     payment_record,
     queue_job,
     settings,
@@ -168,13 +170,14 @@ def payout_paid(
     loan = loan_disburse(
         loan_id=request.loan_id,
         reference=receipt,
-        value_date=business_date(paid_at),
+        value_date=mpesa_value_date(paid_at),
         channel="b2c",
         commit=False,
     )
     payment.journal_entry_id = db.session.scalar(
         select(JournalEntry.id).where(JournalEntry.idempotency_key == f"disburse:{loan.loan_no}")
     )
+    late_note(payment.journal_entry_id, paid_at)
     request.receipt = receipt
     finish(request, "succeeded", "0", desc)
     return "processed"
@@ -279,12 +282,13 @@ def _withdrawal_paid(
             debit(gl_account(PENDING), request.amount),
             credit(gl_account("GL-B2C-UTILITY"), request.amount),
         ],
-        value_date=business_date(paid_at),
+        value_date=mpesa_value_date(paid_at),
         description=f"Withdrawal {request.account_reference} paid {receipt}",
         idempotency_key=f"withdrawal-paid:{receipt}",
         member_id=request.member_id,
     )
     payment.journal_entry_id = entry.id
+    late_note(entry.id, paid_at)
     request.receipt = receipt
     finish(request, "succeeded", "0", desc)
     account = db.session.get(Account, request.account_id)

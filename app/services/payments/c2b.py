@@ -29,6 +29,8 @@ from app.services.loans import loan_repay
 from app.services.locking import lock_row
 from app.services.payments.common import (
     PaymentError,
+    late_note,
+    mpesa_value_date,
     payment_record,
     settings,
     suspense_post,
@@ -169,7 +171,7 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
     """Post a confirmed Paybill payment once (TransID is the receipt). The caller commits."""
     receipt = data["trans_id"]
     paid_at = kenyan_time(data.get("trans_time"), settings().tz, ("%Y%m%d%H%M%S",))
-    value_date = business_date(paid_at)
+    value_date = mpesa_value_date(paid_at)
     match = match_account(data["bill_ref"])
     member, loan = match.member, match.loan
     if loan is not None:
@@ -215,7 +217,9 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
             description=f"Unmatched Paybill {receipt} account {data['bill_ref']!r}",
             value_date=value_date,
         )
+        late_note(payment.journal_entry_id, paid_at)
         return "suspense"
+    late_note(payment.journal_entry_id, paid_at)
     return "processed"
 
 

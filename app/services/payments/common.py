@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from app.clock import business_date
 from app.config import Settings
 from app.errors import SaccoError
 from app.extensions import db, enqueue
 from app.metrics import MPESA_OUTCOMES, MPESA_SECONDS
-from app.models import MpesaRequest, Payment
+from app.models import JournalEntry, MpesaRequest, Payment
 from app.models.types import utcnow
-from app.services.ledger import credit, debit, gl_account, journal_post
+from app.services.ledger import credit, debit, gl_account, journal_post, open_value_date
 from app.services.loans import SEND_PAYOUT_JOB  # noqa: F401 - one constant, re-exported
 
 log = logging.getLogger("app.payments")
@@ -92,6 +93,25 @@ def payment_record(
     except IntegrityError:
         return None
     return payment
+
+
+def mpesa_value_date(paid_at: datetime | None) -> date:
+    """The value date of M-PESA money: the business date of its M-PESA time, or the first
+    open day when the books of that day are closed. A member's payment confirmed after its
+    month closed still posts (never lost); `late_note` then says so on the entry."""
+    return open_value_date(business_date(paid_at))
+
+
+def late_note(entry_id: int | None, paid_at: datetime | None) -> None:
+    """Say on the entry when its value date is not the M-PESA day (that day's books were
+    closed), in front so a long description never cuts it off."""
+    paid_on = business_date(paid_at)
+    entry = db.session.get(JournalEntry, entry_id) if entry_id is not None else None
+    if entry is None or entry.value_date == paid_on or entry.description.startswith("Late"):
+        return
+    entry.description = (
+        f"Late: paid {paid_on} (books closed), dated {entry.value_date}. {entry.description}"
+    )[:255]
 
 
 def suspense_post(

@@ -15,7 +15,6 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.clock import business_date
 from app.extensions import db
 from app.integrations.daraja import (
     DarajaAuthError,
@@ -39,6 +38,8 @@ from app.services.payments.common import (
     STK_FAILURES,
     PaymentError,
     finish,
+    late_note,
+    mpesa_value_date,
     payment_record,
     queue_job,
     settings,
@@ -503,18 +504,19 @@ def _post_repayment(
     # Without a receipt (settled by a query) the CheckoutRequestID keys the posting.
     reference = receipt or request.checkout_request_id or f"stk-{request.id}"
     if request.purpose == "deposit":
-        payment.journal_entry_id = _post_deposit(request, reference, business_date(paid_at))
+        payment.journal_entry_id = _post_deposit(request, reference, mpesa_value_date(paid_at))
     else:
         assert request.loan_id is not None  # a repayment prompt is written with its loan
         result = loan_repay(
             loan_id=request.loan_id,
             amount=request.amount,
             reference=reference,
-            value_date=business_date(paid_at),
+            value_date=mpesa_value_date(paid_at),
             source="mpesa",
             commit=False,
         )
         payment.journal_entry_id = result.entry_id
+    late_note(payment.journal_entry_id, paid_at)
     request.receipt = receipt
     finish(request, "succeeded", "0", desc)
     return "processed"
@@ -564,8 +566,9 @@ def _to_suspense(
         payment,
         suggested_member_id=request.member_id,
         description=f"STK {receipt} for {request.account_reference}: {why}",
-        value_date=business_date(paid_at),
+        value_date=mpesa_value_date(paid_at),
     )
+    late_note(payment.journal_entry_id, paid_at)
     request.flag = f"KES {amount:,.2f} paid ({receipt}) is in suspense: {why}"[:255]
     return "suspense"
 
