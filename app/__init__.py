@@ -53,6 +53,11 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     from app.web import register_blueprints
 
     register_blueprints(app)
+    from app.api import init_api
+    from app.api.auth import audit_api_call
+
+    init_api(app)  # /api/v1, after the callbacks' and USSD's own routes
+    app.after_request(audit_api_call)
 
     from admin import init_admin
 

@@ -110,6 +110,13 @@ class Settings:
     # The day of the following month a monthly return is due: NOT confirmed from the
     # Regulations' text (see returns.py); 15 is an assumption to check with SASRA.
     SASRA_RETURNS_DUE_DAY: int = 15
+    # The integration API (issue 22): how long a client-credentials token lives, how long
+    # an Idempotency-Key's first response is kept for retries, and the rate limits per
+    # client (Flask-Limiter's notation).
+    API_TOKEN_MINUTES: int = 15
+    API_IDEMPOTENCY_HOURS: int = 24
+    API_RATE_LIMIT: str = "300/minute"
+    API_WRITE_RATE_LIMIT: str = "60/minute"
     # Loan-loss provisioning (app.services.books.provisioning): the risk classes of the Sacco
     # Societies (Deposit-Taking Sacco Business) Regulations, 2010, Part VII (regs. 40-44,
     # SASRA Form 4), each from its first day in arrears, with its minimum provision, percent

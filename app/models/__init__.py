@@ -1,5 +1,12 @@
 """All models, imported here so Alembic and `db.create_all` see every table."""
 
+from app.models.api import (
+    ApiClient,
+    ApiIdempotencyKey,
+    ApiTokenRevocation,
+    WebhookDelivery,
+    WebhookSubscription,
+)
 from app.models.audit import AuditLog
 from app.models.batch import BatchPartition
 from app.models.books import (
@@ -48,6 +55,11 @@ from app.models.sms import PromiseToPay, SmsInbound, SmsMessage, SmsSuppression
 from app.models.ussd import UssdEvent
 
 __all__ = [
+    "ApiClient",
+    "ApiIdempotencyKey",
+    "ApiTokenRevocation",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "BooksState",
     "ChartAccount",
     "KpiSnapshot",

@@ -69,6 +69,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "books.close": ("branch_manager", "admin"),  # close a month (and a year)
     "books.reopen": ("admin",),  # reopen a closed month, with a reason
     "books.file": ("compliance", "admin"),  # mark a return filed with SASRA
+    # The integration API (issue 22): its clients and webhooks registered by an admin
+    "api.manage": ("admin",),
 }
 
 
@@ -108,6 +110,7 @@ _WORDS = {
     "books.close": "close periods",
     "books.reopen": "reopen closed periods",
     "books.file": "file returns",
+    "api.manage": "manage API clients and webhooks",
     "view": "open the console",
     "member.edit": "register or change members",
     "member.message": "send messages to members",

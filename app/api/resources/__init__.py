@@ -1,0 +1,10 @@
+"""The resources of /api/v1, each a flask-smorest blueprint calling the existing services
+and selectors (no second copy of a rule)."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from app.api.resources.members import blp as members_blp
+
+BLUEPRINTS: list[Blueprint] = [members_blp]
