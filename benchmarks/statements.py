@@ -88,6 +88,7 @@ from app.services.ledger import (  # noqa: E402
     gl_account,
     ledger_check,
 )
+from app.services.loan_import import INSTALLMENT_COLUMNS
 from app.services.staff import staff_add  # noqa: E402
 from benchmarks.bench_app import bench_app, bench_schema_fresh  # noqa: E402
 
@@ -376,29 +377,7 @@ def build(lines_wanted: int, seed: int) -> None:
             j.post("sweep", day, [(bank, j.clearing_in[day]), (clearing, -j.clearing_in[day])])
         if j.b2c_out[day]:
             j.post("float_topup", day, [(b2c, j.b2c_out[day]), (bank, -j.b2c_out[day])])
-    copy_rows(
-        Installment.__table__,
-        [
-            "loan_id",
-            "version",
-            "superseded",
-            "number",
-            "due_date",
-            "principal_due",
-            "interest_due",
-            "fees_due",
-            "penalty_due",
-            "principal_paid",
-            "interest_paid",
-            "fees_paid",
-            "penalty_paid",
-            "paid_on",
-            "last_penalty_on",
-            "penalty_reversals",
-        ],
-        installments,
-        rounded=True,
-    )
+    copy_rows(Installment.__table__, INSTALLMENT_COLUMNS, installments, rounded=True)
     copy_rows(
         JournalEntry.__table__,
         [

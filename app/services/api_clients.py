@@ -209,17 +209,22 @@ class Caller:
     expires_at: datetime
 
 
+def _claims(token: str) -> dict[str, Any]:
+    """The token's claims, once its signature, audience, issuer and expiry check out."""
+    return jwt.decode(
+        token,
+        _signing_key(),
+        algorithms=["HS256"],
+        audience=AUDIENCE,
+        issuer=ISSUER,
+        options={"require": ["exp", "iat", "sub", "jti"]},
+    )
+
+
 def api_token_verify(token: str, remote_addr: str | None) -> Caller:
     """Who is calling with this bearer token (ApiAuthError when it may not call)."""
     try:
-        claims = jwt.decode(
-            token,
-            _signing_key(),
-            algorithms=["HS256"],
-            audience=AUDIENCE,
-            issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "jti"]},
-        )
+        claims = _claims(token)
     except jwt.ExpiredSignatureError:
         raise ApiAuthError("the token has expired: ask for a new one") from None
     except jwt.PyJWTError:
@@ -255,13 +260,7 @@ def _address_allowed(remote_addr: str | None, networks: list[str]) -> bool:
 def api_token_revoke(token: str) -> None:
     """Revoke one token (RFC 7009): unknown or expired tokens are not an error. Commits."""
     try:
-        claims = jwt.decode(
-            token,
-            _signing_key(),
-            algorithms=["HS256"],
-            audience=AUDIENCE,
-            issuer=ISSUER,
-        )
+        claims = _claims(token)
     except jwt.PyJWTError:
         return
     client = db.session.scalar(select(ApiClient).where(ApiClient.client_id == claims["sub"]))
