@@ -119,5 +119,8 @@ def register_views(console: Admin) -> None:
     guarantees.register(console)  # the security blocks' forms and two reports
     guarantee_recovery.register(console)  # a loan's guarantors: recovery, replacement
     staff.register(console)
+    from admin import api_clients
+
+    api_clients.register(console)  # Admin: the integration API's clients
     quality.register(console)
     phone.register(console)
