@@ -21,7 +21,11 @@ MAX_PAGE = 100
 
 def Money(**kwargs: Any) -> fields.Decimal:  # noqa: N802 - a field factory, read like a field
     """An amount as a string with two decimals ("1500.00"): never a float on the wire."""
-    return fields.Decimal(places=2, as_string=True, **kwargs)
+    # apispec documents every Decimal as a number; the wire carries a string, and the
+    # document must say so (schemathesis checks each response against it).
+    metadata = {"type": "string", "format": "decimal", "example": "1500.00"}
+    metadata.update(kwargs.pop("metadata", None) or {})
+    return fields.Decimal(places=2, as_string=True, metadata=metadata, **kwargs)
 
 
 class ProblemSchema(Schema):
