@@ -94,9 +94,7 @@ class WebhookDelivery(Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    subscription_id: Mapped[int] = mapped_column(
-        ForeignKey("webhook_subscriptions.id"), index=True
-    )
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id"), index=True)
     event_id: Mapped[str] = mapped_column(String(64))
     event: Mapped[str] = mapped_column(String(40))
     body: Mapped[str] = mapped_column(Text)
