@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from apispec import BasePlugin
 from flask import Flask, Response, request, send_from_directory
 from flask_smorest import Api as SmorestApi
 from werkzeug.exceptions import HTTPException
@@ -59,9 +60,41 @@ def _title(status: int) -> str:
     return HTTP_STATUS_CODES.get(status, "Error")
 
 
+def _as_problem(response: dict[str, Any]) -> dict[str, Any]:
+    content = response.get("content") or {}
+    if "application/json" in content:
+        content = {PROBLEM if k == "application/json" else k: v for k, v in content.items()}
+        response = {**response, "content": content}
+    return response
+
+
+class ProblemContent(BasePlugin):
+    """The document says what the wire carries: every error (4xx, 5xx, default) is
+    application/problem+json, so a client (and schemathesis) reads it as such."""
+
+    def response_helper(self, response: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        # flask-smorest's status components (UNPROCESSABLE_ENTITY, DEFAULT_ERROR...)
+        return _as_problem(response)
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        for operation in (operations or {}).values():
+            responses = operation.get("responses") or {}
+            for status, response in list(responses.items()):
+                if isinstance(response, dict) and str(status)[0] in "45d":
+                    responses[status] = _as_problem(response)
+
+
 class Api(SmorestApi):
     """flask-smorest's Api, whose errors on /api/ paths are problem documents; the rest of
     the app (console, USSD, callbacks) keeps its own error pages."""
+
+    def _register_responses(self) -> None:
+        from app.api.common import ProblemSchema
+
+        self.ERROR_SCHEMA = ProblemSchema  # the error components document our problems
+        super()._register_responses()
 
     def handle_http_exception(self, error: HTTPException) -> Any:
         if not request.path.startswith(PREFIX):
@@ -100,7 +133,8 @@ def init_api(app: Flask) -> None:
                     "(POST /api/v1/oauth/token, client credentials), then send it as "
                     "`Authorization: Bearer <token>`. Every POST takes an Idempotency-Key."
                 )
-            }
+            },
+            "extra_plugins": [ProblemContent()],
         },
     )
     api.spec.components.security_scheme(
