@@ -34,6 +34,7 @@ from app.selectors.alerts import (
 from app.selectors.dashboard import AWAITING_DECISION, BUCKETS, PAR_BUCKETS, dashboard_figures
 from app.services.books.kpis import KPIS, kpis_board
 from app.services.permissions import permitted
+from app.services.webhooks import webhooks_disabled
 
 
 def list_url(view: AdminIndexView, endpoint: str, column: str, *values: str) -> str | None:
@@ -168,6 +169,8 @@ def render_dashboard(view: AdminIndexView) -> str | tuple[str, int]:
     # The books' KPIs, for the roles that read finance: a few rows of kpi_snapshots (the
     # nightly books-kpis job), never the journal.
     finance = kpis_board() if permitted(current_user, "books.view") else None
+    # Webhook subscriptions disabled for failing: the admins who can fix and enable them.
+    webhooks_off = webhooks_disabled() if permitted(current_user, "api.manage") else []
     return view.render(
         "admin_sacco/dashboard.html",
         d=figures,
@@ -177,6 +180,8 @@ def render_dashboard(view: AdminIndexView) -> str | tuple[str, int]:
         links=links,
         buckets=BUCKETS,
         alerts=alerts,
+        webhooks_off=webhooks_off,
+        webhooks_url=page_url(view, "webhook_admin"),
         alert_rules={
             "failed_logins": FAILED_LOGINS,
             "failed_login_hours": int(FAILED_LOGIN_WINDOW.total_seconds() // 3600),

@@ -122,5 +122,8 @@ def register_views(console: Admin) -> None:
     from admin import api_clients
 
     api_clients.register(console)  # Admin: the integration API's clients
+    from admin import webhooks
+
+    webhooks.register(console)  # Admin: webhook subscriptions and deliveries
     quality.register(console)
     phone.register(console)

@@ -117,6 +117,12 @@ class Settings:
     API_IDEMPOTENCY_HOURS: int = 24
     API_RATE_LIMIT: str = "300/minute"
     API_WRITE_RATE_LIMIT: str = "60/minute"
+    # Webhooks: the waits between a failed delivery's retries (seconds, comma-separated;
+    # one retry each), the deliveries failed in a row (retries spent) that disable a
+    # subscription, and how long a receiver has to answer.
+    WEBHOOK_RETRY_SECONDS: str = "10,60,300,900,3600"
+    WEBHOOK_DISABLE_AFTER: int = 5
+    WEBHOOK_TIMEOUT_SECONDS: int = 10
     # Loan-loss provisioning (app.services.books.provisioning): the risk classes of the Sacco
     # Societies (Deposit-Taking Sacco Business) Regulations, 2010, Part VII (regs. 40-44,
     # SASRA Form 4), each from its first day in arrears, with its minimum provision, percent
@@ -142,6 +148,10 @@ class Settings:
     @property
     def wht_interest_rate(self) -> Decimal:
         return Decimal(self.WHT_INTEREST_PERCENT)
+
+    @property
+    def webhook_retry_seconds(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in _csv(self.WEBHOOK_RETRY_SECONDS))
 
     @property
     def is_production(self) -> bool:
@@ -298,6 +308,13 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"PROVISION_*_DAYS must rise from 1 or more, got {bands}")
     if s.PROVISION_RESTRUCTURED_MIN_CLASS.upper() not in classes:
         raise ConfigError(f"PROVISION_RESTRUCTURED_MIN_CLASS must be one of {classes}")
+    try:
+        if any(wait < 0 for wait in s.webhook_retry_seconds) or s.WEBHOOK_DISABLE_AFTER < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(
+            "WEBHOOK_RETRY_SECONDS must be seconds like 10,60,300 and WEBHOOK_DISABLE_AFTER 1+"
+        ) from None
     if not s.MPESA_SHORTCODE.isdigit():
         raise ConfigError("MPESA_SHORTCODE must be digits")
     if (

@@ -65,6 +65,7 @@ from app.services.promises import (
     promise_record,
 )
 from app.services.sms import sms_queue
+from app.services.webhooks import webhook_sms_delivered
 from app.sms_templates import kes, render_sms, sms_date
 
 log = logging.getLogger(__name__)
@@ -611,6 +612,8 @@ def sms_delivery_report(
             .execution_options(synchronize_session=False)
         ),
     ).rowcount
+    if moved == 1 and status == DLR_DELIVERED:
+        webhook_sms_delivered(message, now)
     db.session.commit()
     if moved != 1:
         log.info(

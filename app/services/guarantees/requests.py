@@ -28,6 +28,7 @@ from app.selectors.loans import LIVE_STATUSES, PENDING_STATUSES
 from app.services.audit import audit_record
 from app.services.locking import lock_row
 from app.services.notifications import notify_guarantee_answer, notify_guarantee_request
+from app.services.webhooks import webhook_guarantee_requested
 
 # Guarantors are asked while the application waits for a decision, not after.
 ASKING_STATUSES = ("submitted", "recommended")
@@ -150,6 +151,7 @@ def guarantee_ask(
         ussd=current_app.config["SETTINGS"].USSD_SERVICE_CODE,
         guarantee_id=guarantee.id,
     )
+    webhook_guarantee_requested(guarantee, loan)
     return guarantee
 
 

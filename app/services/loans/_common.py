@@ -18,6 +18,7 @@ from app.services.audit import audit_record
 from app.services.guarantees import ENDING, guarantees_end
 from app.services.ledger import account_get_or_create
 from app.services.locking import lock_row
+from app.services.webhooks import webhook_loan
 
 # The job that sends a payout (by dotted path: this module must not import the workers).
 SEND_PAYOUT_JOB = "workers.payments.send_payout"
@@ -78,6 +79,8 @@ def _transition(
         after={"status": target},
         note=note,
     )
+    if action == "approve":  # auto-approved or by staff: this is the one place
+        webhook_loan("loan.approved", loan)
     if target in ENDING:
         # An ended loan holds no one's deposits: its guarantees go with it, in this
         # transaction (every status change passes here).

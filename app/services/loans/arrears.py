@@ -45,6 +45,7 @@ from app.services.loans._common import (
     loan_account,
 )
 from app.services.permissions import permission_require
+from app.services.webhooks import webhook_loans_overdue
 
 
 def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: date) -> bool:
@@ -198,6 +199,8 @@ def loan_update_arrears(*, loan_id: int, as_of: date) -> bool:
     for row, amount in penalties:
         changed |= loan_charge_penalty(installment=row, amount=amount, as_of=as_of)
     if (loan.days_past_due, loan.aging_bucket, loan.in_default) != decision.standing:
+        if not loan.days_past_due and decision.days_past_due:
+            webhook_loans_overdue([(loan, decision.days_past_due)], as_of)
         loan.days_past_due, loan.aging_bucket, loan.in_default = decision.standing
         changed = True
     db.session.commit()
@@ -366,6 +369,14 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
         if (loan.days_past_due, loan.aging_bucket, loan.in_default) != (dpd, bucket, default)
     ]
     changed = {row.loan_id for row, _ in charged} | {m["id"] for m in moved}
+    webhook_loans_overdue(
+        [
+            (loan, decisions[loan.id].days_past_due)
+            for loan in loans
+            if not loan.days_past_due and decisions[loan.id].days_past_due
+        ],
+        as_of,
+    )
     update_rows(
         Installment.__table__,
         [dict(id=row.id, penalty_due=amount, last_penalty_on=as_of) for row, amount in charged],

@@ -31,6 +31,7 @@ from app.services.loans._common import (
 )
 from app.services.notifications import notify_loan_disbursed
 from app.services.permissions import permission_require
+from app.services.webhooks import webhook_loan
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ def loan_disburse(
     loan.payout_error = None
     _transition(loan, "disburse", actor, f"{channel} {reference}")
     loan.disbursed_on = value_date
+    webhook_loan("loan.disbursed", loan)
     schedule = _write_schedule(loan, loan.principal, value_date, version=1)
     total_interest = schedule.total_interest
     payout_account = gl_account("GL-B2C-UTILITY")

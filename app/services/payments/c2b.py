@@ -43,6 +43,7 @@ from app.services.savings.products import (
     account_number,
     account_product,
 )
+from app.services.webhooks import webhook_payment_received
 
 # A member or loan number (leading zeros optional) and, for a member, a product's suffix.
 _ACCOUNT = re.compile(r"^([ML])0*(\d{1,9})([A-Z]{0,3})$")
@@ -218,8 +219,10 @@ def c2b_confirm(data: dict[str, Any], callback_id: int | None) -> str:
             value_date=value_date,
         )
         late_note(payment.journal_entry_id, paid_at)
+        webhook_payment_received(payment)
         return "suspense"
     late_note(payment.journal_entry_id, paid_at)
+    webhook_payment_received(payment)
     return "processed"
 
 

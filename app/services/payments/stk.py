@@ -47,6 +47,7 @@ from app.services.payments.common import (
 )
 from app.services.savings.money_in import account_deposit
 from app.services.savings.products import ProductError, member_product_account
+from app.services.webhooks import webhook_payment_received
 
 MIN_STK_AMOUNT = Decimal("1")
 MAX_STK_AMOUNT = Decimal("250000")  # M-PESA's ceiling for one transaction
@@ -517,6 +518,7 @@ def _post_repayment(
         )
         payment.journal_entry_id = result.entry_id
     late_note(payment.journal_entry_id, paid_at)
+    webhook_payment_received(payment)
     request.receipt = receipt
     finish(request, "succeeded", "0", desc)
     return "processed"
@@ -569,6 +571,7 @@ def _to_suspense(
         value_date=mpesa_value_date(paid_at),
     )
     late_note(payment.journal_entry_id, paid_at)
+    webhook_payment_received(payment)
     request.flag = f"KES {amount:,.2f} paid ({receipt}) is in suspense: {why}"[:255]
     return "suspense"
 
