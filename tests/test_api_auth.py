@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import ApiClient, AuditLog
+from app.models import ApiClient, AuditLog, Loan
 from app.services.api_clients import Registered, api_client_register, api_client_revoke
 from tests.factories import make_member
 from tests.helpers import browse, login, post_form, staff
-from tests.loan_factories import make_staff
+from tests.loan_factories import make_borrower, make_product, make_staff
 
 TOKEN = "/api/v1/oauth/token"
 GRANT = {"grant_type": "client_credentials"}
@@ -277,18 +277,10 @@ def test_every_call_is_audited_with_the_client_id(client: FlaskClient) -> None:
 # -- Idempotency-Key on a real POST ---------------------------------------------------
 
 
-def _member_create_route(app: Flask) -> bool:
-    return any(
-        rule.rule == "/api/v1/members/" or rule.rule == "/api/v1/members"
-        for rule in app.url_map.iter_rules()
-        if "POST" in (rule.methods or set())
-    )
-
-
 def test_every_post_of_the_api_is_idempotency_keyed(app: Flask) -> None:
     # Each POST view of /api/v1 but the OAuth endpoints goes through @idempotent (its
     # wrapper is in the view's chain of __wrapped__), as the issue asks of every POST.
-    missing = []
+    missing, keyed = [], []
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/v1/") or rule.rule.startswith("/api/v1/oauth/"):
             continue
@@ -298,37 +290,73 @@ def test_every_post_of_the_api_is_idempotency_keyed(app: Flask) -> None:
         post = getattr(getattr(view, "view_class", None), "post", view)
         names = set()
         while post is not None:
-            names.add(getattr(post, "__qualname__", ""))
+            # The code's own name: functools.wraps copies the view's __qualname__.
+            code = getattr(post, "__code__", None)
+            names.add(code.co_qualname if code is not None else "")
             post = getattr(post, "__wrapped__", None)
-        if not any(name.startswith("idempotent.") for name in names):
-            missing.append(rule.rule)
+        (keyed if any(n.startswith("idempotent.") for n in names) else missing).append(rule.rule)
     assert missing == []
+    assert "/api/v1/loans" in keyed  # the check sees the decorator where it is
 
 
-def test_idempotency_key_missing_replayed_and_reused(app: Flask, client: FlaskClient) -> None:
-    if not _member_create_route(app):
-        pytest.skip("no POST /api/v1/members yet")
-    reg = register(["members:read", "members:write"])
+def _loans() -> int:
+    db.session.commit()
+    return int(db.session.scalar(select(func.count()).select_from(Loan)) or 0)
+
+
+def test_idempotency_key_required_replayed_refused_for_another_body_and_per_client(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real POST (a loan application, tests/test_api_accounts_loans.py has its rules).
+    make_product("V1")
+    member = make_borrower(savings=10000)
+    reg = register(["loans:write"])
+    other = register(["loans:write"])
     token = token_for(client, reg)
-    body = {"name": "Wanjiru Kamau", "phone": "0712000111", "national_id": "27000111"}
-    path = "/api/v1/members/"
+    body = {"member_no": member.member_no, "product": "V1", "amount": "2000.00", "term": 4}
+    path = "/api/v1/loans"
+
     reply = call(client, path, "POST", json=body, headers=bearer(token))
     assert_problem(reply, 400, "idempotency_key_required")
+    long_key = {**bearer(token), "Idempotency-Key": "k" * 256}
+    assert_problem(
+        call(client, path, "POST", json=body, headers=long_key), 400, "idempotency_key_required"
+    )
+    assert _loans() == 0
 
-    headers = {**bearer(token), "Idempotency-Key": "create-wanjiru-1"}
+    headers = {**bearer(token), "Idempotency-Key": "apply-2000"}
     first = call(client, path, "POST", json=body, headers=headers)
-    assert first.status_code in (200, 201), first.get_data(as_text=True)
+    assert first.status_code == 201, first.get_data(as_text=True)
     assert "Idempotent-Replayed" not in first.headers
     again = call(client, path, "POST", json=body, headers=headers)
-    assert again.status_code == first.status_code
+    assert again.status_code == 201
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.get_json() == first.get_json()
-    assert db.session.scalar(select(db.func.count()).select_from(ApiClient)) == 1
+    assert again.headers["Location"] == first.headers["Location"]
+    assert _loans() == 1
 
-    changed = {**body, "name": "Wanjiru K."}
-    assert_problem(
-        call(client, path, "POST", json=changed, headers=headers), 422, "idempotency_key_reused"
+    changed = {**body, "amount": "2500.00"}
+    reply = call(client, path, "POST", json=changed, headers=headers)
+    assert_problem(reply, 422, "idempotency_key_reused")
+    assert _loans() == 1
+
+    # Keys are the client's own: another client's same key is another request, which
+    # runs (and meets the loan rules: this member has an application open already).
+    theirs = {**bearer(token_for(client, other)), "Idempotency-Key": "apply-2000"}
+    reply = call(client, path, "POST", json=body, headers=theirs)
+    assert "Idempotent-Replayed" not in reply.headers
+    assert_problem(reply, 422, "loan_refused")
+
+    # Once a key has expired (API_IDEMPOTENCY_HOURS, here 0) it is new again.
+    monkeypatch.setitem(
+        app.config,
+        "SETTINGS",
+        dataclasses.replace(app.config["SETTINGS"], API_IDEMPOTENCY_HOURS=0),
     )
+    reply = call(client, path, "POST", json=changed, headers=headers)
+    assert "Idempotent-Replayed" not in reply.headers
+    assert_problem(reply, 422, "loan_refused")  # run again, not refused as a reused key
+    assert _loans() == 1
 
 
 # -- the console page -----------------------------------------------------------------
