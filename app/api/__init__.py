@@ -104,8 +104,10 @@ class Api(SmorestApi):
         code = data.get("code") or _CODES.get(status, "error")
         detail = data.get("message") or error.description or _title(status)
         extra: dict[str, Any] = {}
-        if data.get("errors"):
-            extra["errors"] = data["errors"]
+        # webargs (a body or query that fails its schema) names the fields in "messages".
+        errors = data.get("errors") or data.get("messages")
+        if errors:
+            extra["errors"] = errors
         headers = dict(data.get("headers") or {})
         if error.response is not None:  # e.g. Flask-Limiter's 429 carries its headers
             headers.update(

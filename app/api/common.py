@@ -68,6 +68,8 @@ def _decode(cursor: str | None) -> int | None:
         value = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
     except (binascii.Error, ValueError, UnicodeDecodeError):
         abort(400, message="the cursor is not one this API gave", code="bad_cursor")
+    if not 0 < value < 2**63:  # an id: a bigger number is an error in the database, not a row
+        abort(400, message="the cursor is not one this API gave", code="bad_cursor")
     return value
 
 
