@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from app.api import problem
@@ -30,6 +30,7 @@ from app.models.types import utcnow
 F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "Idempotency-Key"
 WAIT_SECONDS = 10.0  # how long a retry waits for the first request's answer
+STALE_SECONDS = 300  # a pending key older than this belongs to a request that died
 
 
 def _request_hash() -> str:
@@ -51,11 +52,20 @@ def _replay(row: ApiIdempotencyKey) -> ResponseReturnValue:
 def _claim(client_id: int, key: str, digest: str) -> ApiIdempotencyKey | None:
     """Insert the key as pending and commit (None), or the row another request holds."""
     hours = int(current_app.config["SETTINGS"].API_IDEMPOTENCY_HOURS)
+    now = utcnow()
     db.session.execute(
         delete(ApiIdempotencyKey).where(
             ApiIdempotencyKey.client_id == client_id,
             ApiIdempotencyKey.key == key,
-            ApiIdempotencyKey.created_at < utcnow() - timedelta(hours=hours),
+            or_(
+                ApiIdempotencyKey.created_at < now - timedelta(hours=hours),
+                # A request that died mid-way (its process killed) never answered: after
+                # a few minutes its key is free again rather than 409 for a day.
+                and_(
+                    ApiIdempotencyKey.status == "pending",
+                    ApiIdempotencyKey.created_at < now - timedelta(seconds=STALE_SECONDS),
+                ),
+            ),
         )
     )
     try:
@@ -82,7 +92,11 @@ def _claim(client_id: int, key: str, digest: str) -> ApiIdempotencyKey | None:
 
 def idempotent(view: F) -> F:
     """The POST needs an Idempotency-Key header (1-255 printable characters); see above.
-    Put it under `require_scope`, which names the client."""
+    Put it under `require_scope`, which names the client. It sits inside flask-smorest's
+    `@blp.response`, so what it stores is the view's own return value: a POST view returns
+    its schema's dump (or a `problem`), never a bare model, so the stored answer and the
+    replay are the bytes the schema gives. An `abort()` (404, 422 from parsing) is not an
+    answer: the key is freed, and a 5xx frees it too, so a retry runs again."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

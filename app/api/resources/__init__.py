@@ -11,6 +11,7 @@ from app.api.resources.loans import blp as loans_blp
 from app.api.resources.members import blp as members_blp
 from app.api.resources.payments import blp as payments_blp
 from app.api.resources.promises import blp as promises_blp
+from app.api.resources.webhooks import blp as webhooks_blp
 
 BLUEPRINTS: list[Blueprint] = [
     members_blp,
@@ -19,4 +20,5 @@ BLUEPRINTS: list[Blueprint] = [
     payments_blp,
     promises_blp,
     guarantees_blp,
+    webhooks_blp,
 ]
