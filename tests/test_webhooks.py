@@ -524,3 +524,35 @@ def test_a_delivery_report_and_a_guarantee_request_are_announced(
     assert asked["guarantee_id"] == ids["guarantee"] and asked["loan_no"] == ids["loan"]
     assert asked["guarantor_member_no"] == ids["guarantor"]
     assert asked["amount"] == "10000.00"
+
+
+def test_a_delivery_whose_send_job_was_lost_is_queued_again_by_the_sweep(
+    client: FlaskClient, settings: Any, receiver: responses.RequestsMock
+) -> None:
+    """Redis lost the send job (down at the commit that wrote the delivery): the row stays
+    pending, and the five-minute sweep queues it again once it is five minutes old."""
+    from datetime import timedelta
+
+    from app.extensions import queue
+
+    subscribed(client, ["payment.received"], ["payments:read"])
+    receiver.add(responses.POST, RECEIVER, status=200)
+    webhook_emit("payment.received", {"receipt": "RKTLOST001"}, key="RKTLOST001")
+    db.session.commit()
+    queue("default").empty()  # the send job never reached Redis
+    [delivery] = deliveries()
+    delivery_id = delivery.id
+
+    run_job("webhook-sweep", date.today())  # too young to be lost: left alone
+    work()
+    assert db.session.get(WebhookDelivery, delivery_id).status == "pending"
+    assert len(receiver.calls) == 0
+
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    delivery.created_at = delivery.created_at - timedelta(minutes=6)
+    db.session.commit()
+    run_job("webhook-sweep", date.today())
+    work()
+    sent = db.session.get(WebhookDelivery, delivery_id)
+    assert (sent.status, sent.attempts) == ("sent", 1)
+    assert len(receiver.calls) == 1

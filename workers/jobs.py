@@ -17,12 +17,19 @@ from app.services.ledger import ledger_check
 from app.services.loans import ARREARS
 from app.services.payments import payments_reconcile
 from app.services.sms import sms_sweep
+from app.services.webhooks import webhook_sweep
 from workers.runner import JobStats
 
 
 def sms_sweep_job(*, as_of: date, stats: JobStats) -> None:
     """Queue again outbox messages whose send job was lost (Redis down at commit)."""
     stats.records_updated = sms_sweep()
+    stats.records_scanned = stats.records_updated
+
+
+def webhook_sweep_job(*, as_of: date, stats: JobStats) -> None:
+    """Queue again webhook deliveries whose send job was lost (Redis down at commit)."""
+    stats.records_updated = webhook_sweep()
     stats.records_scanned = stats.records_updated
 
 

@@ -35,6 +35,7 @@ from workers.jobs import (
     portfolio_snapshot_job,
     reconcile_payments_job,
     sms_sweep_job,
+    webhook_sweep_job,
 )
 from workers.recovery import (
     AGREEMENT_REMINDERS,
@@ -64,6 +65,7 @@ JOBS: dict[str, JobFn] = {
     "portfolio-snapshot": portfolio_snapshot_job,
     "ledger-check": ledger_check_job,
     "sms-sweep": sms_sweep_job,
+    "webhook-sweep": webhook_sweep_job,
     "reconcile-payments": reconcile_payments_job,
     "due-reminders": due_reminders_job,
     "overdue-reminders": overdue_reminders_job,
@@ -139,6 +141,7 @@ SCHEDULE: list[Scheduled] = [
     # of months closed since (which the statements read), then the KPIs.
     Scheduled("books-kpis", "40 22 * * *", "default", True),  # 01:40 EAT
     Scheduled("sms-sweep", "*/5 * * * *", "sms", False),
+    Scheduled("webhook-sweep", "*/5 * * * *", "default", False),
     Scheduled("reconcile-payments", "*/2 * * * *", "payments", False),
     # 09:00-09:10 EAT: well inside 07:00-20:00, so reminders are never held for quiet hours,
     # and after loan-arrears has brought days past due up to date.

@@ -333,6 +333,29 @@ def webhook_enqueue(delivery_id: int) -> None:
         log.warning("could not queue webhook delivery %s: %s", delivery_id, type(exc).__name__)
 
 
+# Pending longer than this: its send job was lost (Redis down at the commit that wrote it).
+SWEEP_AFTER = timedelta(minutes=5)
+
+
+def webhook_sweep(now: datetime | None = None) -> int:
+    """Queue again the deliveries still pending well after their commit, whose send job
+    never reached Redis; how many. Queuing one twice is harmless: the send claims the row
+    with a conditional update first."""
+    cutoff = (now or utcnow()) - SWEEP_AFTER
+    ids = list(
+        db.session.scalars(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.created_at < cutoff)
+            .order_by(WebhookDelivery.id)
+            .limit(1000)
+        )
+    )
+    db.session.rollback()
+    for delivery_id in ids:
+        webhook_enqueue(delivery_id)
+    return len(ids)
+
+
 # --- what each event says ---------------------------------------------------------------
 
 
