@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from flask_smorest import abort
-from marshmallow import Schema, fields, validate
+from marshmallow import INCLUDE, Schema, fields, validate
 from sqlalchemy import Select
 
 from app.extensions import db
@@ -30,6 +30,11 @@ def Money(**kwargs: Any) -> fields.Decimal:  # noqa: N802 - a field factory, rea
 
 class ProblemSchema(Schema):
     """RFC 9457 problem details, as every error of this API answers."""
+
+    class Meta:
+        # RFC 9457 s3.2: a problem type may carry extension members (loan_refused's
+        # reason...): the document allows them (additionalProperties), as clients must.
+        unknown = INCLUDE
 
     type = fields.String(required=True)
     title = fields.String(required=True)
