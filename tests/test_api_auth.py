@@ -380,6 +380,7 @@ def post(browser: FlaskClient, path: str, data: dict[str, object]):  # noqa: ANN
 
 def test_an_admin_registers_a_client_sees_the_secret_once_and_it_works(app: Flask) -> None:
     browser = signed_in(app, "admin")
+    assert 'href="/admin/api-clients/"' in call(browser, "/admin/").get_data(as_text=True)
     page = call(browser, "/admin/api-clients/").get_data(as_text=True)
     assert 'id="no-clients"' in page
     for scope in ("members:read", "payments:write", "webhooks:manage"):
@@ -480,6 +481,7 @@ def test_without_the_csrf_token_nothing_is_registered_or_revoked(app: Flask) -> 
 def test_only_an_admin_manages_api_clients(app: Flask, role: str) -> None:
     reg = register(["members:read"])
     browser = signed_in(app, role)
+    assert 'href="/admin/api-clients/"' not in call(browser, "/admin/").get_data(as_text=True)
     assert call(browser, "/admin/api-clients/").status_code == 403
     reply = post(browser, "/admin/api-clients/register", {"name": "X", "scopes": ["members:read"]})
     assert reply.status_code == 403
