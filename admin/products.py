@@ -25,6 +25,7 @@ from app.extensions import db
 from app.models import LoanProduct
 from app.models.types import Money
 from app.services.audit import audit_record
+from app.services.books import chart_ensure
 from app.services.loan_products import product_problem
 from app.services.loan_schedule import AMORTIZATIONS, FREQUENCIES, INTEREST_METHODS
 
@@ -185,6 +186,13 @@ class ProductView(SecureModelView):
             before=None if is_created else before,
             after=after,
         )
+
+    def after_model_change(self, form: object, model: LoanProduct, is_created: bool) -> None:
+        # A new product gets its own line of loans receivable in the chart of accounts now,
+        # committed, rather than in whichever read of the books first needs it.
+        if is_created:
+            chart_ensure()
+            db.session.commit()
 
     def handle_view_exception(self, exc: Exception) -> bool:
         """Staff read what was wrong in words, never the database's error text."""

@@ -14,6 +14,7 @@ from app.clock import business_today
 from app.extensions import db
 from app.models import Loan, LoanProduct, Member, StaffUser
 from app.models.member import STAFF_ROLES
+from app.services.books import chart_ensure
 from app.services.ledger import DuplicatePosting
 from app.services.loans import loan_apply, loan_disburse
 from app.services.members import member_add, member_buy_shares, member_deposit
@@ -137,6 +138,8 @@ def demo_load() -> dict[str, int]:
             db.session.add(LoanProduct(**spec))
             created["products"] += 1
     products_ensure()  # every default account product, as the migrations seed them
+    db.session.flush()
+    chart_ensure()  # and the chart of accounts, with each demo loan product's line
     db.session.commit()
     today = business_today()
     for name, phone, national_id, language, savings, shares in MEMBERS:

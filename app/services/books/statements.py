@@ -40,6 +40,7 @@ from app.services.books.chart import (
     YEAR_END_KIND,
     chart_accounts,
     chart_balances,
+    chart_ensure,
     chart_line_filter,
     chart_lines_query,
 )
@@ -643,6 +644,9 @@ def statement_drilldown(
     """The journal lines behind one chart line's figure: value dates in (since, as_of], the
     year-end close left out when the figure leaves it out (the income statement's). One
     page of them, oldest first; the count and total cover them all and equal the figure."""
+    # The chart is seeded in whatever transaction first needs it; a read-only request's
+    # is rolled back, so a drill-down (its own request) makes sure of it too.
+    chart_ensure()
     line = db.session.scalar(select(ChartAccount).where(ChartAccount.code == code))
     if line is None:
         raise StatementError(f"no line {code} in the chart")
