@@ -13,6 +13,8 @@ from werkzeug.wrappers import Response
 
 from admin.auth import SaccoIndexView, init_login
 from admin.views import register_views
+from app.api import PREFIX as API_PREFIX
+from app.api import problem
 from app.extensions import db
 from app.money import money_text
 from app.words import plural
@@ -31,6 +33,8 @@ def _database_error(
     a search or filter: PostgreSQL's DataError) is not a database failure: the list comes
     back without the search and filters, saying why, or, with nothing to drop, 404."""
     db.session.rollback()
+    if request.path.startswith(API_PREFIX):
+        return _api_unreadable() if isinstance(exc, DataError) else _api_database_error(exc)
     if isinstance(exc, DataError) and request.path.startswith("/admin") and request.method == "GET":
         log.info("unreadable value in %s: %s", request.path, type(exc.orig).__name__)
         if request.query_string:
@@ -47,13 +51,28 @@ def _database_error(
     return render_template("admin_sacco/database_error.html", what=type(exc).__name__), 503
 
 
-def _number_too_large(exc: OverflowError) -> tuple[str, int] | InternalServerError:
+def _number_too_large(exc: OverflowError) -> tuple[str, int] | InternalServerError | Response:
     """SQLite's driver refuses an integer past 64 bits before the query runs (PostgreSQL
     answers a DataError, above): an id in a console path names nothing, so 404."""
     db.session.rollback()
+    if request.path.startswith(API_PREFIX):
+        return _api_unreadable()
     if not request.path.startswith("/admin"):
         return InternalServerError()
     return render_template("admin_sacco/not_found.html"), 404
+
+
+def _api_unreadable() -> Response:
+    # The API answers in problem documents, whoever's handler catches the error: a value
+    # the database cannot read (an id past its range) names nothing, or cannot be taken.
+    if request.method == "GET":
+        return problem(404, "not_found", "a value in this request names nothing")
+    return problem(422, "invalid", "a value in this request is out of range")
+
+
+def _api_database_error(exc: SQLAlchemyError) -> Response:
+    log.error("database error on %s: %s", request.path, type(exc).__name__, exc_info=exc)
+    return problem(503, "database_unavailable", "the database could not answer; try again")
 
 
 def init_admin(app: Flask) -> Admin:

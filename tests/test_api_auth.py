@@ -490,3 +490,15 @@ def test_only_an_admin_manages_api_clients(app: Flask, role: str) -> None:
     assert db.session.scalar(select(db.func.count()).select_from(ApiClient)) == 1
     db.session.refresh(reg.client)
     assert reg.client.active
+
+
+def test_a_value_the_database_cannot_read_is_a_problem_document_never_the_consoles_page(
+    client: FlaskClient,
+) -> None:
+    """A NUL in a path is a DataError on PostgreSQL, caught by the console's database
+    handler; on /api it answers a problem document (SQLite reads it and finds nothing)."""
+    reg = register(["members:read"])
+    token = token_for(client, reg)
+    reply = call(client, "/api/v1/members/M%00001", headers=bearer(token))
+    assert reply.status_code == 404 and reply.mimetype == "application/problem+json"
+    assert reply.get_json()["code"] in ("not_found", "member_not_found")

@@ -174,7 +174,10 @@ def audit_api_call(response: Response) -> Response:
         actor=f"api:{caller.client.client_id}",
         action="api.call",
         object_type="api",
-        object_id=f"{request.method} {request.path}"[:255],
+        # Printable only: a NUL in a path is a call to audit, not a reason to fail it.
+        object_id="".join(
+            c if c.isprintable() else "?" for c in f"{request.method} {request.path}"
+        )[:255],
         after={"status": response.status_code},
     )
     db.session.commit()
