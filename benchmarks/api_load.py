@@ -48,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
 
 from app.extensions import db, redis_client  # noqa: E402
@@ -56,10 +56,8 @@ from app.models import Member  # noqa: E402
 from app.services.api_clients import api_client_register  # noqa: E402
 from app.services.members import PIN_HASH_METHOD, member_number  # noqa: E402
 from app.services.staff import staff_add  # noqa: E402
-from benchmarks import ussd_load  # noqa: E402
 from benchmarks.bench_app import bench_app, bench_schema_fresh  # noqa: E402
 from benchmarks.ussd_load import (  # noqa: E402
-    NAV,
     PIN,
     add_members,
     drive,
@@ -69,9 +67,6 @@ from benchmarks.ussd_load import (  # noqa: E402
     workers_cpu_s,
 )
 
-# The balance screen lists each account by its product's name since the savings products
-# (ussd_load's own check still expects the older "Savings <amount>" screen).
-BALANCE_SCREEN = "CON Deposits "
 WARM_UP_CALLS = 200  # untimed: every server thread opens its connection, compiles its queries
 
 
@@ -207,17 +202,6 @@ def main() -> int:
             print("  (SQLite: every request queues for one write lock; not target numbers)")
         began = time.perf_counter()
         add_members(1, args.members, generate_password_hash(PIN, method=PIN_HASH_METHOD))
-        # Each member's savings account is their Deposits product's, as migration 0020 made
-        # every existing one: the USSD balance screen lists accounts by product.
-        db.session.execute(
-            text(
-                "UPDATE accounts SET product_id = "
-                "(SELECT id FROM account_products WHERE code = 'DEP') "
-                "WHERE kind = 'savings' AND member_id IS NOT NULL"
-            )
-        )
-        db.session.commit()
-        ussd_load.EXPECT["balance"] = lambda body: body.startswith(BALANCE_SCREEN) and NAV in body
         admin = staff_add(email="bench.admin@sacco.test", role="admin", password="bench-pass-1")  # noqa: S106
         registered = api_client_register(
             name="Benchmark", scopes=["members:read"], staff=admin, allowed_ips=[]

@@ -95,9 +95,10 @@ from app.cli.runtime import web_command  # noqa: E402
 from app.extensions import db, redis_client  # noqa: E402
 from app.models import Account, LoanProduct, Member  # noqa: E402
 from app.services.members import PIN_HASH_METHOD, member_number  # noqa: E402
+from app.services.savings import account_product, products_ensure  # noqa: E402
 from app.web.ussd import STARTS_PER_MINUTE  # noqa: E402
 from benchmarks.bench_app import bench_app, bench_schema_fresh  # noqa: E402
-from ussd_menus.text import TEXT, t  # noqa: E402
+from ussd_menus.text import t  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PIN = "4826"
@@ -120,6 +121,10 @@ def add_members(first: int, last: int, pin_hash: str) -> None:
     """Members `first`..`last` (ids given, so phone and account follow from the id), each
     with a savings account, in batches of BATCH rows."""
     joined = datetime.now(UTC) - timedelta(days=365)
+    # Each savings account is its member's Deposits product's, as migration 0020 made every
+    # existing one: the balance screen lists a member's accounts by product.
+    deposits = products_ensure() and account_product("DEP").id
+    db.session.commit()
     for start in range(first, last + 1, BATCH):
         ids = range(start, min(start + BATCH, last + 1))
         db.session.execute(
@@ -148,6 +153,7 @@ def add_members(first: int, last: int, pin_hash: str) -> None:
                     kind="savings",
                     name=f"Savings {member_number(n)}",
                     member_id=n,
+                    product_id=deposits,
                     status="open",
                     # Credit-normal: stored negative, read back positive by member_balances.
                     balance=-Decimal(1_000 + n % 50_000),
@@ -351,7 +357,7 @@ PIN_SCREEN = "CON " + t("pin", "en")
 MAIN_SCREEN = "CON " + t("main", "en").split("\n")[0]
 RESUME_SCREEN = "CON " + t("resume", "en")
 NAV = t("nav", "en")
-BALANCE_SCREEN = "CON " + TEXT["balance"]["en"].split("{")[0]  # "CON Savings "
+BALANCE_SCREEN = "CON Deposits "  # the first account the screen lists: the Deposits product
 EXPECT: dict[str, Callable[[str], bool]] = {
     "balance": lambda body: body.startswith(BALANCE_SCREEN) and NAV in body,
     "statement": lambda body: body.startswith("CON ") and NAV in body,
