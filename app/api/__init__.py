@@ -16,6 +16,8 @@ from flask import Flask, Response, request, send_from_directory
 from flask_smorest import Api as SmorestApi
 from werkzeug.exceptions import HTTPException
 
+from app.api.common import ProblemSchema
+
 PREFIX = "/api/v1"
 PROBLEM = "application/problem+json"
 DOCS_ASSETS = f"{PREFIX}/docs/assets/"
@@ -90,11 +92,8 @@ class Api(SmorestApi):
     """flask-smorest's Api, whose errors on /api/ paths are problem documents; the rest of
     the app (console, USSD, callbacks) keeps its own error pages."""
 
-    def _register_responses(self) -> None:
-        from app.api.common import ProblemSchema
-
-        self.ERROR_SCHEMA = ProblemSchema  # the error components document our problems
-        super()._register_responses()
+    # flask-smorest's documented hook: the error components document our problems.
+    ERROR_SCHEMA = ProblemSchema
 
     def handle_http_exception(self, error: HTTPException) -> Any:
         if not request.path.startswith(PREFIX):

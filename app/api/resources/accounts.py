@@ -25,9 +25,9 @@ from flask_smorest import Blueprint, abort
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from app.api import PREFIX, PROBLEM
+from app.api import PREFIX
 from app.api.auth import require_scope
-from app.api.common import Money, ProblemSchema
+from app.api.common import Money, problems
 from app.api.resources.members import member_or_404
 from app.clock import business_today
 from app.extensions import db
@@ -354,9 +354,7 @@ def _file(statement: RangeStatement, fmt: str, name: str) -> Response:
 class MemberAccountsView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.response(200, AccountListSchema)
-    @blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(403, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM)
+    @problems(blp, 401, 403, 404)
     @require_scope("accounts:read")
     def get(self, member_no: str) -> dict[str, Any]:
         """Every account of the member's own money (deposits, savings, shares, fixed
@@ -374,10 +372,7 @@ class AccountStatementView(MethodView):
     @blp.doc(security=[{"bearer": []}], **_FILE_DOC)
     @blp.arguments(StatementArgs, location="query")
     @blp.response(200, AccountStatementSchema)
-    @blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(403, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM)
+    @problems(blp, 401, 403, 404, 422)
     @require_scope("accounts:read")
     def get(self, args: dict[str, Any], account_number: str) -> Any:
         """An account's statement from `from` to `to` (at most a year): the opening
@@ -411,10 +406,7 @@ class MemberStatementView(MethodView):
     @blp.doc(security=[{"bearer": []}], **_FILE_DOC)
     @blp.arguments(StatementArgs, location="query")
     @blp.response(200, MemberStatementSchema)
-    @blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(403, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM)
+    @problems(blp, 401, 403, 404, 422)
     @require_scope("accounts:read")
     def get(self, args: dict[str, Any], member_no: str) -> Any:
         """The member's whole statement, as the console makes it: a section per account

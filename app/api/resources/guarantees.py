@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from app.api import PREFIX, problem
 from app.api.auth import require_scope
-from app.api.common import Money, PageArgs, ProblemSchema, page_schema, paginate
+from app.api.common import Money, PageArgs, page_schema, paginate, problems
 from app.api.idempotency import idempotent
 from app.api.resources.members import IDEMPOTENCY_KEY, member_or_404
 from app.api.resources.payments import MAX_ID, amount_in
@@ -100,10 +100,7 @@ class MemberGuaranteesView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, GuaranteePage)
-    @blp.alt_response(400, schema=ProblemSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
+    @problems(blp, 400, 401, 403, 404)
     @require_scope("guarantees:read")
     def get(self, args: dict[str, Any], member_no: str) -> dict[str, Any]:
         """What the member has been asked to guarantee, newest first, a page at a time;
@@ -124,12 +121,7 @@ class AnswerView(MethodView):
     @blp.doc(security=[{"bearer": []}], parameters=[IDEMPOTENCY_KEY])
     @blp.arguments(AnswerRequest)
     @blp.response(200, GuaranteeRequestSchema)
-    @blp.alt_response(400, schema=ProblemSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
-    @blp.alt_response(409, schema=ProblemSchema)
-    @blp.alt_response(422, schema=ProblemSchema)
+    @problems(blp, 400, 401, 403, 404, 409, 422)
     @require_scope("guarantees:write")
     @idempotent
     def post(self, data: dict[str, Any], guarantee_id: int) -> Any:

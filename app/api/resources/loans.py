@@ -19,9 +19,9 @@ from flask_smorest import Blueprint, abort
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
-from app.api import PREFIX, PROBLEM, problem
+from app.api import PREFIX, problem
 from app.api.auth import require_scope
-from app.api.common import Money, PageArgs, ProblemSchema, page_schema, paginate
+from app.api.common import Money, PageArgs, page_schema, paginate, problems
 from app.api.idempotency import idempotent
 from app.api.resources.members import member_or_404
 from app.clock import business_today
@@ -260,8 +260,7 @@ def loan_out(loan: Loan) -> dict[str, Any]:
 class LoanProductsView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.response(200, ProductListSchema)
-    @blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(403, schema=ProblemSchema, content_type=PROBLEM)
+    @problems(blp, 401, 403)
     @require_scope("loans:read")
     def get(self) -> dict[str, Any]:
         """The loan products open to applications."""
@@ -276,10 +275,7 @@ class EligibilityView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.arguments(EligibilityArgs, location="query")
     @blp.response(200, EligibilitySchema)
-    @blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(403, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM)
+    @problems(blp, 401, 403, 404, 422)
     @require_scope("loans:read")
     def get(self, args: dict[str, Any], member_no: str) -> dict[str, Any]:
         """The member's limit for a product today, or why they cannot borrow from it (the
@@ -312,11 +308,7 @@ class LoansView(MethodView):
     )
     @blp.arguments(LoanApplySchema)
     @blp.response(201, LoanSchema)
-    @blp.alt_response(400, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(403, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM)
+    @problems(blp, 400, 401, 403, 409, 422)
     @require_scope("loans:write")
     @idempotent
     def post(self, body: dict[str, Any]) -> Any:
@@ -355,9 +347,7 @@ class LoansView(MethodView):
 class LoanView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.response(200, LoanSchema)
-    @blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(403, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM)
+    @problems(blp, 401, 403, 404)
     @require_scope("loans:read")
     def get(self, loan_no: str) -> dict[str, Any]:
         """A loan: its status, what it owes, its schedule and its arrears."""
@@ -375,11 +365,7 @@ class MemberLoansView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, LoanPageSchema)
-    @blp.alt_response(400, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(401, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(403, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM)
-    @blp.alt_response(422, schema=ProblemSchema, content_type=PROBLEM)
+    @problems(blp, 400, 401, 403, 404, 422)
     @require_scope("loans:read")
     def get(self, args: dict[str, Any], member_no: str) -> dict[str, Any]:
         """The member's loans, newest first, a page at a time (pass `next_cursor` back as

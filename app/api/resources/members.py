@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.api import PREFIX, problem
 from app.api.auth import require_scope
-from app.api.common import Money, ProblemSchema
+from app.api.common import Money, problems
 from app.api.idempotency import HEADER, idempotent
 from app.errors import SaccoError
 from app.extensions import db
@@ -116,11 +116,7 @@ class MembersView(MethodView):
     @blp.doc(security=[{"bearer": []}], parameters=[IDEMPOTENCY_KEY])
     @blp.arguments(MemberCreate)
     @blp.response(201, MemberSchema)
-    @blp.alt_response(400, schema=ProblemSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(409, schema=ProblemSchema)
-    @blp.alt_response(422, schema=ProblemSchema)
+    @problems(blp, 400, 401, 403, 409, 422)
     @require_scope("members:write")
     @idempotent
     def post(self, data: dict[str, Any]) -> Any:
@@ -148,9 +144,7 @@ class MembersView(MethodView):
 class MemberView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.response(200, MemberSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
+    @problems(blp, 401, 403, 404)
     @require_scope("members:read")
     def get(self, member_no: str) -> dict[str, Any]:
         """A member by member number, with their balances."""
@@ -162,9 +156,7 @@ class LookupView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.arguments(LookupArgs, location="query")
     @blp.response(200, MemberSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
+    @problems(blp, 401, 403, 404)
     @require_scope("members:read")
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """A member by phone number."""

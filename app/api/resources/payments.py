@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.api import PREFIX, problem
 from app.api.auth import require_scope
-from app.api.common import Money, PageArgs, ProblemSchema, page_schema, paginate
+from app.api.common import Money, PageArgs, page_schema, paginate, problems
 from app.api.idempotency import idempotent
 from app.api.resources.members import IDEMPOTENCY_KEY, member_or_404
 from app.extensions import db
@@ -172,11 +172,7 @@ class StkPushView(MethodView):
     @blp.doc(security=[{"bearer": []}], parameters=[IDEMPOTENCY_KEY])
     @blp.arguments(StkPushRequest)
     @blp.response(202, StkPushSchema)
-    @blp.alt_response(400, schema=ProblemSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(409, schema=ProblemSchema)
-    @blp.alt_response(422, schema=ProblemSchema)
+    @problems(blp, 400, 401, 403, 409, 422)
     @require_scope("payments:write")
     @idempotent
     def post(self, data: dict[str, Any]) -> Any:
@@ -205,9 +201,7 @@ class StkPushView(MethodView):
 class StkStatusView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.response(200, StkPushSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
+    @problems(blp, 401, 403, 404)
     @require_scope("payments:read")
     def get(self, prompt_id: int) -> dict[str, Any]:
         """A prompt's status (the `/api/mpesa/query/{id}` of the first design): pending,
@@ -231,10 +225,7 @@ class MemberPaymentsView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, PaymentPage)
-    @blp.alt_response(400, schema=ProblemSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
+    @problems(blp, 400, 401, 403, 404)
     @require_scope("payments:read")
     def get(self, args: dict[str, Any], member_no: str) -> dict[str, Any]:
         """M-PESA money of a member, in (prompts, Paybill, suspense money staff placed

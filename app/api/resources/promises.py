@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.api import PREFIX, problem
 from app.api.auth import require_scope
-from app.api.common import Money, ProblemSchema
+from app.api.common import Money, problems
 from app.api.idempotency import idempotent
 from app.api.resources.members import IDEMPOTENCY_KEY
 from app.api.resources.payments import amount_in
@@ -52,12 +52,7 @@ class PromisesView(MethodView):
     @blp.doc(security=[{"bearer": []}], parameters=[IDEMPOTENCY_KEY])
     @blp.arguments(PromiseCreate)
     @blp.response(201, PromiseSchema)
-    @blp.alt_response(400, schema=ProblemSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
-    @blp.alt_response(409, schema=ProblemSchema)
-    @blp.alt_response(422, schema=ProblemSchema)
+    @problems(blp, 400, 401, 403, 404, 409, 422)
     @require_scope("promises:write")
     @idempotent
     def post(self, data: dict[str, Any], loan_no: str) -> Any:

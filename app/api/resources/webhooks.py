@@ -15,7 +15,7 @@ from marshmallow import Schema, fields, validate
 
 from app.api import PREFIX
 from app.api.auth import require_scope
-from app.api.common import PageArgs, ProblemSchema, page_schema, paginate
+from app.api.common import PageArgs, page_schema, paginate, problems
 from app.api.idempotency import idempotent
 from app.extensions import db
 from app.models import WebhookSubscription
@@ -88,9 +88,7 @@ class SubscriptionsView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, SubscriptionPage)
-    @blp.alt_response(400, schema=ProblemSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
+    @problems(blp, 400, 401, 403)
     @require_scope("webhooks:manage")
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Your subscriptions, newest first (a disabled one says why)."""
@@ -102,11 +100,7 @@ class SubscriptionsView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.arguments(WebhookSubscriptionIn)
     @blp.response(201, WebhookSubscriptionCreated)
-    @blp.alt_response(400, schema=ProblemSchema)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(409, schema=ProblemSchema)
-    @blp.alt_response(422, schema=ProblemSchema)
+    @problems(blp, 400, 401, 403, 409, 422)
     @require_scope("webhooks:manage")
     @idempotent
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -127,9 +121,7 @@ class SubscriptionsView(MethodView):
 class SubscriptionView(MethodView):
     @blp.doc(security=[{"bearer": []}])
     @blp.response(200, WebhookSubscriptionOut)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
+    @problems(blp, 401, 403, 404)
     @require_scope("webhooks:manage")
     def get(self, subscription_id: int) -> WebhookSubscription:
         """One of your subscriptions."""
@@ -142,9 +134,7 @@ class SubscriptionView(MethodView):
 
     @blp.doc(security=[{"bearer": []}])
     @blp.response(204)
-    @blp.alt_response(401, schema=ProblemSchema)
-    @blp.alt_response(403, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
+    @problems(blp, 401, 403, 404)
     @require_scope("webhooks:manage")
     def delete(self, subscription_id: int) -> None:
         """Delete a subscription: nothing more is sent to it, queued deliveries included."""
