@@ -526,3 +526,21 @@ def test_every_route_of_the_api_needs_a_scope(app: Flask) -> None:
             (scoped if needs else missing).append(f"{method} {rule.rule}")
     assert missing == []
     assert "POST /api/v1/payments/stk-push" in scoped and len(scoped) > 15
+
+
+def test_another_app_in_the_process_leaves_this_apps_rate_limits_alone(
+    client: FlaskClient,
+) -> None:
+    """Each app counts in its own Redis: building another app (here one pointed at a Redis
+    that does not exist) must not move this app's limiter there, as a shared limiter did
+    (a random-order CI run: every API call after the production-settings test failed)."""
+    from app import create_app
+    from tests.helpers import PRODUCTION
+
+    reg = register(["members:read"])
+    token = token_for(client, reg)
+    path, _ = member_path()
+    create_app({**PRODUCTION, "REDIS_URL": "redis://nowhere.invalid:6379/0"})
+    reply = call(client, path, headers=bearer(token))
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    assert reply.headers["X-RateLimit-Limit"]

@@ -15,7 +15,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from app.api import PREFIX, problem
-from app.api.limits import api_rate_limit, limit_key, limiter
+from app.api.limits import rate_limited
 from app.extensions import db
 from app.services.api_clients import (
     ApiAuthError,
@@ -122,7 +122,7 @@ def require_scope(scope: str) -> Callable[[F], F]:
 
     def decorate(view: F) -> F:
         # Limited per client and route, once the token says who the client is.
-        limited = limiter.limit(api_rate_limit, key_func=limit_key)(view)
+        limited = rate_limited(view)
 
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
