@@ -28,8 +28,11 @@ $(STAMP): $(BIN)/python $(DEV_LOCK) pyproject.toml
 run: $(STAMP)
 	$(BIN)/sacco up
 
+# The suite over every core (pytest-xdist), each worker on its own database and Redis db
+# (tests/conftest.py); `make test PYTEST_WORKERS=0` runs it in this one process.
+PYTEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -17,7 +17,13 @@ from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from app.extensions import db, redis_client
-from tests.helpers import assert_books_reconcile, make_app, truncate_all
+from tests.helpers import (
+    assert_books_reconcile,
+    make_app,
+    truncate_all,
+    worker_database,
+    worker_redis_db,
+)
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +31,13 @@ def _urls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("sacco")
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'test.db'}"
     redis_url = os.environ.get("REDIS_URL")
+    # Under `pytest -n N` (make test) each worker truncates and flushes between its tests,
+    # so each needs a database and a Redis db no other worker touches. SQLite and the
+    # embedded Redis are already the worker's own (its own temporary folder).
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        database_url = worker_database(database_url, worker)
+        redis_url = redis_url and worker_redis_db(redis_url, worker)
     if not redis_url:
         from app.extensions import embedded_redis_url
 

@@ -8,11 +8,13 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, make_url, select, text
 from werkzeug.test import TestResponse
 
 from app import create_app
@@ -235,6 +237,39 @@ def wait_until_blocked(count: int = 1, timeout: float = 10) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("no session ended up waiting on the lock")
+
+
+def worker_database(url: str, worker: str) -> str:
+    """The database of one xdist worker ("gw0", "gw1", ...): on PostgreSQL `<name>_<worker>`
+    on the same server, created the first time; a SQLite file gets the worker in its name."""
+    parsed = make_url(url)
+    name = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite":
+        if name in ("", ":memory:"):
+            return url
+        path = Path(name)
+        return parsed.set(database=str(path.with_stem(f"{path.stem}_{worker}"))).render_as_string(
+            hide_password=False
+        )
+    own = f"{name}_{worker}"
+    engine = create_engine(parsed, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            found = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": own})
+            if not found:
+                conn.execute(text(f'CREATE DATABASE "{own}"'))
+    finally:
+        engine.dispose()
+    return parsed.set(database=own).render_as_string(hide_password=False)
+
+
+def worker_redis_db(url: str, worker: str) -> str:
+    """The Redis db of one xdist worker: the URL's db number counted down by the worker's
+    index (CI's db 15 gives gw0 15 and gw1 14), on the same server."""
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    index = int(worker.removeprefix("gw"))
+    return urlunsplit(parts._replace(path=f"/{(base - index) % 16}"))
 
 
 def make_app(urls: dict[str, str], **overrides: object) -> Flask:
