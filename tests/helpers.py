@@ -94,10 +94,33 @@ def assert_books_reconcile() -> None:
 
 
 def truncate_all() -> None:
+    """Every table empty and every id counting from 1 again, as after the migrations.
+
+    On PostgreSQL a TRUNCATE costs a new file for each table and index, written or not
+    (about 0.4 s for the whole schema on a slow machine, after every test), so only the
+    tables holding rows are truncated, and then the id sequences still advanced (an insert
+    rolled back leaves no row but a used id) are restarted."""
     tables = [t.name for t in reversed(db.metadata.sorted_tables)]
     with db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            holding = conn.scalars(
+                text(
+                    " UNION ALL ".join(
+                        f"SELECT '{table}' WHERE EXISTS (SELECT 1 FROM {table})"  # noqa: S608 - names from our metadata
+                        for table in tables
+                    )
+                )
+            ).all()
+            if holding:
+                conn.execute(text(f"TRUNCATE {', '.join(holding)} RESTART IDENTITY CASCADE"))
+            advanced = conn.scalars(
+                text(
+                    "SELECT quote_ident(sequencename) FROM pg_sequences "
+                    "WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+                )
+            ).all()
+            for sequence in advanced:
+                conn.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
         else:
             for table in tables:
                 conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - names from our metadata
