@@ -700,6 +700,32 @@ def test_a_resent_hop_of_a_known_session_is_not_a_new_start(
     assert all(r.startswith("CON ") for r in others[:9]) and "Too many" in others[9]
 
 
+def test_a_phones_start_counter_lives_for_the_minute_it_counts(
+    client: FlaskClient, member: Member
+) -> None:
+    """The counter is made with its minute's expiry and counting keeps that expiry: a
+    counter without one would refuse the phone for good after ten starts."""
+    with_pin(member)
+    key = f"ussd:starts:{member.phone}"
+    Phone(client).dial()
+    first_ttl = redis_client().ttl(key)
+    assert 0 < first_ttl <= 60
+    assert Phone(client).dial().startswith("CON ")
+    assert int(redis_client().get(key)) == 2
+    assert 0 < redis_client().ttl(key) <= first_ttl
+
+
+def test_a_ussd_hop_is_not_the_api_rate_limiters(client: FlaskClient, member: Member) -> None:
+    with_pin(member)
+    reply = client.post(
+        "/ussd",
+        data={"sessionId": "ATUid_rl", "phoneNumber": "+254711223344", "text": ""},
+    )
+    assert reply.status_code == 200 and reply.text.startswith("CON ")
+    assert not [h for h in reply.headers.keys() if h.lower().startswith("x-ratelimit")]
+    assert not redis_client().keys("sacco:api*")
+
+
 def test_too_many_attempts_is_in_the_members_language(client: FlaskClient) -> None:
     member = make_member(phone="0711223344", language="sw")
     with_pin(member)

@@ -94,6 +94,15 @@ class Session:
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
 
+# KEYS[1] the session, KEYS[2] the phone's start counter, ARGV[1] the counter's window (s).
+_LOAD_OR_COUNT_START = """
+local raw = redis.call('GET', KEYS[1])
+if raw then return {raw, 0} end
+redis.call('SET', KEYS[2], 0, 'EX', ARGV[1], 'NX')
+return {false, redis.call('INCR', KEYS[2])}
+"""
+
+
 class SessionStore:
     """One per request: a session read once is not read again (the start limit and the
     hop both ask for it; each Redis command is a round trip)."""
@@ -116,6 +125,18 @@ class SessionStore:
             self._read[key] = self.redis.get(key)
         raw = self._read[key]
         return Session.from_json(raw) if raw else None  # a new object each time
+
+    def load_or_count_start(self, request: UssdRequest, starts_key: str, window_s: int) -> int:
+        """`load`'s read and, when the session is new, the phone's start counter in one
+        round trip (a first hop is the hop the whole network sends most): 0 for a session
+        already stored, else the phone's starts in the window so far, this one included.
+        The counter is made with its window's expiry when new; INCR keeps that expiry."""
+        key = self.key(request)
+        raw, count = self.redis.register_script(_LOAD_OR_COUNT_START)(
+            keys=[key, starts_key], args=[window_s]
+        )
+        self._read[key] = raw
+        return 0 if raw else int(count)
 
     def save(self, request: UssdRequest, session: Session) -> None:
         raw = session.to_json()

@@ -62,16 +62,8 @@ def _too_many_starts(hop: UssdRequest, store: SessionStore) -> bool:
     a known session is not: the session store already holds every session answered. A
     start over the limit is refused and not stored, so the same session tried again after
     the minute goes through."""
-    if store.load(hop) is not None:  # read once: the hop itself uses it next
-        return False
-    key = f"ussd:starts:{hop.phone}"
-    # One round trip: the counter made with its minute's expiry if new (SET NX keeps an
-    # existing one and its TTL; INCR keeps the TTL), then counted.
-    pipe = redis_client().pipeline(transaction=False)
-    pipe.set(key, 0, ex=60, nx=True)
-    pipe.incr(key)
-    _made, count = pipe.execute()
-    return int(count) > STARTS_PER_MINUTE
+    # One round trip reads the session (the hop itself uses it next) and counts a start.
+    return store.load_or_count_start(hop, f"ussd:starts:{hop.phone}", 60) > STARTS_PER_MINUTE
 
 
 def _language(phone: str) -> str:
