@@ -31,12 +31,14 @@ from app.models import (
     ApiIdempotencyKey,
     AuditLog,
     Guarantee,
+    JobRun,
     Loan,
     MpesaRequest,
     Payment,
     PromiseToPay,
     SmsMessage,
 )
+from app.models.types import utcnow
 from app.services.api_clients import api_client_register
 from app.services.guarantees import guarantee_request
 from app.services.loans import loan_apply, loan_update_arrears
@@ -44,6 +46,7 @@ from app.services.payments import payments_request_stk
 from tests.factories import make_member
 from tests.helpers import stk_body, wait_until_blocked
 from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
+from workers.schedule import run_job
 
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
 CHECKOUT = "ws_CO_051220261020363925"
@@ -457,6 +460,36 @@ def test_keys_are_per_client(client: FlaskClient, world: World) -> None:
     assert mine.status_code == 202
     assert "Idempotent-Replayed" not in theirs.headers
     assert (theirs.status_code, theirs.json["code"]) == (422, "payment_refused")
+
+
+def test_the_hourly_job_deletes_keys_past_their_keeping_and_keeps_the_rest(
+    client: FlaskClient, world: World
+) -> None:
+    headers = bearer(client, "payments:write")
+    body = {"loan_no": world.loan_no, "amount": "500"}
+    for idem in ("answered-old", "dead-pending", "fresh-pending", "answered-new"):
+        post(client, "/payments/stk-push", body, headers, idem=idem)
+    hours = client.application.config["SETTINGS"].API_IDEMPOTENCY_HOURS
+    now = utcnow()
+    rows = {k.key: k for k in db.session.scalars(select(ApiIdempotencyKey))}
+    rows["answered-old"].created_at = now - timedelta(hours=hours, minutes=1)
+    rows["dead-pending"].status = "pending"
+    rows["dead-pending"].created_at = now - timedelta(minutes=6)
+    rows["fresh-pending"].status = "pending"
+    rows["fresh-pending"].created_at = now - timedelta(minutes=4)
+    rows["answered-new"].created_at = now - timedelta(hours=hours, minutes=-1)
+    db.session.commit()
+
+    run_job("api-idempotency-expire")
+    db.session.remove()
+
+    left = set(db.session.scalars(select(ApiIdempotencyKey.key)))
+    assert left == {"fresh-pending", "answered-new"}
+    run = db.session.scalars(select(JobRun).where(JobRun.job == "api-idempotency-expire"))
+    assert [r.records_updated for r in run] == [2]
+    # A deleted key is new again: the retry makes a request of its own.
+    again = post(client, "/payments/stk-push", body, headers, idem="answered-old")
+    assert "Idempotent-Replayed" not in again.headers
 
 
 # -- two identical requests at the same instant (PostgreSQL, real threads) ---------------

@@ -9,6 +9,7 @@ from datetime import date
 
 from sqlalchemy import select
 
+from app.api.idempotency import idempotency_keys_expire
 from app.batch import batch_run
 from app.extensions import db
 from app.models import PortfolioSnapshot
@@ -30,6 +31,12 @@ def sms_sweep_job(*, as_of: date, stats: JobStats) -> None:
 def webhook_sweep_job(*, as_of: date, stats: JobStats) -> None:
     """Queue again webhook deliveries whose send job was lost (Redis down at commit)."""
     stats.records_updated = webhook_sweep()
+    stats.records_scanned = stats.records_updated
+
+
+def api_idempotency_expire_job(*, as_of: date, stats: JobStats) -> None:
+    """Delete the API's Idempotency-Keys past their keeping (hourly)."""
+    stats.records_updated = idempotency_keys_expire()
     stats.records_scanned = stats.records_updated
 
 

@@ -30,6 +30,7 @@ from app.services.savings.interest import SAVINGS_INTEREST, savings_interest_job
 from app.services.savings.standing_orders import STANDING_ORDERS, standing_orders_job
 from workers.jobs import (
     ARREARS,
+    api_idempotency_expire_job,
     ledger_check_job,
     loan_arrears_job,
     portfolio_snapshot_job,
@@ -66,6 +67,7 @@ JOBS: dict[str, JobFn] = {
     "ledger-check": ledger_check_job,
     "sms-sweep": sms_sweep_job,
     "webhook-sweep": webhook_sweep_job,
+    "api-idempotency-expire": api_idempotency_expire_job,
     "reconcile-payments": reconcile_payments_job,
     "due-reminders": due_reminders_job,
     "overdue-reminders": overdue_reminders_job,
@@ -142,6 +144,7 @@ SCHEDULE: list[Scheduled] = [
     Scheduled("books-kpis", "40 22 * * *", "default", True),  # 01:40 EAT
     Scheduled("sms-sweep", "*/5 * * * *", "sms", False),
     Scheduled("webhook-sweep", "*/5 * * * *", "default", False),
+    Scheduled("api-idempotency-expire", "25 * * * *", "default", False),  # hourly
     Scheduled("reconcile-payments", "*/2 * * * *", "payments", False),
     # 09:00-09:10 EAT: well inside 07:00-20:00, so reminders are never held for quiet hours,
     # and after loan-arrears has brought days past due up to date.

@@ -5,7 +5,8 @@ a hash of the request; a retry with the same key and body gets that same respons
 (`Idempotent-Replayed: true`), never a second prompt or payment; the same key with
 another body is refused (422). Two identical requests at the same instant: the unique
 constraint on (client, key) lets one in, the other waits for its answer. Keys are kept
-API_IDEMPOTENCY_HOURS (24 by default); after that a key is new again.
+API_IDEMPOTENCY_HOURS (24 by default); after that a key is new again, and the hourly
+`api-idempotency-expire` job deletes it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app, g, make_response, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import ColumnElement, and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from app.api import problem
@@ -31,6 +32,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 HEADER = "Idempotency-Key"
 WAIT_SECONDS = 10.0  # how long a retry waits for the first request's answer
 STALE_SECONDS = 300  # a pending key older than this belongs to a request that died
+EXPIRE_CHUNK = 5000  # keys deleted per transaction by the hourly clean-up
 
 
 def _request_hash() -> str:
@@ -49,23 +51,50 @@ def _replay(row: ApiIdempotencyKey) -> ResponseReturnValue:
     return response
 
 
+def _expired(now: datetime) -> ColumnElement[bool]:
+    """A key past its keeping: answered more than API_IDEMPOTENCY_HOURS ago, or pending
+    for a request that died mid-way (its process killed), which never answered: after a
+    few minutes its key is free again rather than 409 for a day."""
+    hours = int(current_app.config["SETTINGS"].API_IDEMPOTENCY_HOURS)
+    return or_(
+        ApiIdempotencyKey.created_at < now - timedelta(hours=hours),
+        and_(
+            ApiIdempotencyKey.status == "pending",
+            ApiIdempotencyKey.created_at < now - timedelta(seconds=STALE_SECONDS),
+        ),
+    )
+
+
+def idempotency_keys_expire(now: datetime | None = None) -> int:
+    """Delete every key past its keeping, a chunk at a time (each its own short
+    transaction, so no API call waits on a long delete); how many. A key that comes back
+    is freed by `_claim` anyway: this keeps the table to a day of keys."""
+    expired = _expired(now or utcnow())
+    deleted = 0
+    while True:
+        ids = list(
+            db.session.scalars(
+                select(ApiIdempotencyKey.id)
+                .where(expired)
+                .order_by(ApiIdempotencyKey.id)
+                .limit(EXPIRE_CHUNK)
+            )
+        )
+        if ids:
+            db.session.execute(delete(ApiIdempotencyKey).where(ApiIdempotencyKey.id.in_(ids)))
+        db.session.commit()
+        deleted += len(ids)
+        if len(ids) < EXPIRE_CHUNK:
+            return deleted
+
+
 def _claim(client_id: int, key: str, digest: str) -> ApiIdempotencyKey | None:
     """Insert the key as pending and commit (None), or the row another request holds."""
-    hours = int(current_app.config["SETTINGS"].API_IDEMPOTENCY_HOURS)
-    now = utcnow()
     db.session.execute(
         delete(ApiIdempotencyKey).where(
             ApiIdempotencyKey.client_id == client_id,
             ApiIdempotencyKey.key == key,
-            or_(
-                ApiIdempotencyKey.created_at < now - timedelta(hours=hours),
-                # A request that died mid-way (its process killed) never answered: after
-                # a few minutes its key is free again rather than 409 for a day.
-                and_(
-                    ApiIdempotencyKey.status == "pending",
-                    ApiIdempotencyKey.created_at < now - timedelta(seconds=STALE_SECONDS),
-                ),
-            ),
+            _expired(utcnow()),
         )
     )
     try:
