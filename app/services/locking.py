@@ -1,11 +1,12 @@
 """The one way a service takes a row's lock: every change to a loan, a member, a payment
-or an M-PESA request starts here."""
+or an M-PESA request starts here; and the one way a send job claims an outbox row."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Collection
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 
 from app.extensions import db
 
@@ -36,3 +37,26 @@ def lock_existing(model: type[_Row], row_id: int) -> _Row:
     if row is None:
         raise LookupError(f"{model.__name__} {row_id} is gone")
     return row
+
+
+def claim_for_sending(row: Any, sendable: Collection[str]) -> bool:
+    """Move an outbox row (an SMS, a webhook delivery) from a sendable status to "sending",
+    counting the attempt, by one conditional UPDATE committed before the provider is
+    called: of two runs of its send job, one claims it and the other gets False. On True
+    the row is refreshed; nothing else in the session survives the commit unsaved."""
+    model = type(row)
+    # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
+    claimed = cast(
+        CursorResult[Any],
+        db.session.execute(
+            update(model)
+            .where(model.id == row.id, model.status.in_(sendable))
+            .values(status="sending", attempts=model.attempts + 1)
+            .execution_options(synchronize_session=False)
+        ),
+    ).rowcount
+    db.session.commit()
+    if claimed != 1:
+        return False
+    db.session.refresh(row)
+    return True

@@ -13,10 +13,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import CursorResult, event, select, update
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -29,6 +29,7 @@ from app.phone import PhoneError, e164
 from app.selectors.sms import resend_key, sms_resent_as
 from app.services.audit import audit_record
 from app.services.bulk import insert_ignoring
+from app.services.locking import claim_for_sending
 from app.services.permissions import permission_require
 from app.sms_templates import CODE_TEMPLATES
 
@@ -303,20 +304,8 @@ def sms_deliver(*, message_id: int, now: datetime | None = None) -> str:
             message.status = "cancelled"
             db.session.commit()
             return "cancelled"
-    # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
-    claimed = cast(
-        CursorResult[Any],
-        db.session.execute(
-            update(SmsMessage)
-            .where(SmsMessage.id == message.id, SmsMessage.status.in_(SENDABLE))
-            .values(status="sending", attempts=SmsMessage.attempts + 1)
-            .execution_options(synchronize_session=False)
-        ),
-    ).rowcount
-    db.session.commit()
-    if claimed != 1:
+    if not claim_for_sending(message, SENDABLE):
         return "nothing to do"
-    db.session.refresh(message)
 
     try:
         phone = e164(message.phone)

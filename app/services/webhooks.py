@@ -35,13 +35,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 from flask import current_app
 from rq import Retry
-from sqlalchemy import CursorResult, event, select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.errors import SaccoError
@@ -50,6 +50,7 @@ from app.models import ApiClient, Loan, Member, WebhookDelivery, WebhookSubscrip
 from app.models.types import utcnow
 from app.services.audit import audit_record
 from app.services.bulk import insert_ignoring
+from app.services.locking import claim_for_sending
 from app.services.permissions import permission_require
 
 if TYPE_CHECKING:
@@ -536,19 +537,8 @@ def webhook_deliver(*, delivery_id: int, last_attempt: bool, now: datetime | Non
         delivery.last_error = "not sent: the subscription is disabled or deleted"
         db.session.commit()
         return "cancelled"
-    claimed = cast(
-        CursorResult[Any],
-        db.session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery.id, WebhookDelivery.status.in_(SENDABLE))
-            .values(status="sending", attempts=WebhookDelivery.attempts + 1)
-            .execution_options(synchronize_session=False)
-        ),
-    ).rowcount
-    db.session.commit()
-    if claimed != 1:
+    if not claim_for_sending(delivery, SENDABLE):
         return "nothing to do"
-    db.session.refresh(delivery)
     status, text, error = _post(subscription, delivery, now)
     delivery.response_status = status
     delivery.response_body = text
