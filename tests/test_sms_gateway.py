@@ -12,10 +12,12 @@ import pytest
 import requests
 import responses
 from flask import Flask
+from sqlalchemy import update
 
 from app.extensions import db, queue
 from app.models import SmsMessage
-from app.services.sms import sms_deliver, sms_queue
+from app.services.locking import claim_for_sending
+from app.services.sms import SENDABLE, sms_deliver, sms_queue
 from tests.factories import make_member
 from tests.helpers import at_reply
 from workers.sms import send_sms
@@ -237,6 +239,34 @@ def test_running_the_send_job_twice_sends_once(
 
     assert len(mocked.calls) == 1
     assert row(message_id).attempts == 1
+
+
+def test_a_row_another_worker_claimed_after_this_one_read_it_is_not_claimed_again(
+    app: Flask,
+) -> None:
+    """The claim is the conditional UPDATE, not the status read before it: the other
+    worker's claim commits between this worker's read and its claim."""
+    message_id = queue_message()
+    message = row(message_id)
+    assert message.status in SENDABLE
+    db.session.commit()  # SQLite: the read's transaction would hold the other's write
+    with db.engine.begin() as other_worker:
+        other_worker.execute(
+            update(SmsMessage)
+            .where(SmsMessage.id == message_id)
+            .values(status="sending", attempts=SmsMessage.attempts + 1)
+        )
+
+    assert claim_for_sending(message, SENDABLE) is False
+    assert (row(message_id).status, row(message_id).attempts) == ("sending", 1)
+    # The other worker's try failed and left it for a retry: the next claim takes it.
+    db.session.commit()
+    with db.engine.begin() as other_worker:
+        other_worker.execute(
+            update(SmsMessage).where(SmsMessage.id == message_id).values(status="retrying")
+        )
+    assert claim_for_sending(message, SENDABLE) is True
+    assert (message.status, message.attempts) == ("sending", 2)  # refreshed from the row
 
 
 def test_queueing_twice_with_one_key_is_one_message(
