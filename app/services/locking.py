@@ -42,8 +42,9 @@ def lock_existing(model: type[_Row], row_id: int) -> _Row:
 def claim_for_sending(row: Any, sendable: Collection[str]) -> bool:
     """Move an outbox row (an SMS, a webhook delivery) from a sendable status to "sending",
     counting the attempt, by one conditional UPDATE committed before the provider is
-    called: of two runs of its send job, one claims it and the other gets False. On True
-    the row is refreshed; nothing else in the session survives the commit unsaved."""
+    called: of two runs of its send job, one claims it and the other gets False. It
+    commits the session (whatever else the caller had changed goes with it); on True the
+    row is refreshed."""
     model = type(row)
     # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
     claimed = cast(
