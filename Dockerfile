@@ -5,7 +5,7 @@ WORKDIR /srv
 # this layer; then the project itself with nothing more resolved.
 COPY requirements.lock ./
 RUN pip install --no-cache-dir --require-hashes -r requirements.lock
-COPY pyproject.toml README.md wsgi.py ./
+COPY pyproject.toml README.md wsgi.py gunicorn.conf.py ./
 COPY app ./app
 COPY admin ./admin
 COPY workers ./workers
@@ -24,4 +24,4 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
 ENV INSTANCE_PATH=/srv/instance
 USER sacco
 EXPOSE 8000
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "wsgi:app"]
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "wsgi:app"]

@@ -13,8 +13,8 @@ Setup as benchmarks/ussd_load.py does it (its add_members: `--members` members w
 savings account each, cached balances, one PIN), plus one API client with members:read,
 registered through the service as an admin would.
 
-The server: the app under gunicorn exactly as `sacco up` starts it (2 workers x 4
-threads, ussd_load's start_gunicorn). The API's per-client rate limit is raised
+The server: the app under gunicorn exactly as `sacco up` starts it (gunicorn.conf.py,
+ussd_load's start_gunicorn). The API's per-client rate limit is raised
 (API_RATE_LIMIT, default here 1000000/minute) so that it counts every call in Redis, as in
 production, but never answers 429: the point is the lookup's cost, limiter included.
 
@@ -64,6 +64,7 @@ from benchmarks.ussd_load import (  # noqa: E402
     percentile,
     start_gunicorn,
     stop,
+    web_shape,
     workers_cpu_s,
 )
 
@@ -214,7 +215,7 @@ def main() -> int:
         proc, base, log_path = start_gunicorn(app, tmp)
         failed = False
         try:
-            print(f"gunicorn: pid {proc.pid}, {base}, 2 workers x 4 threads (log {log_path})")
+            print(f"gunicorn: pid {proc.pid}, {base}, {web_shape()} (log {log_path})")
             reply = requests.post(
                 f"{base}/api/v1/oauth/token",
                 data={"grant_type": "client_credentials"},

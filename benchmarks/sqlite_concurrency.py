@@ -39,7 +39,7 @@ from app.extensions import db, redis_client  # noqa: E402
 from app.services.loan_import import COLUMNS  # noqa: E402
 from app.services.staff import staff_add  # noqa: E402
 from benchmarks.bench_app import bench_app, bench_schema_fresh  # noqa: E402
-from benchmarks.ussd_load import start_gunicorn, stop  # noqa: E402
+from benchmarks.ussd_load import start_gunicorn, stop, web_shape  # noqa: E402
 from tests.loan_factories import make_product  # noqa: E402
 
 STAFF_EMAIL = "bench.manager@sacco.test"
@@ -203,7 +203,7 @@ def main() -> int:
         print(f"database: {dialect}; redis: {app.config['REDIS_URL']}")
         proc, base, log_path = start_gunicorn(app, tmp)
         try:
-            print(f"gunicorn: pid {proc.pid}, {base}, 2 workers x 4 threads (log {log_path})")
+            print(f"gunicorn: pid {proc.pid}, {base}, {web_shape()} (log {log_path})")
             run(base, args, with_upload=False)
             if not args.no_upload:
                 run(base, args, with_upload=True)

@@ -26,7 +26,7 @@ cheapest statement there is) and no loans (so the repay flow is not driven: it n
 loan, and its last step would queue an M-PESA prompt; balance hops are those of members
 without a loan: the loans query finds none, so no debt or installment reads follow).
 
-The load: the app under gunicorn exactly as `sacco up` runs it (2 workers x 4 threads),
+The load: the app under gunicorn exactly as `sacco up` runs it (gunicorn.conf.py's sync workers),
 and `--sessions` phones, each a thread with its own keep-alive HTTP session, dialling
 one session after another for `--duration` seconds as Africa's Talking would post them
 (text = every input so far joined by "*"). Each session is a member taken round-robin
@@ -69,6 +69,7 @@ import math
 import os
 import random
 import re
+import runpy
 import shutil
 import signal
 import socket
@@ -91,7 +92,7 @@ from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.exc import DBAPIError  # noqa: E402
 from werkzeug.security import generate_password_hash  # noqa: E402
 
-from app.cli.runtime import web_command  # noqa: E402
+from app.cli.runtime import GUNICORN_CONF, web_command  # noqa: E402
 from app.extensions import db, redis_client  # noqa: E402
 from app.models import Account, LoanProduct, Member  # noqa: E402
 from app.services.members import PIN_HASH_METHOD, member_number  # noqa: E402
@@ -263,6 +264,12 @@ def start_gunicorn(
         time.sleep(0.2)
     stop(proc)
     raise RuntimeError(f"gunicorn not healthy after 60 s:\n{_tail(log_path)}")
+
+
+def web_shape() -> str:
+    """The web server's processes as gunicorn.conf.py sets them on this machine."""
+    conf = runpy.run_path(str(GUNICORN_CONF))
+    return f"{conf['workers']} {conf['worker_class']} workers"
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -886,7 +893,7 @@ def main() -> int:
         proc, base, log_path = start_gunicorn(app, tmp)
         failed = False
         try:
-            print(f"gunicorn: pid {proc.pid}, {base}, 2 workers x 4 threads (log {log_path})")
+            print(f"gunicorn: pid {proc.pid}, {base}, {web_shape()} (log {log_path})")
             if args.closed:
                 failed |= closed_loop(base, proc.pid, args)
             if args.scale:

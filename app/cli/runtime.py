@@ -29,6 +29,8 @@ SERVER_FILE = "server.json"
 # asked (`sacco up --verbose`, or this variable).
 WORKER_LOG_LEVEL_ENV = "SACCO_WORKER_LOG_LEVEL"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# The web server's settings (processes, worker class, timeout), shared with the image.
+GUNICORN_CONF = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
 
 
 def server_file_write(instance_path: str, *, host: str, port: int) -> Path:
@@ -128,22 +130,16 @@ def scheduler_cmd() -> None:
 
 
 def web_command(host: str, port: int) -> list[str]:
-    """The web server as `sacco up` runs it (the USSD load benchmark runs this very one)."""
+    """The web server as `sacco up` runs it (the USSD load benchmark runs this very one):
+    gunicorn with the settings in gunicorn.conf.py, which the Docker image uses too."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
+        "--config",
+        str(GUNICORN_CONF),
         "--bind",
         f"{host}:{port}",
-        "--workers",
-        "2",
-        "--threads",
-        "4",
-        "--timeout",
-        "30",
-        # gunicorn 27's control socket defaults to one path per user: a second local
-        # copy (or the suite) would take it over. We supervise, we do not need it.
-        "--no-control-socket",
         "wsgi:app",
     ]
 

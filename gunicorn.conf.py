@@ -1,0 +1,33 @@
+"""The web server's settings, one place for `sacco up`, the Docker image and compose.
+
+gunicorn reads this file (`sacco up` names it; the image runs from its folder). A
+deployment changes any of it without editing: `WEB_CONCURRENCY` sets the number of
+processes, and `GUNICORN_CMD_ARGS` (e.g. `--threads 4`) overrides any setting.
+
+Sync workers, one request at a time per process, as many processes as gunicorn's own
+sizing rule (2 x cores + 1). A USSD hop is a few milliseconds of CPU and two short Redis
+and one database round trips, so a process that takes the next connection only when it is
+free spreads the phones evenly over the cores. The threaded worker accepted connections
+ahead of its threads and queued them behind one process's GIL while another idled: on
+two cores at 50 connections its first hop had a p99 of 68-155 ms, the sync workers' 42-45
+ms (benchmarks/ussd_load.py --first-hop, in the issue 18 note). Sync workers expect a
+buffering reverse proxy in front for slow clients (gunicorn's design notes), which
+production has anyway: the callbacks must be https and gunicorn here speaks plain HTTP.
+"""
+
+import os
+
+# PostgreSQL's default max_connections is 100, shared with the RQ and close-of-business
+# workers: a many-core host gets a dozen web processes, not 2 x cores + 1 of them.
+MAX_DEFAULT_WORKERS = 12
+
+# The cores this process may use (a container's cpuset), where the platform tells.
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * (_cores or 1) + 1, MAX_DEFAULT_WORKERS))
+worker_class = "sync"
+# A request still running after this long (a console export gone wrong) is cut off and its
+# worker replaced; a USSD gateway gives up long before.
+timeout = 30
+# We supervise the processes ourselves: gunicorn 27's control socket defaults to one path
+# per user, so a second local copy (or the suite) would take it over.
+control_socket_disable = True
