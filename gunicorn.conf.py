@@ -25,9 +25,11 @@ MAX_DEFAULT_WORKERS = 12
 _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * (_cores or 1) + 1, MAX_DEFAULT_WORKERS))
 worker_class = "sync"
-# A request still running after this long (a console export gone wrong) is cut off and its
-# worker replaced; a USSD gateway gives up long before.
-timeout = 30
+# A sync worker still in one request after this long is killed and replaced. The longest
+# request we serve on purpose is the console's loan-book import, which writes a book of up
+# to 20,000 loans in the request (about 15 s on PostgreSQL here, longer on SQLite or a
+# slower machine): cut off, it would stop between two batches. A hung request still ends.
+timeout = 300
 # We supervise the processes ourselves: gunicorn 27's control socket defaults to one path
 # per user, so a second local copy (or the suite) would take it over.
 control_socket_disable = True
