@@ -134,6 +134,25 @@ def test_expiry_in_chunks_of_one_expires_each_request_once(
     )
 
 
+def test_expiry_leaves_a_request_answered_or_still_in_time_alone(app: Flask) -> None:
+    """The scan's ids are only candidates: by the time their chunk runs one may have been
+    answered, and the chunk's own reading of the rows is what decides."""
+    product = _product()
+    loan = _apply(product)
+    late, answered, in_time = (make_borrower(savings=20000) for _ in range(3))
+    late_id = _ask(loan, late, 4000)
+    answered_id = _ask(loan, answered, 4000)
+    guarantee_accept(guarantee_id=answered_id, guarantor_id=answered.id, via="ussd", today=ASKED)
+    in_time_id = _ask(loan, in_time, 4000, on=date(2026, 3, 8))  # its last day: 15 March
+
+    assert guarantees_expire([late_id, answered_id, in_time_id], as_of=date(2026, 3, 10)) == 1
+    db.session.commit()
+
+    statuses = dict(db.session.execute(select(Guarantee.id, Guarantee.status)).all())
+    assert statuses == {late_id: "expired", answered_id: "accepted", in_time_id: "requested"}
+    assert [key for _, key, _ in _texts("guarantee_expired")] == [f"guarantee-expired:{late_id}"]
+
+
 def _guaranteed_loan_in_default() -> tuple[int, list[int]]:
     """25,000 lent on 1 January against 10,000 of the borrower's deposits, guaranteed
     10,000 and 5,000 (the second guarantor reads Kiswahili), never repaid: in default by

@@ -521,6 +521,44 @@ def test_a_member_asked_to_replace_a_guarantor_may_say_no(app: Flask) -> None:
         )
 
 
+def test_a_declined_replacement_is_recorded_audited_and_told_to_the_borrower(app: Flask) -> None:
+    loan_id, (first, _) = _defaulted()
+    old = _guarantee_of(loan_id, first)
+    other = make_borrower(savings=9000)
+    asked = guarantee_substitute_request(
+        guarantee_id=old.id, guarantor_id=other.id, by=reload(loan_id).member, today=DEFAULTED
+    )
+    # The request runs a week from the day it was asked: an answer dated after that is
+    # refused however the clock reads, and changes nothing.
+    with pytest.raises(GuaranteeRecoveryError, match="this request has expired"):
+        guarantee_substitute_decline(
+            guarantee_id=asked.id, guarantor_id=other.id, via="sms", today=date(2026, 4, 30)
+        )
+    assert db.session.get(Guarantee, asked.id).status == "requested"
+
+    declined = guarantee_substitute_decline(
+        guarantee_id=asked.id, guarantor_id=other.id, via="ussd", today=DEFAULTED
+    )
+    row = db.session.get(Guarantee, declined.id)
+    assert (row.status, row.answered_via) == ("declined", "ussd")
+    assert row.answered_at is not None and row.ended_at == row.answered_at
+    audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "guarantee.decline")).one()
+    loan = reload(loan_id)
+    assert (audit.actor, audit.object_type, audit.object_id) == (
+        f"member:{other.member_no}",
+        "loan",
+        loan.loan_no,
+    )
+    assert audit.after == {"guarantee": asked.id, "status": "declined", "replaces": old.id}
+    sms = db.session.scalars(
+        select(SmsMessage).where(SmsMessage.template == "guarantee_declined")
+    ).one()
+    assert sms.phone == loan.member.phone
+    assert sms.idempotency_key == f"guarantee-declined:{asked.id}"
+    masked = " ".join(f"{part[0]}***" for part in other.name.split())
+    assert masked in sms.body and loan.loan_no in sms.body and other.name not in sms.body
+
+
 # -- races (PostgreSQL: row locks wait) --------------------------------------------------------
 
 
