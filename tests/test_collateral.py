@@ -164,6 +164,8 @@ def test_a_lien_is_discharged_by_a_branch_manager_once_the_loan_no_longer_rests_
     db.session.rollback()
     with pytest.raises(CollateralError, match="the reason is needed"):
         collateral_discharge(collateral_id=collateral.id, staff=manager, reason=" ")
+    with pytest.raises(CollateralError, match="^the reason is at most 500 characters$"):
+        collateral_discharge(collateral_id=collateral.id, staff=manager, reason="r" * 501)
     assert db.session.get(Collateral, collateral.id).lien_status == "registered"
     assert _count("collateral.discharge") == 0
 
@@ -172,14 +174,22 @@ def test_a_lien_is_discharged_by_a_branch_manager_once_the_loan_no_longer_rests_
 
     loan_repay(loan_id=loan.id, amount="40000", reference="REPAYCOL1", value_date=DAY)
     assert reload(loan.id).status == "closed"
-    done = collateral_discharge(collateral_id=collateral.id, staff=manager, reason="loan repaid")
+    reason = "loan repaid; " + "x" * 487  # the longest reason kept: 500 characters
+    done = collateral_discharge(collateral_id=collateral.id, staff=manager, reason=reason)
     assert done.lien_status == "discharged" and done.discharged_by == f"staff:{manager.email}"
+    assert done.discharged_at is not None
     row = db.session.scalar(select(AuditLog).where(AuditLog.action == "collateral.discharge"))
-    assert row.note == "loan repaid" and row.after == {
-        "lien_status": "discharged",
-        "loan_status": "closed",
+    assert (row.actor, row.object_type, row.object_id) == (
+        f"staff:{manager.email}",
+        "loan",
+        reload(loan.id).loan_no,
+    )
+    assert row.note == reason and row.before == {
+        "collateral": collateral.id,
+        "lien_status": "registered",
     }
-    with pytest.raises(CollateralError, match="discharged already"):
+    assert row.after == {"lien_status": "discharged", "loan_status": "closed"}
+    with pytest.raises(CollateralError, match="^this lien was discharged already$"):
         collateral_discharge(collateral_id=collateral.id, staff=manager, reason="again")
 
 
