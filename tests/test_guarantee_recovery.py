@@ -29,7 +29,7 @@ from app.models import (
 )
 from app.selectors.guarantees import guarantees_held, member_deposits, recovery_problems
 from app.selectors.loans import current_installments
-from app.services.guarantees import guarantee_accept, guarantee_request
+from app.services.guarantees import guarantee_accept, guarantee_decline, guarantee_request
 from app.services.guarantees.recovery import (
     GuaranteeRecoveryError,
     guarantee_recovery_decide,
@@ -557,6 +557,32 @@ def test_a_declined_replacement_is_recorded_audited_and_told_to_the_borrower(app
     assert sms.idempotency_key == f"guarantee-declined:{asked.id}"
     masked = " ".join(f"{part[0]}***" for part in other.name.split())
     assert masked in sms.body and loan.loan_no in sms.body and other.name not in sms.body
+
+
+def test_a_replacement_declined_by_the_ordinary_answer_follows_the_replacement_rules(
+    app: Flask,
+) -> None:
+    """An SMS NO or the USSD decline reaches guarantee_decline, which hands a request to
+    replace a guarantor to the replacement's own decline: its expiry, its audit, its SMS."""
+    loan_id, (first, _) = _defaulted()
+    old = _guarantee_of(loan_id, first)
+    other = make_borrower(savings=9000)
+    asked = guarantee_substitute_request(
+        guarantee_id=old.id, guarantor_id=other.id, by=reload(loan_id).member, today=DEFAULTED
+    )
+    with pytest.raises(GuaranteeRecoveryError, match="this request has expired"):
+        guarantee_decline(
+            guarantee_id=asked.id, guarantor_id=other.id, via="sms", today=date(2026, 4, 30)
+        )
+    with pytest.raises(GuaranteeRecoveryError, match="no such request to replace"):
+        guarantee_decline(guarantee_id=asked.id, guarantor_id=first.id, via="sms", today=DEFAULTED)
+
+    guarantee_decline(guarantee_id=asked.id, guarantor_id=other.id, via="sms", today=DEFAULTED)
+    row = db.session.get(Guarantee, asked.id)
+    assert (row.status, row.answered_via) == ("declined", "sms")
+    assert _guarantee_of(loan_id, first).status == "accepted"
+    audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "guarantee.decline")).one()
+    assert audit.after == {"guarantee": asked.id, "status": "declined", "replaces": old.id}
 
 
 # -- races (PostgreSQL: row locks wait) --------------------------------------------------------

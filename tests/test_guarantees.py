@@ -156,7 +156,9 @@ def test_a_guarantor_pledges_free_deposits_only_and_is_told_why_not(app: Flask) 
     assert member_deposits(guarantor.id).free == D("0")
 
     guarantee_decline(guarantee_id=second.id, guarantor_id=guarantor.id, via="sms", today=DAY)
-    assert db.session.get(Guarantee, second.id).status == "declined"
+    declined = db.session.get(Guarantee, second.id)
+    assert (declined.status, declined.answered_via) == ("declined", "sms")
+    assert declined.answered_at is not None and declined.ended_at == declined.answered_at
     assert len(_sms(two.member.phone, "guarantee_declined")) == 1
     with pytest.raises(GuaranteeError, match="was declined already"):
         _accept(second, guarantor)
