@@ -19,7 +19,7 @@ from app.extensions import db
 from app.models import AuditLog, Guarantee, Loan, LoanProduct, Member, SmsMessage
 from app.selectors.guarantees import guarantees_held
 from app.services.guarantees import GuaranteeError, guarantee_accept, guarantee_request
-from app.services.guarantees.jobs import guarantees_expire
+from app.services.guarantees.jobs import guarantees_expire, guarantors_notify
 from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_repay
 from tests.factories import make_member
 from tests.helpers import Worker, wait_until_blocked
@@ -134,6 +134,18 @@ def test_expiry_in_chunks_of_one_expires_each_request_once(
     )
 
 
+def test_a_request_may_be_answered_all_of_its_last_day(app: Flask) -> None:
+    waiting = _ask(_apply(_product()), make_borrower(savings=20000), 4000)  # last day 9 March
+
+    on_the_day = _run("guarantee-expiry", date(2026, 3, 9))
+    assert (on_the_day.records_scanned, on_the_day.records_updated) == (0, 0)
+    assert db.session.get(Guarantee, waiting).status == "requested"
+    the_day_after = _run("guarantee-expiry", date(2026, 3, 10))
+    assert (the_day_after.records_scanned, the_day_after.records_updated) == (1, 1)
+    db.session.expire_all()
+    assert db.session.get(Guarantee, waiting).status == "expired"
+
+
 def test_expiry_leaves_a_request_answered_or_still_in_time_alone(app: Flask) -> None:
     """The scan's ids are only candidates: by the time their chunk runs one may have been
     answered, and the chunk's own reading of the rows is what decides."""
@@ -198,7 +210,8 @@ def test_each_guarantor_of_a_loan_in_default_is_told_once_with_their_exposure(
 
     stats = _run("guarantor-notices", date(2026, 4, 1))
 
-    assert (stats.records_scanned, stats.notifications_sent, stats.errors) == (1, 2, [])
+    assert (stats.records_scanned, stats.records_updated, stats.notifications_sent) == (1, 2, 2)
+    assert stats.errors == []
     assert _texts("guarantor_default") == [
         (
             first,
@@ -214,7 +227,9 @@ def test_each_guarantor_of_a_loan_in_default_is_told_once_with_their_exposure(
         ),
     ]
 
-    # The next nights (and a rerun) find nobody left to tell.
+    # The next nights (and a rerun) find nobody left to tell, even a chunk handed the
+    # loan by a scan that ran before the texts were queued.
+    assert guarantors_notify([loan_id]) == 0
     run_job("guarantor-notices", date(2026, 4, 1))
     later = _run("guarantor-notices", date(2026, 4, 2))
     assert (later.records_scanned, later.notifications_sent) == (0, 0)
