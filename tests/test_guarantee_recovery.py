@@ -423,8 +423,16 @@ def test_a_guarantor_is_replaced_once_the_new_one_accepts_and_a_manager_approves
         guarantee_substitute_request(
             guarantee_id=old.id, guarantor_id=make_borrower(savings=1).id, by=officer
         )
-    with pytest.raises(GuaranteeRecoveryError, match="has not accepted"):
+    with pytest.raises(
+        GuaranteeRecoveryError,
+        match=r"^the new guarantor has not accepted \(the request is requested\); "
+        "a replacement is approved once they have$",
+    ):
         guarantee_substitute_approve(guarantee_id=asked.id, staff=manager)
+    # Only a replacement is approved: not an ordinary guarantee, not an unknown id.
+    for not_one in (old.id, 999999):
+        with pytest.raises(GuaranteeRecoveryError, match=f"^no replacement guarantee {not_one}$"):
+            guarantee_substitute_approve(guarantee_id=not_one, staff=manager)
     with pytest.raises(PermissionDenied):
         guarantee_substitute_approve(guarantee_id=asked.id, staff=officer)
 
@@ -439,7 +447,27 @@ def test_a_guarantor_is_replaced_once_the_new_one_accepts_and_a_manager_approves
     assert replaced.ended_at is not None
     assert member_deposits(first.id).free == D("4000")
     assert _statuses(loan_id)[newcomer.id] == ("accepted", D("0.00"))
-    assert db.session.scalar(select(AuditLog.action).where(AuditLog.action == "guarantee.replace"))
+    audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "guarantee.replace")).one()
+    assert (audit.actor, audit.object_type, audit.object_id) == (
+        f"staff:{manager.email}",
+        "loan",
+        reload(loan_id).loan_no,
+    )
+    assert audit.before == {
+        "guarantee": old.id,
+        "status": "accepted",
+        "guarantor": first.member_no,
+    }
+    assert audit.after == {
+        "status": "replaced",
+        "replaced_by": asked.id,
+        "guarantor": newcomer.member_no,
+        "amount": "4000.00",
+    }
+    with pytest.raises(
+        GuaranteeRecoveryError, match="^the guarantee it replaces is replaced already$"
+    ):
+        guarantee_substitute_approve(guarantee_id=asked.id, staff=manager)
 
     # The new guarantor is the one a recovery then takes from.
     proposal = _propose(loan_id)
@@ -469,6 +497,38 @@ def test_a_replacement_leaving_the_cover_short_is_refused(app: Flask) -> None:
     ):
         guarantee_substitute_approve(guarantee_id=asked.id, staff=make_staff("branch_manager"))
     assert _guarantee_of(loan_id, first).status == "accepted"
+
+
+def test_a_replacement_meeting_the_cover_exactly_is_approved_unless_guarantors_fall_short(
+    app: Flask,
+) -> None:
+    """The cover is 5,000 (the 10,000 loan above the borrower's own 5,000): the 2,000
+    pledge that stays and a 3,000 replacement meet it to the shilling. The guarantor count
+    is the product's as it stands when the manager approves."""
+    loan_id, (first, second) = _defaulted()
+    manager = make_staff("branch_manager")
+    old = _guarantee_of(loan_id, first)
+    newcomer = make_borrower(savings=3000)
+    asked = guarantee_substitute_request(
+        guarantee_id=old.id, guarantor_id=newcomer.id, by=manager, amount="3000", today=DEFAULTED
+    )
+    guarantee_substitute_accept(
+        guarantee_id=asked.id, guarantor_id=newcomer.id, via="ussd", today=DEFAULTED
+    )
+    product = reload(loan_id).product
+    product.min_guarantors = 3
+    db.session.commit()
+    with pytest.raises(
+        GuaranteeRecoveryError,
+        match=r"would not be secured: KES 5,000 of KES 5,000 covered, 2 of 3 guarantors$",
+    ):
+        guarantee_substitute_approve(guarantee_id=asked.id, staff=manager)
+    product = reload(loan_id).product
+    product.min_guarantors = 2
+    db.session.commit()
+    replaced = guarantee_substitute_approve(guarantee_id=asked.id, staff=manager)
+    assert (replaced.id, replaced.status) == (old.id, "replaced")
+    assert _guarantee_of(loan_id, second).status == "accepted"
 
 
 def test_a_replacement_is_accepted_out_of_free_deposits_only(app: Flask) -> None:
@@ -713,10 +773,20 @@ def test_a_recovery_that_clears_the_debt_closes_the_loan(app: Flask) -> None:
     loan_disburse(loan_id=loan.id, reference="B2CZERO", value_date=PAID_OUT)
     loan_id = loan.id
     run_job("loan-arrears", DEFAULTED)
-    decided = _decide(_propose(loan_id).id, make_staff("compliance"))
+    decider = make_staff("compliance")
+    decided = _decide(_propose(loan_id).id, decider)
     assert decided.recovered_total == D("10000.00")
     loan = reload(loan_id)
     assert (loan.status, loan.closed_on, loan.in_default) == ("closed", DECIDED, False)
+    assert (loan.days_past_due, loan.aging_bucket) == (0, "current")
+    closing = db.session.scalars(select(AuditLog).where(AuditLog.action == "loan.close")).one()
+    assert (closing.actor, closing.object_id, closing.before, closing.after) == (
+        f"staff:{decider.email}",
+        loan.loan_no,
+        {"status": "active"},
+        {"status": "closed"},
+    )
+    assert closing.note == f"paid in full by recovery {decided.id} from guarantors"
     assert receivables(loan)["principal"] == D("0.00")
     assert all(r.paid_on == DECIDED for r in current_installments(loan_id))
     assert {status for status, _ in _statuses(loan_id).values()} == {"recovered"}
