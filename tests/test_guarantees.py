@@ -14,7 +14,7 @@ from flask import Flask
 from sqlalchemy import bindparam, select, text
 
 from app.extensions import db
-from app.models import Guarantee, Loan, Member, SmsMessage
+from app.models import AuditLog, Guarantee, Loan, Member, SmsMessage
 from app.models.types import Money
 from app.selectors.guarantees import guarantees_held, loan_cover, member_deposits
 from app.selectors.loans import loan_eligibility
@@ -23,6 +23,7 @@ from app.services.guarantees import (
     guarantee_accept,
     guarantee_decline,
     guarantee_request,
+    guarantees_end,
     guarantor_find,
     mask_name,
 )
@@ -167,18 +168,55 @@ def test_a_guarantor_pledges_free_deposits_only_and_is_told_why_not(app: Flask) 
 def test_ending_an_application_cancels_its_requests_and_releases_its_pledges(
     app: Flask,
 ) -> None:
-    loan = _apply(_secured())
+    product_id = _secured()
+    loan, other_loan = _apply(product_id), _apply(product_id)
     accepting, waiting = make_borrower(savings=20000), make_borrower(savings=20000)
-    _accept(_ask(loan, accepting, 10000), accepting)
-    _ask(loan, waiting, 5000)
-    assert member_deposits(accepting.id).free == D("10000")
+    released = _ask(loan, accepting, 10000).id
+    _accept(released, accepting)
+    cancelled = _ask(loan, waiting, 5000).id
+    kept = _ask(other_loan, accepting, 4000).id
+    _accept(kept, accepting)
+    also_kept = _ask(other_loan, waiting, 3000).id
+    assert member_deposits(accepting.id).free == D("6000")
 
-    loan_reject(loan_id=loan.id, staff=make_staff("branch_manager"), reason="incomplete file")
+    manager = make_staff("branch_manager")
+    loan_reject(loan_id=loan.id, staff=manager, reason="incomplete file")
     rows = db.session.execute(
         select(Guarantee.guarantor_id, Guarantee.status).where(Guarantee.loan_id == loan.id)
     ).all()
     assert dict(rows) == {accepting.id: "released", waiting.id: "cancelled"}
-    assert member_deposits(accepting.id).free == D("20000")
+    assert all(db.session.get(Guarantee, gid).ended_at for gid in (released, cancelled))
+    # Another loan's pledge by the same guarantor is not this loan's to end.
+    assert db.session.get(Guarantee, kept).status == "accepted"
+    assert db.session.get(Guarantee, also_kept).status == "requested"
+    assert member_deposits(accepting.id).free == D("16000")
+    audits = db.session.scalars(
+        select(AuditLog)
+        .where(AuditLog.action.in_(("guarantee.release", "guarantee.cancel")))
+        .order_by(AuditLog.id)
+    ).all()
+    assert [(a.action, a.actor, a.object_type, a.object_id, a.before, a.after) for a in audits] == [
+        (
+            "guarantee.release",
+            f"staff:{manager.email}",
+            "loan",
+            loan.loan_no,
+            {"guarantee": released, "status": "accepted"},
+            {"status": "released", "loan_status": "rejected"},
+        ),
+        (
+            "guarantee.cancel",
+            f"staff:{manager.email}",
+            "loan",
+            loan.loan_no,
+            {"guarantee": cancelled, "status": "requested"},
+            {"status": "cancelled", "loan_status": "rejected"},
+        ),
+    ]
+    # What it ends it counts; a loan with nothing left to end changes nothing.
+    assert guarantees_end(reload(other_loan.id), "staff:test") == 2
+    assert guarantees_end(reload(other_loan.id), "staff:test") == 0
+    db.session.rollback()
 
 
 def test_requests_are_refused_in_words(app: Flask) -> None:

@@ -294,7 +294,8 @@ def guarantees_end(loan: Loan, actor: str) -> int:
         select(Guarantee)
         .where(Guarantee.loan_id == loan.id, Guarantee.status.in_(("requested", "accepted")))
         .with_for_update()
-        .execution_options(populate_existing=True)
+        # Re-read under the lock; one session cannot show it (the races on PostgreSQL do).
+        .execution_options(populate_existing=True)  # pragma: no mutate
     ):
         before = guarantee.status
         guarantee.status = "released" if before == "accepted" else "cancelled"
