@@ -246,9 +246,16 @@ def test_a_guarantor_is_found_by_member_number_or_phone_and_shown_masked(app: Fl
     assert guarantor_find(member.member_no) == member
     assert guarantor_find(str(number)) == member
     assert guarantor_find("0" + member.phone[3:]) == member
+    assert guarantor_find(" m" + member.member_no[1:] + " ") == member  # as typed on a phone
     assert guarantor_find("M999999") is None
     assert guarantor_find("not a phone") is None
+    assert guarantor_find("") is None
     assert mask_name(member.name) == "J*** K*** O***"
+    # Only an active member may guarantee: not a suspended one, by number or phone.
+    member.status = "suspended"
+    db.session.commit()
+    assert guarantor_find(member.member_no) is None
+    assert guarantor_find("0" + member.phone[3:]) is None
 
 
 # -- races (PostgreSQL: row locks wait) ------------------------------------------------------
