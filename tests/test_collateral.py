@@ -86,12 +86,43 @@ def test_recorded_collateral_counts_toward_cover_at_the_haircut_and_is_audited(
     assert loan_cover(reload(loan.id)).complete
 
     row = db.session.scalar(select(AuditLog).where(AuditLog.action == "collateral.record"))
-    assert row.actor == f"staff:{officer.email}" and row.object_id == loan.loan_no
-    assert row.after["kind"] == "log_book" and row.after["forced_sale_value"] == "20000.00"
-    assert row.after["valuer"] == "Regent Valuers"
+    assert (row.actor, row.object_type, row.object_id) == (
+        f"staff:{officer.email}",
+        "loan",
+        loan.loan_no,
+    )
+    assert row.after == {
+        "collateral": collateral.id,
+        "kind": "log_book",
+        "description": "KDA 123X Toyota Probox",
+        "owner": "Jane Wanjiru",
+        "market_value": "600000.00",
+        "forced_sale_value": "20000.00",
+        "valued_on": (business_today() - timedelta(days=3)).isoformat(),
+        "valuer": "Regent Valuers",
+    }
 
     # The cover is complete: the manager approves a loan no guarantor stands behind.
     assert loan_approve(loan_id=loan.id, staff=make_staff("branch_manager")).status == "approved"
+
+
+def test_collateral_at_the_limits_is_recorded_and_counts_to_the_shilling_below(
+    app: Flask,
+) -> None:
+    """Valued today, sold at forced sale for all it is worth, with the longest words the
+    register keeps: recorded. 40% off 20,001 is 12,000.60, counted as 12,000."""
+    loan = _application()
+    collateral = _record(
+        loan,
+        make_staff("loan_officer"),
+        market_value="20001",
+        forced_sale_value="20001",
+        valued_on=business_today(),
+        description="d" * 255,
+        valuer="v" * 120,
+    )
+    assert collateral.lien_status == "registered"
+    assert loan_cover(reload(loan.id)).collateral == D("12000")
 
 
 def test_a_product_that_does_not_count_collateral_keeps_it_on_the_register(app: Flask) -> None:
@@ -116,7 +147,10 @@ def test_a_product_that_does_not_count_collateral_keeps_it_on_the_register(app: 
         ({"valued_on": None}, "the valuation date is needed"),
         ({"description": "   "}, "the description is needed"),
         ({"owner_name": "x" * 121}, "the owner's name is at most 120 characters"),
+        ({"description": "d" * 256}, "the description is at most 255 characters"),
         ({"valuer": ""}, "the valuer is needed"),
+        ({"valuer": "v" * 121}, "the valuer is at most 120 characters"),
+        ({"loan_id": 999999}, "no loan 999999"),
     ],
 )
 def test_bad_input_is_refused_in_words_and_nothing_is_written(
