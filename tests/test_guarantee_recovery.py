@@ -8,6 +8,7 @@ on PostgreSQL. Every test ends with the full reconciliation (the autouse fixture
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
@@ -581,7 +582,16 @@ def test_a_member_asked_to_replace_a_guarantor_may_say_no(app: Flask) -> None:
         )
 
 
-def test_a_declined_replacement_is_recorded_audited_and_told_to_the_borrower(app: Flask) -> None:
+@pytest.mark.parametrize(
+    "decline",
+    [guarantee_substitute_decline, guarantee_decline],
+    ids=["replacement decline", "ordinary decline (SMS NO, USSD)"],
+)
+def test_a_declined_replacement_is_recorded_audited_and_told_to_the_borrower(
+    app: Flask, decline: Callable[..., Guarantee]
+) -> None:
+    """Whichever surface the answer comes from, a request to replace a guarantor is
+    declined by the replacement's own rules: its expiry, its guarantor, its audit."""
     loan_id, (first, _) = _defaulted()
     old = _guarantee_of(loan_id, first)
     other = make_borrower(savings=9000)
@@ -591,17 +601,16 @@ def test_a_declined_replacement_is_recorded_audited_and_told_to_the_borrower(app
     # The request runs a week from the day it was asked: an answer dated after that is
     # refused however the clock reads, and changes nothing.
     with pytest.raises(GuaranteeRecoveryError, match="this request has expired"):
-        guarantee_substitute_decline(
-            guarantee_id=asked.id, guarantor_id=other.id, via="sms", today=date(2026, 4, 30)
-        )
+        decline(guarantee_id=asked.id, guarantor_id=other.id, via="sms", today=date(2026, 4, 30))
+    with pytest.raises(GuaranteeRecoveryError, match="no such request to replace"):
+        decline(guarantee_id=asked.id, guarantor_id=first.id, via="sms", today=DEFAULTED)
     assert db.session.get(Guarantee, asked.id).status == "requested"
 
-    declined = guarantee_substitute_decline(
-        guarantee_id=asked.id, guarantor_id=other.id, via="ussd", today=DEFAULTED
-    )
-    row = db.session.get(Guarantee, declined.id)
+    decline(guarantee_id=asked.id, guarantor_id=other.id, via="ussd", today=DEFAULTED)
+    row = db.session.get(Guarantee, asked.id)
     assert (row.status, row.answered_via) == ("declined", "ussd")
     assert row.answered_at is not None and row.ended_at == row.answered_at
+    assert _guarantee_of(loan_id, first).status == "accepted"
     audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "guarantee.decline")).one()
     loan = reload(loan_id)
     assert (audit.actor, audit.object_type, audit.object_id) == (
@@ -617,32 +626,6 @@ def test_a_declined_replacement_is_recorded_audited_and_told_to_the_borrower(app
     assert sms.idempotency_key == f"guarantee-declined:{asked.id}"
     masked = " ".join(f"{part[0]}***" for part in other.name.split())
     assert masked in sms.body and loan.loan_no in sms.body and other.name not in sms.body
-
-
-def test_a_replacement_declined_by_the_ordinary_answer_follows_the_replacement_rules(
-    app: Flask,
-) -> None:
-    """An SMS NO or the USSD decline reaches guarantee_decline, which hands a request to
-    replace a guarantor to the replacement's own decline: its expiry, its audit, its SMS."""
-    loan_id, (first, _) = _defaulted()
-    old = _guarantee_of(loan_id, first)
-    other = make_borrower(savings=9000)
-    asked = guarantee_substitute_request(
-        guarantee_id=old.id, guarantor_id=other.id, by=reload(loan_id).member, today=DEFAULTED
-    )
-    with pytest.raises(GuaranteeRecoveryError, match="this request has expired"):
-        guarantee_decline(
-            guarantee_id=asked.id, guarantor_id=other.id, via="sms", today=date(2026, 4, 30)
-        )
-    with pytest.raises(GuaranteeRecoveryError, match="no such request to replace"):
-        guarantee_decline(guarantee_id=asked.id, guarantor_id=first.id, via="sms", today=DEFAULTED)
-
-    guarantee_decline(guarantee_id=asked.id, guarantor_id=other.id, via="sms", today=DEFAULTED)
-    row = db.session.get(Guarantee, asked.id)
-    assert (row.status, row.answered_via) == ("declined", "sms")
-    assert _guarantee_of(loan_id, first).status == "accepted"
-    audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "guarantee.decline")).one()
-    assert audit.after == {"guarantee": asked.id, "status": "declined", "replaces": old.id}
 
 
 # -- races (PostgreSQL: row locks wait) --------------------------------------------------------
