@@ -9,8 +9,8 @@ sizing rule (2 x cores + 1). A USSD hop is a few milliseconds of CPU and two sho
 and one database round trips, so a process that takes the next connection only when it is
 free spreads the phones evenly over the cores. The threaded worker accepted connections
 ahead of its threads and queued them behind one process's GIL while another idled: on
-two cores at 50 connections its first hop had a p99 of 68-155 ms, the sync workers' 42-45
-ms (benchmarks/ussd_load.py --first-hop, in the issue 18 note). Sync workers expect a
+two cores at 50 connections its first hop had a p99 of 59-155 ms, the sync workers' 42-70
+ms, median 47.6 (benchmarks/ussd_load.py --first-hop, in the issue 18 note). Sync workers expect a
 buffering reverse proxy in front for slow clients (gunicorn's design notes), which
 production has anyway: the callbacks must be https and gunicorn here speaks plain HTTP.
 """
