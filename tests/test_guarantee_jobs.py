@@ -20,6 +20,7 @@ from app.models import AuditLog, Guarantee, Loan, LoanProduct, Member, SmsMessag
 from app.selectors.guarantees import guarantees_held
 from app.services.guarantees import GuaranteeError, guarantee_accept, guarantee_request
 from app.services.guarantees.jobs import guarantees_expire, guarantors_notify
+from app.services.guarantees.recovery import guarantee_substitute_request
 from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_repay
 from tests.factories import make_member
 from tests.helpers import Worker, wait_until_blocked
@@ -249,6 +250,28 @@ def test_a_notice_names_what_the_pledge_holds_after_repayments(app: Flask) -> No
     assert D("0") < held.exposure < D("10000")
     [body] = [body for member_id, _, body in _texts("guarantor_default") if member_id == first]
     assert f"KES {held.exposure:,.2f} of your deposits" in body
+
+
+def test_a_member_asked_to_replace_a_guarantor_of_a_loan_in_default_is_not_told(
+    app: Flask,
+) -> None:
+    """Only an accepted pledge holds deposits: a replacement not yet answered is nobody
+    to tell, and the loan is not scanned again for it."""
+    loan_id, (first, second) = _guaranteed_loan_in_default()
+    run_job("guarantor-notices", date(2026, 4, 1))
+    old = db.session.scalar(
+        select(Guarantee.id).where(Guarantee.loan_id == loan_id, Guarantee.guarantor_id == first)
+    )
+    newcomer = make_borrower(savings=20000)
+    guarantee_substitute_request(
+        guarantee_id=old, guarantor_id=newcomer.id, by=make_staff(), today=date(2026, 4, 2)
+    )
+
+    later = _run("guarantor-notices", date(2026, 4, 2))
+
+    assert (later.records_scanned, later.notifications_sent) == (0, 0)
+    assert guarantors_notify([loan_id]) == 0
+    assert [member_id for member_id, _, _ in _texts("guarantor_default")] == [first, second]
 
 
 # -- an answer racing the expiry (PostgreSQL: row locks wait) --------------------------------
