@@ -612,7 +612,7 @@ def guarantee_substitute_decline(
         applicant=loan.member,
         guarantor=mask_name(guarantor.name),
         amount=guarantee.amount,  # pragma: no mutate: a decline's text names no amount
-        loan_no=loan.loan_no or "",
+        loan_no=loan.loan_no or "",  # pragma: no mutate: a loan is numbered when applied for
         answer="declined",
         key=str(guarantee.id),
     )
