@@ -782,6 +782,38 @@ def test_a_recovery_that_clears_the_debt_closes_the_loan(app: Flask) -> None:
     assert [member_deposits(member_id).free for member_id in ids] == [D("0"), D("0")]
 
 
+def test_an_answer_reads_the_old_pledge_again_after_another_session_ended_it(
+    app: Flask, pg: None
+) -> None:
+    """The answering session may hold the old guarantee as it read it before another
+    transaction ended it (a worker's session outlives its jobs): under the locks it is read
+    again, and the replacement is refused."""
+    loan_id, (first, _) = _defaulted()
+    old = _guarantee_of(loan_id, first)
+    newcomer = make_borrower(savings=9000)
+    asked = guarantee_substitute_request(
+        guarantee_id=old.id, guarantor_id=newcomer.id, by=make_staff(), today=DEFAULTED
+    )
+    asked_id, old_id = asked.id, old.id
+    assert _guarantee_of(loan_id, first).status == "accepted"  # read, transaction open
+
+    def end_it() -> None:
+        db.session.execute(
+            update(Guarantee).where(Guarantee.id == old_id).values(status="released")
+        )
+        db.session.commit()
+
+    ender = Worker(app, end_it)
+    ender.start()
+    ender.outcome()
+    with pytest.raises(GuaranteeRecoveryError, match="^the guarantee this one replaces has ended"):
+        guarantee_substitute_accept(
+            guarantee_id=asked_id, guarantor_id=newcomer.id, via="sms", today=DEFAULTED
+        )
+    db.session.rollback()
+    assert db.session.get(Guarantee, asked_id).status == "requested"
+
+
 @pytest.mark.parametrize("first", ["decision", "acceptance"])
 def test_a_decision_racing_a_replacement_acceptance_never_deadlocks(
     app: Flask, pg: None, first: str
