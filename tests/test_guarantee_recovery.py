@@ -381,6 +381,40 @@ def test_a_guarantor_short_of_deposits_pays_what_is_free_never_an_overdraft(
     assert recovery_problems() == []
 
 
+def test_a_guarantor_pays_only_what_their_other_holds_and_own_loans_leave_free(
+    app: Flask,
+) -> None:
+    """The second guarantor pledged 2,000 here, 3,000 on a loan still being applied for,
+    and applies for 1,000 of their own; then 1,500 leaves their savings. Of the 4,500 left,
+    the other pledge holds 3,000 and their own application 1,000: 500 is this guarantee's
+    to pay, not its whole exposure."""
+    loan_id, (first, second) = _defaulted(savings=(4000, 6000))
+    product = reload(loan_id).product
+    other = loan_apply(
+        member_id=make_borrower(savings=5000).id,
+        product_id=product.id,
+        amount=10000,
+        as_of=DEFAULTED,
+    )
+    asked = guarantee_request(
+        loan_id=other.id, guarantor_id=second.id, amount=3000, actor="staff:t", today=DEFAULTED
+    )
+    guarantee_accept(guarantee_id=asked.id, guarantor_id=second.id, via="sms", today=DEFAULTED)
+    loan_apply(member_id=second.id, product_id=product.id, amount=1000, as_of=DEFAULTED)
+    _take_savings(second, 1500)
+    held = member_deposits(second.id)
+    assert (held.deposits, held.guaranteed, held.own) == (D("4500"), D("5000"), D("1000"))
+
+    decided = _decide(_propose(loan_id).id, make_staff("compliance"))
+
+    assert _statuses(loan_id) == {
+        first.id: ("recovered", D("4000.00")),
+        second.id: ("recovered", D("500.00")),
+    }
+    assert decided.recovered_total == D("4500.00")
+    assert _savings(second) == D("4000.00")
+
+
 def test_nothing_to_take_is_refused_and_the_proposal_waits(app: Flask) -> None:
     # All the guarantor's savings left (a correction posted before holds existed).
     loan_id, (guarantor,) = _defaulted((5000,), savings=(10000,))
