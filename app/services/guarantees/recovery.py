@@ -227,14 +227,13 @@ def _shares(
     guarantor pays (its exposure, cut in proportion if they add up to more than the
     principal owed, and at most what the guarantor has free besides this hold)."""
     owed, exposure = _exposures(loan, guarantees)
-    total = sum(exposure.values(), ZERO)
+    total = sum(exposure.values(), ZERO)  # pragma: no mutate: an int 0 compares the same
     take: dict[int, Decimal] = {}
     for g in guarantees:
+        # Owing no principal, every exposure is nothing already (and the decision refuses).
         due = exposure[g.id]
         if total > owed > 0:
             due = round_money(due * owed / total, rounding=ROUND_FLOOR)
-        elif owed <= 0:
-            due = ZERO
         held = member_deposits(g.guarantor_id)
         # This guarantee's own hold is what it pays from; every other hold stays.
         available = max(ZERO, held.deposits - (held.guaranteed - exposure[g.id]) - held.own)
@@ -584,7 +583,7 @@ def guarantee_substitute_accept(
         applicant=loan.member,
         guarantor=mask_name(guarantor.name),
         amount=guarantee.amount,
-        loan_no=loan.loan_no or "",
+        loan_no=loan.loan_no or "",  # pragma: no mutate: a loan is numbered when applied for
         answer="accepted",
         key=str(guarantee.id),
     )
