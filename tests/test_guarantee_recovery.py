@@ -816,20 +816,25 @@ def test_a_recovery_that_clears_the_debt_closes_the_loan(app: Flask) -> None:
     assert [member_deposits(member_id).free for member_id in ids] == [D("0"), D("0")]
 
 
-def test_an_answer_reads_the_old_pledge_again_after_another_session_ended_it(
-    app: Flask, pg: None
+@pytest.mark.parametrize("door", ["request", "answer"])
+def test_a_session_that_read_the_old_pledge_before_another_ended_it_reads_it_again(
+    app: Flask, pg: None, door: str
 ) -> None:
-    """The answering session may hold the old guarantee as it read it before another
-    transaction ended it (a worker's session outlives its jobs): under the locks it is read
-    again, and the replacement is refused."""
+    """The asking or answering session may hold the old guarantee as it read it before
+    another transaction ended it (a worker's session outlives its jobs): under the locks it
+    is read again, and the replacement is refused."""
     loan_id, (first, _) = _defaulted()
-    old = _guarantee_of(loan_id, first)
-    newcomer = make_borrower(savings=9000)
-    asked = guarantee_substitute_request(
-        guarantee_id=old.id, guarantor_id=newcomer.id, by=make_staff(), today=DEFAULTED
-    )
-    asked_id, old_id = asked.id, old.id
-    assert _guarantee_of(loan_id, first).status == "accepted"  # read, transaction open
+    newcomer, staff = make_borrower(savings=9000), make_staff()
+    asked_id = 0
+    if door == "answer":
+        asked_id = guarantee_substitute_request(
+            guarantee_id=_guarantee_of(loan_id, first).id,
+            guarantor_id=newcomer.id,
+            by=staff,
+            today=DEFAULTED,
+        ).id
+    old = _guarantee_of(loan_id, first)  # read as accepted, the transaction left open
+    old_id = old.id
 
     def end_it() -> None:
         db.session.execute(
@@ -840,12 +845,25 @@ def test_an_answer_reads_the_old_pledge_again_after_another_session_ended_it(
     ender = Worker(app, end_it)
     ender.start()
     ender.outcome()
-    with pytest.raises(GuaranteeRecoveryError, match="^the guarantee this one replaces has ended"):
-        guarantee_substitute_accept(
-            guarantee_id=asked_id, guarantor_id=newcomer.id, via="sms", today=DEFAULTED
-        )
-    db.session.rollback()
-    assert db.session.get(Guarantee, asked_id).status == "requested"
+    assert old.status == "accepted"  # this session has not seen it end
+    if door == "request":
+        with pytest.raises(
+            GuaranteeRecoveryError,
+            match="^this guarantee is released; only an accepted one is replaced$",
+        ):
+            guarantee_substitute_request(guarantee_id=old_id, guarantor_id=newcomer.id, by=staff)
+        db.session.rollback()
+        assert _replacement_asks(loan_id) == 0
+    else:
+        with pytest.raises(
+            GuaranteeRecoveryError,
+            match="^the guarantee this one replaces has ended: nothing to replace$",
+        ):
+            guarantee_substitute_accept(
+                guarantee_id=asked_id, guarantor_id=newcomer.id, via="sms", today=DEFAULTED
+            )
+        db.session.rollback()
+        assert db.session.get(Guarantee, asked_id).status == "requested"
 
 
 @pytest.mark.parametrize("first", ["decision", "acceptance"])
@@ -957,6 +975,7 @@ def test_a_replacement_is_asked_by_the_borrower_or_a_maker_refused_in_words_othe
     with pytest.raises(PermissionDenied):
         ask(by=make_staff("compliance"))
     refused = [
+        ({"by": first}, r"only the borrower or staff ask for a guarantor to be replaced"),
         ({"guarantee_id": 999999}, r"no guarantee 999999"),
         ({"amount": "abc"}, r"amount is not a number"),
         ({"amount": "-5"}, r"amount must be more than zero"),
@@ -1061,6 +1080,13 @@ def test_a_replacement_is_accepted_to_its_last_day_out_of_free_deposits_to_the_s
     assert row.answered_at is not None
     assert member_deposits(exact.id).free == D("0")
     assert _guarantee_of(loan_id, first).status == "accepted"  # until a manager approves
+    # Accepted and waiting for the manager, it still stands in the way of another.
+    with pytest.raises(
+        GuaranteeRecoveryError, match="^a replacement for this guarantor has been asked already$"
+    ):
+        guarantee_substitute_request(
+            guarantee_id=old.id, guarantor_id=make_borrower(savings=9000).id, by=manager
+        )
     assert _accept_audits() == 3
     audit = db.session.scalars(
         select(AuditLog).where(AuditLog.action == "guarantee.accept").order_by(AuditLog.id.desc())
@@ -1092,7 +1118,7 @@ def test_a_replacement_answered_after_its_loan_or_the_old_guarantee_ended_is_ref
 ) -> None:
     """The ends that would cancel the request (a close, a recovery) are covered elsewhere;
     this is the state itself, however it came about: nothing left to take the place of."""
-    loan_id, (first, _) = _defaulted()
+    loan_id, (first, second) = _defaulted()
     old = _guarantee_of(loan_id, first)
     newcomer = make_borrower(savings=9000)
     asked = guarantee_substitute_request(
@@ -1100,7 +1126,17 @@ def test_a_replacement_answered_after_its_loan_or_the_old_guarantee_ended_is_ref
     )
     if ended == "loan":
         db.session.execute(update(Loan).where(Loan.id == loan_id).values(status="written_off"))
-        words = f"^loan {reload(loan_id).loan_no} is written_off: nothing to guarantee$"
+        loan_no = reload(loan_id).loan_no
+        words = f"^loan {loan_no} is written_off: nothing to guarantee$"
+        with pytest.raises(
+            GuaranteeRecoveryError,
+            match=f"^loan {loan_no} is written_off: its guarantees hold nothing$",
+        ):
+            guarantee_substitute_request(
+                guarantee_id=_guarantee_of(loan_id, second).id,
+                guarantor_id=make_borrower(savings=9000).id,
+                by=make_staff(),
+            )
     else:
         db.session.execute(
             update(Guarantee).where(Guarantee.id == old.id).values(status="released")
