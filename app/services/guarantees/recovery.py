@@ -482,7 +482,7 @@ def guarantee_substitute_request(
         raise GuaranteeRecoveryError(f"no guarantee {guarantee_id}")
     loan = lock_row(Loan, found.loan_id)
     old = db.session.get(Guarantee, guarantee_id, populate_existing=True)
-    assert loan is not None and old is not None  # neither is ever deleted
+    assert loan is not None and old is not None  # pragma: no mutate: neither is ever deleted
     if isinstance(by, Member) and by.id != loan.member_id:
         raise _refuse("only the borrower or staff ask for a guarantor to be replaced")
     if old.status != "accepted":
