@@ -114,8 +114,9 @@ def _defaulted_guarantees() -> Any:
         .join(Guarantee.loan)
         .where(
             Loan.in_default.is_(True),
-            # A close, a write-off or a recovery ends a loan's accepted guarantees in its
-            # own transaction (the reconciliation checks it): belt and braces only.
+            # A loan leaving the live statuses ends its accepted guarantees in the same
+            # transaction (loans/_common.py's _transition; the reconciliation checks it):
+            # belt and braces only.
             Loan.status.in_(LIVE_STATUSES),  # pragma: no mutate
             Guarantee.status == "accepted",
             _unannounced(),
