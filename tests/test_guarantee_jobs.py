@@ -152,18 +152,30 @@ def test_expiry_leaves_a_request_answered_or_still_in_time_alone(app: Flask) -> 
     answered, and the chunk's own reading of the rows is what decides."""
     product = _product()
     loan = _apply(product)
-    late, answered, in_time = (make_borrower(savings=20000) for _ in range(3))
+    late, answered, in_time, other = (make_borrower(savings=20000) for _ in range(4))
     late_id = _ask(loan, late, 4000)
     answered_id = _ask(loan, answered, 4000)
     guarantee_accept(guarantee_id=answered_id, guarantor_id=answered.id, via="ussd", today=ASKED)
-    in_time_id = _ask(loan, in_time, 4000, on=date(2026, 3, 8))  # its last day: 15 March
+    in_time_id = _ask(loan, in_time, 4000, on=date(2026, 3, 3))  # its last day: 10 March
+    # Past its day too, but another chunk's: this one touches only the ids it was handed.
+    other_id = _ask(loan, other, 4000)
+    assert guarantees_expire([answered_id, in_time_id], as_of=date(2026, 3, 10)) == 0
 
     assert guarantees_expire([late_id, answered_id, in_time_id], as_of=date(2026, 3, 10)) == 1
     db.session.commit()
 
     statuses = dict(db.session.execute(select(Guarantee.id, Guarantee.status)).all())
-    assert statuses == {late_id: "expired", answered_id: "accepted", in_time_id: "requested"}
+    assert statuses == {
+        late_id: "expired",
+        answered_id: "accepted",
+        in_time_id: "requested",
+        other_id: "requested",
+    }
     assert [key for _, key, _ in _texts("guarantee_expired")] == [f"guarantee-expired:{late_id}"]
+    [audit] = db.session.scalars(select(AuditLog).where(AuditLog.action == "guarantee.expire"))
+    assert (audit.actor, audit.object_type, audit.object_id) == ("system", "loan", loan.loan_no)
+    assert audit.before == {"guarantee": late_id, "status": "requested"}
+    assert audit.after == {"status": "expired", "expires_on": "2026-03-09"}
 
 
 def _guaranteed_loan_in_default() -> tuple[int, list[int]]:
