@@ -85,8 +85,8 @@ def guarantees_expire(guarantee_ids: Sequence[int], *, as_of: date) -> int:
         notify_guarantee_answer(
             applicant=members[loan.member_id],
             guarantor=mask_name(members[guarantee.guarantor_id].name),
-            amount=guarantee.amount,
-            loan_no=loan.loan_no or "",
+            amount=guarantee.amount,  # pragma: no mutate: an expiry's text names no amount
+            loan_no=loan.loan_no or "",  # pragma: no mutate: numbered when applied for
             answer="expired",
             key=str(guarantee.id),
         )
@@ -95,8 +95,9 @@ def guarantees_expire(guarantee_ids: Sequence[int], *, as_of: date) -> int:
 
 def _expiry_chunk(guarantee_ids: Sequence[int], as_of: date, stats: ChunkStats) -> None:
     expired = guarantees_expire(guarantee_ids, as_of=as_of)
-    stats.records_updated += expired
-    stats.notifications_sent += expired
+    # Each attempt's counts start at zero (app/batch.py): `=` would do as well as `+=`.
+    stats.records_updated += expired  # pragma: no mutate
+    stats.notifications_sent += expired  # pragma: no mutate
 
 
 GUARANTEE_EXPIRY = Batch("guarantee-expiry", guarantees_expiring_ids, _expiry_chunk, "guarantee")
@@ -166,8 +167,8 @@ def guarantors_notify(loan_ids: Sequence[int]) -> int:
 
 def _notices_chunk(loan_ids: Sequence[int], as_of: date, stats: ChunkStats) -> None:
     sent = guarantors_notify(loan_ids)
-    stats.records_updated += sent
-    stats.notifications_sent += sent
+    stats.records_updated += sent  # pragma: no mutate: as in _expiry_chunk
+    stats.notifications_sent += sent  # pragma: no mutate
 
 
 GUARANTOR_NOTICES = Batch("guarantor-notices", defaulted_guaranteed_loan_ids, _notices_chunk)
