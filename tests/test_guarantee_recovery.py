@@ -415,6 +415,32 @@ def test_a_guarantor_pays_only_what_their_other_holds_and_own_loans_leave_free(
     assert _savings(second) == D("4000.00")
 
 
+def test_a_partial_recovery_pays_principal_oldest_first_up_to_what_each_installment_owes(
+    app: Flask,
+) -> None:
+    """500 repaid early went to the first installment, 400 of it principal. The 5,760 the
+    guarantors pay (their pledges' share of the 9,600 owed) is principal only: each
+    installment takes what it still owes, oldest first; only those it clears are marked
+    paid, and the rest still wait."""
+    loan_id, _ = _defaulted(repaid=500)
+    before = {row.number: row.principal_paid for row in current_installments(loan_id)}
+    assert D("0") < before[1] < current_installments(loan_id)[0].principal_due
+
+    decided = _decide(_propose(loan_id).id, make_staff("compliance"))
+
+    rows = current_installments(loan_id)
+    paid_now = sum((row.principal_paid - before[row.number] for row in rows), D("0"))
+    assert paid_now == decided.recovered_total == D("5760.00")
+    assert all(row.principal_paid <= row.principal_due for row in rows)
+    cleared = [row.principal_paid == row.principal_due for row in rows]
+    assert cleared == sorted(cleared, reverse=True)  # a run of cleared ones, oldest first
+    assert 0 < cleared.count(True) < len(rows)
+    assert [row.paid_on is None for row in rows] == [row.outstanding > 0 for row in rows]
+    assert receivables(reload(loan_id))["principal"] == sum(
+        (row.principal_due - row.principal_paid for row in rows), D("0")
+    )
+
+
 def test_nothing_to_take_is_refused_and_the_proposal_waits(app: Flask) -> None:
     # All the guarantor's savings left (a correction posted before holds existed).
     loan_id, (guarantor,) = _defaulted((5000,), savings=(10000,))
