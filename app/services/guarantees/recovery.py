@@ -254,7 +254,7 @@ def _pay_principal(loan: Loan, amount: Decimal, value_date: date) -> None:
         if row.outstanding == 0 and row.paid_on is None:
             row.paid_on = value_date
         if remaining == 0:
-            break
+            break  # pragma: no mutate: `return` skips only the assert below
     assert remaining == 0, "the schedule owes less principal than its receivable"
 
 
