@@ -795,6 +795,37 @@ def test_a_decision_racing_a_repayment_keeps_the_books_exact(
     assert [balance(code) for code in savings] == [D(4000) - taken[0], D(2000) - taken[1]]
 
 
+def test_a_decision_reads_the_schedule_again_after_a_repayment_in_another_session(
+    app: Flask, pg: None
+) -> None:
+    """The deciding session may hold the installments as it read them before a repayment
+    committed in another (a worker's session outlives its jobs): the principal it pays is
+    added to what the schedule says under the loan's lock, not to that old reading."""
+    loan_id, _ = _defaulted()
+    proposal_id = _propose(loan_id).id
+    compliance = make_staff("compliance")
+    assert current_installments(loan_id)[0].principal_paid == D("0")  # read, left open
+
+    repay = Worker(
+        app,
+        lambda: (
+            loan_repay(
+                loan_id=loan_id, amount="3000", reference="RACE2", value_date=DECIDED
+            ).allocated
+        ),
+    )
+    repay.start()
+    repaid = repay.outcome()["principal"]
+    assert repaid > 0
+    decided = _decide(proposal_id, compliance)
+
+    rows = current_installments(loan_id)
+    assert sum((row.principal_paid for row in rows), D("0")) == repaid + decided.recovered_total
+    assert receivables(reload(loan_id))["principal"] == sum(
+        (row.principal_due - row.principal_paid for row in rows), D("0")
+    )
+
+
 def test_a_recovery_that_clears_the_debt_closes_the_loan(app: Flask) -> None:
     # No interest and no penalty: principal is all the loan owes, and the pledges cover it.
     product = make_product(
