@@ -804,7 +804,9 @@ def test_a_decision_reads_the_schedule_again_after_a_repayment_in_another_sessio
     loan_id, _ = _defaulted()
     proposal_id = _propose(loan_id).id
     compliance = make_staff("compliance")
-    assert current_installments(loan_id)[0].principal_paid == D("0")  # read, left open
+    # Read, and held: the session's identity map keeps only rows someone still refers to.
+    schedule = current_installments(loan_id)
+    assert schedule[0].principal_paid == D("0")
 
     repay = Worker(
         app,
@@ -820,6 +822,7 @@ def test_a_decision_reads_the_schedule_again_after_a_repayment_in_another_sessio
     decided = _decide(proposal_id, compliance)
 
     rows = current_installments(loan_id)
+    assert rows == schedule  # the same objects, brought up to date
     assert sum((row.principal_paid for row in rows), D("0")) == repaid + decided.recovered_total
     assert receivables(reload(loan_id))["principal"] == sum(
         (row.principal_due - row.principal_paid for row in rows), D("0")
