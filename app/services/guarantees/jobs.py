@@ -58,7 +58,8 @@ def guarantees_expire(guarantee_ids: Sequence[int], *, as_of: date) -> int:
             )
             .order_by(Guarantee.id)  # pragma: no mutate: lock order; an answer locks one
             .with_for_update()
-            .execution_options(populate_existing=True)
+            # The WHERE is checked again under the lock; a request changes only its status.
+            .execution_options(populate_existing=True)  # pragma: no mutate
         )
     )
     if not rows:

