@@ -35,4 +35,16 @@ def audit_record(
 def _plain(values: dict[str, Any] | None) -> dict[str, Any] | None:
     if values is None:
         return None
-    return {k: (v if isinstance(v, (int, bool, type(None))) else str(v)) for k, v in values.items()}
+    return {str(k): _plain_value(v) for k, v in values.items()}
+
+
+def _plain_value(value: Any) -> Any:
+    """JSON's own kinds as they are (a nested mapping or list stays one, not its repr);
+    anything else, an amount or a date, as its text."""
+    if isinstance(value, (int, bool, type(None))):
+        return value
+    if isinstance(value, dict):
+        return _plain(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    return str(value)
