@@ -265,7 +265,7 @@ def test_an_approved_recovery_debits_each_guarantor_their_exposure_in_one_entry(
 
 
 def test_a_declined_proposal_moves_nothing_and_another_may_follow(app: Flask) -> None:
-    loan_id, (first, _) = _defaulted()
+    loan_id, (first, second) = _defaulted()
     proposal = _propose(loan_id)
     with pytest.raises(GuaranteeRecoveryError, match="waits for the board's decision"):
         _propose(loan_id)
@@ -277,7 +277,45 @@ def test_a_declined_proposal_moves_nothing_and_another_may_follow(app: Flask) ->
     )
     assert _savings(first) == D("4000")
     assert _statuses(loan_id)[first.id] == ("accepted", D("0.00"))
-    assert _propose(loan_id).status == "proposed"
+    again = _propose(loan_id)
+    assert again.status == "proposed"
+
+    # Each decision is audited on the loan in the decider's name, the approval with what
+    # it took from each guarantee.
+    approver = make_staff("compliance")
+    _decide(again.id, approver)
+    loan_no = reload(loan_id).loan_no
+    decisions = db.session.scalars(
+        select(AuditLog)
+        .where(AuditLog.action.in_(("guarantee.recovery_approve", "guarantee.recovery_decline")))
+        .order_by(AuditLog.id)
+    ).all()
+    assert [(a.action, a.object_type, a.object_id) for a in decisions] == [
+        ("guarantee.recovery_decline", "loan", loan_no),
+        ("guarantee.recovery_approve", "loan", loan_no),
+    ]
+    assert decisions[1].actor == f"staff:{approver.email}"
+    assert [a.before for a in decisions] == [
+        {"recovery_id": proposal.id, "status": "proposed"},
+        {"recovery_id": again.id, "status": "proposed"},
+    ]
+    assert decisions[0].after == {
+        "recovery_id": proposal.id,
+        "status": "declined",
+        "decision_date": DECIDED.isoformat(),
+        "minute_ref": "BM/2026/04/7",
+    }
+    assert decisions[1].after == {
+        "recovery_id": again.id,
+        "status": "approved",
+        "decision_date": DECIDED.isoformat(),
+        "minute_ref": "BM/2026/04/7",
+        "recovered": "6000.00",
+        "by_guarantee": {
+            str(_id_of(loan_id, first)): "4000.00",
+            str(_id_of(loan_id, second)): "2000.00",
+        },
+    }
 
 
 def test_proposals_and_decisions_are_refused_in_words(app: Flask) -> None:
