@@ -750,6 +750,19 @@ def _hold_loan(app: Flask, loan_id: int) -> tuple[Worker, threading.Event]:
     return holder, release
 
 
+def _repayment(app: Flask, loan_id: int, reference: str) -> Worker:
+    """3,000 repaid on the decision day in a session of its own; its outcome is the
+    allocation."""
+    return Worker(
+        app,
+        lambda: (
+            loan_repay(
+                loan_id=loan_id, amount="3000", reference=reference, value_date=DECIDED
+            ).allocated
+        ),
+    )
+
+
 def test_two_deciders_at_once_post_the_recovery_once(app: Flask, pg: None) -> None:
     loan_id, (first, second) = _defaulted()
     proposal_id = _propose(loan_id).id
@@ -805,14 +818,7 @@ def test_a_decision_racing_a_repayment_keeps_the_books_exact(
     decide = Worker(
         app, lambda: _decide(proposal_id, db.session.get(StaffUser, compliance_id)).status
     )
-    repay = Worker(
-        app,
-        lambda: (
-            loan_repay(
-                loan_id=loan_id, amount="3000", reference="RACE1", value_date=DECIDED
-            ).allocated
-        ),
-    )
+    repay = _repayment(app, loan_id, "RACE1")
     # Whoever waits first on the loan's lock goes first.
     racers = [decide, repay] if first == "decision" else [repay, decide]
     racers[0].start()
@@ -846,14 +852,7 @@ def test_a_decision_reads_the_schedule_again_after_a_repayment_in_another_sessio
     schedule = current_installments(loan_id)
     assert schedule[0].principal_paid == D("0")
 
-    repay = Worker(
-        app,
-        lambda: (
-            loan_repay(
-                loan_id=loan_id, amount="3000", reference="RACE2", value_date=DECIDED
-            ).allocated
-        ),
-    )
+    repay = _repayment(app, loan_id, "RACE2")
     repay.start()
     repaid = repay.outcome()["principal"]
     assert repaid > 0
