@@ -654,8 +654,21 @@ def test_a_replacement_is_accepted_out_of_free_deposits_only(app: Flask) -> None
         guarantee_substitute_request(
             guarantee_id=old.id, guarantor_id=make_borrower(savings=1).id, by=reload(loan_id).member
         )
-    _decide(proposal.id, make_staff("compliance"))
-    assert db.session.get(Guarantee, asked.id).status == "cancelled"
+    decider = make_staff("compliance")
+    _decide(proposal.id, decider)
+    cancelled = db.session.get(Guarantee, asked.id)
+    assert cancelled.status == "cancelled" and cancelled.ended_at is not None
+    audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "guarantee.cancel")).one()
+    assert (audit.actor, audit.object_type, audit.object_id, audit.note) == (
+        f"staff:{decider.email}",
+        "loan",
+        reload(loan_id).loan_no,
+        "the guarantors were recovered from",
+    )
+    assert (audit.before, audit.after) == (
+        {"guarantee": asked.id, "status": "requested"},
+        {"status": "cancelled"},
+    )
 
 
 def test_a_member_asked_to_replace_a_guarantor_may_say_no(app: Flask) -> None:
