@@ -73,12 +73,13 @@ def _defaulted(
     *,
     amount: int = 10000,
     repaid: int = 0,
+    code: str = "SEC",
 ) -> tuple[int, list[Member]]:
     """A loan of `amount` secured by one guarantor per pledge (each with `savings`, else
     their pledge), paid out on 1 January, `repaid` on 2 January, in default by April."""
     product = make_product(
         "V1",
-        code="SEC",
+        code=code,
         name="Development",
         min_guarantors=len(pledges),
         guarantee_cover=D("100"),
@@ -637,6 +638,13 @@ def test_a_replacement_meeting_the_cover_exactly_is_approved_unless_guarantors_f
 
 
 def test_a_replacement_is_accepted_out_of_free_deposits_only(app: Flask) -> None:
+    # Another loan in default, with a replacement of its own waiting: not this recovery's.
+    other_loan, (other_first, _) = _defaulted(code="SEC2")
+    other_asked = guarantee_substitute_request(
+        guarantee_id=_guarantee_of(other_loan, other_first).id,
+        guarantor_id=make_borrower(savings=9000).id,
+        by=make_staff("branch_manager"),
+    ).id
     loan_id, (first, _) = _defaulted()
     old = _guarantee_of(loan_id, first)
     poor = make_borrower(savings=3000)
@@ -658,6 +666,7 @@ def test_a_replacement_is_accepted_out_of_free_deposits_only(app: Flask) -> None
     _decide(proposal.id, decider)
     cancelled = db.session.get(Guarantee, asked.id)
     assert cancelled.status == "cancelled" and cancelled.ended_at is not None
+    assert db.session.get(Guarantee, other_asked).status == "requested"
     audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "guarantee.cancel")).one()
     assert (audit.actor, audit.object_type, audit.object_id, audit.note) == (
         f"staff:{decider.email}",
