@@ -7,17 +7,21 @@ import html
 from datetime import date
 from decimal import Decimal
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from app.clock import business_today
 from app.extensions import db
-from app.models import AuditLog, Payment
+from app.models import AuditLog, JournalEntry, Payment
+from app.models.types import utcnow
+from app.services.payments import PaymentError, payments_assign_suspense
 from app.services.payments.c2b import c2b_confirm
 from tests.factories import make_member
 from tests.helpers import assert_books_reconcile, csrf_token, login, staff
 from tests.helpers import browse as _browse
-from tests.loan_factories import balance, make_loan, make_product
+from tests.loan_factories import balance, make_loan, make_product, make_staff
 
 SUSPENSE = "/admin/suspense/"
 
@@ -155,3 +159,113 @@ def test_requests_and_callbacks_stay_read_only(app: Flask) -> None:
         page = browse(client, path).get_data(as_text=True)
         assert "/new/" not in page and "/edit/" not in page, path
     assert browse(client, "/admin/mpesacallback/new/").status_code in (302, 403)
+
+
+# -- what an assignment records (the service the console calls) ---------------------------
+
+
+def _assigned(payment_id: int) -> tuple[Payment, JournalEntry]:
+    db.session.expire_all()
+    payment = db.session.get(Payment, payment_id)
+    return payment, db.session.get(JournalEntry, payment.journal_entry_id)
+
+
+def _assign_audit() -> AuditLog:
+    return db.session.scalar(select(AuditLog).where(AuditLog.action == "payment.assign"))
+
+
+def test_an_assignment_to_savings_records_who_when_and_the_deposit_it_posted(app: Flask) -> None:
+    member = make_member(phone="0708374149")
+    payment = paid_to_nobody()
+    to_suspense = payment.journal_entry_id
+    manager = make_staff("branch_manager")
+    started = utcnow()
+
+    payments_assign_suspense(
+        payment_id=payment.id, staff=manager, account=member.member_no, note="Walked in"
+    )
+
+    done, entry = _assigned(payment.id)
+    by = f"staff:{manager.email}"
+    assert (done.status, done.member_id, done.loan_id, done.assigned_by) == (
+        "assigned",
+        member.id,
+        None,
+        by,
+    )
+    assert started <= done.assigned_at <= utcnow()
+    # The payment now points at the deposit out of suspense, not at its way in.
+    assert entry.id != to_suspense
+    assert (entry.kind, entry.idempotency_key, entry.actor, entry.member_id) == (
+        "deposit",
+        "deposit:assign:RKTQDM7W6S",
+        by,
+        member.id,
+    )
+    assert entry.value_date == business_today()
+    audit = _assign_audit()
+    assert (audit.actor, audit.object_type, audit.object_id, audit.note) == (
+        by,
+        "payment",
+        "RKTQDM7W6S",
+        "Walked in",
+    )
+    assert audit.before == {"status": "suspense", "member": None, "loan": None}
+    assert audit.after == {
+        "status": "assigned",
+        "member": member.member_no,
+        "account": member.member_no,
+        "loan": None,
+        "amount": "1000.00",
+    }
+    assert balance("GL-SUSPENSE") == Decimal("0.00")
+    assert_books_reconcile()
+
+
+def test_an_assignment_to_a_loan_repays_it_out_of_suspense_in_the_managers_name(
+    app: Flask,
+) -> None:
+    loan = make_loan(product=make_product("V1"), amount=10000, on=date(2026, 10, 1))
+    loan_id, loan_no, member_id = loan.id, loan.loan_no, loan.member_id
+    payment = paid_to_nobody(amount="888.49")
+    manager = make_staff("branch_manager")
+
+    payments_assign_suspense(payment_id=payment.id, staff=manager, account=loan_no)
+
+    done, entry = _assigned(payment.id)
+    by = f"staff:{manager.email}"
+    assert (done.status, done.member_id, done.loan_id, done.assigned_by) == (
+        "assigned",
+        member_id,
+        loan_id,
+        by,
+    )
+    assert (entry.idempotency_key, entry.actor, entry.loan_id) == (
+        "repay:assign:RKTQDM7W6S",
+        by,
+        loan_id,
+    )
+    assert entry.value_date == business_today()
+    audit = _assign_audit()
+    assert audit.before == {"status": "suspense", "member": None, "loan": None}
+    assert (audit.after["loan"], audit.after["account"]) == (loan_no, None)
+    assert balance("GL-SUSPENSE") == Decimal("0.00")
+    assert_books_reconcile()
+
+
+def test_an_assignment_is_refused_for_no_payment_and_for_an_account_paybill_cannot_pay(
+    app: Flask,
+) -> None:
+    member = make_member(phone="0708374149")
+    payment = paid_to_nobody()
+    manager = make_staff("branch_manager")
+    with pytest.raises(PaymentError, match=r"^no payment 999999$"):
+        payments_assign_suspense(payment_id=999999, staff=manager, account=member.member_no)
+    # The member is known, but a fixed deposit is opened from savings for its own term:
+    # no money is ever paid into one.
+    fixed = f"{member.member_no}F"
+    with pytest.raises(PaymentError, match=rf"^no member or loan '{fixed}'$"):
+        payments_assign_suspense(payment_id=payment.id, staff=manager, account=fixed)
+    assert payment_status(payment.id) == "suspense"
+    assert balance("GL-SUSPENSE") == Decimal("1000.00")
+    assert _assign_audit() is None
