@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app.clock import business_today
 from app.extensions import db
@@ -229,8 +229,17 @@ def test_an_assignment_to_a_loan_repays_it_out_of_suspense_in_the_managers_name(
     loan_id, loan_no, member_id = loan.id, loan.loan_no, loan.member_id
     payment = paid_to_nobody(amount="888.49")
     manager = make_staff("branch_manager")
+    commits: list[object] = []
+    count = commits.append  # one bound method: a listener is removed by identity
+    # The database's commits, not the session's: savepoints end with "after_commit" too.
+    event.listen(db.engine, "commit", count)
 
     payments_assign_suspense(payment_id=payment.id, staff=manager, account=loan_no)
+
+    event.remove(db.engine, "commit", count)
+    # One commit: the repayment and the payment's new status land together. A commit
+    # between them would free the payment's lock while it still reads "suspense".
+    assert len(commits) == 1
 
     done, entry = _assigned(payment.id)
     by = f"staff:{manager.email}"
