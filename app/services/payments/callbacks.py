@@ -308,22 +308,30 @@ def _c2b(data: dict[str, Any], callback_id: int) -> Handled:
     return c2b_confirm(data, callback_id), None, None
 
 
-def _payout(
+def _settle_payout(
+    data: dict[str, Any],
+    callback_id: int,
     apply: Callable[[MpesaRequest, dict[str, Any], int], str],
-) -> Callable[[dict[str, Any], int], Handled]:
+) -> Handled:
     """A B2C result or timeout: settle the payout; an unknown outcome asks Transaction
     Status after commit (never a resend)."""
+    found = find_payout(data)
+    if found is None:
+        return "unmatched", None, None
+    request = lock_existing(MpesaRequest, found.id)
+    outcome = apply(request, data, callback_id)
+    follow = (lambda: payout_status_due(request.id)) if outcome == "unknown" else None
+    return outcome, request.id, follow
 
-    def handle(data: dict[str, Any], callback_id: int) -> Handled:
-        found = find_payout(data)
-        if found is None:
-            return "unmatched", None, None
-        request = lock_existing(MpesaRequest, found.id)
-        outcome = apply(request, data, callback_id)
-        follow = (lambda: payout_status_due(request.id)) if outcome == "unknown" else None
-        return outcome, request.id, follow
 
-    return handle
+# Plain functions, not closures made when the module loads: mutation testing swaps a
+# function's body at call time, which a closure made at import would never show it.
+def _b2c_result(data: dict[str, Any], callback_id: int) -> Handled:
+    return _settle_payout(data, callback_id, b2c_apply)
+
+
+def _b2c_timeout(data: dict[str, Any], callback_id: int) -> Handled:
+    return _settle_payout(data, callback_id, lambda request, _data, _cb: payout_timed_out(request))
 
 
 def _status(data: dict[str, Any], callback_id: int) -> Handled:
@@ -348,8 +356,8 @@ def _status_timeout(data: dict[str, Any], callback_id: int) -> Handled:
 HANDLERS: dict[str, Callable[[dict[str, Any], int], Handled]] = {
     "stk": _stk,
     "c2b_confirmation": _c2b,
-    "b2c_result": _payout(b2c_apply),
-    "b2c_timeout": _payout(lambda request, _data, _callback: payout_timed_out(request)),
+    "b2c_result": _b2c_result,
+    "b2c_timeout": _b2c_timeout,
     "status_result": _status,
     "status_timeout": _status_timeout,
 }
