@@ -712,6 +712,46 @@ def test_a_masked_msisdn_suggests_only_when_one_member_matches(client: FlaskClie
     assert db.session.scalar(select(Payment.suggested_member_id)) is None  # two could be it
 
 
+@pytest.mark.parametrize(
+    ("msisdn", "why"),
+    [
+        ("25470****149", "masked: the other shares the head, not the tail"),
+        ("254708374149", "the plain number"),
+        ("0708374149", "the plain number, as a phone types it"),
+    ],
+)
+def test_the_payer_s_number_suggests_the_one_member_whose_phone_it_is(
+    client: FlaskClient, msisdn: str, why: str
+) -> None:
+    payer = make_member(phone="0708374149").id
+    make_member(phone="0708374150")  # same length, same first digits, another tail
+    post(client, "c2b/confirmation", c2b_body("RKT0000003", account="??", msisdn=msisdn))
+    work()
+    assert db.session.scalar(select(Payment.suggested_member_id)) == payer, why
+
+
+def test_a_masked_number_with_another_length_suggests_nobody(client: FlaskClient) -> None:
+    make_member(phone="0708374149")
+    post(client, "c2b/confirmation", c2b_body("RKT0000004", account="??", msisdn="25470*****149"))
+    work()
+    assert db.session.scalar(select(Payment.suggested_member_id)) is None
+
+
+def test_unmatched_paybill_money_is_booked_to_suspense_once_by_its_receipt(
+    client: FlaskClient,
+) -> None:
+    # An account typed at any length: the entry's description fits its column.
+    typed = "X" * 300
+    post(client, "c2b/confirmation", c2b_body("RKT0000005", amount="250", account=typed))
+    work()
+    payment = db.session.scalar(select(Payment))
+    entry = db.session.get(JournalEntry, payment.journal_entry_id)
+    assert (entry.kind, entry.idempotency_key) == ("suspense", "suspense:RKT0000005")
+    assert entry.description == f"Unmatched Paybill RKT0000005 account '{typed}'"[:255]
+    assert len(entry.description) == 255
+    assert balance("GL-SUSPENSE") == Decimal("250.00")
+
+
 def test_one_receipt_is_posted_once_across_channels(
     client: FlaskClient,
     loan: Ref,
