@@ -71,7 +71,7 @@ def _write_off_receivables(
         kind="write_off",
         lines=lines,
         value_date=value_date,
-        description=description[:255],
+        description=description,
         idempotency_key=idempotency_key,
         actor=_actor_name(actor),
         member_id=loan.member_id,

@@ -130,7 +130,7 @@ def suspense_post(
             credit(gl_account("GL-SUSPENSE"), payment.amount),
         ],
         value_date=value_date,
-        description=description[:255],
+        description=description,
         idempotency_key=f"suspense:{payment.receipt}",
     )
     payment.journal_entry_id = entry.id
