@@ -404,6 +404,25 @@ def test_an_answer_found_by_the_querys_own_originator_id(client: FlaskClient, b2
     assert row(Loan, loan_id).status == "active"
 
 
+def test_a_payout_and_its_status_query_never_answer_for_each_other(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    """Both are M-PESA requests; an answer is looked up among its own kind only."""
+    loan_id, payout = asked(client)
+    # A status answer naming only the payout's ids, then a payout result naming the query's.
+    payout_ids = {
+        "ConversationID": payout.conversation_id,
+        "OriginatorConversationID": payout.originator_conversation_id,
+    }
+    post(client, "status/result", status_answer(ids=payout_ids))
+    post(client, "b2c/result", b2c_result_body("status-0001", amount=5000, receipt="NLJ0000009"))
+    assert process_new() == ["unmatched", "unmatched"]
+    assert (the_query().status, row(MpesaRequest, payout.id).status) == ("sent", "unknown")
+    assert row(Loan, loan_id).status == "disbursing"
+    assert db.session.scalar(select(Payment)) is None
+
+
 @pytest.mark.parametrize("first", ["0", "R000001"], ids=["paid first", "missing first"])
 def test_a_second_answer_to_a_settled_query_changes_nothing(
     client: FlaskClient,
