@@ -364,8 +364,12 @@ def test_a_confirmation_whose_backend_is_terminated_before_the_store_is_spooled_
 
 
 def test_a_callback_whose_backend_is_terminated_after_the_raw_row_is_kept_once_and_posted_once(
-    app: Flask, client: FlaskClient, locker, member: Member
-) -> None:  # noqa: ANN001
+    app: Flask,
+    client: FlaskClient,
+    locker,  # noqa: ANN001
+    member: Member,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The raw row commits, then the backend is terminated while the row's reference is
     written (a trigger of the test's holds that UPDATE so the kill lands there): the body
     is already safe, so nothing is spooled (a spooled copy would be a second row); the
@@ -409,6 +413,8 @@ def test_a_callback_whose_backend_is_terminated_after_the_raw_row_is_kept_once_a
     assert redis_client().llen(SPOOL_KEY) == 0
     [row] = db.session.scalars(select(MpesaCallback)).all()
     assert row.status == "received" and "RKTKILLED3" in row.raw_body
+    # The operator's log names the row the sweep will take up.
+    assert f"callback {row.id} c2b_confirmation stored, not yet parsed" in caplog.text
 
     # The sweep takes up a received row whose job never came (after a minute).
     db.session.execute(
