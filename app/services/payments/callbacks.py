@@ -112,7 +112,8 @@ class CallbackKept(Exception):
     sweep processes it: the caller answers as usual and must not keep a second copy."""
 
     def __init__(self, callback_id: int) -> None:
-        super().__init__(f"callback {callback_id} kept unparsed: the database was lost")
+        # The message shows only if this escapes, and both callers catch it.
+        super().__init__(f"callback {callback_id} kept unparsed")  # pragma: no mutate
         self.callback_id = callback_id
 
 
