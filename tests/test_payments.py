@@ -1338,8 +1338,9 @@ def test_a_late_callback_after_a_query_settled_the_prompt_posts_nothing_more(
 
 def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_later(
     _urls: dict[str, str],
-    tmp_path,
-    client: FlaskClient,  # noqa: ANN001
+    tmp_path,  # noqa: ANN001
+    client: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from app.services.payments.callbacks import SPOOL_KEY
     from tests.helpers import make_app
@@ -1364,12 +1365,21 @@ def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_la
             db.engine.dispose()
         down.extensions["redis"].close()
     assert redis_client().llen(SPOOL_KEY) == 1 and n(MpesaCallback) == 0
+    assert "callback c2b_confirmation kept in Redis: the database refused it" in caplog.text
 
     payments_reconcile()  # the database is back: the sweep writes the kept callback
     payments_reconcile()  # a second sweep finds nothing more to write
     work()
     assert redis_client().llen(SPOOL_KEY) == 0
     assert n(MpesaCallback) == 1 and n(Payment) == 1
+    kept = db.session.scalar(select(MpesaCallback))
+    # Kept as it came: who sent it and its body, byte for byte.
+    assert (kept.kind, kept.remote_addr, kept.reference) == (
+        "c2b_confirmation",
+        "127.0.0.1",
+        "RKTDBDOWN1",
+    )
+    assert json.loads(kept.raw_body) == c2b_body("RKTDBDOWN1", amount="800", account=member_no)
     assert balance(f"SAV-{member_no}") == Decimal("800.00")
 
 

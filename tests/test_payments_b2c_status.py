@@ -404,6 +404,19 @@ def test_an_answer_found_by_the_querys_own_originator_id(client: FlaskClient, b2
     assert row(Loan, loan_id).status == "active"
 
 
+def test_a_payout_answer_keeps_safaricoms_code_and_words_cut_to_their_columns(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan_id, payout = sent_payout()
+    code, words = "SFC_IC" + "9" * 20, "Held: " + "x" * 300
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, code, desc=words))
+    assert process_new() == ["unknown"]  # a code we do not know: Transaction Status is asked
+    got = row(MpesaRequest, payout.id)
+    assert (got.status, got.result_code, got.result_desc) == ("unknown", code[:16], words[:255])
+    assert row(Loan, loan_id).status == "disbursing"
+
+
 def test_a_payout_and_its_status_query_never_answer_for_each_other(
     client: FlaskClient,
     b2c,  # noqa: ANN001
