@@ -126,7 +126,7 @@ def callback_spool(*, kind: str, raw: bytes, size: int, remote_addr: str | None)
     (`callback_unspool`). Raises if Redis is down too: then nothing can keep it."""
     entry = {
         "kind": kind,
-        "raw": base64.b64encode(raw[: RAW_CAP + 1]).decode(),
+        "raw": base64.b64encode(raw[:RAW_CAP]).decode(),  # what a row keeps; size tells the rest
         "size": size,
         "remote_addr": remote_addr,
         "received_at": utcnow().isoformat(),
