@@ -38,6 +38,7 @@ from app.services.loans import loan_apply, loan_approve, loan_retry_payout, loan
 from app.services.payments import (
     STK_FAILURES,
     PaymentError,
+    Sweep,
     callback_process,
     callback_store,
     payments_assign_suspense,
@@ -1038,6 +1039,51 @@ def test_duplicate_callbacks_from_many_threads_post_exactly_once(
     assert outcomes == ["duplicate"] * 7 + ["processed"]
     assert before - debt(loan.id) == Decimal("500")
     assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "repayment") == 1
+
+
+def test_a_callback_whose_job_was_lost_is_taken_up_by_the_sweep_after_a_minute(
+    client: FlaskClient,
+) -> None:
+    member_no = make_member().member_no
+    post(client, "c2b/confirmation", c2b_body("RKTLOSTJB1", amount="600", account=member_no))
+    post(client, "c2b/confirmation", c2b_body("RKTLOSTJB2", amount="700", account=member_no))
+    queue("payments").empty()  # both jobs lost (a Redis restart)
+    lost, stale = list(db.session.scalars(select(MpesaCallback.id).order_by(MpesaCallback.id)))
+    # Within its first minute a callback is left to its own job.
+    assert payments_reconcile() == Sweep()
+    age = {lost: timedelta(minutes=2), stale: timedelta(hours=25)}
+    for callback_id, by in age.items():
+        db.session.get(MpesaCallback, callback_id).received_at -= by
+    db.session.commit()
+
+    # After a minute it is queued again; after a day it is staff's, not the sweep's.
+    assert payments_reconcile() == Sweep(scanned=1)
+    work()
+    statuses = dict(db.session.execute(select(MpesaCallback.id, MpesaCallback.status)).all())
+    assert statuses == {lost: "processed", stale: "received"}
+    assert balance(f"SAV-{member_no}") == Decimal("600.00")
+    assert payments_reconcile() == Sweep()
+
+
+def test_a_spooled_entry_the_sweep_cannot_read_is_reported_and_left_for_staff(
+    client: FlaskClient,
+) -> None:
+    from app.services.payments.callbacks import SPOOL_KEY
+
+    redis_client().rpush(SPOOL_KEY, "{not json")
+    post(client, "c2b/confirmation", c2b_body("RKTLOSTJB3", amount="600", account="M000001"))
+    queue("payments").empty()
+    db.session.get(
+        MpesaCallback, db.session.scalar(select(MpesaCallback.id))
+    ).received_at -= timedelta(minutes=2)
+    db.session.commit()
+    sweep = payments_reconcile()
+    assert sweep.errors == [
+        "spooled callbacks: JSONDecodeError: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)"
+    ]
+    assert sweep.scanned == 1  # the rest of the sweep still ran: the lost job is queued
+    assert redis_client().lrange(SPOOL_KEY, 0, -1) == [b"{not json"]
 
 
 @pytest.mark.usefixtures("pg")
