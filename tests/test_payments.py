@@ -996,14 +996,24 @@ def test_reconciliation_asks_status_for_a_silent_payout_and_flags_after_a_day(b2
 
 
 def test_reconciliation_queues_a_request_whose_job_was_lost(loan: Ref, daraja) -> None:  # noqa: ANN001
-    request = payments_request_stk(loan_id=loan.id, amount=500)
+    other = make_borrower(savings=10000)
+    other.phone = "254708374150"
+    db.session.commit()
+    product = db.session.get(Loan, loan.id).product
+    other_loan = make_loan(product=product, on=date(2026, 1, 1), member=other)
+    ids = [
+        payments_request_stk(loan_id=loan_id, amount=500).id
+        for loan_id in (loan.id, other_loan.id)
+    ]
     queue("payments").empty()
-    assert payments_reconcile() == Sweep()  # within its first minute: left to its job
-    age(request.id, 2)
-    assert payments_reconcile() == Sweep(scanned=1, updated=1)
+    assert payments_reconcile() == Sweep()  # within their first minute: left to their jobs
+    for request_id in ids:
+        age(request_id, 2)
+    assert payments_reconcile() == Sweep(scanned=2, updated=2)
+    assert sorted(job.args for job in queue("payments").jobs) == [(i,) for i in ids]
     work()
     db.session.expire_all()
-    assert db.session.get(MpesaRequest, request.id).status == "sent"
+    assert db.session.get(MpesaRequest, ids[0]).status == "sent"
 
 
 def test_reconcile_payments_is_a_scheduled_job(runner) -> None:  # noqa: ANN001
