@@ -98,6 +98,17 @@ def loan(app: Flask) -> Ref:
     return Ref(made.id, made.loan_no)
 
 
+def another_loan(loan: Ref) -> Ref:
+    """A second borrower, on another phone, with a loan of the same product."""
+    other = make_borrower(savings=10000)
+    other.phone = "254708374150"
+    db.session.commit()
+    made = make_loan(
+        product=db.session.get(Loan, loan.id).product, on=date(2026, 1, 1), member=other
+    )
+    return Ref(made.id, made.loan_no)
+
+
 def work() -> None:
     make_worker(("payments",)).work(burst=True)
 
@@ -996,14 +1007,9 @@ def test_reconciliation_asks_status_for_a_silent_payout_and_flags_after_a_day(b2
 
 
 def test_reconciliation_queues_a_request_whose_job_was_lost(loan: Ref, daraja) -> None:  # noqa: ANN001
-    other = make_borrower(savings=10000)
-    other.phone = "254708374150"
-    db.session.commit()
-    product = db.session.get(Loan, loan.id).product
-    other_loan = make_loan(product=product, on=date(2026, 1, 1), member=other)
+    other_loan = another_loan(loan)
     ids = [
-        payments_request_stk(loan_id=loan_id, amount=500).id
-        for loan_id in (loan.id, other_loan.id)
+        payments_request_stk(loan_id=loan_id, amount=500).id for loan_id in (loan.id, other_loan.id)
     ]
     queue("payments").empty()
     assert payments_reconcile() == Sweep()  # within their first minute: left to their jobs
@@ -1014,6 +1020,36 @@ def test_reconciliation_queues_a_request_whose_job_was_lost(loan: Ref, daraja) -
     work()
     db.session.expire_all()
     assert db.session.get(MpesaRequest, ids[0]).status == "sent"
+
+
+def test_a_send_cut_off_mid_call_is_marked_unknown_after_five_minutes(loan: Ref, daraja) -> None:  # noqa: ANN001
+    other_loan = another_loan(loan)
+    cut, answered = (
+        payments_request_stk(loan_id=loan_id, amount=500).id for loan_id in (loan.id, other_loan.id)
+    )
+    queue("payments").empty()
+
+    def state(request_id: int, status: str, minutes_ago: int) -> None:
+        db.session.execute(
+            update(MpesaRequest)
+            .where(MpesaRequest.id == request_id)
+            .values(status=status, updated_at=utcnow() - timedelta(minutes=minutes_ago))
+        )
+        db.session.commit()
+
+    # A send job that died inside Daraja's call, and a request Daraja took, both long ago.
+    state(cut, "sending", 6)
+    state(answered, "sent", 6)
+    assert payments_reconcile() == Sweep(updated=1)
+    db.session.expire_all()
+    got = db.session.get(MpesaRequest, cut)
+    assert (got.status, got.result_desc) == ("unknown", "the send was cut off: outcome unknown")
+    assert db.session.get(MpesaRequest, answered).status == "sent"
+    # A send under way for less than five minutes is left to finish.
+    state(answered, "sending", 4)
+    assert payments_reconcile() == Sweep()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, answered).status == "sending"
 
 
 def test_reconcile_payments_is_a_scheduled_job(runner) -> None:  # noqa: ANN001
