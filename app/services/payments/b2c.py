@@ -69,7 +69,7 @@ def payments_send_payout(*, request_id: int) -> str:
         return "failed"
     # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
     claimed = cast(
-        CursorResult[Any],
+        CursorResult[Any],  # pragma: no mutate: cast() does nothing at run time
         db.session.execute(
             update(MpesaRequest)
             .where(MpesaRequest.id == request_id, MpesaRequest.status == "pending")

@@ -300,7 +300,7 @@ def claim(request_id: int) -> bool:
     """pending -> sending in one conditional UPDATE: one job sends a request, once."""
     # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
     claimed = cast(
-        CursorResult[Any],
+        CursorResult[Any],  # pragma: no mutate: cast() does nothing at run time
         db.session.execute(
             update(MpesaRequest)
             .where(MpesaRequest.id == request_id, MpesaRequest.status == "pending")
