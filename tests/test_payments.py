@@ -940,13 +940,16 @@ def age(request_id: int, minutes: int) -> None:
     db.session.commit()
 
 
-def test_reconciliation_leaves_a_prompt_still_processing_and_applies_a_final_code(
-    loan: Ref,
-    daraja,
-    base: str,  # noqa: ANN001
-) -> None:
-    request = sent_stk(loan)
-    age(request.id, 4)
+def _stk_queries(daraja: responses.RequestsMock) -> list[str]:
+    """The CheckoutRequestIDs the sweep has asked Daraja about, in order."""
+    return [
+        json.loads(c.request.body)["CheckoutRequestID"]
+        for c in daraja.calls
+        if "stkpushquery" in c.request.url
+    ]
+
+
+def _still_processing(daraja: responses.RequestsMock, base: str) -> None:
     daraja.post(
         f"{base}/mpesa/stkpushquery/v1/query",
         status=500,
@@ -956,6 +959,21 @@ def test_reconciliation_leaves_a_prompt_still_processing_and_applies_a_final_cod
             "errorMessage": "The transaction is being processed",
         },
     )
+
+
+def _set(request_id: int, **values: object) -> None:
+    db.session.execute(update(MpesaRequest).where(MpesaRequest.id == request_id).values(**values))
+    db.session.commit()
+
+
+def test_reconciliation_leaves_a_prompt_still_processing_and_applies_a_final_code(
+    loan: Ref,
+    daraja,
+    base: str,  # noqa: ANN001
+) -> None:
+    request = sent_stk(loan)
+    age(request.id, 4)
+    _still_processing(daraja, base)
     payments_reconcile()
     db.session.expire_all()
     assert db.session.get(MpesaRequest, request.id).status == "sent"
@@ -977,6 +995,59 @@ def test_reconciliation_leaves_a_prompt_still_processing_and_applies_a_final_cod
     assert before - debt(loan.id) == Decimal("500")
     db.session.expire_all()
     assert db.session.get(MpesaRequest, request.id).status == "succeeded"
+
+
+def test_the_sweep_asks_about_a_silent_prompt_every_two_minutes_a_flagged_one_every_half_hour(
+    loan: Ref,
+    daraja,  # noqa: ANN001
+    base: str,
+) -> None:
+    request = sent_stk(loan)
+    _still_processing(daraja, base)
+    age(request.id, 4)
+
+    assert payments_reconcile() == Sweep(scanned=1)
+    assert _stk_queries(daraja) == [CHECKOUT]  # asked by the prompt's own id
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).checked_at is not None
+    payments_reconcile()  # asked a moment ago: not again yet
+    assert len(_stk_queries(daraja)) == 1
+
+    ago = utcnow() - timedelta(minutes=3)
+    _set(request.id, checked_at=ago)
+    payments_reconcile()
+    assert len(_stk_queries(daraja)) == 2
+    # Flagged for staff: asked every half hour only.
+    _set(request.id, checked_at=ago, flag="no answer")
+    payments_reconcile()
+    assert len(_stk_queries(daraja)) == 2
+    _set(request.id, checked_at=utcnow() - timedelta(minutes=31))
+    payments_reconcile()
+    assert len(_stk_queries(daraja)) == 3
+    # A prompt whose outcome is unknown is asked about; a settled one never again.
+    _set(request.id, status="unknown", flag=None, checked_at=None)
+    payments_reconcile()
+    assert len(_stk_queries(daraja)) == 4
+    _set(request.id, status="failed", checked_at=None)
+    assert payments_reconcile() == Sweep()
+    assert len(_stk_queries(daraja)) == 4
+
+
+def test_a_prompt_still_processing_does_not_stop_the_sweep_asking_about_the_next(
+    loan: Ref,
+    daraja,  # noqa: ANN001
+    base: str,
+) -> None:
+    first = sent_stk(loan)
+    other = payments_request_stk(loan_id=another_loan(loan).id, amount=500, channel="console")
+    queue("payments").empty()
+    # Sent, as the send job would have left it (Daraja's fake answers one CheckoutRequestID).
+    _set(other.id, status="sent", checkout_request_id="ws_CO_OTHER")
+    for request_id in (first.id, other.id):
+        age(request_id, 4)
+    _still_processing(daraja, base)
+    assert payments_reconcile() == Sweep(scanned=2)
+    assert _stk_queries(daraja) == [CHECKOUT, "ws_CO_OTHER"]
 
 
 def test_reconciliation_applies_a_failure_code_from_the_query(loan: Ref, daraja, base: str) -> None:  # noqa: ANN001
