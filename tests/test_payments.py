@@ -1033,6 +1033,31 @@ def test_the_sweep_asks_about_a_silent_prompt_every_two_minutes_a_flagged_one_ev
     assert len(_stk_queries(daraja)) == 4
 
 
+def test_a_query_daraja_refuses_is_reported_and_not_asked_again_at_once(
+    loan: Ref,
+    daraja,  # noqa: ANN001
+    base: str,
+) -> None:
+    request = sent_stk(loan)
+    age(request.id, 4)
+    daraja.post(
+        f"{base}/mpesa/stkpushquery/v1/query",
+        status=400,
+        json={
+            "requestId": "2",
+            "errorCode": "400.002.02",
+            "errorMessage": "Invalid CheckoutRequestID",
+        },
+    )
+    sweep = payments_reconcile()
+    assert sweep.scanned == 1
+    assert sweep.errors == [f"stk query {request.id}: Invalid CheckoutRequestID"]
+    assert payments_reconcile() == Sweep()  # checked just now: asked again in two minutes
+    assert len(_stk_queries(daraja)) == 1
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).status == "sent"
+
+
 def test_a_prompt_still_processing_does_not_stop_the_sweep_asking_about_the_next(
     loan: Ref,
     daraja,  # noqa: ANN001
