@@ -126,7 +126,8 @@ def _query_stk(sweep: Sweep, now) -> None:  # noqa: ANN001
         sweep.scanned += 1
         request = db.session.get(MpesaRequest, request_id)
         # Read by id just above, with a CheckoutRequestID: the query asks for sent prompts.
-        assert request is not None and request.checkout_request_id is not None
+        assert request is not None  # pragma: no mutate: narrows the type only
+        assert request.checkout_request_id is not None  # pragma: no mutate: as above
         try:
             reply = client.stk_query(checkout_request_id=request.checkout_request_id, now=now)
         except DarajaStillProcessing:
