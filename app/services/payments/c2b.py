@@ -256,9 +256,10 @@ def payments_assign_suspense(
             actor=staff,
             commit=False,
         )
-        entry_id = result.entry_id
+        entry_id, paid_to = result.entry_id, None
     else:
         assert match.product is not None  # _takes_money above
+        paid_to = account_number(member.member_no or "", match.product)
         try:
             entry_id = account_deposit(
                 member_id=member.id,
@@ -289,9 +290,7 @@ def payments_assign_suspense(
         after={
             "status": "assigned",
             "member": member.member_no,
-            "account": account_number(member.member_no or "", match.product)
-            if loan is None and match.product is not None
-            else None,
+            "account": paid_to,
             "loan": loan.loan_no if loan else None,
             "amount": payment.amount,
         },
