@@ -991,7 +991,7 @@ def test_reconciliation_leaves_a_prompt_still_processing_and_applies_a_final_cod
     db.session.execute(update(MpesaRequest).values(checked_at=None))
     db.session.commit()
     before = debt(loan.id)
-    payments_reconcile()
+    assert payments_reconcile() == Sweep(scanned=1, updated=1)
     assert before - debt(loan.id) == Decimal("500")
     db.session.expire_all()
     assert db.session.get(MpesaRequest, request.id).status == "succeeded"
@@ -1058,10 +1058,22 @@ def test_a_query_daraja_refuses_is_reported_and_not_asked_again_at_once(
     assert db.session.get(MpesaRequest, request.id).status == "sent"
 
 
-def test_a_prompt_still_processing_does_not_stop_the_sweep_asking_about_the_next(
+@pytest.mark.parametrize(
+    ("status", "answer", "errors"),
+    [
+        (500, {"errorCode": "500.001.1001", "errorMessage": "being processed"}, []),
+        (400, {"errorCode": "400.002.02", "errorMessage": "Invalid CheckoutRequestID"}, 2),
+        (200, {"ResponseCode": "0", "ResultDesc": "no code in this answer"}, []),
+    ],
+    ids=["still processing", "refused", "no result code"],
+)
+def test_an_answer_that_settles_nothing_does_not_stop_the_sweep_asking_about_the_next(
     loan: Ref,
     daraja,  # noqa: ANN001
     base: str,
+    status: int,
+    answer: dict,
+    errors: object,
 ) -> None:
     first = sent_stk(loan)
     other = payments_request_stk(loan_id=another_loan(loan).id, amount=500, channel="console")
@@ -1070,9 +1082,12 @@ def test_a_prompt_still_processing_does_not_stop_the_sweep_asking_about_the_next
     _set(other.id, status="sent", checkout_request_id="ws_CO_OTHER")
     for request_id in (first.id, other.id):
         age(request_id, 4)
-    _still_processing(daraja, base)
-    assert payments_reconcile() == Sweep(scanned=2)
+    daraja.post(f"{base}/mpesa/stkpushquery/v1/query", status=status, json=answer)
+    sweep = payments_reconcile()
+    assert (sweep.scanned, sweep.updated, len(sweep.errors)) == (2, 0, errors or 0)
     assert _stk_queries(daraja) == [CHECKOUT, "ws_CO_OTHER"]
+    payments_reconcile()  # both were checked: neither is asked again at once
+    assert len(_stk_queries(daraja)) == 2
 
 
 def test_reconciliation_applies_a_failure_code_from_the_query(loan: Ref, daraja, base: str) -> None:  # noqa: ANN001
@@ -1082,10 +1097,36 @@ def test_reconciliation_applies_a_failure_code_from_the_query(loan: Ref, daraja,
         f"{base}/mpesa/stkpushquery/v1/query",
         json={"ResponseCode": "0", "ResultCode": "1032", "ResultDesc": "Request cancelled by user"},
     )
-    payments_reconcile()
+    assert payments_reconcile() == Sweep(scanned=1, updated=1)
     db.session.expire_all()
-    assert db.session.get(MpesaRequest, request.id).status == "failed"
+    got = db.session.get(MpesaRequest, request.id)
+    assert (got.status, got.result_code, got.result_desc) == (
+        "failed",
+        "1032",
+        "Request cancelled by user",
+    )
     assert len(texts("payment_failed")) == 1
+
+
+def test_a_query_answering_a_code_we_do_not_know_leaves_the_prompt_unknown_for_later(
+    loan: Ref,
+    daraja,  # noqa: ANN001
+    base: str,
+) -> None:
+    request = sent_stk(loan)
+    age(request.id, 4)
+    daraja.post(f"{base}/mpesa/stkpushquery/v1/query", json={"ResultCode": "4242"})
+    assert payments_reconcile() == Sweep(scanned=1)
+    db.session.expire_all()
+    got = db.session.get(MpesaRequest, request.id)
+    assert (got.status, got.result_code, got.result_desc) == (
+        "unknown",
+        "4242",
+        "unknown result code: to be queried",
+    )
+    assert got.checked_at is not None
+    payments_reconcile()  # asked a moment ago: asked again in two minutes, not now
+    assert len(_stk_queries(daraja)) == 1
 
 
 def test_reconciliation_asks_status_for_a_silent_payout_and_flags_after_a_day(b2c) -> None:  # noqa: ANN001
@@ -1557,8 +1598,9 @@ def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_la
     said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "callback c2b_confirmation kept in Redis: the database refused it" in said
 
-    payments_reconcile()  # the database is back: the sweep writes the kept callback
-    payments_reconcile()  # a second sweep finds nothing more to write
+    # The database is back: the sweep writes the kept callback; a second finds nothing.
+    assert payments_reconcile() == Sweep(scanned=1, updated=1)
+    assert payments_reconcile() == Sweep()
     work()
     assert redis_client().llen(SPOOL_KEY) == 0
     assert n(MpesaCallback) == 1 and n(Payment) == 1
