@@ -1140,7 +1140,9 @@ def test_reconciliation_asks_status_for_a_silent_payout_and_flags_after_a_day(b2
     age(payout.id, 60 * 25)
     payments_reconcile()
     db.session.expire_all()
-    assert "24 hours" in db.session.get(MpesaRequest, payout.id).flag
+    assert db.session.get(MpesaRequest, payout.id).flag == (
+        "no final answer after 24 hours: check with Safaricom"
+    )
 
 
 def test_reconciliation_queues_a_request_whose_job_was_lost(loan: Ref, daraja) -> None:  # noqa: ANN001
@@ -1187,6 +1189,24 @@ def test_a_send_cut_off_mid_call_is_marked_unknown_after_five_minutes(loan: Ref,
     assert payments_reconcile() == Sweep()
     db.session.expire_all()
     assert db.session.get(MpesaRequest, answered).status == "sending"
+
+
+def test_a_push_that_got_no_answer_is_flagged_for_staff_after_its_window(
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    request = sent_stk(loan)
+    # The submit's answer never came: no CheckoutRequestID, so nothing to query.
+    _set(request.id, status="unknown", checkout_request_id=None)
+    assert payments_reconcile() == Sweep()  # the member may still be on the prompt
+    age(request.id, 30)
+    assert payments_reconcile() == Sweep(updated=1)
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).flag == (
+        "the push got no answer and cannot be queried: check with Safaricom"
+    )
+    assert payments_reconcile() == Sweep()  # flagged once
+    assert _stk_queries(daraja) == []
 
 
 def test_reconcile_payments_is_a_scheduled_job(runner) -> None:  # noqa: ANN001
