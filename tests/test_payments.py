@@ -1586,6 +1586,55 @@ def test_a_late_callback_after_a_query_settled_the_prompt_posts_nothing_more(
     assert db.session.get(MpesaRequest, request.id).receipt == "NLJLATECB1"
 
 
+def _post_while_the_database_is_down(
+    urls: dict[str, str],
+    tmp_path,  # noqa: ANN001
+    path: str,
+    body: dict,
+) -> dict:
+    """POST a callback to an app whose database cannot be reached (Redis still up)."""
+    from tests.helpers import make_app
+
+    down = make_app(
+        {"REDIS_URL": urls["REDIS_URL"]},
+        DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/none"
+        if urls["DATABASE_URL"].startswith("postgresql")
+        else f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'sacco.db'}",
+    )
+    try:
+        reply = down.test_client().post(f"/payments/{TOKEN}/{path}", json=body)
+        assert reply.status_code == 200
+        return reply.json
+    finally:
+        with down.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        down.extensions["redis"].close()
+
+
+def test_a_validation_answered_while_the_database_was_down_is_recorded_as_answered(
+    _urls: dict[str, str],
+    tmp_path,  # noqa: ANN001
+    client: FlaskClient,
+) -> None:
+    member_no = make_member().member_no
+    body = c2b_body("RKTDBDOWN2", amount="800", account=member_no)
+    assert _post_while_the_database_is_down(_urls, tmp_path, "c2b/validation", body) == {
+        "ResultCode": "0",
+        "ResultDesc": "Accepted",
+    }
+    started = utcnow()
+    assert payments_reconcile() == Sweep(scanned=1, updated=1)
+    kept = db.session.scalar(select(MpesaCallback))
+    assert (kept.kind, kept.status, kept.error) == (
+        "c2b_validation",
+        "processed",
+        "answered 0 while the database was down",
+    )
+    assert kept.received_at < started  # when Safaricom asked, not when the sweep wrote it
+    assert queue("payments").count == 0  # a validation moves no money: nothing to process
+
+
 def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_later(
     _urls: dict[str, str],
     tmp_path,  # noqa: ANN001
@@ -1593,27 +1642,12 @@ def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_la
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from app.services.payments.callbacks import SPOOL_KEY
-    from tests.helpers import make_app
 
     member_no = make_member().member_no
-    down = make_app(
-        {"REDIS_URL": _urls["REDIS_URL"]},
-        DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:1/none"
-        if _urls["DATABASE_URL"].startswith("postgresql")
-        else f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'sacco.db'}",
+    reply = _post_while_the_database_is_down(
+        _urls, tmp_path, "c2b/confirmation", c2b_body("RKTDBDOWN1", amount="800", account=member_no)
     )
-    try:
-        reply = down.test_client().post(
-            f"/payments/{TOKEN}/c2b/confirmation",
-            json=c2b_body("RKTDBDOWN1", amount="800", account=member_no),
-        )
-        assert reply.status_code == 200
-        assert reply.json == {"ResultCode": 0, "ResultDesc": "Success"}
-    finally:
-        with down.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        down.extensions["redis"].close()
+    assert reply == {"ResultCode": 0, "ResultDesc": "Success"}
     assert redis_client().llen(SPOOL_KEY) == 1 and n(MpesaCallback) == 0
     said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "callback c2b_confirmation kept in Redis: the database refused it" in said
