@@ -1185,6 +1185,17 @@ def test_a_push_that_got_no_answer_is_flagged_for_staff_after_its_window(
     assert _stk_queries(daraja) == []
 
 
+def test_a_payout_whose_outcome_is_unknown_is_not_taken_for_an_unanswered_push(b2c) -> None:  # noqa: ANN001
+    _, payout = approved_loan()
+    queue("payments").empty()
+    # Sent long ago, its result lost, asked about a moment ago: a payout has no prompt.
+    _set(payout.id, status="unknown", checked_at=utcnow())
+    age(payout.id, 30)
+    assert payments_reconcile() == Sweep()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, payout.id).flag is None
+
+
 def test_reconcile_payments_is_a_scheduled_job(runner) -> None:  # noqa: ANN001
     result = runner.invoke(args=["jobs", "run", "reconcile-payments"])
     assert result.exit_code == 0, result.output
