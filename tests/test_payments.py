@@ -1172,8 +1172,14 @@ def test_a_push_that_got_no_answer_is_flagged_for_staff_after_its_window(
     daraja,  # noqa: ANN001
 ) -> None:
     request = sent_stk(loan)
+    # Never sent (its job lost): queued again by the sweep, not flagged.
+    _set(request.id, status="pending", checkout_request_id=None)
+    age(request.id, 30)
+    assert payments_reconcile() == Sweep(scanned=1, updated=1)
+    queue("payments").empty()
     # The submit's answer never came: no CheckoutRequestID, so nothing to query.
-    _set(request.id, status="unknown", checkout_request_id=None)
+    _set(request.id, status="unknown", flag=None)
+    age(request.id, 1)
     assert payments_reconcile() == Sweep()  # the member may still be on the prompt
     age(request.id, 30)
     assert payments_reconcile() == Sweep(updated=1)
