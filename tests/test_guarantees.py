@@ -400,11 +400,18 @@ def test_savings_pledged_to_another_loan_cannot_repay_the_guarantors_own_loan(
     asked = _apply(_secured(min_guarantors=1))
     _accept(_ask(asked, guarantor, 7000), guarantor)
 
-    with pytest.raises(LoanError, match="only KES 3,000.00 of the savings is free"):
-        loan_repay(
-            loan_id=own.id, amount="3000.01", reference="OWNSAV1", value_date=DAY, source="savings"
-        )
-    db.session.rollback()
+    # Just over what is free, and every shilling of the deposits: both refused for the
+    # pledge, in words that say why.
+    for amount in ("3000.01", "10000"):
+        with pytest.raises(
+            LoanError,
+            match=r"^only KES 3,000\.00 of the savings is free: the rest secures loans the "
+            r"member guarantees$",
+        ):
+            loan_repay(
+                loan_id=own.id, amount=amount, reference="OWNSAV1", value_date=DAY, source="savings"
+            )
+        db.session.rollback()
     assert receivables(reload(own.id))["principal"] == D("5000.00")
     loan_repay(loan_id=own.id, amount="3000", reference="OWNSAV2", value_date=DAY, source="savings")
     assert member_deposits(guarantor.id).deposits == D("7000.00")

@@ -19,6 +19,7 @@ from app.services.ledger import (
     gl_account,
     journal_post,
     ledger_check,
+    member_account,
 )
 from app.services.loans import (
     LoanError,
@@ -28,6 +29,8 @@ from app.services.loans import (
     loan_fee,
     loan_repay,
 )
+from app.services.savings import account_product, member_product_account
+from tests.factories import make_member
 from tests.loan_factories import (
     audit_rows,
     balance,
@@ -392,6 +395,51 @@ def test_savings_cannot_pay_more_than_the_debt_and_nothing_is_written(app):
     assert count(SmsMessage) == sms_before  # no receipt for a payment that did not happen
     assert all(paid(r) == (0, 0, 0, 0) for r in current_installments(loan_id))
     assert_books(loan)
+
+
+def test_a_standing_order_pays_only_from_the_members_own_withdrawable_savings(app):
+    """`member_savings`: the account named must be an ordinary savings account, and the
+    loan's own member's; anything else is refused by its number and nothing moves."""
+    loan = v1_loan()
+    loan_id, member_no = loan.id, loan.member.member_no
+    theirs = member_product_account(make_member(), account_product("ORD")).id
+    deposits = member_account(loan.member, "savings").id  # the member's, not withdrawable
+    db.session.commit()
+    before, sms_before = counts(), count(SmsMessage)
+
+    for account_id in (None, theirs, deposits, 999_999):
+        with pytest.raises(
+            LoanError, match=rf"^account {account_id} is not a savings account of {member_no}$"
+        ):
+            loan_repay(
+                loan_id=loan_id,
+                amount="888.49",
+                reference=f"SO-{account_id}",
+                value_date=date(2026, 2, 28),
+                source="member_savings",
+                source_account_id=account_id,
+            )
+        db.session.rollback()
+
+    assert counts() == before
+    assert count(SmsMessage) == sms_before
+    assert all(paid(r) == (0, 0, 0, 0) for r in current_installments(loan_id))
+    assert_books(reload(loan_id))
+
+
+def test_savings_cannot_pay_a_loan_that_does_not_exist(app):
+    make_member(savings=1000)
+    before = counts()
+    with pytest.raises(LoanError, match=r"^no loan 999999$"):
+        loan_repay(
+            loan_id=999_999,
+            amount="100",
+            reference="SAVNOLOAN",
+            value_date=date(2026, 2, 28),
+            source="savings",
+        )
+    db.session.rollback()
+    assert counts() == before
 
 
 @pytest.mark.parametrize(
