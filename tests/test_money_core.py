@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 from app.extensions import db
 from app.models import Account, Installment, JobRun, Loan, Member, StaffUser
 from app.money import MoneyError, money_input
+from app.selectors.loans import current_installments
 from app.services.ledger import LedgerError, account_close, member_account
 from app.services.loans import (
     LoanError,
@@ -286,6 +287,61 @@ def test_4_no_job_runs_for_a_day_after_today_and_a_wrong_penalty_can_be_reversed
     run_job("loan-arrears", date(2026, 2, 12))
     run_job("loan-arrears", date(2026, 2, 13))
     assert receivables(reload(loan_id))["penalty"] == Decimal("50.00")
+
+
+def test_4_a_penalty_paid_while_its_reversal_waits_is_refunded_to_savings(
+    app: Flask, pg: None
+) -> None:
+    """The reversal decides from the schedule as it stands once it holds the loan's lock,
+    not as the staff member's page read it: the payment that cleared the penalty in between
+    is refunded to savings, and the penalty receivable is not credited a second time."""
+    loan_id = _v1_loan(on=date(2026, 1, 1), penalty_type="fixed", penalty_value=Decimal("50"))
+    run_job("loan-arrears", date(2026, 2, 10))
+    savings = "SAV-" + reload(loan_id).member.member_no
+    savings_before = balance(savings)
+    manager_id = make_staff("branch_manager").id
+    db.session.commit()
+    db.session.remove()
+    paid = threading.Event()
+    release = threading.Event()
+
+    def pay_the_penalty_and_hold() -> None:
+        loan_repay(
+            loan_id=loan_id,
+            amount=Decimal("50"),
+            reference="PENPAY1",
+            value_date=date(2026, 2, 11),
+            commit=False,
+        )
+        paid.set()
+        release.wait(20)
+        db.session.commit()
+
+    def reverse_as_read_before() -> Decimal:
+        assert current_installments(loan_id)[0].penalty_paid == 0  # the page's copy
+        return loan_reverse_penalty(
+            loan_id=loan_id,
+            installment_number=1,
+            staff=db.session.get(StaffUser, manager_id),
+            reason="charged for the wrong date",
+            value_date=date(2026, 2, 11),
+        )
+
+    payer = Worker(app, pay_the_penalty_and_hold)
+    payer.start()
+    assert paid.wait(20)
+    reversal = Worker(app, reverse_as_read_before)
+    reversal.start()
+    wait_until_blocked()
+    release.set()
+    payer.outcome()
+    assert reversal.outcome() == Decimal("50.00")
+
+    loan = reload(loan_id)
+    assert receivables(loan)["penalty"] == 0
+    assert balance("GL-INCOME-PENALTY") == 0
+    assert balance(savings) == savings_before + Decimal("50.00")
+    assert (loan.installments[0].penalty_due, loan.installments[0].penalty_paid) == (0, 0)
 
 
 def test_4_a_job_asked_for_tomorrow_is_fatal_and_changes_nothing(app: Flask) -> None:
