@@ -125,7 +125,7 @@ def loan_reverse_penalty(
         kind="penalty_reversal",
         lines=lines,
         value_date=value_date,
-        description=f"Penalty reversed {loan.loan_no} #{row.number}: {reason}"[:255],
+        description=f"Penalty reversed {loan.loan_no} #{row.number}: {reason}",
         idempotency_key=f"penalty-reversal:{row.id}:{row.penalty_reversals + 1}",
         actor=_actor_name(staff),
         member_id=loan.member_id,
