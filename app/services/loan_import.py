@@ -19,7 +19,7 @@ from the database and ends its read first (on SQLite any open transaction holds 
 write lock, and SMS, USSD hops and jobs would wait on the spreadsheet).
 
 Loans imported in arrears are brought up to date after the import commits by the nightly
-job's own rule (`loan_update_arrears`: days past due, bucket, default flag, penalties), so
+job's own rule (`loans_update_arrears`: days past due, bucket, default flag, penalties), so
 the desk and PAR30 show them late at once; loans need an officer to follow them up, so
 those the book brings without one get `officer_id` (the console: DEFAULT_LOAN_OFFICER,
 else the staff member importing; the CLI: --officer, else DEFAULT_LOAN_OFFICER).
@@ -1112,7 +1112,7 @@ def loan_book_import(
 
     Once written, the loans imported in arrears have their days past due, aging bucket,
     default flag and penalties brought up to `as_of` by the nightly job's own rule
-    (`loan_update_arrears`), so the desk and PAR30 show them late from the first minute;
+    (`loans_update_arrears`), so the desk and PAR30 show them late from the first minute;
     with `arrears_now` False that is left to the caller (`report.late_loans`).
     """
     closed = books_closed_through()

@@ -517,7 +517,7 @@ def recovery_history(*, loan_id: int, as_of: date) -> dict[str, Any]:
     debt = loan_debt(loan_id=loan.id)
     unpaid = [r for r in current_installments(loan.id) if r.paid_on is None and r.due_date < as_of]
     late_since = unpaid[0].due_date if unpaid else None
-    # In default once more than default_threshold_days late (loan_update_arrears's rule).
+    # In default once more than default_threshold_days late (arrears_decide's rule).
     default_since = (
         late_since + timedelta(days=loan.product.default_threshold_days + 1)
         if late_since is not None

@@ -26,7 +26,6 @@ from app.services.audit import audit_record
 from app.services.bulk import update_rows
 from app.services.ledger import (
     Draft,
-    DuplicatePosting,
     Line,
     accounts_get_or_create,
     credit,
@@ -46,37 +45,6 @@ from app.services.loans._common import (
 )
 from app.services.permissions import permission_require
 from app.services.webhooks import webhook_loans_overdue
-
-
-def loan_charge_penalty(*, installment: Installment, amount: Decimal, as_of: date) -> bool:
-    """Charge one overdue installment's penalty once; False when it was charged already.
-
-    Keyed by the installment (and by how many times staff reversed its penalty, so one
-    wrongly charged and reversed can still be charged when it is really late)."""
-    loan = installment.loan
-    draft = _penalty_draft(
-        loan,
-        installment,
-        amount,
-        as_of,
-        loan_account(loan, "penalty"),
-        gl_account("GL-INCOME-PENALTY"),
-    )
-    try:
-        journal_post(
-            kind=draft.kind,
-            lines=draft.lines,
-            value_date=draft.value_date,
-            description=draft.description,
-            idempotency_key=draft.idempotency_key,
-            member_id=draft.member_id,
-            loan_id=draft.loan_id,
-        )
-    except DuplicatePosting:
-        return False
-    installment.penalty_due += amount
-    installment.last_penalty_on = as_of
-    return True
 
 
 def penalty_for(product: LoanProduct, row: Installment) -> Decimal:
@@ -181,36 +149,20 @@ def arrears_decide(
 
 
 def loan_update_arrears(*, loan_id: int, as_of: date) -> bool:
-    """Days past due, aging bucket, default flag and penalties of one loan for `as_of`.
-
-    Under the loan's lock, from rows re-read under it: a repayment or a restructure that
-    committed while the daily job was scanning is seen here, so a paid-off loan gets no
-    penalty and a replaced installment is never charged. Commits; True if it changed.
-    """
-    loan = _get_loan(loan_id)
-    if loan.status not in LIVE_STATUSES:
-        db.session.commit()
-        return False
-    decision = arrears_decide(loan.product, current_installments(loan.id, fresh=True), as_of)
-    changed = False
-    penalties = decision.penalties
-    if penalties:
-        penalties = in_duplum_cap(penalties, in_duplum_room([loan.id], as_of).get(loan.id, ZERO))
-    for row, amount in penalties:
-        changed |= loan_charge_penalty(installment=row, amount=amount, as_of=as_of)
-    if (loan.days_past_due, loan.aging_bucket, loan.in_default) != decision.standing:
-        if not loan.days_past_due and decision.days_past_due:
-            webhook_loans_overdue([(loan, decision.days_past_due)], as_of)
-        loan.days_past_due, loan.aging_bucket, loan.in_default = decision.standing
-        changed = True
+    """Days past due, aging bucket, default flag and penalties of one loan for `as_of`:
+    the nightly chunk (`loans_update_arrears`) for this loan alone, so one rule serves
+    both. Commits; True if it changed."""
+    changed = loans_update_arrears([loan_id], as_of=as_of)
     db.session.commit()
-    return changed
+    return changed > 0
 
 
 def _penalty_draft(
     loan: Loan, row: Installment, amount: Decimal, as_of: date, account: Account, income: Account
 ) -> Draft:
-    """`loan_charge_penalty`'s entry, for the bulk path: the same key, lines and words."""
+    """One overdue installment's penalty entry. Keyed by the installment (and by how many
+    times staff reversed its penalty, so one wrongly charged and reversed can still be
+    charged when it is really late)."""
     reversals = row.penalty_reversals
     return Draft(
         kind="penalty",
