@@ -20,6 +20,7 @@ from app.selectors.loans import current_installments
 from app.services.books import chart_ensure, provision_classify, provision_run
 from app.services.ledger import PeriodClosed
 from app.services.loans import loan_repay, loan_update_arrears
+from app.services.loans.arrears import in_duplum_room
 from app.services.loans.end import loan_restructure
 from tests.loan_factories import (
     balance,
@@ -259,3 +260,39 @@ def test_in_duplum_holds_on_the_one_loan_path_too(app: Flask) -> None:
     assert penalties[1] == D("4000.00") - interest_due
     assert penalties[2] == D("0")
     assert balance("GL-INCOME-PENALTY") == sum(penalties, D("0"))
+
+
+def test_the_in_duplum_room_is_the_live_principal_owed_less_the_charges_unpaid(
+    app: Flask,
+) -> None:
+    product = make_product(penalty_type="fixed", penalty_value=D("50"), grace_days=0)
+    loan_id = make_loan(product=product, amount=10000, on=date(2026, 1, 31)).id
+    other_id = make_loan(product=product, amount=10000, on=date(2026, 1, 31)).id
+    run_job("loan-arrears", date(2026, 3, 1))  # row 1 (due 28/02) is late: 50 on each loan
+    first = current_installments(loan_id)[0]
+    assert (first.penalty_due, first.interest_due, first.principal_due) == (
+        D("50.00"),
+        D("100.00"),
+        D("788.49"),
+    )
+    # An unpaid penalty counts whatever night is asked about (a rerun for an earlier
+    # date): row 1 is not due before 28/02, its interest is not counted, its penalty is.
+    assert in_duplum_room([loan_id], date(2026, 2, 28)) == {loan_id: D("9950.00")}
+    loan_repay(loan_id=loan_id, amount="938.49", reference="DUPLUM1", value_date=date(2026, 3, 2))
+
+    # Principal owed 10,000 - 788.49 paid; charges unpaid: row 2's interest (due 31/03),
+    # not the penalty paid, nor interest not yet due. Only the loans asked for.
+    assert in_duplum_room([loan_id], date(2026, 4, 10)) == {loan_id: D("9119.39")}
+
+    # A restructured loan counts from its new schedule, not the rows it replaced.
+    loan_restructure(
+        loan_id=other_id,
+        staff=make_staff("branch_manager"),
+        term=6,
+        start_date=date(2026, 3, 31),
+        reason="new terms agreed",
+    )
+    live = current_installments(other_id)
+    principal = sum((r.principal_due for r in live), D("0"))
+    assert principal > D("10000")  # the arrears capitalised
+    assert in_duplum_room([other_id], date(2026, 3, 10)) == {other_id: principal}
