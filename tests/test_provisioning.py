@@ -246,11 +246,29 @@ def test_in_duplum_penalties_never_take_charges_beyond_the_principal(app: Flask)
     assert [r.penalty_due for r in current_installments(loan_id)] == penalties
 
 
+def test_in_duplum_shares_one_nights_room_among_its_penalties_oldest_first(app: Flask) -> None:
+    # Three installments found late on one night (the first run after they fell due).
+    product = make_product(penalty_type="fixed", penalty_value=D("4000"), grace_days=0)
+    loan_id = make_loan(product=product, amount=10000, on=date(2026, 1, 31)).id
+    run_job("loan-arrears", date(2026, 5, 1))
+    rows = current_installments(loan_id)
+    interest_due = sum((r.interest_due for r in rows[:3]), D("0"))
+    assert interest_due == D("276.27")  # 100.00 + 92.12 + 84.15
+    # 10,000 - 276.27 of room: 4,000, 4,000, then what is left, 1,723.73.
+    assert [r.penalty_due for r in rows[:4]] == [
+        D("4000.00"),
+        D("4000.00"),
+        D("1723.73"),
+        D("0"),
+    ]
+
+
 def test_in_duplum_holds_on_the_one_loan_path_too(app: Flask) -> None:
     product = make_product(penalty_type="fixed", penalty_value=D("6000"), grace_days=0)
     loan_id = make_loan(product=product, amount=10000, on=date(2026, 1, 31)).id
     for day in (date(2026, 3, 1), date(2026, 4, 1), date(2026, 5, 1)):
-        loan_update_arrears(loan_id=loan_id, as_of=day)
+        assert loan_update_arrears(loan_id=loan_id, as_of=day) is True
+    assert loan_update_arrears(loan_id=loan_id, as_of=date(2026, 5, 1)) is False  # done
     rows = current_installments(loan_id)
     penalties = [r.penalty_due for r in rows]
     # Row 1 takes 6,000; row 2 only what is left below the principal once rows 1-2's
