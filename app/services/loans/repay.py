@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RepaymentResult:
-    loan_no: str
-    amount: Decimal
+    """Where the money went: what the caller does not know already (not the loan or the
+    amount it passed)."""
+
     allocated: dict[str, Decimal] = field(default_factory=dict)
     to_savings: Decimal = ZERO
     recovered: Decimal = ZERO  # on a written-off loan
@@ -112,7 +113,7 @@ def loan_repay(
         source_account = _own_savings(member, source_account_id)
     else:
         source_account = money_in_account(source)
-    result = RepaymentResult(loan_no=loan.loan_no or "", amount=value)
+    result = RepaymentResult()
     # A savepoint: a refused or duplicate posting leaves the schedule as it was, so a
     # caller that carries on (or commits) after DuplicatePosting pays nothing twice.
     with db.session.begin_nested():
