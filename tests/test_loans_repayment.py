@@ -274,6 +274,29 @@ def test_prepayment_pays_future_installments_in_order(app):
     assert_books(reload(loan_id))
 
 
+@pytest.mark.parametrize(
+    ("amount", "allocated", "row2_paid"),
+    [
+        # Fifty cents: less than a shilling still reaches the loan, and is reported.
+        ("0.50", {"interest": D("0.50")}, D("0.00")),
+        # One installment and a shilling over: the shilling pays ahead, not into savings.
+        ("889.49", {"interest": D("101.00"), "principal": D("788.49")}, D("1.00")),
+    ],
+)
+def test_any_amount_left_after_an_installment_pays_the_next(app, amount, allocated, row2_paid):
+    loan = v1_loan()
+    savings = balance("SAV-" + loan.member.member_no)
+
+    result = loan_repay(
+        loan_id=loan.id, amount=amount, reference="RCPSMALL1", value_date=date(2026, 2, 10)
+    )
+
+    assert (result.allocated, result.to_savings) == (allocated, D("0.00"))
+    assert current_installments(loan.id)[1].interest_paid == row2_paid
+    assert balance("SAV-" + loan.member.member_no) == savings
+    assert_books(loan)
+
+
 def test_overpayment_closes_the_loan_and_the_rest_goes_to_savings(app):
     loan = v1_loan()
     savings = "SAV-" + loan.member.member_no
