@@ -467,9 +467,8 @@ def test_an_approved_board_decision_writes_the_loan_off(app, role):
         )
 
 
-def test_recoveries_stop_at_what_was_written_off_and_the_rest_is_the_members_savings(app):
-    """Two recoveries that together pass the written-off amount: the second recovers only
-    what is still unrecovered, the excess is the member's savings, and the books agree."""
+def written_off_loan() -> int:
+    """A defaulted loan the board wrote off today."""
     loan_id = defaulted_loan()
     request = write_off_recommend(
         loan_id=loan_id, staff=staff_of("branch_manager"), reason="Emigrated", as_of=TODAY
@@ -482,6 +481,13 @@ def test_recoveries_stop_at_what_was_written_off_and_the_rest_is_the_members_sav
         minute_ref="BOD/2026/04/8",
         as_of=TODAY,
     )
+    return loan_id
+
+
+def test_recoveries_stop_at_what_was_written_off_and_the_rest_is_the_members_savings(app):
+    """Two recoveries that together pass the written-off amount: the second recovers only
+    what is still unrecovered, the excess is the member's savings, and the books agree."""
+    loan_id = written_off_loan()
     loan = reload(loan_id)
     written_off = loan.written_off_amount
     assert written_off == Decimal("10661.86")
@@ -510,6 +516,17 @@ def test_recoveries_stop_at_what_was_written_off_and_the_rest_is_the_members_sav
     assert (third.recovered, third.to_savings) == (Decimal("0.00"), Decimal("500.00"))
     assert reload(loan_id).recovered_amount == written_off
     assert balance(savings) == savings_before + Decimal("12500") - written_off
+
+
+def test_the_last_shilling_written_off_is_recovered_too(app):
+    loan_id = written_off_loan()
+    written_off = reload(loan_id).written_off_amount
+    loan_repay(loan_id=loan_id, amount=written_off - 1, reference="RECOV1", value_date=TODAY)
+    last = loan_repay(loan_id=loan_id, amount="500", reference="RECOV2", value_date=TODAY)
+    assert (last.recovered, last.to_savings) == (Decimal("1.00"), Decimal("499.00"))
+    assert reload(loan_id).recovered_amount == written_off
+    assert balance("GL-INCOME-RECOVERY") == written_off
+    assert_books_reconcile()
 
 
 def test_a_declined_decision_leaves_the_loan_and_a_new_recommendation_may_follow(app):
