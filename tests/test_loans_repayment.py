@@ -249,6 +249,13 @@ def test_reference_installment_paid_exactly(app):
     assert (row1.outstanding, row1.paid_on) == (D("0.00"), date(2026, 2, 28))
     assert result.balance_left == V1_TOTAL - D("888.49")
     assert receivables(loan)["principal"] == D("9211.51")  # the contract's balance after #1
+    entry = db.session.get(JournalEntry, result.entry_id)
+    assert (entry.kind, entry.description, entry.member_id, entry.loan_id) == (
+        "repayment",
+        f"Repayment {loan.loan_no} RCV1000001",
+        loan.member_id,
+        loan.id,
+    )
     assert_books(loan)
 
 
