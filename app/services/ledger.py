@@ -96,8 +96,6 @@ class PeriodClosed(LedgerError):
             f"dated {value_date.isoformat()}; post a correction dated "
             f"{(closed_through + timedelta(days=1)).isoformat()} or later"
         )
-        self.value_date = value_date
-        self.closed_through = closed_through
 
 
 def books_closed_through(*, lock: bool = False) -> date | None:
