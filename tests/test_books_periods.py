@@ -94,6 +94,8 @@ def close(month: date, role: str = "branch_manager") -> PeriodEvent:
 def refused_in_words(exc: pytest.ExceptionInfo[BaseException], day: date) -> None:
     assert "closed through 2026-10-31" in str(exc.value), exc.value
     assert f"nothing may be dated {day.isoformat()}" in str(exc.value)
+    # The way out, in words: the first open day, not the last closed one.
+    assert "post a correction dated 2026-11-01 or later" in str(exc.value), exc.value
 
 
 # -- services with a back value date ------------------------------------------------------

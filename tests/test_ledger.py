@@ -247,6 +247,7 @@ def test_a_repeated_idempotency_key_raises_and_writes_nothing_twice(app: Flask) 
 
     assert caught.value.entry_id == first
     assert caught.value.key == "deposit:QGH7X1Y2Z3"
+    assert str(caught.value) == "already posted: deposit:QGH7X1Y2Z3"
     assert journal_counts() == counts
     assert balances() == stored
     assert savings_of(member) == D(250)
