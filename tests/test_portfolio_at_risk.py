@@ -9,7 +9,8 @@ from decimal import Decimal
 from flask import Flask
 
 from app.selectors.loans import portfolio_at_risk
-from tests.loan_factories import make_loan, make_product, run_job
+from app.services.loans import loan_restructure
+from tests.loan_factories import make_loan, make_product, make_staff, run_job
 
 D = Decimal
 AS_OF = date(2026, 6, 15)
@@ -43,3 +44,25 @@ def test_an_empty_book_has_no_portfolio(app: Flask) -> None:
 
     assert (p.loans, p.gross_principal, p.par30) == (0, D("0.00"), D("0.0000"))
     assert set(p.buckets.values()) == {D("0.00")}
+
+
+def test_a_restructured_loan_counts_its_new_schedule_not_the_one_it_replaced(app: Flask) -> None:
+    # V1 disbursed 31 Jan, 36 days late on 5 April; restructured over 12 months from the
+    # 10,000 principal, 192.12 interest due and 88.84 penalties (test_loans_lifecycle).
+    product = make_product(penalty_type="percent", penalty_value=D("5"))
+    loan_id = make_loan(product=product, on=date(2026, 1, 31)).id
+    run_job("loan-arrears", date(2026, 4, 5))
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=12,
+        start_date=date(2026, 4, 5),
+        reason="Lost job; new employer from May",
+    )
+    run_job("loan-arrears", date(2026, 4, 6))
+
+    p = portfolio_at_risk(as_of=date(2026, 4, 6))
+
+    # Only the live schedule: the superseded rows' 10,000 would make it 20,280.96.
+    assert (p.loans, p.gross_principal, p.par30_principal) == (1, D("10280.96"), D("0.00"))
+    assert p.buckets["current"] == D("10280.96")
