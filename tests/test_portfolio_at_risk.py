@@ -66,3 +66,17 @@ def test_a_restructured_loan_counts_its_new_schedule_not_the_one_it_replaced(app
     # Only the live schedule: the superseded rows' 10,000 would make it 20,280.96.
     assert (p.loans, p.gross_principal, p.par30_principal) == (1, D("10280.96"), D("0.00"))
     assert p.buckets["current"] == D("10280.96")
+
+
+def test_par30_takes_a_loan_from_its_31st_day_past_due_not_its_30th(app: Flask) -> None:
+    make_loan(product=make_product(), amount=10000, on=date(2026, 5, 5))  # first due 5 June
+
+    run_job("loan-arrears", date(2026, 7, 5))
+    thirty = portfolio_at_risk(as_of=date(2026, 7, 5))
+    run_job("loan-arrears", date(2026, 7, 6))
+    thirty_one = portfolio_at_risk(as_of=date(2026, 7, 6))
+
+    assert (thirty.par30_principal, thirty.par30) == (D("0.00"), D("0.0000"))
+    assert thirty.buckets["1-30"] == D("10000.00")
+    assert (thirty_one.par30_principal, thirty_one.par30) == (D("10000.00"), D("1.0000"))
+    assert thirty_one.buckets["31-60"] == D("10000.00")
