@@ -191,7 +191,6 @@ def aging_bucket(days_past_due: int) -> str:
 
 @dataclass(frozen=True)
 class Portfolio:
-    as_of: date
     gross_principal: Decimal
     par30_principal: Decimal
     par30: Decimal  # ratio, 4 decimals
@@ -226,7 +225,7 @@ def portfolio_at_risk(*, as_of: date) -> Portfolio:
         if dpd > 30:
             par += principal
     ratio = (par / gross).quantize(Decimal("0.0001")) if gross else Decimal("0.0000")
-    return Portfolio(as_of, gross, par, ratio, buckets, loans)
+    return Portfolio(gross, par, ratio, buckets, loans)
 
 
 # --- the console's applications queue ----------------------------------------------------
