@@ -14,11 +14,12 @@ from sqlalchemy import select
 from app.clock import business_today
 from app.extensions import db
 from app.models import AuditLog, Loan, LoanProduct, Member
+from app.selectors.loans import loan_applications
 from app.services.loans import loan_apply, loan_recommend, loan_update_arrears
 from app.services.staff import staff_add
 from tests.helpers import PASSWORD, csrf_token, login, staff
 from tests.helpers import browse as _browse
-from tests.loan_factories import make_borrower, make_loan, make_product
+from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
 
 QUEUE = "/admin/applications/"
 
@@ -124,6 +125,27 @@ def test_the_queue_lists_the_oldest_application_first_a_page_at_a_time(app: Flas
     second = text(client, QUEUE + "?page=2")
     assert loans[25].loan_no in second and loans[26].loan_no in second
     assert loans[0].loan_no not in second
+
+
+def test_the_queue_is_in_order_of_asking_and_filters_by_status(app: Flask) -> None:
+    product = dev()
+    early, late, big = (
+        apply(make_borrower(savings=100000), product, n) for n in (5000, 6000, 150000)
+    )
+    # Numbered in one order, asked in the other (an import, a clock): applied_at rules.
+    db.session.get(Loan, late.id).applied_at = early.applied_at - timedelta(hours=1)
+    loan_recommend(loan_id=big.id, staff=make_staff("branch_manager"))
+    db.session.commit()
+
+    everything, total = loan_applications(page=1, per_page=25)
+    recommended, recommended_total = loan_applications(page=1, per_page=25, status="recommended")
+
+    assert [loan.id for loan in everything] == [late.id, early.id, big.id] and total == 3
+    assert [loan.id for loan in recommended] == [big.id] and recommended_total == 1
+
+
+def test_an_empty_queue_counts_none_waiting(app: Flask) -> None:
+    assert loan_applications(page=1, per_page=25) == ([], 0)
 
 
 def test_approving_from_the_queue_keeps_the_reason_and_writes_the_audit_row(app: Flask) -> None:
