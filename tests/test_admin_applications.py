@@ -4,7 +4,7 @@ from it one at a time or in bulk, through the loan services."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 from flask import Flask
@@ -14,12 +14,20 @@ from sqlalchemy import select
 from app.clock import business_today
 from app.extensions import db
 from app.models import AuditLog, Loan, LoanProduct, Member
-from app.selectors.loans import loan_applications
-from app.services.loans import loan_apply, loan_recommend, loan_update_arrears
+from app.selectors.loans import ApplicantPosition, applicant_position, loan_applications
+from app.services.loans import (
+    loan_apply,
+    loan_recommend,
+    loan_restructure,
+    loan_update_arrears,
+    loan_write_off,
+)
 from app.services.staff import staff_add
 from tests.helpers import PASSWORD, csrf_token, login, staff
 from tests.helpers import browse as _browse
-from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
+from tests.loan_factories import make_borrower, make_loan, make_product, make_staff, reload, run_job
+
+D = Decimal
 
 QUEUE = "/admin/applications/"
 
@@ -146,6 +154,71 @@ def test_the_queue_is_in_order_of_asking_and_filters_by_status(app: Flask) -> No
 
 def test_an_empty_queue_counts_none_waiting(app: Flask) -> None:
     assert loan_applications(page=1, per_page=25) == ([], 0)
+
+
+APRIL_1 = date(2026, 4, 1)
+
+
+def application_of(member_id: int) -> int:
+    """An application on 1 April, made before that night's arrears job (which would refuse it)."""
+    return loan_apply(
+        member_id=member_id, product_id=dev().id, amount=5000, as_of=APRIL_1, channel="console"
+    ).id
+
+
+def position_of(application: int) -> ApplicantPosition:
+    return applicant_position(loan=reload(application), as_of=APRIL_1)
+
+
+def test_beside_an_application_only_the_members_running_loans_count(app: Flask) -> None:
+    v1 = make_product("V1", default_threshold_days=30)
+    member = make_borrower(savings=30000)
+    member_id = member.id
+    gone = make_loan(product=v1, on=date(2026, 1, 1), member=member).id
+    running = make_loan(product=v1, on=date(2026, 2, 15), member=member).id
+    elsewhere = make_loan(product=v1, on=date(2025, 12, 1)).id  # another member's
+    application = application_of(member_id)
+    run_job("loan-arrears", APRIL_1)
+    loan_write_off(
+        loan_id=gone, staff=make_staff("branch_manager"), reason="Absconded", value_date=APRIL_1
+    )
+    late = [reload(loan_id).days_past_due for loan_id in (gone, running, elsewhere)]
+    assert late == [59, 17, 90]
+
+    position = position_of(application)
+
+    # The written-off loan is neither a loan besides this one, nor late, nor in arrears;
+    # the other member's loan, 90 days late, is none of this member's business.
+    assert (position.other_loans, position.days_past_due) == (1, 17)
+    assert position.arrears == D("888.49")  # the running loan's first installment
+
+
+def test_beside_a_first_application_nothing_is_owed_or_late(app: Flask) -> None:
+    position = position_of(application_of(make_borrower(savings=30000).id))
+
+    assert (position.other_loans, position.days_past_due, position.arrears) == (0, 0, D("0"))
+
+
+def test_beside_an_application_a_restructured_loan_is_late_only_on_its_new_schedule(
+    app: Flask,
+) -> None:
+    member = make_borrower(savings=30000)
+    member_id = member.id
+    late = make_loan(product=make_product("V1"), on=date(2026, 1, 31), member=member).id
+    application = application_of(member_id)
+    run_job("loan-arrears", date(2026, 3, 31))
+    loan_restructure(
+        loan_id=late,
+        staff=make_staff("branch_manager"),
+        term=12,
+        start_date=date(2026, 3, 31),
+        reason="Lost job; new employer from May",
+    )
+
+    position = position_of(application)
+
+    # The replaced rows (28 Feb and 31 Mar, unpaid) are history; the new ones fall due later.
+    assert (position.other_loans, position.days_past_due, position.arrears) == (1, 0, D("0"))
 
 
 def test_approving_from_the_queue_keeps_the_reason_and_writes_the_audit_row(app: Flask) -> None:
