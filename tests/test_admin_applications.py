@@ -175,7 +175,7 @@ def test_beside_an_application_only_the_members_running_loans_count(app: Flask) 
     member = make_borrower(savings=30000)
     member_id = member.id
     gone = make_loan(product=v1, on=date(2026, 1, 1), member=member).id
-    running = make_loan(product=v1, on=date(2026, 2, 15), member=member).id
+    running = make_loan(product=v1, on=date(2026, 2, 1), member=member).id
     elsewhere = make_loan(product=v1, on=date(2025, 12, 1)).id  # another member's
     application = application_of(member_id)
     run_job("loan-arrears", APRIL_1)
@@ -183,14 +183,15 @@ def test_beside_an_application_only_the_members_running_loans_count(app: Flask) 
         loan_id=gone, staff=make_staff("branch_manager"), reason="Absconded", value_date=APRIL_1
     )
     late = [reload(loan_id).days_past_due for loan_id in (gone, running, elsewhere)]
-    assert late == [59, 17, 90]
+    assert late == [59, 31, 90]
 
     position = position_of(application)
 
     # The written-off loan is neither a loan besides this one, nor late, nor in arrears;
     # the other member's loan, 90 days late, is none of this member's business.
-    assert (position.other_loans, position.days_past_due) == (1, 17)
-    assert position.arrears == D("888.49")  # the running loan's first installment
+    assert (position.other_loans, position.days_past_due) == (1, 31)
+    # Arrears: the running loan's first installment (1 March), not its second, due today.
+    assert position.arrears == D("888.49")
 
 
 def test_beside_a_first_application_nothing_is_owed_or_late(app: Flask) -> None:
