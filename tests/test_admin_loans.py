@@ -460,6 +460,48 @@ def test_the_loan_page_sums_up_the_loan_its_people_schedule_and_payments(app: Fl
     assert "In Default" not in html and "Annual Rate" not in html
 
 
+def test_the_loan_page_reads_each_row_by_what_it_still_owes_and_when_it_fell_due(
+    app: Flask,
+) -> None:
+    from app.selectors.loans import loan_page
+    from app.services.loans import loan_repay
+    from tests.loan_factories import make_loan, reload
+
+    # V1: 888.49 a month from 28 Feb. The first row paid but for 50 cents the day before.
+    loan_id = make_loan(product=make_product("V1"), on=date(2026, 1, 31)).id
+    loan_repay(loan_id=loan_id, amount="887.99", reference="PART0001", value_date=date(2026, 2, 27))
+
+    before = loan_page(loan=reload(loan_id), as_of=date(2026, 2, 27))
+    after = loan_page(loan=reload(loan_id), as_of=date(2026, 3, 31))
+    # A shilling on 30 March: the 50 cents of the first row, then 50 cents of the second.
+    loan_repay(loan_id=loan_id, amount="1.00", reference="PART0002", value_date=date(2026, 3, 30))
+    cleared = loan_page(loan=reload(loan_id), as_of=date(2026, 3, 30))
+
+    assert [(s.state, s.days_late) for s in before.schedule[:2]] == [
+        ("part paid", 0),
+        ("upcoming", 0),
+    ]
+    assert (before.due_now, before.late_installments, before.days_late) == (Decimal("0"), 0, 0)
+    # Fifty cents owed is still owed: late, not paid.
+    assert [(s.state, s.days_late) for s in after.schedule[:3]] == [
+        ("late", 31),
+        ("due today", 0),
+        ("upcoming", 0),
+    ]
+    assert (after.due_now, after.late_installments, after.days_late) == (
+        Decimal("888.99"),
+        1,
+        31,
+    )
+    assert [s.installment.number for s in after.schedule] == list(range(1, 13))
+    assert [(s.state, s.days_late) for s in cleared.schedule[:3]] == [
+        ("paid", 0),
+        ("part paid", 0),
+        ("upcoming", 0),
+    ]
+    assert (cleared.due_now, cleared.late_installments, cleared.days_late) == (Decimal("0"), 0, 0)
+
+
 def test_the_loan_page_shows_each_group_of_actions_only_to_roles_that_may_use_them(
     app: Flask,
 ) -> None:
