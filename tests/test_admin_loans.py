@@ -344,6 +344,40 @@ def test_the_loans_list_shows_the_officer_and_what_each_loan_owes(app: Flask) ->
     assert f'href="/admin/loan/details/?id={loan.id}">{loan.loan_no}</a>' in html
 
 
+def test_the_loans_list_figures_are_each_loans_own_live_schedule(app: Flask) -> None:
+    from app.selectors.loans import loan_debt, loan_list_figures
+    from app.services.loans import loan_restructure
+    from tests.loan_factories import make_loan, make_staff, run_job
+
+    officer = make_staff("loan_officer")
+    name = officer.name
+    v1 = make_product("V1")
+    # Restructured on 5 April: its replaced rows (due 28 Feb and 31 Mar) are history and
+    # its new ones fall due from 5 May. The other loan's first row falls due on 5 April.
+    restructured = make_loan(product=v1, on=date(2026, 1, 31)).id
+    fresh = make_loan(product=v1, on=date(2026, 3, 5)).id
+    for loan_id in (restructured, fresh):
+        db.session.get(Loan, loan_id).officer_id = officer.id
+    db.session.commit()
+    run_job("loan-arrears", date(2026, 4, 5))
+    loan_restructure(
+        loan_id=restructured,
+        staff=make_staff("branch_manager"),
+        term=12,
+        start_date=date(2026, 4, 5),
+        reason="Lost job; new employer from May",
+    )
+    new_schedule = loan_debt(loan_id=restructured).total
+
+    figures = loan_list_figures(loan_ids=[restructured, fresh], as_of=date(2026, 4, 5))
+
+    assert figures[restructured].owed == new_schedule
+    assert figures[restructured].due_now == Decimal("0")
+    # 10,000 and all its interest; due now: the row falling due today.
+    assert (figures[fresh].owed, figures[fresh].due_now) == (Decimal("10661.86"), Decimal("888.49"))
+    assert figures[fresh].officer == figures[restructured].officer == name
+
+
 def test_the_loans_list_reads_a_page_in_the_same_number_of_queries_for_5_or_25_loans(
     app: Flask,
 ) -> None:
