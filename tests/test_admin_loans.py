@@ -536,6 +536,39 @@ def test_the_loan_page_reads_each_row_by_what_it_still_owes_and_when_it_fell_due
     assert (cleared.due_now, cleared.late_installments, cleared.days_late) == (Decimal("0"), 0, 0)
 
 
+def test_the_loan_page_lists_the_latest_twenty_payments_and_says_when_there_are_more(
+    app: Flask,
+) -> None:
+    from app.models import Payment
+    from app.selectors.loans import loan_page
+    from tests.loan_factories import make_loan, reload
+
+    loan_id = make_loan(product=make_product("V1"), on=date(2026, 1, 31)).id
+
+    def paid(n: int) -> None:
+        db.session.add(
+            Payment(
+                receipt=f"RKPAGE{n:04d}",
+                channel="c2b",
+                direction="in",
+                amount=Decimal("100"),
+                loan_id=loan_id,
+            )
+        )
+        db.session.commit()
+
+    for n in range(1, 21):
+        paid(n)
+    twenty = loan_page(loan=reload(loan_id), as_of=date(2026, 2, 1))
+    paid(21)
+    twenty_one = loan_page(loan=reload(loan_id), as_of=date(2026, 2, 1))
+
+    assert [p.receipt for p in twenty.payments] == [f"RKPAGE{n:04d}" for n in range(20, 0, -1)]
+    assert twenty.more_payments is False
+    assert [p.receipt for p in twenty_one.payments] == [f"RKPAGE{n:04d}" for n in range(21, 1, -1)]
+    assert twenty_one.more_payments is True
+
+
 def test_the_loan_page_shows_each_group_of_actions_only_to_roles_that_may_use_them(
     app: Flask,
 ) -> None:
