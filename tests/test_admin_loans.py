@@ -569,6 +569,40 @@ def test_the_loan_page_lists_the_latest_twenty_payments_and_says_when_there_are_
     assert twenty_one.more_payments is True
 
 
+def test_the_loan_page_names_who_recommended_and_who_approved_and_when(app: Flask) -> None:
+    from app.clock import business_today
+    from app.selectors.loans import loan_page
+    from app.services.loans import loan_approve, loan_recommend
+    from tests.loan_factories import make_staff, reload
+
+    # Above the DEV product's maker-checker threshold: recommended, then approved.
+    product = make_product("DEV", min_membership_days=0, min_share_capital=Decimal("0"))
+    member = make_borrower(savings=100000)
+    loan_id = loan_apply(
+        member_id=member.id, product_id=product.id, amount=150000, as_of=business_today()
+    ).id
+    maker, checker = make_staff("branch_manager"), make_staff("branch_manager")
+    maker_id, checker_id = maker.id, checker.id
+    submitted = loan_page(loan=reload(loan_id), as_of=business_today())
+    loan_recommend(loan_id=loan_id, staff=maker)
+    loan_approve(loan_id=loan_id, staff=checker)
+    recommended_at = db.session.scalar(
+        select(AuditLog.at).where(AuditLog.action == "loan.recommend")
+    )
+
+    page = loan_page(loan=reload(loan_id), as_of=business_today())
+
+    assert (submitted.recommended_by, submitted.recommended_at, submitted.approved_by) == (
+        None,
+        None,
+        None,
+    )
+    assert (page.recommended_by.id, page.approved_by.id) == (maker_id, checker_id)
+    assert recommended_at is not None and page.recommended_at == recommended_at
+    assert page.decided_at == reload(loan_id).decided_at is not None
+    assert page.officer.id == reload(loan_id).officer_id and page.debt is None  # not paid out
+
+
 def test_the_loan_page_shows_each_group_of_actions_only_to_roles_that_may_use_them(
     app: Flask,
 ) -> None:
