@@ -589,6 +589,14 @@ def test_the_loan_page_names_who_recommended_and_who_approved_and_when(app: Flas
     recommended_at = db.session.scalar(
         select(AuditLog.at).where(AuditLog.action == "loan.recommend")
     )
+    # Another member's loan, recommended later, has a time of its own.
+    later = loan_apply(
+        member_id=make_borrower(savings=100000).id,
+        product_id=product.id,
+        amount=150000,
+        as_of=business_today(),
+    ).id
+    loan_recommend(loan_id=later, staff=make_staff("branch_manager"))
 
     page = loan_page(loan=reload(loan_id), as_of=business_today())
 
@@ -601,6 +609,28 @@ def test_the_loan_page_names_who_recommended_and_who_approved_and_when(app: Flas
     assert recommended_at is not None and page.recommended_at == recommended_at
     assert page.decided_at == reload(loan_id).decided_at is not None
     assert page.officer.id == reload(loan_id).officer_id and page.debt is None  # not paid out
+
+
+def test_a_restructured_loans_page_keeps_the_replaced_schedule_apart(app: Flask) -> None:
+    from app.selectors.loans import loan_page
+    from app.services.loans import loan_restructure
+    from tests.loan_factories import make_loan, make_staff, reload, run_job
+
+    loan_id = make_loan(product=make_product("V1"), on=date(2026, 1, 31)).id
+    run_job("loan-arrears", date(2026, 4, 5))
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=6,
+        start_date=date(2026, 4, 5),
+        reason="Lost job; new employer from May",
+    )
+
+    page = loan_page(loan=reload(loan_id), as_of=date(2026, 4, 6))
+
+    assert [(r.version, r.number) for r in page.superseded] == [(1, n) for n in range(1, 13)]
+    assert [(s.installment.version, s.state) for s in page.schedule] == [(2, "upcoming")] * 6
+    assert (page.due_now, page.days_late) == (Decimal("0"), 0)
 
 
 def test_the_loan_page_shows_each_group_of_actions_only_to_roles_that_may_use_them(
