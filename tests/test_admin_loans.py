@@ -605,6 +605,8 @@ def test_the_loan_page_names_who_recommended_and_who_approved_and_when(app: Flas
         None,
         None,
     )
+    # Not paid out: no schedule yet, nothing due, nothing late.
+    assert (submitted.schedule, submitted.due_now, submitted.days_late) == ([], Decimal("0"), 0)
     assert (page.recommended_by.id, page.approved_by.id) == (maker_id, checker_id)
     assert recommended_at is not None and page.recommended_at == recommended_at
     assert page.decided_at == reload(loan_id).decided_at is not None
