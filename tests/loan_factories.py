@@ -13,7 +13,7 @@ from app.cli.demo import PRODUCTS
 from app.extensions import db
 from app.models import Account, AuditLog, JournalEntry, Loan, LoanProduct, Member, StaffUser
 from app.selectors.loans import loan_debt
-from app.services.loans import loan_apply, loan_approve, loan_disburse
+from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_restructure
 from app.services.members import member_buy_shares
 from app.services.staff import staff_add
 from tests.factories import make_member
@@ -105,6 +105,17 @@ def make_loan(
     if loan.status == "submitted":
         loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
     return loan_disburse(loan_id=loan.id, reference=f"B2C{loan.id:05d}", value_date=on)
+
+
+def restructure(loan_id: int, *, start: date, term: int = 12) -> None:
+    """A branch manager restructures a loan in arrears over `term` months from `start`."""
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=term,
+        start_date=start,
+        reason="Lost job; new employer from May",
+    )
 
 
 def count(model: type) -> int:

@@ -18,14 +18,21 @@ from app.selectors.loans import ApplicantPosition, applicant_position, loan_appl
 from app.services.loans import (
     loan_apply,
     loan_recommend,
-    loan_restructure,
     loan_update_arrears,
     loan_write_off,
 )
 from app.services.staff import staff_add
 from tests.helpers import PASSWORD, csrf_token, login, staff
 from tests.helpers import browse as _browse
-from tests.loan_factories import make_borrower, make_loan, make_product, make_staff, reload, run_job
+from tests.loan_factories import (
+    make_borrower,
+    make_loan,
+    make_product,
+    make_staff,
+    reload,
+    restructure,
+    run_job,
+)
 
 D = Decimal
 
@@ -208,13 +215,7 @@ def test_beside_an_application_a_restructured_loan_is_late_only_on_its_new_sched
     late = make_loan(product=make_product("V1"), on=date(2026, 1, 31), member=member).id
     application = application_of(member_id)
     run_job("loan-arrears", date(2026, 3, 31))
-    loan_restructure(
-        loan_id=late,
-        staff=make_staff("branch_manager"),
-        term=12,
-        start_date=date(2026, 3, 31),
-        reason="Lost job; new employer from May",
-    )
+    restructure(late, start=date(2026, 3, 31))
 
     position = position_of(application)
 

@@ -346,8 +346,7 @@ def test_the_loans_list_shows_the_officer_and_what_each_loan_owes(app: Flask) ->
 
 def test_the_loans_list_figures_are_each_loans_own_live_schedule(app: Flask) -> None:
     from app.selectors.loans import loan_debt, loan_list_figures
-    from app.services.loans import loan_restructure
-    from tests.loan_factories import make_loan, make_staff, run_job
+    from tests.loan_factories import make_loan, make_staff, restructure, run_job
 
     officer = make_staff("loan_officer")
     name = officer.name
@@ -360,13 +359,7 @@ def test_the_loans_list_figures_are_each_loans_own_live_schedule(app: Flask) -> 
         db.session.get(Loan, loan_id).officer_id = officer.id
     db.session.commit()
     run_job("loan-arrears", date(2026, 4, 5))
-    loan_restructure(
-        loan_id=restructured,
-        staff=make_staff("branch_manager"),
-        term=12,
-        start_date=date(2026, 4, 5),
-        reason="Lost job; new employer from May",
-    )
+    restructure(restructured, start=date(2026, 4, 5))
     new_schedule = loan_debt(loan_id=restructured).total
 
     figures = loan_list_figures(loan_ids=[restructured, fresh], as_of=date(2026, 4, 5))
@@ -615,18 +608,11 @@ def test_the_loan_page_names_who_recommended_and_who_approved_and_when(app: Flas
 
 def test_a_restructured_loans_page_keeps_the_replaced_schedule_apart(app: Flask) -> None:
     from app.selectors.loans import loan_page
-    from app.services.loans import loan_restructure
-    from tests.loan_factories import make_loan, make_staff, reload, run_job
+    from tests.loan_factories import make_loan, reload, restructure, run_job
 
     loan_id = make_loan(product=make_product("V1"), on=date(2026, 1, 31)).id
     run_job("loan-arrears", date(2026, 4, 5))
-    loan_restructure(
-        loan_id=loan_id,
-        staff=make_staff("branch_manager"),
-        term=6,
-        start_date=date(2026, 4, 5),
-        reason="Lost job; new employer from May",
-    )
+    restructure(loan_id, start=date(2026, 4, 5), term=6)
 
     page = loan_page(loan=reload(loan_id), as_of=date(2026, 4, 6))
 
