@@ -563,20 +563,14 @@ def test_the_loan_page_lists_the_latest_twenty_payments_and_says_when_there_are_
 
 
 def test_the_loan_page_names_who_recommended_and_who_approved_and_when(app: Flask) -> None:
-    from app.clock import business_today
     from app.selectors.loans import loan_page
     from app.services.loans import loan_approve, loan_recommend
     from tests.loan_factories import make_staff, reload
 
-    # Above the DEV product's maker-checker threshold: recommended, then approved.
-    product = make_product("DEV", min_membership_days=0, min_share_capital=Decimal("0"))
-    member = make_borrower(savings=100000)
-    loan_id = loan_apply(
-        member_id=member.id, product_id=product.id, amount=150000, as_of=business_today()
-    ).id
+    loan_id = submitted_loan()  # above DEV's maker-checker threshold: recommended, approved
     maker, checker = make_staff("branch_manager"), make_staff("branch_manager")
     maker_id, checker_id = maker.id, checker.id
-    submitted = loan_page(loan=reload(loan_id), as_of=business_today())
+    submitted = loan_page(loan=reload(loan_id), as_of=date(2026, 3, 2))
     loan_recommend(loan_id=loan_id, staff=maker)
     loan_approve(loan_id=loan_id, staff=checker)
     recommended_at = db.session.scalar(
@@ -585,13 +579,13 @@ def test_the_loan_page_names_who_recommended_and_who_approved_and_when(app: Flas
     # Another member's loan, recommended later, has a time of its own.
     later = loan_apply(
         member_id=make_borrower(savings=100000).id,
-        product_id=product.id,
+        product_id=reload(loan_id).product_id,
         amount=150000,
-        as_of=business_today(),
+        as_of=date(2026, 3, 2),
     ).id
     loan_recommend(loan_id=later, staff=make_staff("branch_manager"))
 
-    page = loan_page(loan=reload(loan_id), as_of=business_today())
+    page = loan_page(loan=reload(loan_id), as_of=date(2026, 3, 2))
 
     assert (submitted.recommended_by, submitted.recommended_at, submitted.approved_by) == (
         None,
