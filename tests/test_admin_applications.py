@@ -194,7 +194,7 @@ def test_beside_an_application_only_the_members_running_loans_count(app: Flask) 
 
     position = position_of(application)
 
-    # The written-off loan is neither a loan besides this one, nor late, nor in arrears;
+    # The written-off loan is neither another loan beside this one, nor late, nor in arrears;
     # the other member's loan, 90 days late, is none of this member's business.
     assert (position.other_loans, position.days_past_due) == (1, 31)
     # Arrears: the running loan's first installment (1 March), not its second, due today.
