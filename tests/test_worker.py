@@ -13,7 +13,7 @@ from flask import Flask
 from rq.job import JobStatus
 
 from app.cli.runtime import make_worker
-from app.cli.supervise import describe_exit, error_cause
+from app.cli.supervise import Supervisor, describe_exit, error_cause
 from app.extensions import db, enqueue
 from tests.factories import make_member
 
@@ -93,3 +93,42 @@ def test_a_crash_is_told_by_its_exit_status_and_the_error_it_logged() -> None:
     plain = ["Traceback (most recent call last):\n", "  File x\n", "OSError: port in use\n"]
     assert error_cause(plain) == "OSError: port in use"
     assert error_cause(['{"level": "info", "msg": "fine"}\n']) is None
+
+
+def test_a_child_killed_from_outside_is_told_by_its_signal_not_an_error_it_had_logged(
+    tmp_path: Path,
+) -> None:
+    """The worker logs a job that failed and will be retried, then the OOM killer takes it:
+    the report names the signal alone. A child that exits on an error is told by it."""
+    logged = "import sys, time; print('{err}', file=sys.stderr, flush=True); {then}"
+    said: list[str] = []
+    supervisor = Supervisor(
+        {
+            "worker": [
+                sys.executable,
+                "-c",
+                logged.format(err="DarajaNoAnswer: token: ConnectionError", then="time.sleep(60)"),
+            ],
+            "web": [sys.executable, "-c", logged.format(err="OSError: in use", then="sys.exit(3)")],
+        },
+        cwd=tmp_path,
+        env=os.environ,
+        say=said.append,
+    )
+    worker, web = supervisor.children
+    try:
+        for child in supervisor.children:
+            supervisor.start(child)
+        deadline = time.monotonic() + 30
+        while not (worker.stderr_tail and web.stderr_tail) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.process is not None and web.process is not None
+        os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.wait(timeout=30)
+        web.process.wait(timeout=30)
+        supervisor.check(time.monotonic())
+    finally:
+        supervisor.stop()
+
+    assert "worker crashed (killed by SIGKILL); restarting in 1 s" in said, said
+    assert "web crashed (exit status 3): OSError: in use; restarting in 1 s" in said, said

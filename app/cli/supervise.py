@@ -1,9 +1,10 @@
 """The process supervisor behind `sacco up`: web, worker and scheduler as children.
 
 A child that dies without being asked to is reported with its exit status and the last
-error it wrote, then started again after a pause that doubles with each quick crash (1 s up
-to a minute), so the web server keeps answering members while a worker is down. Each child
-runs in a session of its own: Ctrl-C reaches only the supervisor, which then stops them all.
+error it wrote (or the signal that stopped it from outside, alone), then started again
+after a pause that doubles with each quick crash (1 s up to a minute), so the web server
+keeps answering members while a worker is down. Each child runs in a session of its own:
+Ctrl-C reaches only the supervisor, which then stops them all.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
 STABLE_AFTER_SECONDS = 60.0  # a child up this long has its backoff reset
 STOP_GRACE_SECONDS = 10.0
+STOPPED_FROM_OUTSIDE = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def describe_exit(returncode: int) -> str:
@@ -112,10 +114,11 @@ class Supervisor:
     def _forward_stderr(child: Child, process: subprocess.Popen[str]) -> None:
         # Pass the child's log through, keeping its tail to name the cause of a crash.
         assert process.stderr is not None
-        for line in process.stderr:
-            child.stderr_tail.append(line)
-            sys.stderr.write(line)
-            sys.stderr.flush()
+        with process.stderr:  # closed at the child's end: a restarted child leaks no pipe
+            for line in process.stderr:
+                child.stderr_tail.append(line)
+                sys.stderr.write(line)
+                sys.stderr.flush()
 
     def check(self, now: float) -> None:
         """Notice children that died and start those whose pause is over."""
@@ -131,7 +134,10 @@ class Supervisor:
                 _signal_group(process.pid, signal.SIGKILL)
                 if now - child.started_at >= STABLE_AFTER_SECONDS:
                     child.backoff = FIRST_BACKOFF_SECONDS
-                cause = error_cause(list(child.stderr_tail))
+                # A child stopped from outside (the OOM killer, an operator) did not die of
+                # the last error it logged: a failed job it was about to retry said it.
+                killed = -process.returncode in STOPPED_FROM_OUTSIDE
+                cause = None if killed else error_cause(list(child.stderr_tail))
                 self.say(
                     f"{child.name} crashed ({describe_exit(process.returncode)})"
                     + (f": {cause}" if cause else "")
