@@ -30,6 +30,26 @@ worker_class = "sync"
 # to 20,000 loans in the request (about 15 s on PostgreSQL here, longer on SQLite or a
 # slower machine): cut off, it would stop between two batches. A hung request still ends.
 timeout = 300
+# The app is imported once, in the master, and the workers are forked from it. Each import
+# is seconds of CPU (3 s on a quiet 2-core box): five workers importing it side by side
+# with the RQ worker and the scheduler kept `sacco up` from answering for 10 s after
+# gunicorn listened, over 20 s on a loaded CI box. A new release is a new process anyway
+# (the image, `sacco up`), never a HUP that would need each worker to re-import.
+preload_app = True
+
+
+def post_fork(server, worker):  # noqa: ANN001, ANN201, ARG001 - gunicorn's hook signature
+    """A connection the master's import may have pooled is the master's: a worker that used
+    it too would interleave its queries with another's on one socket (SQLAlchemy's
+    "Using Connection Pools with Multiprocessing or os.fork()"). Each worker opens its own."""
+    from app.extensions import db
+    from wsgi import app
+
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose(close=False)
+
+
 # We supervise the processes ourselves: gunicorn 27's control socket defaults to one path
 # per user, so a second local copy (or the suite) would take it over.
 control_socket_disable = True
