@@ -12,8 +12,15 @@ from sqlalchemy import func, select
 from app.cli.demo import PRODUCTS
 from app.extensions import db
 from app.models import Account, AuditLog, JournalEntry, Loan, LoanProduct, Member, StaffUser
-from app.selectors.loans import loan_debt
-from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_restructure
+from app.selectors.loans import current_installments, loan_debt
+from app.services.ledger import credit, debit, gl_account, journal_post
+from app.services.loans import (
+    loan_account,
+    loan_apply,
+    loan_approve,
+    loan_disburse,
+    loan_restructure,
+)
 from app.services.members import member_buy_shares
 from app.services.staff import staff_add
 from tests.factories import make_member
@@ -180,3 +187,22 @@ def make_loan_in_default() -> int:
     run_job("loan-arrears", date(2026, 4, 1))
     assert reload(loan_id).in_default
     return loan_id
+
+
+def charge_fee(loan: Loan, number: int, amount: Decimal, on: date) -> None:
+    """Book a fee on one installment the way the arrears job books a penalty. No service
+    charges fees after disbursement yet; this makes the fee step of the order visible."""
+    row = current_installments(loan.id)[number - 1]
+    journal_post(
+        kind="fee",
+        lines=[
+            debit(loan_account(loan, "fees"), amount),
+            credit(gl_account("GL-INCOME-FEES"), amount),
+        ],
+        value_date=on,
+        description=f"Fee {loan.loan_no} #{number}",
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+    row.fees_due += amount
+    db.session.commit()

@@ -16,6 +16,7 @@ from app.selectors.loans import aging_bucket, current_installments, portfolio_at
 from app.services.ledger import ledger_check
 from app.services.loans import loan_repay
 from tests.loan_factories import (
+    charge_fee,
     count,
     make_loan,
     make_product,
@@ -100,6 +101,17 @@ def test_percent_penalty_is_on_the_amount_overdue(app):
 
     # Row 1 still owes 500.00 (its interest was paid first): 5% of that.
     assert penalties(loan_id)[0] == (D("25.00"), date(2026, 3, 4))
+    assert_books(loan_id)
+
+
+def test_percent_penalty_counts_a_fee_owed_on_the_row(app):
+    loan_id = v1_loan_id(penalty_type="percent", penalty_value=D("5"))
+    charge_fee(reload(loan_id), 1, D("100.00"), DUE1)
+
+    run_job("loan-arrears", date(2026, 3, 4))
+
+    # 5% of the 888.49 installment and its 100.00 fee: 49.4245.
+    assert penalties(loan_id)[0] == (D("49.42"), date(2026, 3, 4))
     assert_books(loan_id)
 
 

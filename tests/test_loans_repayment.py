@@ -14,16 +14,11 @@ from app.models import Installment, JournalEntry, Loan, SmsMessage
 from app.selectors.loans import current_installments
 from app.services.ledger import (
     DuplicatePosting,
-    credit,
-    debit,
-    gl_account,
-    journal_post,
     ledger_check,
     member_account,
 )
 from app.services.loans import (
     LoanError,
-    loan_account,
     loan_apply,
     loan_disburse,
     loan_fee,
@@ -34,6 +29,7 @@ from tests.factories import make_member
 from tests.loan_factories import (
     audit_rows,
     balance,
+    charge_fee,
     count,
     counts,
     make_borrower,
@@ -78,25 +74,6 @@ def repayments() -> int:
 
 def paid(row: Installment) -> tuple[Decimal, Decimal, Decimal, Decimal]:
     return (row.penalty_paid, row.fees_paid, row.interest_paid, row.principal_paid)
-
-
-def charge_fee(loan: Loan, number: int, amount: Decimal, on: date) -> None:
-    """Book a fee on one installment the way the arrears job books a penalty. No service
-    charges fees after disbursement yet; this makes the fee step of the order visible."""
-    row = current_installments(loan.id)[number - 1]
-    journal_post(
-        kind="fee",
-        lines=[
-            debit(loan_account(loan, "fees"), amount),
-            credit(gl_account("GL-INCOME-FEES"), amount),
-        ],
-        value_date=on,
-        description=f"Fee {loan.loan_no} #{number}",
-        member_id=loan.member_id,
-        loan_id=loan.id,
-    )
-    row.fees_due += amount
-    db.session.commit()
 
 
 def assert_books(loan: Loan) -> None:
