@@ -11,10 +11,17 @@ import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db, redis_client
-from app.models import Installment, JournalEntry, JournalLine, Loan, PortfolioSnapshot
+from app.models import (
+    Installment,
+    JournalEntry,
+    JournalLine,
+    Loan,
+    LoanProduct,
+    PortfolioSnapshot,
+)
 from app.selectors.loans import aging_bucket, current_installments, portfolio_at_risk
 from app.services.ledger import ledger_check
-from app.services.loans import loan_repay
+from app.services.loans import arrears_decide, loan_repay
 from tests.loan_factories import (
     charge_fee,
     count,
@@ -102,6 +109,26 @@ def test_percent_penalty_is_on_the_amount_overdue(app):
     # Row 1 still owes 500.00 (its interest was paid first): 5% of that.
     assert penalties(loan_id)[0] == (D("25.00"), date(2026, 3, 4))
     assert_books(loan_id)
+
+
+def test_the_rule_reads_a_whole_schedule_paid_and_future_rows_are_not_late() -> None:
+    """`arrears_decide` takes the loan's live schedule: a row paid (late, once) and a row
+    not yet due are neither counted late nor charged; the unpaid row past due is both."""
+    product = LoanProduct(
+        penalty_type="fixed", penalty_value=D("50"), grace_days=3, default_threshold_days=90
+    )
+    owed = dict(principal_due=D("796.37"), interest_due=D("92.12"), fees_due=D("0"))
+    paid = {f"{c}_paid": D("0") for c in ("principal", "interest", "fees", "penalty")}
+    rows = [
+        Installment(number=1, due_date=DUE1, paid_on=date(2026, 3, 10), **owed, **paid),
+        Installment(number=2, due_date=DUE2, paid_on=None, **owed, **paid),
+        Installment(number=3, due_date=date(2026, 4, 30), paid_on=None, **owed, **paid),
+    ]
+
+    decided = arrears_decide(product, rows, date(2026, 4, 10))
+
+    assert decided.standing == (10, "1-30", False)
+    assert [(row.number, amount) for row, amount in decided.penalties] == [(2, D("50.00"))]
 
 
 def test_percent_penalty_counts_a_fee_owed_on_the_row(app):
