@@ -21,7 +21,7 @@ from app.models import (
 )
 from app.selectors.loans import aging_bucket, current_installments, portfolio_at_risk
 from app.services.ledger import ledger_check
-from app.services.loans import arrears_decide, loan_repay
+from app.services.loans import ArrearsDecision, arrears_decide, loan_repay
 from tests.loan_factories import (
     charge_fee,
     count,
@@ -129,6 +129,11 @@ def test_the_rule_reads_a_whole_schedule_paid_and_future_rows_are_not_late() -> 
 
     assert decided.standing == (10, "1-30", False)
     assert [(row.number, amount) for row, amount in decided.penalties] == [(2, D("50.00"))]
+    # A product without a penalty: the same standing, and nothing to charge (not a zero).
+    product.penalty_type = "none"
+    assert arrears_decide(product, rows, date(2026, 4, 10)) == ArrearsDecision(
+        [], 10, "1-30", False
+    )
 
 
 def test_percent_penalty_counts_a_fee_owed_on_the_row(app):
