@@ -21,14 +21,17 @@ from app.models import (
 )
 from app.selectors.loans import aging_bucket, current_installments, portfolio_at_risk
 from app.services.ledger import ledger_check
-from app.services.loans import ArrearsDecision, arrears_decide, loan_repay
+from app.services.loans import ArrearsDecision, arrears_decide, loan_repay, loan_write_off
 from tests.loan_factories import (
     charge_fee,
     count,
     make_loan,
+    make_loan_in_default,
     make_product,
+    make_staff,
     receivables,
     reload,
+    restructure,
     run_job,
     schedule_owed,
 )
@@ -271,6 +274,37 @@ def test_rerunning_the_same_day_changes_nothing(app, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (line["status"], line["records_scanned"], line["records_updated"]) == ("success", 2, 0)
     for loan_id in ids:
+        assert_books(loan_id)
+
+
+def test_the_run_reads_the_loans_in_arrears_and_no_others(app, capsys):
+    """Its cost follows the arrears, not the book: of four loans it reads only the late one.
+    Not a written-off loan (still marked 59 days late), nor a restructured one that is
+    current on its new schedule (its old rows, unpaid, are superseded), nor one whose first
+    installment falls due on the day itself."""
+    written_off = make_loan_in_default()  # paid out 1 January; runs the job for 1 April
+    v1 = make_product(code="V1B")
+    restructured = make_loan(product=v1, on=DISBURSED).id
+    late = make_loan(product=v1, on=DISBURSED).id
+    due_today = make_loan(product=v1, on=date(2026, 3, 15)).id
+    run_job("loan-arrears", date(2026, 4, 1))
+    loan_write_off(
+        loan_id=written_off,
+        staff=make_staff("branch_manager"),
+        reason="Absconded",
+        value_date=date(2026, 4, 2),
+    )
+    restructure(restructured, start=date(2026, 4, 10))
+    day = date(2026, 4, 15)
+    assert current_installments(due_today)[0].due_date == day
+    capsys.readouterr()
+
+    run_job("loan-arrears", day)
+
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (line["status"], line["records_scanned"]) == ("success", 1)
+    assert [state(i)[0] for i in (written_off, restructured, late, due_today)] == [59, 0, 46, 0]
+    for loan_id in (restructured, late, due_today):
         assert_books(loan_id)
 
 
