@@ -308,6 +308,18 @@ def test_the_run_reads_the_loans_in_arrears_and_no_others(app, capsys):
         assert_books(loan_id)
 
 
+def test_a_loan_one_day_late_and_then_paid_goes_back_to_current(app):
+    loan_id = v1_loan_id()
+    run_job("loan-arrears", DUE1 + timedelta(days=1))
+    assert state(loan_id) == (1, "1-30", False)
+    loan_repay(loan_id=loan_id, amount="888.49", reference="RCONEDAY01", value_date=DUE1)
+
+    run_job("loan-arrears", DUE1 + timedelta(days=2))
+
+    assert state(loan_id) == (0, "current", False)
+    assert_books(loan_id)
+
+
 def test_a_run_while_another_holds_the_lock_is_skipped(app, capsys):
     loan_id = v1_loan_id(penalty_type="percent", penalty_value=D("5"))
     redis_client().set("sacco:lock:job:loan-arrears", "other-scheduler")
