@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from app.extensions import db, queue
 from app.models import AuditLog, Installment, JournalEntry, Loan, Member, MpesaRequest
+from app.selectors.loans import current_installments
 from app.services.ledger import member_account
 from app.services.loans import (
     LoanError,
@@ -360,3 +361,23 @@ def test_a_closed_loan_cannot_be_settled_and_says_why(app: Flask) -> None:
     with pytest.raises(LoanError) as refused:
         loan_settle(loan_id=loan_id, actor=manager, reason="again", value_date=date(2026, 4, 3))
     assert str(refused.value) == f"loan {loan_no} is closed; there is nothing to settle"
+
+
+def test_a_fresh_read_of_the_schedule_sees_what_was_written_past_the_sessions_copy(
+    app: Flask,
+) -> None:
+    """A service that has just taken the loan's lock reads the schedule `fresh`: a row the
+    session read before (here: before another writer charged it) is read again, not
+    served from the session's copy."""
+    loan = make_loan(product=make_product(), on=date(2026, 1, 31))
+    first = current_installments(loan.id)[0]  # the session now holds the rows
+    db.session.execute(
+        update(Installment)
+        .where(Installment.id == first.id)
+        .values(penalty_due=Decimal("50.00"))
+        .execution_options(synchronize_session=False)  # as another worker's write would
+    )
+
+    assert current_installments(loan.id)[0].penalty_due == Decimal("0.00")  # the old copy
+    assert current_installments(loan.id, fresh=True)[0].penalty_due == Decimal("50.00")
+    db.session.rollback()
