@@ -365,3 +365,27 @@ def test_an_exit_waits_for_a_branch_withdrawal_held_for_approval(app: Flask) -> 
         withdrawal_id=held.id, staff=manager, approve=False, today=TODAY, reason="not signed"
     )
     assert exit_settle(exit_id=leaving.id, actor=manager, today=later).refund == Decimal("91000.00")
+
+
+def test_a_notice_stops_the_leavers_borrowing_alone_and_a_cancelled_one_no_longer(
+    app: Flask,
+) -> None:
+    product = make_product("V1")
+    leaver, neighbour = make_borrower(savings="5000"), make_borrower(savings="5000")
+    leaver_id, neighbour_id = leaver.id, neighbour.id
+
+    def eligibility(member_id: int) -> tuple[bool, str | None]:
+        answer = loan_eligibility(
+            member=db.session.get(Member, member_id), product=product, as_of=TODAY
+        )
+        return answer.eligible, answer.code
+
+    notice = exit_request(
+        member_id=leaver_id, reason="moving abroad", actor=_staff("loan_officer"), today=TODAY
+    )
+    assert eligibility(leaver_id) == (False, "exit_notice")
+    assert eligibility(neighbour_id) == (True, None)  # another member's notice is not theirs
+
+    exit_cancel(exit_id=notice.id, actor=_staff("branch_manager"))
+
+    assert eligibility(leaver_id) == (True, None)
