@@ -2,7 +2,9 @@
 
 gunicorn reads this file (`sacco up` names it; the image runs from its folder). A
 deployment changes any of it without editing: `WEB_CONCURRENCY` sets the number of
-processes, and `GUNICORN_CMD_ARGS` (e.g. `--threads 4`) overrides any setting.
+processes, and `GUNICORN_CMD_ARGS` (e.g. `--threads 4`) overrides any setting but one:
+the app is preloaded (below), a switch gunicorn can only turn on, so `--reload` does not
+reload code here; restart the server instead.
 
 Sync workers, one request at a time per process, as many processes as gunicorn's own
 sizing rule (2 x cores + 1). A USSD hop is a few milliseconds of CPU and two short Redis
