@@ -4,11 +4,12 @@ aging buckets, default, and the PAR30 snapshot."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from app.extensions import db, redis_client
 from app.models import (
@@ -20,8 +21,16 @@ from app.models import (
     PortfolioSnapshot,
 )
 from app.selectors.loans import aging_bucket, current_installments, portfolio_at_risk
-from app.services.ledger import ledger_check
-from app.services.loans import ArrearsDecision, arrears_decide, loan_repay, loan_write_off
+from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
+from app.services.loans import (
+    ArrearsDecision,
+    arrears_decide,
+    loan_account,
+    loan_repay,
+    loan_write_off,
+    loans_update_arrears,
+)
+from tests.helpers import Worker, wait_until_blocked
 from tests.loan_factories import (
     charge_fee,
     count,
@@ -161,6 +170,109 @@ def test_fixed_penalty_once_per_installment(app):
     assert penalties(loan_id)[0] == (D("200.00"), date(2026, 3, 4))
     assert receivables(reload(loan_id))["penalty"] == D("200.00")
     assert penalty_entries() == 1
+    assert_books(loan_id)
+
+
+def test_the_chunk_reads_the_schedule_afresh_under_the_loans_lock(app):
+    """A fee booked on a row by another writer after this session read the schedule is
+    part of tonight's percentage base: the chunk re-reads the rows under the lock, not the
+    session's copy of them."""
+    loan_id = v1_loan_id(penalty_type="percent", penalty_value=D("5"))
+    loan = reload(loan_id)
+    row = current_installments(loan_id)[0]  # the session now holds the rows
+    # Another worker books a 100.00 fee on row 1, as charge_fee does, around the session.
+    journal_post(
+        kind="fee",
+        lines=[
+            debit(loan_account(loan, "fees"), D("100.00")),
+            credit(gl_account("GL-INCOME-FEES"), D("100.00")),
+        ],
+        value_date=DUE1,
+        member_id=loan.member_id,
+        loan_id=loan_id,
+    )
+    db.session.execute(
+        update(Installment)
+        .where(Installment.id == row.id)
+        .values(fees_due=Installment.fees_due + D("100.00"))
+        .execution_options(synchronize_session=False)
+    )
+
+    assert loans_update_arrears([loan_id], as_of=date(2026, 3, 4)) == 1
+    db.session.commit()
+
+    # 5% of the 888.49 installment and the 100.00 fee (44.42 on the stale copy).
+    assert penalties(loan_id)[0] == (D("49.42"), date(2026, 3, 4))
+    assert_books(loan_id)
+
+
+def test_the_chunk_reads_the_loans_afresh_under_their_lock(app):
+    """A loan whose standing was written after this session read it (here by the chunk
+    itself, whose bulk UPDATE goes around the session) is judged on the row, not on the
+    session's copy: run again in the same transaction, nothing changes and nothing counts."""
+    loan_id = v1_loan_id(penalty_type="fixed", penalty_value=D("200"))
+    loan = reload(loan_id)  # the session holds the loan while a reference to it lives
+    assert loan.days_past_due == 0
+
+    assert loans_update_arrears([loan_id], as_of=date(2026, 3, 4)) == 1
+    assert loans_update_arrears([loan_id], as_of=date(2026, 3, 4)) == 0
+    db.session.commit()
+
+    assert (loan.days_past_due, loan.aging_bucket, loan.in_default) == (4, "1-30", False)
+    assert penalty_entries() == 1
+    assert_books(loan_id)
+
+
+def test_a_chunk_locks_its_loans_in_id_order(app, pg):
+    """Whatever locks several loans takes them in id order, so two lockers can never
+    deadlock: while the chunk waits for a lower loan, it holds no higher one. The lower
+    loan's row is written last, so a scan in table order would meet the higher one first."""
+    product = make_product(penalty_type="fixed", penalty_value=D("200"))
+    low, high = (make_loan(product=product, on=DISBURSED).id for _ in range(2))
+    db.session.execute(update(Loan).where(Loan.id == low).values(days_past_due=0))
+    db.session.commit()
+    db.session.remove()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_low_loan() -> None:
+        db.session.execute(select(Loan.id).where(Loan.id == low).with_for_update()).all()
+        locked.set()
+        release.wait(20)
+        db.session.rollback()
+
+    def chunk() -> int:
+        changed = loans_update_arrears([high, low], as_of=date(2026, 3, 4))
+        db.session.commit()
+        return changed
+
+    holder = Worker(app, hold_the_low_loan)
+    holder.start()
+    assert locked.wait(20)
+    job = Worker(app, chunk)
+    job.start()
+    try:
+        wait_until_blocked()
+        with db.engine.connect() as conn:
+            # NOWAIT: refused at once if the waiting chunk already holds the higher loan.
+            conn.execute(
+                text("SELECT id FROM loans WHERE id = :id FOR UPDATE NOWAIT"), {"id": high}
+            ).all()
+            conn.rollback()
+    finally:
+        release.set()
+        holder.outcome()
+    assert job.outcome() == 2
+    assert penalty_entries() == 2
+
+
+def test_a_chunk_whose_loans_all_closed_since_the_scan_counts_nothing(app):
+    loan_id = v1_loan_id(penalty_type="fixed", penalty_value=D("200"))
+    loan_repay(loan_id=loan_id, amount="10661.88", reference="RCSHUT0001", value_date=DUE1)
+    assert reload(loan_id).status == "closed"
+
+    assert loans_update_arrears([loan_id], as_of=date(2026, 3, 4)) == 0
+    db.session.commit()
+    assert penalty_entries() == 0
     assert_books(loan_id)
 
 
