@@ -134,7 +134,7 @@ def arrears_decide(
     product: LoanProduct, rows: Sequence[Installment], as_of: date
 ) -> ArrearsDecision:
     """The one arrears rule, for one loan or a chunk of the book: `rows` are the loan's
-    live schedule in installment order, read under the loan's lock. Days past due count
+    live schedule (in any order), read under the loan's lock. Days past due count
     from the oldest unpaid row due before `as_of`; a row more than grace_days late earns
     its product's penalty once; default is more than default_threshold_days late."""
     overdue = [row for row in rows if row.paid_on is None and row.due_date < as_of]
@@ -144,7 +144,7 @@ def arrears_decide(
             amount = penalty_for(product, row)
             if amount > 0:
                 penalties.append((row, amount))
-    dpd = (as_of - overdue[0].due_date).days if overdue else 0
+    dpd = (as_of - min(row.due_date for row in overdue)).days if overdue else 0
     return ArrearsDecision(penalties, dpd, aging_bucket(dpd), dpd > product.default_threshold_days)
 
 
@@ -246,7 +246,7 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
             select(Loan)
             .where(Loan.id.in_(sorted(loan_ids)), Loan.status.in_(LIVE_STATUSES))
             .order_by(Loan.id)
-            .with_for_update(of=Loan)
+            .with_for_update(of=Loan)  # pragma: no mutate: no join: FOR UPDATE locks the same
             # Not the loan's eager loads (member, product, the whole schedule): the rows
             # the rule reads come in one query below, the products in another.
             .options(lazyload("*"))
@@ -256,16 +256,19 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
     if not loans:
         return 0
     rows: dict[int, list[Installment]] = {loan.id: [] for loan in loans}
-    # Only what arrears_decide looks at: the live rows due before as_of and unpaid.
+    # Only what arrears_decide looks at: the live rows due before as_of and unpaid. The
+    # rule itself leaves paid and not yet late rows out and takes the oldest due date
+    # whatever the order, so those two conditions and the order only spare it work (and
+    # write one loan's penalty entries in installment order): not mutated.
     for row in db.session.scalars(
         select(Installment)
         .where(
             Installment.loan_id.in_(list(rows)),
             Installment.superseded.is_(False),
-            Installment.paid_on.is_(None),
-            Installment.due_date < as_of,
+            Installment.paid_on.is_(None),  # pragma: no mutate
+            Installment.due_date < as_of,  # pragma: no mutate
         )
-        .order_by(Installment.loan_id, Installment.number)
+        .order_by(Installment.loan_id, Installment.number)  # pragma: no mutate
         .options(lazyload("*"))
         .execution_options(populate_existing=True)
     ):
