@@ -146,9 +146,15 @@ def test_the_rule_reads_a_whole_schedule_paid_and_future_rows_are_not_late() -> 
     assert arrears_decide(product, rows, date(2026, 4, 10)) == ArrearsDecision(
         [], 10, "1-30", False
     )
-    # In any order: days past due count from the oldest unpaid row due (31 Mar), not from
-    # whichever comes first.
-    assert arrears_decide(product, rows[::-1], date(2026, 5, 5)).standing == (35, "31-60", False)
+    # In any order: days past due count from the oldest unpaid row due (31 Mar), and the
+    # penalties come oldest first (the in duplum cap serves them in that order).
+    product.penalty_type = "fixed"
+    decided = arrears_decide(product, rows[::-1], date(2026, 5, 5))
+    assert decided.standing == (35, "31-60", False)
+    assert [(row.number, amount) for row, amount in decided.penalties] == [
+        (2, D("50.00")),
+        (3, D("50.00")),
+    ]
 
 
 def test_percent_penalty_counts_a_fee_owed_on_the_row(app):

@@ -136,15 +136,19 @@ def arrears_decide(
     """The one arrears rule, for one loan or a chunk of the book: `rows` are the loan's
     live schedule (in any order), read under the loan's lock. Days past due count
     from the oldest unpaid row due before `as_of`; a row more than grace_days late earns
-    its product's penalty once; default is more than default_threshold_days late."""
-    overdue = [row for row in rows if row.paid_on is None and row.due_date < as_of]
+    its product's penalty once; default is more than default_threshold_days late. The
+    penalties come oldest installment first, the order the in duplum cap serves them."""
+    overdue = sorted(
+        (row for row in rows if row.paid_on is None and row.due_date < as_of),
+        key=lambda row: row.number,
+    )
     penalties = []
     for row in overdue:
         if (as_of - row.due_date).days > product.grace_days and row.last_penalty_on is None:
             amount = penalty_for(product, row)
             if amount > 0:
                 penalties.append((row, amount))
-    dpd = (as_of - min(row.due_date for row in overdue)).days if overdue else 0
+    dpd = (as_of - overdue[0].due_date).days if overdue else 0
     return ArrearsDecision(penalties, dpd, aging_bucket(dpd), dpd > product.default_threshold_days)
 
 
@@ -257,9 +261,8 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
         return 0
     rows: dict[int, list[Installment]] = {loan.id: [] for loan in loans}
     # Only what arrears_decide looks at: the live rows due before as_of and unpaid. The
-    # rule itself leaves paid and not yet late rows out and takes the oldest due date
-    # whatever the order, so those two conditions and the order only spare it work (and
-    # write one loan's penalty entries in installment order): not mutated.
+    # rule itself leaves paid and not yet late rows out and puts the rest in installment
+    # order, so those two conditions and the ORDER BY only spare it work: not mutated.
     for row in db.session.scalars(
         select(Installment)
         .where(
@@ -284,16 +287,16 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
     }
     charging = [loan for loan in loans if decisions[loan.id].penalties]
     if charging:
-        # The in duplum cap: one more set query, for the loans charged tonight only.
+        # The in duplum cap: one more set query, for the loans charged tonight only (each
+        # has live rows, so each is in `room`).
         room = in_duplum_room([loan.id for loan in charging], as_of)
         capped = {
-            loan.id: in_duplum_cap(decisions[loan.id].penalties, room.get(loan.id, ZERO))
-            for loan in charging
+            loan.id: in_duplum_cap(decisions[loan.id].penalties, room[loan.id]) for loan in charging
         }
         charging = [loan for loan in charging if capped[loan.id]]
-    posted: set[str] = set()
-    drafts: list[tuple[Installment, Decimal, Draft]] = []
+    charged: list[tuple[Installment, Decimal]] = []
     if charging:
+        drafts: list[tuple[Installment, Decimal, Draft]] = []
         prefix, kind, label = RECEIVABLE["penalty"]
         accounts = accounts_get_or_create(
             [
@@ -315,8 +318,10 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
                     (row, amount, _penalty_draft(loan, row, amount, as_of, account, income))
                 )
         posted = journal_post_many([draft for _, _, draft in drafts])
+        charged = [
+            (row, amount) for row, amount, draft in drafts if draft.idempotency_key in posted
+        ]
     # Written as two bulk UPDATEs (app.services.bulk): the ORM's flush sends one per row.
-    charged = [(row, amount) for row, amount, draft in drafts if draft.idempotency_key in posted]
     moved = [
         dict(id=loan.id, days_past_due=dpd, aging_bucket=bucket, in_default=default)
         for loan in loans
