@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text, update
 
 from app.extensions import db, redis_client
 from app.models import (
+    Account,
     Installment,
     JournalEntry,
     JournalLine,
@@ -282,6 +283,22 @@ def test_a_chunk_whose_loans_all_closed_since_the_scan_counts_nothing(app):
     assert loans_update_arrears([loan_id], as_of=date(2026, 3, 4)) == 0
     db.session.commit()
     assert penalty_entries() == 0
+    assert_books(loan_id)
+
+
+def test_the_penalty_account_the_run_opens_is_the_loans_and_its_members(app):
+    """The nightly run opens a loan's penalty receivable on its first penalty, in bulk: the
+    account is registered to the loan and its member, as every other account of the loan."""
+    loan_id = v1_loan_id(penalty_type="fixed", penalty_value=D("200"))
+    run_job("loan-arrears", date(2026, 3, 4))
+
+    loan = reload(loan_id)
+    accounts = {
+        a.kind: (a.member_id, a.loan_id, a.name)
+        for a in db.session.scalars(select(Account).where(Account.loan_id == loan_id))
+    }
+    assert accounts["loan_penalty"] == (loan.member_id, loan_id, f"Penalty {loan.loan_no}")
+    assert accounts["loan_principal"][:2] == (loan.member_id, loan_id)
     assert_books(loan_id)
 
 
