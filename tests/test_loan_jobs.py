@@ -275,6 +275,22 @@ def test_a_chunk_locks_its_loans_in_id_order(app, pg):
     assert penalty_entries() == 2
 
 
+def test_a_chunk_counts_a_loan_it_moved_or_charged(app):
+    product = make_product(penalty_type="fixed", penalty_value=D("200"), grace_days=5)
+    loan_id = make_loan(product=product, on=DISBURSED).id
+    # Four days late, within the grace days: its standing moves, nothing is charged.
+    assert loans_update_arrears([loan_id], as_of=DUE1 + timedelta(days=4)) == 1
+    db.session.commit()
+    assert (state(loan_id), penalty_entries()) == ((4, "1-30", False), 0)
+    # The grace cut to three days and the run repeated that day: charged, standing as it was.
+    product.grace_days = 3
+    db.session.commit()
+    assert loans_update_arrears([loan_id], as_of=DUE1 + timedelta(days=4)) == 1
+    db.session.commit()
+    assert (state(loan_id), penalty_entries()) == ((4, "1-30", False), 1)
+    assert_books(loan_id)
+
+
 def test_a_chunk_whose_loans_all_closed_since_the_scan_counts_nothing(app):
     loan_id = v1_loan_id(penalty_type="fixed", penalty_value=D("200"))
     loan_repay(loan_id=loan_id, amount="10661.88", reference="RCSHUT0001", value_date=DUE1)

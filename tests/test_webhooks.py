@@ -27,7 +27,7 @@ from app.extensions import db
 from app.models import AuditLog, Member, WebhookDelivery, WebhookSubscription
 from app.services.api_clients import Registered, api_client_register
 from app.services.guarantees import guarantee_request
-from app.services.loans import loan_apply
+from app.services.loans import loan_apply, loan_repay, loans_update_arrears
 from app.services.sms import sms_deliver, sms_queue
 from app.services.webhooks import webhook_emit
 from tests.factories import make_member
@@ -427,6 +427,25 @@ def test_loans_announce_approval_payout_and_falling_overdue_once(
     assert overdue["loan_no"] == loan_no and overdue["days_past_due"] == 2
     assert overdue["overdue_since"] == "2026-02-01"
     assert sent["loan.overdue"]["id"] == f"loan.overdue:{loan_no}:2026-02-01"
+
+
+def test_a_loan_paid_up_before_its_chunk_locks_it_is_not_announced_overdue(
+    client: FlaskClient, settings: Any, receiver: responses.RequestsMock
+) -> None:
+    """The night's scan listed the loan, then a payment brought it up to date before its
+    chunk took the lock: the chunk finds nothing late, changes nothing, announces nothing."""
+    subscribed(client, ["loan.overdue"], ["loans:read"])
+    receiver.add(responses.POST, RECEIVER, status=200)
+    loan = make_loan(product=make_product("V1"), on=date(2026, 1, 1))
+    loan_repay(
+        loan_id=loan.id, amount="888.49", reference="RCUPTO0001", value_date=date(2026, 2, 2)
+    )
+
+    assert loans_update_arrears([loan.id], as_of=date(2026, 2, 3)) == 0
+    db.session.commit()
+    work()
+
+    assert deliveries() == [] and len(receiver.calls) == 0
 
 
 def test_nothing_is_queued_for_a_transaction_that_rolls_back(
