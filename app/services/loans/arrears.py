@@ -340,7 +340,10 @@ def loans_update_arrears(loan_ids: Sequence[int], *, as_of: date) -> int:
     update_rows(
         Installment.__table__,
         [dict(id=row.id, penalty_due=amount, last_penalty_on=as_of) for row, amount in charged],
-        add=["penalty_due"],
+        # A row is charged once (last_penalty_on) and owes no penalty before (a reversal
+        # zeroes it): adding and setting agree, so not mutated; adding keeps the ledger's
+        # figure should that ever change.
+        add=["penalty_due"],  # pragma: no mutate
     )
     update_rows(Loan.__table__, moved)
     # The loans and rows the session holds are stale now: the caller commits next (the
