@@ -262,6 +262,25 @@ def wait_until_blocked(count: int = 1, timeout: float = 10) -> None:
     raise AssertionError("no session ended up waiting on the lock")
 
 
+def holder_then_waiter(
+    app: Flask,
+    holder: Callable[[], Any],
+    held: threading.Event,
+    waiter: Callable[[], Any],
+    timeout: float = 20,
+) -> tuple[Worker, Worker]:
+    """The interleaving a race test forces: `holder` runs until it sets `held` (it holds its
+    row locks then), `waiter` starts next, and both are returned once `waiter` waits on a
+    row lock."""
+    first = Worker(app, holder)
+    first.start()
+    assert held.wait(timeout), "the holder never took its locks"
+    second = Worker(app, waiter)
+    second.start()
+    wait_until_blocked()
+    return first, second
+
+
 def worker_database(url: str, worker: str) -> str:
     """The database of one xdist worker ("gw0", "gw1", ...): on PostgreSQL `<name>_<worker>`
     on the same server, created the first time; a SQLite file gets the worker in its name."""

@@ -31,7 +31,7 @@ from app.services.loans import (
     loan_write_off,
     loans_update_arrears,
 )
-from tests.helpers import Worker, wait_until_blocked
+from tests.helpers import holder_then_waiter
 from tests.loan_factories import (
     charge_fee,
     count,
@@ -255,13 +255,8 @@ def test_a_chunk_locks_its_loans_in_id_order(app, pg):
         db.session.commit()
         return changed
 
-    holder = Worker(app, hold_the_low_loan)
-    holder.start()
-    assert locked.wait(20)
-    job = Worker(app, chunk)
-    job.start()
+    holder, job = holder_then_waiter(app, hold_the_low_loan, locked, chunk)
     try:
-        wait_until_blocked()
         with db.engine.connect() as conn:
             # NOWAIT: refused at once if the waiting chunk already holds the higher loan.
             conn.execute(

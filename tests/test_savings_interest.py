@@ -23,7 +23,7 @@ from app.services.members import member_deposit
 from app.services.savings import account_product, member_product_account, product_update
 from app.services.savings.interest import interest_post, period_of, periods_between
 from tests.factories import make_member
-from tests.helpers import Worker, wait_until_blocked
+from tests.helpers import holder_then_waiter
 from workers.runner import JobStats
 from workers.schedule import BATCHES, JOBS, SCHEDULE
 
@@ -399,12 +399,7 @@ def test_two_runs_racing_on_the_same_accounts_pay_each_period_once(app: Flask, p
         db.session.commit()
         return credited
 
-    one = Worker(app, first)
-    one.start()
-    assert held.wait(10)
-    two = Worker(app, second)
-    two.start()
-    wait_until_blocked(1)
+    one, two = holder_then_waiter(app, first, held, second, timeout=10)
     release.set()
 
     assert (one.outcome(), two.outcome()) == (3, 0)
