@@ -7,14 +7,24 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 
 from app.extensions import db
-from app.models import LoanProduct, Member
+from app.models import Loan, LoanProduct, Member
 from app.selectors.loans import loan_eligibility
 from app.services.ledger import ledger_check
-from app.services.loans import LoanError, loan_apply, loan_disburse, loan_repay
+from app.services.loans import LoanError, loan_apply, loan_disburse, loan_repay, loan_write_off
 from app.services.members import member_buy_shares, member_deposit
-from tests.loan_factories import counts, make_borrower, make_loan, make_product, run_job
+from tests.loan_factories import (
+    counts,
+    make_borrower,
+    make_loan,
+    make_loan_in_default,
+    make_product,
+    make_staff,
+    reload,
+    run_job,
+)
 
 D = Decimal
 ON = date(2026, 3, 2)  # every application and eligibility check in this file
@@ -146,6 +156,17 @@ def _in_arrears() -> tuple[int, int]:
     return member_id, instant_id
 
 
+def _written_off() -> tuple[int, int]:
+    loan_id = make_loan_in_default()  # its member has savings of 10,000
+    loan_write_off(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        reason="Cannot trace member",
+        value_date=date(2026, 4, 1),
+    )
+    return reload(loan_id).member_id, make_product("INSTANT").id
+
+
 def _pending() -> tuple[int, int]:
     product = make_product()
     member = make_borrower(savings=10000)
@@ -166,6 +187,10 @@ REFUSALS: dict[str, tuple[Setup, str]] = {
     "product_inactive": (_inactive_product, "This loan is not available now."),
     "membership_age": (_young_membership, "You can apply after 90 days of membership."),
     "arrears": (_in_arrears, "You have a loan in arrears. Pay it first to borrow again."),
+    "written_off": (
+        _written_off,
+        "A loan of yours was written off. Repay it to borrow again.",
+    ),
     "pending": (_pending, "You already have an application being processed."),
     "share_capital": (_short_of_share_capital, "You need share capital of KES 1,000 to apply."),
     "limit": (
@@ -187,6 +212,27 @@ def test_refusal_reason_is_one_a_member_can_read(app, code):
     assert result.reason[0].isupper() and result.reason.endswith(".")
     assert "_" not in result.reason and "None" not in result.reason
     assert len(result.reason) <= 120
+    assert ledger_check() == []
+
+
+def test_a_loan_written_off_holds_its_member_back_until_recovered_in_full(app):
+    """A write-off takes the loan off the books, not off the member: its days late no
+    longer count (the loan is not live), what is still unrecovered does, to the shilling."""
+    member_id, product_id = _written_off()
+    loan = db.session.scalar(select(Loan).where(Loan.member_id == member_id))
+    assert loan.days_past_due > 0
+    loan_repay(
+        loan_id=loan.id,
+        amount=loan.written_off_amount - 1,
+        reference="RCRECOV001",
+        value_date=date(2026, 4, 2),
+    )
+    assert eligibility(member_id, product_id).code == "written_off"
+
+    loan_repay(loan_id=loan.id, amount="1", reference="RCRECOV002", value_date=date(2026, 4, 3))
+
+    result = eligibility(member_id, product_id)
+    assert (result.eligible, result.limit, result.code) == (True, D("10000"), None)
     assert ledger_check() == []
 
 
@@ -238,6 +284,7 @@ APPLICATIONS: dict[str, tuple[Setup, object, int | None, str]] = {
         REFUSALS["share_capital"][1],
     ),
     "membership too young": (_young_membership, 50000, None, REFUSALS["membership_age"][1]),
+    "loan written off": (_written_off, 1000, None, REFUSALS["written_off"][1]),
     "pending application": (_pending, 5000, None, REFUSALS["pending"][1]),
     "inactive member": (_inactive_member, 5000, None, REFUSALS["member_inactive"][1]),
     "no such member": (lambda: (999999, make_product().id), 5000, None, "no member 999999"),

@@ -91,6 +91,15 @@ def loan_eligibility(
     )
     if in_arrears:
         return _refuse("arrears", "You have a loan in arrears. Pay it first to borrow again.")
+    # A loan written off is off the books, not forgiven: until it is recovered in full the
+    # member is refused, as a loan in arrears would refuse them (SPEC "Loans").
+    unrecovered = select(Loan.id).where(
+        Loan.member_id == member.id,
+        Loan.status == "written_off",
+        Loan.recovered_amount < Loan.written_off_amount,
+    )
+    if db.session.scalar(unrecovered.limit(1)) is not None:
+        return _refuse("written_off", "A loan of yours was written off. Repay it to borrow again.")
     pending = db.session.scalar(
         select(func.count())
         .select_from(Loan)
