@@ -215,6 +215,20 @@ def test_refusal_reason_is_one_a_member_can_read(app, code):
     assert ledger_check() == []
 
 
+def test_one_day_late_is_in_arrears(app):
+    member_id = make_borrower(savings=20000).id
+    instant_id = make_product("INSTANT").id
+    make_loan(
+        product=make_product(),
+        amount=10000,
+        on=date(2026, 1, 15),
+        member=db.session.get(Member, member_id),
+    )
+    run_job("loan-arrears", date(2026, 2, 16))  # the 15 February installment, one day late
+
+    assert eligibility(member_id, instant_id, as_of=date(2026, 2, 16)).code == "arrears"
+
+
 def test_a_loan_written_off_holds_its_member_back_until_recovered_in_full(app):
     """A write-off takes the loan off the books, not off the member: its days late no
     longer count (the loan is not live), what is still unrecovered does, to the shilling."""
