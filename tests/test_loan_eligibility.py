@@ -61,6 +61,20 @@ def test_limit_is_savings_times_multiple_less_outstanding_principal(app):
     assert ledger_check() == []
 
 
+def test_an_approved_loan_not_yet_paid_out_counts_against_its_members_limit_alone(app):
+    """An application approved and on its way to a payout is owed already, so it counts
+    against the limit of the member who applied, and of no one else."""
+    v1_id, instant_id = make_product().id, make_product("INSTANT").id
+    member_id, neighbour_id = (make_borrower(savings="4000").id for _ in range(2))
+    loan = loan_apply(member_id=member_id, product_id=instant_id, amount=3000, as_of=ON)
+    assert loan.status == "approved"  # within INSTANT's auto-approve limit, not paid out
+
+    # 4,000 × 3 = 12,000, less the 3,000 approved; the neighbour's is untouched.
+    assert eligibility(member_id, v1_id).limit == D("9000")
+    assert eligibility(neighbour_id, v1_id).limit == D("12000")
+    assert ledger_check() == []
+
+
 def test_limit_is_capped_by_the_product_maximum(app):
     product = make_product(max_amount=D("8000"))
     member = make_borrower(savings="4000.40")
