@@ -122,7 +122,7 @@ def loan_eligibility(
     # lend the full limit.
     in_flight = (
         db.session.scalar(
-            select(func.coalesce(func.sum(Loan.principal), 0)).where(
+            select(func.sum(Loan.principal)).where(
                 Loan.member_id == member.id,
                 Loan.status.in_(("approved", "disbursing")),
                 others,
