@@ -13,7 +13,14 @@ from app.extensions import db
 from app.models import Loan, LoanProduct, Member
 from app.selectors.loans import loan_eligibility
 from app.services.ledger import ledger_check
-from app.services.loans import LoanError, loan_apply, loan_disburse, loan_repay, loan_write_off
+from app.services.loans import (
+    LoanError,
+    loan_apply,
+    loan_disburse,
+    loan_repay,
+    loan_start_payout,
+    loan_write_off,
+)
 from app.services.members import member_buy_shares, member_deposit
 from tests.loan_factories import (
     counts,
@@ -72,6 +79,10 @@ def test_an_approved_loan_not_yet_paid_out_counts_against_its_members_limit_alon
     # 4,000 × 3 = 12,000, less the 3,000 approved; the neighbour's is untouched.
     assert eligibility(member_id, v1_id).limit == D("9000")
     assert eligibility(neighbour_id, v1_id).limit == D("12000")
+    # The payout asked of M-PESA, its answer not in yet: still owed.
+    loan_start_payout(loan_id=loan.id)
+    assert reload(loan.id).status == "disbursing"
+    assert eligibility(member_id, v1_id).limit == D("9000")
     assert ledger_check() == []
 
 
