@@ -131,6 +131,26 @@ def test_limit_never_below_zero(app):
     assert ledger_check() == []
 
 
+@pytest.mark.parametrize(
+    ("min_amount", "savings", "eligible", "limit"),
+    [
+        ("0", "0", False, "0"),  # no minimum, and nothing to lend: refused all the same
+        ("0", "0.34", True, "1"),  # no minimum: one whole shilling is a limit
+        ("1000", "333.34", True, "1000"),  # exactly the minimum
+        ("1000", "300", False, "900"),  # short of it: refused, with the limit it came to
+    ],
+)
+def test_the_limit_against_the_products_minimum(app, min_amount, savings, eligible, limit):
+    product = make_product(min_amount=D(min_amount))  # V1: three times savings
+    member = make_borrower(savings=savings)
+
+    result = eligibility(member.id, product.id)
+
+    assert (result.eligible, result.limit) == (eligible, D(limit))
+    assert result.code == (None if eligible else "limit")
+    assert ledger_check() == []
+
+
 def test_instant_loan_from_savings_alone_for_a_brand_new_member(app):
     product = make_product("INSTANT")  # no share capital, no membership days, multiple 1
     member = make_borrower(joined=datetime(2026, 3, 2, 6, 30, tzinfo=UTC))
