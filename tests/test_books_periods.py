@@ -56,7 +56,14 @@ from app.services.members import member_buy_shares, member_deposit
 from app.services.permissions import PermissionDenied
 from app.services.savings.money_in import account_deposit
 from app.services.savings.products import account_product
-from tests.helpers import Worker, b2c_result_body, c2b_body, stk_body, wait_until_blocked
+from tests.helpers import (
+    Worker,
+    b2c_result_body,
+    c2b_body,
+    holder_then_waiter,
+    stk_body,
+    wait_until_blocked,
+)
 from tests.loan_factories import make_borrower, make_loan, make_product, make_staff, run_job
 from tests.test_payments import (  # noqa: F401 - fixtures of the payments tests
     CHECKOUT,
@@ -456,6 +463,44 @@ def test_a_posting_in_flight_commits_before_the_close_of_its_month(app: Flask, p
             value_date=IN_OCT,
         )
     db.session.rollback()
+
+
+def test_a_close_waits_for_money_whose_value_date_was_just_chosen(app: Flask, pg: None) -> None:
+    """Late M-PESA money takes the first open day (`open_value_date`) and posts on it in the
+    same transaction: a close starting in between waits for the posting, which lands in
+    the month it chose, never refused for a month that closed under it."""
+    cash, bank = gl_account("GL-CASH"), gl_account("GL-BANK")
+    boss = make_staff("branch_manager")
+    db.session.commit()
+    cash_id, bank_id, boss_id = cash.id, bank.id, boss.id
+    chosen, release = threading.Event(), threading.Event()
+
+    def payment() -> date:
+        day = open_value_date(IN_OCT)  # nothing closed yet: the day itself
+        chosen.set()
+        assert release.wait(10)
+        journal_post(
+            kind="journal",
+            lines=[
+                debit(db.session.get(Account, bank_id), D("10.00")),  # type: ignore[arg-type]
+                credit(db.session.get(Account, cash_id), D("10.00")),  # type: ignore[arg-type]
+            ],
+            value_date=day,
+            description="late money",
+        )
+        db.session.commit()
+        return day
+
+    def closing() -> date:
+        from app.models import StaffUser
+
+        return period_close(month=OCT, actor=db.session.get(StaffUser, boss_id)).period_end
+
+    payer, closer = holder_then_waiter(app, payment, chosen, closing, timeout=10)
+    release.set()
+
+    assert payer.outcome() == IN_OCT
+    assert closer.outcome() == date(2026, 10, 31)
 
 
 def test_a_close_in_flight_refuses_the_posting_that_waited_for_it(app: Flask, pg: None) -> None:
