@@ -41,12 +41,14 @@ from app.services.books import (
 )
 from app.services.books.chart import YEAR_END_KIND, kinds_of_type
 from app.services.ledger import (
+    Draft,
     PeriodClosed,
     books_closed_through,
     credit,
     debit,
     gl_account,
     journal_post,
+    journal_post_many,
     ledger_check,
     open_value_date,
 )
@@ -146,6 +148,19 @@ def test_a_closed_month_refuses_every_service_posting_dated_inside_it(app: Flask
         ),
         "disbursement": lambda: loan_disburse(
             loan_id=approved_id, reference="BACK-6", value_date=IN_OCT
+        ),
+        "close of business, in bulk": lambda: journal_post_many(
+            [
+                Draft(
+                    kind="journal",
+                    lines=[
+                        debit(gl_account("GL-BANK"), D("5.00")),
+                        credit(gl_account("GL-CASH"), D("5.00")),
+                    ],
+                    value_date=IN_OCT,
+                    idempotency_key="BACK-7",
+                )
+            ]
         ),
     }
     for what, attempt in attempts.items():

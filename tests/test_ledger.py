@@ -253,6 +253,47 @@ def test_a_repeated_idempotency_key_raises_and_writes_nothing_twice(app: Flask) 
     assert savings_of(member) == D(250)
 
 
+def test_entries_posted_in_bulk_say_what_their_drafts_say_and_land_once(app: Flask) -> None:
+    """`journal_post_many` writes each draft as `journal_post` would (kind, description,
+    value date, actor, member and loan) and skips a draft whose key is posted already: a
+    close-of-business chunk retried doubles nothing."""
+    loan = make_loan(product=make_product(), on=date(2026, 1, 31))
+    member = db.session.get(Member, loan.member_id)
+    draft = Draft(
+        kind="deposit",
+        lines=[
+            debit(gl_account("GL-MPESA-CLEARING"), D("250.00")),
+            credit(member_account(member, "savings"), D("250.00")),
+        ],
+        value_date=DAY,
+        idempotency_key="bulk-draft-1",
+        description="Deposit from the nightly run",
+        actor="job:test",
+        member_id=loan.member_id,
+        loan_id=loan.id,
+    )
+
+    assert journal_post_many([draft]) == {"bulk-draft-1"}
+    db.session.commit()
+    entry = db.session.scalar(
+        select(JournalEntry).where(JournalEntry.idempotency_key == "bulk-draft-1")
+    )
+    assert entry is not None
+    assert (entry.kind, entry.description, entry.value_date, entry.actor) == (
+        "deposit",
+        "Deposit from the nightly run",
+        DAY,
+        "job:test",
+    )
+    assert (entry.member_id, entry.loan_id) == (loan.member_id, loan.id)
+    before = (journal_counts(), balances())
+
+    assert journal_post_many([draft]) == set()  # the same chunk again
+    db.session.commit()
+    assert (journal_counts(), balances()) == before
+    assert ledger_check() == []
+
+
 def test_a_duplicate_rolls_back_only_itself_not_the_callers_earlier_work(app: Flask) -> None:
     member = make_member()
     member_deposit(member_id=member.id, amount=10, reference="DUP", value_date=DAY)
