@@ -325,7 +325,9 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
                 description=draft.description[:255],
                 idempotency_key=draft.idempotency_key,
                 value_date=draft.value_date,
-                posted_at=now,
+                # PostgreSQL's unnest INSERT needs it written (and fails on a misspelt
+                # column); SQLite's INSERT applies the column's default, the same clock.
+                posted_at=now,  # pragma: no mutate
                 actor=draft.actor,
                 member_id=draft.member_id,
                 loan_id=draft.loan_id,
