@@ -267,7 +267,7 @@ def test_entries_posted_in_bulk_say_what_their_drafts_say_and_land_once(app: Fla
         ],
         value_date=DAY,
         idempotency_key="bulk-draft-1",
-        description="Deposit from the nightly run",
+        description="Deposit from the nightly run " + "." * 300,  # kept to the column's 255
         actor="job:test",
         member_id=loan.member_id,
         loan_id=loan.id,
@@ -281,7 +281,7 @@ def test_entries_posted_in_bulk_say_what_their_drafts_say_and_land_once(app: Fla
     assert entry is not None
     assert (entry.kind, entry.description, entry.value_date, entry.actor) == (
         "deposit",
-        "Deposit from the nightly run",
+        draft.description[:255],
         DAY,
         "job:test",
     )
