@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -259,6 +260,7 @@ def test_entries_posted_in_bulk_say_what_their_drafts_say_and_land_once(app: Fla
     close-of-business chunk retried doubles nothing."""
     loan = make_loan(product=make_product(), on=date(2026, 1, 31))
     member = db.session.get(Member, loan.member_id)
+    start = savings_of(member)
     draft = Draft(
         kind="deposit",
         lines=[
@@ -290,6 +292,49 @@ def test_entries_posted_in_bulk_say_what_their_drafts_say_and_land_once(app: Fla
 
     assert journal_post_many([draft]) == set()  # the same chunk again
     db.session.commit()
+    assert (journal_counts(), balances()) == before
+    # Retried with one more draft after it: the one posted before is skipped, not the rest.
+    more = dataclasses.replace(draft, idempotency_key="bulk-draft-2")
+    assert journal_post_many([draft, more]) == {"bulk-draft-2"}
+    db.session.commit()
+    assert journal_counts() == (before[0][0] + 1, before[0][1] + 2)
+    assert savings_of(member) == start + D("500.00")
+    assert ledger_check() == []
+
+
+@pytest.mark.parametrize("kind", ["savings", "share_capital"])
+def test_a_bulk_posting_that_would_overdraw_members_money_is_refused_whole(
+    app: Flask, kind: str
+) -> None:
+    """The guard of `journal_post` in bulk: a member's money is never taken below zero,
+    not by one shilling, and the chunk's other entries go with the refused one."""
+    member = make_member(savings=D("100.00"))
+    income = gl_account("GL-INCOME-FEES")
+    mine = member_account(member, kind)
+    db.session.commit()
+    before = (journal_counts(), balances())
+    drafts = [
+        Draft(
+            kind="fee",
+            lines=[
+                debit(member_account(member, "savings"), D("100.00")),
+                credit(income, D("100.00")),
+            ],
+            value_date=DAY,
+            idempotency_key="bulk-fee-1",
+        ),
+        Draft(
+            kind="fee",
+            lines=[debit(mine, D("1.00")), credit(income, D("1.00"))],
+            value_date=DAY,
+            idempotency_key="bulk-fee-2",
+        ),
+    ]
+
+    with pytest.raises(LedgerError, match="insufficient balance"):
+        journal_post_many(drafts)
+    db.session.rollback()
+
     assert (journal_counts(), balances()) == before
     assert ledger_check() == []
 
