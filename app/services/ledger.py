@@ -346,13 +346,16 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
         entry_id = entry_ids.get(draft.idempotency_key)
         if entry_id is None:
             continue  # posted before: its lines and balances are there already
-        for line, amount in zip(draft.lines, amounts, strict=True):
+        # The amounts are these lines' own (_checked_amounts): strict or not, one length.
+        for line, amount in zip(draft.lines, amounts, strict=True):  # pragma: no mutate
             lines.append((entry_id, line.account.id, amount))
             deltas[line.account.id] = deltas.get(line.account.id, ZERO) + amount
             kinds[line.account.id] = line.account.kind
             accounts[line.account.id] = line.account
-    # Rounded: _checked_amounts refused any amount with fractions of a cent.
-    copy_rows(JournalLine.__table__, ("entry_id", "account_id", "amount"), lines, rounded=True)
+    # Rounded: _checked_amounts refused any amount with fractions of a cent, so rounding
+    # again would only cost time (the same values either way: not mutated).
+    columns = ("entry_id", "account_id", "amount")
+    copy_rows(JournalLine.__table__, columns, lines, rounded=True)  # pragma: no mutate
     # Lock the accounts in id order first, as journal_post does, so two chunks posting
     # to the same accounts (the income account, say) wait in turn and never deadlock. FOR
     # NO KEY UPDATE, what the UPDATE itself takes: the lines just inserted hold KEY SHARE
@@ -367,7 +370,9 @@ def journal_post_many(drafts: Sequence[Draft]) -> set[str]:
     plain = []
     for account_id in sorted(deltas):
         delta, kind = deltas[account_id], kinds[account_id]
-        if kind in NO_OVERDRAFT and delta > 0:
+        # A debit of members' money goes through _move_balance's guarded UPDATE. Sending
+        # more there (`or`, or a zero delta) moves the same balances: not mutated.
+        if kind in NO_OVERDRAFT and delta > 0:  # pragma: no mutate
             _move_balance(account_id, delta, kind)
         elif delta != 0:
             plain.append(dict(id=account_id, balance=delta))
