@@ -34,6 +34,7 @@ from app.services.ledger import (
 from app.services.loans import loan_repay
 from app.services.members import member_buy_shares, member_deposit
 from tests.factories import make_member
+from tests.helpers import holder_then_waiter
 from tests.loan_factories import make_loan, make_product, receivables, reload, schedule_owed
 
 D = Decimal
@@ -606,6 +607,62 @@ def test_bulk_postings_to_a_shared_account_from_two_workers_never_deadlock(
     assert results == [rounds, rounds], results
     assert gl_account("GL-INCOME-PENALTY").balance == D("1.00") * 2 * rounds * per_chunk
     assert journal_counts() == (2 * rounds * per_chunk, 4 * rounds * per_chunk)
+    assert ledger_check() == []
+
+
+def test_a_bulk_posting_locks_its_own_accounts_alone_and_in_id_order(app: Flask, pg: None) -> None:
+    """While a chunk waits for one of its accounts, it holds none after it in id order
+    (two chunks never lock each other out in a circle) and none it does not post to (a
+    posting elsewhere never waits on it). The waited-for account's row is written last,
+    so a scan in table order would meet the one after it first."""
+    first, elsewhere, waited, after = (
+        gl_account(code) for code in ("GL-CASH", "GL-BANK", "GL-INCOME-FEES", "GL-INCOME-PENALTY")
+    )
+    db.session.commit()
+    ids = [a.id for a in (first, elsewhere, waited, after)]
+    assert ids == sorted(ids)
+    db.session.execute(text("UPDATE accounts SET name = name WHERE id = :id"), {"id": waited.id})
+    db.session.commit()
+    first_id, elsewhere_id, waited_id, after_id = ids
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_waited_for_account() -> None:
+        db.session.execute(
+            select(Account.id).where(Account.id == waited_id).with_for_update(key_share=True)
+        ).all()
+        held.set()
+        release.wait(20)
+        db.session.rollback()
+
+    def chunk() -> set[str]:
+        cash = db.session.get(Account, first_id)
+        drafts = [
+            Draft(
+                kind="journal",
+                lines=[debit(cash, D("1.00")), credit(db.session.get(Account, to), D("1.00"))],
+                value_date=DAY,
+                idempotency_key=f"lock-order-{to}",
+            )
+            for to in (waited_id, after_id)
+        ]
+        posted = journal_post_many(drafts)  # type: ignore[arg-type]
+        db.session.commit()
+        return posted
+
+    holder, job = holder_then_waiter(app, hold_the_waited_for_account, held, chunk)
+    try:
+        for account_id in (after_id, elsewhere_id):
+            with db.engine.connect() as conn:
+                # NOWAIT: refused at once if the waiting chunk holds this account.
+                conn.execute(
+                    text("SELECT id FROM accounts WHERE id = :id FOR NO KEY UPDATE NOWAIT"),
+                    {"id": account_id},
+                ).all()
+                conn.rollback()
+    finally:
+        release.set()
+        holder.outcome()
+    assert len(job.outcome()) == 2
     assert ledger_check() == []
 
 
