@@ -62,7 +62,6 @@ from tests.helpers import (
     Worker,
     b2c_result_body,
     c2b_body,
-    holder_then_waiter,
     stk_body,
     wait_until_blocked,
 )
@@ -427,27 +426,39 @@ def test_closing_december_moves_the_years_result_to_retained_earnings(app: Flask
 # -- a close racing a posting (PostgreSQL: row locks that wait) ---------------------------
 
 
-def test_a_posting_in_flight_commits_before_the_close_of_its_month(app: Flask, pg: None) -> None:
+@pytest.mark.parametrize("late_money", [False, True], ids=["posting", "late-money"])
+def test_a_posting_in_flight_commits_before_the_close_of_its_month(
+    app: Flask, pg: None, late_money: bool
+) -> None:
     """The posting passed the check (its shared lock held) and has not committed: the close
-    waits for it, so the posting lands inside the month before the month closes."""
+    waits for it, so the posting lands inside the month before the month closes. Late
+    M-PESA money holds that lock from the moment it chooses its day (`open_value_date`),
+    before it posts on it: never refused for a month that closed in between."""
     cash, bank = gl_account("GL-CASH"), gl_account("GL-BANK")
     boss = make_staff("branch_manager")
     db.session.commit()
     cash_id, bank_id, boss_id = cash.id, bank.id, boss.id
     posted, release = threading.Event(), threading.Event()
 
+    def hold() -> None:
+        posted.set()
+        assert release.wait(10)
+
     def posting() -> int:
+        day = open_value_date(IN_OCT) if late_money else IN_OCT  # nothing closed yet
+        if late_money:
+            hold()  # its day chosen, not posted yet
         entry = journal_post(
             kind="journal",
             lines=[
                 debit(db.session.get(Account, bank_id), D("10.00")),  # type: ignore[arg-type]
                 credit(db.session.get(Account, cash_id), D("10.00")),  # type: ignore[arg-type]
             ],
-            value_date=IN_OCT,
+            value_date=day,
             description="in flight",
         )
-        posted.set()
-        assert release.wait(10)
+        if not late_money:
+            hold()
         db.session.commit()
         return entry.id
 
@@ -478,44 +489,6 @@ def test_a_posting_in_flight_commits_before_the_close_of_its_month(app: Flask, p
             value_date=IN_OCT,
         )
     db.session.rollback()
-
-
-def test_a_close_waits_for_money_whose_value_date_was_just_chosen(app: Flask, pg: None) -> None:
-    """Late M-PESA money takes the first open day (`open_value_date`) and posts on it in the
-    same transaction: a close starting in between waits for the posting, which lands in
-    the month it chose, never refused for a month that closed under it."""
-    cash, bank = gl_account("GL-CASH"), gl_account("GL-BANK")
-    boss = make_staff("branch_manager")
-    db.session.commit()
-    cash_id, bank_id, boss_id = cash.id, bank.id, boss.id
-    chosen, release = threading.Event(), threading.Event()
-
-    def payment() -> date:
-        day = open_value_date(IN_OCT)  # nothing closed yet: the day itself
-        chosen.set()
-        assert release.wait(10)
-        journal_post(
-            kind="journal",
-            lines=[
-                debit(db.session.get(Account, bank_id), D("10.00")),  # type: ignore[arg-type]
-                credit(db.session.get(Account, cash_id), D("10.00")),  # type: ignore[arg-type]
-            ],
-            value_date=day,
-            description="late money",
-        )
-        db.session.commit()
-        return day
-
-    def closing() -> date:
-        from app.models import StaffUser
-
-        return period_close(month=OCT, actor=db.session.get(StaffUser, boss_id)).period_end
-
-    payer, closer = holder_then_waiter(app, payment, chosen, closing, timeout=10)
-    release.set()
-
-    assert payer.outcome() == IN_OCT
-    assert closer.outcome() == date(2026, 10, 31)
 
 
 def test_a_close_in_flight_refuses_the_posting_that_waited_for_it(app: Flask, pg: None) -> None:
