@@ -162,8 +162,12 @@ def test_a_member_texts_bal_and_the_reply_reaches_the_phone_through_the_worker(
         )
         assert "1,500.00" in reply, reply
         assert running.get("/healthz").status_code == 200
-        # The scheduler caught up the daily runs it found missed, and the worker ran them.
-        assert running.said(r"catching up loan-arrears for \d{4}-\d{2}-\d{2}")
+        # The scheduler caught up the daily runs it found missed. It is its own process and
+        # may still be importing the app when the worker has already answered the BAL.
+        running.wait_for(
+            lambda: running.said(r"catching up loan-arrears for \d{4}-\d{2}-\d{2}"),
+            "the scheduler to catch up the missed loan-arrears run",
+        )
 
         # M-PESA offline: `sacco up` registered our Paybill URLs with the Daraja simulator,
         # so a payment made there reaches the member's savings and phone through the worker.
