@@ -98,14 +98,15 @@ def test_a_balanced_entry_is_written_with_its_lines_and_moves_both_balances(app:
 @pytest.mark.parametrize(
     ("amounts", "message"),
     [
-        (("100.00", "-99.99"), "does not balance"),
-        (("100.00", "-100.00", "0.01"), "does not balance"),
-        (("100.00",), "at least two lines"),
-        ((), "at least two lines"),
-        (("100.005", "-100.005"), "fractions of a cent"),
-        (("0.001", "-0.001"), "fractions of a cent"),
-        (("100.00", "0", "-100.00"), "zero line"),
-        (("abc", "-1"), "not an amount"),
+        # Whole messages: the staff member reading one is told exactly what is wrong.
+        (("100.00", "-99.99"), r"^entry does not balance: lines sum to 0\.01$"),
+        (("100.00", "-100.00", "0.01"), r"^entry does not balance: lines sum to 0\.01$"),
+        (("100.00",), r"^an entry needs at least two lines$"),
+        ((), r"^an entry needs at least two lines$"),
+        (("100.005", "-100.005"), r"^100\.005 has fractions of a cent$"),
+        (("0.001", "-0.001"), r"^0\.001 has fractions of a cent$"),
+        (("100.00", "0", "-100.00"), r"^a zero line on \S+$"),
+        (("abc", "-1"), r"^not an amount: 'abc'$"),
     ],
 )
 def test_entries_that_break_the_rules_are_refused_and_write_nothing(
@@ -270,6 +271,43 @@ def test_a_repeated_idempotency_key_raises_and_writes_nothing_twice(app: Flask) 
     assert journal_counts() == counts
     assert balances() == stored
     assert savings_of(member) == D(250)
+
+
+def test_an_entry_says_who_posted_it_and_why_and_defaults_to_the_system(app: Flask) -> None:
+    """The journal is the audit trail: an entry keeps the actor and description it was
+    given (the description cut to the column's 255), and one posted without them says
+    "system" and nothing, never a made-up reason."""
+    loan = make_loan(product=make_product(), on=date(2026, 1, 31))
+    member = db.session.get(Member, loan.member_id)
+
+    def lines() -> list[Line]:
+        return [
+            debit(gl_account("GL-MPESA-CLEARING"), D("10.00")),
+            credit(member_account(member, "savings"), D("10.00")),
+        ]
+
+    told = journal_post(
+        kind="deposit",
+        lines=lines(),
+        value_date=DAY,
+        description="Counter deposit " + "." * 300,
+        idempotency_key=ref(),
+        actor="staff:teller@sacco.test",
+        member_id=member.id,
+        loan_id=loan.id,
+    )
+    untold = journal_post(kind="deposit", lines=lines(), value_date=DAY, idempotency_key=ref())
+    db.session.commit()
+    db.session.expire_all()
+
+    assert (told.actor, told.description) == (
+        "staff:teller@sacco.test",
+        ("Counter deposit " + "." * 300)[:255],
+    )
+    assert (told.member_id, told.loan_id, told.kind) == (member.id, loan.id, "deposit")
+    assert (untold.actor, untold.description) == ("system", "")
+    assert (untold.member_id, untold.loan_id, untold.corrects_entry_id) == (None, None, None)
+    assert ledger_check() == []
 
 
 def test_entries_posted_in_bulk_say_what_their_drafts_say_and_land_once(app: Flask) -> None:
