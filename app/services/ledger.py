@@ -245,13 +245,14 @@ def journal_post(
         with db.session.begin_nested():
             db.session.add(entry)
             db.session.flush()
-            for line, amount in zip(lines, amounts, strict=True):
+            # The amounts are these lines' own (_checked_amounts): strict or not, one length.
+            for line, amount in zip(lines, amounts, strict=True):  # pragma: no mutate
                 db.session.add(
                     JournalLine(entry_id=entry.id, account_id=line.account.id, amount=amount)
                 )
             # Lock rows in id order so two entries touching the same accounts cannot deadlock.
             deltas: dict[int, Decimal] = {}
-            for line, amount in zip(lines, amounts, strict=True):
+            for line, amount in zip(lines, amounts, strict=True):  # pragma: no mutate
                 deltas[line.account.id] = deltas.get(line.account.id, ZERO) + amount
             kinds = {line.account.id: line.account.kind for line in lines}
             for account_id in sorted(deltas):
@@ -265,7 +266,8 @@ def journal_post(
                 raise DuplicatePosting(idempotency_key, existing) from exc
         raise
     for line in lines:
-        db.session.expire(line.account, ["balance"])
+        # Expiring more than the balance reads the same rows again: not mutated.
+        db.session.expire(line.account, ["balance"])  # pragma: no mutate
     return entry
 
 
@@ -284,7 +286,8 @@ def _checked_amounts(lines: Sequence[Line]) -> list[Decimal]:
         amounts.append(amount)
     if len(amounts) < 2:
         raise LedgerError("an entry needs at least two lines")
-    total = sum(amounts, ZERO)
+    # Two or more Decimals sum to a Decimal with or without the start: not mutated.
+    total = sum(amounts, ZERO)  # pragma: no mutate
     if total != 0:
         raise LedgerError(f"entry does not balance: lines sum to {total}")
     for line in lines:
