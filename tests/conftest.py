@@ -27,7 +27,7 @@ from tests.helpers import (
 
 
 @pytest.fixture(scope="session")
-def _urls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def _urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("sacco")
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'test.db'}"
     redis_url = os.environ.get("REDIS_URL")
@@ -38,11 +38,16 @@ def _urls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     if worker:
         database_url = worker_database(database_url, worker)
         redis_url = redis_url and worker_redis_db(redis_url, worker)
-    if not redis_url:
-        from app.extensions import embedded_redis_url
+    if redis_url:
+        yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        return
+    from app.extensions import embedded_redis_stop, embedded_redis_url
 
-        redis_url = embedded_redis_url(str(tmp / "redis"))
-    return {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    redis_url = embedded_redis_url(str(tmp / "redis"))
+    yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+    # Stopped here, not only at exit: a forked run (`make mutate`) leaves by os._exit,
+    # which skips atexit and used to leave one server behind per mutant.
+    embedded_redis_stop(redis_url.removeprefix("unix://"))
 
 
 @pytest.fixture(scope="session")
