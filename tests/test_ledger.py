@@ -23,6 +23,8 @@ from app.services.ledger import (
     LedgerError,
     Line,
     account_close,
+    account_get_or_create,
+    accounts_get_or_create,
     credit,
     debit,
     gl_account,
@@ -74,6 +76,83 @@ def savings_of(member: Member) -> Decimal:
 def shares_of(member: Member) -> Decimal:
     db.session.expire_all()
     return member_account(member, "share_capital").display_balance
+
+
+# --- accounts made on demand -----------------------------------------------------------
+
+
+def account_count() -> int:
+    return db.session.scalar(select(func.count()).select_from(Account))
+
+
+def test_accounts_asked_for_in_bulk_are_found_or_made_once_and_nothing_else_comes_back(
+    app: Flask,
+) -> None:
+    """A nightly job asks for the accounts it posts to: those that exist come back as they
+    are, the missing ones are made open and empty (a GL account with no member beside a
+    member's, in one batch), and only the asked-for codes come back."""
+    loan = make_loan(product=make_product(), on=date(2026, 1, 31))
+    member = db.session.get(Member, loan.member_id)
+    existing = member_account(member, "savings")
+    existing_id = existing.id
+    db.session.commit()
+    before = account_count()
+    specs = [
+        {"code": "GL-TEST-INCOME", "kind": "income_penalty", "name": "Test income"},
+        {
+            "code": "PEN-TEST-1",
+            "kind": "loan_penalty",
+            "name": "Penalty receivable",
+            "member_id": member.id,
+            "loan_id": loan.id,
+        },
+        {"code": existing.code, "kind": "savings", "name": "ignored: it exists"},
+    ]
+
+    found = accounts_get_or_create(specs)
+    db.session.commit()
+    db.session.expire_all()
+
+    assert set(found) == {"GL-TEST-INCOME", "PEN-TEST-1", existing.code}
+    assert account_count() == before + 2
+    assert found[existing.code].id == existing_id
+    made = {
+        code: db.session.scalars(select(Account).where(Account.code == code)).one()
+        for code in ("GL-TEST-INCOME", "PEN-TEST-1")
+    }
+    assert [(a.kind, a.name, a.member_id, a.loan_id) for a in made.values()] == [
+        ("income_penalty", "Test income", None, None),
+        ("loan_penalty", "Penalty receivable", member.id, loan.id),
+    ]
+    for account in made.values():
+        assert (account.status, account.balance) == ("open", D("0.00"))
+        assert account.created_at is not None
+        assert found[account.code].id == account.id
+
+    again = accounts_get_or_create(specs)  # a chunk retried makes nothing twice
+    db.session.commit()
+    assert {code: a.id for code, a in again.items()} == {code: a.id for code, a in found.items()}
+    assert account_count() == before + 2
+    single = account_get_or_create(code="GL-TEST-INCOME", kind="income_penalty", name="Other")
+    assert single.id == made["GL-TEST-INCOME"].id and single.name == "Test income"
+    assert account_count() == before + 2
+
+
+def test_an_account_of_an_unknown_kind_is_refused_by_name_and_nothing_is_made(
+    app: Flask,
+) -> None:
+    db.session.commit()
+    before = account_count()
+    good = {"code": "GL-TEST-GOOD", "kind": "income_penalty", "name": "Good"}
+    bad = {"code": "GL-TEST-BAD", "kind": "bogus", "name": "Bad"}
+
+    with pytest.raises(LedgerError, match=r"^unknown account kind 'bogus'$"):
+        accounts_get_or_create([good, bad])
+    with pytest.raises(LedgerError, match=r"^unknown account kind 'bogus'$"):
+        account_get_or_create(code="GL-TEST-BAD", kind="bogus", name="Bad")
+    db.session.commit()
+
+    assert account_count() == before
 
 
 # --- what journal_post refuses ---------------------------------------------------------
