@@ -399,21 +399,11 @@ def accounts_get_or_create(specs: Sequence[dict[str, Any]]) -> dict[str, Account
         if spec["kind"] not in ACCOUNT_KINDS:
             raise LedgerError(f"unknown account kind {spec['kind']!r}")
     if missing:
-        now = utcnow()
-        db.session.execute(
-            insert_ignoring(Account, ["code"]),
-            [
-                {
-                    "member_id": None,
-                    "loan_id": None,
-                    **spec,
-                    "status": "open",
-                    "balance": ZERO,
-                    "created_at": now,
-                }
-                for spec in missing
-            ],
-        )
+        # An ORM bulk INSERT: the model's defaults (open, empty, made now) fill what a spec
+        # leaves out, a member's account and a GL account alike in one batch.
+        # The code is an account's only unique key but its id, and PostgreSQL refuses a
+        # misspelt one (SQLite ignores the name's case): not mutated.
+        db.session.execute(insert_ignoring(Account, ["code"]), missing)  # pragma: no mutate
         found.update(
             (a.code, a)
             for a in db.session.scalars(
