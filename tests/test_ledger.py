@@ -138,6 +138,44 @@ def test_accounts_asked_for_in_bulk_are_found_or_made_once_and_nothing_else_come
     assert account_count() == before + 2
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["one", "bulk"])
+def test_an_account_made_by_another_transaction_meanwhile_is_found_not_made_twice(
+    app: Flask, pg: None, bulk: bool
+) -> None:
+    """Two jobs wanting one new account at once: the second one's lookup misses the
+    first's uncommitted row, its INSERT waits on the code's unique index, and once the
+    first commits it gets that very account, not an error and not a second one."""
+    held, release = threading.Event(), threading.Event()
+    spec = {"code": "GL-TEST-RACE", "kind": "income_penalty", "name": "Made first"}
+
+    def make_it_first() -> int:
+        account = Account(**spec)
+        db.session.add(account)
+        db.session.flush()
+        held.set()
+        release.wait(20)
+        db.session.commit()
+        return account.id
+
+    def want_it_too() -> int:
+        if bulk:
+            account = accounts_get_or_create([{**spec, "name": "Made second"}])[spec["code"]]
+        else:
+            account = account_get_or_create(
+                code=spec["code"], kind=spec["kind"], name="Made second"
+            )
+        db.session.commit()
+        return account.id
+
+    first, second = holder_then_waiter(app, make_it_first, held, want_it_too)
+    release.set()
+    made_id = first.outcome()
+
+    assert second.outcome() == made_id
+    rows = db.session.scalars(select(Account).where(Account.code == spec["code"])).all()
+    assert [(a.id, a.name) for a in rows] == [(made_id, "Made first")]
+
+
 def test_an_account_of_an_unknown_kind_is_refused_by_name_and_nothing_is_made(
     app: Flask,
 ) -> None:
