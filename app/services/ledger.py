@@ -161,7 +161,9 @@ def account_get_or_create(
     """The account with this code, created if missing (safe when two callers race)."""
     if kind not in ACCOUNT_KINDS:
         raise LedgerError(f"unknown account kind {kind!r}")
-    found = db.session.scalar(select(Account).where(Account.code == code))
+    # This lookup only spares a failed INSERT: without it the race path below finds the
+    # same row (not mutated).
+    found = db.session.scalar(select(Account).where(Account.code == code))  # pragma: no mutate
     if found is not None:
         return found
     account = Account(code=code, kind=kind, name=name, member_id=member_id, loan_id=loan_id)
