@@ -491,6 +491,57 @@ def test_a_posting_in_flight_commits_before_the_close_of_its_month(
     db.session.rollback()
 
 
+def test_postings_in_flight_share_the_books_lock_and_never_wait_for_each_other(
+    app: Flask, pg: None
+) -> None:
+    """Every posting reads the closed-through day under a shared lock: a long one (a
+    close-of-business chunk) holding it must not hold up a member's deposit elsewhere.
+    Only a close, which takes the lock exclusively, waits for them."""
+    accounts = [gl_account(c) for c in ("GL-CASH", "GL-BANK", "GL-SUSPENSE", "GL-INCOME-FEES")]
+    books_closed_through(lock=True)  # the books' row, as the first posting makes it
+    db.session.commit()
+    cash_id, bank_id, suspense_id, fees_id = (a.id for a in accounts)
+    posted, release = threading.Event(), threading.Event()
+
+    def post(debit_id: int, credit_id: int) -> int:
+        return journal_post(
+            kind="journal",
+            lines=[
+                debit(db.session.get(Account, debit_id), D("10.00")),  # type: ignore[arg-type]
+                credit(db.session.get(Account, credit_id), D("10.00")),  # type: ignore[arg-type]
+            ],
+            value_date=IN_OCT,
+        ).id
+
+    def long_posting() -> int:
+        entry_id = post(bank_id, cash_id)
+        posted.set()
+        assert release.wait(30)
+        db.session.commit()
+        return entry_id
+
+    def other_posting() -> int:
+        entry_id = post(suspense_id, fees_id)
+        db.session.commit()
+        return entry_id
+
+    first = Worker(app, long_posting)
+    first.start()
+    try:
+        assert posted.wait(10)
+        second = Worker(app, other_posting)
+        second.start()
+        second.join(15)  # at once unless it waits on the first's lock
+        assert not second.is_alive(), "a posting waited for another one's books lock"
+    finally:
+        release.set()
+    ids = {first.outcome(), second.outcome()}
+
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).where(JournalEntry.id.in_(ids))) == 2
+    assert ledger_check() == []
+
+
 def test_a_close_in_flight_refuses_the_posting_that_waited_for_it(app: Flask, pg: None) -> None:
     """The year-end close holds the books' lock while it posts to retained earnings (held
     up here by a lock on that account); a posting dated in December waits on the books'
