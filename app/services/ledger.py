@@ -104,7 +104,12 @@ def books_closed_through(*, lock: bool = False) -> date | None:
     commits before the period closes, never after."""
     stmt = select(BooksState.closed_through).where(BooksState.id == 1)
     if lock and on_postgres():
-        stmt = stmt.with_for_update(read=True, key_share=True)
+        stmt = stmt.with_for_update(
+            read=True,
+            # FOR KEY SHARE, the weakest: only a close writes this row, under FOR UPDATE,
+            # which waits for FOR SHARE just the same (not mutated).
+            key_share=True,  # pragma: no mutate
+        )
         row = db.session.execute(stmt).first()
         if row is None:
             # Nothing ever closed and no row yet: a lock on no row holds nothing, and the
