@@ -12,10 +12,10 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Date, bindparam, func, select, text
+from sqlalchemy import Date, bindparam, func, select, text, update
 
 from app.extensions import db
-from app.models import Account, AuditLog, JournalEntry, JournalLine, Loan, Member
+from app.models import Account, AuditLog, Installment, JournalEntry, JournalLine, Loan, Member
 from app.models.types import Money, UTCDateTime
 from app.services.ledger import (
     Draft,
@@ -32,6 +32,7 @@ from app.services.ledger import (
     journal_post_many,
     ledger_check,
     member_account,
+    money_in_account,
 )
 from app.services.loans import loan_repay
 from app.services.members import member_buy_shares, member_deposit
@@ -174,6 +175,32 @@ def test_an_account_made_by_another_transaction_meanwhile_is_found_not_made_twic
     assert second.outcome() == made_id
     rows = db.session.scalars(select(Account).where(Account.code == spec["code"])).all()
     assert [(a.id, a.name) for a in rows] == [(made_id, "Made first")]
+
+
+def test_a_members_accounts_are_named_and_owned_by_the_member_and_money_comes_in_by_source(
+    app: Flask,
+) -> None:
+    member = make_member()
+    db.session.execute(text("DELETE FROM accounts WHERE member_id = :m"), {"m": member.id})
+    db.session.commit()
+
+    savings, shares = member_account(member, "savings"), member_account(member, "share_capital")
+    db.session.commit()
+    db.session.expire_all()
+
+    assert [(a.code, a.name, a.kind, a.member_id) for a in (savings, shares)] == [
+        (f"SAV-{member.member_no}", f"Savings {member.member_no}", "savings", member.id),
+        (
+            f"SHR-{member.member_no}",
+            f"Share capital {member.member_no}",
+            "share_capital",
+            member.id,
+        ),
+    ]
+    assert money_in_account("mpesa").code == "GL-MPESA-CLEARING"
+    assert money_in_account("suspense").code == "GL-SUSPENSE"
+    with pytest.raises(LedgerError, match=r"^unknown source of money 'cash'$"):
+        money_in_account("cash")
 
 
 def test_an_account_of_an_unknown_kind_is_refused_by_name_and_nothing_is_made(
@@ -1032,6 +1059,70 @@ def test_an_installment_changed_behind_the_journal_is_a_loan_mismatch(app: Flask
 
 
 @pytest.mark.books_may_disagree
+@pytest.mark.parametrize(
+    "tampered",
+    [("interest",), ("principal", "interest", "fees", "penalty")],
+    ids=["a-later-component", "every-component"],
+)
+def test_each_component_changed_behind_the_journal_is_reported_on_its_own(
+    app: Flask, tampered: tuple[str, ...]
+) -> None:
+    """Components are compared one by one: a loan right in principal but wrong in interest
+    is reported, and so is one wrong in every component at once."""
+    loan = _loan_on_the_books()
+    owed, held = schedule_owed(loan), receivables(loan)
+    db.session.execute(
+        update(Installment)
+        .where(
+            Installment.loan_id == loan.id,
+            Installment.number == 12,
+            Installment.superseded.is_(False),
+        )
+        .values(
+            {
+                getattr(Installment, f"{c}_due"): getattr(Installment, f"{c}_due") + D("0.01")
+                for c in tampered
+            }
+        )
+    )
+    db.session.commit()
+
+    assert _problems() == [
+        (
+            "loan",
+            f"{loan.loan_no} {c}: receivable {held[c]}, schedule outstanding {owed[c] + D('0.01')}",
+        )
+        for c in ("fees", "interest", "penalty", "principal")
+        if c in tampered
+    ]
+
+
+@pytest.mark.books_may_disagree
+def test_a_schedule_whose_receivables_were_never_booked_is_a_mismatch(app: Flask) -> None:
+    """The other way round: the schedule says the loan owes, and the journal holds nothing
+    on any receivable of it (its lines moved to suspense, the caches rebuilt)."""
+    loan = _loan_on_the_books()
+    owed = schedule_owed(loan)
+    suspense = gl_account("GL-SUSPENSE")
+    db.session.commit()
+    db.session.execute(
+        text(
+            "UPDATE journal_lines SET account_id = :s"
+            " WHERE account_id IN (SELECT id FROM accounts WHERE loan_id = :l)"
+        ),
+        {"s": suspense.id, "l": loan.id},
+    )
+    db.session.commit()
+    ledger_check(fix=True)  # the cached balances follow the journal: only the loan is left
+
+    assert _problems() == [
+        ("loan", f"{loan.loan_no} {c}: receivable 0.00, schedule outstanding {owed[c]}")
+        for c in ("fees", "interest", "penalty", "principal")
+        if owed[c] != 0
+    ]
+
+
+@pytest.mark.books_may_disagree
 def test_receivables_without_a_live_schedule_are_mismatches_for_each_component(
     app: Flask,
 ) -> None:
@@ -1082,15 +1173,20 @@ def test_a_loan_marked_settled_while_it_still_owes_is_reported_per_component(
 
 
 @pytest.mark.books_may_disagree
-def test_an_overdrawn_savings_account_is_reported_from_its_journal(app: Flask) -> None:
+@pytest.mark.parametrize(
+    ("taken", "overdrawn"), [("150.25", "-50.25"), ("100.01", "-0.01")], ids=["shillings", "a-cent"]
+)
+def test_an_overdrawn_savings_account_is_reported_from_its_journal(
+    app: Flask, taken: str, overdrawn: str
+) -> None:
     member = make_member(savings=100)
     savings = member_account(member, "savings")
     clearing = gl_account("GL-MPESA-CLEARING")
     db.session.commit()
-    # A raw entry that takes 150.25 out of 100 of savings, with the caches moved to match so
-    # only the overdraft is left to find.
-    _insert_raw_entry([(savings.id, D("150.25")), (clearing.id, D("-150.25"))])
-    for account, delta in ((savings, D("150.25")), (clearing, D("-150.25"))):
+    # A raw entry that takes more than the 100 of savings (by a cent too: any overdraft is
+    # one), with the caches moved to match so only the overdraft is left to find.
+    _insert_raw_entry([(savings.id, D(taken)), (clearing.id, -D(taken))])
+    for account, delta in ((savings, D(taken)), (clearing, -D(taken))):
         db.session.execute(
             text("UPDATE accounts SET balance = balance + :d WHERE id = :a").bindparams(
                 bindparam("d", type_=Money())
@@ -1099,4 +1195,4 @@ def test_an_overdrawn_savings_account_is_reported_from_its_journal(app: Flask) -
         )
     db.session.commit()
 
-    assert _problems() == [("account", f"{savings.code} is overdrawn: -50.25")]
+    assert _problems() == [("account", f"{savings.code} is overdrawn: {overdrawn}")]
