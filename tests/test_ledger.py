@@ -1173,6 +1173,46 @@ def test_a_loan_marked_settled_while_it_still_owes_is_reported_per_component(
 
 
 @pytest.mark.books_may_disagree
+def test_a_loan_closed_while_it_owes_every_component_is_reported_for_each(app: Flask) -> None:
+    """Books and schedule agree, and the loan owes principal, interest, fees and penalty
+    alike: marked closed, each of the four is reported, none hidden by the others."""
+    loan = _loan_on_the_books()
+    for kind, income in (("loan_fees", "GL-INCOME-FEES"), ("loan_penalty", "GL-INCOME-PENALTY")):
+        receivable = account_get_or_create(
+            code=f"T-{kind}-{loan.loan_no}", kind=kind, name=kind, loan_id=loan.id
+        )
+        journal_post(
+            kind="journal",
+            lines=[debit(receivable, D("0.01")), credit(gl_account(income), D("0.01"))],
+            value_date=date(2026, 2, 28),
+            loan_id=loan.id,
+        )
+    db.session.execute(
+        update(Installment)
+        .where(
+            Installment.loan_id == loan.id,
+            Installment.number == 12,
+            Installment.superseded.is_(False),
+        )
+        .values(
+            fees_due=Installment.fees_due + D("0.01"),
+            penalty_due=Installment.penalty_due + D("0.01"),
+        )
+    )
+    db.session.commit()
+    owed = schedule_owed(reload(loan.id))
+    assert _problems() == [] and all(owed[c] > 0 for c in owed)
+
+    db.session.execute(text("UPDATE loans SET status = 'closed' WHERE id = :l"), {"l": loan.id})
+    db.session.commit()
+
+    assert _problems() == [
+        ("loan", f"{loan.loan_no} is closed but still owes {c} {owed[c]}")
+        for c in ("fees", "interest", "penalty", "principal")
+    ]
+
+
+@pytest.mark.books_may_disagree
 @pytest.mark.parametrize(
     ("taken", "overdrawn"), [("150.25", "-50.25"), ("100.01", "-0.01")], ids=["shillings", "a-cent"]
 )
