@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -976,6 +977,21 @@ def _loan_on_the_books() -> Loan:
     return reload(loan.id)
 
 
+def _owe_a_cent_more(loan_id: int, components: Sequence[str]) -> None:
+    """A cent more due in each of these components on the loan's last installment, written
+    behind the journal's back."""
+    due = {getattr(Installment, f"{c}_due") for c in components}
+    db.session.execute(
+        update(Installment)
+        .where(
+            Installment.loan_id == loan_id,
+            Installment.number == 12,
+            Installment.superseded.is_(False),
+        )
+        .values({column: column + D("0.01") for column in due})
+    )
+
+
 def test_a_clean_book_with_members_and_a_loan_has_no_problems(app: Flask) -> None:
     make_member(savings=700)
     member_buy_shares(
@@ -1071,20 +1087,7 @@ def test_each_component_changed_behind_the_journal_is_reported_on_its_own(
     is reported, and so is one wrong in every component at once."""
     loan = _loan_on_the_books()
     owed, held = schedule_owed(loan), receivables(loan)
-    db.session.execute(
-        update(Installment)
-        .where(
-            Installment.loan_id == loan.id,
-            Installment.number == 12,
-            Installment.superseded.is_(False),
-        )
-        .values(
-            {
-                getattr(Installment, f"{c}_due"): getattr(Installment, f"{c}_due") + D("0.01")
-                for c in tampered
-            }
-        )
-    )
+    _owe_a_cent_more(loan.id, tampered)
     db.session.commit()
 
     assert _problems() == [
@@ -1187,18 +1190,7 @@ def test_a_loan_closed_while_it_owes_every_component_is_reported_for_each(app: F
             value_date=date(2026, 2, 28),
             loan_id=loan.id,
         )
-    db.session.execute(
-        update(Installment)
-        .where(
-            Installment.loan_id == loan.id,
-            Installment.number == 12,
-            Installment.superseded.is_(False),
-        )
-        .values(
-            fees_due=Installment.fees_due + D("0.01"),
-            penalty_due=Installment.penalty_due + D("0.01"),
-        )
-    )
+    _owe_a_cent_more(loan.id, ("fees", "penalty"))
     db.session.commit()
     owed = schedule_owed(reload(loan.id))
     assert _problems() == [] and all(owed[c] > 0 for c in owed)
