@@ -150,7 +150,7 @@ def loan_restructure(
             f"loan {loan.loan_no} is not in arrears; only loans in arrears are restructured"
         )
     product = loan.product
-    if not (1 <= term <= max(product.max_term, 1)):
+    if not (1 <= term <= product.max_term):  # a product's max_term is 1 or more
         raise LoanError(f"the new term must be 1 to {product.max_term} {_periods(product)}")
     rows = current_installments(loan.id, fresh=True)
     future_interest = sum(
