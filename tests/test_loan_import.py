@@ -34,7 +34,7 @@ from app.services.loan_import import COLUMNS, loan_book_import, loan_book_read
 from app.services.loan_schedule import schedule_build
 from app.services.loans import loan_account, loan_apply
 from app.services.members import member_add
-from app.services.staff import staff_add
+from app.services.staff import staff_add, staff_set_active
 from tests.factories import make_member
 from tests.helpers import PASSWORD
 from tests.loan_factories import make_borrower, make_product
@@ -741,6 +741,25 @@ def test_an_auto_approved_loan_goes_to_the_default_officer_too(
     other = make_borrower(savings=5000)
     loan = loan_apply(member_id=other.id, product_id=instant.id, amount=1000, as_of=AS_OF)
     assert loan.status == "approved" and loan.officer_id == default.id
+
+
+def test_a_deactivated_default_officer_is_given_no_more_loans(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staff who left keep their login row, switched off: DEFAULT_LOAN_OFFICER still naming
+    them must not hand them an instant loan to follow up. (Mutation testing, issue 23.)"""
+    instant = make_product("INSTANT")
+    admin = staff_add(email="admin@sacco.test", role="admin", password=PASSWORD)
+    gone = staff_add(email="gone@sacco.test", role="loan_officer", password=PASSWORD)
+    staff_set_active(user_id=gone.id, active=False, staff=admin)
+    settings = app.config["SETTINGS"]
+    monkeypatch.setitem(
+        app.config, "SETTINGS", dataclasses.replace(settings, DEFAULT_LOAN_OFFICER=gone.email)
+    )
+    loan = loan_apply(
+        member_id=make_borrower(savings=5000).id, product_id=instant.id, amount=1000, as_of=AS_OF
+    )
+    assert loan.status == "approved" and loan.officer_id is None
 
 
 # --- the same result, written in bulk --------------------------------------------------

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import SmsMessage
-from app.selectors.loans import loan_eligibility
+from app.models import LoanProduct, SmsMessage
+from app.selectors.loans import current_installments, loan_eligibility
 from app.services.ledger import ledger_check
 from app.services.loans import (
     LoanError,
@@ -64,17 +64,44 @@ def test_a_fee_that_would_take_the_whole_loan_is_refused_and_nothing_is_written(
     assert counts() == before
 
 
-def test_restructure_term_must_fit_the_product() -> None:
-    product = make_product(max_term=12)
+def _loan_late(product: LoanProduct) -> int:
     loan_id = make_loan(product=product, on=date(2026, 1, 1)).id
     run_job("loan-arrears", date(2026, 3, 15))
-    loan = reload(loan_id)
+    return loan_id
+
+
+@pytest.mark.parametrize("term", [0, 13])
+def test_restructure_term_must_fit_the_product(term: int) -> None:
+    loan_id = _loan_late(make_product(max_term=12))
     manager = make_staff("branch_manager")
-    with pytest.raises(LoanError, match="the new term must be 1 to 12 months"):
+    before = counts()
+    with pytest.raises(LoanError, match="^the new term must be 1 to 12 months$"):
         loan_restructure(
-            loan_id=loan.id, staff=manager, term=13, start_date=date(2026, 3, 15), reason="job loss"
+            loan_id=loan_id, staff=manager, term=term, start_date=date(2026, 3, 15), reason="job"
         )
-    assert reload(loan.id).status == "active"
+    assert counts() == before
+    assert reload(loan_id).status == "active"
+    assert ledger_check() == []
+
+
+@pytest.mark.parametrize("term", [1, 12])
+def test_restructure_takes_either_end_of_the_products_terms(term: int) -> None:
+    """One installment and the product's longest term are both terms it allows.
+    (Mutation testing, issue 23.)"""
+    loan_id = _loan_late(make_product(max_term=12))
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=term,
+        start_date=date(2026, 3, 15),
+        reason="job loss",
+    )
+    loan = reload(loan_id)
+    assert (loan.status, loan.term, len(current_installments(loan_id))) == (
+        "restructured",
+        term,
+        term,
+    )
     assert ledger_check() == []
 
 
@@ -132,8 +159,27 @@ def test_each_loan_action_queues_its_sms_with_the_change() -> None:
     )
     loan_reject(loan_id=other.id, staff=make_staff(), reason="Incomplete guarantor form")
     rejected = db.session.scalar(select(SmsMessage).where(SmsMessage.template == "loan_rejected"))
-    assert rejected is not None and "Incomplete guarantor form" in rejected.body
+    assert rejected.body == (
+        f"Sorry, your loan application {other.loan_no} was not approved: Incomplete guarantor form."
+    )
     assert ledger_check() == []
+
+
+def test_a_long_rejection_reason_is_kept_whole_to_its_column_and_cut_for_the_sms() -> None:
+    """Staff may write at length: the loan keeps the first 255 characters (its column),
+    the member's SMS the first 120, and the decision is dated. (Mutation testing, issue 23.)"""
+    loan = loan_apply(
+        member_id=make_borrower(savings=20000).id,
+        product_id=make_product().id,
+        amount=5000,
+        as_of=DAY,
+    )
+    reason = "".join(f"{i % 10}" for i in range(300))
+    loan_reject(loan_id=loan.id, staff=make_staff(), reason=reason)
+    loan = reload(loan.id)
+    assert loan.decision_reason == reason[:255] and loan.decided_at is not None
+    body = db.session.scalar(select(SmsMessage.body).where(SmsMessage.template == "loan_rejected"))
+    assert body.endswith(f": {reason[:120]}.")
 
 
 def test_a_refused_action_queues_no_sms() -> None:

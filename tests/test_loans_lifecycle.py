@@ -9,13 +9,15 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select, update
 
 from app.extensions import db
-from app.models import Installment, Loan, LoanProduct, Member, StaffUser
+from app.models import Installment, JournalEntry, Loan, LoanProduct, Member, StaffUser
 from app.selectors.loans import current_installments, loan_debt, portfolio_at_risk
-from app.services.ledger import ledger_check
+from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
 from app.services.loans import (
     LoanError,
+    loan_account,
     loan_apply,
     loan_approve,
     loan_disburse,
@@ -452,6 +454,45 @@ def test_restructure_of_a_loan_in_arrears(app):
     assert ledger_check() == []
 
 
+def test_restructure_reads_the_schedule_afresh_under_the_loans_lock(app):
+    """A fee booked on a row by another writer after this session read the schedule is
+    capitalised with the rest: the restructure re-reads the rows under the loan's lock,
+    not the session's copy. (Mutation testing, issue 23.)"""
+    loan_id = _loan_in_arrears()
+    loan = reload(loan_id)
+    row = current_installments(loan_id)[0]  # the session now holds the rows
+    journal_post(
+        kind="fee",
+        lines=[
+            debit(loan_account(loan, "fees"), Decimal("100.00")),
+            credit(gl_account("GL-INCOME-FEES"), Decimal("100.00")),
+        ],
+        value_date=date(2026, 4, 5),
+        member_id=loan.member_id,
+        loan_id=loan_id,
+    )
+    db.session.execute(
+        update(Installment)
+        .where(Installment.id == row.id)
+        .values(fees_due=Installment.fees_due + Decimal("100.00"))
+        .execution_options(synchronize_session=False)
+    )
+
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=12,
+        start_date=date(2026, 4, 5),
+        reason="Lost job",
+    )
+
+    new = current_installments(loan_id)
+    # 10,280.96 as in the restructure above, and the 100.00 fee.
+    assert sum((r.principal_due for r in new), Decimal(0)) == Decimal("10380.96")
+    assert receivables(reload(loan_id))["fees"] == Decimal("0.00")
+    assert ledger_check() == []
+
+
 def test_restructured_loan_can_be_paid_off_and_closes(app):
     loan_id = _loan_in_arrears()
     loan_restructure(
@@ -525,7 +566,8 @@ def test_restructure_refused_for_a_loan_not_in_arrears(app):
         ("loan_officer", "Lost job", "loan officer staff cannot restructure loans"),
         ("auditor", "Lost job", "auditor staff cannot restructure loans"),
         ("admin", "Lost job", "admin staff cannot restructure loans"),
-        ("branch_manager", "  ", "a restructure needs a reason"),
+        ("branch_manager", "  ", "^a restructure needs a reason$"),
+        ("branch_manager", "", "^a restructure needs a reason$"),
     ],
 )
 def test_restructure_refused_for_the_wrong_role_or_without_reason(app, role, reason, message):
@@ -571,6 +613,13 @@ def test_write_off_of_a_defaulted_loan_zeroes_its_receivables(app, role):
     assert balance("GL-WRITE-OFF") == Decimal("10750.70")
     assert trail(loan)[-1] == ("loan.write_off", f"staff:{email}", "active", "written_off")
     assert audit_rows(loan)[-1].note == "Member emigrated"
+    # The journal names who wrote it off, and the loan keys it: it posts once.
+    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "write_off"))
+    assert (entry.actor, entry.idempotency_key, entry.description) == (
+        f"staff:{email}",
+        f"write_off:{loan.loan_no}",
+        f"Write-off {loan.loan_no}: Member emigrated",
+    )
     # Off the books: no longer in the portfolio, and the daily job leaves it alone.
     assert portfolio_at_risk(as_of=date(2026, 4, 6)).gross_principal == 0
     run_job("loan-arrears", date(2026, 5, 6))

@@ -27,6 +27,7 @@ from app.models import (
     AuditLog,
     JournalEntry,
     Loan,
+    LoanProduct,
     MpesaCallback,
     MpesaRequest,
     Payment,
@@ -928,6 +929,29 @@ def test_staff_paying_out_by_hand_cancels_the_unsent_payout(b2c) -> None:  # noq
     assert [c for c in b2c.calls if "b2c" in c.request.url] == []
 
 
+def lower_maximum(loan: Ref, maximum: int) -> None:
+    """Staff lower the loan's product maximum after it was approved: its limit falls."""
+    product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == loan.id))
+    db.session.get(LoanProduct, product_id).max_amount = Decimal(maximum)
+    db.session.commit()
+
+
+def test_a_payout_above_the_limit_it_has_now_is_not_sent(b2c) -> None:  # noqa: ANN001
+    """The payout job is the last moment the limit can stop the money: a loan approved
+    within it, whose limit has fallen since, is not sent and goes back to staff with the
+    reason. (Mutation testing, issue 23.)"""
+    loan, payout = approved_loan()
+    lower_maximum(loan, 4000)
+    assert payments_send_payout(request_id=payout.id) == "failed"
+    assert [c for c in b2c.calls if "b2c" in c.request.url] == []
+    db.session.expire_all()
+    why = f"not sent: loan {loan.loan_no} of KES 5,000 is above the member's limit now (KES 4,000)"
+    request = db.session.get(MpesaRequest, payout.id)
+    assert (request.status, request.result_desc) == ("failed", why)
+    back = db.session.get(Loan, loan.id)
+    assert (back.status, back.payout_error) == ("approved", why)
+
+
 # -- reconciliation ----------------------------------------------------------------------
 
 
@@ -1440,6 +1464,8 @@ def test_a_payout_failed_by_a_status_answer_and_then_paid_after_all_disburses_it
     db.session.expire_all()
     assert db.session.get(MpesaRequest, payout.id).status == "failed"
     assert db.session.get(Loan, loan.id).status == "approved"
+    # Its limit falls meanwhile: money that has left is recorded whatever the limit says.
+    lower_maximum(loan, 4000)
 
     late = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJLATE002")
     post(client, "b2c/result", late)
