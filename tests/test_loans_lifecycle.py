@@ -459,6 +459,7 @@ def test_restructure_reads_the_schedule_afresh_under_the_loans_lock(app):
     capitalised with the rest: the restructure re-reads the rows under the loan's lock,
     not the session's copy. (Mutation testing, issue 23.)"""
     loan_id = _loan_in_arrears()
+    manager = make_staff("branch_manager")  # it commits, which would expire the rows
     loan = reload(loan_id)
     row = current_installments(loan_id)[0]  # the session now holds the rows
     journal_post(
@@ -480,7 +481,7 @@ def test_restructure_reads_the_schedule_afresh_under_the_loans_lock(app):
 
     loan_restructure(
         loan_id=loan_id,
-        staff=make_staff("branch_manager"),
+        staff=manager,
         term=12,
         start_date=date(2026, 4, 5),
         reason="Lost job",
