@@ -447,10 +447,177 @@ def test_restructure_of_a_loan_in_arrears(app):
         ("loan.reschedule", f"staff:{manager.email}", None, None),
     ]
     assert audit_rows(loan)[-1].after["principal"] == "10280.96"
+    change, reschedule = audit_rows(loan)[-2:]
+    assert change.note == reschedule.note == "Lost job; new employer from May"
+    assert reschedule.before == {"principal": "10000.00", "term": 12, "rate": "12.0000"}
+    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "restructure"))
+    assert (
+        entry.actor,
+        entry.idempotency_key,
+        entry.description,
+        entry.member_id,
+        entry.loan_id,
+    ) == (
+        f"staff:{manager.email}",
+        f"restructure:{loan.loan_no}:v2",
+        f"Restructure {loan.loan_no} v2",
+        loan.member_id,
+        loan_id,
+    )
 
     # The next day nothing of the new schedule is due: the loan stays current.
     run_job("loan-arrears", date(2026, 4, 6))
     assert reload(loan_id).days_past_due == 0
+    assert ledger_check() == []
+
+
+def _late(product: LoanProduct, as_of: date, on: date = DISBURSED) -> int:
+    loan_id = make_loan(product=product, on=on).id
+    run_job("loan-arrears", as_of)
+    return loan_id
+
+
+def test_restructure_after_every_row_fell_due_at_a_rate_of_nought(app):
+    """Past its last due date nothing of the old schedule's interest is still to come, and
+    at 0% the new schedule charges none: no interest line is posted either way, and the
+    loan carries its new rate. (Mutation testing, issue 23.)"""
+    # Out on 31 Jan 2025: its last row was due 31 Jan 2026.
+    loan_id = _late(make_product(), date(2026, 2, 5), on=date(2025, 1, 31))
+    owed = loan_debt(loan_id=loan_id).total
+
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=6,
+        start_date=date(2026, 2, 5),
+        reason="Retired",
+        annual_rate="0",
+    )
+
+    loan = reload(loan_id)
+    assert loan.annual_rate == 0
+    new = current_installments(loan_id)
+    assert sum((r.principal_due for r in new), Decimal(0)) == owed
+    assert {r.interest_due for r in new} == {Decimal("0.00")}
+    assert receivables(loan) == schedule_owed(loan)
+    assert ledger_check() == []
+
+
+def test_restructure_moves_amounts_of_a_shilling_and_less(app):
+    """Two fixed penalties of 0.50 (1.00 in all) are capitalised, and a new schedule whose
+    interest is a few cents posts it. (Mutation testing, issue 23.)"""
+    product = make_product(penalty_type="fixed", penalty_value=Decimal("0.50"))
+    loan_id = _late(product, date(2026, 4, 5))
+    assert receivables(reload(loan_id))["penalty"] == Decimal("1.00")
+
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=1,
+        start_date=date(2026, 4, 5),
+        reason="One payment in May",
+        annual_rate="0.01",
+    )
+
+    loan = reload(loan_id)
+    (row,) = current_installments(loan_id)
+    # 10,000.00 + 192.12 interest due + 1.00 penalties; 0.01% a year for a month.
+    assert row.principal_due == Decimal("10193.12")
+    assert Decimal(0) < row.interest_due < Decimal(1)
+    assert receivables(loan) == schedule_owed(loan)
+    assert ledger_check() == []
+
+
+def test_restructure_on_a_due_date_capitalises_that_rows_interest(app):
+    """The row falling due on the restructure's first day is owed, not to come: its
+    interest is capitalised, not reversed. (Mutation testing, issue 23.)"""
+    loan_id = _loan_in_arrears(as_of=date(2026, 3, 31))  # row 2 is due that very day
+
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=12,
+        start_date=date(2026, 3, 31),
+        reason="Lost job",
+    )
+
+    new = current_installments(loan_id)
+    # 10,000.00 + 100.00 and 92.12 interest of rows 1 and 2 + row 1's 44.42 penalty.
+    assert sum((r.principal_due for r in new), Decimal(0)) == Decimal("10236.54")
+    assert ledger_check() == []
+
+
+def test_restructure_reverses_future_interest_of_under_a_shilling(app):
+    """At 0.01% a year the rows still to come owe cents of interest: they are reversed
+    all the same. (Mutation testing, issue 23.)"""
+    product = make_product(annual_rate=Decimal("0.01"), penalty_type="none")
+    loan_id = _late(product, date(2026, 4, 5))
+    rows = current_installments(loan_id)
+    future = sum((r.interest_due for r in rows if r.due_date > date(2026, 4, 5)), Decimal(0))
+    assert Decimal(0) < future <= Decimal(1)
+    income = balance("GL-INCOME-INTEREST")
+
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=12,
+        start_date=date(2026, 4, 5),
+        reason="Lost job",
+    )
+
+    new = sum((r.interest_due for r in current_installments(loan_id)), Decimal(0))
+    assert balance("GL-INCOME-INTEREST") == income - future + new
+    assert ledger_check() == []
+
+
+def test_restructure_never_reverses_interest_already_paid(app):
+    """A schedule started back before an overdue row's due date counts that row as still
+    to come: only the interest it still owes is reversed, not what was paid on it.
+    (Mutation testing, issue 23.)"""
+    loan_id = make_loan(product=make_product(), on=DISBURSED).id
+    # Row 1 whole (888.49) and row 2's interest (92.12) and 10.00 of its principal.
+    loan_repay(
+        loan_id=loan_id, amount="990.61", reference="RCP0000002", value_date=date(2026, 2, 28)
+    )
+    run_job("loan-arrears", date(2026, 4, 5))  # row 2, due 31 Mar, 5 days late
+    income = balance("GL-INCOME-INTEREST")
+    rows = current_installments(loan_id)
+    to_come = sum((r.interest_due - r.interest_paid for r in rows[1:]), Decimal(0))
+
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=12,
+        start_date=date(2026, 3, 15),
+        reason="Hours cut since March",
+    )
+
+    new = sum((r.interest_due for r in current_installments(loan_id)), Decimal(0))
+    assert balance("GL-INCOME-INTEREST") == income - to_come + new
+    assert ledger_check() == []
+
+
+def test_restructure_after_a_part_payment_carries_only_what_is_unpaid(app):
+    """What the member paid on the overdue rows is not capitalised again: the new principal
+    is the whole debt less the interest of rows not yet due. (Mutation testing, issue 23.)"""
+    loan_id = _loan_in_arrears()
+    loan_repay(
+        loan_id=loan_id, amount="150.00", reference="RCP0000001", value_date=date(2026, 4, 5)
+    )
+    owed = loan_debt(loan_id=loan_id).total
+
+    loan_restructure(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        term=12,
+        start_date=date(2026, 4, 5),
+        reason="Lost job",
+    )
+
+    new = current_installments(loan_id)
+    # Rows 3-12 still owed their 469.74 of interest, reversed as in the restructure above.
+    assert sum((r.principal_due for r in new), Decimal(0)) == owed - Decimal("469.74")
+    assert receivables(reload(loan_id)) == schedule_owed(reload(loan_id))
     assert ledger_check() == []
 
 
