@@ -529,6 +529,30 @@ def test_paying_the_settlement_completes_it_and_writes_off_the_discount(app: Fla
     assert after.to_savings == D("50.00")
 
 
+def test_a_settlement_a_shilling_short_of_the_debt_writes_off_that_shilling(app: Flask) -> None:
+    """The smallest discount is written off like any other: the loan closes owing
+    nothing. (Mutation testing, issue 23.)"""
+    loan_id = make_loan_in_default()
+    settlement = _owed(loan_id) - D("1.00")
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    agreement = _draft(
+        loan_id,
+        officer,
+        settlement_amount=settlement,
+        discount=D("1.00"),
+        schedule=[(date(2026, 5, 1), str(settlement))],
+    )
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    agreement_approve(agreement_id=agreement.id, staff=manager, as_of=TODAY)
+
+    loan_repay(loan_id=loan_id, amount=settlement, reference="QKAGR00015", value_date=TODAY)
+
+    loan = reload(loan_id)
+    assert (loan.status, loan.written_off_amount) == ("closed", D("1.00"))
+    assert set(receivables(loan).values()) == {D("0.00")}
+    assert balance("GL-WRITE-OFF") == D("1.00")
+
+
 def test_one_payment_of_the_whole_settlement_completes_at_once(app: Flask) -> None:
     loan_id = make_loan_in_default()
     agreement_id, *_ = _approved(loan_id)

@@ -15,6 +15,7 @@ from app.extensions import db
 from app.models import Installment, JournalEntry, Loan, LoanProduct, Member, StaffUser
 from app.selectors.loans import current_installments, loan_debt, portfolio_at_risk
 from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
+from app.services.loan_schedule import schedule_build
 from app.services.loans import (
     LoanError,
     loan_account,
@@ -449,7 +450,14 @@ def test_restructure_of_a_loan_in_arrears(app):
     assert audit_rows(loan)[-1].after["principal"] == "10280.96"
     change, reschedule = audit_rows(loan)[-2:]
     assert change.note == reschedule.note == "Lost job; new employer from May"
+    assert reschedule.object_type == "loan"
     assert reschedule.before == {"principal": "10000.00", "term": 12, "rate": "12.0000"}
+    assert reschedule.after == {
+        "principal": "10280.96",
+        "term": 12,
+        "rate": "12.0000",
+        "version": 2,
+    }
     entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "restructure"))
     assert (
         entry.actor,
@@ -594,6 +602,66 @@ def test_restructure_never_reverses_interest_already_paid(app):
 
     new = sum((r.interest_due for r in current_installments(loan_id)), Decimal(0))
     assert balance("GL-INCOME-INTEREST") == income - to_come + new
+    assert ledger_check() == []
+
+
+def test_restructure_at_a_rate_the_schedule_refuses_changes_nothing(app):
+    """The schedule's own words reach staff, and the loan keeps its rate and rows."""
+    loan_id = _loan_in_arrears()
+    manager = make_staff("branch_manager")
+    before, rows_before = counts(), count(Installment)
+
+    with pytest.raises(LoanError, match=r"^annual rate has more than 4 decimal places: 0\.00001$"):
+        loan_restructure(
+            loan_id=loan_id,
+            staff=manager,
+            term=12,
+            start_date=date(2026, 4, 5),
+            reason="Lost job",
+            annual_rate="0.00001",
+        )
+    db.session.rollback()
+
+    assert (counts(), count(Installment)) == (before, rows_before)
+    loan = reload(loan_id)
+    assert (loan.status, loan.annual_rate) == ("active", Decimal("12"))
+    assert ledger_check() == []
+
+
+@pytest.mark.parametrize(
+    "terms",
+    [
+        dict(interest_method="flat", frequency="weekly", installment_multiple=Decimal("50")),
+        dict(amortization="equal_principal"),
+    ],
+    ids=["flat-weekly-in-fifties", "equal-principal"],
+)
+def test_disbursement_writes_the_schedule_of_the_loans_own_terms(app, terms):
+    """The rows are the schedule of the loan's method, amortization, frequency and
+    multiple, not of the defaults. (Mutation testing, issue 23.)"""
+    loan = make_loan(product=make_product(**terms), on=DISBURSED)
+    expected = schedule_build(
+        principal=loan.principal,
+        annual_rate=loan.annual_rate,
+        installments=loan.term,
+        interest_method=loan.interest_method,
+        amortization=loan.amortization,
+        frequency=loan.frequency,
+        multiple_of=loan.installment_multiple,
+        start_date=DISBURSED,
+    )
+    plain = schedule_build(
+        principal=loan.principal,
+        annual_rate=loan.annual_rate,
+        installments=loan.term,
+        start_date=DISBURSED,
+    )
+    assert expected.rows != plain.rows  # the terms matter
+
+    rows = current_installments(loan.id)
+    assert [(r.number, r.due_date, r.principal_due, r.interest_due) for r in rows] == [
+        (x.number, x.due_date, x.principal, x.interest) for x in expected.rows
+    ]
     assert ledger_check() == []
 
 
@@ -781,17 +849,45 @@ def test_write_off_of_a_defaulted_loan_zeroes_its_receivables(app, role):
     assert balance("GL-WRITE-OFF") == Decimal("10750.70")
     assert trail(loan)[-1] == ("loan.write_off", f"staff:{email}", "active", "written_off")
     assert audit_rows(loan)[-1].note == "Member emigrated"
-    # The journal names who wrote it off, and the loan keys it: it posts once.
+    # The journal names who wrote it off and whose loan, and the loan keys it: it posts once.
     entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "write_off"))
-    assert (entry.actor, entry.idempotency_key, entry.description) == (
+    assert (
+        entry.actor,
+        entry.idempotency_key,
+        entry.description,
+        entry.member_id,
+        entry.loan_id,
+    ) == (
         f"staff:{email}",
         f"write_off:{loan.loan_no}",
         f"Write-off {loan.loan_no}: Member emigrated",
+        loan.member_id,
+        loan_id,
     )
     # Off the books: no longer in the portfolio, and the daily job leaves it alone.
     assert portfolio_at_risk(as_of=date(2026, 4, 6)).gross_principal == 0
     run_job("loan-arrears", date(2026, 5, 6))
     assert reload(loan_id).status == "written_off"
+    assert ledger_check() == []
+
+
+def test_write_off_takes_a_component_of_a_shilling(app):
+    """Two fixed penalties of 0.50 (1.00 in all) go to the write-off with the rest.
+    (Mutation testing, issue 23.)"""
+    product = make_product(penalty_type="fixed", penalty_value=Decimal("0.50"))
+    loan_id = _late(product, date(2026, 4, 5))
+    assert receivables(reload(loan_id))["penalty"] == Decimal("1.00")
+
+    loan_write_off(
+        loan_id=loan_id,
+        staff=make_staff("branch_manager"),
+        reason="Member emigrated",
+        value_date=date(2026, 4, 6),
+    )
+
+    assert set(receivables(reload(loan_id)).values()) == {Decimal("0.00")}
+    # 10,000.00 principal + 661.86 interest + 1.00 penalties.
+    assert balance("GL-WRITE-OFF") == Decimal("10662.86")
     assert ledger_check() == []
 
 
