@@ -60,7 +60,8 @@ def _write_off_receivables(
     debt = loan_debt(loan_id=loan.id)
     if debt.total <= 0:
         return debt
-    for row in current_installments(loan.id, fresh=True):
+    # `fresh` as in loan_restructure: every caller took the loan's lock, which re-read them.
+    for row in current_installments(loan.id, fresh=True):  # pragma: no mutate
         row.superseded = True
     lines: list[Line] = [debit(gl_account("GL-WRITE-OFF"), debt.total)]
     for component in COMPONENTS:
