@@ -33,6 +33,7 @@ from app.models import (
     Payment,
     SmsMessage,
 )
+from app.models.mpesa import OPEN_STATUSES
 from app.models.types import utcnow
 from app.selectors.loans import loan_debt
 from app.services.loans import loan_apply, loan_approve, loan_retry_payout, loan_write_off
@@ -861,6 +862,40 @@ def test_a_failed_payout_puts_the_loan_back_with_the_reason_and_staff_retry(
     assert retry.originator_conversation_id != payout.originator_conversation_id
     with pytest.raises(Exception, match="on its way"):
         loan_retry_payout(loan_id=loan.id, staff=make_staff("branch_manager"))
+
+
+def test_another_loans_payout_on_its_way_does_not_hold_back_a_retry(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    """Only this loan's own open payout stops staff sending its money again.
+    (Mutation testing, issue 23.)"""
+    first, on_its_way = approved_loan()
+    product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == first.id))
+    second = loan_apply(
+        member_id=make_borrower(savings=10000).id,
+        product_id=product_id,
+        amount=5000,
+        as_of=date(2026, 11, 20),
+    )
+    loan = Ref(second.id, second.loan_no)
+    loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
+    ours = db.session.scalar(
+        select(MpesaRequest.originator_conversation_id).where(MpesaRequest.loan_id == loan.id)
+    )
+    work()  # both sent
+    post(
+        client,
+        "b2c/result",
+        b2c_result_body(ours, 2040, desc="Recipient unregistered"),
+    )
+    work()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, on_its_way.id).status in OPEN_STATUSES
+
+    retry = loan_retry_payout(loan_id=loan.id, staff=make_staff("branch_manager"))
+
+    assert (retry.loan_id, retry.status) == (loan.id, "pending")
 
 
 def test_a_timeout_asks_transaction_status_and_its_answer_disburses(
