@@ -36,7 +36,13 @@ from app.models import (
 from app.models.mpesa import OPEN_STATUSES
 from app.models.types import utcnow
 from app.selectors.loans import loan_debt
-from app.services.loans import loan_apply, loan_approve, loan_retry_payout, loan_write_off
+from app.services.loans import (
+    LoanError,
+    loan_apply,
+    loan_approve,
+    loan_retry_payout,
+    loan_write_off,
+)
 from app.services.payments import (
     STK_FAILURES,
     PaymentError,
@@ -962,6 +968,31 @@ def test_staff_paying_out_by_hand_cancels_the_unsent_payout(b2c) -> None:  # noq
     )
     assert payments_send_payout(request_id=payout.id) == "failed"
     assert [c for c in b2c.calls if "b2c" in c.request.url] == []
+
+
+def test_staff_cannot_pay_out_by_hand_while_the_mpesa_payout_is_on_its_way(b2c) -> None:  # noqa: ANN001
+    """Sent, its result not in: paying by bank too could pay the member twice. The
+    services never leave an approved loan with a sent payout (sending moves the loan on in
+    the same commit), so the row is set by hand: this guards against a path that would.
+    (Mutation testing, issue 23.)"""
+    loan, payout = approved_loan()
+    work()  # sent
+    db.session.expire_all()
+    db.session.get(Loan, loan.id).status = "approved"
+    db.session.commit()
+    from app.services.loans import loan_disburse
+
+    before = n(JournalEntry)
+    with pytest.raises(
+        LoanError,
+        match=f"^an M-PESA payout of loan {loan.loan_no} is on its way; wait for its result$",
+    ):
+        loan_disburse(
+            loan_id=loan.id, reference="BANK-2", value_date=date(2026, 11, 21), channel="manual"
+        )
+    db.session.rollback()
+    assert n(JournalEntry) == before
+    assert db.session.get(MpesaRequest, payout.id).status in OPEN_STATUSES
 
 
 def lower_maximum(loan: Ref, maximum: int) -> None:
