@@ -249,6 +249,27 @@ def _in_state(state: str, officer: StaffUser) -> Loan:
     return loan
 
 
+def test_a_payout_start_and_failure_are_committed_and_the_reason_cut_to_its_column(app):
+    """Each is its own decision, kept whatever the caller does next; M-PESA's words can be
+    long, and staff read the first 255 characters. (Mutation testing, issue 23.)"""
+    loan = _in_state("approved", make_staff("loan_officer"))
+    loan_id = loan.id
+    loan_start_payout(loan_id=loan_id)
+    db.session.rollback()
+    assert reload(loan_id).status == "disbursing"
+
+    reason = "".join(f"{i % 10}" for i in range(300))
+    loan_payout_failed(loan_id=loan_id, reason=reason)
+    db.session.rollback()
+    loan = reload(loan_id)
+    assert (loan.status, loan.payout_error) == ("approved", reason[:255])
+    assert trail(loan)[-2:] == [
+        ("loan.start_payout", "system", "approved", "disbursing"),
+        ("loan.payout_failed", "system", "disbursing", "approved"),
+    ]
+    assert ledger_check() == []
+
+
 @pytest.mark.parametrize("state", ["submitted", "recommended", "approved"])
 def test_reject_from_each_undecided_state(app, state):
     officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
