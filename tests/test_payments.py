@@ -968,6 +968,9 @@ def test_staff_paying_out_by_hand_cancels_the_unsent_payout(b2c) -> None:  # noq
     )
     assert payments_send_payout(request_id=payout.id) == "failed"
     assert [c for c in b2c.calls if "b2c" in c.request.url] == []
+    # Staff reading the payout see why it never went.
+    cancelled = db.session.get(MpesaRequest, payout.id)
+    assert cancelled.result_desc == "cancelled: paid out by manual BANK-1"
 
 
 def test_staff_cannot_pay_out_by_hand_while_the_mpesa_payout_is_on_its_way(b2c) -> None:  # noqa: ANN001
