@@ -973,6 +973,20 @@ def test_staff_paying_out_by_hand_cancels_the_unsent_payout(b2c) -> None:  # noq
     assert cancelled.result_desc == "cancelled: paid out by manual BANK-1"
 
 
+def test_a_long_hand_payout_reference_is_cut_to_the_cancelled_payouts_column(b2c) -> None:  # noqa: ANN001
+    """The console takes a reference of any length: the cancelled payout keeps what its
+    column holds. (Mutation testing, issue 23.)"""
+    loan, payout = approved_loan()
+    from app.services.loans import loan_disburse
+
+    reference = "BANK-" + "".join(f"{i % 10}" for i in range(300))
+    loan_disburse(
+        loan_id=loan.id, reference=reference, value_date=date(2026, 11, 21), channel="manual"
+    )
+    cancelled = db.session.get(MpesaRequest, payout.id)
+    assert cancelled.result_desc == f"cancelled: paid out by manual {reference}"[:255]
+
+
 def test_staff_cannot_pay_out_by_hand_while_the_mpesa_payout_is_on_its_way(b2c) -> None:  # noqa: ANN001
     """Sent, its result not in: paying by bank too could pay the member twice. The
     services never leave an approved loan with a sent payout (sending moves the loan on in
