@@ -649,6 +649,14 @@ def test_restructure_at_a_rate_the_schedule_refuses_changes_nothing(app):
     assert ledger_check() == []
 
 
+def test_a_fee_of_one_shilling_is_booked_at_disbursement(app):
+    """The smallest fee is income like any other. (Mutation testing, issue 23.)"""
+    product = make_product(fee_type="fixed", fee_value=Decimal("1"))
+    make_loan(product=product, on=DISBURSED)
+    assert balance("GL-INCOME-FEES") == Decimal("1.00")
+    assert ledger_check() == []
+
+
 @pytest.mark.parametrize(
     "terms",
     [
