@@ -657,6 +657,18 @@ def test_a_fee_of_one_shilling_is_booked_at_disbursement(app):
     assert ledger_check() == []
 
 
+@pytest.mark.parametrize("rate", ["0", "0.01"])
+def test_interest_of_nothing_or_cents_is_booked_as_scheduled(app, rate):
+    """At 0% no interest line is posted; at 0.01% a year its cents are. (Mutation
+    testing, issue 23.)"""
+    loan = make_loan(product=make_product(annual_rate=Decimal(rate)), on=DISBURSED)
+    interest = sum((r.interest_due for r in current_installments(loan.id)), Decimal(0))
+    assert interest < Decimal(1)
+    assert balance("GL-INCOME-INTEREST") == interest
+    assert receivables(reload(loan.id))["interest"] == interest
+    assert ledger_check() == []
+
+
 @pytest.mark.parametrize(
     "terms",
     [
