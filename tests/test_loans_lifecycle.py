@@ -657,6 +657,31 @@ def test_a_fee_of_one_shilling_is_booked_at_disbursement(app):
     assert ledger_check() == []
 
 
+def test_a_hand_payout_is_booked_in_the_staff_members_name(app):
+    """The disbursement entry says who paid out, whose loan, and by which reference, and
+    the loan keys it. (Mutation testing, issue 23.)"""
+    loan = _in_state("approved", make_staff("loan_officer"))
+    staff = make_staff("branch_manager")
+    loan_disburse(
+        loan_id=loan.id, reference="BANK-7", value_date=DISBURSED, channel="manual", actor=staff
+    )
+    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "disbursement"))
+    assert (
+        entry.actor,
+        entry.description,
+        entry.idempotency_key,
+        entry.member_id,
+        entry.loan_id,
+    ) == (
+        f"staff:{staff.email}",
+        f"Disbursement {loan.loan_no} BANK-7",
+        f"disburse:{loan.loan_no}",
+        loan.member_id,
+        loan.id,
+    )
+    assert ledger_check() == []
+
+
 @pytest.mark.parametrize("rate", ["0", "0.01"])
 def test_interest_of_nothing_or_cents_is_booked_as_scheduled(app, rate):
     """At 0% no interest line is posted; at 0.01% a year its cents are. (Mutation
