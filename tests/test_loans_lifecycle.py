@@ -12,7 +12,15 @@ import pytest
 from sqlalchemy import select, update
 
 from app.extensions import db
-from app.models import Installment, JournalEntry, Loan, LoanProduct, Member, StaffUser
+from app.models import (
+    Installment,
+    JournalEntry,
+    Loan,
+    LoanProduct,
+    Member,
+    SmsMessage,
+    StaffUser,
+)
 from app.selectors.loans import current_installments, loan_debt, portfolio_at_risk
 from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
 from app.services.loan_schedule import schedule_build
@@ -652,8 +660,13 @@ def test_restructure_at_a_rate_the_schedule_refuses_changes_nothing(app):
 def test_a_fee_of_one_shilling_is_booked_at_disbursement(app):
     """The smallest fee is income like any other. (Mutation testing, issue 23.)"""
     product = make_product(fee_type="fixed", fee_value=Decimal("1"))
-    make_loan(product=product, on=DISBURSED)
+    loan = make_loan(product=product, on=DISBURSED)
     assert balance("GL-INCOME-FEES") == Decimal("1.00")
+    # The member is told what reached them and what the fee took.
+    body = db.session.scalar(select(SmsMessage.body).where(SmsMessage.template == "loan_disbursed"))
+    assert body.startswith(
+        f"Loan {loan.loan_no} of KES 9,999.00 sent to your M-PESA, fee KES 1.00. Ref B2C"
+    )
     assert ledger_check() == []
 
 
