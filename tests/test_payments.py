@@ -827,6 +827,14 @@ def approved_loan() -> tuple[Ref, MpesaRequest]:
 def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskClient, b2c) -> None:  # noqa: ANN001
     loan, payout = approved_loan()
     assert (payout.kind, payout.status, payout.amount) == ("b2c", "pending", 5000)
+    # Staff reading the payout see what it is for, whose it is, and that no one typed it.
+    member_id = db.session.scalar(select(Loan.member_id).where(Loan.id == loan.id))
+    assert (payout.purpose, payout.member_id, payout.account_reference, payout.channel) == (
+        "disbursement",
+        member_id,
+        loan.loan_no,
+        "system",
+    )
     assert payout.originator_conversation_id  # ours, stored before anything is sent
     work()
     db.session.expire_all()
