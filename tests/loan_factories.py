@@ -7,11 +7,20 @@ import itertools
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.cli.demo import PRODUCTS
 from app.extensions import db
-from app.models import Account, AuditLog, JournalEntry, Loan, LoanProduct, Member, StaffUser
+from app.models import (
+    Account,
+    AuditLog,
+    Installment,
+    JournalEntry,
+    Loan,
+    LoanProduct,
+    Member,
+    StaffUser,
+)
 from app.selectors.loans import current_installments, loan_debt
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.loans import (
@@ -114,14 +123,22 @@ def make_loan(
     return loan_disburse(loan_id=loan.id, reference=f"B2C{loan.id:05d}", value_date=on)
 
 
-def restructure(loan_id: int, *, start: date, term: int = 12) -> None:
+def restructure(
+    loan_id: int,
+    *,
+    start: date,
+    term: int = 12,
+    reason: str = "Lost job; new employer from May",
+    annual_rate: object | None = None,
+) -> None:
     """A branch manager restructures a loan in arrears over `term` months from `start`."""
     loan_restructure(
         loan_id=loan_id,
         staff=make_staff("branch_manager"),
         term=term,
         start_date=start,
-        reason="Lost job; new employer from May",
+        reason=reason,
+        annual_rate=annual_rate,
     )
 
 
@@ -189,10 +206,7 @@ def make_loan_in_default() -> int:
     return loan_id
 
 
-def charge_fee(loan: Loan, number: int, amount: Decimal, on: date) -> None:
-    """Book a fee on one installment the way the arrears job books a penalty. No service
-    charges fees after disbursement yet; this makes the fee step of the order visible."""
-    row = current_installments(loan.id)[number - 1]
+def _post_fee(loan: Loan, row: Installment, amount: Decimal, on: date) -> None:
     journal_post(
         kind="fee",
         lines=[
@@ -200,9 +214,28 @@ def charge_fee(loan: Loan, number: int, amount: Decimal, on: date) -> None:
             credit(gl_account("GL-INCOME-FEES"), amount),
         ],
         value_date=on,
-        description=f"Fee {loan.loan_no} #{number}",
+        description=f"Fee {loan.loan_no} #{row.number}",
         member_id=loan.member_id,
         loan_id=loan.id,
     )
+
+
+def charge_fee(loan: Loan, number: int, amount: Decimal, on: date) -> None:
+    """Book a fee on one installment the way the arrears job books a penalty. No service
+    charges fees after disbursement yet; this makes the fee step of the order visible."""
+    row = current_installments(loan.id)[number - 1]
+    _post_fee(loan, row, amount, on)
     row.fees_due += amount
     db.session.commit()
+
+
+def fee_booked_behind_the_session(loan: Loan, row: Installment, amount: Decimal, on: date) -> None:
+    """Another writer books a fee on `row`: posted, and the row updated around the session
+    (a bulk UPDATE), so the copy the session holds still shows the fee before it."""
+    _post_fee(loan, row, amount, on)
+    db.session.execute(
+        update(Installment)
+        .where(Installment.id == row.id)
+        .values(fees_due=Installment.fees_due + amount)
+        .execution_options(synchronize_session=False)
+    )

@@ -22,11 +22,10 @@ from app.models import (
     PortfolioSnapshot,
 )
 from app.selectors.loans import aging_bucket, current_installments, portfolio_at_risk
-from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
+from app.services.ledger import ledger_check
 from app.services.loans import (
     ArrearsDecision,
     arrears_decide,
-    loan_account,
     loan_repay,
     loan_write_off,
     loans_update_arrears,
@@ -35,6 +34,7 @@ from tests.helpers import holder_then_waiter
 from tests.loan_factories import (
     charge_fee,
     count,
+    fee_booked_behind_the_session,
     make_loan,
     make_loan_in_default,
     make_product,
@@ -191,22 +191,7 @@ def test_the_chunk_reads_the_schedule_afresh_under_the_loans_lock(app):
     loan = reload(loan_id)
     row = current_installments(loan_id)[0]  # the session now holds the rows
     # Another worker books a 100.00 fee on row 1, as charge_fee does, around the session.
-    journal_post(
-        kind="fee",
-        lines=[
-            debit(loan_account(loan, "fees"), D("100.00")),
-            credit(gl_account("GL-INCOME-FEES"), D("100.00")),
-        ],
-        value_date=DUE1,
-        member_id=loan.member_id,
-        loan_id=loan_id,
-    )
-    db.session.execute(
-        update(Installment)
-        .where(Installment.id == row.id)
-        .values(fees_due=Installment.fees_due + D("100.00"))
-        .execution_options(synchronize_session=False)
-    )
+    fee_booked_behind_the_session(loan, row, D("100.00"), DUE1)
 
     assert loans_update_arrears([loan_id], as_of=date(2026, 3, 4)) == 1
     db.session.commit()

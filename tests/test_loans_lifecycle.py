@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.extensions import db
 from app.models import (
@@ -22,11 +22,10 @@ from app.models import (
     StaffUser,
 )
 from app.selectors.loans import current_installments, loan_debt, portfolio_at_risk
-from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
+from app.services.ledger import ledger_check
 from app.services.loan_schedule import schedule_build
 from app.services.loans import (
     LoanError,
-    loan_account,
     loan_apply,
     loan_approve,
     loan_disburse,
@@ -45,12 +44,14 @@ from tests.loan_factories import (
     balance,
     count,
     counts,
+    fee_booked_behind_the_session,
     make_borrower,
     make_loan,
     make_product,
     make_staff,
     receivables,
     reload,
+    restructure,
     run_job,
     schedule_owed,
 )
@@ -70,6 +71,12 @@ def trail(loan: Loan) -> list[tuple[str, str, str | None, str | None]]:
         )
         for row in audit_rows(loan)
     ]
+
+
+def posted(kind: str) -> tuple[str, str | None, str, int | None, int | None]:
+    """The one journal entry of `kind`: who posted it, its key, its words, member and loan."""
+    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == kind))
+    return entry.actor, entry.idempotency_key, entry.description, entry.member_id, entry.loan_id
 
 
 def apply(product: LoanProduct, amount: int | str = 10000, member: Member | None = None) -> Loan:
@@ -487,14 +494,7 @@ def test_restructure_of_a_loan_in_arrears(app):
         "rate": "12.0000",
         "version": 2,
     }
-    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "restructure"))
-    assert (
-        entry.actor,
-        entry.idempotency_key,
-        entry.description,
-        entry.member_id,
-        entry.loan_id,
-    ) == (
+    assert posted("restructure") == (
         f"staff:{manager.email}",
         f"restructure:{loan.loan_no}:v2",
         f"Restructure {loan.loan_no} v2",
@@ -522,14 +522,7 @@ def test_restructure_after_every_row_fell_due_at_a_rate_of_nought(app):
     loan_id = _late(make_product(), date(2026, 2, 5), on=date(2025, 1, 31))
     owed = loan_debt(loan_id=loan_id).total
 
-    loan_restructure(
-        loan_id=loan_id,
-        staff=make_staff("branch_manager"),
-        term=6,
-        start_date=date(2026, 2, 5),
-        reason="Retired",
-        annual_rate="0",
-    )
+    restructure(loan_id, start=date(2026, 2, 5), term=6, reason="Retired", annual_rate="0")
 
     loan = reload(loan_id)
     assert loan.annual_rate == 0
@@ -547,13 +540,8 @@ def test_restructure_moves_amounts_of_a_shilling_and_less(app):
     loan_id = _late(product, date(2026, 4, 5))
     assert receivables(reload(loan_id))["penalty"] == Decimal("1.00")
 
-    loan_restructure(
-        loan_id=loan_id,
-        staff=make_staff("branch_manager"),
-        term=1,
-        start_date=date(2026, 4, 5),
-        reason="One payment in May",
-        annual_rate="0.01",
+    restructure(
+        loan_id, start=date(2026, 4, 5), term=1, reason="One payment in May", annual_rate="0.01"
     )
 
     loan = reload(loan_id)
@@ -570,13 +558,7 @@ def test_restructure_on_a_due_date_capitalises_that_rows_interest(app):
     interest is capitalised, not reversed. (Mutation testing, issue 23.)"""
     loan_id = _loan_in_arrears(as_of=date(2026, 3, 31))  # row 2 is due that very day
 
-    loan_restructure(
-        loan_id=loan_id,
-        staff=make_staff("branch_manager"),
-        term=12,
-        start_date=date(2026, 3, 31),
-        reason="Lost job",
-    )
+    restructure(loan_id, start=date(2026, 3, 31), reason="Lost job")
 
     new = current_installments(loan_id)
     # 10,000.00 + 100.00 and 92.12 interest of rows 1 and 2 + row 1's 44.42 penalty.
@@ -594,13 +576,7 @@ def test_restructure_reverses_future_interest_of_under_a_shilling(app):
     assert Decimal(0) < future <= Decimal(1)
     income = balance("GL-INCOME-INTEREST")
 
-    loan_restructure(
-        loan_id=loan_id,
-        staff=make_staff("branch_manager"),
-        term=12,
-        start_date=date(2026, 4, 5),
-        reason="Lost job",
-    )
+    restructure(loan_id, start=date(2026, 4, 5), reason="Lost job")
 
     new = sum((r.interest_due for r in current_installments(loan_id)), Decimal(0))
     assert balance("GL-INCOME-INTEREST") == income - future + new
@@ -621,13 +597,7 @@ def test_restructure_never_reverses_interest_already_paid(app):
     rows = current_installments(loan_id)
     to_come = sum((r.interest_due - r.interest_paid for r in rows[1:]), Decimal(0))
 
-    loan_restructure(
-        loan_id=loan_id,
-        staff=make_staff("branch_manager"),
-        term=12,
-        start_date=date(2026, 3, 15),
-        reason="Hours cut since March",
-    )
+    restructure(loan_id, start=date(2026, 3, 15), reason="Hours cut since March")
 
     new = sum((r.interest_due for r in current_installments(loan_id)), Decimal(0))
     assert balance("GL-INCOME-INTEREST") == income - to_come + new
@@ -678,17 +648,10 @@ def test_a_hand_payout_is_booked_in_the_staff_members_name(app):
     loan_disburse(
         loan_id=loan.id, reference="BANK-7", value_date=DISBURSED, channel="manual", actor=staff
     )
-    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "disbursement"))
-    assert (
-        entry.actor,
-        entry.description,
-        entry.idempotency_key,
-        entry.member_id,
-        entry.loan_id,
-    ) == (
+    assert posted("disbursement") == (
         f"staff:{staff.email}",
-        f"Disbursement {loan.loan_no} BANK-7",
         f"disburse:{loan.loan_no}",
+        f"Disbursement {loan.loan_no} BANK-7",
         loan.member_id,
         loan.id,
     )
@@ -753,13 +716,7 @@ def test_restructure_after_a_part_payment_carries_only_what_is_unpaid(app):
     )
     owed = loan_debt(loan_id=loan_id).total
 
-    loan_restructure(
-        loan_id=loan_id,
-        staff=make_staff("branch_manager"),
-        term=12,
-        start_date=date(2026, 4, 5),
-        reason="Lost job",
-    )
+    restructure(loan_id, start=date(2026, 4, 5), reason="Lost job")
 
     new = current_installments(loan_id)
     # Rows 3-12 still owed their 469.74 of interest, reversed as in the restructure above.
@@ -776,22 +733,7 @@ def test_restructure_reads_the_schedule_afresh_under_the_loans_lock(app):
     manager = make_staff("branch_manager")  # it commits, which would expire the rows
     loan = reload(loan_id)
     row = current_installments(loan_id)[0]  # the session now holds the rows
-    journal_post(
-        kind="fee",
-        lines=[
-            debit(loan_account(loan, "fees"), Decimal("100.00")),
-            credit(gl_account("GL-INCOME-FEES"), Decimal("100.00")),
-        ],
-        value_date=date(2026, 4, 5),
-        member_id=loan.member_id,
-        loan_id=loan_id,
-    )
-    db.session.execute(
-        update(Installment)
-        .where(Installment.id == row.id)
-        .values(fees_due=Installment.fees_due + Decimal("100.00"))
-        .execution_options(synchronize_session=False)
-    )
+    fee_booked_behind_the_session(loan, row, Decimal("100.00"), date(2026, 4, 5))
 
     loan_restructure(
         loan_id=loan_id,
@@ -810,13 +752,7 @@ def test_restructure_reads_the_schedule_afresh_under_the_loans_lock(app):
 
 def test_restructured_loan_can_be_paid_off_and_closes(app):
     loan_id = _loan_in_arrears()
-    loan_restructure(
-        loan_id=loan_id,
-        staff=make_staff("branch_manager"),
-        term=6,
-        start_date=date(2026, 4, 5),
-        reason="Harvest failed",
-    )
+    restructure(loan_id, start=date(2026, 4, 5), term=6, reason="Harvest failed")
     owed = loan_debt(loan_id=loan_id).total
 
     result = loan_repay(
@@ -929,14 +865,7 @@ def test_write_off_of_a_defaulted_loan_zeroes_its_receivables(app, role):
     assert trail(loan)[-1] == ("loan.write_off", f"staff:{email}", "active", "written_off")
     assert audit_rows(loan)[-1].note == "Member emigrated"
     # The journal names who wrote it off and whose loan, and the loan keys it: it posts once.
-    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "write_off"))
-    assert (
-        entry.actor,
-        entry.idempotency_key,
-        entry.description,
-        entry.member_id,
-        entry.loan_id,
-    ) == (
+    assert posted("write_off") == (
         f"staff:{email}",
         f"write_off:{loan.loan_no}",
         f"Write-off {loan.loan_no}: Member emigrated",
