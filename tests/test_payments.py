@@ -813,10 +813,15 @@ def b2c(mocked: responses.RequestsMock, base: str) -> responses.RequestsMock:
     return mocked
 
 
-def approved_loan() -> tuple[Ref, MpesaRequest]:
+def approved_loan(product_id: int | None = None) -> tuple[Ref, MpesaRequest]:
+    """A loan of 5,000 approved by a branch manager (of a new V1 product unless given one),
+    with its payout written and not yet sent."""
     member = make_borrower(savings=10000)
     loan = loan_apply(
-        member_id=member.id, product_id=make_product("V1").id, amount=5000, as_of=date(2026, 11, 20)
+        member_id=member.id,
+        product_id=product_id or make_product("V1").id,
+        amount=5000,
+        as_of=date(2026, 11, 20),
     )
     loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
     payout = db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan.id))
@@ -886,22 +891,12 @@ def test_another_loans_payout_on_its_way_does_not_hold_back_a_retry(
     (Mutation testing, issue 23.)"""
     first, on_its_way = approved_loan()
     product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == first.id))
-    second = loan_apply(
-        member_id=make_borrower(savings=10000).id,
-        product_id=product_id,
-        amount=5000,
-        as_of=date(2026, 11, 20),
-    )
-    loan = Ref(second.id, second.loan_no)
-    loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
-    ours = db.session.scalar(
-        select(MpesaRequest.originator_conversation_id).where(MpesaRequest.loan_id == loan.id)
-    )
+    loan, payout = approved_loan(product_id)
     work()  # both sent
     post(
         client,
         "b2c/result",
-        b2c_result_body(ours, 2040, desc="Recipient unregistered"),
+        b2c_result_body(payout.originator_conversation_id, 2040, desc="Recipient unregistered"),
     )
     work()
     db.session.expire_all()
@@ -1543,14 +1538,7 @@ def test_a_payout_failed_by_a_status_answer_and_then_paid_after_all_disburses_it
     work()
     # Another loan's payout, written after this one.
     product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == loan.id))
-    other = loan_apply(
-        member_id=make_borrower(savings=10000).id,
-        product_id=product_id,
-        amount=5000,
-        as_of=date(2026, 11, 20),
-    )
-    other_id = other.id
-    loan_approve(loan_id=other_id, staff=make_staff("branch_manager"))
+    other_id = approved_loan(product_id)[0].id
     work()
     db.session.expire_all()
     assert db.session.get(MpesaRequest, payout.id).status == "failed"
