@@ -861,12 +861,8 @@ def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskC
     assert len(texts("loan_disbursed")) == 1
 
 
-def test_a_failed_payout_puts_the_loan_back_with_the_reason_and_staff_retry(
-    client: FlaskClient,
-    b2c,  # noqa: ANN001
-) -> None:
-    loan, payout = approved_loan()
-    work()
+def payout_refused(client: FlaskClient, payout: MpesaRequest) -> None:
+    """M-PESA's result: the recipient is not registered (2040); the jobs apply it."""
     post(
         client,
         "b2c/result",
@@ -874,6 +870,15 @@ def test_a_failed_payout_puts_the_loan_back_with_the_reason_and_staff_retry(
     )
     work()
     db.session.expire_all()
+
+
+def test_a_failed_payout_puts_the_loan_back_with_the_reason_and_staff_retry(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    payout_refused(client, payout)
     back = db.session.get(Loan, loan.id)
     assert back.status == "approved" and "not registered" in back.payout_error
     assert db.session.get(MpesaRequest, payout.id).status == "failed"
@@ -893,13 +898,7 @@ def test_another_loans_payout_on_its_way_does_not_hold_back_a_retry(
     product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == first.id))
     loan, payout = approved_loan(product_id)
     work()  # both sent
-    post(
-        client,
-        "b2c/result",
-        b2c_result_body(payout.originator_conversation_id, 2040, desc="Recipient unregistered"),
-    )
-    work()
-    db.session.expire_all()
+    payout_refused(client, payout)
     assert db.session.get(MpesaRequest, on_its_way.id).status in OPEN_STATUSES
 
     retry = loan_retry_payout(loan_id=loan.id, staff=make_staff("branch_manager"))
