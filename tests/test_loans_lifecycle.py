@@ -186,7 +186,8 @@ def test_maker_checker_above_the_threshold(app):
     loan = apply(product, amount=150000, member=member)
     assert loan.status == "submitted"
 
-    with pytest.raises(LoanError, match="need a recommendation by another staff member first"):
+    needs = "^loans above KES 100,000 need a recommendation by another staff member first$"
+    with pytest.raises(LoanError, match=needs):
         loan_approve(loan_id=loan.id, staff=manager)
     with pytest.raises(PermissionDenied, match="auditor staff cannot recommend"):
         loan_recommend(loan_id=loan.id, staff=auditor)
@@ -217,7 +218,9 @@ def test_a_manager_who_recommended_a_loan_cannot_also_approve_it(app):
     loan = apply(product, amount=150000, member=make_borrower(savings=60000, shares=1000))
 
     loan_recommend(loan_id=loan.id, staff=first)
-    with pytest.raises(LoanError, match="who recommended a loan cannot also approve it"):
+    with pytest.raises(
+        LoanError, match="^the staff member who recommended a loan cannot also approve it$"
+    ):
         loan_approve(loan_id=loan.id, staff=first)
     loan_approve(loan_id=loan.id, staff=second)
 
@@ -234,6 +237,53 @@ def test_at_or_below_the_maker_checker_threshold_one_staff_member_approves(app):
 
     assert loan.status == "approved"
     assert trail(loan)[-1] == ("loan.approve", f"staff:{officer.email}", "submitted", "approved")
+    assert ledger_check() == []
+
+
+@pytest.mark.parametrize("recommended", [False, True])
+def test_approval_checks_the_limit_the_member_has_now(app, recommended):
+    """The limit at apply is not enough: staff approve days later, and what the member
+    may borrow then is what counts (SPEC: checked again under the member's lock)."""
+    product = make_product()
+    officer, manager = make_staff("loan_officer"), make_staff("branch_manager")
+    loan = apply(product, amount=10000)
+    if recommended:
+        loan_recommend(loan_id=loan.id, staff=officer)
+    product.max_amount = Decimal("8000")
+    db.session.commit()
+    before = counts()
+
+    refused = f"^loan {loan.loan_no} of KES 10,000 is above the member's limit now \\(KES 8,000\\)$"
+    with pytest.raises(LoanError, match=refused):
+        loan_approve(loan_id=loan.id, staff=manager)
+
+    assert counts() == before
+    assert reload(loan.id).status == ("recommended" if recommended else "submitted")
+    assert ledger_check() == []
+
+
+def test_who_follows_up_an_approved_loan(app):
+    """The officer who recommended it; else the approver; an officer already named (an
+    imported or reassigned loan) stays. The decision is dated."""
+    product = make_product()
+    officer, manager, named = (
+        make_staff(r) for r in ("loan_officer", "branch_manager", "loan_officer")
+    )
+    recommended, direct, assigned = (apply(product, amount=3000) for _ in range(3))
+    loan_recommend(loan_id=recommended.id, staff=officer)
+    assigned.officer_id = named.id
+    db.session.commit()
+
+    for loan in (recommended, direct, assigned):
+        assert loan.decided_at is None
+        loan_approve(loan_id=loan.id, staff=manager)
+        assert reload(loan.id).decided_at is not None
+
+    assert [loan.officer_id for loan in (recommended, direct, assigned)] == [
+        officer.id,
+        manager.id,
+        named.id,
+    ]
     assert ledger_check() == []
 
 
