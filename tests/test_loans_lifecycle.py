@@ -18,6 +18,7 @@ from app.models import (
     Loan,
     LoanProduct,
     Member,
+    MpesaRequest,
     SmsMessage,
     StaffUser,
 )
@@ -112,7 +113,7 @@ def test_above_the_auto_approve_limit_a_staff_member_approves(app):
     product = make_product("INSTANT", auto_approve_limit=Decimal("2000"))
     officer = make_staff("branch_manager")
 
-    loan = apply(product, amount=2500, member=make_borrower(savings=5000))
+    loan = apply(product, amount=2400, member=make_borrower(savings=5000))
     assert loan.status == "submitted"
 
     loan_approve(loan_id=loan.id, staff=officer, note="known customer")
@@ -121,6 +122,26 @@ def test_above_the_auto_approve_limit_a_staff_member_approves(app):
     assert loan.approved_by_id == officer.id
     assert trail(loan)[-1] == ("loan.approve", f"staff:{officer.email}", "submitted", "approved")
     assert audit_rows(loan)[-1].note == "known customer"
+    # The member is told which loan and how much; the payout is made in the approver's name.
+    body = db.session.scalar(select(SmsMessage.body).where(SmsMessage.template == "loan_approved"))
+    assert body == (
+        f"Your loan {loan.loan_no} of KES 2,400.00 is approved. We will send the money to "
+        "your M-PESA shortly."
+    )
+    payout = db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan.id))
+    assert (payout.requested_by, payout.amount) == (f"staff:{officer.email}", Decimal("2340"))
+    assert ledger_check() == []
+
+
+def test_an_approval_note_is_kept_to_its_column(app):
+    """Staff read why a loan was approved; a long note keeps its first 255 characters.
+    (Mutation testing, issue 23.)"""
+    loan = apply(make_product(), amount=3000)
+    note = "".join(f"{i % 10}" for i in range(300))
+
+    loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"), note=f"  {note}  ")
+
+    assert reload(loan.id).decision_reason == note[:255]
     assert ledger_check() == []
 
 
