@@ -89,6 +89,16 @@ def _isolated(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture
+def redis_down(_urls: dict[str, str]) -> Iterator[Flask]:
+    """A second instance of the app on the same database whose Redis is a closed port."""
+    other = make_app({**_urls, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    yield other
+    with other.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 

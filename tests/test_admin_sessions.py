@@ -8,8 +8,6 @@ before anything else."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import werkzeug.security
 from flask import Flask
@@ -21,7 +19,7 @@ from app.extensions import db
 from app.models import AuditLog, StaffUser
 from app.models.member import STAFF_ROLES
 from app.services.staff import password_problem
-from tests.helpers import PASSWORD, browse, csrf_token, login, make_app, post_form, staff
+from tests.helpers import PASSWORD, browse, csrf_token, login, post_form, staff
 
 HOUR = 3600
 
@@ -191,16 +189,6 @@ def test_unknown_and_deactivated_emails_cost_the_same_hashing_as_a_known_one(
     assert len(work[known]) == 1
     assert work["nobody.here@sacco.test"] == work[known]  # one hash, the same method and cost
     assert work[gone] == work[known]
-
-
-@pytest.fixture
-def redis_down(_urls: dict[str, str]) -> Iterator[Flask]:
-    """A second instance of the app on the same database whose Redis is a closed port."""
-    other = make_app({**_urls, "REDIS_URL": "redis://127.0.0.1:1/0"})
-    yield other
-    with other.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 def test_with_redis_down_sign_in_is_refused_in_words_not_let_through(

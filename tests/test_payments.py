@@ -829,6 +829,27 @@ def approved_loan(product_id: int | None = None) -> tuple[Ref, MpesaRequest]:
     return Ref(loan.id, loan.loan_no), payout
 
 
+def test_a_payout_that_cannot_be_queued_stays_pending_and_says_why_in_the_log(
+    app: Flask, redis_down: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis down when a loan is approved: the approval stands and its payout row waits,
+    pending, for the reconciliation job to queue it; the log names the row and the error.
+    (Mutation testing, issue 23.)"""
+    caplog.set_level(logging.WARNING, logger="app.services.loans.disburse")
+    member_id, product_id = make_borrower(savings=10000).id, make_product("INSTANT").id
+    db.session.commit()  # the other instance writes: no transaction of ours may hold SQLite
+
+    with redis_down.app_context():
+        loan_id = loan_apply(
+            member_id=member_id, product_id=product_id, amount=3000, as_of=date(2026, 11, 20)
+        ).id
+
+    payout = db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan_id))
+    assert (payout.status, db.session.get(Loan, loan_id).status) == ("pending", "approved")
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.services.loans.disburse"]
+    assert logged == [f"could not queue payout {payout.id}: ConnectionError"]
+
+
 def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskClient, b2c) -> None:  # noqa: ANN001
     loan, payout = approved_loan()
     assert (payout.kind, payout.status, payout.amount) == ("b2c", "pending", 5000)
