@@ -364,6 +364,15 @@ def test_application_refused_with_the_reason_and_nothing_written(app, case):
     assert ledger_check() == []
 
 
+def test_applications_of_the_product_minimum_and_maximum_are_accepted(app):
+    """The product's bounds are inclusive. (Mutation testing, issue 23.)"""
+    for setup, amount in ((_v1, "1000"), (lambda: _instant(100000), "50000")):
+        member_id, product_id = setup()
+        loan = loan_apply(member_id=member_id, product_id=product_id, amount=amount, as_of=ON)
+        assert loan.principal == D(amount)
+    assert ledger_check() == []
+
+
 def test_application_at_the_limit_is_accepted(app):
     member_id, product_id = _v1(1000)
 
@@ -371,4 +380,5 @@ def test_application_at_the_limit_is_accepted(app):
 
     assert (loan.status, loan.principal, loan.term) == ("submitted", D("3000.00"), 6)
     assert loan.loan_no == f"L{loan.id:06d}"
+    assert loan.channel == "ussd"  # where a member asks, unless the caller says otherwise
     assert ledger_check() == []
