@@ -102,6 +102,11 @@ def test_instant_loan_within_auto_approve_limit_is_approved_by_the_system(app):
         ("loan.approve", "system", "submitted", "approved"),
     ]
     assert audit_rows(loan)[-1].note == "auto-approved within the product limit"
+    submitted = audit_rows(loan)[0]
+    assert (submitted.object_type, submitted.after) == (
+        "loan",
+        {"status": "submitted", "principal": "3000.00", "term": 1, "product": "INSTANT"},
+    )
 
     loan_disburse(loan_id=loan.id, reference="RCB1AUTO01", value_date=APPLY_ON)
     assert loan.status == "active"
