@@ -80,6 +80,22 @@ def posted(kind: str) -> tuple[str, str | None, str, int | None, int | None]:
     return entry.actor, entry.idempotency_key, entry.description, entry.member_id, entry.loan_id
 
 
+def sms_body(template: str) -> str | None:
+    """The body of the one SMS of `template` the test queued."""
+    return db.session.scalar(select(SmsMessage.body).where(SmsMessage.template == template))
+
+
+def approved_sms(loan: Loan, amount: str) -> str:
+    return (
+        f"Your loan {loan.loan_no} of KES {amount} is approved. We will send the money to "
+        "your M-PESA shortly."
+    )
+
+
+def payout_of(loan: Loan) -> MpesaRequest | None:
+    return db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan.id))
+
+
 def apply(product: LoanProduct, amount: int | str = 10000, member: Member | None = None) -> Loan:
     member = member or make_borrower(savings=10000)
     return loan_apply(member_id=member.id, product_id=product.id, amount=amount, as_of=APPLY_ON)
@@ -102,6 +118,9 @@ def test_instant_loan_within_auto_approve_limit_is_approved_by_the_system(app):
         ("loan.approve", "system", "submitted", "approved"),
     ]
     assert audit_rows(loan)[-1].note == "auto-approved within the product limit"
+    assert sms_body("loan_approved") == approved_sms(loan, "3,000.00")
+    payout = payout_of(loan)
+    assert (payout.requested_by, payout.amount) == ("system", Decimal("2925"))
     submitted = audit_rows(loan)[0]
     assert (submitted.object_type, submitted.after) == (
         "loan",
@@ -128,12 +147,8 @@ def test_above_the_auto_approve_limit_a_staff_member_approves(app):
     assert trail(loan)[-1] == ("loan.approve", f"staff:{officer.email}", "submitted", "approved")
     assert audit_rows(loan)[-1].note == "known customer"
     # The member is told which loan and how much; the payout is made in the approver's name.
-    body = db.session.scalar(select(SmsMessage.body).where(SmsMessage.template == "loan_approved"))
-    assert body == (
-        f"Your loan {loan.loan_no} of KES 2,400.00 is approved. We will send the money to "
-        "your M-PESA shortly."
-    )
-    payout = db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan.id))
+    assert sms_body("loan_approved") == approved_sms(loan, "2,400.00")
+    payout = payout_of(loan)
     assert (payout.requested_by, payout.amount) == (f"staff:{officer.email}", Decimal("2340"))
     assert ledger_check() == []
 
@@ -709,7 +724,7 @@ def test_a_fee_of_one_shilling_is_booked_at_disbursement(app):
     loan = make_loan(product=product, on=DISBURSED)
     assert balance("GL-INCOME-FEES") == Decimal("1.00")
     # The member is told what reached them and what the fee took.
-    body = db.session.scalar(select(SmsMessage.body).where(SmsMessage.template == "loan_disbursed"))
+    body = sms_body("loan_disbursed")
     assert body.startswith(
         f"Loan {loan.loan_no} of KES 9,999.00 sent to your M-PESA, fee KES 1.00. Ref B2C"
     )
