@@ -319,6 +319,19 @@ def test_exact_payoff_closes_with_nothing_to_savings(app):
     assert_books(loan)
 
 
+def test_a_shilling_over_the_debt_is_the_members_savings(app):
+    """The smallest overpayment is kept like any other. (Mutation testing, issue 23.)"""
+    loan = v1_loan()
+
+    result = loan_repay(
+        loan_id=loan.id, amount=V1_TOTAL + 1, reference="RCO0000003", value_date=date(2026, 5, 1)
+    )
+
+    assert (result.closed, result.to_savings) == (True, D("1.00"))
+    assert balance("SAV-" + loan.member.member_no) == D("10001.00")
+    assert_books(loan)
+
+
 def test_repayment_to_a_closed_loan_goes_entirely_to_savings(app):
     loan = v1_loan()
     savings = "SAV-" + loan.member.member_no
