@@ -121,7 +121,8 @@ def loan_repay(
         lines: list[Line] = [debit(source_account, value)]
         if loan.status in LIVE_STATUSES:
             paid = {c: ZERO for c in COMPONENTS}
-            for row in current_installments(loan.id, fresh=True):
+            # `fresh` as in loan_restructure: _get_loan's lock re-read the rows already.
+            for row in current_installments(loan.id, fresh=True):  # pragma: no mutate
                 for component in COMPONENTS:
                     owed = getattr(row, f"{component}_due") - getattr(row, f"{component}_paid")
                     take = min(owed, remaining)
