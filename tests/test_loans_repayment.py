@@ -35,6 +35,7 @@ from tests.loan_factories import (
     make_borrower,
     make_loan,
     make_product,
+    make_staff,
     receivables,
     reload,
     run_job,
@@ -332,6 +333,30 @@ def test_a_shilling_over_the_debt_is_the_members_savings(app):
     assert_books(loan)
 
 
+def test_a_repayment_staff_record_is_in_their_name(app):
+    """The journal entry and the loan's closing are both the staff member's.
+    (Mutation testing, issue 23.)"""
+    staff = make_staff("branch_manager")
+    loan = v1_loan()
+
+    loan_repay(
+        loan_id=loan.id,
+        amount=V1_TOTAL,
+        reference="RCO0000004",
+        value_date=date(2026, 5, 1),
+        actor=staff,
+    )
+
+    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "repayment"))
+    close = audit_rows(loan)[-1]
+    assert (entry.actor, close.action, close.actor) == (
+        f"staff:{staff.email}",
+        "loan.close",
+        f"staff:{staff.email}",
+    )
+    assert_books(loan)
+
+
 def test_repayment_to_a_closed_loan_goes_entirely_to_savings(app):
     loan = v1_loan()
     savings = "SAV-" + loan.member.member_no
@@ -396,9 +421,16 @@ def test_repayment_from_savings(app):
     assert_books(loan)
 
 
-def test_savings_cannot_pay_more_than_the_debt_and_nothing_is_written(app):
+@pytest.mark.parametrize("source", ["savings", "member_savings"])
+def test_savings_cannot_pay_more_than_the_debt_and_nothing_is_written(app, source):
+    """The member's deposits, or a standing order's savings account: paying more than is
+    owed from them would only move money back, so it is refused."""
     loan = v1_loan()
     loan_id = loan.id
+    account_id = None
+    if source == "member_savings":
+        account_id = member_product_account(loan.member, account_product("ORD")).id
+    db.session.commit()
     before, sms_before = counts(), count(SmsMessage)
 
     # The message says what the loan does owe: 10,000.00 principal + 661.86 interest.
@@ -408,7 +440,8 @@ def test_savings_cannot_pay_more_than_the_debt_and_nothing_is_written(app):
             amount="11000",
             reference="SAVPAY0002",
             value_date=date(2026, 2, 28),
-            source="savings",
+            source=source,
+            source_account_id=account_id,
         )
 
     assert counts() == before
