@@ -34,7 +34,7 @@ from app.services.agreements import (
     agreement_update,
 )
 from app.services.ledger import DuplicatePosting
-from app.services.loans import loan_repay
+from app.services.loans import loan_repay, loan_write_off
 from app.services.locking import lock_row
 from app.services.permissions import PermissionDenied
 from tests.helpers import Worker, wait_until_blocked
@@ -478,6 +478,27 @@ def test_payments_fill_the_schedule_in_order_and_activate_it(app: Flask) -> None
         (D("1000.00"), None),
     ]
     assert reload(loan_id).status == "active"
+
+
+def test_a_shilling_paid_counts_against_the_agreement(app: Flask) -> None:
+    """The smallest payment is counted like any other. (Mutation testing, issue 23.)"""
+    loan_id = make_loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    loan_repay(loan_id=loan_id, amount="1", reference="QKAGR00003", value_date=TODAY)
+    assert _get(agreement_id).paid_amount == D("1.00")
+
+
+def test_a_recovery_after_a_write_off_counts_against_the_agreement(app: Flask) -> None:
+    """A loan written off while its agreement is in force: what the member pays is a
+    recovery, and it is still what they agreed to pay. (Mutation testing, issue 23.)"""
+    loan_id = make_loan_in_default()
+    agreement_id, _officer, manager = _approved(loan_id)
+    loan_write_off(loan_id=loan_id, staff=manager, reason="no contact", value_date=TODAY)
+
+    paid = loan_repay(loan_id=loan_id, amount="2500", reference="QKAGR00004", value_date=TODAY)
+
+    assert (paid.recovered, paid.to_savings) == (D("2500.00"), D("0.00"))
+    assert _get(agreement_id).paid_amount == D("2500.00")
 
 
 def test_a_receipt_posted_twice_counts_once_against_the_agreement(app: Flask) -> None:
