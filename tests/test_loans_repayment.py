@@ -357,6 +357,23 @@ def test_a_repayment_staff_record_is_in_their_name(app):
     assert_books(loan)
 
 
+def test_a_late_loan_paid_in_full_is_current_again(app):
+    """Closing clears the arrears the nightly job recorded: reports and the officer's desk
+    read them. (Mutation testing, issue 23.)"""
+    loan_id = v1_loan().id
+    run_job("loan-arrears", date(2026, 3, 10))
+    late = reload(loan_id)
+    assert (late.days_past_due, late.aging_bucket) != (0, "current")
+
+    loan_repay(
+        loan_id=loan_id, amount=V1_TOTAL, reference="RCO0000005", value_date=date(2026, 3, 10)
+    )
+
+    closed = reload(loan_id)
+    assert (closed.status, closed.days_past_due, closed.aging_bucket) == ("closed", 0, "current")
+    assert_books(closed)
+
+
 def test_repayment_to_a_closed_loan_goes_entirely_to_savings(app):
     loan = v1_loan()
     savings = "SAV-" + loan.member.member_no
