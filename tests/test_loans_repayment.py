@@ -392,6 +392,12 @@ def test_repayment_to_a_closed_loan_goes_entirely_to_savings(app):
     assert loan.status == "closed"
     assert balance(savings) == D("10500.00")
     assert len(audit_rows(loan)) == audit_before  # no second close
+    # The member's receipts: the loan's, then the deposit's with the savings it made.
+    assert list(db.session.scalars(select(SmsMessage.body).order_by(SmsMessage.id)))[-2:] == [
+        f"Payment of KES 10,661.86 received for loan {loan.loan_no}. Balance left KES 0.00. "
+        "Ref RCC0000001.",
+        "Deposit of KES 500.00 received. Savings balance KES 10,500.00. Ref RCC0000002.",
+    ]
     assert_books(loan)
 
 
