@@ -79,6 +79,12 @@ def _gl(code: str) -> Decimal:
 # -- share transfers ------------------------------------------------------------------------
 
 
+def decision(action: str) -> tuple[dict | None, dict | None]:
+    """The audit row of a share transfer's decision: before and after."""
+    row = db.session.scalar(select(AuditLog).where(AuditLog.action == action))
+    return row.before, row.after
+
+
 def test_a_share_transfer_moves_shares_only_once_a_second_person_approves_it(app: Flask) -> None:
     officer, manager = _staff("loan_officer"), _staff("branch_manager")
     staff_add(email="bm2@sacco.test", role="branch_manager", password=PASSWORD)
@@ -92,8 +98,12 @@ def test_a_share_transfer_moves_shares_only_once_a_second_person_approves_it(app
         form_ref="F-17",
     )
     assert member_balances(member_id=buyer.id).share_capital == Decimal("0.00")  # not yet
-    with pytest.raises(ShareTransferError, match="needs a second person: you entered it"):
+    with pytest.raises(
+        ShareTransferError, match="^the transfer needs a second person: you entered it$"
+    ):
         share_transfer_decide(transfer_id=transfer.id, staff=manager, approve=True)
+    with pytest.raises(ShareTransferError, match="^no share transfer 999999$"):
+        share_transfer_decide(transfer_id=999999, staff=second, approve=True)
     with pytest.raises(PermissionDenied):
         share_transfer_decide(transfer_id=transfer.id, staff=officer, approve=True)
     share_transfer_decide(transfer_id=transfer.id, staff=second, approve=True)
@@ -103,6 +113,10 @@ def test_a_share_transfer_moves_shares_only_once_a_second_person_approves_it(app
         share_transfer_decide(transfer_id=transfer.id, staff=second, approve=True)
     actions = set(db.session.scalars(select(AuditLog.action)))
     assert {"share_transfer.request", "share_transfer.approve"} <= actions
+    assert decision("share_transfer.approve") == (
+        {"status": "requested"},
+        {"status": "approved", "reason": None},
+    )
 
 
 def test_a_transfer_of_shares_the_seller_no_longer_holds_is_refused_in_words(app: Flask) -> None:
@@ -125,12 +139,16 @@ def test_a_transfer_of_shares_the_seller_no_longer_holds_is_refused_in_words(app
     share_transfer_decide(transfer_id=first.id, staff=manager, approve=True)
     with pytest.raises(ShareTransferError, match="now holds only KES 200.00"):
         share_transfer_decide(transfer_id=second.id, staff=manager, approve=True)
-    with pytest.raises(ShareTransferError, match="say why"):
+    with pytest.raises(ShareTransferError, match="^say why the transfer is rejected$"):
         share_transfer_decide(transfer_id=second.id, staff=manager, approve=False)
     share_transfer_decide(
         transfer_id=second.id, staff=manager, approve=False, reason="seller sold to another"
     )
     assert db.session.get(ShareTransfer, second.id).status == "rejected"
+    assert decision("share_transfer.reject") == (
+        {"status": "requested"},
+        {"status": "rejected", "reason": "seller sold to another"},
+    )
     assert member_balances(member_id=buyer.id).share_capital == Decimal("800.00")
 
 
