@@ -99,7 +99,7 @@ def share_transfer_decide(
             db.session.rollback()
             raise ShareTransferError("say why the transfer is rejected")
         transfer.status = "rejected"
-        transfer.reason = reason.strip() if reason else None
+        transfer.reason = (reason or "").strip()
     else:
         # Both members, in id order (as every path that takes two members): the seller's
         # shares are read again under the lock, so a transfer approved twice at once, or
