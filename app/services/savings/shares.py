@@ -29,7 +29,7 @@ class ShareTransferError(SaccoError):
 def _active(member_id: int, role: str) -> Member:
     member = db.session.get(Member, member_id)
     if member is None:
-        raise ShareTransferError(f"no {role} member {member_id}")
+        raise ShareTransferError(f"the {role}, member {member_id}, does not exist")
     if member.status != "active":
         raise ShareTransferError(f"the {role}, {member.member_no}, is {member.status}")
     return member
@@ -52,8 +52,8 @@ def share_transfer_request(
         raise ShareTransferError(str(exc)) from None
     if from_member_id == to_member_id:
         raise ShareTransferError("a member cannot transfer shares to themselves")
-    seller = _active(from_member_id, "selling")
-    buyer = _active(to_member_id, "buying")
+    seller = _active(from_member_id, "seller")
+    buyer = _active(to_member_id, "buyer")
     held = member_account(seller, "share_capital").display_balance
     if value > held:
         db.session.rollback()
