@@ -9,12 +9,13 @@ from decimal import Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from app.extensions import db
 from app.models import (
     Account,
     AuditLog,
+    JournalEntry,
     Loan,
     Member,
     MemberExit,
@@ -79,9 +80,15 @@ def _gl(code: str) -> Decimal:
 # -- share transfers ------------------------------------------------------------------------
 
 
-def decision(action: str) -> tuple[dict | None, dict | None]:
-    """The audit row of a share transfer's decision: before and after."""
-    row = db.session.scalar(select(AuditLog).where(AuditLog.action == action))
+def decision(action: str, transfer_id: int) -> tuple[dict | None, dict | None]:
+    """The audit row of a share transfer's decision (of that transfer): before and after."""
+    row = db.session.scalar(
+        select(AuditLog).where(
+            AuditLog.action == action,
+            AuditLog.object_type == "share_transfer",
+            AuditLog.object_id == str(transfer_id),
+        )
+    )
     return row.before, row.after
 
 
@@ -113,10 +120,66 @@ def test_a_share_transfer_moves_shares_only_once_a_second_person_approves_it(app
         share_transfer_decide(transfer_id=transfer.id, staff=second, approve=True)
     actions = set(db.session.scalars(select(AuditLog.action)))
     assert {"share_transfer.request", "share_transfer.approve"} <= actions
-    assert decision("share_transfer.approve") == (
+    assert decision("share_transfer.approve", transfer.id) == (
         {"status": "requested"},
         {"status": "approved", "reason": None},
     )
+    # The shares moved by one entry keyed by the transfer, in the approver's name.
+    decided = db.session.get(ShareTransfer, transfer.id)
+    entry = db.session.get(JournalEntry, decided.entry_id)
+    assert (entry.kind, entry.idempotency_key, entry.actor, entry.member_id) == (
+        "share_transfer",
+        f"share-transfer:{transfer.id}",
+        "bm2@sacco.test",
+        seller.id,
+    )
+    assert entry.description == f"Shares {seller.member_no} to {buyer.member_no}"
+    assert decided.decided_by_id == second.id and decided.decided_at is not None
+
+
+@pytest.mark.parametrize("role", ["seller", "buyer"])
+def test_a_transfer_is_not_approved_once_a_member_in_it_is_no_longer_active(
+    app: Flask, role: str
+) -> None:
+    """Between the form and the approval a member may be suspended: the manager is told
+    which one, and no shares move. (Mutation testing, issue 23.)"""
+    officer, manager = _staff("loan_officer"), _staff("branch_manager")
+    seller, buyer = make_borrower(shares=1000), make_borrower()
+    transfer = share_transfer_request(
+        from_member_id=seller.id, to_member_id=buyer.id, amount="500", staff=officer
+    )
+    member = seller if role == "seller" else buyer
+    member.status = "suspended"
+    db.session.commit()
+
+    with pytest.raises(ShareTransferError, match=f"^the {role}, {member.member_no}, is suspended$"):
+        share_transfer_decide(transfer_id=transfer.id, staff=manager, approve=True)
+
+    assert db.session.get(ShareTransfer, transfer.id).status == "requested"
+    assert member_balances(member_id=buyer.id).share_capital == Decimal("0.00")
+
+
+def test_a_transfer_between_members_who_cannot_trade_is_refused_in_words(app: Flask) -> None:
+    """Entering a transfer names the member who cannot take part, in the same words as
+    the approval does; nothing is written. (Mutation testing, issue 23.)"""
+    officer = _staff("loan_officer")
+    seller, buyer = make_borrower(shares=1000), make_borrower()
+    seller_id, buyer_id, buyer_no = seller.id, buyer.id, buyer.member_no
+    buyer.status = "suspended"
+    db.session.commit()
+
+    for from_id, to_id, amount, refused in (
+        (999999, buyer_id, "100", "^the seller, member 999999, does not exist$"),
+        (seller_id, 999999, "100", "^the buyer, member 999999, does not exist$"),
+        (seller_id, buyer_id, "100", f"^the buyer, {buyer_no}, is suspended$"),
+        (seller_id, seller_id, "100", "^a member cannot transfer shares to themselves$"),
+        (seller_id, buyer_id, "lots", "^amount is not a number$"),
+    ):
+        with pytest.raises(ShareTransferError, match=refused):
+            share_transfer_request(
+                from_member_id=from_id, to_member_id=to_id, amount=amount, staff=officer
+            )
+    assert db.session.scalar(select(func.count()).select_from(ShareTransfer)) == 0
 
 
 def test_a_transfer_of_shares_the_seller_no_longer_holds_is_refused_in_words(app: Flask) -> None:
@@ -145,7 +208,7 @@ def test_a_transfer_of_shares_the_seller_no_longer_holds_is_refused_in_words(app
         transfer_id=second.id, staff=manager, approve=False, reason="seller sold to another"
     )
     assert db.session.get(ShareTransfer, second.id).status == "rejected"
-    assert decision("share_transfer.reject") == (
+    assert decision("share_transfer.reject", second.id) == (
         {"status": "requested"},
         {"status": "rejected", "reason": "seller sold to another"},
     )
