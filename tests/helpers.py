@@ -84,6 +84,27 @@ def sms_last_reply() -> SmsMessage:
     return reply
 
 
+def sent_sms(
+    template: str, *, phone: str | None = None, member_id: int | None = None
+) -> list[SmsMessage]:
+    """The SMS of `template` queued so far, oldest first, to `phone` or `member_id` if
+    given. Rows already loaded are read afresh: a worker may have sent them since."""
+    query = select(SmsMessage).where(SmsMessage.template == template)
+    if phone is not None:
+        query = query.where(SmsMessage.phone == phone)
+    if member_id is not None:
+        query = query.where(SmsMessage.member_id == member_id)
+    query = query.order_by(SmsMessage.id).execution_options(populate_existing=True)
+    return list(db.session.scalars(query))
+
+
+def sms_bodies(
+    template: str, *, phone: str | None = None, member_id: int | None = None
+) -> list[str]:
+    """The words of `sent_sms`, oldest first."""
+    return [m.body for m in sent_sms(template, phone=phone, member_id=member_id)]
+
+
 def assert_books_reconcile() -> None:
     db.session.remove()
     problems = ledger_check()

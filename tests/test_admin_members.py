@@ -18,7 +18,7 @@ from app.extensions import db
 from app.models import AuditLog, LoanProduct, Member, MpesaRequest, SmsMessage, UssdEvent
 from app.services.members import member_check_pin, member_set_pin
 from tests.factories import make_member
-from tests.helpers import Phone, c2b_body, login, staff
+from tests.helpers import Phone, c2b_body, login, sent_sms, staff
 from tests.helpers import browse as _browse
 from tests.loan_factories import make_borrower, make_loan, make_product
 
@@ -68,10 +68,6 @@ def audit(action: str) -> list[AuditLog]:
 
 def prompts() -> list[MpesaRequest]:
     return list(db.session.scalars(select(MpesaRequest).where(MpesaRequest.kind == "stk")))
-
-
-def statements_sent() -> list[SmsMessage]:
-    return list(db.session.scalars(select(SmsMessage).where(SmsMessage.template == "statement")))
 
 
 def interest_free_loan(member: Member, days_ago: int = 45):  # noqa: ANN201
@@ -225,7 +221,7 @@ def test_send_statement_queues_the_mini_statement_once_per_click(app: Flask) -> 
     for _ in range(2):  # a double-click posts the same form twice
         page = act(client, member.id, "send_statement", request_id=request_id)
         assert "The mini statement is queued by SMS" in page.get_data(as_text=True)
-    sent = statements_sent()
+    sent = sent_sms("statement")
     assert len(sent) == 1 and "1,500.00" in sent[0].body
     assert sent[0].phone == member.phone
     assert [r.object_id for r in audit("member.statement_sms")] == [member.member_no] * 2

@@ -18,12 +18,12 @@ from sqlalchemy import func, select
 
 from app.cli.runtime import make_worker
 from app.extensions import db, queue
-from app.models import Account, JournalEntry, MpesaCallback, Payment, SmsMessage
+from app.models import Account, JournalEntry, MpesaCallback, Payment
 from app.services.payments import callback_process, match_account, payments_assign_suspense
 from app.services.savings import account_by_number, account_product, products_ensure
 from app.services.savings.products import product_update
 from tests.factories import make_member
-from tests.helpers import Worker, c2b_body
+from tests.helpers import Worker, c2b_body, sms_bodies
 from tests.loan_factories import balance, make_borrower, make_loan, make_product, make_staff
 
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
@@ -65,10 +65,6 @@ def member(app: Flask) -> Ref:
     db.session.commit()
     assert made.member_no == "M000001"
     return Ref(made.id, made.member_no)
-
-
-def sms(template: str) -> list[str]:
-    return list(db.session.scalars(select(SmsMessage.body).where(SmsMessage.template == template)))
 
 
 @pytest.mark.parametrize(
@@ -124,7 +120,7 @@ def test_paybill_to_the_savings_suffix_opens_and_credits_ordinary_savings_once(
     assert (payment.status, payment.member_id, payment.loan_id) == ("posted", member.id, None)
     entry = db.session.get(JournalEntry, payment.journal_entry_id)
     assert entry.kind == "deposit" and entry.idempotency_key == "deposit:RKTSAV0001"
-    assert sms("account_deposit_received") == [
+    assert sms_bodies("account_deposit_received") == [
         "KES 1,500.00 received to account M000001S. Balance KES 1,500.00. Ref RKTSAV0001."
     ]
     statuses = sorted(db.session.scalars(select(MpesaCallback.status)))
@@ -143,14 +139,14 @@ def test_paybill_to_the_shares_suffix_buys_share_capital_from_mpesa(
         select(JournalEntry).where(JournalEntry.idempotency_key == "shares:RKTSHR0001")
     )
     assert entry is not None and entry.kind == "share_purchase" and entry.member_id == member.id
-    assert "account M000001SH. Balance KES 2,000.00" in sms("account_deposit_received")[0]
+    assert "account M000001SH. Balance KES 2,000.00" in sms_bodies("account_deposit_received")[0]
 
 
 def test_the_bare_member_number_still_pays_deposits(client: FlaskClient, member: Ref) -> None:
     pay(client, "RKTDEP0001", "M000001", "700")
     assert balance("SAV-M000001") == D("1200.00")
     assert balance("ORD-M000001") == 0 and balance("SHR-M000001") == 0
-    assert len(sms("deposit_received")) == 2  # the factory's deposit and this one
+    assert len(sms_bodies("deposit_received")) == 2  # the factory's deposit and this one
 
 
 @pytest.mark.parametrize(

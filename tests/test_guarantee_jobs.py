@@ -16,14 +16,14 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import select, text
 
 from app.extensions import db
-from app.models import AuditLog, Guarantee, Loan, LoanProduct, Member, SmsMessage
+from app.models import AuditLog, Guarantee, Loan, LoanProduct, Member
 from app.selectors.guarantees import guarantees_held
 from app.services.guarantees import GuaranteeError, guarantee_accept, guarantee_request
 from app.services.guarantees.jobs import guarantees_expire, guarantors_notify
 from app.services.guarantees.recovery import guarantee_substitute_request
 from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_repay
 from tests.factories import make_member
-from tests.helpers import Worker, wait_until_blocked
+from tests.helpers import Worker, sent_sms, wait_until_blocked
 from tests.loan_factories import make_borrower, make_product, make_staff, reload, run_job
 from workers.runner import JobStats
 from workers.schedule import BATCHES, JOBS
@@ -49,13 +49,7 @@ def _ask(loan: Loan, guarantor: Member, amount: int, on: date = ASKED) -> int:
 
 
 def _texts(template: str) -> list[tuple[int | None, str, str]]:
-    db.session.expire_all()
-    return [
-        (m.member_id, m.idempotency_key, m.body)
-        for m in db.session.scalars(
-            select(SmsMessage).where(SmsMessage.template == template).order_by(SmsMessage.id)
-        )
-    ]
+    return [(m.member_id, m.idempotency_key, m.body) for m in sent_sms(template)]
 
 
 def _run(name: str, as_of: date) -> JobStats:

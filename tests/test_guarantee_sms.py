@@ -20,7 +20,7 @@ from app.selectors.guarantees import member_deposits
 from app.services.guarantees import guarantee_request
 from app.services.loans import loan_apply
 from tests.factories import make_member
-from tests.helpers import sms_in, sms_last_reply
+from tests.helpers import sms_bodies, sms_in, sms_last_reply
 from tests.loan_factories import make_borrower, make_product
 
 D = Decimal
@@ -60,13 +60,7 @@ def _status(guarantee_id: int) -> tuple[str, str | None]:
 
 def _texts(member: Member | int, template: str) -> list[str]:
     member_id = member if isinstance(member, int) else member.id
-    return list(
-        db.session.scalars(
-            select(SmsMessage.body).where(
-                SmsMessage.member_id == member_id, SmsMessage.template == template
-            )
-        )
-    )
+    return sms_bodies(template, member_id=member_id)
 
 
 def _phone(member: Member) -> str:

@@ -14,7 +14,7 @@ from flask import Flask
 from sqlalchemy import bindparam, select, text
 
 from app.extensions import db
-from app.models import AuditLog, Guarantee, Loan, Member, SmsMessage
+from app.models import AuditLog, Guarantee, Loan, Member
 from app.models.types import Money
 from app.selectors.guarantees import guarantees_held, loan_cover, member_deposits
 from app.selectors.loans import loan_eligibility
@@ -37,7 +37,7 @@ from app.services.loans import (
     loan_repay,
 )
 from app.services.members import MemberError, member_buy_shares
-from tests.helpers import Worker, wait_until_blocked
+from tests.helpers import Worker, sms_bodies, wait_until_blocked
 from tests.loan_factories import make_borrower, make_product, make_staff, receivables, reload
 
 D = Decimal
@@ -67,16 +67,6 @@ def _accept(guarantee: Guarantee | int, guarantor: Member, via: str = "ussd") ->
     return guarantee_accept(guarantee_id=gid, guarantor_id=guarantor.id, via=via, today=DAY)
 
 
-def _sms(phone: str, template: str) -> list[str]:
-    return list(
-        db.session.scalars(
-            select(SmsMessage.body).where(
-                SmsMessage.phone == phone, SmsMessage.template == template
-            )
-        )
-    )
-
-
 def test_a_secured_loan_waits_for_its_cover_and_its_guarantees_follow_the_loan(
     app: Flask,
 ) -> None:
@@ -93,7 +83,7 @@ def test_a_secured_loan_waits_for_its_cover_and_its_guarantees_follow_the_loan(
     second = make_borrower(savings=5000)
     asked_first = _ask(loan, first, 10000)
     asked_second = _ask(loan, second, 5000)
-    [request] = _sms(first.phone, "guarantee_request")
+    [request] = sms_bodies("guarantee_request", phone=first.phone)
     assert f"guarantee KES 10,000.00 of loan {loan.loan_no}" in request
     assert f"reply YES {loan.loan_no} or NO {loan.loan_no}" in request
 
@@ -104,7 +94,7 @@ def test_a_secured_loan_waits_for_its_cover_and_its_guarantees_follow_the_loan(
     db.session.rollback()
     _accept(asked_second, second, via="sms")
     assert loan_cover(reload(loan.id)).complete
-    assert len(_sms(reload(loan.id).member.phone, "guarantee_accepted")) == 2
+    assert len(sms_bodies("guarantee_accepted", phone=reload(loan.id).member.phone)) == 2
 
     # A pledge holds the guarantor's deposits: their own limit's base shrinks with it.
     assert member_deposits(first.id).free == D("10000")
@@ -160,7 +150,7 @@ def test_a_guarantor_pledges_free_deposits_only_and_is_told_why_not(app: Flask) 
     declined = db.session.get(Guarantee, second.id)
     assert (declined.status, declined.answered_via) == ("declined", "sms")
     assert declined.answered_at is not None and declined.ended_at == declined.answered_at
-    assert len(_sms(two.member.phone, "guarantee_declined")) == 1
+    assert len(sms_bodies("guarantee_declined", phone=two.member.phone)) == 1
     with pytest.raises(GuaranteeError, match="was declined already"):
         _accept(second, guarantor)
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from app.clock import business_today
 from app.extensions import db
-from app.models import Guarantee, Loan, Member, MpesaRequest, SmsMessage
+from app.models import Guarantee, Loan, Member, MpesaRequest
 from app.selectors.guarantees import guarantees_held, member_deposits
 from app.selectors.loans import loan_debt
 from app.services.guarantees import (
@@ -30,7 +30,7 @@ from app.services.loans import loan_apply, loan_approve, loan_disburse
 from app.services.members import member_set_pin
 from app.services.payments import payments_request_stk
 from tests.factories import make_member
-from tests.helpers import Phone, sms_in, work_until
+from tests.helpers import Phone, sms_bodies, sms_in, work_until
 from tests.loan_factories import JOINED, make_product, make_staff, receivables, run_job
 
 D = Decimal
@@ -65,16 +65,6 @@ def _stk(loan_id: int, amount: int) -> None:
     work_until(
         lambda: db.session.get(MpesaRequest, request_id).status == "succeeded",
         "the STK repayment to be posted",
-    )
-
-
-def _sms(phone: str, template: str) -> list[str]:
-    return list(
-        db.session.scalars(
-            select(SmsMessage.body).where(
-                SmsMessage.phone == phone, SmsMessage.template == template
-            )
-        )
     )
 
 
@@ -113,7 +103,7 @@ def test_a_loan_guaranteed_by_ussd_and_sms_is_paid_out_repaid_and_releases_its_p
     reply = sms_in(client, mary.phone, f"YES {loan_no}")
     assert "7,000" in reply.body
     assert _statuses(loan_id) == {john.id: "accepted", mary.id: "accepted"}
-    assert len(_sms(applicant.phone, "guarantee_accepted")) == 2
+    assert len(sms_bodies("guarantee_accepted", phone=applicant.phone)) == 2
 
     john_id, mary_id = john.id, mary.id  # work_until ends the session: ids, not objects
     loan_approve(loan_id=loan_id, staff=make_staff("branch_manager"))
@@ -165,7 +155,7 @@ def test_a_defaulted_guaranteed_loan_is_recovered_from_its_guarantors_after_a_de
     db.session.expire_all()
     assert db.session.get(Loan, loan_id).in_default
     run_job("guarantor-notices", today)
-    [notice] = _sms(john_phone, "guarantor_default")
+    [notice] = sms_bodies("guarantor_default", phone=john_phone)
     assert loan_no in notice
     exposure = guarantees_held(john_id)[0].exposure
     assert D(0) < exposure <= D(10000)
@@ -186,4 +176,4 @@ def test_a_defaulted_guaranteed_loan_is_recovered_from_its_guarantors_after_a_de
     assert _statuses(loan_id) == {john_id: "recovered"}
     assert member_deposits(john_id).deposits == D(20000) - exposure
     assert receivables(db.session.get(Loan, loan_id))["principal"] == owed - exposure
-    assert len(_sms(john_phone, "guarantee_recovered")) == 1
+    assert len(sms_bodies("guarantee_recovered", phone=john_phone)) == 1

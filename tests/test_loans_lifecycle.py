@@ -19,7 +19,6 @@ from app.models import (
     LoanProduct,
     Member,
     MpesaRequest,
-    SmsMessage,
     StaffUser,
 )
 from app.selectors.loans import current_installments, loan_debt, portfolio_at_risk
@@ -40,6 +39,7 @@ from app.services.loans import (
     loan_write_off,
 )
 from app.services.permissions import PermissionDenied
+from tests.helpers import sms_bodies
 from tests.loan_factories import (
     audit_rows,
     balance,
@@ -80,11 +80,6 @@ def posted(kind: str) -> tuple[str, str | None, str, int | None, int | None]:
     return entry.actor, entry.idempotency_key, entry.description, entry.member_id, entry.loan_id
 
 
-def sms_body(template: str) -> str | None:
-    """The body of the one SMS of `template` the test queued."""
-    return db.session.scalar(select(SmsMessage.body).where(SmsMessage.template == template))
-
-
 def approved_sms(loan: Loan, amount: str) -> str:
     return (
         f"Your loan {loan.loan_no} of KES {amount} is approved. We will send the money to "
@@ -118,7 +113,7 @@ def test_instant_loan_within_auto_approve_limit_is_approved_by_the_system(app):
         ("loan.approve", "system", "submitted", "approved"),
     ]
     assert audit_rows(loan)[-1].note == "auto-approved within the product limit"
-    assert sms_body("loan_approved") == approved_sms(loan, "3,000.00")
+    assert sms_bodies("loan_approved") == [approved_sms(loan, "3,000.00")]
     payout = payout_of(loan)
     assert (payout.requested_by, payout.amount) == ("system", Decimal("2925"))
     submitted = audit_rows(loan)[0]
@@ -147,7 +142,7 @@ def test_above_the_auto_approve_limit_a_staff_member_approves(app):
     assert trail(loan)[-1] == ("loan.approve", f"staff:{officer.email}", "submitted", "approved")
     assert audit_rows(loan)[-1].note == "known customer"
     # The member is told which loan and how much; the payout is made in the approver's name.
-    assert sms_body("loan_approved") == approved_sms(loan, "2,400.00")
+    assert sms_bodies("loan_approved") == [approved_sms(loan, "2,400.00")]
     payout = payout_of(loan)
     assert (payout.requested_by, payout.amount) == (f"staff:{officer.email}", Decimal("2340"))
     assert ledger_check() == []
@@ -724,7 +719,7 @@ def test_a_fee_of_one_shilling_is_booked_at_disbursement(app):
     loan = make_loan(product=product, on=DISBURSED)
     assert balance("GL-INCOME-FEES") == Decimal("1.00")
     # The member is told what reached them and what the fee took.
-    body = sms_body("loan_disbursed")
+    [body] = sms_bodies("loan_disbursed")
     assert body.startswith(
         f"Loan {loan.loan_no} of KES 9,999.00 sent to your M-PESA, fee KES 1.00. Ref B2C"
     )

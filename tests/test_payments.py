@@ -31,7 +31,6 @@ from app.models import (
     MpesaCallback,
     MpesaRequest,
     Payment,
-    SmsMessage,
 )
 from app.models.mpesa import OPEN_STATUSES
 from app.models.types import utcnow
@@ -58,7 +57,7 @@ from app.services.payments import (
 )
 from app.services.permissions import PermissionDenied
 from tests.factories import make_member
-from tests.helpers import Worker, b2c_result_body, c2b_body, stk_body
+from tests.helpers import Worker, b2c_result_body, c2b_body, sent_sms, stk_body
 from tests.loan_factories import (
     balance,
     make_borrower,
@@ -141,10 +140,6 @@ def sent_stk(loan: Ref, amount: int = 500) -> Ref:
     request = db.session.get(MpesaRequest, request.id)
     assert request.status == "sent" and request.checkout_request_id == CHECKOUT
     return Ref(request.id, loan.loan_no)
-
-
-def texts(template: str) -> list[SmsMessage]:
-    return list(db.session.scalars(select(SmsMessage).where(SmsMessage.template == template)))
 
 
 def n(model: type, *where: object) -> int:
@@ -235,7 +230,7 @@ def test_a_refusal_before_processing_fails_the_request_and_tells_the_member(
     db.session.expire_all()
     row = db.session.get(MpesaRequest, request.id)
     assert row.status == "failed" and "Invalid PhoneNumber" in row.result_desc
-    assert len(texts("payment_failed")) == 1
+    assert len(sent_sms("payment_failed")) == 1
 
 
 def test_no_answer_leaves_the_request_unknown_and_it_is_never_resent(
@@ -277,7 +272,7 @@ def test_a_success_callback_repays_exactly_the_amount_once(
     assert (row.status, row.receipt) == ("succeeded", "NLJ7RT61SV")
     payment = db.session.scalar(select(Payment).where(Payment.receipt == "NLJ7RT61SV"))
     assert (payment.channel, payment.amount, payment.loan_id) == ("stk", 500, loan.id)
-    receipt_sms = texts("repayment_received")
+    receipt_sms = sent_sms("repayment_received")
     assert len(receipt_sms) == 1 and "NLJ7RT61SV" in receipt_sms[0].body
     # The same callback again, and as a string code: nothing more is posted.
     post(client, "stk/callback", stk_body(CHECKOUT, "0", amount="500.00"))
@@ -316,7 +311,7 @@ def test_a_callback_processed_again_stays_processed_and_posts_once(
     assert (row.status, row.error) == ("processed", None)
     assert before - debt(loan.id) == Decimal("500")
     assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "repayment") == 1
-    assert len(texts("repayment_received")) == 1
+    assert len(sent_sms("repayment_received")) == 1
 
 
 @pytest.mark.parametrize(("code", "words"), sorted(STK_FAILURES.items()))
@@ -335,7 +330,7 @@ def test_each_failure_code_fails_the_request_and_tells_the_member_in_plain_words
     row = db.session.get(MpesaRequest, request.id)
     assert (row.status, row.result_code) == ("failed", code)
     assert debt(loan.id) == before
-    sms = texts("payment_failed")
+    sms = sent_sms("payment_failed")
     assert len(sms) == 1 and words in sms[0].body
 
 
@@ -349,7 +344,7 @@ def test_an_unknown_result_code_needs_reconciliation_not_failure(
     work()
     db.session.expire_all()
     assert db.session.get(MpesaRequest, request.id).status == "unknown"
-    assert texts("payment_failed") == []
+    assert sent_sms("payment_failed") == []
 
 
 def test_a_callback_that_disagrees_with_the_request_is_flagged_not_posted(
@@ -653,7 +648,7 @@ def test_a_confirmation_to_a_member_number_goes_to_savings_once(client: FlaskCli
     post(client, "c2b/confirmation", c2b_body(amount="1000", account="M000001"))  # again
     work()
     assert balance(f"SAV-{member_no}") == Decimal("1000.00")
-    assert n(Payment) == 1 and len(texts("deposit_received")) == 1
+    assert n(Payment) == 1 and len(sent_sms("deposit_received")) == 1
     assert sorted(db.session.scalars(select(MpesaCallback.status))) == ["duplicate", "processed"]
 
 
@@ -662,7 +657,7 @@ def test_a_confirmation_to_a_loan_number_repays_the_loan(client: FlaskClient, lo
     post(client, "c2b/confirmation", c2b_body(amount="700", account=loan.loan_no.lower()))
     work()
     assert before - debt(loan.id) == Decimal("700")
-    assert len(texts("repayment_received")) == 1
+    assert len(sent_sms("repayment_received")) == 1
 
 
 def test_a_confirmation_to_a_written_off_loan_is_a_recovery_not_savings(
@@ -879,7 +874,7 @@ def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskC
     assert (
         db.session.scalar(select(Payment.receipt).where(Payment.direction == "out")) == "NLJ41HAY6Q"
     )
-    assert len(texts("loan_disbursed")) == 1
+    assert len(sent_sms("loan_disbursed")) == 1
 
 
 def payout_refused(client: FlaskClient, payout: MpesaRequest) -> None:
@@ -1229,7 +1224,7 @@ def test_the_sweep_settles_a_prompt_by_the_code_its_query_answers(
     db.session.expire_all()
     got = db.session.get(MpesaRequest, request.id)
     assert (got.status, got.result_code, got.result_desc) == (status, answer["ResultCode"], desc)
-    assert len(texts("payment_failed")) == int(status == "failed")
+    assert len(sent_sms("payment_failed")) == int(status == "failed")
     assert got.checked_at is not None
     payments_reconcile()  # settled, or asked a moment ago: not asked again now
     assert len(_stk_queries(daraja)) == 1
@@ -1649,7 +1644,7 @@ def test_duplicate_payout_results_from_many_threads_disburse_once(
     outcomes = sorted(w.outcome() for w in workers)
     assert outcomes == ["duplicate"] * 5 + ["processed"]
     assert n(JournalEntry, JournalEntry.kind == "disbursement") == 1
-    assert len(texts("loan_disbursed")) == 1
+    assert len(sent_sms("loan_disbursed")) == 1
 
 
 def test_a_payout_paid_after_it_was_failed_and_resent_is_flagged_not_posted(
@@ -1698,7 +1693,7 @@ def test_a_late_callback_after_a_query_settled_the_prompt_posts_nothing_more(
     work()
     assert before - debt(loan.id) == Decimal("500")
     assert n(JournalEntry, JournalEntry.kind == "repayment") == 1
-    assert len(texts("repayment_received")) == 1
+    assert len(sent_sms("repayment_received")) == 1
     assert db.session.scalar(select(Payment.receipt)) == "NLJLATECB1"
     db.session.expire_all()
     assert db.session.get(MpesaRequest, request.id).receipt == "NLJLATECB1"
@@ -1813,7 +1808,7 @@ def test_a_success_after_a_cancel_posts_its_money_to_the_loan_once(
     payment = db.session.scalar(select(Payment))
     assert (payment.receipt, payment.status, payment.loan_id) == ("NLJPAIDLATE", "posted", loan.id)
     assert n(JournalEntry, JournalEntry.kind == "repayment") == 1
-    assert len(texts("repayment_received")) == 1
+    assert len(sent_sms("repayment_received")) == 1
     statuses = sorted(db.session.scalars(select(MpesaCallback.status)))
     assert statuses == ["duplicate", "processed", "processed"]
 

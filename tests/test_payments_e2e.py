@@ -12,17 +12,13 @@ import requests
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Loan, MpesaRequest, Payment, SmsMessage
+from app.models import Loan, MpesaRequest, Payment
 from app.selectors.loans import loan_debt
 from app.selectors.members import member_balances
 from app.services.loans import loan_apply, loan_approve
 from app.services.payments import payments_request_stk
-from tests.helpers import work_until
+from tests.helpers import sms_bodies, work_until
 from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
-
-
-def outbox(template: str) -> list[str]:
-    return list(db.session.scalars(select(SmsMessage.body).where(SmsMessage.template == template)))
 
 
 def test_an_stk_repayment_of_500_reduces_the_loan_by_exactly_500(over_http: str) -> None:
@@ -40,7 +36,7 @@ def test_an_stk_repayment_of_500_reduces_the_loan_by_exactly_500(over_http: str)
     assert before - loan_debt(loan_id=loan_id).total == Decimal("500")
     payment = db.session.scalar(select(Payment).where(Payment.request_id == request_id))
     assert payment.receipt == request.receipt and payment.amount == Decimal("500")
-    receipts = outbox("repayment_received")
+    receipts = sms_bodies("repayment_received")
     assert len(receipts) == 1 and request.receipt in receipts[0]
     # (the autouse fixture then proves the ledger and every schedule reconcile)
 
@@ -64,7 +60,7 @@ def test_a_paybill_deposit_reaches_savings(over_http: str, runner) -> None:  # n
         "the Paybill confirmation to be posted",
     )
     assert member_balances(member_id=member_id).savings == Decimal("750.00")
-    assert any(trans_id in body for body in outbox("deposit_received"))
+    assert any(trans_id in body for body in sms_bodies("deposit_received"))
 
 
 def test_an_approval_ends_in_a_b2c_payout_and_a_disbursed_loan(over_http: str) -> None:
@@ -85,7 +81,7 @@ def test_an_approval_ends_in_a_b2c_payout_and_a_disbursed_loan(over_http: str) -
     payout = db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan_id))
     assert payout.status == "succeeded" and payout.receipt
     assert loan_debt(loan_id=loan_id).principal == Decimal("5000")
-    assert any(payout.receipt in body for body in outbox("loan_disbursed"))
+    assert any(payout.receipt in body for body in sms_bodies("loan_disbursed"))
 
 
 def test_a_cancelled_prompt_tells_the_member_and_posts_nothing(over_http: str) -> None:
@@ -104,4 +100,4 @@ def test_a_cancelled_prompt_tells_the_member_and_posts_nothing(over_http: str) -
         "the cancel callback",
     )
     assert loan_debt(loan_id=loan_id).total == before
-    assert any("cancelled" in body for body in outbox("payment_failed"))
+    assert any("cancelled" in body for body in sms_bodies("payment_failed"))

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
 from app.extensions import db
-from app.models import Account, Loan, Member, SmsMessage, StandingOrder, StandingOrderRun
+from app.models import Account, Loan, Member, StandingOrder, StandingOrderRun
 from app.selectors.loans import loan_debt
 from app.selectors.members import member_balances
 from app.services.ledger import credit, debit, gl_account, journal_post
@@ -28,7 +28,7 @@ from app.services.savings.standing_orders import (
     standing_orders_due,
 )
 from tests.factories import make_member
-from tests.helpers import Worker, wait_until_blocked
+from tests.helpers import Worker, sms_bodies, wait_until_blocked
 from tests.loan_factories import make_loan, make_product
 from workers.schedule import JOBS, run_job
 
@@ -68,14 +68,6 @@ def _runs(order_id: int) -> list[tuple[date, str, Decimal]]:
     ]
 
 
-def _texts(template: str) -> list[str]:
-    return list(
-        db.session.scalars(
-            select(SmsMessage.body).where(SmsMessage.template == template).order_by(SmsMessage.id)
-        )
-    )
-
-
 def test_an_order_to_deposits_moves_once_a_month_on_its_day_and_catches_up_a_missed_day(
     app: Flask,
 ) -> None:
@@ -104,7 +96,7 @@ def test_an_order_to_deposits_moves_once_a_month_on_its_day_and_catches_up_a_mis
     assert member_balances(member_id=member_id).savings == Decimal("2000.00")  # deposits
     assert _ordinary(member_id) == Decimal("3000.00")
     assert (
-        _texts("standing_order_done")
+        sms_bodies("standing_order_done")
         == ["Standing order: KES 1,000.00 of KES 1,000.00 moved from your savings to deposits."] * 2
     )
 
@@ -139,7 +131,7 @@ def test_short_savings_move_what_is_above_the_minimum_or_nothing_as_the_order_sa
     assert _ordinary(partial_id) == Decimal("100.00")  # never below the product's minimum
     assert _runs(all_or_none) == [(date(2026, 3, 1), "short", Decimal("0.00"))]
     assert _ordinary(whole_id) == Decimal("600.00")
-    assert _texts("standing_order_short") == [
+    assert sms_bodies("standing_order_short") == [
         "Agizo la kudumu la KES 1,000.00 kwenda akiba halikulipwa: akiba yako haitoshi. "
         "Weka akiba kwa Paybill au USSD."
     ]

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app.clock import business_today
 from app.extensions import db, redis_client
-from app.models import Guarantee, Loan, Member, SmsMessage
+from app.models import Guarantee, Loan, Member
 from app.selectors.guarantees import loan_cover
 from app.services.guarantees import guarantee_accept, guarantee_request
 from app.services.loans import loan_apply, loan_approve
@@ -24,7 +24,7 @@ from app.services.members import member_set_pin
 from app.sms_templates import GSM7_BASIC
 from app.ussd.engine import MAX_SCREEN, Hop, Session, SessionStore, UssdRequest
 from tests.factories import make_member
-from tests.helpers import Phone
+from tests.helpers import Phone, sms_bodies
 from tests.loan_factories import JOINED, make_product, make_staff
 from ussd_menus.screens import SCREENS
 from ussd_menus.text import t
@@ -87,16 +87,6 @@ def _loan(member: Member) -> Loan:
     return db.session.scalar(select(Loan).where(Loan.member_id == member.id))
 
 
-def _sms(phone: str, template: str) -> list[str]:
-    return list(
-        db.session.scalars(
-            select(SmsMessage.body).where(
-                SmsMessage.phone == phone, SmsMessage.template == template
-            )
-        )
-    )
-
-
 def test_an_applicant_names_two_guarantors_after_a_secured_application(
     client: FlaskClient, people: dict[str, Member]
 ) -> None:
@@ -138,7 +128,7 @@ def test_an_applicant_names_two_guarantors_after_a_secured_application(
         (mary.id, D("7000"), "requested", actor),
     ]
     for guarantor, amount in ((john, "KES 8,000"), (mary, "KES 7,000")):
-        texts = _sms(guarantor.phone, "guarantee_request")
+        texts = sms_bodies("guarantee_request", phone=guarantor.phone)
         assert len(texts) == 1 and amount in texts[0] and loan.loan_no in texts[0]
 
 
@@ -200,7 +190,7 @@ def test_a_guarantor_accepts_by_ussd_in_three_hops_after_the_pin(
     row = db.session.get(Guarantee, john_asks.id)
     assert (row.status, row.answered_via) == ("accepted", "ussd")
     assert db.session.get(Member, john.id).failed_pin_count == 0  # the right PIN cleared it
-    told = _sms(applicant.phone, "guarantee_accepted")
+    told = sms_bodies("guarantee_accepted", phone=applicant.phone)
     assert len(told) == 1 and "KES 8,000" in told[0]
 
     held = _signed_in(client, john.phone)
@@ -236,7 +226,7 @@ def test_a_guarantor_declines(client: FlaskClient, people: dict[str, Member]) ->
     db.session.expire_all()
     row = db.session.get(Guarantee, asked.id)
     assert (row.status, row.answered_via) == ("declined", "ussd")
-    assert len(_sms(applicant.phone, "guarantee_declined")) == 1
+    assert len(sms_bodies("guarantee_declined", phone=applicant.phone)) == 1
     again = _signed_in(client, mary.phone)
     assert "No guarantee requests." in again.press("8")  # nothing left to answer
 
@@ -260,7 +250,7 @@ def test_short_free_deposits_are_refused_in_words(
     assert refused == "END " + t("guar_short", language, free="KES 5,000", amount="KES 7,000")
     db.session.expire_all()
     assert db.session.get(Guarantee, asked.id).status == "requested"  # still to answer
-    assert not _sms(applicant.phone, "guarantee_accepted")
+    assert not sms_bodies("guarantee_accepted", phone=applicant.phone)
 
 
 def test_an_answered_request_is_no_longer_open(

@@ -25,7 +25,7 @@ from app.services.members import (
     member_set_pin,
 )
 from tests.factories import make_member
-from tests.helpers import Phone, staff
+from tests.helpers import Phone, sent_sms, staff
 from tests.helpers import browse as _browse
 from tests.helpers import login as _login
 from tests.helpers import post_form as _post_form
@@ -80,14 +80,7 @@ def session_state() -> bytes:
 
 
 def sms(template: str) -> list[SmsMessage]:
-    db.session.expire_all()
-    return _done(
-        list(
-            db.session.scalars(
-                select(SmsMessage).where(SmsMessage.template == template).order_by(SmsMessage.id)
-            )
-        )
-    )
+    return _done(sent_sms(template))
 
 
 def code_in(message: SmsMessage, digits: int = 6) -> str:

@@ -48,7 +48,7 @@ from app.services.savings import (
     withdrawal_request,
 )
 from tests.factories import make_member
-from tests.helpers import Worker, b2c_result_body, wait_until_blocked, work_until
+from tests.helpers import Worker, b2c_result_body, sms_bodies, wait_until_blocked, work_until
 from tests.loan_factories import make_borrower, make_product
 
 D = Decimal
@@ -129,11 +129,6 @@ def written() -> tuple[int, int, int]:
         db.session.scalar(select(func.count()).select_from(MpesaRequest)),
         db.session.scalar(select(func.count()).select_from(SmsMessage)),
     )
-
-
-def sms(template: str) -> list[str]:
-    db.session.expire_all()
-    return list(db.session.scalars(select(SmsMessage.body).where(SmsMessage.template == template)))
 
 
 def row(request_id: int) -> MpesaRequest:
@@ -219,7 +214,7 @@ def test_a_withdrawal_takes_amount_and_fee_at_once_sends_once_and_settles_on_the
     assert gl("GL-WITHDRAWALS-PENDING") == D("0")
     assert gl("GL-B2C-UTILITY") == D("-1000")
     assert balance(account_id) == D("3970")
-    [text_] = sms("withdrawal_sent")
+    [text_] = sms_bodies("withdrawal_sent")
     assert text_ == (
         f"KES 1,000.00 sent to your M-PESA from account {number}, fee KES 30.00. "
         "Ref WDR0000001. Savings balance KES 3,970.00."
@@ -229,7 +224,7 @@ def test_a_withdrawal_takes_amount_and_fee_at_once_sends_once_and_settles_on_the
     post(client, "b2c/result", body)
     work()
     assert entries("withdrawal_paid") == 1
-    assert len(sms("withdrawal_sent")) == 1
+    assert len(sms_bodies("withdrawal_sent")) == 1
     assert len(calls(b2c, B2C_URL)) == 1
 
 
@@ -365,7 +360,7 @@ def test_a_failed_payout_returns_amount_and_fee_once_even_when_delivered_twice(
             JournalEntry.idempotency_key == f"withdrawal-return:{sent.id}"
         )
     )
-    [told] = sms("withdrawal_failed")
+    [told] = sms_bodies("withdrawal_failed")
     assert told == (
         f"Your withdrawal of KES 1,000.00 from account {number} did not go through: the number "
         "is not registered for M-PESA. The money and the fee KES 30.00 are back in your savings."
@@ -398,7 +393,7 @@ def test_a_send_refused_before_processing_returns_the_money(
     assert row(request_id).status == "failed"
     assert balance(account_id) == D("5000")
     assert entries("withdrawal_return") == 1
-    assert len(sms("withdrawal_failed")) == 1
+    assert len(sms_bodies("withdrawal_failed")) == 1
 
 
 # -- a result that never comes: asked, never resent ----------------------------------------
@@ -463,7 +458,7 @@ def test_a_result_that_never_comes_is_queried_never_resent_and_the_answer_settle
     assert (done.status, done.receipt) == ("succeeded", "WDR0000009")
     assert gl("GL-WITHDRAWALS-PENDING") == D("0")
     assert gl("GL-B2C-UTILITY") == D("-1000")
-    assert len(sms("withdrawal_sent")) == 1
+    assert len(sms_bodies("withdrawal_sent")) == 1
     assert len(calls(b2c, B2C_URL)) == 1
 
 
@@ -493,7 +488,7 @@ def test_a_queue_timeout_asks_status_and_a_no_such_transaction_answer_returns_th
     assert row(sent.id).status == "failed"
     assert balance(account_id) == D("5000")
     assert entries("withdrawal_return") == 1
-    assert len(sms("withdrawal_failed")) == 1
+    assert len(sms_bodies("withdrawal_failed")) == 1
     assert len(calls(b2c, B2C_URL)) == 1
 
 
@@ -671,7 +666,7 @@ def test_two_deliveries_of_a_failure_processed_at_once_return_the_money_once(
     assert row(sent.id).status == "failed"
     assert balance(account_id) == D("5000")
     assert entries("withdrawal_return") == 1
-    assert len(sms("withdrawal_failed")) == 1
+    assert len(sms_bodies("withdrawal_failed")) == 1
 
 
 # -- over real HTTP: the Daraja simulator, our callback routes, a real worker ---------------
@@ -714,7 +709,7 @@ def test_withdrawals_through_the_daraja_simulator(over_http: str, outcome: str) 
     assert balance(account_id) == (D("3970") if paid else D("5000"))
     assert gl("GL-WITHDRAWALS-PENDING") == D("0")
     assert gl("GL-B2C-UTILITY") == (D("-1000") if paid else D("0"))
-    assert len(sms("withdrawal_sent" if paid else "withdrawal_failed")) == 1
+    assert len(sms_bodies("withdrawal_sent" if paid else "withdrawal_failed")) == 1
     if outcome == "lost":
         assert (
             done.receipt
