@@ -40,8 +40,6 @@ def account_deposit(
         value = money_input(amount)
     except MoneyError as exc:
         raise ProductError(str(exc)) from None
-    if value <= 0:
-        raise ProductError("the amount must be more than zero")
     if product.kind == "deposits":
         return member_deposit(
             member_id=member_id,
