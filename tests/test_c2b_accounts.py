@@ -20,7 +20,8 @@ from app.cli.runtime import make_worker
 from app.extensions import db, queue
 from app.models import Account, JournalEntry, MpesaCallback, Payment
 from app.services.payments import callback_process, match_account, payments_assign_suspense
-from app.services.savings import account_by_number, account_product, products_ensure
+from app.services.savings import ProductError, account_by_number, account_product, products_ensure
+from app.services.savings.money_in import account_deposit
 from app.services.savings.products import product_update
 from tests.factories import make_member
 from tests.helpers import Worker, c2b_body, sms_bodies
@@ -28,6 +29,7 @@ from tests.loan_factories import balance, make_borrower, make_loan, make_product
 
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
 D = Decimal
+DAY = date(2026, 3, 2)
 
 
 def post(client: FlaskClient, path: str, body: dict) -> dict:
@@ -120,6 +122,12 @@ def test_paybill_to_the_savings_suffix_opens_and_credits_ordinary_savings_once(
     assert (payment.status, payment.member_id, payment.loan_id) == ("posted", member.id, None)
     entry = db.session.get(JournalEntry, payment.journal_entry_id)
     assert entry.kind == "deposit" and entry.idempotency_key == "deposit:RKTSAV0001"
+    # The statement line names the account and the receipt; nobody on staff posted it.
+    assert (entry.description, entry.actor, entry.member_id) == (
+        "Deposit M000001S RKTSAV0001",
+        "system",
+        member.id,
+    )
     assert sms_bodies("account_deposit_received") == [
         "KES 1,500.00 received to account M000001S. Balance KES 1,500.00. Ref RKTSAV0001."
     ]
@@ -139,6 +147,7 @@ def test_paybill_to_the_shares_suffix_buys_share_capital_from_mpesa(
         select(JournalEntry).where(JournalEntry.idempotency_key == "shares:RKTSHR0001")
     )
     assert entry is not None and entry.kind == "share_purchase" and entry.member_id == member.id
+    assert (entry.description, entry.actor) == ("Shares M000001SH RKTSHR0001", "system")
     assert "account M000001SH. Balance KES 2,000.00" in sms_bodies("account_deposit_received")[0]
 
 
@@ -190,14 +199,94 @@ def test_suspense_is_assigned_to_an_account_by_its_number(client: FlaskClient, m
     pay(client, "RKTSUS0001", "WRONG", "400")
     payment = db.session.scalar(select(Payment).where(Payment.receipt == "RKTSUS0001"))
     assert payment.status == "suspense"
-    payments_assign_suspense(
-        payment_id=payment.id, staff=make_staff("branch_manager"), account="M1SH"
-    )
+    staff = make_staff("branch_manager")
+    payments_assign_suspense(payment_id=payment.id, staff=staff, account="M1SH")
     db.session.expire_all()
     assert balance("SHR-M000001") == D("400.00") and balance("GL-SUSPENSE") == 0
     assert db.session.get(Payment, payment.id).status == "assigned"
-    keys = db.session.scalars(select(JournalEntry.idempotency_key)).all()
-    assert "shares:assign:RKTSUS0001" in keys
+    entry = db.session.scalar(
+        select(JournalEntry).where(JournalEntry.idempotency_key == "shares:assign:RKTSUS0001")
+    )
+    assert entry is not None and entry.actor == f"staff:{staff.email}"
+
+
+def test_suspense_placed_in_deposits_is_booked_in_the_staff_members_name(
+    client: FlaskClient, member: Ref
+) -> None:
+    pay(client, "RKTSUS0002", "WRONG", "250")
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "RKTSUS0002"))
+    staff = make_staff("branch_manager")
+    payments_assign_suspense(payment_id=payment.id, staff=staff, account="M000001")
+    db.session.expire_all()
+    assert balance("SAV-M000001") == D("750.00") and balance("GL-SUSPENSE") == 0
+    entry = db.session.get(JournalEntry, db.session.get(Payment, payment.id).journal_entry_id)
+    assert (entry.kind, entry.actor, entry.member_id) == (
+        "deposit",
+        f"staff:{staff.email}",
+        member.id,
+    )
+
+
+# -- the service every channel credits an account through ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "why"),
+    [
+        ("0", "amount must be more than zero"),
+        ("-5", "amount must be more than zero"),
+        ("ten", "amount is not a number"),
+        ("1.005", "amount has fractions of a cent"),
+    ],
+)
+@pytest.mark.parametrize("code", ["DEP", "ORD", "SHR"])
+def test_a_deposit_the_books_cannot_take_is_refused_with_why_and_writes_nothing(
+    member: Ref, amount: str, why: str, code: str
+) -> None:
+    entries = db.session.scalar(select(func.count()).select_from(JournalEntry))
+    with pytest.raises(ProductError) as refused:
+        account_deposit(
+            member_id=member.id,
+            product=account_product(code),
+            amount=amount,
+            reference="RKTBAD0001",
+            value_date=DAY,
+        )
+    assert str(refused.value) == why
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(JournalEntry)) == entries
+
+
+def test_a_deposit_to_nobody_is_refused_by_number(member: Ref) -> None:
+    with pytest.raises(ProductError) as refused:
+        account_deposit(
+            member_id=member.id + 100,
+            product=account_product("ORD"),
+            amount="50",
+            reference="RKTBAD0002",
+            value_date=DAY,
+        )
+    assert str(refused.value) == f"no member {member.id + 100}"
+
+
+@pytest.mark.parametrize("code", ["DEP", "ORD", "SHR"])
+def test_one_shilling_is_a_deposit_and_the_caller_decides_whether_it_stands(
+    member: Ref, code: str
+) -> None:
+    """The smallest amount is money like any other; the service never commits, so a caller
+    whose own work fails afterwards (a suspense assignment, a callback) rolls it back."""
+    product = account_product(code)
+    db.session.commit()
+    entry_id = account_deposit(
+        member_id=member.id, product=product, amount="1", reference="RKTONE0002", value_date=DAY
+    )
+    entry = db.session.get(JournalEntry, entry_id)
+    assert entry is not None and entry.member_id == member.id and entry.actor == "system"
+    assert sorted(line.amount for line in entry.lines) == [D("-1.00"), D("1.00")]
+    db.session.rollback()
+    assert db.session.get(JournalEntry, entry_id) is None
+    assert balance("SAV-M000001") == D("500.00")
+    assert balance("ORD-M000001") == 0 and balance("SHR-M000001") == 0
 
 
 def test_one_receipt_never_pays_two_accounts(client: FlaskClient, member: Ref) -> None:
