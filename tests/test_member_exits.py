@@ -105,6 +105,15 @@ def test_a_share_transfer_moves_shares_only_once_a_second_person_approves_it(app
         form_ref="F-17",
     )
     assert member_balances(member_id=buyer.id).share_capital == Decimal("0.00")  # not yet
+    entered = db.session.scalar(select(AuditLog).where(AuditLog.action == "share_transfer.request"))
+    assert (entered.actor, entered.object_type, entered.object_id, entered.before) == (
+        manager.email,
+        "share_transfer",
+        str(transfer.id),
+        None,
+    )
+    assert entered.after == {"from": seller.member_no, "to": buyer.member_no, "amount": "2000.00"}
+    assert transfer.form_ref == "F-17"
     with pytest.raises(
         ShareTransferError, match="^the transfer needs a second person: you entered it$"
     ):
@@ -135,6 +144,25 @@ def test_a_share_transfer_moves_shares_only_once_a_second_person_approves_it(app
     )
     assert entry.description == f"Shares {seller.member_no} to {buyer.member_no}"
     assert decided.decided_by_id == second.id and decided.decided_at is not None
+
+
+@pytest.mark.parametrize(
+    ("typed", "kept"),
+    [(None, None), ("   ", None), (" F-18 ", "F-18"), ("F" * 70, "F" * 60)],
+)
+def test_a_transfer_keeps_the_paper_forms_reference_trimmed_to_its_column(
+    app: Flask, typed: str | None, kept: str | None
+) -> None:
+    seller, buyer = make_borrower(shares=1000), make_borrower()
+    transfer = share_transfer_request(
+        from_member_id=seller.id,
+        to_member_id=buyer.id,
+        amount="100",
+        staff=_staff("branch_manager"),
+        form_ref=typed,
+    )
+    db.session.expire_all()
+    assert db.session.get(ShareTransfer, transfer.id).form_ref == kept
 
 
 @pytest.mark.parametrize("role", ["seller", "buyer"])
