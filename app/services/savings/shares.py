@@ -30,9 +30,16 @@ def _active(member_id: int, role: str) -> Member:
     member = db.session.get(Member, member_id)
     if member is None:
         raise ShareTransferError(f"the {role}, member {member_id}, does not exist")
-    if member.status != "active":
-        raise ShareTransferError(f"the {role}, {member.member_no}, is {member.status}")
+    _refuse_inactive(member, role)
     return member
+
+
+def _refuse_inactive(member: Member, role: str) -> None:
+    """A member who has left, or is leaving, takes no part in a transfer; nothing written."""
+    if member.status != "active":
+        why = f"the {role}, {member.member_no}, is {member.status}"
+        db.session.rollback()
+        raise ShareTransferError(why)
 
 
 def share_transfer_request(
@@ -108,10 +115,8 @@ def share_transfer_decide(
         members = {first: lock_row(Member, first), second: lock_row(Member, second)}
         seller, buyer = members[transfer.from_member_id], members[transfer.to_member_id]
         assert seller is not None and buyer is not None  # foreign keys
-        for member, role in ((seller, "seller"), (buyer, "buyer")):
-            if member.status != "active":
-                db.session.rollback()
-                raise ShareTransferError(f"the {role}, {member.member_no}, is {member.status}")
+        _refuse_inactive(seller, "seller")
+        _refuse_inactive(buyer, "buyer")
         source = member_account(seller, "share_capital")
         held: Decimal = source.display_balance
         if transfer.amount > held:
