@@ -32,6 +32,8 @@ from app.services.agreements import (
     agreement_schedule_parse,
     agreement_submit,
     agreement_update,
+    agreements_check_default,
+    agreements_in_force_ids,
 )
 from app.services.ledger import DuplicatePosting
 from app.services.loans import loan_repay, loan_write_off
@@ -83,6 +85,18 @@ def _get(agreement_id: int) -> Agreement:
     agreement = db.session.get(Agreement, agreement_id)
     assert agreement is not None
     return agreement
+
+
+def _audit_of(agreement_id: int, action: str) -> tuple[str, dict | None, dict | None]:
+    """Who did `action` to the agreement, and its before and after (the only such row)."""
+    [row] = db.session.scalars(
+        select(AuditLog).where(
+            AuditLog.object_type == "agreement",
+            AuditLog.object_id == str(agreement_id),
+            AuditLog.action == action,
+        )
+    )
+    return row.actor, row.before, row.after
 
 
 def _actions(agreement_id: int) -> list[str]:
@@ -605,13 +619,31 @@ def test_the_scan_activates_on_the_first_date_and_defaults_after_the_threshold(
     agreement_id, *_ = _approved(loan_id)
     # 1 May is due; grace 3 + threshold 30: still in force on 3 June, defaulted on 4 June.
     scan = agreement_check_default(as_of=date(2026, 5, 1))
-    assert scan.activated == [agreement_id] and scan.defaulted == []
-    assert _get(agreement_id).status == "active"
+    assert (scan.as_of, scan.activated, scan.defaulted) == (date(2026, 5, 1), [agreement_id], [])
+    agreement = _get(agreement_id)
+    assert (agreement.status, agreement.activated_on) == ("active", date(2026, 5, 1))
+    assert _audit_of(agreement_id, "agreement.activate") == (
+        "system",
+        {"status": "approved"},
+        {"status": "active"},
+    )
     assert agreement_check_default(as_of=date(2026, 6, 3)).defaulted == []
-    scan = agreement_check_default(as_of=date(2026, 6, 10))
+    scan = agreement_check_default(as_of=date(2026, 6, 4))
     assert scan.defaulted == [agreement_id]
     agreement = _get(agreement_id)
     assert (agreement.status, agreement.closed_on) == ("defaulted", date(2026, 6, 4))
+    # The trail says which installment broke it, by how much, and on which day's scan.
+    assert _audit_of(agreement_id, "agreement.default") == (
+        "system",
+        {"status": "active"},
+        {
+            "status": "defaulted",
+            "installment": 1,
+            "due_date": "2026-05-01",
+            "unpaid": "4000.00",
+            "as_of": "2026-06-04",
+        },
+    )
     # Idempotent, and a replay of an earlier day changes nothing either.
     assert agreement_check_default(as_of=date(2026, 6, 10)).defaulted == []
     assert agreement_check_default(as_of=date(2026, 5, 1)).activated == []
@@ -630,6 +662,75 @@ def test_a_paid_installment_never_defaults_and_a_late_scan_dates_the_default(
     # Installment 2 (1 June) unpaid: the scan of 1 August dates the default 5 July.
     assert agreement_check_default(as_of=date(2026, 8, 1)).defaulted == [agreement_id]
     assert _get(agreement_id).closed_on == date(2026, 7, 5)
+
+
+def test_the_scan_lists_agreements_from_their_first_date_and_skips_one_finished_since(
+    app: Flask,
+) -> None:
+    """The nightly job lists the agreements in force, then scans them in chunks: one that
+    completes in between is left as it is and the rest of its chunk is still scanned."""
+    product = make_product("V1", default_threshold_days=30)
+    on = date(2026, 1, 1)
+    finished_loan = make_loan(product=product, on=on).id
+    in_force_loan = make_loan(product=product, on=on).id
+    run_job("loan-arrears", date(2026, 4, 1))  # both in default, as make_loan_in_default
+    finished, *_ = _approved(finished_loan)
+    in_force, *_ = _approved(in_force_loan)
+    assert agreements_in_force_ids(date(2026, 4, 30)) == []  # the first date is 1 May
+    listed = agreements_in_force_ids(date(2026, 5, 1))
+    assert listed == [finished, in_force]
+    loan_repay(loan_id=finished_loan, amount="8000", reference="QKAGR00061", value_date=TODAY)
+    assert _get(finished).status == "completed"
+    scan = agreements_check_default(listed, as_of=date(2026, 5, 1))
+    db.session.commit()
+    assert (scan.activated, scan.defaulted) == ([in_force], [])
+    assert (_get(finished).status, _get(in_force).status) == ("completed", "active")
+    assert agreements_in_force_ids(date(2026, 5, 1)) == [in_force]
+
+
+def _held(agreement_id: int) -> Agreement:
+    """The agreement and its schedule as this session read them, in a transaction left
+    open: what a scan's chunk may hold while another worker commits."""
+    db.session.commit()
+    agreement = db.session.get(Agreement, agreement_id)
+    assert agreement is not None and agreement.installments
+    return agreement
+
+
+def test_the_scan_reads_a_payment_committed_while_it_held_the_schedule(
+    app: Flask, pg: None
+) -> None:
+    loan_id = make_loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    agreement_check_default(as_of=date(2026, 5, 1))
+    schedule = list(_held(agreement_id).installments)  # held in this transaction
+    assert schedule[0].paid == 0
+    payment = Worker(
+        app,
+        lambda: loan_repay(
+            loan_id=loan_id, amount="4000", reference="QKAGR00071", value_date=date(2026, 5, 2)
+        ),
+    )
+    payment.start()
+    payment.outcome()
+    assert agreements_check_default([agreement_id], as_of=date(2026, 6, 4)).defaulted == []
+    assert schedule[0].paid == D("4000.00")  # read again under the loan's lock
+    db.session.commit()
+    assert _get(agreement_id).status == "active"
+
+
+def test_two_scans_of_one_day_default_an_agreement_once(app: Flask, pg: None) -> None:
+    loan_id = make_loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    agreement_check_default(as_of=date(2026, 5, 1))
+    held = _held(agreement_id)
+    assert held.status == "active"
+    other = Worker(app, lambda: agreement_check_default(as_of=date(2026, 6, 4)))
+    other.start()
+    assert other.outcome().defaulted == [agreement_id]
+    assert agreements_check_default([agreement_id], as_of=date(2026, 6, 4)).defaulted == []
+    db.session.commit()
+    assert _actions(agreement_id).count("agreement.default") == 1
 
 
 def test_an_approved_agreement_never_activated_defaults_in_one_scan(app: Flask) -> None:
