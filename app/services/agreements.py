@@ -107,7 +107,7 @@ def agreement_schedule_parse(text: str) -> list[ScheduleLine]:
             due = date.fromisoformat(found.group(1))
         except ValueError:
             raise AgreementError(f"schedule line {number}: {found.group(1)} is no date") from None
-        lines.append(ScheduleLine(due, _money(found.group(2).replace(",", ""), "an amount")))
+        lines.append(ScheduleLine(due, _money(found.group(2), "an amount")))  # "4,000" too
     return lines
 
 
