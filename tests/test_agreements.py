@@ -21,8 +21,10 @@ from app.models import Agreement, AgreementInstallment, AuditLog, Loan, StaffUse
 from app.selectors.loans import loan_debt
 from app.services.agreements import (
     AgreementError,
+    Allocation,
     ScheduleLine,
     agreement_add_note,
+    agreement_allocate,
     agreement_approve,
     agreement_check_default,
     agreement_delete,
@@ -198,6 +200,9 @@ def test_a_typed_schedule_is_read_line_by_line(app: Flask) -> None:
         agreement_schedule_parse("2026-05-01 4000\nnext month 4000")
     with pytest.raises(AgreementError, match="2026-02-30 is no date"):
         agreement_schedule_parse("2026-02-30 4000")
+    with pytest.raises(AgreementError, match="^an amount must be more than zero$"):
+        agreement_schedule_parse("2026-05-01 0")
+    assert agreement_schedule_parse("") == []  # nothing typed: the draft says what is missing
 
 
 # -- submit, approve, return -------------------------------------------------------------
@@ -494,12 +499,65 @@ def test_payments_fill_the_schedule_in_order_and_activate_it(app: Flask) -> None
     assert reload(loan_id).status == "active"
 
 
+def test_each_payment_is_audited_with_what_it_paid_off_and_a_paid_installment_keeps_its_date(
+    app: Flask,
+) -> None:
+    loan_id = make_loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    loan_repay(loan_id=loan_id, amount="4001", reference="QKAGR00005", value_date=TODAY)
+    loan_repay(loan_id=loan_id, amount="999", reference="QKAGR00006", value_date=date(2026, 5, 5))
+    agreement = _get(agreement_id)
+    assert [(r.paid, r.paid_on) for r in agreement.installments] == [
+        (D("4000.00"), TODAY),  # the later payment leaves its date alone
+        (D("1000.00"), None),  # the shilling over the first installment reached the second
+    ]
+    payments = db.session.scalars(
+        select(AuditLog)
+        .where(AuditLog.action == "agreement.payment", AuditLog.object_id == str(agreement_id))
+        .order_by(AuditLog.id)
+    ).all()
+    assert [(a.actor, a.after) for a in payments] == [
+        (
+            "system",
+            {
+                "amount": "4001.00",
+                "paid_amount": "4001.00",
+                "installments_paid": "1",
+                "value_date": "2026-04-02",
+            },
+        ),
+        (
+            "system",
+            {
+                "amount": "999.00",
+                "paid_amount": "5000.00",
+                "installments_paid": "",
+                "value_date": "2026-05-05",
+            },
+        ),
+    ]
+
+
 def test_a_shilling_paid_counts_against_the_agreement(app: Flask) -> None:
     """The smallest payment is counted like any other. (Mutation testing, issue 23.)"""
     loan_id = make_loan_in_default()
     agreement_id, *_ = _approved(loan_id)
     loan_repay(loan_id=loan_id, amount="1", reference="QKAGR00003", value_date=TODAY)
     assert _get(agreement_id).paid_amount == D("1.00")
+
+
+def test_the_allocation_reports_what_it_counted_and_counts_no_money_as_nothing(
+    app: Flask,
+) -> None:
+    loan_id = make_loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    lock_row(Loan, loan_id)  # as loan_repay calls it: under the loan's lock
+    assert agreement_allocate(loan_id=loan_id, amount=D("0"), value_date=TODAY) is None
+    assert _get(agreement_id).status == "approved"  # no payment, so not activated
+    assert "agreement.payment" not in _actions(agreement_id)
+    counted = agreement_allocate(loan_id=loan_id, amount=D("4000"), value_date=TODAY)
+    assert counted == Allocation(agreement_id=agreement_id, allocated=D("4000"), installments=[1])
+    db.session.rollback()  # no money reached the loan's books here: nothing stands
 
 
 def test_a_recovery_after_a_write_off_counts_against_the_agreement(app: Flask) -> None:

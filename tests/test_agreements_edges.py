@@ -261,6 +261,9 @@ def test_completing_a_settlement_records_who_paid_and_the_write_off_in_the_syste
     assert settle is not None and settle.actor == "system"
     assert settle.note == f"compromise agreement {agreement.id} paid"
 
+    # The officer's payment was the first: it put the agreement in force, in their name.
+    (activated,) = _audits(agreement.id, "agreement.activate")
+    assert activated.actor == f"staff:{officer.email}"
     (done,) = _audits(agreement.id, "agreement.complete")
     assert done.actor == f"staff:{officer.email}"
     assert done.before == {"status": "active"}
