@@ -231,7 +231,9 @@ def test_the_drafter_cannot_approve_and_a_loan_officer_is_refused(app: Flask) ->
     drafter = make_staff("branch_manager")
     agreement = _draft(loan_id, drafter)
     agreement_submit(agreement_id=agreement.id, staff=drafter)
-    with pytest.raises(AgreementError, match="drafted an agreement cannot also approve it"):
+    with pytest.raises(
+        AgreementError, match="^the staff member who drafted an agreement cannot also approve it$"
+    ):
         agreement_approve(agreement_id=agreement.id, staff=drafter, as_of=TODAY)
     with pytest.raises(PermissionDenied, match="loan officer staff cannot approve compromise"):
         agreement_approve(agreement_id=agreement.id, staff=make_staff("loan_officer"))
@@ -241,7 +243,8 @@ def test_the_drafter_cannot_approve_and_a_loan_officer_is_refused(app: Flask) ->
 def test_only_submitted_agreements_are_approved(app: Flask) -> None:
     loan_id = make_loan_in_default()
     agreement = _draft(loan_id, make_staff("loan_officer"))
-    with pytest.raises(AgreementError, match="is draft; only submitted agreements"):
+    refused = f"^agreement {agreement.id} is draft; only submitted agreements are approved$"
+    with pytest.raises(AgreementError, match=refused):
         agreement_approve(agreement_id=agreement.id, staff=make_staff(), as_of=TODAY)
 
 
@@ -299,9 +302,15 @@ def test_approved_on_or_after_its_first_date_is_active_at_once(app: Flask) -> No
     officer = make_staff("loan_officer")
     agreement = _draft(loan_id, officer)
     agreement_submit(agreement_id=agreement.id, staff=officer)
-    agreement_approve(agreement_id=agreement.id, staff=make_staff(), as_of=date(2026, 5, 1))
+    manager = make_staff()
+    agreement_approve(agreement_id=agreement.id, staff=manager, as_of=date(2026, 5, 1))
     agreement = _get(agreement.id)
     assert (agreement.status, agreement.activated_on) == ("active", date(2026, 5, 1))
+    assert _audit_of(agreement.id, "agreement.activate") == (
+        f"staff:{manager.email}",
+        {"status": "approved"},
+        {"status": "active"},
+    )
 
 
 # -- the officer's limit -----------------------------------------------------------------
@@ -323,8 +332,17 @@ def test_a_settlement_above_the_officer_s_limit_needs_a_supervisor(app: Flask) -
     db.session.commit()
     with pytest.raises(AgreementError, match="above your limit of KES 6,000.00"):
         agreement_approve(agreement_id=agreement.id, staff=low, as_of=TODAY)
-    agreement_approve(agreement_id=agreement.id, staff=make_staff(), as_of=TODAY)
+    # One whose limit is the settlement exactly may accept it.
+    exact = make_staff("branch_manager")
+    exact.accept_limit = SETTLEMENT
+    db.session.commit()
+    agreement_approve(agreement_id=agreement.id, staff=exact, as_of=TODAY)
     assert _get(agreement.id).status == "approved"
+    assert _audit_of(agreement.id, "agreement.approve") == (
+        f"staff:{exact.email}",
+        {"status": "submitted"},
+        {"status": "approved", "needs_supervisor": True},
+    )
 
 
 def test_within_the_officer_s_limit_no_supervisor_is_flagged(app: Flask) -> None:
@@ -422,6 +440,25 @@ def test_a_second_approval_on_the_same_loan_is_refused_in_words(app: Flask) -> N
     with pytest.raises(AgreementError, match=f"agreement {first} is approved.*at most one"):
         agreement_approve(agreement_id=second, staff=make_staff(), as_of=TODAY)
     assert (_get(first).status, _get(second).status) == ("approved", "submitted")
+    # Once the first is being paid the second's figures are stale too, but the reason it
+    # cannot be approved is still the agreement in force.
+    loan_repay(loan_id=loan_id, amount="2500", reference="QKAGR00011", value_date=TODAY)
+    with pytest.raises(AgreementError, match=f"agreement {first} is active.*at most one"):
+        agreement_approve(agreement_id=second, staff=make_staff(), as_of=TODAY)
+
+
+def test_a_loan_no_longer_owing_is_not_settled_by_an_agreement(app: Flask) -> None:
+    loan_id = make_loan_in_default()
+    officer = make_staff("loan_officer")
+    agreement = _draft(loan_id, officer)
+    agreement_submit(agreement_id=agreement.id, staff=officer)
+    loan_repay(loan_id=loan_id, amount=_owed(loan_id), reference="QKAGR00012", value_date=TODAY)
+    loan_no = reload(loan_id).loan_no
+    with pytest.raises(
+        AgreementError, match=f"^loan {loan_no} is closed; there is nothing to settle$"
+    ):
+        agreement_approve(agreement_id=agreement.id, staff=make_staff(), as_of=TODAY)
+    assert _get(agreement.id).status == "submitted"
 
 
 def test_the_database_itself_holds_one_binding_agreement_per_loan(app: Flask) -> None:
