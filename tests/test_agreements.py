@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -176,6 +176,57 @@ def test_a_draft_that_does_not_add_up_is_refused_in_words(
         _draft(loan_id, make_staff("loan_officer"), **changes)
     db.session.rollback()
     assert db.session.scalars(select(Agreement)).all() == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        (
+            {"schedule": [(date(2026, 5, 1), "0"), (date(2026, 6, 1), "8000")]},
+            "an amount must be more than zero",
+        ),
+        ({"schedule": []}, "the schedule needs at least one installment"),
+        (
+            {"schedule": [(date(2026, 5, 1) + timedelta(days=n), "100") for n in range(61)]},
+            "the schedule has more than 60 installments",
+        ),
+        (
+            {"schedule": [(date(2026, 5, 1), "4000"), (date(2026, 5, 1), "4000")]},
+            "installment 2 (2026-05-01) must fall after installment 1 (2026-05-01)",
+        ),
+        ({"discount": "a little"}, "the discount is not a number"),
+        ({"grace_days": "3651"}, "grace days must be 0 to 3650 days"),
+    ],
+)
+def test_a_draft_is_refused_in_these_exact_words(
+    app: Flask, changes: dict[str, object], words: str
+) -> None:
+    loan_id = make_loan_in_default()
+    with pytest.raises(AgreementError) as refused:
+        _draft(loan_id, make_staff("loan_officer"), **changes)
+    assert str(refused.value) == words
+
+
+def test_a_draft_at_the_limits_is_kept(app: Flask) -> None:
+    """Sixty installments, 3,650 days of grace, a blank discount (none: the settlement is
+    the whole debt) are all allowed."""
+    loan_id = make_loan_in_default()
+    owed = _owed(loan_id)
+    first = date(2026, 5, 1)
+    schedule = [(first + timedelta(days=30 * n), "100") for n in range(59)]
+    schedule.append((first + timedelta(days=30 * 59), owed - D("5900")))
+    agreement = _draft(
+        loan_id,
+        make_staff("loan_officer"),
+        settlement_amount=owed,
+        discount="  ",
+        schedule=schedule,
+        grace_days="3650",
+        default_threshold_days="3650",
+    )
+    agreement = _get(agreement.id)
+    assert (agreement.discount, len(agreement.installments)) == (D("0.00"), 60)
+    assert (agreement.grace_days, agreement.default_threshold_days) == (3650, 3650)
 
 
 def test_only_a_loan_in_default_gets_an_agreement(app: Flask) -> None:
