@@ -195,6 +195,8 @@ def test_a_draft_that_does_not_add_up_is_refused_in_words(
             "installment 2 (2026-05-01) must fall after installment 1 (2026-05-01)",
         ),
         ({"discount": "a little"}, "the discount is not a number"),
+        ({"discount": "-1"}, "the discount cannot be negative"),
+        ({"discount": "0.005"}, "the discount has fractions of a cent"),
         ({"grace_days": "3651"}, "grace days must be 0 to 3650 days"),
     ],
 )
@@ -227,6 +229,20 @@ def test_a_draft_at_the_limits_is_kept(app: Flask) -> None:
     agreement = _get(agreement.id)
     assert (agreement.discount, len(agreement.installments)) == (D("0.00"), 60)
     assert (agreement.grace_days, agreement.default_threshold_days) == (3650, 3650)
+
+
+def test_a_discount_of_fifty_cents_is_a_discount(app: Flask) -> None:
+    loan_id = make_loan_in_default()
+    owed = _owed(loan_id)
+    schedule = [(date(2026, 5, 1), owed - D("0.50"))]
+    agreement = _draft(
+        loan_id,
+        make_staff("loan_officer"),
+        settlement_amount=owed - D("0.50"),
+        discount="0.50",
+        schedule=schedule,
+    )
+    assert _get(agreement.id).discount == D("0.50")
 
 
 def test_only_a_loan_in_default_gets_an_agreement(app: Flask) -> None:
