@@ -758,6 +758,12 @@ def test_one_payment_of_the_whole_settlement_completes_at_once(app: Flask) -> No
     assert agreement.status == "completed"
     assert [r.paid_on for r in agreement.installments] == [TODAY, TODAY]
     assert reload(loan_id).status == "closed"
+    assert _audit_of(agreement_id, "agreement.payment")[2] == {
+        "amount": "8000.00",
+        "paid_amount": "8000.00",
+        "installments_paid": "1,2",
+        "value_date": "2026-04-02",
+    }
 
 
 def test_paying_the_whole_debt_completes_it_with_nothing_written_off(app: Flask) -> None:
@@ -810,6 +816,7 @@ def test_the_scan_activates_on_the_first_date_and_defaults_after_the_threshold(
     assert agreement_check_default(as_of=date(2026, 6, 10)).defaulted == []
     assert agreement_check_default(as_of=date(2026, 5, 1)).activated == []
     assert _actions(agreement_id).count("agreement.default") == 1
+    assert _actions(agreement_id).count("agreement.activate") == 1  # active stays active
     # The loan keeps its whole debt: a defaulted agreement forgives nothing.
     assert reload(loan_id).status == "active" and _owed(loan_id) > SETTLEMENT
 
@@ -839,6 +846,8 @@ def test_the_scan_lists_agreements_from_their_first_date_and_skips_one_finished_
     finished, *_ = _approved(finished_loan)
     in_force, *_ = _approved(in_force_loan)
     assert agreements_in_force_ids(date(2026, 4, 30)) == []  # the first date is 1 May
+    assert agreements_check_default([in_force], as_of=date(2026, 4, 30)).activated == []
+    assert _get(in_force).status == "approved"
     listed = agreements_in_force_ids(date(2026, 5, 1))
     assert listed == [finished, in_force]
     loan_repay(loan_id=finished_loan, amount="8000", reference="QKAGR00061", value_date=TODAY)
