@@ -795,6 +795,8 @@ def test_the_scan_activates_on_the_first_date_and_defaults_after_the_threshold(
         {"status": "approved"},
         {"status": "active"},
     )
+    # A part-payment of installment 1 does not keep it in force: it is still unpaid.
+    loan_repay(loan_id=loan_id, amount="1000", reference="QKAGR00010", value_date=date(2026, 5, 2))
     assert agreement_check_default(as_of=date(2026, 6, 3)).defaulted == []
     scan = agreement_check_default(as_of=date(2026, 6, 4))
     assert scan.defaulted == [agreement_id]
@@ -808,7 +810,7 @@ def test_the_scan_activates_on_the_first_date_and_defaults_after_the_threshold(
             "status": "defaulted",
             "installment": 1,
             "due_date": "2026-05-01",
-            "unpaid": "4000.00",
+            "unpaid": "3000.00",
             "as_of": "2026-06-04",
         },
     )
@@ -854,7 +856,7 @@ def test_the_scan_lists_agreements_from_their_first_date_and_skips_one_finished_
     assert _get(finished).status == "completed"
     scan = agreements_check_default(listed, as_of=date(2026, 5, 1))
     db.session.commit()
-    assert (scan.activated, scan.defaulted) == ([in_force], [])
+    assert (scan.as_of, scan.activated, scan.defaulted) == (date(2026, 5, 1), [in_force], [])
     assert (_get(finished).status, _get(in_force).status) == ("completed", "active")
     assert agreements_in_force_ids(date(2026, 5, 1)) == [in_force]
 
@@ -888,6 +890,28 @@ def test_the_scan_reads_a_payment_committed_while_it_held_the_schedule(
     assert schedule[0].paid == D("4000.00")  # read again under the loan's lock
     db.session.commit()
     assert _get(agreement_id).status == "active"
+
+
+def test_a_repayment_waits_while_a_scan_chunk_holds_the_loan(app: Flask, pg: None) -> None:
+    """The chunk locks its loans before it reads the schedules, as every close-of-business
+    chunk does: a payment arriving meanwhile waits, then counts."""
+    loan_id = make_loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    agreement_check_default(as_of=date(2026, 5, 1))
+    db.session.commit()
+    assert agreements_check_default([agreement_id], as_of=date(2026, 6, 3)).defaulted == []
+    payment = Worker(
+        app,
+        lambda: loan_repay(
+            loan_id=loan_id, amount="4000", reference="QKAGR00081", value_date=date(2026, 6, 3)
+        ),
+    )
+    payment.start()
+    wait_until_blocked()
+    db.session.commit()  # the chunk ends
+    payment.outcome()
+    agreement = _get(agreement_id)
+    assert (agreement.status, agreement.paid_amount) == ("active", D("4000.00"))
 
 
 def test_two_scans_of_one_day_default_an_agreement_once(app: Flask, pg: None) -> None:

@@ -263,7 +263,8 @@ def test_completing_a_settlement_records_who_paid_and_the_write_off_in_the_syste
 
     # The officer's payment was the first: it put the agreement in force, in their name.
     (activated,) = _audits(agreement.id, "agreement.activate")
-    assert activated.actor == f"staff:{officer.email}"
+    (paid,) = _audits(agreement.id, "agreement.payment")
+    assert activated.actor == paid.actor == f"staff:{officer.email}"
     (done,) = _audits(agreement.id, "agreement.complete")
     assert done.actor == f"staff:{officer.email}"
     assert done.before == {"status": "active"}
