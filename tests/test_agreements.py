@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
@@ -583,6 +583,39 @@ def test_two_managers_approving_two_drafts_at_once_one_wins(app: Flask, pg: None
     assert isinstance(refused, AgreementError) and "at most one" in str(refused)
     statuses = sorted(_get(i).status for i in (first, second))
     assert statuses == ["approved", "submitted"]
+
+
+def test_an_agreement_put_in_force_around_the_loans_lock_is_refused_by_the_index(
+    app: Flask, pg: None
+) -> None:
+    """Only agreement_approve puts an agreement in force, under the loan's lock. Should
+    anything else ever do it (a script, a hand edit in the database), the partial unique
+    index refuses the second one and the manager is told which agreement is in force."""
+    loan_id = make_loan_in_default()
+    loan_no = reload(loan_id).loan_no
+    first, second = _two_submitted(loan_id)
+    manager_id = make_staff("branch_manager").id
+    db.session.commit()
+    db.session.execute(
+        text("UPDATE agreements SET status = 'approved' WHERE id = :id"), {"id": second}
+    )  # not committed yet: the approval below passes its own check, then meets the index
+
+    def approve() -> Agreement:
+        staff = db.session.get(StaffUser, manager_id)
+        assert staff is not None
+        return agreement_approve(agreement_id=first, staff=staff, as_of=TODAY)
+
+    approver = Worker(app, approve)
+    approver.start()
+    wait_until_blocked()
+    db.session.commit()
+    with pytest.raises(AgreementError) as refused:
+        approver.outcome()
+    assert str(refused.value) == (
+        f"loan {loan_no} has an agreement in force already (agreement {second} is approved); "
+        "a loan has at most one approved or active agreement"
+    )
+    assert (_get(first).status, _get(second).status) == ("submitted", "approved")
 
 
 # -- payments and completion -------------------------------------------------------------
