@@ -327,7 +327,7 @@ def agreement_draft(
         drafted_by_id=staff.id,
     )
     agreement.installments = [
-        AgreementInstallment(number=n, due_date=line.due_date, amount=line.amount, paid=ZERO)
+        AgreementInstallment(number=n, due_date=line.due_date, amount=line.amount)
         for n, line in enumerate(lines, start=1)
     ]
     db.session.add(agreement)
@@ -394,7 +394,7 @@ def agreement_update(
         agreement.installments.remove(row)
     db.session.flush()  # the old numbers go before the new ones take them
     agreement.installments = [
-        AgreementInstallment(number=n, due_date=line.due_date, amount=line.amount, paid=ZERO)
+        AgreementInstallment(number=n, due_date=line.due_date, amount=line.amount)
         for n, line in enumerate(lines, start=1)
     ]
     agreement.settlement_amount, agreement.discount = settlement, off
