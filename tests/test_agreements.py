@@ -916,6 +916,22 @@ def test_the_scan_reads_a_payment_committed_while_it_held_the_schedule(
     assert _get(agreement_id).status == "active"
 
 
+def test_the_daily_scan_reports_every_agreement_it_changed(app: Flask) -> None:
+    product = make_product("V1", default_threshold_days=30)
+    loans = [make_loan(product=product, on=date(2026, 1, 1)).id for _ in range(2)]
+    run_job("loan-arrears", date(2026, 4, 1))
+    agreements = [_approved(loan_id)[0] for loan_id in loans]
+    scan = agreement_check_default(as_of=date(2026, 5, 1))
+    assert (scan.activated, scan.defaulted) == (agreements, [])
+    scan = agreement_check_default(as_of=date(2026, 6, 4))
+    assert (scan.activated, scan.defaulted) == ([], agreements)
+    # Nothing paid: a new installment's paid is the column's default.
+    assert [(r.number, r.paid) for r in _get(agreements[0]).installments] == [
+        (1, D("0.00")),
+        (2, D("0.00")),
+    ]
+
+
 def test_a_repayment_waits_while_a_scan_chunk_holds_the_loan(app: Flask, pg: None) -> None:
     """The chunk locks its loans before it reads the schedules, as every close-of-business
     chunk does: a payment arriving meanwhile waits, then counts."""
