@@ -954,6 +954,30 @@ def test_a_repayment_waits_while_a_scan_chunk_holds_the_loan(app: Flask, pg: Non
     assert (agreement.status, agreement.paid_amount) == ("active", D("4000.00"))
 
 
+def test_a_payment_counts_on_the_agreement_as_it_stands_not_as_last_read(
+    app: Flask, pg: None
+) -> None:
+    """A session that read the agreement before another payment committed (a console page,
+    a callback worker) must not add its payment to the old total."""
+    loan_id = make_loan_in_default()
+    agreement_id, *_ = _approved(loan_id)
+    held = _held(agreement_id)
+    schedule = list(held.installments)
+    assert (held.paid_amount, schedule[0].paid) == (0, 0)
+    other = Worker(
+        app,
+        lambda: loan_repay(
+            loan_id=loan_id, amount="2500", reference="QKAGR00091", value_date=TODAY
+        ),
+    )
+    other.start()
+    other.outcome()
+    loan_repay(loan_id=loan_id, amount="2500", reference="QKAGR00092", value_date=TODAY)
+    agreement = _get(agreement_id)
+    assert agreement.paid_amount == D("5000.00")
+    assert [r.paid for r in agreement.installments] == [D("4000.00"), D("1000.00")]
+
+
 def test_two_scans_of_one_day_default_an_agreement_once(app: Flask, pg: None) -> None:
     loan_id = make_loan_in_default()
     agreement_id, *_ = _approved(loan_id)
