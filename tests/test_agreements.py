@@ -279,7 +279,9 @@ def test_draft_submitted_approved_by_a_manager_who_did_not_draft_it(app: Flask) 
 def test_only_the_drafter_submits(app: Flask) -> None:
     loan_id = make_loan_in_default()
     agreement = _draft(loan_id, make_staff("loan_officer"))
-    with pytest.raises(AgreementError, match="only the staff member who drafted"):
+    with pytest.raises(
+        AgreementError, match="^only the staff member who drafted an agreement submits it$"
+    ):
         agreement_submit(agreement_id=agreement.id, staff=make_staff("loan_officer"))
     assert _get(agreement.id).status == "draft"
 
@@ -382,8 +384,12 @@ def test_a_settlement_above_the_officer_s_limit_needs_a_supervisor(app: Flask) -
     agreement = _draft(loan_id, officer)
     assert agreement_needs_supervisor(agreement)
     agreement_submit(agreement_id=agreement.id, staff=officer)
-    submitted = db.session.scalar(select(AuditLog).where(AuditLog.action == "agreement.submit"))
-    assert submitted is not None and submitted.after["needs_supervisor"] is True
+    # The trail keeps the drafter's limit as it was when they sent it up.
+    assert _audit_of(agreement.id, "agreement.submit") == (
+        f"staff:{officer.email}",
+        {"status": "draft"},
+        {"status": "submitted", "needs_supervisor": True, "accept_limit": "5000.00"},
+    )
     # A manager whose own limit is below the settlement cannot be that supervisor.
     low = make_staff("branch_manager")
     low.accept_limit = D("6000")
