@@ -211,8 +211,7 @@ def _lock(agreement_id: int) -> tuple[Agreement, Loan]:
         .where(Agreement.id == agreement_id)
         .execution_options(populate_existing=True)
     )
-    if loan is None or agreement is None:
-        raise _refuse(f"no agreement {agreement_id}")
+    assert loan is not None and agreement is not None  # rows are never deleted
     return agreement, loan
 
 
@@ -250,7 +249,7 @@ def _audit(
 def _set_status(
     agreement: Agreement,
     target: str,
-    allowed: tuple[str, ...],
+    allowed: str,
     staff: StaffUser | str | None,
     *,
     action: str,
@@ -258,12 +257,12 @@ def _set_status(
     note: str | None = None,
     **after: object,
 ) -> None:
-    """Move to `target` from one of `allowed`, audited as agreement.<action>; refused in
-    words ("... can be <done>") from any other status."""
-    if agreement.status not in allowed:
+    """Move to `target` from the one status it is `allowed` from, audited as
+    agreement.<action>; refused in words ("... can be <done>") from any other."""
+    if agreement.status != allowed:
         raise _refuse(
-            f"agreement {agreement.id} is {agreement.status}; only "
-            f"{' or '.join(allowed)} agreements can be {done}"
+            f"agreement {agreement.id} is {agreement.status}; only {allowed} agreements can "
+            f"be {done}"
         )
     before = agreement.status
     agreement.status = target
@@ -317,12 +316,10 @@ def agreement_draft(
         raise
     agreement = Agreement(
         loan_id=loan.id,
-        status="draft",
         settlement_amount=settlement,
         discount=off,
         grace_days=grace,
         default_threshold_days=threshold,
-        paid_amount=ZERO,
         note=(note or "").strip() or None,
         drafted_by_id=staff.id,
     )
@@ -431,7 +428,7 @@ def agreement_submit(*, agreement_id: int, staff: StaffUser) -> Agreement:
     _set_status(
         agreement,
         "submitted",
-        ("draft",),
+        "draft",
         staff,
         action="submit",
         done="submitted",
@@ -453,7 +450,7 @@ def agreement_return(*, agreement_id: int, staff: StaffUser, reason: str) -> Agr
     _set_status(
         agreement,
         "draft",
-        ("submitted",),
+        "submitted",
         staff,
         action="return",
         done="returned to draft",
@@ -501,7 +498,7 @@ def agreement_approve(
         _set_status(
             agreement,
             "approved",
-            ("submitted",),
+            "submitted",
             staff,
             action="approve",
             # Unreachable words: the status was checked above, so _set_status never refuses.
@@ -551,7 +548,7 @@ def agreement_delete(*, agreement_id: int, staff: StaffUser) -> Agreement:
     agreement, _loan = _lock(agreement_id)
     if agreement.drafted_by_id != staff.id and not permitted(staff, "agreement.approve"):
         raise _refuse("only the drafter or a branch manager deletes a draft")
-    _set_status(agreement, "deleted", ("draft",), staff, action="delete", done="deleted")
+    _set_status(agreement, "deleted", "draft", staff, action="delete", done="deleted")
     agreement.deleted_at = utcnow()
     db.session.commit()
     return agreement
