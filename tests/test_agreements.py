@@ -237,9 +237,29 @@ def test_a_discount_of_fifty_cents_is_a_discount(app: Flask) -> None:
 
 
 def test_only_a_loan_in_default_gets_an_agreement(app: Flask) -> None:
-    loan_id = make_loan(product=make_product("V1"), on=date(2026, 3, 1)).id
-    with pytest.raises(AgreementError, match="not in default"):
-        _draft(loan_id, make_staff("loan_officer"))
+    loan = make_loan(product=make_product("V1"), on=date(2026, 3, 1))
+    loan_id, loan_no = loan.id, loan.loan_no
+    officer = make_staff("loan_officer")
+    with pytest.raises(AgreementError) as refused:
+        _draft(loan_id, officer, discount="0")
+    assert str(refused.value) == (
+        f"loan {loan_no} is not in default; compromise agreements are for loans in default only"
+    )
+    with pytest.raises(AgreementError) as refused:
+        agreement_draft(
+            loan_id=loan_id + 100,
+            staff=officer,
+            settlement_amount=SETTLEMENT,
+            schedule=SCHEDULE,
+            as_of=TODAY,
+        )
+    assert str(refused.value) == f"no loan {loan_id + 100}"
+
+
+def test_an_agreement_that_does_not_exist_is_named(app: Flask) -> None:
+    with pytest.raises(AgreementError) as refused:
+        agreement_submit(agreement_id=999999, staff=make_staff("loan_officer"))
+    assert str(refused.value) == "no agreement 999999"
 
 
 def test_roles_without_agreement_draft_are_refused(app: Flask) -> None:
@@ -982,6 +1002,34 @@ def test_a_payment_counts_on_the_agreement_as_it_stands_not_as_last_read(
     agreement = _get(agreement_id)
     assert agreement.paid_amount == D("5000.00")
     assert [r.paid for r in agreement.installments] == [D("4000.00"), D("1000.00")]
+
+
+def test_an_approval_reads_the_agreement_afresh_under_the_loans_lock(app: Flask, pg: None) -> None:
+    """A manager whose page (session) still shows the agreement submitted, after another
+    approved it, is told it is approved already, not that a second one is in force."""
+    loan_id = make_loan_in_default()
+    officer = make_staff("loan_officer")
+    agreement_id = _draft(loan_id, officer).id
+    agreement_submit(agreement_id=agreement_id, staff=officer)
+    first, second = make_staff().id, make_staff().id
+    held = _held(agreement_id)  # this session's copy, kept while the other approves
+    assert held.status == "submitted"
+
+    def approve() -> Agreement:
+        staff = db.session.get(StaffUser, first)
+        assert staff is not None
+        return agreement_approve(agreement_id=agreement_id, staff=staff, as_of=TODAY)
+
+    other = Worker(app, approve)
+    other.start()
+    other.outcome()
+    me = db.session.get(StaffUser, second)
+    assert me is not None
+    with pytest.raises(AgreementError) as refused:
+        agreement_approve(agreement_id=agreement_id, staff=me, as_of=TODAY)
+    assert str(refused.value) == (
+        f"agreement {agreement_id} is approved; only submitted agreements are approved"
+    )
 
 
 def test_two_scans_of_one_day_default_an_agreement_once(app: Flask, pg: None) -> None:
