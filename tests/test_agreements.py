@@ -128,8 +128,23 @@ def test_a_draft_of_a_loan_in_default_keeps_its_figures_and_schedule(app: Flask)
         (1, date(2026, 5, 1), D("4000.00"), D("0.00")),
         (2, date(2026, 6, 1), D("4000.00"), D("0.00")),
     ]
-    assert agreement.drafted_by_id == officer.id
+    assert (agreement.drafted_by_id, agreement.paid_amount) == (officer.id, D("0.00"))
     assert _actions(agreement.id) == ["agreement.draft"]
+    # The trail keeps the figures as the drafter saw them.
+    assert _audit_of(agreement.id, "agreement.draft") == (
+        f"staff:{officer.email}",
+        None,
+        {
+            "loan": reload(loan_id).loan_no,
+            "owed": f"{owed:.2f}",
+            "settlement": "8000.00",
+            "discount": f"{owed - SETTLEMENT:.2f}",
+            "installments": 2,
+            "grace_days": 3,
+            "default_threshold_days": 30,
+            "needs_supervisor": False,
+        },
+    )
 
 
 def test_grace_and_threshold_days_are_editable_per_agreement(app: Flask) -> None:
