@@ -418,6 +418,7 @@ def test_a_settlement_above_the_officer_s_limit_needs_a_supervisor(app: Flask) -
     db.session.commit()
     agreement = _draft(loan_id, officer)
     assert agreement_needs_supervisor(agreement)
+    assert _audit_of(agreement.id, "agreement.draft")[2]["needs_supervisor"] is True
     agreement_submit(agreement_id=agreement.id, staff=officer)
     # The trail keeps the drafter's limit as it was when they sent it up.
     assert _audit_of(agreement.id, "agreement.submit") == (
