@@ -101,6 +101,17 @@ def _audit_of(agreement_id: int, action: str) -> tuple[str, dict | None, dict | 
     return row.actor, row.before, row.after
 
 
+def _approval(agreement_id: int, manager_id: int) -> Callable[[], Agreement]:
+    """The manager's approval, for a thread of its own (its own session loads the staff)."""
+
+    def run() -> Agreement:
+        staff = db.session.get(StaffUser, manager_id)
+        assert staff is not None
+        return agreement_approve(agreement_id=agreement_id, staff=staff, as_of=TODAY)
+
+    return run
+
+
 def _actions(agreement_id: int) -> list[str]:
     return list(
         db.session.scalars(
@@ -586,19 +597,11 @@ def test_two_managers_approving_two_drafts_at_once_one_wins(app: Flask, pg: None
         release.wait(20)
         db.session.rollback()
 
-    def approve(agreement_id: int, manager_id: int) -> Callable[[], Agreement]:
-        def run() -> Agreement:
-            staff = db.session.get(StaffUser, manager_id)
-            assert staff is not None
-            return agreement_approve(agreement_id=agreement_id, staff=staff, as_of=TODAY)
-
-        return run
-
     holder = Worker(app, hold_the_loan)
     holder.start()
     assert holding.wait(20)
     approvers = [
-        Worker(app, approve(agreement_id, manager_id))
+        Worker(app, _approval(agreement_id, manager_id))
         for agreement_id, manager_id in zip((first, second), managers, strict=True)
     ]
     for w in approvers:
@@ -633,12 +636,7 @@ def test_an_agreement_put_in_force_around_the_loans_lock_is_refused_by_the_index
         text("UPDATE agreements SET status = 'approved' WHERE id = :id"), {"id": second}
     )  # not committed yet: the approval below passes its own check, then meets the index
 
-    def approve() -> Agreement:
-        staff = db.session.get(StaffUser, manager_id)
-        assert staff is not None
-        return agreement_approve(agreement_id=first, staff=staff, as_of=TODAY)
-
-    approver = Worker(app, approve)
+    approver = Worker(app, _approval(first, manager_id))
     approver.start()
     wait_until_blocked()
     db.session.commit()
@@ -1031,12 +1029,7 @@ def test_an_approval_reads_the_agreement_afresh_under_the_loans_lock(app: Flask,
     held = _held(agreement_id)  # this session's copy, kept while the other approves
     assert held.status == "submitted"
 
-    def approve() -> Agreement:
-        staff = db.session.get(StaffUser, first)
-        assert staff is not None
-        return agreement_approve(agreement_id=agreement_id, staff=staff, as_of=TODAY)
-
-    other = Worker(app, approve)
+    other = Worker(app, _approval(agreement_id, first))
     other.start()
     other.outcome()
     me = db.session.get(StaffUser, second)
