@@ -1795,7 +1795,13 @@ def test_a_success_after_a_cancel_posts_its_money_to_the_loan_once(
     post(client, "stk/callback", stk_body(CHECKOUT, 1032))
     work()
     db.session.expire_all()
-    assert db.session.get(MpesaRequest, request.id).status == "failed"
+    cancelled = db.session.get(MpesaRequest, request.id)
+    # Staff see Safaricom's own words for the cancel, with its code.
+    assert (cancelled.status, cancelled.result_code, cancelled.result_desc) == (
+        "failed",
+        "1032",
+        "Request cancelled by user",
+    )
     # ...and then M-PESA's word that the member paid after all: money that moved.
     for _ in range(2):  # and Safaricom's retry of it
         reply = post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJPAIDLATE"))
