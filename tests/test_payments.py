@@ -1216,14 +1216,33 @@ def test_the_sweep_settles_a_prompt_by_the_code_its_query_answers(
     status: str,
     desc: str,
 ) -> None:
+    def timed() -> tuple[float, float, float]:
+        """STK requests counted in this state, and the latency histogram's count and sum."""
+        labels = {"kind": "stk"}
+        ended = REGISTRY.get_sample_value(
+            "sacco_mpesa_requests_total", {**labels, "outcome": status}
+        )
+        count = REGISTRY.get_sample_value("sacco_mpesa_request_seconds_count", labels)
+        total = REGISTRY.get_sample_value("sacco_mpesa_request_seconds_sum", labels)
+        return ended or 0.0, count or 0.0, total or 0.0
+
     request = sent_stk(loan)
     age(request.id, 4)
     daraja.post(f"{base}/mpesa/stkpushquery/v1/query", json=answer)
+    before = timed()
     # Only a settled prompt counts as updated; an unknown code stays open for later.
     assert payments_reconcile() == Sweep(scanned=1, updated=int(status == "failed"))
     db.session.expire_all()
     got = db.session.get(MpesaRequest, request.id)
     assert (got.status, got.result_code, got.result_desc) == (status, answer["ResultCode"], desc)
+    # A final state records when it came and how long M-PESA took (the prompt is four
+    # minutes old); an unknown one is still open and times nothing yet.
+    settled = status == "failed"
+    assert (got.completed_at is not None) == settled
+    ended, count, total = timed()
+    assert ended - before[0] == 1
+    assert count - before[1] == int(settled)
+    assert (total - before[2] >= 240) == settled
     assert len(sent_sms("payment_failed")) == int(status == "failed")
     assert got.checked_at is not None
     payments_reconcile()  # settled, or asked a moment ago: not asked again now
@@ -1670,6 +1689,27 @@ def test_a_payout_paid_after_it_was_failed_and_resent_is_flagged_not_posted(
         )
         == "flagged"
     )
+
+
+def test_a_payout_success_without_a_receipt_is_flagged_for_staff_and_not_queried(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    """ "Paid" with no receipt posts nothing; staff look into it, so Transaction Status is
+    not asked about it now (the sweep leaves flagged payouts to staff as well)."""
+    loan, payout = approved_loan()
+    work()
+    body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="")
+    post(client, "b2c/result", body)
+    work()
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, payout.id)
+    assert (row.status, row.flag) == ("sent", "success result without a receipt")
+    assert [c for c in b2c.calls if "transactionstatus" in c.request.url] == []
+    assert n(MpesaRequest, MpesaRequest.kind == "status") == 0
+    assert n(JournalEntry, JournalEntry.kind == "disbursement") == 0
+    assert db.session.scalar(select(MpesaCallback.status)) == "flagged"
+    assert db.session.get(Loan, loan.id).status == "disbursing"
 
 
 def test_a_late_callback_after_a_query_settled_the_prompt_posts_nothing_more(
