@@ -475,7 +475,8 @@ def stk_apply(
 
 def _prompt_member(request: MpesaRequest) -> Member:
     """Whom a prompt was for: stk_request writes every prompt with its member."""
-    member = db.session.get(Member, request.member_id)
+    # A row without one is a hand edit or an old import; get(None) would only warn.
+    member = db.session.get(Member, request.member_id) if request.member_id else None
     if member is None:
         raise LookupError(f"STK request {request.id} has no member")
     return member
