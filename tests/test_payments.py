@@ -1196,6 +1196,44 @@ def test_an_answer_that_settles_nothing_does_not_stop_the_sweep_asking_about_the
     assert len(_stk_queries(daraja)) == 2
 
 
+def test_a_prompt_the_sweep_cannot_settle_is_reported_and_the_next_ones_are_settled(
+    loan: Ref,
+    daraja,  # noqa: ANN001
+    base: str,
+) -> None:
+    """Three prompts the member cancelled; the middle one has lost its member (a row no
+    service writes today, as a hand edit or an old import might leave it): settling it
+    fails, is rolled back and reported by id, and the sweep goes on to the third."""
+    first = sent_stk(loan)
+    others = []
+    for phone, checkout in (("254708374150", "ws_CO_BROKEN"), ("254708374151", "ws_CO_THIRD")):
+        borrower = make_borrower(savings=10000)
+        borrower.phone = phone
+        db.session.commit()
+        made = make_loan(
+            product=db.session.get(Loan, loan.id).product, on=date(2026, 1, 1), member=borrower
+        )
+        prompt = payments_request_stk(loan_id=made.id, amount=500, channel="console")
+        _set(prompt.id, status="sent", checkout_request_id=checkout)
+        others.append(prompt.id)
+    queue("payments").empty()
+    broken, third = others
+    _set(broken, member_id=None)
+    for request_id in (first.id, broken, third):
+        age(request_id, 4)
+    daraja.post(
+        f"{base}/mpesa/stkpushquery/v1/query",
+        json={"ResponseCode": "0", "ResultCode": "1032", "ResultDesc": "Request cancelled by user"},
+    )
+    sweep = payments_reconcile()
+    why = f"stk {broken}: LookupError: STK request {broken} has no member"
+    assert sweep == Sweep(scanned=3, updated=2, errors=[why])
+    db.session.expire_all()
+    status = {i: db.session.get(MpesaRequest, i).status for i in (first.id, broken, third)}
+    assert status == {first.id: "failed", broken: "sent", third: "failed"}
+    assert len(sent_sms("payment_failed")) == 2
+
+
 @pytest.mark.parametrize(
     ("answer", "status", "desc"),
     [
