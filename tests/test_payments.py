@@ -1287,6 +1287,28 @@ def test_the_sweep_settles_a_prompt_by_the_code_its_query_answers(
     assert len(_stk_queries(daraja)) == 1
 
 
+def test_the_sweep_asks_about_an_unknown_payout_at_once_and_never_a_settled_or_flagged_one(
+    b2c,  # noqa: ANN001
+) -> None:
+    """A payout whose outcome is unknown (a queue timeout, a cut-off send) is asked about
+    without waiting ten minutes; one that succeeded is settled, and one staff were flagged
+    about is theirs: neither is asked about, however old."""
+    first = approved_loan()[0]
+    product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == first.id))
+    payouts = [approved_loan(product_id)[1] for _ in range(3)]
+    work()  # all four sent
+    unknown, flagged, paid = (p.id for p in payouts)
+    _set(unknown, status="unknown")
+    _set(flagged, flag="paid (NLJX) after the money was put back in savings")
+    _set(paid, status="succeeded")
+    for request_id in (flagged, paid):
+        age(request_id, 11)
+    assert payments_reconcile() == Sweep(scanned=1, updated=1)
+    assert len([c for c in b2c.calls if "transactionstatus" in c.request.url]) == 1
+    query = db.session.scalar(select(MpesaRequest).where(MpesaRequest.kind == "status"))
+    assert query.parent_id == unknown
+
+
 def test_reconciliation_asks_status_for_a_silent_payout_and_flags_after_a_day(b2c) -> None:  # noqa: ANN001
     loan, payout = approved_loan()
     work()
