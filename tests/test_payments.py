@@ -1392,6 +1392,29 @@ def test_reconciliation_asks_status_for_a_silent_payout_and_flags_after_a_day(b2
     )
 
 
+def test_after_a_day_only_an_open_request_is_flagged_and_a_flag_is_never_overwritten(
+    b2c,  # noqa: ANN001
+) -> None:
+    first = approved_loan()[0]
+    product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == first.id))
+    others = [approved_loan(product_id)[1].id for _ in range(2)]
+    work()
+    silent = db.session.scalar(select(MpesaRequest.id).where(MpesaRequest.loan_id == first.id))
+    paid, flagged = others
+    said = "paid (NLJX0001) after the money was put back in savings"
+    _set(paid, status="succeeded")
+    _set(flagged, flag=said)
+    for request_id in (silent, paid, flagged):
+        age(request_id, 60 * 25)
+    payments_reconcile()
+    flags = dict(db.session.execute(select(MpesaRequest.id, MpesaRequest.flag)).all())
+    assert {i: flags[i] for i in (silent, paid, flagged)} == {
+        silent: "no final answer after 24 hours: check with Safaricom",
+        paid: None,
+        flagged: said,
+    }
+
+
 def test_reconciliation_queues_a_request_whose_job_was_lost(loan: Ref, daraja) -> None:  # noqa: ANN001
     other_loan = another_loan(loan)
     ids = [
@@ -1530,6 +1553,51 @@ def test_a_callback_whose_job_was_lost_is_taken_up_by_the_sweep_after_a_minute(
     statuses = dict(db.session.execute(select(MpesaCallback.id, MpesaCallback.status)).all())
     assert statuses == {lost: "processed", stale: "received"}
     assert balance(f"SAV-{member_no}") == Decimal("600.00")
+    assert payments_reconcile() == Sweep()
+
+
+def test_the_sweep_takes_up_lost_and_unmatched_callbacks_but_never_a_validation(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """Two confirmations whose jobs were lost, and a prompt's callback kept unmatched
+    because it came before the prompt's CheckoutRequestID was stored: each is processed
+    again. A validation left as received (its answer went out while the database failed)
+    was answered in its request; processing it again would be an error, so it is left."""
+    member_no = make_member().member_no
+    for receipt, amount in (("RKTLOSTJB4", "600"), ("RKTLOSTJB5", "700")):
+        post(client, "c2b/confirmation", c2b_body(receipt, amount=amount, account=member_no))
+    request_id = payments_request_stk(loan_id=loan.id, amount=500).id
+    queue("payments").empty()  # the confirmations' jobs lost, the prompt's send not run
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=500))
+    work()
+    kept = select(MpesaCallback.status).where(MpesaCallback.kind == "stk")
+    assert db.session.scalar(kept) == "unmatched"
+    post(client, "c2b/validation", c2b_body("RKTLOSTJB6", amount="800", account=member_no))
+    db.session.execute(
+        update(MpesaCallback)
+        .where(MpesaCallback.kind == "c2b_validation")
+        .values(status="received", error=None, processed_at=None)
+    )
+    _set(request_id, status="sent", checkout_request_id=CHECKOUT)  # what the send job stores
+    for row in db.session.scalars(select(MpesaCallback)):
+        row.received_at -= timedelta(minutes=2)
+    db.session.commit()
+    before = debt(loan.id)
+
+    assert payments_reconcile() == Sweep(scanned=3)
+    work()
+
+    statuses = dict(db.session.execute(select(MpesaCallback.kind, MpesaCallback.status)).all())
+    assert statuses == {
+        "c2b_confirmation": "processed",
+        "stk": "processed",
+        "c2b_validation": "received",
+    }
+    assert n(MpesaCallback, MpesaCallback.status == "processed") == 3
+    assert balance(f"SAV-{member_no}") == Decimal("1300.00")
+    assert before - debt(loan.id) == Decimal("500")
     assert payments_reconcile() == Sweep()
 
 
