@@ -1312,22 +1312,21 @@ def test_the_sweep_asks_about_an_unknown_payout_at_once_and_never_a_settled_or_f
 
 
 @contextmanager
-def refused_status_query_of(parent_id: int) -> Iterator[None]:
-    """The database refuses to write a Transaction Status query for this payout (a trigger
-    of the test's): a failure the sweep did not foresee, in one item of its loop."""
+def refused_by_the_database(event: str, table: str, when: str) -> Iterator[None]:
+    """The database refuses an INSERT or UPDATE of `table` whose NEW row meets `when` (a
+    trigger of the test's, on either dialect): a failure no service foresees, at a place
+    the test chooses."""
     if db.engine.dialect.name == "postgresql":
         statements = [
             "CREATE FUNCTION test_refuse() RETURNS trigger AS $$ BEGIN "
             "RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql",
-            "CREATE TRIGGER test_refuse BEFORE INSERT ON mpesa_requests FOR EACH ROW "
-            f"WHEN (NEW.kind = 'status' AND NEW.parent_id = {parent_id}) "
-            "EXECUTE FUNCTION test_refuse()",
+            f"CREATE TRIGGER test_refuse BEFORE {event} ON {table} FOR EACH ROW "
+            f"WHEN ({when}) EXECUTE FUNCTION test_refuse()",
         ]
-        undo = ["DROP TRIGGER test_refuse ON mpesa_requests", "DROP FUNCTION test_refuse()"]
+        undo = [f"DROP TRIGGER test_refuse ON {table}", "DROP FUNCTION test_refuse()"]
     else:
         statements = [
-            "CREATE TRIGGER test_refuse BEFORE INSERT ON mpesa_requests "
-            f"WHEN NEW.kind = 'status' AND NEW.parent_id = {parent_id} "
+            f"CREATE TRIGGER test_refuse BEFORE {event} ON {table} WHEN {when} "
             "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
         ]
         undo = ["DROP TRIGGER test_refuse"]
@@ -1365,7 +1364,9 @@ def test_a_payout_query_that_fails_is_reported_and_the_next_payouts_are_asked(
     due += payouts
     for request_id in due:
         _set(request_id, status="unknown")
-    with refused_status_query_of(due[1]):
+    with refused_by_the_database(
+        "INSERT", "mpesa_requests", f"NEW.kind = 'status' AND NEW.parent_id = {due[1]}"
+    ):
         sweep = payments_reconcile()
     [error] = sweep.errors
     assert re.fullmatch(rf"payout query {due[1]}: \w+Error: .*refused by the test.*", error, re.S)
@@ -1406,7 +1407,8 @@ def test_after_a_day_only_an_open_request_is_flagged_and_a_flag_is_never_overwri
     _set(flagged, flag=said)
     for request_id in (silent, paid, flagged):
         age(request_id, 60 * 25)
-    payments_reconcile()
+    # The silent payout is asked about (once) and flagged: two updates.
+    assert payments_reconcile() == Sweep(scanned=1, updated=2)
     flags = dict(db.session.execute(select(MpesaRequest.id, MpesaRequest.flag)).all())
     assert {i: flags[i] for i in (silent, paid, flagged)} == {
         silent: "no final answer after 24 hours: check with Safaricom",
@@ -1981,6 +1983,38 @@ def test_a_validation_answered_while_the_database_was_down_is_recorded_as_answer
     )
     assert kept.received_at < started  # when Safaricom asked, not when the sweep wrote it
     assert queue("payments").count == 0  # a validation moves no money: nothing to process
+
+
+def test_spooled_callbacks_whose_parse_the_database_loses_leave_redis_and_post_once(
+    client: FlaskClient,
+) -> None:
+    """The sweep writes spooled callbacks at most `limit` at a time. When the database
+    keeps the raw row but loses the write after it (here: refuses it), the entry leaves
+    Redis all the same (a second copy would be a second row) and the row waits, received,
+    for the lost-job sweep, which posts it once."""
+    from app.services.payments.callbacks import SPOOL_KEY, callback_spool, callback_unspool
+
+    member_no = make_member().member_no
+    for receipt in ("RKTSPOOL01", "RKTSPOOL02", "RKTSPOOL03"):
+        raw = json.dumps(c2b_body(receipt, amount="100", account=member_no)).encode()
+        callback_spool(kind="c2b_confirmation", raw=raw, size=len(raw), remote_addr="127.0.0.1")
+    with refused_by_the_database("UPDATE", "mpesa_callbacks", "NEW.reference IS NOT NULL"):
+        assert callback_unspool(limit=1) == 1
+        assert redis_client().llen(SPOOL_KEY) == 2
+        assert callback_unspool() == 2
+    assert redis_client().llen(SPOOL_KEY) == 0
+    rows = db.session.execute(select(MpesaCallback.status, MpesaCallback.reference)).all()
+    assert rows == [("received", None)] * 3
+    assert queue("payments").count == 0  # the rows are the record; no job was queued
+
+    for row in db.session.scalars(select(MpesaCallback)):
+        row.received_at -= timedelta(minutes=2)
+    db.session.commit()
+    assert payments_reconcile() == Sweep(scanned=3)
+    work()
+    assert n(MpesaCallback, MpesaCallback.status == "processed") == 3
+    assert n(Payment) == 3
+    assert balance(f"SAV-{member_no}") == Decimal("300.00")
 
 
 def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_later(
