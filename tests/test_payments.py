@@ -2017,6 +2017,19 @@ def test_spooled_callbacks_whose_parse_the_database_loses_leave_redis_and_post_o
     assert balance(f"SAV-{member_no}") == Decimal("300.00")
 
 
+def test_a_spooled_validation_that_is_not_json_is_kept_as_invalid_not_answered(
+    client: FlaskClient,
+) -> None:
+    """A spooled validation is marked as answered only when it was read; one that is not
+    JSON keeps its own status and reason for staff."""
+    from app.services.payments.callbacks import callback_spool, callback_unspool
+
+    callback_spool(kind="c2b_validation", raw=b"{not json", size=9, remote_addr="127.0.0.1")
+    assert callback_unspool() == 1
+    row = db.session.scalar(select(MpesaCallback))
+    assert (row.kind, row.status, row.error) == ("c2b_validation", "invalid", "not JSON")
+
+
 def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_later(
     _urls: dict[str, str],
     tmp_path,  # noqa: ANN001
