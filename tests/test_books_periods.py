@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import threading
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -619,7 +619,9 @@ def test_a_paybill_payment_confirmed_after_its_month_closed_posts_on_the_first_o
     assert entry.description.startswith(
         "Late: paid 2026-11-21 (books closed), dated 2026-12-01. Deposit"
     )
-    assert payment.transacted_at is not None  # the M-PESA time is kept as it was
+    # The M-PESA time is kept as it was: TransTime 06:38:45 in Nairobi.
+    paid_at = payment.transacted_at.replace(tzinfo=payment.transacted_at.tzinfo or UTC)
+    assert paid_at == datetime(2026, 11, 21, 3, 38, 45, tzinfo=UTC)
     assert db.session.scalar(
         select(Account.balance).where(Account.code == f"SAV-{member_no}")
     ) == D("-1000.00")

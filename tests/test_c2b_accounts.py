@@ -133,6 +133,9 @@ def test_paybill_to_the_savings_suffix_opens_and_credits_ordinary_savings_once(
     ]
     statuses = sorted(db.session.scalars(select(MpesaCallback.status)))
     assert statuses == ["duplicate", "processed"]
+    # The payment names the callback that brought it (the first; the resend is a duplicate).
+    first = select(MpesaCallback.id).where(MpesaCallback.status == "processed")
+    assert payment.callback_id == db.session.scalar(first)
 
 
 def test_paybill_to_the_shares_suffix_buys_share_capital_from_mpesa(
