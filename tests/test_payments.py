@@ -2024,10 +2024,13 @@ def test_a_spooled_validation_that_is_not_json_is_kept_as_invalid_not_answered(
     JSON keeps its own status and reason for staff."""
     from app.services.payments.callbacks import callback_spool, callback_unspool
 
-    callback_spool(kind="c2b_validation", raw=b"{not json", size=9, remote_addr="127.0.0.1")
-    assert callback_unspool() == 1
-    row = db.session.scalar(select(MpesaCallback))
-    assert (row.kind, row.status, row.error) == ("c2b_validation", "invalid", "not JSON")
+    for raw in (b"{not json", b"neither"):
+        callback_spool(kind="c2b_validation", raw=raw, size=len(raw), remote_addr="127.0.0.1")
+    assert callback_unspool() == 2
+    rows = db.session.execute(
+        select(MpesaCallback.kind, MpesaCallback.status, MpesaCallback.error)
+    ).all()
+    assert rows == [("c2b_validation", "invalid", "not JSON")] * 2
 
 
 def test_a_paybill_confirmation_while_the_database_is_down_is_kept_and_posted_later(
