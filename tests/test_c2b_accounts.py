@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 
 from app.cli.runtime import make_worker
 from app.extensions import db, queue
-from app.models import Account, JournalEntry, MpesaCallback, Payment
+from app.models import Account, JournalEntry, Loan, MpesaCallback, Payment
+from app.services.loans import loan_apply
 from app.services.payments import callback_process, match_account, payments_assign_suspense
 from app.services.savings import ProductError, account_by_number, account_product, products_ensure
 from app.services.savings.money_in import account_deposit
@@ -106,6 +107,32 @@ def test_a_loan_number_is_a_loan_not_an_account(member: Ref) -> None:
     match = match_account(loan.loan_no.lower())
     assert match.loan is not None and match.loan.id == loan.id and match.product is None
     assert account_by_number(loan.loan_no) is None
+
+
+def test_paybill_to_a_loan_not_yet_disbursed_goes_to_the_members_deposits(
+    client: FlaskClient, member: Ref
+) -> None:
+    """A member pays to an application's number before it is approved: that loan takes
+    no payment yet, so the money is the member's, in deposits, as it always was."""
+    borrower = make_borrower(savings=10000)
+    applied = loan_apply(
+        member_id=borrower.id,
+        product_id=make_product("V1").id,
+        amount=5000,
+        as_of=date(2026, 11, 20),
+    )
+    loan_id, loan_no, status = applied.id, applied.loan_no, applied.status
+    borrower_id, member_no = borrower.id, borrower.member_no
+    pay(client, "RKTAPPLIED", loan_no, "700")
+    payment = db.session.scalar(select(Payment).where(Payment.receipt == "RKTAPPLIED"))
+    assert (payment.status, payment.member_id, payment.loan_id) == ("posted", borrower_id, None)
+    assert (payment.phone, payment.bill_ref) == ("25470****149", loan_no)
+    assert balance(f"SAV-{member_no}") == D("10700.00")
+    entry = db.session.get(JournalEntry, payment.journal_entry_id)
+    assert entry.kind == "deposit" and entry.member_id == borrower_id
+    assert db.session.get(Loan, loan_id).status == status  # the application is untouched
+    repayments = select(func.count()).where(JournalEntry.kind == "repayment")
+    assert db.session.scalar(repayments) == 0
 
 
 def test_paybill_to_the_savings_suffix_opens_and_credits_ordinary_savings_once(
