@@ -126,6 +126,7 @@ def test_paybill_to_a_loan_not_yet_disbursed_goes_to_the_members_deposits(
     pay(client, "RKTAPPLIED", loan_no, "700")
     payment = db.session.scalar(select(Payment).where(Payment.receipt == "RKTAPPLIED"))
     assert (payment.status, payment.member_id, payment.loan_id) == ("posted", borrower_id, None)
+    assert (payment.channel, payment.direction) == ("c2b", "in")
     assert (payment.phone, payment.bill_ref) == ("25470****149", loan_no)
     assert balance(f"SAV-{member_no}") == D("10700.00")
     entry = db.session.get(JournalEntry, payment.journal_entry_id)
