@@ -104,6 +104,19 @@ def make_borrower(
     return member
 
 
+def make_application(
+    member: Member, on: date, *, product_id: int | None = None, amount: int = 5000
+) -> Loan:
+    """`member`'s application for `amount` (5,000) of a new V1 product unless given one,
+    made on `on`: submitted, or approved where the product needs no approval."""
+    return loan_apply(
+        member_id=member.id,
+        product_id=product_id or make_product("V1").id,
+        amount=amount,
+        as_of=on,
+    )
+
+
 def make_loan(
     *,
     product: LoanProduct,

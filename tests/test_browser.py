@@ -23,7 +23,7 @@ from app.models import Loan, StaffUser
 from app.services.loans import loan_apply
 from app.services.members import member_set_pin
 from tests.helpers import PASSWORD, browser_sign_in, chromium_page, screenshot, staff
-from tests.loan_factories import make_borrower, make_product
+from tests.loan_factories import make_application, make_borrower, make_product
 
 
 @pytest.fixture
@@ -45,12 +45,7 @@ def test_a_branch_manager_runs_the_sacco_from_the_browser(
     email = staff("branch_manager")
     member = make_borrower(savings=10000)
     member_set_pin(member_id=member.id, pin="4096")
-    loan = loan_apply(
-        member_id=member.id,
-        product_id=make_product("V1").id,
-        amount=5000,
-        as_of=date(2026, 3, 2),
-    )
+    loan = make_application(member, date(2026, 3, 2))
     loan_id, loan_no, member_id = loan.id, loan.loan_no, member.id
     name, phone = member.name, "0" + member.phone[-9:]
     db.session.commit()

@@ -19,14 +19,20 @@ from sqlalchemy import func, select
 from app.cli.runtime import make_worker
 from app.extensions import db, queue
 from app.models import Account, JournalEntry, Loan, MpesaCallback, Payment
-from app.services.loans import loan_apply
 from app.services.payments import callback_process, match_account, payments_assign_suspense
 from app.services.savings import ProductError, account_by_number, account_product, products_ensure
 from app.services.savings.money_in import account_deposit
 from app.services.savings.products import product_update
 from tests.factories import make_member
 from tests.helpers import Worker, c2b_body, sms_bodies
-from tests.loan_factories import balance, make_borrower, make_loan, make_product, make_staff
+from tests.loan_factories import (
+    balance,
+    make_application,
+    make_borrower,
+    make_loan,
+    make_product,
+    make_staff,
+)
 
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
 D = Decimal
@@ -115,12 +121,7 @@ def test_paybill_to_a_loan_not_yet_disbursed_goes_to_the_members_deposits(
     """A member pays to an application's number before it is approved: that loan takes
     no payment yet, so the money is the member's, in deposits, as it always was."""
     borrower = make_borrower(savings=10000)
-    applied = loan_apply(
-        member_id=borrower.id,
-        product_id=make_product("V1").id,
-        amount=5000,
-        as_of=date(2026, 11, 20),
-    )
+    applied = make_application(borrower, date(2026, 11, 20))
     loan_id, loan_no, status = applied.id, applied.loan_no, applied.status
     borrower_id, member_no = borrower.id, borrower.member_no
     pay(client, "RKTAPPLIED", loan_no, "700")

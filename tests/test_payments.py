@@ -62,6 +62,7 @@ from tests.factories import make_member
 from tests.helpers import Worker, b2c_result_body, c2b_body, sent_sms, stk_body
 from tests.loan_factories import (
     balance,
+    make_application,
     make_borrower,
     make_loan,
     make_product,
@@ -892,12 +893,7 @@ def approved_loan(product_id: int | None = None) -> tuple[Ref, MpesaRequest]:
     """A loan of 5,000 approved by a branch manager (of a new V1 product unless given one),
     with its payout written and not yet sent."""
     member = make_borrower(savings=10000)
-    loan = loan_apply(
-        member_id=member.id,
-        product_id=product_id or make_product("V1").id,
-        amount=5000,
-        as_of=date(2026, 11, 20),
-    )
+    loan = make_application(member, date(2026, 11, 20), product_id=product_id)
     loan_approve(loan_id=loan.id, staff=make_staff("branch_manager"))
     payout = db.session.scalar(select(MpesaRequest).where(MpesaRequest.loan_id == loan.id))
     db.session.expunge(payout)  # read its ids after jobs without a session

@@ -15,10 +15,16 @@ from app.extensions import db
 from app.models import Loan, MpesaRequest, Payment
 from app.selectors.loans import loan_debt
 from app.selectors.members import member_balances
-from app.services.loans import loan_apply, loan_approve
+from app.services.loans import loan_approve
 from app.services.payments import payments_request_stk
 from tests.helpers import sms_bodies, work_until
-from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
+from tests.loan_factories import (
+    make_application,
+    make_borrower,
+    make_loan,
+    make_product,
+    make_staff,
+)
 
 
 def test_an_stk_repayment_of_500_reduces_the_loan_by_exactly_500(over_http: str) -> None:
@@ -65,12 +71,7 @@ def test_a_paybill_deposit_reaches_savings(over_http: str, runner) -> None:  # n
 
 def test_an_approval_ends_in_a_b2c_payout_and_a_disbursed_loan(over_http: str) -> None:
     member = make_borrower(savings=10000)
-    loan = loan_apply(
-        member_id=member.id,
-        product_id=make_product("V1").id,
-        amount=5000,
-        as_of=date(2026, 11, 20),
-    )
+    loan = make_application(member, date(2026, 11, 20))
     loan_id = loan.id
     loan_approve(loan_id=loan_id, staff=make_staff("branch_manager"))
 
