@@ -775,6 +775,8 @@ def test_unmatched_money_goes_to_suspense_with_a_suggestion_and_staff_assign_it(
     member = make_member(phone="0708374149")
     member_id, member_no = member.id, member.member_no
     hashed = hashlib.sha256(b"254708374149").hexdigest()
+    labels = {"kind": "c2b_confirmation", "outcome": "suspense"}
+    in_suspense = REGISTRY.get_sample_value("sacco_callbacks_total", labels) or 0.0
     post(
         client,
         "c2b/confirmation",
@@ -783,6 +785,9 @@ def test_unmatched_money_goes_to_suspense_with_a_suggestion_and_staff_assign_it(
     work()
     payment = db.session.scalar(select(Payment))
     assert payment.status == "suspense" and payment.suggested_member_id == member_id
+    # The callback was dealt with; the operator's counter says it went to suspense.
+    assert db.session.scalar(select(MpesaCallback.status)) == "processed"
+    assert REGISTRY.get_sample_value("sacco_callbacks_total", labels) - in_suspense == 1
     assert balance("GL-SUSPENSE") == Decimal("300.00")
     with pytest.raises(PermissionDenied, match="loan officer staff cannot assign payments"):
         payments_assign_suspense(
