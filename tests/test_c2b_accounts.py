@@ -100,7 +100,12 @@ def test_one_parser_reads_an_account_however_it_is_typed(
     assert ref is not None and (ref.member.id, ref.product.code) == (member.id, code)
 
 
-@pytest.mark.parametrize("typed", ["M000001X", "M000002S", "L000001S", "MS", "M000001SHX"])
+@pytest.mark.parametrize(
+    "typed",
+    # A suffix nobody has, a member nobody is, a loan with a suffix, no number, a suffix too
+    # long; a loan number no loan has; a phone no member has.
+    ["M000001X", "M000002S", "L000001S", "MS", "M000001SHX", "L000099", "0799000111"],
+)
 def test_unknown_suffixes_members_and_shapes_match_nobody(member: Ref, typed: str) -> None:
     match = match_account(typed)
     assert (match.member, match.loan, match.product) == (None, None, None)
