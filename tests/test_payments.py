@@ -698,6 +698,31 @@ def test_a_confirmation_to_a_closed_loans_number_is_the_loans_money_kept_in_savi
     assert db.session.get(Loan, loan.id).status == "closed"
 
 
+def test_a_callback_whose_processing_failed_says_why_and_is_processed_when_tried_again(
+    client: FlaskClient, loan: Ref
+) -> None:
+    """The database refuses the repayment's write: the callback is marked failed with the
+    error (for the operator), nothing is posted, and the retry (RQ's, or the sweep's)
+    processes it as if it were new. A callback id nobody stored is "missing"."""
+    before = debt(loan.id)
+    post(client, "c2b/confirmation", c2b_body("RKTRETRY01", amount="400", account=loan.loan_no))
+    callback_id = db.session.scalar(select(MpesaCallback.id))
+    with refused_by_the_database("UPDATE", "installments", "1 = 1"):
+        with pytest.raises(Exception, match="refused by the test"):
+            callback_process(callback_id=callback_id)
+    db.session.expire_all()
+    failed = db.session.get(MpesaCallback, callback_id)
+    assert failed.status == "failed" and "refused by the test" in failed.error
+    assert n(Payment) == 0 and debt(loan.id) == before
+
+    assert callback_process(callback_id=callback_id) == "processed"
+    db.session.expire_all()
+    done = db.session.get(MpesaCallback, callback_id)
+    assert (done.status, done.error) == ("processed", None)
+    assert before - debt(loan.id) == Decimal("400") and n(Payment) == 1
+    assert callback_process(callback_id=callback_id + 1000) == "missing"
+
+
 def test_a_paybill_repayment_whose_callback_cannot_be_marked_done_posts_nothing_until_retried(
     client: FlaskClient, loan: Ref
 ) -> None:
@@ -738,6 +763,7 @@ def test_an_overlong_msisdn_and_account_are_kept_cut_to_their_columns(
     work()
     payment = db.session.scalar(select(Payment))
     assert (payment.phone, payment.bill_ref) == ("h" * 80, "X" * 40)
+    assert payment.payer_name == "John Doe"  # FirstName and LastName, for staff to see
     assert (payment.status, payment.amount) == ("suspense", Decimal("100.00"))
 
 
