@@ -55,6 +55,7 @@ from app.services.ledger import (
 from app.services.loan_import import COLUMNS
 from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_repay
 from app.services.members import member_buy_shares, member_deposit
+from app.services.payments.common import late_note
 from app.services.permissions import PermissionDenied
 from app.services.savings.money_in import account_deposit
 from app.services.savings.products import account_product
@@ -622,6 +623,10 @@ def test_a_paybill_payment_confirmed_after_its_month_closed_posts_on_the_first_o
     # The M-PESA time is kept as it was: TransTime 06:38:45 in Nairobi.
     paid_at = payment.transacted_at.replace(tzinfo=payment.transacted_at.tzinfo or UTC)
     assert paid_at == datetime(2026, 11, 21, 3, 38, 45, tzinfo=UTC)
+    # Said once: noting the same entry again (a retried step) leaves it as it is.
+    noted = entry.description
+    late_note(entry.id, paid_at)
+    assert entry.description == noted
     assert db.session.scalar(
         select(Account.balance).where(Account.code == f"SAV-{member_no}")
     ) == D("-1000.00")
@@ -640,6 +645,24 @@ def test_an_unmatched_paybill_payment_after_the_close_goes_to_suspense_on_the_fi
     assert entry is not None and entry.value_date == date(2026, 12, 1)
     assert entry.description.startswith("Late: paid 2026-11-21")
     assert gl_account("GL-SUSPENSE").balance == D("-400.00")
+
+
+def test_the_late_note_goes_in_front_of_a_long_description_within_its_column(
+    client: FlaskClient,
+) -> None:
+    """An account typed at length makes the suspense entry's description as long as the
+    column (255): the late note still goes in front, and the end is cut, not the note."""
+    close(date(2026, 11, 1))
+    typed = "NOBODY" * 60
+    post(client, "c2b/confirmation", c2b_body("LATEPAY003", amount="400", account=typed))
+    work()
+    db.session.expire_all()
+    payment = db.session.scalars(select(Payment)).one()
+    entry = db.session.get(JournalEntry, payment.journal_entry_id)
+    assert payment.status == "suspense" and len(entry.description) == 255
+    assert entry.description.startswith(
+        "Late: paid 2026-11-21 (books closed), dated 2026-12-01. Unmatched Paybill LATEPAY003"
+    )
 
 
 def test_an_stk_repayment_whose_callback_comes_after_the_close_still_pays_the_loan(
