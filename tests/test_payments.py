@@ -295,8 +295,7 @@ def test_a_callback_processed_again_stays_processed_and_posts_once(
 ) -> None:
     """A job retry runs the processing of the same stored row again (the worker died after
     the commit, before RQ heard of it): the row stays processed, nothing more is posted."""
-    if kind == "stk":
-        sent_stk(loan)
+    request = sent_stk(loan) if kind == "stk" else None
     before = debt(loan.id)
     if kind == "stk":
         post(client, "stk/callback", stk_body(CHECKOUT, amount=500))
@@ -312,6 +311,8 @@ def test_a_callback_processed_again_stays_processed_and_posts_once(
     db.session.expire_all()
     row = db.session.get(MpesaCallback, callback_id)
     assert (row.status, row.error) == ("processed", None)
+    # An STK callback names the request it settled; a Paybill payment answers none.
+    assert row.request_id == (request.id if request else None)
     assert before - debt(loan.id) == Decimal("500")
     assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "repayment") == 1
     assert len(sent_sms("repayment_received")) == 1
@@ -707,12 +708,16 @@ def test_a_callback_whose_processing_failed_says_why_and_is_processed_when_tried
     before = debt(loan.id)
     post(client, "c2b/confirmation", c2b_body("RKTRETRY01", amount="400", account=loan.loan_no))
     callback_id = db.session.scalar(select(MpesaCallback.id))
+    labels = {"kind": "c2b_confirmation", "outcome": "failed"}
+    failures = REGISTRY.get_sample_value("sacco_callbacks_total", labels) or 0.0
     with refused_by_the_database("UPDATE", "installments", "1 = 1"):
-        with pytest.raises(Exception, match="refused by the test"):
+        with pytest.raises(Exception, match="refused by the test") as refused:
             callback_process(callback_id=callback_id)
     db.session.expire_all()
     failed = db.session.get(MpesaCallback, callback_id)
-    assert failed.status == "failed" and "refused by the test" in failed.error
+    assert failed.status == "failed"
+    assert failed.error == f"{type(refused.value).__name__}: {refused.value}"
+    assert REGISTRY.get_sample_value("sacco_callbacks_total", labels) - failures == 1
     assert n(Payment) == 0 and debt(loan.id) == before
 
     assert callback_process(callback_id=callback_id) == "processed"
