@@ -607,6 +607,7 @@ def test_validation_answers_daraja_s_codes_and_keeps_the_reason_for_staff(
     assert (counted("accepted") - accepted, counted("rejected") - rejected) == (1, 2)
     rows = list(db.session.scalars(select(MpesaCallback)))
     assert {(r.status, r.processed_at is not None) for r in rows} == {("processed", True)}
+    assert {r.reference for r in rows} == {"RKTQDM7W6S"}  # a validation is found by its TransID
 
     # The reason kept is capped, whatever an account typed on a phone holds.
     post(client, "c2b/validation", c2b_body(account="X" * 3000))
@@ -653,7 +654,15 @@ def test_a_confirmation_to_a_member_number_goes_to_savings_once(client: FlaskCli
     work()
     assert balance(f"SAV-{member_no}") == Decimal("1000.00")
     assert n(Payment) == 1 and len(sent_sms("deposit_received")) == 1
-    assert sorted(db.session.scalars(select(MpesaCallback.status))) == ["duplicate", "processed"]
+    rows = db.session.execute(
+        select(MpesaCallback.status, MpesaCallback.error, MpesaCallback.processed_at)
+    ).all()
+    # Both were dealt with; the second says why it posted nothing.
+    assert sorted((status, error) for status, error, _ in rows) == [
+        ("duplicate", "duplicate"),
+        ("processed", None),
+    ]
+    assert all(processed_at is not None for *_, processed_at in rows)
 
 
 def test_a_confirmation_to_a_loan_number_repays_the_loan(client: FlaskClient, loan: Ref) -> None:
@@ -697,6 +706,23 @@ def test_a_confirmation_to_a_closed_loans_number_is_the_loans_money_kept_in_savi
     assert entry.idempotency_key == "repay:RKTAFTER01"
     assert [s.body for s in sent_sms("deposit_received") if "RKTAFTER01" in s.body]
     assert db.session.get(Loan, loan.id).status == "closed"
+
+
+def test_a_stored_callback_is_queued_once_by_its_id_with_three_retries(
+    client: FlaskClient,
+) -> None:
+    """Processing is exactly-once in the database, so its job may be retried: three
+    times, after 5 s, 30 s and 2 min (a deadlock, a dropped connection). The job id is the
+    callback's, so the sweep's requeue of a waiting callback never queues it twice."""
+    from rq.job import Job
+
+    member_no = make_member().member_no
+    post(client, "c2b/confirmation", c2b_body("RKTQUEUED1", amount="100", account=member_no))
+    callback_id = db.session.scalar(select(MpesaCallback.id))
+    job = Job.fetch(f"callback-{callback_id}", connection=redis_client())
+    assert job.args == (callback_id,)
+    assert (job.retries_left, job.retry_intervals) == (3, [5, 30, 120])
+    assert queue("payments").job_ids == [job.id]
 
 
 def test_a_callback_whose_processing_failed_says_why_and_is_processed_when_tried_again(
@@ -987,6 +1013,10 @@ def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskC
         db.session.scalar(select(Payment.receipt).where(Payment.direction == "out")) == "NLJ41HAY6Q"
     )
     assert len(sent_sms("loan_disbursed")) == 1
+    # The results are kept under our OriginatorConversationID (M-PESA's ConversationID
+    # is theirs), which is what staff and the sweep look a payout up by.
+    kept = set(db.session.scalars(select(MpesaCallback.reference)))
+    assert kept == {payout.originator_conversation_id}
 
 
 def payout_refused(client: FlaskClient, payout: MpesaRequest) -> None:
