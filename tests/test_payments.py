@@ -466,6 +466,14 @@ def test_a_body_of_several_megabytes_is_capped_kept_and_acknowledged(client: Fla
     assert len(row.raw_body) == 64 * 1024
 
 
+@pytest.mark.parametrize("body", [[1, 2], "a string", 5, None])
+def test_a_json_body_that_is_not_an_object_is_refused_as_such(app: Flask, body: object) -> None:
+    raw = json.dumps(body).encode()
+    received = callback_store(kind="stk", raw=raw, size=len(raw), remote_addr="10.0.0.1")
+    assert received.error == "refused by schema: {'_schema': ['Invalid input type.']}"
+    assert db.session.get(MpesaCallback, received.callback_id).status == "invalid"
+
+
 # -- callback security -------------------------------------------------------------------
 
 

@@ -95,7 +95,8 @@ def callback_store(
         except (ValueError, UnicodeDecodeError):
             return _refuse(row, "invalid", "not JSON", readable=False)
         try:
-            data = SCHEMAS[kind]().load(body if isinstance(body, dict) else {"_": body})
+            # marshmallow refuses a body that is not an object ("Invalid input type.").
+            data = SCHEMAS[kind]().load(body)
         except ValidationError as exc:
             return _refuse(row, "invalid", f"refused by schema: {exc.messages}")
         row.reference = _reference(kind, data)
