@@ -466,12 +466,50 @@ def test_a_body_of_several_megabytes_is_capped_kept_and_acknowledged(client: Fla
     assert len(row.raw_body) == 64 * 1024
 
 
+def test_a_body_of_exactly_the_cap_is_read_and_one_byte_more_is_not(client: FlaskClient) -> None:
+    from app.services.payments.callbacks import RAW_CAP
+
+    member_no = make_member().member_no
+    body = c2b_body("RKTATTHECAP", amount="100", account=member_no)
+    padding = RAW_CAP - len(json.dumps({**body, "Pad": ""}))
+    at_cap = json.dumps({**body, "Pad": "x" * padding})
+    assert len(at_cap) == RAW_CAP
+    assert post(client, "c2b/confirmation", at_cap).json == {
+        "ResultCode": 0,
+        "ResultDesc": "Success",
+    }
+    over = json.dumps({**body, "TransID": "RKTOVERTHE1", "Pad": "x" * (padding + 1)})
+    assert len(over) == RAW_CAP + 1
+    assert post(client, "c2b/confirmation", over).status_code == 200
+    work()
+    rows = db.session.execute(
+        select(MpesaCallback.reference, MpesaCallback.status, MpesaCallback.error).order_by(
+            MpesaCallback.id
+        )
+    ).all()
+    assert rows == [
+        ("RKTATTHECAP", "processed", None),
+        (None, "invalid", f"body of {RAW_CAP + 1} bytes is over the {RAW_CAP} cap"),
+    ]
+    assert n(Payment) == 1
+
+
 @pytest.mark.parametrize("body", [[1, 2], "a string", 5, None])
 def test_a_json_body_that_is_not_an_object_is_refused_as_such(app: Flask, body: object) -> None:
     raw = json.dumps(body).encode()
     received = callback_store(kind="stk", raw=raw, size=len(raw), remote_addr="10.0.0.1")
     assert received.error == "refused by schema: {'_schema': ['Invalid input type.']}"
     assert db.session.get(MpesaCallback, received.callback_id).status == "invalid"
+
+
+def test_the_sender_s_address_is_kept_within_its_column_or_left_empty(app: Flask) -> None:
+    raw = json.dumps(stk_body(CHECKOUT)).encode()
+    stored = [
+        callback_store(kind="stk", raw=raw, size=len(raw), remote_addr=address).callback_id
+        for address in (None, "", "f" * 100)
+    ]
+    kept = [db.session.get(MpesaCallback, callback_id).remote_addr for callback_id in stored]
+    assert kept == [None, None, "f" * 64]
 
 
 # -- callback security -------------------------------------------------------------------
