@@ -420,6 +420,17 @@ def test_odd_bodies_are_kept_answered_and_change_nothing(
     assert queue("payments").count == 0 and n(Payment) == 0
 
 
+def test_bytes_that_are_not_utf8_and_nuls_are_kept_as_escapes_any_database_holds(
+    client: FlaskClient,
+) -> None:
+    """PostgreSQL refuses a NUL in text and neither database takes bytes that are not
+    UTF-8: the record keeps them written out, so the insert cannot fail and staff still
+    see what came."""
+    post(client, "stk/callback", b"\xff\xfe\x00garbage")
+    row = db.session.scalar(select(MpesaCallback))
+    assert row.raw_body == "\\xff\\xfe\\x00garbage" and row.body_size == 10
+
+
 def test_a_refused_body_is_kept_closed_counted_and_logged_by_id_kind_and_reason(
     app: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -769,6 +780,27 @@ def test_a_stored_callback_is_queued_once_by_its_id_with_three_retries(
     assert job.args == (callback_id,)
     assert (job.retries_left, job.retry_intervals) == (3, [5, 30, 120])
     assert queue("payments").job_ids == [job.id]
+
+
+def test_a_callback_that_cannot_be_queued_is_kept_and_the_log_says_which(
+    app: Flask, redis_down: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis down when Daraja calls: the callback is answered and kept as received (the
+    sweep queues it later); the operator's log names the job, the callback and why."""
+    caplog.set_level(logging.WARNING, logger="app.payments")
+    member_no = make_member().member_no
+    db.session.commit()  # the other instance writes: no transaction of ours may hold SQLite
+    reply = redis_down.test_client().post(
+        f"/payments/{TOKEN}/c2b/confirmation",
+        json=c2b_body("RKTNOREDIS", amount="250", account=member_no),
+    )
+    assert reply.json == {"ResultCode": 0, "ResultDesc": "Success"}
+    row = db.session.scalar(select(MpesaCallback))
+    assert (row.status, row.reference) == ("received", "RKTNOREDIS")
+    logged = [r.getMessage() for r in caplog.records if r.name == "app.payments"]
+    assert logged == [
+        f"could not queue workers.payments.process_callback({row.id},): ConnectionError"
+    ]
 
 
 def test_a_callback_whose_processing_failed_says_why_and_is_processed_when_tried_again(
