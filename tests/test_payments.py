@@ -420,6 +420,28 @@ def test_odd_bodies_are_kept_answered_and_change_nothing(
     assert queue("payments").count == 0 and n(Payment) == 0
 
 
+@pytest.mark.parametrize(
+    ("ids", "reference"),
+    [
+        ({"OriginatorConversationID": "o" * 100, "ConversationID": "AG_1"}, "o" * 64),
+        (
+            {"ConversationID": "AG_20191219_00004e48cf7e3533f581"},
+            "AG_20191219_00004e48cf7e3533f581",
+        ),
+        ({}, None),
+    ],
+)
+def test_a_result_is_kept_under_our_id_else_theirs_cut_to_the_column_or_none(
+    app: Flask, ids: dict[str, str], reference: str | None
+) -> None:
+    """The id staff and the sweep find a result by: our OriginatorConversationID, else
+    M-PESA's ConversationID (some timeouts carry only that), else nothing to find it by."""
+    raw = json.dumps({"Result": {"ResultCode": 0, **ids}}).encode()
+    received = callback_store(kind="b2c_result", raw=raw, size=len(raw), remote_addr=None)
+    assert received.error is None
+    assert db.session.get(MpesaCallback, received.callback_id).reference == reference
+
+
 def test_bytes_that_are_not_utf8_and_nuls_are_kept_as_escapes_any_database_holds(
     client: FlaskClient,
 ) -> None:
@@ -704,6 +726,16 @@ def test_registered_paybill_urls_reach_our_validation_and_confirmation(
 
 
 def test_a_confirmation_to_a_member_number_goes_to_savings_once(client: FlaskClient) -> None:
+    def counted() -> dict[str, float]:
+        return {
+            outcome: REGISTRY.get_sample_value(
+                "sacco_callbacks_total", {"kind": "c2b_confirmation", "outcome": outcome}
+            )
+            or 0.0
+            for outcome in ("processed", "duplicate")
+        }
+
+    before = counted()
     member_no = make_member().member_no
     reply = post(client, "c2b/confirmation", c2b_body(amount=1000, account="M000001"))
     assert reply.json == {"ResultCode": 0, "ResultDesc": "Success"}
@@ -711,6 +743,8 @@ def test_a_confirmation_to_a_member_number_goes_to_savings_once(client: FlaskCli
     work()
     assert balance(f"SAV-{member_no}") == Decimal("1000.00")
     assert n(Payment) == 1 and len(sent_sms("deposit_received")) == 1
+    after = counted()
+    assert {k: after[k] - before[k] for k in after} == {"processed": 1, "duplicate": 1}
     rows = db.session.execute(
         select(MpesaCallback.status, MpesaCallback.error, MpesaCallback.processed_at)
     ).all()
