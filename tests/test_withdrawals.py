@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -35,6 +35,7 @@ from app.models import (
 )
 from app.models.types import utcnow
 from app.selectors.guarantees import member_deposits
+from app.services.books import period_close
 from app.services.guarantees import guarantee_accept, guarantee_request
 from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
 from app.services.loans import LoanError, loan_apply
@@ -47,9 +48,17 @@ from app.services.savings import (
     withdrawal_quote,
     withdrawal_request,
 )
+from app.services.savings.products import product_update
 from tests.factories import make_member
-from tests.helpers import Worker, b2c_result_body, sms_bodies, wait_until_blocked, work_until
-from tests.loan_factories import make_borrower, make_product
+from tests.helpers import (
+    Worker,
+    b2c_result_body,
+    c2b_body,
+    sms_bodies,
+    wait_until_blocked,
+    work_until,
+)
+from tests.loan_factories import make_borrower, make_product, make_staff
 
 D = Decimal
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
@@ -207,10 +216,27 @@ def test_a_withdrawal_takes_amount_and_fee_at_once_sends_once_and_settles_on_the
     work()
     done = row(request_id)
     assert (done.status, done.receipt) == ("succeeded", "WDR0000001")
+    assert (done.result_code, done.result_desc) == (
+        "0",
+        "The service request is processed successfully.",
+    )
     payment = db.session.scalar(select(Payment).where(Payment.receipt == "WDR0000001"))
     assert (payment.channel, payment.direction, payment.amount) == ("b2c", "out", D("1000"))
     assert (payment.member_id, payment.loan_id, payment.request_id) == (member_id, None, done.id)
-    assert payment.journal_entry_id is not None
+    callback_id = db.session.scalar(select(MpesaCallback.id))
+    assert payment.callback_id == callback_id
+    # M-PESA's completion time (21.11.2026 11:45:50 in Nairobi) is the payment's and dates it.
+    assert payment.transacted_at.replace(tzinfo=None) == datetime(2026, 11, 21, 8, 45, 50)
+    paid = db.session.get(JournalEntry, payment.journal_entry_id)
+    assert (paid.kind, paid.member_id, paid.value_date) == (
+        "withdrawal_paid",
+        member_id,
+        date(2026, 11, 21),
+    )
+    assert (paid.idempotency_key, paid.description) == (
+        "withdrawal-paid:WDR0000001",
+        f"Withdrawal {number} paid WDR0000001",
+    )
     assert gl("GL-WITHDRAWALS-PENDING") == D("0")
     assert gl("GL-B2C-UTILITY") == D("-1000")
     assert balance(account_id) == D("3970")
@@ -360,6 +386,11 @@ def test_a_failed_payout_returns_amount_and_fee_once_even_when_delivered_twice(
             JournalEntry.idempotency_key == f"withdrawal-return:{sent.id}"
         )
     )
+    returned = db.session.scalar(
+        select(JournalEntry).where(JournalEntry.idempotency_key == f"withdrawal-return:{sent.id}")
+    )
+    assert (returned.kind, returned.member_id) == ("withdrawal_return", member_id)
+    assert returned.description == f"Withdrawal {number} failed: money returned"
     [told] = sms_bodies("withdrawal_failed")
     assert told == (
         f"Your withdrawal of KES 1,000.00 from account {number} did not go through: the number "
@@ -373,8 +404,67 @@ def test_a_failed_payout_returns_amount_and_fee_once_even_when_delivered_twice(
     late = row(sent.id)
     assert late.status == "failed"
     assert late.flag == "paid (NLJ41HAY6Q) after the money was put back in savings"
+    last = db.session.scalar(select(MpesaCallback).order_by(MpesaCallback.id.desc()))
+    assert (last.status, last.error) == ("flagged", "flagged")
     assert balance(account_id) == D("5000")
     assert entries("withdrawal_paid") == 0
+
+
+@pytest.mark.parametrize("fee", [0, 1])
+def test_a_failed_payout_returns_whatever_fee_was_charged_even_none(
+    client: FlaskClient, b2c: responses.RequestsMock, fee: int
+) -> None:
+    """The fee comes back as it was charged: a product without a fee puts back only the
+    amount (no line of zero in the books), and a fee of one shilling is still a fee."""
+    ordinary = account_product("ORD")
+    product_update(product_id=ordinary.id, actor="staff:test", withdrawal_fee=D(fee))
+    db.session.commit()
+    member_id, account_id, sent = sent_withdrawal(1000)
+    assert balance(account_id) == D(5000 - 1000 - fee)
+    post(client, "b2c/result", b2c_result_body(sent.originator_conversation_id, 2040, desc="no"))
+    work()
+    assert row(sent.id).status == "failed"
+    assert balance(account_id) == D("5000")
+    assert (gl("GL-WITHDRAWALS-PENDING"), gl("GL-INCOME-FEES")) == (D("0"), D("0"))
+    returned = db.session.scalar(
+        select(JournalEntry).where(JournalEntry.idempotency_key == f"withdrawal-return:{sent.id}")
+    )
+    assert len(returned.lines) == (3 if fee else 2)
+
+
+def test_a_withdrawal_paid_in_a_month_since_closed_is_dated_the_first_open_day_and_says_so(
+    client: FlaskClient, b2c: responses.RequestsMock
+) -> None:
+    """M-PESA paid it on 21 November; the result is heard after November closed: the money
+    has left, so it posts on the first open day, and the entry says why."""
+    member_id, account_id, sent = sent_withdrawal(1000)
+    period_close(month=date(2026, 11, 1), actor=make_staff("branch_manager"))
+    result = b2c_result_body(sent.originator_conversation_id, amount=1000, receipt="WDRLATE001")
+    post(client, "b2c/result", result)
+    work()
+    assert row(sent.id).status == "succeeded"
+    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "withdrawal_paid"))
+    assert entry.value_date == date(2026, 12, 1)
+    assert entry.description.startswith(
+        "Late: paid 2026-11-21 (books closed), dated 2026-12-01. Withdrawal"
+    )
+
+
+def test_a_result_whose_receipt_is_another_payments_is_flagged_and_posts_nothing(
+    client: FlaskClient, b2c: responses.RequestsMock
+) -> None:
+    member_id, account_id, sent = sent_withdrawal(1000)
+    member_no = db.session.get(Member, member_id).member_no
+    post(client, "c2b/confirmation", c2b_body("WDRTWICE01", amount="200", account=member_no))
+    work()
+    result = b2c_result_body(sent.originator_conversation_id, amount=1000, receipt="WDRTWICE01")
+    post(client, "b2c/result", result)
+    work()
+    flagged = row(sent.id)
+    assert flagged.flag == "receipt WDRTWICE01 was recorded for another payment"
+    assert entries("withdrawal_paid") == 0 and gl("GL-WITHDRAWALS-PENDING") == D("-1000")
+    statuses = db.session.scalars(select(MpesaCallback.status).order_by(MpesaCallback.id))
+    assert list(statuses) == ["processed", "flagged"]
 
 
 def test_a_send_refused_before_processing_returns_the_money(
