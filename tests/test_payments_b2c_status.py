@@ -13,7 +13,7 @@ import responses
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.cli.runtime import make_worker
 from app.extensions import db, queue
@@ -466,6 +466,23 @@ def test_a_completed_answer_after_the_payout_failed_changes_nothing(
     assert row(MpesaRequest, payout.id).status == "failed"
     assert row(Loan, loan_id).status == "approved"
     assert db.session.scalar(select(Payment)) is None
+
+
+def test_a_completed_answer_after_the_payout_was_paid_changes_nothing(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    """The payout's own result came after all and paid it; the answer to the question
+    asked meanwhile is a duplicate: no second payment, no flag for staff."""
+    loan_id, payout = asked(client)
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, amount=5000))
+    post(client, "status/result", status_answer())
+    assert process_new() == ["processed", "duplicate"]
+    assert the_query().status == "succeeded"
+    paid = row(MpesaRequest, payout.id)
+    assert (paid.status, paid.flag) == ("succeeded", None)
+    assert row(Loan, loan_id).status == "active"
+    assert db.session.scalar(select(func.count()).select_from(Payment)) == 1
 
 
 # -- a refused callback, the waiting prompt ----------------------------------------------
