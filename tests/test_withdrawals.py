@@ -18,6 +18,7 @@ import requests
 import responses
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text, update
 
 from app.cli.runtime import make_worker
@@ -448,6 +449,54 @@ def test_a_withdrawal_paid_in_a_month_since_closed_is_dated_the_first_open_day_a
     assert entry.description.startswith(
         "Late: paid 2026-11-21 (books closed), dated 2026-12-01. Withdrawal"
     )
+
+
+def test_a_swahili_speaking_member_is_told_in_swahili_and_the_text_is_theirs(
+    client: FlaskClient, b2c: responses.RequestsMock
+) -> None:
+    member_id, account_id = saver(5000, language="sw")
+    request = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000)
+    ours, number = request.originator_conversation_id, request.account_reference
+    work()
+    labels = {"kind": "b2c_result", "outcome": "processed"}
+    processed = REGISTRY.get_sample_value("sacco_callbacks_total", labels) or 0.0
+    post(client, "b2c/result", b2c_result_body(ours, amount=1000, receipt="WDRSW00001"))
+    work()
+    assert REGISTRY.get_sample_value("sacco_callbacks_total", labels) - processed == 1
+    sms = db.session.scalar(select(SmsMessage).where(SmsMessage.template == "withdrawal_sent"))
+    assert (sms.member_id, sms.language) == (member_id, "sw")
+    assert sms.body == (
+        f"KES 1,000.00 zimetumwa kwa M-PESA yako kutoka akaunti {number}, ada KES 30.00. "
+        "Kumb. WDRSW00001. Salio la akiba KES 3,970.00."
+    )
+
+
+def test_a_failed_withdrawal_returns_the_fee_it_was_charged_not_todays_or_anothers(
+    client: FlaskClient, b2c: responses.RequestsMock
+) -> None:
+    """The fee changed twice: before the second withdrawal and again before its failure.
+    What comes back is that withdrawal's own fee, not the first one's, not today's."""
+    ordinary = account_product("ORD").id
+    member_id, account_id = saver(10000)
+    first = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000)
+    first_id = first.originator_conversation_id
+    work()
+    post(client, "b2c/result", b2c_result_body(first_id, amount=1000, receipt="WDRFEE0001"))
+    work()
+    product_update(product_id=ordinary, actor="staff:test", withdrawal_fee=D(50))
+    db.session.commit()
+    second = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000)
+    second_id, request_id = second.originator_conversation_id, second.id
+    work()
+    assert balance(account_id) == D(10000 - 1030 - 1050)
+    product_update(product_id=ordinary, actor="staff:test", withdrawal_fee=D(70))
+    db.session.commit()
+    post(client, "b2c/result", b2c_result_body(second_id, 2040, desc="no"))
+    work()
+    assert row(request_id).status == "failed"
+    assert balance(account_id) == D(10000 - 1030)
+    [told] = sms_bodies("withdrawal_failed")
+    assert "The money and the fee KES 50.00 are back in your savings." in told
 
 
 def test_a_result_whose_receipt_is_another_payments_is_flagged_and_posts_nothing(
