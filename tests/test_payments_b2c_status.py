@@ -355,6 +355,11 @@ def test_an_answer_paying_another_amount_is_flagged_not_disbursed(client: FlaskC
     assert (
         db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "disbursement")) is None
     )
+    # Once flagged, staff settle it: even the right amount arriving later posts nothing.
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, amount=5000))
+    assert process_new() == ["flagged"]
+    assert row(MpesaRequest, payout.id).flag == "paid KES 4000 but KES 5000.00 was requested"
+    assert row(Loan, loan_id).status == "disbursing"
 
 
 def test_an_answer_that_it_does_not_exist_fails_the_payout_with_safaricoms_words(
