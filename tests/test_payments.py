@@ -837,6 +837,39 @@ def test_a_callback_that_cannot_be_queued_is_kept_and_the_log_says_which(
     ]
 
 
+@pytest.mark.parametrize("failed_first", [False, True], ids=["sent", "failed-then-paid"])
+def test_a_payout_result_whose_callback_cannot_be_marked_done_disburses_nothing_until_retried(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+    failed_first: bool,
+) -> None:
+    """The disbursement (and, after a recorded failure, the loan's way back out of
+    approved) commit with the callback's "processed" or not at all."""
+    loan, payout = approved_loan()
+    work()
+    if failed_first:
+        payout_refused(client, payout)
+        work()
+        assert db.session.get(Loan, loan.id).status == "approved"
+    before = db.session.get(Loan, loan.id).status
+    body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJONECOMM")
+    post(client, "b2c/result", body)
+    callback_id = db.session.scalar(select(func.max(MpesaCallback.id)))
+    with refused_by_the_database("UPDATE", "mpesa_callbacks", "NEW.status = 'processed'"):
+        with pytest.raises(Exception, match="refused by the test"):
+            callback_process(callback_id=callback_id)
+        db.session.rollback()
+        db.session.expire_all()
+        assert db.session.get(Loan, loan.id).status == before
+        assert n(Payment) == 0 and n(JournalEntry, JournalEntry.kind == "disbursement") == 0
+
+    callback_process(callback_id=callback_id)
+    db.session.expire_all()
+    assert db.session.get(MpesaCallback, callback_id).status == "processed"
+    assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "disbursement") == 1
+    assert db.session.get(Loan, loan.id).status == "active"
+
+
 def test_a_callback_whose_processing_failed_says_why_and_is_processed_when_tried_again(
     client: FlaskClient, loan: Ref
 ) -> None:
@@ -1125,6 +1158,17 @@ def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskC
         db.session.scalar(select(Payment.receipt).where(Payment.direction == "out")) == "NLJ41HAY6Q"
     )
     assert len(sent_sms("loan_disbursed")) == 1
+    # The payment names the disbursement entry; the loan's history names the receipt; the
+    # repeated result is a duplicate, not a failure to retry.
+    payment = db.session.scalar(select(Payment))
+    entry = db.session.get(JournalEntry, payment.journal_entry_id)
+    assert (entry.kind, entry.idempotency_key) == ("disbursement", f"disburse:{loan.loan_no}")
+    disbursed = db.session.scalar(select(AuditLog).where(AuditLog.action == "loan.disburse"))
+    assert disbursed.note == "b2c NLJ41HAY6Q"
+    statuses = db.session.scalars(
+        select(MpesaCallback.status).where(MpesaCallback.kind == "b2c_result")
+    )
+    assert sorted(statuses) == ["duplicate", "processed"]
     # The results are kept under our OriginatorConversationID (M-PESA's ConversationID
     # is theirs), which is what staff and the sweep look a payout up by.
     kept = set(db.session.scalars(select(MpesaCallback.reference)))
@@ -2138,6 +2182,27 @@ def test_a_payout_paid_after_it_was_failed_and_resent_is_flagged_not_posted(
         )
         == "flagged"
     )
+
+
+def test_a_payout_result_whose_receipt_is_another_payments_is_flagged_not_disbursed(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    member_no = db.session.get(Loan, loan.id).member.member_no
+    post(client, "c2b/confirmation", c2b_body("NLJTWICE01", amount="200", account=member_no))
+    work()
+    body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJTWICE01")
+    post(client, "b2c/result", body)
+    work()
+    db.session.expire_all()
+    flagged = db.session.get(MpesaRequest, payout.id)
+    assert flagged.flag == "receipt NLJTWICE01 was recorded for another payment"
+    assert db.session.get(Loan, loan.id).status == "disbursing"
+    assert n(JournalEntry, JournalEntry.kind == "disbursement") == 0
+    statuses = db.session.scalars(select(MpesaCallback.status).order_by(MpesaCallback.id))
+    assert list(statuses) == ["processed", "flagged"]
 
 
 def test_a_payout_success_without_a_receipt_is_flagged_for_staff_and_not_queried(
