@@ -1169,6 +1169,20 @@ def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskC
         select(MpesaCallback.status).where(MpesaCallback.kind == "b2c_result")
     )
     assert sorted(statuses) == ["duplicate", "processed"]
+    paid = db.session.get(MpesaRequest, payout.id)
+    assert (paid.status, paid.result_code, paid.result_desc) == (
+        "succeeded",
+        "0",
+        "The service request is processed successfully.",
+    )
+    # A failure heard after the money was paid changes nothing: it is a duplicate.
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, 2040, desc="no"))
+    work()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, payout.id).status == "succeeded"
+    assert db.session.get(Loan, loan.id).status == "active"
+    last = db.session.scalar(select(MpesaCallback.status).order_by(MpesaCallback.id.desc()))
+    assert last == "duplicate"
     # The results are kept under our OriginatorConversationID (M-PESA's ConversationID
     # is theirs), which is what staff and the sweep look a payout up by.
     kept = set(db.session.scalars(select(MpesaCallback.reference)))
@@ -2203,6 +2217,94 @@ def test_a_payout_result_whose_receipt_is_another_payments_is_flagged_not_disbur
     assert n(JournalEntry, JournalEntry.kind == "disbursement") == 0
     statuses = db.session.scalars(select(MpesaCallback.status).order_by(MpesaCallback.id))
     assert list(statuses) == ["processed", "flagged"]
+
+
+def result_with(originator_id: str, **params: object) -> dict:
+    """A B2C success result whose parameters are changed (None: left out) and whose
+    TransactionID may differ from its TransactionReceipt (`transaction_id`)."""
+    body = b2c_result_body(originator_id, amount=5000, receipt="NLJ41HAY6Q")
+    result = body["Result"]
+    if "transaction_id" in params:
+        result["TransactionID"] = params.pop("transaction_id")
+    kept = []
+    for item in result["ResultParameters"]["ResultParameter"]:
+        if item["Key"] in params:
+            if params[item["Key"]] is None:
+                continue
+            item = {"Key": item["Key"], "Value": params[item["Key"]]}
+        kept.append(item)
+    result["ResultParameters"]["ResultParameter"] = kept
+    return body
+
+
+@pytest.mark.parametrize(
+    ("changes", "receipt"),
+    [
+        ({"TransactionReceipt": "NLJRECEIPT", "transaction_id": "NLJTRANSID"}, "NLJRECEIPT"),
+        ({"TransactionReceipt": None, "transaction_id": "NLJTRANSID"}, "NLJTRANSID"),
+        ({"TransactionReceipt": " nlj41hay6q0123456789xyz "}, "NLJ41HAY6Q0123456789"),
+    ],
+    ids=["receipt-first", "transaction-id-else", "cut-to-20"],
+)
+def test_a_payout_result_is_known_by_its_receipt_else_its_transaction_id(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+    changes: dict[str, object],
+    receipt: str,
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    post(client, "b2c/result", result_with(payout.originator_conversation_id, **changes))
+    work()
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, payout.id).receipt == receipt
+    assert db.session.scalar(select(Payment.receipt)) == receipt
+    assert db.session.get(Loan, loan.id).status == "active"
+
+
+def test_a_payout_result_paying_another_amount_is_flagged_not_disbursed(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    body = result_with(payout.originator_conversation_id, TransactionAmount=4000)
+    post(client, "b2c/result", body)
+    work()
+    db.session.expire_all()
+    flagged = db.session.get(MpesaRequest, payout.id)
+    assert flagged.flag == "paid KES 4000 but KES 5000.00 was requested"
+    assert db.session.get(Loan, loan.id).status == "disbursing" and n(Payment) == 0
+
+
+def test_a_payout_failure_whose_callback_cannot_be_marked_done_changes_nothing_until_retried(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan, payout = approved_loan()
+    work()
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, 2040, desc="no"))
+    callback_id = db.session.scalar(select(MpesaCallback.id))
+    with refused_by_the_database("UPDATE", "mpesa_callbacks", "NEW.status = 'processed'"):
+        with pytest.raises(Exception, match="refused by the test"):
+            callback_process(callback_id=callback_id)
+        db.session.rollback()
+        db.session.expire_all()
+        assert db.session.get(Loan, loan.id).status == "disbursing"
+        assert db.session.get(MpesaRequest, payout.id).status == "sent"
+
+    labels = {"kind": "b2c_result", "outcome": "failed"}
+    failed = REGISTRY.get_sample_value("sacco_callbacks_total", labels) or 0.0
+    assert callback_process(callback_id=callback_id) == "failed"
+    assert REGISTRY.get_sample_value("sacco_callbacks_total", labels) - failed == 1
+    db.session.expire_all()
+    assert db.session.get(Loan, loan.id).status == "approved"
+    assert db.session.get(MpesaCallback, callback_id).status == "processed"
+    # The same failure delivered again is a duplicate: nothing changes twice.
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, 2040, desc="no"))
+    work()
+    statuses = db.session.scalars(select(MpesaCallback.status).order_by(MpesaCallback.id))
+    assert list(statuses) == ["processed", "duplicate"]
 
 
 def test_a_payout_success_without_a_receipt_is_flagged_for_staff_and_not_queried(

@@ -373,9 +373,12 @@ def test_a_failed_payout_returns_amount_and_fee_once_even_when_delivered_twice(
     failure = b2c_result_body(
         sent.originator_conversation_id, 2040, desc="Initiator information is invalid"
     )
+    labels = {"kind": "b2c_result", "outcome": "failed"}
+    counted = REGISTRY.get_sample_value("sacco_callbacks_total", labels) or 0.0
     post(client, "b2c/result", failure)
     post(client, "b2c/result", failure)
     work()
+    assert REGISTRY.get_sample_value("sacco_callbacks_total", labels) - counted == 1
     done = row(sent.id)
     assert (done.status, done.result_code) == ("failed", "2040")
     assert balance(account_id) == D("5000")  # amount and fee back
