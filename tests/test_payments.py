@@ -2300,6 +2300,8 @@ def test_a_payout_failure_whose_callback_cannot_be_marked_done_changes_nothing_u
     db.session.expire_all()
     assert db.session.get(Loan, loan.id).status == "approved"
     assert db.session.get(MpesaCallback, callback_id).status == "processed"
+    failed_payout = db.session.get(MpesaRequest, payout.id)
+    assert (failed_payout.result_code, failed_payout.result_desc) == ("2040", "no")
     # The same failure delivered again is a duplicate: nothing changes twice.
     post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, 2040, desc="no"))
     work()
