@@ -1146,6 +1146,7 @@ def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskC
     sent = json.loads(next(c for c in b2c.calls if "b2c" in c.request.url).request.body)
     assert sent["OriginatorConversationID"] == payout.originator_conversation_id
     assert sent["Amount"] == "5000" and sent["Occassion"] == "Loan"
+    assert sent["Remarks"] == f"Loan {loan.loan_no}"  # on the member's M-PESA message
     body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJ41HAY6Q")
     assert post(client, "b2c/result", body).json == {"ResultCode": 0, "ResultDesc": "Accepted"}
     post(client, "b2c/result", body)  # a duplicate result
