@@ -123,6 +123,13 @@ def work() -> None:
     make_worker(("payments",)).work(burst=True)
 
 
+def heard(client: FlaskClient, path: str, body: object) -> None:
+    """Daraja calls `path` with `body`; the worker processes it; rows are read afresh."""
+    post(client, path, body)
+    work()
+    db.session.expire_all()
+
+
 def post(client: FlaskClient, path: str, body: object, **kwargs: object):  # noqa: ANN201
     data = body if isinstance(body, bytes | str) else json.dumps(body)
     return client.post(
@@ -845,8 +852,7 @@ def test_a_payout_result_whose_callback_cannot_be_marked_done_disburses_nothing_
 ) -> None:
     """The disbursement (and, after a recorded failure, the loan's way back out of
     approved) commit with the callback's "processed" or not at all."""
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     if failed_first:
         payout_refused(client, payout)
         work()
@@ -1107,6 +1113,13 @@ def approved_loan(product_id: int | None = None) -> tuple[Ref, MpesaRequest]:
     return Ref(loan.id, loan.loan_no), payout
 
 
+def sent_loan_payout() -> tuple[Ref, MpesaRequest]:
+    """`approved_loan`'s payout sent to Daraja by the send job: its result is awaited."""
+    loan, payout = approved_loan()
+    work()
+    return loan, payout
+
+
 def test_a_payout_that_cannot_be_queued_stays_pending_and_says_why_in_the_log(
     app: Flask, redis_down: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1205,8 +1218,7 @@ def test_a_failed_payout_puts_the_loan_back_with_the_reason_and_staff_retry(
     client: FlaskClient,
     b2c,  # noqa: ANN001
 ) -> None:
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     payout_refused(client, payout)
     back = db.session.get(Loan, loan.id)
     assert back.status == "approved" and "not registered" in back.payout_error
@@ -1239,8 +1251,7 @@ def test_a_timeout_asks_transaction_status_and_its_answer_disburses(
     client: FlaskClient,
     b2c,  # noqa: ANN001
 ) -> None:
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     post(
         client,
         "b2c/timeout",
@@ -1689,8 +1700,7 @@ def test_a_payout_query_that_fails_is_reported_and_the_next_payouts_are_asked(
 
 
 def test_reconciliation_asks_status_for_a_silent_payout_and_flags_after_a_day(b2c) -> None:  # noqa: ANN001
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     payments_reconcile()
     assert [c for c in b2c.calls if "transactionstatus" in c.request.url] == []  # too early
     age(payout.id, 11)
@@ -1987,8 +1997,7 @@ def test_each_payout_failure_code_puts_the_loan_back_to_approved(
     b2c,
     code: str,  # noqa: ANN001
 ) -> None:
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, code, desc="no"))
     work()
     db.session.expire_all()
@@ -1998,20 +2007,16 @@ def test_each_payout_failure_code_puts_the_loan_back_to_approved(
 
 
 def test_a_duplicate_id_result_is_not_a_failure_but_a_question(client: FlaskClient, b2c) -> None:  # noqa: ANN001
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     body = b2c_result_body(payout.originator_conversation_id, 15, desc="Duplicate")
-    post(client, "b2c/result", body)
-    work()
-    db.session.expire_all()
+    heard(client, "b2c/result", body)
     assert db.session.get(MpesaRequest, payout.id).status == "unknown"
     assert db.session.get(Loan, loan.id).status == "disbursing"  # never back to approved
     assert len([c for c in b2c.calls if "transactionstatus" in c.request.url]) == 1
 
 
 def test_a_status_answer_that_the_payout_does_not_exist_fails_it(client: FlaskClient, b2c) -> None:  # noqa: ANN001
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     post(
         client,
         "b2c/timeout",
@@ -2065,8 +2070,7 @@ def test_a_payout_failed_by_a_status_answer_and_then_paid_after_all_disburses_it
     money left, so the loan is disbursed once. Neither the status query written about it
     nor another loan's later payout is a resend of it (only a resend of this loan's
     payout holds the money back for staff). (Found by mutation testing, issue 23.)"""
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     post(client, "b2c/timeout", queue_timeout(payout))
     work()  # the status query is written and sent
     missing = {
@@ -2106,8 +2110,7 @@ def test_a_status_query_that_times_out_is_failed_for_the_sweep_to_ask_again(
     """A Transaction Status timeout fails the query (the payout stays unknown, the sweep
     asks again) and staff read why on the query; a status result or timeout that answers
     no query of ours is kept as unmatched. (Found by mutation testing, issue 23.)"""
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     post(client, "b2c/timeout", queue_timeout(payout))
     work()
     query = db.session.scalar(select(MpesaRequest).where(MpesaRequest.kind == "status"))
@@ -2157,8 +2160,7 @@ def test_duplicate_payout_results_from_many_threads_disburse_once(
     client: FlaskClient,
     b2c,  # noqa: ANN001
 ) -> None:
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJRACE001")
     for _ in range(6):
         post(client, "b2c/result", body)
@@ -2178,8 +2180,7 @@ def test_a_payout_paid_after_it_was_failed_and_resent_is_flagged_not_posted(
     client: FlaskClient,
     b2c,  # noqa: ANN001
 ) -> None:
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, 2040, desc="no"))
     work()
     loan_retry_payout(loan_id=loan.id, staff=make_staff("branch_manager"))
@@ -2203,15 +2204,12 @@ def test_a_payout_result_whose_receipt_is_another_payments_is_flagged_not_disbur
     client: FlaskClient,
     b2c,  # noqa: ANN001
 ) -> None:
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     member_no = db.session.get(Loan, loan.id).member.member_no
     post(client, "c2b/confirmation", c2b_body("NLJTWICE01", amount="200", account=member_no))
     work()
     body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJTWICE01")
-    post(client, "b2c/result", body)
-    work()
-    db.session.expire_all()
+    heard(client, "b2c/result", body)
     flagged = db.session.get(MpesaRequest, payout.id)
     assert flagged.flag == "receipt NLJTWICE01 was recorded for another payment"
     assert db.session.get(Loan, loan.id).status == "disbursing"
@@ -2253,11 +2251,8 @@ def test_a_payout_result_is_known_by_its_receipt_else_its_transaction_id(
     changes: dict[str, object],
     receipt: str,
 ) -> None:
-    loan, payout = approved_loan()
-    work()
-    post(client, "b2c/result", result_with(payout.originator_conversation_id, **changes))
-    work()
-    db.session.expire_all()
+    loan, payout = sent_loan_payout()
+    heard(client, "b2c/result", result_with(payout.originator_conversation_id, **changes))
     assert db.session.get(MpesaRequest, payout.id).receipt == receipt
     assert db.session.scalar(select(Payment.receipt)) == receipt
     assert db.session.get(Loan, loan.id).status == "active"
@@ -2267,12 +2262,9 @@ def test_a_payout_result_paying_another_amount_is_flagged_not_disbursed(
     client: FlaskClient,
     b2c,  # noqa: ANN001
 ) -> None:
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     body = result_with(payout.originator_conversation_id, TransactionAmount=4000)
-    post(client, "b2c/result", body)
-    work()
-    db.session.expire_all()
+    heard(client, "b2c/result", body)
     flagged = db.session.get(MpesaRequest, payout.id)
     assert flagged.flag == "paid KES 4000 but KES 5000.00 was requested"
     assert db.session.get(Loan, loan.id).status == "disbursing" and n(Payment) == 0
@@ -2282,8 +2274,7 @@ def test_a_payout_failure_whose_callback_cannot_be_marked_done_changes_nothing_u
     client: FlaskClient,
     b2c,  # noqa: ANN001
 ) -> None:
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, 2040, desc="no"))
     callback_id = db.session.scalar(select(MpesaCallback.id))
     with refused_by_the_database("UPDATE", "mpesa_callbacks", "NEW.status = 'processed'"):
@@ -2316,12 +2307,9 @@ def test_a_payout_success_without_a_receipt_is_flagged_for_staff_and_not_queried
 ) -> None:
     """ "Paid" with no receipt posts nothing; staff look into it, so Transaction Status is
     not asked about it now (the sweep leaves flagged payouts to staff as well)."""
-    loan, payout = approved_loan()
-    work()
+    loan, payout = sent_loan_payout()
     body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="")
-    post(client, "b2c/result", body)
-    work()
-    db.session.expire_all()
+    heard(client, "b2c/result", body)
     row = db.session.get(MpesaRequest, payout.id)
     assert (row.status, row.flag) == ("sent", "success result without a receipt")
     assert [c for c in b2c.calls if "transactionstatus" in c.request.url] == []
