@@ -249,9 +249,11 @@ def b2c_apply(request: MpesaRequest, data: dict[str, Any], callback_id: int | No
         )
     if code in B2C_FAILURES:
         return payout_failed(request, code=code, desc=data["result_desc"])
+    if request.status in ("succeeded", "failed"):
+        # A settled payout is not reopened, nor asked about, by a later doubtful answer.
+        return "duplicate"
     # 15 (duplicate id: the first may have paid), or a code we do not know: ask.
-    if request.status not in ("succeeded", "failed"):
-        finish(request, "unknown", code, data["result_desc"] or "to be asked")
+    finish(request, "unknown", code, data["result_desc"] or "to be asked")
     return "unknown"
 
 
@@ -380,8 +382,9 @@ def payments_query_payout(*, request_id: int) -> str:
         return parent.status if parent else "missing"
     s = settings()
     try:
+        # A payout still waiting has no receipt (it is kept only once paid): it is asked
+        # about by our own OriginatorConversationID.
         reply = daraja_client().transaction_status(
-            transaction_id=parent.receipt,
             originator_conversation_id=parent.originator_conversation_id,
             result_url=s.callback_url("status/result"),
             timeout_url=s.callback_url("status/timeout"),
