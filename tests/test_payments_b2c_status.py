@@ -233,6 +233,56 @@ def test_a_duplicate_id_result_asks_status_about_that_payout(client: FlaskClient
     assert row(Loan, loan_id).status == "disbursing"
 
 
+@pytest.mark.parametrize("code", ["15", "9999"], ids=["duplicate-id", "unknown-code"])
+@pytest.mark.parametrize("final", ["succeeded", "failed"])
+def test_a_doubtful_result_after_the_payout_settled_reopens_nothing_and_asks_nothing(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+    final: str,
+    code: str,
+) -> None:
+    loan_id, payout = sent_payout()
+    if final == "succeeded":
+        body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJ0000003")
+    else:
+        body = b2c_result_body(payout.originator_conversation_id, 2040, desc="Unregistered")
+    post(client, "b2c/result", body)
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, code, desc="?"))
+    assert process_new() == ["processed" if final == "succeeded" else "failed", "duplicate"]
+    work()
+    got = row(MpesaRequest, payout.id)
+    assert (got.status, got.result_code) == (final, "0" if final == "succeeded" else "2040")
+    assert status_calls(b2c) == []
+    assert row(Loan, loan_id).status == ("active" if final == "succeeded" else "approved")
+
+
+def test_a_doubtful_result_without_words_tells_staff_it_is_to_be_asked(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    _, payout = sent_payout()
+    body = b2c_result_body(payout.originator_conversation_id, 15)
+    body["Result"]["ResultDesc"] = ""
+    post(client, "b2c/result", body)
+    assert process_new() == ["unknown"]
+    got = row(MpesaRequest, payout.id)
+    assert (got.status, got.result_code, got.result_desc) == ("unknown", "15", "to be asked")
+
+
+def test_a_result_without_our_originator_id_is_matched_by_safaricoms_conversation_id(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    loan_id, payout = sent_payout()
+    assert payout.conversation_id == "AG_B2C_0001"  # from the send's reply
+    body = b2c_result_body("", amount=5000, receipt="NLJ0000004")
+    body["Result"]["ConversationID"] = "AG_B2C_0001"
+    post(client, "b2c/result", body)
+    assert process_new() == ["processed"]
+    assert row(MpesaRequest, payout.id).receipt == "NLJ0000004"
+    assert row(Loan, loan_id).status == "active"
+
+
 # -- asking Transaction Status directly --------------------------------------------------
 
 
