@@ -56,6 +56,7 @@ MAX_STK_AMOUNT = Decimal("250000")  # M-PESA's ceiling for one transaction
 # answer disagreed, or none came) never holds one back for longer.
 PROMPT_WINDOW = timedelta(minutes=3)
 REPEAT_GAP = timedelta(minutes=2)  # a second push of the same amount: result code 17
+REPEAT_REFUSED = "M-PESA refuses the same amount twice within 2 minutes; wait a little"
 DESCRIPTION = "Loan repay"  # TransactionDesc: at most 13 characters
 # What the member reads on the prompt, by the request's purpose.
 DESCRIPTIONS = {"repayment": DESCRIPTION, "deposit": "Save"}
@@ -100,17 +101,9 @@ def payments_request_stk(
     if _open_stk(loan.id):
         db.session.rollback()
         raise PaymentError(_already_waiting(loan.loan_no))
-    recent = db.session.scalar(
-        select(MpesaRequest.id).where(
-            MpesaRequest.kind == "stk",
-            MpesaRequest.phone == msisdn,
-            MpesaRequest.amount == value,
-            MpesaRequest.created_at > utcnow() - REPEAT_GAP,
-        )
-    )
-    if recent is not None:
+    if _repeat(msisdn, value):
         db.session.rollback()
-        raise PaymentError("M-PESA refuses the same amount twice within 2 minutes; wait a little")
+        raise PaymentError(REPEAT_REFUSED)
     request = MpesaRequest(
         kind="stk",
         status="pending",
@@ -148,8 +141,9 @@ def payments_request_deposit_stk(
     """Ask the member's phone for their M-PESA PIN to pay into one of their accounts
     (deposits, savings, shares): purpose "deposit", the account on the request, its number
     as the account reference. The callback credits that account once. `product_id`
-    instead of `account_id`: the member's account of that product, opened now if it is
-    their first (an open product only).
+    (which names the account when given, instead of `account_id`): the member's account
+    of that product, opened now if it is their first (an open product only: a closed one
+    takes money only into an account the member holds already).
 
     Refused (PaymentError, nothing written) for an amount M-PESA cannot carry, an account
     that is not the member's or takes no money, or a prompt for it already on its way.
@@ -165,12 +159,15 @@ def payments_request_deposit_stk(
     # open deposit prompt, as one holds a loan's).
     member = lock_row(Member, member_id)
     if member is None:
+        _undo(commit)
         raise PaymentError(f"no member {member_id}")
-    if account_id is None and product_id is not None:
+    if product_id is not None:
         product = db.session.get(AccountProduct, product_id)
-        if product is None or not product.active:
+        if product is None:
             _undo(commit)
             raise PaymentError("that account takes no payment")
+        # A closed product still takes money into an account the member holds, as by
+        # Paybill; it opens no new one (ProductError says so).
         try:
             account_id = member_product_account(member, product).id
         except ProductError as exc:
@@ -197,7 +194,7 @@ def payments_request_deposit_stk(
         raise PaymentError(_already_waiting_for(number))
     if _repeat(msisdn, value):
         _undo(commit)
-        raise PaymentError("M-PESA refuses the same amount twice within 2 minutes; wait a little")
+        raise PaymentError(REPEAT_REFUSED)
     request = MpesaRequest(
         kind="stk",
         status="pending",
@@ -529,7 +526,9 @@ def _post_deposit(request: MpesaRequest, reference: str, value_date: date) -> in
     """A deposit prompt's money into the account it named (its product's rules: a closed
     product still takes money into an account the member holds)."""
     account = db.session.get(Account, request.account_id)
-    assert account is not None and account.product is not None  # checked when written
+    # Both checked when the prompt was written.
+    assert account is not None
+    assert account.product is not None
     assert request.member_id is not None
     return account_deposit(
         member_id=request.member_id,
@@ -551,7 +550,9 @@ def _to_suspense(
     """Money a receipt says moved for a prompt that cannot take it: into suspense, where
     staff see it (the prompt's member suggested) and place it; the prompt is flagged with
     where the money went."""
-    amount = round_money(paid_amount) if paid_amount and paid_amount > 0 else request.amount
+    amount = request.amount  # a receipt carrying no amount, or nothing: staff check it
+    if paid_amount is not None and paid_amount > 0:
+        amount = round_money(paid_amount)
     payment = payment_record(
         callback_id=callback_id,
         receipt=receipt,
