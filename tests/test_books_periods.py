@@ -688,6 +688,32 @@ def test_an_stk_repayment_whose_callback_comes_after_the_close_still_pays_the_lo
     assert entry.description.startswith("Late: paid 2026-11-21 (books closed), dated 2026-12-01")
 
 
+def test_stk_money_for_suspense_heard_after_the_close_is_dated_the_first_open_day(
+    client: FlaskClient,
+    loan: object,  # noqa: F811 - the payments tests' fixture
+    daraja: object,  # noqa: F811
+) -> None:
+    """A cancelled prompt paid after all, at another amount, on 21 November: heard after
+    November closed, its suspense entry says so in front, like every late payment.
+    (Mutation testing, issue 23.)"""
+    sent_stk(loan)  # type: ignore[arg-type]
+    post(client, "stk/callback", stk_body(CHECKOUT, 1032))
+    work()
+    close(date(2026, 11, 1))
+
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=450, receipt="LATESTK001"))
+    work()
+
+    db.session.expire_all()
+    payment = db.session.scalars(select(Payment).where(Payment.receipt == "LATESTK001")).one()
+    entry = db.session.get(JournalEntry, payment.journal_entry_id)
+    assert payment.status == "suspense"
+    assert entry is not None and entry.value_date == date(2026, 12, 1)
+    assert entry.description.startswith(
+        "Late: paid 2026-11-21 (books closed), dated 2026-12-01. STK LATESTK001"
+    )
+
+
 def test_a_payout_result_dated_in_a_closed_month_disburses_the_loan_on_the_first_open_day(
     client: FlaskClient,
     b2c: object,  # noqa: F811 - the payments tests' fixture

@@ -33,10 +33,12 @@ from app.models import (
     MpesaCallback,
     MpesaRequest,
     Payment,
+    WebhookDelivery,
 )
 from app.models.mpesa import OPEN_STATUSES
 from app.models.types import utcnow
 from app.selectors.loans import loan_debt
+from app.services.api_clients import api_client_register
 from app.services.loans import (
     LoanError,
     loan_apply,
@@ -58,6 +60,7 @@ from app.services.payments import (
     payments_send_stk,
 )
 from app.services.permissions import PermissionDenied
+from app.services.webhooks import webhook_subscribe
 from tests.factories import make_member
 from tests.helpers import Worker, b2c_result_body, c2b_body, sent_sms, stk_body
 from tests.loan_factories import (
@@ -2568,15 +2571,19 @@ def test_suspense_from_a_cancelled_prompt_keeps_what_the_receipt_says(
     other_phone = stk_body(CHECKOUT, amount=None, receipt="NLJNOAMNT1", phone=254711000111)
     post(client, "stk/callback", other_phone)
     post(client, "stk/callback", stk_body(CHECKOUT, amount=1, receipt="NLJONEKES1"))  # a retry
+    # An Amount of nothing is no amount either.
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=0, receipt="NLJZEROAM1"))
     work()
     db.session.expire_all()
-    assert callbacks_counted("stk", "suspense") - counted == 2
+    assert callbacks_counted("stk", "suspense") - counted == 3
     calls = list(db.session.scalars(select(MpesaCallback).order_by(MpesaCallback.id)))
-    assert [c.status for c in calls] == ["processed", "processed", "processed", "duplicate"]
+    statuses = ["processed", "processed", "processed", "duplicate", "processed"]
+    assert [c.status for c in calls] == statuses
     paid_at = datetime(2026, 11, 21, 7, 21, 15, tzinfo=UTC)  # 10:21:15 in Nairobi
     for callback, receipt, amount in (
         (calls[1], "NLJONEKES1", Decimal("1.00")),
         (calls[2], "NLJNOAMNT1", Decimal("500.00")),
+        (calls[4], "NLJZEROAM1", Decimal("500.00")),
     ):
         payment = db.session.scalar(select(Payment).where(Payment.receipt == receipt))
         assert (payment.status, payment.amount, payment.channel, payment.direction) == (
@@ -2594,7 +2601,32 @@ def test_suspense_from_a_cancelled_prompt_keeps_what_the_receipt_says(
         assert payment.transacted_at == paid_at
         entry = db.session.get(JournalEntry, payment.journal_entry_id)
         assert (entry.kind, entry.value_date) == ("suspense", date(2026, 11, 21))
-    assert balance("GL-SUSPENSE") == Decimal("501.00")
+    assert balance("GL-SUSPENSE") == Decimal("1001.00")
+
+
+def test_money_a_prompt_cannot_take_is_announced_to_subscribers_as_suspense(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """payment.received goes out for prompt money staff must place, as for any money in.
+    (Mutation testing, issue 23.)"""
+    registered = api_client_register(
+        name="Acme ERP", scopes=["payments:read"], staff=make_staff("admin")
+    )
+    webhook_subscribe(
+        client=registered.client,
+        url="https://erp.example.co.ke/sacco/events",
+        events=["payment.received"],
+        scopes=["payments:read"],
+    )
+    sent_stk(loan)
+    heard(client, "stk/callback", stk_body(CHECKOUT, 1032))
+    heard(client, "stk/callback", stk_body(CHECKOUT, amount=450, receipt="NLJHOOKED1"))
+    [delivery] = db.session.scalars(select(WebhookDelivery)).all()
+    data = json.loads(delivery.body)["data"]
+    assert (data["receipt"], data["amount"], data["status"]) == ("NLJHOOKED1", "450.00", "suspense")
+    assert (data["channel"], data["account_reference"]) == ("stk", loan.loan_no)
 
 
 def test_a_prompt_s_suspense_flag_fits_its_column_however_long_the_reason(

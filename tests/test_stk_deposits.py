@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import responses
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.cli.runtime import make_worker
 from app.extensions import db, queue
 from app.models import Account, JournalEntry, MpesaCallback, MpesaRequest, Payment, SmsMessage
+from app.models.types import utcnow
+from app.phone import PhoneError, normalise_phone
 from app.services.payments import PaymentError, callback_process
-from app.services.payments.stk import payments_request_deposit_stk
+from app.services.payments.stk import REPEAT_GAP, payments_request_deposit_stk
 from app.services.savings import account_product, products_ensure
+from app.services.savings.products import product_update
 from tests.factories import make_member
 from tests.helpers import Worker, stk_body
 from tests.loan_factories import balance
@@ -178,6 +182,131 @@ def test_refusals_write_nothing(member: Ref, daraja: responses.RequestsMock) -> 
         payments_request_deposit_stk(member_id=member.id, account_id=member.shares_id, amount=100)
     count = db.session.scalar(select(func.count()).select_from(MpesaRequest))
     assert count == 1
+
+
+def refused(**kwargs: object) -> str:
+    """The PaymentError a prompt is refused with; the refusal must also leave the session
+    with no transaction (the member's row lock let go) and no request written."""
+    db.session.commit()
+    with pytest.raises(PaymentError) as refusal:
+        payments_request_deposit_stk(**kwargs)  # type: ignore[arg-type]
+    assert not db.session().in_transaction()
+    assert db.session.scalar(select(func.count()).select_from(MpesaRequest)) == 0
+    return str(refusal.value)
+
+
+def test_each_refusal_says_why_and_lets_the_member_go(app: Flask, member: Ref) -> None:
+    """(Mutation testing, issue 23.)"""
+    to_deposits = {"member_id": member.id, "account_id": member.deposits_id}
+    assert refused(**to_deposits, amount="ten") == "amount is not a number"
+    assert refused(member_id=999999, account_id=member.deposits_id, amount=100) == (
+        "no member 999999"
+    )
+    assert refused(member_id=member.id, product_id=999999, amount=100) == (
+        "that account takes no payment"
+    )
+    assert refused(member_id=member.id, amount=100) == "that account takes no payment"
+    assert refused(**to_deposits, amount=100, phone="0708") == normalise_error("0708")
+    ordinary = account_product("ORD")
+    product_update(product_id=ordinary.id, actor="staff:test", active=False)
+    assert refused(member_id=member.id, product_id=ordinary.id, amount=100) == (
+        f"{ordinary.name} is closed to new accounts"
+    )
+
+
+def normalise_error(phone: str) -> str:
+    with pytest.raises(PhoneError) as error:
+        normalise_phone(phone)
+    return str(error.value)
+
+
+def test_a_closed_product_takes_a_prompt_into_an_account_the_member_holds(
+    member: Ref, daraja: responses.RequestsMock
+) -> None:
+    """As a Paybill payment to it would be (test_c2b_accounts)."""
+    ordinary = account_product("ORD")
+    opened = payments_request_deposit_stk(
+        member_id=member.id, product_id=ordinary.id, amount=100, channel="ussd"
+    )
+    db.session.execute(update(MpesaRequest).values(status="failed"))
+    product_update(product_id=ordinary.id, actor="staff:test", active=False)
+    again = payments_request_deposit_stk(
+        member_id=member.id, product_id=ordinary.id, amount=200, channel="api"
+    )
+    assert again.account_id == opened.account_id is not None
+    assert again.account_reference == f"{member.member_no}S"
+
+
+def test_a_prompt_names_its_channel_and_member_and_is_sent_by_one_job_of_its_own(
+    member: Ref, daraja: responses.RequestsMock
+) -> None:
+    """A prompt asked without a channel is the member's own, on USSD; its send is one job
+    named after it, which operators find by the row's id. (Mutation testing, issue 23.)"""
+    request = payments_request_deposit_stk(
+        member_id=member.id, account_id=member.deposits_id, amount=100
+    )
+    assert (request.channel, request.requested_by) == ("ussd", f"member:{member.member_no}")
+    assert queue("payments").job_ids == [f"stk-{request.id}"]
+
+
+def test_an_open_prompt_for_the_account_is_named_in_the_refusal(
+    member: Ref, daraja: responses.RequestsMock
+) -> None:
+    payments_request_deposit_stk(member_id=member.id, account_id=member.shares_id, amount=100)
+    assert refused_after_one(member_id=member.id, account_id=member.shares_id, amount=200) == (
+        f"a payment prompt for account {member.member_no}SH is already on its way; "
+        "answer it or try again in 3 minutes"
+    )
+
+
+def refused_after_one(**kwargs: object) -> str:
+    with pytest.raises(PaymentError) as refusal:
+        payments_request_deposit_stk(**kwargs)  # type: ignore[arg-type]
+    assert db.session.scalar(select(func.count()).select_from(MpesaRequest)) == 1
+    return str(refusal.value)
+
+
+def test_only_the_same_amount_to_the_same_phone_within_two_minutes_is_held_back(
+    member: Ref, daraja: responses.RequestsMock
+) -> None:
+    """M-PESA refuses a second prompt of the same amount to the same phone within two
+    minutes (result code 17), so we do not ask; anything else is asked. (Mutation
+    testing, issue 23.)"""
+    first = payments_request_deposit_stk(
+        member_id=member.id, account_id=member.deposits_id, amount=100
+    )
+    assert refused_after_one(member_id=member.id, account_id=member.shares_id, amount=100) == (
+        "M-PESA refuses the same amount twice within 2 minutes; wait a little"
+    )
+    # Another amount, or the same amount to another phone, is asked.
+    asked = [
+        payments_request_deposit_stk(member_id=member.id, account_id=member.shares_id, amount=150)
+    ]
+    db.session.execute(update(MpesaRequest).values(status="failed"))
+    asked.append(
+        payments_request_deposit_stk(
+            member_id=member.id, account_id=member.shares_id, amount=100, phone="0722000002"
+        )
+    )
+    db.session.execute(update(MpesaRequest).values(status="failed"))
+    # A payout of that amount to that phone is not a prompt.
+    db.session.execute(
+        update(MpesaRequest)
+        .where(MpesaRequest.id.in_([first.id, asked[0].id, asked[1].id]))
+        .values(kind="b2c")
+    )
+    asked.append(
+        payments_request_deposit_stk(member_id=member.id, account_id=member.shares_id, amount=100)
+    )
+    # A prompt of that amount to that phone over two minutes ago is no repeat.
+    db.session.execute(update(MpesaRequest).values(status="failed", kind="stk"))
+    db.session.execute(
+        update(MpesaRequest).values(created_at=utcnow() - REPEAT_GAP - timedelta(seconds=1))
+    )
+    asked.append(
+        payments_request_deposit_stk(member_id=member.id, account_id=member.shares_id, amount=100)
+    )
+    assert len({r.id for r in asked}) == 4
 
 
 # -- races on PostgreSQL -----------------------------------------------------------------
