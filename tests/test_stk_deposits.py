@@ -19,7 +19,15 @@ from sqlalchemy import func, select, update
 
 from app.cli.runtime import make_worker
 from app.extensions import db, queue
-from app.models import Account, JournalEntry, MpesaCallback, MpesaRequest, Payment, SmsMessage
+from app.models import (
+    Account,
+    JournalEntry,
+    Member,
+    MpesaCallback,
+    MpesaRequest,
+    Payment,
+    SmsMessage,
+)
 from app.models.types import utcnow
 from app.phone import PhoneError, normalise_phone
 from app.services.payments import PaymentError, callback_process
@@ -212,6 +220,35 @@ def test_each_refusal_says_why_and_lets_the_member_go(app: Flask, member: Ref) -
     assert refused(member_id=member.id, product_id=ordinary.id, amount=100) == (
         f"{ordinary.name} is closed to new accounts"
     )
+
+
+def test_an_account_closed_or_without_a_product_takes_no_prompt(app: Flask, member: Ref) -> None:
+    """(Mutation testing, issue 23.)"""
+    db.session.execute(
+        update(Account).where(Account.id == member.shares_id).values(status="closed")
+    )
+    assert refused(member_id=member.id, account_id=member.shares_id, amount=100) == (
+        "that account takes no payment"
+    )
+    db.session.execute(
+        update(Account).where(Account.id == member.deposits_id).values(product_id=None)
+    )
+    assert refused(member_id=member.id, account_id=member.deposits_id, amount=100) == (
+        "that account takes no payment"
+    )
+
+
+def test_a_long_account_number_is_cut_to_the_twelve_characters_mpesa_takes(
+    member: Ref, daraja: responses.RequestsMock
+) -> None:
+    """AccountReference holds 12 characters; the prompt still names its account by id."""
+    db.session.execute(
+        update(Member).where(Member.id == member.id).values(member_no="M12345678901")
+    )
+    request = payments_request_deposit_stk(
+        member_id=member.id, account_id=member.shares_id, amount=100
+    )
+    assert (request.account_reference, request.account_id) == ("M12345678901", member.shares_id)
 
 
 def normalise_error(phone: str) -> str:
