@@ -130,6 +130,13 @@ def status_answer(
     return {"Result": result}
 
 
+def settling(payout: MpesaRequest, final: str) -> dict:
+    """The B2C result that pays ("succeeded") or fails ("failed", 2040) `payout`."""
+    if final == "succeeded":
+        return b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJ0000001")
+    return b2c_result_body(payout.originator_conversation_id, 2040, desc="Unregistered")
+
+
 def row(model: type, id_: int):  # noqa: ANN201
     db.session.expire_all()
     return db.session.get(model, id_)
@@ -174,11 +181,7 @@ def test_a_late_queue_timeout_for_a_settled_payout_is_a_duplicate_and_asks_nothi
     final: str,
 ) -> None:
     loan_id, payout = sent_payout()
-    if final == "succeeded":
-        body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJ0000001")
-    else:
-        body = b2c_result_body(payout.originator_conversation_id, 2040, desc="Unregistered")
-    post(client, "b2c/result", body)
+    post(client, "b2c/result", settling(payout, final))
     post(client, "b2c/timeout", queue_timeout(payout))
     assert process_new() == ["processed" if final == "succeeded" else "failed", "duplicate"]
     work()
@@ -242,11 +245,7 @@ def test_a_doubtful_result_after_the_payout_settled_reopens_nothing_and_asks_not
     code: str,
 ) -> None:
     loan_id, payout = sent_payout()
-    if final == "succeeded":
-        body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJ0000003")
-    else:
-        body = b2c_result_body(payout.originator_conversation_id, 2040, desc="Unregistered")
-    post(client, "b2c/result", body)
+    post(client, "b2c/result", settling(payout, final))
     post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, code, desc="?"))
     assert process_new() == ["processed" if final == "succeeded" else "failed", "duplicate"]
     work()
