@@ -297,8 +297,11 @@ def test_an_open_prompt_for_the_account_is_named_in_the_refusal(
 
 
 def refused_after_one(**kwargs: object) -> str:
+    """As `refused`, with the one request before it still the only one."""
+    db.session.commit()
     with pytest.raises(PaymentError) as refusal:
         payments_request_deposit_stk(**kwargs)  # type: ignore[arg-type]
+    assert not db.session().in_transaction()
     assert db.session.scalar(select(func.count()).select_from(MpesaRequest)) == 1
     return str(refusal.value)
 
