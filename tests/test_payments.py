@@ -285,6 +285,11 @@ def test_a_success_callback_repays_exactly_the_amount_once(
     assert (row.status, row.receipt) == ("succeeded", "NLJ7RT61SV")
     payment = db.session.scalar(select(Payment).where(Payment.receipt == "NLJ7RT61SV"))
     assert (payment.channel, payment.amount, payment.loan_id) == ("stk", 500, loan.id)
+    # What staff trace it by: the callback it came in, M-PESA's time (10:21:15 in
+    # Nairobi), money in. (Mutation testing, issue 23.)
+    assert (payment.callback_id, payment.direction) == (raw.id, "in")
+    paid_at = payment.transacted_at.replace(tzinfo=payment.transacted_at.tzinfo or UTC)
+    assert paid_at == datetime(2026, 11, 21, 7, 21, 15, tzinfo=UTC)
     receipt_sms = sent_sms("repayment_received")
     assert len(receipt_sms) == 1 and "NLJ7RT61SV" in receipt_sms[0].body
     # The same callback again, and as a string code: nothing more is posted.
@@ -930,6 +935,53 @@ def test_a_paybill_repayment_whose_callback_cannot_be_marked_done_posts_nothing_
     db.session.expire_all()
     assert db.session.get(MpesaCallback, callback_id).status == "processed"
     assert before - debt(loan.id) == Decimal("600")
+    assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "repayment") == 1
+
+
+def test_a_prompt_whose_receipt_came_first_by_paybill_is_settled_without_a_second_posting(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """M-PESA told us of the member's payment as a Paybill confirmation first (the same
+    receipt): the prompt's callback settles the prompt, names the receipt and says it was
+    posted before; the loan is repaid once. (Mutation testing, issue 23.)"""
+    request = sent_stk(loan)
+    before = debt(loan.id)
+    heard(client, "c2b/confirmation", c2b_body("NLJ7RT61SV", amount="500", account=loan.loan_no))
+    heard(client, "stk/callback", stk_body(CHECKOUT, amount=500))
+    assert before - debt(loan.id) == Decimal("500")
+    assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "repayment") == 1
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.result_code, row.receipt) == ("succeeded", "0", "NLJ7RT61SV")
+    assert row.result_desc == (
+        "The service request is processed successfully. (receipt NLJ7RT61SV posted before)"
+    )
+    statuses = dict(db.session.execute(select(MpesaCallback.kind, MpesaCallback.status)).all())
+    assert statuses == {"c2b_confirmation": "processed", "stk": "duplicate"}
+
+
+def test_a_prompt_repayment_whose_callback_cannot_be_marked_done_posts_nothing_until_retried(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """As for Paybill: the prompt's repayment commits with its callback's "processed" or
+    not at all (loan_repay must not commit on its own). (Mutation testing, issue 23.)"""
+    request = sent_stk(loan)
+    before = debt(loan.id)
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=500))
+    callback_id = db.session.scalar(select(MpesaCallback.id))
+    with refused_by_the_database("UPDATE", "mpesa_callbacks", "NEW.status = 'processed'"):
+        with pytest.raises(Exception, match="refused by the test"):
+            callback_process(callback_id=callback_id)
+        db.session.rollback()
+        assert n(Payment) == 0 and n(JournalEntry, JournalEntry.kind == "repayment") == 0
+        assert debt(loan.id) == before
+        assert db.session.get(MpesaRequest, request.id).status == "sent"
+
+    assert callback_process(callback_id=callback_id) == "processed"
+    assert before - debt(loan.id) == Decimal("500")
     assert n(Payment) == 1 and n(JournalEntry, JournalEntry.kind == "repayment") == 1
 
 
@@ -2339,6 +2391,10 @@ def test_a_late_callback_after_a_query_settled_the_prompt_posts_nothing_more(
     before = debt(loan.id)
     payments_reconcile()
     assert before - debt(loan.id) == Decimal("500")
+    keys = db.session.scalars(
+        select(JournalEntry.idempotency_key).where(JournalEntry.kind == "repayment")
+    ).all()
+    assert keys == [f"repay:{CHECKOUT}"]
     post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJLATECB1"))
     work()
     assert before - debt(loan.id) == Decimal("500")
