@@ -2854,6 +2854,42 @@ def test_a_later_callback_that_agrees_settles_a_flagged_prompt(
     assert statuses == ["flagged", "processed"]
 
 
+def test_a_callback_of_an_unknown_id_takes_only_an_unanswered_push_of_its_phone_and_amount(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """A callback whose CheckoutRequestID we never stored answers the one prompt that got
+    no answer to its submit (no id, outcome unknown) to the same phone for the same amount
+    within a day; anything else is kept unmatched for staff. (Mutation testing, issue 23.)"""
+    request = sent_stk(loan)
+    _set(request.id, status="unknown", checkout_request_id=None)
+    before = debt(loan.id)
+
+    def answered(**changed: object) -> str:
+        body = {"amount": 500, "phone": 254708374149, "receipt": "NLJNOIDS01", **changed}
+        heard(client, "stk/callback", stk_body("ws_CO_NEVER_STORED", **body))  # type: ignore[arg-type]
+        return db.session.scalars(
+            select(MpesaCallback.status).order_by(MpesaCallback.id.desc())
+        ).first()
+
+    assert answered(amount=501, receipt="NLJNOIDS02") == "unmatched"
+    assert answered(phone=254711000111, receipt="NLJNOIDS03") == "unmatched"
+    for changed in ({"kind": "b2c"}, {"checkout_request_id": "ws_CO_ANOTHER"}):
+        _set(request.id, **changed)
+        assert answered(receipt="NLJNOIDS04") == "unmatched"
+        _set(request.id, kind="stk", checkout_request_id=None)
+    age(request.id, 25 * 60)  # a day and an hour: too old to be this one
+    assert answered(receipt="NLJNOIDS05") == "unmatched"
+    age(request.id, 23 * 60)
+    assert debt(loan.id) == before
+
+    assert answered() == "processed"
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.checkout_request_id) == ("succeeded", "ws_CO_NEVER_STORED")
+    assert before - debt(loan.id) == Decimal("500")
+
+
 def test_a_push_that_got_no_answer_stops_holding_the_loan_after_the_window(
     client: FlaskClient,
     loan: Ref,
