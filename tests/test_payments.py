@@ -2660,13 +2660,8 @@ def test_suspense_from_a_cancelled_prompt_keeps_what_the_receipt_says(
     assert balance("GL-SUSPENSE") == Decimal("1001.00")
 
 
-def test_money_a_prompt_cannot_take_is_announced_to_subscribers_as_suspense(
-    client: FlaskClient,
-    loan: Ref,
-    daraja,  # noqa: ANN001
-) -> None:
-    """payment.received goes out for prompt money staff must place, as for any money in.
-    (Mutation testing, issue 23.)"""
+def subscribe_to_payments() -> None:
+    """An API client subscribed to payment.received (its deliveries are rows to read)."""
     registered = api_client_register(
         name="Acme ERP", scopes=["payments:read"], staff=make_staff("admin")
     )
@@ -2676,6 +2671,32 @@ def test_money_a_prompt_cannot_take_is_announced_to_subscribers_as_suspense(
         events=["payment.received"],
         scopes=["payments:read"],
     )
+
+
+def test_a_prompt_s_repayment_is_announced_to_subscribers_once(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """(Mutation testing, issue 23.)"""
+    subscribe_to_payments()
+    sent_stk(loan)
+    for _ in range(2):  # and M-PESA's repeat of the callback
+        heard(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJHOOKED2"))
+    [delivery] = db.session.scalars(select(WebhookDelivery)).all()
+    data = json.loads(delivery.body)["data"]
+    assert (data["receipt"], data["amount"], data["status"]) == ("NLJHOOKED2", "500.00", "posted")
+    assert (data["channel"], data["loan_no"]) == ("stk", loan.loan_no)
+
+
+def test_money_a_prompt_cannot_take_is_announced_to_subscribers_as_suspense(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """payment.received goes out for prompt money staff must place, as for any money in.
+    (Mutation testing, issue 23.)"""
+    subscribe_to_payments()
     sent_stk(loan)
     heard(client, "stk/callback", stk_body(CHECKOUT, 1032))
     heard(client, "stk/callback", stk_body(CHECKOUT, amount=450, receipt="NLJHOOKED1"))
