@@ -301,7 +301,7 @@ def claim(request_id: int) -> bool:
         db.session.execute(
             update(MpesaRequest)
             .where(MpesaRequest.id == request_id, MpesaRequest.status == "pending")
-            .values(status="sending", attempts=MpesaRequest.attempts + 1, updated_at=utcnow())
+            .values(status="sending", attempts=MpesaRequest.attempts + 1)
         ),
     ).rowcount
     return bool(claimed)
