@@ -391,15 +391,44 @@ def test_a_callback_before_its_request_row_commits_is_kept_and_matched_later(
     request_id = payments_request_stk(loan_id=loan.id, amount=500).id
     queue("payments").empty()  # the send job has not run yet
     post(client, "stk/callback", stk_body(CHECKOUT, amount=500))
+    # Someone else's callback nobody matches: only this prompt's own is taken up again.
+    post(client, "stk/callback", stk_body("ws_CO_nobody", amount=700, receipt="NLJNOBODY1"))
     work()
-    early = db.session.scalar(select(MpesaCallback))
+    early, nobody = db.session.scalars(select(MpesaCallback).order_by(MpesaCallback.id))
     assert early.status == "unmatched" and early.reference == CHECKOUT
+    assert nobody.status == "unmatched"
+    nobody_id = nobody.id
+    # M-PESA's repeat of it, not yet processed: its own job is queued already.
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=500))
     before = debt(loan.id)
     assert payments_send_stk(request_id=request_id) == "sent"  # stores the id, requeues
+    assert queue("payments").count == 2  # the repeat's own job, and the early one again
     work()
     assert before - debt(loan.id) == Decimal("500")
     db.session.expire_all()
-    assert db.session.get(MpesaCallback, early.id).status == "processed"
+    # Whichever ran first posted it; the other is its duplicate.
+    ours = db.session.scalars(
+        select(MpesaCallback.status).where(MpesaCallback.reference == CHECKOUT)
+    ).all()
+    assert sorted(ours) == ["duplicate", "processed"]
+    assert db.session.get(MpesaCallback, nobody_id).status == "unmatched"
+
+
+def test_a_send_job_claims_its_own_prompt_once_and_counts_the_attempt(
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """(Mutation testing, issue 23.)"""
+    first = payments_request_stk(loan_id=loan.id, amount=500).id
+    second = payments_request_stk(loan_id=another_loan(loan).id, amount=500).id
+    queue("payments").empty()
+    assert payments_send_stk(request_id=first) == "sent"
+    assert payments_send_stk(request_id=first) == "sent"  # a second job sends nothing
+    db.session.expire_all()
+    one, other = db.session.get(MpesaRequest, first), db.session.get(MpesaRequest, second)
+    assert (one.status, one.attempts) == ("sent", 1)
+    assert (other.status, other.attempts) == ("pending", 0)
+    assert len([c for c in daraja.calls if "stkpush" in c.request.url]) == 1
 
 
 def test_an_unknown_checkout_id_is_acknowledged_and_kept_for_staff(client: FlaskClient) -> None:
