@@ -243,6 +243,16 @@ def test_a_refusal_before_processing_fails_the_request_and_tells_the_member(
     db.session.expire_all()
     row = db.session.get(MpesaRequest, request.id)
     assert row.status == "failed" and "Invalid PhoneNumber" in row.result_desc
+    assert row.result_code == "400.002.02"  # Daraja's errorCode, for staff
+    [sms] = sent_sms("payment_failed")
+    assert sms.body == (
+        "Your payment of KES 500.00 did not go through: M-PESA could not send the prompt. "
+        "No money was taken. Please try again."
+    )
+    assert sms.idempotency_key == f"payment-failed:stk-{request.id}"
+    # Its job again (RQ's retry) finds it settled: nothing sent twice.
+    assert payments_send_stk(request_id=request.id) == "failed"
+    assert payments_send_stk(request_id=999999) == "missing"
     assert len(sent_sms("payment_failed")) == 1
 
 
