@@ -274,6 +274,51 @@ def test_no_answer_leaves_the_request_unknown_and_it_is_never_resent(
     assert db.session.get(MpesaRequest, request.id).status == "unknown"
 
 
+def test_a_send_daraja_fails_after_taking_it_is_unknown_with_its_code_and_words(
+    loan: Ref,
+    mocked,
+    base: str,  # noqa: ANN001
+) -> None:
+    """A 500 from Daraja may come after it took the prompt: unknown, never failed, with
+    Daraja's errorCode and words kept for staff. (Mutation testing, issue 23.)"""
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/stkpush/v1/processrequest",
+        status=500,
+        json={"requestId": "2", "errorCode": "500.001.1001", "errorMessage": "Unable to lock"},
+    )
+    request = payments_request_stk(loan_id=loan.id, amount=500)
+    queue("payments").empty()
+    assert payments_send_stk(request_id=request.id) == "unknown"
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.result_code) == ("unknown", "500.001.1001")
+    assert row.result_desc.startswith("no clear answer: ") and "Unable to lock" in row.result_desc
+    assert sent_sms("payment_failed") == []
+
+
+def test_a_sent_prompt_keeps_daraja_s_merchant_request_id_within_its_column(
+    loan: Ref,
+    mocked,
+    base: str,  # noqa: ANN001
+) -> None:
+    """(Mutation testing, issue 23.)"""
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    ids = []
+    for merchant_id in ("29115-34620561-1", "M" * 80, None):
+        reply = {"CheckoutRequestID": f"ws_CO_{len(ids)}", "ResponseCode": "0"}
+        if merchant_id is not None:
+            reply["MerchantRequestID"] = merchant_id
+        mocked.upsert(responses.POST, f"{base}/mpesa/stkpush/v1/processrequest", json=reply)
+        request = payments_request_stk(loan_id=loan.id, amount=500 + len(ids))
+        work()
+        ids.append(request.id)
+        _set(request.id, status="failed")  # out of the way of the next prompt
+    db.session.expire_all()
+    kept = [db.session.get(MpesaRequest, i).merchant_request_id for i in ids]
+    assert kept == ["29115-34620561-1", "M" * 64, None]
+
+
 # -- STK push: the callback --------------------------------------------------------------
 
 
