@@ -2826,17 +2826,38 @@ def test_a_second_receipt_for_a_paid_prompt_goes_to_suspense(
     loan: Ref,
     daraja,  # noqa: ANN001
 ) -> None:
-    sent_stk(loan)
+    request = sent_stk(loan)
     before = debt(loan.id)
     post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJFIRST01"))
-    post(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJSECOND1"))
+    post(client, "stk/callback", stk_body(CHECKOUT, amount=450, receipt="NLJSECOND1"))
     work()
     assert before - debt(loan.id) == Decimal("500")
-    assert balance("GL-SUSPENSE") == Decimal("500.00")
-    assert (
-        db.session.scalar(select(Payment.status).where(Payment.receipt == "NLJSECOND1"))
-        == "suspense"
+    assert balance("GL-SUSPENSE") == Decimal("450.00")  # what the second receipt carries
+    # What staff place it by: the callback it came in, M-PESA's time, and why.
+    second = db.session.scalar(select(Payment).where(Payment.receipt == "NLJSECOND1"))
+    callback_id = db.session.scalar(select(func.max(MpesaCallback.id)))
+    assert (second.status, second.amount, second.callback_id) == ("suspense", 450, callback_id)
+    paid_at = second.transacted_at.replace(tzinfo=second.transacted_at.tzinfo or UTC)
+    assert paid_at == datetime(2026, 11, 21, 7, 21, 15, tzinfo=UTC)
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, request.id).flag == (
+        "KES 450.00 paid (NLJSECOND1) is in suspense: paid already under receipt NLJFIRST01"
     )
+
+
+def test_a_success_from_another_phone_flags_the_prompt_within_its_column(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """A success whose phone is not the one prompted is flagged for its query, not posted;
+    the flag is cut to its column however long the phone. (Mutation testing, issue 23.)"""
+    request = sent_stk(loan)
+    before = debt(loan.id)
+    heard(client, "stk/callback", stk_body(CHECKOUT, receipt="NLJLONGPH2", phone=int("7" * 300)))
+    assert debt(loan.id) == before
+    flag = db.session.get(MpesaRequest, request.id).flag
+    assert len(flag) == 255 and flag.startswith("phone 777")
 
 
 @pytest.mark.usefixtures("pg")
