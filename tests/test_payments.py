@@ -2845,6 +2845,58 @@ def test_a_second_receipt_for_a_paid_prompt_goes_to_suspense(
     )
 
 
+def test_a_late_failure_or_a_success_without_a_receipt_for_a_paid_prompt_changes_nothing(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """(Mutation testing, issue 23.)"""
+    sent_stk(loan)
+    heard(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJPAID001"))
+    before = debt(loan.id)
+    heard(client, "stk/callback", stk_body(CHECKOUT, 1032))
+    no_receipt = stk_body(CHECKOUT, amount=500)
+    items = no_receipt["Body"]["stkCallback"]["CallbackMetadata"]["Item"]
+    items[:] = [i for i in items if i["Name"] != "MpesaReceiptNumber"]
+    heard(client, "stk/callback", no_receipt)
+    assert debt(loan.id) == before
+    assert n(Payment) == 1 and balance("GL-SUSPENSE") == Decimal("0.00")
+    assert sorted(db.session.scalars(select(MpesaCallback.status))) == [
+        "duplicate",
+        "duplicate",
+        "processed",
+    ]
+
+
+def test_a_late_receipt_fills_in_only_its_own_prompt_s_payment(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+    base: str,
+) -> None:
+    """Two prompts settled by their queries (no receipts yet): the late callback of one
+    names its own payment, not the other's. (Mutation testing, issue 23.)"""
+    first = sent_stk(loan)
+    daraja.upsert(
+        responses.POST,
+        f"{base}/mpesa/stkpush/v1/processrequest",
+        json={"MerchantRequestID": "2", "CheckoutRequestID": CHECKOUT_2, "ResponseCode": "0"},
+    )
+    second = payments_request_stk(loan_id=another_loan(loan).id, amount=500)
+    work()
+    for request_id in (first.id, second.id):
+        age(request_id, 4)
+    daraja.post(
+        f"{base}/mpesa/stkpushquery/v1/query",
+        json={"ResponseCode": "0", "ResultCode": "0", "ResultDesc": "processed successfully"},
+    )
+    payments_reconcile()
+    assert n(Payment, Payment.receipt.is_(None)) == 2
+    heard(client, "stk/callback", stk_body(CHECKOUT, amount=500, receipt="NLJLATE001"))
+    receipts = dict(db.session.execute(select(Payment.request_id, Payment.receipt)).all())
+    assert receipts == {first.id: "NLJLATE001", second.id: None}
+
+
 def test_a_success_from_another_phone_flags_the_prompt_within_its_column(
     client: FlaskClient,
     loan: Ref,
