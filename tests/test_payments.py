@@ -30,6 +30,7 @@ from app.models import (
     JournalEntry,
     Loan,
     LoanProduct,
+    Member,
     MpesaCallback,
     MpesaRequest,
     Payment,
@@ -240,7 +241,8 @@ def test_a_refusal_before_processing_fails_the_request_and_tells_the_member(
         },
     )
     request = payments_request_stk(loan_id=loan.id, amount=500)
-    work()
+    queue("payments").empty()  # the send job, run here
+    assert payments_send_stk(request_id=request.id) == "failed"
     db.session.expire_all()
     row = db.session.get(MpesaRequest, request.id)
     assert row.status == "failed" and "Invalid PhoneNumber" in row.result_desc
@@ -405,8 +407,10 @@ def test_each_failure_code_fails_the_request_and_tells_the_member_in_plain_words
     row = db.session.get(MpesaRequest, request.id)
     assert (row.status, row.result_code) == ("failed", code)
     assert debt(loan.id) == before
-    sms = sent_sms("payment_failed")
-    assert len(sms) == 1 and words in sms[0].body
+    [sms] = sent_sms("payment_failed")
+    assert sms.body.startswith(f"Your payment of KES 500.00 did not go through: {words}.")
+    # One text per prompt, however often M-PESA repeats itself: keyed by its checkout id.
+    assert sms.idempotency_key == f"payment-failed:{CHECKOUT}"
 
 
 def test_an_unknown_result_code_needs_reconciliation_not_failure(
@@ -415,11 +419,15 @@ def test_an_unknown_result_code_needs_reconciliation_not_failure(
     daraja,  # noqa: ANN001
 ) -> None:
     request = sent_stk(loan)
+    counted = callbacks_counted("stk", "unknown")
     post(client, "stk/callback", stk_body(CHECKOUT, 4242, desc="Something new"))
     work()
     db.session.expire_all()
-    assert db.session.get(MpesaRequest, request.id).status == "unknown"
+    row = db.session.get(MpesaRequest, request.id)
+    assert (row.status, row.result_code, row.result_desc) == ("unknown", "4242", "Something new")
     assert sent_sms("payment_failed") == []
+    # The operator's counter says so. (Mutation testing, issue 23.)
+    assert callbacks_counted("stk", "unknown") - counted == 1
 
 
 def test_a_callback_that_disagrees_with_the_request_is_flagged_not_posted(
@@ -483,6 +491,9 @@ def test_a_send_job_claims_its_own_prompt_once_and_counts_the_attempt(
     db.session.expire_all()
     one, other = db.session.get(MpesaRequest, first), db.session.get(MpesaRequest, second)
     assert (one.status, one.attempts) == ("sent", 1)
+    # Asked without a channel: the member's own prompt, on USSD.
+    member_no = db.session.scalar(select(Member.member_no).where(Member.id == one.member_id))
+    assert (one.channel, one.requested_by) == ("ussd", f"member:{member_no}")
     assert (other.status, other.attempts) == ("pending", 0)
     assert len([c for c in daraja.calls if "stkpush" in c.request.url]) == 1
 
