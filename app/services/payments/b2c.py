@@ -73,7 +73,7 @@ def payments_send_payout(*, request_id: int) -> str:
         db.session.execute(
             update(MpesaRequest)
             .where(MpesaRequest.id == request_id, MpesaRequest.status == "pending")
-            .values(status="sending", attempts=MpesaRequest.attempts + 1, updated_at=utcnow())
+            .values(status="sending", attempts=MpesaRequest.attempts + 1)
         ),
     ).rowcount
     if not claimed:
