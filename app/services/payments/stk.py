@@ -87,10 +87,14 @@ def payments_request_stk(
         raise PaymentError(problem)
     loan = lock_row(Loan, loan_id)  # serialises two requests for one loan
     if loan is None:
-        raise PaymentError(f"no loan {loan_id}")
-    if loan.status not in (*LIVE_STATUSES, "written_off"):
         db.session.rollback()
-        raise PaymentError(f"loan {loan.loan_no} is {loan.status}; it takes no payment")
+        raise PaymentError(f"no loan {loan_id}")
+    # A rollback expires the loan: what a refusal says is read while the lock holds it.
+    loan_no = loan.loan_no
+    if loan.status not in (*LIVE_STATUSES, "written_off"):
+        why = f"loan {loan_no} is {loan.status}; it takes no payment"
+        db.session.rollback()
+        raise PaymentError(why)
     member = db.session.get(Member, loan.member_id)
     assert member is not None  # a loan's member is a foreign key
     try:
@@ -100,7 +104,7 @@ def payments_request_stk(
         raise PaymentError(str(exc)) from None
     if _open_stk(loan.id):
         db.session.rollback()
-        raise PaymentError(_already_waiting(loan.loan_no))
+        raise PaymentError(_already_waiting(loan_no))
     if _repeat(msisdn, value):
         db.session.rollback()
         raise PaymentError(REPEAT_REFUSED)
@@ -112,7 +116,7 @@ def payments_request_stk(
         loan_id=loan.id,
         phone=msisdn,
         amount=value,
-        account_reference=loan.loan_no,
+        account_reference=loan_no,
         channel=channel,
         requested_by=actor or f"member:{member.member_no}",
     )
@@ -122,7 +126,7 @@ def payments_request_stk(
     except IntegrityError:
         # The partial unique index: another request for this loan won the race.
         db.session.rollback()
-        raise PaymentError(_already_waiting(loan.loan_no)) from None
+        raise PaymentError(_already_waiting(loan_no)) from None
     queue_job(SEND_STK_JOB, request.id, job_id=f"stk-{request.id}")
     return request
 
