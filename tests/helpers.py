@@ -21,6 +21,7 @@ from app import create_app
 from app.cli.runtime import make_worker
 from app.extensions import db
 from app.models import Member, SmsInbound, SmsMessage
+from app.phone import PhoneError, normalise_phone
 from app.services.ledger import ledger_check
 from app.services.staff import staff_add
 from app.sms_templates import GSM7_BASIC
@@ -145,6 +146,15 @@ def truncate_all() -> None:
         else:
             for table in tables:
                 conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - names from our metadata
+
+
+def phone_error(phone: str) -> str:
+    """The words a service refuses `phone` with: normalise_phone's own."""
+    try:
+        normalise_phone(phone)
+    except PhoneError as error:
+        return str(error)
+    raise AssertionError(f"{phone} is a good phone number")
 
 
 # -- Daraja payloads, shaped as contracts/daraja.md documents them ------------------------

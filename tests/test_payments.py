@@ -63,7 +63,7 @@ from app.services.payments import (
 from app.services.permissions import PermissionDenied
 from app.services.webhooks import webhook_subscribe
 from tests.factories import make_member
-from tests.helpers import Worker, b2c_result_body, c2b_body, sent_sms, stk_body
+from tests.helpers import Worker, b2c_result_body, c2b_body, phone_error, sent_sms, stk_body
 from tests.loan_factories import (
     balance,
     make_application,
@@ -182,9 +182,74 @@ def test_a_request_is_written_first_then_sent_by_a_job(loan: Ref, daraja) -> Non
 
 def test_a_second_request_for_the_loan_is_refused_while_one_is_open(loan: Ref, daraja) -> None:  # noqa: ANN001
     payments_request_stk(loan_id=loan.id, amount=500)
-    with pytest.raises(PaymentError, match="already on its way"):
-        payments_request_stk(loan_id=loan.id, amount=700)
+    assert loan_prompt_refused(loan_id=loan.id, amount=700) == (
+        f"a payment prompt for loan {loan.loan_no} is already on its way; "
+        "answer it or try again in 3 minutes"
+    )
     assert n(MpesaRequest, MpesaRequest.kind == "stk") == 1
+
+
+def loan_prompt_refused(**kwargs: object) -> str:
+    """The PaymentError a loan prompt is refused with; the refusal must also leave the
+    session with no transaction (the loan's row lock let go) and write no request."""
+    db.session.commit()
+    before = n(MpesaRequest)
+    with pytest.raises(PaymentError) as refusal:
+        payments_request_stk(**kwargs)  # type: ignore[arg-type]
+    assert not db.session().in_transaction()
+    assert n(MpesaRequest) == before
+    return str(refusal.value)
+
+
+def test_each_loan_prompt_refusal_says_why_and_lets_the_loan_go(loan: Ref) -> None:
+    """(Mutation testing, issue 23.)"""
+    assert loan_prompt_refused(loan_id=999999, amount=500) == "no loan 999999"
+    assert loan_prompt_refused(loan_id=loan.id, amount=500, phone="0708") == (phone_error("0708"))
+    product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == loan.id))
+    applied = make_application(
+        make_borrower(savings=10000), date(2026, 11, 20), product_id=product_id
+    )
+    assert loan_prompt_refused(loan_id=applied.id, amount=500) == (
+        f"loan {applied.loan_no} is submitted; it takes no payment"
+    )
+
+
+def test_a_prompt_to_a_loan_of_the_same_amount_within_two_minutes_is_held_back(
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """M-PESA's result code 17 (SPEC), across loans and deposits alike: the member's
+    second loan asked for the same amount on the same phone is not prompted; another
+    amount is. (Mutation testing, issue 23.)"""
+    member = db.session.get(Loan, loan.id).member
+    product = make_product(code="V1B", name="Second loan")
+    second = make_loan(product=product, amount=1000, on=date(2026, 1, 1), member=member).id
+    payments_request_stk(loan_id=loan.id, amount=500)
+    assert loan_prompt_refused(loan_id=second, amount=500) == (
+        "M-PESA refuses the same amount twice within 2 minutes; wait a little"
+    )
+    assert payments_request_stk(loan_id=second, amount=501).amount == Decimal("501")
+
+
+def test_a_written_off_loan_takes_a_prompt_as_recovery(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """Money to a written-off loan is recovered (SPEC), whichever road it comes by."""
+    run_job("loan-arrears", date(2026, 4, 5))
+    loan_write_off(
+        loan_id=loan.id,
+        staff=make_staff("branch_manager"),
+        reason="no contact for 60 days",
+        value_date=date(2026, 4, 5),
+    )
+    request = payments_request_stk(loan_id=loan.id, amount=700)
+    assert (request.status, request.purpose) == ("pending", "repayment")
+    work()
+    heard(client, "stk/callback", stk_body(CHECKOUT, amount=700))
+    assert db.session.get(Loan, loan.id).recovered_amount == Decimal("700.00")
+    assert balance("GL-INCOME-RECOVERY") == Decimal("700.00")
 
 
 @pytest.mark.parametrize(

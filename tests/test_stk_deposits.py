@@ -29,13 +29,12 @@ from app.models import (
     SmsMessage,
 )
 from app.models.types import utcnow
-from app.phone import PhoneError, normalise_phone
 from app.services.payments import PaymentError, callback_process
 from app.services.payments.stk import REPEAT_GAP, payments_request_deposit_stk
 from app.services.savings import account_product, products_ensure
 from app.services.savings.products import product_update
 from tests.factories import make_member
-from tests.helpers import Worker, stk_body
+from tests.helpers import Worker, phone_error, stk_body
 from tests.loan_factories import balance
 
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
@@ -214,7 +213,7 @@ def test_each_refusal_says_why_and_lets_the_member_go(app: Flask, member: Ref) -
         "that account takes no payment"
     )
     assert refused(member_id=member.id, amount=100) == "that account takes no payment"
-    assert refused(**to_deposits, amount=100, phone="0708") == normalise_error("0708")
+    assert refused(**to_deposits, amount=100, phone="0708") == phone_error("0708")
     ordinary = account_product("ORD")
     product_update(product_id=ordinary.id, actor="staff:test", active=False)
     assert refused(member_id=member.id, product_id=ordinary.id, amount=100) == (
@@ -249,12 +248,6 @@ def test_a_long_account_number_is_cut_to_the_twelve_characters_mpesa_takes(
         member_id=member.id, account_id=member.shares_id, amount=100
     )
     assert (request.account_reference, request.account_id) == ("M12345678901", member.shares_id)
-
-
-def normalise_error(phone: str) -> str:
-    with pytest.raises(PhoneError) as error:
-        normalise_phone(phone)
-    return str(error.value)
 
 
 def test_a_closed_product_takes_a_prompt_into_an_account_the_member_holds(
