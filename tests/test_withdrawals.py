@@ -42,6 +42,7 @@ from app.services.ledger import credit, debit, gl_account, journal_post, ledger_
 from app.services.loans import LoanError, loan_apply
 from app.services.members import MemberError, member_buy_shares
 from app.services.payments import callback_process, payments_reconcile
+from app.services.payments.stk import payments_request_deposit_stk
 from app.services.savings import (
     WithdrawalError,
     account_product,
@@ -902,3 +903,13 @@ def test_the_open_withdrawal_index_refuses_a_twin_the_checks_could_not_see(
     assert balance(account_id) == D("5000")
     db.session.execute(update(MpesaRequest).values(status="failed"))  # nothing was paid
     db.session.commit()
+
+
+def test_a_withdrawal_on_its_way_holds_back_no_save_prompt_into_its_account(app: Flask) -> None:
+    """Only a prompt can be on the member's phone: a payout from the account is not one,
+    so it does not keep the member from saving into it. (Mutation testing, issue 23.)"""
+    member_id, account_id = saver(5000)
+    payout = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000)
+    assert (payout.kind, payout.status, payout.account_id) == ("b2c", "pending", account_id)
+    prompt = payments_request_deposit_stk(member_id=member_id, account_id=account_id, amount=300)
+    assert (prompt.kind, prompt.status, prompt.account_id) == ("stk", "pending", account_id)
