@@ -65,8 +65,11 @@ def payments_send_payout(*, request_id: int) -> str:
             loan = db.session.get(Loan, loan_id)
             if loan is not None and loan.status == "approved":
                 loan.payout_error = f"not sent: {exc}"[:255]
+        # Not pending: another run of this job sent it (the loan is disbursing because of
+        # it), and its status is the answer, not this run's refusal.
+        status = request.status
         db.session.commit()
-        return "failed"
+        return status
     # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
     claimed = cast(
         CursorResult[Any],  # pragma: no mutate: cast() does nothing at run time
