@@ -1338,6 +1338,16 @@ def sent_loan_payout() -> tuple[Ref, MpesaRequest]:
     return loan, payout
 
 
+def test_a_send_job_for_a_payout_gone_or_already_sent_sends_nothing(b2c) -> None:  # noqa: ANN001
+    """The job run again (an RQ retry), or for a row that is not there: it answers what it
+    found and asks M-PESA nothing. (Mutation testing, issue 23.)"""
+    _, payout = sent_loan_payout()
+    calls = len(b2c.calls)
+    assert payments_send_payout(request_id=payout.id) == "sent"
+    assert payments_send_payout(request_id=999999) == "missing"
+    assert len(b2c.calls) == calls
+
+
 def test_a_payout_that_cannot_be_queued_stays_pending_and_says_why_in_the_log(
     app: Flask, redis_down: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -2392,6 +2402,27 @@ def test_duplicate_payout_results_from_many_threads_disburse_once(
     assert outcomes == ["duplicate"] * 5 + ["processed"]
     assert n(JournalEntry, JournalEntry.kind == "disbursement") == 1
     assert len(sent_sms("loan_disbursed")) == 1
+
+
+@pytest.mark.usefixtures("pg")
+def test_send_jobs_for_one_payout_at_once_send_it_once(app: Flask, b2c) -> None:  # noqa: ANN001
+    """An RQ retry meeting the first run: one sends, and the others leave the payout and
+    its loan as that one left them, whatever the moment they look. The loan's move to
+    disbursing and the payout's claim are one transaction: between two, another run would
+    find the loan disbursing and the payout still pending, and fail a payout on its way.
+    (Mutation testing, issue 23.)"""
+    loan, payout = approved_loan()
+    queue("payments").empty()
+    db.session.commit()
+    workers = [Worker(app, lambda: payments_send_payout(request_id=payout.id)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    outcomes = [w.outcome() for w in workers]
+    assert "sent" in outcomes and set(outcomes) <= {"sending", "sent"}
+    assert len([c for c in b2c.calls if "b2c" in c.request.url]) == 1
+    db.session.expire_all()
+    assert db.session.get(MpesaRequest, payout.id).status == "sent"
+    assert db.session.get(Loan, loan.id).status == "disbursing"
 
 
 def test_a_payout_paid_after_it_was_failed_and_resent_is_flagged_not_posted(
