@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -63,7 +64,15 @@ from app.services.payments import (
 from app.services.permissions import PermissionDenied
 from app.services.webhooks import webhook_subscribe
 from tests.factories import make_member
-from tests.helpers import Worker, b2c_result_body, c2b_body, phone_error, sent_sms, stk_body
+from tests.helpers import (
+    Worker,
+    b2c_result_body,
+    c2b_body,
+    phone_error,
+    sent_sms,
+    stk_body,
+    wait_until_blocked,
+)
 from tests.loan_factories import (
     balance,
     make_application,
@@ -2422,6 +2431,43 @@ def test_send_jobs_for_one_payout_at_once_send_it_once(app: Flask, b2c) -> None:
     assert len([c for c in b2c.calls if "b2c" in c.request.url]) == 1
     db.session.expire_all()
     assert db.session.get(MpesaRequest, payout.id).status == "sent"
+    assert db.session.get(Loan, loan.id).status == "disbursing"
+
+
+@pytest.mark.usefixtures("pg")
+def test_a_payout_s_loan_is_never_seen_disbursing_while_the_payout_is_pending(
+    app: Flask,
+    b2c,  # noqa: ANN001
+) -> None:
+    """The loan's move to disbursing commits with the payout's claim, never before it.
+    Held at the claim (the payout's row locked elsewhere), the send job has shown nobody a
+    disbursing loan with a pending payout: the state that, were the job to die there,
+    no later run could send. (Mutation testing, issue 23.)"""
+    loan, payout = approved_loan()
+    queue("payments").empty()
+    db.session.commit()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.session.execute(
+            text("SELECT id FROM mpesa_requests WHERE id = :id FOR UPDATE"), {"id": payout.id}
+        )
+        locked.set()
+        release.wait(30)
+        db.session.commit()
+
+    holder = Worker(app, hold)
+    holder.start()
+    assert locked.wait(20)
+    sender = Worker(app, lambda: payments_send_payout(request_id=payout.id))
+    sender.start()
+    wait_until_blocked()  # the sender, at the claim
+    seen = db.session.scalar(select(Loan.status).where(Loan.id == loan.id))
+    db.session.commit()
+    release.set()
+    holder.outcome()
+    assert sender.outcome() == "sent"
+    assert seen == "approved"
     assert db.session.get(Loan, loan.id).status == "disbursing"
 
 
