@@ -45,6 +45,7 @@ from app.services.loans import (
     LoanError,
     loan_apply,
     loan_approve,
+    loan_reject,
     loan_retry_payout,
     loan_write_off,
 )
@@ -1355,6 +1356,39 @@ def test_a_send_job_for_a_payout_gone_or_already_sent_sends_nothing(b2c) -> None
     assert payments_send_payout(request_id=payout.id) == "sent"
     assert payments_send_payout(request_id=999999) == "missing"
     assert len(b2c.calls) == calls
+
+
+def test_a_send_job_claims_its_own_payout_only(b2c) -> None:  # noqa: ANN001
+    """Two payouts waiting: sending one leaves the other pending and untried, for its own
+    job. (Mutation testing, issue 23.)"""
+    first, first_payout = approved_loan()
+    product_id = db.session.scalar(select(Loan.product_id).where(Loan.id == first.id))
+    second, second_payout = approved_loan(product_id)
+    assert payments_send_payout(request_id=first_payout.id) == "sent"
+    db.session.expire_all()
+    waiting = db.session.get(MpesaRequest, second_payout.id)
+    assert (waiting.status, waiting.attempts, waiting.sent_at) == ("pending", 0, None)
+    assert db.session.get(Loan, second.id).status == "approved"
+    assert payments_send_payout(request_id=second_payout.id) == "sent"
+    assert len([c for c in b2c.calls if "b2c" in c.request.url]) == 2
+
+
+def test_a_payout_whose_loan_was_rejected_before_it_went_is_not_sent(b2c) -> None:  # noqa: ANN001
+    """Staff reject an approved loan whose payout has not gone yet (queued, or waiting for
+    Redis): the send job fails the payout saying why and sends nothing; the rejected loan
+    carries no payout error, as it was never to be paid out. (Mutation testing, issue 23.)"""
+    loan, payout = approved_loan()
+    loan_reject(loan_id=loan.id, staff=make_staff("branch_manager"), reason="member left")
+    assert payments_send_payout(request_id=payout.id) == "failed"
+    assert [c for c in b2c.calls if "b2c" in c.request.url] == []
+    db.session.expire_all()
+    request = db.session.get(MpesaRequest, payout.id)
+    assert (request.status, request.result_desc) == (
+        "failed",
+        f"not sent: loan {loan.loan_no} is rejected; cannot start payout",
+    )
+    rejected = db.session.get(Loan, loan.id)
+    assert (rejected.status, rejected.payout_error) == ("rejected", None)
 
 
 def test_a_payout_that_cannot_be_queued_stays_pending_and_says_why_in_the_log(

@@ -41,7 +41,7 @@ from app.services.guarantees import guarantee_accept, guarantee_request
 from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
 from app.services.loans import LoanError, loan_apply
 from app.services.members import MemberError, member_buy_shares
-from app.services.payments import callback_process, payments_reconcile
+from app.services.payments import callback_process, payments_reconcile, payments_send_payout
 from app.services.payments.stk import payments_request_deposit_stk
 from app.services.savings import (
     WithdrawalError,
@@ -810,6 +810,42 @@ def test_two_deliveries_of_a_failure_processed_at_once_return_the_money_once(
     assert balance(account_id) == D("5000")
     assert entries("withdrawal_return") == 1
     assert len(sms_bodies("withdrawal_failed")) == 1
+
+
+def test_two_send_jobs_for_one_withdrawal_at_once_pay_it_out_once(
+    app: Flask, b2c: responses.RequestsMock, pg: None
+) -> None:
+    """A withdrawal takes no loan's lock before its claim: the claim's "still pending" is
+    what keeps a second run (an RQ retry) from paying the member twice. Both runs wait at
+    the claim on the payout's row, then go one after the other. (Mutation testing,
+    issue 23.)"""
+    member_id, account_id = saver(5000)
+    request_id = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000).id
+    queue("payments").empty()  # sent here, by two threads at once
+    db.session.commit()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.session.execute(
+            text("SELECT id FROM mpesa_requests WHERE id = :id FOR UPDATE"), {"id": request_id}
+        )
+        locked.set()
+        release.wait(30)
+        db.session.commit()
+
+    holder = Worker(app, hold)
+    holder.start()
+    assert locked.wait(20)
+    senders = [Worker(app, lambda: payments_send_payout(request_id=request_id)) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    wait_until_blocked(2)  # both at the claim
+    release.set()
+    holder.outcome()
+    outcomes = [sender.outcome() for sender in senders]  # the second: as the first left it
+    assert "sent" in outcomes and set(outcomes) <= {"sending", "sent"}
+    assert len([c for c in b2c.calls if "paymentrequest" in c.request.url]) == 1
+    assert (row(request_id).status, row(request_id).attempts) == ("sent", 1)
 
 
 # -- over real HTTP: the Daraja simulator, our callback routes, a real worker ---------------
