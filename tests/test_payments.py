@@ -1391,6 +1391,31 @@ def test_a_payout_whose_loan_was_rejected_before_it_went_is_not_sent(b2c) -> Non
     assert (rejected.status, rejected.payout_error) == ("rejected", None)
 
 
+def test_a_loan_payout_refused_before_processing_puts_the_loan_back_saying_why(
+    mocked: responses.RequestsMock, base: str
+) -> None:
+    """M-PESA refused the request itself, so no money left: the payout fails with Daraja's
+    errorCode and words for staff, and the loan goes back to approved with the reason, to
+    be sent again or rejected. (Mutation testing, issue 23.)"""
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/b2c/v3/paymentrequest",
+        status=400,
+        json={"requestId": "x", "errorCode": "400.002.02", "errorMessage": "Invalid Amount"},
+    )
+    loan, payout = approved_loan()
+    assert payments_send_payout(request_id=payout.id) == "failed"
+    db.session.expire_all()
+    request = db.session.get(MpesaRequest, payout.id)
+    assert (request.status, request.result_code, request.result_desc) == (
+        "failed",
+        "400.002.02",
+        "refused before processing: Invalid Amount",
+    )
+    back = db.session.get(Loan, loan.id)
+    assert (back.status, back.payout_error) == ("approved", "M-PESA refused: Invalid Amount")
+
+
 def test_a_payout_that_cannot_be_queued_stays_pending_and_says_why_in_the_log(
     app: Flask, redis_down: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1431,6 +1456,8 @@ def test_approval_queues_a_payout_whose_result_disburses_the_loan(client: FlaskC
     assert sent["OriginatorConversationID"] == payout.originator_conversation_id
     assert sent["Amount"] == "5000" and sent["Occassion"] == "Loan"
     assert sent["Remarks"] == f"Loan {loan.loan_no}"  # on the member's M-PESA message
+    assert sent["ResultURL"].endswith(f"/payments/{TOKEN}/b2c/result")
+    assert sent["QueueTimeOutURL"].endswith(f"/payments/{TOKEN}/b2c/timeout")
     body = b2c_result_body(payout.originator_conversation_id, amount=5000, receipt="NLJ41HAY6Q")
     assert post(client, "b2c/result", body).json == {"ResultCode": 0, "ResultDesc": "Accepted"}
     post(client, "b2c/result", body)  # a duplicate result
