@@ -536,7 +536,8 @@ def test_a_send_refused_before_processing_returns_the_money(
     assert row(request_id).status == "failed"
     assert balance(account_id) == D("5000")
     assert entries("withdrawal_return") == 1
-    assert len(sms_bodies("withdrawal_failed")) == 1
+    [told] = sms_bodies("withdrawal_failed")
+    assert "M-PESA refused the payment" in told  # the member reads why
 
 
 # -- a result that never comes: asked, never resent ----------------------------------------
