@@ -1416,6 +1416,49 @@ def test_a_loan_payout_refused_before_processing_puts_the_loan_back_saying_why(
     assert (back.status, back.payout_error) == ("approved", "M-PESA refused: Invalid Amount")
 
 
+def test_a_payout_daraja_fails_after_taking_it_is_unknown_with_its_code_and_words(
+    mocked: responses.RequestsMock, base: str
+) -> None:
+    """A 500 may come after M-PESA took the payment: unknown (to be asked, never resent),
+    with Daraja's errorCode and words for staff; the loan stays disbursing, as money may
+    have left. (Mutation testing, issue 23.)"""
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/b2c/v3/paymentrequest",
+        status=500,
+        json={"requestId": "2", "errorCode": "500.003.02", "errorMessage": "System is busy"},
+    )
+    loan, payout = approved_loan()
+    assert payments_send_payout(request_id=payout.id) == "unknown"
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, payout.id)
+    assert (row.status, row.result_code) == ("unknown", "500.003.02")
+    assert row.result_desc.startswith("no clear answer: ") and "System is busy" in row.result_desc
+    assert db.session.get(Loan, loan.id).status == "disbursing"
+
+
+@pytest.mark.parametrize(
+    ("reply", "kept"),
+    [({"ConversationID": "AG_" + "9" * 80}, "AG_" + "9" * 61), ({}, None)],
+)
+def test_a_sent_payout_keeps_m_pesa_s_conversation_id_within_its_column(
+    mocked: responses.RequestsMock, base: str, reply: dict[str, str], kept: str | None
+) -> None:
+    """What M-PESA calls the payment, cut to the column; none when its reply gave none.
+    (Mutation testing, issue 23.)"""
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(
+        f"{base}/mpesa/b2c/v3/paymentrequest",
+        json={"ResponseCode": "0", "ResponseDescription": "Accept the service request", **reply},
+    )
+    _, payout = approved_loan()
+    assert payments_send_payout(request_id=payout.id) == "sent"
+    db.session.expire_all()
+    row = db.session.get(MpesaRequest, payout.id)
+    assert (row.conversation_id, row.attempts) == (kept, 1)
+    assert row.sent_at is not None
+
+
 def test_a_payout_that_cannot_be_queued_stays_pending_and_says_why_in_the_log(
     app: Flask, redis_down: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
