@@ -537,7 +537,7 @@ def test_a_send_refused_before_processing_returns_the_money(
     assert balance(account_id) == D("5000")
     assert entries("withdrawal_return") == 1
     [told] = sms_bodies("withdrawal_failed")
-    assert "M-PESA refused the payment" in told  # the member reads why
+    assert "did not go through: M-PESA refused the payment. The money" in told  # and why
 
 
 # -- a result that never comes: asked, never resent ----------------------------------------
