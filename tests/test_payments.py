@@ -2307,6 +2307,44 @@ def test_concurrent_confirmations_of_one_transid_post_once(app: Flask, client: F
 
 
 @pytest.mark.usefixtures("pg")
+@pytest.mark.usefixtures("pg")
+def test_a_prompt_written_outside_the_loan_s_lock_still_holds_back_a_second(
+    app: Flask, loan: Ref
+) -> None:
+    """A prompt row for the loan written outside the loan's lock, not yet committed: its
+    foreign key holds a share lock on the loan's row, so the request's lock waits until the
+    other commits, then its own check sees it and refuses in words, writing nothing. (So
+    the open-prompt index is a backstop no request reaches. Mutation testing, issue 23.)"""
+    loan_id, loan_no = loan.id, loan.loan_no
+    member_id = db.session.scalar(select(Loan.member_id).where(Loan.id == loan_id))
+    db.session.commit()
+    db.session.add(
+        MpesaRequest(
+            kind="stk",
+            status="pending",
+            purpose="repayment",
+            member_id=member_id,
+            loan_id=loan_id,
+            phone="254708374149",
+            amount=Decimal("300"),
+            account_reference=loan_no,
+            channel="console",
+        )
+    )
+    db.session.flush()  # written, not committed: invisible to the other session
+    racer = Worker(app, lambda: payments_request_stk(loan_id=loan_id, amount=500))
+    racer.start()
+    wait_until_blocked(1)  # its lock on the loan waits on our row's key share
+    db.session.commit()
+    with pytest.raises(PaymentError) as refused:
+        racer.outcome()
+    assert str(refused.value) == (
+        f"a payment prompt for loan {loan_no} is already on its way; "
+        "answer it or try again in 3 minutes"
+    )
+    assert n(MpesaRequest, MpesaRequest.kind == "stk") == 1
+
+
 def test_two_requests_for_one_loan_at_once_leave_one(app: Flask, loan: Ref) -> None:
     loan_id = loan.id
 

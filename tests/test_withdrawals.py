@@ -291,6 +291,47 @@ def test_refusals_say_why_and_write_nothing(app: Flask) -> None:
         withdrawal_quote(member_id=other_id, account_id=account_id)
 
 
+def test_no_member_and_an_exited_one_are_refused_in_words(app: Flask) -> None:
+    """(Mutation testing, issue 23.)"""
+    member_id, account_id = saver(5000)
+    before = written()
+    with pytest.raises(WithdrawalError) as refused:
+        withdrawal_request(member_id=999999, account_id=account_id, amount=500)
+    assert str(refused.value) == "no such member"
+    with pytest.raises(WithdrawalError) as refused:
+        withdrawal_quote(member_id=999999, account_id=account_id)
+    assert str(refused.value) == "no such member"
+    db.session.get(Member, member_id).status = "exited"
+    db.session.commit()
+    with pytest.raises(WithdrawalError) as refused:
+        withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    assert str(refused.value) == "your membership is exited; call the SACCO office"
+    assert written() == before
+
+
+def test_all_the_account_can_give_is_paid_to_the_shilling(app: Flask) -> None:
+    """Amount and fee down to exactly the minimum balance is allowed (4,870 + 30 leaves
+    100); a shilling more is refused (test_refusals_say_why_and_write_nothing). A member's
+    own request is theirs on USSD unless a channel and a name say otherwise. (Mutation
+    testing, issue 23.)"""
+    member_id, account_id = saver(5000)
+    request = withdrawal_request(member_id=member_id, account_id=account_id, amount=4870)
+    member_no = db.session.get(Member, member_id).member_no
+    assert (request.channel, request.requested_by) == ("ussd", f"member:{member_no}")
+    assert balance(account_id) == D("100")
+    db.session.execute(update(MpesaRequest).values(status="failed"))
+    db.session.commit()
+    saver_id, saver_account = saver(5000)
+    by_staff = withdrawal_request(
+        member_id=saver_id,
+        account_id=saver_account,
+        amount=100,
+        channel="console",
+        requested_by="staff:teller1",
+    )
+    assert (by_staff.channel, by_staff.requested_by) == ("console", "staff:teller1")
+
+
 def test_a_closed_product_and_a_suspended_member_are_refused(app: Flask) -> None:
     member_id, account_id = saver(5000)
     before = written()
@@ -900,12 +941,14 @@ def test_withdrawals_through_the_daraja_simulator(over_http: str, outcome: str) 
         )
 
 
-def test_the_open_withdrawal_index_refuses_a_twin_the_checks_could_not_see(
+def test_a_withdrawal_written_outside_the_member_s_lock_still_holds_back_a_second(
     app: Flask, pg: None
 ) -> None:
     """A withdrawal row written outside the member's lock (say, a future staff path) and not
-    yet committed: the request's own check cannot see it, the unique index makes its insert
-    wait, and when the other commits the request is refused in words with nothing written."""
+    yet committed: its foreign key holds a share lock on the member's row, so the request's
+    lock waits until the other commits; then its own check sees it and refuses in words
+    with nothing written. (Mutation testing, issue 23, showed the unique index is a
+    backstop no request reaches: its refusal's words can be anything and this passes.)"""
     member_id, account_id = saver(5000)
     member = db.session.get(Member, member_id)
     number, phone = f"{member.member_no}S", member.phone
@@ -930,7 +973,7 @@ def test_the_open_withdrawal_index_refuses_a_twin_the_checks_could_not_see(
         app, lambda: withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
     )
     racer.start()
-    wait_until_blocked(1)  # its insert waits on ours in the unique index
+    wait_until_blocked(1)  # its lock on the member waits on our row's key share
     db.session.commit()
     with pytest.raises(WithdrawalError) as refused:
         racer.outcome()
