@@ -51,6 +51,7 @@ from app.services.savings import (
     withdrawal_request,
 )
 from app.services.savings.products import product_update
+from app.services.savings.withdrawals import payout_to_mpesa, withdrawal_key
 from tests.factories import make_member
 from tests.helpers import (
     Worker,
@@ -319,6 +320,9 @@ def test_all_the_account_can_give_is_paid_to_the_shilling(app: Flask) -> None:
     member_no = db.session.get(Member, member_id).member_no
     assert (request.channel, request.requested_by) == ("ussd", f"member:{member_no}")
     assert balance(account_id) == D("100")
+    # The entry is the member's: their statement and the books' member view find it.
+    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "withdrawal"))
+    assert (entry.member_id, entry.idempotency_key) == (member_id, withdrawal_key(request.id))
     db.session.execute(update(MpesaRequest).values(status="failed"))
     db.session.commit()
     saver_id, saver_account = saver(5000)
@@ -330,6 +334,69 @@ def test_all_the_account_can_give_is_paid_to_the_shilling(app: Flask) -> None:
         requested_by="staff:teller1",
     )
     assert (by_staff.channel, by_staff.requested_by) == ("console", "staff:teller1")
+
+
+def test_the_sacco_s_payout_to_m_pesa_goes_by_the_withdrawal_s_path(app: Flask) -> None:
+    """A dividend paid by M-PESA: whole shillings leave savings for pending in one entry of
+    the member's, keyed as a withdrawal's so a failure returns it; the request is the
+    system's, named by who asked; nothing while a withdrawal from the account is on its
+    way. (Mutation testing, issue 23.)"""
+    member_id, account_id = saver(5000)
+    member = db.session.get(Member, member_id)
+    member_no, phone = member.member_no, member.phone
+    account = db.session.get(Account, account_id)
+    request = payout_to_mpesa(
+        member_id=member_id,
+        member_no=member_no,
+        phone=phone,
+        account=account,
+        amount=D("1234.56"),
+        requested_by="dividend:2026",
+        value_date=DAY,
+    )
+    db.session.commit()
+    assert request is not None
+    assert (request.kind, request.status, request.purpose, request.amount) == (
+        "b2c",
+        "pending",
+        "withdrawal",
+        D("1234"),
+    )
+    assert (request.channel, request.requested_by, request.account_reference) == (
+        "system",
+        "dividend:2026",
+        f"{member_no}S",
+    )
+    assert balance(account_id) == D("3766")  # the cents stay
+    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "withdrawal"))
+    assert (entry.idempotency_key, entry.member_id, entry.actor) == (
+        withdrawal_key(request.id),
+        member_id,
+        "dividend:2026",
+    )
+    assert (entry.description, entry.value_date) == (f"dividend:2026 to M-PESA {phone}", DAY)
+    again = payout_to_mpesa(
+        member_id=member_id,
+        member_no=member_no,
+        phone=phone,
+        account=db.session.get(Account, account_id),
+        amount=D("500"),
+        requested_by="dividend:2026",
+        value_date=DAY,
+    )
+    assert again is None and balance(account_id) == D("3766")
+    db.session.execute(update(MpesaRequest).values(status="failed"))
+    db.session.commit()
+    too_little = payout_to_mpesa(
+        member_id=member_id,
+        member_no=member_no,
+        phone=phone,
+        account=db.session.get(Account, account_id),
+        amount=D("9.99"),  # M-PESA sends at least KES 10
+        requested_by="dividend:2026",
+        value_date=DAY,
+    )
+    assert too_little is None and balance(account_id) == D("3766")
 
 
 def test_a_closed_product_and_a_suspended_member_are_refused(app: Flask) -> None:
