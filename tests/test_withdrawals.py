@@ -9,6 +9,7 @@ reconciled (the autouse fixture)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -51,7 +52,11 @@ from app.services.savings import (
     withdrawal_request,
 )
 from app.services.savings.products import product_update
-from app.services.savings.withdrawals import payout_to_mpesa, withdrawal_key
+from app.services.savings.withdrawals import (
+    payout_to_mpesa,
+    withdrawal_amount_problem,
+    withdrawal_key,
+)
 from tests.factories import make_member
 from tests.helpers import (
     Worker,
@@ -323,6 +328,11 @@ def test_all_the_account_can_give_is_paid_to_the_shilling(app: Flask) -> None:
     # The entry is the member's: their statement and the books' member view find it.
     entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "withdrawal"))
     assert (entry.member_id, entry.idempotency_key) == (member_id, withdrawal_key(request.id))
+    phone = db.session.get(Member, member_id).phone
+    assert (entry.actor, entry.description) == (
+        f"member:{member_no}",
+        f"Withdrawal {member_no}S to M-PESA {phone}",
+    )
     db.session.execute(update(MpesaRequest).values(status="failed"))
     db.session.commit()
     saver_id, saver_account = saver(5000)
@@ -397,6 +407,57 @@ def test_the_sacco_s_payout_to_m_pesa_goes_by_the_withdrawal_s_path(app: Flask) 
         value_date=DAY,
     )
     assert too_little is None and balance(account_id) == D("3766")
+
+
+@pytest.mark.parametrize(
+    ("savings", "available"),
+    [
+        (5001, D("4871")),  # whole shillings, not steps of two
+        ("5000.75", D("4870")),  # the cents stay
+        (140, D("10")),  # M-PESA's least is offered
+        (139, D("0")),  # under it: nothing is offered
+    ],
+)
+def test_the_quote_offers_whole_shillings_m_pesa_can_send(
+    app: Flask, savings: int | str, available: Decimal
+) -> None:
+    """What the USSD screen offers: balance less the fee (30) and the minimum balance
+    (100), down to the shilling, and nothing below M-PESA's least (10); none of today's
+    limit used yet. (Mutation testing, issue 23.)"""
+    member_id, account_id = saver(savings)  # type: ignore[arg-type]
+    quote = withdrawal_quote(member_id=member_id, account_id=account_id)
+    assert (quote.available, quote.daily_left) == (available, D("70000"))
+    assert withdrawal_amount_problem(D("10")) is None
+
+
+def test_a_withdrawal_that_cannot_be_queued_waits_pending_and_says_why_in_the_log(
+    app: Flask, redis_down: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis down: the money is out and the row waits, pending, for the payments sweep to
+    queue it; the log names the row. Queued, its job is named after it. (Mutation testing,
+    issue 23.)"""
+    member_id, account_id = saver(5000)
+    queued = withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    assert f"payout-{queued.id}" in queue("payments").job_ids
+    db.session.execute(update(MpesaRequest).values(status="failed"))
+    db.session.commit()
+    caplog.set_level(logging.WARNING, logger="app.services.savings.withdrawals")
+    with redis_down.app_context():
+        waiting = withdrawal_request(member_id=member_id, account_id=account_id, amount=600).id
+    assert db.session.get(MpesaRequest, waiting).status == "pending"
+    logged = [r.getMessage() for r in caplog.records if r.name.endswith("withdrawals")]
+    assert logged == [f"could not queue withdrawal {waiting}: ConnectionError"]
+
+
+def test_a_save_prompt_on_its_way_holds_back_no_withdrawal_from_its_account(
+    app: Flask,
+) -> None:
+    """Only a payout is a withdrawal on its way. (Mutation testing, issue 23.)"""
+    member_id, account_id = saver(5000)
+    prompt = payments_request_deposit_stk(member_id=member_id, account_id=account_id, amount=300)
+    assert (prompt.kind, prompt.status) == ("stk", "pending")
+    payout = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000)
+    assert (payout.kind, payout.status, payout.account_id) == ("b2c", "pending", account_id)
 
 
 def test_a_closed_product_and_a_suspended_member_are_refused(app: Flask) -> None:
