@@ -7,7 +7,8 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -274,6 +275,31 @@ class Worker(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.result
+
+
+@contextmanager
+def row_locked(app: Flask, table: str, row_id: int) -> Iterator[None]:
+    """`table`'s row `row_id` held FOR UPDATE by another session until the block ends:
+    what the block starts waits on it (wait_until_blocked), then goes when it is let go."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        db.session.execute(
+            text(f"SELECT id FROM {table} WHERE id = :id FOR UPDATE"),  # noqa: S608 - ours
+            {"id": row_id},
+        )
+        locked.set()
+        release.wait(30)
+        db.session.commit()
+
+    holder = Worker(app, hold)
+    holder.start()
+    assert locked.wait(20)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.outcome()
 
 
 def wait_until_blocked(count: int = 1, timeout: float = 10) -> None:

@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -70,6 +69,7 @@ from tests.helpers import (
     b2c_result_body,
     c2b_body,
     phone_error,
+    row_locked,
     sent_sms,
     stk_body,
     wait_until_blocked,
@@ -1391,18 +1391,19 @@ def test_a_payout_whose_loan_was_rejected_before_it_went_is_not_sent(b2c) -> Non
     assert (rejected.status, rejected.payout_error) == ("rejected", None)
 
 
+def b2c_answers(mocked: responses.RequestsMock, base: str, status: int, body: dict) -> None:
+    """Daraja at the HTTP boundary: a token, and this answer to a B2C payment request."""
+    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
+    mocked.post(f"{base}/mpesa/b2c/v3/paymentrequest", status=status, json=body)
+
+
 def test_a_loan_payout_refused_before_processing_puts_the_loan_back_saying_why(
     mocked: responses.RequestsMock, base: str
 ) -> None:
     """M-PESA refused the request itself, so no money left: the payout fails with Daraja's
     errorCode and words for staff, and the loan goes back to approved with the reason, to
     be sent again or rejected. (Mutation testing, issue 23.)"""
-    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
-    mocked.post(
-        f"{base}/mpesa/b2c/v3/paymentrequest",
-        status=400,
-        json={"requestId": "x", "errorCode": "400.002.02", "errorMessage": "Invalid Amount"},
-    )
+    b2c_answers(mocked, base, 400, {"errorCode": "400.002.02", "errorMessage": "Invalid Amount"})
     loan, payout = approved_loan()
     assert payments_send_payout(request_id=payout.id) == "failed"
     db.session.expire_all()
@@ -1422,12 +1423,7 @@ def test_a_payout_daraja_fails_after_taking_it_is_unknown_with_its_code_and_word
     """A 500 may come after M-PESA took the payment: unknown (to be asked, never resent),
     with Daraja's errorCode and words for staff; the loan stays disbursing, as money may
     have left. (Mutation testing, issue 23.)"""
-    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
-    mocked.post(
-        f"{base}/mpesa/b2c/v3/paymentrequest",
-        status=500,
-        json={"requestId": "2", "errorCode": "500.003.02", "errorMessage": "System is busy"},
-    )
+    b2c_answers(mocked, base, 500, {"errorCode": "500.003.02", "errorMessage": "System is busy"})
     loan, payout = approved_loan()
     assert payments_send_payout(request_id=payout.id) == "unknown"
     db.session.expire_all()
@@ -1446,11 +1442,7 @@ def test_a_sent_payout_keeps_m_pesa_s_conversation_id_within_its_column(
 ) -> None:
     """What M-PESA calls the payment, cut to the column; none when its reply gave none.
     (Mutation testing, issue 23.)"""
-    mocked.get(f"{base}/oauth/v1/generate", json={"access_token": "tok", "expires_in": "3599"})
-    mocked.post(
-        f"{base}/mpesa/b2c/v3/paymentrequest",
-        json={"ResponseCode": "0", "ResponseDescription": "Accept the service request", **reply},
-    )
+    b2c_answers(mocked, base, 200, {"ResponseCode": "0", **reply})
     _, payout = approved_loan()
     assert payments_send_payout(request_id=payout.id) == "sent"
     db.session.expire_all()
@@ -2588,26 +2580,12 @@ def test_a_payout_s_loan_is_never_seen_disbursing_while_the_payout_is_pending(
     loan, payout = approved_loan()
     queue("payments").empty()
     db.session.commit()
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        db.session.execute(
-            text("SELECT id FROM mpesa_requests WHERE id = :id FOR UPDATE"), {"id": payout.id}
-        )
-        locked.set()
-        release.wait(30)
+    with row_locked(app, "mpesa_requests", payout.id):
+        sender = Worker(app, lambda: payments_send_payout(request_id=payout.id))
+        sender.start()
+        wait_until_blocked()  # the sender, at the claim
+        seen = db.session.scalar(select(Loan.status).where(Loan.id == loan.id))
         db.session.commit()
-
-    holder = Worker(app, hold)
-    holder.start()
-    assert locked.wait(20)
-    sender = Worker(app, lambda: payments_send_payout(request_id=payout.id))
-    sender.start()
-    wait_until_blocked()  # the sender, at the claim
-    seen = db.session.scalar(select(Loan.status).where(Loan.id == loan.id))
-    db.session.commit()
-    release.set()
-    holder.outcome()
     assert sender.outcome() == "sent"
     assert seen == "approved"
     assert db.session.get(Loan, loan.id).status == "disbursing"

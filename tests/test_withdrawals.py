@@ -62,6 +62,7 @@ from tests.helpers import (
     Worker,
     b2c_result_body,
     c2b_body,
+    row_locked,
     sms_bodies,
     wait_until_blocked,
     work_until,
@@ -956,25 +957,13 @@ def test_two_deliveries_of_a_failure_processed_at_once_return_the_money_once(
     callbacks = list(db.session.scalars(select(MpesaCallback.id).order_by(MpesaCallback.id)))
     db.session.commit()
     assert len(callbacks) == 2
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        db.session.execute(
-            text("SELECT id FROM mpesa_requests WHERE id = :id FOR UPDATE"), {"id": sent.id}
-        )
-        locked.set()
-        release.wait(30)
-        db.session.commit()
-
-    holder = Worker(app, hold)
-    holder.start()
-    assert locked.wait(20)
-    racers = [Worker(app, lambda cid=cid: callback_process(callback_id=cid)) for cid in callbacks]
-    for racer in racers:
-        racer.start()
-    wait_until_blocked(2)  # both wait on the withdrawal's row
-    release.set()
-    holder.outcome()
+    with row_locked(app, "mpesa_requests", sent.id):
+        racers = [
+            Worker(app, lambda cid=cid: callback_process(callback_id=cid)) for cid in callbacks
+        ]
+        for racer in racers:
+            racer.start()
+        wait_until_blocked(2)  # both wait on the withdrawal's row
     assert sorted(racer.outcome() for racer in racers) == ["duplicate", "failed"]
     assert row(sent.id).status == "failed"
     assert balance(account_id) == D("5000")
@@ -993,25 +982,13 @@ def test_two_send_jobs_for_one_withdrawal_at_once_pay_it_out_once(
     request_id = withdrawal_request(member_id=member_id, account_id=account_id, amount=1000).id
     queue("payments").empty()  # sent here, by two threads at once
     db.session.commit()
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        db.session.execute(
-            text("SELECT id FROM mpesa_requests WHERE id = :id FOR UPDATE"), {"id": request_id}
-        )
-        locked.set()
-        release.wait(30)
-        db.session.commit()
-
-    holder = Worker(app, hold)
-    holder.start()
-    assert locked.wait(20)
-    senders = [Worker(app, lambda: payments_send_payout(request_id=request_id)) for _ in range(2)]
-    for sender in senders:
-        sender.start()
-    wait_until_blocked(2)  # both at the claim
-    release.set()
-    holder.outcome()
+    with row_locked(app, "mpesa_requests", request_id):
+        senders = [
+            Worker(app, lambda: payments_send_payout(request_id=request_id)) for _ in range(2)
+        ]
+        for sender in senders:
+            sender.start()
+        wait_until_blocked(2)  # both at the claim
     outcomes = [sender.outcome() for sender in senders]  # the second: as the first left it
     assert "sent" in outcomes and set(outcomes) <= {"sending", "sent"}
     assert len([c for c in b2c.calls if "paymentrequest" in c.request.url]) == 1
