@@ -243,12 +243,8 @@ def test_a_prompt_to_a_loan_of_the_same_amount_within_two_minutes_is_held_back(
     assert payments_request_stk(loan_id=second, amount=501).amount == Decimal("501")
 
 
-def test_a_written_off_loan_takes_a_prompt_as_recovery(
-    client: FlaskClient,
-    loan: Ref,
-    daraja,  # noqa: ANN001
-) -> None:
-    """Money to a written-off loan is recovered (SPEC), whichever road it comes by."""
+def write_off(loan: Ref) -> None:
+    """The loan, never paid, in arrears by April and written off on 5 April."""
     run_job("loan-arrears", date(2026, 4, 5))
     loan_write_off(
         loan_id=loan.id,
@@ -256,6 +252,15 @@ def test_a_written_off_loan_takes_a_prompt_as_recovery(
         reason="no contact for 60 days",
         value_date=date(2026, 4, 5),
     )
+
+
+def test_a_written_off_loan_takes_a_prompt_as_recovery(
+    client: FlaskClient,
+    loan: Ref,
+    daraja,  # noqa: ANN001
+) -> None:
+    """Money to a written-off loan is recovered (SPEC), whichever road it comes by."""
+    write_off(loan)
     request = payments_request_stk(loan_id=loan.id, amount=700)
     assert (request.status, request.purpose) == ("pending", "repayment")
     work()
@@ -1180,13 +1185,7 @@ def test_an_overlong_msisdn_and_account_are_kept_cut_to_their_columns(
 def test_a_confirmation_to_a_written_off_loan_is_a_recovery_not_savings(
     client: FlaskClient, loan: Ref
 ) -> None:
-    run_job("loan-arrears", date(2026, 4, 5))
-    loan_write_off(
-        loan_id=loan.id,
-        staff=make_staff("branch_manager"),
-        reason="no contact for 60 days",
-        value_date=date(2026, 4, 5),
-    )
+    write_off(loan)
     written = db.session.get(Loan, loan.id)
     assert written.status == "written_off" and written.written_off_amount > 700
     savings = f"SAV-{written.member.member_no}"
