@@ -2298,7 +2298,6 @@ def test_concurrent_confirmations_of_one_transid_post_once(app: Flask, client: F
 
 
 @pytest.mark.usefixtures("pg")
-@pytest.mark.usefixtures("pg")
 def test_a_prompt_written_outside_the_loan_s_lock_still_holds_back_a_second(
     app: Flask, loan: Ref
 ) -> None:
@@ -2336,6 +2335,7 @@ def test_a_prompt_written_outside_the_loan_s_lock_still_holds_back_a_second(
     assert n(MpesaRequest, MpesaRequest.kind == "stk") == 1
 
 
+@pytest.mark.usefixtures("pg")
 def test_two_requests_for_one_loan_at_once_leave_one(app: Flask, loan: Ref) -> None:
     loan_id = loan.id
 
