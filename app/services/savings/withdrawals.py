@@ -127,6 +127,7 @@ def withdrawal_request(
                 f"you can withdraw at most KES {quote.available:,.0f} "
                 f"(fee KES {quote.fee:,.0f}, minimum balance KES {quote.min_balance:,.0f})"
             )
+        actor = requested_by or f"member:{member.member_no}"
         request = MpesaRequest(
             kind="b2c",
             status="pending",
@@ -139,7 +140,7 @@ def withdrawal_request(
             amount=value,
             account_reference=number,
             channel=channel,
-            requested_by=requested_by or f"member:{member.member_no}",
+            requested_by=actor,
         )
         try:
             with db.session.begin_nested():
@@ -158,7 +159,7 @@ def withdrawal_request(
                 value_date=business_today(),
                 description=f"Withdrawal {number} to M-PESA {member.phone}",
                 idempotency_key=withdrawal_key(request.id),
-                actor=request.requested_by or "system",
+                actor=actor,
                 member_id=member.id,
             )
         except LedgerError as exc:
