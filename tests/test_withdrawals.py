@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -23,6 +24,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text, update
 
 from app.cli.runtime import make_worker
+from app.clock import business_today
 from app.extensions import db, queue
 from app.models import (
     Account,
@@ -39,7 +41,15 @@ from app.models.types import utcnow
 from app.selectors.guarantees import member_deposits
 from app.services.books import period_close
 from app.services.guarantees import guarantee_accept, guarantee_request
-from app.services.ledger import credit, debit, gl_account, journal_post, ledger_check
+from app.services.ledger import (
+    account_close,
+    credit,
+    debit,
+    gl_account,
+    journal_post,
+    ledger_check,
+    member_account,
+)
 from app.services.loans import LoanError, loan_apply
 from app.services.members import MemberError, member_buy_shares
 from app.services.payments import callback_process, payments_reconcile, payments_send_payout
@@ -67,7 +77,7 @@ from tests.helpers import (
     wait_until_blocked,
     work_until,
 )
-from tests.loan_factories import make_borrower, make_product, make_staff
+from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
 
 D = Decimal
 TOKEN = "dev-callback-token"  # noqa: S105 - the test settings' CALLBACK_TOKEN
@@ -461,6 +471,106 @@ def test_a_save_prompt_on_its_way_holds_back_no_withdrawal_from_its_account(
     assert (payout.kind, payout.status, payout.account_id) == ("b2c", "pending", account_id)
 
 
+def test_an_account_that_cannot_be_withdrawn_is_named_as_the_member_reads_it(app: Flask) -> None:
+    """A product's name in the member's language; a member's account of no product (a
+    loan's) by its own name; an account closed since the screen showed it in words.
+    (Mutation testing, issue 23.)"""
+    member_id, account_id = saver(5000, language="sw")
+    member = db.session.get(Member, member_id)
+    deposits = member_account(member, "savings").id
+    loan = make_loan(product=make_product(), on=DAY)
+    principal = db.session.scalar(
+        select(Account).where(Account.member_id == loan.member_id, Account.loan_id.is_not(None))
+    )
+    principal_id, principal_name = principal.id, principal.name
+    emptied = member_product_account(make_member(), account_product("ORD"))
+    emptied_id, emptied_owner = emptied.id, emptied.member_id
+    db.session.commit()
+    account_close(account_id=emptied_id, actor="staff:test")
+    before = written()
+    cases = [
+        (member_id, deposits, "Akiba cannot be withdrawn; only savings can"),
+        (loan.member_id, principal_id, f"{principal_name} cannot be withdrawn; only savings can"),
+        (emptied_owner, emptied_id, "that account is closed"),
+    ]
+    for owner, account, message in cases:
+        with pytest.raises(WithdrawalError) as refused:
+            withdrawal_request(member_id=owner, account_id=account, amount=500)
+        assert str(refused.value) == message
+    product = account_product("ORD")
+    product.active = False
+    db.session.commit()
+    with pytest.raises(WithdrawalError) as refused:
+        withdrawal_quote(member_id=member_id, account_id=account_id)
+    assert str(refused.value) == "Akiba ya kawaida is closed for withdrawals"
+    assert written() == before
+
+
+def test_a_product_without_a_daily_limit_leaves_the_balance_to_decide(app: Flask) -> None:
+    """(Mutation testing, issue 23.)"""
+    product = account_product("ORD")
+    product_update(product_id=product.id, actor="staff:test", daily_withdrawal_limit=None)
+    member_id, account_id = saver(100000)
+    quote = withdrawal_quote(member_id=member_id, account_id=account_id)
+    assert (quote.daily_left, quote.available) == (None, D("99870"))
+    withdrawal_request(member_id=member_id, account_id=account_id, amount=99870)
+    assert balance(account_id) == D("100")
+
+
+def test_the_daily_limit_counts_this_account_s_withdrawals_since_midnight_in_kenya(
+    app: Flask,
+) -> None:
+    """Today began at midnight in Nairobi (21:00 UTC the day before): a withdrawal at that
+    instant is today's, one a second earlier yesterday's; another member's never counts.
+    (Mutation testing, issue 23.)"""
+    product = account_product("ORD")
+    product.daily_withdrawal_limit = D("2000")
+    db.session.commit()
+    member_id, account_id = saver(10000)
+    other_id, other_account = saver(10000)
+    midnight = datetime.combine(business_today(), time.min, tzinfo=ZoneInfo("Africa/Nairobi"))
+    paid = [
+        (member_id, account_id, 500, midnight),
+        (member_id, account_id, 700, midnight - timedelta(seconds=1)),
+        (other_id, other_account, 900, midnight + timedelta(hours=1)),
+    ]
+    for owner, account, amount, at in paid:
+        db.session.add(
+            MpesaRequest(
+                kind="b2c",
+                status="succeeded",
+                purpose="withdrawal",
+                originator_conversation_id=f"paid-{amount}",
+                member_id=owner,
+                account_id=account,
+                phone="254700000000",
+                amount=D(amount),
+                account_reference="paid",
+                channel="ussd",
+                created_at=at,
+            )
+        )
+    db.session.commit()
+    assert withdrawal_quote(member_id=member_id, account_id=account_id).daily_left == D("1500")
+    assert withdrawal_quote(member_id=other_id, account_id=other_account).daily_left == D("1100")
+
+
+def test_a_withdrawal_the_books_refuse_is_refused_whole_and_says_why(app: Flask) -> None:
+    """The entry is posted after the payout row is written: when the books refuse it (here
+    the pending-withdrawals account was closed by mistake), the member is told the books'
+    reason and neither the row nor any money stays. (Mutation testing, issue 23.)"""
+    member_id, account_id = saver(1000)
+    pending = gl_account("GL-WITHDRAWALS-PENDING")
+    db.session.commit()
+    account_close(account_id=pending.id, actor="staff:test")
+    before = written()
+    with pytest.raises(WithdrawalError) as refused:
+        withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    assert str(refused.value) == "account GL-WITHDRAWALS-PENDING is closed"
+    assert written() == before
+    assert balance(account_id) == D("1000")
+
+
 def test_a_closed_product_and_a_suspended_member_are_refused(app: Flask) -> None:
     member_id, account_id = saver(5000)
     before = written()
@@ -487,6 +597,11 @@ def test_a_second_withdrawal_waits_until_the_first_is_settled(
     before = written()
     with pytest.raises(WithdrawalError) as refused:
         withdrawal_request(member_id=member_id, account_id=account_id, amount=500)
+    assert str(refused.value) == f"a withdrawal from {number} is on its way; wait for its SMS"
+    # Told to wait, not that the money is short, whatever the amount: the first may yet
+    # fail and bring its money back. (Mutation testing, issue 23.)
+    with pytest.raises(WithdrawalError) as refused:
+        withdrawal_request(member_id=member_id, account_id=account_id, amount=4000)
     assert str(refused.value) == f"a withdrawal from {number} is on its way; wait for its SMS"
     assert written() == before
     assert balance(account_id) == D("3970")
@@ -1098,3 +1213,36 @@ def test_a_withdrawal_on_its_way_holds_back_no_save_prompt_into_its_account(app:
     assert (payout.kind, payout.status, payout.account_id) == ("b2c", "pending", account_id)
     prompt = payments_request_deposit_stk(member_id=member_id, account_id=account_id, amount=300)
     assert (prompt.kind, prompt.status, prompt.account_id) == ("stk", "pending", account_id)
+
+
+def test_a_withdrawal_checks_the_balance_as_it_is_under_the_member_s_lock(
+    app: Flask, pg: None
+) -> None:
+    """The screen read the account; before the member confirmed, another worker moved 4,000
+    of it to deposits. The request reads the balance again under the lock: 900 would leave
+    70 (under the minimum of 100), so it is refused with what is left to take. (Mutation
+    testing, issue 23.)"""
+    member_id, account_id = saver(5000)
+    assert withdrawal_quote(member_id=member_id, account_id=account_id).available == D("4870")
+
+    def move() -> None:
+        member = db.session.get(Member, member_id)
+        ordinary = db.session.get(Account, account_id)
+        journal_post(
+            kind="transfer",
+            lines=[debit(ordinary, D("4000")), credit(member_account(member, "savings"), D(4000))],
+            value_date=DAY,
+            idempotency_key="test-move",
+            member_id=member_id,
+        )
+        db.session.commit()
+
+    mover = Worker(app, move)
+    mover.start()
+    mover.outcome()
+    with pytest.raises(WithdrawalError) as refused:
+        withdrawal_request(member_id=member_id, account_id=account_id, amount=900)
+    assert str(refused.value) == (
+        "you can withdraw at most KES 870 (fee KES 30, minimum balance KES 100)"
+    )
+    assert balance(account_id) == D("1000")
