@@ -1218,12 +1218,13 @@ def test_a_withdrawal_on_its_way_holds_back_no_save_prompt_into_its_account(app:
 def test_a_withdrawal_checks_the_balance_as_it_is_under_the_member_s_lock(
     app: Flask, pg: None
 ) -> None:
-    """The screen read the account; before the member confirmed, another worker moved 4,000
-    of it to deposits. The request reads the balance again under the lock: 900 would leave
-    70 (under the minimum of 100), so it is refused with what is left to take. (Mutation
-    testing, issue 23.)"""
+    """The teller's screen holds the account it showed; before the request, another worker
+    moved 4,000 of it to deposits. The request reads the balance again under the lock: 900
+    would leave 70 (under the minimum of 100), so it is refused with what is left to take.
+    (Mutation testing, issue 23.)"""
     member_id, account_id = saver(5000)
-    assert withdrawal_quote(member_id=member_id, account_id=account_id).available == D("4870")
+    shown = db.session.get(Account, account_id)  # held, as a view holds what it renders
+    assert shown.display_balance == D("5000")
 
     def move() -> None:
         member = db.session.get(Member, member_id)
@@ -1245,4 +1246,4 @@ def test_a_withdrawal_checks_the_balance_as_it_is_under_the_member_s_lock(
     assert str(refused.value) == (
         "you can withdraw at most KES 870 (fee KES 30, minimum balance KES 100)"
     )
-    assert balance(account_id) == D("1000")
+    assert balance(account_id) == shown.display_balance == D("1000")
