@@ -62,4 +62,10 @@ def product_problem(product: LoanProduct) -> str | None:
         return "fees and penalties cannot be negative"
     if product.limit_multiple is not None and product.limit_multiple <= 0:
         return "the limit multiple must be more than zero"
+    # As a compromise agreement's days must be (ck_agreements_days): a negative grace
+    # would charge a penalty on an installment before it falls due.
+    if (product.grace_days or 0) < 0:
+        return "the grace days cannot be negative"
+    if product.default_threshold_days is not None and product.default_threshold_days <= 0:
+        return "the days to default must be more than zero"
     return None
