@@ -148,6 +148,8 @@ def test_fortnightly_is_refused_in_words_not_cut_short(app: Flask) -> None:
         ({"code": "X" * 21}, "Field cannot be longer than 20 characters."),
         ({"fee_min": "3000"}, "the minimum fee is above the maximum fee"),
         ({"min_amount": "-1"}, "the min amount cannot be negative"),
+        ({"grace_days": "-1"}, "the grace days cannot be negative"),
+        ({"default_threshold_days": "0"}, "the days to default must be more than zero"),
     ],
 )
 def test_bad_settings_are_refused_in_words(app: Flask, changes: dict, words: str) -> None:
