@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from app.cli.runtime import make_worker
 from app.extensions import db, queue
 from app.models import JournalEntry, Loan, MpesaCallback, MpesaRequest, Payment
-from app.services.loans import loan_apply, loan_approve
+from app.services.loans import loan_apply, loan_approve, loan_retry_payout
 from app.services.payments import (
     PaymentError,
     callback_process,
@@ -520,6 +520,22 @@ def test_a_completed_answer_after_the_payout_failed_changes_nothing(
     assert row(MpesaRequest, payout.id).status == "failed"
     assert row(Loan, loan_id).status == "approved"
     assert db.session.scalar(select(Payment)) is None
+
+
+def test_a_payout_failed_while_its_status_query_is_out_can_be_sent_again(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    """The late failure settles the payout while the query asking about it is still out:
+    a query is no payout on its way, so staff can send the money again. (Mutation
+    testing, issue 23.)"""
+    loan_id, payout = asked(client)
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, 2040, desc="no"))
+    assert process_new() == ["failed"]
+    assert (the_query().status, row(Loan, loan_id).status) == ("sent", "approved")
+    again = loan_retry_payout(loan_id=loan_id, staff=make_staff("branch_manager"))
+    assert (again.kind, again.status, again.loan_id) == ("b2c", "pending", loan_id)
+    assert again.id not in (payout.id, the_query().id)
 
 
 def test_a_completed_answer_after_the_payout_was_paid_changes_nothing(
