@@ -8,10 +8,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Account, FixedDeposit, Member, SavingsTarget
+from app.models import Account, FixedDeposit, JobRun, JournalEntry, Member, SavingsTarget
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.payments.c2b import c2b_validate
 from app.services.savings import account_product, member_product_account
@@ -19,10 +19,12 @@ from app.services.savings.fixed import (
     TermSavingsError,
     add_months,
     fixed_deposit_break,
+    fixed_deposit_mature,
     fixed_deposit_open,
     target_release,
     target_set,
 )
+from app.services.savings.products import product_update
 from tests.factories import make_member
 from workers.schedule import run_job
 
@@ -46,6 +48,10 @@ def _save(member: Member, amount: str, product: str = "ORD", ref: str = "S") -> 
 def _balance(member_id: int, code: str = "ORD") -> Decimal:
     member = db.session.get(Member, member_id)
     return member_product_account(member, account_product(code)).display_balance
+
+
+def _entries() -> int:
+    return db.session.scalar(select(func.count()).select_from(JournalEntry))
 
 
 def _by_hand(
@@ -110,6 +116,74 @@ def test_a_rolled_over_deposit_starts_a_new_term_with_its_net_interest_in_it(app
     assert db.session.get(Account, found.account_id).display_balance == found.principal
 
 
+def test_a_maturity_is_paid_once_keyed_by_the_deposit_and_counted_by_the_job(app: Flask) -> None:
+    """Each payment is keyed by the deposit (the interest also by its maturity day) and
+    made by the job; a deposit paid already, or broken, is not paid again however it is
+    asked; the job counts the deposits it paid. (Mutation testing, issue 23.)"""
+    member = make_member()
+    _save(member, "30100")
+    member_id = member.id
+    paid = fixed_deposit_open(member_id=member_id, amount="10000", actor="x", today=OPENED).id
+    rolled = fixed_deposit_open(
+        member_id=member_id, amount="10000", actor="x", today=OPENED, on_maturity="rollover"
+    ).id
+    broken = fixed_deposit_open(member_id=member_id, amount="10000", actor="x", today=OPENED).id
+    fixed_deposit_break(deposit_id=broken, actor="staff@x", today=date(2025, 7, 31))
+    run_job("fixed-deposit-maturity", date(2026, 1, 31))
+    job = db.session.scalar(select(JobRun).where(JobRun.job == "fixed-deposit-maturity"))
+    assert (job.records_scanned, job.records_updated) == (2, 2)
+    entries = {
+        e.idempotency_key: (e.kind, e.actor)
+        for e in db.session.scalars(
+            select(JournalEntry).where(JournalEntry.kind.like("fixed_deposit_%"))
+        )
+    }
+    due = "2026-01-31"
+    assert entries[f"fixed-interest:{paid}:{due}"] == ("fixed_deposit_interest", "system")
+    assert entries[f"fixed-interest:{rolled}:{due}"] == ("fixed_deposit_interest", "system")
+    assert entries[f"fixed-return:{paid}"] == ("fixed_deposit_return", "fixed-deposit-maturity")
+    assert entries[f"fixed-return:{broken}"] == ("fixed_deposit_return", "staff@x")
+    before = (_balance(member_id), _entries())
+    for deposit_id in (paid, broken):
+        assert fixed_deposit_mature(deposit_id, as_of=date(2026, 2, 1)) is None
+    assert fixed_deposit_mature(rolled, as_of=date(2026, 2, 1)) is None  # not due again yet
+    assert (_balance(member_id), _entries()) == before
+
+
+def test_a_maturity_says_what_it_did(app: Flask) -> None:
+    """(Mutation testing, issue 23.)"""
+    member = make_member()
+    _save(member, "20100")
+    back = fixed_deposit_open(member_id=member.id, amount="10000", actor="x", today=OPENED).id
+    again = fixed_deposit_open(
+        member_id=member.id, amount="10000", actor="x", today=OPENED, on_maturity="rollover"
+    ).id
+    assert fixed_deposit_mature(back, as_of=date(2026, 1, 31)) == "matured"
+    assert fixed_deposit_mature(again, as_of=date(2026, 1, 31)) == "rolled over"
+    assert fixed_deposit_mature(999999, as_of=date(2026, 1, 31)) is None
+
+
+@pytest.mark.parametrize(("term", "months"), [(6, 6), (None, 12)])
+def test_a_rollover_takes_the_product_s_terms_of_the_day(
+    app: Flask, term: int | None, months: int
+) -> None:
+    """A new term runs at the rate and length a new deposit would get; a product whose
+    term was cleared rolls over for a year. (Mutation testing, issue 23.)"""
+    member = make_member()
+    _save(member, "10100")
+    deposit_id = fixed_deposit_open(
+        member_id=member.id, amount="10000", actor="x", today=OPENED, on_maturity="rollover"
+    ).id
+    product = account_product("FIX")
+    product_update(
+        product_id=product.id, actor="staff:test", interest_rate=Decimal("10"), term_months=term
+    )
+    run_job("fixed-deposit-maturity", date(2026, 1, 31))
+    found = db.session.get(FixedDeposit, deposit_id)
+    assert (found.rate, found.start_on) == (Decimal("10"), date(2026, 1, 31))
+    assert found.maturity_on == add_months(date(2026, 1, 31), months)
+
+
 def test_breaking_early_earns_the_rate_less_the_penalty_for_the_days_held(app: Flask) -> None:
     member = make_member()
     _save(member, "30100")
@@ -122,6 +196,9 @@ def test_breaking_early_earns_the_rate_less_the_penalty_for_the_days_held(app: F
     assert db.session.get(FixedDeposit, deposit_id).status == "broken"
     with pytest.raises(TermSavingsError, match="broken already"):
         fixed_deposit_break(deposit_id=deposit_id, actor="x", today=broken_on)
+    with pytest.raises(TermSavingsError) as refused:
+        fixed_deposit_break(deposit_id=999999, actor="x", today=broken_on)
+    assert str(refused.value) == "no fixed deposit 999999"
 
 
 def test_fixed_deposits_are_refused_in_words_and_never_paid_into_by_paybill(app: Flask) -> None:
