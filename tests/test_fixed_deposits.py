@@ -11,7 +11,15 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import Account, FixedDeposit, JobRun, JournalEntry, Member, SavingsTarget
+from app.models import (
+    Account,
+    AuditLog,
+    FixedDeposit,
+    JobRun,
+    JournalEntry,
+    Member,
+    SavingsTarget,
+)
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.payments.c2b import c2b_validate
 from app.services.savings import account_product, member_product_account
@@ -201,6 +209,55 @@ def test_breaking_early_earns_the_rate_less_the_penalty_for_the_days_held(app: F
     assert str(refused.value) == "no fixed deposit 999999"
 
 
+def test_a_break_is_audited_keyed_and_refused_on_the_day_of_maturity(app: Flask) -> None:
+    """A deposit due today is paid in full tonight, not broken; a break pays its interest
+    and returns everything (even a single shilling) in entries keyed by the deposit, by
+    the staff member who broke it, and is audited with the interest and penalty.
+    (Mutation testing, issue 23.)"""
+    member = make_member()
+    _save(member, "10101")
+    member_id, number = member.id, member.member_no
+    deposit = fixed_deposit_open(member_id=member_id, amount="10000", actor="x", today=OPENED)
+    deposit_id, maturity = deposit.id, deposit.maturity_on
+    small = fixed_deposit_open(member_id=member_id, amount="1", actor="x", today=OPENED).id
+    with pytest.raises(TermSavingsError) as refused:
+        fixed_deposit_break(deposit_id=deposit_id, actor="staff@x", today=maturity)
+    assert str(refused.value) == "the deposit has matured: it is paid in full tonight"
+    broken_on = date(2025, 7, 31)  # 181 days
+    fixed_deposit_break(deposit_id=deposit_id, actor="staff@x", today=broken_on)
+    fixed_deposit_break(deposit_id=small, actor="staff@x", today=date(2025, 2, 1))  # earns 0
+    gross, tax = _by_hand("10000", "4", 181)  # 8% less the 50% penalty
+    assert _balance(member_id) == Decimal("101") + Decimal("10000") + gross - tax
+    (audit,) = [
+        row
+        for row in db.session.scalars(
+            select(AuditLog).where(AuditLog.action == "fixed_deposit.break")
+        )
+        if str(row.object_id) == str(deposit_id)
+    ]
+    assert (audit.actor, audit.object_type) == ("staff@x", "fixed_deposit")
+    assert audit.before == {"status": "active", "maturity_on": maturity.isoformat()}
+    penalty = str(account_product("FIX").break_penalty)
+    assert audit.after == {"status": "broken", "interest": str(gross), "penalty_percent": penalty}
+    entries = {
+        e.idempotency_key: (e.kind, e.actor, e.member_id, e.description)
+        for e in db.session.scalars(select(JournalEntry))
+    }
+    code = f"FIX-{number}-1"
+    assert entries[f"fixed-return:{deposit_id}"] == (
+        "fixed_deposit_return",
+        "staff@x",
+        member_id,
+        f"{code} back to savings",
+    )
+    assert entries[f"fixed-interest:{deposit_id}:2025-07-31"][:3] == (
+        "fixed_deposit_interest",
+        "system",
+        member_id,
+    )
+    assert entries[f"fixed-return:{small}"][0] == "fixed_deposit_return"
+
+
 def test_fixed_deposits_are_refused_in_words_and_never_paid_into_by_paybill(app: Flask) -> None:
     member = make_member()
     _save(member, "1000")  # ORD keeps 100 as its minimum
@@ -240,6 +297,9 @@ def test_a_target_holds_the_money_until_its_date_or_amount_then_releases_it_all(
     assert db.session.get(SavingsTarget, target.id).status == "released"
     with pytest.raises(TermSavingsError, match="released already"):
         target_release(target_id=target.id, actor="x", today=date(2025, 6, 2))
+    with pytest.raises(TermSavingsError) as refused:
+        target_release(target_id=999999, actor="x", today=date(2025, 6, 2))
+    assert str(refused.value) == "no target 999999"
 
 
 def test_each_fixed_deposit_is_a_section_of_the_members_statement(app: Flask) -> None:
