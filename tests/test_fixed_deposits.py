@@ -3,7 +3,7 @@ penalty) and target savings (locked until a date or an amount)."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -32,7 +32,7 @@ from app.services.savings.fixed import (
     target_release,
     target_set,
 )
-from app.services.savings.products import product_update
+from app.services.savings.products import ProductError, product_update
 from tests.factories import make_member
 from workers.schedule import run_job
 
@@ -89,6 +89,8 @@ def test_a_fixed_deposit_pays_its_interest_net_of_tax_at_maturity_and_returns_to
     assert _balance(member_id) == Decimal("10000.00")
     run_job("fixed-deposit-maturity", date(2026, 1, 30))  # the day before: nothing
     assert db.session.get(FixedDeposit, deposit_id).status == "active"
+    job = db.session.scalar(select(JobRun).where(JobRun.job == "fixed-deposit-maturity"))
+    assert job.records_scanned == 0
     run_job("fixed-deposit-maturity", date(2026, 2, 3))  # a late night pays it once
     run_job("fixed-deposit-maturity", date(2026, 2, 4))
     gross, tax = _by_hand("50000", "8", 365)
@@ -258,6 +260,46 @@ def test_a_break_is_audited_keyed_and_refused_on_the_day_of_maturity(app: Flask)
     assert entries[f"fixed-return:{small}"][0] == "fixed_deposit_return"
 
 
+@pytest.mark.parametrize(
+    ("amount", "days", "gross", "tax"),
+    [("100", 30, "0.33", "0.05"), ("100", 3, "0.03", "0.00"), ("100", 0, "0", "0")],
+)
+def test_a_break_pays_interest_to_the_cent_even_under_a_shilling_and_none_the_same_day(
+    app: Flask, amount: str, days: int, gross: str, tax: str
+) -> None:
+    """Interest of a few cents is paid (with its tax, or none when the tax rounds to 0);
+    a deposit broken the day it opened earns nothing. (Mutation testing, issue 23.)"""
+    member = make_member()
+    _save(member, "200")
+    member_id = member.id
+    deposit_id = fixed_deposit_open(member_id=member_id, amount=amount, actor="x", today=OPENED).id
+    fixed_deposit_break(deposit_id=deposit_id, actor="staff@x", today=OPENED + timedelta(days=days))
+    assert _by_hand(amount, "4", days) == (Decimal(gross), Decimal(tax))
+    assert _balance(member_id) == Decimal("200") + Decimal(gross) - Decimal(tax)
+    interest = db.session.scalar(
+        select(JournalEntry).where(JournalEntry.kind == "fixed_deposit_interest")
+    )
+    if Decimal(gross) == 0:
+        assert interest is None
+    else:
+        code = db.session.get(Account, db.session.get(FixedDeposit, deposit_id).account_id).code
+        on = (OPENED + timedelta(days=days)).isoformat()
+        assert interest.description == f"Interest on {code} to {on}, net of withholding tax"
+        assert -gl_account("GL-WHT-PAYABLE").balance == Decimal(tax)
+
+
+def test_a_product_change_is_refused_in_words_for_an_unknown_product_or_field(app: Flask) -> None:
+    """(Mutation testing, issue 23.)"""
+    with pytest.raises(ProductError) as refused:
+        product_update(product_id=999999, actor="staff:test", name="X")
+    assert str(refused.value) == "no account product 999999"
+    product_id = account_product("FIX").id
+    with pytest.raises(ProductError) as refused:
+        product_update(product_id=product_id, actor="staff:test", kind="savings", code="NEW")
+    assert str(refused.value) == "cannot change code, kind"
+    assert (account_product("FIX").kind, account_product("FIX").code) == ("fixed", "FIX")
+
+
 def test_fixed_deposits_are_refused_in_words_and_never_paid_into_by_paybill(app: Flask) -> None:
     member = make_member()
     _save(member, "1000")  # ORD keeps 100 as its minimum
@@ -300,6 +342,30 @@ def test_a_target_holds_the_money_until_its_date_or_amount_then_releases_it_all(
     with pytest.raises(TermSavingsError) as refused:
         target_release(target_id=999999, actor="x", today=date(2025, 6, 2))
     assert str(refused.value) == "no target 999999"
+    audit = db.session.scalar(select(AuditLog).where(AuditLog.action == "savings_target.release"))
+    assert (audit.actor, audit.object_type, str(audit.object_id)) == (
+        "x",
+        "savings_target",
+        str(target.id),
+    )
+    assert (audit.before, audit.after) == (
+        {"status": "active"},
+        {"status": "released", "amount": "10000.00"},
+    )
+    entry = db.session.scalar(select(JournalEntry).where(JournalEntry.kind == "target_release"))
+    assert (entry.idempotency_key, entry.actor, entry.member_id, entry.description) == (
+        f"target-release:{target.id}",
+        "x",
+        member_id,
+        "Target School fees released to savings",
+    )
+    # The next target, however small, comes back whole. (Mutation testing, issue 23.)
+    small = target_set(
+        member_id=member_id, name="Shoes", goal_amount="1", actor="x", today=date(2025, 6, 2)
+    )
+    _save(db.session.get(Member, member_id), "1", product="TGT", ref="T3")
+    assert target_release(target_id=small.id, actor="x", today=date(2025, 6, 2)) == Decimal("1")
+    assert _balance(member_id) == Decimal("10001.00")
 
 
 def test_each_fixed_deposit_is_a_section_of_the_members_statement(app: Flask) -> None:
