@@ -298,6 +298,77 @@ def test_a_product_change_is_refused_in_words_for_an_unknown_product_or_field(ap
         product_update(product_id=product_id, actor="staff:test", kind="savings", code="NEW")
     assert str(refused.value) == "cannot change code, kind"
     assert (account_product("FIX").kind, account_product("FIX").code) == ("fixed", "FIX")
+    product_update(product_id=product_id, actor="staff:test", break_penalty=Decimal("40"))
+    audit = db.session.scalar(select(AuditLog).where(AuditLog.action == "account_product.update"))
+    assert (audit.actor, audit.object_type, audit.object_id) == (
+        "staff:test",
+        "account_product",
+        "FIX",
+    )
+
+
+def test_a_deposit_or_target_is_refused_in_words_for_a_product_or_member_that_cannot(
+    app: Flask,
+) -> None:
+    """Only an open fixed product with a term takes deposits; only an active member opens
+    a deposit or a target. (Mutation testing, issue 23.)"""
+    member = make_member()
+    _save(member, "5000")
+    member_id = member.id
+    with pytest.raises(TermSavingsError) as refused:
+        fixed_deposit_open(
+            member_id=member_id, amount="100", actor="x", today=OPENED, product_code="ORD"
+        )
+    assert str(refused.value) == "Ordinary savings does not take fixed deposits now"
+    fixed = account_product("FIX")
+    fixed.active = False
+    db.session.commit()
+    with pytest.raises(TermSavingsError) as refused:
+        fixed_deposit_open(member_id=member_id, amount="100", actor="x", today=OPENED)
+    assert str(refused.value) == "Fixed deposit does not take fixed deposits now"
+    fixed = account_product("FIX")
+    fixed.active = True
+    db.session.get(Member, member_id).status = "suspended"
+    db.session.commit()
+    with pytest.raises(TermSavingsError) as refused:
+        fixed_deposit_open(member_id=member_id, amount="100", actor="x", today=OPENED)
+    assert str(refused.value) == f"no active member {member_id}"
+    with pytest.raises(TermSavingsError) as refused:
+        target_set(member_id=member_id, name="Fees", goal_amount="10", actor="x", today=OPENED)
+    assert str(refused.value) == f"no active member {member_id}"
+    assert db.session.scalar(select(func.count()).select_from(FixedDeposit)) == 0
+    assert db.session.scalar(select(func.count()).select_from(SavingsTarget)) == 0
+
+
+def test_a_target_is_set_for_its_own_account_with_its_name_cut_and_audited(app: Flask) -> None:
+    """A blank goal is no goal; a long name is cut to 40 characters; another member's
+    running target does not hold this one back; the setting is audited. (Mutation
+    testing, issue 23.)"""
+    other = make_member()
+    target_set(member_id=other.id, name="Rent", goal_amount="500", actor="x", today=OPENED)
+    member = make_member()
+    member_id, number = member.id, member.member_no
+    target = target_set(
+        member_id=member_id,
+        name="  " + "A holiday at the coast with the whole family" + "  ",
+        goal_amount="",
+        unlock_on=date(2025, 12, 1),
+        actor="member:ussd",
+        today=OPENED,
+    )
+    assert (target.name, target.goal_amount) == ("A holiday at the coast with the whole fa", None)
+    audit = db.session.scalar(
+        select(AuditLog).where(
+            AuditLog.action == "savings_target.set", AuditLog.object_id == number
+        )
+    )
+    assert (audit.actor, audit.object_type) == ("member:ussd", "member")
+    assert audit.after == {
+        "target": target.id,
+        "name": "A holiday at the coast with the whole fa",
+        "goal": "None",
+        "unlock_on": "2025-12-01",
+    }
 
 
 def test_fixed_deposits_are_refused_in_words_and_never_paid_into_by_paybill(app: Flask) -> None:
