@@ -345,7 +345,9 @@ def test_a_target_is_set_for_its_own_account_with_its_name_cut_and_audited(app: 
     running target does not hold this one back; the setting is audited. (Mutation
     testing, issue 23.)"""
     other = make_member()
-    target_set(member_id=other.id, name="Rent", goal_amount="500", actor="x", today=OPENED)
+    rent = target_set(member_id=other.id, name="Rent", goal_amount="500", actor="x", today=OPENED)
+    audit = db.session.scalar(select(AuditLog).where(AuditLog.action == "savings_target.set"))
+    assert audit.after["goal"] == "500.00" and audit.after["target"] == rent.id
     member = make_member()
     member_id, number = member.id, member.member_no
     target = target_set(
