@@ -53,8 +53,6 @@ def branch_withdrawal_record(
         value = money_input(amount)
     except MoneyError as exc:
         raise BranchWithdrawalError(str(exc)) from None
-    if value <= 0:
-        raise BranchWithdrawalError("the amount must be more than zero")
     if method not in CASH_BOOKS:
         raise BranchWithdrawalError("paid in cash or by bank transfer")
     if not reference.strip():

@@ -72,8 +72,6 @@ def _amount(amount: object) -> Decimal:
         value = money_input(amount)
     except MoneyError as exc:
         raise TermSavingsError(str(exc)) from None
-    if value <= 0:
-        raise TermSavingsError("the amount must be more than zero")
     return value
 
 
