@@ -373,6 +373,43 @@ def test_a_target_is_set_for_its_own_account_with_its_name_cut_and_audited(app: 
     }
 
 
+def test_a_deposit_s_opening_is_one_keyed_entry_and_an_audit_row(app: Flask) -> None:
+    """Nothing or less is refused in words; a single shilling is a deposit; the opening
+    is the member's entry, keyed by the deposit, and audited with its terms. (Mutation
+    testing, issue 23.)"""
+    member = make_member()
+    _save(member, "5000")
+    member_id, number = member.id, member.member_no
+    for amount in ("0", "-5"):
+        with pytest.raises(TermSavingsError) as refused:
+            fixed_deposit_open(member_id=member_id, amount=amount, actor="x", today=OPENED)
+        assert str(refused.value) == "amount must be more than zero"
+    fixed_deposit_open(member_id=member_id, amount="1", actor="x", today=OPENED)
+    deposit = fixed_deposit_open(
+        member_id=member_id, amount="2000", actor="staff@x", today=OPENED, on_maturity="rollover"
+    )
+    entry = db.session.scalar(
+        select(JournalEntry).where(JournalEntry.idempotency_key == f"fixed-open:{deposit.id}")
+    )
+    assert (entry.kind, entry.actor, entry.member_id, entry.description) == (
+        "fixed_deposit",
+        "staff@x",
+        member_id,
+        f"Fixed deposit FIX-{number}-2 for 12 months",
+    )
+    (audit,) = db.session.scalars(
+        select(AuditLog).where(AuditLog.action == "fixed_deposit.open", AuditLog.actor == "staff@x")
+    )
+    assert (audit.object_type, audit.object_id) == ("member", number)
+    assert audit.after == {
+        "deposit": deposit.id,
+        "amount": "2000.00",
+        "rate": str(deposit.rate),
+        "maturity_on": "2026-01-31",
+        "on_maturity": "rollover",
+    }
+
+
 def test_fixed_deposits_are_refused_in_words_and_never_paid_into_by_paybill(app: Flask) -> None:
     member = make_member()
     _save(member, "1000")  # ORD keeps 100 as its minimum
