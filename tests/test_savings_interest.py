@@ -6,16 +6,18 @@ day-by-day calculation written here, not the service's own walk."""
 from __future__ import annotations
 
 import threading
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy import func, select
 
 from app.clock import business_today
 from app.extensions import db
-from app.models import Account, InterestPosting, JournalEntry, JournalLine, Member
+from app.models import Account, AuditLog, InterestPosting, JournalEntry, JournalLine, Member
 from app.money import ZERO, round_money
 from app.selectors.statements import member_statement_range
 from app.services.ledger import credit, debit, gl_account, journal_post
@@ -453,3 +455,77 @@ def test_a_product_form_sent_back_with_the_same_rate_moves_nothing(app: Flask) -
     _run(date(2026, 3, 1))
 
     assert [p.period_end.month for p in _postings(account)] == [1, 2]
+
+
+def _changed_on(day: date, code: str, **values: object) -> None:
+    """Staff changed the product on `day` (noon in Nairobi): its terms, and the audit row
+    product_update writes (the log is append-only, so a past change is written as one)."""
+    product = account_product(code)
+    before = {name: str(getattr(product, name)) for name in values}
+    for name, value in values.items():
+        setattr(product, name, value)
+    db.session.add(
+        AuditLog(
+            at=datetime.combine(day, time(12), tzinfo=ZoneInfo("Africa/Nairobi")),
+            actor="staff:a@b.c",
+            action="account_product.update",
+            object_type="account_product",
+            object_id=code,
+            before=before,
+            after={name: str(value) for name, value in values.items()},
+        )
+    )
+    db.session.commit()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        ({"interest_period": "monthly"}, {"interest_rate": D("10")}),
+        ({"interest_rate": D("10")}, {"interest_period": "monthly"}),
+    ],
+    ids=["rate last", "period last"],
+)
+def test_the_periods_that_earn_start_from_the_month_of_the_last_rate_or_period_change(
+    app: Flask, changes: tuple[dict, dict]
+) -> None:
+    """Deposits get a period on 10 February and a rate on 10 March, or the other way
+    round: either change alone counts, the last one decides, and it falls in March, so
+    March is the first month paid. A later change to the fixed-deposit product's rate
+    touches no savings run. (Mutation testing, issue 23.)"""
+    member = make_member()
+    member_deposit(member_id=member.id, amount="36500", reference="D1", value_date=date(2026, 1, 3))
+    first, last = changes
+    _changed_on(date(2026, 2, 10), "DEP", **first)
+    _changed_on(date(2026, 3, 10), "DEP", **last)
+    _changed_on(date(2026, 3, 20), "FIX", interest_rate=D("9"))
+
+    _run(date(2026, 5, 1))
+
+    assert [(p.period_start, p.period_end) for p in _postings()] == [
+        (date(2026, 3, 1), date(2026, 3, 31)),
+        (date(2026, 4, 1), date(2026, 4, 30)),
+    ]
+    # 36,500 at 10% is 10 shillings a day: March's 31 days.
+    assert _postings()[0].gross == D("310.00")
+
+
+def test_an_account_closed_after_the_scan_or_never_moved_is_skipped_and_the_rest_paid(
+    app: Flask,
+) -> None:
+    """A chunk may be given an account that closed after the night's scan (emptied and
+    closed the same day) or one that never moved: neither stops the others being paid.
+    (Mutation testing, issue 23.)"""
+    from app.services.ledger import account_close
+
+    closing = _savings(make_member())
+    _move(closing, "36500", date(2026, 1, 1))
+    _move(closing, "-36500", date(2026, 1, 20))
+    never = _savings(make_member())
+    paid = _savings(make_member())
+    _move(paid, "36500", date(2026, 1, 1))
+    account_close(account_id=closing, actor="staff:test")
+
+    assert interest_post([never, closing, paid], as_of=date(2026, 2, 1)) == 1
+    assert [p.account_id for p in _postings()] == [paid]
+    assert _postings()[0].gross == D("93.00")  # 3 shillings a day for 31 days
