@@ -529,3 +529,44 @@ def test_an_account_closed_after_the_scan_or_never_moved_is_skipped_and_the_rest
     assert interest_post([never, closing, paid], as_of=date(2026, 2, 1)) == 1
     assert [p.account_id for p in _postings()] == [paid]
     assert _postings()[0].gross == D("93.00")  # 3 shillings a day for 31 days
+
+
+def test_accounts_of_one_chunk_at_different_points_each_earn_on_their_own_moves(
+    app: Flask,
+) -> None:
+    """One chunk, two accounts: one never paid, one paid for January already, both paid
+    into on the same day. Each earns on its own movements only, and the second's February
+    starts from everything it held (and earned) before February. (Mutation testing,
+    issue 23.)"""
+    behind = _savings(make_member())
+    ahead = _savings(make_member())
+    _move(behind, "36500", date(2026, 1, 1))
+    _move(ahead, "73000", date(2026, 1, 1))
+    assert interest_post([ahead], as_of=date(2026, 2, 1)) == 1
+    db.session.commit()
+    _move(ahead, "36500", date(2026, 2, 10))
+
+    assert interest_post([behind, ahead], as_of=date(2026, 3, 1)) == 2
+    db.session.commit()
+
+    rate = D(3)
+    assert [(p.period_end, p.gross) for p in _postings(behind)] == [
+        (date(2026, 1, 31), D("93.00")),  # 3 shillings a day
+        (
+            date(2026, 2, 28),
+            expected_interest(
+                [(date(2026, 1, 1), D(36500)), (date(2026, 1, 31), _postings(behind)[0].net)],
+                date(2026, 2, 1),
+                date(2026, 2, 28),
+                rate,
+            ),
+        ),
+    ]
+    january, february = _postings(ahead)
+    assert january.gross == D("186.00")  # 6 shillings a day
+    moves = [
+        (date(2026, 1, 1), D(73000)),
+        (date(2026, 1, 31), january.net),
+        (date(2026, 2, 10), D(36500)),
+    ]
+    assert february.gross == expected_interest(moves, date(2026, 2, 1), date(2026, 2, 28), rate)
