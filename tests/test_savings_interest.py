@@ -570,3 +570,41 @@ def test_accounts_of_one_chunk_at_different_points_each_earn_on_their_own_moves(
         (date(2026, 2, 10), D(36500)),
     ]
     assert february.gross == expected_interest(moves, date(2026, 2, 1), date(2026, 2, 28), rate)
+
+
+def test_interest_of_a_few_cents_is_paid_with_its_tax_and_a_rate_of_zero_records_nothing(
+    app: Flask,
+) -> None:
+    """Cents are money: 0.25 is paid less its 0.04 of tax, 0.03 whole (its tax rounds to
+    nothing), and a rate under 1% earns. A product at 0% with a period earns nothing and
+    records nothing. (Mutation testing, issue 23.)"""
+    _changed_on(date(2025, 1, 1), "DEP", interest_rate=D("0.5"), interest_period="monthly")
+    _changed_on(date(2025, 1, 1), "TGT", interest_rate=D("0"))
+    small = _savings(make_member())
+    _move(small, "100", date(2026, 1, 1))  # 100 x 3% x 31 / 365 = 0.25
+    tiny = _savings(make_member())
+    _move(tiny, "12", date(2026, 1, 1))  # 0.03
+    member = make_member()
+    member_deposit(member_id=member.id, amount="36500", reference="D1", value_date=date(2026, 1, 1))
+    target = member_product_account(member, account_product("TGT")).id
+    db.session.commit()
+    _move(target, "50000", date(2026, 1, 1))
+
+    stats = _run(date(2026, 2, 1))
+
+    deposits = db.session.scalar(
+        select(Account.id).where(Account.code == f"SAV-{member.member_no}")
+    )
+    assert {p.account_id: (p.gross, p.tax, p.net) for p in _postings()} == {
+        small: (D("0.25"), D("0.04"), D("0.21")),
+        tiny: (D("0.03"), D("0.00"), D("0.03")),
+        # Half a shilling a day; its tax of 2.325 rounds half to even (app.money).
+        deposits: (D("15.50"), D("2.32"), D("13.18")),
+    }
+    assert stats.records_updated == 3
+    assert (_balance(small), _balance(tiny), _balance(target)) == (
+        D("100.21"),
+        D("12.03"),
+        D("50000"),
+    )
+    assert _run(date(2026, 2, 1)).records_updated == 0
