@@ -608,3 +608,24 @@ def test_interest_of_a_few_cents_is_paid_with_its_tax_and_a_rate_of_zero_records
         D("50000"),
     )
     assert _run(date(2026, 2, 1)).records_updated == 0
+
+
+@pytest.mark.parametrize(("amount", "tax"), [("12", "0.00"), ("100", "0.03")])
+def test_a_period_whose_whole_tax_is_under_a_shilling_or_none_is_paid_and_balances(
+    app: Flask, amount: str, tax: str
+) -> None:
+    """The night's entry carries a tax line only when there is tax, however little; a
+    night that only records periods of zeros credits no one. (Mutation testing,
+    issue 23.)"""
+    emptied = _savings(make_member())
+    _move(emptied, "500", date(2026, 1, 1))
+    _move(emptied, "-500", date(2026, 1, 1))
+    assert _run(date(2026, 2, 1)).records_updated == 0
+    account = _savings(make_member())
+    _move(account, amount, date(2026, 2, 1))
+
+    assert _run(date(2026, 3, 1)).records_updated == 1
+
+    [posting] = _postings(account)
+    assert posting.tax == D(tax) and posting.net > 0
+    assert -_moved("GL-WHT-PAYABLE") == D(tax)
