@@ -629,3 +629,17 @@ def test_a_period_whose_whole_tax_is_under_a_shilling_or_none_is_paid_and_balanc
     [posting] = _postings(account)
     assert posting.tax == D(tax) and posting.net > 0
     assert -_moved("GL-WHT-PAYABLE") == D(tax)
+
+
+def test_money_first_paid_in_on_a_period_s_last_day_earns_that_day_the_next_night(
+    app: Flask,
+) -> None:
+    """(Mutation testing, issue 23.)"""
+    account = _savings(make_member())
+    _move(account, "36500", date(2026, 1, 31))
+
+    assert _run(date(2026, 2, 1)).records_updated == 1
+
+    assert [(p.period_end, p.gross) for p in _postings(account)] == [
+        (date(2026, 1, 31), D("3.00"))  # one day at 3 shillings
+    ]
