@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -21,7 +20,7 @@ import responses
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from app.cli.runtime import make_worker
 from app.clock import business_today
@@ -939,23 +938,6 @@ def test_a_withdrawal_never_queued_is_sent_by_the_sweep_once(
 # -- races (PostgreSQL: row locks wait) ------------------------------------------------------
 
 
-def _hold_member(app: Flask, member_id: int) -> tuple[Worker, threading.Event]:
-    locked, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        db.session.execute(
-            text("SELECT id FROM members WHERE id = :id FOR UPDATE"), {"id": member_id}
-        )
-        locked.set()
-        release.wait(30)
-        db.session.commit()
-
-    holder = Worker(app, hold)
-    holder.start()
-    assert locked.wait(20)
-    return holder, release
-
-
 def _outcome(worker: Worker) -> object:
     try:
         return worker.outcome()
@@ -1012,7 +994,6 @@ def test_a_withdrawal_racing_a_standing_order_an_acceptance_a_loan_and_a_share_t
         db.session.commit()
         return result
 
-    holder, release = _hold_member(app, member_id)
     racers = [
         lambda: withdrawal_request(member_id=member_id, account_id=account_id, amount=4000).id,
         standing_order,
@@ -1028,13 +1009,12 @@ def test_a_withdrawal_racing_a_standing_order_an_acceptance_a_loan_and_a_share_t
         lambda: withdrawal_request(member_id=member_id, account_id=account_id, amount=500).id,
     ]
     workers = []
-    for n, racer in enumerate(racers, start=1):
-        worker = Worker(app, racer)
-        worker.start()
-        wait_until_blocked(n)  # each waits on the member's lock, in this order
-        workers.append(worker)
-    release.set()
-    holder.outcome()
+    with row_locked(app, "members", member_id):
+        for n, racer in enumerate(racers, start=1):
+            worker = Worker(app, racer)
+            worker.start()
+            wait_until_blocked(n)  # each waits on the member's lock, in this order
+            workers.append(worker)
     withdrawal, ordered, accepted, transfer, application, second = (_outcome(w) for w in workers)
 
     assert isinstance(withdrawal, int)
