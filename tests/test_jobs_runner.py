@@ -122,7 +122,8 @@ def test_a_tampered_balance_makes_the_run_partial_with_exit_2(
     assert redis_client().get(LOCK) is None
 
 
-def test_no_lock_means_no_run_and_exit_1(_urls: dict[str, str]) -> None:
+def test_no_lock_means_no_run_and_exit_1(app: Flask, _urls: dict[str, str]) -> None:
+    # `app`: the schema is there, so the lock is the only thing that can fail.
     broken = make_app(_urls, REDIS_URL="redis://127.0.0.1:1/0")
     try:
         with broken.app_context():
@@ -137,6 +138,43 @@ def test_no_lock_means_no_run_and_exit_1(_urls: dict[str, str]) -> None:
     assert line["status"] == "fatal"
     assert line["level"] == "error"
     assert line["errors_count"] == 1
+
+
+DATABASE_DOWN = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+
+
+def run_with_the_database_down(_urls: dict[str, str], *args: str):  # noqa: ANN201
+    broken = make_app(_urls, DATABASE_URL=DATABASE_DOWN)
+    try:
+        with broken.app_context():
+            return broken.test_cli_runner().invoke(args=["jobs", "run", "ledger-check", *args])
+    finally:
+        with broken.app_context():
+            db.engine.dispose()
+        broken.extensions["redis"].close()
+
+
+def test_with_the_database_down_a_run_is_one_fatal_line_and_exit_1(
+    app: Flask, _urls: dict[str, str]
+) -> None:
+    result = run_with_the_database_down(_urls)
+
+    assert result.exit_code == 1, result.output
+    line = run_line(result)
+    assert (line["status"], line["level"], line["errors_count"]) == ("fatal", "error", 1)
+    assert redis_client().get(LOCK) is None  # refused before the lock was taken
+
+
+def test_a_replayed_day_with_the_database_down_is_one_error_line_and_exit_1(
+    app: Flask, _urls: dict[str, str]
+) -> None:
+    result = run_with_the_database_down(_urls, "--as-of-date", "2026-03-31")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the books cannot be read")
+    assert redis_client().get(LOCK) is None
 
 
 def test_a_malformed_as_of_date_is_one_error_line_and_exit_1(
