@@ -51,11 +51,21 @@ class JobStats:
 JobFn = Callable[..., None]
 
 
-def _closed_through() -> date | None:
+def _refusal(as_of: date, today: date) -> str | None:
+    """Why a run for `as_of` must not start, or None."""
+    if as_of > today:
+        # A day that has not come: penalties charged for it would be owed for real.
+        return f"as_of {as_of} is after today's business date {today}"
     try:
-        return books_closed_through()
+        closed = books_closed_through()
+    except Exception as exc:  # noqa: BLE001 - no books, no run: said in the run line
+        return f"books: {type(exc).__name__}: {exc}"
     finally:
         db.session.rollback()
+    if closed is not None and as_of <= closed:
+        # A replay into a closed month would post inside it: the books there are final.
+        return f"as_of {as_of} is in a closed period: the books are closed through {closed}"
+    return None
 
 
 def job_run(name: str, fn: JobFn, as_of: date | None = None, *, workers: int | None = None) -> int:
@@ -71,14 +81,9 @@ def job_run(name: str, fn: JobFn, as_of: date | None = None, *, workers: int | N
     redis = redis_client()
     status = "success"
     got_lock = False
-    if as_of > today:
-        # A day that has not come: penalties charged for it would be owed for real.
+    if (refused := _refusal(as_of, today)) is not None:
         status = "fatal"
-        stats.error(f"as_of {as_of} is after today's business date {today}")
-    elif (closed := _closed_through()) is not None and as_of <= closed:
-        # A replay into a closed month would post inside it: the books there are final.
-        status = "fatal"
-        stats.error(f"as_of {as_of} is in a closed period: the books are closed through {closed}")
+        stats.error(refused)
     else:
         try:
             got_lock = bool(redis.set(lock_key, run_id, nx=True, ex=LOCK_TTL_SECONDS))

@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 import click
 from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.clock import business_today
 from app.extensions import db
@@ -47,7 +48,13 @@ def jobs_run(name: str, as_of_date: str | None, workers: int | None) -> None:
             err=True,
         )
         raise SystemExit(1)
-    closed = books_closed_through()
+    # Read only for a replayed day: a plain run must reach the runner, which says in its
+    # one JSON line why it could not run (no lock, no database) instead of a traceback.
+    try:
+        closed = books_closed_through() if as_of is not None else None
+    except SQLAlchemyError as exc:
+        click.echo(f"error: the books cannot be read: {type(exc).__name__}", err=True)
+        raise SystemExit(1) from None
     db.session.rollback()  # a read only: no transaction left open while the job runs
     if as_of is not None and closed is not None and as_of <= closed:
         # The runner refuses it too; said here in words, as for a day not yet come.
