@@ -23,7 +23,12 @@ from app.selectors.statements import member_statement_range
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.members import member_deposit
 from app.services.savings import account_product, member_product_account, product_update
-from app.services.savings.interest import interest_post, period_of, periods_between
+from app.services.savings.interest import (
+    interest_due_ids,
+    interest_post,
+    period_of,
+    periods_between,
+)
 from tests.factories import make_member
 from tests.helpers import holder_then_waiter
 from workers.runner import JobStats
@@ -643,3 +648,38 @@ def test_money_first_paid_in_on_a_period_s_last_day_earns_that_day_the_next_nigh
     assert [(p.period_end, p.gross) for p in _postings(account)] == [
         (date(2026, 1, 31), D("3.00"))  # one day at 3 shillings
     ]
+
+
+def test_the_night_s_scan_leaves_closed_accounts_out(app: Flask) -> None:
+    """A closed account earns nothing more: the scan never hands it to a chunk, so the
+    run does not count it as scanned. (Mutation testing, issue 23.)"""
+    from app.services.ledger import account_close
+
+    closed = _savings(make_member())
+    _move(closed, "36500", date(2026, 1, 1))
+    _move(closed, "-36500", date(2026, 1, 20))
+    account_close(account_id=closed, actor="staff:test")
+    db.session.commit()
+    kept = _savings(make_member())
+    _move(kept, "36500", date(2026, 1, 1))
+
+    assert interest_due_ids(date(2026, 2, 1)) == [kept]
+    assert (_run(date(2026, 2, 1)).records_scanned, len(_postings(closed))) == (1, 0)
+
+
+def test_one_run_over_two_periods_keeps_each_movement_in_its_own_period(app: Flask) -> None:
+    """Missed nights: one run posts January (one movement) and February (two). February's
+    money earns from its own days only, on January's interest too. (Mutation testing,
+    issue 23.)"""
+    account = _savings(make_member())
+    moves = _plain([("2026-01-05", "36500"), ("2026-02-10", "36500"), ("2026-02-20", "-10000")])
+    for on, amount in moves:
+        _move(account, str(amount), on)
+
+    assert _run(date(2026, 3, 1)).records_updated == 1
+
+    january, february = _postings(account)
+    assert january.gross == expected_interest(moves, date(2026, 1, 1), date(2026, 1, 31), D(3))
+    assert january.gross == D("81.00")  # 3 shillings a day from the 5th
+    moves.append((january.period_end, january.net))
+    assert february.gross == expected_interest(moves, date(2026, 2, 1), date(2026, 2, 28), D(3))
