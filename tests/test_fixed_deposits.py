@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.extensions import db
 from app.models import (
@@ -34,6 +34,7 @@ from app.services.savings.fixed import (
 )
 from app.services.savings.products import ProductError, product_update
 from tests.factories import make_member
+from tests.helpers import Worker, row_locked, wait_until_blocked
 from workers.schedule import run_job
 
 OPENED = date(2025, 1, 31)  # jobs never run for a day after today
@@ -493,3 +494,71 @@ def test_each_fixed_deposit_is_a_section_of_the_members_statement(app: Flask) ->
     assert closing[f"Fixed deposit FIX-{number}-1"] == Decimal("4000.00")
     assert closing[f"Fixed deposit FIX-{number}-2"] == Decimal("6000.00")
     assert closing[f"Ordinary savings {number}S"] == Decimal("100.00")
+
+
+# -- races (PostgreSQL) ---------------------------------------------------------------------
+
+
+def _two_members_deposits() -> tuple[int, int, int, int]:
+    """(lower member id, higher member id, the higher's deposit, the lower's deposit): the
+    higher member's deposit is opened first, so it has the lower deposit id."""
+    low, high = make_member(), make_member()
+    for member in (low, high):
+        _save(member, "10000")
+    first = fixed_deposit_open(member_id=high.id, amount="5000", actor="x", today=OPENED).id
+    second = fixed_deposit_open(member_id=low.id, amount="5000", actor="x", today=OPENED).id
+    low_id, high_id = low.id, high.id
+    db.session.remove()
+    return low_id, high_id, first, second
+
+
+@pytest.mark.parametrize("path", ["maturity", "break"])
+def test_a_maturity_or_a_break_waits_while_the_member_s_other_money_moves(
+    app: Flask, pg: None, path: str
+) -> None:
+    """The member's lock orders every money path of one member: a deposit paid out while
+    a withdrawal or a loan for the same member is being decided waits for it, then pays.
+    (Mutation testing, issue 23.)"""
+    member = make_member()
+    _save(member, "10000")
+    deposit_id = fixed_deposit_open(member_id=member.id, amount="5000", actor="x", today=OPENED).id
+    member_id = member.id
+    db.session.remove()
+
+    def pay() -> str:
+        if path == "break":
+            return fixed_deposit_break(
+                deposit_id=deposit_id, actor="staff@x", today=date(2025, 7, 31)
+            ).status
+        done = fixed_deposit_mature(deposit_id, as_of=date(2026, 1, 31))
+        db.session.commit()
+        return str(done)
+
+    with row_locked(app, "members", member_id):
+        worker = Worker(app, pay)
+        worker.start()
+        wait_until_blocked()  # on the member's row, before anything moved
+        assert db.session.get(FixedDeposit, deposit_id).status == "active"
+        db.session.rollback()
+    assert worker.outcome() == {"break": "broken", "maturity": "matured"}[path]
+    assert _balance(member_id) > Decimal("10000")  # everything back, with some interest
+
+
+def test_the_maturity_job_locks_a_chunk_s_members_in_id_order(app: Flask, pg: None) -> None:
+    """Whatever locks several members takes them in id order, so two lockers never
+    deadlock: while the night's chunk waits for a lower member, it holds no higher one.
+    The higher member's deposit comes first in the chunk. (Mutation testing, issue 23.)"""
+    low, high, first, second = _two_members_deposits()
+
+    with row_locked(app, "members", low):
+        job = Worker(app, lambda: run_job("fixed-deposit-maturity", date(2026, 1, 31)))
+        job.start()
+        wait_until_blocked()
+        with db.engine.connect() as conn:
+            # NOWAIT: refused at once if the waiting chunk already holds the higher member.
+            conn.execute(
+                text("SELECT id FROM members WHERE id = :id FOR UPDATE NOWAIT"), {"id": high}
+            ).all()
+            conn.rollback()
+    assert job.outcome() == 0
+    assert {db.session.get(FixedDeposit, d).status for d in (first, second)} == {"matured"}
