@@ -537,9 +537,15 @@ def test_a_maturity_or_a_break_waits_while_the_member_s_other_money_moves(
     with row_locked(app, "members", member_id):
         worker = Worker(app, pay)
         worker.start()
-        wait_until_blocked()  # on the member's row, before anything moved
-        assert db.session.get(FixedDeposit, deposit_id).status == "active"
-        db.session.rollback()
+        wait_until_blocked()
+        with db.engine.connect() as conn:
+            # The member first, as every money path: while it waits, it holds none of the
+            # member's rows (NOWAIT is refused at once if it holds the deposit).
+            conn.execute(
+                text("SELECT id FROM fixed_deposits WHERE id = :id FOR UPDATE NOWAIT"),
+                {"id": deposit_id},
+            ).all()
+            conn.rollback()
     assert worker.outcome() == {"break": "broken", "maturity": "matured"}[path]
     assert _balance(member_id) > Decimal("10000")  # everything back, with some interest
 
