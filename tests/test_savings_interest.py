@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app.clock import business_today
 from app.extensions import db
@@ -30,7 +30,7 @@ from app.services.savings.interest import (
     periods_between,
 )
 from tests.factories import make_member
-from tests.helpers import holder_then_waiter
+from tests.helpers import Worker, holder_then_waiter, row_locked, wait_until_blocked
 from workers.runner import JobStats
 from workers.schedule import BATCHES, JOBS, SCHEDULE
 
@@ -683,3 +683,63 @@ def test_one_run_over_two_periods_keeps_each_movement_in_its_own_period(app: Fla
     assert january.gross == D("81.00")  # 3 shillings a day from the 5th
     moves.append((january.period_end, january.net))
     assert february.gross == expected_interest(moves, date(2026, 2, 1), date(2026, 2, 28), D(3))
+
+
+def test_while_the_night_s_interest_posts_rows_that_only_refer_to_an_account_never_wait(
+    app: Flask, pg: None
+) -> None:
+    """The run locks its accounts as the posting does (FOR NO KEY UPDATE), not FOR UPDATE:
+    a row that only refers to an account (a withdrawal request, a standing order: its
+    foreign key takes KEY SHARE) is written meanwhile instead of queueing behind the
+    whole chunk. (Mutation testing, issue 23.)"""
+    account_id = _savings(make_member())
+    _move(account_id, "36500", date(2026, 1, 1))
+    held, release = threading.Event(), threading.Event()
+
+    def run() -> int:
+        credited = interest_post([account_id], as_of=date(2026, 2, 1))
+        held.set()
+        release.wait(10)
+        db.session.commit()
+        return credited
+
+    worker = Worker(app, run)
+    worker.start()
+    try:
+        assert held.wait(10)
+        with db.engine.connect() as conn:
+            # NOWAIT: refused at once if the run held the account FOR UPDATE.
+            conn.execute(
+                text("SELECT id FROM accounts WHERE id = :id FOR KEY SHARE NOWAIT"),
+                {"id": account_id},
+            ).all()
+            conn.rollback()
+    finally:
+        release.set()
+    assert worker.outcome() == 1
+
+
+def test_a_chunk_locks_its_accounts_in_id_order(app: Flask, pg: None) -> None:
+    """Two lockers of the same accounts never deadlock: while the chunk waits for a lower
+    account, it holds no higher one. The lower account's row is written last, so a scan in
+    table order would meet the higher one first. (Mutation testing, issue 23.)"""
+    low, high = (_savings(make_member()) for _ in range(2))
+    _move(high, "36500", date(2026, 1, 1))
+    _move(low, "36500", date(2026, 1, 1))  # the low row's new version is the table's last
+
+    def chunk() -> int:
+        credited = interest_post([high, low], as_of=date(2026, 2, 1))
+        db.session.commit()
+        return credited
+
+    with row_locked(app, "accounts", low):
+        job = Worker(app, chunk)
+        job.start()
+        wait_until_blocked()
+        with db.engine.connect() as conn:
+            # NOWAIT: refused at once if the waiting chunk already holds the higher account.
+            conn.execute(
+                text("SELECT id FROM accounts WHERE id = :id FOR UPDATE NOWAIT"), {"id": high}
+            ).all()
+            conn.rollback()
+    assert job.outcome() == 2
