@@ -743,3 +743,25 @@ def test_a_chunk_locks_its_accounts_in_id_order(app: Flask, pg: None) -> None:
             ).all()
             conn.rollback()
     assert job.outcome() == 2
+
+
+def test_a_month_of_daily_movements_earns_the_same_when_the_database_hashes_its_groups(
+    app: Flask, pg: None
+) -> None:
+    """On a large journal PostgreSQL sums each day's movements with a hash, whose rows come
+    in no order of their own: the run must still walk each account's days in date order.
+    `enable_sort = off` gives this small journal the plan a large one gets. (Mutation
+    testing, issue 23.)"""
+    account = _savings(make_member())
+    moves = [
+        (date(2026, 2, day), D(1000 + day * 7) if day % 3 else D(-500)) for day in range(1, 29)
+    ]
+    for on, amount in moves:
+        _move(account, str(amount), on)
+
+    db.session.execute(text("SET LOCAL enable_sort = off"))  # this transaction only
+    assert interest_post([account], as_of=date(2026, 3, 1)) == 1
+    db.session.commit()
+
+    (february,) = _postings(account)
+    assert february.gross == expected_interest(moves, date(2026, 2, 1), date(2026, 2, 28), D(3))
