@@ -1205,6 +1205,64 @@ def test_a_loan_closed_while_it_owes_every_component_is_reported_for_each(app: F
 
 
 @pytest.mark.books_may_disagree
+def test_a_loan_closed_while_it_owes_one_shilling_of_every_component_is_reported(
+    app: Flask,
+) -> None:
+    """The smallest debts a number can be mistaken for: one shilling of each component,
+    books and schedule agreeing. Closed, the loan still owes all four. (Mutation testing,
+    issue 23.)"""
+    loan = _loan_on_the_books()
+    owed = schedule_owed(loan)
+    one = D("1.00")
+    lines = [
+        credit(gl_account("GL-INCOME-FEES"), one),
+        credit(gl_account("GL-INCOME-PENALTY"), one),
+    ]
+    for kind, component in (("loan_principal", "principal"), ("loan_interest", "interest")):
+        receivable = db.session.scalars(
+            select(Account).where(Account.loan_id == loan.id, Account.kind == kind)
+        ).one()
+        lines.append(credit(receivable, owed[component] - one))  # all but a shilling paid
+    for kind in ("loan_fees", "loan_penalty"):
+        receivable = account_get_or_create(
+            code=f"T-{kind}-{loan.loan_no}", kind=kind, name=kind, loan_id=loan.id
+        )
+        lines.append(debit(receivable, one))
+    lines.append(debit(gl_account("GL-CASH"), -sum((line.amount for line in lines), D(0))))
+    journal_post(kind="journal", lines=lines, value_date=date(2026, 2, 28), loan_id=loan.id)
+    # The schedule, written behind the journal's back to say the same: all paid but a
+    # shilling of each component on the last installment.
+    live = (Installment.loan_id == loan.id) & Installment.superseded.is_(False)
+    db.session.execute(
+        update(Installment)
+        .where(live)
+        .values({getattr(Installment, f"{c}_paid"): getattr(Installment, f"{c}_due") for c in owed})
+    )
+    last = live & (Installment.number == 12)
+    db.session.execute(
+        update(Installment)
+        .where(last)
+        .values(
+            principal_paid=Installment.principal_paid - one,
+            interest_paid=Installment.interest_paid - one,
+            fees_due=Installment.fees_due + one,
+            penalty_due=Installment.penalty_due + one,
+        )
+    )
+    db.session.commit()
+    assert schedule_owed(reload(loan.id)) == dict.fromkeys(owed, one)
+    assert _problems() == []
+
+    db.session.execute(text("UPDATE loans SET status = 'closed' WHERE id = :l"), {"l": loan.id})
+    db.session.commit()
+
+    assert _problems() == [
+        ("loan", f"{loan.loan_no} is closed but still owes {c} 1.00")
+        for c in ("fees", "interest", "penalty", "principal")
+    ]
+
+
+@pytest.mark.books_may_disagree
 @pytest.mark.parametrize(
     ("taken", "overdrawn"), [("150.25", "-50.25"), ("100.01", "-0.01")], ids=["shillings", "a-cent"]
 )
