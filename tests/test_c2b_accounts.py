@@ -7,6 +7,7 @@ books reconcile after each test (the autouse fixture)."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -14,17 +15,17 @@ from decimal import Decimal
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from app.cli.runtime import make_worker
 from app.extensions import db, queue
-from app.models import Account, JournalEntry, Loan, MpesaCallback, Payment
+from app.models import Account, AccountProduct, JournalEntry, Loan, MpesaCallback, Payment
 from app.services.payments import callback_process, match_account, payments_assign_suspense
 from app.services.savings import ProductError, account_by_number, account_product, products_ensure
 from app.services.savings.money_in import account_deposit
 from app.services.savings.products import product_update
 from tests.factories import make_member
-from tests.helpers import Worker, c2b_body, sms_bodies
+from tests.helpers import Worker, c2b_body, holder_then_waiter, sms_bodies
 from tests.loan_factories import (
     balance,
     make_application,
@@ -370,3 +371,34 @@ def test_first_payments_to_a_new_account_at_once_open_it_once_and_credit_each(
         select(func.count()).select_from(Account).where(Account.code == "ORD-M000001")
     )
     assert opened == 1
+
+
+def test_two_first_uses_of_a_default_product_at_once_make_one_product(app: Flask, pg: None) -> None:
+    """A default product is made on its first use (an empty or upgraded database). Two
+    first uses at once, say two payments to its suffix, make one row, and the one that
+    lost the race uses that row instead of failing. (Mutation testing, issue 23.)"""
+    account_product("ORD")  # another product is there already
+    db.session.execute(delete(AccountProduct).where(AccountProduct.code == "TGT"))
+    db.session.commit()
+    held, release = threading.Event(), threading.Event()
+
+    def first() -> int:
+        product = account_product("TGT")
+        held.set()
+        assert release.wait(10)  # made, not committed: the second's insert waits on it
+        db.session.commit()
+        return product.id
+
+    def second() -> int:
+        product = account_product("TGT")
+        db.session.commit()
+        return product.id
+
+    one, two = holder_then_waiter(app, first, held, second)
+    release.set()
+
+    made = one.outcome()
+    assert two.outcome() == made
+    assert db.session.scalars(
+        select(AccountProduct.id).where(AccountProduct.code == "TGT")
+    ).all() == [made]
