@@ -307,6 +307,14 @@ def test_a_deposit_to_nobody_is_refused_by_number(member: Ref) -> None:
     assert str(refused.value) == f"no member {member.id + 100}"
 
 
+def test_a_product_code_that_is_not_ours_is_refused_by_name_and_makes_nothing(app: Flask) -> None:
+    """(Mutation testing, issue 23.)"""
+    with pytest.raises(ProductError) as refused:
+        account_product("XMAS")
+    assert str(refused.value) == "no account product 'XMAS'"
+    assert db.session.scalar(select(func.count()).where(AccountProduct.code == "XMAS")) == 0
+
+
 @pytest.mark.parametrize("code", ["DEP", "ORD", "SHR"])
 def test_one_shilling_is_a_deposit_and_the_caller_decides_whether_it_stands(
     member: Ref, code: str
