@@ -543,10 +543,16 @@ def test_postings_in_flight_share_the_books_lock_and_never_wait_for_each_other(
     assert ledger_check() == []
 
 
-def test_a_close_in_flight_refuses_the_posting_that_waited_for_it(app: Flask, pg: None) -> None:
+@pytest.mark.parametrize("first_close", [False, True], ids=["books-row", "no-books-row-yet"])
+def test_a_close_in_flight_refuses_the_posting_that_waited_for_it(
+    app: Flask, pg: None, first_close: bool
+) -> None:
     """The year-end close holds the books' lock while it posts to retained earnings (held
     up here by a lock on that account); a posting dated in December waits on the books'
-    lock, then reads the month closed and is refused, in words."""
+    lock, then reads the month closed and is refused, in words. The very first close, on
+    books as an upgrade leaves them (no books row yet), makes the row and holds it: the
+    posting, finding no row to lock, waits on that insert instead. (The first close:
+    mutation testing, issue 23.)"""
     boss = make_staff("branch_manager")
     journal_manual(
         lines=[("GL-CASH", D("1000.00")), ("GL-INCOME-FEES", D("-1000.00"))],
@@ -554,6 +560,8 @@ def test_a_close_in_flight_refuses_the_posting_that_waited_for_it(app: Flask, pg
         description="Fees",
         actor=boss,
     )
+    if first_close:
+        db.session.execute(delete(BooksState))  # the table, no row: nothing posted since
     retained = gl_account("GL-RETAINED-EARNINGS")
     db.session.commit()
     boss_id, retained_id = boss.id, retained.id
@@ -589,57 +597,6 @@ def test_a_close_in_flight_refuses_the_posting_that_waited_for_it(app: Flask, pg
     db.session.rollback()
     assert gl_account("GL-RETAINED-EARNINGS").balance == D("-1000.00")
     assert gl_account("GL-INCOME-FEES").balance == D("0.00")
-    assert db.session.scalar(select(BooksState.closed_through)) == date(2025, 12, 31)
-
-
-def test_the_very_first_close_in_flight_refuses_the_posting_that_waited_for_it(
-    app: Flask, pg: None
-) -> None:
-    """The books' row as an upgrade leaves it: not there yet. The first close makes it and
-    holds it (held up here on retained earnings); a posting dated in the month, finding no
-    row to lock, waits on the close's insert instead, then reads the month closed and is
-    refused. (Mutation testing, issue 23.)"""
-    boss = make_staff("branch_manager")
-    journal_manual(
-        lines=[("GL-CASH", D("1000.00")), ("GL-INCOME-FEES", D("-1000.00"))],
-        value_date=date(2025, 12, 10),
-        description="Fees",
-        actor=boss,
-    )
-    db.session.execute(delete(BooksState))  # the table, no row: nothing posted since
-    retained = gl_account("GL-RETAINED-EARNINGS")
-    db.session.commit()
-    boss_id, retained_id = boss.id, retained.id
-    from app.models import StaffUser
-
-    db.session.execute(select(Account.id).where(Account.id == retained_id).with_for_update())
-
-    def closing() -> int | None:
-        return period_close(
-            month=date(2025, 12, 1), actor=db.session.get(StaffUser, boss_id)
-        ).entry_id
-
-    def posting() -> int:
-        return journal_manual(
-            lines=[("GL-CASH", D("50.00")), ("GL-INCOME-FEES", D("-50.00"))],
-            value_date=date(2025, 12, 20),
-            description="A fee on the 20th",
-            actor=db.session.get(StaffUser, boss_id),
-        ).id
-
-    closer = Worker(app, closing)
-    closer.start()
-    wait_until_blocked(1)
-    poster = Worker(app, posting)
-    poster.start()
-    wait_until_blocked(2)  # on the row the close inserted
-    db.session.rollback()  # let the close go on
-
-    assert closer.outcome() is not None
-    with pytest.raises(PeriodError, match="closed through 2025-12-31"):
-        poster.outcome()
-    db.session.rollback()
-    assert gl_account("GL-INCOME-FEES").balance == D("0.00")  # closed into retained earnings
     assert db.session.scalar(select(BooksState.closed_through)) == date(2025, 12, 31)
 
 
