@@ -302,6 +302,19 @@ def row_locked(app: Flask, table: str, row_id: int) -> Iterator[None]:
         holder.outcome()
 
 
+def assert_not_held(table: str, row_id: int, mode: str = "UPDATE") -> None:
+    """`table`'s row `row_id` can be locked FOR `mode` at once: no other session holds a
+    lock that conflicts (NOWAIT is refused at once instead of waiting). What a race test
+    asks of a session it has left waiting: that it holds none of the rows it will lock
+    next (lock order), or only a lock this one can share."""
+    with db.engine.connect() as conn:
+        conn.execute(
+            text(f"SELECT id FROM {table} WHERE id = :id FOR {mode} NOWAIT"),  # noqa: S608 - ours
+            {"id": row_id},
+        ).all()
+        conn.rollback()
+
+
 def wait_until_blocked(count: int = 1, timeout: float = 10) -> None:
     """Until `count` other sessions wait on a row lock (seen in pg_stat_activity)."""
     deadline = time.monotonic() + timeout

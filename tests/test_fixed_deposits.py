@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import (
@@ -34,7 +34,7 @@ from app.services.savings.fixed import (
 )
 from app.services.savings.products import ProductError, product_update
 from tests.factories import make_member
-from tests.helpers import Worker, row_locked, wait_until_blocked
+from tests.helpers import Worker, assert_not_held, row_locked, wait_until_blocked
 from workers.schedule import run_job
 
 OPENED = date(2025, 1, 31)  # jobs never run for a day after today
@@ -538,14 +538,9 @@ def test_a_maturity_or_a_break_waits_while_the_member_s_other_money_moves(
         worker = Worker(app, pay)
         worker.start()
         wait_until_blocked()
-        with db.engine.connect() as conn:
-            # The member first, as every money path: while it waits, it holds none of the
-            # member's rows (NOWAIT is refused at once if it holds the deposit).
-            conn.execute(
-                text("SELECT id FROM fixed_deposits WHERE id = :id FOR UPDATE NOWAIT"),
-                {"id": deposit_id},
-            ).all()
-            conn.rollback()
+        # The member first, as every money path: while it waits, it holds none of the
+        # member's rows.
+        assert_not_held("fixed_deposits", deposit_id)
     assert worker.outcome() == {"break": "broken", "maturity": "matured"}[path]
     assert _balance(member_id) > Decimal("10000")  # everything back, with some interest
 
@@ -560,11 +555,6 @@ def test_the_maturity_job_locks_a_chunk_s_members_in_id_order(app: Flask, pg: No
         job = Worker(app, lambda: run_job("fixed-deposit-maturity", date(2026, 1, 31)))
         job.start()
         wait_until_blocked()
-        with db.engine.connect() as conn:
-            # NOWAIT: refused at once if the waiting chunk already holds the higher member.
-            conn.execute(
-                text("SELECT id FROM members WHERE id = :id FOR UPDATE NOWAIT"), {"id": high}
-            ).all()
-            conn.rollback()
+        assert_not_held("members", high)  # the waiting chunk holds no higher member
     assert job.outcome() == 0
     assert {db.session.get(FixedDeposit, d).status for d in (first, second)} == {"matured"}

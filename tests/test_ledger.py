@@ -38,7 +38,7 @@ from app.services.ledger import (
 from app.services.loans import loan_repay
 from app.services.members import member_buy_shares, member_deposit
 from tests.factories import make_member
-from tests.helpers import holder_then_waiter
+from tests.helpers import assert_not_held, holder_then_waiter
 from tests.loan_factories import make_loan, make_product, receivables, reload, schedule_owed
 
 D = Decimal
@@ -860,13 +860,7 @@ def test_a_bulk_posting_locks_its_own_accounts_alone_and_in_id_order(app: Flask,
     holder, job = holder_then_waiter(app, hold_the_waited_for_account, held, chunk)
     try:
         for account_id in (after_id, elsewhere_id):
-            with db.engine.connect() as conn:
-                # NOWAIT: refused at once if the waiting chunk holds this account.
-                conn.execute(
-                    text("SELECT id FROM accounts WHERE id = :id FOR NO KEY UPDATE NOWAIT"),
-                    {"id": account_id},
-                ).all()
-                conn.rollback()
+            assert_not_held("accounts", account_id, "NO KEY UPDATE")
     finally:
         release.set()
         holder.outcome()

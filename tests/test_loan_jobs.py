@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from app.extensions import db, redis_client
 from app.models import (
@@ -30,7 +30,7 @@ from app.services.loans import (
     loan_write_off,
     loans_update_arrears,
 )
-from tests.helpers import holder_then_waiter
+from tests.helpers import assert_not_held, holder_then_waiter
 from tests.loan_factories import (
     charge_fee,
     count,
@@ -242,12 +242,7 @@ def test_a_chunk_locks_its_loans_in_id_order(app, pg):
 
     holder, job = holder_then_waiter(app, hold_the_low_loan, locked, chunk)
     try:
-        with db.engine.connect() as conn:
-            # NOWAIT: refused at once if the waiting chunk already holds the higher loan.
-            conn.execute(
-                text("SELECT id FROM loans WHERE id = :id FOR UPDATE NOWAIT"), {"id": high}
-            ).all()
-            conn.rollback()
+        assert_not_held("loans", high)  # the waiting chunk holds no higher loan
     finally:
         release.set()
         holder.outcome()

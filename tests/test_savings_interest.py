@@ -30,7 +30,13 @@ from app.services.savings.interest import (
     periods_between,
 )
 from tests.factories import make_member
-from tests.helpers import Worker, holder_then_waiter, row_locked, wait_until_blocked
+from tests.helpers import (
+    Worker,
+    assert_not_held,
+    holder_then_waiter,
+    row_locked,
+    wait_until_blocked,
+)
 from workers.runner import JobStats
 from workers.schedule import BATCHES, JOBS, SCHEDULE
 
@@ -707,13 +713,7 @@ def test_while_the_night_s_interest_posts_rows_that_only_refer_to_an_account_nev
     worker.start()
     try:
         assert held.wait(10)
-        with db.engine.connect() as conn:
-            # NOWAIT: refused at once if the run held the account FOR UPDATE.
-            conn.execute(
-                text("SELECT id FROM accounts WHERE id = :id FOR KEY SHARE NOWAIT"),
-                {"id": account_id},
-            ).all()
-            conn.rollback()
+        assert_not_held("accounts", account_id, "KEY SHARE")  # refused under FOR UPDATE
     finally:
         release.set()
     assert worker.outcome() == 1
@@ -736,12 +736,7 @@ def test_a_chunk_locks_its_accounts_in_id_order(app: Flask, pg: None) -> None:
         job = Worker(app, chunk)
         job.start()
         wait_until_blocked()
-        with db.engine.connect() as conn:
-            # NOWAIT: refused at once if the waiting chunk already holds the higher account.
-            conn.execute(
-                text("SELECT id FROM accounts WHERE id = :id FOR UPDATE NOWAIT"), {"id": high}
-            ).all()
-            conn.rollback()
+        assert_not_held("accounts", high)  # the waiting chunk holds no higher account
     assert job.outcome() == 2
 
 
