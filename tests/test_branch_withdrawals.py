@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Account, AuditLog, BranchWithdrawal, Member, StaffUser
+from app.models import Account, AuditLog, BranchWithdrawal, JournalEntry, Member, StaffUser
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.permissions import PermissionDenied
 from app.services.savings import account_product, member_product_account
@@ -22,7 +22,7 @@ from app.services.savings.branch import (
 )
 from app.services.staff import staff_add
 from tests.factories import make_member
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, Worker, assert_not_held, row_locked, wait_until_blocked
 
 TODAY = date(2026, 6, 1)
 
@@ -152,3 +152,208 @@ def test_bad_withdrawals_are_refused_in_words_and_nothing_moves(app: Flask) -> N
             branch_withdrawal_record(member_id=member_id, staff=officer, today=TODAY, **values)  # type: ignore[arg-type]
     assert db.session.scalar(select(BranchWithdrawal.id)) is None
     assert _balance(account_id) == Decimal("1000.00")
+
+
+def _entry(key: str) -> JournalEntry:
+    found = db.session.scalar(select(JournalEntry).where(JournalEntry.idempotency_key == key))
+    assert found is not None, key
+    return found
+
+
+def _audit(action: str) -> AuditLog:
+    found = db.session.scalar(select(AuditLog).where(AuditLog.action == action))
+    assert found is not None, action
+    return found
+
+
+def test_each_withdrawal_and_decision_is_one_keyed_entry_and_an_audit_row_naming_the_staff(
+    app: Flask,
+) -> None:
+    """The journal says what moved, for whom and by whom, keyed so a retry cannot pay twice;
+    the audit says who did what to which member or withdrawal. (Mutation testing, issue 23.)"""
+    officer = _staff("officer@sacco.test", "loan_officer")
+    manager = _staff("manager@sacco.test", "branch_manager")
+    member_id, account_id = _member_with_savings("200000")
+    member = db.session.get(Member, member_id)
+    code = db.session.get(Account, account_id).code
+    voucher = "V-" + "7" * 70  # a long voucher number is kept to its first 60 characters
+
+    paid = branch_withdrawal_record(
+        member_id=member_id,
+        account_id=account_id,
+        amount="5000",
+        method="cash",
+        reference=f"  {voucher}  ",
+        staff=officer,
+        today=TODAY,
+    )
+    assert paid.reference == voucher[:60]
+    assert (paid.decided_by_id, paid.decided_at is not None) == (officer.id, True)
+    entry = _entry(f"branch-withdrawal:{paid.id}")
+    assert (entry.kind, entry.description, entry.actor, entry.member_id) == (
+        "branch_withdrawal",
+        f"Withdrawal {code} by cash {voucher[:60]}",
+        "officer@sacco.test",
+        member_id,
+    )
+    audit = _audit("branch_withdrawal.record")
+    assert (audit.actor, audit.object_type, audit.object_id, audit.after) == (
+        "officer@sacco.test",
+        "member",
+        member.member_no,
+        {"withdrawal": paid.id, "amount": "5000.00", "method": "cash", "status": "paid"},
+    )
+
+    held, refused = (
+        branch_withdrawal_record(
+            member_id=member_id,
+            account_id=account_id,
+            amount="60000",
+            method="bank",
+            reference=reference,
+            staff=officer,
+            today=TODAY,
+        )
+        for reference in ("EFT 1", "EFT 2")
+    )
+    assert (held.decided_by_id, held.decided_at) == (None, None)
+    # A reason given with an approval is not a refusal's reason: none is kept.
+    branch_withdrawal_decide(
+        withdrawal_id=held.id, staff=manager, approve=True, today=TODAY, reason="checked"
+    )
+    branch_withdrawal_decide(
+        withdrawal_id=refused.id, staff=manager, approve=False, today=TODAY, reason=" no ID "
+    )
+    db.session.expire_all()
+    for row, kind, words, status, reason in (
+        (held, "branch_withdrawal", "paid", "paid", None),
+        (refused, "branch_withdrawal_return", "refused: back to savings", "rejected", "no ID"),
+    ):
+        row = db.session.get(BranchWithdrawal, row.id)
+        assert (row.status, row.reason, row.decided_by_id) == (status, reason, manager.id)
+        assert row.decided_at is not None
+        entry = _entry(f"branch-withdrawal-decided:{row.id}")
+        assert (entry.kind, entry.description, entry.actor, entry.member_id) == (
+            kind,
+            f"Withdrawal {row.id} {words}",
+            "manager@sacco.test",
+            member_id,
+        )
+    for row, action, after in (
+        (held, "branch_withdrawal.approve", {"status": "paid", "reason": None}),
+        (refused, "branch_withdrawal.reject", {"status": "rejected", "reason": "no ID"}),
+    ):
+        audit = _audit(action)
+        assert (audit.actor, audit.object_type, audit.object_id) == (
+            "manager@sacco.test",
+            "branch_withdrawal",
+            str(row.id),
+        )
+        assert (audit.before, audit.after) == ({"status": "pending"}, after)
+    with pytest.raises(BranchWithdrawalError) as unknown:
+        branch_withdrawal_decide(withdrawal_id=999999, staff=manager, approve=True, today=TODAY)
+    assert str(unknown.value) == "no branch withdrawal 999999"
+
+
+def test_the_edges_all_the_room_the_approval_limit_and_an_account_under_its_minimum(
+    app: Flask,
+) -> None:
+    """All the room above the minimum may go; the approval limit itself is paid at once;
+    an account already under its minimum can give nothing. (Mutation testing, issue 23.)"""
+    officer = _staff("officer@sacco.test", "loan_officer")
+    limit = Decimal(app.config["SETTINGS"].BRANCH_WITHDRAWAL_APPROVAL_LIMIT)
+    member_id, account_id = _member_with_savings(str(limit + 100))
+
+    def record(amount: object) -> BranchWithdrawal:
+        return branch_withdrawal_record(
+            member_id=member_id,
+            account_id=account_id,
+            amount=amount,
+            method="cash",
+            reference="V-1",
+            staff=officer,
+            today=TODAY,
+        )
+
+    assert record(str(limit)).status == "paid"  # the limit: at once; all the room: allowed
+    assert _balance(account_id) == Decimal("100.00")  # the minimum stays
+    journal_post(
+        kind="fee",
+        lines=[
+            debit(db.session.get(Account, account_id), Decimal("40")),
+            credit(gl_account("GL-INCOME-FEES"), Decimal("40")),
+        ],
+        value_date=TODAY,
+    )
+    db.session.commit()
+    with pytest.raises(BranchWithdrawalError) as refused:
+        record("1")
+    assert str(refused.value) == (
+        "at most KES 0.00 can be withdrawn: KES 100.00 stays in the account"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "refused"),
+    [("active", False), ("dormant", False), ("suspended", True), ("exited", True)],
+)
+def test_only_an_active_or_dormant_member_may_withdraw_at_the_branch(
+    app: Flask, status: str, refused: bool
+) -> None:
+    """A dormant member coming back to the branch is paid; a suspended or exited one is
+    refused by number. (Mutation testing, issue 23.)"""
+    officer = _staff("officer@sacco.test", "loan_officer")
+    member_id, account_id = _member_with_savings("1000")
+    db.session.get(Member, member_id).status = status
+    db.session.commit()
+    values = dict(
+        account_id=account_id, amount="100", method="cash", reference="V-1", staff=officer
+    )
+
+    if refused:
+        with pytest.raises(BranchWithdrawalError) as refusal:
+            branch_withdrawal_record(member_id=member_id, today=TODAY, **values)  # type: ignore[arg-type]
+        assert str(refusal.value) == f"no member {member_id} who may withdraw"
+        assert _balance(account_id) == Decimal("1000.00")
+    else:
+        assert branch_withdrawal_record(member_id=member_id, today=TODAY, **values).status == "paid"  # type: ignore[arg-type]
+    with pytest.raises(BranchWithdrawalError) as nobody:
+        branch_withdrawal_record(member_id=999999, today=TODAY, **values)  # type: ignore[arg-type]
+    assert str(nobody.value) == "no member 999999 who may withdraw"
+
+
+def test_a_decision_waits_for_the_member_s_other_money_holding_none_of_it(
+    app: Flask, pg: None
+) -> None:
+    """The member first, as every money path: a manager's decision made while the member's
+    M-PESA withdrawal is being decided waits for it, holding nothing of the member's
+    meanwhile, then pays. (Mutation testing, issue 23.)"""
+    officer = _staff("officer@sacco.test", "loan_officer")
+    manager = _staff("manager@sacco.test", "branch_manager")
+    member_id, account_id = _member_with_savings("200000")
+    held = branch_withdrawal_record(
+        member_id=member_id,
+        account_id=account_id,
+        amount="60000",
+        method="bank",
+        reference="EFT 1",
+        staff=officer,
+        today=TODAY,
+    )
+    held_id, manager_id = held.id, manager.id
+    db.session.remove()
+
+    def decide() -> str:
+        staff = db.session.get(StaffUser, manager_id)
+        assert staff is not None
+        return branch_withdrawal_decide(
+            withdrawal_id=held_id, staff=staff, approve=True, today=TODAY
+        ).status
+
+    with row_locked(app, "members", member_id):
+        worker = Worker(app, decide)
+        worker.start()
+        wait_until_blocked()
+        assert_not_held("branch_withdrawals", held_id)
+    assert worker.outcome() == "paid"
+    assert gl_account("GL-BANK").balance == Decimal("-60000.00")
