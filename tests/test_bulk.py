@@ -12,10 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.models import Account, AuditLog
+from app.models import Account, AccountProduct, AuditLog
 from app.models.types import utcnow
 from app.services.bulk import copy_dicts, on_postgres
 from app.services.ledger import ledger_check
+from app.services.savings.products import DEFAULT_PRODUCTS
 
 
 def test_rows_written_in_bulk_take_the_models_plain_defaults(app: Flask) -> None:
@@ -71,6 +72,33 @@ def test_json_and_none_are_stored_as_the_orm_stores_them(app: Flask) -> None:
     assert bulk.after == {"amount": "10.00", "n": 2}
     assert bulk.note == "x" * 400
     assert bulk.before == orm.before  # None either way, however the column keeps it
+    # ...and kept the same way: JSON null or SQL NULL, never one of each (a query for
+    # `before IS NULL` finds both rows or neither). (Mutation testing, issue 23.)
+    kept_null = db.session.scalars(
+        select(AuditLog.actor).where(AuditLog.action == "test.bulk", AuditLog.before.is_(None))
+    ).all()
+    assert sorted(kept_null) in ([], ["bulk", "orm"])
+
+
+def test_money_is_rounded_by_its_column_type_as_the_orm_rounds_it(app: Flask) -> None:
+    """Half a cent goes to the even cent (the one rounding function), not the database's
+    own rounding (half away from zero on PostgreSQL). (Mutation testing, issue 23.)"""
+    product = {
+        **DEFAULT_PRODUCTS["ORD"],
+        "withdrawal_fee": Decimal("30.125"),
+        "min_balance": Decimal("100.135"),
+        "created_at": utcnow(),
+    }
+    copy_dicts(AccountProduct.__table__, [{**product, "code": "BULKP", "ref_suffix": "B1"}])
+    db.session.add(AccountProduct(**{**product, "code": "ORMP", "ref_suffix": "B2"}))
+    db.session.commit()
+
+    stored = db.session.execute(
+        select(AccountProduct.withdrawal_fee, AccountProduct.min_balance)
+        .where(AccountProduct.code.in_(["BULKP", "ORMP"]))
+        .order_by(AccountProduct.code)
+    ).all()
+    assert [tuple(row) for row in stored] == [(Decimal("30.12"), Decimal("100.14"))] * 2
 
 
 def test_a_computed_default_left_out_is_refused_before_anything_is_written(
