@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.models import Account, AccountProduct, AuditLog
 from app.models.types import utcnow
-from app.services.bulk import copy_dicts, on_postgres
+from app.services.bulk import copy_dicts, insert_returning, on_postgres
 from app.services.ledger import ledger_check
 from app.services.savings.products import DEFAULT_PRODUCTS
 
@@ -125,3 +125,29 @@ def test_a_taken_unique_key_is_an_integrity_error_and_writes_nothing(app: Flask)
     db.session.rollback()
     names = db.session.scalars(select(Account.name).where(Account.code.like("BULK-%"))).all()
     assert names == ["first"]
+
+
+def test_insert_returning_skips_only_a_conflict_on_the_keys_it_names(app: Flask) -> None:
+    """A row whose named key is taken comes back with nothing; a key taken without being
+    named is the database's refusal, as for any INSERT. (Mutation testing, issue 23.)"""
+    # Every column given: the unnest INSERT on PostgreSQL knows no model defaults.
+    row = {
+        "code": "BULK-R1",
+        "kind": "savings",
+        "name": "first",
+        "status": "open",
+        "balance": Decimal("0"),
+        "created_at": utcnow(),
+    }
+    [(made,)] = insert_returning(Account.__table__, [row], returning=["id"])
+    db.session.commit()
+
+    again = insert_returning(
+        Account.__table__, [row], returning=["id"], ignore_conflicts_on=["code"]
+    )
+    assert again == []
+    for named in (None, ["id"]):  # nothing named, or another key than the one taken
+        with pytest.raises(IntegrityError):
+            insert_returning(Account.__table__, [row], returning=["id"], ignore_conflicts_on=named)
+        db.session.rollback()
+    assert db.session.scalars(select(Account.id).where(Account.code == "BULK-R1")).all() == [made]
