@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.models import Account, AccountProduct, AuditLog
+from app.models import Account, AccountProduct, AuditLog, MpesaRequest
 from app.models.types import utcnow
 from app.services.bulk import copy_dicts, insert_returning, on_postgres
 from app.services.ledger import ledger_check
@@ -108,6 +108,11 @@ def test_a_computed_default_left_out_is_refused_before_anything_is_written(
         pytest.skip("COPY is PostgreSQL's; elsewhere the ORM's INSERT computes the default")
     with pytest.raises(ValueError, match="accounts: give created_at"):
         copy_dicts(Account.__table__, [{"code": "BULK-X", "kind": "savings", "name": "x"}])
+    with pytest.raises(ValueError) as refused:  # every one named (mutation testing, issue 23)
+        copy_dicts(MpesaRequest.__table__, [{"kind": "stk"}])
+    assert str(refused.value) == (
+        "mpesa_requests: give created_at, updated_at (COPY cannot compute it)"
+    )
     db.session.rollback()
     assert db.session.scalar(select(Account.id).where(Account.code == "BULK-X")) is None
 
