@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.models import Account, AccountProduct, AuditLog, MpesaRequest
 from app.models.types import utcnow
-from app.services.bulk import copy_dicts, insert_returning, on_postgres
+from app.services.bulk import copy_dicts, insert_ignoring, insert_returning, on_postgres
 from app.services.ledger import ledger_check
 from app.services.savings.products import DEFAULT_PRODUCTS
 
@@ -156,3 +156,17 @@ def test_insert_returning_skips_only_a_conflict_on_the_keys_it_names(app: Flask)
             insert_returning(Account.__table__, [row], returning=["id"], ignore_conflicts_on=named)
         db.session.rollback()
     assert db.session.scalars(select(Account.id).where(Account.code == "BULK-R1")).all() == [made]
+
+
+def test_insert_ignoring_skips_only_a_conflict_on_the_keys_it_names(app: Flask) -> None:
+    """(Mutation testing, issue 23.)"""
+    row = {"code": "BULK-I1", "kind": "savings", "name": "first"}
+    for _ in range(2):  # the second is skipped: its code is taken
+        db.session.execute(insert_ignoring(Account.__table__, ["code"]), [row])
+        db.session.commit()
+    with pytest.raises(IntegrityError):  # the code taken, another key named
+        db.session.execute(insert_ignoring(Account.__table__, ["id"]), [row])
+    db.session.rollback()
+    assert db.session.scalars(select(Account.name).where(Account.code == "BULK-I1")).all() == [
+        "first"
+    ]
