@@ -56,18 +56,29 @@ def _balance(account_id: int) -> Decimal:
     return account.display_balance
 
 
+def _withdraw(
+    staff: StaffUser,
+    member_id: int,
+    account_id: int,
+    amount: object,
+    method: str = "cash",
+    reference: str = "V-1",
+) -> BranchWithdrawal:
+    return branch_withdrawal_record(
+        member_id=member_id,
+        account_id=account_id,
+        amount=amount,
+        method=method,
+        reference=reference,
+        staff=staff,
+        today=TODAY,
+    )
+
+
 def test_a_small_withdrawal_is_paid_at_once_from_the_cash_book(app: Flask) -> None:
     officer = _staff("officer@sacco.test", "loan_officer")
     member_id, account_id = _member_with_savings("20000")
-    row = branch_withdrawal_record(
-        member_id=member_id,
-        account_id=account_id,
-        amount="5000",
-        method="cash",
-        reference="V-001",
-        staff=officer,
-        today=TODAY,
-    )
+    row = _withdraw(officer, member_id, account_id, "5000", "cash", "V-001")
     assert row.status == "paid"
     assert _balance(account_id) == Decimal("15000.00")
     assert gl_account("GL-CASH").balance == Decimal("-5000.00")  # cash left the till
@@ -80,15 +91,7 @@ def test_above_the_limit_the_money_is_held_until_a_second_person_pays_or_refuses
     manager = _staff("manager@sacco.test", "branch_manager")
     other_manager = _staff("manager2@sacco.test", "branch_manager")
     member_id, account_id = _member_with_savings("200000")
-    big = branch_withdrawal_record(
-        member_id=member_id,
-        account_id=account_id,
-        amount="80000",
-        method="bank",
-        reference="EFT 77",
-        staff=manager,
-        today=TODAY,
-    )
+    big = _withdraw(manager, member_id, account_id, "80000", "bank", "EFT 77")
     assert big.status == "pending"
     assert _balance(account_id) == Decimal("120000.00")  # held: nothing else can spend it
     assert -gl_account("GL-WITHDRAWALS-PENDING").balance == Decimal("80000.00")
@@ -100,15 +103,7 @@ def test_above_the_limit_the_money_is_held_until_a_second_person_pays_or_refuses
     assert gl_account("GL-BANK").balance == Decimal("-80000.00")
     assert gl_account("GL-WITHDRAWALS-PENDING").balance == Decimal("0.00")
 
-    refused = branch_withdrawal_record(
-        member_id=member_id,
-        account_id=account_id,
-        amount="60000",
-        method="cash",
-        reference="V-9",
-        staff=officer,
-        today=TODAY,
-    )
+    refused = _withdraw(officer, member_id, account_id, "60000", "cash", "V-9")
     with pytest.raises(BranchWithdrawalError, match="say why"):
         branch_withdrawal_decide(
             withdrawal_id=refused.id, staff=manager, approve=False, today=TODAY
@@ -178,15 +173,7 @@ def test_each_withdrawal_and_decision_is_one_keyed_entry_and_an_audit_row_naming
     code = db.session.get(Account, account_id).code
     voucher = "V-" + "7" * 70  # a long voucher number is kept to its first 60 characters
 
-    paid = branch_withdrawal_record(
-        member_id=member_id,
-        account_id=account_id,
-        amount="5000",
-        method="cash",
-        reference=f"  {voucher}  ",
-        staff=officer,
-        today=TODAY,
-    )
+    paid = _withdraw(officer, member_id, account_id, "5000", "cash", f"  {voucher}  ")
     assert paid.reference == voucher[:60]
     assert (paid.decided_by_id, paid.decided_at is not None) == (officer.id, True)
     entry = _entry(f"branch-withdrawal:{paid.id}")
@@ -205,15 +192,7 @@ def test_each_withdrawal_and_decision_is_one_keyed_entry_and_an_audit_row_naming
     )
 
     held, refused = (
-        branch_withdrawal_record(
-            member_id=member_id,
-            account_id=account_id,
-            amount="60000",
-            method="bank",
-            reference=reference,
-            staff=officer,
-            today=TODAY,
-        )
+        _withdraw(officer, member_id, account_id, "60000", "bank", reference)
         for reference in ("EFT 1", "EFT 2")
     )
     assert (held.decided_by_id, held.decided_at) == (None, None)
@@ -264,18 +243,8 @@ def test_the_edges_all_the_room_the_approval_limit_and_an_account_under_its_mini
     limit = Decimal(app.config["SETTINGS"].BRANCH_WITHDRAWAL_APPROVAL_LIMIT)
     member_id, account_id = _member_with_savings(str(limit + 100))
 
-    def record(amount: object) -> BranchWithdrawal:
-        return branch_withdrawal_record(
-            member_id=member_id,
-            account_id=account_id,
-            amount=amount,
-            method="cash",
-            reference="V-1",
-            staff=officer,
-            today=TODAY,
-        )
-
-    assert record(str(limit)).status == "paid"  # the limit: at once; all the room: allowed
+    # The limit itself is paid at once, and it is all the room there is.
+    assert _withdraw(officer, member_id, account_id, str(limit)).status == "paid"
     assert _balance(account_id) == Decimal("100.00")  # the minimum stays
     journal_post(
         kind="fee",
@@ -287,7 +256,7 @@ def test_the_edges_all_the_room_the_approval_limit_and_an_account_under_its_mini
     )
     db.session.commit()
     with pytest.raises(BranchWithdrawalError) as refused:
-        record("1")
+        _withdraw(officer, member_id, account_id, "1")
     assert str(refused.value) == (
         "at most KES 0.00 can be withdrawn: KES 100.00 stays in the account"
     )
@@ -331,15 +300,7 @@ def test_a_decision_waits_for_the_member_s_other_money_holding_none_of_it(
     officer = _staff("officer@sacco.test", "loan_officer")
     manager = _staff("manager@sacco.test", "branch_manager")
     member_id, account_id = _member_with_savings("200000")
-    held = branch_withdrawal_record(
-        member_id=member_id,
-        account_id=account_id,
-        amount="60000",
-        method="bank",
-        reference="EFT 1",
-        staff=officer,
-        today=TODAY,
-    )
+    held = _withdraw(officer, member_id, account_id, "60000", "bank", "EFT 1")
     held_id, manager_id = held.id, manager.id
     db.session.remove()
 
