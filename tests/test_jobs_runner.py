@@ -122,7 +122,9 @@ def test_a_tampered_balance_makes_the_run_partial_with_exit_2(
     assert redis_client().get(LOCK) is None
 
 
-def test_no_lock_means_no_run_and_exit_1(app: Flask, _urls: dict[str, str]) -> None:
+def test_no_lock_means_no_run_and_exit_1(
+    app: Flask, _urls: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
     # `app`: the schema is there, so the lock is the only thing that can fail.
     broken = make_app(_urls, REDIS_URL="redis://127.0.0.1:1/0")
     try:
@@ -138,6 +140,7 @@ def test_no_lock_means_no_run_and_exit_1(app: Flask, _urls: dict[str, str]) -> N
     assert line["status"] == "fatal"
     assert line["level"] == "error"
     assert line["errors_count"] == 1
+    assert "job ledger-check did not run: lock: ConnectionError" in caplog.text
 
 
 DATABASE_DOWN = "postgresql+psycopg://nobody@127.0.0.1:1/none"
@@ -155,7 +158,7 @@ def run_with_the_database_down(_urls: dict[str, str], *args: str):  # noqa: ANN2
 
 
 def test_with_the_database_down_a_run_is_one_fatal_line_and_exit_1(
-    app: Flask, _urls: dict[str, str]
+    app: Flask, _urls: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     result = run_with_the_database_down(_urls)
 
@@ -163,6 +166,9 @@ def test_with_the_database_down_a_run_is_one_fatal_line_and_exit_1(
     line = run_line(result)
     assert (line["status"], line["level"], line["errors_count"]) == ("fatal", "error", 1)
     assert redis_client().get(LOCK) is None  # refused before the lock was taken
+    # The operator is told why; the database's address stays out of the log.
+    assert "job ledger-check did not run: books: OperationalError" in caplog.text
+    assert "nobody" not in caplog.text
 
 
 def test_a_replayed_day_with_the_database_down_is_one_error_line_and_exit_1(
