@@ -3,6 +3,7 @@ by their dotted path (`tests.helpers.NAME`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, make_url, select, text
@@ -275,6 +277,15 @@ class Worker(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.result
+
+
+def settings_change(app: Flask, monkeypatch: pytest.MonkeyPatch, **values: object) -> None:
+    """Settings changed for this test, in this process and in the worker processes a run
+    starts (they read the environment)."""
+    changed = dataclasses.replace(app.config["SETTINGS"], **values)
+    monkeypatch.setitem(app.config, "SETTINGS", changed)
+    for name, value in values.items():
+        monkeypatch.setenv(name, str(value))
 
 
 @contextmanager
@@ -541,8 +552,6 @@ def chromium_page(*, width: int, height: int, timeout_ms: int = 15_000) -> Any:
     """A context manager giving a Playwright page of `width` x `height` CSS pixels."""
     import contextlib
     import os
-
-    import pytest
 
     @contextlib.contextmanager
     def opened() -> Any:

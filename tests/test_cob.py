@@ -5,7 +5,6 @@ with the full reconciliation (the autouse fixture in conftest)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -22,20 +21,12 @@ from app.extensions import db
 from app.models import BatchPartition, Installment, JournalEntry
 from app.services.ledger import account_close
 from app.services.loans import ARREARS, loan_account, loan_repay, loan_update_arrears
-from tests.helpers import Worker, wait_until_blocked
+from tests.helpers import Worker, settings_change, wait_until_blocked
 from tests.loan_factories import make_loan, make_product, receivables, reload
 from workers import schedule
 from workers.runner import EXIT_OK, EXIT_PARTIAL
 
 START = date(2026, 1, 1)
-
-
-def _settings(app: Flask, monkeypatch: pytest.MonkeyPatch, **values: object) -> None:
-    """For this process and for the worker processes a run starts (they read the env)."""
-    changed = dataclasses.replace(app.config["SETTINGS"], **values)
-    monkeypatch.setitem(app.config, "SETTINGS", changed)
-    for name, value in values.items():
-        monkeypatch.setenv(name, str(value))
 
 
 def _late_loans(count: int, **product: object) -> list[int]:
@@ -82,7 +73,7 @@ def test_chunks_decide_exactly_what_the_per_loan_rule_decides(
     brought up to date by the per-loan service first, then the job runs over the whole
     book in chunks of 3. Day after day the chunked twin must stand exactly where the
     per-loan twin stands, and the job must find nothing left to change on the other."""
-    _settings(app, monkeypatch, COB_CHUNK_SIZE=3)
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=3)
     products = [
         make_product(
             "V1", code="P1", penalty_type="fixed", penalty_value=Decimal("50"), grace_days=3
@@ -146,7 +137,7 @@ def test_chunks_decide_exactly_what_the_per_loan_rule_decides(
 def test_one_bad_loan_is_one_error_and_the_rest_of_its_chunk_is_charged(
     app: Flask, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _settings(app, monkeypatch, COB_CHUNK_SIZE=10)
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=10)
     ids = _late_loans(5)
     # A closed penalty account refuses the posting: the whole chunk's bulk write fails.
     bad = reload(ids[2])
@@ -219,7 +210,7 @@ def test_a_worker_whose_partition_is_taken_over_mid_chunk_keeps_nothing_of_that_
 def test_workers_share_the_run_and_the_line_counts_every_partition(
     app: Flask, monkeypatch: pytest.MonkeyPatch, runner
 ) -> None:
-    _settings(app, monkeypatch, COB_CHUNK_SIZE=2)
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=2)
     ids = _late_loans(8)
     db.session.remove()
 
@@ -251,7 +242,7 @@ def test_workers_share_the_run_and_the_line_counts_every_partition(
 def test_a_worker_killed_mid_partition_is_taken_over_and_nothing_is_charged_twice(
     app: Flask, monkeypatch: pytest.MonkeyPatch, pg: None
 ) -> None:
-    _settings(app, monkeypatch, COB_CHUNK_SIZE=2, COB_LEASE_SECONDS=3)
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=2, COB_LEASE_SECONDS=3)
     # 12 loans, chunks of 2, one worker: 3 partitions of 2 chunks each.
     ids = _late_loans(12)
     victim = ids[3]  # partition 0's second chunk: its first is committed when it waits

@@ -5,7 +5,6 @@ paid once), report (reconciled to the journal)."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 from collections.abc import Iterator
 from datetime import date
@@ -45,7 +44,7 @@ from app.services.savings import (
 )
 from app.services.savings.dividends import dividend_lines_pay, dividend_unpaid_line_ids
 from tests.factories import make_member
-from tests.helpers import staff
+from tests.helpers import settings_change, staff
 
 YEAR = 2025
 PAID_ON = date(2026, 1, 31)
@@ -377,16 +376,10 @@ def test_a_cancelled_draft_frees_the_year_and_bad_input_is_refused_in_words(
     assert again.dividend_gross > first.dividend_gross
 
 
-def _settings(app: Flask, monkeypatch: pytest.MonkeyPatch, **changes: object) -> None:
-    monkeypatch.setitem(
-        app.config, "SETTINGS", dataclasses.replace(app.config["SETTINGS"], **changes)
-    )
-
-
 def test_a_rerun_pays_nobody_twice(
     app: Flask, book: dict[int, Moves], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _settings(app, monkeypatch, COB_CHUNK_SIZE=2)  # several chunks, several entries
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=2)  # several chunks, several entries
     run = dividend_declare(
         year=YEAR,
         share_rate="10",
@@ -634,7 +627,7 @@ def test_posting_in_partitions_pays_each_member_once(
     from workers.schedule import BATCHES
 
     assert BATCHES["dividend-post"].noun == "dividend line"  # what a cob worker runs
-    _settings(app, monkeypatch, COB_CHUNK_SIZE=1)
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=1)
     run = dividend_declare(
         year=YEAR,
         share_rate="8",
