@@ -5,7 +5,7 @@ to."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import threading
 from datetime import date, timedelta
 from decimal import Decimal
@@ -16,14 +16,14 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import select, text
 
 from app.extensions import db
-from app.models import AuditLog, Guarantee, Loan, LoanProduct, Member
+from app.models import AuditLog, BatchPartition, Guarantee, Loan, LoanProduct, Member
 from app.selectors.guarantees import guarantees_held
 from app.services.guarantees import GuaranteeError, guarantee_accept, guarantee_request
 from app.services.guarantees.jobs import guarantees_expire, guarantors_notify
 from app.services.guarantees.recovery import guarantee_substitute_request
 from app.services.loans import loan_apply, loan_approve, loan_disburse, loan_repay
 from tests.factories import make_member
-from tests.helpers import Worker, sent_sms, wait_until_blocked
+from tests.helpers import Worker, sent_sms, settings_change, wait_until_blocked
 from tests.loan_factories import make_borrower, make_product, make_staff, reload, run_job
 from workers.runner import JobStats
 from workers.schedule import BATCHES, JOBS
@@ -115,8 +115,7 @@ def test_requests_past_their_day_expire_once_and_the_applicant_is_told_once(
 def test_expiry_in_chunks_of_one_expires_each_request_once(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    changed = dataclasses.replace(app.config["SETTINGS"], COB_CHUNK_SIZE=1)
-    monkeypatch.setitem(app.config, "SETTINGS", changed)
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=1)
     product = _product()
     asked = [_ask(_apply(product), make_borrower(savings=20000), 4000) for _ in range(3)]
 
@@ -172,11 +171,11 @@ def test_expiry_leaves_a_request_answered_or_still_in_time_alone(app: Flask) -> 
     assert audit.after == {"status": "expired", "expires_on": "2026-03-09"}
 
 
-def _guaranteed_loan_in_default() -> tuple[int, list[int]]:
+def _guaranteed_loan_in_default(code: str = "SEC") -> tuple[int, list[int]]:
     """25,000 lent on 1 January against 10,000 of the borrower's deposits, guaranteed
     10,000 and 5,000 (the second guarantor reads Kiswahili), never repaid: in default by
     April. A second guaranteed loan, repaid on time, is not."""
-    product = _product(default_threshold_days=30)
+    product = _product(code=code, default_threshold_days=30)
     day = date(2026, 1, 1)
     manager = make_staff("branch_manager")
     guarantors = [make_borrower(savings=20000), make_member(savings=20000, language="sw")]
@@ -194,7 +193,7 @@ def _guaranteed_loan_in_default() -> tuple[int, list[int]]:
         loan_repay(
             loan_id=loans[1],
             amount="2300",
-            reference=f"PAY{month}",
+            reference=f"PAY{loans[1]}-{month}",
             value_date=date(2026, month, 1),
         )
     run_job("loan-arrears", date(2026, 4, 1))
@@ -241,6 +240,32 @@ def test_each_guarantor_of_a_loan_in_default_is_told_once_with_their_exposure(
     later = _run("guarantor-notices", date(2026, 4, 2))
     assert (later.records_scanned, later.notifications_sent) == (0, 0)
     assert len(_texts("guarantor_default")) == 2
+
+
+def test_notices_shared_among_workers_tell_each_guarantor_once(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, runner: FlaskCliRunner
+) -> None:
+    """More loans in default than a chunk holds, run by a `sacco worker` process: the
+    partitions carry the night's date, and every guarantor is told once."""
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=1)
+    first, _ = _guaranteed_loan_in_default()
+    second, _ = _guaranteed_loan_in_default(code="SEC2")
+    db.session.remove()
+
+    result = runner.invoke(
+        args=["jobs", "run", "guarantor-notices", "--as-of-date", "2026-04-01", "--workers", "1"]
+    )
+
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (line["records_scanned"], line["notifications_sent"], line["errors_count"]) == (2, 4, 0)
+    parts = db.session.scalars(
+        select(BatchPartition).where(BatchPartition.run_id == line["run_id"])
+    ).all()
+    assert [(p.as_of, p.status) for p in parts] == [(date(2026, 4, 1), "done")] * 2
+    assert sorted(i for p in parts for i in p.ids) == sorted([first, second])
+    keys = [key for _, key, _ in _texts("guarantor_default")]
+    assert len(keys) == len(set(keys)) == 4
 
 
 def test_a_notice_names_what_the_pledge_holds_after_repayments(app: Flask) -> None:
