@@ -48,8 +48,8 @@ def jobs_run(name: str, as_of_date: str | None, workers: int | None) -> None:
             err=True,
         )
         raise SystemExit(1)
-    # Read only for a replayed day: a plain run must reach the runner, which says in its
-    # one JSON line why it could not run (no lock, no database) instead of a traceback.
+    # Read only for a replayed day: a plain run must reach the runner, which ends in its
+    # one JSON line and logs why it could not run (no lock, no database), not a traceback.
     try:
         closed = books_closed_through() if as_of is not None else None
     except SQLAlchemyError as exc:
