@@ -14,7 +14,14 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.models import Account, AccountProduct, AuditLog, MpesaRequest
 from app.models.types import utcnow
-from app.services.bulk import copy_dicts, insert_ignoring, insert_returning, on_postgres
+from app.services.bulk import (
+    copy_dicts,
+    copy_rows,
+    insert_ignoring,
+    insert_returning,
+    on_postgres,
+    update_rows,
+)
 from app.services.ledger import ledger_check
 from app.services.savings.products import DEFAULT_PRODUCTS
 
@@ -170,3 +177,113 @@ def test_insert_ignoring_skips_only_a_conflict_on_the_keys_it_names(app: Flask) 
     assert db.session.scalars(select(Account.name).where(Account.code == "BULK-I1")).all() == [
         "first"
     ]
+
+
+def _products(*codes: str, active: bool = True) -> dict[str, int]:
+    """Account products to write to: no ledger rests on them (the reconciliation after
+    each test stays true whatever a bulk UPDATE does to them)."""
+    made = {}
+    for code in codes:
+        product = AccountProduct(
+            **{**DEFAULT_PRODUCTS["ORD"], "code": code, "ref_suffix": code[-2:], "active": active}
+        )
+        db.session.add(product)
+        db.session.flush()
+        made[code] = product.id
+    db.session.commit()
+    return made
+
+
+def _fees() -> dict[str, tuple[Decimal, Decimal, str]]:
+    rows = db.session.execute(
+        select(
+            AccountProduct.code,
+            AccountProduct.withdrawal_fee,
+            AccountProduct.min_balance,
+            AccountProduct.name,
+        ).where(AccountProduct.code.like("UPD%"))
+    ).all()
+    return {code: (fee, floor, name) for code, fee, floor, name in rows}
+
+
+def test_update_rows_adds_or_sets_each_row_by_its_key_and_counts_what_it_changed(
+    app: Flask,
+) -> None:
+    """One statement over many rows: a column in `add` is added to, the others set; the
+    `where` condition and an unknown key leave rows alone; the count is the rows changed.
+    Money is bound as its column rounds it (half a cent to the even cent). (Mutation
+    testing, issue 23: the PostgreSQL statement is built by hand.)"""
+    _products("UPD1", "UPD2")
+    _products("UPD3", active=False)
+    changed = update_rows(
+        AccountProduct.__table__,
+        [
+            {"code": code, "withdrawal_fee": Decimal("5.125"), "min_balance": Decimal(floor)}
+            for code, floor in (("UPD1", "50"), ("UPD2", "60"), ("UPD3", "70"), ("NONE", "1"))
+        ],
+        key="code",
+        add=["withdrawal_fee"],
+        where="active = true",
+    )
+    db.session.commit()
+
+    assert changed == 2
+    assert _fees() == {
+        "UPD1": (Decimal("35.12"), Decimal("50.00"), "Ordinary savings"),
+        "UPD2": (Decimal("35.12"), Decimal("60.00"), "Ordinary savings"),
+        "UPD3": (Decimal("30.00"), Decimal("100.00"), "Ordinary savings"),  # not active
+    }
+
+
+def test_update_rows_by_id_with_no_condition_sets_every_row_named(app: Flask) -> None:
+    ids = _products("UPD1", "UPD2", "UPD3")
+    assert update_rows(AccountProduct.__table__, []) == 0
+    renamed = [{"id": ids["UPD3"], "name": "Third"}, {"id": ids["UPD1"], "name": "First"}]
+
+    assert update_rows(AccountProduct.__table__, renamed) == 2
+    db.session.commit()
+
+    assert {code: name for code, (_, _, name) in _fees().items()} == {
+        "UPD1": "First",
+        "UPD2": "Ordinary savings",
+        "UPD3": "Third",
+    }
+
+
+def test_copy_rows_writes_tuples_in_column_order_and_refuses_a_short_row(app: Flask) -> None:
+    """Money not yet rounded is rounded as its column rounds it; a row with a value
+    missing is refused before anything is written, on either road. (Mutation testing,
+    issue 23.)"""
+    # COPY knows no model defaults: every column without a database default is given.
+    product = {**DEFAULT_PRODUCTS["ORD"], "active": True, "created_at": utcnow()}
+    del product["ref_suffix"]
+    columns = [*product, "code", "ref_suffix"]
+    rows = [
+        (*product.values(), "UPDC1", "C1"),
+        (*{**product, "withdrawal_fee": Decimal("12.345")}.values(), "UPDC2", "C2"),
+    ]
+    copy_rows(AccountProduct.__table__, [], [])  # nothing to write: not even a statement
+    copy_rows(AccountProduct.__table__, columns, rows)
+    db.session.commit()
+    fees = dict(
+        db.session.execute(
+            select(AccountProduct.code, AccountProduct.withdrawal_fee).where(
+                AccountProduct.code.like("UPDC%")
+            )
+        ).all()
+    )
+    assert fees == {"UPDC1": Decimal("30.00"), "UPDC2": Decimal("12.34")}
+
+    for short in (
+        [(*product.values(), "UPDC3")],
+        [rows[0][:-1], (*product.values(), "UPDC4", "C4")],
+    ):
+        with pytest.raises(ValueError):
+            copy_rows(AccountProduct.__table__, columns, short)
+        db.session.rollback()
+    assert (
+        db.session.scalar(
+            select(AccountProduct.id).where(AccountProduct.code.in_(["UPDC3", "UPDC4"]))
+        )
+        is None
+    )
