@@ -244,11 +244,12 @@ def test_update_rows_by_id_with_no_condition_sets_every_row_named(app: Flask) ->
     renamed = [{"id": ids["UPD3"], "name": "Third"}, {"id": ids["UPD1"], "name": "First"}]
 
     assert update_rows(AccountProduct.__table__, renamed) == 2
+    assert update_rows(AccountProduct.__table__, [{"id": ids["UPD2"], "name": "Second"}]) == 1
     db.session.commit()
 
     assert {code: name for code, (_, _, name) in _fees().items()} == {
         "UPD1": "First",
-        "UPD2": "Ordinary savings",
+        "UPD2": "Second",
         "UPD3": "Third",
     }
 
