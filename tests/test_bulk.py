@@ -254,10 +254,12 @@ def test_update_rows_by_id_with_no_condition_sets_every_row_named(app: Flask) ->
     }
 
 
-def test_copy_rows_writes_tuples_in_column_order_and_refuses_a_short_row(app: Flask) -> None:
+def test_copy_rows_writes_tuples_in_column_order_and_refuses_a_row_of_another_length(
+    app: Flask,
+) -> None:
     """Money not yet rounded is rounded as its column rounds it; a row with a value
-    missing is refused before anything is written, on either road. (Mutation testing,
-    issue 23.)"""
+    missing, or one too many, is refused before anything is written, on either road:
+    nothing is stored in the wrong column or cut off. (Mutation testing, issue 23.)"""
     # COPY knows no model defaults: every column without a database default is given.
     product = {**DEFAULT_PRODUCTS["ORD"], "active": True, "created_at": utcnow()}
     del product["ref_suffix"]
@@ -278,12 +280,14 @@ def test_copy_rows_writes_tuples_in_column_order_and_refuses_a_short_row(app: Fl
     )
     assert fees == {"UPDC1": Decimal("30.00"), "UPDC2": Decimal("12.34")}
 
-    for short in (
-        [(*product.values(), "UPDC3")],
-        [rows[0][:-1], (*product.values(), "UPDC4", "C4")],
+    third = (*product.values(), "UPDC3", "C3")
+    for wrong in (
+        [third[:-1]],  # every row short
+        [third[:-1], (*product.values(), "UPDC4", "C4")],  # one row short
+        [(*third, "extra"), (*product.values(), "UPDC4", "C4")],  # one row long
     ):
         with pytest.raises(ValueError):
-            copy_rows(AccountProduct.__table__, columns, short)
+            copy_rows(AccountProduct.__table__, columns, wrong)
         db.session.rollback()
     assert (
         db.session.scalar(
