@@ -46,6 +46,7 @@ from app.services.savings.shares import (
 )
 from app.services.savings.standing_orders import standing_order_create
 from app.services.staff import staff_add
+from tests.factories import make_member
 from tests.helpers import PASSWORD, Worker, staff, wait_until_blocked
 from tests.loan_factories import make_borrower, make_loan, make_product
 
@@ -308,6 +309,70 @@ def test_an_exit_offsets_the_loans_redeems_the_shares_and_owes_the_member_the_re
     assert _gl("GL-BANK") == -(held - owed)
     with pytest.raises(ExitError, match="only a settled one is paid"):
         exit_pay(exit_id=leaving.id, actor=manager, method="bank", reference="again", today=TODAY)
+
+
+def _settled(manager: StaffUser, savings: str) -> tuple[int, int, date]:
+    """A member with `savings` and nothing else, whose exit `manager` settled: (member,
+    exit, the day)."""
+    member = make_member(savings=savings)
+    leaving = exit_request(member_id=member.id, reason="leaving", actor=manager, today=TODAY)
+    day = TODAY + timedelta(days=60)
+    settled = exit_settle(exit_id=leaving.id, actor=manager, today=day)
+    assert settled.refund == Decimal(savings)
+    return member.id, leaving.id, day
+
+
+def test_a_payout_records_who_paid_how_and_the_reference_in_the_books_and_the_audit(
+    app: Flask,
+) -> None:
+    """A refund of one shilling is paid like any other. (Mutation testing, issue 23.)"""
+    manager = _staff("branch_manager")
+    member_id, exit_id, day = _settled(manager, "1")
+    cash_before = _gl("GL-CASH")
+    with pytest.raises(ExitError, match="^the bank reference or cash voucher number is needed$"):
+        exit_pay(exit_id=exit_id, actor=manager, method="cash", reference="  ", today=day)
+    with pytest.raises(ExitError, match=f"^no exit {exit_id + 1000}$"):
+        exit_pay(exit_id=exit_id + 1000, actor=manager, method="cash", reference="V1", today=day)
+    reference = "  VOUCHER " + "7" * 70 + " "  # longer than the column: trimmed, not refused
+
+    paid = exit_pay(exit_id=exit_id, actor=manager, method="cash", reference=reference, today=day)
+
+    voucher = reference.strip()
+    assert (paid.status, paid.paid_by_id, paid.paid_on) == ("paid", manager.id, day)
+    assert (paid.payment_method, paid.payment_ref) == ("cash", voucher[:60])
+    [entry] = db.session.scalars(select(JournalEntry).where(JournalEntry.kind == "exit_payout"))
+    assert (entry.idempotency_key, entry.actor, entry.member_id, entry.value_date) == (
+        f"exit-payout:{exit_id}",
+        manager.email,
+        member_id,
+        day,
+    )
+    assert entry.description == f"Exit refund paid by cash {voucher[:40]}"
+    assert _gl("GL-REFUNDS-PAYABLE") == Decimal("0.00")
+    assert _gl("GL-CASH") - cash_before == Decimal("-1.00")
+    [audit] = db.session.scalars(select(AuditLog).where(AuditLog.action == "member_exit.pay"))
+    assert (audit.actor, audit.object_type, audit.object_id) == (
+        manager.email,
+        "member_exit",
+        str(exit_id),
+    )
+    assert audit.before == {"status": "settled"}
+    assert audit.after == {"status": "paid", "method": "cash", "reference": voucher[:60]}
+
+
+def test_an_exit_with_nothing_to_refund_is_paid_without_an_entry(app: Flask) -> None:
+    manager = _staff("branch_manager")
+    _, exit_id, day = _settled(manager, "0")
+
+    paid = exit_pay(exit_id=exit_id, actor=manager, method="bank", reference="NIL", today=day)
+
+    assert paid.status == "paid"
+    assert (
+        db.session.scalar(
+            select(func.count(JournalEntry.id)).where(JournalEntry.kind == "exit_payout")
+        )
+        == 0
+    )
 
 
 def test_an_exit_waits_while_the_member_guarantees_a_loan_or_owes_more_than_they_hold(
