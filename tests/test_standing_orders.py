@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
 from app.extensions import db
-from app.models import Account, Loan, Member, StandingOrder, StandingOrderRun
+from app.models import Account, JournalEntry, Loan, Member, StandingOrder, StandingOrderRun
 from app.selectors.loans import loan_debt
 from app.selectors.members import member_balances
 from app.services.ledger import credit, debit, gl_account, journal_post
@@ -66,6 +66,22 @@ def _runs(order_id: int) -> list[tuple[date, str, Decimal]]:
             .order_by(StandingOrderRun.due_on)
         )
     ]
+
+
+def _notes(order_id: int) -> list[str | None]:
+    return list(
+        db.session.scalars(
+            select(StandingOrderRun.note)
+            .where(StandingOrderRun.order_id == order_id)
+            .order_by(StandingOrderRun.due_on)
+        )
+    )
+
+
+def _order(member: Member, **terms: object) -> int:
+    """A monthly order from the member's ordinary savings, set before the tests' days."""
+    rule = dict(target="deposits", amount="1000", day_of_month=5, actor="x", starts_on=START)
+    return standing_order_create(member_id=member.id, **{**rule, **terms}).id  # type: ignore[arg-type]
 
 
 def test_an_order_to_deposits_moves_once_a_month_on_its_day_and_catches_up_a_missed_day(
@@ -140,7 +156,12 @@ def test_short_savings_move_what_is_above_the_minimum_or_nothing_as_the_order_sa
 def test_an_order_to_a_loan_repays_it_from_savings_and_never_pays_more_than_is_owed(
     app: Flask,
 ) -> None:
-    loan = make_loan(product=make_product("V1"), amount=3000, on=date(2026, 1, 10))
+    product = make_product("V1")
+    # Another member's loans, made before and after: the SMS names the order's own.
+    make_loan(product=product, amount=2000, on=date(2026, 1, 10))
+    loan = make_loan(product=product, amount=3000, on=date(2026, 1, 10))
+    make_loan(product=product, amount=4000, on=date(2026, 1, 10))
+    loan_no = loan.loan_no
     member = db.session.get(Member, loan.member_id)
     _save(member, "20000")
     owed = loan_debt(loan_id=loan.id).total
@@ -156,12 +177,24 @@ def test_an_order_to_a_loan_repays_it_from_savings_and_never_pays_more_than_is_o
     member_id, loan_id = member.id, loan.id
     run_job("standing-orders", date(2026, 2, 10))
     assert _runs(order) == [(date(2026, 2, 10), "done", owed)]
+    assert sms_bodies("standing_order_done") == [
+        f"Standing order: KES {owed:,.2f} of KES {owed:,.2f} moved from your savings to "
+        f"loan {loan_no}."
+    ]
+    # Posted once under the order's own key, by the job (not a person, not the member).
+    [repaid] = db.session.scalars(
+        select(JournalEntry).where(
+            JournalEntry.loan_id == loan_id, JournalEntry.kind == "repayment"
+        )
+    )
+    assert (repaid.idempotency_key, repaid.actor) == (f"repay:SO{order}-20260210", "standing-order")
     assert loan_debt(loan_id=loan_id).total == Decimal("0.00")
     assert db.session.get(Loan, loan_id).status == "closed"
     assert _ordinary(member_id) == Decimal("20000.00") - owed
     # The loan is closed: next month's run records it and moves nothing.
     run_job("standing-orders", date(2026, 3, 10))
     assert _runs(order)[-1] == (date(2026, 3, 10), "skipped", Decimal("0.00"))
+    assert _notes(order)[-1] == "loan is not open"
 
 
 def test_orders_are_refused_in_words_and_nothing_is_written(app: Flask) -> None:
@@ -339,6 +372,8 @@ def test_a_payday_order_prompts_the_phone_once_on_its_day_and_the_payment_lands_
         Decimal("2500.00"),
         f"{member_no}S",
     )
+    # Asked by the night's job, not by the member on their phone.
+    assert (prompt.channel, prompt.requested_by) == ("system", f"standing-order:{order}")
     make_worker(("payments",)).work(burst=True)  # the job queued the send after its commit
     pushes = [c for c in mocked.calls if "stkpush" in c.request.url]
     assert len(pushes) == 1 and str(json.loads(pushes[0].request.body)["Amount"]) == "2500"
@@ -404,3 +439,81 @@ def test_a_payday_prompt_refused_in_a_chunk_leaves_the_other_orders_of_the_chunk
     assert runs[orders[0]].status == "prompted" and runs[orders[0]].request_id is not None
     assert runs[orders[1]].status == "skipped"
     assert "already on its way" in (runs[orders[1]].note or "")
+
+
+def test_an_order_run_directly_runs_once_a_month_and_only_while_active(app: Flask) -> None:
+    """standing_order_execute re-reads the order under the member's lock, whatever handed
+    it the order (a chunk whose scan is older than a cancel or another worker's run).
+    (Mutation testing, issue 23.)"""
+    member = make_member()
+    _save(member, "10000")
+    deposits, shares = _order(member), _order(member, target="shares", amount="500")
+    # Starting on its first due day: it runs that day.
+    starting = _order(member, amount="200", starts_on=date(2026, 3, 5))
+    march, april = date(2026, 3, 5), date(2026, 4, 5)
+
+    def run(order_id: int, day: date) -> object:
+        done = standing_order_execute(order_id, as_of=day)
+        db.session.commit()
+        return done
+
+    assert run(deposits, march) is not None
+    assert run(deposits, march) is None  # ran already this month: nothing, no error
+    assert run(shares, march) is not None  # another order of the same day still runs
+    assert run(starting, march) is not None
+    standing_order_cancel(order_id=shares, actor="x")
+    assert run(shares, april) is None  # cancelled after the night's scan
+    assert run(deposits, april) is not None  # last month's run does not stand for this one
+
+    assert _runs(deposits) == [
+        (march, "done", Decimal("1000.00")),
+        (april, "done", Decimal("1000.00")),
+    ]
+    assert _runs(shares) == [(march, "done", Decimal("500.00"))]
+    assert _runs(starting) == [(march, "done", Decimal("200.00"))]
+    assert _notes(deposits) == [None, None]  # a run that moved all it asked has nothing to say
+
+
+def test_what_is_free_decides_at_the_edges_and_a_short_run_says_how_much_was_free(
+    app: Flask,
+) -> None:
+    """ORD keeps KES 100: exactly the amount free moves it all even for an all-or-nothing
+    order; one shilling free moves one shilling; short, the run says what was free.
+    (Mutation testing, issue 23.)"""
+    exact, shilling, short = make_member(), make_member(), make_member()
+    for member, amount in ((exact, "1100"), (shilling, "101"), (short, "150")):
+        _save(member, amount)
+    orders = (
+        _order(exact, partial=False),
+        _order(shilling, amount="500"),
+        _order(short, amount="500", partial=False),
+    )
+
+    run_job("standing-orders", date(2026, 3, 5))
+
+    assert [_runs(order) for order in orders] == [
+        [(date(2026, 3, 5), "done", Decimal("1000.00"))],
+        [(date(2026, 3, 5), "partial", Decimal("1.00"))],
+        [(date(2026, 3, 5), "short", Decimal("0.00"))],
+    ]
+    assert _notes(orders[2]) == ["free KES 50.00"]
+
+
+def test_a_loan_order_run_by_a_caller_that_rolls_back_leaves_no_payment(app: Flask) -> None:
+    """The order runs in its caller's transaction: a chunk that fails after it takes the
+    repayment back with its run, and the next night pays it. (Mutation testing, issue 23.)"""
+    loan = make_loan(product=make_product("V1"), amount=3000, on=date(2026, 1, 10))
+    member = db.session.get(Member, loan.member_id)
+    _save(member, "20000")
+    order = _order(member, target="loan", loan_id=loan.id, amount="500", day_of_month=10)
+    loan_id, member_id = loan.id, member.id
+    owed = loan_debt(loan_id=loan_id).total
+
+    assert standing_order_execute(order, as_of=date(2026, 2, 10)) is not None
+    db.session.rollback()
+
+    assert _runs(order) == []
+    assert loan_debt(loan_id=loan_id).total == owed
+    assert _ordinary(member_id) == Decimal("20000.00")
+    run_job("standing-orders", date(2026, 2, 11))
+    assert _runs(order) == [(date(2026, 2, 10), "done", Decimal("500.00"))]
