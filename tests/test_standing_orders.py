@@ -14,7 +14,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
 from app.extensions import db
-from app.models import Account, JournalEntry, Loan, Member, StandingOrder, StandingOrderRun
+from app.models import (
+    Account,
+    AuditLog,
+    JournalEntry,
+    Loan,
+    Member,
+    StandingOrder,
+    StandingOrderRun,
+)
 from app.selectors.loans import loan_debt
 from app.selectors.members import member_balances
 from app.services.ledger import credit, debit, gl_account, journal_post
@@ -446,6 +454,7 @@ def test_an_order_run_directly_runs_once_a_month_and_only_while_active(app: Flas
     it the order (a chunk whose scan is older than a cancel or another worker's run).
     (Mutation testing, issue 23.)"""
     member = make_member()
+    member_id, member_no = member.id, member.member_no
     _save(member, "10000")
     deposits, shares = _order(member), _order(member, target="shares", amount="500")
     # Starting on its first due day: it runs that day.
@@ -461,7 +470,17 @@ def test_an_order_run_directly_runs_once_a_month_and_only_while_active(app: Flas
     assert run(deposits, march) is None  # ran already this month: nothing, no error
     assert run(shares, march) is not None  # another order of the same day still runs
     assert run(starting, march) is not None
-    standing_order_cancel(order_id=shares, actor="x")
+    standing_order_cancel(order_id=shares, actor="officer@x")
+    cancelled = db.session.get(StandingOrder, shares)
+    assert (cancelled.status, cancelled.cancelled_by) == ("cancelled", "officer@x")
+    assert cancelled.cancelled_at is not None
+    [audit] = db.session.scalars(select(AuditLog).where(AuditLog.action == "standing_order.cancel"))
+    assert (audit.actor, audit.object_type, audit.object_id) == (
+        "officer@x",
+        "standing_order",
+        str(shares),
+    )
+    assert (audit.before, audit.after) == ({"status": "active"}, {"status": "cancelled"})
     assert run(shares, april) is None  # cancelled after the night's scan
     assert run(deposits, april) is not None  # last month's run does not stand for this one
 
@@ -472,6 +491,20 @@ def test_an_order_run_directly_runs_once_a_month_and_only_while_active(app: Flas
     assert _runs(shares) == [(march, "done", Decimal("500.00"))]
     assert _runs(starting) == [(march, "done", Decimal("200.00"))]
     assert _notes(deposits) == [None, None]  # a run that moved all it asked has nothing to say
+    # Each run names its entry, posted once under the order's key, by the job.
+    runs = db.session.execute(
+        select(StandingOrderRun.order_id, StandingOrderRun.due_on, JournalEntry)
+        .join(JournalEntry, JournalEntry.id == StandingOrderRun.entry_id)
+        .where(StandingOrderRun.order_id == shares)
+    ).all()
+    [(_, due, entry)] = runs
+    assert (entry.kind, entry.idempotency_key, entry.actor, entry.member_id) == (
+        "standing_order",
+        f"standing-order:SO{shares}-{due:%Y%m%d}",
+        "standing-order",
+        member_id,
+    )
+    assert entry.description == f"Standing order {shares} to share capital {member_no}"
 
 
 def test_what_is_free_decides_at_the_edges_and_a_short_run_says_how_much_was_free(
