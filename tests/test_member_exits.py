@@ -560,6 +560,18 @@ def test_a_notice_stops_the_leavers_borrowing_alone_and_a_cancelled_one_no_longe
     assert eligibility(leaver_id) == (False, "exit_notice")
     assert eligibility(neighbour_id) == (True, None)  # another member's notice is not theirs
 
-    exit_cancel(exit_id=notice.id, actor=_staff("branch_manager"))
+    manager = _staff("branch_manager")
+    with pytest.raises(ExitError, match=f"^no exit {notice.id + 1000}$"):
+        exit_cancel(exit_id=notice.id + 1000, actor=manager)
+    cancelled = exit_cancel(exit_id=notice.id, actor=manager)
 
     assert eligibility(leaver_id) == (True, None)
+    # Who cancelled it, kept on the exit and in the audit. (Mutation testing, issue 23.)
+    assert (cancelled.status, cancelled.cancelled_by) == ("cancelled", manager.email)
+    [audit] = db.session.scalars(select(AuditLog).where(AuditLog.action == "member_exit.cancel"))
+    assert (audit.actor, audit.object_type, audit.object_id) == (
+        manager.email,
+        "member_exit",
+        str(notice.id),
+    )
+    assert (audit.before, audit.after) == ({"status": "notice"}, {"status": "cancelled"})
