@@ -11,11 +11,11 @@ paths store the same thing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.types.json import Json
-from sqlalchemy import JSON, Table, bindparam, insert, text, update
+from sqlalchemy import JSON, CursorResult, Table, bindparam, insert, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -162,8 +162,12 @@ def update_rows(
         stmt = update(table).where(table.c[key] == bindparam(f"b_{key}")).values(values)
         if where:
             stmt = stmt.where(text(where))
-        result = db.session.execute(stmt, [{f"b_{c}": v for c, v in row.items()} for row in rows])
-        return int(getattr(result, "rowcount", 0))
+        # An UPDATE gives a CursorResult (with rowcount); SQLAlchemy 2.1 types it as a Result.
+        result = cast(
+            CursorResult[Any],  # pragma: no mutate: cast() does nothing at run time
+            db.session.execute(stmt, [{f"b_{c}": v for c, v in row.items()} for row in rows]),
+        )
+        return result.rowcount
     names = [key, *columns]
     arrays = ", ".join(f"CAST(:a{i} AS {_array_type(table, c)})" for i, c in enumerate(names))
     sets = ", ".join(
@@ -176,5 +180,8 @@ def update_rows(
     sql = f"UPDATE {table.name} SET {sets} FROM {source} WHERE {table.name}.{key} = v.{key}"  # noqa: S608
     sql += condition
     params = {f"a{i}": _processed(table, c, (row[c] for row in rows)) for i, c in enumerate(names)}
-    result = db.session.execute(text(sql), params)
-    return int(getattr(result, "rowcount", 0))
+    result = cast(
+        CursorResult[Any],  # pragma: no mutate: cast() does nothing at run time
+        db.session.execute(text(sql), params),
+    )
+    return result.rowcount
