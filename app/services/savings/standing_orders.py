@@ -243,7 +243,6 @@ def standing_order_execute(order_id: int, *, as_of: date) -> StandingOrderRun | 
     assert source is not None
     free = _free(source)
     asked = order.amount
-    note = None
     status = "done"
     if order.target == "loan":
         loan = db.session.get(Loan, order.loan_id)
@@ -288,7 +287,7 @@ def standing_order_execute(order_id: int, *, as_of: date) -> StandingOrderRun | 
             member_id=member.id,
         )
         entry_id = entry.id
-    run = _record(order, due, as_of, asked, move, status, entry_id, note)
+    run = _record(order, due, as_of, asked, move, status, entry_id, None)
     _tell(member, order, run)
     return run
 
