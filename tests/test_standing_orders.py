@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
+from app.batch import ChunkStats
 from app.extensions import db
 from app.models import (
     Account,
@@ -26,9 +27,11 @@ from app.models import (
 from app.selectors.loans import loan_debt
 from app.selectors.members import member_balances
 from app.services.ledger import credit, debit, gl_account, journal_post
+from app.services.loans import loan_repay
 from app.services.savings import account_product, member_product_account
 from app.services.savings.standing_orders import (
     MAX_ACTIVE_ORDERS,
+    STANDING_ORDERS,
     StandingOrderError,
     standing_order_cancel,
     standing_order_create,
@@ -36,7 +39,13 @@ from app.services.savings.standing_orders import (
     standing_orders_due,
 )
 from tests.factories import make_member
-from tests.helpers import Worker, sms_bodies, wait_until_blocked
+from tests.helpers import (
+    Worker,
+    assert_not_held,
+    row_locked,
+    sms_bodies,
+    wait_until_blocked,
+)
 from tests.loan_factories import make_loan, make_product
 from workers.schedule import JOBS, run_job
 
@@ -550,3 +559,94 @@ def test_a_loan_order_run_by_a_caller_that_rolls_back_leaves_no_payment(app: Fla
     assert _ordinary(member_id) == Decimal("20000.00")
     run_job("standing-orders", date(2026, 2, 11))
     assert _runs(order) == [(date(2026, 2, 10), "done", Decimal("500.00"))]
+
+
+def test_the_scan_leaves_out_only_orders_that_ran_this_month(app: Flask) -> None:
+    """An order that ran last month is due again; another order's run this month is not
+    this one's. (Mutation testing, issue 23.)"""
+    early, late = make_member(), make_member()
+    for member in (early, late):
+        _save(member, "10000")
+    on_5th, on_10th = _order(early), _order(late, day_of_month=10)
+    run_job("standing-orders", date(2026, 2, 28))  # both ran in February
+    run_job("standing-orders", date(2026, 3, 5))  # the 5th's ran in March
+
+    assert standing_orders_due(date(2026, 3, 12)) == [on_10th]
+    assert standing_orders_due(date(2026, 4, 12)) == [on_5th, on_10th]
+
+
+def test_a_chunk_goes_on_past_an_order_that_ran_already_and_counts_what_it_did(
+    app: Flask,
+) -> None:
+    """A chunk handed an order another worker has run since the scan skips it and runs
+    the rest. It counts an order that moved money (one shilling too) as updated, and each
+    member texted (moved or short), not a skipped run. (Mutation testing, issue 23.)"""
+    members = [make_member() for _ in range(5)]
+    for member, saved in zip(members, ("5000", "101", "150", "20000", "5000"), strict=True):
+        _save(member, saved)
+    loan = make_loan(product=make_product("V1"), amount=3000, on=date(2026, 1, 10))
+    borrower = db.session.get(Member, loan.member_id)
+    _save(borrower, "5000")
+    ran = _order(members[0])
+    one_shilling = _order(members[1], amount="500")
+    short = _order(members[2], amount="500", partial=False)
+    to_closed_loan = _order(borrower, target="loan", loan_id=loan.id, amount="500")
+    moved = _order(members[4], amount="300")
+    loan_repay(
+        loan_id=loan.id,
+        amount=loan_debt(loan_id=loan.id).total,
+        reference="ALL",
+        value_date=date(2026, 2, 1),
+    )
+    day = date(2026, 3, 5)
+    assert standing_order_execute(ran, as_of=day) is not None
+    db.session.commit()
+
+    stats = ChunkStats()
+    STANDING_ORDERS.chunk([ran, one_shilling, short, to_closed_loan, moved], day, stats)
+    db.session.commit()
+
+    assert [_runs(order)[0][1:] for order in (one_shilling, short, to_closed_loan, moved)] == [
+        ("partial", Decimal("1.00")),
+        ("short", Decimal("0.00")),
+        ("skipped", Decimal("0.00")),
+        ("done", Decimal("300.00")),
+    ]
+    assert (stats.records_updated, stats.notifications_sent) == (2, 3)
+
+
+def _orders_of_two_members() -> tuple[int, int]:
+    """Two members with an order each; the higher member's order is the chunk's first."""
+    low, high = make_member(), make_member()
+    for member in (low, high):
+        _save(member, "5000")
+    _order(high)
+    _order(low)
+    return low.id, high.id
+
+
+def test_a_chunk_locks_its_members_in_id_order(app: Flask, pg: None) -> None:
+    """While the night's chunk waits for a lower member, it holds no higher one: two
+    lockers never wait on each other in a circle. (Mutation testing, issue 23.)"""
+    low, high = _orders_of_two_members()
+
+    with row_locked(app, "members", low):
+        job = Worker(app, lambda: run_job("standing-orders", date(2026, 3, 5)))
+        job.start()
+        wait_until_blocked()
+        assert_not_held("members", high)
+    assert job.outcome() == 0
+    assert db.session.scalar(select(func.count(StandingOrderRun.id))) == 2
+
+
+def test_a_chunk_locks_only_its_own_members(app: Flask, pg: None) -> None:
+    """A member with no order due is not waited for (a teller's withdrawal holding them
+    does not hold up the night). (Mutation testing, issue 23.)"""
+    bystander = make_member().id
+    _orders_of_two_members()
+
+    with row_locked(app, "members", bystander):
+        job = Worker(app, lambda: run_job("standing-orders", date(2026, 3, 5)))
+        job.start()
+        assert job.outcome(timeout=60) == 0  # did not wait for the bystander's lock
+    assert db.session.scalar(select(func.count(StandingOrderRun.id))) == 2
