@@ -575,6 +575,26 @@ def test_the_scan_leaves_out_only_orders_that_ran_this_month(app: Flask) -> None
     assert standing_orders_due(date(2026, 4, 12)) == [on_5th, on_10th]
 
 
+def test_the_scan_takes_an_order_from_its_first_due_day_to_its_last(app: Flask) -> None:
+    """Due on its day (not before), from the day it starts (even when that is its day)
+    to the day it ends (that day too); once run, not again that month, even the same day.
+    (Mutation testing, issue 23.)"""
+    member = make_member()
+    _save(member, "10000")
+    plain = _order(member, amount="100")
+    on_the_1st = _order(member, amount="100", day_of_month=1)
+    starting = _order(member, amount="100", starts_on=date(2026, 3, 5))
+    ending = _order(member, amount="100", ends_on=date(2026, 3, 5))
+    _order(member, amount="100", ends_on=date(2026, 2, 28))  # ended: never due in March
+
+    assert standing_orders_due(date(2026, 3, 3)) == [on_the_1st]
+    run_job("standing-orders", date(2026, 3, 1))
+    assert standing_orders_due(date(2026, 3, 5)) == [plain, starting, ending]
+    run_job("standing-orders", date(2026, 3, 5))
+    assert standing_orders_due(date(2026, 3, 5)) == []
+    assert _runs(ending) == [(date(2026, 3, 5), "done", Decimal("100.00"))]
+
+
 def test_a_chunk_goes_on_past_an_order_that_ran_already_and_counts_what_it_did(
     app: Flask,
 ) -> None:
