@@ -377,8 +377,15 @@ def test_a_payday_order_prompts_the_phone_once_on_its_day_and_the_payment_lands_
         source="mpesa",
         starts_on=START,
     ).id
+
+    def pushes() -> list:
+        return [c for c in mocked.calls if "stkpush" in c.request.url]
+
     run_job("standing-orders", date(2026, 3, 25))
+    make_worker(("payments",)).work(burst=True)  # the night queued the send after its commit
+    assert len(pushes()) == 1  # that night, not the next
     run_job("standing-orders", date(2026, 3, 26))  # nothing more this month
+    make_worker(("payments",)).work(burst=True)
     runs = db.session.scalars(
         select(StandingOrderRun).where(StandingOrderRun.order_id == order)
     ).all()
@@ -391,9 +398,8 @@ def test_a_payday_order_prompts_the_phone_once_on_its_day_and_the_payment_lands_
     )
     # Asked by the night's job, not by the member on their phone.
     assert (prompt.channel, prompt.requested_by) == ("system", f"standing-order:{order}")
-    make_worker(("payments",)).work(burst=True)  # the job queued the send after its commit
-    pushes = [c for c in mocked.calls if "stkpush" in c.request.url]
-    assert len(pushes) == 1 and str(json.loads(pushes[0].request.body)["Amount"]) == "2500"
+    [push] = pushes()
+    assert str(json.loads(push.request.body)["Amount"]) == "2500"
     reply = client.post(
         "/payments/dev-callback-token/stk/callback",
         data=json.dumps(stk_body(checkout, amount=2500, receipt="PAYDAY0001")),
