@@ -23,10 +23,10 @@ from app.models import (
     SmsMessage,
     StaffUser,
 )
-from app.selectors.loans import loan_eligibility
+from app.selectors.loans import loan_debt, loan_eligibility
 from app.selectors.members import member_balances
 from app.services.guarantees import guarantee_accept, guarantee_request
-from app.services.ledger import credit, debit, gl_account, journal_post
+from app.services.ledger import credit, debit, gl_account, journal_post, member_account
 from app.services.loans import loan_apply
 from app.services.members import member_buy_shares
 from app.services.permissions import PermissionDenied
@@ -266,7 +266,11 @@ def test_an_exit_offsets_the_loans_redeems_the_shares_and_owes_the_member_the_re
         starts_on=date(2026, 1, 1),
     )
     before = member_balances(member_id=member.id)
-    member_id, loan_id = member.id, loan.id
+    member_id, loan_id, member_no, loan_no = member.id, loan.id, member.member_no, loan.loan_no
+    # A neighbour's money and empty accounts are nothing of the leaver's.
+    neighbour = make_member(savings="700")
+    empty = make_member()
+    neighbour_id, empty_id = neighbour.id, empty.id
 
     leaving = exit_request(member_id=member_id, reason="moving abroad", actor=officer, today=TODAY)
     assert leaving.notice_ends_on == TODAY + timedelta(days=60)
@@ -287,8 +291,65 @@ def test_an_exit_offsets_the_loans_redeems_the_shares_and_owes_the_member_the_re
     owed = figures.owed
     assert owed > 0 and figures.blockers == []
     held = before.savings + before.share_capital + Decimal("2500")
-    settled = exit_settle(exit_id=leaving.id, actor=manager, today=TODAY + timedelta(days=60))
+    with pytest.raises(ExitError, match=f"^no exit {leaving.id + 1000}$"):
+        exit_settle(exit_id=leaving.id + 1000, actor=manager, today=TODAY + timedelta(days=60))
+    settled_on = TODAY + timedelta(days=60)
+    settled = exit_settle(exit_id=leaving.id, actor=manager, today=settled_on)
     assert settled.status == "settled" and settled.refund == held - owed
+    assert (settled.settled_by_id, settled.settled_on) == (manager.id, settled_on)
+    with pytest.raises(ExitError, match="^the exit is settled already$"):
+        exit_settle(exit_id=leaving.id, actor=manager, today=settled_on)
+    # The books of the settlement: each entry under its own key, by the manager, for the
+    # member. (Mutation testing, issue 23.)
+    entries = {
+        e.kind: e
+        for e in db.session.scalars(
+            select(JournalEntry).where(JournalEntry.value_date == settled_on)
+        )
+    }
+    assert {
+        kind: (e.idempotency_key, e.actor, e.member_id, e.description)
+        for kind, e in entries.items()
+    } == {
+        "exit_transfer": (
+            f"exit-transfer:{leaving.id}",
+            manager.email,
+            member_id,
+            f"Exit {member_no}: savings and shares brought together",
+        ),
+        "repayment": (
+            f"repay:EXIT{leaving.id}-{loan_no}",
+            f"staff:{manager.email}",  # as every repayment names a person
+            member_id,
+            f"Repayment {loan_no} EXIT{leaving.id}-{loan_no}",
+        ),
+        "exit_refund": (
+            f"exit-refund:{leaving.id}",
+            manager.email,
+            member_id,
+            f"Exit {member_no}: refund owed",
+        ),
+    }
+    assert member_balances(member_id=neighbour_id).savings == Decimal("700.00")
+    assert {
+        a.status for a in db.session.scalars(select(Account).where(Account.member_id == empty_id))
+    } == {"open"}
+    [audit] = db.session.scalars(select(AuditLog).where(AuditLog.action == "member_exit.settle"))
+    assert (audit.actor, audit.object_type, audit.object_id) == (
+        manager.email,
+        "member",
+        member_no,
+    )
+    assert audit.before == {"status": "active"}
+    assert audit.after == {"status": "exited", **settled.settlement}
+    assert settled.settlement == {
+        "deposits": str(figures.deposits),
+        "savings": str(figures.savings),
+        "shares": str(figures.shares),
+        "loans": [[loan_no, str(owed)]],
+        "owed": str(owed),
+        "refund": str(held - owed),
+    }
     assert db.session.get(Loan, loan_id).status == "closed"
     assert db.session.get(Member, member_id).status == "exited"
     money = db.session.scalars(
@@ -387,10 +448,17 @@ def test_an_exit_waits_while_the_member_guarantees_a_loan_or_owes_more_than_they
         loan_id=loan.id, guarantor_id=guarantor.id, amount=5000, actor="member:t", today=TODAY
     ).id
     guarantee_accept(guarantee_id=gid, guarantor_id=guarantor.id, via="sms", today=TODAY)
+    # An application of their own in progress too: every reason is said, one after another.
+    applied = loan_apply(member_id=guarantor.id, product_id=secured.id, amount=1000, as_of=TODAY)
     leaving = exit_request(member_id=guarantor.id, reason="retiring", actor=officer, today=TODAY)
     later = TODAY + timedelta(days=90)
-    with pytest.raises(ExitError, match=r"guarantees loan .*: release or replace the guarantee"):
+    with pytest.raises(ExitError) as waits:
         exit_settle(exit_id=leaving.id, actor=manager, today=later)
+    assert str(waits.value).startswith(
+        f"not yet: loan application {applied.loan_no or applied.id} is {applied.status}: "
+        "withdraw or finish it first; guarantees loan "
+    )
+    assert str(waits.value).endswith(": release or replace the guarantee first")
     assert db.session.get(MemberExit, leaving.id).status == "notice"
     assert db.session.get(Member, guarantor.id).status == "active"
     exit_cancel(exit_id=leaving.id, actor=officer)
@@ -513,6 +581,70 @@ def test_a_deposit_arriving_during_a_settlement_is_refused_not_lost_in_a_closed_
     assert "closed" in payer.outcome()
     assert member_balances(member_id=member_id).savings == Decimal("0.00")
     assert -_gl("GL-REFUNDS-PAYABLE") == Decimal("3000.00")
+
+
+def test_money_reaching_an_account_mid_settlement_refuses_it_and_changes_nothing(
+    app: Flask, pg: None
+) -> None:
+    """A posting that takes no member lock (here a deposit entry of its own, held open on
+    the deposits' row) lands after the settlement read the balances: the account is not
+    empty when the settlement closes it, so the whole settlement is refused and rolled
+    back, the loan's repayment with it. Settled again, the money is counted. (Mutation
+    testing, issue 23.)"""
+    officer, manager = _staff("loan_officer"), _staff("branch_manager")
+    member = make_borrower(savings=10000)
+    loan = make_loan(product=make_product("V1"), amount=2000, on=date(2026, 1, 10), member=member)
+    member_id, loan_id, manager_id = member.id, loan.id, manager.id
+    deposits_id = member_account(member, "savings").id
+    owed = loan_debt(loan_id=loan_id).total
+    leaving_id = exit_request(member_id=member_id, reason="leaving", actor=officer, today=TODAY).id
+    db.session.remove()
+    posted, release = threading.Event(), threading.Event()
+
+    def deposit() -> None:
+        journal_post(
+            kind="deposit",
+            lines=[
+                debit(gl_account("GL-MPESA-CLEARING"), Decimal("500")),
+                credit(db.session.get(Account, deposits_id), Decimal("500")),
+            ],
+            value_date=SETTLED_ON,
+            idempotency_key="deposit:MIDEXIT",
+        )
+        posted.set()
+        release.wait(20)
+        db.session.commit()
+
+    def settle() -> str:
+        staff_user = db.session.get(StaffUser, manager_id)
+        try:
+            exit_settle(exit_id=leaving_id, actor=staff_user, today=SETTLED_ON)
+        except ExitError as exc:
+            return str(exc)
+        return "settled"
+
+    payer = Worker(app, deposit)
+    payer.start()
+    assert posted.wait(20)
+    settling = Worker(app, settle)
+    settling.start()
+    wait_until_blocked(1)  # the settlement waits on the deposits' row
+    release.set()
+    payer.outcome()
+    refused = settling.outcome()
+
+    code = db.session.get(Account, deposits_id).code
+    assert refused == f"money reached {code} during the settlement: settle again"
+    assert db.session.get(MemberExit, leaving_id).status == "notice"
+    assert db.session.get(Member, member_id).status == "active"
+    assert loan_debt(loan_id=loan_id).total == owed  # the repayment went back too
+    assert member_balances(member_id=member_id).savings == Decimal("10500.00")
+    assert _gl("GL-REFUNDS-PAYABLE") == Decimal("0.00")
+
+    again = exit_settle(
+        exit_id=leaving_id, actor=db.session.get(StaffUser, manager_id), today=SETTLED_ON
+    )
+    assert again.refund == Decimal("10500.00") - owed
 
 
 def test_an_exit_waits_for_a_branch_withdrawal_held_for_approval(app: Flask) -> None:
