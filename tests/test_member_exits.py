@@ -15,13 +15,16 @@ from app.extensions import db
 from app.models import (
     Account,
     AuditLog,
+    FixedDeposit,
     JournalEntry,
     Loan,
     Member,
     MemberExit,
+    SavingsTarget,
     ShareTransfer,
     SmsMessage,
     StaffUser,
+    StandingOrder,
 )
 from app.selectors.loans import loan_debt, loan_eligibility
 from app.selectors.members import member_balances
@@ -39,6 +42,7 @@ from app.services.savings.exits import (
     exit_request,
     exit_settle,
 )
+from app.services.savings.fixed import fixed_deposit_open, target_set
 from app.services.savings.shares import (
     ShareTransferError,
     share_transfer_decide,
@@ -72,6 +76,17 @@ def _save(member: Member, amount: str) -> None:
         member_id=member.id,
     )
     db.session.commit()
+
+
+def _standing_order(member: Member) -> int:
+    return standing_order_create(
+        member_id=member.id,
+        target="deposits",
+        amount="100",
+        day_of_month=3,
+        actor="x",
+        starts_on=date(2026, 1, 1),
+    ).id
 
 
 def _gl(code: str) -> Decimal:
@@ -257,14 +272,7 @@ def test_an_exit_offsets_the_loans_redeems_the_shares_and_owes_the_member_the_re
         member_id=member.id, amount="1000", reference="SH1", value_date=date(2026, 1, 11)
     )
     _save(member, "2500")
-    standing_order_create(
-        member_id=member.id,
-        target="deposits",
-        amount="100",
-        day_of_month=3,
-        actor="x",
-        starts_on=date(2026, 1, 1),
-    )
+    _standing_order(member)
     before = member_balances(member_id=member.id)
     member_id, loan_id, member_no, loan_no = member.id, loan.id, member.member_no, loan.loan_no
     # A neighbour's money and empty accounts are nothing of the leaver's.
@@ -434,6 +442,47 @@ def test_an_exit_with_nothing_to_refund_is_paid_without_an_entry(app: Flask) -> 
         )
         == 0
     )
+
+
+def test_leaving_ends_every_term_the_member_holds_and_no_one_elses(app: Flask) -> None:
+    """A fixed deposit is broken, a savings target released and a standing order cancelled,
+    on the day of the settlement; another member's stay as they were. (Mutation testing,
+    issue 23.)"""
+    manager = _staff("branch_manager")
+    leaver, stayer = make_member(), make_member()
+    leaver_id, stayer_id = leaver.id, stayer.id
+    terms = {}
+    for member in (leaver, stayer):
+        _save(member, "20000")
+        deposit = fixed_deposit_open(member_id=member.id, amount="5000", actor="x", today=TODAY)
+        target = target_set(
+            member_id=member.id, name="School fees", goal_amount="3000", actor="x", today=TODAY
+        )
+        order = _standing_order(member)
+        terms[member.id] = (deposit.id, target.id, order)
+    leaving = exit_request(member_id=leaver_id, reason="leaving", actor=manager, today=TODAY)
+    day = TODAY + timedelta(days=60)
+
+    settled = exit_settle(exit_id=leaving.id, actor=manager, today=day)
+
+    def state(member_id: int) -> tuple[object, ...]:
+        deposit_id, target_id, order_id = terms[member_id]
+        deposit = db.session.get(FixedDeposit, deposit_id)
+        target = db.session.get(SavingsTarget, target_id)
+        order = db.session.get(StandingOrder, order_id)
+        return (
+            (deposit.status, deposit.closed_on),
+            (target.status, target.released_on),
+            (order.status, order.cancelled_by, order.cancelled_at is not None),
+        )
+
+    assert state(leaver_id) == (
+        ("broken", day),
+        ("released", day),
+        ("cancelled", manager.email, True),
+    )
+    assert state(stayer_id) == (("active", None), ("active", None), ("active", None, False))
+    assert settled.refund == Decimal("20000.00")  # the deposit came back with the savings
 
 
 def test_an_exit_waits_while_the_member_guarantees_a_loan_or_owes_more_than_they_hold(
