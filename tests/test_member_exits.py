@@ -381,9 +381,11 @@ def test_an_exit_offsets_the_loans_redeems_the_shares_and_owes_the_member_the_re
 
 
 def _settled(manager: StaffUser, savings: str) -> tuple[int, int, date]:
-    """A member with `savings` and nothing else, whose exit `manager` settled: (member,
-    exit, the day)."""
-    member = make_member(savings=savings)
+    """A member with `savings` in ordinary savings and nothing else, whose exit `manager`
+    settled: (member, exit, the day). A shilling is brought into the deposits as any sum."""
+    member = make_member()
+    if Decimal(savings) > 0:
+        _save(member, savings)
     leaving = exit_request(member_id=member.id, reason="leaving", actor=manager, today=TODAY)
     day = TODAY + timedelta(days=60)
     settled = exit_settle(exit_id=leaving.id, actor=manager, today=day)
