@@ -51,7 +51,7 @@ from app.services.savings.shares import (
 from app.services.savings.standing_orders import standing_order_create
 from app.services.staff import staff_add
 from tests.factories import make_member
-from tests.helpers import PASSWORD, Worker, staff, wait_until_blocked
+from tests.helpers import PASSWORD, Worker, holder_then_waiter, staff, wait_until_blocked
 from tests.loan_factories import make_borrower, make_loan, make_product
 
 TODAY = date(2026, 6, 1)
@@ -543,6 +543,17 @@ def _exit_due(officer: StaffUser) -> tuple[int, str, int]:
 SETTLED_ON = TODAY + timedelta(days=61)
 
 
+def _settle_as(manager_id: int, exit_id: int) -> tuple[str, Decimal | None]:
+    """A settlement in a thread of its own: ("settled", the refund), or the refusal's
+    words and None."""
+    try:
+        manager = db.session.get(StaffUser, manager_id)
+        settled = exit_settle(exit_id=exit_id, actor=manager, today=SETTLED_ON)
+    except ExitError as exc:
+        return str(exc), None
+    return settled.status, settled.refund
+
+
 def test_a_deposit_in_flight_when_the_settlement_starts_is_counted_in_the_refund(
     app: Flask, pg: None
 ) -> None:
@@ -565,19 +576,10 @@ def test_a_deposit_in_flight_when_the_settlement_starts_is_counted_in_the_refund
         release.wait(20)
         db.session.commit()
 
-    def settle() -> Decimal | None:
-        staff_user = db.session.get(StaffUser, manager_id)
-        return exit_settle(exit_id=leaving_id, actor=staff_user, today=SETTLED_ON).refund
-
-    payer = Worker(app, pay)
-    payer.start()
-    assert paid.wait(20)
-    settling = Worker(app, settle)
-    settling.start()
-    wait_until_blocked(1)
+    payer, settling = holder_then_waiter(app, pay, paid, lambda: _settle_as(manager_id, leaving_id))
     release.set()
     payer.outcome()
-    assert settling.outcome() == Decimal("3500.00")
+    assert settling.outcome() == ("settled", Decimal("3500.00"))
     assert member_balances(member_id=member_id).savings == Decimal("0.00")
     assert -_gl("GL-REFUNDS-PAYABLE") == Decimal("3500.00")
 
@@ -606,10 +608,6 @@ def test_a_deposit_arriving_during_a_settlement_is_refused_not_lost_in_a_closed_
         release.wait(20)
         db.session.commit()
 
-    def settle() -> str:
-        staff_user = db.session.get(StaffUser, manager_id)
-        return exit_settle(exit_id=leaving_id, actor=staff_user, today=SETTLED_ON).status
-
     def pay() -> str:
         try:
             member_deposit(member_id=member_id, amount="500", reference="LATE2", value_date=TODAY)
@@ -620,7 +618,7 @@ def test_a_deposit_arriving_during_a_settlement_is_refused_not_lost_in_a_closed_
     holder = Worker(app, hold)
     holder.start()
     assert locked.wait(20)
-    settling = Worker(app, settle)
+    settling = Worker(app, lambda: _settle_as(manager_id, leaving_id))
     settling.start()
     wait_until_blocked(1)
     payer = Worker(app, pay)
@@ -628,7 +626,7 @@ def test_a_deposit_arriving_during_a_settlement_is_refused_not_lost_in_a_closed_
     wait_until_blocked(2)
     release.set()
     holder.outcome()
-    assert settling.outcome() == "settled"
+    assert settling.outcome() == ("settled", Decimal("3000.00"))
     assert "closed" in payer.outcome()
     assert member_balances(member_id=member_id).savings == Decimal("0.00")
     assert -_gl("GL-REFUNDS-PAYABLE") == Decimal("3000.00")
@@ -666,26 +664,16 @@ def test_money_reaching_an_account_mid_settlement_refuses_it_and_changes_nothing
         release.wait(20)
         db.session.commit()
 
-    def settle() -> str:
-        staff_user = db.session.get(StaffUser, manager_id)
-        try:
-            exit_settle(exit_id=leaving_id, actor=staff_user, today=SETTLED_ON)
-        except ExitError as exc:
-            return str(exc)
-        return "settled"
-
-    payer = Worker(app, deposit)
-    payer.start()
-    assert posted.wait(20)
-    settling = Worker(app, settle)
-    settling.start()
-    wait_until_blocked(1)  # the settlement waits on the deposits' row
+    # The settlement waits on the deposits' row.
+    payer, settling = holder_then_waiter(
+        app, deposit, posted, lambda: _settle_as(manager_id, leaving_id)
+    )
     release.set()
     payer.outcome()
-    refused = settling.outcome()
+    refused, refund = settling.outcome()
 
     code = db.session.get(Account, deposits_id).code
-    assert refused == f"money reached {code} during the settlement: settle again"
+    assert (refused, refund) == (f"money reached {code} during the settlement: settle again", None)
     assert db.session.get(MemberExit, leaving_id).status == "notice"
     assert db.session.get(Member, member_id).status == "active"
     assert loan_debt(loan_id=loan_id).total == owed  # the repayment went back too

@@ -413,14 +413,7 @@ def test_a_payday_order_prompts_the_phone_once_on_its_day_and_the_payment_lands_
 def test_an_order_set_after_its_day_first_runs_next_month(app: Flask) -> None:
     member = make_member()
     _save(member, "5000")
-    order = standing_order_create(
-        member_id=member.id,
-        target="deposits",
-        amount="1000",
-        day_of_month=1,
-        actor="x",
-        starts_on=date(2026, 3, 20),
-    ).id
+    order = _order(member, day_of_month=1, starts_on=date(2026, 3, 20))
     assert order not in standing_orders_due(date(2026, 3, 20))
     assert standing_order_execute(order, as_of=date(2026, 3, 20)) is None
     run_job("standing-orders", date(2026, 3, 31))
