@@ -42,7 +42,12 @@ from app.services.savings.exits import (
     exit_request,
     exit_settle,
 )
-from app.services.savings.fixed import fixed_deposit_open, target_set
+from app.services.savings.fixed import (
+    fixed_deposit_break,
+    fixed_deposit_open,
+    target_release,
+    target_set,
+)
 from app.services.savings.shares import (
     ShareTransferError,
     share_transfer_decide,
@@ -453,17 +458,27 @@ def test_leaving_ends_every_term_the_member_holds_and_no_one_elses(app: Flask) -
     manager = _staff("branch_manager")
     leaver, stayer = make_member(), make_member()
     leaver_id, stayer_id = leaver.id, stayer.id
-    terms = {}
     for member in (leaver, stayer):
         _save(member, "20000")
-        deposit = fixed_deposit_open(member_id=member.id, amount="5000", actor="x", today=TODAY)
+    # Terms the leaver ended before: they keep the day they ended.
+    ended_on = TODAY + timedelta(days=1)
+    broken = fixed_deposit_open(member_id=leaver_id, amount="1000", actor="x", today=TODAY).id
+    fixed_deposit_break(deposit_id=broken, actor="x", today=ended_on)
+    released = target_set(
+        member_id=leaver_id, name="Holiday", unlock_on=ended_on, actor="x", today=TODAY
+    ).id
+    target_release(target_id=released, actor="x", today=ended_on)
+    terms = {}
+    for member_id in (leaver_id, stayer_id):
+        deposit = fixed_deposit_open(member_id=member_id, amount="5000", actor="x", today=ended_on)
         target = target_set(
-            member_id=member.id, name="School fees", goal_amount="3000", actor="x", today=TODAY
+            member_id=member_id, name="School fees", goal_amount="3000", actor="x", today=ended_on
         )
-        order = _standing_order(member)
-        terms[member.id] = (deposit.id, target.id, order)
+        order = _standing_order(db.session.get(Member, member_id))
+        terms[member_id] = (deposit.id, target.id, order)
     leaving = exit_request(member_id=leaver_id, reason="leaving", actor=manager, today=TODAY)
     day = TODAY + timedelta(days=60)
+    held = exit_figures(leaver_id)
 
     settled = exit_settle(exit_id=leaving.id, actor=manager, today=day)
 
@@ -484,7 +499,12 @@ def test_leaving_ends_every_term_the_member_holds_and_no_one_elses(app: Flask) -
         ("cancelled", manager.email, True),
     )
     assert state(stayer_id) == (("active", None), ("active", None), ("active", None, False))
-    assert settled.refund == Decimal("20000.00")  # the deposit came back with the savings
+    old_deposit = db.session.get(FixedDeposit, broken)
+    old_target = db.session.get(SavingsTarget, released)
+    assert (old_deposit.status, old_deposit.closed_on) == ("broken", ended_on)
+    assert (old_target.status, old_target.released_on) == ("released", ended_on)
+    # The deposit came back with the savings.
+    assert held.savings > Decimal("15000") and settled.refund == held.refund
 
 
 def test_an_exit_waits_while_the_member_guarantees_a_loan_or_owes_more_than_they_hold(
