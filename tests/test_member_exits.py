@@ -30,7 +30,7 @@ from app.selectors.loans import loan_debt, loan_eligibility
 from app.selectors.members import member_balances
 from app.services.guarantees import guarantee_accept, guarantee_request
 from app.services.ledger import credit, debit, gl_account, journal_post, member_account
-from app.services.loans import loan_apply
+from app.services.loans import loan_apply, loan_repay, loan_write_off
 from app.services.members import member_buy_shares
 from app.services.permissions import PermissionDenied
 from app.services.savings import account_product, member_product_account
@@ -58,6 +58,7 @@ from app.services.staff import staff_add
 from tests.factories import make_member
 from tests.helpers import PASSWORD, Worker, holder_then_waiter, staff, wait_until_blocked
 from tests.loan_factories import make_borrower, make_loan, make_product
+from workers.schedule import run_job
 
 TODAY = date(2026, 6, 1)
 
@@ -69,15 +70,15 @@ def _staff(role: str) -> StaffUser:
     return found
 
 
-def _save(member: Member, amount: str) -> None:
+def _save(member: Member, amount: str, product: str = "ORD") -> None:
     journal_post(
         kind="deposit",
         lines=[
             debit(gl_account("GL-MPESA-CLEARING"), Decimal(amount)),
-            credit(member_product_account(member, account_product("ORD")), Decimal(amount)),
+            credit(member_product_account(member, account_product(product)), Decimal(amount)),
         ],
         value_date=date(2026, 1, 5),
-        idempotency_key=f"deposit:ORD-{member.id}",
+        idempotency_key=f"deposit:{product}-{member.id}",
         member_id=member.id,
     )
     db.session.commit()
@@ -476,9 +477,13 @@ def test_leaving_ends_every_term_the_member_holds_and_no_one_elses(app: Flask) -
         )
         order = _standing_order(db.session.get(Member, member_id))
         terms[member_id] = (deposit.id, target.id, order)
+    _save(db.session.get(Member, leaver_id), "700", product="TGT")  # saved towards the target
     leaving = exit_request(member_id=leaver_id, reason="leaving", actor=manager, today=TODAY)
     day = TODAY + timedelta(days=60)
     held = exit_figures(leaver_id)
+    ordinary = member_product_account(
+        db.session.get(Member, leaver_id), account_product("ORD")
+    ).display_balance
 
     settled = exit_settle(exit_id=leaving.id, actor=manager, today=day)
 
@@ -503,8 +508,112 @@ def test_leaving_ends_every_term_the_member_holds_and_no_one_elses(app: Flask) -
     old_target = db.session.get(SavingsTarget, released)
     assert (old_deposit.status, old_deposit.closed_on) == ("broken", ended_on)
     assert (old_target.status, old_target.released_on) == ("released", ended_on)
-    # The deposit came back with the savings.
-    assert held.savings > Decimal("15000") and settled.refund == held.refund
+    # The deposit and the target's money come back with the savings.
+    assert held.savings == ordinary + Decimal("5000") + Decimal("700")
+    assert settled.refund == held.refund
+
+
+def test_an_exit_counts_every_loan_and_what_a_write_off_still_owes(app: Flask) -> None:
+    """A written-off loan owes what its recoveries have not covered, to the shilling; one
+    recovered in full owes nothing; every loan adds to what is owed, and the settlement
+    recovers it. (Mutation testing, issue 23.)"""
+    manager = _staff("branch_manager")
+    member = make_borrower(savings=30000)
+    member_id = member.id
+    loans = []
+    for code, amount in (("W1", 3000), ("W2", 2000), ("W3", 1000)):
+        product = make_product("V1", code=code, default_threshold_days=30)
+        loans.append(
+            make_loan(
+                product=product,
+                amount=amount,
+                on=date(2026, 1, 1),
+                member=db.session.get(Member, member_id),
+            ).id
+        )
+    manager_id = manager.id
+    run_job("loan-arrears", date(2026, 4, 1))  # in default; the run ends the session
+    manager = db.session.get(StaffUser, manager_id)
+    for loan_id in loans:
+        loan_write_off(loan_id=loan_id, staff=manager, reason="no contact", value_date=TODAY)
+    # Recovered all but a shilling, all but KES 2.50, and in full.
+    for n, (loan_id, left) in enumerate(zip(loans, ("1", "2.50", "0"), strict=True)):
+        written = db.session.get(Loan, loan_id).written_off_amount
+        loan_repay(
+            loan_id=loan_id, amount=written - Decimal(left), reference=f"REC{n}", value_date=TODAY
+        )
+
+    figures = exit_figures(member_id)
+
+    assert [(loan_id, debt) for loan_id, _, debt in figures.loans] == [
+        (loans[0], Decimal("1.00")),
+        (loans[1], Decimal("2.50")),
+    ]
+    assert (figures.owed, figures.blockers) == (Decimal("3.50"), [])
+    leaving = exit_request(member_id=member_id, reason="leaving", actor=manager, today=TODAY)
+    settled = exit_settle(exit_id=leaving.id, actor=manager, today=TODAY + timedelta(days=60))
+    assert settled.refund == figures.held - Decimal("3.50")
+    for loan_id in loans:
+        loan = db.session.get(Loan, loan_id)
+        assert loan.recovered_amount == loan.written_off_amount
+
+
+def test_an_exit_waits_for_what_of_the_members_own_is_still_moving(app: Flask) -> None:
+    """A guarantee request they have not answered, a withdrawal at the branch held for
+    approval, an M-PESA prompt or payout on its way: each of the member's own keeps the
+    settlement waiting, in words; another member's keeps nobody else waiting. (Mutation
+    testing, issue 23.)"""
+    from app.services.payments.stk import payments_request_deposit_stk
+    from app.services.savings.branch import branch_withdrawal_record
+    from app.services.savings.withdrawals import withdrawal_request
+
+    officer = _staff("loan_officer")
+    asked, at_branch, prompted, paid_out, bystander = (
+        make_borrower(savings=20000) for _ in range(5)
+    )
+    secured = make_product("V1", code="SEC", min_guarantors=1, guarantee_cover=Decimal("100"))
+    applicant = make_borrower(savings=10000)
+    loan = loan_apply(member_id=applicant.id, product_id=secured.id, amount=25000, as_of=TODAY)
+    guarantee_request(
+        loan_id=loan.id, guarantor_id=asked.id, amount=5000, actor="member:t", today=TODAY
+    )
+    for member in (at_branch, paid_out):
+        _save(member, "90000")
+    branch_withdrawal_record(
+        member_id=at_branch.id,
+        account_id=member_product_account(at_branch, account_product("ORD")).id,
+        amount="60000",
+        method="cash",
+        reference="V-8",
+        staff=officer,
+        today=TODAY,
+    )
+    payments_request_deposit_stk(
+        member_id=prompted.id, account_id=member_account(prompted, "savings").id, amount=300
+    )
+    withdrawal_request(
+        member_id=paid_out.id,
+        account_id=member_product_account(paid_out, account_product("ORD")).id,
+        amount="1000",
+    )
+    in_flight = "an M-PESA payment of theirs is on its way: wait for its result"
+
+    assert {
+        name: exit_figures(member.id).blockers
+        for name, member in (
+            ("asked", asked),
+            ("at_branch", at_branch),
+            ("prompted", prompted),
+            ("paid_out", paid_out),
+            ("bystander", bystander),
+        )
+    } == {
+        "asked": ["a guarantee request waits for the member's answer: decline it"],
+        "at_branch": ["a withdrawal at the branch waits for approval: decide it first"],
+        "prompted": [in_flight],
+        "paid_out": [in_flight],
+        "bystander": [],
+    }
 
 
 def test_an_exit_waits_while_the_member_guarantees_a_loan_or_owes_more_than_they_hold(
@@ -550,7 +659,10 @@ def test_an_exit_waits_while_the_member_guarantees_a_loan_or_owes_more_than_they
     )
     share_transfer_decide(transfer_id=transfer.id, staff=manager, approve=True)
     leaving = exit_request(member_id=debtor_id, reason="leaving", actor=officer, today=TODAY)
-    with pytest.raises(ExitError, match=r"owes KES [\d,.]+ more than their deposits"):
+    with pytest.raises(
+        ExitError,
+        match=r"owes KES [\d,.]+ more than their deposits, savings and shares: collect it first$",
+    ):
         exit_settle(exit_id=leaving.id, actor=manager, today=later)
 
 
