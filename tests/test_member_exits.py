@@ -30,7 +30,13 @@ from app.selectors.loans import loan_debt, loan_eligibility
 from app.selectors.members import member_balances
 from app.services.guarantees import guarantee_accept, guarantee_request
 from app.services.ledger import credit, debit, gl_account, journal_post, member_account
-from app.services.loans import loan_apply, loan_repay, loan_write_off
+from app.services.loans import (
+    loan_apply,
+    loan_approve,
+    loan_disburse,
+    loan_repay,
+    loan_write_off,
+)
 from app.services.members import member_buy_shares
 from app.services.permissions import PermissionDenied
 from app.services.savings import account_product, member_product_account
@@ -556,6 +562,44 @@ def test_an_exit_counts_every_loan_and_what_a_write_off_still_owes(app: Flask) -
     for loan_id in loans:
         loan = db.session.get(Loan, loan_id)
         assert loan.recovered_amount == loan.written_off_amount
+
+
+def test_a_guarantee_holding_a_shilling_keeps_the_exit_waiting_and_an_application_too(
+    app: Flask,
+) -> None:
+    """The guarantor's pledge holds its share of the principal still owed: KES 1.00 of it
+    is still a pledge to release first. An application in progress is said, and the
+    loans after it are still counted. (Mutation testing, issue 23.)"""
+    manager = _staff("branch_manager")
+    secured = make_product("V1", code="SEC", min_guarantors=1, guarantee_cover=Decimal("20"))
+    borrower, guarantor = make_borrower(savings=10000), make_borrower(savings=20000)
+    loan = loan_apply(member_id=borrower.id, product_id=secured.id, amount=25000, as_of=TODAY)
+    gid = guarantee_request(
+        loan_id=loan.id, guarantor_id=guarantor.id, amount=5000, actor="member:t", today=TODAY
+    ).id
+    guarantee_accept(guarantee_id=gid, guarantor_id=guarantor.id, via="sms", today=TODAY)
+    loan_approve(loan_id=loan.id, staff=manager)
+    loan_disburse(loan_id=loan.id, reference="B2CEXIT1", value_date=TODAY)
+    # Everything but KES 5 of the last installment's principal: 5,000 x 5 / 25,000 = 1.00.
+    loan_repay(
+        loan_id=loan.id,
+        amount=loan_debt(loan_id=loan.id).total - 5,
+        reference="ALMOST",
+        value_date=TODAY,
+    )
+    loan_no, borrower_name = loan.loan_no, borrower.name
+    # The guarantor's own application, then a loan of theirs paid out after it.
+    applied = loan_apply(member_id=guarantor.id, product_id=secured.id, amount=1000, as_of=TODAY)
+    own = make_loan(product=make_product("V1", code="OWN"), amount=2000, on=TODAY, member=guarantor)
+
+    figures = exit_figures(guarantor.id)
+
+    assert figures.blockers == [
+        f"loan application {applied.loan_no} is {applied.status}: withdraw or finish it first",
+        f"guarantees loan {loan_no} of {borrower_name} (KES 1.00 held): release or replace "
+        "the guarantee first",
+    ]
+    assert figures.owed == loan_debt(loan_id=own.id).total > 0
 
 
 def test_an_exit_waits_for_what_of_the_members_own_is_still_moving(app: Flask) -> None:
