@@ -405,6 +405,35 @@ def _settled(manager: StaffUser, savings: str) -> tuple[int, int, date]:
     return member.id, leaving.id, day
 
 
+def test_a_notice_is_recorded_and_refused_in_words_for_no_member_or_one_gone(
+    app: Flask,
+) -> None:
+    """Another member's notice, or the member's own cancelled one, does not stop a notice.
+    (Mutation testing, issue 23.)"""
+    officer = _staff("loan_officer")
+    with pytest.raises(ExitError, match="^no member 999999$"):
+        exit_request(member_id=999999, reason="x", actor=officer, today=TODAY)
+    member, other = make_member(), make_member()
+    member_id, member_no = member.id, member.member_no
+    exit_request(member_id=other.id, reason="moving", actor=officer, today=TODAY)
+    first = exit_request(member_id=member_id, reason="moving", actor=officer, today=TODAY)
+    exit_cancel(exit_id=first.id, actor=officer)
+
+    notice = exit_request(member_id=member_id, reason="  retiring ", actor=officer, today=TODAY)
+
+    audit = db.session.scalars(
+        select(AuditLog)
+        .where(AuditLog.action == "member_exit.request", AuditLog.object_id == member_no)
+        .order_by(AuditLog.id.desc())
+    ).first()
+    assert (audit.actor, audit.object_type, audit.note) == (officer.email, "member", "retiring")
+    assert audit.after == {"exit": notice.id, "notice_ends_on": "2026-07-31"}
+    gone, _, _ = _settled(_staff("branch_manager"), "0")
+    gone_no = db.session.get(Member, gone).member_no
+    with pytest.raises(ExitError, match=f"^{gone_no} has left already$"):
+        exit_request(member_id=gone, reason="again", actor=officer, today=TODAY)
+
+
 def test_a_payout_records_who_paid_how_and_the_reference_in_the_books_and_the_audit(
     app: Flask,
 ) -> None:

@@ -669,3 +669,92 @@ def test_a_chunk_locks_only_its_own_members(app: Flask, pg: None) -> None:
         job.start()
         assert job.outcome(timeout=60) == 0  # did not wait for the bystander's lock
     assert db.session.scalar(select(func.count(StandingOrderRun.id))) == 2
+
+
+def test_an_order_set_is_recorded_and_each_refusal_says_why_in_words(app: Flask) -> None:
+    """(Mutation testing, issue 23.)"""
+    from datetime import timedelta
+
+    from app.services.loans import loan_repay
+    from app.services.savings.exits import exit_request, exit_settle
+    from tests.loan_factories import make_borrower, make_staff
+
+    member, other, gone = make_borrower(savings=5000), make_member(), make_member()
+    member_id, member_no = member.id, member.member_no
+    # Another member's five orders, and this member's cancelled one, leave room for more.
+    for day in range(1, MAX_ACTIVE_ORDERS + 1):
+        _order(other, target="shares", amount="100", day_of_month=day)
+    standing_order_cancel(order_id=_order(member), actor="x")
+    # An order may end the day it starts.
+    order = standing_order_create(
+        member_id=member_id,
+        target="shares",
+        amount="250.5",
+        day_of_month=7,
+        actor="officer@x",
+        starts_on=START,
+        ends_on=START,
+        partial=False,
+    ).id
+
+    stored = db.session.get(StandingOrder, order)
+    assert (stored.channel, stored.source, stored.ends_on) == ("console", "savings", START)
+    [audit] = db.session.scalars(
+        select(AuditLog).where(
+            AuditLog.action == "standing_order.create", AuditLog.actor == "officer@x"
+        )
+    )
+    assert (audit.object_type, audit.object_id) == ("member", member_no)
+    assert audit.after == {
+        "order": order,
+        "target": "shares",
+        "loan_id": None,
+        "amount": "250.50",
+        "day": 7,
+        "partial": False,
+        "source": "savings",
+    }
+
+    manager = make_staff()
+    leaving = exit_request(member_id=gone.id, reason="leaving", actor=manager, today=START)
+    exit_settle(exit_id=leaving.id, actor=manager, today=START + timedelta(days=60))
+    theirs = make_loan(product=make_product("V1"), amount=3000, on=date(2026, 1, 10))
+    repaid = make_loan(
+        product=make_product("V1", code="V2"),
+        amount=3000,
+        on=date(2026, 1, 10),
+        member=db.session.get(Member, member_id),
+    )
+    loan_repay(
+        loan_id=repaid.id,
+        amount=loan_debt(loan_id=repaid.id).total,
+        reference="ALLPAID",
+        value_date=date(2026, 1, 20),
+    )
+    cases = [
+        (dict(source="cheque"), "a standing order is paid from savings or by M-PESA"),
+        (dict(target="savings"), "an order from savings pays a loan, deposits or shares"),
+        (dict(source="mpesa", target="loan"), "a payday prompt pays deposits, shares or savings"),
+        (dict(day_of_month=0), "the day must be 1 to 28, a day every month has"),
+        (dict(member_id=999999), "no member 999999"),
+        (dict(member_id=gone.id), f"member {gone.member_no} is exited"),
+        (dict(target="loan", loan_id=theirs.id), "choose one of the member's own loans"),
+        (
+            dict(target="loan", loan_id=repaid.id),
+            f"loan {repaid.loan_no} is closed: nothing to pay",
+        ),
+        (dict(ends_on=date(2025, 12, 31)), "the order would end before it starts"),
+        (dict(source_product="FIX"), "Fixed deposit is not a savings account to pay from"),
+    ]
+    for changed, words in cases:
+        terms = dict(
+            member_id=member_id,
+            target="deposits",
+            amount="100",
+            day_of_month=3,
+            actor="x",
+            starts_on=START,
+        )
+        with pytest.raises(StandingOrderError) as refused:
+            standing_order_create(**{**terms, **changed})  # type: ignore[arg-type]
+        assert str(refused.value) == words
