@@ -59,7 +59,7 @@ from app.services.savings.shares import (
     share_transfer_decide,
     share_transfer_request,
 )
-from app.services.savings.standing_orders import standing_order_create
+from app.services.savings.standing_orders import standing_order_cancel, standing_order_create
 from app.services.staff import staff_add
 from tests.factories import make_member
 from tests.helpers import PASSWORD, Worker, holder_then_waiter, staff, wait_until_blocked
@@ -513,6 +513,8 @@ def test_leaving_ends_every_term_the_member_holds_and_no_one_elses(app: Flask) -
         order = _standing_order(db.session.get(Member, member_id))
         terms[member_id] = (deposit.id, target.id, order)
     _save(db.session.get(Member, leaver_id), "700", product="TGT")  # saved towards the target
+    stopped = _standing_order(db.session.get(Member, leaver_id))
+    standing_order_cancel(order_id=stopped, actor="member:ussd")
     leaving = exit_request(member_id=leaver_id, reason="leaving", actor=manager, today=TODAY)
     day = TODAY + timedelta(days=60)
     held = exit_figures(leaver_id)
@@ -543,6 +545,7 @@ def test_leaving_ends_every_term_the_member_holds_and_no_one_elses(app: Flask) -
     old_target = db.session.get(SavingsTarget, released)
     assert (old_deposit.status, old_deposit.closed_on) == ("broken", ended_on)
     assert (old_target.status, old_target.released_on) == ("released", ended_on)
+    assert db.session.get(StandingOrder, stopped).cancelled_by == "member:ussd"
     # The deposit and the target's money come back with the savings.
     assert held.savings == ordinary + Decimal("5000") + Decimal("700")
     assert settled.refund == held.refund
