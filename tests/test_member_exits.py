@@ -380,8 +380,12 @@ def test_an_exit_offsets_the_loans_redeems_the_shares_and_owes_the_member_the_re
     ).all()
     assert {(a.status, a.balance) for a in money} == {("closed", Decimal("0.00"))}
     assert -_gl("GL-REFUNDS-PAYABLE") == held - owed
-    body = db.session.scalar(select(SmsMessage.body).where(SmsMessage.template == "exit_settled"))
-    assert f"Refund due to you: KES {held - owed:,.2f}" in body
+    [sms] = db.session.scalars(select(SmsMessage).where(SmsMessage.template == "exit_settled"))
+    assert (sms.member_id, sms.idempotency_key) == (member_id, f"exit-settled:{leaving.id}")
+    assert sms.body == (
+        f"Your SACCO membership has ended. Loans paid from your money: KES {owed:,.2f}. "
+        f"Refund due to you: KES {held - owed:,.2f}. Thank you for saving with us."
+    )
 
     with pytest.raises(ExitError, match="by bank or cash"):
         exit_pay(exit_id=leaving.id, actor=manager, method="mpesa", reference="X", today=TODAY)

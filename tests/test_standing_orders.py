@@ -681,10 +681,14 @@ def test_an_order_set_is_recorded_and_each_refusal_says_why_in_words(app: Flask)
 
     member, other, gone = make_borrower(savings=5000), make_member(), make_member()
     member_id, member_no = member.id, member.member_no
-    # Another member's five orders, and this member's cancelled one, leave room for more.
-    for day in range(1, MAX_ACTIVE_ORDERS + 1):
+    # Another member's five orders leave this member room; a cancelled one leaves its
+    # member room for another.
+    others = [
         _order(other, target="shares", amount="100", day_of_month=day)
-    standing_order_cancel(order_id=_order(member), actor="x")
+        for day in range(1, MAX_ACTIVE_ORDERS + 1)
+    ]
+    standing_order_cancel(order_id=others[0], actor="x")
+    _order(other, target="shares", amount="100", day_of_month=9)
     # An order may end the day it starts.
     order = standing_order_create(
         member_id=member_id,
