@@ -97,8 +97,15 @@ def _notes(order_id: int) -> list[str | None]:
 
 def _order(member: Member, **terms: object) -> int:
     """A monthly order from the member's ordinary savings, set before the tests' days."""
-    rule = dict(target="deposits", amount="1000", day_of_month=5, actor="x", starts_on=START)
-    return standing_order_create(member_id=member.id, **{**rule, **terms}).id  # type: ignore[arg-type]
+    rule = dict(
+        member_id=member.id,
+        target="deposits",
+        amount="1000",
+        day_of_month=5,
+        actor="x",
+        starts_on=START,
+    )
+    return standing_order_create(**{**rule, **terms}).id  # type: ignore[arg-type]
 
 
 def test_an_order_to_deposits_moves_once_a_month_on_its_day_and_catches_up_a_missed_day(
@@ -106,14 +113,13 @@ def test_an_order_to_deposits_moves_once_a_month_on_its_day_and_catches_up_a_mis
 ) -> None:
     member = make_member()
     _save(member, "5000")
-    order = standing_order_create(
-        starts_on=START,
-        member_id=member.id,
+    order = _order(
+        member,
         target="deposits",
         amount="1000",
         day_of_month=5,
         actor="staff@x",
-    ).id
+    )
     member_id = member.id
     assert run_job("standing-orders", date(2026, 3, 4)) == 0
     assert _runs(order) == []  # not its day yet
@@ -140,23 +146,21 @@ def test_short_savings_move_what_is_above_the_minimum_or_nothing_as_the_order_sa
     partial, whole = make_member(), make_member(language="sw")
     for member in (partial, whole):
         _save(member, "600")  # ORD keeps a minimum balance of 100
-    takes_part = standing_order_create(
-        starts_on=START,
-        member_id=partial.id,
+    takes_part = _order(
+        partial,
         target="shares",
         amount="1000",
         day_of_month=1,
         actor="x",
-    ).id
-    all_or_none = standing_order_create(
-        starts_on=START,
-        member_id=whole.id,
+    )
+    all_or_none = _order(
+        whole,
         target="deposits",
         amount="1000",
         day_of_month=1,
         actor="x",
         partial=False,
-    ).id
+    )
     partial_id, whole_id = partial.id, whole.id
     run_job("standing-orders", date(2026, 3, 1))
     assert _runs(takes_part) == [(date(2026, 3, 1), "partial", Decimal("500.00"))]
@@ -182,15 +186,14 @@ def test_an_order_to_a_loan_repays_it_from_savings_and_never_pays_more_than_is_o
     member = db.session.get(Member, loan.member_id)
     _save(member, "20000")
     owed = loan_debt(loan_id=loan.id).total
-    order = standing_order_create(
-        starts_on=START,
-        member_id=member.id,
+    order = _order(
+        member,
         target="loan",
         loan_id=loan.id,
         amount="10000",
         day_of_month=10,
         actor="x",
-    ).id
+    )
     member_id, loan_id = member.id, loan.id
     run_job("standing-orders", date(2026, 2, 10))
     assert _runs(order) == [(date(2026, 2, 10), "done", owed)]
@@ -280,14 +283,13 @@ def test_two_workers_running_one_order_at_once_move_it_once(app: Flask, pg: None
     finds the month's run written by the first."""
     member = make_member()
     _save(member, "5000")
-    order = standing_order_create(
-        starts_on=START,
-        member_id=member.id,
+    order = _order(
+        member,
         target="shares",
         amount="700",
         day_of_month=3,
         actor="x",
-    ).id
+    )
     member_id, order_id = member.id, order
     db.session.remove()
     locked, release = threading.Event(), threading.Event()
@@ -690,16 +692,15 @@ def test_an_order_set_is_recorded_and_each_refusal_says_why_in_words(app: Flask)
     standing_order_cancel(order_id=others[0], actor="x")
     _order(other, target="shares", amount="100", day_of_month=9)
     # An order may end the day it starts.
-    order = standing_order_create(
-        member_id=member_id,
+    order = _order(
+        member,
         target="shares",
         amount="250.5",
         day_of_month=7,
         actor="officer@x",
-        starts_on=START,
         ends_on=START,
         partial=False,
-    ).id
+    )
 
     stored = db.session.get(StandingOrder, order)
     assert (stored.channel, stored.source, stored.ends_on) == ("console", "savings", START)
@@ -751,14 +752,6 @@ def test_an_order_set_is_recorded_and_each_refusal_says_why_in_words(app: Flask)
         (dict(source_product="FIX"), "Fixed deposit is not a savings account to pay from"),
     ]
     for changed, words in cases:
-        terms = dict(
-            member_id=member_id,
-            target="deposits",
-            amount="100",
-            day_of_month=3,
-            actor="x",
-            starts_on=START,
-        )
         with pytest.raises(StandingOrderError) as refused:
-            standing_order_create(**{**terms, **changed})  # type: ignore[arg-type]
+            _order(db.session.get(Member, member_id), **changed)
         assert str(refused.value) == words
