@@ -4,7 +4,7 @@ their deposits or their shares, run by the nightly `standing-orders` job."""
 from __future__ import annotations
 
 import threading
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -29,6 +29,7 @@ from app.selectors.members import member_balances
 from app.services.ledger import credit, debit, gl_account, journal_post
 from app.services.loans import loan_repay
 from app.services.savings import account_product, member_product_account
+from app.services.savings.exits import exit_request, exit_settle
 from app.services.savings.standing_orders import (
     MAX_ACTIVE_ORDERS,
     STANDING_ORDERS,
@@ -46,7 +47,7 @@ from tests.helpers import (
     sms_bodies,
     wait_until_blocked,
 )
-from tests.loan_factories import make_loan, make_product
+from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
 from workers.schedule import JOBS, run_job
 
 START = date(2026, 1, 1)  # orders set before the days the tests run the job
@@ -675,12 +676,6 @@ def test_a_chunk_locks_only_its_own_members(app: Flask, pg: None) -> None:
 
 def test_an_order_set_is_recorded_and_each_refusal_says_why_in_words(app: Flask) -> None:
     """(Mutation testing, issue 23.)"""
-    from datetime import timedelta
-
-    from app.services.loans import loan_repay
-    from app.services.savings.exits import exit_request, exit_settle
-    from tests.loan_factories import make_borrower, make_staff
-
     member, other, gone = make_borrower(savings=5000), make_member(), make_member()
     member_id, member_no = member.id, member.member_no
     # Another member's five orders leave this member room; a cancelled one leaves its
