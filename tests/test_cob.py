@@ -7,16 +7,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import threading
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
+from sqlalchemy.orm import Session, SessionTransaction
 
-from app.batch import Batch, ChunkStats, partition_claim, partition_work, partitions_create
+from app.batch import (
+    Batch,
+    ChunkStats,
+    partition_claim,
+    partition_work,
+    partitions_create,
+    worker_name,
+)
 from app.extensions import db
 from app.models import BatchPartition, Installment, JournalEntry
 from app.services.ledger import account_close
@@ -174,7 +184,7 @@ def test_a_partition_is_claimed_by_one_worker_and_taken_over_when_its_lease_runs
 
 
 def test_a_worker_whose_partition_is_taken_over_mid_chunk_keeps_nothing_of_that_chunk(
-    app: Flask,
+    app: Flask, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The chunk's work and its progress record are one transaction: a worker that finds
     its partition taken over when it records (its lease ran out while it worked) rolls the
@@ -196,6 +206,7 @@ def test_a_worker_whose_partition_is_taken_over_mid_chunk_keeps_nothing_of_that_
 
     slow = Batch("loan-arrears", ARREARS.scan, slow_chunk)
     assert partition_work(slow, pid, "host:1:a") is False
+    assert f"partition {pid} was taken over by another worker; stopping" in caplog.messages
     assert _penalty_entries() == 0  # the charges went back with the refused record
     part = db.session.get(BatchPartition, pid, populate_existing=True)
     assert (part.worker, part.next_chunk, part.status) == ("host:9:b", 0, "running")
@@ -207,11 +218,193 @@ def test_a_worker_whose_partition_is_taken_over_mid_chunk_keeps_nothing_of_that_
     assert _penalty_entries() == 2
 
 
+def _partition(ids: list[int], **state: object) -> int:
+    """A partition row as a run left it (`state` over a fresh one)."""
+    row = dict(
+        run_id="resume",
+        job="loan-arrears",
+        as_of=date(2026, 2, 10),
+        number=0,
+        ids=ids,
+        status="pending",
+        attempts=0,
+        next_chunk=0,
+        records_scanned=0,
+        records_updated=0,
+        notifications_sent=0,
+        notifications_failed=0,
+        errors=[],
+    )
+    part = BatchPartition(**{**row, **state})
+    db.session.add(part)
+    db.session.commit()
+    return part.id
+
+
+def test_a_claim_leases_the_partition_and_a_take_over_keeps_when_it_started(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_change(app, monkeypatch, COB_LEASE_SECONDS=120)
+    pid = _partition([1, 2])
+    assert partition_claim(pid, "host:1:a") is True
+    first = db.session.get(BatchPartition, pid, populate_existing=True)
+    first_started = first.started_at
+    assert first_started is not None
+    assert first.lease_until - first_started == timedelta(seconds=120)
+    assert (first.status, first.worker, first.attempts) == ("running", "host:1:a", 1)
+    # Held: another worker neither claims it nor does any of it.
+    assert partition_work(ARREARS, pid, "host:2:b") is False
+
+    db.session.execute(
+        update(BatchPartition)
+        .where(BatchPartition.id == pid)
+        .values(lease_until=datetime(2000, 1, 1, tzinfo=UTC))
+    )
+    db.session.commit()
+    before = datetime.now(UTC)
+    assert partition_claim(pid, "host:2:b") is True
+    again = db.session.get(BatchPartition, pid, populate_existing=True)
+    assert again.started_at == first_started  # when the run first reached it
+    assert again.lease_until >= before + timedelta(seconds=120)
+    assert (again.worker, again.attempts) == ("host:2:b", 2)
+
+    # A lease of 0 seconds would be taken over at once: it is a second at least.
+    settings_change(app, monkeypatch, COB_LEASE_SECONDS=0)
+    other = _partition([3], run_id="resume2")
+    assert partition_claim(other, "host:1:a") is True
+    short = db.session.get(BatchPartition, other)
+    assert short.lease_until - short.started_at == timedelta(seconds=1)
+
+
+def test_a_resumed_partition_starts_at_its_first_chunk_not_recorded_and_keeps_its_errors(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker died after recording the first of three chunks. The next one redoes
+    nothing recorded, keeps the errors recorded so far, adds each chunk's own (one chunk
+    redone loan by loan, one that reports a loan it skipped) and renews its lease with
+    each chunk it records."""
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=2)
+    ids = _late_loans(6)
+    bad, skipped = ids[2], ids[5]
+    pid = _partition(
+        ids,
+        status="running",
+        worker="host:1:a",
+        attempts=1,
+        next_chunk=1,
+        lease_until=datetime(2000, 1, 1, tzinfo=UTC),
+        records_scanned=2,
+        records_updated=2,
+        errors=["loan 7: an earlier error"],
+    )
+    leases: list[datetime] = []
+
+    def chunk(chunk_ids: list[int], day: date, stats: ChunkStats) -> None:
+        if chunk_ids == ids[2:4]:
+            # The lease runs out while this chunk works: recording the chunk renews it.
+            with db.engine.begin() as other:
+                other.execute(
+                    update(BatchPartition)
+                    .where(BatchPartition.id == pid)
+                    .values(lease_until=datetime(2000, 1, 1, tzinfo=UTC))
+                )
+        if chunk_ids == ids[4:]:
+            with db.engine.connect() as other:
+                leases.append(
+                    other.scalar(select(BatchPartition.lease_until).where(BatchPartition.id == pid))
+                )
+        if bad in chunk_ids:
+            raise ValueError("no schedule")
+        if skipped in chunk_ids:
+            stats.error(f"loan {skipped}: skipped")
+        ARREARS.chunk([i for i in chunk_ids if i != skipped], day, stats)
+
+    assert partition_work(Batch("loan-arrears", ARREARS.scan, chunk), pid, "host:2:b") is True
+    part = db.session.get(BatchPartition, pid, populate_existing=True)
+    assert (part.status, part.worker, part.attempts, part.next_chunk) == (
+        "done",
+        "host:2:b",
+        2,
+        3,
+    )
+    assert part.errors == [
+        "loan 7: an earlier error",
+        f"loan {bad}: ValueError: no schedule",
+        f"loan {skipped}: skipped",
+    ]
+    assert (part.records_scanned, part.records_updated) == (6, 4)
+    assert part.finished_at is not None and part.lease_until is None
+    assert len(leases) == 1 and leases[0] > datetime.now(UTC)
+    charged = [receivables(reload(i))["penalty"] for i in ids]
+    # The first chunk was recorded as done before: nothing of it is done again.
+    assert charged == [Decimal("0")] * 3 + [Decimal("50.00")] * 2 + [Decimal("0")]
+
+
+def test_a_worker_records_and_finishes_only_the_partition_it_works(app: Flask) -> None:
+    ids = _late_loans(2)
+    mine = _partition(ids[:1])
+    also_mine = _partition(ids[1:], number=1)
+    assert partition_claim(also_mine, "host:1:a") is True
+    before = db.session.get(BatchPartition, also_mine)
+    held = (before.status, before.lease_until, before.next_chunk, before.records_scanned)
+
+    assert partition_work(ARREARS, mine, "host:1:a") is True
+    done = db.session.get(BatchPartition, mine, populate_existing=True)
+    assert (done.status, done.next_chunk, done.records_scanned) == ("done", 1, 1)
+    other = db.session.get(BatchPartition, also_mine, populate_existing=True)
+    assert (other.status, other.lease_until, other.next_chunk, other.records_scanned) == held
+    assert other.finished_at is None
+
+
+def test_a_partition_taken_over_after_its_last_chunk_is_left_to_its_new_holder(
+    app: Flask,
+) -> None:
+    """The lease ran out between the last chunk's commit and the finish: the other worker
+    holds it now, and this one does not mark it done under that worker's name."""
+    [loan_id] = _late_loans(1)
+    pid = _partition([loan_id])
+
+    def take_over(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is not None:  # a savepoint of the chunk's
+            return
+        event.remove(session, "after_transaction_end", take_over)
+        with db.engine.begin() as other:
+            other.execute(
+                update(BatchPartition).where(BatchPartition.id == pid).values(worker="host:9:b")
+            )
+
+    def chunk(chunk_ids: list[int], day: date, stats: ChunkStats) -> None:
+        # Once the chunk's transaction is over (committed with its record), before the
+        # finish: the moment a lease running out would let another worker in.
+        event.listen(db.session(), "after_transaction_end", take_over)
+        ARREARS.chunk(chunk_ids, day, stats)
+
+    assert partition_work(Batch("loan-arrears", ARREARS.scan, chunk), pid, "host:1:a") is False
+    part = db.session.get(BatchPartition, pid, populate_existing=True)
+    assert (part.status, part.worker, part.next_chunk, part.finished_at) == (
+        "running",
+        "host:9:b",
+        1,
+        None,
+    )
+
+
+def test_a_worker_is_named_by_host_pid_and_a_token_that_fits_its_column(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "h" * 100)
+    first, second = worker_name(), worker_name()
+    assert re.fullmatch(rf"h{{40}}:{os.getpid()}:[0-9a-f]{{8}}", first), first
+    assert first != second  # a restarted process with the same pid is told apart
+    assert len(first) <= BatchPartition.worker.type.length
+
+
 def test_workers_share_the_run_and_the_line_counts_every_partition(
     app: Flask, monkeypatch: pytest.MonkeyPatch, runner
 ) -> None:
-    settings_change(app, monkeypatch, COB_CHUNK_SIZE=2)
-    ids = _late_loans(8)
+    # Chunks of one, two workers: six partitions of two chunks (at most four a worker).
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=1)
+    ids = _late_loans(12)
     db.session.remove()
 
     result = runner.invoke(
@@ -219,13 +412,14 @@ def test_workers_share_the_run_and_the_line_counts_every_partition(
     )
     assert result.exit_code == EXIT_OK, result.output
     line = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (line["records_scanned"], line["records_updated"], line["errors_count"]) == (8, 8, 0)
-    assert "4/4 partitions" in result.stderr
+    assert (line["records_scanned"], line["records_updated"], line["errors_count"]) == (12, 12, 0)
+    assert "6/6 partitions" in result.stderr
     parts = db.session.scalars(
         select(BatchPartition).where(BatchPartition.run_id == line["run_id"])
     ).all()
-    assert sorted(p.number for p in parts) == [0, 1, 2, 3]
-    assert {p.status for p in parts} == {"done"}
+    assert sorted(p.number for p in parts) == [0, 1, 2, 3, 4, 5]
+    # The workers chunk as the run's settings say (they inherit its environment).
+    assert {(p.status, p.next_chunk) for p in parts} == {("done", 2)}
     assert sorted(i for p in parts for i in p.ids) == sorted(ids)
     # Done by the worker processes, not by this one.
     assert all(p.worker and f":{os.getpid()}:" not in p.worker for p in parts)
@@ -236,7 +430,7 @@ def test_workers_share_the_run_and_the_line_counts_every_partition(
     )
     assert again.exit_code == EXIT_OK, again.output
     assert json.loads(again.stdout.strip().splitlines()[-1])["records_updated"] == 0
-    assert _penalty_entries() == 8
+    assert _penalty_entries() == 12
 
 
 def test_a_worker_killed_mid_partition_is_taken_over_and_nothing_is_charged_twice(
