@@ -26,6 +26,7 @@ from app.services.payments import (
     payments_query_payout,
     payments_request_stk,
 )
+from app.services.savings import exit_figures
 from tests.helpers import b2c_result_body
 from tests.loan_factories import make_borrower, make_loan, make_product, make_staff
 
@@ -536,6 +537,23 @@ def test_a_payout_failed_while_its_status_query_is_out_can_be_sent_again(
     again = loan_retry_payout(loan_id=loan_id, staff=make_staff("branch_manager"))
     assert (again.kind, again.status, again.loan_id) == ("b2c", "pending", loan_id)
     assert again.id not in (payout.id, the_query().id)
+
+
+def test_a_status_query_left_out_after_its_payout_was_paid_keeps_no_exit_waiting(
+    client: FlaskClient,
+    b2c,  # noqa: ANN001
+) -> None:
+    """While the payout's outcome is unknown the member's exit waits for it; once its own
+    late result has paid it, the question asked meanwhile (never answered) is no payment
+    of theirs on its way. (Mutation testing, issue 23.)"""
+    loan_id, payout = asked(client)
+    member_id = row(Loan, loan_id).member_id
+    on_its_way = "an M-PESA payment of theirs is on its way: wait for its result"
+    assert on_its_way in exit_figures(member_id).blockers
+    post(client, "b2c/result", b2c_result_body(payout.originator_conversation_id, amount=5000))
+    assert process_new() == ["processed"]
+    assert (the_query().status, row(MpesaRequest, payout.id).status) == ("sent", "succeeded")
+    assert on_its_way not in exit_figures(member_id).blockers
 
 
 def test_a_completed_answer_after_the_payout_was_paid_changes_nothing(
