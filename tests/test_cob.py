@@ -297,7 +297,7 @@ def test_a_resumed_partition_starts_at_its_first_chunk_not_recorded_and_keeps_it
         records_updated=2,
         errors=["loan 7: an earlier error"],
     )
-    leases: list[datetime] = []
+    seen: list[tuple[int, list[str], datetime]] = []
 
     def chunk(chunk_ids: list[int], day: date, stats: ChunkStats) -> None:
         if chunk_ids == ids[2:4]:
@@ -309,9 +309,16 @@ def test_a_resumed_partition_starts_at_its_first_chunk_not_recorded_and_keeps_it
                     .values(lease_until=datetime(2000, 1, 1, tzinfo=UTC))
                 )
         if chunk_ids == ids[4:]:
+            # What the chunk redone loan by loan recorded, as another worker would see it.
             with db.engine.connect() as other:
-                leases.append(
-                    other.scalar(select(BatchPartition.lease_until).where(BatchPartition.id == pid))
+                seen.append(
+                    other.execute(
+                        select(
+                            BatchPartition.next_chunk,
+                            BatchPartition.errors,
+                            BatchPartition.lease_until,
+                        ).where(BatchPartition.id == pid)
+                    ).one()
                 )
         if bad in chunk_ids:
             raise ValueError("no schedule")
@@ -334,7 +341,9 @@ def test_a_resumed_partition_starts_at_its_first_chunk_not_recorded_and_keeps_it
     ]
     assert (part.records_scanned, part.records_updated) == (6, 4)
     assert part.finished_at is not None and part.lease_until is None
-    assert len(leases) == 1 and leases[0] > datetime.now(UTC)
+    [(next_chunk, errors, lease)] = seen
+    assert (next_chunk, errors) == (2, part.errors[:2])
+    assert lease > datetime.now(UTC)
     charged = [receivables(reload(i))["penalty"] for i in ids]
     # The first chunk was recorded as done before: nothing of it is done again.
     assert charged == [Decimal("0")] * 3 + [Decimal("50.00")] * 2 + [Decimal("0")]
