@@ -31,6 +31,7 @@ from app.models import (
 )
 from app.models.types import Money
 from app.selectors.dividends import dividend_summary, member_dividends
+from app.selectors.members import member_balances
 from app.services.ledger import ledger_check
 from app.services.members import member_buy_shares, member_deposit
 from app.services.permissions import PermissionDenied
@@ -796,4 +797,116 @@ def test_a_run_paid_by_mpesa_sends_each_net_once_and_a_failed_one_comes_back_to_
         )
     ]
     assert len(texts) == len(payouts) and all("on its way to your M-PESA" in t for t in texts)
+    assert ledger_check() == []
+
+
+def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_transaction(
+    app: Flask,
+) -> None:
+    """One member's loans, oldest first: one up to date, one a shilling behind, one far
+    behind. The net (less than all that is behind) pays the shilling, then all it can of
+    the next; nothing goes to the loan up to date, nothing to savings, nothing to another
+    member's loan. Each repayment is the member's deposits paying, keyed by run,
+    member and loan, by the system. Until the chunk commits none of it is written: the
+    caller's rollback takes it all back. (Mutation testing, issue 23.)"""
+    from datetime import UTC, datetime
+
+    from app.models import Loan
+    from app.selectors.loans import loan_list_figures
+    from app.services.loans import loan_repay
+    from app.services.savings.dividends import arrears_by_member
+    from tests.loan_factories import make_loan, make_product
+
+    member = make_member(name="Borrower")
+    member.created_at = datetime(2024, 1, 1, tzinfo=UTC)
+    db.session.commit()
+    member_id = member.id
+    member_deposit(
+        member_id=member_id, amount="400000", reference="BIG1", value_date=date(2025, 1, 2)
+    )
+    neighbours_loan = make_loan(
+        product=make_product("V1", code="NB"), amount=5000, on=date(2025, 6, 1)
+    ).id
+    loans = {}
+    for name in ("up_to_date", "a_shilling", "far_behind"):
+        product = make_product("V1", code=name[:8].upper())
+        loans[name] = make_loan(
+            product=product, amount=10000, on=date(2025, 6, 1), member=member
+        ).id
+
+    def behind() -> dict[str, Decimal]:
+        figures = loan_list_figures(loan_ids=list(loans.values()), as_of=PAID_ON)
+        return {name: figures[loan_id].due_now for name, loan_id in loans.items()}
+
+    before = behind()
+    for name, left in (("up_to_date", Decimal(0)), ("a_shilling", Decimal(1))):
+        loan_repay(
+            loan_id=loans[name],
+            amount=before[name] - left,
+            reference=f"PAY-{name}",
+            value_date=date(2026, 1, 20),
+        )
+    before = behind()
+    assert (before["up_to_date"], before["a_shilling"]) == (Decimal(0), Decimal("1.00"))
+    assert arrears_by_member([member_id], PAID_ON) == {
+        member_id: [
+            (loans["a_shilling"], Decimal("1.00")),
+            (loans["far_behind"], before["far_behind"]),
+        ]
+    }
+
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="0.5",
+        method="simple",
+        payout="arrears_first",
+        staff=_staff("admin"),
+    )
+    run_id = run.id
+    dividend_approve(run_id=run_id, staff=_staff("branch_manager"))
+    stored = db.session.get(DividendRun, run_id)
+    assert stored is not None
+    stored.status, stored.value_date = "posting", PAID_ON
+    db.session.commit()
+    line = db.session.scalar(
+        select(DividendLine).where(
+            DividendLine.run_id == run_id, DividendLine.member_id == member_id
+        )
+    )
+    assert line is not None
+    net, line_id = line.net, line.id
+    assert Decimal(1) < net < Decimal(1) + before["far_behind"]
+
+    assert dividend_lines_pay([line_id]) == (1, 1)
+    db.session.rollback()
+    assert behind() == before
+    assert db.session.get(DividendLine, line_id).paid_at is None
+    assert _ord_balance(member_id) == 0
+
+    assert dividend_post(run_id=run_id, value_date=PAID_ON).status == "posted"
+    assert behind() == {
+        **before,
+        "a_shilling": Decimal(0),
+        "far_behind": before["far_behind"] - (net - 1),
+    }
+    paid = db.session.get(DividendLine, line_id)
+    assert paid is not None and paid.paid_to == "arrears"
+    assert _ord_balance(member_id) == 0
+    repayments = db.session.execute(
+        select(JournalEntry.idempotency_key, JournalEntry.actor, JournalEntry.loan_id)
+        .where(JournalEntry.loan_id.in_(list(loans.values())))
+        .where(JournalEntry.idempotency_key.like("%DIV%"))
+        .order_by(JournalEntry.id)
+    ).all()
+    assert [(loan_id, actor) for _, actor, loan_id in repayments] == [
+        (loans["a_shilling"], "system"),
+        (loans["far_behind"], "system"),
+    ]
+    for key, _, loan_id in repayments:
+        assert key.endswith(f"DIV{run_id}-{member_id}-{loan_id}"), key
+    # The deposits paid: what they hold is what the member saved, less nothing else.
+    assert member_balances(member_id=member_id).savings == Decimal("400000.00")
+    assert db.session.get(Loan, neighbours_loan).status == "active"
+    assert loan_list_figures(loan_ids=[neighbours_loan], as_of=PAID_ON)[neighbours_loan].due_now > 0
     assert ledger_check() == []
