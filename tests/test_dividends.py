@@ -803,10 +803,10 @@ def test_a_run_paid_by_mpesa_sends_each_net_once_and_a_failed_one_comes_back_to_
 def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_transaction(
     app: Flask,
 ) -> None:
-    """One member's loans, oldest first: one up to date, one a shilling behind, one far
+    """One member's loans, oldest first: one up to date, one a shilling behind, two far
     behind. The net (less than all that is behind) pays the shilling, then all it can of
-    the next; nothing goes to the loan up to date, nothing to savings, nothing to another
-    member's loan. Each repayment is the member's deposits paying, keyed by run,
+    the next; nothing goes to the loan up to date or the last one, nothing to savings,
+    nothing to another member's loan. Each repayment is the member's deposits paying, keyed by run,
     member and loan, by the system. Until the chunk commits none of it is written: the
     caller's rollback takes it all back. (Mutation testing, issue 23.)"""
     from datetime import UTC, datetime
@@ -828,7 +828,7 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
         product=make_product("V1", code="NB"), amount=5000, on=date(2025, 6, 1)
     ).id
     loans = {}
-    for name in ("up_to_date", "a_shilling", "far_behind"):
+    for name in ("up_to_date", "a_shilling", "far_behind", "also_behind"):
         product = make_product("V1", code=name[:8].upper())
         loans[name] = make_loan(
             product=product, amount=10000, on=date(2025, 6, 1), member=member
@@ -852,6 +852,7 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
         member_id: [
             (loans["a_shilling"], Decimal("1.00")),
             (loans["far_behind"], before["far_behind"]),
+            (loans["also_behind"], before["also_behind"]),
         ]
     }
 
