@@ -813,6 +813,7 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
 
     from app.models import Loan
     from app.selectors.loans import loan_list_figures
+    from app.services.collections import portfolio_assign
     from app.services.loans import loan_repay
     from app.services.savings.dividends import arrears_by_member
     from tests.loan_factories import make_loan, make_product
@@ -833,6 +834,13 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
         loans[name] = make_loan(
             product=product, amount=10000, on=date(2025, 6, 1), member=member
         ).id
+    manager = _staff("branch_manager")
+    # Given to another officer since: PostgreSQL now keeps its row after the others'.
+    portfolio_assign(
+        loan_id=loans["a_shilling"],
+        officer_id=_second("loan_officer").id,
+        staff=manager,
+    )
 
     def behind() -> dict[str, Decimal]:
         figures = loan_list_figures(loan_ids=list(loans.values()), as_of=PAID_ON)
@@ -865,7 +873,7 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
         staff=_staff("admin"),
     )
     run_id = run.id
-    dividend_approve(run_id=run_id, staff=_staff("branch_manager"))
+    dividend_approve(run_id=run_id, staff=manager)
     stored = db.session.get(DividendRun, run_id)
     assert stored is not None
     stored.status, stored.value_date = "posting", PAID_ON
