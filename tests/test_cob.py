@@ -373,10 +373,12 @@ def test_a_partition_taken_over_after_its_last_chunk_is_left_to_its_new_holder(
     [loan_id] = _late_loans(1)
     pid = _partition([loan_id])
 
+    taken: list[str] = []
+
     def take_over(session: Session, transaction: SessionTransaction) -> None:
-        if transaction.parent is not None:  # a savepoint of the chunk's
+        if taken or transaction.parent is not None:  # done, or a savepoint of the chunk's
             return
-        event.remove(session, "after_transaction_end", take_over)
+        taken.append("host:9:b")
         with db.engine.begin() as other:
             other.execute(
                 update(BatchPartition).where(BatchPartition.id == pid).values(worker="host:9:b")
@@ -388,7 +390,10 @@ def test_a_partition_taken_over_after_its_last_chunk_is_left_to_its_new_holder(
         event.listen(db.session(), "after_transaction_end", take_over)
         ARREARS.chunk(chunk_ids, day, stats)
 
-    assert partition_work(Batch("loan-arrears", ARREARS.scan, chunk), pid, "host:1:a") is False
+    worked = partition_work(Batch("loan-arrears", ARREARS.scan, chunk), pid, "host:1:a")
+    event.remove(db.session(), "after_transaction_end", take_over)
+    assert worked is False and taken == ["host:9:b"]
+    assert receivables(reload(loan_id))["penalty"] == Decimal("50.00")  # the chunk's work
     part = db.session.get(BatchPartition, pid, populate_existing=True)
     assert (part.status, part.worker, part.next_chunk, part.finished_at) == (
         "running",
