@@ -43,7 +43,11 @@ from app.services.savings import (
     dividend_post,
     dividend_report,
 )
-from app.services.savings.dividends import dividend_lines_pay, dividend_unpaid_line_ids
+from app.services.savings.dividends import (
+    REPORT_HEADER,
+    dividend_lines_pay,
+    dividend_unpaid_line_ids,
+)
 from tests.factories import make_member
 from tests.helpers import settings_change, staff
 
@@ -372,6 +376,23 @@ def test_a_cancelled_draft_frees_the_year_and_bad_input_is_refused_in_words(
     assert db.session.scalar(select(func.count(DividendRun.id))) == 0
     first = dividend_declare(share_rate="10", deposit_rate="5", **common)  # type: ignore[arg-type]
     dividend_cancel(run_id=first.id, staff=admin)
+    cancelled = db.session.scalar(
+        select(AuditLog).where(AuditLog.action == "dividend.cancel").order_by(AuditLog.id.desc())
+    )
+    assert cancelled is not None
+    assert (
+        cancelled.actor,
+        cancelled.object_type,
+        cancelled.object_id,
+        cancelled.before,
+        cancelled.after,
+    ) == (
+        f"staff:{admin.email}",
+        "dividend_run",
+        str(first.id),
+        {"status": "draft"},
+        {"status": "cancelled", "year": YEAR},
+    )
     again = dividend_declare(share_rate="11", deposit_rate="5", **common)  # type: ignore[arg-type]
     assert again.id != first.id and again.status == "draft"
     assert again.dividend_gross > first.dividend_gross
@@ -510,6 +531,139 @@ def test_the_report_reconciles_to_the_journal_in_csv_and_xlsx(
     assert pdf.startswith(b"%PDF-") and b"JOURNAL" in pdf
     with pytest.raises(DividendError, match="format"):
         dividend_report(run.id, "doc")
+
+
+def _report_lines(run_id: int, members: Iterator[int] | list[int]) -> list[tuple]:
+    """Each member's line of a run, as the report is to show it, by member."""
+    found = []
+    for member_id in sorted(members):
+        member = db.session.get(Member, member_id)
+        line = db.session.scalar(
+            select(DividendLine).where(
+                DividendLine.run_id == run_id, DividendLine.member_id == member_id
+            )
+        )
+        assert member is not None and line is not None
+        money = (
+            line.share_basis,
+            line.deposit_basis,
+            line.dividend,
+            line.interest,
+            line.tax,
+            line.net,
+        )
+        found.append(
+            (member.member_no, member.name, money, line.paid_to, line.entry_id, line.paid_at)
+        )
+    return found
+
+
+def _pdf_text(pdf: bytes) -> str:
+    """The words the (uncompressed) PDF draws, in the order it draws them."""
+    import re
+
+    return "\n".join(m.decode("latin-1") for m in re.findall(rb"\((.*?)\) Tj", pdf))
+
+
+def test_the_report_shows_every_line_whole_in_csv_xlsx_and_pdf(
+    app: Flask, book: dict[int, Moves]
+) -> None:
+    """Every member's line with its paid-to, entry and time (blank until paid), the totals
+    row and the journal's row for this run only (last year's run posted too). (Mutation
+    testing, issue 23.)"""
+    from datetime import timedelta
+
+    admin, manager = _staff("admin"), _staff("branch_manager")
+    earlier = dividend_declare(
+        year=YEAR - 1,
+        share_rate="5",
+        deposit_rate="2",
+        method="simple",
+        payout="savings",
+        staff=admin,
+    )
+    dividend_approve(run_id=earlier.id, staff=manager)
+    assert dividend_post(run_id=earlier.id, value_date=date(YEAR, 1, 31)).status == "posted"
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="9",
+        deposit_rate="4",
+        method="weighted",
+        payout="savings",
+        staff=admin,
+    )
+    run_id = run.id
+
+    def csv_rows() -> list[list[str]]:
+        raw = dividend_report(run_id, "csv")
+        assert raw.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs for UTF-8
+        return list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+
+    def expect(run: DividendRun, journal: tuple[Decimal, ...]) -> None:
+        lines = _report_lines(run_id, list(book))
+        header, *body, total, posted = csv_rows()
+        assert header == list(REPORT_HEADER)
+        assert len(body) == len(lines)
+        for row, (no, name, money, paid_to, entry, paid_at) in zip(body, lines, strict=True):
+            assert row[:2] == [no, name]
+            assert [Decimal(v) for v in row[2:8]] == list(money)
+            assert row[8:] == [
+                paid_to or "",
+                str(entry) if entry else "",
+                paid_at.isoformat() if paid_at else "",
+            ]
+        figures = (run.dividend_gross, run.interest_gross, run.tax, run.net)
+        assert total[:4] == ["TOTAL", f"{run.members} members", "", ""]
+        assert posted[:4] == ["JOURNAL", "posted entries", "", ""]
+        assert [Decimal(v) for v in total[4:]] == list(figures)
+        assert [Decimal(v) for v in posted[4:]] == list(journal)
+
+        sheet = load_workbook(io.BytesIO(dividend_report(run_id, "xlsx")))["Dividends"]
+        title, head, *cells, sheet_total, sheet_journal = sheet.iter_rows(values_only=True)
+        assert str(title[0]).startswith(f"Dividend run {run_id}: {YEAR}, weighted, ")
+        assert head == REPORT_HEADER
+        for row, (no, name, money, paid_to, entry, paid_at) in zip(cells, lines, strict=True):
+            assert row[:2] == (no, name)
+            assert [Decimal(str(v)) for v in row[2:8]] == list(money)
+            assert row[8] in ((paid_to,) if paid_to else ("", None))
+            assert row[9] in ((entry,) if entry else ("", None))
+            if paid_at:
+                assert abs(row[10] - paid_at.replace(tzinfo=None)) < timedelta(seconds=1)
+            else:
+                assert row[10] in ("", None)
+        assert sheet_total[:4] == ("TOTAL", f"{run.members} members", None, None)
+        assert sheet_journal[:4] == ("JOURNAL", "posted entries", None, None)
+        assert [Decimal(str(v)) for v in sheet_total[4:8]] == list(figures)
+        assert [Decimal(str(v)) for v in sheet_journal[4:8]] == list(journal)
+
+        words = _pdf_text(dividend_report(run_id, "pdf"))
+        drawn = [
+            f"Dividend run {run_id}: {YEAR}, weighted",
+            "Member\nName\nShares\nDeposits\nDividend\nInterest\nTax\nNet",
+            *(
+                "\n".join([no, name, *(f"{v:,.2f}" for v in money)])
+                for no, name, money, *_ in lines
+            ),
+            "\n".join(["TOTAL", f"{run.members} members", *(f"{v:,.2f}" for v in figures)]),
+            "\n".join(["JOURNAL", "posted entries", *(f"{v:,.2f}" for v in journal)]),
+        ]
+        at = 0
+        for part in drawn:
+            found = words.find(part, at)
+            assert found >= 0, (part, words[at:])
+            at = found + len(part)
+
+    nothing = (Decimal(0),) * 4
+    expect(run, nothing)  # a draft: nothing paid, nothing posted for this year yet
+    dividend_approve(run_id=run_id, staff=manager)
+    posted = dividend_post(run_id=run_id, value_date=PAID_ON)
+    expect(posted, (posted.dividend_gross, posted.interest_gross, posted.tax, posted.net))
+    with pytest.raises(DividendError) as unknown:
+        dividend_report(run_id, "doc")
+    assert str(unknown.value) == "the report format must be one of csv, xlsx, pdf"
+    with pytest.raises(DividendError) as missing:
+        dividend_report(999999, "csv")
+    assert str(missing.value) == "no dividend run 999999"
 
 
 def test_preview_summary_and_a_members_own_dividends(app: Flask, book: dict[int, Moves]) -> None:
