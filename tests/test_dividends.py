@@ -1073,3 +1073,52 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
     assert db.session.get(Loan, neighbours_loan).status == "active"
     assert loan_list_figures(loan_ids=[neighbours_loan], as_of=PAID_ON)[neighbours_loan].due_now > 0
     assert ledger_check() == []
+
+
+def test_with_savings_closed_to_new_accounts_only_members_who_hold_one_are_paid(
+    app: Flask, book: dict[int, Moves]
+) -> None:
+    """The ordinary savings product closed to new accounts: a member who holds one is
+    paid into it; one who does not is left unpaid, the run saying why. (Mutation testing,
+    issue 23.)"""
+    from app.services.savings.products import account_product, product_update
+
+    holder, *others = sorted(book)
+    # The holder's account, from a deposit to their savings before the product closed.
+    holder_no = db.session.scalar(select(Member.member_no).where(Member.id == holder))
+    ordinary = account_product("ORD")
+    db.session.add(
+        Account(
+            code=f"ORD-{holder_no}",
+            kind=ordinary.ledger_kind,
+            name="Ordinary savings",
+            member_id=holder,
+            product_id=ordinary.id,
+        )
+    )
+    db.session.commit()
+    product_update(product_id=ordinary.id, actor="staff:test", active=False)
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="simple",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    partial = dividend_post(run_id=run.id, value_date=PAID_ON)
+    assert partial.status == "posting"
+    first_missing = db.session.scalar(select(Member.member_no).where(Member.id == others[0]))
+    assert f"{ordinary.name} is closed to new accounts (ORD-{first_missing})" in (
+        partial.note or ""
+    )
+    assert partial.note.startswith(f"{len(others)} not paid yet: ")
+    paid = db.session.scalar(
+        select(DividendLine).where(DividendLine.run_id == run.id, DividendLine.member_id == holder)
+    )
+    assert paid is not None and paid.paid_at is not None
+    assert _ord_balance(holder) == paid.net
+    for member_id in others:
+        assert _ord_balance(member_id) == 0
+    assert ledger_check() == []
