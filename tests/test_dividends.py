@@ -558,6 +558,20 @@ def _report_lines(run_id: int, members: Iterator[int] | list[int]) -> list[tuple
     return found
 
 
+def _cut(name: str, width: float = 48) -> str:
+    """`name` as its 50 mm column shows it (1 mm each side): whole if it fits in Helvetica
+    8, else the longest start of it that fits with "..." after it."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", "", 8)
+    if pdf.get_string_width(name) <= width:
+        return name
+    end = max(n for n in range(len(name)) if pdf.get_string_width(name[:n] + "...") <= width)
+    return name[:end] + "..."
+
+
 def _pdf_text(pdf: bytes) -> str:
     """The words the (uncompressed) PDF draws, in the order it draws them."""
     import re
@@ -574,6 +588,10 @@ def test_the_report_shows_every_line_whole_in_csv_xlsx_and_pdf(
     from datetime import timedelta
 
     admin, manager = _staff("admin"), _staff("branch_manager")
+    long_named = db.session.get(Member, min(book))
+    assert long_named is not None
+    long_named.name = "Wanjiku Nyambura Achieng Chebet Kiprotich Wambui Otieno Kamau"
+    db.session.commit()
     earlier = dividend_declare(
         year=YEAR - 1,
         share_rate="5",
@@ -641,7 +659,7 @@ def test_the_report_shows_every_line_whole_in_csv_xlsx_and_pdf(
             f"Dividend run {run_id}: {YEAR}, weighted",
             "Member\nName\nShares\nDeposits\nDividend\nInterest\nTax\nNet",
             *(
-                "\n".join([no, name, *(f"{v:,.2f}" for v in money)])
+                "\n".join([no, _cut(name), *(f"{v:,.2f}" for v in money)])
                 for no, name, money, *_ in lines
             ),
             "\n".join(["TOTAL", f"{run.members} members", *(f"{v:,.2f}" for v in figures)]),
