@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -49,7 +49,14 @@ from app.services.savings.dividends import (
     dividend_unpaid_line_ids,
 )
 from tests.factories import make_member
-from tests.helpers import settings_change, staff
+from tests.helpers import (
+    Worker,
+    assert_not_held,
+    row_locked,
+    settings_change,
+    staff,
+    wait_until_blocked,
+)
 
 YEAR = 2025
 PAID_ON = date(2026, 1, 31)
@@ -421,6 +428,9 @@ def test_a_rerun_pays_nobody_twice(
     assert dividend_lines_pay(ids[:2]) == (2, 2)
     db.session.commit()
     # The same chunk again (a worker retrying it), whole or one line at a time: nothing.
+    # Nor does a chunk of no line, or of lines that are not there.
+    assert dividend_lines_pay([]) == (0, 0)
+    assert dividend_lines_pay([999999]) == (0, 0)
     assert dividend_lines_pay(ids[:2]) == (0, 0)
     assert dividend_lines_pay(ids[:1]) == (0, 0)
     db.session.commit()
@@ -1105,13 +1115,13 @@ def test_with_savings_closed_to_new_accounts_only_members_who_hold_one_are_paid(
     # The holder's account, from a deposit to their savings before the product closed.
     holder_no = db.session.scalar(select(Member.member_no).where(Member.id == holder))
     ordinary = account_product("ORD")
+    # Opened before products existed: it has none yet, and is the product's from now on.
     db.session.add(
         Account(
             code=f"ORD-{holder_no}",
             kind=ordinary.ledger_kind,
             name="Ordinary savings",
             member_id=holder,
-            product_id=ordinary.id,
         )
     )
     db.session.commit()
@@ -1137,6 +1147,67 @@ def test_with_savings_closed_to_new_accounts_only_members_who_hold_one_are_paid(
     )
     assert paid is not None and paid.paid_at is not None
     assert _ord_balance(holder) == paid.net
+    held = db.session.scalar(select(Account).where(Account.code == f"ORD-{holder_no}"))
+    assert held is not None and held.product_id == ordinary.id
     for member_id in others:
         assert _ord_balance(member_id) == 0
     assert ledger_check() == []
+
+
+def _lines_posting() -> list[int]:
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="simple",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    stored = db.session.get(DividendRun, run.id)
+    assert stored is not None
+    stored.status, stored.value_date = "posting", PAID_ON
+    db.session.commit()
+    return dividend_unpaid_line_ids(PAID_ON)
+
+
+def _paying(ids: list[int]) -> Callable[[], tuple[int, int]]:
+    def pay() -> tuple[int, int]:
+        done = dividend_lines_pay(ids)
+        db.session.commit()
+        return done
+
+    return pay
+
+
+def test_a_chunk_of_lines_locks_its_members_in_id_order(
+    app: Flask, book: dict[int, Moves], pg: None
+) -> None:
+    """While a chunk waits for its lowest member, it holds none of the others: two lockers
+    never wait on each other in a circle. (Mutation testing, issue 23.)"""
+    low, *higher = sorted(book)
+    # Their details changed since: PostgreSQL keeps the lowest member's row after the others'.
+    renamed = db.session.get(Member, low)
+    assert renamed is not None
+    renamed.name = "Member A Renamed"
+    db.session.commit()
+    ids = _lines_posting()
+    with row_locked(app, "members", low):
+        chunk = Worker(app, _paying(ids))
+        chunk.start()
+        wait_until_blocked()
+        for member_id in higher:
+            assert_not_held("members", member_id)
+    assert chunk.outcome() == (len(ids), len(ids))
+
+
+def test_a_chunk_of_lines_locks_only_its_own_members(
+    app: Flask, book: dict[int, Moves], pg: None
+) -> None:
+    """A member with no line in the chunk is not waited for. (Mutation testing, issue 23.)"""
+    bystander = make_member(name="Bystander").id
+    ids = _lines_posting()
+    with row_locked(app, "members", bystander):
+        chunk = Worker(app, _paying(ids))
+        chunk.start()
+        assert chunk.outcome(timeout=60) == (len(ids), len(ids))  # did not wait for them
