@@ -1028,6 +1028,22 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
         figures = loan_list_figures(loan_ids=list(loans.values()), as_of=PAID_ON)
         return {name: figures[loan_id].due_now for name, loan_id in loans.items()}
 
+    # The neighbour owes a shilling too: their own dividend pays it, the rest is savings.
+    neighbours = db.session.get(Loan, neighbours_loan)
+    assert neighbours is not None
+    neighbour_id = neighbours.member_id
+    db.session.get(Member, neighbour_id).created_at = datetime(2024, 1, 1, tzinfo=UTC)  # type: ignore[union-attr]
+    db.session.commit()
+    member_deposit(
+        member_id=neighbour_id, amount="100000", reference="NB1", value_date=date(2025, 1, 2)
+    )
+    neighbour_behind = loan_list_figures(loan_ids=[neighbours_loan], as_of=PAID_ON)
+    loan_repay(
+        loan_id=neighbours_loan,
+        amount=neighbour_behind[neighbours_loan].due_now - 1,
+        reference="PAY-NB",
+        value_date=date(2026, 1, 20),
+    )
     before = behind()
     for name, left in (("up_to_date", Decimal(0)), ("a_shilling", Decimal(1))):
         loan_repay(
@@ -1098,8 +1114,17 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
         assert key.endswith(f"DIV{run_id}-{member_id}-{loan_id}"), key
     # The deposits paid: what they hold is what the member saved, less nothing else.
     assert member_balances(member_id=member_id).savings == Decimal("400000.00")
-    assert db.session.get(Loan, neighbours_loan).status == "active"
-    assert loan_list_figures(loan_ids=[neighbours_loan], as_of=PAID_ON)[neighbours_loan].due_now > 0
+    assert db.session.get(Loan, neighbours_loan).status == "active"  # type: ignore[union-attr]
+    assert (
+        loan_list_figures(loan_ids=[neighbours_loan], as_of=PAID_ON)[neighbours_loan].due_now == 0
+    )
+    theirs = db.session.scalar(
+        select(DividendLine).where(
+            DividendLine.run_id == run_id, DividendLine.member_id == neighbour_id
+        )
+    )
+    assert theirs is not None and theirs.paid_to == "arrears"
+    assert _ord_balance(neighbour_id) == theirs.net - 1
     assert ledger_check() == []
 
 
@@ -1211,3 +1236,92 @@ def test_a_chunk_of_lines_locks_only_its_own_members(
         chunk = Worker(app, _paying(ids))
         chunk.start()
         assert chunk.outcome(timeout=60) == (len(ids), len(ids))  # did not wait for them
+
+
+def test_amounts_under_a_shilling_are_paid_to_the_cent(
+    app: Flask, book: dict[int, Moves], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member whose interest is KES 0.60 (tax 0.09, net 0.51) and one whose is KES 0.01
+    (no tax at all), each alone in a chunk, so in an entry of their own: both paid to the
+    cent. (Mutation testing, issue 23.)"""
+    settings_change(app, monkeypatch, COB_CHUNK_SIZE=1)
+    small, tiny = make_member(name="Small"), make_member(name="Tiny")
+    small_id, tiny_id = small.id, tiny.id
+    for member_id, amount in ((small_id, "10.00"), (tiny_id, "0.10")):
+        member_deposit(
+            member_id=member_id,
+            amount=amount,
+            reference=f"S{member_id}",
+            value_date=date(2025, 1, 2),
+        )
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="simple",
+        payout="savings",
+        staff=_staff("admin"),
+    )
+    dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
+    posted = dividend_post(run_id=run.id, value_date=PAID_ON)
+    assert posted.status == "posted", posted.note
+    lines = {
+        line.member_id: (line.interest, line.tax, line.net)
+        for line in db.session.scalars(
+            select(DividendLine).where(DividendLine.member_id.in_([small_id, tiny_id]))
+        )
+    }
+    assert lines == {
+        small_id: (Decimal("0.60"), Decimal("0.09"), Decimal("0.51")),
+        tiny_id: (Decimal("0.01"), Decimal("0.00"), Decimal("0.01")),
+    }
+    assert (_ord_balance(small_id), _ord_balance(tiny_id)) == (Decimal("0.51"), Decimal("0.01"))
+    assert -_journal_total("GL-WHT-PAYABLE") == posted.tax
+    assert ledger_check() == []
+
+
+def test_a_chunk_pays_the_lines_of_the_run_being_posted_and_leaves_a_drafts(
+    app: Flask, book: dict[int, Moves]
+) -> None:
+    """Lines of a run not being posted (a draft declared earlier), first in the chunk, are
+    left for their own run; the posted run's lines after them are paid. (Mutation
+    testing, issue 23.)"""
+    admin, manager = _staff("admin"), _staff("branch_manager")
+    draft = dividend_declare(
+        year=YEAR - 1,
+        share_rate="5",
+        deposit_rate="2",
+        method="simple",
+        payout="savings",
+        staff=admin,
+    )
+    draft_lines = list(
+        db.session.scalars(select(DividendLine.id).where(DividendLine.run_id == draft.id))
+    )
+    assert draft_lines
+    run = dividend_declare(
+        year=YEAR,
+        share_rate="10",
+        deposit_rate="6",
+        method="simple",
+        payout="savings",
+        staff=admin,
+    )
+    dividend_approve(run_id=run.id, staff=manager)
+    stored = db.session.get(DividendRun, run.id)
+    assert stored is not None
+    stored.status, stored.value_date = "posting", PAID_ON
+    db.session.commit()
+    posting = dividend_unpaid_line_ids(PAID_ON)
+    assert max(draft_lines) < min(posting)
+    assert dividend_lines_pay(draft_lines + posting) == (len(posting), len(posting))
+    db.session.commit()
+    assert (
+        db.session.scalar(
+            select(func.count(DividendLine.id)).where(
+                DividendLine.id.in_(draft_lines), DividendLine.paid_at.is_not(None)
+            )
+        )
+        == 0
+    )
+    assert dividend_unpaid_line_ids(PAID_ON) == []
