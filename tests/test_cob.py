@@ -219,23 +219,11 @@ def test_a_worker_whose_partition_is_taken_over_mid_chunk_keeps_nothing_of_that_
 
 
 def _partition(ids: list[int], **state: object) -> int:
-    """A partition row as a run left it (`state` over a fresh one)."""
-    row = dict(
-        run_id="resume",
-        job="loan-arrears",
-        as_of=date(2026, 2, 10),
-        number=0,
-        ids=ids,
-        status="pending",
-        attempts=0,
-        next_chunk=0,
-        records_scanned=0,
-        records_updated=0,
-        notifications_sent=0,
-        notifications_failed=0,
-        errors=[],
+    """A partition row as a run left it (`state` over a pending one: the model's defaults)."""
+    terms: dict[str, object] = dict(
+        run_id="resume", job="loan-arrears", as_of=date(2026, 2, 10), number=0, ids=ids
     )
-    part = BatchPartition(**{**row, **state})
+    part = BatchPartition(**{**terms, **state})
     db.session.add(part)
     db.session.commit()
     return part.id
