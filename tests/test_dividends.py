@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
@@ -106,6 +106,38 @@ def _shares(
         moves["deposits"].append((day, -Decimal(amount)))
 
 
+def _declared(**terms: object) -> DividendRun:
+    """A run declared for YEAR at 10% on shares and 6% on deposits, simple, paid to
+    savings, by the admin, unless `terms` say otherwise."""
+    values: dict[str, object] = dict(
+        year=YEAR, share_rate="10", deposit_rate="6", method="simple", payout="savings"
+    )
+    values.update(terms)
+    if "staff" not in values:
+        values["staff"] = _staff("admin")
+    return dividend_declare(**values)  # type: ignore[arg-type]
+
+
+def _saver(name: str, amount: str, reference: str) -> int:
+    """A member since 2024 with `amount` in their deposits all 2025; their id."""
+    member = make_member(name=name)
+    member.created_at = datetime(2024, 1, 1, tzinfo=UTC)
+    db.session.commit()
+    member_id = member.id
+    member_deposit(
+        member_id=member_id, amount=amount, reference=reference, value_date=date(2025, 1, 2)
+    )
+    return member_id
+
+
+def _mark_posting(run_id: int) -> None:
+    """The run as a posting that stopped part-way leaves it: being posted as of PAID_ON."""
+    stored = db.session.get(DividendRun, run_id)
+    assert stored is not None
+    stored.status, stored.value_date = "posting", PAID_ON
+    db.session.commit()
+
+
 @pytest.fixture
 def book(app: Flask) -> Iterator[dict[int, Moves]]:
     """Four members with money on varied days: before the year (opening balances), in it,
@@ -193,12 +225,10 @@ def test_each_member_is_paid_to_the_cent_by_the_method_and_the_books_reconcile(
     app: Flask, book: dict[int, Moves], method: str
 ) -> None:
     maker, checker = _staff("branch_manager"), _second("branch_manager")
-    run = dividend_declare(
-        year=YEAR,
+    run = _declared(
         share_rate="12.5",
         deposit_rate="7.25",
         method=method,
-        payout="savings",
         staff=maker,
         resolution_ref="AGM 2026/4",
     )
@@ -246,14 +276,7 @@ def test_the_weighted_method_counts_each_month_end_and_not_money_gone_before_it(
     # 12,000 in deposits from 1 July: six month-ends of 12,000, i.e. 6,000 for the year.
     member = make_member()
     member_deposit(member_id=member.id, amount="12000", reference="R1", value_date=date(2025, 7, 1))
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="10",
-        method="weighted",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    run = _declared(deposit_rate="10", method="weighted")
     line = db.session.scalar(select(DividendLine).where(DividendLine.run_id == run.id))
     assert line is not None
     assert (line.deposit_basis, line.interest, line.dividend) == (
@@ -267,14 +290,7 @@ def test_the_weighted_method_counts_each_month_end_and_not_money_gone_before_it(
 def test_maker_checker_permissions_and_the_audit(app: Flask, book: dict[int, Moves]) -> None:
     officer = _staff("loan_officer")
     with pytest.raises(PermissionDenied):
-        dividend_declare(
-            year=YEAR,
-            share_rate="10",
-            deposit_rate="5",
-            method="simple",
-            payout="savings",
-            staff=officer,
-        )
+        _declared(deposit_rate="5", staff=officer)
     maker = _staff("compliance")
     run = dividend_declare(
         year=YEAR, share_rate="10", deposit_rate="5", method="simple", payout="savings", staff=maker
@@ -284,14 +300,7 @@ def test_maker_checker_permissions_and_the_audit(app: Flask, book: dict[int, Mov
         dividend_approve(run_id=run.id, staff=maker)
     admin = _staff("admin")
     with pytest.raises(DividendError, match="already"):
-        dividend_declare(
-            year=YEAR,
-            share_rate="10",
-            deposit_rate="5",
-            method="simple",
-            payout="savings",
-            staff=admin,
-        )
+        _declared(deposit_rate="5", staff=admin)
     # Not approved: nothing can be posted.
     with pytest.raises(DividendError, match="only an approved run"):
         dividend_post(run_id=run.id, value_date=PAID_ON)
@@ -320,14 +329,7 @@ def test_maker_checker_permissions_and_the_audit(app: Flask, book: dict[int, Mov
 
 def test_the_declarer_cannot_approve_their_own_run(app: Flask, book: dict[int, Moves]) -> None:
     manager = _staff("branch_manager")
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="5",
-        method="simple",
-        payout="savings",
-        staff=manager,
-    )
+    run = _declared(deposit_rate="5", staff=manager)
     with pytest.raises(DividendError, match="someone other than who declared it"):
         dividend_approve(run_id=run.id, staff=manager)
     assert db.session.get(DividendRun, run.id).status == "draft"  # type: ignore[union-attr]
@@ -354,32 +356,11 @@ def test_a_cancelled_draft_frees_the_year_and_bad_input_is_refused_in_words(
         with pytest.raises(DividendError, match=match):
             dividend_declare(share_rate=share, deposit_rate=deposit, **common)  # type: ignore[arg-type]
     with pytest.raises(DividendError, match="method"):
-        dividend_declare(
-            year=YEAR,
-            share_rate="1",
-            deposit_rate="1",
-            method="daily",
-            payout="savings",
-            staff=admin,
-        )
+        _declared(share_rate="1", deposit_rate="1", method="daily", staff=admin)
     with pytest.raises(DividendError, match="payout"):
-        dividend_declare(
-            year=YEAR,
-            share_rate="1",
-            deposit_rate="1",
-            method="simple",
-            payout="cash",
-            staff=admin,
-        )
+        _declared(share_rate="1", deposit_rate="1", payout="cash", staff=admin)
     with pytest.raises(DividendError, match="year"):
-        dividend_declare(
-            year=2999,
-            share_rate="1",
-            deposit_rate="1",
-            method="simple",
-            payout="savings",
-            staff=admin,
-        )
+        _declared(year=2999, share_rate="1", deposit_rate="1", staff=admin)
     assert db.session.scalar(select(func.count(DividendRun.id))) == 0
     first = dividend_declare(share_rate="10", deposit_rate="5", **common)  # type: ignore[arg-type]
     dividend_cancel(run_id=first.id, staff=admin)
@@ -409,21 +390,11 @@ def test_a_rerun_pays_nobody_twice(
     app: Flask, book: dict[int, Moves], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings_change(app, monkeypatch, COB_CHUNK_SIZE=2)  # several chunks, several entries
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="weighted",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    run = _declared(method="weighted")
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
     # A posting that stopped after its first chunk (a crash): the run is "posting" with
     # part of it paid.
-    stored = db.session.get(DividendRun, run.id)
-    assert stored is not None
-    stored.status, stored.value_date = "posting", PAID_ON
-    db.session.commit()
+    _mark_posting(run.id)
     ids = dividend_unpaid_line_ids(PAID_ON)
     assert dividend_lines_pay(ids[:2]) == (2, 2)
     db.session.commit()
@@ -454,14 +425,7 @@ def test_a_rerun_pays_nobody_twice(
 def test_a_member_whose_payment_fails_is_left_unpaid_and_paid_on_the_next_run(
     app: Flask, book: dict[int, Moves]
 ) -> None:
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="simple",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    run = _declared()
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
     # One member's savings account is closed (empty): their credit is refused, the
     # others are paid.
@@ -494,14 +458,7 @@ def test_a_member_whose_payment_fails_is_left_unpaid_and_paid_on_the_next_run(
 def test_the_report_reconciles_to_the_journal_in_csv_and_xlsx(
     app: Flask, book: dict[int, Moves]
 ) -> None:
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="9",
-        deposit_rate="4",
-        method="weighted",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    run = _declared(share_rate="9", deposit_rate="4", method="weighted")
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
     run = dividend_post(run_id=run.id, value_date=PAID_ON)
     rows = list(csv.reader(io.StringIO(dividend_report(run.id, "csv").decode("utf-8-sig"))))
@@ -595,31 +552,15 @@ def test_the_report_shows_every_line_whole_in_csv_xlsx_and_pdf(
     """Every member's line with its paid-to, entry and time (blank until paid), the totals
     row and the journal's row for this run only (last year's run posted too). (Mutation
     testing, issue 23.)"""
-    from datetime import timedelta
-
     admin, manager = _staff("admin"), _staff("branch_manager")
     long_named = db.session.get(Member, min(book))
     assert long_named is not None
     long_named.name = "Wanjiku Nyambura Achieng Chebet Kiprotich Wambui Otieno Kamau"
     db.session.commit()
-    earlier = dividend_declare(
-        year=YEAR - 1,
-        share_rate="5",
-        deposit_rate="2",
-        method="simple",
-        payout="savings",
-        staff=admin,
-    )
+    earlier = _declared(year=YEAR - 1, share_rate="5", deposit_rate="2", staff=admin)
     dividend_approve(run_id=earlier.id, staff=manager)
     assert dividend_post(run_id=earlier.id, value_date=date(YEAR, 1, 31)).status == "posted"
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="9",
-        deposit_rate="4",
-        method="weighted",
-        payout="savings",
-        staff=admin,
-    )
+    run = _declared(share_rate="9", deposit_rate="4", method="weighted", staff=admin)
     run_id = run.id
 
     def csv_rows() -> list[list[str]]:
@@ -695,14 +636,7 @@ def test_the_report_shows_every_line_whole_in_csv_xlsx_and_pdf(
 
 
 def test_preview_summary_and_a_members_own_dividends(app: Flask, book: dict[int, Moves]) -> None:
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="simple",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    run = _declared()
     summary, top = dividend_summary(run.id)
     assert summary.id == run.id
     nets = [line.net for line in top]
@@ -718,19 +652,9 @@ def test_two_workers_paying_the_same_chunk_pay_it_once(
 ) -> None:
     from tests.helpers import Worker, wait_until_blocked
 
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="simple",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    run = _declared()
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
-    stored = db.session.get(DividendRun, run.id)
-    assert stored is not None
-    stored.status, stored.value_date = "posting", PAID_ON
-    db.session.commit()
+    _mark_posting(run.id)
     ids = dividend_unpaid_line_ids(PAID_ON)
     db.session.commit()
     # The first holds the members' locks (uncommitted) while the second asks for them.
@@ -811,14 +735,7 @@ def test_posting_in_partitions_pays_each_member_once(
 
     assert BATCHES["dividend-post"].noun == "dividend line"  # what a cob worker runs
     settings_change(app, monkeypatch, COB_CHUNK_SIZE=1)
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="8",
-        deposit_rate="3",
-        method="weighted",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    run = _declared(share_rate="8", deposit_rate="3", method="weighted")
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
     posted = dividend_post(run_id=run.id, value_date=PAID_ON, workers=2)
     assert posted.status == "posted"
@@ -832,32 +749,19 @@ def test_posting_in_partitions_pays_each_member_once(
 def test_arrears_first_pays_what_a_members_loans_are_behind_and_the_rest_to_savings(
     app: Flask, book: dict[int, Moves]
 ) -> None:
-    from datetime import UTC, datetime
 
     from app.models import Loan
     from app.selectors.loans import loan_list_figures
     from tests.loan_factories import make_loan, make_product
 
     # A member with deposits all 2025 and a loan paid out in June, never repaid.
-    member = make_member(name="Borrower")
-    member.created_at = datetime(2024, 1, 1, tzinfo=UTC)
-    db.session.commit()
-    member_id = member.id
-    member_deposit(
-        member_id=member_id, amount="400000", reference="BIG1", value_date=date(2025, 1, 2)
-    )
+    member_id = _saver("Borrower", "400000", "BIG1")
+    member = db.session.get(Member, member_id)
     loan = make_loan(product=make_product("V1"), amount=10000, on=date(2025, 6, 1), member=member)
     loan_id = loan.id
     behind = loan_list_figures(loan_ids=[loan_id], as_of=PAID_ON)[loan_id].due_now
     assert behind > 0
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="simple",
-        payout="arrears_first",
-        staff=_staff("admin"),
-    )
+    run = _declared(payout="arrears_first")
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
     posted = dividend_post(run_id=run.id, value_date=PAID_ON)
     assert posted.status == "posted"
@@ -909,14 +813,7 @@ def test_a_run_paid_by_mpesa_sends_each_net_once_and_a_failed_one_comes_back_to_
         f"{base}/mpesa/b2c/v3/paymentrequest",
         json={"ConversationID": "AG_B2C_DIV", "ResponseCode": "0"},
     )
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="simple",
-        payout="mpesa",
-        staff=_staff("admin"),
-    )
+    run = _declared(payout="mpesa")
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
     run_id = run.id
     assert dividend_post(run_id=run_id, value_date=PAID_ON).status == "posted"
@@ -991,7 +888,6 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
     nothing to another member's loan. Each repayment is the member's deposits paying, keyed by run,
     member and loan, by the system. Until the chunk commits none of it is written: the
     caller's rollback takes it all back. (Mutation testing, issue 23.)"""
-    from datetime import UTC, datetime
 
     from app.models import Loan
     from app.selectors.loans import loan_list_figures
@@ -1000,16 +896,15 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
     from app.services.savings.dividends import arrears_by_member
     from tests.loan_factories import make_loan, make_product
 
-    member = make_member(name="Borrower")
-    member.created_at = datetime(2024, 1, 1, tzinfo=UTC)
-    db.session.commit()
-    member_id = member.id
-    member_deposit(
-        member_id=member_id, amount="400000", reference="BIG1", value_date=date(2025, 1, 2)
-    )
+    member_id = _saver("Borrower", "400000", "BIG1")
+    neighbour_id = _saver("Neighbour", "100000", "NB1")
     neighbours_loan = make_loan(
-        product=make_product("V1", code="NB"), amount=5000, on=date(2025, 6, 1)
+        product=make_product("V1", code="NB"),
+        amount=5000,
+        on=date(2025, 6, 1),
+        member=db.session.get(Member, neighbour_id),
     ).id
+    member = db.session.get(Member, member_id)
     loans = {}
     for name in ("up_to_date", "a_shilling", "far_behind", "also_behind"):
         product = make_product("V1", code=name[:8].upper())
@@ -1029,14 +924,6 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
         return {name: figures[loan_id].due_now for name, loan_id in loans.items()}
 
     # The neighbour owes a shilling too: their own dividend pays it, the rest is savings.
-    neighbours = db.session.get(Loan, neighbours_loan)
-    assert neighbours is not None
-    neighbour_id = neighbours.member_id
-    db.session.get(Member, neighbour_id).created_at = datetime(2024, 1, 1, tzinfo=UTC)  # type: ignore[union-attr]
-    db.session.commit()
-    member_deposit(
-        member_id=neighbour_id, amount="100000", reference="NB1", value_date=date(2025, 1, 2)
-    )
     neighbour_behind = loan_list_figures(loan_ids=[neighbours_loan], as_of=PAID_ON)
     loan_repay(
         loan_id=neighbours_loan,
@@ -1062,20 +949,10 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
         ]
     }
 
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="0.5",
-        method="simple",
-        payout="arrears_first",
-        staff=_staff("admin"),
-    )
+    run = _declared(deposit_rate="0.5", payout="arrears_first")
     run_id = run.id
     dividend_approve(run_id=run_id, staff=manager)
-    stored = db.session.get(DividendRun, run_id)
-    assert stored is not None
-    stored.status, stored.value_date = "posting", PAID_ON
-    db.session.commit()
+    _mark_posting(run_id)
     line = db.session.scalar(
         select(DividendLine).where(
             DividendLine.run_id == run_id, DividendLine.member_id == member_id
@@ -1151,14 +1028,7 @@ def test_with_savings_closed_to_new_accounts_only_members_who_hold_one_are_paid(
     )
     db.session.commit()
     product_update(product_id=ordinary.id, actor="staff:test", active=False)
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="simple",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    run = _declared()
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
     partial = dividend_post(run_id=run.id, value_date=PAID_ON)
     assert partial.status == "posting"
@@ -1180,19 +1050,9 @@ def test_with_savings_closed_to_new_accounts_only_members_who_hold_one_are_paid(
 
 
 def _lines_posting() -> list[int]:
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="simple",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    run = _declared()
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
-    stored = db.session.get(DividendRun, run.id)
-    assert stored is not None
-    stored.status, stored.value_date = "posting", PAID_ON
-    db.session.commit()
+    _mark_posting(run.id)
     return dividend_unpaid_line_ids(PAID_ON)
 
 
@@ -1245,23 +1105,8 @@ def test_amounts_under_a_shilling_are_paid_to_the_cent(
     (no tax at all), each alone in a chunk, so in an entry of their own: both paid to the
     cent. (Mutation testing, issue 23.)"""
     settings_change(app, monkeypatch, COB_CHUNK_SIZE=1)
-    small, tiny = make_member(name="Small"), make_member(name="Tiny")
-    small_id, tiny_id = small.id, tiny.id
-    for member_id, amount in ((small_id, "10.00"), (tiny_id, "0.10")):
-        member_deposit(
-            member_id=member_id,
-            amount=amount,
-            reference=f"S{member_id}",
-            value_date=date(2025, 1, 2),
-        )
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="simple",
-        payout="savings",
-        staff=_staff("admin"),
-    )
+    small_id, tiny_id = _saver("Small", "10.00", "S1"), _saver("Tiny", "0.10", "S2")
+    run = _declared()
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
     posted = dividend_post(run_id=run.id, value_date=PAID_ON)
     assert posted.status == "posted", posted.note
@@ -1287,31 +1132,14 @@ def test_a_chunk_pays_the_lines_of_the_run_being_posted_and_leaves_a_drafts(
     left for their own run; the posted run's lines after them are paid. (Mutation
     testing, issue 23.)"""
     admin, manager = _staff("admin"), _staff("branch_manager")
-    draft = dividend_declare(
-        year=YEAR - 1,
-        share_rate="5",
-        deposit_rate="2",
-        method="simple",
-        payout="savings",
-        staff=admin,
-    )
+    draft = _declared(year=YEAR - 1, share_rate="5", deposit_rate="2", staff=admin)
     draft_lines = list(
         db.session.scalars(select(DividendLine.id).where(DividendLine.run_id == draft.id))
     )
     assert draft_lines
-    run = dividend_declare(
-        year=YEAR,
-        share_rate="10",
-        deposit_rate="6",
-        method="simple",
-        payout="savings",
-        staff=admin,
-    )
+    run = _declared(staff=admin)
     dividend_approve(run_id=run.id, staff=manager)
-    stored = db.session.get(DividendRun, run.id)
-    assert stored is not None
-    stored.status, stored.value_date = "posting", PAID_ON
-    db.session.commit()
+    _mark_posting(run.id)
     posting = dividend_unpaid_line_ids(PAID_ON)
     assert max(draft_lines) < min(posting)
     assert dividend_lines_pay(draft_lines + posting) == (len(posting), len(posting))
