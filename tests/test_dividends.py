@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -14,6 +15,7 @@ import pytest
 import responses
 from flask import Flask
 from flask.testing import FlaskClient
+from fpdf import FPDF
 from openpyxl import load_workbook
 from sqlalchemy import func, select, type_coerce
 
@@ -25,14 +27,18 @@ from app.models import (
     DividendRun,
     JournalEntry,
     JournalLine,
+    Loan,
     Member,
     SmsMessage,
     StaffUser,
 )
 from app.models.types import Money
 from app.selectors.dividends import dividend_summary, member_dividends
+from app.selectors.loans import loan_list_figures
 from app.selectors.members import member_balances
+from app.services.collections import portfolio_assign
 from app.services.ledger import ledger_check
+from app.services.loans import loan_repay
 from app.services.members import member_buy_shares, member_deposit
 from app.services.permissions import PermissionDenied
 from app.services.savings import (
@@ -45,9 +51,11 @@ from app.services.savings import (
 )
 from app.services.savings.dividends import (
     REPORT_HEADER,
+    arrears_by_member,
     dividend_lines_pay,
     dividend_unpaid_line_ids,
 )
+from app.services.savings.products import account_product, product_update
 from tests.factories import make_member
 from tests.helpers import (
     Worker,
@@ -57,6 +65,7 @@ from tests.helpers import (
     staff,
     wait_until_blocked,
 )
+from tests.loan_factories import make_loan, make_product
 
 YEAR = 2025
 PAID_ON = date(2026, 1, 31)
@@ -500,7 +509,7 @@ def test_the_report_reconciles_to_the_journal_in_csv_and_xlsx(
         dividend_report(run.id, "doc")
 
 
-def _report_lines(run_id: int, members: Iterator[int] | list[int]) -> list[tuple]:
+def _report_lines(run_id: int, members: list[int]) -> list[tuple]:
     """Each member's line of a run, as the report is to show it, by member."""
     found = []
     for member_id in sorted(members):
@@ -528,8 +537,6 @@ def _report_lines(run_id: int, members: Iterator[int] | list[int]) -> list[tuple
 def _cut(name: str, width: float = 48) -> str:
     """`name` as its 50 mm column shows it (1 mm each side): whole if it fits in Helvetica
     8, else the longest start of it that fits with "..." after it."""
-    from fpdf import FPDF
-
     pdf = FPDF()
     pdf.add_page()
     pdf.set_font("Helvetica", "", 8)
@@ -541,8 +548,6 @@ def _cut(name: str, width: float = 48) -> str:
 
 def _pdf_text(pdf: bytes) -> str:
     """The words the (uncompressed) PDF draws, in the order it draws them."""
-    import re
-
     return "\n".join(m.decode("latin-1") for m in re.findall(rb"\((.*?)\) Tj", pdf))
 
 
@@ -650,8 +655,6 @@ def test_preview_summary_and_a_members_own_dividends(app: Flask, book: dict[int,
 def test_two_workers_paying_the_same_chunk_pay_it_once(
     app: Flask, pg: None, book: dict[int, Moves]
 ) -> None:
-    from tests.helpers import Worker, wait_until_blocked
-
     run = _declared()
     dividend_approve(run_id=run.id, staff=_staff("branch_manager"))
     _mark_posting(run.id)
@@ -749,10 +752,6 @@ def test_posting_in_partitions_pays_each_member_once(
 def test_arrears_first_pays_what_a_members_loans_are_behind_and_the_rest_to_savings(
     app: Flask, book: dict[int, Moves]
 ) -> None:
-
-    from app.models import Loan
-    from app.selectors.loans import loan_list_figures
-    from tests.loan_factories import make_loan, make_product
 
     # A member with deposits all 2025 and a loan paid out in June, never repaid.
     member_id = _saver("Borrower", "400000", "BIG1")
@@ -889,13 +888,6 @@ def test_arrears_first_pays_loans_oldest_first_to_the_shilling_in_the_callers_tr
     member and loan, by the system. Until the chunk commits none of it is written: the
     caller's rollback takes it all back. (Mutation testing, issue 23.)"""
 
-    from app.models import Loan
-    from app.selectors.loans import loan_list_figures
-    from app.services.collections import portfolio_assign
-    from app.services.loans import loan_repay
-    from app.services.savings.dividends import arrears_by_member
-    from tests.loan_factories import make_loan, make_product
-
     member_id = _saver("Borrower", "400000", "BIG1")
     neighbour_id = _saver("Neighbour", "100000", "NB1")
     neighbours_loan = make_loan(
@@ -1011,8 +1003,6 @@ def test_with_savings_closed_to_new_accounts_only_members_who_hold_one_are_paid(
     """The ordinary savings product closed to new accounts: a member who holds one is
     paid into it; one who does not is left unpaid, the run saying why. (Mutation testing,
     issue 23.)"""
-    from app.services.savings.products import account_product, product_update
-
     holder, *others = sorted(book)
     # The holder's account, from a deposit to their savings before the product closed.
     holder_no = db.session.scalar(select(Member.member_no).where(Member.id == holder))
